@@ -1,0 +1,154 @@
+/**
+ * Starts and stops a local nats-server with JetStream: for `jetstate dev`, the tests and the
+ * benchmarks. Binds to 127.0.0.1 only, keeps its store in the given folder, and can restart on
+ * the same store and port.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NatsServerOptions {
+  /** Path of the nats-server binary; found with {@link findNatsServer} when absent. */
+  binary?: string;
+  /** JetStream store folder; a fresh temporary one when absent. */
+  storeDir?: string;
+  /** Client port; a free one when absent. */
+  port?: number;
+  /** `sync_interval: always`: every write is on disk before it is acknowledged. */
+  syncAlways?: boolean;
+  serverName?: string;
+  /** Joins a cluster: this server's route port and the route ports of its peers. */
+  cluster?: { name: string; port: number; routes: number[] };
+  /** Extra lines for the config file. */
+  extraConfig?: string;
+}
+
+/** The package's own folder, from its source or from dist/. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+const root = packageRoot();
+
+/** The nats-server binary: $JETSTATE_NATS_SERVER, the project-local copy, or one on PATH. */
+export function findNatsServer(): string {
+  const candidates = [process.env['JETSTATE_NATS_SERVER'], join(root, '.jetstate', 'nats', 'usr', 'sbin', 'nats-server'), 'nats-server'];
+  for (const c of candidates) {
+    if (!c) continue;
+    const r = spawnSync(c, ['--version'], { encoding: 'utf8' });
+    if (r.status === 0 && /v(\d+)\.(\d+)/.test(r.stdout)) {
+      const [, major, minor] = /v(\d+)\.(\d+)/.exec(r.stdout)!;
+      if (Number(major) > 2 || (Number(major) === 2 && Number(minor) >= 10)) return c;
+    }
+  }
+  throw new Error(
+    'no nats-server 2.10 or newer found: run scripts/ensure-nats.sh (it fetches one into .jetstate/nats) or set JETSTATE_NATS_SERVER to its path',
+  );
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((ok, ko) => {
+    const s = createServer();
+    s.once('error', ko);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => (typeof addr === 'object' && addr ? ok(addr.port) : ko(new Error('no port'))));
+    });
+  });
+}
+
+export class NatsServer {
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly binary: string,
+    readonly storeDir: string,
+    readonly port: number,
+    private readonly options: NatsServerOptions,
+  ) {}
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
+    const binary = options.binary ?? findNatsServer();
+    const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'jetstate-nats-')));
+    const port = options.port ?? (await freePort());
+    const server = new NatsServer(binary, storeDir, port, options);
+    await server.launch();
+    return server;
+  }
+
+  private async launch(): Promise<void> {
+    await mkdir(this.storeDir, { recursive: true });
+    const o = this.options;
+    const lines = [
+      `listen: 127.0.0.1:${this.port}`,
+      `server_name: ${o.serverName ?? `jetstate_${this.port}`}`,
+      `jetstream { store_dir: ${JSON.stringify(this.storeDir)}${o.syncAlways ? ', sync_interval: always' : ''} }`,
+    ];
+    if (o.cluster) {
+      lines.push(
+        `cluster { name: ${o.cluster.name}, listen: 127.0.0.1:${o.cluster.port}, routes: [${o.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
+      );
+    }
+    if (o.extraConfig) lines.push(o.extraConfig);
+    const conf = join(this.storeDir, 'nats-server.conf');
+    await writeFile(conf, lines.join('\n') + '\n');
+    const child = spawn(this.binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    this.exited = new Promise((r) => child.once('exit', () => r()));
+    let log = '';
+    await new Promise<void>((ok, ko) => {
+      const timer = setTimeout(() => ko(new Error(`nats-server did not become ready in 20 s:\n${log}`)), 20_000);
+      child.stderr!.on('data', (d: Buffer) => {
+        log = (log + d.toString()).slice(-8_000);
+        if (log.includes('Server is ready')) {
+          clearTimeout(timer);
+          ok();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        ko(new Error(`nats-server exited with ${code} before it was ready:\n${log}`));
+      });
+    });
+    child.stderr!.removeAllListeners('data');
+    child.stderr!.resume();
+  }
+
+  /** Stops the server (SIGTERM, then SIGKILL after 5 s). */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  /** Kills the server with SIGKILL, as a crash would. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** Starts again on the same store and port. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.launch();
+  }
+}

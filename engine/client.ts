@@ -1,0 +1,293 @@
+/**
+ * The client: starts instances, sends events, reads state and history. It runs no workers; an
+ * engine (which is a client too) applies the events.
+ */
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './definition.js';
+import { ErrorCode, JetstateError, fail } from './errors.js';
+import { checkName, partitionOf } from './names.js';
+import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './record.js';
+import { openRuntime, type Runtime } from './runtime.js';
+import { publishHistory, readHistory } from './history.js';
+import { startInstance } from './step.js';
+import { verifyInstance, type VerifyReport } from './verify.js';
+
+export interface StartOptions<W extends WorkflowDefinition> {
+  /** Instance id; the same id with the same input returns the existing instance. Random if absent. */
+  id?: string;
+  input: WorkflowInput<W>;
+}
+
+export interface SendOptions {
+  /** Deduplicates retries of the same send within the stream's 2-minute window. */
+  idempotencyKey?: string;
+}
+
+export interface SendResult {
+  /** Sequence of the event in the events stream. */
+  seq: number;
+  /** True when the stream already had an event with this idempotency key. */
+  duplicate: boolean;
+}
+
+export interface ListFilter {
+  status?: InstanceStatus;
+  /** Only instances in this state (XState `matches`). */
+  state?: string | Record<string, unknown>;
+}
+
+export interface WaitForOptions {
+  timeoutMs: number;
+}
+
+const KNOWN_CAP = 100_000;
+
+/**
+ * A connection to a jetstate namespace without workers.
+ *
+ * @example
+ * ```ts
+ * const client = await createClient({ servers: 'nats://127.0.0.1:4222' });
+ * await client.start(order, { id: 'o-1', input: { orderId: 'o-1', amount: 10 } });
+ * await client.send(order, 'o-1', { type: 'PAY', amount: 10 });
+ * await client.close();
+ * ```
+ */
+export class Client implements AsyncDisposable {
+  protected readonly rt: Runtime;
+  private readonly known = new Set<string>();
+  private closing: Promise<void> | undefined;
+  private resolveClosed!: () => void;
+  private readonly closedPromise = new Promise<void>((r) => (this.resolveClosed = r));
+
+  protected constructor(rt: Runtime) {
+    this.rt = rt;
+  }
+
+  static async connect(options: ClientOptions): Promise<Client> {
+    const resolved = parseOptions(ClientOptionsSchema, 'createClient', options);
+    return new Client(await openRuntime(resolved));
+  }
+
+  /** The namespace's partition count (fixed when it was first created). */
+  get partitions(): number {
+    return this.rt.partitions;
+  }
+
+  /**
+   * Starts an instance, idempotent by id. Validates the input against the workflow's schema;
+   * the same id with a different input is an `INSTANCE_CONFLICT` error.
+   */
+  async start<W extends WorkflowDefinition>(workflow: W, options: StartOptions<W>): Promise<Instance> {
+    this.checkOpen();
+    const runner = this.rt.registry.runnerFor(workflow);
+    const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
+    const parsed = workflow.input.safeParse(options.input);
+    if (!parsed.success) {
+      fail(ErrorCode.InvalidInput, `workflow '${workflow.name}' instance '${id}': input is not valid; nothing was started:\n${z.prettifyError(parsed.error)}`);
+    }
+    const key = this.rt.names.instanceKey(workflow.name, id);
+    const started = startInstance(workflow, runner, id, parsed.data, Date.now());
+    try {
+      await this.rt.instances.create(key, encodeJson(started.record));
+      await publishHistory(this.rt, workflow.name, id, [started.entry]);
+      this.remember(key);
+      return toInstance(started.record);
+    } catch (e) {
+      if (!/wrong last sequence|key exists/i.test((e as Error).message)) throw e;
+    }
+    const existing = await this.readRecord(workflow.name, id);
+    if (!existing) fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' was deleted while starting; start it again`);
+    if (existing.inputDigest !== started.record.inputDigest) {
+      fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
+    }
+    // A start that crashed before its history was published is finished by its retry.
+    if (existing.revision === 1) await publishHistory(this.rt, workflow.name, id, existing.lastHistory);
+    this.remember(key);
+    return toInstance(existing);
+  }
+
+  /**
+   * Sends an event; returns once the events stream has durably accepted it. The type must be one
+   * the workflow declares and the payload must match its schema, else an `INVALID_EVENT` error
+   * and nothing is written. Sending to a missing instance is an `INSTANCE_NOT_FOUND` error.
+   */
+  async send<W extends WorkflowDefinition>(workflow: W, id: string, event: WorkflowEvent<W>, options: SendOptions = {}): Promise<SendResult> {
+    this.checkOpen();
+    checkName(`workflow '${workflow.name}': instance id`, id);
+    const data = validateEvent(workflow, id, event);
+    const key = this.rt.names.instanceKey(workflow.name, id);
+    if (!this.known.has(key)) {
+      const entry = await this.rt.instances.get(key);
+      if (!entry || entry.operation !== 'PUT') {
+        fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; start it first; the event was not sent`);
+      }
+      this.remember(key);
+    }
+    const subject = this.rt.names.eventSubject(partitionOf(workflow.name, id, this.rt.partitions), workflow.name, id);
+    const ack = await this.rt.js.publish(subject, encodeJson(data), { msgID: options.idempotencyKey ?? randomUUID() });
+    return { seq: ack.seq, duplicate: ack.duplicate };
+  }
+
+  /** The instance, or null when it does not exist. */
+  async get<W extends WorkflowDefinition>(workflow: W, id: string): Promise<Instance | null> {
+    this.checkOpen();
+    const record = await this.readRecord(workflow.name, checkName('instance id', id));
+    return record ? toInstance(record) : null;
+  }
+
+  /** Every instance of a workflow, optionally filtered by status or state. */
+  async *list<W extends WorkflowDefinition>(workflow: W, filter: ListFilter = {}): AsyncIterable<Instance> {
+    this.checkOpen();
+    const keys: string[] = [];
+    for await (const k of await this.rt.instances.keys(`${workflow.name}.>`)) keys.push(k);
+    keys.sort();
+    for (let i = 0; i < keys.length; i += 64) {
+      const records = await Promise.all(keys.slice(i, i + 64).map((k) => this.readRecord(workflow.name, k.slice(workflow.name.length + 1))));
+      for (const r of records) {
+        if (!r) continue;
+        const inst = toInstance(r);
+        if (filter.status && inst.status !== filter.status) continue;
+        if (filter.state !== undefined && !inst.matches(filter.state as never)) continue;
+        yield inst;
+      }
+    }
+  }
+
+  /**
+   * Resolves with the instance once `predicate` holds, watching its KV key (no polling). Rejects
+   * with `TIMEOUT` after `timeoutMs`, or at once when the instance finished without matching.
+   */
+  async waitFor<W extends WorkflowDefinition>(workflow: W, id: string, predicate: (instance: Instance) => boolean, options: WaitForOptions): Promise<Instance> {
+    this.checkOpen();
+    const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
+    const watcher = await this.rt.instances.watch({ key });
+    let last: Instance | undefined;
+    const timer = setTimeout(() => watcher.stop(), options.timeoutMs);
+    try {
+      for await (const e of watcher) {
+        if (e.operation !== 'PUT') continue;
+        const record = this.parseRecord(workflow.name, id, e.value);
+        last = toInstance(record);
+        if (predicate(last)) return last;
+        if (last.status !== 'running') {
+          fail(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}' is ${last.status} in state ${JSON.stringify(last.value)} and will not reach the awaited state`);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      watcher.stop();
+    }
+    fail(
+      ErrorCode.Timeout,
+      last
+        ? `workflow '${workflow.name}' instance '${id}' did not reach the awaited state within ${options.timeoutMs} ms; it is in ${JSON.stringify(last.value)} at revision ${last.revision}`
+        : `workflow '${workflow.name}' instance '${id}' did not appear within ${options.timeoutMs} ms; start it first`,
+    );
+  }
+
+  /** The applied transitions and rejections of an instance, in order, from the history stream. */
+  async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<HistoryEntry[]> {
+    this.checkOpen();
+    return readHistory(this.rt, workflow.name, checkName('instance id', id));
+  }
+
+  /** Replays an instance's history from its start and reports whether it reproduces the stored snapshot. */
+  async verify<W extends WorkflowDefinition>(workflow: W, id: string): Promise<VerifyReport> {
+    this.checkOpen();
+    this.rt.registry.add(workflow);
+    const record = await this.readRecord(workflow.name, checkName('instance id', id));
+    if (!record) fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist`);
+    const found = this.rt.registry.find(record.workflow, record.version);
+    if (!found) {
+      fail(ErrorCode.WorkflowNotRegistered, `workflow '${workflow.name}' instance '${id}': stored version ${record.version} is not registered; pass it in 'workflows'`);
+    }
+    return verifyInstance(found.def, found.runner, record, await readHistory(this.rt, workflow.name, id));
+  }
+
+  /** Closes the connection if jetstate opened it. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown().finally(() => this.resolveClosed());
+    return this.closing;
+  }
+
+  /** Resolves when the client has closed; never rejects. */
+  closed(): Promise<void> {
+    return this.closedPromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  protected async shutdown(): Promise<void> {
+    if (this.rt.ownsConnection) await this.rt.nc.drain().catch(() => {});
+  }
+
+  protected get isClosing(): boolean {
+    return this.closing !== undefined;
+  }
+
+  protected checkOpen(): void {
+    if (this.closing) fail(ErrorCode.Closed, 'this jetstate client is closed; create a new one');
+  }
+
+  protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
+    const entry = await this.rt.instances.get(this.rt.names.instanceKey(workflow, id));
+    if (!entry || entry.operation !== 'PUT') return null;
+    return this.parseRecord(workflow, id, entry.value);
+  }
+
+  protected parseRecord(workflow: string, id: string, bytes: Uint8Array): InstanceRecord {
+    let raw: unknown;
+    try {
+      raw = decodeJson(bytes);
+    } catch (e) {
+      throw new JetstateError(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record is not JSON; it was left untouched`, { cause: e });
+    }
+    const parsed = InstanceRecordSchema.safeParse(raw);
+    if (!parsed.success) {
+      fail(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
+    }
+    return parsed.data;
+  }
+
+  private remember(key: string): void {
+    if (this.known.size >= KNOWN_CAP) this.known.clear();
+    this.known.add(key);
+  }
+}
+
+/** Checks an event against the workflow's declared events; returns the event to publish. */
+export function validateEvent(workflow: WorkflowDefinition, id: string, event: unknown): { type: string } & Record<string, unknown> {
+  const where = `workflow '${workflow.name}' instance '${id}'`;
+  if (typeof event !== 'object' || event === null || Array.isArray(event)) {
+    fail(ErrorCode.InvalidEvent, `${where}: an event must be an object like { type: 'PAY', ... }; nothing was sent`);
+  }
+  const { type, ...payload } = event as Record<string, unknown>;
+  if (typeof type !== 'string') fail(ErrorCode.InvalidEvent, `${where}: the event has no string 'type'; nothing was sent`);
+  const schema = workflow.events[type];
+  if (!schema || !Object.hasOwn(workflow.events, type)) {
+    fail(ErrorCode.InvalidEvent, `${where}: event type '${type}' is not declared; declared types: ${Object.keys(workflow.events).join(', ') || '(none)'}; nothing was sent`);
+  }
+  const parsed = schema.safeParse(payload);
+  if (!parsed.success) {
+    fail(ErrorCode.InvalidEvent, `${where}: payload of '${type}' is not valid; nothing was sent:\n${z.prettifyError(parsed.error)}`);
+  }
+  return { ...(parsed.data as Record<string, unknown>), type };
+}
+
+
+/**
+ * Connects a client.
+ *
+ * @example
+ * ```ts
+ * await using client = await createClient({ servers: process.env.NATS_URL });
+ * ```
+ */
+export function createClient(options: ClientOptions): Promise<Client> {
+  return Client.connect(options);
+}

@@ -1,0 +1,163 @@
+/**
+ * `defineWorkflow`: a pure declaration of a durable workflow, checked when it is defined (at
+ * import time) rather than at the first event.
+ */
+import type { AnyStateMachine, AnyStateNode } from 'xstate';
+import type { z } from 'zod';
+import { ErrorCode, fail } from './errors.js';
+import { checkName } from './names.js';
+
+/** A zod schema, structurally (so any zod 4 schema instance fits). */
+export type SchemaLike<T = unknown> = z.ZodType<T>;
+
+export interface WorkflowOptions<
+  TMachine extends AnyStateMachine,
+  TInput extends SchemaLike,
+  TEvents extends Record<string, SchemaLike>,
+> {
+  /** Stable name: part of every key and subject. 1-128 of A-Z a-z 0-9 _ -. */
+  name: string;
+  /** Positive integer. Instances stay on the version that started them. */
+  version: number;
+  machine: TMachine;
+  /** Schema of the start input; the parsed value becomes the machine's `input`. */
+  input: TInput;
+  /** Every event type a sender may send, mapped to the schema of its payload (without `type`). */
+  events: TEvents;
+}
+
+export interface WorkflowDefinition<
+  TMachine extends AnyStateMachine = AnyStateMachine,
+  TInput extends SchemaLike = SchemaLike,
+  TEvents extends Record<string, SchemaLike> = Record<string, SchemaLike>,
+> {
+  readonly name: string;
+  readonly version: number;
+  readonly machine: TMachine;
+  readonly input: TInput;
+  readonly events: TEvents;
+  readonly kind: 'jetstate.workflow';
+}
+
+/** The event a sender passes to `send()`: a declared `type` plus its payload fields. */
+export type WorkflowEvent<W extends WorkflowDefinition> = {
+  [K in keyof W['events'] & string]: { type: K } & z.input<W['events'][K]>;
+}[keyof W['events'] & string];
+
+export type WorkflowInput<W extends WorkflowDefinition> = z.input<W['input']>;
+
+const RESERVED_EVENT_PREFIXES = ['xstate.', 'jetstate.'];
+
+/**
+ * Declares a durable workflow. Throws a `JetstateError` (`INVALID_DEFINITION`) that says the fix
+ * for anything that cannot be made durable: a missing name or version, an inline actor
+ * implementation, an actor `src` that `setup()` does not provide, or a declared event the
+ * machine never handles.
+ *
+ * @example
+ * ```ts
+ * const approval = defineWorkflow({
+ *   name: 'approval', version: 1,
+ *   input: z.object({ requestId: z.string() }),
+ *   events: { APPROVE: z.object({ by: z.string() }) },
+ *   machine: setup({}).createMachine({ initial: 'pending', states: {
+ *     pending: { on: { APPROVE: 'approved' } }, approved: { type: 'final' } } }),
+ * });
+ * ```
+ */
+export function defineWorkflow<
+  TMachine extends AnyStateMachine,
+  TInput extends SchemaLike,
+  TEvents extends Record<string, SchemaLike>,
+>(options: WorkflowOptions<TMachine, TInput, TEvents>): WorkflowDefinition<TMachine, TInput, TEvents> {
+  if (options === null || typeof options !== 'object') {
+    fail(ErrorCode.InvalidDefinition, 'defineWorkflow needs an object { name, version, machine, input, events }');
+  }
+  const label = typeof options.name === 'string' ? `workflow '${options.name}'` : 'workflow';
+  if (options.name === undefined) {
+    fail(ErrorCode.InvalidDefinition, `${label}: name is missing; give it a stable name such as 'order'`);
+  }
+  checkName(`${label}: name`, options.name, ErrorCode.InvalidDefinition);
+  if (!Number.isSafeInteger(options.version) || options.version < 1) {
+    fail(
+      ErrorCode.InvalidDefinition,
+      `${label}: version must be a positive integer (got ${JSON.stringify(options.version)}); start at 1 and raise it when the machine changes`,
+    );
+  }
+  const machine = options.machine as AnyStateMachine | undefined;
+  if (!machine || typeof machine !== 'object' || !('root' in machine) || typeof machine.transition !== 'function') {
+    fail(ErrorCode.InvalidDefinition, `${label}: machine must be an XState v5 machine made with setup({...}).createMachine({...})`);
+  }
+  if (!isSchema(options.input)) {
+    fail(ErrorCode.InvalidDefinition, `${label}: input must be a zod schema, e.g. z.object({ orderId: z.string() })`);
+  }
+  if (!options.events || typeof options.events !== 'object') {
+    fail(ErrorCode.InvalidDefinition, `${label}: events must map each event type to a zod schema, e.g. { PAY: z.object({ amount: z.number() }) }`);
+  }
+  for (const [type, schema] of Object.entries(options.events)) {
+    if (RESERVED_EVENT_PREFIXES.some((p) => type.startsWith(p))) {
+      fail(ErrorCode.InvalidDefinition, `${label}: event type '${type}' uses a reserved prefix (xstate., jetstate.); rename it`);
+    }
+    if (!isSchema(schema)) {
+      fail(ErrorCode.InvalidDefinition, `${label}: events.${type} must be a zod schema of the payload, e.g. z.object({})`);
+    }
+  }
+  checkMachine(label, machine, Object.keys(options.events));
+  return Object.freeze({
+    name: options.name,
+    version: options.version,
+    machine: options.machine,
+    input: options.input,
+    events: options.events,
+    kind: 'jetstate.workflow' as const,
+  });
+}
+
+export function isWorkflowDefinition(value: unknown): value is WorkflowDefinition {
+  return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'jetstate.workflow';
+}
+
+function isSchema(value: unknown): value is SchemaLike {
+  return typeof value === 'object' && value !== null && typeof (value as { safeParse?: unknown }).safeParse === 'function';
+}
+
+function checkMachine(label: string, machine: AnyStateMachine, declared: string[]): void {
+  const handled = new Set<string>();
+  const actors = (machine.implementations?.actors ?? {}) as Record<string, unknown>;
+  const visit = (node: AnyStateNode): void => {
+    const on = (node.config.on ?? {}) as Record<string, unknown>;
+    for (const type of Object.keys(on)) handled.add(type);
+    const invokes = node.config.invoke === undefined ? [] : [node.config.invoke].flat();
+    for (const inv of invokes as Array<{ src?: unknown }>) {
+      if (typeof inv.src !== 'string') {
+        fail(
+          ErrorCode.InvalidDefinition,
+          `${label}: state '${node.id}' invokes an inline actor implementation, which cannot be made durable; ` +
+            `register it by name in setup({ actors: { myActor: ... } }) and use invoke: { src: 'myActor' }`,
+        );
+      }
+      if (!(inv.src in actors)) {
+        fail(
+          ErrorCode.InvalidDefinition,
+          `${label}: state '${node.id}' invokes '${inv.src}', which setup({ actors }) does not provide; add it there`,
+        );
+      }
+    }
+    for (const child of Object.values(node.states ?? {})) visit(child as AnyStateNode);
+  };
+  visit(machine.root);
+  const matches = (type: string): boolean => {
+    if (handled.has(type) || handled.has('*')) return true;
+    for (const h of handled) if (h.endsWith('.*') && type.startsWith(h.slice(0, -1))) return true;
+    return false;
+  };
+  const unused = declared.filter((t) => !matches(t));
+  if (unused.length > 0) {
+    fail(
+      ErrorCode.InvalidDefinition,
+      `${label}: declared event${unused.length > 1 ? 's' : ''} ${unused.map((u) => `'${u}'`).join(', ')} ` +
+        `${unused.length > 1 ? 'are' : 'is'} handled by no state of the machine; add an 'on' transition for ` +
+        `${unused.length > 1 ? 'them' : 'it'} or remove ${unused.length > 1 ? 'them' : 'it'} from events`,
+    );
+  }
+}

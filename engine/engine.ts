@@ -1,0 +1,108 @@
+/**
+ * The engine: a client that also applies events. It owns a fair share of the partitions (see
+ * partitions.ts) and runs one {@link PartitionWorker} per owned partition.
+ */
+import { Client } from './client.js';
+import { EngineOptionsSchema, parseOptions, type EngineOptions, type ResolvedEngineOptions } from './options.js';
+import { PartitionManager } from './partitions.js';
+import { PartitionWorker, type EffectExecutor } from './partition-worker.js';
+import { openRuntime, type Runtime } from './runtime.js';
+import type { Effect } from './step.js';
+import { InstanceStore, type LoadedInstance } from './store.js';
+
+export interface EngineStatus {
+  engineId: string;
+  partitions: number;
+  owned: number[];
+  /** Instances whose events wait because their record cannot be processed. */
+  blocked: Array<{ key: string; reason: string }>;
+}
+
+/**
+ * Effects of XState actions that the engine does not run yet (timers, invoked actors and custom
+ * actions arrive with durable effects); each kind is reported once so that nothing is silently
+ * dropped.
+ */
+class ReportingExecutor implements EffectExecutor {
+  private readonly reported = new Set<string>();
+  constructor(private readonly rt: Runtime) {}
+  async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
+    for (const e of effects) {
+      const k = `${instance.record.workflow}:${e.type}`;
+      if (this.reported.has(k)) continue;
+      this.reported.add(k);
+      this.rt.logger.warn(`workflow '${instance.record.workflow}': action '${e.type}' was not run; this engine runs no side-effecting actions yet`);
+    }
+  }
+}
+
+/**
+ * An engine embedded in your service.
+ *
+ * @example
+ * ```ts
+ * const engine = await createEngine({ servers: 'nats://127.0.0.1:4222', workflows: [order] });
+ * await engine.start(order, { id: 'o-1', input: { orderId: 'o-1', amount: 10 } });
+ * await engine.waitFor(order, 'o-1', (s) => s.matches('paid'), { timeoutMs: 5_000 });
+ * await engine.close(); // drains in-flight events
+ * ```
+ */
+export class Engine extends Client {
+  private readonly manager: PartitionManager;
+
+  private constructor(rt: Runtime, options: ResolvedEngineOptions) {
+    super(rt);
+    const store = new InstanceStore(rt.instances, rt.registry);
+    const executor = new ReportingExecutor(rt);
+    this.manager = new PartitionManager(rt, {
+      engineId: options.engineId,
+      ttlMs: options.leaseTtlMs,
+      drainTimeoutMs: options.drainTimeoutMs,
+      startWorker: async (partition, checkpoint) => {
+        const worker = new PartitionWorker(rt, store, executor, partition, checkpoint, {
+          maxPending: options.maxPendingPerPartition,
+          maxBatch: options.maxBatch,
+        });
+        await worker.start();
+        return worker;
+      },
+    });
+  }
+
+  static async create(options: EngineOptions): Promise<Engine> {
+    const resolved = parseOptions(EngineOptionsSchema, 'createEngine', options);
+    const rt = await openRuntime(resolved);
+    const engine = new Engine(rt, resolved);
+    try {
+      await engine.manager.start();
+    } catch (e) {
+      await engine.close();
+      throw e;
+    }
+    return engine;
+  }
+
+  get engineId(): string {
+    return this.manager.engineId;
+  }
+
+  status(): EngineStatus {
+    return {
+      engineId: this.manager.engineId,
+      partitions: this.rt.partitions,
+      owned: this.manager.ownedPartitions(),
+      blocked: this.manager.workers().flatMap((w) => w.blockedInstances()),
+    };
+  }
+
+  /** Stops intake, drains in-flight events (up to `drainTimeoutMs`), releases partitions, closes. */
+  protected override async shutdown(): Promise<void> {
+    await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));
+    await super.shutdown();
+  }
+}
+
+/** Creates and starts an engine; see {@link Engine}. */
+export function createEngine(options: EngineOptions): Promise<Engine> {
+  return Engine.create(options);
+}

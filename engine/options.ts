@@ -1,0 +1,81 @@
+/**
+ * Options of `createClient` and `createEngine`, validated once with zod; code inside trusts the
+ * resolved values.
+ */
+import type { NatsConnection } from '@nats-io/nats-core';
+import { z } from 'zod';
+import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
+import { ErrorCode, fail } from './errors.js';
+import { NAME_PATTERN } from './names.js';
+
+/** Where jetstate writes what it has to say; the default writes warnings and errors to stderr. */
+export interface Logger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export const consoleLogger: Logger = {
+  debug: () => {},
+  info: () => {},
+  warn: (m, f) => console.error(`jetstate warn: ${m}`, f ?? ''),
+  error: (m, f) => console.error(`jetstate error: ${m}`, f ?? ''),
+};
+
+const isConnection = (v: unknown): v is NatsConnection =>
+  typeof v === 'object' && v !== null && typeof (v as { publish?: unknown }).publish === 'function' && typeof (v as { request?: unknown }).request === 'function';
+
+const ClientShape = z
+  .object({
+    /** NATS server URL(s), e.g. `nats://127.0.0.1:4222`. */
+    servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+    /** A connection of yours; jetstate uses it and leaves it open on close. */
+    connection: z.custom<NatsConnection>(isConnection, 'connection must be a NatsConnection from @nats-io/transport-node').optional(),
+    /** Prefix of every bucket, stream and subject. */
+    namespace: z.string().regex(NAME_PATTERN, 'namespace: use 1-128 of A-Z a-z 0-9 _ -').default('jetstate'),
+    /** Replicas of the streams and buckets jetstate creates (3 on a cluster). */
+    replicas: z.number().int().min(1).max(5).default(1),
+    /** Partitions of the event stream, fixed when the namespace is first created. */
+    partitions: z.number().int().min(1).max(1024).default(16),
+    /** Workflow versions this process knows (needed by `verify` of older versions). */
+    workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).default([]),
+    logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),
+    /** Connection name shown by the server. */
+    name: z.string().default('jetstate'),
+  })
+  .strict();
+
+const needsServer = {
+  message: "give 'servers' (e.g. 'nats://127.0.0.1:4222') or a 'connection'",
+};
+const hasServer = (o: { servers?: unknown; connection?: unknown }): boolean => o.servers !== undefined || o.connection !== undefined;
+
+export const ClientOptionsSchema = ClientShape.refine(hasServer, needsServer);
+
+export const EngineOptionsSchema = ClientShape.extend({
+  workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).min(1, 'give at least one workflow from defineWorkflow()'),
+  /** A partition lease not renewed for this long is taken over by another engine. */
+  leaseTtlMs: z.number().int().min(300).max(600_000).default(5_000),
+  /** How long `close()` waits for in-flight events before it gives up on them (they are redelivered). */
+  drainTimeoutMs: z.number().int().min(0).default(10_000),
+  /** Most events of one partition held in memory before intake pauses. */
+  maxPendingPerPartition: z.number().int().min(1).default(4_096),
+  /** Most events of one instance applied in one write. */
+  maxBatch: z.number().int().min(1).max(10_000).default(256),
+  /** Stable id of this engine process; defaults to a random one. */
+  engineId: z.string().regex(NAME_PATTERN).optional(),
+}).strict().refine(hasServer, needsServer);
+
+export type ClientOptions = z.input<typeof ClientOptionsSchema>;
+export type ResolvedClientOptions = z.output<typeof ClientOptionsSchema>;
+export type EngineOptions = z.input<typeof EngineOptionsSchema>;
+export type ResolvedEngineOptions = z.output<typeof EngineOptionsSchema>;
+
+export function parseOptions<S extends z.ZodType>(schema: S, what: string, options: unknown): z.output<S> {
+  const r = schema.safeParse(options ?? {});
+  if (!r.success) {
+    fail(ErrorCode.InvalidOptions, `${what} options are not valid:\n${z.prettifyError(r.error)}`);
+  }
+  return r.data;
+}

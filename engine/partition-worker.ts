@@ -1,0 +1,256 @@
+/**
+ * Applies the events of one partition. An ordered consumer reads the partition from its
+ * checkpoint in stream order; events are queued per instance, so each instance sees its events
+ * in order while different instances progress concurrently. The pending events of one instance
+ * are applied in one compare-and-set write. The checkpoint is the highest sequence below which
+ * every event is finished; a new owner resumes there and skips what records show as applied.
+ */
+import { DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { validateEvent } from './client.js';
+import { publishHistory } from './history.js';
+import { parseEventSubject } from './names.js';
+import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
+import type { Runtime } from './runtime.js';
+import { applyEvents, type Effect, type StepEvent } from './step.js';
+import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
+
+export interface EffectExecutor {
+  /** Runs after the state that produced the effects is durable. */
+  run(instance: LoadedInstance, effects: Effect[]): Promise<void>;
+}
+
+export interface WorkerOptions {
+  maxPending: number;
+  maxBatch: number;
+}
+
+interface Pending {
+  seq: number;
+  data: Uint8Array;
+}
+
+interface InstanceQueue {
+  events: Pending[];
+  running: boolean;
+  /** Set when the instance cannot be processed: its events stay unfinished, in order. */
+  blocked?: string;
+}
+
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 2_000;
+
+export class PartitionWorker {
+  private messages: ConsumerMessages | undefined;
+  private readonly queues = new Map<string, InstanceQueue>();
+  private readonly order: number[] = [];
+  private head = 0;
+  private readonly done = new Set<number>();
+  private pendingCount = 0;
+  private checkpointSeq: number;
+  private stopping = false;
+  private aborted = false;
+  private idleWaiters: Array<() => void> = [];
+  private roomWaiters: Array<() => void> = [];
+  private loop: Promise<void> | undefined;
+  private readonly reported = new Set<string>();
+
+  constructor(
+    private readonly rt: Runtime,
+    private readonly store: InstanceStore,
+    private readonly executor: EffectExecutor,
+    readonly partition: number,
+    startAfterSeq: number,
+    private readonly options: WorkerOptions,
+  ) {
+    this.checkpointSeq = startAfterSeq;
+  }
+
+  /** Every event of this partition at or below this sequence is finished. */
+  get checkpoint(): number {
+    return this.checkpointSeq;
+  }
+
+  /** Instances whose events wait because their record cannot be processed. */
+  blockedInstances(): Array<{ key: string; reason: string }> {
+    return [...this.queues].filter(([, q]) => q.blocked).map(([key, q]) => ({ key, reason: q.blocked! }));
+  }
+
+  async start(): Promise<void> {
+    const consumer = await this.rt.js.consumers.get(this.rt.names.eventsStream, {
+      filter_subjects: this.rt.names.partitionFilter(this.partition),
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: this.checkpointSeq + 1,
+    });
+    this.messages = await consumer.consume({ max_messages: Math.min(1_024, this.options.maxPending) });
+    this.loop = this.intake(this.messages);
+  }
+
+  /**
+   * Stops intake and waits for in-flight events up to `drainTimeoutMs`. With `abort`, in-flight
+   * work stops at its next step (the lease was lost: another engine owns the partition now).
+   */
+  async stop(drainTimeoutMs: number, abort = false): Promise<void> {
+    this.stopping = true;
+    if (abort) this.aborted = true;
+    this.messages?.stop();
+    await this.loop?.catch(() => {});
+    if (abort || this.inFlight() === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.aborted = true;
+        resolve();
+      }, drainTimeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private inFlight(): number {
+    let n = 0;
+    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0);
+    return n;
+  }
+
+  private async intake(messages: ConsumerMessages): Promise<void> {
+    for await (const m of messages) {
+      if (this.stopping) break;
+      this.dispatch(m);
+      if (this.pendingCount >= this.options.maxPending) {
+        await new Promise<void>((r) => this.roomWaiters.push(r));
+      }
+    }
+  }
+
+  private dispatch(m: JsMsg): void {
+    const seq = m.seq;
+    this.order.push(seq);
+    const target = parseEventSubject(m.subject);
+    if (!target) {
+      this.rt.logger.warn(`event ${seq} on '${m.subject}' is not addressed to an instance; skipped`);
+      this.finish([seq]);
+      return;
+    }
+    const key = this.rt.names.instanceKey(target.workflow, target.id);
+    let q = this.queues.get(key);
+    if (!q) this.queues.set(key, (q = { events: [], running: false }));
+    q.events.push({ seq, data: m.data });
+    // Events of a blocked instance wait in memory without holding up the partition's intake.
+    if (!q.blocked) this.pendingCount++;
+    if (!q.running && !q.blocked) void this.drainQueue(key, q);
+  }
+
+  private async drainQueue(key: string, q: InstanceQueue): Promise<void> {
+    q.running = true;
+    try {
+      while (q.events.length > 0 && !q.blocked && !this.aborted) {
+        const batch = q.events.slice(0, this.options.maxBatch);
+        const finished = await this.processWithRetry(key, batch, q);
+        if (!finished) break;
+        q.events.splice(0, batch.length);
+        this.pendingCount -= batch.length;
+        this.finish(batch.map((e) => e.seq));
+      }
+    } finally {
+      q.running = false;
+      if (q.events.length === 0 && !q.blocked) this.queues.delete(key);
+      this.wakeUp();
+    }
+  }
+
+  /** Returns false when the batch was left unfinished (blocked instance or abort). */
+  private async processWithRetry(key: string, batch: Pending[], q: InstanceQueue): Promise<boolean> {
+    let delay = RETRY_MIN_MS;
+    for (;;) {
+      if (this.aborted) return false;
+      try {
+        const outcome = await this.process(key, batch);
+        if (outcome === true) return true;
+        q.blocked = outcome;
+        this.pendingCount -= q.events.length;
+        if (!this.reported.has(key)) {
+          this.reported.add(key);
+          this.rt.logger.error(outcome, { partition: this.partition });
+        }
+        return false;
+      } catch (e) {
+        if (e instanceof ConflictError) continue; // reload and recompute at once
+        this.rt.logger.warn(`instance '${key}': ${(e as Error).message}; retrying`, { partition: this.partition });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+    }
+  }
+
+  /** Applies one batch; true when finished, or the reason the instance is blocked. */
+  private async process(key: string, batch: Pending[]): Promise<true | string> {
+    const loaded = await this.store.load(key);
+    if ('problem' in loaded) {
+      if (loaded.problem !== 'missing') return loaded.message;
+      const [workflow, id] = key.split('.') as [string, string];
+      const entries: HistoryEntry[] = batch.map((e) => ({
+        kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: safeDecode(e.data), from: null, to: null,
+        status: 'failed', timeMs: Date.now(), reason: 'instance does not exist',
+      }));
+      this.rt.logger.warn(`events for missing workflow '${workflow}' instance '${id}' were rejected`, { seqs: batch.map((e) => e.seq) });
+      await publishHistory(this.rt, workflow, id, entries);
+      return true;
+    }
+    const { record } = loaded;
+    // The write of the last applied event may have been cut off before its history was published.
+    if (batch.some((e) => e.seq === record.lastSeq)) await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
+    const events: StepEvent[] = [];
+    for (const e of batch) {
+      if (e.seq <= record.lastSeq) continue;
+      const raw = safeDecode(e.data);
+      try {
+        events.push({ seq: e.seq, event: validateEvent(loaded.def, record.id, raw) });
+      } catch (err) {
+        events.push({ seq: e.seq, event: raw, rejected: (err as Error).message.replace(/; nothing was sent/g, '') });
+      }
+    }
+    if (events.length === 0) return true;
+    const result = applyEvents(loaded.runner, record, loaded.snapshot, events, Date.now());
+    let written = loaded;
+    if (result.changed) written = await this.store.write(key, loaded, result.record, result.snapshot);
+    await publishHistory(this.rt, record.workflow, record.id, result.entries);
+    if (result.effects.length > 0) await this.executor.run(written, result.effects);
+    return true;
+  }
+
+  private finish(seqs: number[]): void {
+    for (const s of seqs) this.done.add(s);
+    while (this.head < this.order.length && this.done.has(this.order[this.head]!)) {
+      const s = this.order[this.head]!;
+      this.done.delete(s);
+      this.checkpointSeq = s;
+      this.head++;
+    }
+    if (this.head > 4_096) {
+      this.order.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  private wakeUp(): void {
+    if (this.pendingCount < this.options.maxPending) {
+      const waiters = this.roomWaiters;
+      this.roomWaiters = [];
+      for (const w of waiters) w();
+    }
+    if (this.stopping && this.inFlight() === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+}
+
+function safeDecode(data: Uint8Array): unknown {
+  try {
+    return decodeJson(data);
+  } catch {
+    return { unreadable: `${data.length} bytes that are not UTF-8 JSON` };
+  }
+}

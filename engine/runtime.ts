@@ -1,0 +1,143 @@
+/**
+ * The shared runtime of a client or engine: the NATS connection, the streams and buckets of the
+ * namespace (created on first use, checked afterwards), and the workflow registry.
+ */
+import { connect } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { z } from 'zod';
+import type { WorkflowDefinition } from './definition.js';
+import { ErrorCode, JetstateError, fail } from './errors.js';
+import { layout, type Layout } from './names.js';
+import type { Logger, ResolvedClientOptions } from './options.js';
+import { decodeJson, encodeJson } from './record.js';
+import { MachineRunner } from './step.js';
+
+const NS_PER_MS = 1_000_000;
+const DUPLICATE_WINDOW_MS = 120_000;
+
+const MetaSchema = z.object({ layoutVersion: z.literal(1), partitions: z.number().int().positive() });
+
+export interface Runtime {
+  readonly nc: NatsConnection;
+  readonly ownsConnection: boolean;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly names: Layout;
+  readonly instances: KV;
+  readonly control: KV;
+  readonly partitions: number;
+  readonly logger: Logger;
+  readonly registry: Registry;
+}
+
+/** Workflow versions by name, with one machine runner per version. */
+export class Registry {
+  private readonly byName = new Map<string, Map<number, { def: WorkflowDefinition; runner: MachineRunner }>>();
+
+  add(def: WorkflowDefinition): void {
+    let versions = this.byName.get(def.name);
+    if (!versions) this.byName.set(def.name, (versions = new Map()));
+    const existing = versions.get(def.version);
+    if (existing && existing.def !== def) {
+      fail(ErrorCode.InvalidOptions, `workflow '${def.name}' version ${def.version} is registered twice with different definitions; give each change a new version`);
+    }
+    if (!existing) versions.set(def.version, { def, runner: new MachineRunner(def.machine) });
+  }
+
+  find(name: string, version: number): { def: WorkflowDefinition; runner: MachineRunner } | undefined {
+    return this.byName.get(name)?.get(version);
+  }
+
+  /** Registers `def` if it is new and returns its runner. */
+  runnerFor(def: WorkflowDefinition): MachineRunner {
+    this.add(def);
+    return this.byName.get(def.name)!.get(def.version)!.runner;
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
+  }
+}
+
+export async function openRuntime(options: ResolvedClientOptions): Promise<Runtime> {
+  const names = layout(options.namespace);
+  let nc: NatsConnection;
+  const ownsConnection = options.connection === undefined;
+  if (options.connection) {
+    nc = options.connection;
+  } else {
+    try {
+      nc = await connect({
+        servers: options.servers,
+        name: options.name,
+        // Building an Error per request for async stack traces costs ~40% of client CPU.
+        noAsyncTraces: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+      });
+    } catch (e) {
+      throw new JetstateError(
+        ErrorCode.Closed,
+        `cannot connect to NATS at ${String(options.servers)}: ${(e as Error).message}; start nats-server with JetStream (-js) or pass --server/NATS_URL`,
+        { cause: e },
+      );
+    }
+  }
+  try {
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas);
+    await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas);
+    const kvm = new Kvm(js);
+    const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
+    const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
+    const partitions = await ensureMeta(control, options.partitions, names.namespace);
+    const registry = new Registry();
+    for (const def of options.workflows) registry.add(def);
+    return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry };
+  } catch (e) {
+    if (ownsConnection) await nc.close().catch(() => {});
+    throw e;
+  }
+}
+
+async function ensureStream(jsm: JetStreamManager, name: string, subject: string, replicas: number): Promise<void> {
+  try {
+    await jsm.streams.info(name);
+    return;
+  } catch (e) {
+    if (!/not found/i.test((e as Error).message)) throw e;
+  }
+  try {
+    await jsm.streams.add({
+      name,
+      subjects: [subject],
+      storage: 'file' as never,
+      retention: 'limits' as never,
+      num_replicas: replicas,
+      duplicate_window: DUPLICATE_WINDOW_MS * NS_PER_MS,
+    });
+  } catch (e) {
+    // Another process created it first.
+    if (!/already in use|exists/i.test((e as Error).message)) throw e;
+  }
+}
+
+/** The partition count is fixed per namespace: the first process records it, later ones follow. */
+async function ensureMeta(control: KV, partitions: number, namespace: string): Promise<number> {
+  const value = { layoutVersion: 1 as const, partitions };
+  try {
+    await control.create('meta', encodeJson(value));
+    return partitions;
+  } catch {
+    const entry = await control.get('meta');
+    if (!entry || entry.operation !== 'PUT') throw new JetstateError(ErrorCode.LayoutMismatch, `namespace '${namespace}': its meta record is missing; delete the namespace's streams and buckets or use another namespace`);
+    const parsed = MetaSchema.safeParse(decodeJson(entry.value));
+    if (!parsed.success) {
+      fail(ErrorCode.LayoutMismatch, `namespace '${namespace}' was created by an incompatible jetstate; use another namespace`);
+    }
+    return parsed.data.partitions;
+  }
+}

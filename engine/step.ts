@@ -1,0 +1,229 @@
+/**
+ * The pure step: given an instance record and its next events, compute the next record, the
+ * history entries and the effects, with XState's pure transition functions. Nothing here does
+ * I/O; the engine persists the result and only then runs the effects.
+ */
+import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate';
+import type { WorkflowDefinition } from './definition.js';
+import {
+  HistoryKind,
+  InstanceStatus,
+  RECORD_SCHEMA_VERSION,
+  digest,
+  type HistoryEntry,
+  type InstanceRecord,
+} from './record.js';
+
+/** An action XState asked to execute; the seam for the effect executor. */
+export interface Effect {
+  /** Action type, e.g. a custom action's name or `xstate.sendTo`. */
+  type: string;
+  params: unknown;
+  /** Stable idempotency key: `<workflow>.<id>.<revision>.<index>`. */
+  key: string;
+}
+
+interface Executable {
+  type: string;
+  params?: unknown;
+}
+
+/**
+ * Runs one machine's transitions with a single reusable, inert actor scope. XState's exported
+ * `transition()` builds a throw-away actor per call, which is most of its cost.
+ */
+export class MachineRunner {
+  readonly machine: AnyStateMachine;
+  private readonly scope: AnyActorScope;
+  private collected: Executable[] = [];
+
+  constructor(machine: AnyStateMachine) {
+    this.machine = machine;
+    const self = createActor(machine);
+    this.scope = {
+      self,
+      defer: () => {},
+      id: '',
+      logger: () => {},
+      sessionId: '',
+      stopChild: () => {},
+      system: self.system,
+      emit: () => {},
+      actionExecutor: (action: Executable) => {
+        this.collected.push(action);
+      },
+    } as unknown as AnyActorScope;
+  }
+
+  initial(input: unknown): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
+    this.collected = [];
+    const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
+    return { snapshot, actions: this.collected };
+  }
+
+  transition(snapshot: AnyMachineSnapshot, event: { type: string }): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
+    this.collected = [];
+    (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
+    const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
+    return { snapshot: next, actions: this.collected };
+  }
+
+  restore(persisted: Record<string, unknown>): AnyMachineSnapshot {
+    return this.machine.restoreSnapshot(persisted as never, this.scope) as AnyMachineSnapshot;
+  }
+
+  persist(snapshot: AnyMachineSnapshot): Record<string, unknown> {
+    return this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
+  }
+}
+
+export function statusOf(snapshot: AnyMachineSnapshot): InstanceStatus {
+  if (snapshot.status === 'done') return InstanceStatus.Done;
+  if (snapshot.status === 'error') return InstanceStatus.Failed;
+  return InstanceStatus.Running;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+function effectsOf(actions: Executable[], workflow: string, id: string, revision: number): Effect[] {
+  return actions.map((a, i) => ({ type: a.type, params: a.params, key: `${workflow}.${id}.${revision}.${i}` }));
+}
+
+export interface StartResult {
+  record: InstanceRecord;
+  snapshot: AnyMachineSnapshot;
+  entry: HistoryEntry;
+  effects: Effect[];
+}
+
+/** The initial record of a new instance. `input` is already validated. */
+export function startInstance(
+  def: WorkflowDefinition,
+  runner: MachineRunner,
+  id: string,
+  input: unknown,
+  nowMs: number,
+): StartResult {
+  let snapshot: AnyMachineSnapshot;
+  let effects: Effect[] = [];
+  let error: string | undefined;
+  try {
+    const r = runner.initial(input);
+    snapshot = r.snapshot;
+    effects = effectsOf(r.actions, def.name, id, 1);
+  } catch (e) {
+    // A machine that throws on entry is recorded as failed, not lost.
+    error = errorText(e);
+    snapshot = { status: 'error', value: {}, context: undefined, error } as unknown as AnyMachineSnapshot;
+  }
+  const persisted = error === undefined ? runner.persist(snapshot) : { status: 'error', value: {}, error };
+  const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
+  const entry: HistoryEntry = {
+    kind: HistoryKind.Start,
+    revision: 1,
+    seq: 0,
+    event: { type: 'jetstate.start', input },
+    from: null,
+    to: persisted['value'] ?? null,
+    status,
+    timeMs: nowMs,
+  };
+  if (error !== undefined) entry.reason = error;
+  const record: InstanceRecord = {
+    schemaVersion: RECORD_SCHEMA_VERSION,
+    workflow: def.name,
+    version: def.version,
+    id,
+    status,
+    snapshot: persisted,
+    input,
+    inputDigest: digest(input),
+    revision: 1,
+    lastSeq: 0,
+    createdAtMs: nowMs,
+    updatedAtMs: nowMs,
+    lastHistory: [entry],
+  };
+  if (status === InstanceStatus.Done) record.output = snapshot.output;
+  if (error !== undefined) record.error = error;
+  return { record, snapshot, entry, effects };
+}
+
+/** One event for the step: its stream sequence and either the parsed event or why it is rejected. */
+export type StepEvent = { seq: number; event: { type: string }; rejected?: undefined } | { seq: number; event: unknown; rejected: string };
+
+export interface StepResult {
+  /** The next record; the same object when nothing was applied. */
+  record: InstanceRecord;
+  snapshot: AnyMachineSnapshot;
+  /** History entries in order: applied transitions and rejections. */
+  entries: HistoryEntry[];
+  effects: Effect[];
+  /** True when the record changed and must be written. */
+  changed: boolean;
+}
+
+/**
+ * Applies events, in order, to an instance. Events at or below `record.lastSeq` were applied
+ * before (a redelivery) and are skipped; this is what makes the state effect exactly-once.
+ */
+export function applyEvents(
+  runner: MachineRunner,
+  record: InstanceRecord,
+  snapshot: AnyMachineSnapshot,
+  events: readonly StepEvent[],
+  nowMs: number,
+): StepResult {
+  const entries: HistoryEntry[] = [];
+  const effects: Effect[] = [];
+  let revision = record.revision;
+  let lastSeq = record.lastSeq;
+  let status = record.status;
+  let current = snapshot;
+  let error = record.error;
+  let applied = 0;
+  for (const e of events) {
+    if (e.seq <= lastSeq) continue;
+    const from = current.value;
+    if (e.rejected !== undefined) {
+      entries.push({ kind: HistoryKind.Rejected, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: nowMs, reason: e.rejected });
+      continue;
+    }
+    lastSeq = e.seq;
+    revision += 1;
+    applied += 1;
+    if (status !== InstanceStatus.Running) {
+      // A finished instance takes no more transitions; the event is recorded, not applied.
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: nowMs, reason: `instance is ${status}` });
+      continue;
+    }
+    try {
+      const r = runner.transition(current, e.event);
+      current = r.snapshot;
+      status = statusOf(current);
+      if (status === InstanceStatus.Failed) error = errorText(current.error);
+      effects.push(...effectsOf(r.actions, record.workflow, record.id, revision));
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: nowMs });
+    } catch (err) {
+      // A guard or action that throws fails the instance deterministically; replay does the same.
+      status = InstanceStatus.Failed;
+      error = errorText(err);
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: nowMs, reason: error });
+    }
+  }
+  if (applied === 0) return { record, snapshot, entries, effects, changed: false };
+  const next: InstanceRecord = {
+    ...record,
+    status,
+    snapshot: runner.persist(current),
+    revision,
+    lastSeq,
+    updatedAtMs: nowMs,
+    lastHistory: entries,
+  };
+  if (status === InstanceStatus.Done) next.output = current.output;
+  if (error !== undefined) next.error = error;
+  return { record: next, snapshot: current, entries, effects, changed: true };
+}
