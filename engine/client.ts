@@ -191,7 +191,16 @@ export class Client implements AsyncDisposable {
   /** The applied transitions and rejections of an instance, in order, from the history stream. */
   async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<HistoryEntry[]> {
     this.checkOpen();
-    return readHistory(this.rt, workflow.name, checkName('instance id', id));
+    checkName('instance id', id);
+    // History is published right after the state write; wait briefly for the tail of a write
+    // that `get()` or `waitFor()` already showed.
+    const record = await this.readRecord(workflow.name, id);
+    for (let attempt = 0; ; attempt++) {
+      const entries = await readHistory(this.rt, workflow.name, id);
+      const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
+      if (!record || top >= record.revision || attempt >= 20) return entries;
+      await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));
+    }
   }
 
   /** Replays an instance's history from its start and reports whether it reproduces the stored snapshot. */

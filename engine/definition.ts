@@ -41,8 +41,11 @@ export interface WorkflowDefinition<
 
 /** The event a sender passes to `send()`: a declared `type` plus its payload fields. */
 export type WorkflowEvent<W extends WorkflowDefinition> = {
-  [K in keyof W['events'] & string]: { type: K } & z.input<W['events'][K]>;
+  [K in keyof W['events'] & string]: { type: K } & Payload<z.input<W['events'][K]>>;
 }[keyof W['events'] & string];
+
+/** `z.object({})` infers `Record<string, never>`, which would forbid the `type` field. */
+type Payload<T> = string extends keyof T ? object : T;
 
 export type WorkflowInput<W extends WorkflowDefinition> = z.input<W['input']>;
 

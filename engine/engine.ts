@@ -62,6 +62,7 @@ export class Engine extends Client {
         const worker = new PartitionWorker(rt, store, executor, partition, checkpoint, {
           maxPending: options.maxPendingPerPartition,
           maxBatch: options.maxBatch,
+          afterStateWrite: options.testHooks?.afterStateWrite,
         });
         await worker.start();
         return worker;

@@ -63,6 +63,11 @@ export const EngineOptionsSchema = ClientShape.extend({
   maxPendingPerPartition: z.number().int().min(1).default(4_096),
   /** Most events of one instance applied in one write. */
   maxBatch: z.number().int().min(1).max(10_000).default(256),
+  /**
+   * @internal Fault injection for the recovery tests: called right after an instance's state
+   * write and before its history publish, the exact window of guarantee 1.
+   */
+  testHooks: z.object({ afterStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional() }).optional(),
   /** Stable id of this engine process; defaults to a random one. */
   engineId: z.string().regex(NAME_PATTERN).optional(),
 }).strict().refine(hasServer, needsServer);

@@ -22,6 +22,7 @@ export interface EffectExecutor {
 export interface WorkerOptions {
   maxPending: number;
   maxBatch: number;
+  afterStateWrite?: ((key: string, revision: number) => void) | undefined;
 }
 
 interface Pending {
@@ -190,7 +191,7 @@ export class PartitionWorker {
       if (loaded.problem !== 'missing') return loaded.message;
       const [workflow, id] = key.split('.') as [string, string];
       const entries: HistoryEntry[] = batch.map((e) => ({
-        kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: safeDecode(e.data), from: null, to: null,
+        kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: readable(e.data), from: null, to: null,
         status: 'failed', timeMs: Date.now(), reason: 'instance does not exist',
       }));
       this.rt.logger.warn(`events for missing workflow '${workflow}' instance '${id}' were rejected`, { seqs: batch.map((e) => e.seq) });
@@ -204,6 +205,10 @@ export class PartitionWorker {
     for (const e of batch) {
       if (e.seq <= record.lastSeq) continue;
       const raw = safeDecode(e.data);
+      if (raw === UNREADABLE) {
+        events.push({ seq: e.seq, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
+        continue;
+      }
       try {
         events.push({ seq: e.seq, event: validateEvent(loaded.def, record.id, raw) });
       } catch (err) {
@@ -213,7 +218,10 @@ export class PartitionWorker {
     if (events.length === 0) return true;
     const result = applyEvents(loaded.runner, record, loaded.snapshot, events, Date.now());
     let written = loaded;
-    if (result.changed) written = await this.store.write(key, loaded, result.record, result.snapshot);
+    if (result.changed) {
+      written = await this.store.write(key, loaded, result.record, result.snapshot);
+      this.options.afterStateWrite?.(key, result.record.revision);
+    }
     await publishHistory(this.rt, record.workflow, record.id, result.entries);
     if (result.effects.length > 0) await this.executor.run(written, result.effects);
     return true;
@@ -247,10 +255,17 @@ export class PartitionWorker {
   }
 }
 
+const UNREADABLE = Symbol('unreadable');
+
 function safeDecode(data: Uint8Array): unknown {
   try {
     return decodeJson(data);
   } catch {
-    return { unreadable: `${data.length} bytes that are not UTF-8 JSON` };
+    return UNREADABLE;
   }
+}
+
+function readable(data: Uint8Array): unknown {
+  const v = safeDecode(data);
+  return v === UNREADABLE ? { unreadable: `${data.length} bytes` } : v;
 }

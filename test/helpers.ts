@@ -1,0 +1,47 @@
+/** Shared test helpers: a real nats-server per suite, unique namespaces, and waiting without sleeps. */
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { NatsServer, type NatsServerOptions } from '../adapters/nats-server/launcher.js';
+
+export { NatsServer };
+
+/** Starts a nats-server with a fresh store; `stop()` also removes the store. */
+export async function startNats(options: NatsServerOptions = {}): Promise<NatsServer & { dispose(): Promise<void> }> {
+  const server = await NatsServer.start(options);
+  return Object.assign(server, {
+    async dispose() {
+      await server.stop();
+      if (!options.storeDir) await rm(server.storeDir, { recursive: true, force: true });
+    },
+  });
+}
+
+/** A namespace no other test uses. */
+export function uniqueNamespace(label: string): string {
+  return `t_${label.replace(/[^A-Za-z0-9]/g, '').slice(0, 20)}_${randomBytes(4).toString('hex')}`;
+}
+
+/** Retries `check` until it returns without throwing, or throws its last error after `timeoutMs`. */
+export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_000, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  }
+}
+
+/** A logger that keeps what it was told, for assertions. */
+export function memoryLogger(): { lines: string[]; debug(m: string): void; info(m: string): void; warn(m: string): void; error(m: string): void } {
+  const lines: string[] = [];
+  return {
+    lines,
+    debug: () => {},
+    info: () => {},
+    warn: (m) => lines.push(`warn: ${m}`),
+    error: (m) => lines.push(`error: ${m}`),
+  };
+}

@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { connect } from '@nats-io/transport-node';
+import { createClient, createEngine, ErrorCode, JetstateError, type Engine } from '../../engine/index.js';
+import { order } from '../../workflows/order.js';
+import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+
+const input = (id: string, amount = 10) => ({ orderId: id, customer: 'ada', amount });
+
+describe('core API against a real nats-server', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let engine: Engine;
+  const namespace = uniqueNamespace('core');
+
+  before(async () => {
+    nats = await startNats();
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [order], leaseTtlMs: 1_000 });
+  });
+  after(async () => {
+    await engine?.close();
+    await nats?.dispose();
+  });
+
+  it('starts, applies events in order, waits, and completes with output', async () => {
+    const started = await engine.start(order, { id: 'o-1', input: input('o-1') });
+    assert.equal(started.value, 'awaitingPayment');
+    assert.equal(started.revision, 1);
+    assert.equal(started.status, 'running');
+    await engine.send(order, 'o-1', { type: 'PAY', amount: 4 });
+    await engine.send(order, 'o-1', { type: 'PAY', amount: 6 });
+    await engine.send(order, 'o-1', { type: 'SHIP', carrier: 'dhl', trackingId: 't1' });
+    await engine.send(order, 'o-1', { type: 'DELIVERED' });
+    const done = await engine.waitFor(order, 'o-1', (s) => s.status === 'done', { timeoutMs: 5_000 });
+    assert.deepEqual(done.output, { orderId: 'o-1', paid: 10, cancelled: false });
+    assert.equal(done.revision, 5);
+    const history = await engine.history(order, 'o-1');
+    assert.deepEqual(history.map((h) => [h.kind, h.revision, h.from, h.to]), [
+      ['start', 1, null, 'awaitingPayment'],
+      ['event', 2, 'awaitingPayment', 'awaitingPayment'],
+      ['event', 3, 'awaitingPayment', 'paid'],
+      ['event', 4, 'paid', 'shipped'],
+      ['event', 5, 'shipped', 'delivered'],
+    ]);
+    const report = await engine.verify(order, 'o-1');
+    assert.equal(report.ok, true, report.problems.join('\n'));
+    assert.equal(report.replayed, 4);
+  });
+
+  it('start is idempotent by id and refuses a different input', async () => {
+    const a = await engine.start(order, { id: 'o-2', input: input('o-2') });
+    const b = await engine.start(order, { id: 'o-2', input: input('o-2') });
+    assert.equal(a.createdAtMs, b.createdAtMs);
+    await assert.rejects(engine.start(order, { id: 'o-2', input: input('o-2', 99) }), (e: JetstateError) => e.code === ErrorCode.InstanceConflict && /different input/.test(e.message));
+  });
+
+  it('rejects bad input and bad events with clear errors and writes nothing', async () => {
+    await assert.rejects(engine.start(order, { id: 'o-3', input: { orderId: 'o-3', customer: 'x', amount: -1 } }), (e: JetstateError) => e.code === ErrorCode.InvalidInput && /amount/.test(e.message));
+    assert.equal(await engine.get(order, 'o-3'), null);
+    await assert.rejects(engine.start(order, { id: 'bad id!', input: input('x') }), (e: JetstateError) => e.code === ErrorCode.InvalidId);
+    await engine.start(order, { id: 'o-4', input: input('o-4') });
+    await assert.rejects(engine.send(order, 'o-4', { type: 'REFUND' } as never), (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /not declared/.test(e.message));
+    await assert.rejects(engine.send(order, 'o-4', { type: 'PAY', amount: 'ten' } as never), (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /amount/.test(e.message));
+    await assert.rejects(engine.send(order, 'missing', { type: 'DELIVERED' }), (e: JetstateError) => e.code === ErrorCode.InstanceNotFound);
+    const history = await engine.history(order, 'o-4');
+    assert.equal(history.length, 1);
+  });
+
+  it('a client without workers starts and sends; the engine applies', async () => {
+    const client = await createClient({ servers: nats.url, namespace });
+    try {
+      await client.start(order, { id: 'o-5', input: input('o-5') });
+      const r = await client.send(order, 'o-5', { type: 'CANCEL', reason: 'changed mind' }, { idempotencyKey: 'cancel-o-5' });
+      const again = await client.send(order, 'o-5', { type: 'CANCEL', reason: 'changed mind' }, { idempotencyKey: 'cancel-o-5' });
+      assert.equal(again.duplicate, true);
+      assert.equal(again.seq, r.seq);
+      const done = await client.waitFor(order, 'o-5', (s) => s.matches('cancelled'), { timeoutMs: 5_000 });
+      assert.equal((done.context as { cancelReason: string }).cancelReason, 'changed mind');
+      assert.equal(done.revision, 2);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('lists instances by status and state', async () => {
+    await engine.start(order, { id: 'l-1', input: input('l-1') });
+    await engine.start(order, { id: 'l-2', input: input('l-2') });
+    await engine.send(order, 'l-2', { type: 'PAY', amount: 10 });
+    await engine.waitFor(order, 'l-2', (s) => s.matches('paid'), { timeoutMs: 5_000 });
+    const paid: string[] = [];
+    for await (const i of engine.list(order, { state: 'paid' })) paid.push(i.id);
+    assert.ok(paid.includes('l-2') && !paid.includes('l-1'));
+    const running: string[] = [];
+    for await (const i of engine.list(order, { status: 'running' })) running.push(i.id);
+    assert.ok(running.includes('l-1') && running.includes('l-2') && !running.includes('o-1'));
+  });
+
+  it('waitFor times out with the state it saw, and fails fast on a finished instance', async () => {
+    await engine.start(order, { id: 'w-1', input: input('w-1') });
+    await assert.rejects(engine.waitFor(order, 'w-1', (s) => s.matches('shipped'), { timeoutMs: 200 }), (e: JetstateError) => e.code === ErrorCode.Timeout && /awaitingPayment/.test(e.message));
+    await engine.send(order, 'w-1', { type: 'CANCEL', reason: 'x' });
+    await assert.rejects(engine.waitFor(order, 'w-1', (s) => s.matches('shipped'), { timeoutMs: 5_000 }), (e: JetstateError) => /will not reach/.test(e.message));
+  });
+
+  it('an event published straight to the stream is validated by the engine and recorded as rejected', async () => {
+    await engine.start(order, { id: 'r-1', input: input('r-1') });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const { jetstream } = await import('@nats-io/jetstream');
+      const { partitionOf } = await import('../../engine/index.js');
+      const subject = `${namespace}.evt.${partitionOf('order', 'r-1', engine.partitions)}.order.r-1`;
+      const js = jetstream(nc);
+      await js.publish(subject, new TextEncoder().encode('{"type":"PAY","amount":"lots"}'));
+      await js.publish(subject, new TextEncoder().encode('not json'));
+      await js.publish(subject, new TextEncoder().encode('{"type":"PAY","amount":10}'));
+    } finally {
+      await nc.close();
+    }
+    const paid = await engine.waitFor(order, 'r-1', (s) => s.matches('paid'), { timeoutMs: 5_000 });
+    assert.equal(paid.revision, 2);
+    const history = await engine.history(order, 'r-1');
+    assert.deepEqual(history.map((h) => h.kind), ['start', 'rejected', 'rejected', 'event']);
+    assert.match(history[1]!.reason!, /amount/);
+    assert.match(history[2]!.reason!, /not UTF-8 JSON/);
+  });
+
+  it('a user connection is used and left open', async () => {
+    const nc = await connect({ servers: nats.url });
+    const client = await createClient({ connection: nc, namespace });
+    await client.get(order, 'o-1');
+    await client.close();
+    assert.equal(nc.isClosed(), false);
+    await nc.close();
+  });
+
+  it('refuses invalid options with a message that names the fix', async () => {
+    await assert.rejects(createEngine({ workflows: [order] } as never), (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /servers/.test(e.message));
+    await assert.rejects(createEngine({ servers: nats.url, workflows: [] }), (e: JetstateError) => /at least one workflow/.test(e.message));
+    await assert.rejects(createClient({ servers: nats.url, namespace: 'has.dot' }), (e: JetstateError) => e.code === ErrorCode.InvalidOptions);
+  });
+
+  it('close drains and is idempotent; closed() resolves', async () => {
+    const logger = memoryLogger();
+    const e2 = await createEngine({ servers: nats.url, namespace: uniqueNamespace('close'), workflows: [order], logger });
+    await Promise.all([e2.close(), e2.close()]);
+    await e2.closed();
+    await assert.rejects(e2.get(order, 'x'), (e: JetstateError) => e.code === ErrorCode.Closed);
+  });
+});

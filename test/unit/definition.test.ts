@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { fromPromise, setup } from 'xstate';
+import { z } from 'zod';
+import { defineWorkflow, ErrorCode, JetstateError } from '../../engine/index.js';
+
+const machine = setup({}).createMachine({ initial: 'a', states: { a: { on: { GO: 'b' } }, b: { type: 'final' } } });
+const base = { name: 'flow', version: 1, machine, input: z.object({}), events: { GO: z.object({}) } };
+
+function rejects(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (e: JetstateError) => e instanceof JetstateError && e.code === ErrorCode.InvalidDefinition && pattern.test(e.message));
+}
+
+describe('defineWorkflow', () => {
+  it('accepts a durable definition', () => {
+    const def = defineWorkflow(base);
+    assert.equal(def.name, 'flow');
+    assert.ok(Object.isFrozen(def));
+  });
+  it('says how to fix a missing or bad name and version', () => {
+    rejects(() => defineWorkflow({ ...base, name: undefined as never }), /name is missing/);
+    rejects(() => defineWorkflow({ ...base, name: 'a.b' }), /A-Z, a-z, 0-9/);
+    rejects(() => defineWorkflow({ ...base, version: undefined as never }), /version must be a positive integer/);
+    rejects(() => defineWorkflow({ ...base, version: 1.5 }), /version must be a positive integer/);
+  });
+  it('refuses inline actor implementations and unknown actors', () => {
+    const inline = setup({}).createMachine(<any>{ initial: 'a', states: { a: { invoke: { src: fromPromise(async () => 1) }, on: { GO: 'a' } } } });
+    rejects(() => defineWorkflow({ ...base, machine: inline }), /inline actor implementation.*setup\(\{ actors/);
+    const missing = setup({}).createMachine(<any>{ initial: 'a', states: { a: { invoke: { src: 'nope' as never }, on: { GO: 'a' } } } });
+    rejects(() => defineWorkflow({ ...base, machine: missing }), /'nope'.*does not provide/);
+  });
+  it('refuses declared events the machine never handles', () => {
+    rejects(() => defineWorkflow({ ...base, events: { GO: z.object({}), STOP: z.object({}) } }), /'STOP' is handled by no state/);
+  });
+  it('refuses reserved event names and non-schemas', () => {
+    rejects(() => defineWorkflow({ ...base, events: { 'xstate.init': z.object({}) } }), /reserved prefix/);
+    rejects(() => defineWorkflow({ ...base, input: {} as never }), /input must be a zod schema/);
+    rejects(() => defineWorkflow({ ...base, events: { GO: 'x' as never } }), /events.GO must be a zod schema/);
+  });
+});
