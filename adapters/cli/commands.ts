@@ -1,0 +1,192 @@
+/** The CLI's commands, each speaking in plain words and returning an exit code. */
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createClient, isWorkflowDefinition, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type WorkflowDefinition } from '../../engine/index.js';
+import { runDev } from './dev.js';
+
+export const USAGE = `Usage: jetstate <command> [options]
+
+Commands:
+  dev                                  run NATS (started here if none is reachable) and an engine with the workflows
+  start <workflow> --input JSON [--id ID]
+                                       start an instance (idempotent by id)
+  send <workflow> <id> <TYPE> [JSON]   send an event, e.g. send order o-1 PAY '{"amount":10}'
+  get <workflow> <id>                  show an instance
+  list <workflow> [--status S] [--state S]
+                                       list instances
+  history <workflow> <id>              show the applied transitions, in order
+  verify <workflow> <id>               replay the history and compare it with the stored state
+  wait <workflow> <id> --state S [--timeout-ms N]
+                                       wait until the instance is in state S
+
+Options:
+  -s, --server URL      NATS server (default: $NATS_URL, else nats://127.0.0.1:4222)
+  -n, --namespace NAME  namespace of streams and buckets (default: jetstate)
+  -w, --workflows PATH  module exporting the workflows (default: the bundled examples)
+      --json            print JSON instead of text
+`;
+
+export interface CliValues {
+  server?: string | undefined;
+  namespace?: string | undefined;
+  workflows?: string | undefined;
+  id?: string | undefined;
+  input?: string | undefined;
+  status?: string | undefined;
+  state?: string | undefined;
+  data?: string | undefined;
+  'idempotency-key'?: string | undefined;
+  'timeout-ms'?: string | undefined;
+  json?: boolean | undefined;
+}
+
+export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
+
+export function serverOf(values: CliValues): string {
+  return values.server ?? process.env['NATS_URL'] ?? DEFAULT_SERVER;
+}
+
+/** Loads the workflows a module exports (a `workflows` array, or any exported definitions). */
+export async function loadWorkflows(path: string | undefined): Promise<WorkflowDefinition[]> {
+  const url = path
+    ? pathToFileURL(isAbsolute(path) ? path : resolve(process.cwd(), path)).href
+    : new URL('../../workflows/index.js', import.meta.url).href;
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(url)) as Record<string, unknown>;
+  } catch (e) {
+    throw new JetstateError(ErrorCode.InvalidOptions, `cannot load workflows from ${path ?? 'the bundled examples'}: ${(e as Error).message}; pass --workflows with a module that exports them`);
+  }
+  const found = new Set<WorkflowDefinition>();
+  if (Array.isArray(mod['workflows'])) for (const w of mod['workflows']) if (isWorkflowDefinition(w)) found.add(w);
+  for (const v of Object.values(mod)) if (isWorkflowDefinition(v)) found.add(v);
+  if (found.size === 0) throw new JetstateError(ErrorCode.InvalidOptions, `${path} exports no workflows; export them made with defineWorkflow()`);
+  return [...found];
+}
+
+function pick(workflows: WorkflowDefinition[], name: string | undefined): WorkflowDefinition {
+  if (!name) throw new JetstateError(ErrorCode.InvalidOptions, `name a workflow; known: ${names(workflows)}`);
+  const versions = workflows.filter((w) => w.name === name).sort((a, b) => b.version - a.version);
+  if (!versions[0]) throw new JetstateError(ErrorCode.InvalidOptions, `no workflow named '${name}'; known: ${names(workflows)}; pass --workflows to load others`);
+  return versions[0];
+}
+
+const names = (ws: WorkflowDefinition[]): string => [...new Set(ws.map((w) => w.name))].join(', ');
+
+function needs(value: string | undefined, what: string): string {
+  if (!value) throw new JetstateError(ErrorCode.InvalidOptions, `missing ${what}; see jetstate --help`);
+  return value;
+}
+
+function json(text: string | undefined, what: string): unknown {
+  if (text === undefined) return {};
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new JetstateError(ErrorCode.InvalidOptions, `${what} is not valid JSON (${(e as Error).message}); quote it, e.g. '{"amount":10}'`);
+  }
+}
+
+export function describeInstance(i: Instance): string {
+  const lines = [
+    `${i.workflow} ${i.id} (version ${i.version}): ${i.status}, state ${JSON.stringify(i.value)}, revision ${i.revision}`,
+    `  context: ${JSON.stringify(i.context)}`,
+  ];
+  if (i.output !== undefined) lines.push(`  output: ${JSON.stringify(i.output)}`);
+  if (i.error !== undefined) lines.push(`  error: ${i.error}`);
+  lines.push(`  created ${new Date(i.createdAtMs).toISOString()}, updated ${new Date(i.updatedAtMs).toISOString()}`);
+  return lines.join('\n');
+}
+
+function describeEntry(e: HistoryEntry): string {
+  const when = new Date(e.timeMs).toISOString();
+  const type = (e.event as { type?: string } | null)?.type ?? '?';
+  if (e.kind === 'rejected') return `  -   ${when}  ${type} rejected: ${e.reason}`;
+  const move = e.from === null ? `-> ${JSON.stringify(e.to)}` : `${JSON.stringify(e.from)} -> ${JSON.stringify(e.to)}`;
+  return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;
+}
+
+const toJson = (v: unknown): string => JSON.stringify(v, (k, x: unknown) => (k === 'matches' ? undefined : x), 2);
+
+export async function runCommand(command: string, args: string[], values: CliValues): Promise<number> {
+  if (command === 'dev') return runDev(values);
+  const known = ['start', 'send', 'get', 'list', 'history', 'verify', 'wait'];
+  if (!known.includes(command)) throw new JetstateError(ErrorCode.InvalidOptions, `unknown command '${command}'; commands: dev, ${known.join(', ')}`);
+  const workflows = await loadWorkflows(values.workflows);
+  const workflow = pick(workflows, args[0]);
+  const out = (text: string, data: unknown): void => void process.stdout.write((values.json ? toJson(data) : text) + '\n');
+  let client: Client;
+  try {
+    client = await createClient({ servers: serverOf(values), namespace: values.namespace, workflows, name: `jetstate-cli-${command}` });
+  } catch (e) {
+    if (e instanceof JetstateError && e.code === ErrorCode.Closed) {
+      throw new JetstateError(ErrorCode.Closed, `${e.message.split(';')[0]}; is NATS running? start one with 'jetstate dev' or pass --server`);
+    }
+    throw e;
+  }
+  try {
+    switch (command) {
+      case 'start': {
+        const input = json(needs(values.input, '--input JSON'), '--input');
+        const inst = await client.start(workflow, values.id ? { id: values.id, input } : { input });
+        out(`started ${describeInstance(inst)}`, inst);
+        return 0;
+      }
+      case 'send': {
+        const id = needs(args[1], 'instance id');
+        const type = needs(args[2], 'event type');
+        const payload = json(args[3] ?? values.data, 'the event payload');
+        const event = { ...(payload as object), type } as never;
+        const r = await client.send(workflow, id, event, values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {});
+        out(r.duplicate ? `${type} was already accepted for ${workflow.name} ${id} (stream sequence ${r.seq})` : `accepted ${type} for ${workflow.name} ${id} (stream sequence ${r.seq})`, r);
+        return 0;
+      }
+      case 'get': {
+        const id = needs(args[1], 'instance id');
+        const inst = await client.get(workflow, id);
+        if (!inst) {
+          process.stderr.write(`jetstate: ${workflow.name} ${id} does not exist\n`);
+          return 1;
+        }
+        out(describeInstance(inst), inst);
+        return 0;
+      }
+      case 'list': {
+        const found: Instance[] = [];
+        const filter = { ...(values.status ? { status: values.status as never } : {}), ...(values.state ? { state: values.state } : {}) };
+        for await (const i of client.list(workflow, filter)) found.push(i);
+        out(found.length === 0 ? `no ${workflow.name} instances match` : found.map((i) => `${i.id}  ${i.status}  ${JSON.stringify(i.value)}  revision ${i.revision}`).join('\n'), found);
+        return 0;
+      }
+      case 'history': {
+        const id = needs(args[1], 'instance id');
+        if (!(await client.get(workflow, id))) throw new JetstateError(ErrorCode.InstanceNotFound, `${workflow.name} ${id} does not exist`);
+        const entries = await client.history(workflow, id);
+        out([`history of ${workflow.name} ${id} (${entries.length} entries):`, ...entries.map(describeEntry)].join('\n'), entries);
+        return 0;
+      }
+      case 'verify': {
+        const id = needs(args[1], 'instance id');
+        const report = await client.verify(workflow, id);
+        out(
+          report.ok
+            ? `ok: replaying ${report.replayed} events reproduces ${workflow.name} ${id} at revision ${report.revision}`
+            : `MISMATCH for ${workflow.name} ${id}:\n${report.problems.map((p) => `  - ${p}`).join('\n')}`,
+          report,
+        );
+        return report.ok ? 0 : 1;
+      }
+      case 'wait': {
+        const id = needs(args[1], 'instance id');
+        const state = needs(values.state, '--state');
+        const timeoutMs = Number(values['timeout-ms'] ?? 30_000);
+        const inst = await client.waitFor(workflow, id, (i) => i.matches(state), { timeoutMs });
+        out(describeInstance(inst), inst);
+        return 0;
+      }
+    }
+    return 2;
+  } finally {
+    await client.close();
+  }
+}

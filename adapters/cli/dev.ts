@@ -1,0 +1,74 @@
+/**
+ * `jetstate dev`: one command for a working setup on this machine. Uses the NATS at --server /
+ * NATS_URL / 127.0.0.1:4222 when one answers; otherwise starts a nats-server with JetStream
+ * whose data stays in ./.jetstate/dev-data. Runs an engine with the workflows until Ctrl-C.
+ */
+import { connect as tcpConnect } from 'node:net';
+import { resolve } from 'node:path';
+import { createEngine } from '../../engine/index.js';
+import { NatsServer, freePort } from '../nats-server/launcher.js';
+import { DEFAULT_SERVER, loadWorkflows, serverOf, type CliValues } from './commands.js';
+
+function reachable(url: string): Promise<boolean> {
+  const u = new URL(url.replace(/^nats:/, 'http:'));
+  return new Promise((ok) => {
+    const socket = tcpConnect({ host: u.hostname, port: Number(u.port || 4222) });
+    const done = (v: boolean): void => {
+      socket.destroy();
+      ok(v);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+export async function runDev(values: CliValues): Promise<number> {
+  const workflows = await loadWorkflows(values.workflows);
+  const explicit = values.server ?? process.env['NATS_URL'];
+  let url = serverOf(values);
+  let server: NatsServer | undefined;
+  if (!(await reachable(url))) {
+    if (explicit) {
+      process.stderr.write(`jetstate: no NATS answers at ${url}; start it, or run 'jetstate dev' without --server/NATS_URL to start one here\n`);
+      return 1;
+    }
+    const storeDir = resolve(process.cwd(), '.jetstate', 'dev-data');
+    const port = (await reachable(DEFAULT_SERVER)) ? await freePort() : 4222;
+    server = await NatsServer.start({ storeDir, port, serverName: 'jetstate_dev' });
+    url = server.url;
+    process.stdout.write(`started nats-server (pid ${server.pid}) at ${url}, data in ${storeDir}\n`);
+  } else {
+    process.stdout.write(`using the NATS at ${url}\n`);
+  }
+  const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev' });
+  const cli = 'npx jetstate';
+  const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
+  process.stdout.write(
+    [
+      `engine ${engine.engineId} is running workflows: ${workflows.map((w) => `${w.name} v${w.version}`).join(', ')}`,
+      '',
+      'Try it from another shell in this folder:',
+      `  ${cli} start order --id o-1 --input '{"orderId":"o-1","customer":"ada","amount":30}'${server_}`,
+      `  ${cli} send order o-1 PAY '{"amount":30}'${server_}`,
+      `  ${cli} send order o-1 SHIP '{"carrier":"dhl","trackingId":"JD0142"}'${server_}`,
+      `  ${cli} get order o-1${server_}`,
+      `  ${cli} history order o-1${server_}`,
+      `  ${cli} verify order o-1${server_}`,
+      '',
+      'Press Ctrl-C to stop (in-flight events are drained first).',
+      '',
+    ].join('\n'),
+  );
+  await new Promise<void>((done) => {
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+  process.stdout.write('stopping: draining the engine\n');
+  await engine.close();
+  if (server) {
+    await server.stop();
+    process.stdout.write('stopped nats-server\n');
+  }
+  return 0;
+}
