@@ -43,7 +43,7 @@ export interface CliValues {
 export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
 
 export function serverOf(values: CliValues): string {
-  return values.server ?? process.env['NATS_URL'] ?? DEFAULT_SERVER;
+  return values.server || process.env['NATS_URL'] || DEFAULT_SERVER;
 }
 
 /** Loads the workflows a module exports (a `workflows` array, or any exported definitions). */

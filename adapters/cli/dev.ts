@@ -25,7 +25,7 @@ function reachable(url: string): Promise<boolean> {
 
 export async function runDev(values: CliValues): Promise<number> {
   const workflows = await loadWorkflows(values.workflows);
-  const explicit = values.server ?? process.env['NATS_URL'];
+  const explicit = values.server || process.env['NATS_URL'];
   let url = serverOf(values);
   let server: NatsServer | undefined;
   if (!(await reachable(url))) {

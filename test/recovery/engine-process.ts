@@ -1,0 +1,100 @@
+/**
+ * A jetstate engine in its own process, for the recovery tests: they SIGKILL it, restart it and
+ * let it crash at exact points.
+ *
+ *   node --import tsx test/recovery/engine-process.ts --nats nats://127.0.0.1:4222 \
+ *     --namespace ns [--lease-ttl 1000] [--partitions 16] [--crash-after-writes N] [--engine-id id]
+ *
+ * Every option may also come from the environment: NATS_URL, JETSTATE_NAMESPACE, LEASE_TTL_MS,
+ * PARTITIONS, CRASH_AFTER_WRITES, ENGINE_ID.
+ *
+ * Lines on stdout (one JSON object after a word):
+ *   READY {"engineId","pid"}      the engine is created and has taken its first partitions
+ *   CRASH {"key","revision","writes"}  printed synchronously right before SIGKILLing itself in
+ *                                 the window after a state write and before its history publish
+ *   CLOSED {"engineId"}           after a clean close on SIGTERM/SIGINT (exit code 0)
+ */
+import { writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { createEngine } from '../../engine/index.js';
+import { counter } from './counter-workflow.js';
+
+const { values } = parseArgs({
+  options: {
+    nats: { type: 'string' },
+    namespace: { type: 'string' },
+    'lease-ttl': { type: 'string' },
+    partitions: { type: 'string' },
+    'crash-after-writes': { type: 'string' },
+    'engine-id': { type: 'string' },
+  },
+  strict: true,
+});
+
+const env = process.env;
+const url = values.nats ?? env['NATS_URL'];
+const namespace = values.namespace ?? env['JETSTATE_NAMESPACE'];
+const leaseTtlMs = Number(values['lease-ttl'] ?? env['LEASE_TTL_MS'] ?? 1_000);
+const partitions = Number(values.partitions ?? env['PARTITIONS'] ?? 16);
+const crashRaw = values['crash-after-writes'] ?? env['CRASH_AFTER_WRITES'];
+const crashAfterWrites = crashRaw === undefined || crashRaw === '' ? 0 : Number(crashRaw);
+const engineId = values['engine-id'] ?? env['ENGINE_ID'];
+
+if (!url || !namespace) {
+  console.error('engine-process: give --nats and --namespace (or NATS_URL and JETSTATE_NAMESPACE)');
+  process.exit(2);
+}
+
+/** Synchronous, so that the line is out before a SIGKILL. */
+const say = (word: string, fields: Record<string, unknown>): void => {
+  writeSync(1, `${word} ${JSON.stringify(fields)}\n`);
+};
+
+let writes = 0;
+const afterStateWrite = (key: string, revision: number): void => {
+  writes++;
+  if (crashAfterWrites > 0 && writes === crashAfterWrites) {
+    say('CRASH', { key, revision, writes });
+    // The state write is durable; its history is not published yet. Die exactly here.
+    process.kill(process.pid, 'SIGKILL');
+  }
+};
+
+const engine = await createEngine({
+  servers: url,
+  namespace,
+  partitions,
+  workflows: [counter],
+  leaseTtlMs,
+  drainTimeoutMs: 5_000,
+  name: `recovery-engine-${process.pid}`,
+  ...(engineId ? { engineId } : {}),
+  testHooks: { afterStateWrite },
+});
+
+let closing = false;
+const shutdown = (): void => {
+  if (closing) return;
+  closing = true;
+  // Bounded: a close that hangs must not keep the process alive forever.
+  setTimeout(() => {
+    console.error('engine-process: close did not finish in 15 s');
+    process.exit(3);
+  }, 15_000).unref();
+  engine
+    .close()
+    .then(() => {
+      say('CLOSED', { engineId: engine.engineId });
+      process.exit(0);
+    })
+    .catch((e: Error) => {
+      console.error(`engine-process: close failed: ${e.message}`);
+      process.exit(1);
+    });
+};
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+// Orphaned (the test runner died): stop on our own rather than linger.
+process.on('disconnect', shutdown);
+
+say('READY', { engineId: engine.engineId, pid: process.pid, owned: engine.status().owned });
