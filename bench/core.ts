@@ -29,7 +29,7 @@ import { connect } from '@nats-io/transport-node';
 import { assign, createActor, setup } from 'xstate';
 import { z } from 'zod';
 import { NatsServer, findNatsServer } from '../adapters/nats-server/launcher.js';
-import { createClient, createEngine, defineWorkflow, partitionOf } from '../engine/index.js';
+import { createClient, createEngine, defineWorkflow, partitionOf, type EngineOptions } from '../engine/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -41,6 +41,11 @@ if (only !== undefined && only !== 'default' && only !== 'always') {
   console.error(`--only must be 'default' or 'always', got '${only}'`);
   process.exit(2);
 }
+/** Extra engine options for experiments, e.g. --engine='{"leaseTtlMs":600000}'. */
+const extraEngineOptions = ((): Partial<EngineOptions> => {
+  const raw = args.find((a) => a.startsWith('--engine='))?.slice('--engine='.length);
+  return raw ? (JSON.parse(raw) as Partial<EngineOptions>) : {};
+})();
 
 const CFG = quick
   ? { instances: 500, eventsPerInstance: 10, soloWarmup: 100, soloEvents: 500, openRate: 1_000, openSeconds: 2, openInstances: 200 }
@@ -306,7 +311,11 @@ async function paced(total: number, rate: number, issue: (i: number) => void): P
 // ---------------------------------------------------------------------------------------------
 // jetstate
 
-async function jetstateThroughput(url: string, admin: Admin): Promise<ThroughputStats> {
+function engineOptions(url: string, namespace: string, extra: Partial<EngineOptions> = {}): EngineOptions {
+  return { servers: url, namespace, workflows: [counter], ...extraEngineOptions, ...extra };
+}
+
+async function jetstateThroughput(url: string, admin: Admin, extra: Partial<EngineOptions> = {}): Promise<ThroughputStats> {
   const { instances: n, eventsPerInstance: e } = CFG;
   const ns = uniqueName('jt');
   const ids = Array.from({ length: n }, (_, i) => `i${i}`);
@@ -323,7 +332,7 @@ async function jetstateThroughput(url: string, admin: Admin): Promise<Throughput
   const c = completion(n, e);
   const watch = await watchCounts(admin.nc, bucket, jetstateCount, c.onCount);
   const t0 = now();
-  const engine = await createEngine({ servers: url, namespace: ns, workflows: [counter] });
+  const engine = await createEngine(engineOptions(url, ns, extra));
   const startupMs = now() - t0;
   try {
     const t1 = await withTimeout(c.done, WAIT_LIMIT_MS, `jetstate throughput (${c.finished()}/${n} instances done)`);
@@ -339,7 +348,7 @@ async function jetstateThroughput(url: string, admin: Admin): Promise<Throughput
 
 async function jetstateSoloLatency(url: string, admin: Admin): Promise<LatencyStats> {
   const ns = uniqueName('jl');
-  const engine = await createEngine({ servers: url, namespace: ns, workflows: [counter] });
+  const engine = await createEngine(engineOptions(url, ns));
   const tracker = new LatencyTracker();
   const id = 'solo';
   await engine.start(counter, { id, input: {} });
@@ -366,7 +375,7 @@ async function jetstateSoloLatency(url: string, admin: Admin): Promise<LatencySt
 
 async function jetstateOpenLoop(url: string, admin: Admin): Promise<LatencyStats> {
   const ns = uniqueName('jo');
-  const engine = await createEngine({ servers: url, namespace: ns, workflows: [counter] });
+  const engine = await createEngine(engineOptions(url, ns));
   const tracker = new LatencyTracker();
   const ids = Array.from({ length: CFG.openInstances }, (_, i) => `o${i}`);
   const watch = await watchCounts(admin.nc, `${ns}_instances`, jetstateCount, tracker.onCount);
@@ -587,7 +596,7 @@ interface Admin {
 
 interface SettingResult {
   setting: string;
-  jt: { tput: ThroughputStats; solo: LatencyStats; open: LatencyStats };
+  jt: { tput: ThroughputStats; tput1: ThroughputStats; solo: LatencyStats; open: LatencyStats };
   bl: { tput: ThroughputStats; solo: LatencyStats; open: LatencyStats };
 }
 
@@ -608,6 +617,9 @@ function printSetting(r: SettingResult): void {
     ['  elapsed incl. worker start (s)', jt.tput.seconds.toFixed(2), bl.tput.seconds.toFixed(2), ''],
     ['  worker start (ms)', jt.tput.startupMs.toFixed(0), bl.tput.startupMs.toFixed(0), ''],
     ['  KV writes', fmtInt(jt.tput.writes), fmtInt(bl.tput.writes), ''],
+    ['same backlog, jetstate maxBatch: 1 (one write per event) (transitions/s)', fmtInt(jt.tput1.rate), fmtInt(bl.tput.rate), ratio(jt.tput1.rate, bl.tput.rate)],
+    ['  elapsed / worker start (s)', `${jt.tput1.seconds.toFixed(2)} / ${(jt.tput1.startupMs / 1_000).toFixed(2)}`, '', ''],
+    ['  KV writes', fmtInt(jt.tput1.writes), '', ''],
     [`latency, 1 instance, ${CFG.soloEvents} sequential events: p50 (ms)`, fmtMs(jt.solo.p50), fmtMs(bl.solo.p50), ratio(jt.solo.p50, bl.solo.p50)],
     ['  p99 (ms)', fmtMs(jt.solo.p99), fmtMs(bl.solo.p99), ratio(jt.solo.p99, bl.solo.p99)],
     ['  max (ms)', fmtMs(jt.solo.max), fmtMs(bl.solo.max), ''],
@@ -647,11 +659,12 @@ async function runSetting(label: 'default' | 'always'): Promise<SettingResult> {
     // Alternate sides so that neither always runs on a "fresher" server.
     const jtTput = await step('jetstate throughput', () => jetstateThroughput(url, admin));
     const blTput = await step('baseline throughput', () => baselineThroughput(url, admin));
+    const jtTput1 = await step('jetstate throughput, maxBatch 1', () => jetstateThroughput(url, admin, { maxBatch: 1 }));
     const blSolo = await step('baseline latency, 1 instance', () => baselineSoloLatency(url, admin));
     const jtSolo = await step('jetstate latency, 1 instance', () => jetstateSoloLatency(url, admin));
     const jtOpen = await step('jetstate latency, open loop', () => jetstateOpenLoop(url, admin));
     const blOpen = await step('baseline latency, open loop', () => baselineOpenLoop(url, admin));
-    return { setting, jt: { tput: jtTput, solo: jtSolo, open: jtOpen }, bl: { tput: blTput, solo: blSolo, open: blOpen } };
+    return { setting, jt: { tput: jtTput, tput1: jtTput1, solo: jtSolo, open: jtOpen }, bl: { tput: blTput, solo: blSolo, open: blOpen } };
   } finally {
     await nc.close().catch(() => {});
     await server.stop();
