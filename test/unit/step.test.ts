@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
+import { defineWorkflow } from '../../engine/index.js';
+import { applyEvents, MachineRunner, startInstance } from '../../engine/step.js';
+import { verifyInstance } from '../../engine/verify.js';
+
+const counter = defineWorkflow({
+  name: 'counter',
+  version: 1,
+  input: z.object({ start: z.number() }),
+  events: { ADD: z.object({ k: z.number() }), BOOM: z.object({}), STOP: z.object({}) },
+  machine: setup({ types: { context: {} as { n: number; log: number[] }, input: {} as { start: number } } }).createMachine({
+    initial: 'on',
+    context: ({ input }) => ({ n: input.start, log: [] }),
+    states: {
+      on: {
+        on: {
+          ADD: { actions: assign(({ context, event }) => ({ n: context.n + (event as unknown as { k: number }).k, log: [...context.log, (event as unknown as { k: number }).k] })) },
+          BOOM: { actions: assign(() => { throw new Error('kaput'); }) },
+          STOP: 'off',
+        },
+      },
+      off: { type: 'final' },
+    },
+    output: ({ context }) => ({ total: context.n }),
+  }),
+});
+
+const runner = new MachineRunner(counter.machine);
+const add = (seq: number, k: number) => ({ seq, event: { type: 'ADD', k } });
+
+describe('the pure step', () => {
+  it('applies events in order in one record and counts revisions', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 1 }, 1_000);
+    assert.equal(s.record.revision, 1);
+    const r = applyEvents(runner, s.record, s.snapshot, [add(5, 2), add(6, 3)], 2_000);
+    assert.equal(r.changed, true);
+    assert.deepEqual(r.record.snapshot['context'], { n: 6, log: [2, 3] });
+    assert.equal(r.record.revision, 3);
+    assert.equal(r.record.lastSeq, 6);
+    assert.deepEqual(r.entries.map((e) => e.revision), [2, 3]);
+    assert.deepEqual(r.record.lastHistory, r.entries);
+  });
+
+  it('skips events at or below lastSeq (redelivery) and changes nothing', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
+    const once = applyEvents(runner, s.record, s.snapshot, [add(1, 1), add(2, 2)], 0);
+    const again = applyEvents(runner, once.record, once.snapshot, [add(1, 1), add(2, 2)], 0);
+    assert.equal(again.changed, false);
+    assert.equal(again.record, once.record);
+    const more = applyEvents(runner, once.record, once.snapshot, [add(2, 2), add(3, 3)], 0);
+    assert.deepEqual(more.record.snapshot['context'], { n: 6, log: [1, 2, 3] });
+  });
+
+  it('records rejections without changing the state', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, event: { type: 'X' }, rejected: 'not declared' }], 0);
+    assert.equal(r.changed, false);
+    assert.equal(r.entries[0]!.kind, 'rejected');
+    assert.equal(r.entries[0]!.reason, 'not declared');
+  });
+
+  it('fails the instance when an action throws, deterministically, and then takes no more transitions', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, event: { type: 'BOOM' } }, add(2, 1)], 0);
+    assert.equal(r.record.status, 'failed');
+    assert.match(r.record.error!, /kaput/);
+    assert.equal(r.entries[1]!.reason, 'instance is failed');
+    assert.deepEqual(r.record.snapshot['context'], { n: 0, log: [] });
+  });
+
+  it('stores the output of a final state', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 4 }, 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, event: { type: 'STOP' } }], 0);
+    assert.equal(r.record.status, 'done');
+    assert.deepEqual(r.record.output, { total: 4 });
+  });
+
+  it('verify reproduces a record from its history and spots a tampered one', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [add(1, 1), add(2, 2)], 0);
+    const history = [s.entry, ...r.entries];
+    assert.deepEqual(verifyInstance(counter, runner, r.record, history).problems, []);
+    const tampered = { ...r.record, snapshot: { ...r.record.snapshot, context: { n: 99, log: [1, 2] } } };
+    const report = verifyInstance(counter, runner, tampered, history);
+    assert.equal(report.ok, false);
+    assert.match(report.problems.join('\n'), /differs from the stored one/);
+    assert.match(verifyInstance(counter, runner, r.record, [s.entry, r.entries[1]!]).problems.join('\n'), /skips from revision 1 to 3/);
+  });
+});
