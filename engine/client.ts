@@ -163,22 +163,40 @@ export class Client implements AsyncDisposable {
   async waitFor<W extends WorkflowDefinition>(workflow: W, id: string, predicate: (instance: Instance) => boolean, options: WaitForOptions): Promise<Instance> {
     this.checkOpen();
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
-    const watcher = await this.rt.instances.watch({ key });
+    const deadline = Date.now() + options.timeoutMs;
     let last: Instance | undefined;
-    const timer = setTimeout(() => watcher.stop(), options.timeoutMs);
-    try {
-      for await (const e of watcher) {
-        if (e.operation !== 'PUT') continue;
-        const record = this.parseRecord(workflow.name, id, e.value);
-        last = toInstance(record);
-        if (predicate(last)) return last;
-        if (last.status !== 'running') {
-          fail(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}' is ${last.status} in state ${JSON.stringify(last.value)} and will not reach the awaited state`);
-        }
+    let lastError: Error | undefined;
+    // A watch that fails or ends early (NATS restarting, a leader election) is opened again until the deadline.
+    while (Date.now() < deadline) {
+      let watcher: Awaited<ReturnType<typeof this.rt.instances.watch>>;
+      try {
+        watcher = await this.rt.instances.watch({ key });
+      } catch (e) {
+        lastError = e as Error;
+        await new Promise((r) => setTimeout(r, Math.max(0, Math.min(250, deadline - Date.now()))));
+        continue;
       }
-    } finally {
-      clearTimeout(timer);
-      watcher.stop();
+      const timer = setTimeout(() => watcher.stop(), Math.max(0, deadline - Date.now()));
+      try {
+        for await (const e of watcher) {
+          if (e.operation !== 'PUT') continue;
+          const record = this.parseRecord(workflow.name, id, e.value);
+          last = toInstance(record);
+          if (predicate(last)) return last;
+          if (last.status !== 'running') {
+            fail(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}' is ${last.status} in state ${JSON.stringify(last.value)} and will not reach the awaited state`);
+          }
+        }
+      } catch (e) {
+        if (e instanceof JetstateError) throw e;
+        lastError = e as Error;
+      } finally {
+        clearTimeout(timer);
+        watcher.stop();
+      }
+    }
+    if (!last && lastError) {
+      throw new JetstateError(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}': could not watch it within ${options.timeoutMs} ms: ${lastError.message}`, { cause: lastError });
     }
     fail(
       ErrorCode.Timeout,

@@ -47,6 +47,7 @@ export class PartitionWorker {
   private head = 0;
   private readonly done = new Set<number>();
   private pendingCount = 0;
+  private lastRead: number;
   private checkpointSeq: number;
   private stopping = false;
   private aborted = false;
@@ -64,6 +65,7 @@ export class PartitionWorker {
     private readonly options: WorkerOptions,
   ) {
     this.checkpointSeq = startAfterSeq;
+    this.lastRead = startAfterSeq;
   }
 
   /** Every event of this partition at or below this sequence is finished. */
@@ -77,13 +79,18 @@ export class PartitionWorker {
   }
 
   async start(): Promise<void> {
+    this.messages = await this.consume(this.checkpointSeq + 1);
+    this.loop = this.intake(this.messages);
+  }
+
+  private async consume(fromSeq: number): Promise<ConsumerMessages> {
     const consumer = await this.rt.js.consumers.get(this.rt.names.eventsStream, {
       filter_subjects: this.rt.names.partitionFilter(this.partition),
       deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: this.checkpointSeq + 1,
+      opt_start_seq: fromSeq,
     });
-    this.messages = await consumer.consume({ max_messages: Math.min(1_024, this.options.maxPending) });
-    this.loop = this.intake(this.messages);
+    // Short pull expiry: heartbeats every second, so a lost consumer is noticed and recreated quickly.
+    return consumer.consume({ max_messages: Math.min(1_024, this.options.maxPending), expires: 2_000 });
   }
 
   /**
@@ -114,18 +121,42 @@ export class PartitionWorker {
     return n;
   }
 
-  private async intake(messages: ConsumerMessages): Promise<void> {
-    for await (const m of messages) {
-      if (this.stopping) break;
-      this.dispatch(m);
-      if (this.pendingCount >= this.options.maxPending) {
-        await new Promise<void>((r) => this.roomWaiters.push(r));
+  /** Reads the partition in order; if the subscription ends on its own, resumes after the last event read. */
+  private async intake(first: ConsumerMessages): Promise<void> {
+    let messages = first;
+    let delay = RETRY_MIN_MS;
+    for (;;) {
+      try {
+        for await (const m of messages) {
+          if (this.stopping) return;
+          this.dispatch(m);
+          delay = RETRY_MIN_MS;
+          if (this.pendingCount >= this.options.maxPending) {
+            await new Promise<void>((r) => this.roomWaiters.push(r));
+          }
+        }
+      } catch (e) {
+        this.rt.logger.warn(`partition ${this.partition}: reading events failed (${(e as Error).message}); resuming`);
+      }
+      if (this.stopping) return;
+      for (;;) {
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+        if (this.stopping) return;
+        try {
+          messages = this.messages = await this.consume(this.lastRead + 1);
+          break;
+        } catch (e) {
+          this.rt.logger.warn(`partition ${this.partition}: cannot resume reading events (${(e as Error).message}); retrying`);
+        }
       }
     }
   }
 
   private dispatch(m: JsMsg): void {
     const seq = m.seq;
+    if (seq <= this.lastRead) return; // already read before the subscription was recreated
+    this.lastRead = seq;
     this.order.push(seq);
     const target = parseEventSubject(m.subject);
     if (!target) {

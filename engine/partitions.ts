@@ -64,23 +64,42 @@ export class PartitionManager {
   }
 
   async start(): Promise<void> {
-    const watcher = await this.rt.control.watch({ key: ['lease.>', 'member.>'] });
-    this.watcher = watcher;
     let initialised: () => void = () => {};
     const ready = new Promise<void>((r) => (initialised = r));
-    // An empty bucket sends no initial values; the first heartbeat then ends the wait.
-    void (async () => {
-      for await (const e of watcher) {
-        this.observed.set(e.key, { revision: e.revision, operation: e.operation, seenAtMs: now(), value: e.value });
-        if (e.key === `member.${this.engineId}`) initialised();
-      }
-    })();
+    this.watcher = await this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+    void this.observe(this.watcher, initialised);
+    // An empty bucket sends no initial values; our own heartbeat coming back ends the wait.
     await this.rt.control.put(`member.${this.engineId}`, encodeJson({ startedAtMs: Date.now() }));
     await ready;
     await this.tick();
     this.timer = setInterval(() => {
       this.ticking = this.ticking.then(() => this.tick()).catch((e: Error) => this.rt.logger.warn(`partition lease round failed: ${e.message}`));
     }, Math.max(100, Math.floor(this.options.ttlMs / 3)));
+  }
+
+  /** Follows leases and members; a watch that ends on its own is opened again. */
+  private async observe(first: NonNullable<typeof this.watcher>, initialised: () => void): Promise<void> {
+    let watcher = first;
+    for (;;) {
+      try {
+        for await (const e of watcher) {
+          this.observed.set(e.key, { revision: e.revision, operation: e.operation, seenAtMs: now(), value: e.value });
+          if (e.key === `member.${this.engineId}`) initialised();
+        }
+      } catch (e) {
+        this.rt.logger.warn(`watching partition leases failed (${(e as Error).message}); watching again`);
+      }
+      for (;;) {
+        if (this.stopped) return;
+        await new Promise((r) => setTimeout(r, 250));
+        try {
+          watcher = this.watcher = await this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+          break;
+        } catch {
+          // NATS unavailable: try again
+        }
+      }
+    }
   }
 
   /** Drains and releases every partition, then leaves the membership. */

@@ -65,6 +65,7 @@ export async function freePort(): Promise<number> {
 export class NatsServer {
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
+  private logTail = '';
 
   private constructor(
     readonly binary: string,
@@ -125,7 +126,13 @@ export class NatsServer {
       });
     });
     child.stderr!.removeAllListeners('data');
-    child.stderr!.resume();
+    this.logTail = log;
+    child.stderr!.on('data', (d: Buffer) => (this.logTail = (this.logTail + d.toString()).slice(-16_000)));
+  }
+
+  /** The last 16 kB the server logged, for diagnosing a failed test. */
+  log(): string {
+    return this.logTail;
   }
 
   /** Stops the server (SIGTERM, then SIGKILL after 5 s). */
