@@ -101,6 +101,10 @@ export class PartitionWorker {
     this.stopping = true;
     if (abort) this.aborted = true;
     this.messages?.stop();
+    // Intake may be parked waiting for room; let it see that it is stopping.
+    const parked = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const w of parked) w();
     await this.loop?.catch(() => {});
     if (abort || this.inFlight() === 0) return;
     await new Promise<void>((resolve) => {
@@ -133,6 +137,7 @@ export class PartitionWorker {
           delay = RETRY_MIN_MS;
           if (this.pendingCount >= this.options.maxPending) {
             await new Promise<void>((r) => this.roomWaiters.push(r));
+            if (this.stopping) return;
           }
         }
       } catch (e) {
