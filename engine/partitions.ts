@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { KvWatchEntry } from '@nats-io/kv';
 import { z } from 'zod';
 import { decodeJson, encodeJson } from './record.js';
-import type { Runtime } from './runtime.js';
+import { DUPLICATE_WINDOW_MS, type Runtime } from './runtime.js';
 import type { PartitionWorker } from './partition-worker.js';
 
 const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative() });
@@ -26,6 +26,8 @@ interface Owned {
   revision: number;
   renewedAtMs: number;
   purgedBelow: number;
+  /** Checkpoints with the (monotonic) time they were reached, oldest first. */
+  samples: Array<{ atMs: number; checkpoint: number }>;
 }
 
 export interface PartitionManagerOptions {
@@ -37,6 +39,8 @@ export interface PartitionManagerOptions {
 }
 
 const now = (): number => performance.now();
+/** Slack for the server's clock against ours when judging the duplicate window. */
+const PURGE_MARGIN_MS = 10_000;
 
 export class PartitionManager {
   readonly engineId: string;
@@ -156,7 +160,7 @@ export class PartitionManager {
     }
     try {
       const worker = await this.options.startWorker(p, checkpoint);
-      this.owned.set(p, { worker, revision, renewedAtMs: now(), purgedBelow: checkpoint });
+      this.owned.set(p, { worker, revision, renewedAtMs: now(), purgedBelow: checkpoint, samples: [] });
     } catch (e) {
       this.rt.logger.warn(`partition ${p}: could not start its consumer: ${(e as Error).message}`);
       await this.rt.control.delete(key, { previousSeq: revision }).catch(() => {});
@@ -200,9 +204,22 @@ export class PartitionManager {
     await this.purge(p, owned);
   }
 
-  /** Applied events are no longer needed in the events stream: history keeps them. */
+  /**
+   * Applied events are no longer needed in the events stream (history keeps them), but only once
+   * their idempotency keys have left the duplicate window: nats-server rebuilds its dedupe table
+   * from the messages still stored when it restarts, so purging earlier would let a retried
+   * send() after a server restart be stored, and applied, a second time.
+   */
   private async purge(p: number, owned: Owned): Promise<void> {
-    const below = owned.worker.checkpoint + 1;
+    const t = now();
+    owned.samples.push({ atMs: t, checkpoint: owned.worker.checkpoint });
+    const horizon = t - DUPLICATE_WINDOW_MS - PURGE_MARGIN_MS;
+    let safe = -1;
+    while (owned.samples.length > 0 && owned.samples[0]!.atMs <= horizon) safe = owned.samples.shift()!.checkpoint;
+    if (safe < 0) return;
+    // Keep the newest sample old enough so the next round can use it again.
+    owned.samples.unshift({ atMs: horizon, checkpoint: safe });
+    const below = safe + 1;
     if (below <= owned.purgedBelow + 1) return;
     try {
       await this.rt.jsm.streams.purge(this.rt.names.eventsStream, { filter: this.rt.names.partitionFilter(p), seq: below });

@@ -15,7 +15,8 @@ import { decodeJson, encodeJson } from './record.js';
 import { MachineRunner } from './step.js';
 
 const NS_PER_MS = 1_000_000;
-const DUPLICATE_WINDOW_MS = 120_000;
+/** How long the events stream remembers a `Nats-Msg-Id` (idempotency key). */
+export const DUPLICATE_WINDOW_MS = 120_000;
 
 const MetaSchema = z.object({ layoutVersion: z.literal(1), partitions: z.number().int().positive() });
 

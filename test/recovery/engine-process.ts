@@ -4,9 +4,10 @@
  *
  *   node --import tsx test/recovery/engine-process.ts --nats nats://127.0.0.1:4222 \
  *     --namespace ns [--lease-ttl 1000] [--partitions 16] [--crash-after-writes N] [--engine-id id]
+ *     [--max-pending N]
  *
  * Every option may also come from the environment: NATS_URL, JETSTATE_NAMESPACE, LEASE_TTL_MS,
- * PARTITIONS, CRASH_AFTER_WRITES, ENGINE_ID.
+ * PARTITIONS, CRASH_AFTER_WRITES, ENGINE_ID, MAX_PENDING (maxPendingPerPartition).
  *
  * Lines on stdout (one JSON object after a word):
  *   READY {"engineId","pid"}      the engine is created and has taken its first partitions
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     partitions: { type: 'string' },
     'crash-after-writes': { type: 'string' },
     'engine-id': { type: 'string' },
+    'max-pending': { type: 'string' },
   },
   strict: true,
 });
@@ -39,6 +41,7 @@ const partitions = Number(values.partitions ?? env['PARTITIONS'] ?? 16);
 const crashRaw = values['crash-after-writes'] ?? env['CRASH_AFTER_WRITES'];
 const crashAfterWrites = crashRaw === undefined || crashRaw === '' ? 0 : Number(crashRaw);
 const engineId = values['engine-id'] ?? env['ENGINE_ID'];
+const maxPendingRaw = values['max-pending'] ?? env['MAX_PENDING'];
 
 if (!url || !namespace) {
   console.error('engine-process: give --nats and --namespace (or NATS_URL and JETSTATE_NAMESPACE)');
@@ -69,6 +72,7 @@ const engine = await createEngine({
   drainTimeoutMs: 5_000,
   name: `recovery-engine-${process.pid}`,
   ...(engineId ? { engineId } : {}),
+  ...(maxPendingRaw ? { maxPendingPerPartition: Number(maxPendingRaw) } : {}),
   testHooks: { afterStateWrite },
 });
 

@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { createClient, partitionOf, type Client } from '../../engine/index.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { counter, expectedContext, type CounterContext } from './counter-workflow.js';
@@ -24,7 +23,7 @@ describe('guarantee 1: crash between the state write and the history publish', (
   });
   afterEach(async () => {
     await killAllEngines();
-    await Promise.all(opened.splice(0).map((c) => c.close().catch(() => {})));
+    await Promise.all(opened.splice(0).map((c) => within(c.close(), 10_000, 'close').catch(() => {})));
   });
   after(async () => {
     await killAllEngines();
@@ -77,13 +76,14 @@ describe('guarantee 1: crash between the state write and the history publish', (
     assert.equal(report.replayed, ks.length);
   }
 
-  it('the cut-off write is kept once, its history republished, and finished events that are redelivered are skipped', async () => {
+  it('the cut-off write is kept once, its history republished, and finished events that are redelivered are skipped', { timeout: 60_000 }, async () => {
     const { namespace, client, raw } = await setup('once');
     const id = 'a';
     await client.start(counter, { id, input: { label: id } });
     // A long lease TTL for the crashing engine: it renews (and so advances the stored checkpoint)
-    // only every 3.3 s, so everything it applied before its crash is redelivered to the next owner.
-    const doomed = engine(namespace, 'doomed', { crashAfterWrites: 2, leaseTtlMs: 10_000 });
+    // only every 10 s, so everything it applied before its crash is redelivered to the next owner,
+    // which judges the lease by its own TTL of 1 s.
+    const doomed = engine(namespace, 'doomed', { crashAfterWrites: 2, leaseTtlMs: 30_000 });
     await doomed.waitReady();
     const ks: number[] = [];
     const seqs: number[] = [];
@@ -115,7 +115,7 @@ describe('guarantee 1: crash between the state write and the history publish', (
     assert.deepEqual(await next.stop(), { code: 0, signal: null }, `clean close:\n${next.stderr}`);
   });
 
-  it('repeated crashes in the window: each next engine repairs the previous cut-off write, the last one finishes', async () => {
+  it('repeated crashes in the window: each next engine repairs the previous cut-off write, the last one finishes', { timeout: 60_000 }, async () => {
     const { namespace, client, raw } = await setup('repeat');
     const id = 'b';
     await client.start(counter, { id, input: { label: id } });
@@ -142,7 +142,7 @@ describe('guarantee 1: crash between the state write and the history publish', (
     assert.deepEqual(await last.stop(), { code: 0, signal: null }, `clean close:\n${last.stderr}`);
   });
 
-  it('a crash while many instances are in flight: every instance ends exactly as the model says', async () => {
+  it('a crash while many instances are in flight: every instance ends exactly as the model says', { timeout: 60_000 }, async () => {
     const { namespace, client, raw } = await setup('many');
     const ids = Array.from({ length: 30 }, (_, i) => `m-${i}`);
     await mapLimit(ids, 16, (id) => client.start(counter, { id, input: { label: id } }));
@@ -160,7 +160,7 @@ describe('guarantee 1: crash between the state write and the history publish', (
     };
     await sendRound(1, 6);
     // 180 events wait; the engine dies at its 25th write with other instances mid-step.
-    const doomed = engine(namespace, 'doomed', { crashAfterWrites: 25, leaseTtlMs: 10_000 });
+    const doomed = engine(namespace, 'doomed', { crashAfterWrites: 25, leaseTtlMs: 30_000 });
     const crash = await within(doomed.crashed, 20_000, 'crash in the window');
     await within(doomed.exited, 10_000, 'doomed exit');
     assert.equal(await revisionOf(client, crash.key.slice('counter.'.length)), crash.revision);
@@ -176,46 +176,52 @@ describe('guarantee 1: crash between the state write and the history publish', (
     assert.deepEqual(await next.stop(), { code: 0, signal: null }, `clean close:\n${next.stderr}`);
   });
 
-  it('a send retried with the same idempotency key after a server restart is not applied twice', { todo: 'ENGINE BUG, see the comment in this test' }, async () => {
-    // ENGINE BUG (engine/partitions.ts, PartitionManager.purge, called from renew): applied
-    // events are purged from the events stream right away. JetStream keeps its Nats-Msg-Id dedupe
-    // table in memory only and, after a server restart, rebuilds it from the messages still
-    // stored (nats-server stream.go rebuildDedupe), so purged events are forgotten. A send whose
-    // ack was lost (e.g. the client's connection dropped) and that is retried with the same
-    // `idempotencyKey` after a server restart is stored again and applied a second time, although
-    // `SendOptions.idempotencyKey` promises dedupe of retries within the 2-minute window. This
-    // test replays exactly that retry; it fails today (the log is [1, 1, 2]).
+  it('a send retried with the same idempotency key after a server restart is not applied twice', { timeout: 60_000 }, async () => {
+    // Regression: applied events used to be purged from the events stream at the next lease
+    // renewal. JetStream keeps its Nats-Msg-Id dedupe table in memory and, after a restart,
+    // rebuilds it from the messages still stored, so a send retried with the same key after a
+    // server restart was stored again and applied twice. The engine now purges only events whose
+    // keys have left the duplicate window.
     const own = await startNats();
+    let client: Client | undefined;
+    let raw: Raw | undefined;
     try {
       const namespace = uniqueNamespace('dedupe');
-      const client = await createClient({ servers: own.url, namespace, partitions: PARTITIONS, workflows: [counter] });
-      opened.push(client);
+      const c = await createClient({ servers: own.url, namespace, partitions: PARTITIONS, workflows: [counter] });
+      client = c;
+      raw = await Raw.open(own.url, namespace);
       const id = 'd';
-      await client.start(counter, { id, input: { label: id } });
+      await c.start(counter, { id, input: { label: id } });
       const e = spawnEngine({ url: own.url, namespace, partitions: PARTITIONS, leaseTtlMs: 1_000, label: 'engine' });
       await e.waitReady();
-      const first = await sendUntilAccepted(client, id, 1, 'd-1');
-      await waitRevision(client, id, 2);
+      const first = await sendUntilAccepted(c, id, 1, 'd-1');
+      await waitRevision(c, id, 2);
       // Same key again before the restart: deduplicated by the stream, as promised.
-      const again = await sendUntilAccepted(client, id, 1, 'd-1');
+      const again = await sendUntilAccepted(c, id, 1, 'd-1');
       assert.deepEqual([again.seq, again.duplicate], [first.seq, true]);
-      // The engine purges the applied event from the events stream at its next lease renewal.
-      const jsm = await jetstreamManager((client as unknown as { rt: { nc: Parameters<typeof jetstreamManager>[0] } }).rt.nc);
-      await eventually(async () => assert.equal((await jsm.streams.info(`${namespace}_events`)).state.messages, 0), 10_000, 100);
+      // Several lease renewals (each may purge) pass; the applied event stays while its key is in the window.
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal(await raw.eventsStored(), 1);
       await own.restart();
       // The retry of a send whose ack was lost, within the duplicate window.
-      const retry = await sendUntilAccepted(client, id, 1, 'd-1', 30_000);
-      await sendUntilAccepted(client, id, 2, 'd-2', 30_000);
+      const retry = await sendUntilAccepted(c, id, 1, 'd-1', 30_000);
+      await sendUntilAccepted(c, id, 2, 'd-2', 30_000);
       await eventually(async () => {
-        const inst = await client.get(counter, id);
+        const inst = await c.get(counter, id);
         assert.ok(inst && (inst.context as CounterContext).log.includes(2), 'the event after the retry is applied');
       }, 20_000, 100);
-      const inst = await client.get(counter, id);
-      assert.deepEqual({ duplicate: retry.duplicate, seq: retry.seq }, { duplicate: true, seq: first.seq }, 'the retry is recognised as a duplicate');
-      assert.deepEqual((inst!.context as CounterContext).log, [1, 2], 'the retried event is applied once');
+      const inst = await c.get(counter, id);
+      assert.deepEqual(
+        { duplicate: retry.duplicate, seq: retry.seq, log: (inst!.context as CounterContext).log },
+        { duplicate: true, seq: first.seq, log: [1, 2] },
+        'the retry is recognised as a duplicate and the retried event is applied once',
+      );
       await e.stop();
     } finally {
       await killAllEngines();
+      // Closed while its server still runs: a connection left to a dead server reconnects forever.
+      await within(client?.close() ?? Promise.resolve(), 10_000, 'client close').catch(() => {});
+      await raw?.close();
       await own.dispose();
     }
   });

@@ -41,6 +41,8 @@ export interface EngineChildOptions {
   /** SIGKILL itself right after its N-th state write (before that write's history publish). */
   crashAfterWrites?: number;
   engineId?: string;
+  /** The engine's `maxPendingPerPartition`. */
+  maxPending?: number;
   label?: string;
 }
 
@@ -66,6 +68,8 @@ export class EngineChild {
   readonly crashed: Promise<CrashLine>;
   private readonly child: ChildProcess;
   private stderrTail = '';
+  /** The first 500 stderr lines (the engine's warnings and errors). */
+  readonly stderrLines: string[] = [];
   private exit: Exit | undefined;
   engineId: string | undefined;
 
@@ -75,6 +79,7 @@ export class EngineChild {
     args.push('--lease-ttl', String(options.leaseTtlMs ?? 1_000), '--partitions', String(options.partitions ?? 16));
     if (options.crashAfterWrites) args.push('--crash-after-writes', String(options.crashAfterWrites));
     if (options.engineId) args.push('--engine-id', options.engineId);
+    if (options.maxPending) args.push('--max-pending', String(options.maxPending));
     // The IPC channel lets an orphaned child notice that the test runner is gone.
     this.child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     live.add(this);
@@ -116,8 +121,14 @@ export class EngineChild {
         }
       }
     });
+    let errBuffered = '';
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       this.stderrTail = (this.stderrTail + d).slice(-6_000);
+      errBuffered += d;
+      for (let i = errBuffered.indexOf('\n'); i >= 0; i = errBuffered.indexOf('\n')) {
+        if (this.stderrLines.length < 500) this.stderrLines.push(errBuffered.slice(0, i));
+        errBuffered = errBuffered.slice(i + 1);
+      }
     });
     this.child.on('error', () => {});
   }
@@ -143,6 +154,20 @@ export class EngineChild {
   async kill(): Promise<Exit> {
     if (this.running) this.child.kill('SIGKILL');
     return within(this.exited, 10_000, `${this.label} (pid ${this.pid}) exit after SIGKILL`);
+  }
+
+  /**
+   * SIGSTOP for `ms`, then SIGCONT: a process that stalls past its lease TTL (a long GC pause, a
+   * frozen VM) and comes back believing it still owns its partitions.
+   */
+  async freeze(ms: number): Promise<void> {
+    if (!this.running) return;
+    this.child.kill('SIGSTOP');
+    try {
+      await sleep(ms);
+    } finally {
+      if (this.running) this.child.kill('SIGCONT');
+    }
   }
 
   /** SIGTERM (clean close), then SIGKILL after `ms`. */
@@ -241,11 +266,30 @@ export class Raw {
   }
 
   /** The lease of a partition as stored in the control bucket, or null when free. */
+  /** The KV revision of an engine's member key: it moves at every heartbeat of that engine. */
+  async memberRevision(engineId: string): Promise<number> {
+    const kv = await new Kvm(this.nc).open(`${this.namespace}_control`);
+    const e = await kv.get(`member.${engineId}`);
+    return e && e.operation === 'PUT' ? e.revision : 0;
+  }
+
   async lease(partition: number): Promise<{ owner: string; checkpoint: number } | null> {
     const kv = await new Kvm(this.nc).open(`${this.namespace}_control`);
     const e = await kv.get(`lease.${partition}`);
     if (!e || e.operation !== 'PUT') return null;
     return e.json<{ owner: string; checkpoint: number }>();
+  }
+
+  /** How many events the events stream still stores (the engines purge applied ones). */
+  async eventsStored(): Promise<number> {
+    return (await this.eventsState()).messages;
+  }
+
+  /** The events stream's state: stored messages, and the sequence of the last one ever stored. */
+  async eventsState(): Promise<{ messages: number; lastSeq: number }> {
+    const jsm = await jetstreamManager(this.nc);
+    const { state } = await jsm.streams.info(`${this.namespace}_events`);
+    return { messages: state.messages, lastSeq: state.last_seq };
   }
 
   async close(): Promise<void> {
