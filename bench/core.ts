@@ -5,6 +5,8 @@
  *   npm run bench                 # full run (~2 minutes on 2 cores)
  *   npm run bench -- --quick      # shorter run, smaller figures
  *   npm run bench -- --only=default|always
+ *   npm run bench -- --repeat=3   # each throughput measurement 3 times, median shown
+ *   npm run bench -- --engine='{"leaseTtlMs":600000}'   # extra engine options (experiments)
  *
  * For each server setting and for both jetstate and the baseline it measures:
  *   1. throughput: N instances with a backlog of E events each, timed from worker start until
@@ -19,6 +21,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -41,6 +44,8 @@ if (only !== undefined && only !== 'default' && only !== 'always') {
   console.error(`--only must be 'default' or 'always', got '${only}'`);
   process.exit(2);
 }
+/** Repeats each throughput measurement N times and reports the median run (latencies run once). */
+const repeat = Math.max(1, Number(args.find((a) => a.startsWith('--repeat='))?.slice('--repeat='.length) ?? 1) || 1);
 /** Extra engine options for experiments, e.g. --engine='{"leaseTtlMs":600000}'. */
 const extraEngineOptions = ((): Partial<EngineOptions> => {
   const raw = args.find((a) => a.startsWith('--engine='))?.slice('--engine='.length);
@@ -274,6 +279,14 @@ interface ThroughputStats {
   startupMs: number;
   /** KV writes the workers made for these events. */
   writes: number;
+  /** Rates of every repetition (with --repeat). */
+  runs?: number[];
+}
+
+/** The median repetition, with every repetition's rate attached. */
+function medianRun(runs: ThroughputStats[]): ThroughputStats {
+  const sorted = [...runs].sort((a, b) => a.rate - b.rate);
+  return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, runs: runs.map((r) => r.rate) };
 }
 
 async function kvLastSeq(jsm: JetStreamManager, bucket: string): Promise<number> {
@@ -315,8 +328,7 @@ function engineOptions(url: string, namespace: string, extra: Partial<EngineOpti
   return { servers: url, namespace, workflows: [counter], ...extraEngineOptions, ...extra };
 }
 
-async function jetstateThroughput(url: string, admin: Admin, extra: Partial<EngineOptions> = {}): Promise<ThroughputStats> {
-  const { instances: n, eventsPerInstance: e } = CFG;
+async function jetstateThroughput(url: string, admin: Admin, extra: Partial<EngineOptions> = {}, n = CFG.instances, e = CFG.eventsPerInstance): Promise<ThroughputStats> {
   const ns = uniqueName('jt');
   const ids = Array.from({ length: n }, (_, i) => `i${i}`);
   // Backlog first, with a client (no workers).
@@ -498,8 +510,7 @@ const initialBaselineSnapshot = (): string => {
   return s;
 };
 
-async function baselineThroughput(url: string, admin: Admin): Promise<ThroughputStats> {
-  const { instances: n, eventsPerInstance: e } = CFG;
+async function baselineThroughput(url: string, admin: Admin, n = CFG.instances, e = CFG.eventsPerInstance): Promise<ThroughputStats> {
   const b = await openBaseline(url, 'bt');
   try {
     const ids = Array.from({ length: n }, (_, i) => `i${i}`);
@@ -596,6 +607,8 @@ interface Admin {
 
 interface SettingResult {
   setting: string;
+  /** Steps during which other processes on the machine used noticeable CPU. */
+  noisy: string[];
   jt: { tput: ThroughputStats; tput1: ThroughputStats; solo: LatencyStats; open: LatencyStats };
   bl: { tput: ThroughputStats; solo: LatencyStats; open: LatencyStats };
 }
@@ -608,6 +621,8 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   ')).join('\n');
 }
 
+const runsOf = (t: ThroughputStats): string => (t.runs ?? [t.rate]).map(fmtInt).join(' ');
+
 function printSetting(r: SettingResult): void {
   const { jt, bl } = r;
   const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
@@ -617,9 +632,11 @@ function printSetting(r: SettingResult): void {
     ['  elapsed incl. worker start (s)', jt.tput.seconds.toFixed(2), bl.tput.seconds.toFixed(2), ''],
     ['  worker start (ms)', jt.tput.startupMs.toFixed(0), bl.tput.startupMs.toFixed(0), ''],
     ['  KV writes', fmtInt(jt.tput.writes), fmtInt(bl.tput.writes), ''],
+    ...(repeat > 1 ? [[`  all ${repeat} runs (median shown)`, runsOf(jt.tput), runsOf(bl.tput), '']] : []),
     ['same backlog, jetstate maxBatch: 1 (one write per event) (transitions/s)', fmtInt(jt.tput1.rate), fmtInt(bl.tput.rate), ratio(jt.tput1.rate, bl.tput.rate)],
     ['  elapsed / worker start (s)', `${jt.tput1.seconds.toFixed(2)} / ${(jt.tput1.startupMs / 1_000).toFixed(2)}`, '', ''],
     ['  KV writes', fmtInt(jt.tput1.writes), '', ''],
+    ...(repeat > 1 ? [[`  all ${repeat} runs (median shown)`, runsOf(jt.tput1), '', '']] : []),
     [`latency, 1 instance, ${CFG.soloEvents} sequential events: p50 (ms)`, fmtMs(jt.solo.p50), fmtMs(bl.solo.p50), ratio(jt.solo.p50, bl.solo.p50)],
     ['  p99 (ms)', fmtMs(jt.solo.p99), fmtMs(bl.solo.p99), ratio(jt.solo.p99, bl.solo.p99)],
     ['  max (ms)', fmtMs(jt.solo.max), fmtMs(bl.solo.max), ''],
@@ -639,6 +656,39 @@ function printSetting(r: SettingResult): void {
   console.log(`\n== nats-server ${r.setting} ==`);
   console.log(table(rows));
   if (early > 0) console.log(`(${early} events were seen persisted before send() returned; counted as 0 ms)`);
+  if (r.noisy.length > 0) console.log(`other processes used CPU during: ${r.noisy.join('; ')} (those figures are less reliable)`);
+}
+
+/**
+ * CPU used by other processes (not this one, not the nats-server) during a step, in cores, from
+ * /proc on Linux; undefined elsewhere.
+ */
+function otherCpu(serverPid: number | undefined): () => number | undefined {
+  const read = (): { busy: number; server: number; own: number; t: number } | undefined => {
+    try {
+      const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+      // user nice system idle iowait irq softirq steal
+      const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+      let server = 0;
+      if (serverPid !== undefined) {
+        const st = readFileSync(`/proc/${serverPid}/stat`, 'utf8');
+        const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        server = Number(rest[11]) + Number(rest[12]); // utime, stime
+      }
+      const u = process.cpuUsage();
+      return { busy, server, own: (u.user + u.system) / 1e6, t: now() };
+    } catch {
+      return undefined;
+    }
+  };
+  const start = read();
+  return () => {
+    const end = read();
+    if (!start || !end) return undefined;
+    const hz = 100; // USER_HZ on Linux
+    const other = (end.busy - start.busy) / hz - (end.server - start.server) / hz - (end.own - start.own);
+    return Math.max(0, other) / ((end.t - start.t) / 1_000);
+  };
 }
 
 async function runSetting(label: 'default' | 'always'): Promise<SettingResult> {
@@ -647,24 +697,42 @@ async function runSetting(label: 'default' | 'always'): Promise<SettingResult> {
   servers.add(server);
   const nc = await connectFast(server.url, 'bench-admin');
   const admin: Admin = { nc, jsm: await jetstreamManager(nc) };
+  const noisy: string[] = [];
   const step = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
     const t = now();
     process.stderr.write(`[${label}] ${what} ... `);
+    const meter = otherCpu(server.pid);
     const r = await f();
-    process.stderr.write(`${((now() - t) / 1_000).toFixed(1)} s\n`);
+    const other = meter();
+    process.stderr.write(`${((now() - t) / 1_000).toFixed(1)} s${other !== undefined ? `, other processes ${other.toFixed(2)} cores` : ''}\n`);
+    if (other !== undefined && other > 0.1 && !what.startsWith('warm-up')) noisy.push(`${what} (${other.toFixed(2)} cores)`);
     return r;
   };
   try {
     const url = server.url;
     // Alternate sides so that neither always runs on a "fresher" server.
-    const jtTput = await step('jetstate throughput', () => jetstateThroughput(url, admin));
-    const blTput = await step('baseline throughput', () => baselineThroughput(url, admin));
-    const jtTput1 = await step('jetstate throughput, maxBatch 1', () => jetstateThroughput(url, admin, { maxBatch: 1 }));
+    // Warm-up (not reported): the first engine and consumer in a process and on a fresh server
+    // pay for JIT compilation and first-use costs that a long-running service does not.
+    await step('warm-up (not reported)', async () => {
+      await jetstateThroughput(url, admin, {}, 200, 5);
+      await jetstateThroughput(url, admin, { maxBatch: 1 }, 200, 5);
+      await baselineThroughput(url, admin, 200, 5);
+    });
+    const jt: ThroughputStats[] = [];
+    const bl: ThroughputStats[] = [];
+    const jt1: ThroughputStats[] = [];
+    for (let i = 1; i <= repeat; i++) {
+      const n = repeat > 1 ? ` (${i}/${repeat})` : '';
+      jt.push(await step(`jetstate throughput${n}`, () => jetstateThroughput(url, admin)));
+      bl.push(await step(`baseline throughput${n}`, () => baselineThroughput(url, admin)));
+      jt1.push(await step(`jetstate throughput, maxBatch 1${n}`, () => jetstateThroughput(url, admin, { maxBatch: 1 })));
+    }
+    const [jtTput, blTput, jtTput1] = [medianRun(jt), medianRun(bl), medianRun(jt1)];
     const blSolo = await step('baseline latency, 1 instance', () => baselineSoloLatency(url, admin));
     const jtSolo = await step('jetstate latency, 1 instance', () => jetstateSoloLatency(url, admin));
     const jtOpen = await step('jetstate latency, open loop', () => jetstateOpenLoop(url, admin));
     const blOpen = await step('baseline latency, open loop', () => baselineOpenLoop(url, admin));
-    return { setting, jt: { tput: jtTput, tput1: jtTput1, solo: jtSolo, open: jtOpen }, bl: { tput: blTput, solo: blSolo, open: blOpen } };
+    return { setting, noisy, jt: { tput: jtTput, tput1: jtTput1, solo: jtSolo, open: jtOpen }, bl: { tput: blTput, solo: blSolo, open: blOpen } };
   } finally {
     await nc.close().catch(() => {});
     await server.stop();
@@ -685,9 +753,15 @@ async function main(): Promise<void> {
   const cpus = os.cpus();
   const binary = findNatsServer();
   const natsVersion = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.trim();
-  console.log('jetstate core benchmark' + (quick ? ' (--quick)' : ''));
+  console.log(`jetstate core benchmark ${args.join(' ')}`.trim());
   console.log(`machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`);
   console.log(`node ${process.version}, ${natsVersion}, store in ${os.tmpdir()}`);
+  const git = (a: string[]): string => spawnSync('git', a, { encoding: 'utf8', cwd: new URL('..', import.meta.url).pathname }).stdout?.trim() ?? '';
+  const rev = git(['rev-parse', '--short', 'HEAD']);
+  const dirty = git(['status', '--porcelain', '--', 'engine', 'adapters']);
+  if (rev) console.log(`code: git ${rev}${dirty ? ' + uncommitted changes in engine/ or adapters/' : ''}`);
+  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  console.log(`load average before the run: ${load}${os.loadavg()[0]! > 0.5 ? '  (other work is running: figures will be noisy)' : ''}`);
   console.log(
     `workflow: counter (one state, INC increments context.count); jetstate ${PARTITIONS} partitions, engine defaults; ` +
       `baseline: 1 durable pull consumer, sequential get/createActor/send/put/ack`,
@@ -702,13 +776,15 @@ async function main(): Promise<void> {
     printSetting(r);
   }
   console.log(`\nsummary (transitions/s; p50/p99 ms):`);
-  const rows: string[][] = [['server', 'jetstate tput', 'baseline tput', 'ratio', 'jt solo p50/p99', 'bl solo p50/p99', 'jt open p50/p99', 'bl open p50/p99']];
+  const rows: string[][] = [['server', 'jetstate tput', 'baseline tput', 'ratio', 'jt maxBatch 1', 'ratio', 'jt solo p50/p99', 'bl solo p50/p99', 'jt open p50/p99', 'bl open p50/p99']];
   for (const r of results) {
     rows.push([
       r.setting,
       fmtInt(r.jt.tput.rate),
       fmtInt(r.bl.tput.rate),
       `${(r.jt.tput.rate / r.bl.tput.rate).toFixed(2)}x`,
+      fmtInt(r.jt.tput1.rate),
+      `${(r.jt.tput1.rate / r.bl.tput.rate).toFixed(2)}x`,
       `${fmtMs(r.jt.solo.p50)} / ${fmtMs(r.jt.solo.p99)}`,
       `${fmtMs(r.bl.solo.p50)} / ${fmtMs(r.bl.solo.p99)}`,
       `${fmtMs(r.jt.open.p50)} / ${fmtMs(r.jt.open.p99)}`,
@@ -716,7 +792,7 @@ async function main(): Promise<void> {
     ]);
   }
   console.log(table(rows));
-  console.log(`total ${((now() - t) / 1_000).toFixed(0)} s`);
+  console.log(`total ${((now() - t) / 1_000).toFixed(0)} s; load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   clearTimeout(watchdog);
 }
 
