@@ -36,6 +36,11 @@ const ClientShape = z
     namespace: z.string().regex(NAME_PATTERN, 'namespace: use 1-128 of A-Z a-z 0-9 _ -').default('jetstate'),
     /** Replicas of the streams and buckets jetstate creates (3 on a cluster). */
     replicas: z.number().int().min(1).max(5).default(1),
+    /**
+     * How long the events stream remembers an idempotency key (`Nats-Msg-Id`); set when the
+     * namespace is first created.
+     */
+    duplicateWindowMs: z.number().int().min(100).max(7 * 24 * 3_600_000).default(120_000),
     /** Partitions of the event stream, fixed when the namespace is first created. */
     partitions: z.number().int().min(1).max(1024).default(16),
     /** Workflow versions this process knows (needed by `verify` of older versions). */

@@ -5,7 +5,7 @@
  * are applied in one compare-and-set write. The checkpoint is the highest sequence below which
  * every event is finished; a new owner resumes there and skips what records show as applied.
  */
-import { DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { validateEvent } from './client.js';
 import { publishHistory } from './history.js';
 import { parseEventSubject } from './names.js';
@@ -42,6 +42,7 @@ const RETRY_MAX_MS = 2_000;
 
 export class PartitionWorker {
   private messages: ConsumerMessages | undefined;
+  private consumer: Consumer | undefined;
   private readonly queues = new Map<string, InstanceQueue>();
   private readonly order: number[] = [];
   private head = 0;
@@ -83,12 +84,25 @@ export class PartitionWorker {
     this.loop = this.intake(this.messages);
   }
 
+  /**
+   * Raises the checkpoint of an idle partition to `streamLastSeq` (read by the caller before this
+   * call): when nothing is in flight and the consumer has neither undelivered events nor
+   * delivered ones we have not read, no event of this partition at or below it is unfinished.
+   * Without this, a quiet partition's checkpoint would hold back the stream-wide purge.
+   */
+  async liftIfIdle(streamLastSeq: number): Promise<void> {
+    const idle = (): boolean => !this.stopping && this.inFlight() === 0 && this.checkpointSeq === this.lastRead;
+    if (!this.consumer || streamLastSeq <= this.checkpointSeq || !idle()) return;
+    const info = await this.consumer.info(false);
+    if (info.num_pending === 0 && info.delivered.stream_seq <= this.lastRead && idle()) this.checkpointSeq = streamLastSeq;
+  }
+
   private async consume(fromSeq: number): Promise<ConsumerMessages> {
-    const consumer = await this.rt.js.consumers.get(this.rt.names.eventsStream, {
+    const consumer = (this.consumer = await this.rt.js.consumers.get(this.rt.names.eventsStream, {
       filter_subjects: this.rt.names.partitionFilter(this.partition),
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: fromSeq,
-    });
+    }));
     // Short pull expiry: heartbeats every second, so a lost consumer is noticed and recreated quickly.
     return consumer.consume({ max_messages: Math.min(1_024, this.options.maxPending), expires: 2_000 });
   }

@@ -9,10 +9,15 @@ import { randomUUID } from 'node:crypto';
 import type { KvWatchEntry } from '@nats-io/kv';
 import { z } from 'zod';
 import { decodeJson, encodeJson } from './record.js';
-import { DUPLICATE_WINDOW_MS, type Runtime } from './runtime.js';
+import type { Runtime } from './runtime.js';
 import type { PartitionWorker } from './partition-worker.js';
 
-const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative() });
+/**
+ * A lease (or a released partition's last word): its owner, its checkpoint, and `safe`, a
+ * checkpoint that is older than the duplicate window, below which events may be purged.
+ */
+const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative(), safe: z.number().int().nonnegative().default(0) });
+type Lease = z.infer<typeof LeaseSchema>;
 
 interface Observed {
   revision: number;
@@ -25,9 +30,10 @@ interface Owned {
   worker: PartitionWorker;
   revision: number;
   renewedAtMs: number;
-  purgedBelow: number;
   /** Checkpoints with the (monotonic) time they were reached, oldest first. */
   samples: Array<{ atMs: number; checkpoint: number }>;
+  /** The newest checkpoint reached longer ago than the duplicate window. */
+  safe: number;
 }
 
 export interface PartitionManagerOptions {
@@ -39,8 +45,10 @@ export interface PartitionManagerOptions {
 }
 
 const now = (): number => performance.now();
-/** Slack for the server's clock against ours when judging the duplicate window. */
+/** At most this much slack for the server's clock against ours when judging the duplicate window. */
 const PURGE_MARGIN_MS = 10_000;
+/** At most this long between two trims of applied events by the purging engine. */
+const PURGE_INTERVAL_MS = 10_000;
 
 export class PartitionManager {
   readonly engineId: string;
@@ -50,6 +58,9 @@ export class PartitionManager {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
+  private lastPurgeAtMs = -Infinity;
+  /** The events stream's duplicate window, read from its configuration every round. */
+  private duplicateWindowMs = 120_000;
 
   constructor(
     private readonly rt: Runtime,
@@ -120,11 +131,16 @@ export class PartitionManager {
   private async tick(): Promise<void> {
     if (this.stopped) return;
     await this.rt.control.put(`member.${this.engineId}`, encodeJson({ atMs: Date.now() }));
+    const stream = await this.rt.jsm.streams.info(this.rt.names.eventsStream).catch(() => null);
+    if (stream?.config.duplicate_window) this.duplicateWindowMs = stream.config.duplicate_window / 1_000_000;
+    if (stream) await Promise.all(this.workers().map((w) => w.liftIfIdle(stream.state.last_seq).catch(() => {})));
     await Promise.all([...this.owned.keys()].map((p) => this.renew(p)));
-    const alive = [...this.observed].filter(
-      ([k, o]) => k.startsWith('member.') && o.operation === 'PUT' && (k === `member.${this.engineId}` || now() - o.seenAtMs < this.options.ttlMs),
-    ).length;
-    const share = Math.ceil(this.rt.partitions / Math.max(1, alive));
+    const alive = [...this.observed]
+      .filter(([k, o]) => k.startsWith('member.') && o.operation === 'PUT' && (k === `member.${this.engineId}` || now() - o.seenAtMs < this.options.ttlMs))
+      .map(([k]) => k.slice('member.'.length))
+      .sort();
+    if (stream && alive[0] === this.engineId) await this.purge(stream.state.first_seq);
+    const share = Math.ceil(this.rt.partitions / Math.max(1, alive.length));
     const extra = this.owned.size - share;
     if (extra > 0) {
       const release = this.ownedPartitions().slice(-extra);
@@ -140,18 +156,18 @@ export class PartitionManager {
   private async tryAcquire(p: number): Promise<void> {
     const key = `lease.${p}`;
     const seen = this.observed.get(key);
-    const value = (checkpoint: number): Uint8Array => encodeJson({ owner: this.engineId, checkpoint });
-    let checkpoint = 0;
+    const value = (l: Lease): Uint8Array => encodeJson({ owner: this.engineId, checkpoint: l.checkpoint, safe: l.safe });
+    let last: Lease = { owner: '', checkpoint: 0, safe: 0 };
     let revision: number;
     try {
       if (!seen || seen.operation !== 'PUT') {
-        // Free: never taken, or released. A released lease keeps its checkpoint in the last PUT.
-        checkpoint = await this.lastCheckpoint(key);
-        revision = await this.rt.control.create(key, value(checkpoint));
+        // Free: never taken, or released; a released partition leaves its checkpoint behind.
+        last = await this.releasedLease(p);
+        revision = await this.rt.control.create(key, value(last));
       } else if (now() - seen.seenAtMs >= this.options.ttlMs) {
-        checkpoint = this.parseLease(seen.value)?.checkpoint ?? 0;
-        revision = await this.rt.control.update(key, value(checkpoint), seen.revision);
-        this.rt.logger.info(`took over partition ${p} from a silent engine`, { checkpoint });
+        last = this.parseLease(seen.value) ?? last;
+        revision = await this.rt.control.update(key, value(last), seen.revision);
+        this.rt.logger.info(`took over partition ${p} from a silent engine`, { checkpoint: last.checkpoint });
       } else {
         return;
       }
@@ -159,22 +175,23 @@ export class PartitionManager {
       return; // someone else was faster
     }
     try {
-      const worker = await this.options.startWorker(p, checkpoint);
-      this.owned.set(p, { worker, revision, renewedAtMs: now(), purgedBelow: checkpoint, samples: [] });
+      const worker = await this.options.startWorker(p, last.checkpoint);
+      // The previous owner's `safe` checkpoint is already past the duplicate window.
+      this.owned.set(p, { worker, revision, renewedAtMs: now(), samples: [{ atMs: -Infinity, checkpoint: last.safe }], safe: last.safe });
     } catch (e) {
       this.rt.logger.warn(`partition ${p}: could not start its consumer: ${(e as Error).message}`);
       await this.rt.control.delete(key, { previousSeq: revision }).catch(() => {});
     }
   }
 
-  /** The checkpoint of a deleted lease lives in the `checkpoint.<p>` key written on release. */
-  private async lastCheckpoint(leaseKey: string): Promise<number> {
-    const entry = await this.rt.control.get(`checkpoint.${leaseKey.slice('lease.'.length)}`);
-    if (!entry || entry.operation !== 'PUT') return 0;
-    return this.parseLease(entry.value)?.checkpoint ?? 0;
+  /** A released partition's checkpoint lives in the `checkpoint.<p>` key written on release. */
+  private async releasedLease(p: number): Promise<Lease> {
+    const entry = await this.rt.control.get(`checkpoint.${p}`);
+    const parsed = entry && entry.operation === 'PUT' ? this.parseLease(entry.value) : null;
+    return parsed ?? { owner: '', checkpoint: 0, safe: 0 };
   }
 
-  private parseLease(bytes: Uint8Array | undefined): z.infer<typeof LeaseSchema> | null {
+  private parseLease(bytes: Uint8Array | undefined): Lease | null {
     if (!bytes || bytes.length === 0) return null;
     try {
       const r = LeaseSchema.safeParse(decodeJson(bytes));
@@ -188,8 +205,9 @@ export class PartitionManager {
     const owned = this.owned.get(p);
     if (!owned) return;
     const checkpoint = owned.worker.checkpoint;
+    this.age(owned, checkpoint);
     try {
-      owned.revision = await this.rt.control.update(`lease.${p}`, encodeJson({ owner: this.engineId, checkpoint }), owned.revision);
+      owned.revision = await this.rt.control.update(`lease.${p}`, encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }), owned.revision);
       owned.renewedAtMs = now();
     } catch (e) {
       const lost = /wrong last sequence/i.test((e as Error).message);
@@ -201,31 +219,41 @@ export class PartitionManager {
       }
       return;
     }
-    await this.purge(p, owned);
+  }
+
+  /** Records the checkpoint and advances `safe` to the newest one older than the duplicate window. */
+  private age(owned: Owned, checkpoint: number): void {
+    const t = now();
+    owned.samples.push({ atMs: t, checkpoint });
+    const horizon = t - this.duplicateWindowMs - Math.min(PURGE_MARGIN_MS, this.duplicateWindowMs / 10);
+    while (owned.samples.length > 1 && owned.samples[1]!.atMs <= horizon) owned.samples.shift();
+    if (owned.samples[0]!.atMs <= horizon) owned.safe = Math.max(owned.safe, owned.samples[0]!.checkpoint);
   }
 
   /**
-   * Applied events are no longer needed in the events stream (history keeps them), but only once
-   * their idempotency keys have left the duplicate window: nats-server rebuilds its dedupe table
-   * from the messages still stored when it restarts, so purging earlier would let a retried
-   * send() after a server restart be stored, and applied, a second time.
+   * Applied events are no longer needed in the events stream (history keeps them). One engine,
+   * the live member with the lowest id, trims the stream up to the lowest `safe` checkpoint of
+   * all partitions with one unfiltered purge: subject-filtered purges delete message by message
+   * and stall publishes under `sync_interval: always`. `safe` lags the duplicate window, because
+   * nats-server rebuilds its `Nats-Msg-Id` table from the stored messages when it restarts;
+   * purging sooner would let a send() retried after a restart be stored, and applied, twice.
    */
-  private async purge(p: number, owned: Owned): Promise<void> {
-    const t = now();
-    owned.samples.push({ atMs: t, checkpoint: owned.worker.checkpoint });
-    const horizon = t - DUPLICATE_WINDOW_MS - PURGE_MARGIN_MS;
-    let safe = -1;
-    while (owned.samples.length > 0 && owned.samples[0]!.atMs <= horizon) safe = owned.samples.shift()!.checkpoint;
-    if (safe < 0) return;
-    // Keep the newest sample old enough so the next round can use it again.
-    owned.samples.unshift({ atMs: horizon, checkpoint: safe });
-    const below = safe + 1;
-    if (below <= owned.purgedBelow + 1) return;
+  private async purge(firstSeq: number): Promise<void> {
+    if (now() - this.lastPurgeAtMs < Math.min(PURGE_INTERVAL_MS, this.duplicateWindowMs)) return;
+    this.lastPurgeAtMs = now();
+    let floor = Infinity;
+    for (let p = 0; p < this.rt.partitions; p++) {
+      const mine = this.owned.get(p);
+      const seen = this.observed.get(`lease.${p}`);
+      const safe = mine ? mine.safe : seen?.operation === 'PUT' ? this.parseLease(seen.value)?.safe : undefined;
+      if (safe === undefined) return; // a partition between owners: try again next round
+      floor = Math.min(floor, safe);
+    }
+    if (floor + 1 <= firstSeq) return;
     try {
-      await this.rt.jsm.streams.purge(this.rt.names.eventsStream, { filter: this.rt.names.partitionFilter(p), seq: below });
-      owned.purgedBelow = below - 1;
+      await this.rt.jsm.streams.purge(this.rt.names.eventsStream, { seq: floor + 1 });
     } catch (e) {
-      this.rt.logger.warn(`partition ${p}: purge of applied events failed: ${(e as Error).message}`);
+      this.rt.logger.warn(`purge of applied events failed: ${(e as Error).message}`);
     }
   }
 
@@ -236,7 +264,8 @@ export class PartitionManager {
     await owned.worker.stop(this.options.drainTimeoutMs);
     const checkpoint = owned.worker.checkpoint;
     try {
-      await this.rt.control.put(`checkpoint.${p}`, encodeJson({ owner: this.engineId, checkpoint }));
+      this.age(owned, checkpoint);
+      await this.rt.control.put(`checkpoint.${p}`, encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }));
       await this.rt.control.delete(`lease.${p}`, { previousSeq: owned.revision });
     } catch (e) {
       this.rt.logger.warn(`partition ${p}: release failed (${(e as Error).message}); it will be taken over after its lease expires`);

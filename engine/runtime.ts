@@ -15,8 +15,6 @@ import { decodeJson, encodeJson } from './record.js';
 import { MachineRunner } from './step.js';
 
 const NS_PER_MS = 1_000_000;
-/** How long the events stream remembers a `Nats-Msg-Id` (idempotency key). */
-export const DUPLICATE_WINDOW_MS = 120_000;
 
 const MetaSchema = z.object({ layoutVersion: z.literal(1), partitions: z.number().int().positive() });
 
@@ -89,8 +87,8 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
   try {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
-    await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas);
-    await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas);
+    await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas, options.duplicateWindowMs);
+    await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs);
     const kvm = new Kvm(js);
     const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
@@ -104,7 +102,7 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
   }
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, subject: string, replicas: number): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, name: string, subject: string, replicas: number, duplicateWindowMs: number): Promise<void> {
   try {
     await jsm.streams.info(name);
     return;
@@ -118,7 +116,7 @@ async function ensureStream(jsm: JetStreamManager, name: string, subject: string
       storage: 'file' as never,
       retention: 'limits' as never,
       num_replicas: replicas,
-      duplicate_window: DUPLICATE_WINDOW_MS * NS_PER_MS,
+      duplicate_window: duplicateWindowMs * NS_PER_MS,
     });
   } catch (e) {
     // Another process created it first.
