@@ -147,9 +147,10 @@ export class PartitionManager {
       await Promise.all(release.map((p) => this.release(p)));
       return;
     }
-    for (let p = 0; p < this.rt.partitions && this.owned.size < share && !this.stopped; p++) {
-      if (this.owned.has(p)) continue;
-      await this.tryAcquire(p);
+    // In waves of as many partitions as are missing, so a starting engine claims them in parallel.
+    const free = Array.from({ length: this.rt.partitions }, (_, p) => p).filter((p) => !this.owned.has(p));
+    while (free.length > 0 && this.owned.size < share && !this.stopped) {
+      await Promise.all(free.splice(0, share - this.owned.size).map((p) => this.tryAcquire(p)));
     }
   }
 
