@@ -41,8 +41,13 @@ const ClientShape = z
      * namespace is first created.
      */
     duplicateWindowMs: z.number().int().min(100).max(7 * 24 * 3_600_000).default(120_000),
-    /** Partitions of the event stream, fixed when the namespace is first created. */
-    partitions: z.number().int().min(1).max(1024).default(16),
+    /**
+     * How long the history stream (the audit trail) keeps entries; 0 keeps them for ever. Set
+     * when the namespace is first created; `verify` needs the whole history of an instance.
+     */
+    historyMaxAgeMs: z.number().int().min(0).default(0),
+    /** Partitions of the event stream, fixed when the namespace is first created (default 16). */
+    partitions: z.number().int().min(1).max(1024).optional(),
     /** Workflow versions this process knows (needed by `verify` of older versions). */
     workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).default([]),
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),

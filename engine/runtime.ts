@@ -15,6 +15,7 @@ import { decodeJson, encodeJson } from './record.js';
 import { MachineRunner } from './step.js';
 
 const NS_PER_MS = 1_000_000;
+const DEFAULT_PARTITIONS = 16;
 
 const MetaSchema = z.object({ layoutVersion: z.literal(1), partitions: z.number().int().positive() });
 
@@ -87,12 +88,15 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
   try {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
-    await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas, options.duplicateWindowMs);
-    await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs);
+    await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas, options.duplicateWindowMs, 0);
+    await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs, options.historyMaxAgeMs);
     const kvm = new Kvm(js);
     const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
-    const partitions = await ensureMeta(control, options.partitions, names.namespace);
+    const partitions = await ensureMeta(control, options.partitions ?? DEFAULT_PARTITIONS, names.namespace);
+    if (options.partitions !== undefined && options.partitions !== partitions) {
+      options.logger.warn(`namespace '${names.namespace}' has ${partitions} partitions, fixed when it was created; the configured ${options.partitions} is ignored`);
+    }
     const registry = new Registry();
     for (const def of options.workflows) registry.add(def);
     return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry };
@@ -102,7 +106,7 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
   }
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, subject: string, replicas: number, duplicateWindowMs: number): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, name: string, subject: string, replicas: number, duplicateWindowMs: number, maxAgeMs: number): Promise<void> {
   try {
     await jsm.streams.info(name);
     return;
@@ -116,7 +120,9 @@ async function ensureStream(jsm: JetStreamManager, name: string, subject: string
       storage: 'file' as never,
       retention: 'limits' as never,
       num_replicas: replicas,
-      duplicate_window: duplicateWindowMs * NS_PER_MS,
+      // The duplicate window may not exceed max_age.
+      duplicate_window: (maxAgeMs > 0 ? Math.min(duplicateWindowMs, maxAgeMs) : duplicateWindowMs) * NS_PER_MS,
+      max_age: maxAgeMs * NS_PER_MS,
     });
   } catch (e) {
     // Another process created it first.
