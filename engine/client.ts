@@ -12,6 +12,7 @@ import { InstanceRecordSchema, decodeJson, encodeJson, toInstance, type HistoryE
 import { openRuntime, type Runtime } from './runtime.js';
 import { publishHistory, readHistory } from './history.js';
 import { startInstance } from './step.js';
+import { publishTimers } from './timers.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
 
 export interface StartOptions<W extends WorkflowDefinition> {
@@ -91,6 +92,8 @@ export class Client implements AsyncDisposable {
     const key = this.rt.names.instanceKey(workflow.name, id);
     const started = startInstance(workflow, runner, id, parsed.data, Date.now());
     try {
+      // Timers first: inert until due, and checked against the record when they fire.
+      await publishTimers(this.rt, workflow.name, id, started.timers);
       await this.rt.instances.create(key, encodeJson(started.record));
       await publishHistory(this.rt, workflow.name, id, [started.entry]);
       this.remember(key);

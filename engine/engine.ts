@@ -9,6 +9,7 @@ import { PartitionWorker, type EffectExecutor } from './partition-worker.js';
 import { openRuntime, type Runtime } from './runtime.js';
 import type { Effect } from './step.js';
 import { InstanceStore, type LoadedInstance } from './store.js';
+import { systemClock, TimerService } from './timers.js';
 
 export interface EngineStatus {
   engineId: string;
@@ -19,9 +20,9 @@ export interface EngineStatus {
 }
 
 /**
- * Effects of XState actions that the engine does not run yet (timers, invoked actors and custom
- * actions arrive with durable effects); each kind is reported once so that nothing is silently
- * dropped.
+ * Effects of XState actions that the engine does not run yet (invoked actors, cross-instance
+ * messages and custom actions); each kind is reported once so that nothing is silently dropped.
+ * Timers are durable (see timers.ts) and never reach the executor.
  */
 class ReportingExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
@@ -49,11 +50,13 @@ class ReportingExecutor implements EffectExecutor {
  */
 export class Engine extends Client {
   private readonly manager: PartitionManager;
+  private readonly timers: TimerService;
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
     const store = new InstanceStore(rt.instances, rt.registry);
     const executor = new ReportingExecutor(rt);
+    this.timers = new TimerService(rt, options.clock ?? systemClock);
     this.manager = new PartitionManager(rt, {
       engineId: options.engineId,
       ttlMs: options.leaseTtlMs,
@@ -76,6 +79,7 @@ export class Engine extends Client {
     const engine = new Engine(rt, resolved);
     try {
       await engine.manager.start();
+      await engine.timers.start();
     } catch (e) {
       await engine.close();
       throw e;
@@ -98,6 +102,7 @@ export class Engine extends Client {
 
   /** Stops intake, drains in-flight events (up to `drainTimeoutMs`), releases partitions, closes. */
   protected override async shutdown(): Promise<void> {
+    await this.timers.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (timers): ${e.message}`));
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));
     await super.shutdown();
   }

@@ -11,3 +11,5 @@ export type { Instance, HistoryEntry, InstanceRecord } from './record.js';
 export type { ClientOptions, EngineOptions, Logger } from './options.js';
 export type { VerifyReport } from './verify.js';
 export { partitionOf } from './names.js';
+export { systemClock } from './timers.js';
+export type { Clock } from './timers.js';

@@ -25,9 +25,11 @@ export interface Layout {
   readonly controlBucket: string;
   readonly eventsStream: string;
   readonly historyStream: string;
+  readonly timersStream: string;
   eventSubject(partition: number, workflow: string, id: string): string;
   partitionFilter(partition: number): string;
   historySubject(workflow: string, id: string): string;
+  timerSubject(workflow: string, id: string): string;
   instanceKey(workflow: string, id: string): string;
 }
 
@@ -39,9 +41,11 @@ export function layout(namespace: string): Layout {
     controlBucket: `${namespace}_control`,
     eventsStream: `${namespace}_events`,
     historyStream: `${namespace}_history`,
+    timersStream: `${namespace}_timers`,
     eventSubject: (p, wf, id) => `${namespace}.evt.${p}.${wf}.${id}`,
     partitionFilter: (p) => `${namespace}.evt.${p}.>`,
     historySubject: (wf, id) => `${namespace}.hist.${wf}.${id}`,
+    timerSubject: (wf, id) => `${namespace}.tmr.${wf}.${id}`,
     instanceKey: (wf, id) => `${wf}.${id}`,
   };
 }

@@ -78,6 +78,8 @@ export const EngineOptionsSchema = ClientShape.extend({
    * write and before its history publish, the exact window of guarantee 1.
    */
   testHooks: z.object({ afterStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional() }).optional(),
+  /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */
+  clock: z.custom<{ now(): number }>((v) => typeof v === 'object' && v !== null && typeof (v as { now?: unknown }).now === 'function', 'clock must be { now(): number }').optional(),
   /** Stable id of this engine process; defaults to a random one. */
   engineId: z.string().regex(NAME_PATTERN).optional(),
 }).strict().refine(hasServer, needsServer);

@@ -11,7 +11,8 @@ import { publishHistory } from './history.js';
 import { parseEventSubject } from './names.js';
 import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
 import type { Runtime } from './runtime.js';
-import { applyEvents, type Effect, type StepEvent } from './step.js';
+import { applyEvents, isTimerFire, type Effect, type StepEvent } from './step.js';
+import { publishTimers } from './timers.js';
 import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
 
 export interface EffectExecutor {
@@ -28,6 +29,8 @@ export interface WorkerOptions {
 interface Pending {
   seq: number;
   data: Uint8Array;
+  /** When the stream accepted the event. */
+  timeMs: number;
 }
 
 interface InstanceQueue {
@@ -186,7 +189,7 @@ export class PartitionWorker {
     const key = this.rt.names.instanceKey(target.workflow, target.id);
     let q = this.queues.get(key);
     if (!q) this.queues.set(key, (q = { events: [], running: false }));
-    q.events.push({ seq, data: m.data });
+    q.events.push({ seq, data: m.data, timeMs: Number(m.timestampNanos / 1_000_000n) });
     // Events of a blocked instance wait in memory without holding up the partition's intake.
     if (!q.blocked) this.pendingCount++;
     if (!q.running && !q.blocked) void this.drainQueue(key, q);
@@ -242,7 +245,7 @@ export class PartitionWorker {
       const [workflow, id] = key.split('.') as [string, string];
       const entries: HistoryEntry[] = batch.map((e) => ({
         kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: readable(e.data), from: null, to: null,
-        status: 'failed', timeMs: Date.now(), reason: 'instance does not exist',
+        status: 'failed', timeMs: e.timeMs, reason: 'instance does not exist',
       }));
       this.rt.logger.warn(`events for missing workflow '${workflow}' instance '${id}' were rejected`, { seqs: batch.map((e) => e.seq) });
       await publishHistory(this.rt, workflow, id, entries);
@@ -256,19 +259,26 @@ export class PartitionWorker {
       if (e.seq <= record.lastSeq) continue;
       const raw = safeDecode(e.data);
       if (raw === UNREADABLE) {
-        events.push({ seq: e.seq, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
+        events.push({ seq: e.seq, timeMs: e.timeMs, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
+        continue;
+      }
+      if (isTimerFire(raw)) {
+        events.push({ seq: e.seq, timeMs: e.timeMs, event: raw });
         continue;
       }
       try {
-        events.push({ seq: e.seq, event: validateEvent(loaded.def, record.id, raw) });
+        events.push({ seq: e.seq, timeMs: e.timeMs, event: validateEvent(loaded.def, record.id, raw) });
       } catch (err) {
-        events.push({ seq: e.seq, event: raw, rejected: (err as Error).message.replace(/; nothing was sent/g, '') });
+        events.push({ seq: e.seq, timeMs: e.timeMs, event: raw, rejected: (err as Error).message.replace(/; nothing was sent/g, '') });
       }
     }
     if (events.length === 0) return true;
     const result = applyEvents(loaded.runner, record, loaded.snapshot, events, Date.now());
     let written = loaded;
     if (result.changed) {
+      // Timers are inert until due and checked against the record when they fire, so they are
+      // published before the write: a crash between the two cannot lose one.
+      if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers);
       written = await this.store.write(key, loaded, result.record, result.snapshot);
       this.options.afterStateWrite?.(key, result.record.revision);
     }

@@ -32,6 +32,20 @@ export const HistoryMessageSchema = z.object({ entries: z.array(HistoryEntrySche
 
 export const RECORD_SCHEMA_VERSION = 1;
 
+/**
+ * A pending durable timer (an `after` delay or a delayed `raise`): it fires only while it is
+ * still here with the same token, so a timer whose state was exited, or re-entered since, changes
+ * nothing.
+ */
+export const TimerRecordSchema = z.object({
+  dueAtMs: z.number(),
+  /** Revision at which it was scheduled; the fire message must carry the same. */
+  token: z.number().int(),
+  /** The event to raise when it fires. */
+  event: z.object({ type: z.string() }).loose(),
+});
+export type TimerRecord = z.infer<typeof TimerRecordSchema>;
+
 export const InstanceRecordSchema = z.object({
   schemaVersion: z.literal(RECORD_SCHEMA_VERSION),
   workflow: z.string(),
@@ -52,6 +66,8 @@ export const InstanceRecordSchema = z.object({
   updatedAtMs: z.number(),
   /** History entries of the last write, published again if a crash cut that publish short. */
   lastHistory: z.array(HistoryEntrySchema),
+  /** Pending durable timers by XState send id. */
+  timers: z.record(z.string(), TimerRecordSchema).default({}),
 });
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 
@@ -69,6 +85,8 @@ export interface Instance<TContext = unknown> {
   revision: number;
   createdAtMs: number;
   updatedAtMs: number;
+  /** Pending durable timers, soonest first. */
+  timers: Array<{ id: string; dueAtMs: number }>;
   /** True when the instance is in the given state (XState's `matches`). */
   matches(state: StateValue): boolean;
 }
@@ -85,6 +103,9 @@ export function toInstance<TContext = unknown>(record: InstanceRecord): Instance
     revision: record.revision,
     createdAtMs: record.createdAtMs,
     updatedAtMs: record.updatedAtMs,
+    timers: Object.entries(record.timers)
+      .map(([id, t]) => ({ id, dueAtMs: t.dueAtMs }))
+      .sort((a, b) => a.dueAtMs - b.dueAtMs),
     matches: (state) => matchesState(state, value),
   };
   if (record.output !== undefined) view.output = record.output;

@@ -90,6 +90,7 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
     const jsm = await jetstreamManager(nc);
     await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas, options.duplicateWindowMs, 0);
     await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs, options.historyMaxAgeMs);
+    await ensureStream(jsm, names.timersStream, `${names.namespace}.tmr.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
     const kvm = new Kvm(js);
     const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
@@ -106,7 +107,15 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
   }
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, subject: string, replicas: number, duplicateWindowMs: number, maxAgeMs: number): Promise<void> {
+async function ensureStream(
+  jsm: JetStreamManager,
+  name: string,
+  subject: string,
+  replicas: number,
+  duplicateWindowMs: number,
+  maxAgeMs: number,
+  retention: 'limits' | 'workqueue' = 'limits',
+): Promise<void> {
   try {
     await jsm.streams.info(name);
     return;
@@ -118,7 +127,7 @@ async function ensureStream(jsm: JetStreamManager, name: string, subject: string
       name,
       subjects: [subject],
       storage: 'file' as never,
-      retention: 'limits' as never,
+      retention: retention as never,
       num_replicas: replicas,
       // The duplicate window may not exceed max_age.
       duplicate_window: (maxAgeMs > 0 ? Math.min(duplicateWindowMs, maxAgeMs) : duplicateWindowMs) * NS_PER_MS,

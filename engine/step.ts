@@ -12,6 +12,7 @@ import {
   digest,
   type HistoryEntry,
   type InstanceRecord,
+  type TimerRecord,
 } from './record.js';
 
 /** An action XState asked to execute; the seam for the effect executor. */
@@ -87,8 +88,45 @@ function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
-function effectsOf(actions: Executable[], workflow: string, id: string, revision: number): Effect[] {
-  return actions.map((a, i) => ({ type: a.type, params: a.params, key: `${workflow}.${id}.${revision}.${i}` }));
+/** The internal event a timer sends into its instance's event stream when it comes due. */
+export const TIMER_EVENT = 'jetstate.timer';
+export interface TimerFireEvent {
+  type: typeof TIMER_EVENT;
+  timerId: string;
+  token: number;
+}
+
+export function isTimerFire(event: unknown): event is TimerFireEvent {
+  const e = event as Partial<TimerFireEvent> | null;
+  return typeof e === 'object' && e !== null && e.type === TIMER_EVENT && typeof e.timerId === 'string' && typeof e.token === 'number';
+}
+
+/** A timer scheduled by a step, to be published to the timers stream. */
+export interface ScheduledTimer {
+  timerId: string;
+  token: number;
+  dueAtMs: number;
+}
+
+/**
+ * Sorts XState's actions: delayed raises become durable timers (due at the event's time plus the
+ * delay, so a recomputation gives the same due time), cancels remove them, and everything else
+ * is an effect for the executor.
+ */
+function planActions(actions: Executable[], timers: Record<string, TimerRecord>, scheduled: ScheduledTimer[], effects: Effect[], workflow: string, id: string, revision: number, atMs: number): void {
+  actions.forEach((a, i) => {
+    const params = (a.params ?? {}) as { delay?: unknown; event?: { type: string }; id?: unknown; sendId?: unknown };
+    if (a.type === 'xstate.raise' && typeof params.delay === 'number' && params.event) {
+      const timerId = typeof params.id === 'string' ? params.id : `jetstate.delayed.${revision}.${i}`;
+      const dueAtMs = atMs + params.delay;
+      timers[timerId] = { dueAtMs, token: revision, event: params.event };
+      scheduled.push({ timerId, token: revision, dueAtMs });
+    } else if (a.type === 'xstate.cancel' && typeof params.sendId === 'string') {
+      delete timers[params.sendId];
+    } else {
+      effects.push({ type: a.type, params: a.params, key: `${workflow}.${id}.${revision}.${i}` });
+    }
+  });
 }
 
 export interface StartResult {
@@ -96,6 +134,7 @@ export interface StartResult {
   snapshot: AnyMachineSnapshot;
   entry: HistoryEntry;
   effects: Effect[];
+  timers: ScheduledTimer[];
 }
 
 /** The initial record of a new instance. `input` is already validated. */
@@ -107,12 +146,14 @@ export function startInstance(
   nowMs: number,
 ): StartResult {
   let snapshot: AnyMachineSnapshot;
-  let effects: Effect[] = [];
+  const effects: Effect[] = [];
+  const timers: Record<string, TimerRecord> = {};
+  const scheduled: ScheduledTimer[] = [];
   let error: string | undefined;
   try {
     const r = runner.initial(input);
     snapshot = r.snapshot;
-    effects = effectsOf(r.actions, def.name, id, 1);
+    planActions(r.actions, timers, scheduled, effects, def.name, id, 1, nowMs);
   } catch (e) {
     // A machine that throws on entry is recorded as failed, not lost.
     error = errorText(e);
@@ -145,14 +186,18 @@ export function startInstance(
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
     lastHistory: [entry],
+    timers: status === InstanceStatus.Running ? timers : {},
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
-  return { record, snapshot, entry, effects };
+  return { record, snapshot, entry, effects, timers: status === InstanceStatus.Running ? scheduled : [] };
 }
 
-/** One event for the step: its stream sequence and either the parsed event or why it is rejected. */
-export type StepEvent = { seq: number; event: { type: string }; rejected?: undefined } | { seq: number; event: unknown; rejected: string };
+/**
+ * One event for the step: its stream sequence, the time the stream accepted it, and either the
+ * parsed event or why it is rejected.
+ */
+export type StepEvent = { seq: number; timeMs: number; event: { type: string }; rejected?: undefined } | { seq: number; timeMs: number; event: unknown; rejected: string };
 
 export interface StepResult {
   /** The next record; the same object when nothing was applied. */
@@ -161,6 +206,8 @@ export interface StepResult {
   /** History entries in order: applied transitions and rejections. */
   entries: HistoryEntry[];
   effects: Effect[];
+  /** Timers scheduled by these events (already in `record.timers`). */
+  timers: ScheduledTimer[];
   /** True when the record changed and must be written. */
   changed: boolean;
 }
@@ -178,6 +225,8 @@ export function applyEvents(
 ): StepResult {
   const entries: HistoryEntry[] = [];
   const effects: Effect[] = [];
+  const scheduled: ScheduledTimer[] = [];
+  const timers = { ...record.timers };
   let revision = record.revision;
   let lastSeq = record.lastSeq;
   let status = record.status;
@@ -188,32 +237,41 @@ export function applyEvents(
     if (e.seq <= lastSeq) continue;
     const from = current.value;
     if (e.rejected !== undefined) {
-      entries.push({ kind: HistoryKind.Rejected, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: nowMs, reason: e.rejected });
+      entries.push({ kind: HistoryKind.Rejected, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: e.rejected });
       continue;
+    }
+    let event: { type: string } = e.event;
+    if (isTimerFire(e.event)) {
+      const timer = timers[e.event.timerId];
+      // A timer whose state was exited (or re-entered since) is no longer pending: it changes nothing.
+      if (!timer || timer.token !== e.event.token) continue;
+      delete timers[e.event.timerId];
+      event = timer.event;
     }
     lastSeq = e.seq;
     revision += 1;
     applied += 1;
     if (status !== InstanceStatus.Running) {
       // A finished instance takes no more transitions; the event is recorded, not applied.
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: nowMs, reason: `instance is ${status}` });
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: `instance is ${status}` });
       continue;
     }
     try {
-      const r = runner.transition(current, e.event);
+      const r = runner.transition(current, event);
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
-      effects.push(...effectsOf(r.actions, record.workflow, record.id, revision));
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: nowMs });
+      planActions(r.actions, timers, scheduled, effects, record.workflow, record.id, revision, e.timeMs);
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs });
     } catch (err) {
       // A guard or action that throws fails the instance deterministically; replay does the same.
       status = InstanceStatus.Failed;
       error = errorText(err);
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: nowMs, reason: error });
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
     }
   }
-  if (applied === 0) return { record, snapshot, entries, effects, changed: false };
+  if (applied === 0) return { record, snapshot, entries, effects, timers: [], changed: false };
+  const running = status === InstanceStatus.Running;
   const next: InstanceRecord = {
     ...record,
     status,
@@ -222,8 +280,10 @@ export function applyEvents(
     lastSeq,
     updatedAtMs: nowMs,
     lastHistory: entries,
+    // A finished instance has no pending timers.
+    timers: running ? timers : {},
   };
   if (status === InstanceStatus.Done) next.output = current.output;
   if (error !== undefined) next.error = error;
-  return { record: next, snapshot: current, entries, effects, changed: true };
+  return { record: next, snapshot: current, entries, effects, timers: running ? scheduled.filter((t) => timers[t.timerId]?.token === t.token) : [], changed: true };
 }

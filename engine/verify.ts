@@ -31,7 +31,7 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
     if (entry.revision > record.revision) break; // written to history, not yet to the record
     if (entry.revision !== expectedRevision) problems.push(`history skips from revision ${expectedRevision - 1} to ${entry.revision}`);
     expectedRevision = entry.revision + 1;
-    const step = applyEvents(runner, current, snapshot, [{ seq: entry.seq, event: entry.event as { type: string } }], entry.timeMs);
+    const step = applyEvents(runner, current, snapshot, [{ seq: entry.seq, timeMs: entry.timeMs, event: entry.event as { type: string } }], entry.timeMs);
     current = step.record;
     snapshot = step.snapshot;
     replayed++;
@@ -42,6 +42,9 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
   }
   if (current.revision !== record.revision) problems.push(`replay ends at revision ${current.revision}, the record is at ${record.revision}`);
   if (current.status !== record.status) problems.push(`replay ends ${current.status}, the record is ${record.status}`);
+  if (canonicalJson(current.timers) !== canonicalJson(record.timers)) {
+    problems.push(`replayed pending timers differ: replay ${canonicalJson(current.timers)} vs stored ${canonicalJson(record.timers)}`);
+  }
   if (canonicalJson(current.snapshot) !== canonicalJson(record.snapshot)) {
     problems.push(`replayed snapshot differs from the stored one: replay ${canonicalJson(current.snapshot)} vs stored ${canonicalJson(record.snapshot)}`);
   }

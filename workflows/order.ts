@@ -1,6 +1,7 @@
 /**
- * An order: placed, then paid (possibly in parts), then shipped or cancelled. The example the
- * README walks through; copy it as a starting point.
+ * An order: placed, then paid (possibly in parts) within its payment window, then shipped, or
+ * cancelled, or expired when the window closes unpaid (a durable timer: it fires even if every
+ * engine was down when it came due). The example the README walks through; copy it.
  */
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
@@ -10,6 +11,8 @@ export const OrderInput = z.object({
   orderId: z.string().min(1),
   customer: z.string().min(1),
   amount: z.number().positive(),
+  /** How long the customer has to pay; default one day. */
+  paymentWindowMs: z.number().int().positive().default(24 * 60 * 60 * 1000),
 });
 
 export const order = defineWorkflow({
@@ -24,13 +27,16 @@ export const order = defineWorkflow({
   },
   machine: setup({
     types: {
-      input: {} as z.infer<typeof OrderInput>,
-      context: {} as z.infer<typeof OrderInput> & { paid: number; payments: number; carrier?: string; trackingId?: string; cancelReason?: string },
+      input: {} as z.output<typeof OrderInput>,
+      context: {} as z.output<typeof OrderInput> & { paid: number; payments: number; carrier?: string; trackingId?: string; cancelReason?: string; expired?: boolean },
       events: {} as
         | { type: 'PAY'; amount: number }
         | { type: 'SHIP'; carrier: string; trackingId: string }
         | { type: 'DELIVERED' }
         | { type: 'CANCEL'; reason: string },
+    },
+    delays: {
+      paymentWindow: ({ context }) => context.paymentWindowMs,
     },
     guards: {
       fullyPaid: ({ context, event }) => event.type === 'PAY' && context.paid + event.amount >= context.amount,
@@ -41,6 +47,7 @@ export const order = defineWorkflow({
     context: ({ input }) => ({ ...input, paid: 0, payments: 0 }),
     states: {
       awaitingPayment: {
+        after: { paymentWindow: { target: 'expired', actions: assign({ expired: true }) } },
         on: {
           PAY: [
             { guard: 'fullyPaid', target: 'paid', actions: assign(({ context, event }) => ({ paid: context.paid + event.amount, payments: context.payments + 1 })) },
@@ -58,7 +65,13 @@ export const order = defineWorkflow({
       shipped: { on: { DELIVERED: 'delivered' } },
       delivered: { type: 'final' },
       cancelled: { type: 'final' },
+      expired: { type: 'final' },
     },
-    output: ({ context }) => ({ orderId: context.orderId, paid: context.paid, cancelled: context.cancelReason !== undefined }),
+    output: ({ context }) => ({
+      orderId: context.orderId,
+      paid: context.paid,
+      cancelled: context.cancelReason !== undefined,
+      expired: context.expired === true,
+    }),
   }),
 });

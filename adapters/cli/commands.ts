@@ -92,6 +92,7 @@ export function describeInstance(i: Instance): string {
     `${i.workflow} ${i.id} (version ${i.version}): ${i.status}, state ${JSON.stringify(i.value)}, revision ${i.revision}`,
     `  context: ${JSON.stringify(i.context)}`,
   ];
+  for (const t of i.timers) lines.push(`  timer ${t.id} due ${new Date(t.dueAtMs).toISOString()}`);
   if (i.output !== undefined) lines.push(`  output: ${JSON.stringify(i.output)}`);
   if (i.error !== undefined) lines.push(`  error: ${i.error}`);
   lines.push(`  created ${new Date(i.createdAtMs).toISOString()}, updated ${new Date(i.updatedAtMs).toISOString()}`);
@@ -100,7 +101,8 @@ export function describeInstance(i: Instance): string {
 
 function describeEntry(e: HistoryEntry): string {
   const when = new Date(e.timeMs).toISOString();
-  const type = (e.event as { type?: string } | null)?.type ?? '?';
+  const ev = e.event as { type?: string; timerId?: string } | null;
+  const type = ev?.type === 'jetstate.timer' ? `timer ${ev.timerId}` : (ev?.type ?? '?');
   if (e.kind === 'rejected') return `  -   ${when}  ${type} rejected: ${e.reason}`;
   const move = e.from === null ? `-> ${JSON.stringify(e.to)}` : `${JSON.stringify(e.from)} -> ${JSON.stringify(e.to)}`;
   return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;

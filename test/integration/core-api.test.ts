@@ -31,7 +31,7 @@ describe('core API against a real nats-server', () => {
     await engine.send(order, 'o-1', { type: 'SHIP', carrier: 'dhl', trackingId: 't1' });
     await engine.send(order, 'o-1', { type: 'DELIVERED' });
     const done = await engine.waitFor(order, 'o-1', (s) => s.status === 'done', { timeoutMs: 5_000 });
-    assert.deepEqual(done.output, { orderId: 'o-1', paid: 10, cancelled: false });
+    assert.deepEqual(done.output, { orderId: 'o-1', paid: 10, cancelled: false, expired: false });
     assert.equal(done.revision, 5);
     const history = await engine.history(order, 'o-1');
     assert.deepEqual(history.map((h) => [h.kind, h.revision, h.from, h.to]), [

@@ -29,7 +29,7 @@ const counter = defineWorkflow({
 });
 
 const runner = new MachineRunner(counter.machine);
-const add = (seq: number, k: number) => ({ seq, event: { type: 'ADD', k } });
+const add = (seq: number, k: number) => ({ seq, timeMs: 0, event: { type: 'ADD', k } });
 
 describe('the pure step', () => {
   it('applies events in order in one record and counts revisions', () => {
@@ -56,7 +56,7 @@ describe('the pure step', () => {
 
   it('records rejections without changing the state', () => {
     const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
-    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, event: { type: 'X' }, rejected: 'not declared' }], 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'X' }, rejected: 'not declared' }], 0);
     assert.equal(r.changed, false);
     assert.equal(r.entries[0]!.kind, 'rejected');
     assert.equal(r.entries[0]!.reason, 'not declared');
@@ -64,7 +64,7 @@ describe('the pure step', () => {
 
   it('fails the instance when an action throws, deterministically, and then takes no more transitions', () => {
     const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
-    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, event: { type: 'BOOM' } }, add(2, 1)], 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'BOOM' } }, add(2, 1)], 0);
     assert.equal(r.record.status, 'failed');
     assert.match(r.record.error!, /kaput/);
     assert.equal(r.entries[1]!.reason, 'instance is failed');
@@ -73,7 +73,7 @@ describe('the pure step', () => {
 
   it('stores the output of a final state', () => {
     const s = startInstance(counter, runner, 'c1', { start: 4 }, 0);
-    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, event: { type: 'STOP' } }], 0);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'STOP' } }], 0);
     assert.equal(r.record.status, 'done');
     assert.deepEqual(r.record.output, { total: 4 });
   });
