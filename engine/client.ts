@@ -13,6 +13,7 @@ import { openRuntime, type Runtime } from './runtime.js';
 import { publishHistory, readHistory } from './history.js';
 import { startInstance } from './step.js';
 import { publishTimers } from './timers.js';
+import { publishTasks } from './tasks.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
 
 export interface StartOptions<W extends WorkflowDefinition> {
@@ -94,6 +95,7 @@ export class Client implements AsyncDisposable {
     try {
       // Timers first: inert until due, and checked against the record when they fire.
       await publishTimers(this.rt, workflow.name, id, started.timers);
+      await publishTasks(this.rt, workflow.name, id, started.tasks);
       await this.rt.instances.create(key, encodeJson(started.record));
       await publishHistory(this.rt, workflow.name, id, [started.entry]);
       this.remember(key);

@@ -5,7 +5,8 @@
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
 import type { z } from 'zod';
 import { ErrorCode, fail } from './errors.js';
-import { checkName } from './names.js';
+import { NAME_PATTERN, checkName } from './names.js';
+import { activitiesOf } from './activity.js';
 
 /** A zod schema, structurally (so any zod 4 schema instance fits). */
 export type SchemaLike<T = unknown> = z.ZodType<T>;
@@ -127,6 +128,11 @@ function isSchema(value: unknown): value is SchemaLike {
 function checkMachine(label: string, machine: AnyStateMachine, declared: string[]): void {
   const handled = new Set<string>();
   const actors = (machine.implementations?.actors ?? {}) as Record<string, unknown>;
+  for (const name of activitiesOf(machine).keys()) {
+    if (!NAME_PATTERN.test(name)) {
+      fail(ErrorCode.InvalidDefinition, `${label}: activity name '${name}' must use 1-128 of A-Z a-z 0-9 _ - (it becomes a NATS subject token); rename it in setup({ actors })`);
+    }
+  }
   const visit = (node: AnyStateNode): void => {
     const on = (node.config.on ?? {}) as Record<string, unknown>;
     for (const type of Object.keys(on)) handled.add(type);

@@ -10,6 +10,7 @@ import { openRuntime, type Runtime } from './runtime.js';
 import type { Effect } from './step.js';
 import { InstanceStore, type LoadedInstance } from './store.js';
 import { systemClock, TimerService } from './timers.js';
+import { TaskService } from './tasks.js';
 
 export interface EngineStatus {
   engineId: string;
@@ -20,9 +21,9 @@ export interface EngineStatus {
 }
 
 /**
- * Effects of XState actions that the engine does not run yet (invoked actors, cross-instance
- * messages and custom actions); each kind is reported once so that nothing is silently dropped.
- * Timers are durable (see timers.ts) and never reach the executor.
+ * Effects of XState actions that the engine does not run yet (invoked child machines,
+ * cross-instance messages and custom actions); each kind is reported once so that nothing is
+ * silently dropped. Timers and activities are durable (timers.ts, tasks.ts) and never reach it.
  */
 class ReportingExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
@@ -51,12 +52,14 @@ class ReportingExecutor implements EffectExecutor {
 export class Engine extends Client {
   private readonly manager: PartitionManager;
   private readonly timers: TimerService;
+  private readonly tasks: TaskService;
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
     const store = new InstanceStore(rt.instances, rt.registry);
     const executor = new ReportingExecutor(rt);
     this.timers = new TimerService(rt, options.clock ?? systemClock);
+    this.tasks = new TaskService(rt, options.drainTimeoutMs);
     this.manager = new PartitionManager(rt, {
       engineId: options.engineId,
       ttlMs: options.leaseTtlMs,
@@ -80,6 +83,7 @@ export class Engine extends Client {
     try {
       await engine.manager.start();
       await engine.timers.start();
+      await engine.tasks.start();
     } catch (e) {
       await engine.close();
       throw e;
@@ -103,6 +107,7 @@ export class Engine extends Client {
   /** Stops intake, drains in-flight events (up to `drainTimeoutMs`), releases partitions, closes. */
   protected override async shutdown(): Promise<void> {
     await this.timers.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (timers): ${e.message}`));
+    await this.tasks.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (tasks): ${e.message}`));
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));
     await super.shutdown();
   }

@@ -12,4 +12,6 @@ export type { ClientOptions, EngineOptions, Logger } from './options.js';
 export type { VerifyReport } from './verify.js';
 export { partitionOf } from './names.js';
 export { systemClock } from './timers.js';
+export { activity, TerminalError } from './activity.js';
+export type { ActivityOptions, ActivityContext, ActivityFunction, RetryPolicy } from './activity.js';
 export type { Clock } from './timers.js';

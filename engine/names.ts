@@ -26,6 +26,7 @@ export interface Layout {
   readonly eventsStream: string;
   readonly historyStream: string;
   readonly timersStream: string;
+  readonly tasksStream: string;
   eventSubject(partition: number, workflow: string, id: string): string;
   partitionFilter(partition: number): string;
   historySubject(workflow: string, id: string): string;
@@ -42,6 +43,7 @@ export function layout(namespace: string): Layout {
     eventsStream: `${namespace}_events`,
     historyStream: `${namespace}_history`,
     timersStream: `${namespace}_timers`,
+    tasksStream: `${namespace}_tasks`,
     eventSubject: (p, wf, id) => `${namespace}.evt.${p}.${wf}.${id}`,
     partitionFilter: (p) => `${namespace}.evt.${p}.>`,
     historySubject: (wf, id) => `${namespace}.hist.${wf}.${id}`,

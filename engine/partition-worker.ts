@@ -11,7 +11,8 @@ import { publishHistory } from './history.js';
 import { parseEventSubject } from './names.js';
 import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
 import type { Runtime } from './runtime.js';
-import { applyEvents, isTimerFire, type Effect, type StepEvent } from './step.js';
+import { applyEvents, isTaskResult, isTimerFire, type Effect, type StepEvent } from './step.js';
+import { publishCancels, publishTasks } from './tasks.js';
 import { publishTimers } from './timers.js';
 import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
 
@@ -262,7 +263,7 @@ export class PartitionWorker {
         events.push({ seq: e.seq, timeMs: e.timeMs, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
         continue;
       }
-      if (isTimerFire(raw)) {
+      if (isTimerFire(raw) || isTaskResult(raw)) {
         events.push({ seq: e.seq, timeMs: e.timeMs, event: raw });
         continue;
       }
@@ -279,7 +280,10 @@ export class PartitionWorker {
       // Timers are inert until due and checked against the record when they fire, so they are
       // published before the write: a crash between the two cannot lose one.
       if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers);
+      // Tasks too: a task runs only once the engine running it sees it pending in the record.
+      if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks);
       written = await this.store.write(key, loaded, result.record, result.snapshot);
+      if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
       this.options.afterStateWrite?.(key, result.record.revision);
     }
     await publishHistory(this.rt, record.workflow, record.id, result.entries);

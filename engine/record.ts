@@ -46,6 +46,15 @@ export const TimerRecordSchema = z.object({
 });
 export type TimerRecord = z.infer<typeof TimerRecordSchema>;
 
+/** A pending task: an invoked activity. Its result applies only while it is here with this token. */
+export const TaskRecordSchema = z.object({
+  src: z.string(),
+  token: z.number().int(),
+  input: z.unknown(),
+  startedAtMs: z.number(),
+});
+export type TaskRecord = z.infer<typeof TaskRecordSchema>;
+
 export const InstanceRecordSchema = z.object({
   schemaVersion: z.literal(RECORD_SCHEMA_VERSION),
   workflow: z.string(),
@@ -68,6 +77,8 @@ export const InstanceRecordSchema = z.object({
   lastHistory: z.array(HistoryEntrySchema),
   /** Pending durable timers by XState send id. */
   timers: z.record(z.string(), TimerRecordSchema).default({}),
+  /** Pending tasks by invoke id. */
+  tasks: z.record(z.string(), TaskRecordSchema).default({}),
 });
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 
@@ -87,6 +98,8 @@ export interface Instance<TContext = unknown> {
   updatedAtMs: number;
   /** Pending durable timers, soonest first. */
   timers: Array<{ id: string; dueAtMs: number }>;
+  /** Running tasks (invoked activities); `attempt` and `lastError` once an attempt failed. */
+  tasks: Array<{ id: string; src: string; startedAtMs: number; attempt?: number; lastError?: string }>;
   /** True when the instance is in the given state (XState's `matches`). */
   matches(state: StateValue): boolean;
 }
@@ -106,6 +119,7 @@ export function toInstance<TContext = unknown>(record: InstanceRecord): Instance
     timers: Object.entries(record.timers)
       .map(([id, t]) => ({ id, dueAtMs: t.dueAtMs }))
       .sort((a, b) => a.dueAtMs - b.dueAtMs),
+    tasks: Object.entries(record.tasks).map(([id, t]) => ({ id, src: t.src, startedAtMs: t.startedAtMs })),
     matches: (state) => matchesState(state, value),
   };
   if (record.output !== undefined) view.output = record.output;

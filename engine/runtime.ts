@@ -59,6 +59,10 @@ export class Registry {
   names(): string[] {
     return [...this.byName.keys()];
   }
+
+  versions(name: string): Array<{ def: WorkflowDefinition; runner: MachineRunner }> {
+    return [...(this.byName.get(name)?.values() ?? [])];
+  }
 }
 
 export async function openRuntime(options: ResolvedClientOptions): Promise<Runtime> {
@@ -91,6 +95,7 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
     await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas, options.duplicateWindowMs, 0);
     await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs, options.historyMaxAgeMs);
     await ensureStream(jsm, names.timersStream, `${names.namespace}.tmr.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
+    await ensureStream(jsm, names.tasksStream, `${names.namespace}.task.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
     const kvm = new Kvm(js);
     const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });

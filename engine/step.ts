@@ -12,8 +12,10 @@ import {
   digest,
   type HistoryEntry,
   type InstanceRecord,
+  type TaskRecord,
   type TimerRecord,
 } from './record.js';
+import { activitiesOf, type ActivityDefinition } from './activity.js';
 
 /** An action XState asked to execute; the seam for the effect executor. */
 export interface Effect {
@@ -35,11 +37,14 @@ interface Executable {
  */
 export class MachineRunner {
   readonly machine: AnyStateMachine;
+  /** Activities registered in `setup({ actors })`: invoking one starts a durable task. */
+  readonly activities: Map<string, ActivityDefinition>;
   private readonly scope: AnyActorScope;
   private collected: Executable[] = [];
 
   constructor(machine: AnyStateMachine) {
     this.machine = machine;
+    this.activities = activitiesOf(machine);
     const self = createActor(machine);
     this.scope = {
       self,
@@ -108,25 +113,91 @@ export interface ScheduledTimer {
   dueAtMs: number;
 }
 
-/**
- * Sorts XState's actions: delayed raises become durable timers (due at the event's time plus the
- * delay, so a recomputation gives the same due time), cancels remove them, and everything else
- * is an effect for the executor.
- */
-function planActions(actions: Executable[], timers: Record<string, TimerRecord>, scheduled: ScheduledTimer[], effects: Effect[], workflow: string, id: string, revision: number, atMs: number): void {
-  actions.forEach((a, i) => {
-    const params = (a.params ?? {}) as { delay?: unknown; event?: { type: string }; id?: unknown; sendId?: unknown };
-    if (a.type === 'xstate.raise' && typeof params.delay === 'number' && params.event) {
-      const timerId = typeof params.id === 'string' ? params.id : `jetstate.delayed.${revision}.${i}`;
-      const dueAtMs = atMs + params.delay;
-      timers[timerId] = { dueAtMs, token: revision, event: params.event };
-      scheduled.push({ timerId, token: revision, dueAtMs });
-    } else if (a.type === 'xstate.cancel' && typeof params.sendId === 'string') {
-      delete timers[params.sendId];
-    } else {
-      effects.push({ type: a.type, params: a.params, key: `${workflow}.${id}.${revision}.${i}` });
-    }
-  });
+/** The internal event a task's outcome sends into its instance's event stream. */
+export const TASK_EVENT = 'jetstate.task';
+export interface TaskResultEvent {
+  type: typeof TASK_EVENT;
+  invokeId: string;
+  token: number;
+  ok: boolean;
+  output?: unknown;
+  error?: { name: string; message: string };
+}
+
+export function isTaskResult(event: unknown): event is TaskResultEvent {
+  const e = event as Partial<TaskResultEvent> | null;
+  return typeof e === 'object' && e !== null && e.type === TASK_EVENT && typeof e.invokeId === 'string' && typeof e.token === 'number' && typeof e.ok === 'boolean';
+}
+
+/** A task started or cancelled by a step. */
+export interface TaskChange {
+  invokeId: string;
+  token: number;
+  src: string;
+  input: unknown;
+}
+
+/** What a step's XState actions amount to, besides the snapshot. */
+class Plan {
+  readonly timers: Record<string, TimerRecord>;
+  readonly tasks: Record<string, TaskRecord>;
+  readonly scheduledTimers: ScheduledTimer[] = [];
+  readonly startedTasks: TaskChange[] = [];
+  readonly cancelledTasks: TaskChange[] = [];
+  readonly effects: Effect[] = [];
+
+  constructor(record?: InstanceRecord) {
+    this.timers = { ...record?.timers };
+    this.tasks = { ...record?.tasks };
+  }
+
+  /**
+   * Sorts XState's actions: delayed raises become durable timers (due at the event's time plus
+   * the delay, so a recomputation gives the same due time), invoked activities become tasks,
+   * cancels and stops remove them, and everything else is an effect for the executor.
+   */
+  add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number): void {
+    actions.forEach((a, i) => {
+      const params = (a.params ?? {}) as { delay?: unknown; event?: { type: string }; id?: unknown; sendId?: unknown; src?: unknown; input?: unknown; actorRef?: { id?: unknown } };
+      if (a.type === 'xstate.raise' && typeof params.delay === 'number' && params.event) {
+        const timerId = typeof params.id === 'string' ? params.id : `jetstate.delayed.${revision}.${i}`;
+        const dueAtMs = atMs + params.delay;
+        this.timers[timerId] = { dueAtMs, token: revision, event: params.event };
+        this.scheduledTimers.push({ timerId, token: revision, dueAtMs });
+      } else if (a.type === 'xstate.cancel' && typeof params.sendId === 'string') {
+        delete this.timers[params.sendId];
+      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && typeof params.id === 'string' && runner.activities.has(params.src)) {
+        const task: TaskRecord = { src: params.src, token: revision, input: params.input ?? null, startedAtMs: atMs };
+        this.tasks[params.id] = task;
+        this.startedTasks.push({ invokeId: params.id, token: revision, src: task.src, input: task.input });
+      } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
+        this.cancel((params.actorRef ?? params).id as string);
+      } else {
+        this.effects.push({ type: a.type, params: a.params, key: `${workflow}.${id}.${revision}.${i}` });
+      }
+    });
+  }
+
+  cancel(invokeId: string): void {
+    const task = this.tasks[invokeId]!;
+    delete this.tasks[invokeId];
+    this.cancelledTasks.push({ invokeId, token: task.token, src: task.src, input: task.input });
+  }
+
+  /** A finished instance has no pending timers or tasks. */
+  finish(): void {
+    for (const k of Object.keys(this.timers)) delete this.timers[k];
+    for (const k of Object.keys(this.tasks)) this.cancel(k);
+  }
+
+  /** Only what is still pending at the end of the step is started. */
+  pendingTimers(): ScheduledTimer[] {
+    return this.scheduledTimers.filter((t) => this.timers[t.timerId]?.token === t.token);
+  }
+
+  pendingTasks(): TaskChange[] {
+    return this.startedTasks.filter((t) => this.tasks[t.invokeId]?.token === t.token);
+  }
 }
 
 export interface StartResult {
@@ -135,6 +206,7 @@ export interface StartResult {
   entry: HistoryEntry;
   effects: Effect[];
   timers: ScheduledTimer[];
+  tasks: TaskChange[];
 }
 
 /** The initial record of a new instance. `input` is already validated. */
@@ -146,14 +218,12 @@ export function startInstance(
   nowMs: number,
 ): StartResult {
   let snapshot: AnyMachineSnapshot;
-  const effects: Effect[] = [];
-  const timers: Record<string, TimerRecord> = {};
-  const scheduled: ScheduledTimer[] = [];
+  const plan = new Plan();
   let error: string | undefined;
   try {
     const r = runner.initial(input);
     snapshot = r.snapshot;
-    planActions(r.actions, timers, scheduled, effects, def.name, id, 1, nowMs);
+    plan.add(r.actions, runner, def.name, id, 1, nowMs);
   } catch (e) {
     // A machine that throws on entry is recorded as failed, not lost.
     error = errorText(e);
@@ -161,6 +231,7 @@ export function startInstance(
   }
   const persisted = error === undefined ? runner.persist(snapshot) : { status: 'error', value: {}, error };
   const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
+  if (status !== InstanceStatus.Running) plan.finish();
   const entry: HistoryEntry = {
     kind: HistoryKind.Start,
     revision: 1,
@@ -186,11 +257,12 @@ export function startInstance(
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
     lastHistory: [entry],
-    timers: status === InstanceStatus.Running ? timers : {},
+    timers: plan.timers,
+    tasks: plan.tasks,
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
-  return { record, snapshot, entry, effects, timers: status === InstanceStatus.Running ? scheduled : [] };
+  return { record, snapshot, entry, effects: plan.effects, timers: plan.pendingTimers(), tasks: plan.pendingTasks() };
 }
 
 /**
@@ -208,6 +280,9 @@ export interface StepResult {
   effects: Effect[];
   /** Timers scheduled by these events (already in `record.timers`). */
   timers: ScheduledTimer[];
+  /** Tasks started by these events (already in `record.tasks`), and tasks to cancel. */
+  tasks: TaskChange[];
+  cancelledTasks: TaskChange[];
   /** True when the record changed and must be written. */
   changed: boolean;
 }
@@ -224,9 +299,7 @@ export function applyEvents(
   nowMs: number,
 ): StepResult {
   const entries: HistoryEntry[] = [];
-  const effects: Effect[] = [];
-  const scheduled: ScheduledTimer[] = [];
-  const timers = { ...record.timers };
+  const plan = new Plan(record);
   let revision = record.revision;
   let lastSeq = record.lastSeq;
   let status = record.status;
@@ -242,11 +315,19 @@ export function applyEvents(
     }
     let event: { type: string } = e.event;
     if (isTimerFire(e.event)) {
-      const timer = timers[e.event.timerId];
+      const timer = plan.timers[e.event.timerId];
       // A timer whose state was exited (or re-entered since) is no longer pending: it changes nothing.
       if (!timer || timer.token !== e.event.token) continue;
-      delete timers[e.event.timerId];
+      delete plan.timers[e.event.timerId];
       event = timer.event;
+    } else if (isTaskResult(e.event)) {
+      const task = plan.tasks[e.event.invokeId];
+      // The outcome of a task whose state was exited, or of an attempt already applied, changes nothing.
+      if (!task || task.token !== e.event.token) continue;
+      delete plan.tasks[e.event.invokeId];
+      event = e.event.ok
+        ? ({ type: `xstate.done.actor.${e.event.invokeId}`, output: e.event.output } as { type: string })
+        : ({ type: `xstate.error.actor.${e.event.invokeId}`, error: e.event.error } as { type: string });
     }
     lastSeq = e.seq;
     revision += 1;
@@ -261,7 +342,7 @@ export function applyEvents(
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
-      planActions(r.actions, timers, scheduled, effects, record.workflow, record.id, revision, e.timeMs);
+      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs);
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs });
     } catch (err) {
       // A guard or action that throws fails the instance deterministically; replay does the same.
@@ -270,8 +351,9 @@ export function applyEvents(
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
     }
   }
-  if (applied === 0) return { record, snapshot, entries, effects, timers: [], changed: false };
+  if (applied === 0) return { record, snapshot, entries, effects: [], timers: [], tasks: [], cancelledTasks: [], changed: false };
   const running = status === InstanceStatus.Running;
+  if (!running) plan.finish();
   const next: InstanceRecord = {
     ...record,
     status,
@@ -280,10 +362,19 @@ export function applyEvents(
     lastSeq,
     updatedAtMs: nowMs,
     lastHistory: entries,
-    // A finished instance has no pending timers.
-    timers: running ? timers : {},
+    timers: plan.timers,
+    tasks: plan.tasks,
   };
   if (status === InstanceStatus.Done) next.output = current.output;
   if (error !== undefined) next.error = error;
-  return { record: next, snapshot: current, entries, effects, timers: running ? scheduled.filter((t) => timers[t.timerId]?.token === t.token) : [], changed: true };
+  return {
+    record: next,
+    snapshot: current,
+    entries,
+    effects: plan.effects,
+    timers: plan.pendingTimers(),
+    tasks: plan.pendingTasks(),
+    cancelledTasks: plan.cancelledTasks,
+    changed: true,
+  };
 }

@@ -1,0 +1,112 @@
+/**
+ * `activity()`: promise logic that `invoke` can use and the engine runs durably, as a task on a
+ * queue, with retries, a timeout and heartbeats. See tasks.ts for how it runs.
+ */
+import { fromPromise, type AnyStateMachine, type PromiseActorLogic } from 'xstate';
+import { ErrorCode, JetstateError } from './errors.js';
+
+export interface RetryPolicy {
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+  initialIntervalMs: number;
+  backoffCoefficient: number;
+  maxIntervalMs: number;
+  /** Random spread of each interval, as a fraction of it (0.2: plus or minus 20%). */
+  jitter: number;
+}
+
+export interface ActivityOptions {
+  retry?: Partial<RetryPolicy>;
+  /** One attempt may take at most this long; then its signal aborts and the attempt fails. */
+  timeoutMs?: number;
+  /**
+   * When set, an attempt must call `heartbeat()` at least this often; a silent attempt fails, and
+   * one whose engine died is taken over by another engine after this long.
+   */
+  heartbeatTimeoutMs?: number;
+}
+
+export interface ResolvedActivityOptions {
+  retry: RetryPolicy;
+  timeoutMs: number;
+  heartbeatTimeoutMs: number | undefined;
+}
+
+export interface ActivityContext<TInput> {
+  input: TInput;
+  /** Aborts when the attempt times out, the invoking state is exited, or the engine closes. */
+  signal: AbortSignal;
+  /** 1 for the first attempt. An attempt taken over from a dead engine counts too. */
+  attempt: number;
+  /** The same for every attempt of this invocation: pass it to the services you call. */
+  idempotencyKey: string;
+  /** Tells the engine the attempt is alive (needed with `heartbeatTimeoutMs`). */
+  heartbeat(): void;
+}
+
+export type ActivityFunction<TInput, TOutput> = (context: ActivityContext<TInput>) => Promise<TOutput>;
+
+/** Thrown by an activity, stops retries: the invocation fails at once. */
+export class TerminalError extends Error {
+  override readonly name = 'TerminalError';
+}
+
+const ACTIVITY = Symbol.for('jetstate.activity');
+
+export interface ActivityDefinition {
+  fn: ActivityFunction<unknown, unknown>;
+  options: ResolvedActivityOptions;
+}
+
+/**
+ * Declares a durable task for `invoke`. Register it by name in `setup({ actors })`.
+ *
+ * @example
+ * ```ts
+ * setup({ actors: {
+ *   reserveStock: activity(async ({ input, signal, idempotencyKey }) => {
+ *     const res = await fetch(url, { method: 'POST', signal, headers: { 'Idempotency-Key': idempotencyKey } });
+ *     if (res.status === 400) throw new TerminalError('rejected');
+ *     return res.json();
+ *   }, { retry: { maxAttempts: 5 }, timeoutMs: 10_000 }),
+ * } })
+ * ```
+ */
+export function activity<TInput = unknown, TOutput = unknown>(fn: ActivityFunction<TInput, TOutput>, options: ActivityOptions = {}): PromiseActorLogic<TOutput, TInput> {
+  if (typeof fn !== 'function') throw new JetstateError(ErrorCode.InvalidDefinition, 'activity(fn, options): fn must be an async function');
+  const retry: RetryPolicy = { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maxIntervalMs: 60_000, jitter: 0.2, ...options.retry };
+  const checks: Array<[boolean, string]> = [
+    [Number.isInteger(retry.maxAttempts) && retry.maxAttempts >= 1, 'retry.maxAttempts must be an integer of at least 1'],
+    [retry.initialIntervalMs >= 0 && retry.maxIntervalMs >= retry.initialIntervalMs, 'retry intervals must be >= 0 with maxIntervalMs >= initialIntervalMs'],
+    [retry.backoffCoefficient >= 1, 'retry.backoffCoefficient must be at least 1'],
+    [retry.jitter >= 0 && retry.jitter < 1, 'retry.jitter must be in [0, 1)'],
+    [options.timeoutMs === undefined || options.timeoutMs > 0, 'timeoutMs must be positive'],
+    [options.heartbeatTimeoutMs === undefined || options.heartbeatTimeoutMs >= 100, 'heartbeatTimeoutMs must be at least 100'],
+  ];
+  for (const [ok, message] of checks) if (!ok) throw new JetstateError(ErrorCode.InvalidDefinition, `activity options: ${message}`);
+  const logic = fromPromise<TOutput, TInput>(async () => {
+    throw new Error('an activity runs in a jetstate engine as a durable task, not as an in-memory XState actor');
+  });
+  const definition: ActivityDefinition = {
+    fn: fn as ActivityFunction<unknown, unknown>,
+    options: { retry, timeoutMs: options.timeoutMs ?? 60_000, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
+  };
+  Object.defineProperty(logic, ACTIVITY, { value: definition });
+  return logic;
+}
+
+/** The activities a machine registers in `setup({ actors })`, by name. */
+export function activitiesOf(machine: AnyStateMachine): Map<string, ActivityDefinition> {
+  const out = new Map<string, ActivityDefinition>();
+  for (const [name, logic] of Object.entries((machine.implementations?.actors ?? {}) as Record<string, unknown>)) {
+    const def = (logic as { [ACTIVITY]?: ActivityDefinition } | null)?.[ACTIVITY];
+    if (def) out.set(name, def);
+  }
+  return out;
+}
+
+/** The wait before attempt `attempt + 1`, with jitter. */
+export function backoffMs(policy: RetryPolicy, attempt: number, random: () => number = Math.random): number {
+  const base = Math.min(policy.maxIntervalMs, policy.initialIntervalMs * policy.backoffCoefficient ** (attempt - 1));
+  return Math.max(0, Math.round(base * (1 + policy.jitter * (2 * random() - 1))));
+}
