@@ -11,7 +11,7 @@ import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options
 import { InstanceRecordSchema, decodeJson, encodeJson, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './record.js';
 import { openRuntime, type Runtime } from './runtime.js';
 import { publishHistory, readHistory } from './history.js';
-import { startInstance } from './step.js';
+import { KICK_EVENT, startInstance } from './step.js';
 import { publishTimers } from './timers.js';
 import { publishTasks } from './tasks.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
@@ -96,6 +96,8 @@ export class Client implements AsyncDisposable {
       // Timers first: inert until due, and checked against the record when they fire.
       await publishTimers(this.rt, workflow.name, id, started.timers);
       await publishTasks(this.rt, workflow.name, id, started.tasks);
+      // The start's custom actions run in the engine that owns the instance, after the create.
+      if (started.record.outbox.length > 0) await this.kick(workflow.name, id, started.record.inputDigest);
       await this.rt.instances.create(key, encodeJson(started.record));
       await publishHistory(this.rt, workflow.name, id, [started.entry]);
       this.remember(key);
@@ -284,6 +286,11 @@ export class Client implements AsyncDisposable {
       fail(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
     }
     return parsed.data;
+  }
+
+  private async kick(workflow: string, id: string, inputDigest: string): Promise<void> {
+    const subject = this.rt.names.eventSubject(partitionOf(workflow, id, this.rt.partitions), workflow, id);
+    await this.rt.js.publish(subject, encodeJson({ type: KICK_EVENT }), { msgID: `kick.${workflow}.${id}.${inputDigest}` });
   }
 
   private remember(key: string): void {

@@ -5,11 +5,11 @@
 import { Client } from './client.js';
 import { EngineOptionsSchema, parseOptions, type EngineOptions, type ResolvedEngineOptions } from './options.js';
 import { PartitionManager } from './partitions.js';
-import { PartitionWorker, type EffectExecutor } from './partition-worker.js';
+import { PartitionWorker } from './partition-worker.js';
 import { openRuntime, type Runtime } from './runtime.js';
-import type { Effect } from './step.js';
-import { InstanceStore, type LoadedInstance } from './store.js';
+import { InstanceStore } from './store.js';
 import { systemClock, TimerService } from './timers.js';
+import { ActionExecutor } from './actions.js';
 import { TaskService } from './tasks.js';
 
 export interface EngineStatus {
@@ -18,24 +18,6 @@ export interface EngineStatus {
   owned: number[];
   /** Instances whose events wait because their record cannot be processed. */
   blocked: Array<{ key: string; reason: string }>;
-}
-
-/**
- * Effects of XState actions that the engine does not run yet (invoked child machines,
- * cross-instance messages and custom actions); each kind is reported once so that nothing is
- * silently dropped. Timers and activities are durable (timers.ts, tasks.ts) and never reach it.
- */
-class ReportingExecutor implements EffectExecutor {
-  private readonly reported = new Set<string>();
-  constructor(private readonly rt: Runtime) {}
-  async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
-    for (const e of effects) {
-      const k = `${instance.record.workflow}:${e.type}`;
-      if (this.reported.has(k)) continue;
-      this.reported.add(k);
-      this.rt.logger.warn(`workflow '${instance.record.workflow}': action '${e.type}' was not run; this engine runs no side-effecting actions yet`);
-    }
-  }
 }
 
 /**
@@ -57,7 +39,7 @@ export class Engine extends Client {
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
     const store = new InstanceStore(rt.instances, rt.registry);
-    const executor = new ReportingExecutor(rt);
+    const executor = new ActionExecutor(rt.logger);
     this.timers = new TimerService(rt, options.clock ?? systemClock);
     this.tasks = new TaskService(rt, options.drainTimeoutMs);
     this.manager = new PartitionManager(rt, {

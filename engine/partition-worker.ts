@@ -11,7 +11,7 @@ import { publishHistory } from './history.js';
 import { parseEventSubject } from './names.js';
 import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
 import type { Runtime } from './runtime.js';
-import { applyEvents, isTaskResult, isTimerFire, type Effect, type StepEvent } from './step.js';
+import { applyEvents, isKick, isTaskResult, isTimerFire, type Effect, type OutboxEntry, type StepEvent } from './step.js';
 import { publishCancels, publishTasks } from './tasks.js';
 import { publishTimers } from './timers.js';
 import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
@@ -19,6 +19,8 @@ import { ConflictError, type InstanceStore, type LoadedInstance } from './store.
 export interface EffectExecutor {
   /** Runs after the state that produced the effects is durable. */
   run(instance: LoadedInstance, effects: Effect[]): Promise<void>;
+  /** Runs a persisted outbox again, after a crash may have cut its first run short. */
+  rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void>;
 }
 
 export interface WorkerOptions {
@@ -42,6 +44,8 @@ interface InstanceQueue {
 }
 
 const RETRY_MIN_MS = 50;
+/** How long a start's kick waits for the instance record before it is dropped. */
+const KICK_WAIT_MS = 5_000;
 const RETRY_MAX_MS = 2_000;
 
 export class PartitionWorker {
@@ -60,6 +64,7 @@ export class PartitionWorker {
   private roomWaiters: Array<() => void> = [];
   private loop: Promise<void> | undefined;
   private readonly reported = new Set<string>();
+  private readonly missingSince = new Map<string, number>();
 
   constructor(
     private readonly rt: Runtime,
@@ -243,6 +248,14 @@ export class PartitionWorker {
     const loaded = await this.store.load(key);
     if ('problem' in loaded) {
       if (loaded.problem !== 'missing') return loaded.message;
+      // start() sends its kick just before creating the record: give the create a moment.
+      if (batch.every((e) => isKick(safeDecode(e.data)))) {
+        const since = this.missingSince.get(key) ?? Date.now();
+        this.missingSince.set(key, since);
+        if (Date.now() - since < KICK_WAIT_MS) throw new Error('waiting for the started instance to be written');
+        this.missingSince.delete(key);
+        return true; // its start never completed
+      }
       const [workflow, id] = key.split('.') as [string, string];
       const entries: HistoryEntry[] = batch.map((e) => ({
         kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: readable(e.data), from: null, to: null,
@@ -252,13 +265,23 @@ export class PartitionWorker {
       await publishHistory(this.rt, workflow, id, entries);
       return true;
     }
+    this.missingSince.delete(key);
     const { record } = loaded;
-    // The write of the last applied event may have been cut off before its history was published.
-    if (batch.some((e) => e.seq === record.lastSeq)) await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
+    // The write of the last applied event may have been cut off before its history was published
+    // and its actions had run: finish that first.
+    if (batch.some((e) => e.seq === record.lastSeq)) {
+      await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
+      await this.executor.rerun(loaded, record.outbox);
+    }
     const events: StepEvent[] = [];
     for (const e of batch) {
       if (e.seq <= record.lastSeq) continue;
       const raw = safeDecode(e.data);
+      if (isKick(raw)) {
+        // The start's actions; a later write has run its own since.
+        if (record.revision === 1) await this.executor.rerun(loaded, record.outbox);
+        continue;
+      }
       if (raw === UNREADABLE) {
         events.push({ seq: e.seq, timeMs: e.timeMs, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
         continue;

@@ -79,6 +79,8 @@ export const InstanceRecordSchema = z.object({
   timers: z.record(z.string(), TimerRecordSchema).default({}),
   /** Pending tasks by invoke id. */
   tasks: z.record(z.string(), TaskRecordSchema).default({}),
+  /** Custom actions of the last write, run after it (again, if a crash cut their run short). */
+  outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown(), event: z.unknown() })).default([]),
 });
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 

@@ -17,18 +17,34 @@ import {
 } from './record.js';
 import { activitiesOf, type ActivityDefinition } from './activity.js';
 
-/** An action XState asked to execute; the seam for the effect executor. */
+/**
+ * An action XState asked to execute, for the effect executor, which runs it after the write:
+ * - `action`: a custom action registered by name in `setup({ actions })`; kept in the record's
+ *   outbox, so it runs again if a crash cut its run short (at least once);
+ * - `inline`: an inline action function; runs once after the write, not again after a crash;
+ * - `unsupported`: an XState action the engine does not run yet (it is reported).
+ */
 export interface Effect {
+  kind: 'action' | 'inline' | 'unsupported';
   /** Action type, e.g. a custom action's name or `xstate.sendTo`. */
   type: string;
   params: unknown;
   /** Stable idempotency key: `<workflow>.<id>.<revision>.<index>`. */
   key: string;
+  /** The event being processed when XState asked for it. */
+  event: unknown;
+  /** XState's own executable action (this process only). */
+  exec?: Executable;
 }
+
+/** An outbox entry: a custom action to run (again) after the write that produced it. */
+export type OutboxEntry = InstanceRecord['outbox'][number];
 
 interface Executable {
   type: string;
   params?: unknown;
+  info?: { context: unknown; event: unknown; self?: unknown; system?: unknown };
+  exec?: (info: unknown, params: unknown) => void;
 }
 
 /**
@@ -39,12 +55,19 @@ export class MachineRunner {
   readonly machine: AnyStateMachine;
   /** Activities registered in `setup({ actors })`: invoking one starts a durable task. */
   readonly activities: Map<string, ActivityDefinition>;
+  /** Custom actions registered in `setup({ actions })`, by name. */
+  readonly actions: Map<string, (args: unknown, params: unknown) => unknown>;
   private readonly scope: AnyActorScope;
   private collected: Executable[] = [];
 
   constructor(machine: AnyStateMachine) {
     this.machine = machine;
     this.activities = activitiesOf(machine);
+    this.actions = new Map(
+      Object.entries((machine.implementations?.actions ?? {}) as Record<string, unknown>).filter(
+        (e): e is [string, (args: unknown, params: unknown) => unknown] => typeof e[1] === 'function' && !String((e[1] as { type?: unknown }).type ?? '').startsWith('xstate.'),
+      ),
+    );
     const self = createActor(machine);
     this.scope = {
       self,
@@ -91,6 +114,15 @@ export function statusOf(snapshot: AnyMachineSnapshot): InstanceStatus {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/**
+ * Sent by `start()` when the initial state has custom actions: the engine that owns the instance
+ * runs the start's outbox. It changes no state.
+ */
+export const KICK_EVENT = 'jetstate.kick';
+export function isKick(event: unknown): boolean {
+  return typeof event === 'object' && event !== null && (event as { type?: unknown }).type === KICK_EVENT;
 }
 
 /** The internal event a timer sends into its instance's event stream when it comes due. */
@@ -156,7 +188,7 @@ class Plan {
    * the delay, so a recomputation gives the same due time), invoked activities become tasks,
    * cancels and stops remove them, and everything else is an effect for the executor.
    */
-  add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number): void {
+  add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number, event: unknown): void {
     actions.forEach((a, i) => {
       const params = (a.params ?? {}) as { delay?: unknown; event?: { type: string }; id?: unknown; sendId?: unknown; src?: unknown; input?: unknown; actorRef?: { id?: unknown } };
       if (a.type === 'xstate.raise' && typeof params.delay === 'number' && params.event) {
@@ -173,7 +205,8 @@ class Plan {
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
         this.cancel((params.actorRef ?? params).id as string);
       } else {
-        this.effects.push({ type: a.type, params: a.params, key: `${workflow}.${id}.${revision}.${i}` });
+        const kind = runner.actions.has(a.type) ? 'action' : a.type.startsWith('xstate.') ? 'unsupported' : 'inline';
+        this.effects.push({ kind, type: a.type, params: a.params ?? null, key: `${workflow}.${id}.${revision}.${i}`, event, exec: a });
       }
     });
   }
@@ -188,6 +221,11 @@ class Plan {
   finish(): void {
     for (const k of Object.keys(this.timers)) delete this.timers[k];
     for (const k of Object.keys(this.tasks)) this.cancel(k);
+  }
+
+  /** Custom actions to keep in the record until they have run. */
+  outbox(): OutboxEntry[] {
+    return this.effects.filter((e) => e.kind === 'action').map((e) => ({ key: e.key, type: e.type, params: e.params, event: e.event }));
   }
 
   /** Only what is still pending at the end of the step is started. */
@@ -223,7 +261,7 @@ export function startInstance(
   try {
     const r = runner.initial(input);
     snapshot = r.snapshot;
-    plan.add(r.actions, runner, def.name, id, 1, nowMs);
+    plan.add(r.actions, runner, def.name, id, 1, nowMs, { type: 'xstate.init', input });
   } catch (e) {
     // A machine that throws on entry is recorded as failed, not lost.
     error = errorText(e);
@@ -259,6 +297,7 @@ export function startInstance(
     lastHistory: [entry],
     timers: plan.timers,
     tasks: plan.tasks,
+    outbox: plan.outbox(),
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
@@ -342,7 +381,7 @@ export function applyEvents(
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
-      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs);
+      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, event);
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs });
     } catch (err) {
       // A guard or action that throws fails the instance deterministically; replay does the same.
@@ -364,6 +403,7 @@ export function applyEvents(
     lastHistory: entries,
     timers: plan.timers,
     tasks: plan.tasks,
+    outbox: plan.outbox(),
   };
   if (status === InstanceStatus.Done) next.output = current.output;
   if (error !== undefined) next.error = error;

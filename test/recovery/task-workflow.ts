@@ -29,7 +29,7 @@ export const relay = defineWorkflow({
     initial: 'shipping',
     states: {
       shipping: {
-        invoke: { id: 'ship', src: 'ship', input: ({ context }) => ({ parcel: context.parcel }), onDone: { target: 'shipped', actions: assign({ shippedBy: ({ event }) => (event.output as { by: number }).by }) } },
+        invoke: { id: 'ship', src: 'ship', input: ({ context }: { context: { parcel: string } }) => ({ parcel: context.parcel }), onDone: { target: 'shipped', actions: assign({ shippedBy: ({ event }) => (event.output as { by: number }).by }) } },
         on: { NOOP: {} },
       },
       shipped: { type: 'final' },

@@ -1,0 +1,66 @@
+/**
+ * Runs the custom actions of a step after its state write. Contract (also in the README):
+ * - an action registered by name in `setup({ actions })` runs at least once: it stays in the
+ *   record's outbox until the next write, and runs again if a crash cut its run short; it gets
+ *   `idempotencyKey` (`<workflow>.<id>.<revision>.<index>`), the same on every run;
+ * - an inline action function runs once after the write, but not again after a crash;
+ * - a throwing action is retried three times with backoff, then reported; the instance goes on.
+ * Actions of one instance run in order, before its next events are applied.
+ */
+import type { Logger } from './options.js';
+import type { EffectExecutor } from './partition-worker.js';
+import type { Effect, OutboxEntry } from './step.js';
+import type { LoadedInstance } from './store.js';
+
+const RETRY_DELAYS_MS = [100, 400, 1_600];
+
+export class ActionExecutor implements EffectExecutor {
+  private readonly reported = new Set<string>();
+
+  constructor(private readonly logger: Logger) {}
+
+  async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
+    for (const e of effects) {
+      if (e.kind === 'unsupported') {
+        this.reportOnce(instance, e.type);
+        continue;
+      }
+      const impl = e.kind === 'action' ? instance.runner.actions.get(e.type) : undefined;
+      const info = e.exec?.info ?? { context: instance.record.snapshot['context'], event: e.event };
+      if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
+      else if (e.exec?.exec) await this.attempt(instance, e.key, e.type, () => e.exec!.exec!({ ...info, idempotencyKey: e.key }, e.params));
+    }
+  }
+
+  /** Runs a record's outbox again (after a crash may have cut its first run short). */
+  async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void> {
+    const context = instance.record.snapshot['context'];
+    for (const e of outbox) {
+      const impl = instance.runner.actions.get(e.type);
+      if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context, event: e.event, idempotencyKey: e.key }, e.params));
+    }
+  }
+
+  private async attempt(instance: LoadedInstance, key: string, type: string, fn: () => unknown): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        await fn();
+        return;
+      } catch (e) {
+        const delay = RETRY_DELAYS_MS[i];
+        if (delay === undefined) {
+          this.logger.error(`workflow '${instance.record.workflow}' instance '${instance.record.id}': action '${type}' (${key}) failed ${i + 1} times (${(e as Error).message}); giving up on it`);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private reportOnce(instance: LoadedInstance, type: string): void {
+    const k = `${instance.record.workflow}:${type}`;
+    if (this.reported.has(k)) return;
+    this.reported.add(k);
+    this.logger.warn(`workflow '${instance.record.workflow}': action '${type}' was not run; this engine does not run it yet`);
+  }
+}
