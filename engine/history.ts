@@ -3,7 +3,7 @@
  * the entries of that write; `Nats-Msg-Id` and read-side dedupe make republishing harmless.
  */
 import type { Runtime } from './runtime.js';
-import { HistoryKind, HistoryMessageSchema, decodeJson, encodeJson, type HistoryEntry } from './record.js';
+import { HistoryKind, HistoryMessageSchema, decodeJson, encodeJson, type HistoryEntry, type InstanceRecord } from './record.js';
 import { readSubject } from './read.js';
 
 function entryKey(e: HistoryEntry): string {
@@ -36,4 +36,15 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
     }
   }
   return out;
+}
+
+/**
+ * Announces a finished instance on `<ns>.done.<workflow>.<id>` (core NATS, best effort: the record
+ * and its history are the durable truth). Other services subscribe to `<ns>.done.<workflow>.>`.
+ */
+export function publishCompletion(rt: Runtime, record: InstanceRecord): void {
+  const message: Record<string, unknown> = { workflow: record.workflow, id: record.id, status: record.status, revision: record.revision };
+  if (record.output !== undefined) message['output'] = record.output;
+  if (record.error !== undefined) message['error'] = record.error;
+  rt.nc.publish(`${rt.names.namespace}.done.${record.workflow}.${record.id}`, encodeJson(message));
 }

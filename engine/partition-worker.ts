@@ -7,7 +7,7 @@
  */
 import { DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { validateEvent } from './client.js';
-import { publishHistory } from './history.js';
+import { publishCompletion, publishHistory } from './history.js';
 import { parseEventSubject } from './names.js';
 import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
 import type { Runtime } from './runtime.js';
@@ -307,6 +307,7 @@ export class PartitionWorker {
       if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks);
       written = await this.store.write(key, loaded, result.record, result.snapshot);
       if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
+      if (record.status === 'running' && result.record.status !== 'running') publishCompletion(this.rt, result.record);
       this.options.afterStateWrite?.(key, result.record.revision);
     }
     await publishHistory(this.rt, record.workflow, record.id, result.entries);

@@ -38,6 +38,8 @@ describe('durable timers', () => {
   });
 
   it('fires an after delay computed from context, shows it while pending, and replays', async () => {
+    const nc = await connect({ servers: nats.url });
+    const completions = nc.subscribe(`${namespace}.done.order.t-1`, { max: 1 });
     const started = await engine.start(order, { id: 't-1', input: input('t-1', 300) });
     assert.equal(started.timers.length, 1);
     assert.equal(started.timers[0]!.id, 'xstate.after.paymentWindow.order.awaitingPayment');
@@ -53,6 +55,8 @@ describe('durable timers', () => {
       ['event', 'jetstate.timer', 'expired'],
     ]);
     assert.equal((await engine.verify(order, 't-1')).ok, true);
+    for await (const m of completions) assert.deepEqual(m.json(), { workflow: 'order', id: 't-1', status: 'done', revision: 2, output: expired.output });
+    await nc.close();
   });
 
   it('a timer whose state was exited before it was due changes nothing', async () => {
