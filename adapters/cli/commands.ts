@@ -93,6 +93,7 @@ export function describeInstance(i: Instance): string {
     `  context: ${JSON.stringify(i.context)}`,
   ];
   for (const t of i.timers) lines.push(`  timer ${t.id} due ${new Date(t.dueAtMs).toISOString()}`);
+  for (const t of i.tasks) lines.push(`  task ${t.id} (${t.src}) running since ${new Date(t.startedAtMs).toISOString()}`);
   if (i.output !== undefined) lines.push(`  output: ${JSON.stringify(i.output)}`);
   if (i.error !== undefined) lines.push(`  error: ${i.error}`);
   lines.push(`  created ${new Date(i.createdAtMs).toISOString()}, updated ${new Date(i.updatedAtMs).toISOString()}`);
@@ -102,7 +103,9 @@ export function describeInstance(i: Instance): string {
 function describeEntry(e: HistoryEntry): string {
   const when = new Date(e.timeMs).toISOString();
   const ev = e.event as { type?: string; timerId?: string } | null;
-  const type = ev?.type === 'jetstate.timer' ? `timer ${ev.timerId}` : (ev?.type ?? '?');
+  const task = e.event as { invokeId?: string; ok?: boolean } | null;
+  const type =
+    ev?.type === 'jetstate.timer' ? `timer ${ev.timerId}` : ev?.type === 'jetstate.task' ? `task ${task?.invokeId} ${task?.ok ? 'done' : 'failed'}` : (ev?.type ?? '?');
   if (e.kind === 'rejected') return `  -   ${when}  ${type} rejected: ${e.reason}`;
   const move = e.from === null ? `-> ${JSON.stringify(e.to)}` : `${JSON.stringify(e.from)} -> ${JSON.stringify(e.to)}`;
   return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;
