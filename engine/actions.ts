@@ -7,8 +7,11 @@
  * - a throwing action is retried three times with backoff, then reported; the instance goes on.
  * Actions of one instance run in order, before its next events are applied.
  */
-import type { Logger } from './options.js';
+import { SEND_ACTION, type ResolvedSend } from './messages.js';
+import { partitionOf } from './names.js';
 import type { EffectExecutor } from './partition-worker.js';
+import { encodeJson } from './record.js';
+import type { Runtime } from './runtime.js';
 import type { Effect, OutboxEntry } from './step.js';
 import type { LoadedInstance } from './store.js';
 
@@ -17,12 +20,26 @@ const RETRY_DELAYS_MS = [100, 400, 1_600];
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
 
-  constructor(private readonly logger: Logger) {}
+  constructor(private readonly rt: Runtime) {}
+
+  private get logger(): Runtime['logger'] {
+    return this.rt.logger;
+  }
+
+  /** Publishes to the target instance's event stream; the key deduplicates re-runs. */
+  private async send(key: string, send: ResolvedSend): Promise<void> {
+    const subject = this.rt.names.eventSubject(partitionOf(send.workflow, send.id, this.rt.partitions), send.workflow, send.id);
+    await this.rt.js.publish(subject, encodeJson(send.event), { msgID: `send.${key}` });
+  }
 
   async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
     for (const e of effects) {
       if (e.kind === 'unsupported') {
         this.reportOnce(instance, e.type);
+        continue;
+      }
+      if (e.kind === 'send') {
+        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend));
         continue;
       }
       const impl = e.kind === 'action' ? instance.runner.actions.get(e.type) : undefined;
@@ -36,6 +53,10 @@ export class ActionExecutor implements EffectExecutor {
   async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void> {
     const context = instance.record.snapshot['context'];
     for (const e of outbox) {
+      if (e.type === SEND_ACTION) {
+        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend));
+        continue;
+      }
       const impl = instance.runner.actions.get(e.type);
       if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context, event: e.event, idempotencyKey: e.key }, e.params));
     }

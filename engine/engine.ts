@@ -39,7 +39,7 @@ export class Engine extends Client {
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
     const store = new InstanceStore(rt.instances, rt.registry);
-    const executor = new ActionExecutor(rt.logger);
+    const executor = new ActionExecutor(rt);
     this.timers = new TimerService(rt, options.clock ?? systemClock);
     this.tasks = new TaskService(rt, options.drainTimeoutMs);
     this.manager = new PartitionManager(rt, {

@@ -13,5 +13,7 @@ export type { VerifyReport } from './verify.js';
 export { partitionOf } from './names.js';
 export { systemClock } from './timers.js';
 export { activity, TerminalError } from './activity.js';
+export { sendToInstance } from './messages.js';
+export type { InstanceAddress } from './messages.js';
 export type { ActivityOptions, ActivityContext, ActivityFunction, RetryPolicy } from './activity.js';
 export type { Clock } from './timers.js';

@@ -16,16 +16,18 @@ import {
   type TimerRecord,
 } from './record.js';
 import { activitiesOf, type ActivityDefinition } from './activity.js';
+import { SEND_ACTION, sendResolverOf } from './messages.js';
 
 /**
  * An action XState asked to execute, for the effect executor, which runs it after the write:
  * - `action`: a custom action registered by name in `setup({ actions })`; kept in the record's
  *   outbox, so it runs again if a crash cut its run short (at least once);
+ * - `send`: an event for another instance (`sendToInstance`), in the outbox like `action`;
  * - `inline`: an inline action function; runs once after the write, not again after a crash;
  * - `unsupported`: an XState action the engine does not run yet (it is reported).
  */
 export interface Effect {
-  kind: 'action' | 'inline' | 'unsupported';
+  kind: 'action' | 'send' | 'inline' | 'unsupported';
   /** Action type, e.g. a custom action's name or `xstate.sendTo`. */
   type: string;
   params: unknown;
@@ -44,7 +46,7 @@ interface Executable {
   type: string;
   params?: unknown;
   info?: { context: unknown; event: unknown; self?: unknown; system?: unknown };
-  exec?: (info: unknown, params: unknown) => void;
+  exec?: ((info: unknown, params: unknown) => void) | undefined;
 }
 
 /**
@@ -204,6 +206,10 @@ class Plan {
         this.startedTasks.push({ invokeId: params.id, token: revision, src: task.src, input: task.input });
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
         this.cancel((params.actorRef ?? params).id as string);
+      } else if (a.type === SEND_ACTION && sendResolverOf(a.exec)) {
+        // Resolved now, in the pure step, so a re-run after a crash sends the same event.
+        const send = sendResolverOf(a.exec)!(a.info);
+        this.effects.push({ kind: 'send', type: SEND_ACTION, params: send, key: `${workflow}.${id}.${revision}.${i}`, event });
       } else {
         const kind = runner.actions.has(a.type) ? 'action' : a.type.startsWith('xstate.') ? 'unsupported' : 'inline';
         this.effects.push({ kind, type: a.type, params: a.params ?? null, key: `${workflow}.${id}.${revision}.${i}`, event, exec: a });
@@ -225,7 +231,7 @@ class Plan {
 
   /** Custom actions to keep in the record until they have run. */
   outbox(): OutboxEntry[] {
-    return this.effects.filter((e) => e.kind === 'action').map((e) => ({ key: e.key, type: e.type, params: e.params, event: e.event }));
+    return this.effects.filter((e) => e.kind === 'action' || e.kind === 'send').map((e) => ({ key: e.key, type: e.type, params: e.params, event: e.event }));
   }
 
   /** Only what is still pending at the end of the step is started. */

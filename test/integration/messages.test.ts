@@ -1,0 +1,88 @@
+// sendToInstance: events between instances go through the target's inbox after the sender's
+// write, once, in order with the target's other events.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
+import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
+import { startNats, uniqueNamespace } from '../helpers.js';
+
+const ponger = defineWorkflow({
+  name: 'ponger',
+  version: 1,
+  input: z.object({}),
+  events: { PING: z.object({ from: z.string(), n: z.number() }) },
+  machine: setup({ types: { context: {} as { seen: number[] } } }).createMachine({
+    context: { seen: [] },
+    initial: 'up',
+    states: {
+      up: {
+        on: {
+          PING: {
+            actions: [
+              assign({ seen: ({ context, event }) => [...context.seen, (event as unknown as { n: number }).n] }),
+              sendToInstance(({ event }) => ({ workflow: 'pinger', id: (event as unknown as { from: string }).from }), ({ event }) => ({ type: 'PONG', n: (event as unknown as { n: number }).n })),
+            ],
+          },
+        },
+      },
+    },
+  }),
+});
+
+const pinger = defineWorkflow({
+  name: 'pinger',
+  version: 1,
+  input: z.object({ peer: z.string(), me: z.string() }),
+  events: { GO: z.object({}), PONG: z.object({ n: z.number() }) },
+  machine: setup({ types: { context: {} as { peer: string; me: string; pongs: number[] }, input: {} as { peer: string; me: string } } }).createMachine({
+    context: ({ input }) => ({ ...input, pongs: [] }),
+    initial: 'idle',
+    states: {
+      idle: {
+        on: {
+          GO: {
+            target: 'waiting',
+            actions: [
+              sendToInstance(({ context }) => ({ workflow: ponger, id: context.peer }), ({ context }) => ({ type: 'PING', from: context.me, n: 1 })),
+              sendToInstance(({ context }) => ({ workflow: ponger, id: context.peer }), ({ context }) => ({ type: 'PING', from: context.me, n: 2 })),
+            ],
+          },
+        },
+      },
+      waiting: {
+        on: {
+          PONG: [
+            { guard: ({ context }) => context.pongs.length === 1, target: 'done', actions: assign({ pongs: ({ context, event }) => [...context.pongs, (event as unknown as { n: number }).n] }) },
+            { actions: assign({ pongs: ({ context, event }) => [...context.pongs, (event as unknown as { n: number }).n] }) },
+          ],
+        },
+      },
+      done: { type: 'final' },
+    },
+  }),
+});
+
+describe('messages between instances', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let engine: Engine;
+  before(async () => {
+    nats = await startNats();
+    engine = await createEngine({ servers: nats.url, namespace: uniqueNamespace('msgs'), workflows: [pinger, ponger] });
+  });
+  after(async () => {
+    await engine?.close();
+    await nats?.dispose();
+  });
+
+  it('delivers sends in order, once, and the replies come back', async () => {
+    await engine.start(ponger, { id: 'pong-1', input: {} });
+    await engine.start(pinger, { id: 'ping-1', input: { peer: 'pong-1', me: 'ping-1' } });
+    await engine.send(pinger, 'ping-1', { type: 'GO' });
+    const done = await engine.waitFor(pinger, 'ping-1', (s) => s.status === 'done', { timeoutMs: 5_000 });
+    assert.deepEqual((done.context as { pongs: number[] }).pongs, [1, 2]);
+    const pong = await engine.get(ponger, 'pong-1');
+    assert.deepEqual((pong!.context as { seen: number[] }).seen, [1, 2]);
+    assert.equal(pong!.revision, 3);
+  });
+});
