@@ -11,8 +11,11 @@ import { SEND_ACTION, type ResolvedSend } from './messages.js';
 import { partitionOf } from './names.js';
 import type { EffectExecutor } from './partition-worker.js';
 import { encodeJson } from './record.js';
+import { ErrorCode, JetstateError } from './errors.js';
 import type { Runtime } from './runtime.js';
-import type { Effect, OutboxEntry } from './step.js';
+import { START_CHILD, STOP_CHILD, STOP_EVENT, type Effect, type OutboxEntry } from './step.js';
+import { createInstance } from './start.js';
+import type { InstanceRecord } from './record.js';
 import type { LoadedInstance } from './store.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
@@ -24,6 +27,29 @@ export class ActionExecutor implements EffectExecutor {
 
   private get logger(): Runtime['logger'] {
     return this.rt.logger;
+  }
+
+  /** Starts or stops a child workflow instance. Idempotent: the child's id and messages are stable. */
+  private async child(key: string, type: string, params: unknown): Promise<void> {
+    if (type === STOP_CHILD) {
+      const { workflow, id } = params as { workflow: string; id: string };
+      await this.send(key, { workflow, id, event: { type: STOP_EVENT } });
+      return;
+    }
+    const start = params as { workflow: string; id: string; input: unknown; parent: NonNullable<InstanceRecord['parent']> };
+    const versions = this.rt.registry.versions(start.workflow);
+    const latest = versions.sort((a, b) => b.def.version - a.def.version)[0];
+    if (!latest) throw new Error(`child workflow '${start.workflow}' is not registered in this engine`);
+    try {
+      await createInstance(this.rt, latest.def, latest.runner, start.id, start.input, start.parent);
+    } catch (e) {
+      // Invalid input or a conflicting instance: retrying will not help; the parent waits (reported).
+      if (e instanceof JetstateError && (e.code === ErrorCode.InvalidInput || e.code === ErrorCode.InstanceConflict)) {
+        this.logger.error(`child workflow '${start.workflow}' instance '${start.id}' of ${start.parent.workflow} ${start.parent.id}: ${e.message}`);
+        return;
+      }
+      throw e;
+    }
   }
 
   /** Publishes to the target instance's event stream; the key deduplicates re-runs. */
@@ -42,6 +68,10 @@ export class ActionExecutor implements EffectExecutor {
         await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend));
         continue;
       }
+      if (e.kind === 'child') {
+        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params));
+        continue;
+      }
       const impl = e.kind === 'action' ? instance.runner.actions.get(e.type) : undefined;
       const info = e.exec?.info ?? { context: instance.record.snapshot['context'], event: e.event };
       if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
@@ -55,6 +85,10 @@ export class ActionExecutor implements EffectExecutor {
     for (const e of outbox) {
       if (e.type === SEND_ACTION) {
         await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend));
+        continue;
+      }
+      if (e.type === START_CHILD || e.type === STOP_CHILD) {
+        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params));
         continue;
       }
       const impl = instance.runner.actions.get(e.type);

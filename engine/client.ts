@@ -10,10 +10,8 @@ import { checkName, partitionOf } from './names.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
 import { InstanceRecordSchema, decodeJson, encodeJson, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './record.js';
 import { openRuntime, type Runtime } from './runtime.js';
-import { publishHistory, readHistory } from './history.js';
-import { KICK_EVENT, startInstance } from './step.js';
-import { publishTimers } from './timers.js';
-import { publishTasks } from './tasks.js';
+import { readHistory } from './history.js';
+import { createInstance } from './start.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
 
 export interface StartOptions<W extends WorkflowDefinition> {
@@ -86,34 +84,9 @@ export class Client implements AsyncDisposable {
     this.checkOpen();
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
-    const parsed = workflow.input.safeParse(options.input);
-    if (!parsed.success) {
-      fail(ErrorCode.InvalidInput, `workflow '${workflow.name}' instance '${id}': input is not valid; nothing was started:\n${z.prettifyError(parsed.error)}`);
-    }
-    const key = this.rt.names.instanceKey(workflow.name, id);
-    const started = startInstance(workflow, runner, id, parsed.data, Date.now());
-    try {
-      // Timers first: inert until due, and checked against the record when they fire.
-      await publishTimers(this.rt, workflow.name, id, started.timers);
-      await publishTasks(this.rt, workflow.name, id, started.tasks);
-      // The start's custom actions run in the engine that owns the instance, after the create.
-      if (started.record.outbox.length > 0) await this.kick(workflow.name, id, started.record.inputDigest);
-      await this.rt.instances.create(key, encodeJson(started.record));
-      await publishHistory(this.rt, workflow.name, id, [started.entry]);
-      this.remember(key);
-      return toInstance(started.record);
-    } catch (e) {
-      if (!/wrong last sequence|key exists/i.test((e as Error).message)) throw e;
-    }
-    const existing = await this.readRecord(workflow.name, id);
-    if (!existing) fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' was deleted while starting; start it again`);
-    if (existing.inputDigest !== started.record.inputDigest) {
-      fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
-    }
-    // A start that crashed before its history was published is finished by its retry.
-    if (existing.revision === 1) await publishHistory(this.rt, workflow.name, id, existing.lastHistory);
-    this.remember(key);
-    return toInstance(existing);
+    const record = await createInstance(this.rt, workflow, runner, id, options.input);
+    this.remember(this.rt.names.instanceKey(workflow.name, id));
+    return toInstance(record);
   }
 
   /**
@@ -286,11 +259,6 @@ export class Client implements AsyncDisposable {
       fail(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
     }
     return parsed.data;
-  }
-
-  private async kick(workflow: string, id: string, inputDigest: string): Promise<void> {
-    const subject = this.rt.names.eventSubject(partitionOf(workflow, id, this.rt.partitions), workflow, id);
-    await this.rt.js.publish(subject, encodeJson({ type: KICK_EVENT }), { msgID: `kick.${workflow}.${id}.${inputDigest}` });
   }
 
   private remember(key: string): void {

@@ -14,6 +14,7 @@ export { partitionOf } from './names.js';
 export { systemClock } from './timers.js';
 export { activity, TerminalError } from './activity.js';
 export { sendToInstance } from './messages.js';
+export { childWorkflow } from './child.js';
 export type { InstanceAddress } from './messages.js';
 export type { ActivityOptions, ActivityContext, ActivityFunction, RetryPolicy } from './activity.js';
 export type { Clock } from './timers.js';

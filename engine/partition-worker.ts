@@ -13,6 +13,8 @@ import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
 import type { Runtime } from './runtime.js';
 import { applyEvents, isKick, isTaskResult, isTimerFire, type Effect, type OutboxEntry, type StepEvent } from './step.js';
 import { publishCancels, publishTasks } from './tasks.js';
+import { isChildResult, isStop } from './child.js';
+import { notifyParent } from './start.js';
 import { publishTimers } from './timers.js';
 import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
 
@@ -272,6 +274,7 @@ export class PartitionWorker {
     if (batch.some((e) => e.seq === record.lastSeq)) {
       await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
       await this.executor.rerun(loaded, record.outbox);
+      await notifyParent(this.rt, record);
     }
     const events: StepEvent[] = [];
     for (const e of batch) {
@@ -286,8 +289,9 @@ export class PartitionWorker {
         events.push({ seq: e.seq, timeMs: e.timeMs, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
         continue;
       }
-      if (isTimerFire(raw) || isTaskResult(raw)) {
-        events.push({ seq: e.seq, timeMs: e.timeMs, event: raw });
+      // The engine's own events; each is checked against the record by the step.
+      if (isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw)) {
+        events.push({ seq: e.seq, timeMs: e.timeMs, event: raw as { type: string } });
         continue;
       }
       try {
@@ -307,7 +311,10 @@ export class PartitionWorker {
       if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks);
       written = await this.store.write(key, loaded, result.record, result.snapshot);
       if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
-      if (record.status === 'running' && result.record.status !== 'running') publishCompletion(this.rt, result.record);
+      if (record.status === 'running' && result.record.status !== 'running') {
+        publishCompletion(this.rt, result.record);
+        await notifyParent(this.rt, result.record);
+      }
       this.options.afterStateWrite?.(key, result.record.revision);
     }
     await publishHistory(this.rt, record.workflow, record.id, result.entries);

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { matchesState, type StateValue } from 'xstate';
 import { z } from 'zod';
 
-export const InstanceStatus = { Running: 'running', Done: 'done', Failed: 'failed' } as const;
+export const InstanceStatus = { Running: 'running', Done: 'done', Failed: 'failed', Stopped: 'stopped' } as const;
 export type InstanceStatus = (typeof InstanceStatus)[keyof typeof InstanceStatus];
 
 export const HistoryKind = { Start: 'start', Event: 'event', Rejected: 'rejected' } as const;
@@ -22,7 +22,7 @@ export const HistoryEntrySchema = z.object({
   event: z.unknown(),
   from: z.unknown().nullable(),
   to: z.unknown(),
-  status: z.enum(['running', 'done', 'failed']),
+  status: z.enum(['running', 'done', 'failed', 'stopped']),
   timeMs: z.number(),
   reason: z.string().optional(),
 });
@@ -60,7 +60,7 @@ export const InstanceRecordSchema = z.object({
   workflow: z.string(),
   version: z.number().int().positive(),
   id: z.string(),
-  status: z.enum(['running', 'done', 'failed']),
+  status: z.enum(['running', 'done', 'failed', 'stopped']),
   /** XState persisted snapshot (`machine.getPersistedSnapshot`). */
   snapshot: z.record(z.string(), z.unknown()),
   input: z.unknown(),
@@ -79,6 +79,10 @@ export const InstanceRecordSchema = z.object({
   timers: z.record(z.string(), TimerRecordSchema).default({}),
   /** Pending tasks by invoke id. */
   tasks: z.record(z.string(), TaskRecordSchema).default({}),
+  /** Child workflow instances by invoke id. */
+  children: z.record(z.string(), z.object({ workflow: z.string(), id: z.string(), token: z.number().int() })).default({}),
+  /** Set on a child workflow instance: where its outcome goes. */
+  parent: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }).optional(),
   /** Custom actions of the last write, run after it (again, if a crash cut their run short). */
   outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown(), event: z.unknown() })).default([]),
 });

@@ -43,7 +43,11 @@ export class Registry {
     if (existing && existing.def !== def) {
       fail(ErrorCode.InvalidOptions, `workflow '${def.name}' version ${def.version} is registered twice with different definitions; give each change a new version`);
     }
-    if (!existing) versions.set(def.version, { def, runner: new MachineRunner(def.machine) });
+    if (existing) return;
+    const runner = new MachineRunner(def.machine);
+    versions.set(def.version, { def, runner });
+    // Child workflows it invokes run here too.
+    for (const child of runner.children.values()) this.add(child);
   }
 
   find(name: string, version: number): { def: WorkflowDefinition; runner: MachineRunner } | undefined {

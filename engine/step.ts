@@ -17,17 +17,21 @@ import {
 } from './record.js';
 import { activitiesOf, type ActivityDefinition } from './activity.js';
 import { SEND_ACTION, sendResolverOf } from './messages.js';
+import { CHILD_EVENT, STOP_EVENT, childIdOf, childWorkflowsOf, isChildResult, isStop } from './child.js';
+import type { WorkflowDefinition as ChildDefinition } from './definition.js';
 
 /**
  * An action XState asked to execute, for the effect executor, which runs it after the write:
  * - `action`: a custom action registered by name in `setup({ actions })`; kept in the record's
  *   outbox, so it runs again if a crash cut its run short (at least once);
  * - `send`: an event for another instance (`sendToInstance`), in the outbox like `action`;
+ * - `child`: start (`jetstate.startChild`) or stop (`jetstate.stopChild`) a child workflow
+ *   instance, in the outbox like `action`;
  * - `inline`: an inline action function; runs once after the write, not again after a crash;
  * - `unsupported`: an XState action the engine does not run yet (it is reported).
  */
 export interface Effect {
-  kind: 'action' | 'send' | 'inline' | 'unsupported';
+  kind: 'action' | 'send' | 'child' | 'inline' | 'unsupported';
   /** Action type, e.g. a custom action's name or `xstate.sendTo`. */
   type: string;
   params: unknown;
@@ -57,6 +61,8 @@ export class MachineRunner {
   readonly machine: AnyStateMachine;
   /** Activities registered in `setup({ actors })`: invoking one starts a durable task. */
   readonly activities: Map<string, ActivityDefinition>;
+  /** Child workflows registered with `childWorkflow()` in `setup({ actors })`. */
+  readonly children: Map<string, ChildDefinition>;
   /** Custom actions registered in `setup({ actions })`, by name. */
   readonly actions: Map<string, (args: unknown, params: unknown) => unknown>;
   private readonly scope: AnyActorScope;
@@ -65,6 +71,7 @@ export class MachineRunner {
   constructor(machine: AnyStateMachine) {
     this.machine = machine;
     this.activities = activitiesOf(machine);
+    this.children = childWorkflowsOf(machine);
     this.actions = new Map(
       Object.entries((machine.implementations?.actions ?? {}) as Record<string, unknown>).filter(
         (e): e is [string, (args: unknown, params: unknown) => unknown] => typeof e[1] === 'function' && !String((e[1] as { type?: unknown }).type ?? '').startsWith('xstate.'),
@@ -127,6 +134,10 @@ export function isKick(event: unknown): boolean {
   return typeof event === 'object' && event !== null && (event as { type?: unknown }).type === KICK_EVENT;
 }
 
+export const START_CHILD = 'jetstate.startChild';
+export const STOP_CHILD = 'jetstate.stopChild';
+export { CHILD_EVENT, STOP_EVENT };
+
 /** The internal event a timer sends into its instance's event stream when it comes due. */
 export const TIMER_EVENT = 'jetstate.timer';
 export interface TimerFireEvent {
@@ -175,6 +186,7 @@ export interface TaskChange {
 class Plan {
   readonly timers: Record<string, TimerRecord>;
   readonly tasks: Record<string, TaskRecord>;
+  readonly children: InstanceRecord['children'];
   readonly scheduledTimers: ScheduledTimer[] = [];
   readonly startedTasks: TaskChange[] = [];
   readonly cancelledTasks: TaskChange[] = [];
@@ -183,6 +195,7 @@ class Plan {
   constructor(record?: InstanceRecord) {
     this.timers = { ...record?.timers };
     this.tasks = { ...record?.tasks };
+    this.children = { ...record?.children };
   }
 
   /**
@@ -204,8 +217,15 @@ class Plan {
         const task: TaskRecord = { src: params.src, token: revision, input: params.input ?? null, startedAtMs: atMs };
         this.tasks[params.id] = task;
         this.startedTasks.push({ invokeId: params.id, token: revision, src: task.src, input: task.input });
+      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && typeof params.id === 'string' && runner.children.has(params.src)) {
+        const child = { workflow: runner.children.get(params.src)!.name, id: childIdOf(id, params.id), token: revision };
+        this.children[params.id] = child;
+        const start = { ...child, input: params.input ?? {}, parent: { workflow, id, invokeId: params.id, token: revision } };
+        this.effects.push({ kind: 'child', type: START_CHILD, params: start, key: `${workflow}.${id}.${revision}.${i}`, event });
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
         this.cancel((params.actorRef ?? params).id as string);
+      } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.children[(params.actorRef ?? params).id as string]) {
+        this.stopChild((params.actorRef ?? params).id as string, `${workflow}.${id}.${revision}.${i}`, event);
       } else if (a.type === SEND_ACTION && sendResolverOf(a.exec)) {
         // Resolved now, in the pure step, so a re-run after a crash sends the same event.
         const send = sendResolverOf(a.exec)!(a.info);
@@ -223,15 +243,22 @@ class Plan {
     this.cancelledTasks.push({ invokeId, token: task.token, src: task.src, input: task.input });
   }
 
-  /** A finished instance has no pending timers or tasks. */
-  finish(): void {
+  stopChild(invokeId: string, key: string, event: unknown): void {
+    const child = this.children[invokeId]!;
+    delete this.children[invokeId];
+    this.effects.push({ kind: 'child', type: STOP_CHILD, params: { workflow: child.workflow, id: child.id }, key, event });
+  }
+
+  /** A finished instance has no pending timers, tasks or children. */
+  finish(key: string): void {
     for (const k of Object.keys(this.timers)) delete this.timers[k];
     for (const k of Object.keys(this.tasks)) this.cancel(k);
+    Object.keys(this.children).forEach((k, i) => this.stopChild(k, `${key}.stop.${i}`, null));
   }
 
   /** Custom actions to keep in the record until they have run. */
   outbox(): OutboxEntry[] {
-    return this.effects.filter((e) => e.kind === 'action' || e.kind === 'send').map((e) => ({ key: e.key, type: e.type, params: e.params, event: e.event }));
+    return this.effects.filter((e) => e.kind === 'action' || e.kind === 'send' || e.kind === 'child').map((e) => ({ key: e.key, type: e.type, params: e.params, event: e.event }));
   }
 
   /** Only what is still pending at the end of the step is started. */
@@ -275,7 +302,7 @@ export function startInstance(
   }
   const persisted = error === undefined ? runner.persist(snapshot) : { status: 'error', value: {}, error };
   const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
-  if (status !== InstanceStatus.Running) plan.finish();
+  if (status !== InstanceStatus.Running) plan.finish(`${def.name}.${id}.1`);
   const entry: HistoryEntry = {
     kind: HistoryKind.Start,
     revision: 1,
@@ -303,6 +330,7 @@ export function startInstance(
     lastHistory: [entry],
     timers: plan.timers,
     tasks: plan.tasks,
+    children: plan.children,
     outbox: plan.outbox(),
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
@@ -365,6 +393,22 @@ export function applyEvents(
       if (!timer || timer.token !== e.event.token) continue;
       delete plan.timers[e.event.timerId];
       event = timer.event;
+    } else if (isChildResult(e.event)) {
+      const child = plan.children[e.event.invokeId];
+      if (!child || child.token !== e.event.token) continue;
+      delete plan.children[e.event.invokeId];
+      event = e.event.ok
+        ? ({ type: `xstate.done.actor.${e.event.invokeId}`, output: e.event.output } as { type: string })
+        : ({ type: `xstate.error.actor.${e.event.invokeId}`, error: e.event.error } as { type: string });
+    } else if (isStop(e.event)) {
+      // The parent's invoking state was exited: this child stops where it is.
+      if (status !== InstanceStatus.Running) continue;
+      lastSeq = e.seq;
+      revision += 1;
+      applied += 1;
+      status = InstanceStatus.Stopped;
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: 'stopped by its parent' });
+      continue;
     } else if (isTaskResult(e.event)) {
       const task = plan.tasks[e.event.invokeId];
       // The outcome of a task whose state was exited, or of an attempt already applied, changes nothing.
@@ -398,7 +442,7 @@ export function applyEvents(
   }
   if (applied === 0) return { record, snapshot, entries, effects: [], timers: [], tasks: [], cancelledTasks: [], changed: false };
   const running = status === InstanceStatus.Running;
-  if (!running) plan.finish();
+  if (!running) plan.finish(`${record.workflow}.${record.id}.${revision}`);
   const next: InstanceRecord = {
     ...record,
     status,
@@ -409,6 +453,7 @@ export function applyEvents(
     lastHistory: entries,
     timers: plan.timers,
     tasks: plan.tasks,
+    children: plan.children,
     outbox: plan.outbox(),
   };
   if (status === InstanceStatus.Done) next.output = current.output;

@@ -1,0 +1,67 @@
+/**
+ * Child workflows: invoking a workflow's machine, registered with `childWorkflow()`, starts a
+ * child instance with its own record and history; its outcome returns to the parent as
+ * `xstate.done.actor.<id>` / `xstate.error.actor.<id>`; exiting the invoking state stops it.
+ */
+import { createHash } from 'node:crypto';
+import type { AnyStateMachine } from 'xstate';
+import type { WorkflowDefinition } from './definition.js';
+import { NAME_PATTERN } from './names.js';
+
+const CHILD = Symbol.for('jetstate.child');
+
+/**
+ * Registers a workflow as an actor that `invoke` can start as a durable child instance.
+ *
+ * @example
+ * ```ts
+ * setup({ actors: { payment: childWorkflow(payment) } }).createMachine({
+ *   states: { paying: { invoke: { id: 'pay', src: 'payment', input: ({ context }) => ({ amount: context.amount }), onDone: 'paid' } } },
+ * });
+ * ```
+ */
+export function childWorkflow<TMachine extends AnyStateMachine>(workflow: WorkflowDefinition<TMachine>): TMachine {
+  const machine = workflow.machine;
+  if (!(CHILD in machine)) Object.defineProperty(machine, CHILD, { value: workflow });
+  return machine;
+}
+
+export function childWorkflowsOf(machine: AnyStateMachine): Map<string, WorkflowDefinition> {
+  const out = new Map<string, WorkflowDefinition>();
+  for (const [name, logic] of Object.entries((machine.implementations?.actors ?? {}) as Record<string, unknown>)) {
+    const def = (logic as { [CHILD]?: WorkflowDefinition } | null)?.[CHILD];
+    if (def) out.set(name, def);
+  }
+  return out;
+}
+
+/** The child's instance id: derived from the parent's id and the invoke id, so a retry finds it. */
+export function childIdOf(parentId: string, invokeId: string): string {
+  const plain = `${parentId}_${invokeId}`;
+  if (NAME_PATTERN.test(plain)) return plain;
+  const digest = createHash('sha256').update(plain).digest('base64url').replace(/[^A-Za-z0-9_-]/g, '').slice(0, 22);
+  return `${parentId.slice(0, 100)}_${digest}`;
+}
+
+/** Sent to a child when its parent's invoking state was exited. */
+export const STOP_EVENT = 'jetstate.stop';
+/** Sent to a parent when its child finished. */
+export const CHILD_EVENT = 'jetstate.child';
+
+export interface ChildResultEvent {
+  type: typeof CHILD_EVENT;
+  invokeId: string;
+  token: number;
+  ok: boolean;
+  output?: unknown;
+  error?: { name: string; message: string };
+}
+
+export function isStop(event: unknown): boolean {
+  return typeof event === 'object' && event !== null && (event as { type?: unknown }).type === STOP_EVENT;
+}
+
+export function isChildResult(event: unknown): event is ChildResultEvent {
+  const e = event as Partial<ChildResultEvent> | null;
+  return typeof e === 'object' && e !== null && e.type === CHILD_EVENT && typeof e.invokeId === 'string' && typeof e.token === 'number' && typeof e.ok === 'boolean';
+}

@@ -1,0 +1,75 @@
+/**
+ * Creating an instance, shared by `start()` and by parents starting child workflows; and telling
+ * a parent that its child finished.
+ */
+import { z } from 'zod';
+import type { WorkflowDefinition } from './definition.js';
+import { ErrorCode, fail } from './errors.js';
+import { publishHistory } from './history.js';
+import { partitionOf } from './names.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from './record.js';
+import type { Runtime } from './runtime.js';
+import { CHILD_EVENT, KICK_EVENT, startInstance, type MachineRunner } from './step.js';
+import { publishTasks } from './tasks.js';
+import { publishTimers } from './timers.js';
+import type { ChildResultEvent } from './child.js';
+
+/**
+ * Validates the input and creates the record with `kv.create`, idempotent by id: the same input
+ * returns the existing record; a different one is an `INSTANCE_CONFLICT` error.
+ */
+export async function createInstance(
+  rt: Runtime,
+  workflow: WorkflowDefinition,
+  runner: MachineRunner,
+  id: string,
+  input: unknown,
+  parent?: InstanceRecord['parent'],
+): Promise<InstanceRecord> {
+  const parsed = workflow.input.safeParse(input);
+  if (!parsed.success) {
+    fail(ErrorCode.InvalidInput, `workflow '${workflow.name}' instance '${id}': input is not valid; nothing was started:\n${z.prettifyError(parsed.error)}`);
+  }
+  const key = rt.names.instanceKey(workflow.name, id);
+  const started = startInstance(workflow, runner, id, parsed.data, Date.now());
+  if (parent) started.record.parent = parent;
+  try {
+    // Timers and tasks first: they cannot act before the record exists (see timers.ts, tasks.ts).
+    await publishTimers(rt, workflow.name, id, started.timers);
+    await publishTasks(rt, workflow.name, id, started.tasks);
+    // The start's custom actions run in the engine that owns the instance, after the create.
+    if (started.record.outbox.length > 0) await kick(rt, workflow.name, id, started.record.inputDigest);
+    await rt.instances.create(key, encodeJson(started.record));
+    await publishHistory(rt, workflow.name, id, [started.entry]);
+    return started.record;
+  } catch (e) {
+    if (!/wrong last sequence|key exists/i.test((e as Error).message)) throw e;
+  }
+  const entry = await rt.instances.get(key);
+  if (!entry || entry.operation !== 'PUT') fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' was deleted while starting; start it again`);
+  const existing = InstanceRecordSchema.safeParse(decodeJson(entry.value));
+  if (!existing.success) fail(ErrorCode.RecordUnreadable, `workflow '${workflow.name}' instance '${id}': the stored record is unreadable; it was left untouched`);
+  if (existing.data.inputDigest !== started.record.inputDigest) {
+    fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
+  }
+  // A start that crashed before its history was published is finished by its retry.
+  if (existing.data.revision === 1) await publishHistory(rt, workflow.name, id, existing.data.lastHistory);
+  return existing.data;
+}
+
+async function kick(rt: Runtime, workflow: string, id: string, inputDigest: string): Promise<void> {
+  const subject = rt.names.eventSubject(partitionOf(workflow, id, rt.partitions), workflow, id);
+  await rt.js.publish(subject, encodeJson({ type: KICK_EVENT }), { msgID: `kick.${workflow}.${id}.${inputDigest}` });
+}
+
+/** Sends a finished child's outcome to its parent's inbox; idempotent (stable message id). */
+export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<void> {
+  const parent = child.parent;
+  if (!parent || (child.status !== 'done' && child.status !== 'failed')) return;
+  const event: ChildResultEvent =
+    child.status === 'done'
+      ? { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output }
+      : { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: false, error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' } };
+  const subject = rt.names.eventSubject(partitionOf(parent.workflow, parent.id, rt.partitions), parent.workflow, parent.id);
+  await rt.js.publish(subject, encodeJson(event), { msgID: `child.${child.workflow}.${child.id}` });
+}

@@ -1,0 +1,102 @@
+// Child workflows: invoking a workflow starts a child instance with its own record and history;
+// its output reaches the parent once, also when the engine failed right after the child finished;
+// exiting the invoking state stops the child.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
+import { childWorkflow, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
+import { startNats, uniqueNamespace } from '../helpers.js';
+
+const payment = defineWorkflow({
+  name: 'payment',
+  version: 1,
+  input: z.object({ amount: z.number() }),
+  events: { CONFIRM: z.object({ receipt: z.string() }) },
+  machine: setup({ types: { context: {} as { amount: number; receipt?: string }, input: {} as { amount: number } } }).createMachine({
+    context: ({ input }) => ({ amount: input.amount }),
+    initial: 'pending',
+    states: {
+      pending: { on: { CONFIRM: { target: 'confirmed', actions: assign({ receipt: ({ event }) => (event as unknown as { receipt: string }).receipt }) } } },
+      confirmed: { type: 'final' },
+    },
+    output: ({ context }) => ({ receipt: context.receipt, amount: context.amount }),
+  }),
+});
+
+const checkout = defineWorkflow({
+  name: 'checkout',
+  version: 1,
+  input: z.object({ amount: z.number() }),
+  events: { CANCEL: z.object({}) },
+  machine: setup({ types: { context: {} as { amount: number; receipt?: unknown }, input: {} as { amount: number } }, actors: { payment: childWorkflow(payment) } }).createMachine({
+    context: ({ input }) => ({ amount: input.amount }),
+    initial: 'paying',
+    states: {
+      paying: {
+        invoke: { id: 'pay', src: 'payment', input: ({ context }) => ({ amount: context.amount }), onDone: { target: 'paid', actions: assign({ receipt: ({ event }) => event.output }) } },
+        on: { CANCEL: 'cancelled' },
+      },
+      paid: { type: 'final' },
+      cancelled: { type: 'final' },
+    },
+  }),
+});
+
+describe('child workflows', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let engine: Engine;
+  let failAfterWriteOf: string | undefined;
+  before(async () => {
+    nats = await startNats();
+    engine = await createEngine({
+      servers: nats.url,
+      namespace: uniqueNamespace('children'),
+      workflows: [checkout],
+      testHooks: {
+        afterStateWrite: (key) => {
+          if (key === failAfterWriteOf) {
+            failAfterWriteOf = undefined;
+            throw new Error('simulated crash after the child finished');
+          }
+        },
+      },
+    });
+  });
+  after(async () => {
+    await engine?.close();
+    await nats?.dispose();
+  });
+
+  it('starts a child instance and returns its output to the parent', async () => {
+    await engine.start(checkout, { id: 'c1', input: { amount: 30 } });
+    const child = await engine.waitFor(payment, 'c1_pay', (s) => s.matches('pending'), { timeoutMs: 5_000 });
+    assert.deepEqual(child.context, { amount: 30 });
+    await engine.send(payment, 'c1_pay', { type: 'CONFIRM', receipt: 'r-1' });
+    const paid = await engine.waitFor(checkout, 'c1', (s) => s.matches('paid'), { timeoutMs: 5_000 });
+    assert.deepEqual((paid.context as { receipt: unknown }).receipt, { receipt: 'r-1', amount: 30 });
+    assert.equal(paid.revision, 2);
+    assert.equal((await engine.history(payment, 'c1_pay')).length, 2);
+    assert.equal((await engine.verify(checkout, 'c1')).ok, true);
+  });
+
+  it('the output reaches the parent when the engine failed right after the child finished', async () => {
+    await engine.start(checkout, { id: 'c2', input: { amount: 5 } });
+    await engine.waitFor(payment, 'c2_pay', (s) => s.matches('pending'), { timeoutMs: 5_000 });
+    failAfterWriteOf = 'payment.c2_pay';
+    await engine.send(payment, 'c2_pay', { type: 'CONFIRM', receipt: 'r-2' });
+    const paid = await engine.waitFor(checkout, 'c2', (s) => s.matches('paid'), { timeoutMs: 5_000 });
+    assert.equal(paid.revision, 2);
+  });
+
+  it('exiting the invoking state stops the child', async () => {
+    await engine.start(checkout, { id: 'c3', input: { amount: 5 } });
+    await engine.waitFor(payment, 'c3_pay', (s) => s.matches('pending'), { timeoutMs: 5_000 });
+    await engine.send(checkout, 'c3', { type: 'CANCEL' });
+    const stopped = await engine.waitFor(payment, 'c3_pay', (s) => s.status === 'stopped', { timeoutMs: 5_000 });
+    assert.equal(stopped.value, 'pending');
+    await engine.send(payment, 'c3_pay', { type: 'CONFIRM', receipt: 'late' });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await engine.get(checkout, 'c3'))!.value, 'cancelled');
+  });
+});
