@@ -12,6 +12,7 @@ import { InstanceRecordSchema, decodeJson, encodeJson, toInstance, type HistoryE
 import { openRuntime, type Runtime } from './runtime.js';
 import { readHistory } from './history.js';
 import { createInstance } from './start.js';
+import { readTaskProgress } from './tasks.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
 
 export interface StartOptions<W extends WorkflowDefinition> {
@@ -115,7 +116,16 @@ export class Client implements AsyncDisposable {
   async get<W extends WorkflowDefinition>(workflow: W, id: string): Promise<Instance | null> {
     this.checkOpen();
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
-    return record ? toInstance(record) : null;
+    if (!record) return null;
+    const instance = toInstance(record);
+    // Running tasks that failed an attempt show how far they got.
+    await Promise.all(
+      instance.tasks.map(async (t) => {
+        const progress = await readTaskProgress(this.rt, record.workflow, record.id, t.id, record.tasks[t.id]!.token);
+        if (progress) Object.assign(t, progress);
+      }),
+    );
+    return instance;
   }
 
   /** Every instance of a workflow, optionally filtered by status or state. */

@@ -32,6 +32,19 @@ type TaskMessage = z.infer<typeof TaskMessageSchema>;
 const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int() });
 
 const short = (s: string): string => createHash('sha256').update(s).digest('base64url').slice(0, 16);
+/** Control-bucket key of a task's progress (attempts, last error). */
+export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string => `task.${workflow}.${id}.${short(invokeId)}.${token}`;
+
+const TaskProgressSchema = z.object({ attempt: z.number().int(), lastError: z.string() });
+
+/** A task's progress for `get()`, or null before its first failed attempt. */
+export async function readTaskProgress(rt: Runtime, workflow: string, id: string, invokeId: string, token: number): Promise<{ attempt: number; lastError: string } | null> {
+  const entry = await rt.control.get(taskProgressKey(workflow, id, invokeId, token)).catch(() => null);
+  if (!entry || entry.operation !== 'PUT') return null;
+  const parsed = TaskProgressSchema.safeParse(decodeJson(entry.value));
+  return parsed.success ? parsed.data : null;
+}
+
 const taskKey = (t: { workflow: string; id: string; invokeId: string; token: number }): string => `${t.workflow}.${t.id}.${t.invokeId}.${t.token}`;
 
 /** Publishes the tasks a step started. Idempotent: each task has a stable message id. */
@@ -236,6 +249,10 @@ export class TaskService {
     if (!outcome.ok && !(outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError') && attempt < retry.maxAttempts) {
       const wait = backoffMs(retry, attempt);
       this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${outcome.error.message}); retrying in ${wait} ms`);
+      // For get() and the CLI: how far the task got. Best effort.
+      await this.rt.control
+        .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ attempt, lastError: outcome.error.message, retryAtMs: Date.now() + wait }))
+        .catch(() => {});
       m.nak(wait);
       return;
     }
@@ -246,6 +263,7 @@ export class TaskService {
     try {
       await this.rt.js.publish(subject, encodeJson(result), { msgID: `task.${task.workflow}.${task.id}.${task.token}.${short(task.invokeId)}` });
       m.ack();
+      if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {
       this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its outcome (${(e as Error).message}); it will run again`);
       m.nak(1_000);

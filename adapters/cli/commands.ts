@@ -93,7 +93,10 @@ export function describeInstance(i: Instance): string {
     `  context: ${JSON.stringify(i.context)}`,
   ];
   for (const t of i.timers) lines.push(`  timer ${t.id} due ${new Date(t.dueAtMs).toISOString()}`);
-  for (const t of i.tasks) lines.push(`  task ${t.id} (${t.src}) running since ${new Date(t.startedAtMs).toISOString()}`);
+  for (const t of i.tasks) {
+    const progress = t.attempt ? `, attempt ${t.attempt} failed: ${t.lastError}` : '';
+    lines.push(`  task ${t.id} (${t.src}) running since ${new Date(t.startedAtMs).toISOString()}${progress}`);
+  }
   if (i.output !== undefined) lines.push(`  output: ${JSON.stringify(i.output)}`);
   if (i.error !== undefined) lines.push(`  error: ${i.error}`);
   lines.push(`  created ${new Date(i.createdAtMs).toISOString()}, updated ${new Date(i.updatedAtMs).toISOString()}`);

@@ -104,6 +104,15 @@ describe('durable tasks', () => {
 
   it('retries with exponential backoff and one idempotency key', async () => {
     await engine.start(job, { id: 'flaky', input: { mode: 'flaky', n: 1 } });
+    const seen = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        const t = (await engine.get(job, 'flaky'))?.tasks[0];
+        if (t?.attempt) return t;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return undefined;
+    })();
+    assert.equal(seen?.lastError, `flaky failure ${seen?.attempt}`, 'get() shows the failed attempt');
     const done = await engine.waitFor(job, 'flaky', (s) => s.status === 'done', { timeoutMs: 10_000 });
     assert.deepEqual(ctx(done).result, { doubled: 2 });
     const log = attempts.get('flaky-1')!;
