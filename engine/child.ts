@@ -3,10 +3,10 @@
  * child instance with its own record and history; its outcome returns to the parent as
  * `xstate.done.actor.<id>` / `xstate.error.actor.<id>`; exiting the invoking state stops it.
  */
-import { createHash } from 'node:crypto';
 import type { AnyStateMachine } from 'xstate';
 import type { WorkflowDefinition } from './definition.js';
 import { NAME_PATTERN } from './names.js';
+import { shortHash } from './record.js';
 
 const CHILD = Symbol.for('jetstate.child');
 
@@ -39,8 +39,7 @@ export function childWorkflowsOf(machine: AnyStateMachine): Map<string, Workflow
 export function childIdOf(parentId: string, invokeId: string): string {
   const plain = `${parentId}_${invokeId}`;
   if (NAME_PATTERN.test(plain)) return plain;
-  const digest = createHash('sha256').update(plain).digest('base64url').replace(/[^A-Za-z0-9_-]/g, '').slice(0, 22);
-  return `${parentId.slice(0, 100)}_${digest}`;
+  return `${parentId.slice(0, 100)}_${shortHash(plain)}`;
 }
 
 /** Sent to a child when its parent's invoking state was exited. */

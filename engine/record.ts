@@ -160,3 +160,8 @@ export function canonicalJson(value: unknown): string {
 export function digest(value: unknown): string {
   return createHash('sha256').update(canonicalJson(value) ?? 'undefined').digest('base64url');
 }
+
+/** A short, subject- and header-safe digest, for message ids built from free-form names. */
+export function shortHash(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 16);
+}

@@ -174,6 +174,11 @@ export function isTaskResult(event: unknown): event is TaskResultEvent {
   return typeof e === 'object' && e !== null && e.type === TASK_EVENT && typeof e.invokeId === 'string' && typeof e.token === 'number' && typeof e.ok === 'boolean';
 }
 
+/** The XState event for the outcome of an invoked task or child workflow. */
+function actorOutcome(e: { invokeId: string; ok: boolean; output?: unknown; error?: unknown }): { type: string } {
+  return e.ok ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output } as { type: string }) : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
+}
+
 /** A task started or cancelled by a step. */
 export interface TaskChange {
   invokeId: string;
@@ -256,6 +261,11 @@ class Plan {
     Object.keys(this.children).forEach((k, i) => this.stopChild(k, `${key}.stop.${i}`, null));
   }
 
+  /** The record fields this plan decides. */
+  fields(): Pick<InstanceRecord, 'timers' | 'tasks' | 'children' | 'outbox'> {
+    return { timers: this.timers, tasks: this.tasks, children: this.children, outbox: this.outbox() };
+  }
+
   /** Custom actions to keep in the record until they have run. */
   outbox(): OutboxEntry[] {
     return this.effects.filter((e) => e.kind === 'action' || e.kind === 'send' || e.kind === 'child').map((e) => ({ key: e.key, type: e.type, params: e.params, event: e.event }));
@@ -328,10 +338,7 @@ export function startInstance(
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
     lastHistory: [entry],
-    timers: plan.timers,
-    tasks: plan.tasks,
-    children: plan.children,
-    outbox: plan.outbox(),
+    ...plan.fields(),
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
@@ -397,9 +404,7 @@ export function applyEvents(
       const child = plan.children[e.event.invokeId];
       if (!child || child.token !== e.event.token) continue;
       delete plan.children[e.event.invokeId];
-      event = e.event.ok
-        ? ({ type: `xstate.done.actor.${e.event.invokeId}`, output: e.event.output } as { type: string })
-        : ({ type: `xstate.error.actor.${e.event.invokeId}`, error: e.event.error } as { type: string });
+      event = actorOutcome(e.event);
     } else if (isStop(e.event)) {
       // The parent's invoking state was exited: this child stops where it is.
       if (status !== InstanceStatus.Running) continue;
@@ -414,9 +419,7 @@ export function applyEvents(
       // The outcome of a task whose state was exited, or of an attempt already applied, changes nothing.
       if (!task || task.token !== e.event.token) continue;
       delete plan.tasks[e.event.invokeId];
-      event = e.event.ok
-        ? ({ type: `xstate.done.actor.${e.event.invokeId}`, output: e.event.output } as { type: string })
-        : ({ type: `xstate.error.actor.${e.event.invokeId}`, error: e.event.error } as { type: string });
+      event = actorOutcome(e.event);
     }
     lastSeq = e.seq;
     revision += 1;
@@ -451,10 +454,7 @@ export function applyEvents(
     lastSeq,
     updatedAtMs: nowMs,
     lastHistory: entries,
-    timers: plan.timers,
-    tasks: plan.tasks,
-    children: plan.children,
-    outbox: plan.outbox(),
+    ...plan.fields(),
   };
   if (status === InstanceStatus.Done) next.output = current.output;
   if (error !== undefined) next.error = error;

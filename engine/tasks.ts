@@ -9,13 +9,12 @@
  * into the instance's event stream with a stable message id, and the instance applies it only while
  * the task is pending: a task that ran twice is applied once.
  */
-import { createHash } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { Subscription } from '@nats-io/nats-core';
 import { z } from 'zod';
 import { backoffMs, TerminalError, type ActivityDefinition } from './activity.js';
 import { partitionOf } from './names.js';
-import { InstanceRecordSchema, decodeJson, encodeJson } from './record.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, shortHash } from './record.js';
 import type { Runtime } from './runtime.js';
 import { TASK_EVENT, type TaskChange, type TaskResultEvent } from './step.js';
 
@@ -31,9 +30,8 @@ type TaskMessage = z.infer<typeof TaskMessageSchema>;
 
 const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int() });
 
-const short = (s: string): string => createHash('sha256').update(s).digest('base64url').slice(0, 16);
 /** Control-bucket key of a task's progress (attempts, last error). */
-export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string => `task.${workflow}.${id}.${short(invokeId)}.${token}`;
+export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string => `task.${workflow}.${id}.${shortHash(invokeId)}.${token}`;
 
 const TaskProgressSchema = z.object({ attempt: z.number().int(), lastError: z.string() });
 
@@ -52,7 +50,7 @@ export async function publishTasks(rt: Runtime, workflow: string, id: string, ta
   await Promise.all(
     tasks.map((t) =>
       rt.js.publish(`${rt.names.namespace}.task.${workflow}.${t.src}`, encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input }), {
-        msgID: `${workflow}.${id}.${t.token}.${short(t.invokeId)}`,
+        msgID: `${workflow}.${id}.${t.token}.${shortHash(t.invokeId)}`,
       }),
     ),
   );
@@ -261,7 +259,7 @@ export class TaskService {
       : { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
     const subject = this.rt.names.eventSubject(partitionOf(task.workflow, task.id, this.rt.partitions), task.workflow, task.id);
     try {
-      await this.rt.js.publish(subject, encodeJson(result), { msgID: `task.${task.workflow}.${task.id}.${task.token}.${short(task.invokeId)}` });
+      await this.rt.js.publish(subject, encodeJson(result), { msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` });
       m.ack();
       if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {

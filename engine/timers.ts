@@ -7,11 +7,10 @@
  * is still pending in its record with the same token, so a timer never fires twice and a timer
  * whose state was exited changes nothing.
  */
-import { createHash } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { partitionOf } from './names.js';
-import { decodeJson, encodeJson } from './record.js';
+import { decodeJson, encodeJson, shortHash } from './record.js';
 import type { Runtime } from './runtime.js';
 import { TIMER_EVENT, type ScheduledTimer, type TimerFireEvent } from './step.js';
 
@@ -37,14 +36,13 @@ const MAX_NAK_MS = 3_600_000;
 const MAX_NAK_MS_CUSTOM_CLOCK = 100;
 const MAX_IN_FLIGHT = 256;
 
-const short = (s: string): string => createHash('sha256').update(s).digest('base64url').slice(0, 16);
 
 /** Publishes the timers a step scheduled. Idempotent: each timer has a stable message id. */
 export async function publishTimers(rt: Runtime, workflow: string, id: string, timers: readonly ScheduledTimer[]): Promise<void> {
   await Promise.all(
     timers.map((t) =>
       rt.js.publish(rt.names.timerSubject(workflow, id), encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs }), {
-        msgID: `${workflow}.${id}.${t.token}.${short(t.timerId)}`,
+        msgID: `${workflow}.${id}.${t.token}.${shortHash(t.timerId)}`,
       }),
     ),
   );
@@ -129,7 +127,7 @@ export class TimerService {
     const fire: TimerFireEvent = { type: TIMER_EVENT, timerId: timer.timerId, token: timer.token };
     const subject = this.rt.names.eventSubject(partitionOf(timer.workflow, timer.id, this.rt.partitions), timer.workflow, timer.id);
     try {
-      await this.rt.js.publish(subject, encodeJson(fire), { msgID: `fire.${timer.workflow}.${timer.id}.${timer.token}.${short(timer.timerId)}` });
+      await this.rt.js.publish(subject, encodeJson(fire), { msgID: `fire.${timer.workflow}.${timer.id}.${timer.token}.${shortHash(timer.timerId)}` });
       m.ack();
       this.rt.logger.debug('timer fired', { workflow: timer.workflow, id: timer.id, timerId: timer.timerId, latenessMs: -remaining });
     } catch (e) {
