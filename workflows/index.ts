@@ -1,5 +1,6 @@
 /** The example workflows that `jetstate dev` runs. */
+import { approval } from './approval.js';
 import { order } from './order.js';
 
-export { order };
-export const workflows = [order];
+export { approval, order };
+export const workflows = [order, approval];
