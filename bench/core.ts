@@ -21,9 +21,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { AckPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
@@ -37,7 +38,18 @@ import { createClient, createEngine, defineWorkflow, partitionOf, type EngineOpt
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
-const args = process.argv.slice(2);
+/**
+ * True when this file is the script being run (`npm run bench`), false when bench/operations.ts
+ * imports its helpers: then it reads no command-line flags and runs nothing by itself.
+ */
+const isMain = ((): boolean => {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+})();
+const args = isMain ? process.argv.slice(2) : [];
 const quick = args.includes('--quick');
 const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 if (only !== undefined && only !== 'default' && only !== 'always') {
@@ -52,7 +64,7 @@ const extraEngineOptions = ((): Partial<EngineOptions> => {
   return raw ? (JSON.parse(raw) as Partial<EngineOptions>) : {};
 })();
 
-const CFG = quick
+export const CFG = quick
   ? { instances: 500, eventsPerInstance: 10, soloWarmup: 100, soloEvents: 500, openRate: 1_000, openSeconds: 2, openInstances: 200 }
   : { instances: 1_000, eventsPerInstance: 20, soloWarmup: 200, soloEvents: 2_000, openRate: 1_000, openSeconds: 5, openInstances: 500 };
 
@@ -63,14 +75,17 @@ const WATCHDOG_MS = (quick ? 120_000 : 175_000) + (repeat - 1) * (quick ? 15_000
 const SEND_CONCURRENCY = 256;
 const PARTITIONS = 16;
 
-const now = (): number => performance.now();
+/** One server URL, or the URLs of a cluster. */
+export type Servers = string | string[];
+
+export const now = (): number => performance.now();
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // The workflow used by both sides
 
-const counterMachine = setup({
+export const counterMachine = setup({
   types: { context: {} as { count: number }, events: {} as { type: 'INC' } },
 }).createMachine({
   id: 'counter',
@@ -81,7 +96,7 @@ const counterMachine = setup({
   },
 });
 
-const counter = defineWorkflow({
+export const counter = defineWorkflow({
   name: 'counter',
   version: 1,
   input: z.object({}),
@@ -90,10 +105,10 @@ const counter = defineWorkflow({
 });
 
 const WF = counter.name;
-const keyOf = (id: string): string => `${WF}.${id}`;
+export const keyOf = (id: string): string => `${WF}.${id}`;
 
 /** `count` from a jetstate instance record. */
-const jetstateCount = (b: Uint8Array): number =>
+export const jetstateCount = (b: Uint8Array): number =>
   (JSON.parse(dec.decode(b)) as { snapshot: { context: { count: number } } }).snapshot.context.count;
 /** `count` from a baseline value (an XState persisted snapshot). */
 const baselineCount = (b: Uint8Array): number => (JSON.parse(dec.decode(b)) as { context: { count: number } }).context.count;
@@ -101,11 +116,11 @@ const baselineCount = (b: Uint8Array): number => (JSON.parse(dec.decode(b)) as {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function uniqueName(label: string): string {
+export function uniqueName(label: string): string {
   return `b_${label}_${randomBytes(3).toString('hex')}`;
 }
 
-async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+export async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<unknown>): Promise<void> {
   let next = 0;
   const lanes = Array.from({ length: Math.min(concurrency, items.length) }, async () => {
     while (next < items.length) {
@@ -116,12 +131,12 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
   await Promise.all(lanes);
 }
 
-function percentile(sorted: number[], q: number): number {
+export function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     p,
@@ -131,7 +146,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-async function connectFast(url: string, name: string): Promise<NatsConnection> {
+export async function connectFast(url: Servers, name: string): Promise<NatsConnection> {
   return connect({ servers: url, name, noAsyncTraces: true });
 }
 
@@ -139,7 +154,7 @@ async function connectFast(url: string, name: string): Promise<NatsConnection> {
  * One KV watch over a bucket (on its own connection). Calls `onCount(key, count, t)` with the time
  * the watch delivered each update.
  */
-async function watchCounts(
+export async function watchCounts(
   nc: NatsConnection,
   bucket: string,
   countOf: (b: Uint8Array) => number,
@@ -161,7 +176,7 @@ async function watchCounts(
 }
 
 /** Resolves when `n` keys have reached `target`; records the time of the last one. */
-function completion(n: number, target: number): { onCount(key: string, count: number, t: number): void; done: Promise<number>; finished(): number } {
+export function completion(n: number, target: number): { onCount(key: string, count: number, t: number): void; done: Promise<number>; finished(): number } {
   const reached = new Set<string>();
   let resolve!: (t: number) => void;
   const done = new Promise<number>((r) => (resolve = r));
@@ -182,7 +197,7 @@ function completion(n: number, target: number): { onCount(key: string, count: nu
  * k (both sides apply each key's events in stream order), so a send with target k is persisted
  * when the watcher first reports a count >= k for that key.
  */
-class LatencyTracker {
+export class LatencyTracker {
   readonly samples: number[] = [];
   /** Persisted state seen before `send()` returned (recorded as 0 ms). */
   early = 0;
@@ -242,7 +257,7 @@ class LatencyTracker {
   }
 }
 
-interface LatencyStats {
+export interface LatencyStats {
   n: number;
   p50: number;
   p99: number;
@@ -255,7 +270,7 @@ interface LatencyStats {
   offeredRate?: number;
 }
 
-function stats(samples: number[], sendDurations: number[], early: number, offeredRate?: number): LatencyStats {
+export function stats(samples: number[], sendDurations: number[], early: number, offeredRate?: number): LatencyStats {
   const s = [...samples].sort((a, b) => a - b);
   const d = [...sendDurations].sort((a, b) => a - b);
   const r: LatencyStats = {
@@ -271,7 +286,7 @@ function stats(samples: number[], sendDurations: number[], early: number, offere
   return r;
 }
 
-interface ThroughputStats {
+export interface ThroughputStats {
   events: number;
   seconds: number;
   rate: number;
@@ -281,20 +296,22 @@ interface ThroughputStats {
   writes: number;
   /** Rates of every repetition (with --repeat). */
   runs?: number[];
+  /** jetstate only: accepted `send()` calls per second while the backlog was published (256 in flight). */
+  sendRate?: number;
 }
 
 /** The median repetition, with every repetition's rate attached. */
-function medianRun(runs: ThroughputStats[]): ThroughputStats {
+export function medianRun(runs: ThroughputStats[]): ThroughputStats {
   const sorted = [...runs].sort((a, b) => a.rate - b.rate);
   return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, runs: runs.map((r) => r.rate) };
 }
 
-async function kvLastSeq(jsm: JetStreamManager, bucket: string): Promise<number> {
+export async function kvLastSeq(jsm: JetStreamManager, bucket: string): Promise<number> {
   return (await jsm.streams.info(`KV_${bucket}`)).state.last_seq;
 }
 
 /** Deletes every stream whose name contains `ns` (the measurement is over). */
-async function dropNamespace(jsm: JetStreamManager, ns: string): Promise<void> {
+export async function dropNamespace(jsm: JetStreamManager, ns: string): Promise<void> {
   const names: string[] = [];
   for await (const n of jsm.streams.names()) if (n.includes(ns)) names.push(n);
   await Promise.all(names.map((n) => jsm.streams.delete(n).catch(() => false)));
@@ -324,62 +341,118 @@ async function paced(total: number, rate: number, issue: (i: number) => void): P
 // ---------------------------------------------------------------------------------------------
 // jetstate
 
-function engineOptions(url: string, namespace: string, extra: Partial<EngineOptions> = {}): EngineOptions {
+function engineOptions(url: Servers, namespace: string, extra: Partial<EngineOptions> = {}): EngineOptions {
   return { servers: url, namespace, workflows: [counter], ...extraEngineOptions, ...extra };
 }
 
-async function jetstateThroughput(url: string, admin: Admin, extra: Partial<EngineOptions> = {}, n = CFG.instances, e = CFG.eventsPerInstance): Promise<ThroughputStats> {
+/** The engines of a throughput measurement, prepared but not started. */
+export interface EngineFleet {
+  /** Starts every engine; resolves once all of them are created. This part is timed. */
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Prepares the engines for `options` (untimed); the default is one engine in this process. */
+export type FleetFactory = (options: EngineOptions) => Promise<EngineFleet>;
+
+export const oneEngine: FleetFactory = async (options) => {
+  let engine: Awaited<ReturnType<typeof createEngine>> | undefined;
+  return {
+    async start() {
+      engine = await createEngine(options);
+    },
+    async close() {
+      await engine?.close();
+    },
+  };
+};
+
+/**
+ * Throughput on a backlog: `n` instances with `e` events each are published first (by a client,
+ * no workers), then the engines start; timed until one KV watch has seen every instance at `e`.
+ * `extra.partitions` and `extra.replicas` also apply to the namespace the client creates.
+ */
+export async function jetstateThroughput(
+  url: Servers,
+  admin: Admin,
+  extra: Partial<EngineOptions> = {},
+  n = CFG.instances,
+  e = CFG.eventsPerInstance,
+  fleet: FleetFactory = oneEngine,
+): Promise<ThroughputStats> {
   const ns = uniqueName('jt');
+  const options = engineOptions(url, ns, extra);
   const ids = Array.from({ length: n }, (_, i) => `i${i}`);
   // Backlog first, with a client (no workers).
-  const client = await createClient({ servers: url, namespace: ns, partitions: PARTITIONS, workflows: [counter] });
+  const client = await createClient({
+    servers: url,
+    namespace: ns,
+    partitions: options.partitions ?? PARTITIONS,
+    workflows: [counter],
+    ...(options.replicas !== undefined ? { replicas: options.replicas } : {}),
+    ...(options.duplicateWindowMs !== undefined ? { duplicateWindowMs: options.duplicateWindowMs } : {}),
+  });
   await pool(ids, 64, (id) => client.start(counter, { id, input: {} }));
   const sends: string[] = [];
   for (let r = 0; r < e; r++) sends.push(...ids);
+  const tSend = now();
   await pool(sends, SEND_CONCURRENCY, (id) => client.send(counter, id, { type: 'INC' }));
+  const sendRate = sends.length / ((now() - tSend) / 1_000);
   await client.close();
 
   const bucket = `${ns}_instances`;
   const before = await kvLastSeq(admin.jsm, bucket);
   const c = completion(n, e);
   const watch = await watchCounts(admin.nc, bucket, jetstateCount, c.onCount);
-  const t0 = now();
-  const engine = await createEngine(engineOptions(url, ns, extra));
-  const startupMs = now() - t0;
+  let engines: EngineFleet | undefined;
   try {
+    engines = await fleet(options);
+    const t0 = now();
+    await engines.start();
+    const startupMs = now() - t0;
     const t1 = await withTimeout(c.done, WAIT_LIMIT_MS, `jetstate throughput (${c.finished()}/${n} instances done)`);
     const seconds = (t1 - t0) / 1_000;
     const writes = (await kvLastSeq(admin.jsm, bucket)) - before;
-    return { events: n * e, seconds, rate: (n * e) / seconds, startupMs, writes };
+    return { events: n * e, seconds, rate: (n * e) / seconds, startupMs, writes, sendRate };
   } finally {
     watch.stop();
-    await engine.close();
+    await engines?.close();
     await dropNamespace(admin.jsm, ns);
   }
 }
 
-async function jetstateSoloLatency(url: string, admin: Admin): Promise<LatencyStats> {
+/** Latency, one instance, sequential sends: from `send()` returning to the KV watch seeing the state. */
+export async function jetstateSoloLatency(
+  url: Servers,
+  admin: Admin,
+  extra: Partial<EngineOptions> = {},
+  warmup = CFG.soloWarmup,
+  events = CFG.soloEvents,
+): Promise<LatencyStats> {
   const ns = uniqueName('jl');
-  const engine = await createEngine(engineOptions(url, ns));
+  const engine = await createEngine(engineOptions(url, ns, extra));
   const tracker = new LatencyTracker();
   const id = 'solo';
-  await engine.start(counter, { id, input: {} });
-  const watch = await watchCounts(admin.nc, `${ns}_instances`, jetstateCount, tracker.onCount, keyOf(id));
-  const durations: number[] = [];
   try {
-    const total = CFG.soloWarmup + CFG.soloEvents;
-    for (let k = 1; k <= total; k++) {
-      const recording = k > CFG.soloWarmup;
-      tracker.setRecording(recording);
-      const t = now();
-      await engine.send(counter, id, { type: 'INC' });
-      const sentAt = now();
-      if (recording) durations.push(sentAt - t);
-      await withTimeout(tracker.sent(keyOf(id), k, sentAt), WAIT_LIMIT_MS, `jetstate solo latency, event ${k}`);
+    await engine.start(counter, { id, input: {} });
+    const watch = await watchCounts(admin.nc, `${ns}_instances`, jetstateCount, tracker.onCount, keyOf(id));
+    const durations: number[] = [];
+    try {
+      const total = warmup + events;
+      for (let k = 1; k <= total; k++) {
+        const recording = k > warmup;
+        tracker.setRecording(recording);
+        const t = now();
+        await engine.send(counter, id, { type: 'INC' });
+        const sentAt = now();
+        if (recording) durations.push(sentAt - t);
+        await withTimeout(tracker.sent(keyOf(id), k, sentAt), WAIT_LIMIT_MS, `jetstate solo latency, event ${k}`);
+      }
+      return stats(tracker.samples, durations, tracker.early);
+    } finally {
+      watch.stop();
     }
-    return stats(tracker.samples, durations, tracker.early);
   } finally {
-    watch.stop();
     await engine.close();
     await dropNamespace(admin.jsm, ns);
   }
@@ -600,7 +673,7 @@ async function baselineOpenLoop(url: string, admin: Admin): Promise<LatencyStats
 // ---------------------------------------------------------------------------------------------
 // Running and printing
 
-interface Admin {
+export interface Admin {
   nc: NatsConnection;
   jsm: JetStreamManager;
 }
@@ -613,10 +686,10 @@ interface SettingResult {
   bl: { tput: ThroughputStats; solo: LatencyStats; open: LatencyStats };
 }
 
-const fmtInt = (v: number): string => Math.round(v).toLocaleString('en-US');
-const fmtMs = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : '-');
+export const fmtInt = (v: number): string => Math.round(v).toLocaleString('en-US');
+export const fmtMs = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : '-');
 
-function table(rows: string[][]): string {
+export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
   return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   ')).join('\n');
 }
@@ -660,23 +733,26 @@ function printSetting(r: SettingResult): void {
 }
 
 /**
- * CPU used by other processes (not this one, not the nats-server) during a step, in cores, from
- * /proc on Linux; undefined elsewhere.
+ * CPU used by other processes (not this one and its finished children, not the given
+ * nats-servers) during a step, in cores, from /proc on Linux; undefined elsewhere.
  */
-function otherCpu(serverPid: number | undefined): () => number | undefined {
+export function otherCpu(serverPids: number | undefined | Array<number | undefined>): () => number | undefined {
+  const pids = (Array.isArray(serverPids) ? serverPids : [serverPids]).filter((p): p is number => p !== undefined);
+  /** utime + stime (+ cutime + cstime with `children`) of a process, in ticks. */
+  const ticks = (pid: number | 'self', children: boolean): number => {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[11]) + Number(rest[12]) + (children ? Number(rest[13]) + Number(rest[14]) : 0);
+  };
   const read = (): { busy: number; server: number; own: number; t: number } | undefined => {
     try {
       const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
       // user nice system idle iowait irq softirq steal
       const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
       let server = 0;
-      if (serverPid !== undefined) {
-        const st = readFileSync(`/proc/${serverPid}/stat`, 'utf8');
-        const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
-        server = Number(rest[11]) + Number(rest[12]); // utime, stime
-      }
-      const u = process.cpuUsage();
-      return { busy, server, own: (u.user + u.system) / 1e6, t: now() };
+      for (const pid of pids) server += ticks(pid, false);
+      // This process and its children that have exited (an engine child process of bench/operations.ts).
+      return { busy, server, own: ticks('self', true), t: now() };
     } catch {
       return undefined;
     }
@@ -686,7 +762,7 @@ function otherCpu(serverPid: number | undefined): () => number | undefined {
     const end = read();
     if (!start || !end) return undefined;
     const hz = 100; // USER_HZ on Linux
-    const other = (end.busy - start.busy) / hz - (end.server - start.server) / hz - (end.own - start.own);
+    const other = (end.busy - start.busy) / hz - (end.server - start.server) / hz - (end.own - start.own) / hz;
     return Math.max(0, other) / ((end.t - start.t) / 1_000);
   };
 }
@@ -796,11 +872,13 @@ async function main(): Promise<void> {
   clearTimeout(watchdog);
 }
 
-main().then(
-  () => process.exit(0),
-  async (e: unknown) => {
-    console.error(`bench failed: ${(e as Error).stack ?? String(e)}`);
-    await Promise.all([...servers].map((s) => s.stop().catch(() => {})));
-    process.exit(1);
-  },
-);
+if (isMain) {
+  main().then(
+    () => process.exit(0),
+    async (e: unknown) => {
+      console.error(`bench failed: ${(e as Error).stack ?? String(e)}`);
+      await Promise.all([...servers].map((s) => s.stop().catch(() => {})));
+      process.exit(1);
+    },
+  );
+}
