@@ -12,7 +12,7 @@ import { parseEventSubject } from './names.js';
 import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
 import type { Runtime } from './runtime.js';
 import { applyEvents, isKick, isTaskResult, isTimerFire, type Effect, type OutboxEntry, type StepEvent } from './step.js';
-import { publishCancels, publishTasks } from './tasks.js';
+import { publishCancels, publishTasks, tasksStartedBy } from './tasks.js';
 import { isChildResult, isStop } from './child.js';
 import { notifyParent } from './start.js';
 import { publishTimers } from './timers.js';
@@ -273,6 +273,7 @@ export class PartitionWorker {
     // and its actions had run: finish that first.
     if (batch.some((e) => e.seq === record.lastSeq)) {
       await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
+      await publishTasks(this.rt, record.workflow, record.id, tasksStartedBy(record));
       await this.executor.rerun(loaded, record.outbox);
       await notifyParent(this.rt, record);
     }
@@ -307,9 +308,9 @@ export class PartitionWorker {
       // Timers are inert until due and checked against the record when they fire, so they are
       // published before the write: a crash between the two cannot lose one.
       if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers);
-      // Tasks too: a task runs only once the engine running it sees it pending in the record.
-      if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks);
       written = await this.store.write(key, loaded, result.record, result.snapshot);
+      // Tasks after it, so a runner finds them pending at once; the redelivery path re-publishes.
+      if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks);
       if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
       if (record.status === 'running' && result.record.status !== 'running') {
         publishCompletion(this.rt, result.record);

@@ -10,7 +10,7 @@ import { partitionOf } from './names.js';
 import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from './record.js';
 import type { Runtime } from './runtime.js';
 import { CHILD_EVENT, KICK_EVENT, startInstance, type MachineRunner } from './step.js';
-import { publishTasks } from './tasks.js';
+import { publishTasks, tasksStartedBy } from './tasks.js';
 import { publishTimers } from './timers.js';
 import type { ChildResultEvent } from './child.js';
 
@@ -34,12 +34,12 @@ export async function createInstance(
   const started = startInstance(workflow, runner, id, parsed.data, Date.now());
   if (parent) started.record.parent = parent;
   try {
-    // Timers and tasks first: they cannot act before the record exists (see timers.ts, tasks.ts).
+    // Timers first: they cannot act before the record exists (see timers.ts).
     await publishTimers(rt, workflow.name, id, started.timers);
-    await publishTasks(rt, workflow.name, id, started.tasks);
     // The start's custom actions run in the engine that owns the instance, after the create.
     if (started.record.outbox.length > 0) await kick(rt, workflow.name, id, started.record.inputDigest);
     await rt.instances.create(key, encodeJson(started.record));
+    await publishTasks(rt, workflow.name, id, started.tasks);
     await publishHistory(rt, workflow.name, id, [started.entry]);
     return started.record;
   } catch (e) {
@@ -52,8 +52,11 @@ export async function createInstance(
   if (existing.data.inputDigest !== started.record.inputDigest) {
     fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
   }
-  // A start that crashed before its history was published is finished by its retry.
-  if (existing.data.revision === 1) await publishHistory(rt, workflow.name, id, existing.data.lastHistory);
+  // A start that crashed before its tasks and history were published is finished by its retry.
+  if (existing.data.revision === 1) {
+    await publishTasks(rt, workflow.name, id, tasksStartedBy(existing.data));
+    await publishHistory(rt, workflow.name, id, existing.data.lastHistory);
+  }
   return existing.data;
 }
 

@@ -231,6 +231,8 @@ class Plan {
         this.cancel((params.actorRef ?? params).id as string);
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.children[(params.actorRef ?? params).id as string]) {
         this.stopChild((params.actorRef ?? params).id as string, `${workflow}.${id}.${revision}.${i}`, event);
+      } else if (a.type === 'xstate.stopChild') {
+        // A task or child that already finished: nothing runs in memory to stop.
       } else if (a.type === SEND_ACTION && sendResolverOf(a.exec)) {
         // Resolved now, in the pure step, so a re-run after a crash sends the same event.
         const send = sendResolverOf(a.exec)!(a.info);

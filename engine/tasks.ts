@@ -1,20 +1,21 @@
 /**
  * Durable tasks: invoked activities. A step that invokes one publishes a task message to the
- * tasks stream before its state write; any engine that registered the workflow consumes it
- * through a durable consumer per workflow and activity. Before running, the engine checks that the
- * task is still pending in the instance's record with the same token (a task published by a write
- * that never happened, or cancelled since, is dropped). Failures are retried with exponential
- * backoff and jitter by NAKing the message with a delay; an attempt whose engine died comes back
- * after the acknowledgement wait (the heartbeat timeout, or the attempt timeout). The outcome goes
- * into the instance's event stream with a stable message id, and the instance applies it only while
- * the task is pending: a task that ran twice is applied once.
+ * tasks stream right after its state write (again after a crash, from the redelivery path); any
+ * engine that registered the workflow consumes it through a durable consumer per workflow and
+ * activity. Before running, the engine checks that the task is still pending in the instance's
+ * record with the same token (a task cancelled since, or left from a write that never happened,
+ * is dropped). Failures are retried with exponential backoff and jitter by NAKing the message
+ * with a delay; an attempt whose engine died comes back after the acknowledgement wait (the
+ * heartbeat timeout, or the attempt timeout plus 5 s). The outcome goes into the instance's event
+ * stream with a stable message id, and the instance applies it only while the task is pending: a
+ * task that ran twice is applied once.
  */
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { Subscription } from '@nats-io/nats-core';
 import { z } from 'zod';
 import { backoffMs, TerminalError, type ActivityDefinition } from './activity.js';
 import { partitionOf } from './names.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, shortHash } from './record.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, shortHash, type InstanceRecord } from './record.js';
 import type { Runtime } from './runtime.js';
 import { TASK_EVENT, type TaskChange, type TaskResultEvent } from './step.js';
 
@@ -54,6 +55,13 @@ export async function publishTasks(rt: Runtime, workflow: string, id: string, ta
       }),
     ),
   );
+}
+
+/** The tasks a record's last write started (to publish again after a crash may have cut that short). */
+export function tasksStartedBy(record: InstanceRecord): TaskChange[] {
+  return Object.entries(record.tasks)
+    .filter(([, t]) => t.token === record.revision)
+    .map(([invokeId, t]) => ({ invokeId, token: t.token, src: t.src, input: t.input }));
 }
 
 /** Asks every engine to abort these tasks' running attempts (best effort: their outcomes are ignored anyway). */
@@ -182,8 +190,8 @@ export class TaskService {
 
   /** The activity if the task is pending in its instance's record; 'wait' while its write may still come. */
   private async pendingDefinition(task: TaskMessage): Promise<ActivityDefinition | null | 'wait'> {
-    // The task is published just before its state write: give that write a moment.
-    for (let i = 0; i < 40; i++) {
+    // The task is published after its state write; a read may still race it (a cluster), so retry briefly.
+    for (let i = 0, wait = 2; i < 12; i++, wait = Math.min(wait * 2, 500)) {
       const entry = await this.rt.instances.get(this.rt.names.instanceKey(task.workflow, task.id));
       if (entry && entry.operation === 'PUT') {
         const parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
@@ -196,7 +204,7 @@ export class TaskService {
           return found?.runner.activities.get(task.src) ?? 'wait';
         }
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, wait));
     }
     return null;
   }
