@@ -1,4 +1,4 @@
-// A task whose engine is SIGKILLed mid-attempt is taken over by another engine after its
+// Effects across a SIGKILL. A task whose engine is killed mid-attempt is taken over by another engine after its
 // heartbeat lapses; the instance receives exactly one done event, and both attempts saw the same
 // idempotency key.
 import assert from 'node:assert/strict';
@@ -10,23 +10,25 @@ import { after, before, describe, it } from 'node:test';
 import { createClient } from '../../engine/index.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { relay } from './task-workflow.js';
+import { checkout, payment } from './child-workflows.js';
 
 const script = join(import.meta.dirname, 'task-engine-process.ts');
 
-function spawnEngine(env: Record<string, string>): { child: ChildProcess; ready: Promise<void> } {
+function spawnEngine(env: Record<string, string>): { child: ChildProcess; ready: Promise<void>; output: () => string } {
   const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
   const ready = new Promise<void>((resolve, reject) => {
-    let out = '';
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('READY')) resolve();
     });
     child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
   });
-  return { child, ready };
+  ready.catch(() => {});
+  return { child, ready, output: () => out };
 }
 
-describe('task takeover after SIGKILL', () => {
+describe('effects after SIGKILL', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   const children: ChildProcess[] = [];
   let dir: string;
@@ -69,6 +71,38 @@ describe('task takeover after SIGKILL', () => {
       const history = await client.history(relay, 'p-1');
       assert.equal(history.filter((h) => (h.event as { type: string }).type === 'jetstate.task').length, 1);
       assert.equal((await client.verify(relay, 'p-1')).ok, true);
+      b.child.kill('SIGTERM');
+      await new Promise((r) => b.child.once('exit', r));
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("a child workflow's output reaches its parent after the child's engine was killed right after the child finished", { timeout: 60_000 }, async () => {
+    const namespace = uniqueNamespace('childkill');
+    const env = { NATS_URL: nats.url, JETSTATE_NAMESPACE: namespace, WORKFLOWS_MODULE: join(import.meta.dirname, 'child-workflows.ts') };
+    const client = await createClient({ servers: nats.url, namespace });
+    try {
+      const a = spawnEngine({ ...env, CRASH_AFTER_WRITE_OF: 'payment.c1_pay' });
+      children.push(a.child);
+      await a.ready;
+      await client.start(checkout, { id: 'c1', input: { amount: 12 } });
+      await client.waitFor(payment, 'c1_pay', (s) => s.matches('pending'), { timeoutMs: 10_000 });
+      const exited = new Promise((r) => a.child.once('exit', (_code, signal) => r(signal)));
+      await client.send(payment, 'c1_pay', { type: 'CONFIRM', receipt: 'r-9' });
+      assert.equal(await exited, 'SIGKILL');
+      assert.match(a.output(), /CRASH payment\.c1_pay/);
+      // The child's state is written; the parent has not heard of it yet.
+      assert.equal((await client.get(payment, 'c1_pay'))!.status, 'done');
+      assert.equal((await client.get(checkout, 'c1'))!.value, 'paying');
+      const b = spawnEngine(env);
+      children.push(b.child);
+      await b.ready;
+      const paid = await client.waitFor(checkout, 'c1', (s) => s.matches('paid'), { timeoutMs: 20_000 });
+      assert.deepEqual((paid.context as { receipt: unknown }).receipt, { receipt: 'r-9', amount: 12 });
+      assert.equal(paid.revision, 2, 'the child outcome was applied once');
+      assert.equal((await client.verify(checkout, 'c1')).ok, true);
+      assert.equal((await client.verify(payment, 'c1_pay')).ok, true);
       b.child.kill('SIGTERM');
       await new Promise((r) => b.child.once('exit', r));
     } finally {
