@@ -200,13 +200,18 @@ export class Client implements AsyncDisposable {
   async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<HistoryEntry[]> {
     this.checkOpen();
     checkName('instance id', id);
-    // History is published right after the state write; wait briefly for the tail of a write
-    // that `get()` or `waitFor()` already showed.
-    const record = await this.readRecord(workflow.name, id);
+    return this.historyThrough(workflow.name, id, (await this.readRecord(workflow.name, id))?.revision ?? 0);
+  }
+
+  /**
+   * History is published right after the state write: wait briefly for the tail of a write that
+   * `get()` or `waitFor()` already showed.
+   */
+  private async historyThrough(workflow: string, id: string, revision: number): Promise<HistoryEntry[]> {
     for (let attempt = 0; ; attempt++) {
-      const entries = await readHistory(this.rt, workflow.name, id);
+      const entries = await readHistory(this.rt, workflow, id);
       const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
-      if (!record || top >= record.revision || attempt >= 20) return entries;
+      if (top >= revision || attempt >= 20) return entries;
       await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));
     }
   }
@@ -221,7 +226,7 @@ export class Client implements AsyncDisposable {
     if (!found) {
       fail(ErrorCode.WorkflowNotRegistered, `workflow '${workflow.name}' instance '${id}': stored version ${record.version} is not registered; pass it in 'workflows'`);
     }
-    return verifyInstance(found.def, found.runner, record, await readHistory(this.rt, workflow.name, id));
+    return verifyInstance(found.def, found.runner, record, await this.historyThrough(workflow.name, id, record.revision));
   }
 
   /** Closes the connection if jetstate opened it. Idempotent. */
