@@ -31,8 +31,7 @@ export async function createInstance(
     fail(ErrorCode.InvalidInput, `workflow '${workflow.name}' instance '${id}': input is not valid; nothing was started:\n${z.prettifyError(parsed.error)}`);
   }
   const key = rt.names.instanceKey(workflow.name, id);
-  const started = startInstance(workflow, runner, id, parsed.data, Date.now());
-  if (parent) started.record.parent = parent;
+  const started = startInstance(workflow, runner, id, parsed.data, Date.now(), parent);
   try {
     // Timers first: they cannot act before the record exists (see timers.ts).
     await publishTimers(rt, workflow.name, id, started.timers);

@@ -93,14 +93,23 @@ export class MachineRunner {
     } as unknown as AnyActorScope;
   }
 
-  initial(input: unknown): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
+  /** Stands for a child workflow's parent instance, so that XState resolves `sendParent`. */
+  readonly parentRef = Object.freeze({ id: 'jetstate.parent', sessionId: 'jetstate.parent', send: () => {} });
+
+  private setParent(hasParent: boolean): void {
+    (this.scope.self as unknown as { _parent: unknown })._parent = hasParent ? this.parentRef : undefined;
+  }
+
+  initial(input: unknown, hasParent = false): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
     this.collected = [];
+    this.setParent(hasParent);
     const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
     return { snapshot, actions: this.collected };
   }
 
-  transition(snapshot: AnyMachineSnapshot, event: { type: string }): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
+  transition(snapshot: AnyMachineSnapshot, event: { type: string }, hasParent = false): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
     this.collected = [];
+    this.setParent(hasParent);
     (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
     const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
     return { snapshot: next, actions: this.collected };
@@ -197,7 +206,10 @@ class Plan {
   readonly cancelledTasks: TaskChange[] = [];
   readonly effects: Effect[] = [];
 
-  constructor(record?: InstanceRecord) {
+  constructor(
+    record?: InstanceRecord,
+    private readonly parent: InstanceRecord['parent'] = record?.parent,
+  ) {
     this.timers = { ...record?.timers };
     this.tasks = { ...record?.tasks };
     this.children = { ...record?.children };
@@ -233,6 +245,10 @@ class Plan {
         this.stopChild((params.actorRef ?? params).id as string, `${workflow}.${id}.${revision}.${i}`, event);
       } else if (a.type === 'xstate.stopChild') {
         // A task or child that already finished: nothing runs in memory to stop.
+      } else if (a.type === 'xstate.sendTo' && params.delay === undefined && this.sendTarget((params as { to?: unknown }).to)) {
+        // XState's sendParent, or sendTo an invoked child workflow: through that instance's inbox.
+        const target = this.sendTarget((params as { to?: unknown }).to)!;
+        this.effects.push({ kind: 'send', type: SEND_ACTION, params: { ...target, event: (params as { event: unknown }).event }, key: `${workflow}.${id}.${revision}.${i}`, event });
       } else if (a.type === SEND_ACTION && sendResolverOf(a.exec)) {
         // Resolved now, in the pure step, so a re-run after a crash sends the same event.
         const send = sendResolverOf(a.exec)!(a.info);
@@ -242,6 +258,14 @@ class Plan {
         this.effects.push({ kind, type: a.type, params: a.params ?? null, key: `${workflow}.${id}.${revision}.${i}`, event, exec: a });
       }
     });
+  }
+
+  private sendTarget(to: unknown): { workflow: string; id: string } | undefined {
+    if (to === undefined || to === null) return undefined;
+    if ((to as { id?: unknown }).id === 'jetstate.parent') return this.parent ? { workflow: this.parent.workflow, id: this.parent.id } : undefined;
+    const childId = typeof to === 'string' ? to : (to as { id?: unknown }).id;
+    const child = typeof childId === 'string' ? this.children[childId] : undefined;
+    return child ? { workflow: child.workflow, id: child.id } : undefined;
   }
 
   cancel(invokeId: string): void {
@@ -299,12 +323,13 @@ export function startInstance(
   id: string,
   input: unknown,
   nowMs: number,
+  parent?: InstanceRecord['parent'],
 ): StartResult {
   let snapshot: AnyMachineSnapshot;
-  const plan = new Plan();
+  const plan = new Plan(undefined, parent);
   let error: string | undefined;
   try {
-    const r = runner.initial(input);
+    const r = runner.initial(input, parent !== undefined);
     snapshot = r.snapshot;
     plan.add(r.actions, runner, def.name, id, 1, nowMs, { type: 'xstate.init', input });
   } catch (e) {
@@ -344,6 +369,7 @@ export function startInstance(
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
+  if (parent) record.parent = parent;
   return { record, snapshot, entry, effects: plan.effects, timers: plan.pendingTimers(), tasks: plan.pendingTasks() };
 }
 
@@ -432,7 +458,7 @@ export function applyEvents(
       continue;
     }
     try {
-      const r = runner.transition(current, event);
+      const r = runner.transition(current, event, record.parent !== undefined);
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);

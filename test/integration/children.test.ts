@@ -3,7 +3,7 @@
 // exiting the invoking state stops the child.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { assign, setup } from 'xstate';
+import { assign, sendParent, sendTo, setup } from 'xstate';
 import { z } from 'zod';
 import { childWorkflow, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
 import { startNats, uniqueNamespace } from '../helpers.js';
@@ -43,6 +43,37 @@ const checkout = defineWorkflow({
   }),
 });
 
+/** A child that asks its parent for approval with sendParent; the parent answers with sendTo. */
+const quote = defineWorkflow({
+  name: 'quote',
+  version: 1,
+  input: z.object({}),
+  events: { APPROVED: z.object({}) },
+  machine: setup({}).createMachine({
+    initial: 'asking',
+    entry: sendParent({ type: 'NEED_APPROVAL' }),
+    states: { asking: { on: { APPROVED: 'approved' } }, approved: { type: 'final' } },
+    output: () => ({ quoted: 42 }),
+  }),
+});
+
+const broker = defineWorkflow({
+  name: 'broker',
+  version: 1,
+  input: z.object({}),
+  events: { NEED_APPROVAL: z.object({}) },
+  machine: setup({ actors: { quote: childWorkflow(quote) } }).createMachine({
+    initial: 'quoting',
+    states: {
+      quoting: {
+        invoke: { id: 'q', src: 'quote', onDone: 'done' },
+        on: { NEED_APPROVAL: { actions: sendTo('q', { type: 'APPROVED' }) } },
+      },
+      done: { type: 'final' },
+    },
+  }),
+});
+
 describe('child workflows', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
@@ -52,7 +83,7 @@ describe('child workflows', () => {
     engine = await createEngine({
       servers: nats.url,
       namespace: uniqueNamespace('children'),
-      workflows: [checkout],
+      workflows: [checkout, broker],
       testHooks: {
         afterStateWrite: (key) => {
           if (key === failAfterWriteOf) {
@@ -98,5 +129,15 @@ describe('child workflows', () => {
     await engine.send(payment, 'c3_pay', { type: 'CONFIRM', receipt: 'late' });
     await new Promise((r) => setTimeout(r, 200));
     assert.equal((await engine.get(checkout, 'c3'))!.value, 'cancelled');
+  });
+
+  it('sendParent and sendTo a child go through the other instance\'s inbox', async () => {
+    await engine.start(broker, { id: 'b1', input: {} });
+    const done = await engine.waitFor(broker, 'b1', (s) => s.status === 'done', { timeoutMs: 5_000 });
+    assert.equal(done.revision, 3, 'NEED_APPROVAL, then the child outcome');
+    const child = await engine.get(quote, 'b1_q');
+    assert.equal(child!.value, 'approved');
+    assert.equal((await engine.verify(quote, 'b1_q')).ok, true);
+    assert.equal((await engine.verify(broker, 'b1')).ok, true);
   });
 });
