@@ -32,7 +32,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { NatsServer, findNatsServer, freePort } from '../adapters/nats-server/launcher.js';
+import { NatsServer, findNatsServer, startCluster as startLocalCluster } from '../adapters/nats-server/launcher.js';
 import { createEngine, type Engine, type EngineOptions } from '../engine/index.js';
 import {
   CFG,
@@ -123,41 +123,11 @@ async function startServer(syncAlways: boolean): Promise<NatsServer[]> {
   return [s];
 }
 
-/**
- * Three nats-servers clustered on loopback, returned once JetStream can place a 3-replica stream
- * (the approach of startCluster in test/helpers.ts, with `syncAlways` on every server).
- */
-async function startCluster(syncAlways: boolean, attempts = 3): Promise<NatsServer[]> {
-  const size = 3;
-  let lastError = '';
-  for (let attempt = 0; attempt < attempts; attempt++) {
-    const routePorts: number[] = [];
-    for (let i = 0; i < size; i++) routePorts.push(await freePort());
-    const list = await Promise.all(
-      routePorts.map((port, i) =>
-        NatsServer.start({ syncAlways, serverName: `n${i}`, cluster: { name: 'jetstate_ops', port, routes: routePorts.filter((p) => p !== port) } }),
-      ),
-    );
-    for (const s of list) servers.add(s);
-    const nc = await connectFast(list.map((s) => s.url), 'bench-ops-probe');
-    const deadline = Date.now() + 15_000;
-    let ready = false;
-    while (!ready && Date.now() < deadline) {
-      try {
-        const jsm = await jetstreamManager(nc, { timeout: 2_000 });
-        await jsm.streams.add({ name: 'cluster_probe', subjects: ['cluster_probe'], num_replicas: size });
-        await jsm.streams.delete('cluster_probe');
-        ready = true;
-      } catch (e) {
-        lastError = (e as Error).message;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-    await nc.close();
-    if (ready) return list;
-    await stopServers(list);
-  }
-  throw new Error(`a ${size}-server cluster did not become ready for JetStream after ${attempts} attempts: ${lastError}`);
+/** Three nats-servers clustered on loopback, once JetStream can place a 3-replica stream. */
+async function startCluster(syncAlways: boolean): Promise<NatsServer[]> {
+  const list = await startLocalCluster({ size: 3, syncAlways, name: 'jetstate_ops' });
+  for (const s of list) servers.add(s);
+  return list;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -158,4 +158,51 @@ export class NatsServer {
     await this.stop();
     await this.launch();
   }
+}
+
+export interface ClusterOptions {
+  size?: number;
+  syncAlways?: boolean;
+  name?: string;
+  /** Fresh clusters sometimes fail to elect a meta leader for a long time; they are started anew. */
+  attempts?: number;
+}
+
+/**
+ * Starts `size` nats-servers clustered on loopback and returns them once JetStream can place a
+ * stream with `size` replicas.
+ */
+export async function startCluster(options: ClusterOptions = {}): Promise<NatsServer[]> {
+  const { size = 3, syncAlways = false, name = 'jetstate_local', attempts = 3 } = options;
+  const { connect } = await import('@nats-io/transport-node');
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  let lastError = '';
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const routePorts: number[] = [];
+    for (let i = 0; i < size; i++) routePorts.push(await freePort());
+    const servers = await Promise.all(
+      routePorts.map((port, i) => NatsServer.start({ syncAlways, serverName: `n${i}`, cluster: { name, port, routes: routePorts.filter((p) => p !== port) } })),
+    );
+    const nc = await connect({ servers: servers.map((s) => s.url) });
+    const deadline = Date.now() + 15_000;
+    let ready = false;
+    while (!ready && Date.now() < deadline) {
+      try {
+        const jsm = await jetstreamManager(nc, { timeout: 2_000 });
+        await jsm.streams.add({ name: 'cluster_probe', subjects: ['cluster_probe'], num_replicas: size });
+        await jsm.streams.delete('cluster_probe');
+        ready = true;
+      } catch (e) {
+        lastError = (e as Error).message;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    await nc.close();
+    if (ready) return servers;
+    for (const s of servers) {
+      await s.stop();
+      await rm(s.storeDir, { recursive: true, force: true });
+    }
+  }
+  throw new Error(`a ${size}-server cluster did not become ready for JetStream after ${attempts} attempts: ${lastError}`);
 }

@@ -3,45 +3,11 @@
 // exiting the invoking state stops the child.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { assign, sendParent, sendTo, setup } from 'xstate';
+import { sendParent, sendTo, setup } from 'xstate';
 import { z } from 'zod';
 import { childWorkflow, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
+import { checkout, payment } from '../fixtures/child-workflows.js';
 import { startNats, uniqueNamespace } from '../helpers.js';
-
-const payment = defineWorkflow({
-  name: 'payment',
-  version: 1,
-  input: z.object({ amount: z.number() }),
-  events: { CONFIRM: z.object({ receipt: z.string() }) },
-  machine: setup({ types: { context: {} as { amount: number; receipt?: string }, input: {} as { amount: number } } }).createMachine({
-    context: ({ input }) => ({ amount: input.amount }),
-    initial: 'pending',
-    states: {
-      pending: { on: { CONFIRM: { target: 'confirmed', actions: assign({ receipt: ({ event }) => (event as unknown as { receipt: string }).receipt }) } } },
-      confirmed: { type: 'final' },
-    },
-    output: ({ context }) => ({ receipt: context.receipt, amount: context.amount }),
-  }),
-});
-
-const checkout = defineWorkflow({
-  name: 'checkout',
-  version: 1,
-  input: z.object({ amount: z.number() }),
-  events: { CANCEL: z.object({}) },
-  machine: setup({ types: { context: {} as { amount: number; receipt?: unknown }, input: {} as { amount: number } }, actors: { payment: childWorkflow(payment) } }).createMachine({
-    context: ({ input }) => ({ amount: input.amount }),
-    initial: 'paying',
-    states: {
-      paying: {
-        invoke: { id: 'pay', src: 'payment', input: ({ context }) => ({ amount: context.amount }), onDone: { target: 'paid', actions: assign({ receipt: ({ event }) => event.output }) } },
-        on: { CANCEL: 'cancelled' },
-      },
-      paid: { type: 'final' },
-      cancelled: { type: 'final' },
-    },
-  }),
-});
 
 /** A child that asks its parent for approval with sendParent; the parent answers with sendTo. */
 const quote = defineWorkflow({

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { createClient } from '../../engine/index.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { relay } from './task-workflow.js';
-import { checkout, payment } from './child-workflows.js';
+import { checkout, payment } from '../fixtures/child-workflows.js';
 
 const script = join(import.meta.dirname, 'task-engine-process.ts');
 
@@ -80,7 +80,7 @@ describe('effects after SIGKILL', () => {
 
   it("a child workflow's output reaches its parent after the child's engine was killed right after the child finished", { timeout: 60_000 }, async () => {
     const namespace = uniqueNamespace('childkill');
-    const env = { NATS_URL: nats.url, JETSTATE_NAMESPACE: namespace, WORKFLOWS_MODULE: join(import.meta.dirname, 'child-workflows.ts') };
+    const env = { NATS_URL: nats.url, JETSTATE_NAMESPACE: namespace, WORKFLOWS_MODULE: join(import.meta.dirname, '..', 'fixtures', 'child-workflows.ts') };
     const client = await createClient({ servers: nats.url, namespace });
     try {
       const a = spawnEngine({ ...env, CRASH_AFTER_WRITE_OF: 'payment.c1_pay' });
