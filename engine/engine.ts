@@ -63,9 +63,8 @@ export class Engine extends Client {
     const rt = await openRuntime(resolved);
     const engine = new Engine(rt, resolved);
     try {
-      await engine.manager.start();
-      await engine.timers.start();
-      await engine.tasks.start();
+      // Independent: claiming partitions, and the shared timer and task consumers.
+      await Promise.all([engine.manager.start(), engine.timers.start(), engine.tasks.start()]);
     } catch (e) {
       await engine.close();
       throw e;
