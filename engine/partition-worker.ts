@@ -45,6 +45,9 @@ interface InstanceQueue {
   blocked?: string;
 }
 
+/** An expected, short wait (a start's kick that arrived before its record), logged at debug. */
+class NotYetError extends Error {}
+
 const RETRY_MIN_MS = 50;
 /** How long a start's kick waits for the instance record before it is dropped. */
 const KICK_WAIT_MS = 5_000;
@@ -238,7 +241,8 @@ export class PartitionWorker {
         return false;
       } catch (e) {
         if (e instanceof ConflictError) continue; // reload and recompute at once
-        this.rt.logger.warn(`instance '${key}': ${(e as Error).message}; retrying`, { partition: this.partition });
+        const log = e instanceof NotYetError ? this.rt.logger.debug : this.rt.logger.warn;
+        log.call(this.rt.logger, `instance '${key}': ${(e as Error).message}; retrying`, { partition: this.partition });
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, RETRY_MAX_MS);
       }
@@ -254,7 +258,7 @@ export class PartitionWorker {
       if (batch.every((e) => isKick(safeDecode(e.data)))) {
         const since = this.missingSince.get(key) ?? Date.now();
         this.missingSince.set(key, since);
-        if (Date.now() - since < KICK_WAIT_MS) throw new Error('waiting for the started instance to be written');
+        if (Date.now() - since < KICK_WAIT_MS) throw new NotYetError('waiting for the started instance to be written');
         this.missingSince.delete(key);
         return true; // its start never completed
       }
