@@ -248,10 +248,6 @@ export class Client implements AsyncDisposable {
     if (this.rt.ownsConnection) await this.rt.nc.drain().catch(() => {});
   }
 
-  protected get isClosing(): boolean {
-    return this.closing !== undefined;
-  }
-
   protected checkOpen(): void {
     if (this.closing) fail(ErrorCode.Closed, 'this jetstate client is closed; create a new one');
   }

@@ -1,8 +1,7 @@
 /** Reading every message of one subject of a stream, in order, with an ordered consumer. */
-import { DeliverPolicy } from '@nats-io/jetstream';
-import type { Runtime } from './runtime.js';
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 
-export async function readSubject(rt: Runtime, stream: string, subject: string): Promise<Uint8Array[]> {
+export async function readSubject(rt: { js: JetStreamClient; jsm: JetStreamManager }, stream: string, subject: string): Promise<Uint8Array[]> {
   const last = await rt.jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((e: Error) => {
     if (/no message found|not found/i.test(e.message)) return null;
     throw e;

@@ -3,10 +3,11 @@
  * cleaned up), sends that retry until the stream accepted them, raw reads of the history stream
  * and of partition leases, and bounded waits.
  */
+import { readSubject } from '../../engine/read.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, JetstateError, type Client, type HistoryEntry } from '../../engine/index.js';
@@ -241,31 +242,11 @@ export class Raw {
 
   /** Every history message of an instance as stored, with no dedupe: one array of entries per message. */
   async historyMessages(workflow: string, id: string): Promise<HistoryEntry[][]> {
-    const jsm = await jetstreamManager(this.nc);
-    const js = jetstream(this.nc);
-    const stream = `${this.namespace}_history`;
-    const subject = `${this.namespace}.hist.${workflow}.${id}`;
-    const last = await jsm.streams.getMessage(stream, { last_by_subj: subject }).catch(() => null);
-    if (!last) return [];
-    const consumer = await js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
-    const out: HistoryEntry[][] = [];
-    try {
-      for (;;) {
-        const batch = await consumer.fetch({ max_messages: 512, expires: 2_000 });
-        let got = 0;
-        for await (const m of batch) {
-          got++;
-          out.push((m.json() as { entries: HistoryEntry[] }).entries);
-          if (m.seq >= last.seq) return out;
-        }
-        if (got === 0) return out;
-      }
-    } finally {
-      await consumer.delete().catch(() => {});
-    }
+    const rt = { js: jetstream(this.nc), jsm: await jetstreamManager(this.nc) };
+    const messages = await readSubject(rt, `${this.namespace}_history`, `${this.namespace}.hist.${workflow}.${id}`);
+    return messages.map((data) => (JSON.parse(new TextDecoder().decode(data)) as { entries: HistoryEntry[] }).entries);
   }
 
-  /** The lease of a partition as stored in the control bucket, or null when free. */
   /** The KV revision of an engine's member key: it moves at every heartbeat of that engine. */
   async memberRevision(engineId: string): Promise<number> {
     const kv = await new Kvm(this.nc).open(`${this.namespace}_control`);
