@@ -15,6 +15,8 @@ export const ErrorCode = {
   LayoutMismatch: 'LAYOUT_MISMATCH',
   Timeout: 'TIMEOUT',
   Closed: 'CLOSED',
+  /** A token was missing, malformed, expired or not trusted; `reason` on the error says which. */
+  Unauthenticated: 'UNAUTHENTICATED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
