@@ -17,6 +17,7 @@ import { START_CHILD, STOP_CHILD, STOP_EVENT, type Effect, type OutboxEntry } fr
 import { createInstance } from './start.js';
 import type { InstanceRecord } from './record.js';
 import type { LoadedInstance } from './store.js';
+import { contextOf, withTrace, type TraceCarrier } from './telemetry.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
 
@@ -30,10 +31,10 @@ export class ActionExecutor implements EffectExecutor {
   }
 
   /** Starts or stops a child workflow instance. Idempotent: the child's id and messages are stable. */
-  private async child(key: string, type: string, params: unknown): Promise<void> {
+  private async child(key: string, type: string, params: unknown, trace: TraceCarrier | undefined): Promise<void> {
     if (type === STOP_CHILD) {
       const { workflow, id } = params as { workflow: string; id: string };
-      await this.send(key, { workflow, id, event: { type: STOP_EVENT } });
+      await this.send(key, { workflow, id, event: { type: STOP_EVENT } }, trace);
       return;
     }
     const start = params as { workflow: string; id: string; input: unknown; parent: NonNullable<InstanceRecord['parent']> };
@@ -41,7 +42,8 @@ export class ActionExecutor implements EffectExecutor {
     const latest = versions.sort((a, b) => b.def.version - a.def.version)[0];
     if (!latest) throw new Error(`child workflow '${start.workflow}' is not registered in this engine`);
     try {
-      await createInstance(this.rt, latest.def, latest.runner, start.id, start.input, start.parent);
+      // The child's start continues the trace of the parent's transition that started it.
+      await createInstance(this.rt, latest.def, latest.runner, start.id, start.input, start.parent, contextOf(trace));
     } catch (e) {
       // Invalid input or a conflicting instance: retrying will not help; the parent waits (reported).
       if (e instanceof JetstateError && (e.code === ErrorCode.InvalidInput || e.code === ErrorCode.InstanceConflict)) {
@@ -53,9 +55,9 @@ export class ActionExecutor implements EffectExecutor {
   }
 
   /** Publishes to the target instance's event stream; the key deduplicates re-runs. */
-  private async send(key: string, send: ResolvedSend): Promise<void> {
+  private async send(key: string, send: ResolvedSend, trace: TraceCarrier | undefined): Promise<void> {
     const subject = this.rt.names.eventSubject(partitionOf(send.workflow, send.id, this.rt.partitions), send.workflow, send.id);
-    await this.rt.js.publish(subject, encodeJson(send.event), { msgID: `send.${key}` });
+    await this.rt.js.publish(subject, encodeJson(send.event), withTrace({ msgID: `send.${key}` }, trace));
   }
 
   async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
@@ -65,11 +67,11 @@ export class ActionExecutor implements EffectExecutor {
         continue;
       }
       if (e.kind === 'send') {
-        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend));
+        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend, instance.record.trace));
         continue;
       }
       if (e.kind === 'child') {
-        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params));
+        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params, instance.record.trace));
         continue;
       }
       const impl = e.kind === 'action' ? instance.runner.actions.get(e.type) : undefined;
@@ -84,11 +86,11 @@ export class ActionExecutor implements EffectExecutor {
     const context = instance.record.snapshot['context'];
     for (const e of outbox) {
       if (e.type === SEND_ACTION) {
-        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend));
+        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend, instance.record.trace));
         continue;
       }
       if (e.type === START_CHILD || e.type === STOP_CHILD) {
-        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params));
+        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params, instance.record.trace));
         continue;
       }
       const impl = instance.runner.actions.get(e.type);

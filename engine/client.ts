@@ -3,6 +3,7 @@
  * engine (which is a client too) applies the events.
  */
 import { randomUUID } from 'node:crypto';
+import { context } from '@opentelemetry/api';
 import { z } from 'zod';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './definition.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
@@ -14,6 +15,7 @@ import { readHistory } from './history.js';
 import { createInstance } from './start.js';
 import { readTaskProgress } from './tasks.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
+import { SpanKind, carrierOf, carrierOfActive, failSpan, traceHeaders } from './telemetry.js';
 
 export interface StartOptions<W extends WorkflowDefinition> {
   /** Instance id; the same id with the same input returns the existing instance. Random if absent. */
@@ -85,7 +87,7 @@ export class Client implements AsyncDisposable {
     this.checkOpen();
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
-    const record = await createInstance(this.rt, workflow, runner, id, options.input);
+    const record = await createInstance(this.rt, workflow, runner, id, options.input, undefined, context.active());
     this.remember(this.rt.names.instanceKey(workflow.name, id));
     return toInstance(record);
   }
@@ -97,19 +99,32 @@ export class Client implements AsyncDisposable {
    */
   async send<W extends WorkflowDefinition>(workflow: W, id: string, event: WorkflowEvent<W>, options: SendOptions = {}): Promise<SendResult> {
     this.checkOpen();
-    checkName(`workflow '${workflow.name}': instance id`, id);
-    const data = validateEvent(workflow, id, event);
-    const key = this.rt.names.instanceKey(workflow.name, id);
-    if (!this.known.has(key)) {
-      const entry = await this.rt.instances.get(key);
-      if (!entry || entry.operation !== 'PUT') {
-        fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; start it first; the event was not sent`);
+    const tel = this.rt.telemetry;
+    const parent = context.active();
+    const type = typeof (event as { type?: unknown } | null)?.type === 'string' ? (event as { type: string }).type : 'unknown';
+    const span = tel.startSpan(`jetstate.send ${workflow.name}`, SpanKind.PRODUCER, { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id, 'jetstate.event.type': type }, parent);
+    try {
+      checkName(`workflow '${workflow.name}': instance id`, id);
+      const data = validateEvent(workflow, id, event);
+      const key = this.rt.names.instanceKey(workflow.name, id);
+      if (!this.known.has(key)) {
+        const entry = await this.rt.instances.get(key);
+        if (!entry || entry.operation !== 'PUT') {
+          fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; start it first; the event was not sent`);
+        }
+        this.remember(key);
       }
-      this.remember(key);
+      const subject = this.rt.names.eventSubject(partitionOf(workflow.name, id, this.rt.partitions), workflow.name, id);
+      const headers = traceHeaders(carrierOf(span) ?? carrierOfActive(parent));
+      const ack = await this.rt.js.publish(subject, encodeJson(data), { msgID: options.idempotencyKey ?? randomUUID(), ...(headers ? { headers } : {}) });
+      span.setAttribute('jetstate.event.seq', ack.seq);
+      return { seq: ack.seq, duplicate: ack.duplicate };
+    } catch (e) {
+      failSpan(span, e);
+      throw e;
+    } finally {
+      span.end();
     }
-    const subject = this.rt.names.eventSubject(partitionOf(workflow.name, id, this.rt.partitions), workflow.name, id);
-    const ack = await this.rt.js.publish(subject, encodeJson(data), { msgID: options.idempotencyKey ?? randomUUID() });
-    return { seq: ack.seq, duplicate: ack.duplicate };
   }
 
   /** The instance, or null when it does not exist. */

@@ -3,6 +3,7 @@
  * resolved values.
  */
 import type { NatsConnection } from '@nats-io/nats-core';
+import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
 import { z } from 'zod';
 import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
 import { ErrorCode, fail } from './errors.js';
@@ -53,6 +54,17 @@ const ClientShape = z
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),
     /** Connection name shown by the server. */
     name: z.string().default('jetstate'),
+    /**
+     * OpenTelemetry providers to use instead of the globally registered ones. jetstate never
+     * registers a provider itself; with none at all, tracing and metrics are no-ops.
+     */
+    telemetry: z
+      .object({
+        tracerProvider: z.custom<TracerProvider>((v) => typeof (v as TracerProvider | undefined)?.getTracer === 'function', 'tracerProvider must have getTracer()').optional(),
+        meterProvider: z.custom<MeterProvider>((v) => typeof (v as MeterProvider | undefined)?.getMeter === 'function', 'meterProvider must have getMeter()').optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -17,6 +17,8 @@ import { isChildResult, isStop } from './child.js';
 import { notifyParent } from './start.js';
 import { publishTimers } from './timers.js';
 import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
+import { carrierFromHeaders, type TraceCarrier } from './telemetry.js';
+import { TransitionSpans } from './transition-spans.js';
 
 export interface EffectExecutor {
   /** Runs after the state that produced the effects is durable. */
@@ -36,6 +38,8 @@ interface Pending {
   data: Uint8Array;
   /** When the stream accepted the event. */
   timeMs: number;
+  /** The sender's trace context, from the event's headers. */
+  trace: TraceCarrier | undefined;
 }
 
 interface InstanceQueue {
@@ -200,7 +204,7 @@ export class PartitionWorker {
     const key = this.rt.names.instanceKey(target.workflow, target.id);
     let q = this.queues.get(key);
     if (!q) this.queues.set(key, (q = { events: [], running: false }));
-    q.events.push({ seq, data: m.data, timeMs: Number(m.timestampNanos / 1_000_000n) });
+    q.events.push({ seq, data: m.data, timeMs: Number(m.timestampNanos / 1_000_000n), trace: carrierFromHeaders(m.headers) });
     // Events of a blocked instance wait in memory without holding up the partition's intake.
     if (!q.blocked) this.pendingCount++;
     if (!q.running && !q.blocked) void this.drainQueue(key, q);
@@ -227,10 +231,11 @@ export class PartitionWorker {
   /** Returns false when the batch was left unfinished (blocked instance or abort). */
   private async processWithRetry(key: string, batch: Pending[], q: InstanceQueue): Promise<boolean> {
     let delay = RETRY_MIN_MS;
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       if (this.aborted) return false;
+      if (attempt > 0) this.rt.telemetry.redeliveries.add(batch.length, { 'jetstate.reason': 'retry' });
       try {
-        const outcome = await this.process(key, batch);
+        const outcome = await this.process(key, batch, attempt);
         if (outcome === true) return true;
         q.blocked = outcome;
         this.pendingCount -= q.events.length;
@@ -240,7 +245,10 @@ export class PartitionWorker {
         }
         return false;
       } catch (e) {
-        if (e instanceof ConflictError) continue; // reload and recompute at once
+        if (e instanceof ConflictError) {
+          this.rt.telemetry.conflicts.add(1);
+          continue; // reload and recompute at once
+        }
         const log = e instanceof NotYetError ? this.rt.logger.debug : this.rt.logger.warn;
         log.call(this.rt.logger, `instance '${key}': ${(e as Error).message}; retrying`, { partition: this.partition });
         await new Promise((r) => setTimeout(r, delay));
@@ -250,7 +258,9 @@ export class PartitionWorker {
   }
 
   /** Applies one batch; true when finished, or the reason the instance is blocked. */
-  private async process(key: string, batch: Pending[]): Promise<true | string> {
+  private async process(key: string, batch: Pending[], attempt: number): Promise<true | string> {
+    const startedAt = performance.timeOrigin + performance.now();
+    const tel = this.rt.telemetry;
     const loaded = await this.store.load(key);
     if ('problem' in loaded) {
       if (loaded.problem !== 'missing') return loaded.message;
@@ -268,6 +278,7 @@ export class PartitionWorker {
         status: 'failed', timeMs: e.timeMs, reason: 'instance does not exist',
       }));
       this.rt.logger.warn(`events for missing workflow '${workflow}' instance '${id}' were rejected`, { seqs: batch.map((e) => e.seq) });
+      tel.rejected.add(entries.length, { 'jetstate.workflow': workflow, 'jetstate.reason': 'missing_instance' });
       await publishHistory(this.rt, workflow, id, entries);
       return true;
     }
@@ -277,13 +288,19 @@ export class PartitionWorker {
     // and its actions had run: finish that first.
     if (batch.some((e) => e.seq === record.lastSeq)) {
       await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
-      await publishTasks(this.rt, record.workflow, record.id, tasksStartedBy(record));
+      await publishTasks(this.rt, record.workflow, record.id, tasksStartedBy(record), record.trace);
       await this.executor.rerun(loaded, record.outbox);
       await notifyParent(this.rt, record);
     }
     const events: StepEvent[] = [];
+    const traceBySeq = new Map<number, TraceCarrier | undefined>();
+    let reread = 0;
     for (const e of batch) {
-      if (e.seq <= record.lastSeq) continue;
+      if (e.seq <= record.lastSeq) {
+        reread++;
+        continue;
+      }
+      traceBySeq.set(e.seq, e.trace);
       const raw = safeDecode(e.data);
       if (isKick(raw)) {
         // The start's actions; a later write has run its own since.
@@ -305,26 +322,41 @@ export class PartitionWorker {
         events.push({ seq: e.seq, timeMs: e.timeMs, event: raw, rejected: (err as Error).message.replace(/; nothing was sent/g, '') });
       }
     }
+    if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
     if (events.length === 0) return true;
     const result = applyEvents(loaded.runner, record, loaded.snapshot, events, Date.now());
-    let written = loaded;
-    if (result.changed) {
-      // Timers are inert until due and checked against the record when they fire, so they are
-      // published before the write: a crash between the two cannot lose one.
-      if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers);
-      written = await this.store.write(key, loaded, result.record, result.snapshot);
-      // Tasks after it, so a runner finds them pending at once; the redelivery path re-publishes.
-      if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks);
-      if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
-      if (record.status === 'running' && result.record.status !== 'running') {
-        publishCompletion(this.rt, result.record);
-        await notifyParent(this.rt, result.record);
+    const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, this.partition, startedAt);
+    try {
+      let written = loaded;
+      if (result.changed) {
+        const last = spans.last();
+        if (last) result.record.trace = last;
+        else delete result.record.trace;
+        // Timers are inert until due and checked against the record when they fire, so they are
+        // published before the write: a crash between the two cannot lose one.
+        if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers, spans.byRevision);
+        written = await this.store.write(key, loaded, result.record, result.snapshot);
+        // Tasks after it, so a runner finds them pending at once; the redelivery path re-publishes.
+        if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks, spans.byRevision);
+        if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
+        if (record.status !== result.record.status) {
+          tel.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
+          tel.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': result.record.status });
+        }
+        if (record.status === 'running' && result.record.status !== 'running') {
+          publishCompletion(this.rt, result.record);
+          await notifyParent(this.rt, result.record);
+        }
+        this.options.afterStateWrite?.(key, result.record.revision);
       }
-      this.options.afterStateWrite?.(key, result.record.revision);
+      await publishHistory(this.rt, record.workflow, record.id, result.entries);
+      spans.end();
+      if (result.effects.length > 0) await this.executor.run(written, result.effects);
+      return true;
+    } catch (e) {
+      spans.fail(e);
+      throw e;
     }
-    await publishHistory(this.rt, record.workflow, record.id, result.entries);
-    if (result.effects.length > 0) await this.executor.run(written, result.effects);
-    return true;
   }
 
   private finish(seqs: number[]): void {

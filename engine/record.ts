@@ -83,6 +83,8 @@ export const InstanceRecordSchema = z.object({
   children: z.record(z.string(), z.object({ workflow: z.string(), id: z.string(), token: z.number().int() })).default({}),
   /** Set on a child workflow instance: where its outcome goes. */
   parent: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }).optional(),
+  /** W3C trace context of the last transition, which the next one links to. */
+  trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
   /** Custom actions of the last write, run after it (again, if a crash cut their run short). */
   outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown(), event: z.unknown() })).default([]),
 });

@@ -13,6 +13,7 @@ import { layout, type Layout } from './names.js';
 import type { Logger, ResolvedClientOptions } from './options.js';
 import { decodeJson, encodeJson } from './record.js';
 import { MachineRunner } from './step.js';
+import { Telemetry } from './telemetry.js';
 
 const NS_PER_MS = 1_000_000;
 const DEFAULT_PARTITIONS = 16;
@@ -30,6 +31,7 @@ export interface Runtime {
   readonly partitions: number;
   readonly logger: Logger;
   readonly registry: Registry;
+  readonly telemetry: Telemetry;
 }
 
 /** Workflow versions by name, with one machine runner per version. */
@@ -109,7 +111,7 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
     }
     const registry = new Registry();
     for (const def of options.workflows) registry.add(def);
-    return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry };
+    return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry, telemetry: new Telemetry(options.telemetry) };
   } catch (e) {
     if (ownsConnection) await nc.close().catch(() => {});
     throw e;

@@ -13,6 +13,8 @@ import { CHILD_EVENT, KICK_EVENT, startInstance, type MachineRunner } from './st
 import { publishTasks, tasksStartedBy } from './tasks.js';
 import { publishTimers } from './timers.js';
 import type { ChildResultEvent } from './child.js';
+import { ROOT_CONTEXT, type Context } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, carrierOf, carrierOfActive, failSpan, transitionAttributes, withTrace, type TraceCarrier } from './telemetry.js';
 
 /**
  * Validates the input and creates the record with `kv.create`, idempotent by id: the same input
@@ -25,6 +27,7 @@ export async function createInstance(
   id: string,
   input: unknown,
   parent?: InstanceRecord['parent'],
+  traceParent: Context = ROOT_CONTEXT,
 ): Promise<InstanceRecord> {
   const parsed = workflow.input.safeParse(input);
   if (!parsed.success) {
@@ -32,18 +35,32 @@ export async function createInstance(
   }
   const key = rt.names.instanceKey(workflow.name, id);
   const started = startInstance(workflow, runner, id, parsed.data, Date.now(), parent);
+  const tel = rt.telemetry;
+  const span = tel.startSpan(`jetstate.transition ${workflow.name}`, SpanKind.INTERNAL, transitionAttributes(started.record, started.entry, 0), traceParent);
+  const carrier = carrierOf(span) ?? carrierOfActive(traceParent);
+  if (carrier) started.record.trace = carrier;
   try {
     // Timers first: they cannot act before the record exists (see timers.ts).
-    await publishTimers(rt, workflow.name, id, started.timers);
+    await publishTimers(rt, workflow.name, id, started.timers, carrier);
     // The start's custom actions run in the engine that owns the instance, after the create.
-    if (started.record.outbox.length > 0) await kick(rt, workflow.name, id, started.record.inputDigest);
+    if (started.record.outbox.length > 0) await kick(rt, workflow.name, id, started.record.inputDigest, carrier);
     await rt.instances.create(key, encodeJson(started.record));
-    await publishTasks(rt, workflow.name, id, started.tasks);
+    tel.instances.add(1, { 'jetstate.workflow': workflow.name, 'jetstate.status': started.record.status });
+    if (started.record.status === 'failed') span.setStatus({ code: SpanStatusCode.ERROR, message: started.record.error ?? 'failed' });
+    await publishTasks(rt, workflow.name, id, started.tasks, carrier);
     await publishHistory(rt, workflow.name, id, [started.entry]);
+    span.end();
     return started.record;
   } catch (e) {
-    if (!/wrong last sequence|key exists/i.test((e as Error).message)) throw e;
+    if (!/wrong last sequence|key exists/i.test((e as Error).message)) {
+      failSpan(span, e);
+      span.end();
+      throw e;
+    }
   }
+  // Idempotent retry of a start: the existing instance's own start span stands.
+  span.setAttribute('jetstate.duplicate', true);
+  span.end();
   const entry = await rt.instances.get(key);
   if (!entry || entry.operation !== 'PUT') fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' was deleted while starting; start it again`);
   const existing = InstanceRecordSchema.safeParse(decodeJson(entry.value));
@@ -53,15 +70,15 @@ export async function createInstance(
   }
   // A start that crashed before its tasks and history were published is finished by its retry.
   if (existing.data.revision === 1) {
-    await publishTasks(rt, workflow.name, id, tasksStartedBy(existing.data));
+    await publishTasks(rt, workflow.name, id, tasksStartedBy(existing.data), existing.data.trace);
     await publishHistory(rt, workflow.name, id, existing.data.lastHistory);
   }
   return existing.data;
 }
 
-async function kick(rt: Runtime, workflow: string, id: string, inputDigest: string): Promise<void> {
+async function kick(rt: Runtime, workflow: string, id: string, inputDigest: string, carrier: TraceCarrier | undefined): Promise<void> {
   const subject = rt.names.eventSubject(partitionOf(workflow, id, rt.partitions), workflow, id);
-  await rt.js.publish(subject, encodeJson({ type: KICK_EVENT }), { msgID: `kick.${workflow}.${id}.${inputDigest}` });
+  await rt.js.publish(subject, encodeJson({ type: KICK_EVENT }), withTrace({ msgID: `kick.${workflow}.${id}.${inputDigest}` }, carrier));
 }
 
 /** Sends a finished child's outcome to its parent's inbox; idempotent (stable message id). */
@@ -73,5 +90,5 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
       ? { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output }
       : { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: false, error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' } };
   const subject = rt.names.eventSubject(partitionOf(parent.workflow, parent.id, rt.partitions), parent.workflow, parent.id);
-  await rt.js.publish(subject, encodeJson(event), { msgID: `child.${child.workflow}.${child.id}` });
+  await rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `child.${child.workflow}.${child.id}` }, child.trace));
 }

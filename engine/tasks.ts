@@ -12,7 +12,9 @@
  */
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { Subscription } from '@nats-io/nats-core';
+import { context, trace } from '@opentelemetry/api';
 import { z } from 'zod';
+import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from './telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from './activity.js';
 import { partitionOf } from './names.js';
 import { InstanceRecordSchema, decodeJson, encodeJson, shortHash, type InstanceRecord } from './record.js';
@@ -47,12 +49,14 @@ export async function readTaskProgress(rt: Runtime, workflow: string, id: string
 const taskKey = (t: { workflow: string; id: string; invokeId: string; token: number }): string => `${t.workflow}.${t.id}.${t.invokeId}.${t.token}`;
 
 /** Publishes the tasks a step started. Idempotent: each task has a stable message id. */
-export async function publishTasks(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[]): Promise<void> {
+export async function publishTasks(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[], trace?: TraceSource): Promise<void> {
   await Promise.all(
     tasks.map((t) =>
-      rt.js.publish(`${rt.names.namespace}.task.${workflow}.${t.src}`, encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input }), {
-        msgID: `${workflow}.${id}.${t.token}.${shortHash(t.invokeId)}`,
-      }),
+      rt.js.publish(
+        `${rt.names.namespace}.task.${workflow}.${t.src}`,
+        encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input }),
+        withTrace({ msgID: `${workflow}.${id}.${t.token}.${shortHash(t.invokeId)}` }, carrierFor(trace, t.token)),
+      ),
     ),
   );
 }
@@ -222,10 +226,20 @@ export class TaskService {
     };
     armHeartbeat();
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+    const tel = this.rt.telemetry;
+    const scheduledBy = carrierFromHeaders(m.headers);
+    const attrs = { 'jetstate.workflow': task.workflow, 'jetstate.task.activity': task.src };
+    const span = tel.startSpan(
+      `jetstate.task ${task.workflow}.${task.src}`,
+      SpanKind.CONSUMER,
+      { ...attrs, 'jetstate.instance.id': task.id, 'jetstate.task.attempt': attempt, 'jetstate.task.retry': attempt - 1, 'jetstate.task.max_attempts': retry.maxAttempts },
+      contextOf(scheduledBy),
+    );
     let outcome: { ok: true; output: unknown } | { ok: false; error: Error };
     try {
+      // The activity runs inside its attempt's span, so spans it makes (HTTP calls...) nest under it.
       const output = await Promise.race([
-        def.fn({
+        context.with(trace.setSpan(contextOf(scheduledBy), span), () => def.fn({
           input: task.input,
           signal: controller.signal,
           attempt,
@@ -234,7 +248,7 @@ export class TaskService {
             m.working();
             armHeartbeat();
           },
-        }),
+        })),
         aborted,
       ]);
       outcome = { ok: true, output };
@@ -244,16 +258,28 @@ export class TaskService {
       clearTimeout(timeout);
       clearTimeout(heartbeatTimer);
     }
-    if (!outcome.ok && this.stopping && controller.signal.aborted) {
+    const final = outcome.ok || outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError' || attempt >= retry.maxAttempts;
+    const closing = !outcome.ok && this.stopping && controller.signal.aborted;
+    const cancelled = !outcome.ok && /invoking state was exited/.test(outcome.error.message);
+    const result = outcome.ok ? 'ok' : closing ? 'interrupted' : cancelled ? 'cancelled' : final ? 'failed' : 'retry';
+    span.setAttribute('jetstate.task.outcome', result);
+    const wait = result === 'retry' ? backoffMs(retry, attempt) : 0;
+    if (result === 'retry') span.setAttribute('jetstate.task.retry_in_ms', wait);
+    tel.taskAttempts.add(1, { ...attrs, 'jetstate.task.outcome': result });
+    if (!outcome.ok) {
+      failSpan(span, outcome.error);
+      if (result === 'failed' || result === 'retry') tel.taskFailures.add(1, { ...attrs, 'jetstate.task.final': final });
+    }
+    span.end();
+    if (closing) {
       m.nak(); // the engine is closing: another engine takes the task over
       return;
     }
-    if (!outcome.ok && /invoking state was exited/.test(outcome.error.message)) {
+    if (cancelled) {
       m.term();
       return;
     }
-    if (!outcome.ok && !(outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError') && attempt < retry.maxAttempts) {
-      const wait = backoffMs(retry, attempt);
+    if (!outcome.ok && !final) {
       this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${outcome.error.message}); retrying in ${wait} ms`);
       // For get() and the CLI: how far the task got. Best effort.
       await this.rt.control
@@ -262,12 +288,13 @@ export class TaskService {
       m.nak(wait);
       return;
     }
-    const result: TaskResultEvent = outcome.ok
+    const event: TaskResultEvent = outcome.ok
       ? { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output }
       : { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
     const subject = this.rt.names.eventSubject(partitionOf(task.workflow, task.id, this.rt.partitions), task.workflow, task.id);
     try {
-      await this.rt.js.publish(subject, encodeJson(result), { msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` });
+      // The outcome continues the trace of the attempt that produced it.
+      await this.rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` }, carrierOf(span) ?? scheduledBy));
       m.ack();
       if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {

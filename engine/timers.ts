@@ -9,6 +9,7 @@
  */
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
+import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from './telemetry.js';
 import { partitionOf } from './names.js';
 import { decodeJson, encodeJson, shortHash } from './record.js';
 import type { Runtime } from './runtime.js';
@@ -38,12 +39,14 @@ const MAX_IN_FLIGHT = 256;
 
 
 /** Publishes the timers a step scheduled. Idempotent: each timer has a stable message id. */
-export async function publishTimers(rt: Runtime, workflow: string, id: string, timers: readonly ScheduledTimer[]): Promise<void> {
+export async function publishTimers(rt: Runtime, workflow: string, id: string, timers: readonly ScheduledTimer[], trace?: TraceSource): Promise<void> {
   await Promise.all(
     timers.map((t) =>
-      rt.js.publish(rt.names.timerSubject(workflow, id), encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs }), {
-        msgID: `${workflow}.${id}.${t.token}.${shortHash(t.timerId)}`,
-      }),
+      rt.js.publish(
+        rt.names.timerSubject(workflow, id),
+        encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs }),
+        withTrace({ msgID: `${workflow}.${id}.${t.token}.${shortHash(t.timerId)}` }, carrierFor(trace, t.token)),
+      ),
     ),
   );
 }
@@ -126,13 +129,25 @@ export class TimerService {
     }
     const fire: TimerFireEvent = { type: TIMER_EVENT, timerId: timer.timerId, token: timer.token };
     const subject = this.rt.names.eventSubject(partitionOf(timer.workflow, timer.id, this.rt.partitions), timer.workflow, timer.id);
+    const tel = this.rt.telemetry;
+    const scheduledBy = carrierFromHeaders(m.headers);
+    const span = tel.startSpan(
+      `jetstate.timer ${timer.workflow}`,
+      SpanKind.PRODUCER,
+      { 'jetstate.workflow': timer.workflow, 'jetstate.instance.id': timer.id, 'jetstate.timer.id': timer.timerId, 'jetstate.timer.lateness_ms': -remaining },
+      contextOf(scheduledBy),
+    );
     try {
-      await this.rt.js.publish(subject, encodeJson(fire), { msgID: `fire.${timer.workflow}.${timer.id}.${timer.token}.${shortHash(timer.timerId)}` });
+      await this.rt.js.publish(subject, encodeJson(fire), withTrace({ msgID: `fire.${timer.workflow}.${timer.id}.${timer.token}.${shortHash(timer.timerId)}` }, carrierOf(span) ?? scheduledBy));
       m.ack();
+      tel.timerLateness.record(-remaining, { 'jetstate.workflow': timer.workflow });
       this.rt.logger.debug('timer fired', { workflow: timer.workflow, id: timer.id, timerId: timer.timerId, latenessMs: -remaining });
     } catch (e) {
+      failSpan(span, e);
       this.rt.logger.warn(`timers: could not fire '${timer.timerId}' of ${timer.workflow} ${timer.id} (${(e as Error).message}); retrying`);
       m.nak(250);
+    } finally {
+      span.end();
     }
   }
 }

@@ -1,0 +1,98 @@
+/**
+ * The spans of one batch of transitions: one `jetstate.transition <workflow>` span per history
+ * entry, the child of the context its event carried and linked to the instance's previous
+ * transition. They are opened before the state write, so that the timers and tasks the write
+ * schedules carry the span of the transition that scheduled them, and ended after the history
+ * publish (or failed, when the batch is retried).
+ */
+import type { HistoryEntry, InstanceRecord } from './record.js';
+import {
+  SpanKind,
+  SpanStatusCode,
+  carrierOf,
+  contextOf,
+  failSpan,
+  linkTo,
+  transitionAttributes,
+  type Span,
+  type Telemetry,
+  type TraceCarrier,
+} from './telemetry.js';
+
+export class TransitionSpans {
+  private readonly spans: Array<{ span: Span; entry: HistoryEntry; carrier: TraceCarrier | undefined }> = [];
+
+  constructor(
+    private readonly tel: Telemetry,
+    private readonly record: InstanceRecord,
+    entries: readonly HistoryEntry[],
+    traceBySeq: ReadonlyMap<number, TraceCarrier | undefined>,
+    redeliveries: number,
+    partition: number,
+    private readonly startedAt: number,
+  ) {
+    let previous = record.trace;
+    for (const entry of entries) {
+      const sent = traceBySeq.get(entry.seq);
+      const span = tel.startSpan(
+        `jetstate.transition ${record.workflow}`,
+        SpanKind.CONSUMER,
+        transitionAttributes(record, entry, redeliveries, partition),
+        contextOf(sent),
+        linkTo(previous),
+        startedAt,
+      );
+      if (entry.kind === 'rejected') span.setStatus({ code: SpanStatusCode.ERROR, message: `event rejected: ${entry.reason ?? ''}` });
+      else if (entry.status === 'failed' && entry.reason) span.setStatus({ code: SpanStatusCode.ERROR, message: `step failed: ${entry.reason}` });
+      // Without a recording span, pass the sender's context on unchanged.
+      const carrier = carrierOf(span) ?? sent;
+      this.spans.push({ span, entry, carrier });
+      if (entry.kind !== 'rejected') previous = carrierOf(span) ?? previous;
+    }
+  }
+
+  /** The trace context of the transition that produced `revision`, for the effects it scheduled. */
+  readonly byRevision = (revision: number): TraceCarrier | undefined =>
+    this.spans.find((s) => s.entry.kind !== 'rejected' && s.entry.revision === revision)?.carrier;
+
+  /** The context of the last applied transition: stored in the record for the next one to link to. */
+  last(): TraceCarrier | undefined {
+    for (let i = this.spans.length - 1; i >= 0; i--) {
+      const s = this.spans[i]!;
+      if (s.entry.kind !== 'rejected') return carrierOf(s.span);
+    }
+    return undefined;
+  }
+
+  end(): void {
+    const now = performance.timeOrigin + performance.now();
+    const workflow = { 'jetstate.workflow': this.record.workflow };
+    for (const { span, entry } of this.spans) {
+      span.end(now);
+      if (entry.kind === 'rejected') {
+        this.tel.rejected.add(1, { ...workflow, 'jetstate.reason': rejectionCategory(entry.reason) });
+        this.tel.transitions.add(1, { ...workflow, 'jetstate.outcome': 'rejected' });
+      } else {
+        this.tel.transitions.add(1, { ...workflow, 'jetstate.outcome': 'applied' });
+        this.tel.transitionDuration.record(now - this.startedAt, workflow);
+      }
+    }
+  }
+
+  /** The batch failed and will be retried: its spans end as errors. */
+  fail(error: unknown): void {
+    for (const { span } of this.spans) {
+      failSpan(span, error);
+      span.end();
+    }
+  }
+}
+
+/** A short, bounded category for the rejection metric (the full reason is in the history). */
+export function rejectionCategory(reason: string | undefined): string {
+  if (!reason) return 'other';
+  if (reason.startsWith('the event is not UTF-8 JSON')) return 'unreadable';
+  const m = /^\[([a-z_.]+)\]/.exec(reason);
+  if (m) return m[1]!;
+  return 'invalid_event';
+}
