@@ -51,6 +51,7 @@ export class Engine extends Client {
           maxPending: options.maxPendingPerPartition,
           maxBatch: options.maxBatch,
           afterStateWrite: options.testHooks?.afterStateWrite,
+          beforeStateWrite: options.testHooks?.beforeStateWrite,
         });
         await worker.start();
         return worker;

@@ -89,7 +89,13 @@ export const EngineOptionsSchema = ClientShape.extend({
    * @internal Fault injection for the recovery tests: called right after an instance's state
    * write and before its history publish, the exact window of guarantee 1.
    */
-  testHooks: z.object({ afterStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional() }).optional(),
+  testHooks: z
+    .object({
+      afterStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
+      /** Called right before an instance's state write (an event read but not yet applied). */
+      beforeStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
+    })
+    .optional(),
   /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */
   clock: z.custom<{ now(): number }>((v) => typeof v === 'object' && v !== null && typeof (v as { now?: unknown }).now === 'function', 'clock must be { now(): number }').optional(),
   /** Stable id of this engine process; defaults to a random one. */

@@ -31,6 +31,7 @@ export interface WorkerOptions {
   maxPending: number;
   maxBatch: number;
   afterStateWrite?: ((key: string, revision: number) => void) | undefined;
+  beforeStateWrite?: ((key: string, revision: number) => void) | undefined;
 }
 
 interface Pending {
@@ -335,6 +336,7 @@ export class PartitionWorker {
         // Timers are inert until due and checked against the record when they fire, so they are
         // published before the write: a crash between the two cannot lose one.
         if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers, spans.byRevision);
+        this.options.beforeStateWrite?.(key, result.record.revision);
         written = await this.store.write(key, loaded, result.record, result.snapshot);
         // Tasks after it, so a runner finds them pending at once; the redelivery path re-publishes.
         if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks, spans.byRevision);

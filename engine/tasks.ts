@@ -270,6 +270,7 @@ export class TaskService {
       failSpan(span, outcome.error);
       if (result === 'failed' || result === 'retry') tel.taskFailures.add(1, { ...attrs, 'jetstate.task.final': final });
     }
+    const attemptTrace = carrierOf(span) ?? scheduledBy;
     span.end();
     if (closing) {
       m.nak(); // the engine is closing: another engine takes the task over
@@ -294,7 +295,7 @@ export class TaskService {
     const subject = this.rt.names.eventSubject(partitionOf(task.workflow, task.id, this.rt.partitions), task.workflow, task.id);
     try {
       // The outcome continues the trace of the attempt that produced it.
-      await this.rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` }, carrierOf(span) ?? scheduledBy));
+      await this.rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` }, attemptTrace));
       m.ack();
       if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {

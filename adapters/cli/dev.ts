@@ -23,6 +23,9 @@ function reachable(url: string): Promise<boolean> {
   });
 }
 
+const otlpEndpoint = (): string | undefined =>
+  process.env['OTEL_SDK_DISABLED']?.toLowerCase() === 'true' ? undefined : process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] || process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] || undefined;
+
 export async function runDev(values: CliValues): Promise<number> {
   const workflows = await loadWorkflows(values.workflows);
   const explicit = values.server || process.env['NATS_URL'];
@@ -59,6 +62,7 @@ export async function runDev(values: CliValues): Promise<number> {
       `  ${cli} send approval a-1 APPROVE '{"by":"grace"}'${server_}`,
       `  ${cli} history approval a-1${server_}     # the provisioning task retried once, then succeeded`,
       '',
+      otlpEndpoint() ? `Traces and metrics go over OTLP to ${otlpEndpoint()} (from the OTEL_* environment).` : 'Tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send traces to Jaeger or Tempo.',
       'Press Ctrl-C to stop (in-flight events are drained first).',
       '',
     ].join('\n'),

@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { ErrorCode, JetstateError } from '../../engine/index.js';
 import { runCommand, USAGE } from './commands.js';
+import { startTelemetry } from './telemetry.js';
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -37,6 +38,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command || parsed.values.help ? 0 : 2;
   }
+  const telemetry = await startTelemetry();
   try {
     return await runCommand(command, rest, parsed.values);
   } catch (e) {
@@ -46,6 +48,8 @@ async function main(argv: string[]): Promise<number> {
     }
     process.stderr.write(`jetstate: ${(e as Error).message ?? String(e)}\n`);
     return 1;
+  } finally {
+    await telemetry?.shutdown();
   }
 }
 

@@ -4,7 +4,7 @@
  *
  *   node --import tsx test/recovery/engine-process.ts --nats nats://127.0.0.1:4222 \
  *     --namespace ns [--lease-ttl 1000] [--partitions 16] [--crash-after-writes N] [--engine-id id]
- *     [--max-pending N]
+ *     [--max-pending N] [--crash-before-writes N]
  *
  * Every option may also come from the environment: NATS_URL, JETSTATE_NAMESPACE, LEASE_TTL_MS,
  * PARTITIONS, CRASH_AFTER_WRITES, ENGINE_ID, MAX_PENDING (maxPendingPerPartition).
@@ -27,6 +27,7 @@ const { values } = parseArgs({
     'lease-ttl': { type: 'string' },
     partitions: { type: 'string' },
     'crash-after-writes': { type: 'string' },
+    'crash-before-writes': { type: 'string' },
     'engine-id': { type: 'string' },
     'max-pending': { type: 'string' },
   },
@@ -40,6 +41,7 @@ const leaseTtlMs = Number(values['lease-ttl'] ?? env['LEASE_TTL_MS'] ?? 1_000);
 const partitions = Number(values.partitions ?? env['PARTITIONS'] ?? 16);
 const crashRaw = values['crash-after-writes'] ?? env['CRASH_AFTER_WRITES'];
 const crashAfterWrites = crashRaw === undefined || crashRaw === '' ? 0 : Number(crashRaw);
+const crashBeforeWrites = Number(values['crash-before-writes'] ?? 0);
 const engineId = values['engine-id'] ?? env['ENGINE_ID'];
 const maxPendingRaw = values['max-pending'] ?? env['MAX_PENDING'];
 
@@ -54,6 +56,15 @@ const say = (word: string, fields: Record<string, unknown>): void => {
 };
 
 let writes = 0;
+let attempts = 0;
+const beforeStateWrite = (key: string, revision: number): void => {
+  attempts++;
+  if (crashBeforeWrites > 0 && attempts === crashBeforeWrites) {
+    say('CRASH', { key, revision, writes: attempts - 1 });
+    // The event was read and applied in memory; nothing of it is written. Die exactly here.
+    process.kill(process.pid, 'SIGKILL');
+  }
+};
 const afterStateWrite = (key: string, revision: number): void => {
   writes++;
   if (crashAfterWrites > 0 && writes === crashAfterWrites) {
@@ -73,7 +84,7 @@ const engine = await createEngine({
   name: `recovery-engine-${process.pid}`,
   ...(engineId ? { engineId } : {}),
   ...(maxPendingRaw ? { maxPendingPerPartition: Number(maxPendingRaw) } : {}),
-  testHooks: { afterStateWrite },
+  testHooks: { afterStateWrite, beforeStateWrite },
 });
 
 let closing = false;

@@ -41,6 +41,8 @@ export interface EngineChildOptions {
   partitions?: number;
   /** SIGKILL itself right after its N-th state write (before that write's history publish). */
   crashAfterWrites?: number;
+  /** SIGKILL itself right before its N-th state write (the event read, nothing written). */
+  crashBeforeWrites?: number;
   engineId?: string;
   /** The engine's `maxPendingPerPartition`. */
   maxPending?: number;
@@ -79,6 +81,7 @@ export class EngineChild {
     const args = ['--import', 'tsx', entry, '--nats', options.url, '--namespace', options.namespace];
     args.push('--lease-ttl', String(options.leaseTtlMs ?? 1_000), '--partitions', String(options.partitions ?? 16));
     if (options.crashAfterWrites) args.push('--crash-after-writes', String(options.crashAfterWrites));
+    if (options.crashBeforeWrites) args.push('--crash-before-writes', String(options.crashBeforeWrites));
     if (options.engineId) args.push('--engine-id', options.engineId);
     if (options.maxPending) args.push('--max-pending', String(options.maxPending));
     // The IPC channel lets an orphaned child notice that the test runner is gone.
