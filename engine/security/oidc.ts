@@ -64,6 +64,11 @@ export const OidcOptionsSchema = z
     issuer: z.string().min(1),
     /** The `aud` this engine accepts (a token passes when its `aud` contains one of these). */
     audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    /**
+     * The claim that carries the audience: `aud` (the standard), or `client_id` for Cognito access
+     * tokens, which have no `aud`.
+     */
+    audienceClaim: z.enum(['aud', 'client_id']).default('aud'),
     /** The provider's JWKS URL (`jwks_uri` of its discovery document), or the keys inline. */
     jwks: z.union([JwksUrl, z.object({ keys: z.array(PublicJwk).min(1) })]),
     algorithms: z.array(Algorithm).min(1).default(DEFAULT_OIDC_ALGORITHMS),
@@ -96,7 +101,7 @@ export interface OidcIssuer {
  */
 export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): OidcIssuer {
   const keys = keySet(options);
-  const requiredClaims = [...new Set(['sub', 'iss', 'aud', 'exp', ...options.requiredClaims])];
+  const requiredClaims = [...new Set(['sub', 'iss', options.audienceClaim, 'exp', ...options.requiredClaims])];
   const algorithms = new Set(options.algorithms);
   const check: TokenCheck = async (token, audience) => {
     const header = headerOf(token);
@@ -107,7 +112,7 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
     try {
       ({ payload } = await jwtVerify(token, keys, {
         issuer: options.issuer,
-        audience: audience ?? options.audience,
+        ...(options.audienceClaim === 'aud' ? { audience: audience ?? options.audience } : {}),
         algorithms: options.algorithms,
         clockTolerance: options.clockToleranceSec,
         requiredClaims,
@@ -115,6 +120,12 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
       }));
     } catch (e) {
       throw fromJose(e, options.issuer);
+    }
+    if (options.audienceClaim === 'client_id') {
+      const wanted = [audience ?? options.audience].flat();
+      if (typeof payload.client_id !== 'string' || !wanted.includes(payload.client_id)) {
+        reject(IdentityReason.WrongAudience, `the token's client_id ${JSON.stringify(payload.client_id)} is not this engine's audience`);
+      }
     }
     if (typeof payload.sub !== 'string' || payload.sub.length === 0) reject(IdentityReason.InvalidClaim, `the token of issuer '${options.issuer}' has no string 'sub'`);
     const expiresAt = payload.exp! * 1000;

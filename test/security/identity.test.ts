@@ -94,6 +94,17 @@ describe('OIDC identity', () => {
     assert.deepEqual((await verifier.verify(t)).roles, ['role:admin']);
   });
 
+  it('checks the client_id of Cognito access tokens, which have no aud', async () => {
+    const cognito = createIdentityVerifier({
+      oidc: { issuer: ISSUER, audience: '7abc1client', audienceClaim: 'client_id', jwks: { keys: [rsa.jwk as { kty: string }] } },
+      roles: { claims: [{ claim: 'cognito:groups', prefix: 'role:' }] },
+    });
+    const access = { aud: undefined, client_id: '7abc1client', token_use: 'access', 'cognito:groups': ['billing'] };
+    assert.deepEqual((await cognito.verify(await token(rsa, access))).roles, ['role:billing']);
+    await refused(cognito.verify(await token(rsa, { ...access, client_id: 'other-client' })), IdentityReason.WrongAudience);
+    await refused(cognito.verify(await token(rsa, { aud: '7abc1client' })), IdentityReason.MissingClaim);
+  });
+
   it('maps Auth0 custom-claim roles, Okta groups and a subject', async () => {
     const auth0 = await token(ed, { sub: 'auth0|42', 'https://jetstate.example/roles': ['ops'] });
     assert.deepEqual((await verifier.verify(auth0)).roles, ['role:ops', 'role:owner']);
