@@ -280,6 +280,8 @@ function inspect(token: string, endpoint: URL, audience: string, region: string 
   }
   if (headers.has('host') && headers.get('host') !== endpoint.host) reject(IdentityReason.WrongIssuer, `the token's host header '${headers.get('host')}' is not ${endpoint.host}`);
 
+  // ';' separates parameters for some parsers and not for others: refuse what could be read two ways.
+  if (url.search.includes(';') || request.body.includes(';')) reject(IdentityReason.Malformed, "the token's request parameters contain ';'");
   const query = uniqueParams(url.searchParams, 'query');
   let signedHeaders: string[];
   let credential: string;

@@ -193,6 +193,7 @@ describe('AWS IAM identity', () => {
       'Action=GetCallerIdentity&Action=AssumeRole&Version=2011-06-15',
       'Action=GetCallerIdentity&Version=2010-01-01',
       'Version=2011-06-15',
+      'Action=GetCallerIdentity&Version=2011-06-15;Action=AssumeRole',
     ];
     for (const body of bodies) await noStsRequest(() => refused(verifier.verify(encode({ ...post, body })), IdentityReason.Malformed));
     await noStsRequest(() => refused(verifier.verify(encode({ ...post, url: `${post.url}?Action=AssumeRole` })), IdentityReason.Malformed));
