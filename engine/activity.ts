@@ -4,6 +4,8 @@
  */
 import { fromPromise, type AnyStateMachine, type PromiseActorLogic } from 'xstate';
 import { ErrorCode, JetstateError } from './errors.js';
+import type { TaskRef } from './extensions.js';
+import type { TraceCarrier } from './telemetry.js';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included. */
@@ -42,6 +44,12 @@ export interface ActivityContext<TInput> {
   idempotencyKey: string;
   /** Tells the engine the attempt is alive (needed with `heartbeatTimeoutMs`). */
   heartbeat(): void;
+  /** Which invocation this is (the same for every attempt). */
+  task: TaskRef;
+  /** The W3C trace context of this attempt, to pass on to services that cannot read OpenTelemetry's context. */
+  trace: TraceCarrier | undefined;
+  /** An engine extension by name (e.g. 'step-functions'); a clear error when the engine has none. */
+  extension<T>(name: string): T;
 }
 
 export type ActivityFunction<TInput, TOutput> = (context: ActivityContext<TInput>) => Promise<TOutput>;

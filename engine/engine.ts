@@ -11,6 +11,8 @@ import { InstanceStore } from './store.js';
 import { systemClock, TimerService } from './timers.js';
 import { ActionExecutor } from './actions.js';
 import { TaskService } from './tasks.js';
+import { createExtensionHost, type EngineExtension } from './extensions.js';
+import { ErrorCode, fail } from './errors.js';
 
 export interface EngineStatus {
   engineId: string;
@@ -35,13 +37,21 @@ export class Engine extends Client {
   private readonly manager: PartitionManager;
   private readonly timers: TimerService;
   private readonly tasks: TaskService;
+  private readonly extensions: EngineExtension[];
+  private readonly startedExtensions: EngineExtension[] = [];
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
     const store = new InstanceStore(rt.instances, rt.registry);
     const executor = new ActionExecutor(rt);
     this.timers = new TimerService(rt, options.clock ?? systemClock);
-    this.tasks = new TaskService(rt, options.drainTimeoutMs);
+    this.extensions = options.extensions;
+    const names = new Set<string>();
+    for (const x of this.extensions) {
+      if (names.has(x.name)) fail(ErrorCode.InvalidOptions, `createEngine: extension '${x.name}' is given twice; give each once`);
+      names.add(x.name);
+    }
+    this.tasks = new TaskService(rt, options.drainTimeoutMs, new Map(this.extensions.map((x) => [x.name, x])));
     this.manager = new PartitionManager(rt, {
       engineId: options.engineId,
       ttlMs: options.leaseTtlMs,
@@ -66,6 +76,16 @@ export class Engine extends Client {
     try {
       // Independent: claiming partitions, and the shared timer and task consumers.
       await Promise.all([engine.manager.start(), engine.timers.start(), engine.tasks.start()]);
+      const host = createExtensionHost(rt, {
+        engineId: () => engine.manager.engineId,
+        ownedPartitions: () => engine.manager.ownedPartitions(),
+        onTaskCancel: (l) => engine.tasks.onCancel(l),
+        replicas: resolved.replicas,
+      });
+      for (const x of engine.extensions) {
+        await x.start(host);
+        engine.startedExtensions.push(x);
+      }
     } catch (e) {
       await engine.close();
       throw e;
@@ -88,6 +108,7 @@ export class Engine extends Client {
 
   /** Stops intake, drains in-flight events (up to `drainTimeoutMs`), releases partitions, closes. */
   protected override async shutdown(): Promise<void> {
+    for (const x of this.startedExtensions.splice(0).reverse()) await x.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (extension ${x.name}): ${e.message}`));
     await this.timers.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (timers): ${e.message}`));
     await this.tasks.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (tasks): ${e.message}`));
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));

@@ -18,3 +18,6 @@ export { childWorkflow } from './child.js';
 export type { InstanceAddress } from './messages.js';
 export type { ActivityOptions, ActivityContext, ActivityFunction, RetryPolicy } from './activity.js';
 export type { Clock } from './timers.js';
+export { DEFER } from './extensions.js';
+export type { EngineExtension, ExtensionHost, TaskRef, TaskOutcome } from './extensions.js';
+export type { TraceCarrier, TelemetryOptions } from './telemetry.js';

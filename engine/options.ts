@@ -4,6 +4,7 @@
  */
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
+import type { EngineExtension } from './extensions.js';
 import { z } from 'zod';
 import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
 import { ErrorCode, fail } from './errors.js';
@@ -98,6 +99,13 @@ export const EngineOptionsSchema = ClientShape.extend({
     .optional(),
   /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */
   clock: z.custom<{ now(): number }>((v) => typeof v === 'object' && v !== null && typeof (v as { now?: unknown }).now === 'function', 'clock must be { now(): number }').optional(),
+  /**
+   * Services that run beside the engine and finish tasks out of band, e.g. the Step Functions
+   * adapter: `extensions: [stepFunctions({ region })]`.
+   */
+  extensions: z
+    .array(z.custom<EngineExtension>((v) => typeof (v as EngineExtension | undefined)?.start === 'function' && typeof (v as EngineExtension).name === 'string', 'each extension must have a name and start()'))
+    .default([]),
   /** Stable id of this engine process; defaults to a random one. */
   engineId: z.string().regex(NAME_PATTERN).optional(),
 }).strict().refine(hasServer, needsServer);

@@ -14,6 +14,7 @@ import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@na
 import type { Subscription } from '@nats-io/nats-core';
 import { context, trace } from '@opentelemetry/api';
 import { z } from 'zod';
+import { DEFER, findExtension, type EngineExtension, type TaskRef } from './extensions.js';
 import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from './telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from './activity.js';
 import { partitionOf } from './names.js';
@@ -84,11 +85,19 @@ export class TaskService {
   private cancelSub: Subscription | undefined;
   private readonly running = new Map<string, Running>();
   private stopping = false;
+  private readonly cancelListeners = new Set<(ref: TaskRef) => void>();
 
   constructor(
     private readonly rt: Runtime,
     private readonly drainTimeoutMs: number,
+    private readonly extensions: ReadonlyMap<string, EngineExtension> = new Map(),
   ) {}
+
+  /** Tells `listener` of every task cancellation (its invoking state was exited). */
+  onCancel(listener: (ref: TaskRef) => void): () => void {
+    this.cancelListeners.add(listener);
+    return () => this.cancelListeners.delete(listener);
+  }
 
   async start(): Promise<void> {
     const { names } = this.rt;
@@ -98,7 +107,9 @@ export class TaskService {
         const [, , workflow, id] = msg.subject.split('.');
         try {
           const c = CancelSchema.parse(decodeJson(msg.data));
-          this.running.get(taskKey({ workflow: workflow!, id: id!, ...c }))?.controller.abort(new Error('the invoking state was exited'));
+          const ref = { workflow: workflow!, id: id!, ...c };
+          this.running.get(taskKey(ref))?.controller.abort(new Error('the invoking state was exited'));
+          for (const l of this.cancelListeners) l(ref);
         } catch {
           // not a cancel message
         }
@@ -235,6 +246,7 @@ export class TaskService {
       { ...attrs, 'jetstate.instance.id': task.id, 'jetstate.task.attempt': attempt, 'jetstate.task.retry': attempt - 1, 'jetstate.task.max_attempts': retry.maxAttempts },
       contextOf(scheduledBy),
     );
+    const attemptCarrier = carrierOf(span) ?? scheduledBy;
     let outcome: { ok: true; output: unknown } | { ok: false; error: Error };
     try {
       // The activity runs inside its attempt's span, so spans it makes (HTTP calls...) nest under it.
@@ -244,6 +256,9 @@ export class TaskService {
           signal: controller.signal,
           attempt,
           idempotencyKey: `${task.workflow}.${task.id}.${task.invokeId}.${task.token}`,
+          task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token },
+          trace: attemptCarrier,
+          extension: <T>(name: string): T => findExtension<T>(this.extensions, name, `activity '${task.src}' of workflow '${task.workflow}'`),
           heartbeat: () => {
             m.working();
             armHeartbeat();
@@ -287,6 +302,12 @@ export class TaskService {
         .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ attempt, lastError: outcome.error.message, retryAtMs: Date.now() + wait }))
         .catch(() => {});
       m.nak(wait);
+      return;
+    }
+    if (outcome.ok && outcome.output === DEFER) {
+      // An extension delivers the outcome later (see extensions.ts); the task message is done.
+      m.ack();
+      if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
       return;
     }
     const event: TaskResultEvent = outcome.ok

@@ -1,0 +1,544 @@
+/**
+ * Delegating a stage to Step Functions: `stepFunctionsExecution()` is actor logic for `invoke`,
+ * and `stepFunctions()` the engine extension that follows the executions.
+ *
+ * How it stays exactly-once:
+ * - The invocation is a durable task (see engine/tasks.ts): it runs after the state write, and
+ *   again after a crash. Its attempt calls StartExecution with a name derived from the instance and
+ *   the invocation, so a retry cannot start a second execution: Step Functions answers a repeated
+ *   start of a running execution with the same ARN, and `ExecutionAlreadyExists` otherwise, after
+ *   which the execution is described on its predictable ARN and adopted if its input is the same.
+ * - The attempt then records the pending execution in the `<namespace>_sfn` bucket and returns
+ *   `DEFER`: the task is done, its outcome comes later.
+ * - Every engine watches that bucket. The engine that owns an instance's partition polls its
+ *   executions with DescribeExecution through one shared, rate-limited loop (backoff per
+ *   execution, jitter, and a rate that halves on ThrottlingException); with `completion: 'push'`,
+ *   Step Functions status events (as EventBridge delivers them) forwarded into NATS finish the
+ *   execution at once and the poll only backs them up, rarely. Either way the outcome goes to the
+ *   instance with a stable message id and applies only while the invocation is pending.
+ * - Leaving the invoking state stops the execution: at once through the task-cancel message, and
+ *   in any case at the next poll, which finds the invocation gone from the record.
+ */
+import { createHash } from 'node:crypto';
+import {
+  DescribeExecutionCommand,
+  StartExecutionCommand,
+  StopExecutionCommand,
+  type DescribeExecutionCommandOutput,
+  type SFNClient,
+} from '@aws-sdk/client-sfn';
+import type { KV, KvWatchEntry } from '@nats-io/kv';
+import type { Subscription } from '@nats-io/nats-core';
+import { SpanKind } from '@opentelemetry/api';
+import type { PromiseActorLogic } from 'xstate';
+import { z } from 'zod';
+import { activity, TerminalError, type ActivityContext, type RetryPolicy } from '../../engine/activity.js';
+import { ErrorCode, JetstateError } from '../../engine/errors.js';
+import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/extensions.js';
+import { decodeJson, encodeJson } from '../../engine/record.js';
+import { contextOf, failSpan, type TraceCarrier } from '../../engine/telemetry.js';
+import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
+import { encodeStepFunctionsInput } from './payload.js';
+
+export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
+
+const STATE_MACHINE_ARN = /^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/;
+
+export interface StepFunctionsExecutionOptions<TInput = unknown> {
+  stateMachineArn: string;
+  /** Maps the invoke input to the execution input; the invoke input itself by default. */
+  input?: (input: TInput) => unknown;
+  /** Prefix of the execution name (the rest is derived from the instance and invocation). */
+  name?: string;
+  region?: string;
+  /** Role to assume for this stage (another account's); its credentials refresh by themselves. */
+  roleArn?: string;
+  externalId?: string;
+  /** 'poll' (default): DescribeExecution; 'push': status events forwarded into NATS, with a rare poll as a back-up. */
+  completion?: 'poll' | 'push';
+  /** First wait before polling a new execution; the wait grows 1.5x per poll up to `maxPollIntervalMs`. */
+  pollIntervalMs?: number;
+  maxPollIntervalMs?: number;
+  /** Adds `_jetstate: { traceparent, tracestate }` to an object input, so a trace can continue in the cloud stage (default true). */
+  traceContext?: boolean;
+  /** Retries of StartExecution (throttling, network); the task's retry policy. */
+  retry?: Partial<RetryPolicy>;
+  /** Longest a start attempt may take. */
+  startTimeoutMs?: number;
+}
+
+const OptionsSchema = z
+  .object({
+    stateMachineArn: z.string().regex(STATE_MACHINE_ARN, "stateMachineArn must look like 'arn:aws:states:us-east-1:123456789012:stateMachine:name'"),
+    input: z.custom<(i: unknown) => unknown>((v) => typeof v === 'function', 'input must be a function of the invoke input').optional(),
+    name: z.string().regex(/^[A-Za-z0-9_-]{0,24}$/, 'name: a prefix of at most 24 of A-Z a-z 0-9 _ -').optional(),
+    region: z.string().min(1).optional(),
+    roleArn: z.string().optional(),
+    externalId: z.string().optional(),
+    completion: z.enum(['poll', 'push']).default('poll'),
+    pollIntervalMs: z.number().int().min(50).default(5_000),
+    maxPollIntervalMs: z.number().int().min(50).default(60_000),
+    traceContext: z.boolean().default(true),
+    retry: z.record(z.string(), z.number()).optional(),
+    startTimeoutMs: z.number().int().min(100).default(30_000),
+  })
+  .strict();
+
+/** What the bucket keeps for each pending execution. */
+const PendingSchema = z.object({
+  ref: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }),
+  executionArn: z.string(),
+  target: z.object({ region: z.string().optional(), roleArn: z.string().optional(), externalId: z.string().optional() }),
+  completion: z.enum(['poll', 'push']),
+  pollIntervalMs: z.number(),
+  maxPollIntervalMs: z.number(),
+  startedAtMs: z.number(),
+  trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
+});
+type Pending = z.infer<typeof PendingSchema>;
+
+/** A deterministic execution name: at most 80 of Step Functions' allowed characters. */
+export function executionName(ref: TaskRef, prefix = 'js'): string {
+  const hash = createHash('sha256').update(taskRefKey(ref)).update('\0').update(ref.invokeId).digest('hex').slice(0, 20);
+  const readable = `${ref.workflow}-${ref.id}`.replace(/[^A-Za-z0-9_-]/g, '_');
+  const room = 80 - prefix.length - hash.length - String(ref.token).length - 3;
+  return `${prefix}-${readable.slice(0, Math.max(0, room))}-${ref.token}-${hash}`;
+}
+
+/** The ARN an execution of `stateMachineArn` named `name` has. */
+export function executionArnOf(stateMachineArn: string, name: string): string {
+  const [arn, partition, , region, account, , machine] = stateMachineArn.split(':');
+  return `${arn}:${partition}:states:${region}:${account}:execution:${machine}:${name}`;
+}
+
+const keyOf = (executionArn: string): string => `x_${createHash('sha256').update(executionArn).digest('hex').slice(0, 40)}`;
+
+/**
+ * Actor logic for `invoke` that runs the stage as a Step Functions execution. The output comes
+ * back as `xstate.done.actor.<id>` (parsed JSON); FAILED, TIMED_OUT and ABORTED as
+ * `xstate.error.actor.<id>` with `{ name, message, error, cause, status, executionArn }`. Needs the
+ * engine extension: `createEngine({ ..., extensions: [stepFunctions({ region })] })`.
+ *
+ * @example
+ * ```ts
+ * setup({ actors: { settle: stepFunctionsExecution({ stateMachineArn, completion: 'push' }) } })
+ * ```
+ */
+export function stepFunctionsExecution<TOutput = unknown, TInput = unknown>(options: StepFunctionsExecutionOptions<TInput>): PromiseActorLogic<TOutput, TInput> {
+  const parsed = OptionsSchema.safeParse(options);
+  if (!parsed.success) throw new JetstateError(ErrorCode.InvalidDefinition, `stepFunctionsExecution options are not valid:\n${z.prettifyError(parsed.error)}`);
+  const o = parsed.data;
+  if (o.maxPollIntervalMs < o.pollIntervalMs) throw new JetstateError(ErrorCode.InvalidDefinition, 'stepFunctionsExecution: maxPollIntervalMs must be at least pollIntervalMs');
+  const resolved = { ...o, input: options.input as ((i: unknown) => unknown) | undefined };
+  return activity<TInput, TOutput>(
+    async (ctx) => (await ctx.extension<StepFunctionsExtension>(STEP_FUNCTIONS_EXTENSION).begin(ctx as ActivityContext<unknown>, resolved)) as TOutput,
+    { retry: { maxAttempts: 8, initialIntervalMs: 1_000, maxIntervalMs: 30_000, ...options.retry }, timeoutMs: o.startTimeoutMs },
+  );
+}
+
+type ResolvedExecutionOptions = z.output<typeof OptionsSchema> & { input: ((i: unknown) => unknown) | undefined };
+
+export interface StepFunctionsOptions extends StepFunctionsClientsOptions {
+  /** NATS subject where Step Functions status events arrive (completion 'push'); default `<namespace>.sfn.status`. */
+  statusSubject?: string;
+  /** Most DescribeExecution/StopExecution calls per second this engine makes (halved on throttling). Default 10. */
+  maxRequestsPerSecond?: number;
+  /** How often push-mode executions are polled anyway, in case an event was lost. Default 5 minutes. */
+  pushFallbackPollMs?: number;
+}
+
+interface Tracked {
+  key: string;
+  pending: Pending;
+  nextPollAtMs: number;
+  intervalMs: number;
+  busy: boolean;
+}
+
+/** Counts of the adapter's calls, for tests and benchmarks. */
+export interface StepFunctionsStats {
+  starts: number;
+  describes: number;
+  stops: number;
+  throttled: number;
+  completed: number;
+  pending: number;
+  /** Current allowed rate of polls, per second. */
+  rate: number;
+}
+
+/**
+ * The engine extension behind `stepFunctionsExecution`: starts executions, follows them, and
+ * delivers their outcomes. One per engine.
+ */
+export class StepFunctionsExtension implements EngineExtension {
+  readonly name = STEP_FUNCTIONS_EXTENSION;
+  private host: ExtensionHost | undefined;
+  private clients: StepFunctionsClients | undefined;
+  private pollClients: StepFunctionsClients | undefined;
+  private bucket: KV | undefined;
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly byRef = new Map<string, string>();
+  private watchStop: (() => void) | undefined;
+  private statusSub: Subscription | undefined;
+  private unsubscribeCancel: (() => void) | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly maxRate: number;
+  private rate: number;
+  private tokens: number;
+  private lastRefill = Date.now();
+  private lastThrottleMs = 0;
+  private readonly counts = { starts: 0, describes: 0, stops: 0, throttled: 0, completed: 0 };
+  /** Status events for executions not (yet) known here: a fast execution can end before its start is recorded. */
+  private readonly early = new Map<string, { data: Uint8Array; atMs: number }>();
+
+  constructor(private readonly options: StepFunctionsOptions) {
+    this.maxRate = options.maxRequestsPerSecond ?? 10;
+    if (!(this.maxRate > 0)) throw new JetstateError(ErrorCode.InvalidOptions, 'stepFunctions: maxRequestsPerSecond must be positive');
+    this.rate = this.maxRate;
+    this.tokens = this.maxRate;
+  }
+
+  stats(): StepFunctionsStats {
+    return { ...this.counts, pending: this.tracked.size, rate: this.rate };
+  }
+
+  async start(host: ExtensionHost): Promise<void> {
+    this.host = host;
+    const { statusSubject, maxRequestsPerSecond: _r, pushFallbackPollMs: _p, ...clientOptions } = this.options;
+    this.clients = createStepFunctionsClients({ logger: host.logger, ...clientOptions });
+    // Polls see throttling themselves (no hidden SDK retries), so the loop can slow down.
+    this.pollClients = createStepFunctionsClients({ logger: host.logger, ...clientOptions, maxAttempts: 1 });
+    this.bucket = await host.bucket('sfn');
+    // The last value of every key, then changes: every engine knows every pending execution.
+    const watcher = await this.bucket.watch();
+    let stopped = false;
+    this.watchStop = () => {
+      stopped = true;
+      watcher.stop();
+    };
+    void (async () => {
+      for await (const e of watcher) {
+        if (stopped) break;
+        this.onWatch(e);
+      }
+    })().catch((e: Error) => host.logger.warn(`step-functions: watching pending executions stopped (${e.message})`));
+    this.unsubscribeCancel = host.onTaskCancel((ref) => {
+      const key = this.byRef.get(taskRefKey(ref));
+      const t = key ? this.tracked.get(key) : undefined;
+      if (t && host.owns(ref.workflow, ref.id)) this.spawn(this.stopExecution(t, 'the invoking state was exited'));
+    });
+    this.statusSub = host.nc.subscribe(statusSubject ?? `${host.namespace}.sfn.status`, {
+      queue: `${host.namespace}_sfn_status`,
+      callback: (err, msg) => {
+        if (!err) this.spawn(this.onStatusEvent(msg.data));
+      },
+    });
+    this.ticker = setInterval(() => this.tick(), 100);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.ticker);
+    this.statusSub?.unsubscribe();
+    this.unsubscribeCancel?.();
+    this.watchStop?.();
+    await Promise.all([...this.inFlight]);
+    this.clients?.destroy();
+    this.pollClients?.destroy();
+  }
+
+  /** The task attempt: start (or adopt) the execution, record it as pending, defer the outcome. */
+  async begin(ctx: ActivityContext<unknown>, o: ResolvedExecutionOptions): Promise<typeof DEFER> {
+    const host = this.requireHost();
+    const ref = ctx.task;
+    const name = executionName(ref, o.name ?? 'js');
+    let input = o.input ? o.input(ctx.input) : ctx.input;
+    if (o.traceContext && ctx.trace && isPlainObject(input)) input = { ...input, _jetstate: { ...ctx.trace } };
+    let json: string;
+    try {
+      json = encodeStepFunctionsInput(input ?? {}, `input of the Step Functions execution '${name}' (workflow '${ref.workflow}' instance '${ref.id}')`);
+    } catch (e) {
+      throw new TerminalError((e as Error).message); // retrying cannot shrink it
+    }
+    const target: StepFunctionsTarget = { ...(o.region ? { region: o.region } : {}), ...(o.roleArn ? { roleArn: o.roleArn } : {}), ...(o.externalId ? { externalId: o.externalId } : {}) };
+    const client = this.clients!.get(target);
+    let executionArn: string;
+    try {
+      executionArn = await this.call('StartExecution', ctx.trace, target, async () => {
+        this.counts.starts++;
+        const out = await client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), { abortSignal: ctx.signal as never });
+        return out.executionArn!;
+      });
+    } catch (e) {
+      const err = e as Error;
+      if (err.name === 'ExecutionAlreadyExists') {
+        executionArn = executionArnOf(o.stateMachineArn, name);
+        const existing = await this.call('DescribeExecution', ctx.trace, target, () => client.send(new DescribeExecutionCommand({ executionArn })));
+        if (existing.input !== json) {
+          throw new TerminalError(`a Step Functions execution named '${name}' already exists with a different input; it was not adopted (was the workflow's input mapping changed?)`);
+        }
+      } else if (['StateMachineDoesNotExist', 'StateMachineDeleting', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'ValidationException', 'AccessDeniedException'].includes(err.name)) {
+        throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
+      } else {
+        throw e; // throttling, network: the task retries with backoff
+      }
+    }
+    const pending: Pending = {
+      ref,
+      executionArn,
+      target,
+      completion: o.completion,
+      pollIntervalMs: o.pollIntervalMs,
+      maxPollIntervalMs: o.maxPollIntervalMs,
+      startedAtMs: Date.now(),
+      ...(ctx.trace ? { trace: ctx.trace } : {}),
+    };
+    const key = keyOf(executionArn);
+    await this.bucket!.put(key, encodeJson(pending));
+    this.track(key, pending);
+    host.logger.debug('step-functions: execution pending', { executionArn, workflow: ref.workflow, id: ref.id });
+    return DEFER;
+  }
+
+  private requireHost(): ExtensionHost {
+    if (!this.host) throw new JetstateError(ErrorCode.Closed, 'the step-functions extension is not started; pass it in createEngine({ extensions })');
+    return this.host;
+  }
+
+  private async load(key: string): Promise<void> {
+    const entry = await this.bucket!.get(key).catch(() => null);
+    if (entry && entry.operation === 'PUT') this.onWatch(entry as unknown as KvWatchEntry);
+  }
+
+  private onWatch(e: KvWatchEntry): void {
+    if (e.operation !== 'PUT') {
+      this.untrack(e.key);
+      return;
+    }
+    const parsed = PendingSchema.safeParse(safeJson(e.value));
+    if (!parsed.success) {
+      this.host?.logger.warn(`step-functions: pending entry '${e.key}' is unreadable; ignored`);
+      return;
+    }
+    this.track(e.key, parsed.data);
+  }
+
+  private track(key: string, pending: Pending): void {
+    if (this.tracked.has(key)) return;
+    const first = pending.completion === 'push' ? this.fallbackMs() : pending.pollIntervalMs;
+    this.tracked.set(key, { key, pending, intervalMs: first, nextPollAtMs: Date.now() + jitter(first), busy: false });
+    this.byRef.set(taskRefKey(pending.ref), key);
+    const early = this.early.get(key);
+    if (early) {
+      this.early.delete(key);
+      if (Date.now() - early.atMs < 60_000) this.spawn(this.onStatusEvent(early.data));
+    }
+  }
+
+  private untrack(key: string): void {
+    const t = this.tracked.get(key);
+    if (!t) return;
+    this.tracked.delete(key);
+    this.byRef.delete(taskRefKey(t.pending.ref));
+  }
+
+  private fallbackMs(): number {
+    return this.options.pushFallbackPollMs ?? 300_000;
+  }
+
+  private spawn(p: Promise<void>): void {
+    const tracked = p.catch((e: Error) => this.host?.logger.warn(`step-functions: ${e.message}`)).finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  /** Token bucket at the current rate; additive increase after 10 s without throttling. */
+  private take(): boolean {
+    const now = Date.now();
+    if (now - this.lastThrottleMs > 10_000 && this.rate < this.maxRate) this.rate = Math.min(this.maxRate, this.rate + 1);
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.lastRefill) / 1_000) * this.rate);
+    this.lastRefill = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private tick(): void {
+    const host = this.host;
+    if (!host) return;
+    const now = Date.now();
+    for (const t of this.tracked.values()) {
+      if (t.busy || t.nextPollAtMs > now || !host.owns(t.pending.ref.workflow, t.pending.ref.id)) continue;
+      if (!this.take()) return;
+      t.busy = true;
+      this.spawn(this.poll(t).finally(() => (t.busy = false)));
+    }
+  }
+
+  private async poll(t: Tracked): Promise<void> {
+    const host = this.requireHost();
+    const state = await host.taskState(t.pending.ref);
+    if (state === 'gone') {
+      // The instance left the invoking state (or finished) and the stop may have been missed.
+      await this.stopExecution(t, 'the invoking state was exited');
+      return;
+    }
+    let out: DescribeExecutionCommandOutput;
+    try {
+      out = await this.call('DescribeExecution', t.pending.trace, t.pending.target, () => {
+        this.counts.describes++;
+        return this.pollClients!.get(t.pending.target).send(new DescribeExecutionCommand({ executionArn: t.pending.executionArn }));
+      });
+    } catch (e) {
+      const err = e as Error;
+      if (err.name === 'ThrottlingException') {
+        this.counts.throttled++;
+        this.lastThrottleMs = Date.now();
+        this.rate = Math.max(0.5, this.rate / 2);
+        this.tokens = 0;
+      } else if (err.name === 'ExecutionDoesNotExist') {
+        await this.finish(t, { ok: false, error: { name: 'ExecutionDoesNotExist', message: `the Step Functions execution ${t.pending.executionArn} no longer exists`, status: 'UNKNOWN', executionArn: t.pending.executionArn } });
+        return;
+      } else {
+        host.logger.warn(`step-functions: DescribeExecution of ${t.pending.executionArn} failed (${err.name}: ${err.message}); retrying`);
+      }
+      t.intervalMs = Math.min(t.pending.maxPollIntervalMs, t.intervalMs * 2);
+      t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
+      return;
+    }
+    const outcome = outcomeOf(t.pending.executionArn, out.status, out.output, out.error, out.cause);
+    if (outcome) {
+      await this.finish(t, outcome);
+      return;
+    }
+    const next = t.pending.completion === 'push' ? this.fallbackMs() : Math.min(t.pending.maxPollIntervalMs, Math.round(t.intervalMs * 1.5));
+    t.intervalMs = next;
+    t.nextPollAtMs = Date.now() + jitter(next);
+  }
+
+  private async onStatusEvent(data: Uint8Array): Promise<void> {
+    const parsed = StatusEventSchema.safeParse(safeJson(data));
+    if (!parsed.success) {
+      this.host?.logger.warn('step-functions: a message on the status subject is not a Step Functions execution status event; ignored');
+      return;
+    }
+    const d = parsed.data.detail;
+    const key = keyOf(d.executionArn);
+    let t = this.tracked.get(key);
+    if (!t) {
+      // The watch may not have caught up with a start made a moment ago on another engine.
+      await this.load(key);
+      t = this.tracked.get(key);
+    }
+    if (!t) {
+      // Not ours, finished already, or ended before its start was recorded: keep it a minute.
+      this.early.set(key, { data, atMs: Date.now() });
+      if (this.early.size > 10_000) for (const [k, v] of this.early) if (Date.now() - v.atMs > 60_000 || this.early.size > 10_000) this.early.delete(k);
+      return;
+    }
+    if (d.status === 'SUCCEEDED' && d.output === undefined) {
+      t.nextPollAtMs = 0; // the event left the output out (too large): describe it
+      return;
+    }
+    const outcome = outcomeOf(d.executionArn, d.status, d.output ?? undefined, d.error ?? undefined, d.cause ?? undefined);
+    if (outcome) await this.finish(t, outcome);
+  }
+
+  private async finish(t: Tracked, outcome: TaskOutcome): Promise<void> {
+    const host = this.requireHost();
+    await host.completeTask(t.pending.ref, outcome, t.pending.trace);
+    this.counts.completed++;
+    await this.bucket!.delete(t.key).catch(() => {});
+    this.untrack(t.key);
+  }
+
+  private async stopExecution(t: Tracked, why: string): Promise<void> {
+    try {
+      await this.call('StopExecution', t.pending.trace, t.pending.target, () => {
+        this.counts.stops++;
+        return this.clients!.get(t.pending.target).send(new StopExecutionCommand({ executionArn: t.pending.executionArn, error: 'jetstate.Exited', cause: why }));
+      });
+    } catch (e) {
+      const err = e as Error;
+      // Finished or gone already: nothing to stop. Anything else is retried at the next poll.
+      if (err.name !== 'ExecutionDoesNotExist' && !/not running|already/i.test(err.message)) throw e;
+    }
+    await this.bucket!.delete(t.key).catch(() => {});
+    this.untrack(t.key);
+  }
+
+  /** One Step Functions call as a client span, counted by action and outcome. */
+  private async call<T>(action: string, trace: TraceCarrier | undefined, target: StepFunctionsTarget, fn: () => Promise<T>): Promise<T> {
+    const tel = this.requireHost().telemetry;
+    const span = tel.startSpan(`jetstate.stepfunctions ${action}`, SpanKind.CLIENT, {
+      'rpc.system': 'aws-api',
+      'rpc.service': 'StepFunctions',
+      'rpc.method': action,
+      'cloud.region': target.region ?? this.options.region,
+    }, contextOf(trace));
+    try {
+      const out = await fn();
+      tel.stepFunctionsCalls.add(1, { 'rpc.method': action, 'jetstate.outcome': 'ok' });
+      return out;
+    } catch (e) {
+      tel.stepFunctionsCalls.add(1, { 'rpc.method': action, 'jetstate.outcome': (e as Error).name });
+      failSpan(span, e);
+      throw e;
+    } finally {
+      span.end();
+    }
+  }
+}
+
+/** The engine extension for `stepFunctionsExecution`. Pass it in `createEngine({ extensions })`. */
+export function stepFunctions(options: StepFunctionsOptions): StepFunctionsExtension {
+  return new StepFunctionsExtension(options);
+}
+
+const StatusEventSchema = z.object({
+  'detail-type': z.literal('Step Functions Execution Status Change'),
+  source: z.literal('aws.states'),
+  detail: z.object({
+    executionArn: z.string(),
+    status: z.string(),
+    output: z.string().nullable().optional(),
+    error: z.string().nullable().optional(),
+    cause: z.string().nullable().optional(),
+  }),
+});
+
+/** The instance's outcome for a terminal status, or undefined while the execution runs. */
+function outcomeOf(executionArn: string, status: string | undefined, output: string | undefined, error: string | undefined, cause: string | undefined): TaskOutcome | undefined {
+  switch (status) {
+    case 'SUCCEEDED': {
+      let parsed: unknown = null;
+      try {
+        parsed = output === undefined || output === '' ? null : JSON.parse(output);
+      } catch {
+        return { ok: false, error: { name: 'InvalidOutput', message: 'the execution succeeded but its output is not JSON', status, executionArn } };
+      }
+      return { ok: true, output: parsed };
+    }
+    case 'FAILED':
+    case 'TIMED_OUT':
+    case 'ABORTED': {
+      const name = error ?? (status === 'TIMED_OUT' ? 'States.Timeout' : status === 'ABORTED' ? 'States.Aborted' : 'States.Failed');
+      return { ok: false, error: { name, message: cause ?? `the execution ended ${status}`, status, executionArn, ...(error ? { error } : {}), ...(cause ? { cause } : {}) } };
+    }
+    default:
+      return undefined; // RUNNING, PENDING_REDRIVE
+  }
+}
+
+const jitter = (ms: number): number => Math.round(ms * (0.8 + Math.random() * 0.4));
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function safeJson(data: Uint8Array): unknown {
+  try {
+    return decodeJson(data);
+  } catch {
+    return undefined;
+  }
+}
+
