@@ -22,7 +22,10 @@ after(async () => rm(dir, { recursive: true, force: true }));
 async function startWithAuth(authConf: string, extra = ''): Promise<Server & { reload(authConf: string): Promise<void> }> {
   const storeDir = await mkdtemp(join(tmpdir(), 'jetstate-nats-auth-'));
   await writeFile(join(storeDir, 'auth.conf'), authConf);
-  const server = await startNats({ storeDir, extraConfig: `include "auth.conf"\n${extra}` });
+  const server = await startNats({ storeDir, extraConfig: `include "auth.conf"\n${extra}` }).catch(async (e: unknown) => {
+    await rm(storeDir, { recursive: true, force: true });
+    throw e;
+  });
   return Object.assign(server, {
     async reload(conf: string) {
       const before = server.log().length;
