@@ -18,6 +18,8 @@ Commands:
   verify <workflow> <id>               replay the history and compare it with the stored state
   wait <workflow> <id> --state S [--timeout-ms N]
                                        wait until the instance is in state S
+  sfn-local [--port 8083] [--definitions DIR] ...
+                                       a Step Functions-compatible endpoint on loopback (see sfn-local --help)
 
 Options:
   -s, --server URL      NATS server (default: $NATS_URL, else nats://127.0.0.1:4222)

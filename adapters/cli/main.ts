@@ -9,6 +9,7 @@ import { runCommand, USAGE } from './commands.js';
 import { startTelemetry } from './telemetry.js';
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'sfn-local') return (await import('./sfn-local.js')).sfnLocalMain(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({

@@ -135,7 +135,18 @@ export class SfnLocalService {
   }
 
   async call(action: string, body: unknown, signal: AbortSignal): Promise<unknown> {
-    switch (action as SfnAction) {
+    if (action === 'GetActivityTask') {
+      const req = parse('GetActivityTask', body);
+      this.activity(req.activityArn);
+      const task = this.closed ? null : await this.board.poll(req.activityArn, req.workerName, this.options.activityPollTimeoutMs, signal);
+      return task ?? {};
+    }
+    return this.callSync(action, body);
+  }
+
+  /** Every action but the long poll GetActivityTask answers at once. */
+  callSync(action: string, body: unknown): unknown {
+    switch (action as Exclude<SfnAction, 'GetActivityTask'>) {
       case 'CreateStateMachine':
         return this.createStateMachine(parse('CreateStateMachine', body));
       case 'DescribeStateMachine':
@@ -196,12 +207,6 @@ export class SfnLocalService {
       case 'SendTaskHeartbeat':
         this.board.heartbeat(parse('SendTaskHeartbeat', body).taskToken);
         return {};
-      case 'GetActivityTask': {
-        const req = parse('GetActivityTask', body);
-        this.activity(req.activityArn);
-        const task = this.closed ? null : await this.board.poll(req.activityArn, req.workerName, this.options.activityPollTimeoutMs, signal);
-        return task ?? {};
-      }
       default:
         throw sfnErrors.unknownOperation(`AWSStepFunctions.${action}`);
     }

@@ -27,6 +27,7 @@ export type { EventBridgeExecutionStatusEvent, ExecutionStatus } from './events.
 export type { TaskHandler, TaskHandlerContext } from './execution.js';
 export type { RequestStats, ThrottleSpec } from './throttle.js';
 export { REFUSED_FEATURES } from './definition.js';
+export { SfnApiError } from './errors.js';
 
 /** A source of temporary credentials, such as the loopback STS (`startLocalSts`). */
 export interface StsLike {
@@ -63,6 +64,13 @@ export interface LocalStepFunctions {
   /** Authenticated calls by action and access key, throttled ones included. */
   stats(): RequestStats;
   resetStats(): void;
+  /**
+   * Creates (or finds, if identical) a state machine without going through HTTP, as the CLI does
+   * for `--definitions`; throws {@link SfnApiError} (`InvalidDefinition`...) like the action.
+   */
+  createStateMachine(name: string, definition: string, roleArn?: string): string;
+  /** Creates (or finds) an activity without going through HTTP; returns its ARN. */
+  createActivity(name: string): string;
   /** Stops running executions (no events), answers waiting polls with no task, closes the port. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -183,6 +191,9 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
     rateLimit: (perSecond) => throttle.rateLimit(perSecond),
     stats: () => throttle.snapshot(),
     resetStats: () => throttle.reset(),
+    createStateMachine: (name, definition, roleArn) =>
+      (service.callSync('CreateStateMachine', { name, definition, roleArn: roleArn ?? `arn:aws:iam::${o.account}:role/sfn-local` }) as { stateMachineArn: string }).stateMachineArn,
+    createActivity: (name) => (service.callSync('CreateActivity', { name }) as { activityArn: string }).activityArn,
     close,
     [Symbol.asyncDispose]: close,
   };
