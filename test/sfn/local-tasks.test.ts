@@ -254,6 +254,55 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
     assert.match(d3.cause!, /do not pass \$\$\.Task\.Token/);
   });
 
+  it('runs Task states nested in Map and Parallel, each iteration with its own handler call and token', async () => {
+    approvals = [];
+    const m = await machine('fan-out', {
+      StartAt: 'Each',
+      States: {
+        Each: {
+          Type: 'Map',
+          ItemsPath: '$.items',
+          ItemSelector: { 'qty.$': '$$.Map.Item.Value', 'index.$': '$$.Map.Item.Index' },
+          ItemProcessor: {
+            StartAt: 'Both',
+            States: {
+              Both: {
+                Type: 'Parallel',
+                Branches: [
+                  { StartAt: 'PriceIt', States: { PriceIt: { Type: 'Task', Resource: 'arn:aws:lambda:us-east-1:123456789012:function:price', End: true } } },
+                  {
+                    StartAt: 'AskIt',
+                    States: {
+                      AskIt: {
+                        Type: 'Task',
+                        Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
+                        Parameters: { FunctionName: 'requestApproval', Payload: { 'token.$': '$$.Task.Token', 'who.$': "States.Format('item {}', $.index)" } },
+                        End: true,
+                      },
+                    },
+                  },
+                ],
+                End: true,
+              },
+            },
+          },
+          End: true,
+        },
+      },
+    });
+    const executionArn = await start(m, 'fan-1', { items: [1, 2, 3] });
+    await eventually(() => assert.equal(approvals.length, 3));
+    assert.equal(new Set(approvals.map((a) => a.token)).size, 3);
+    for (const a of approvals) await sfn.send(new SendTaskSuccessCommand({ taskToken: a.token, output: JSON.stringify((a.payload as { who: string }).who) }));
+    const d = await waitForStatus(sfn, executionArn);
+    assert.equal(d.status, 'SUCCEEDED', d.cause);
+    assert.deepEqual(JSON.parse(d.output!), [
+      [{ total: 3 }, 'item 0'],
+      [{ total: 6 }, 'item 1'],
+      [{ total: 9 }, 'item 2'],
+    ]);
+  });
+
   it('closes the tasks of a stopped execution: its activity task is no longer handed out and its token is gone', async () => {
     const m = await machine('packing-stopped', { StartAt: 'Pack', States: { Pack: { Type: 'Task', Resource: ACTIVITY, End: true } } });
     const first = await start(m, 'stopped-1');
@@ -263,5 +312,26 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
     await sfn.send(new StopExecutionCommand({ executionArn: second }));
     await assert.rejects(sfn.send(new SendTaskSuccessCommand({ taskToken: task.taskToken, output: '{}' })), TaskTimedOut);
     assert.equal((await poll()).taskToken, undefined, "the stopped execution's queued task is withdrawn");
+  });
+});
+
+describe('sfn-local close', () => {
+  it('closes at once with a long poll in flight and executions waiting, answering the poll with no task', async () => {
+    const local = await startLocalStepFunctions({ activityPollTimeoutMs: 60_000 });
+    const sfn = sfnClient(local);
+    try {
+      const { activityArn } = await sfn.send(new CreateActivityCommand({ name: 'idle' }));
+      const { stateMachineArn } = await sfn.send(
+        new CreateStateMachineCommand({ name: 'waiting', definition: asl({ StartAt: 'W', States: { W: { Type: 'Wait', Seconds: 600, Next: 'T' }, T: { Type: 'Task', Resource: activityArn!, End: true } } }), roleArn: ROLE }),
+      );
+      await sfn.send(new StartExecutionCommand({ stateMachineArn }));
+      const polling = sfn.send(new GetActivityTaskCommand({ activityArn }));
+      await new Promise((r) => setTimeout(r, 100));
+      await local.close();
+      assert.equal((await polling).taskToken, undefined);
+    } finally {
+      sfn.destroy();
+      await local.close();
+    }
   });
 });
