@@ -1,0 +1,154 @@
+/** The trigger end to end: NATS messages start executions idempotently and get their outcome as a reply. */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ListExecutionsCommand } from '@aws-sdk/client-sfn';
+import { RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { createInbox, headers, type Msg } from '@nats-io/transport-node';
+import { REPLY_TO_HEADER, WAIT_HEADER, startTrigger, type TriggerReply } from '../../adapters/step-functions/trigger.js';
+import { MAX_PAYLOAD_BYTES } from '../../adapters/step-functions/payload.js';
+import { eventually } from '../helpers.js';
+import { startSfnWorld, type SfnWorld } from './world.js';
+
+/** Doubles `n`, after `waitSeconds` (0 by default). */
+const DOUBLER = {
+  StartAt: 'Wait',
+  States: {
+    Wait: { Type: 'Wait', SecondsPath: '$.waitSeconds', Next: 'Double' },
+    Double: { Type: 'Pass', Parameters: { 'doubled.$': 'States.MathAdd($.n, $.n)' }, End: true },
+  },
+};
+
+const withHeaders = (entries: Record<string, string>) => {
+  const h = headers();
+  for (const [k, v] of Object.entries(entries)) h.set(k, v);
+  return h;
+};
+
+describe('trigger', () => {
+  let world: SfnWorld;
+  let n = 0;
+  const machine = (): Promise<string> => world.createStateMachine(`trigger-${++n}`, DOUBLER);
+  const executions = async (stateMachineArn: string) => (await world.client().send(new ListExecutionsCommand({ stateMachineArn }))).executions ?? [];
+  const ask = async (subject: string, body: string, h: Record<string, string>): Promise<TriggerReply> =>
+    (await world.nc.request(subject, body, { timeout: 10_000, headers: withHeaders(h) })).json<TriggerReply>();
+
+  before(async () => {
+    world = await startSfnWorld();
+  });
+  after(async () => {
+    await world?.close();
+  });
+
+  it('starts one execution per message id and replies with its outcome', async () => {
+    const stateMachineArn = await machine();
+    const trigger = await startTrigger({ connection: world.nc, subject: 'orders.double', queue: 'double', stateMachineArn, clients: world.clients() });
+    try {
+      const input = JSON.stringify({ n: 21, waitSeconds: 0 });
+      const first = await ask('orders.double', input, { 'Nats-Msg-Id': 'order-17' });
+      assert.equal(first.status, 'SUCCEEDED');
+      assert.deepEqual(first.output, { doubled: 42 });
+      assert.match(first.executionArn!, /:execution:trigger-\d+:order-17$/);
+      // The same message again (a retry, a redelivery): the same execution, no second one.
+      const again = await ask('orders.double', input, { 'Nats-Msg-Id': 'order-17' });
+      assert.deepEqual(again, first);
+      const listed = await executions(stateMachineArn);
+      assert.equal(listed.length, 1);
+      assert.equal(listed[0]!.name, 'order-17');
+      // An id Step Functions would not take as a name is mapped to a safe one, the same each time.
+      const odd = await ask('orders.double', input, { 'Nats-Msg-Id': 'orders/18 #2' });
+      assert.equal(odd.status, 'SUCCEEDED');
+      assert.equal((await ask('orders.double', input, { 'Nats-Msg-Id': 'orders/18 #2' })).executionArn, odd.executionArn);
+      assert.equal((await executions(stateMachineArn)).length, 2);
+      assert.equal(trigger.stats.started, 4);
+    } finally {
+      await trigger.stop();
+    }
+  });
+
+  it('replies at once with RUNNING when asked not to wait', async () => {
+    const stateMachineArn = await machine();
+    const trigger = await startTrigger({ connection: world.nc, subject: 'orders.nowait', stateMachineArn, clients: world.clients() });
+    try {
+      const r = await ask('orders.nowait', JSON.stringify({ n: 1, waitSeconds: 5 }), { 'Nats-Msg-Id': 'slow-1', [WAIT_HEADER]: 'false' });
+      assert.equal(r.status, 'RUNNING');
+      assert.match(r.executionArn!, /:slow-1$/);
+    } finally {
+      await trigger.stop();
+    }
+  });
+
+  it('answers bad messages with an error naming the problem', async () => {
+    const stateMachineArn = await machine();
+    const trigger = await startTrigger({ connection: world.nc, subject: 'orders.bad', stateMachineArn, clients: world.clients() });
+    try {
+      const noId = await ask('orders.bad', '{}', {});
+      assert.equal(noId.error, 'jetstate.MissingMessageId');
+      assert.match(noId.cause!, /Nats-Msg-Id/);
+      const notJson = await ask('orders.bad', '{"n":', { 'Nats-Msg-Id': 'bad-1' });
+      assert.equal(notJson.error, 'jetstate.InvalidInput');
+      assert.match(notJson.cause!, /'bad-1' is not JSON/);
+      const big = await ask('orders.bad', JSON.stringify({ blob: 'x'.repeat(MAX_PAYLOAD_BYTES) }), { 'Nats-Msg-Id': 'bad-2' });
+      assert.equal(big.error, 'jetstate.InputTooLarge');
+      assert.match(big.cause!, /262144 bytes.*S3 key/);
+      await ask('orders.bad', JSON.stringify({ n: 1, waitSeconds: 0 }), { 'Nats-Msg-Id': 'taken' });
+      const other = await ask('orders.bad', JSON.stringify({ n: 2, waitSeconds: 0 }), { 'Nats-Msg-Id': 'taken' });
+      assert.equal(other.error, 'ExecutionAlreadyExists');
+      assert.match(other.cause!, /different input/);
+      assert.equal((await executions(stateMachineArn)).length, 1);
+      assert.equal(trigger.stats.rejected, 4);
+    } finally {
+      await trigger.stop();
+    }
+  });
+
+  it('consumes a stream: names from stream and sequence, replies to Jetstate-Reply-To, and a replay starts nothing new', async () => {
+    const stateMachineArn = await machine();
+    const jsm = await jetstreamManager(world.nc);
+    await jsm.streams.add({ name: 'TRIGGERS', subjects: ['trig.>'], retention: RetentionPolicy.Limits });
+    const js = jetstream(world.nc);
+    const inbox = createInbox();
+    const replies: TriggerReply[] = [];
+    const sub = world.nc.subscribe(inbox, { callback: (_e, m: Msg) => void replies.push(m.json<TriggerReply>()) });
+    await js.publish('trig.double', JSON.stringify({ n: 2, waitSeconds: 0 }), { headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
+    await js.publish('trig.double', JSON.stringify({ n: 3, waitSeconds: 0 }), { headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
+    await js.publish('trig.double', JSON.stringify({ n: 4, waitSeconds: 0 }), { msgID: 'with-id', headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
+    const first = await startTrigger({ connection: world.nc, subject: 'trig.double', stream: 'TRIGGERS', durable: 'first', stateMachineArn, clients: world.clients() });
+    try {
+      await eventually(() => assert.equal(replies.length, 3));
+      assert.deepEqual(replies.map((r) => [r.status, r.output]).sort(), [
+        ['SUCCEEDED', { doubled: 4 }],
+        ['SUCCEEDED', { doubled: 6 }],
+        ['SUCCEEDED', { doubled: 8 }],
+      ]);
+      assert.deepEqual((await executions(stateMachineArn)).map((e) => e.name).sort(), ['TRIGGERS-1', 'TRIGGERS-2', 'with-id']);
+    } finally {
+      await first.stop();
+    }
+    // Another consumer reading the same messages again (as after a lost acknowledgement): same names, same executions.
+    const replay = await startTrigger({ connection: world.nc, subject: 'trig.double', stream: 'TRIGGERS', durable: 'replay', stateMachineArn, clients: world.clients() });
+    try {
+      await eventually(() => assert.equal(replies.length, 6));
+      assert.equal(replay.stats.started, 3);
+      assert.equal((await executions(stateMachineArn)).length, 3);
+      await eventually(async () => assert.equal((await jsm.consumers.info('TRIGGERS', 'replay')).num_ack_pending, 0));
+    } finally {
+      await replay.stop();
+      sub.unsubscribe();
+    }
+  });
+
+  it('starts through throttling, backing off', async () => {
+    const stateMachineArn = await machine();
+    const trigger = await startTrigger({ connection: world.nc, subject: 'orders.thr', stateMachineArn, clients: world.clients() });
+    try {
+      world.endpoint.resetStats();
+      world.endpoint.throttle({ count: 3, actions: ['StartExecution'] });
+      const r = await ask('orders.thr', JSON.stringify({ n: 5, waitSeconds: 0 }), { 'Nats-Msg-Id': 'thr-1' });
+      assert.equal(r.status, 'SUCCEEDED');
+      assert.equal(world.endpoint.stats().byAction.StartExecution, 4);
+      assert.equal((await executions(stateMachineArn)).length, 1);
+    } finally {
+      await trigger.stop();
+    }
+  });
+});
