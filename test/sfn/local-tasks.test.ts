@@ -5,6 +5,7 @@ import {
   CreateActivityCommand,
   CreateStateMachineCommand,
   DescribeActivityCommand,
+  DescribeExecutionCommand,
   GetActivityTaskCommand,
   GetExecutionHistoryCommand,
   InvalidOutput,
@@ -117,17 +118,19 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
   });
 
   it('keeps an activity task alive with SendTaskHeartbeat and times it out when heartbeats stop', async () => {
-    const m = await machine('packing-heartbeat', { StartAt: 'Pack', States: { Pack: { Type: 'Task', Resource: ACTIVITY, HeartbeatSeconds: 1, End: true } } });
+    const m = await machine('packing-heartbeat', { StartAt: 'Pack', States: { Pack: { Type: 'Task', Resource: ACTIVITY, HeartbeatSeconds: 2, End: true } } });
     const executionArn = await start(m, 'hb-1');
     const task = await poll();
-    for (let i = 0; i < 3; i++) {
-      await new Promise((r) => setTimeout(r, 400));
+    // Heartbeats half a second apart keep it alive past its 2 s.
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 500));
       await sfn.send(new SendTaskHeartbeatCommand({ taskToken: task.taskToken }));
     }
-    const d = await waitForStatus(sfn, executionArn, undefined, 5_000);
+    assert.equal((await sfn.send(new DescribeExecutionCommand({ executionArn }))).status, 'RUNNING');
+    const d = await waitForStatus(sfn, executionArn, undefined, 6_000);
     assert.equal(d.status, 'FAILED');
     assert.equal(d.error, 'States.Timeout');
-    assert.match(d.cause!, /HeartbeatSeconds \(1 s\)/);
+    assert.match(d.cause!, /HeartbeatSeconds \(2 s\)/);
     await assert.rejects(sfn.send(new SendTaskHeartbeatCommand({ taskToken: task.taskToken })), TaskTimedOut);
     await assert.rejects(sfn.send(new SendTaskSuccessCommand({ taskToken: task.taskToken, output: '{}' })), TaskTimedOut);
     const types = (await sfn.send(new GetExecutionHistoryCommand({ executionArn }))).events!.map((e) => e.type);
