@@ -370,7 +370,8 @@ export const oneEngine: FleetFactory = async (options) => {
 /**
  * Throughput on a backlog: `n` instances with `e` events each are published first (by a client,
  * no workers), then the engines start; timed until one KV watch has seen every instance at `e`.
- * `extra.partitions` and `extra.replicas` also apply to the namespace the client creates.
+ * `extra.partitions` and `extra.replicas` also apply to the namespace the client creates;
+ * `extra.telemetry` also traces the backlog's sends, so the events carry their trace context.
  */
 export async function jetstateThroughput(
   url: Servers,
@@ -391,6 +392,7 @@ export async function jetstateThroughput(
     workflows: [counter],
     ...(options.replicas !== undefined ? { replicas: options.replicas } : {}),
     ...(options.duplicateWindowMs !== undefined ? { duplicateWindowMs: options.duplicateWindowMs } : {}),
+    ...(options.telemetry !== undefined ? { telemetry: options.telemetry } : {}),
   });
   await pool(ids, 64, (id) => client.start(counter, { id, input: {} }));
   const sends: string[] = [];
@@ -767,6 +769,37 @@ export function otherCpu(serverPids: number | undefined | Array<number | undefin
   };
 }
 
+/**
+ * Runs one step of a benchmark, printing its duration and the CPU other processes used meanwhile
+ * to stderr; steps with more than 0.1 core of such noise (warm-ups aside) are added to `noisy`.
+ */
+export function stepper(label: string, serverPid: number | undefined, noisy: string[]): <T>(what: string, f: () => Promise<T>) => Promise<T> {
+  return async (what, f) => {
+    const t = now();
+    process.stderr.write(`[${label}] ${what} ... `);
+    const meter = otherCpu(serverPid);
+    const r = await f();
+    const other = meter();
+    process.stderr.write(`${((now() - t) / 1_000).toFixed(1)} s${other !== undefined ? `, other processes ${other.toFixed(2)} cores` : ''}\n`);
+    if (other !== undefined && other > 0.1 && !what.startsWith('warm-up')) noisy.push(`${what} (${other.toFixed(2)} cores)`);
+    return r;
+  };
+}
+
+/** Prints the machine, node and nats-server versions, the code's git revision and the load. */
+export function printEnvironment(): void {
+  const cpus = os.cpus();
+  const natsVersion = spawnSync(findNatsServer(), ['--version'], { encoding: 'utf8' }).stdout.trim();
+  console.log(`machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`);
+  console.log(`node ${process.version}, ${natsVersion}, store in ${os.tmpdir()}`);
+  const git = (a: string[]): string => spawnSync('git', a, { encoding: 'utf8', cwd: new URL('..', import.meta.url).pathname }).stdout?.trim() ?? '';
+  const rev = git(['rev-parse', '--short', 'HEAD']);
+  const dirty = git(['status', '--porcelain', '--', 'engine', 'adapters']);
+  if (rev) console.log(`code: git ${rev}${dirty ? ' + uncommitted changes in engine/ or adapters/' : ''}`);
+  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  console.log(`load average before the run: ${load} (steps during which other processes used CPU are listed under each table)`);
+}
+
 async function runSetting(label: 'default' | 'always'): Promise<SettingResult> {
   const setting = label === 'default' ? 'default settings' : 'sync_interval: always';
   const server = await NatsServer.start({ syncAlways: label === 'always' });
@@ -774,16 +807,7 @@ async function runSetting(label: 'default' | 'always'): Promise<SettingResult> {
   const nc = await connectFast(server.url, 'bench-admin');
   const admin: Admin = { nc, jsm: await jetstreamManager(nc) };
   const noisy: string[] = [];
-  const step = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
-    const t = now();
-    process.stderr.write(`[${label}] ${what} ... `);
-    const meter = otherCpu(server.pid);
-    const r = await f();
-    const other = meter();
-    process.stderr.write(`${((now() - t) / 1_000).toFixed(1)} s${other !== undefined ? `, other processes ${other.toFixed(2)} cores` : ''}\n`);
-    if (other !== undefined && other > 0.1 && !what.startsWith('warm-up')) noisy.push(`${what} (${other.toFixed(2)} cores)`);
-    return r;
-  };
+  const step = stepper(label, server.pid, noisy);
   try {
     const url = server.url;
     // Alternate sides so that neither always runs on a "fresher" server.
@@ -826,18 +850,8 @@ async function main(): Promise<void> {
   }, WATCHDOG_MS);
   watchdog.unref();
 
-  const cpus = os.cpus();
-  const binary = findNatsServer();
-  const natsVersion = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.trim();
   console.log(`jetstate core benchmark ${args.join(' ')}`.trim());
-  console.log(`machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`);
-  console.log(`node ${process.version}, ${natsVersion}, store in ${os.tmpdir()}`);
-  const git = (a: string[]): string => spawnSync('git', a, { encoding: 'utf8', cwd: new URL('..', import.meta.url).pathname }).stdout?.trim() ?? '';
-  const rev = git(['rev-parse', '--short', 'HEAD']);
-  const dirty = git(['status', '--porcelain', '--', 'engine', 'adapters']);
-  if (rev) console.log(`code: git ${rev}${dirty ? ' + uncommitted changes in engine/ or adapters/' : ''}`);
-  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
-  console.log(`load average before the run: ${load} (steps during which other processes used CPU are listed under each table)`);
+  printEnvironment();
   console.log(
     `workflow: counter (one state, INC increments context.count); jetstate ${PARTITIONS} partitions, engine defaults; ` +
       `baseline: 1 durable pull consumer, sequential get/createActor/send/put/ack`,

@@ -21,6 +21,8 @@ import {
 
 export class TransitionSpans {
   private readonly spans: Array<{ span: Span; entry: HistoryEntry; carrier: TraceCarrier | undefined }> = [];
+  /** The context of the last applied transition that was recorded, for the record (next link). */
+  private lastRecorded: TraceCarrier | undefined;
 
   constructor(
     private readonly tel: Telemetry,
@@ -31,23 +33,22 @@ export class TransitionSpans {
     partition: number,
     private readonly startedAt: number,
   ) {
-    let previous = record.trace;
+    const name = `jetstate.transition ${record.workflow}`;
+    // Each transition links to the one before it: the stored one for the first of the batch, then
+    // the span just made (its context as is, rather than formatted and parsed again).
+    let previous = linkTo(record.trace);
     for (const entry of entries) {
       const sent = traceBySeq.get(entry.seq);
-      const span = tel.startSpan(
-        `jetstate.transition ${record.workflow}`,
-        SpanKind.CONSUMER,
-        transitionAttributes(record, entry, redeliveries, partition),
-        contextOf(sent),
-        linkTo(previous),
-        startedAt,
-      );
+      const span = tel.startSpan(name, SpanKind.CONSUMER, transitionAttributes(record, entry, redeliveries, partition), contextOf(sent), previous, startedAt);
       if (entry.kind === 'rejected') span.setStatus({ code: SpanStatusCode.ERROR, message: `event rejected: ${entry.reason ?? ''}` });
       else if (entry.status === 'failed' && entry.reason) span.setStatus({ code: SpanStatusCode.ERROR, message: `step failed: ${entry.reason}` });
-      // Without a recording span, pass the sender's context on unchanged.
+      // Without a span of its own (no provider), the sender's context is passed on unchanged.
       const carrier = carrierOf(span) ?? sent;
       this.spans.push({ span, entry, carrier });
-      if (entry.kind !== 'rejected') previous = carrierOf(span) ?? previous;
+      if (entry.kind !== 'rejected' && span.isRecording()) {
+        previous = [{ context: span.spanContext() }];
+        this.lastRecorded = carrier;
+      }
     }
   }
 
@@ -55,28 +56,33 @@ export class TransitionSpans {
   readonly byRevision = (revision: number): TraceCarrier | undefined =>
     this.spans.find((s) => s.entry.kind !== 'rejected' && s.entry.revision === revision)?.carrier;
 
-  /** The context of the last applied transition: stored in the record for the next one to link to. */
+  /**
+   * The context of the last applied transition: stored in the record for the next one to link to.
+   * Undefined when it was not recorded (no provider, or sampled out), since a link to it would
+   * point at nothing.
+   */
   last(): TraceCarrier | undefined {
-    for (let i = this.spans.length - 1; i >= 0; i--) {
-      const s = this.spans[i]!;
-      if (s.entry.kind !== 'rejected') return carrierOf(s.span);
-    }
-    return undefined;
+    return this.lastRecorded;
   }
 
   end(): void {
     const now = performance.timeOrigin + performance.now();
     const workflow = { 'jetstate.workflow': this.record.workflow };
+    let applied = 0;
+    let rejected = 0;
     for (const { span, entry } of this.spans) {
       span.end(now);
       if (entry.kind === 'rejected') {
+        rejected++;
         this.tel.rejected.add(1, { ...workflow, 'jetstate.reason': rejectionCategory(entry.reason) });
-        this.tel.transitions.add(1, { ...workflow, 'jetstate.outcome': 'rejected' });
       } else {
-        this.tel.transitions.add(1, { ...workflow, 'jetstate.outcome': 'applied' });
+        applied++;
         this.tel.transitionDuration.record(now - this.startedAt, workflow);
       }
     }
+    // One add per batch and outcome: a metrics SDK hashes the attributes on every call.
+    if (applied > 0) this.tel.transitions.add(applied, { ...workflow, 'jetstate.outcome': 'applied' });
+    if (rejected > 0) this.tel.transitions.add(rejected, { ...workflow, 'jetstate.outcome': 'rejected' });
   }
 
   /** The batch failed and will be retried: its spans end as errors. */
