@@ -251,7 +251,11 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
   const client = resolveStepFunctionsClient(o, 'serveCallbackTasks');
   const { logger } = o;
   const jsm = await jetstreamManager(o.connection);
-  const stream = o.stream ?? (await jsm.streams.find(o.subject!));
+  const stream =
+    o.stream ??
+    (await jsm.streams.find(o.subject!).catch((e: unknown) => {
+      throw new JetstateError(ErrorCode.InvalidOptions, `serveCallbackTasks: no stream stores '${o.subject}' (${(e as Error).message}); create one with ensureTaskTokenStream() or name it in 'stream'`, { cause: e });
+    }));
   try {
     await jsm.consumers.info(stream, o.durable);
   } catch (e) {

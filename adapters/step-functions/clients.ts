@@ -10,7 +10,6 @@
  * AssumeRole fails the call with an error that names the role.
  */
 import { SFNClient, type SFNClientConfig } from '@aws-sdk/client-sfn';
-import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
 import { z } from 'zod';
 import { ErrorCode, JetstateError, fail } from '../../engine/errors.js';
 import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
@@ -153,16 +152,29 @@ export function createStepFunctionsClients(options: StepFunctionsClientsOptions)
  */
 function assumedRoleCredentials(options: ResolvedClientsOptions, roleArn: string, externalId: string | undefined, sessionName: string): AwsCredentialIdentityProvider {
   const { logger } = options;
-  const assume = fromTemporaryCredentials({
-    params: { RoleArn: roleArn, RoleSessionName: sessionName, ...(externalId ? { ExternalId: externalId } : {}) },
-    ...(options.credentials ? { masterCredentials: options.credentials } : {}),
-    clientConfig: {
-      region: options.stsRegion ?? options.region,
-      ...(options.stsEndpoint ? { endpoint: options.stsEndpoint } : {}),
-      maxAttempts: options.maxAttempts,
-      requestHandler: { connectionTimeout: 5_000, requestTimeout: options.requestTimeoutMs, throwOnRequestTimeout: true },
-    },
-  });
+  let assumeProvider: AwsCredentialIdentityProvider | undefined;
+  // Loaded on first use: only processes that assume roles need @aws-sdk/credential-providers.
+  const assume = async (): Promise<AwsCredentialIdentity> => {
+    if (!assumeProvider) {
+      let loaded: typeof import('@aws-sdk/credential-providers');
+      try {
+        loaded = await import('@aws-sdk/credential-providers');
+      } catch (e) {
+        throw new JetstateError(ErrorCode.InvalidOptions, `assuming role '${roleArn}' needs the package @aws-sdk/credential-providers; install it next to @aws-sdk/client-sfn`, { cause: e });
+      }
+      assumeProvider = loaded.fromTemporaryCredentials({
+        params: { RoleArn: roleArn, RoleSessionName: sessionName, ...(externalId ? { ExternalId: externalId } : {}) },
+        ...(options.credentials ? { masterCredentials: options.credentials } : {}),
+        clientConfig: {
+          region: options.stsRegion ?? options.region,
+          ...(options.stsEndpoint ? { endpoint: options.stsEndpoint } : {}),
+          maxAttempts: options.maxAttempts,
+          requestHandler: { connectionTimeout: 5_000, requestTimeout: options.requestTimeoutMs, throwOnRequestTimeout: true },
+        },
+      });
+    }
+    return assumeProvider();
+  };
   let current: { credentials: AwsCredentialIdentity; fetchedAtMs: number } | undefined;
   let pending: Promise<AwsCredentialIdentity> | undefined;
 
