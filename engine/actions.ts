@@ -17,7 +17,7 @@ import { START_CHILD, STOP_CHILD, STOP_EVENT, type Effect, type OutboxEntry } fr
 import { createInstance } from './start.js';
 import type { InstanceRecord } from './record.js';
 import type { LoadedInstance } from './store.js';
-import { contextOf, withTrace, type TraceCarrier } from './telemetry.js';
+import { contextOf, type TraceCarrier } from './telemetry.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
 
@@ -57,7 +57,9 @@ export class ActionExecutor implements EffectExecutor {
   /** Publishes to the target instance's event stream; the key deduplicates re-runs. */
   private async send(key: string, send: ResolvedSend, trace: TraceCarrier | undefined): Promise<void> {
     const subject = this.rt.names.eventSubject(partitionOf(send.workflow, send.id, this.rt.partitions), send.workflow, send.id);
-    await this.rt.js.publish(subject, encodeJson(send.event), withTrace({ msgID: `send.${key}` }, trace));
+    // Sealed for the receiving instance, and signed: the receiver trusts its engine's own sends.
+    const data = encodeJson(this.rt.security.codec.seal(send.workflow, send.id, 'event', send.event));
+    await this.rt.js.publish(subject, data, this.rt.security.signer.options(subject, data, { msgID: `send.${key}` }, trace));
   }
 
   async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {

@@ -16,16 +16,26 @@ import { createInstance } from './start.js';
 import { readTaskProgress } from './tasks.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
 import { SpanKind, carrierOf, carrierOfActive, failSpan, traceHeaders } from './telemetry.js';
+import { SecretCodec } from './security/codec.js';
+import { admit, check, limitsOf, summarize } from './security/admission.js';
+import { headers as natsHeaders } from '@nats-io/nats-core';
+
+/** The NATS header that carries a sender's token to the engine. */
+export const TOKEN_HEADER = 'Jetstate-Token';
 
 export interface StartOptions<W extends WorkflowDefinition> {
   /** Instance id; the same id with the same input returns the existing instance. Random if absent. */
   id?: string;
   input: WorkflowInput<W>;
+  /** The starter's token (an OIDC JWT or an AWS IAM token), verified and checked against `permissions.start`. */
+  token?: string;
 }
 
 export interface SendOptions {
   /** Deduplicates retries of the same send within the stream's 2-minute window. */
   idempotencyKey?: string;
+  /** The sender's token (an OIDC JWT, or an AWS IAM token from `createAwsIamToken`); the engine verifies it and records who sent the event. */
+  token?: string;
 }
 
 export interface SendResult {
@@ -87,7 +97,8 @@ export class Client implements AsyncDisposable {
     this.checkOpen();
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
-    const record = await createInstance(this.rt, workflow, runner, id, options.input, undefined, context.active());
+    const identity = check(await admit(this.rt, workflow, { kind: 'start' }, options.token), 'nothing was started');
+    const record = await createInstance(this.rt, workflow, runner, id, options.input, undefined, context.active(), identity && summarize(identity));
     this.remember(this.rt.names.instanceKey(workflow.name, id));
     return toInstance(record);
   }
@@ -106,6 +117,13 @@ export class Client implements AsyncDisposable {
     try {
       checkName(`workflow '${workflow.name}': instance id`, id);
       const data = validateEvent(workflow, id, event);
+      this.rt.registry.add(workflow);
+      check(await admit(this.rt, workflow, { kind: 'event', type: data.type }, options.token), 'nothing was sent');
+      const body = encodeJson(this.rt.security.codec.seal(workflow.name, id, 'event', data));
+      const { maxEventBytes } = limitsOf(this.rt, workflow);
+      if (body.length > maxEventBytes) {
+        fail(ErrorCode.LimitExceeded, `[limit.event_size] workflow '${workflow.name}' instance '${id}': event '${data.type}' is ${body.length} bytes, over the limit of ${maxEventBytes}; send a reference (an object-store key) instead of the data; nothing was sent`);
+      }
       const key = this.rt.names.instanceKey(workflow.name, id);
       if (!this.known.has(key)) {
         const entry = await this.rt.instances.get(key);
@@ -115,8 +133,9 @@ export class Client implements AsyncDisposable {
         this.remember(key);
       }
       const subject = this.rt.names.eventSubject(partitionOf(workflow.name, id, this.rt.partitions), workflow.name, id);
-      const headers = traceHeaders(carrierOf(span) ?? carrierOfActive(parent));
-      const ack = await this.rt.js.publish(subject, encodeJson(data), { msgID: options.idempotencyKey ?? randomUUID(), ...(headers ? { headers } : {}) });
+      let headers = traceHeaders(carrierOf(span) ?? carrierOfActive(parent));
+      if (options.token) (headers ??= natsHeaders()).set(TOKEN_HEADER, options.token);
+      const ack = await this.rt.js.publish(subject, body, { msgID: options.idempotencyKey ?? randomUUID(), ...(headers ? { headers } : {}) });
       span.setAttribute('jetstate.event.seq', ack.seq);
       return { seq: ack.seq, duplicate: ack.duplicate };
     } catch (e) {
@@ -223,8 +242,10 @@ export class Client implements AsyncDisposable {
    * `get()` or `waitFor()` already showed.
    */
   private async historyThrough(workflow: string, id: string, revision: number): Promise<HistoryEntry[]> {
+    const { codec } = this.rt.security;
     for (let attempt = 0; ; attempt++) {
-      const entries = await readHistory(this.rt, workflow, id);
+      const stored = await readHistory(this.rt, workflow, id);
+      const entries = codec.ring ? codec.openHistory(workflow, id, stored) : SecretCodec.redact(stored);
       const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
       if (top >= revision || attempt >= 20) return entries;
       await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));
@@ -284,7 +305,13 @@ export class Client implements AsyncDisposable {
     if (!parsed.success) {
       fail(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
     }
-    return parsed.data;
+    return this.reveal(parsed.data);
+  }
+
+  /** Secrets opened with the key ring; without it, shown as `[encrypted:<key id>]`. */
+  private reveal(record: InstanceRecord): InstanceRecord {
+    const { codec } = this.rt.security;
+    return codec.ring ? codec.openRecord(record) : SecretCodec.redact(record);
   }
 
   private remember(key: string): void {

@@ -7,6 +7,8 @@ import type { z } from 'zod';
 import { ErrorCode, fail } from './errors.js';
 import { NAME_PATTERN, checkName } from './names.js';
 import { activitiesOf } from './activity.js';
+import type { PermissionRule } from './security/roles.js';
+import { checkSecretPaths } from './security/secrets.js';
 
 /** A zod schema, structurally (so any zod 4 schema instance fits). */
 export type SchemaLike<T = unknown> = z.ZodType<T>;
@@ -25,6 +27,45 @@ export interface WorkflowOptions<
   input: TInput;
   /** Every event type a sender may send, mapped to the schema of its payload (without `type`). */
   events: TEvents;
+  /**
+   * Who may start instances and send each event: a list of roles (any of them), `{ anyOf, allOf }`,
+   * or a predicate over the verified identity. Events without a rule of their own fall back to
+   * `default`; with neither, anyone may send them (unless `requireIdentity`).
+   */
+  permissions?: Permissions<keyof TEvents & string>;
+  /** Every start and event must carry a token the engine verifies. */
+  requireIdentity?: boolean;
+  /**
+   * Dotted paths of fields to encrypt (AES-256-GCM) before anything reaches KV or a stream, e.g.
+   * `['card.number', 'cards.*.cvc']`. They apply to the input, the context, event payloads and task
+   * inputs alike. Needs a key ring: `secrets: { keyRing }` in the client and engine options.
+   */
+  secrets?: readonly string[];
+  /** Limits of this workflow, over the engine's defaults. */
+  limits?: WorkflowLimits;
+}
+
+export interface Permissions<TEventType extends string = string> {
+  start?: PermissionRule;
+  events?: Partial<Record<TEventType, PermissionRule>>;
+  default?: PermissionRule;
+}
+
+export interface WorkflowLimits {
+  /** Largest encoded event payload accepted, in bytes. */
+  maxEventBytes?: number;
+  /** Largest encoded instance record written, in bytes. */
+  maxSnapshotBytes?: number;
+  /** Most events per second one instance accepts (a token bucket with a burst of one second). */
+  maxEventsPerSecond?: number;
+}
+
+/** The security settings of a definition, resolved. */
+export interface WorkflowSecurity {
+  readonly permissions: Permissions | undefined;
+  readonly requireIdentity: boolean;
+  readonly secrets: readonly string[];
+  readonly limits: WorkflowLimits;
 }
 
 export interface WorkflowDefinition<
@@ -37,6 +78,7 @@ export interface WorkflowDefinition<
   readonly machine: TMachine;
   readonly input: TInput;
   readonly events: TEvents;
+  readonly security: WorkflowSecurity;
   readonly kind: 'jetstate.workflow';
 }
 
@@ -107,18 +149,52 @@ export function defineWorkflow<
     }
   }
   checkMachine(label, machine, Object.keys(options.events));
+  const security = checkSecurity(label, options);
   return Object.freeze({
     name: options.name,
     version: options.version,
     machine: options.machine,
     input: options.input,
     events: options.events,
+    security,
     kind: 'jetstate.workflow' as const,
   });
 }
 
 export function isWorkflowDefinition(value: unknown): value is WorkflowDefinition {
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'jetstate.workflow';
+}
+
+const isRule = (r: unknown): boolean =>
+  typeof r === 'function' ||
+  (Array.isArray(r) && r.every((x) => typeof x === 'string')) ||
+  (typeof r === 'object' && r !== null && !Array.isArray(r) && Object.keys(r).every((k) => k === 'anyOf' || k === 'allOf'));
+
+function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, SchemaLike, Record<string, SchemaLike>>): WorkflowSecurity {
+  const p = options.permissions;
+  if (p !== undefined) {
+    const rules: Array<[string, unknown]> = [['start', p.start], ['default', p.default], ...Object.entries(p.events ?? {}).map(([t, r]) => [`events.${t}`, r] as [string, unknown])];
+    for (const [where, rule] of rules) {
+      if (rule !== undefined && !isRule(rule)) {
+        fail(ErrorCode.InvalidDefinition, `${label}: permissions.${where} must be a list of roles, { anyOf, allOf }, or a function of the identity`);
+      }
+    }
+    for (const t of Object.keys(p.events ?? {})) {
+      if (!(t in options.events)) fail(ErrorCode.InvalidDefinition, `${label}: permissions.events.${t} names an event the workflow does not declare; declare it in events or remove the rule`);
+    }
+  }
+  const secrets = options.secrets ?? [];
+  if (!Array.isArray(secrets) || secrets.some((s) => typeof s !== 'string' || s.length === 0)) {
+    fail(ErrorCode.InvalidDefinition, `${label}: secrets must be a list of dotted paths such as 'card.number'`);
+  }
+  checkSecretPaths(secrets);
+  const limits = options.limits ?? {};
+  for (const [k, v] of Object.entries(limits)) {
+    if (!['maxEventBytes', 'maxSnapshotBytes', 'maxEventsPerSecond'].includes(k) || typeof v !== 'number' || !(v > 0)) {
+      fail(ErrorCode.InvalidDefinition, `${label}: limits.${k} must be a positive number (known limits: maxEventBytes, maxSnapshotBytes, maxEventsPerSecond)`);
+    }
+  }
+  return Object.freeze({ permissions: p, requireIdentity: options.requireIdentity === true, secrets: Object.freeze([...secrets]), limits: Object.freeze({ ...limits }) });
 }
 
 function isSchema(value: unknown): value is SchemaLike {

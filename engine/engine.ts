@@ -42,7 +42,7 @@ export class Engine extends Client {
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
-    const store = new InstanceStore(rt.instances, rt.registry);
+    const store = new InstanceStore(rt.instances, rt.registry, rt.security.codec);
     const executor = new ActionExecutor(rt);
     this.timers = new TimerService(rt, options.clock ?? systemClock);
     this.extensions = options.extensions;

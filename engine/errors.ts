@@ -17,6 +17,10 @@ export const ErrorCode = {
   Closed: 'CLOSED',
   /** A token was missing, malformed, expired or not trusted; `reason` on the error says which. */
   Unauthenticated: 'UNAUTHENTICATED',
+  /** A verified sender lacks the role or passes no predicate the workflow's `permissions` require. */
+  PermissionDenied: 'PERMISSION_DENIED',
+  /** An event, a record or a rate is over a configured limit; nothing was written. */
+  LimitExceeded: 'LIMIT_EXCEEDED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -13,7 +13,7 @@ import type { Logger } from './options.js';
 import { InstanceRecordSchema, decodeJson, encodeJson, shortHash } from './record.js';
 import type { Runtime } from './runtime.js';
 import { TASK_EVENT, type TaskResultEvent } from './step.js';
-import { withTrace, type Telemetry, type TraceCarrier } from './telemetry.js';
+import type { Telemetry, TraceCarrier } from './telemetry.js';
 
 /** Returned by an activity whose outcome an extension delivers later with `completeTask`. */
 export const DEFER: unique symbol = Symbol.for('jetstate.task.defer') as never;
@@ -64,10 +64,11 @@ export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${ref.id}.$
 /** Publishes a task's outcome into its instance's event stream with a stable message id. */
 export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: TaskOutcome, trace: TraceCarrier | undefined): Promise<void> {
   const event: TaskResultEvent = outcome.ok
-    ? { type: TASK_EVENT, invokeId: ref.invokeId, token: ref.token, ok: true, output: outcome.output }
+    ? { type: TASK_EVENT, invokeId: ref.invokeId, token: ref.token, ok: true, output: rt.security.codec.seal(ref.workflow, ref.id, 'output', outcome.output) }
     : { type: TASK_EVENT, invokeId: ref.invokeId, token: ref.token, ok: false, error: outcome.error };
   const subject = rt.names.eventSubject(partitionOf(ref.workflow, ref.id, rt.partitions), ref.workflow, ref.id);
-  await rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `task.${ref.workflow}.${ref.id}.${ref.token}.${shortHash(ref.invokeId)}` }, trace));
+  const data = encodeJson(event);
+  await rt.js.publish(subject, data, rt.security.signer.options(subject, data, { msgID: `task.${ref.workflow}.${ref.id}.${ref.token}.${shortHash(ref.invokeId)}` }, trace));
 }
 
 export function createExtensionHost(

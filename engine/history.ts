@@ -13,7 +13,8 @@ function entryKey(e: HistoryEntry): string {
 /** Publishes the entries of one write. Returns once the stream has them. */
 export async function publishHistory(rt: Runtime, workflow: string, id: string, entries: HistoryEntry[]): Promise<void> {
   if (entries.length === 0) return;
-  await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson({ entries }), {
+  const sealed = rt.security.codec.sealHistory(workflow, id, entries);
+  await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson({ entries: sealed }), {
     msgID: `${workflow}.${id}.${entryKey(entries[0]!)}`,
   });
 }
@@ -44,7 +45,7 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
  */
 export function publishCompletion(rt: Runtime, record: InstanceRecord): void {
   const message: Record<string, unknown> = { workflow: record.workflow, id: record.id, status: record.status, revision: record.revision };
-  if (record.output !== undefined) message['output'] = record.output;
+  if (record.output !== undefined) message['output'] = rt.security.codec.seal(record.workflow, record.id, 'output', record.output);
   if (record.error !== undefined) message['error'] = record.error;
   rt.nc.publish(`${rt.names.namespace}.done.${record.workflow}.${record.id}`, encodeJson(message));
 }

@@ -27,6 +27,9 @@ export interface Layout {
   readonly historyStream: string;
   readonly timersStream: string;
   readonly tasksStream: string;
+  /** Copies of rejected events, with the reason, for operators. */
+  readonly deadLetterStream: string;
+  deadLetterSubject(workflow: string, id: string): string;
   eventSubject(partition: number, workflow: string, id: string): string;
   partitionFilter(partition: number): string;
   historySubject(workflow: string, id: string): string;
@@ -44,6 +47,8 @@ export function layout(namespace: string): Layout {
     historyStream: `${namespace}_history`,
     timersStream: `${namespace}_timers`,
     tasksStream: `${namespace}_tasks`,
+    deadLetterStream: `${namespace}_deadletter`,
+    deadLetterSubject: (wf, id) => `${namespace}.dlq.${wf}.${id}`,
     eventSubject: (p, wf, id) => `${namespace}.evt.${p}.${wf}.${id}`,
     partitionFilter: (p) => `${namespace}.evt.${p}.>`,
     historySubject: (wf, id) => `${namespace}.hist.${wf}.${id}`,

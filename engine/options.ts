@@ -5,6 +5,9 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
 import type { EngineExtension } from './extensions.js';
+import { NatsAuthSchema } from './security/credentials.js';
+import type { IdentityOptions } from './security/identity.js';
+import { KeyRing } from './security/secrets.js';
 import { z } from 'zod';
 import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
 import { ErrorCode, fail } from './errors.js';
@@ -55,6 +58,27 @@ const ClientShape = z
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),
     /** Connection name shown by the server. */
     name: z.string().default('jetstate'),
+    /** NATS credentials: token, user/password, NKey seed (file), JWT creds file, TLS. Files are read again at every reconnect. */
+    auth: NatsAuthSchema.optional(),
+    /** How tokens given to `send()`/`start()` are verified (OIDC issuers, AWS IAM) and mapped to roles. */
+    identity: z.custom<IdentityOptions>((v) => typeof v === 'object' && v !== null, 'identity must be an object { oidc?, awsIam?, roles? }').optional(),
+    /** The key ring for workflows that declare `secrets`: a KeyRing, or 'id1:base64key,id2:base64key' (the last is the newest). */
+    secrets: z
+      .object({ keyRing: z.union([z.string().min(1), z.custom<KeyRing>((v) => v instanceof KeyRing, 'keyRing must come from createKeyRing() or be an id:base64 list')]) })
+      .strict()
+      .optional(),
+    /** Limits for every workflow; a workflow's own `limits` override them. */
+    limits: z
+      .object({
+        /** Largest encoded event payload, in bytes (NATS itself refuses messages over its max_payload, 1 MiB by default). */
+        maxEventBytes: z.number().int().min(64).default(262_144),
+        /** Largest encoded instance record, in bytes. */
+        maxSnapshotBytes: z.number().int().min(1_024).default(900_000),
+        /** Most events per second per instance; unlimited by default. */
+        maxEventsPerSecond: z.number().positive().optional(),
+      })
+      .strict()
+      .default({ maxEventBytes: 262_144, maxSnapshotBytes: 900_000 }),
     /**
      * OpenTelemetry providers to use instead of the globally registered ones. jetstate never
      * registers a provider itself; with none at all, tracing and metrics are no-ops.

@@ -19,6 +19,10 @@ import { publishTimers } from './timers.js';
 import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
 import { carrierFromHeaders, type TraceCarrier } from './telemetry.js';
 import { TransitionSpans } from './transition-spans.js';
+import { TOKEN_HEADER } from './client.js';
+import { headers as natsHeaders } from '@nats-io/nats-core';
+import { SIGNATURE_HEADER } from './security/signer.js';
+import { admit, limitsOf, summarize, type IdentitySummary } from './security/admission.js';
 
 export interface EffectExecutor {
   /** Runs after the state that produced the effects is durable. */
@@ -41,6 +45,10 @@ interface Pending {
   timeMs: number;
   /** The sender's trace context, from the event's headers. */
   trace: TraceCarrier | undefined;
+  subject: string;
+  /** An engine's signature (its own events), and a sender's token. */
+  sig: string | undefined;
+  token: string | undefined;
 }
 
 interface InstanceQueue {
@@ -57,6 +65,9 @@ const RETRY_MIN_MS = 50;
 /** How long a start's kick waits for the instance record before it is dropped. */
 const KICK_WAIT_MS = 5_000;
 const RETRY_MAX_MS = 2_000;
+/** Attempts to verify a sender while its identity provider cannot be reached, before the event is rejected. */
+const IDENTITY_RETRIES = 8;
+const ENGINE_IDENTITY: IdentitySummary = Object.freeze({ method: 'engine', subject: 'jetstate-engine', issuer: 'jetstate', roles: [] as string[] }) as IdentitySummary;
 
 export class PartitionWorker {
   private messages: ConsumerMessages | undefined;
@@ -75,6 +86,7 @@ export class PartitionWorker {
   private loop: Promise<void> | undefined;
   private readonly reported = new Set<string>();
   private readonly missingSince = new Map<string, number>();
+  private readonly rates = new Map<string, { tokens: number; atMs: number }>();
 
   constructor(
     private readonly rt: Runtime,
@@ -205,7 +217,16 @@ export class PartitionWorker {
     const key = this.rt.names.instanceKey(target.workflow, target.id);
     let q = this.queues.get(key);
     if (!q) this.queues.set(key, (q = { events: [], running: false }));
-    q.events.push({ seq, data: m.data, timeMs: Number(m.timestampNanos / 1_000_000n), trace: carrierFromHeaders(m.headers) });
+    const h = m.headers;
+    q.events.push({
+      seq,
+      data: m.data,
+      timeMs: Number(m.timestampNanos / 1_000_000n),
+      trace: carrierFromHeaders(h),
+      subject: m.subject,
+      sig: h?.get(SIGNATURE_HEADER) || undefined,
+      token: h?.get(TOKEN_HEADER) || undefined,
+    });
     // Events of a blocked instance wait in memory without holding up the partition's intake.
     if (!q.blocked) this.pendingCount++;
     if (!q.running && !q.blocked) void this.drainQueue(key, q);
@@ -281,6 +302,7 @@ export class PartitionWorker {
       this.rt.logger.warn(`events for missing workflow '${workflow}' instance '${id}' were rejected`, { seqs: batch.map((e) => e.seq) });
       tel.rejected.add(entries.length, { 'jetstate.workflow': workflow, 'jetstate.reason': 'missing_instance' });
       await publishHistory(this.rt, workflow, id, entries);
+      await this.deadLetter(workflow, id, batch, entries);
       return true;
     }
     this.missingSince.delete(key);
@@ -302,30 +324,35 @@ export class PartitionWorker {
         continue;
       }
       traceBySeq.set(e.seq, e.trace);
-      const raw = safeDecode(e.data);
-      if (isKick(raw)) {
+      const admitted = await this.admitEvent(loaded, e, attempt);
+      if (admitted === 'kick') {
         // The start's actions; a later write has run its own since.
         if (record.revision === 1) await this.executor.rerun(loaded, record.outbox);
         continue;
       }
-      if (raw === UNREADABLE) {
-        events.push({ seq: e.seq, timeMs: e.timeMs, event: { unreadable: `${e.data.length} bytes` }, rejected: 'the event is not UTF-8 JSON' });
-        continue;
-      }
-      // The engine's own events; each is checked against the record by the step.
-      if (isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw)) {
-        events.push({ seq: e.seq, timeMs: e.timeMs, event: raw as { type: string } });
-        continue;
-      }
-      try {
-        events.push({ seq: e.seq, timeMs: e.timeMs, event: validateEvent(loaded.def, record.id, raw) });
-      } catch (err) {
-        events.push({ seq: e.seq, timeMs: e.timeMs, event: raw, rejected: (err as Error).message.replace(/; nothing was sent/g, '') });
-      }
+      events.push(admitted);
     }
     if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
     if (events.length === 0) return true;
-    const result = applyEvents(loaded.runner, record, loaded.snapshot, events, Date.now());
+    const now = Date.now();
+    let result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
+    let encoded = result.changed ? this.store.encode(result.record) : undefined;
+    const { maxSnapshotBytes } = limitsOf(this.rt, loaded.def);
+    while (result.changed && encoded!.length > maxSnapshotBytes) {
+      // Reject the first event whose application makes the record too large, and apply the rest.
+      const size = encoded!.length;
+      let j = events.findIndex((ev, i) => {
+        if (ev.rejected !== undefined) return false;
+        const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now);
+        return partial.changed && this.store.encode(partial.record).length > maxSnapshotBytes;
+      });
+      if (j < 0) j = events.findLastIndex((ev) => ev.rejected === undefined);
+      if (j < 0) break;
+      const over = events[j]!;
+      events[j] = { seq: over.seq, timeMs: over.timeMs, event: over.event, identity: over.identity, rejected: `[limit.snapshot_size] applying it would make the record about ${size} bytes, over the limit of ${maxSnapshotBytes}; keep large data outside the context` };
+      result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
+      encoded = result.changed ? this.store.encode(result.record) : undefined;
+    }
     const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, this.partition, startedAt);
     try {
       let written = loaded;
@@ -337,7 +364,8 @@ export class PartitionWorker {
         // published before the write: a crash between the two cannot lose one.
         if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers, spans.byRevision);
         this.options.beforeStateWrite?.(key, result.record.revision);
-        written = await this.store.write(key, loaded, result.record, result.snapshot);
+        // The trace context changed after encoding: encode again only then.
+        written = await this.store.write(key, loaded, result.record, result.snapshot, last || record.trace ? this.store.encode(result.record) : encoded);
         // Tasks after it, so a runner finds them pending at once; the redelivery path re-publishes.
         if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks, spans.byRevision);
         if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
@@ -352,6 +380,7 @@ export class PartitionWorker {
         this.options.afterStateWrite?.(key, result.record.revision);
       }
       await publishHistory(this.rt, record.workflow, record.id, result.entries);
+      await this.deadLetter(record.workflow, record.id, batch, result.entries);
       spans.end();
       if (result.effects.length > 0) await this.executor.run(written, result.effects);
       return true;
@@ -359,6 +388,107 @@ export class PartitionWorker {
       spans.fail(e);
       throw e;
     }
+  }
+
+  /**
+   * What an event read from the stream amounts to: an event for the step (maybe rejected, with
+   * the reason), or a start's kick. Everything a sender could have put on the stream subjects is
+   * checked here, whatever `send()` checked before: size, JSON, engine signatures on the engine's
+   * own event types, the schema, the token and the permissions, the rate, and the secrets.
+   */
+  private async admitEvent(loaded: LoadedInstance, e: Pending, attempt: number): Promise<StepEvent | 'kick'> {
+    const { record, def } = loaded;
+    const rt = this.rt;
+    const at = { seq: e.seq, timeMs: e.timeMs };
+    const reject = (event: unknown, reason: string): StepEvent => ({ ...at, event, rejected: reason });
+    const limits = limitsOf(rt, def);
+    if (e.data.length > limits.maxEventBytes) {
+      return reject({ oversized: `${e.data.length} bytes` }, `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`);
+    }
+    const raw = safeDecode(e.data);
+    if (raw === UNREADABLE) return reject({ unreadable: `${e.data.length} bytes` }, 'the event is not UTF-8 JSON');
+    const signed = rt.security.signer.verify(e.subject, e.data, e.sig);
+    const internal = isKick(raw) || isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw);
+    if (internal) {
+      // Only engines publish these: without a valid signature it is a forgery.
+      if (!signed) return reject({ type: (raw as { type: string }).type }, `[forged] an engine event ('${(raw as { type: string }).type}') without a valid engine signature`);
+      if (isKick(raw)) return 'kick';
+      if (isTaskResult(raw) || isChildResult(raw)) {
+        try {
+          const opened = { ...raw, output: rt.security.codec.open(def.name, record.id, 'output', (raw as { output?: unknown }).output) };
+          return { ...at, event: opened as { type: string } };
+        } catch (err) {
+          return reject({ type: (raw as { type: string }).type }, `[secrets.unreadable] ${(err as Error).message}`);
+        }
+      }
+      return { ...at, event: raw as { type: string } };
+    }
+    let event: { type: string } & Record<string, unknown>;
+    try {
+      event = validateEvent(def, record.id, raw);
+    } catch (err) {
+      return reject(raw, (err as Error).message.replace(/; nothing was sent/g, ''));
+    }
+    let identity: IdentitySummary | undefined;
+    if (signed) {
+      // Sent by an instance of this namespace (sendTo, sendParent...): trusted as its engine.
+      identity = ENGINE_IDENTITY;
+    } else {
+      const admission = await admit(rt, def, { kind: 'event', type: event.type }, e.token);
+      if (!admission.ok) {
+        // An identity provider that cannot be reached: retried a few times before the event is rejected.
+        if (admission.retryable && attempt < IDENTITY_RETRIES) throw new Error(`verifying the sender of event ${e.seq} failed (${admission.reason}); retrying`);
+        return reject(event, admission.reason);
+      }
+      if (admission.identity) identity = summarize(admission.identity);
+      if (limits.maxEventsPerSecond !== undefined && !this.takeRate(this.rt.names.instanceKey(def.name, record.id), limits.maxEventsPerSecond, e.timeMs)) {
+        return reject(event, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`);
+      }
+    }
+    try {
+      event = rt.security.codec.open(def.name, record.id, 'event', event) as typeof event;
+    } catch (err) {
+      return reject(event, `[secrets.unreadable] ${(err as Error).message}`);
+    }
+    return { ...at, event, identity };
+  }
+
+  /**
+   * Copies rejected events, as they came, to the dead-letter stream with the reason, so an
+   * operator can see and replay what was refused; the events stream moves on.
+   */
+  private async deadLetter(workflow: string, id: string, batch: readonly Pending[], entries: readonly HistoryEntry[]): Promise<void> {
+    const rejected = entries.filter((x) => x.kind === HistoryKind.Rejected);
+    if (rejected.length === 0) return;
+    const subject = this.rt.names.deadLetterSubject(workflow, id);
+    await Promise.all(
+      rejected.map((r) => {
+        const e = batch.find((p) => p.seq === r.seq);
+        if (!e) return undefined;
+        const h = natsHeaders();
+        h.set('Jetstate-Reason', (r.reason ?? 'rejected').slice(0, 1_000).replace(/[\r\n]+/g, ' '));
+        h.set('Jetstate-Subject', e.subject);
+        h.set('Jetstate-Seq', String(e.seq));
+        return this.rt.js.publish(subject, e.data, { msgID: `dlq.${e.seq}`, headers: h });
+      }),
+    );
+  }
+
+  /** A token bucket per instance on the stream's acceptance times, so a backlog replays the same. */
+  private takeRate(key: string, perSecond: number, timeMs: number): boolean {
+    const burst = Math.max(1, perSecond);
+    let b = this.rates.get(key);
+    if (!b) {
+      if (this.rates.size >= 10_000) this.rates.delete(this.rates.keys().next().value!);
+      b = { tokens: burst, atMs: timeMs };
+    }
+    this.rates.delete(key);
+    this.rates.set(key, b);
+    b.tokens = Math.min(burst, b.tokens + (Math.max(0, timeMs - b.atMs) / 1_000) * perSecond);
+    b.atMs = Math.max(b.atMs, timeMs);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
   }
 
   private finish(seqs: number[]): void {

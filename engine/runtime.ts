@@ -14,6 +14,11 @@ import type { Logger, ResolvedClientOptions } from './options.js';
 import { decodeJson, encodeJson } from './record.js';
 import { MachineRunner } from './step.js';
 import { Telemetry } from './telemetry.js';
+import { describeNatsAuthError, natsConnectionAuth } from './security/credentials.js';
+import { createIdentityVerifier, type IdentityVerifier } from './security/identity.js';
+import { keyRingFromEnv } from './security/secrets.js';
+import { EngineSigner, ensureEngineKey } from './security/signer.js';
+import { SecretCodec } from './security/codec.js';
 
 const NS_PER_MS = 1_000_000;
 const DEFAULT_PARTITIONS = 16;
@@ -32,6 +37,17 @@ export interface Runtime {
   readonly logger: Logger;
   readonly registry: Registry;
   readonly telemetry: Telemetry;
+  readonly security: RuntimeSecurity;
+}
+
+export interface RuntimeSecurity {
+  /** Verifies tokens given to send()/start(); undefined without `identity` options. */
+  readonly verifier: IdentityVerifier | undefined;
+  /** Seals and opens the `secrets` fields of workflows. */
+  readonly codec: SecretCodec;
+  /** Signs the events engines publish themselves (timers, task outcomes, sends between instances). */
+  readonly signer: EngineSigner;
+  readonly limits: ResolvedClientOptions['limits'];
 }
 
 /** Workflow versions by name, with one machine runner per version. */
@@ -82,17 +98,15 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
       nc = await connect({
         servers: options.servers,
         name: options.name,
+        ...natsConnectionAuth(options.auth, options.logger),
         // Building an Error per request for async stack traces costs ~40% of client CPU.
         noAsyncTraces: true,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
       });
     } catch (e) {
-      throw new JetstateError(
-        ErrorCode.Closed,
-        `cannot connect to NATS at ${String(options.servers)}: ${(e as Error).message}; start nats-server with JetStream (-js) or pass --server/NATS_URL`,
-        { cause: e },
-      );
+      const hint = describeNatsAuthError(e, options.auth) ?? 'start nats-server with JetStream (-js) or pass --server/NATS_URL';
+      throw new JetstateError(ErrorCode.Closed, `cannot connect to NATS at ${String(options.servers)}: ${(e as Error).message}; ${hint}`, { cause: e });
     }
   }
   try {
@@ -102,6 +116,8 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
     await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs, options.historyMaxAgeMs);
     await ensureStream(jsm, names.timersStream, `${names.namespace}.tmr.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
     await ensureStream(jsm, names.tasksStream, `${names.namespace}.task.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
+    // Rejected events, kept a week for operators (`jetstate deadletters`).
+    await ensureStream(jsm, names.deadLetterStream, `${names.namespace}.dlq.>`, options.replicas, options.duplicateWindowMs, 7 * 24 * 3_600_000);
     const kvm = new Kvm(js);
     const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
@@ -111,7 +127,13 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
     }
     const registry = new Registry();
     for (const def of options.workflows) registry.add(def);
-    return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry, telemetry: new Telemetry(options.telemetry) };
+    const security: RuntimeSecurity = {
+      verifier: options.identity ? createIdentityVerifier(options.identity) : undefined,
+      codec: new SecretCodec(registry, typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing),
+      signer: new EngineSigner(await ensureEngineKey(control)),
+      limits: options.limits,
+    };
+    return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry, telemetry: new Telemetry(options.telemetry), security };
   } catch (e) {
     if (ownsConnection) await nc.close().catch(() => {});
     throw e;

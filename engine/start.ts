@@ -7,14 +7,15 @@ import type { WorkflowDefinition } from './definition.js';
 import { ErrorCode, fail } from './errors.js';
 import { publishHistory } from './history.js';
 import { partitionOf } from './names.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from './record.js';
+import { InstanceRecordSchema, canonicalJson, decodeJson, encodeJson, type InstanceRecord } from './record.js';
 import type { Runtime } from './runtime.js';
 import { CHILD_EVENT, KICK_EVENT, startInstance, type MachineRunner } from './step.js';
 import { publishTasks, tasksStartedBy } from './tasks.js';
 import { publishTimers } from './timers.js';
 import type { ChildResultEvent } from './child.js';
 import { ROOT_CONTEXT, type Context } from '@opentelemetry/api';
-import { SpanKind, SpanStatusCode, carrierOf, carrierOfActive, failSpan, transitionAttributes, withTrace, type TraceCarrier } from './telemetry.js';
+import { SpanKind, SpanStatusCode, carrierOf, carrierOfActive, failSpan, transitionAttributes, type TraceCarrier } from './telemetry.js';
+import { limitsOf, type IdentitySummary } from './security/admission.js';
 
 /**
  * Validates the input and creates the record with `kv.create`, idempotent by id: the same input
@@ -28,6 +29,7 @@ export async function createInstance(
   input: unknown,
   parent?: InstanceRecord['parent'],
   traceParent: Context = ROOT_CONTEXT,
+  startedBy?: IdentitySummary,
 ): Promise<InstanceRecord> {
   const parsed = workflow.input.safeParse(input);
   if (!parsed.success) {
@@ -35,16 +37,26 @@ export async function createInstance(
   }
   const key = rt.names.instanceKey(workflow.name, id);
   const started = startInstance(workflow, runner, id, parsed.data, Date.now(), parent);
+  const { codec, signer } = rt.security;
+  // A plain digest of an input with secrets would let a guesser test values against it.
+  if (codec.has(workflow.name)) started.record.inputDigest = signer.sign('input-digest', Buffer.from(canonicalJson(parsed.data) ?? 'undefined'));
+  if (startedBy) started.entry.identity = startedBy;
   const tel = rt.telemetry;
   const span = tel.startSpan(`jetstate.transition ${workflow.name}`, SpanKind.INTERNAL, transitionAttributes(started.record, started.entry, 0), traceParent);
   const carrier = carrierOf(span) ?? carrierOfActive(traceParent);
   if (carrier) started.record.trace = carrier;
+  const stored = encodeJson(codec.sealRecord(started.record));
+  const { maxSnapshotBytes } = limitsOf(rt, workflow);
+  if (stored.length > maxSnapshotBytes) {
+    span.end();
+    fail(ErrorCode.LimitExceeded, `[limit.snapshot_size] workflow '${workflow.name}' instance '${id}': the initial record is ${stored.length} bytes, over the limit of ${maxSnapshotBytes}; keep large data outside the context (pass references); nothing was started`);
+  }
   try {
     // Timers first: they cannot act before the record exists (see timers.ts).
     await publishTimers(rt, workflow.name, id, started.timers, carrier);
     // The start's custom actions run in the engine that owns the instance, after the create.
     if (started.record.outbox.length > 0) await kick(rt, workflow.name, id, started.record.inputDigest, carrier);
-    await rt.instances.create(key, encodeJson(started.record));
+    await rt.instances.create(key, stored);
     tel.instances.add(1, { 'jetstate.workflow': workflow.name, 'jetstate.status': started.record.status });
     if (started.record.status === 'failed') span.setStatus({ code: SpanStatusCode.ERROR, message: started.record.error ?? 'failed' });
     await publishTasks(rt, workflow.name, id, started.tasks, carrier);
@@ -65,6 +77,7 @@ export async function createInstance(
   if (!entry || entry.operation !== 'PUT') fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' was deleted while starting; start it again`);
   const existing = InstanceRecordSchema.safeParse(decodeJson(entry.value));
   if (!existing.success) fail(ErrorCode.RecordUnreadable, `workflow '${workflow.name}' instance '${id}': the stored record is unreadable; it was left untouched`);
+  existing.data = codec.openRecord(existing.data);
   if (existing.data.inputDigest !== started.record.inputDigest) {
     fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
   }
@@ -78,7 +91,8 @@ export async function createInstance(
 
 async function kick(rt: Runtime, workflow: string, id: string, inputDigest: string, carrier: TraceCarrier | undefined): Promise<void> {
   const subject = rt.names.eventSubject(partitionOf(workflow, id, rt.partitions), workflow, id);
-  await rt.js.publish(subject, encodeJson({ type: KICK_EVENT }), withTrace({ msgID: `kick.${workflow}.${id}.${inputDigest}` }, carrier));
+  const data = encodeJson({ type: KICK_EVENT });
+  await rt.js.publish(subject, data, rt.security.signer.options(subject, data, { msgID: `kick.${workflow}.${id}.${inputDigest}` }, carrier));
 }
 
 /** Sends a finished child's outcome to its parent's inbox; idempotent (stable message id). */
@@ -87,8 +101,9 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
   if (!parent || (child.status !== 'done' && child.status !== 'failed')) return;
   const event: ChildResultEvent =
     child.status === 'done'
-      ? { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output }
+      ? { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: true, output: rt.security.codec.seal(parent.workflow, parent.id, 'output', child.output) }
       : { type: CHILD_EVENT, invokeId: parent.invokeId, token: parent.token, ok: false, error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' } };
   const subject = rt.names.eventSubject(partitionOf(parent.workflow, parent.id, rt.partitions), parent.workflow, parent.id);
-  await rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `child.${child.workflow}.${child.id}` }, child.trace));
+  const data = encodeJson(event);
+  await rt.js.publish(subject, data, rt.security.signer.options(subject, data, { msgID: `child.${child.workflow}.${child.id}` }, child.trace));
 }

@@ -19,6 +19,7 @@ import { activitiesOf, type ActivityDefinition } from './activity.js';
 import { SEND_ACTION, sendResolverOf } from './messages.js';
 import { CHILD_EVENT, STOP_EVENT, childIdOf, childWorkflowsOf, isChildResult, isStop } from './child.js';
 import type { WorkflowDefinition as ChildDefinition } from './definition.js';
+import type { IdentitySummary } from './security/admission.js';
 
 /**
  * An action XState asked to execute, for the effect executor, which runs it after the write:
@@ -377,7 +378,10 @@ export function startInstance(
  * One event for the step: its stream sequence, the time the stream accepted it, and either the
  * parsed event or why it is rejected.
  */
-export type StepEvent = { seq: number; timeMs: number; event: { type: string }; rejected?: undefined } | { seq: number; timeMs: number; event: unknown; rejected: string };
+export type StepEvent = ({ seq: number; timeMs: number; event: { type: string }; rejected?: undefined } | { seq: number; timeMs: number; event: unknown; rejected: string }) & {
+  /** The verified sender: recorded in the history and given to the machine as `event.$identity`. */
+  identity?: IdentitySummary | undefined;
+};
 
 export interface StepResult {
   /** The next record; the same object when nothing was applied. */
@@ -458,7 +462,8 @@ export function applyEvents(
       continue;
     }
     try {
-      const r = runner.transition(current, event, record.parent !== undefined);
+      // The verified sender is part of the event the machine sees (and of the history, for replay).
+      const r = runner.transition(current, e.identity ? ({ ...event, $identity: e.identity } as typeof event) : event, record.parent !== undefined);
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
@@ -470,6 +475,10 @@ export function applyEvents(
       error = errorText(err);
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
     }
+  }
+  for (const entry of entries) {
+    const identity = events.find((x) => x.seq === entry.seq)?.identity;
+    if (identity) entry.identity = identity;
   }
   if (applied === 0) return { record, snapshot, entries, effects: [], timers: [], tasks: [], cancelledTasks: [], changed: false };
   const running = status === InstanceStatus.Running;

@@ -10,6 +10,8 @@ import type { WorkflowDefinition } from './definition.js';
 import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from './record.js';
 import type { Registry } from './runtime.js';
 import type { MachineRunner } from './step.js';
+import { JetstateError } from './errors.js';
+import type { SecretCodec } from './security/codec.js';
 
 export interface LoadedInstance {
   record: InstanceRecord;
@@ -31,8 +33,14 @@ export class InstanceStore {
   constructor(
     private readonly kv: KV,
     private readonly registry: Registry,
+    private readonly codec: SecretCodec,
     private readonly capacity = 50_000,
   ) {}
+
+  /** The bytes a record is stored as: its secrets sealed. */
+  encode(record: InstanceRecord): Uint8Array {
+    return encodeJson(this.codec.sealRecord(record));
+  }
 
   async load(key: string): Promise<LoadedInstance | LoadProblem> {
     const hit = this.cache.get(key);
@@ -49,8 +57,9 @@ export class InstanceStore {
     try {
       const parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
       if (!parsed.success) return { problem: 'unreadable', message: `${where}: stored record does not match the record schema; left untouched:\n${z.prettifyError(parsed.error)}` };
-      record = parsed.data;
+      record = this.codec.openRecord(parsed.data);
     } catch (e) {
+      if (e instanceof JetstateError) return { problem: 'unreadable', message: `${where}: its secrets cannot be decrypted (${e.message}); left untouched` };
       return { problem: 'unreadable', message: `${where}: stored record is not UTF-8 JSON (${(e as Error).message}); left untouched` };
     }
     const found = this.registry.find(record.workflow, record.version);
@@ -72,10 +81,10 @@ export class InstanceStore {
   }
 
   /** Compare-and-set; throws {@link ConflictError} when someone else wrote first. */
-  async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot): Promise<LoadedInstance> {
+  async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array = this.encode(record)): Promise<LoadedInstance> {
     let revision: number;
     try {
-      revision = await this.kv.update(key, encodeJson(record), prev.kvRevision);
+      revision = await this.kv.update(key, encoded, prev.kvRevision);
     } catch (e) {
       this.cache.delete(key);
       if (/wrong last sequence/i.test((e as Error).message)) throw new ConflictError(key);

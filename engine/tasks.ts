@@ -55,7 +55,7 @@ export async function publishTasks(rt: Runtime, workflow: string, id: string, ta
     tasks.map((t) =>
       rt.js.publish(
         `${rt.names.namespace}.task.${workflow}.${t.src}`,
-        encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input }),
+        encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: rt.security.codec.seal(workflow, id, 'task', t.input) }),
         withTrace({ msgID: `${workflow}.${id}.${t.token}.${shortHash(t.invokeId)}` }, carrierFor(trace, t.token)),
       ),
     ),
@@ -186,6 +186,13 @@ export class TaskService {
       m.term();
       return;
     }
+    try {
+      task.input = this.rt.security.codec.open(task.workflow, task.id, 'task', task.input);
+    } catch (e) {
+      this.rt.logger.error(`tasks: the input of task ${task.src} of ${task.workflow} ${task.id} cannot be decrypted (${(e as Error).message}); it waits`);
+      m.nak(30_000);
+      return;
+    }
     const def = await this.pendingDefinition(task);
     if (def === 'wait') return void m.nak(1_000);
     if (!def) return void m.term(); // cancelled, finished, or its write never happened
@@ -311,12 +318,13 @@ export class TaskService {
       return;
     }
     const event: TaskResultEvent = outcome.ok
-      ? { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output }
+      ? { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: true, output: this.rt.security.codec.seal(task.workflow, task.id, 'output', outcome.output) }
       : { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
     const subject = this.rt.names.eventSubject(partitionOf(task.workflow, task.id, this.rt.partitions), task.workflow, task.id);
     try {
       // The outcome continues the trace of the attempt that produced it.
-      await this.rt.js.publish(subject, encodeJson(event), withTrace({ msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` }, attemptTrace));
+      const data = encodeJson(event);
+      await this.rt.js.publish(subject, data, this.rt.security.signer.options(subject, data, { msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` }, attemptTrace));
       m.ack();
       if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {

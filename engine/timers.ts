@@ -138,7 +138,8 @@ export class TimerService {
       contextOf(scheduledBy),
     );
     try {
-      await this.rt.js.publish(subject, encodeJson(fire), withTrace({ msgID: `fire.${timer.workflow}.${timer.id}.${timer.token}.${shortHash(timer.timerId)}` }, carrierOf(span) ?? scheduledBy));
+      const data = encodeJson(fire);
+      await this.rt.js.publish(subject, data, this.rt.security.signer.options(subject, data, { msgID: `fire.${timer.workflow}.${timer.id}.${timer.token}.${shortHash(timer.timerId)}` }, carrierOf(span) ?? scheduledBy));
       m.ack();
       tel.timerLateness.record(-remaining, { 'jetstate.workflow': timer.workflow });
       this.rt.logger.debug('timer fired', { workflow: timer.workflow, id: timer.id, timerId: timer.timerId, latenessMs: -remaining });

@@ -1,0 +1,88 @@
+/**
+ * Admission of a start or an event: who sent it (a verified token) and whether the workflow's
+ * `permissions` let them. The same check runs in the client, so `send()` and `start()` reject at
+ * once with a clear error, and in the engine, which is the authority: it also sees what a client
+ * that bypasses `send()` publishes straight to the stream subjects.
+ *
+ * Rejection reasons start with a bracketed category (`[identity.expired]`, `[permission.denied]`,
+ * `[limit.event_size]`...), which the history records and the rejection metric counts by.
+ */
+import type { WorkflowDefinition } from '../definition.js';
+import { ErrorCode, JetstateError } from '../errors.js';
+import type { Runtime } from '../runtime.js';
+import type { Identity } from './identity.js';
+import { IdentityError } from './identity-error.js';
+import { permits, type PermissionRule } from './roles.js';
+
+/** What the history records of a sender: never the token, never the claims. */
+export interface IdentitySummary {
+  method: string;
+  subject: string;
+  issuer: string;
+  roles: string[];
+}
+
+export type Admission =
+  | { ok: true; identity: Identity | undefined }
+  | { ok: false; code: ErrorCode; reason: string; retryable: boolean };
+
+export type Action = { kind: 'start' } | { kind: 'event'; type: string };
+
+export const summarize = (i: Identity): IdentitySummary => ({ method: i.method, subject: i.subject, issuer: i.issuer, roles: [...i.roles] });
+
+function ruleFor(def: WorkflowDefinition, action: Action): PermissionRule | undefined {
+  const p = def.security.permissions;
+  if (!p) return undefined;
+  return action.kind === 'start' ? p.start : ((p.events as Record<string, PermissionRule | undefined> | undefined)?.[action.type] ?? p.default);
+}
+
+const what = (def: WorkflowDefinition, action: Action): string => (action.kind === 'start' ? `start workflow '${def.name}'` : `send '${action.type}' to workflow '${def.name}'`);
+
+function describeRule(rule: PermissionRule): string {
+  if (typeof rule === 'function') return 'to pass its permission predicate';
+  if (Array.isArray(rule)) return `one of the roles ${rule.map((r) => `'${r}'`).join(', ')}`;
+  const { anyOf, allOf } = rule as { anyOf?: readonly string[]; allOf?: readonly string[] };
+  return [anyOf && `one of ${anyOf.map((r) => `'${r}'`).join(', ')}`, allOf && `all of ${allOf.map((r) => `'${r}'`).join(', ')}`].filter(Boolean).join(' and ');
+}
+
+export async function admit(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined): Promise<Admission> {
+  const rule = ruleFor(def, action);
+  const needsIdentity = def.security.requireIdentity || rule !== undefined;
+  const deny = (code: ErrorCode, reason: string, retryable = false): Admission => ({ ok: false, code, reason, retryable });
+  let identity: Identity | undefined;
+  if (token !== undefined && token !== '') {
+    const verifier = rt.security.verifier;
+    if (!verifier) {
+      return deny(ErrorCode.InvalidOptions, `[identity.not_configured] a token was given to ${what(def, action)}, but no identity options are configured to verify it; configure 'identity' (OIDC issuers or AWS IAM) in createClient and createEngine`);
+    }
+    try {
+      identity = await verifier.verify(token);
+    } catch (e) {
+      if (e instanceof IdentityError) return deny(ErrorCode.Unauthenticated, `[${e.reason}] ${e.message.replace(`${e.reason}: `, '')}; cannot ${what(def, action)}`, e.retryable);
+      return deny(ErrorCode.Unauthenticated, `[identity.internal] ${(e as Error).message}`, true);
+    }
+  } else if (needsIdentity) {
+    return deny(ErrorCode.Unauthenticated, `[identity.missing] ${what(def, action)} needs a verified identity; pass a token: { token }`);
+  }
+  if (rule !== undefined && !permits(rule, identity)) {
+    const who = identity ? `'${identity.subject}' (roles: ${identity.roles.length > 0 ? identity.roles.join(', ') : 'none'})` : 'an anonymous sender';
+    return deny(ErrorCode.PermissionDenied, `[permission.denied] ${who} may not ${what(def, action)}; it needs ${describeRule(rule)}`);
+  }
+  return { ok: true, identity };
+}
+
+/** Throws the admission's error (for the client side). */
+export function check(admission: Admission, suffix: string): Identity | undefined {
+  if (admission.ok) return admission.identity;
+  throw new JetstateError(admission.code, `${admission.reason}; ${suffix}`);
+}
+
+/** The effective limits of a workflow: its own over the runtime's. */
+export function limitsOf(rt: Runtime, def: WorkflowDefinition): { maxEventBytes: number; maxSnapshotBytes: number; maxEventsPerSecond: number | undefined } {
+  const l = def.security.limits;
+  return {
+    maxEventBytes: l.maxEventBytes ?? rt.security.limits.maxEventBytes,
+    maxSnapshotBytes: l.maxSnapshotBytes ?? rt.security.limits.maxSnapshotBytes,
+    maxEventsPerSecond: l.maxEventsPerSecond ?? rt.security.limits.maxEventsPerSecond,
+  };
+}
