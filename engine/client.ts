@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
+import { DeliverPolicy } from '@nats-io/jetstream';
 import { z } from 'zod';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './definition.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
@@ -36,6 +37,19 @@ export interface SendOptions {
   idempotencyKey?: string;
   /** The sender's token (an OIDC JWT, or an AWS IAM token from `createAwsIamToken`); the engine verifies it and records who sent the event. */
   token?: string;
+}
+
+/** A rejected event kept in the dead-letter stream. */
+export interface DeadLetter {
+  workflow: string;
+  id: string;
+  /** Its sequence in the events stream. */
+  seq: number;
+  subject: string;
+  reason: string;
+  timeMs: number;
+  /** Payload size in bytes (the payload itself is not returned). */
+  size: number;
 }
 
 export interface SendResult {
@@ -97,7 +111,8 @@ export class Client implements AsyncDisposable {
     this.checkOpen();
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
-    const identity = check(await admit(this.rt, workflow, { kind: 'start' }, options.token), 'nothing was started');
+    const identity = // A start is judged here only (the record is written by this client): strictly.
+    check(await admit(this.rt, workflow, { kind: 'start' }, options.token), 'nothing was started');
     const record = await createInstance(this.rt, workflow, runner, id, options.input, undefined, context.active(), identity && summarize(identity));
     this.remember(this.rt.names.instanceKey(workflow.name, id));
     return toInstance(record);
@@ -118,7 +133,7 @@ export class Client implements AsyncDisposable {
       checkName(`workflow '${workflow.name}': instance id`, id);
       const data = validateEvent(workflow, id, event);
       this.rt.registry.add(workflow);
-      check(await admit(this.rt, workflow, { kind: 'event', type: data.type }, options.token), 'nothing was sent');
+      check(await admit(this.rt, workflow, { kind: 'event', type: data.type }, options.token, 'client'), 'nothing was sent');
       const body = encodeJson(this.rt.security.codec.seal(workflow.name, id, 'event', data));
       const { maxEventBytes } = limitsOf(this.rt, workflow);
       if (body.length > maxEventBytes) {
@@ -143,6 +158,80 @@ export class Client implements AsyncDisposable {
       throw e;
     } finally {
       span.end();
+    }
+  }
+
+  /**
+   * Re-encrypts the secrets of every instance of a workflow under the newest key of the ring, so
+   * older keys can leave it. Records are rewritten with compare-and-set (a concurrent write wins and
+   * the record is read again). History messages keep the key they were written with.
+   */
+  async reencrypt<W extends WorkflowDefinition>(workflow: W): Promise<{ records: number; resealed: number }> {
+    this.checkOpen();
+    this.rt.registry.add(workflow);
+    const { codec } = this.rt.security;
+    if (!codec.ring) fail(ErrorCode.InvalidOptions, `reencrypt needs the key ring with the new key: secrets: { keyRing } (or JETSTATE_KEYS for the CLI)`);
+    let records = 0;
+    let resealed = 0;
+    for await (const key of await this.rt.instances.keys(`${workflow.name}.>`)) {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const entry = await this.rt.instances.get(key);
+        if (!entry || entry.operation !== 'PUT') break;
+        const parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
+        if (!parsed.success) {
+          this.rt.logger.warn(`reencrypt: record '${key}' is unreadable; left untouched`);
+          break;
+        }
+        const r = codec.resealRecord(parsed.data);
+        if (r.resealed === 0) break;
+        try {
+          await this.rt.instances.update(key, encodeJson(r.record), entry.revision);
+          records++;
+          resealed += r.resealed;
+          break;
+        } catch (e) {
+          if (!/wrong last sequence/i.test((e as Error).message)) throw e;
+        }
+      }
+    }
+    return { records, resealed };
+  }
+
+  /**
+   * The newest rejected events of the namespace (the dead-letter stream), newest last, with the
+   * reason each was refused. Payloads are left out: they may be hostile or hold secrets.
+   */
+  async deadLetters(options: { limit?: number } = {}): Promise<DeadLetter[]> {
+    this.checkOpen();
+    const limit = Math.max(1, Math.min(10_000, options.limit ?? 100));
+    const info = await this.rt.jsm.streams.info(this.rt.names.deadLetterStream);
+    if (info.state.messages === 0) return [];
+    const from = Math.max(info.state.first_seq, info.state.last_seq - limit + 1);
+    const consumer = await this.rt.js.consumers.get(this.rt.names.deadLetterStream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from });
+    const out: DeadLetter[] = [];
+    try {
+      while (out.length < limit) {
+        const batch = await consumer.fetch({ max_messages: Math.min(512, limit - out.length), expires: 1_000 });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          const [, , workflow = '?', id = '?'] = m.subject.split('.');
+          out.push({
+            workflow,
+            id,
+            seq: Number(m.headers?.get('Jetstate-Seq') ?? 0),
+            subject: m.headers?.get('Jetstate-Subject') ?? '',
+            reason: m.headers?.get('Jetstate-Reason') ?? '',
+            timeMs: Number(m.timestampNanos / 1_000_000n),
+            size: m.data.length,
+          });
+          if (m.seq >= info.state.last_seq) return out;
+        }
+        if (got === 0) break;
+      }
+      return out;
+    } finally {
+      await consumer.delete().catch(() => {});
     }
   }
 

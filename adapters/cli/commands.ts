@@ -18,6 +18,8 @@ Commands:
   verify <workflow> <id>               replay the history and compare it with the stored state
   wait <workflow> <id> --state S [--timeout-ms N]
                                        wait until the instance is in state S
+  reencrypt <workflow>                 move every instance's secrets to the newest key of $JETSTATE_KEYS
+  deadletters [--limit N]              show rejected events kept in the dead-letter stream, with reasons
   sfn-local [--port 8083] [--definitions DIR] ...
                                        a Step Functions-compatible endpoint on loopback (see sfn-local --help)
 
@@ -26,6 +28,12 @@ Options:
   -n, --namespace NAME  namespace of streams and buckets (default: jetstate)
   -w, --workflows PATH  module exporting the workflows (default: the bundled examples)
       --json            print JSON instead of text
+      --token TOKEN     the sender's identity token for start/send (default: $JETSTATE_TOKEN)
+      --reveal          show secret fields in clear (needs the key ring in $JETSTATE_KEYS); redacted otherwise
+
+Environment:
+  JETSTATE_KEYS         key ring for workflows with secrets: 'id1:base64key,id2:base64key' (the last is the newest)
+  OTEL_EXPORTER_OTLP_ENDPOINT  send traces and metrics over OTLP/HTTP (e.g. http://localhost:4318)
 `;
 
 export interface CliValues {
@@ -40,6 +48,9 @@ export interface CliValues {
   'idempotency-key'?: string | undefined;
   'timeout-ms'?: string | undefined;
   json?: boolean | undefined;
+  token?: string | undefined;
+  reveal?: boolean | undefined;
+  limit?: string | undefined;
 }
 
 export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
@@ -116,18 +127,41 @@ function describeEntry(e: HistoryEntry): string {
   return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;
 }
 
+/** The newest rejected events of the namespace with their reasons (payloads redacted unless --reveal). */
+async function showDeadLetters(client: Client, limit: number, out: (text: string, data: unknown) => void): Promise<number> {
+  const letters = await client.deadLetters({ limit });
+  out(
+    letters.length === 0
+      ? 'no dead letters'
+      : letters.map((l) => `${new Date(l.timeMs).toISOString()}  ${l.workflow} ${l.id}  seq ${l.seq}: ${l.reason}\n    ${l.size} bytes`).join('\n'),
+    letters,
+  );
+  return 0;
+}
+
 const toJson = (v: unknown): string => JSON.stringify(v, (k, x: unknown) => (k === 'matches' ? undefined : x), 2);
 
 export async function runCommand(command: string, args: string[], values: CliValues): Promise<number> {
   if (command === 'dev') return runDev(values);
-  const known = ['start', 'send', 'get', 'list', 'history', 'verify', 'wait'];
-  if (!known.includes(command)) throw new JetstateError(ErrorCode.InvalidOptions, `unknown command '${command}'; commands: dev, ${known.join(', ')}`);
+  const known = ['start', 'send', 'get', 'list', 'history', 'verify', 'wait', 'reencrypt', 'deadletters'];
+  if (!known.includes(command)) throw new JetstateError(ErrorCode.InvalidOptions, `unknown command '${command}'; commands: dev, sfn-local, ${known.join(', ')}`);
   const workflows = await loadWorkflows(values.workflows);
-  const workflow = pick(workflows, args[0]);
   const out = (text: string, data: unknown): void => void process.stdout.write((values.json ? toJson(data) : text) + '\n');
+  // Secrets: sealing what is sent needs the key ring; reading shows them only when asked (--reveal).
+  const keys = process.env['JETSTATE_KEYS'] || undefined;
+  const reading = ['get', 'list', 'history', 'wait', 'verify', 'deadletters'].includes(command);
+  if (values.reveal && !keys) throw new JetstateError(ErrorCode.InvalidOptions, '--reveal needs the key ring in JETSTATE_KEYS');
+  const keyRing = keys && (!reading || values.reveal || command === 'verify') ? keys : undefined;
+  const token = values.token ?? (process.env['JETSTATE_TOKEN'] || undefined);
   let client: Client;
   try {
-    client = await createClient({ servers: serverOf(values), namespace: values.namespace, workflows, name: `jetstate-cli-${command}` });
+    client = await createClient({
+      servers: serverOf(values),
+      namespace: values.namespace,
+      workflows,
+      name: `jetstate-cli-${command}`,
+      ...(keyRing ? { secrets: { keyRing } } : {}),
+    });
   } catch (e) {
     if (e instanceof JetstateError && e.code === ErrorCode.Closed) {
       throw new JetstateError(ErrorCode.Closed, `${e.message.split(';')[0]}; is NATS running? start one with 'jetstate dev' or pass --server`);
@@ -135,10 +169,17 @@ export async function runCommand(command: string, args: string[], values: CliVal
     throw e;
   }
   try {
+    if (command === 'deadletters') return await showDeadLetters(client, Number(values.limit ?? 50), out);
+    const workflow = pick(workflows, args[0]);
     switch (command) {
+      case 'reencrypt': {
+        const r = await client.reencrypt(workflow);
+        out(`re-encrypted ${r.resealed} fields in ${r.records} ${workflow.name} instances under the newest key`, r);
+        return 0;
+      }
       case 'start': {
         const input = json(needs(values.input, '--input JSON'), '--input');
-        const inst = await client.start(workflow, values.id ? { id: values.id, input } : { input });
+        const inst = await client.start(workflow, { ...(values.id ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
         out(`started ${describeInstance(inst)}`, inst);
         return 0;
       }
@@ -147,7 +188,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
         const type = needs(args[2], 'event type');
         const payload = json(args[3] ?? values.data, 'the event payload');
         const event = { ...(payload as object), type } as never;
-        const r = await client.send(workflow, id, event, values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {});
+        const r = await client.send(workflow, id, event, { ...(values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {}), ...(token ? { token } : {}) });
         out(r.duplicate ? `${type} was already accepted for ${workflow.name} ${id} (stream sequence ${r.seq})` : `accepted ${type} for ${workflow.name} ${id} (stream sequence ${r.seq})`, r);
         return 0;
       }

@@ -27,6 +27,9 @@ async function main(argv: string[]): Promise<number> {
         'idempotency-key': { type: 'string' },
         'timeout-ms': { type: 'string' },
         json: { type: 'boolean' },
+        token: { type: 'string' },
+        reveal: { type: 'boolean' },
+        limit: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
