@@ -23,6 +23,7 @@ const definitions = {
   sleepy: asl({ TimeoutSeconds: 1, StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 30, End: true } } }),
   long: asl({ StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 600, End: true } } }),
   plain: asl({ StartAt: 'Echo', States: { Echo: { Type: 'Pass', End: true } } }),
+  nap: asl({ StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 2, Next: 'Done' }, Done: { Type: 'Pass', Result: { napped: true }, End: true } } }),
 };
 
 type Ctx = { orderId: string; blob?: string; result?: unknown; error?: unknown };
@@ -89,6 +90,7 @@ describe('stepFunctionsExecution', () => {
     wf['sleepy'] = stageWorkflow('sleepy', arns['sleepy']!);
     wf['long'] = stageWorkflow('long', arns['long']!);
     wf['pushed'] = stageWorkflow('pushed', arns['plain']!, 'push');
+    wf['nap'] = stageWorkflow('nap', arns['nap']!);
     wf['huge'] = stageWorkflow('huge', arns['plain']!, 'poll', (i) => ({ ...(i as object), pad: 'x'.repeat(262_144) }));
     extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 200 });
     engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
@@ -201,6 +203,20 @@ describe('stepFunctionsExecution', () => {
     assert.equal(failed.value, 'failed');
     assert.match(((failed.context as Ctx).error as { message: string }).message, /256 KiB|262144|bytes/);
     assert.equal(local.stats().byAction['StartExecution'] ?? 0, 0, 'no StartExecution was made');
+  });
+
+  it('keeps following a pending execution across an engine restart', async () => {
+    await engine.start(wf['nap']!, { id: 'n-1', input: { orderId: 'n-1' } });
+    await eventually(() => assert.equal(extension.stats().pending, 1, 'the execution is pending'));
+    await engine.close();
+    // A new engine (and extension) on the same namespace picks the pending execution up from the bucket.
+    extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 200 });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
+    const done = await finished(wf['nap']!, 'n-1');
+    assert.equal(done.value, 'done', JSON.stringify(done.context));
+    assert.deepEqual((done.context as Ctx).result, { napped: true });
+    assert.equal((await outcomes(wf['nap']!, 'n-1')).length, 1);
+    assert.equal((await sfn.send(new ListExecutionsCommand({ stateMachineArn: arns['nap'] }))).executions!.length, 1, 'not started again');
   });
 
   it('names executions deterministically within 80 allowed characters', () => {
