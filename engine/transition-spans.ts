@@ -5,6 +5,7 @@
  * schedules carry the span of the transition that scheduled them, and ended after the history
  * publish (or failed, when the batch is retried).
  */
+import { isSpanContextValid } from '@opentelemetry/api';
 import type { HistoryEntry, InstanceRecord } from './record.js';
 import {
   SpanKind,
@@ -21,8 +22,8 @@ import {
 
 export class TransitionSpans {
   private readonly spans: Array<{ span: Span; entry: HistoryEntry; carrier: TraceCarrier | undefined }> = [];
-  /** The context of the last applied transition that was recorded, for the record (next link). */
-  private lastRecorded: TraceCarrier | undefined;
+  /** The context of the last applied transition's own span (recorded or sampled out). */
+  private lastOwn: TraceCarrier | undefined;
 
   constructor(
     private readonly tel: Telemetry,
@@ -45,10 +46,12 @@ export class TransitionSpans {
       // Without a span of its own (no provider), the sender's context is passed on unchanged.
       const carrier = carrierOf(span) ?? sent;
       this.spans.push({ span, entry, carrier });
-      if (entry.kind !== 'rejected' && span.isRecording()) {
-        previous = [{ context: span.spanContext() }];
-        this.lastRecorded = carrier;
-      }
+      if (entry.kind === 'rejected') continue;
+      // A no-op span only wraps the sender's (remote) context; an SDK's span has its own, local
+      // one, sampled or not.
+      const own = span.spanContext();
+      if (!own.isRemote && isSpanContextValid(own)) this.lastOwn = carrier;
+      if (span.isRecording()) previous = [{ context: own }];
     }
   }
 
@@ -57,12 +60,13 @@ export class TransitionSpans {
     this.spans.find((s) => s.entry.kind !== 'rejected' && s.entry.revision === revision)?.carrier;
 
   /**
-   * The context of the last applied transition: stored in the record for the next one to link to.
-   * Undefined when it was not recorded (no provider, or sampled out), since a link to it would
-   * point at nothing.
+   * The context of the last applied transition, stored in the record: the next transition links to
+   * it (if it was sampled), and the write's outbox (child starts, sends to other instances) carries
+   * it, so a transition the sampler left out leaves out what it causes too. Undefined without a
+   * provider.
    */
   last(): TraceCarrier | undefined {
-    return this.lastRecorded;
+    return this.lastOwn;
   }
 
   end(): void {
