@@ -72,6 +72,11 @@ export class Engine extends Client {
   static async create(options: EngineOptions): Promise<Engine> {
     const resolved = parseOptions(EngineOptionsSchema, 'createEngine', options);
     const rt = await openRuntime(resolved);
+    const noRing = rt.registry.names().filter((n) => rt.security.codec.has(n) && !rt.security.codec.ring);
+    if (noRing.length > 0) {
+      if (rt.ownsConnection) await rt.nc.close().catch(() => {});
+      fail(ErrorCode.InvalidOptions, `workflow${noRing.length > 1 ? 's' : ''} ${noRing.map((n) => `'${n}'`).join(', ')} declare${noRing.length > 1 ? '' : 's'} secrets; give createEngine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS } ('id:base64 of 32 random bytes')`);
+    }
     const engine = new Engine(rt, resolved);
     try {
       // Independent: claiming partitions, and the shared timer and task consumers.

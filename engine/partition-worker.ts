@@ -423,9 +423,16 @@ export class PartitionWorker {
       }
       return { ...at, event: raw as { type: string } };
     }
+    // Secrets first: the schema checks plain values.
+    let opened: unknown;
+    try {
+      opened = rt.security.codec.open(def.name, record.id, 'event', raw);
+    } catch (err) {
+      return reject(raw, `[secrets.unreadable] ${(err as Error).message}`);
+    }
     let event: { type: string } & Record<string, unknown>;
     try {
-      event = validateEvent(def, record.id, raw);
+      event = validateEvent(def, record.id, opened);
     } catch (err) {
       return reject(raw, (err as Error).message.replace(/; nothing was sent/g, ''));
     }
@@ -438,17 +445,12 @@ export class PartitionWorker {
       if (!admission.ok) {
         // An identity provider that cannot be reached: retried a few times before the event is rejected.
         if (admission.retryable && attempt < IDENTITY_RETRIES) throw new Error(`verifying the sender of event ${e.seq} failed (${admission.reason}); retrying`);
-        return reject(event, admission.reason);
+        return reject(raw, admission.reason);
       }
       if (admission.identity) identity = summarize(admission.identity);
       if (limits.maxEventsPerSecond !== undefined && !this.takeRate(this.rt.names.instanceKey(def.name, record.id), limits.maxEventsPerSecond, e.timeMs)) {
-        return reject(event, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`);
+        return reject(raw, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`);
       }
-    }
-    try {
-      event = rt.security.codec.open(def.name, record.id, 'event', event) as typeof event;
-    } catch (err) {
-      return reject(event, `[secrets.unreadable] ${(err as Error).message}`);
     }
     return { ...at, event, identity };
   }

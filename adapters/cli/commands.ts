@@ -1,8 +1,10 @@
 /** The CLI's commands, each speaking in plain words and returning an exit code. */
+import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createClient, isWorkflowDefinition, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type WorkflowDefinition } from '../../engine/index.js';
 import { runDev } from './dev.js';
+import { redactPaths } from '../../engine/security/redact.js';
 
 export const USAGE = `Usage: jetstate <command> [options]
 
@@ -54,6 +56,20 @@ export interface CliValues {
 }
 
 export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
+
+/** Where `jetstate dev` keeps the key ring it made, when JETSTATE_KEYS is not set. */
+export const DEV_KEYS_FILE = resolve(process.cwd(), '.jetstate', 'dev-keys');
+
+/** The key ring: JETSTATE_KEYS, else the one `jetstate dev` made in this folder (development only). */
+export function keyRingText(): string | undefined {
+  const env = process.env['JETSTATE_KEYS'];
+  if (env) return env;
+  try {
+    return readFileSync(DEV_KEYS_FILE, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export function serverOf(values: CliValues): string {
   return values.server || process.env['NATS_URL'] || DEFAULT_SERVER;
@@ -148,7 +164,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
   const workflows = await loadWorkflows(values.workflows);
   const out = (text: string, data: unknown): void => void process.stdout.write((values.json ? toJson(data) : text) + '\n');
   // Secrets: sealing what is sent needs the key ring; reading shows them only when asked (--reveal).
-  const keys = process.env['JETSTATE_KEYS'] || undefined;
+  const keys = keyRingText();
   const reading = ['get', 'list', 'history', 'wait', 'verify', 'deadletters'].includes(command);
   if (values.reveal && !keys) throw new JetstateError(ErrorCode.InvalidOptions, '--reveal needs the key ring in JETSTATE_KEYS');
   const keyRing = keys && (!reading || values.reveal || command === 'verify') ? keys : undefined;
@@ -179,7 +195,10 @@ export async function runCommand(command: string, args: string[], values: CliVal
       }
       case 'start': {
         const input = json(needs(values.input, '--input JSON'), '--input');
-        const inst = await client.start(workflow, { ...(values.id ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
+        const started = await client.start(workflow, { ...(values.id ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
+        // start() returns the values it was given; the output shows secrets only with --reveal.
+        const paths = workflow.security.secrets;
+        const inst = values.reveal || paths.length === 0 ? started : { ...started, context: redactPaths(started.context, paths), output: redactPaths(started.output, paths) };
         out(`started ${describeInstance(inst)}`, inst);
         return 0;
       }

@@ -4,10 +4,12 @@
  * whose data stays in ./.jetstate/dev-data. Runs an engine with the workflows until Ctrl-C.
  */
 import { connect as tcpConnect } from 'node:net';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { createEngine } from '../../engine/index.js';
 import { NatsServer, freePort } from '../nats-server/launcher.js';
-import { DEFAULT_SERVER, loadWorkflows, serverOf, type CliValues } from './commands.js';
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { DEFAULT_SERVER, DEV_KEYS_FILE, keyRingText, loadWorkflows, serverOf, type CliValues } from './commands.js';
 
 function reachable(url: string): Promise<boolean> {
   const u = new URL(url.replace(/^nats:/, 'http:'));
@@ -21,6 +23,20 @@ function reachable(url: string): Promise<boolean> {
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
+}
+
+/**
+ * The key ring for workflows with secrets: JETSTATE_KEYS, else one made for development in
+ * .jetstate/dev-keys (readable by this user only), which the other CLI commands in this folder use too.
+ */
+async function devKeyRing(): Promise<string> {
+  const existing = keyRingText();
+  if (existing) return existing;
+  await mkdir(dirname(DEV_KEYS_FILE), { recursive: true });
+  const text = `dev1:${randomBytes(32).toString('base64')}`;
+  await writeFile(DEV_KEYS_FILE, text + '\n', { mode: 0o600, flag: 'wx' }).catch(() => {});
+  process.stdout.write(`made a development key ring for secrets in ${DEV_KEYS_FILE} (set JETSTATE_KEYS in production)\n`);
+  return keyRingText() ?? text;
 }
 
 const otlpEndpoint = (): string | undefined =>
@@ -44,7 +60,8 @@ export async function runDev(values: CliValues): Promise<number> {
   } else {
     process.stdout.write(`using the NATS at ${url}\n`);
   }
-  const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev' });
+  const keyRing = await devKeyRing();
+  const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev', secrets: { keyRing } });
   const cli = 'npx jetstate';
   const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
   process.stdout.write(
@@ -61,6 +78,9 @@ export async function runDev(values: CliValues): Promise<number> {
       `  ${cli} start approval --id a-1 --input '{"requester":"ada","resource":"db-prod","simulateOutage":true}'${server_}`,
       `  ${cli} send approval a-1 APPROVE '{"by":"grace"}'${server_}`,
       `  ${cli} history approval a-1${server_}     # the provisioning task retried once, then succeeded`,
+      `  ${cli} start payment --id p-1 --input '{"paymentId":"p-1","amount":12,"card":{"number":"4111111111111111","expiry":"12/29"}}'${server_}`,
+      `  ${cli} send payment p-1 CONFIRM '{"cvc":"123"}'${server_}`,
+      `  ${cli} get payment p-1${server_}          # the card number is [encrypted:dev1]; add --reveal to see it`,
       '',
       otlpEndpoint() ? `Traces and metrics go over OTLP to ${otlpEndpoint()} (from the OTEL_* environment).` : 'Tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send traces to Jaeger or Tempo.',
       'Press Ctrl-C to stop (in-flight events are drained first).',
