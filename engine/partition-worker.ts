@@ -441,7 +441,7 @@ export class PartitionWorker {
       // Sent by an instance of this namespace (sendTo, sendParent...): trusted as its engine.
       identity = ENGINE_IDENTITY;
     } else {
-      const admission = await admit(rt, def, { kind: 'event', type: event.type }, e.token);
+      const admission = await admit(rt, def, { kind: 'event', type: event.type }, e.token, 'engine', e.timeMs);
       if (!admission.ok) {
         // An identity provider that cannot be reached: retried a few times before the event is rejected.
         if (admission.retryable && attempt < IDENTITY_RETRIES) throw new Error(`verifying the sender of event ${e.seq} failed (${admission.reason}); retrying`);

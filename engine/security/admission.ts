@@ -62,9 +62,11 @@ function describeRule(rule: PermissionRule): string {
 
 /**
  * Admits a start or an event. On the client side (`side: 'client'`), a token it cannot verify (no
- * `identity` options) is passed on for the engine to judge; the engine always decides.
+ * `identity` options) is passed on for the engine to judge; the engine always decides. The engine
+ * gives `atMs`, the time the stream accepted the event: the token is judged as of then, so an
+ * event that waited in a backlog while its token expired is still the sender's.
  */
-export async function admit(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine'): Promise<Admission> {
+export async function admit(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Promise<Admission> {
   const rule = ruleFor(def, action);
   const needsIdentity = def.security.requireIdentity || rule !== undefined;
   const deny = (code: ErrorCode, reason: string, retryable = false): Admission => ({ ok: false, code, reason, retryable });
@@ -76,7 +78,7 @@ export async function admit(rt: Runtime, def: WorkflowDefinition, action: Action
       return deny(ErrorCode.InvalidOptions, `[identity.not_configured] a token was given to ${what(def, action)}, but no identity options are configured to verify it; configure 'identity' (OIDC issuers or AWS IAM) in createClient and createEngine`);
     }
     try {
-      identity = await verifier.verify(token);
+      identity = await verifier.verify(token, atMs === undefined ? undefined : { atMs });
     } catch (e) {
       if (e instanceof IdentityError) return deny(ErrorCode.Unauthenticated, `[${e.reason}] ${e.message.replace(`${e.reason}: `, '')}; cannot ${what(def, action)}`, e.retryable);
       return deny(ErrorCode.Unauthenticated, `[identity.internal] ${(e as Error).message}`, true);

@@ -233,8 +233,8 @@ interface Replay {
  */
 export function awsIamCheck(options: ResolvedAwsIamOptions, clock: Clock): TokenCheck {
   const endpoint = new URL(options.stsEndpoint);
-  return async (token, audience) => {
-    const replay = inspect(token, endpoint, audience ?? options.audience, options.region, clock.now());
+  return async (token, audience, nowMs) => {
+    const replay = inspect(token, endpoint, audience ?? options.audience, options.region, nowMs);
     const caller = await callSts(replay, options.timeoutMs, endpoint);
     const claims = principalClaims(caller);
     return {

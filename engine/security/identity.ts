@@ -33,6 +33,14 @@ export interface Identity {
 export interface VerifyContext {
   /** The audience this call requires instead of the configured one (e.g. one per workflow). */
   audience?: string;
+  /**
+   * The time (epoch ms) to judge expiry and not-before at, instead of now. The engine passes the
+   * time the stream accepted the event, so an event that waited in a backlog (no engine running,
+   * a slow partition) is judged as it was when it was sent, and judged the same when it is read
+   * again. The stream sets that time, not the sender. An AWS IAM token is still replayed to STS,
+   * which checks its signature's age itself (at most 15 minutes).
+   */
+  atMs?: number;
 }
 
 /**

@@ -103,7 +103,7 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
   const keys = keySet(options);
   const requiredClaims = [...new Set(['sub', 'iss', options.audienceClaim, 'exp', ...options.requiredClaims])];
   const algorithms = new Set(options.algorithms);
-  const check: TokenCheck = async (token, audience) => {
+  const check: TokenCheck = async (token, audience, nowMs) => {
     const header = headerOf(token);
     if (typeof header.alg !== 'string' || !algorithms.has(header.alg)) {
       reject(IdentityReason.AlgNotAllowed, `alg ${JSON.stringify(header.alg)} is not accepted for issuer '${options.issuer}'; accepted: ${options.algorithms.join(', ')}`);
@@ -116,7 +116,7 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
         algorithms: options.algorithms,
         clockTolerance: options.clockToleranceSec,
         requiredClaims,
-        currentDate: new Date(clock.now()),
+        currentDate: new Date(nowMs),
       }));
     } catch (e) {
       throw fromJose(e, options.issuer);
@@ -144,7 +144,7 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
  */
 export function oidcCheck(issuers: OidcIssuer[]): TokenCheck {
   const byIssuer = new Map(issuers.map((i) => [i.issuer, i]));
-  return async (token, audience) => {
+  return async (token, audience, nowMs) => {
     let iss: unknown;
     try {
       iss = decodeJwt(token).iss;
@@ -155,7 +155,7 @@ export function oidcCheck(issuers: OidcIssuer[]): TokenCheck {
     if (!issuer) {
       reject(IdentityReason.WrongIssuer, `issuer ${JSON.stringify(iss)} is not configured; configured: ${[...byIssuer.keys()].join(', ')}`);
     }
-    return issuer.check(token, audience);
+    return issuer.check(token, audience, nowMs);
   };
 }
 

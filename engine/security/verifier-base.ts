@@ -17,8 +17,11 @@ export interface CheckedToken {
   cacheUntilMs: number;
 }
 
-/** A method-specific check; `audience` is the one this call requires (already resolved). */
-export type TokenCheck = (token: string, audience: string | undefined) => Promise<CheckedToken>;
+/**
+ * A method-specific check; `audience` is the one this call requires (already resolved), `nowMs`
+ * the time to judge expiry and not-before at.
+ */
+export type TokenCheck = (token: string, audience: string | undefined, nowMs: number) => Promise<CheckedToken>;
 
 interface Entry {
   identity: Identity;
@@ -76,14 +79,17 @@ export function verifierFrom(check: TokenCheck, options: VerifierBaseOptions): I
         reject(IdentityReason.TooLarge, `the token has ${token.length} characters, more than maxTokenBytes (${options.maxTokenBytes})`);
       }
       const audience = context?.audience ?? options.defaultAudience;
+      const nowMs = context?.atMs ?? options.clock.now();
       const key = `${options.cacheScope}\n${audience ?? ''}\n${createHash('sha256').update(token).digest('base64url')}`;
-      const cached = options.cache.get(key, options.clock.now());
+      const cached = options.cache.get(key, nowMs);
       if (cached) return cached;
-      const pending = inFlight.get(key);
+      // Checks judged at different times may disagree about expiry: share only those of the same time.
+      const flightKey = context?.atMs === undefined ? key : `${key}\n${context.atMs}`;
+      const pending = inFlight.get(flightKey);
       if (pending) return pending;
       const run = (async () => {
         try {
-          const { identity, cacheUntilMs } = await check(token, audience);
+          const { identity, cacheUntilMs } = await check(token, audience, nowMs);
           const full = deepFreeze({ ...identity, roles: rolesFor(identity, options.roles) });
           const untilMs = Math.min(cacheUntilMs, full.expiresAt ?? Number.POSITIVE_INFINITY);
           if (untilMs > options.clock.now()) options.cache.set(key, full, untilMs);
@@ -91,10 +97,10 @@ export function verifierFrom(check: TokenCheck, options: VerifierBaseOptions): I
         } catch (e) {
           throw asIdentityError(e);
         } finally {
-          inFlight.delete(key);
+          inFlight.delete(flightKey);
         }
       })();
-      inFlight.set(key, run);
+      inFlight.set(flightKey, run);
       return run;
     },
   };
