@@ -10,6 +10,8 @@
 import { ErrorCode, JetstateError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../record.js';
 import type { Registry } from '../runtime.js';
+import { CHILD_EVENT } from '../child.js';
+import { TASK_EVENT } from '../step.js';
 import { redactEnvelopes } from './redact.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
 
@@ -99,9 +101,17 @@ export class SecretCodec {
   }
 
   private mapEntry(e: HistoryEntry, fn: Fn): HistoryEntry {
-    const event = e.event as { type?: unknown; input?: unknown } | null;
-    // The start's entry carries the input; every other entry an event payload.
-    const mapped = e.kind === 'start' && event && typeof event === 'object' ? { ...event, input: fn(event.input, 'input') } : fn(e.event, 'event');
+    const event = e.event as { type?: unknown; input?: unknown; output?: unknown } | null;
+    let mapped: unknown;
+    if (e.kind === 'start' && event && typeof event === 'object') {
+      // The start's entry carries the input.
+      mapped = { ...event, input: fn(event.input, 'input') };
+    } else if (event && typeof event === 'object' && (event.type === TASK_EVENT || event.type === CHILD_EVENT)) {
+      // A task's or child's outcome carries its secrets in `output`, as the outcome message did.
+      mapped = 'output' in event ? { ...event, output: fn(event.output, 'output') } : event;
+    } else {
+      mapped = fn(e.event, 'event');
+    }
     return mapped === e.event ? e : { ...e, event: mapped };
   }
 
