@@ -8,7 +8,8 @@
  *
  * On AWS the forwarder is a Lambda function (`export const handler = taskTokenForwarder({ servers,
  * subject, stream })`) and the callback server runs beside your services; offline, sfn-local
- * calls `taskHandlers` below in place of the Lambda function (`--handlers`).
+ * calls a forwarder in place of the Lambda function (`--handlers dist/workflows/hybrid-handlers.js`,
+ * or `hybridTaskHandlers(nc)` in process).
  */
 import { type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { ensureTaskTokenStream, serveCallbackTasks, taskTokenForwarder, type CallbackTaskServer } from '../adapters/step-functions/callback.js';
@@ -26,14 +27,6 @@ export const SETTLEMENT_LIMIT = 10_000;
 export function hybridTaskHandlers(connection: NatsConnection): Record<string, (payload: unknown) => Promise<unknown>> {
   return { 'hybrid-settle': taskTokenForwarder({ connection, subject: HYBRID_TOKEN_SUBJECT, stream: HYBRID_TOKEN_STREAM }) };
 }
-
-/**
- * For `jetstate sfn-local --handlers dist/workflows/hybrid-cloud.js`: the forwarder connects to
- * NATS_URL (default nats://127.0.0.1:4222) on its first call.
- */
-export const taskHandlers = {
-  'hybrid-settle': taskTokenForwarder({ servers: process.env['NATS_URL'] || 'nats://127.0.0.1:4222', subject: HYBRID_TOKEN_SUBJECT, stream: HYBRID_TOKEN_STREAM }),
-};
 
 export interface SettlementService {
   /** Requests answered, by outcome. */

@@ -1,8 +1,9 @@
 /**
  * Runs the hybrid example offline, beside `jetstate sfn-local` (README, "Hybrid workflows
- * offline"): an engine with the bundled workflows and the Step Functions extension pointed at
+ * offline"): an engine with the hybrid workflow and the Step Functions extension pointed at
  * sfn-local, the callback server that answers the cloud stage's task tokens, and the settlement
- * service. It uses the NATS at NATS_URL (default nats://127.0.0.1:4222), or starts a nats-server
+ * service. Run it instead of `jetstate dev`, not beside it in the same namespace: an engine
+ * without the extension would take the cloud stage's attempts too (and fail them). It uses the NATS at NATS_URL (default nats://127.0.0.1:4222), or starts a nats-server
  * there with its data in ./.jetstate/hybrid-data. Stops on Ctrl-C (draining the engine first).
  *
  *   npm run build && node dist/workflows/hybrid-local.js
@@ -18,8 +19,8 @@ import { createEngine } from '../engine/index.js';
 import { NatsServer } from '../adapters/nats-server/launcher.js';
 import { createStepFunctionsClients } from '../adapters/step-functions/clients.js';
 import { stepFunctions } from '../adapters/step-functions/execution.js';
+import { hybrid } from './hybrid.js';
 import { serveHybridCallbacks, startSettlementService } from './hybrid-cloud.js';
-import { workflows } from './index.js';
 
 const env = process.env;
 const natsUrl = env['NATS_URL'] || 'nats://127.0.0.1:4222';
@@ -53,7 +54,7 @@ const clients = createStepFunctionsClients({ region, endpoint, credentials });
 const engine = await createEngine({
   servers: url,
   namespace,
-  workflows,
+  workflows: [hybrid],
   extensions: [stepFunctions({ region, endpoint, credentials })],
   name: 'jetstate-hybrid-local',
 });
@@ -63,7 +64,7 @@ const callbacks = await serveHybridCallbacks({ connection: nc, clients });
 const server_ = url === 'nats://127.0.0.1:4222' ? '' : ` --server ${url}`;
 process.stdout.write(
   [
-    `engine ${engine.engineId} runs ${workflows.map((w) => w.name).join(', ')} with Step Functions at ${endpoint} (${region}); callback tasks and the settlement service are up`,
+    `engine ${engine.engineId} runs the hybrid workflow with Step Functions at ${endpoint} (${region}); callback tasks and the settlement service are up`,
     '',
     'Try it from another shell:',
     `  npx jetstate start hybrid --id h-1 --input '{"orderId":"h-1","sku":"book","quantity":2,"amount":30}'${server_}`,

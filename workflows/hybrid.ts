@@ -25,7 +25,7 @@ export const HybridOrderInput = z.object({
   quantity: z.number().int().positive(),
   amount: z.number().positive(),
 });
-type HybridOrder = z.output<typeof HybridOrderInput>;
+export type HybridOrder = z.output<typeof HybridOrderInput>;
 
 /** What the cloud stage returns (the Receipt state's output). */
 export interface Settlement {
@@ -34,7 +34,8 @@ export interface Settlement {
   execution: string;
 }
 
-interface HybridContext extends HybridOrder {
+/** The context of a hybrid instance. */
+export interface HybridContext extends HybridOrder {
   reservationId?: string;
   settlementId?: string;
   execution?: string;
