@@ -286,13 +286,18 @@ export class PartitionWorker {
     const loaded = await this.store.load(key);
     if ('problem' in loaded) {
       if (loaded.problem !== 'missing') return loaded.message;
-      // start() sends its kick just before creating the record: give the create a moment.
-      if (batch.every((e) => isKick(safeDecode(e.data)))) {
+      // start() publishes its kick and its first timers just before creating the record (a short
+      // timer can fire before the create lands): give the create a moment.
+      const early = (e: Pending): boolean => {
+        const v = safeDecode(e.data);
+        return isKick(v) || isTimerFire(v);
+      };
+      if (batch.some(early)) {
         const since = this.missingSince.get(key) ?? Date.now();
         this.missingSince.set(key, since);
         if (Date.now() - since < KICK_WAIT_MS) throw new NotYetError('waiting for the started instance to be written');
         this.missingSince.delete(key);
-        return true; // its start never completed
+        if (batch.every(early)) return true; // its start never completed
       }
       const [workflow, id] = key.split('.') as [string, string];
       const entries: HistoryEntry[] = batch.map((e) => ({

@@ -2,7 +2,12 @@
 // a timer whose state was exited or re-entered changes nothing.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { layout, partitionOf } from '../../engine/names.js';
+import { shortHash } from '../../engine/record.js';
+import { createHmac } from 'node:crypto';
+import { headers } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { setup } from 'xstate';
 import { z } from 'zod';
@@ -24,13 +29,22 @@ const watchdog = defineWorkflow({
   }),
 });
 
+/** A timer due at once: it can fire before start() has created the record. */
+const instant = defineWorkflow({
+  name: 'instant',
+  version: 1,
+  input: z.object({}),
+  events: {},
+  machine: setup({}).createMachine({ initial: 'waiting', states: { waiting: { after: { 1: 'fired' } }, fired: { type: 'final' } } }),
+});
+
 describe('durable timers', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
   const namespace = uniqueNamespace('timers');
   before(async () => {
     nats = await startNats();
-    engine = await createEngine({ servers: nats.url, namespace, workflows: [order, watchdog], leaseTtlMs: 1_000 });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [order, watchdog, instant], leaseTtlMs: 1_000 });
   });
   after(async () => {
     await engine?.close();
@@ -56,6 +70,26 @@ describe('durable timers', () => {
     ]);
     assert.equal((await engine.verify(order, 't-1')).ok, true);
     for await (const m of completions) assert.deepEqual(m.json(), { workflow: 'order', id: 't-1', status: 'done', revision: 2, output: expired.output });
+    await nc.close();
+  });
+
+  it('a timer that fires before its instance record exists waits for it rather than being lost', async () => {
+    // start() publishes a timer before it creates the record, so a short timer can fire first. Stage
+    // exactly that: the fire event (signed as an engine signs it, with the message id the timer
+    // service uses, so the service's own fire is a duplicate) lands before the start.
+    const nc = await connect({ servers: nats.url });
+    const key = await (await new Kvm(jetstream(nc)).open(`${namespace}_control`)).get('auth.engine-key');
+    const timerId = 'xstate.after.1.instant.waiting';
+    const subject = layout(namespace).eventSubject(partitionOf('instant', 'early', 16), 'instant', 'early');
+    const data = new TextEncoder().encode(JSON.stringify({ type: 'jetstate.timer', timerId, token: 1 }));
+    const h = headers();
+    h.set('Jetstate-Sig', createHmac('sha256', key!.value).update(subject).update('\n').update(data).digest('base64url'));
+    await jetstream(nc).publish(subject, data, { msgID: `fire.instant.early.1.${shortHash(timerId)}`, headers: h });
+    await new Promise((r) => setTimeout(r, 300)); // the engine reads it and finds no record yet
+    await engine.start(instant, { id: 'early', input: {} });
+    const done = await engine.waitFor(instant, 'early', (s) => s.status === 'done', { timeoutMs: 10_000 });
+    assert.equal(done.value, 'fired');
+    assert.deepEqual((await engine.history(instant, 'early')).map((h) => h.kind), ['start', 'event']);
     await nc.close();
   });
 

@@ -8,8 +8,8 @@
  *
  * The last case traces both engines (a recording tracer provider), as a traced deployment does:
  * each attempt then puts its own span's `traceparent` into the input (`_jetstate`), so the second
- * start's input differs from the first's, and the adapter refuses to adopt the execution. It is
- * marked `todo` until the adapter compares inputs without `_jetstate`.
+ * start's input differs from the first's; the adapter compares inputs without `_jetstate`, so it
+ * still adopts the execution.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -186,14 +186,7 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
     await crashAndTakeOver('kill-pass', 'killpass', false);
   });
 
-  it(
-    'adopts the execution when both engines trace (the inputs differ only in _jetstate)',
-    {
-      timeout: 45_000,
-      todo: "execution.ts compares the whole input on ExecutionAlreadyExists, and each attempt's _jetstate.traceparent differs: the instance fails with 'already exists with a different input'",
-    },
-    async () => {
-      await crashAndTakeOver('kill-pass', 'killtraced', false, true);
-    },
-  );
+  it('adopts the execution when both engines trace (the inputs differ only in _jetstate)', { timeout: 45_000 }, async () => {
+    await crashAndTakeOver('kill-pass', 'killtraced', false, true);
+  });
 });
