@@ -11,6 +11,7 @@ const forwarder = taskTokenForwarder({ servers: process.env['NATS_URL'] || 'nats
 
 export const taskHandlers = { 'hybrid-settle': forwarder };
 
-// sfn-local stops its endpoint on SIGINT/SIGTERM but knows nothing of this connection, which
-// would keep the process alive (reconnecting) after it is done; close it on the same signals.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void forwarder.close());
+/** Called by sfn-local when it stops: the forwarder's NATS connection would keep the process alive. */
+export async function close(): Promise<void> {
+  await forwarder.close();
+}

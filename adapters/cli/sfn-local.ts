@@ -24,6 +24,7 @@ Options:
   --definitions DIR        create a state machine per <name>.asl.json in DIR
   --activity NAME          create an activity (repeatable)
   --handlers MODULE        module exporting taskHandlers: Lambda function name -> async (payload) => result
+                           (and optionally close(), called on stop)
   --role ARN               run a loopback STS (on port+1) that lets callers assume this role (repeatable)
   --events-nats URL        publish each execution status change event as JSON to this NATS
   --events-subject S       subject of those events (default aws.states.status)
@@ -48,7 +49,10 @@ const FlagsSchema = z.object({
 
 const invalid = (message: string): JetstateError => new JetstateError(ErrorCode.InvalidOptions, `sfn-local: ${message}`);
 
-async function loadHandlers(path: string): Promise<Record<string, (payload: unknown, context: TaskHandlerContext) => unknown>> {
+type Handlers = Record<string, (payload: unknown, context: TaskHandlerContext) => unknown>;
+
+/** The handlers of a module, and its `close()` if it exports one (called when sfn-local stops). */
+async function loadHandlers(path: string): Promise<{ handlers: Handlers; close: (() => Promise<void>) | undefined }> {
   const url = pathToFileURL(isAbsolute(path) ? path : resolve(process.cwd(), path)).href;
   let mod: Record<string, unknown>;
   try {
@@ -60,7 +64,8 @@ async function loadHandlers(path: string): Promise<Record<string, (payload: unkn
   if (!handlers || typeof handlers !== 'object' || !Object.values(handlers).every((h) => typeof h === 'function')) {
     throw invalid(`${path} must export taskHandlers (or a default export): an object of functions by Lambda function name`);
   }
-  return handlers as Record<string, (payload: unknown, context: TaskHandlerContext) => unknown>;
+  const close = typeof mod['close'] === 'function' ? async () => void (await (mod['close'] as () => unknown)()) : undefined;
+  return { handlers: handlers as Handlers, close };
 }
 
 async function readDefinitions(dir: string): Promise<Array<{ name: string; file: string; text: string }>> {
@@ -121,7 +126,8 @@ export async function runSfnLocal(argv: string[]): Promise<number> {
   if (!parsed.success) throw invalid(z.prettifyError(parsed.error));
   const f = parsed.data;
   const credentials = { accessKeyId: f['access-key-id'], secretAccessKey: f['secret-access-key'] };
-  const taskHandlers = f.handlers ? await loadHandlers(f.handlers) : {};
+  const loaded = f.handlers ? await loadHandlers(f.handlers) : undefined;
+  const taskHandlers: Handlers = loaded?.handlers ?? {};
   const definitions = f.definitions ? await readDefinitions(f.definitions) : [];
 
   // Loaded here, not at the top, so the other commands work without the optional packages.
@@ -129,6 +135,8 @@ export async function runSfnLocal(argv: string[]): Promise<number> {
   const { startLocalSts } = await import('../aws-local/sts.js');
 
   const closers: Array<() => Promise<void>> = [];
+  // Closed last (closers run in reverse): the handlers' own connections.
+  if (loaded?.close) closers.push(loaded.close);
   const closeAll = async (): Promise<void> => {
     for (const close of closers.reverse()) await close().catch(() => {});
   };
