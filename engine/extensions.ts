@@ -7,7 +7,7 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { ErrorCode, JetstateError } from './errors.js';
+import { TerminalError } from './activity.js';
 import { partitionOf } from './names.js';
 import type { Logger } from './options.js';
 import { InstanceRecordSchema, decodeJson, encodeJson, shortHash } from './record.js';
@@ -106,7 +106,8 @@ export function createExtensionHost(
 export function findExtension<T>(extensions: ReadonlyMap<string, EngineExtension>, name: string, needed: string): T {
   const found = extensions.get(name);
   if (!found) {
-    throw new JetstateError(ErrorCode.InvalidOptions, `${needed} needs the '${name}' engine extension; pass extensions: [${name === 'step-functions' ? 'stepFunctions({ region })' : name}] to createEngine`);
+    // Terminal: retrying cannot configure the engine.
+    throw new TerminalError(`${needed} needs the '${name}' engine extension; pass extensions: [${name === 'step-functions' ? 'stepFunctions({ region })' : name}] to createEngine`);
   }
   return found as unknown as T;
 }
