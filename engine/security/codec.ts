@@ -11,12 +11,14 @@ import { ErrorCode, JetstateError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../record.js';
 import type { Registry } from '../runtime.js';
 import { CHILD_EVENT } from '../child.js';
-import { TASK_EVENT } from '../step.js';
+import { START_CHILD, TASK_EVENT } from '../step.js';
 import { redactEnvelopes } from './redact.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
 type Fn = (value: unknown, root: Root) => unknown;
+/** Seal, open or reseal one root of one instance (a record also holds its child workflows' snapshots). */
+type Op = (workflow: string, id: string, root: Root, value: unknown) => unknown;
 
 export class SecretCodec {
   private readonly paths = new Map<string, readonly string[]>();
@@ -64,25 +66,24 @@ export class SecretCodec {
   }
 
   sealRecord(record: InstanceRecord): InstanceRecord {
-    return this.mapRecord(record, (v, root) => this.seal(record.workflow, record.id, root, v));
+    return this.mapRecord(record, (wf, id, root, v) => this.seal(wf, id, root, v));
   }
 
   openRecord(record: InstanceRecord): InstanceRecord {
-    return this.mapRecord(record, (v, root) => this.open(record.workflow, record.id, root, v));
+    return this.mapRecord(record, (wf, id, root, v) => this.open(wf, id, root, v));
   }
 
   /** Envelopes moved to the newest key; `resealed` 0 when nothing moved (the re-encrypt command). */
   resealRecord(record: InstanceRecord): { record: InstanceRecord; resealed: number } {
     let resealed = 0;
-    const paths = this.pathsOf(record.workflow);
-    if (paths.length === 0) return { record, resealed };
-    const ring = this.ringFor(record.workflow);
-    const next = this.mapRecord(record, (v, root) => {
-      const r = resealPaths(v, paths, ring, `${record.workflow}/${record.id}/${root}`);
+    const next = this.mapRecord(record, (wf, id, root, v) => {
+      const paths = this.pathsOf(wf);
+      if (paths.length === 0) return v;
+      const r = resealPaths(v, paths, this.ringFor(wf), `${wf}/${id}/${root}`);
       resealed += r.resealed;
       return r.value;
     });
-    return { record: next, resealed };
+    return { record: resealed === 0 ? record : next, resealed };
   }
 
   sealHistory(workflow: string, id: string, entries: HistoryEntry[]): HistoryEntry[] {
@@ -101,39 +102,82 @@ export class SecretCodec {
   }
 
   private mapEntry(e: HistoryEntry, fn: Fn): HistoryEntry {
-    const event = e.event as { type?: unknown; input?: unknown; output?: unknown } | null;
-    let mapped: unknown;
-    if (e.kind === 'start' && event && typeof event === 'object') {
-      // The start's entry carries the input.
-      mapped = { ...event, input: fn(event.input, 'input') };
-    } else if (event && typeof event === 'object' && (event.type === TASK_EVENT || event.type === CHILD_EVENT)) {
-      // A task's or child's outcome carries its secrets in `output`, as the outcome message did.
-      mapped = 'output' in event ? { ...event, output: fn(event.output, 'output') } : event;
-    } else {
-      mapped = fn(e.event, 'event');
-    }
+    const mapped = mapEvent(e.event, fn, e.kind === 'start');
     return mapped === e.event ? e : { ...e, event: mapped };
   }
 
-  private mapRecord(record: InstanceRecord, fn: Fn): InstanceRecord {
-    if (!this.has(record.workflow)) return record;
-    const snapshot = record.snapshot['context'] === undefined ? record.snapshot : { ...record.snapshot, context: fn(record.snapshot['context'], 'context') };
+  private mapRecord(record: InstanceRecord, op: Op): InstanceRecord {
+    // A record also holds what it passes to its child workflows: their secrets count too.
+    const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === START_CHILD).map((o) => o.params as { workflow?: unknown })];
+    if (!this.has(record.workflow) && !children.some((c) => typeof c?.workflow === 'string' && this.has(c.workflow))) return record;
+    const fn: Fn = (v, root) => op(record.workflow, record.id, root, v);
     const out: InstanceRecord = {
       ...record,
       input: fn(record.input, 'input'),
-      snapshot,
+      snapshot: mapSnapshot(record.snapshot, fn, record.children, op),
       lastHistory: record.lastHistory.map((e) => this.mapEntry(e, fn)),
       tasks: Object.fromEntries(Object.entries(record.tasks).map(([k, t]) => [k, { ...t, input: fn(t.input, 'task') }])),
       timers: Object.fromEntries(Object.entries(record.timers).map(([k, t]) => [k, { ...t, event: fn(t.event, 'event') as typeof t.event }])),
-      outbox: record.outbox.map((o) => ({ ...o, event: fn(o.event, 'event'), params: mapParams(o.params, fn) })),
+      outbox: record.outbox.map((o) => ({ ...o, event: mapEvent(o.event, fn), params: mapParams(o.type, o.params, fn, op) })),
     };
     if (record.output !== undefined) out.output = fn(record.output, 'output');
     return out;
   }
 }
 
-/** A send's resolved event sits in its params: `{ workflow, id, event }`. */
-function mapParams(params: unknown, fn: Fn): unknown {
-  const p = params as { event?: unknown } | null;
-  return p && typeof p === 'object' && 'event' in p ? { ...p, event: fn(p.event, 'event') } : params;
+/**
+ * Where an event keeps its secrets: a start (`jetstate.start` in history, `xstate.init` as the
+ * cause of the first effects) in its input; a task's or child's outcome (`jetstate.task`,
+ * `jetstate.child`, and the `xstate.done.actor.*` made from them) in its output, as the outcome
+ * message did; any other event in its payload.
+ */
+function mapEvent(event: unknown, fn: Fn, isStart = false): unknown {
+  if (typeof event !== 'object' || event === null || Array.isArray(event)) return fn(event, 'event');
+  const e = event as { type?: unknown; input?: unknown; output?: unknown };
+  const type = typeof e.type === 'string' ? e.type : '';
+  if (isStart || type === 'xstate.init') return 'input' in e ? { ...e, input: fn(e.input, 'input') } : event;
+  if (type === TASK_EVENT || type === CHILD_EVENT || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output') } : event;
+  return fn(event, 'event');
+}
+
+/**
+ * XState's persisted snapshot holds more than the context: a finished machine's output, and the
+ * snapshot of each invoked actor: an activity's input (its task input), a child workflow's first
+ * snapshot (its context). A child workflow's is mapped with the child's paths and id, as the
+ * child's own record is.
+ */
+function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: InstanceRecord['children'], op: Op): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...snapshot };
+  if (snapshot['context'] !== undefined) out['context'] = fn(snapshot['context'], 'context');
+  if (snapshot['output'] !== undefined) out['output'] = fn(snapshot['output'], 'output');
+  const actors = snapshot['children'];
+  if (typeof actors !== 'object' || actors === null || Array.isArray(actors)) return out;
+  out['children'] = Object.fromEntries(
+    Object.entries(actors as Record<string, unknown>).map(([invokeId, ref]) => {
+      const inner = (ref as { snapshot?: unknown } | null)?.snapshot;
+      if (typeof inner !== 'object' || inner === null || Array.isArray(inner)) return [invokeId, ref];
+      const child = Object.hasOwn(children, invokeId) ? children[invokeId] : undefined;
+      let mapped: Record<string, unknown>;
+      if (child) {
+        mapped = mapSnapshot(inner as Record<string, unknown>, (v, root) => op(child.workflow, child.id, root, v), {}, op);
+      } else {
+        mapped = { ...(inner as Record<string, unknown>) };
+        if (mapped['input'] !== undefined) mapped['input'] = fn(mapped['input'], 'task');
+        if (mapped['output'] !== undefined) mapped['output'] = fn(mapped['output'], 'output');
+      }
+      return [invokeId, { ...(ref as object), snapshot: mapped }];
+    }),
+  );
+  return out;
+}
+
+/**
+ * A send's resolved event sits in its params: `{ workflow, id, event }`. A child start's params
+ * hold the child's input: `{ workflow, id, input, ... }`, mapped as the child's own input is.
+ */
+function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
+  const p = params as { event?: unknown; workflow?: unknown; id?: unknown; input?: unknown } | null;
+  if (!p || typeof p !== 'object') return params;
+  if (type === START_CHILD && typeof p.workflow === 'string' && typeof p.id === 'string' && 'input' in p) return { ...p, input: op(p.workflow, p.id, 'input', p.input) };
+  return 'event' in p ? { ...p, event: fn(p.event, 'event') } : params;
 }
