@@ -276,6 +276,17 @@ describe('engine identity and permissions', () => {
     assert.equal(ctx(done).approver!.subject, 'olga');
   });
 
+  it('a client without identity options passes the token on; the engine decides', async () => {
+    await submitted('a-6');
+    await using plain = await createClient({ servers: nats.url, namespace });
+    await plain.send(approval, 'a-6', { type: 'APPROVE' }, { token: await realmToken('olga', ['approver'], { exp: nowSec() - 3_600 }) });
+    await plain.send(approval, 'a-6', { type: 'APPROVE' }, { token: await oktaToken('olga', ['approver']) });
+    const done = await client.waitFor(approval, 'a-6', (s) => s.matches('approved'), { timeoutMs: 5_000 });
+    assert.equal(ctx(done).approver!.subject, 'olga');
+    const [r] = await rejections('a-6', 1);
+    assert.ok(r!.reason!.startsWith('[identity.expired]'), r!.reason);
+  });
+
   it('accepts an AWS IAM token mapped to a role by principal ARN, and refuses one for another audience', async () => {
     await submitted('a-5');
     const before = await outside.eventsLastSeq();

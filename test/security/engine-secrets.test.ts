@@ -201,6 +201,17 @@ describe('engine secrets', () => {
     assert.deepEqual(new Set(ids), new Set(['k1']));
   });
 
+  // todo: Client.get()/history()/waitFor()/list() do not add the workflow to the client's registry
+  // (only send/verify/reencrypt do), so the codec knows no secret paths and returns the stored
+  // envelopes as they are: neither plaintext nor '[encrypted:<id>]'.
+  it('a client with the ring that only reads (no workflows option) reads plaintext', { todo: 'engine/client.ts: reads do not register the workflow' }, async () => {
+    await using reader = await createClient({ servers: nats.url, namespace, secrets: { keyRing: K1 } });
+    const seen = (await reader.get(checkout, 's-1'))!;
+    assert.equal(ctx(seen).card.number, cardOf('s-1'));
+    const history = await reader.history(checkout, 's-1');
+    assert.equal((history.find((h) => h.kind === 'start')!.event as { input: { card: Card } }).input.card.number, cardOf('s-1'));
+  });
+
   it('a client without a key ring cannot start or send to a workflow with secrets', async () => {
     const before = await outside.eventsLastSeq();
     for (const attempt of [
