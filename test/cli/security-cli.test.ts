@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
@@ -20,7 +21,8 @@ const k2 = `k2:${randomBytes(32).toString('base64')}`;
 function run(args: string[], keys?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
     const env = { ...process.env, NATS_URL: '', JETSTATE_KEYS: keys ?? '' };
-    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // In an empty folder: the CLI falls back to a development key ring in ./.jetstate/dev-keys.
+    const child = spawn(process.execPath, [cli, ...args], { env, cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
