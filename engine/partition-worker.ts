@@ -301,7 +301,7 @@ export class PartitionWorker {
       }
       const [workflow, id] = key.split('.') as [string, string];
       const entries: HistoryEntry[] = batch.map((e) => ({
-        kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: readable(e.data), from: null, to: null,
+        kind: HistoryKind.Rejected, revision: 0, seq: e.seq, event: boundedEvent(readable(e.data), e.data.length), from: null, to: null,
         status: 'failed', timeMs: e.timeMs, reason: 'instance does not exist',
       }));
       this.rt.logger.warn(`events for missing workflow '${workflow}' instance '${id}' were rejected`, { seqs: batch.map((e) => e.seq) });
@@ -316,6 +316,8 @@ export class PartitionWorker {
     // and its actions had run: finish that first.
     if (batch.some((e) => e.seq === record.lastSeq)) {
       await publishHistory(this.rt, record.workflow, record.id, record.lastHistory);
+      // Rejections before the last applied event are skipped below as applied: copy them now.
+      await this.deadLetter(record.workflow, record.id, batch, record.lastHistory);
       await publishTasks(this.rt, record.workflow, record.id, tasksStartedBy(record), record.trace);
       await this.executor.rerun(loaded, record.outbox);
       await notifyParent(this.rt, record);
@@ -405,13 +407,14 @@ export class PartitionWorker {
     const { record, def } = loaded;
     const rt = this.rt;
     const at = { seq: e.seq, timeMs: e.timeMs };
-    const reject = (event: unknown, reason: string): StepEvent => ({ ...at, event, rejected: reason });
+    // `size`: of what the history keeps of the event (0 for a summary made here).
+    const reject = (event: unknown, reason: string, size = e.data.length): StepEvent => ({ ...at, event: boundedEvent(event, size), rejected: boundedReason(reason) });
     const limits = limitsOf(rt, def);
     if (e.data.length > limits.maxEventBytes) {
-      return reject({ oversized: `${e.data.length} bytes` }, `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`);
+      return reject({ oversized: `${e.data.length} bytes` }, `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`, 0);
     }
     const raw = safeDecode(e.data);
-    if (raw === UNREADABLE) return reject({ unreadable: `${e.data.length} bytes` }, 'the event is not UTF-8 JSON');
+    if (raw === UNREADABLE) return reject({ unreadable: `${e.data.length} bytes` }, 'the event is not UTF-8 JSON', 0);
     const signed = rt.security.signer.verify(e.subject, e.data, e.sig);
     const internal = isKick(raw) || isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw);
     if (internal) {
@@ -476,7 +479,15 @@ export class PartitionWorker {
         h.set('Jetstate-Reason', (r.reason ?? 'rejected').slice(0, 1_000).replace(/[\r\n]+/g, ' '));
         h.set('Jetstate-Subject', e.subject);
         h.set('Jetstate-Seq', String(e.seq));
-        return this.rt.js.publish(subject, e.data, { msgID: `dlq.${e.seq}`, headers: h });
+        // An event as large as the server takes has no room left for these headers: keep its
+        // head and say how long it was, rather than failing (and retrying) for ever.
+        const room = (this.rt.nc.info?.max_payload ?? Infinity) - DEAD_LETTER_HEADROOM;
+        let data = e.data;
+        if (data.length > room) {
+          h.set('Jetstate-Truncated', String(data.length));
+          data = data.subarray(0, Math.max(0, room));
+        }
+        return this.rt.js.publish(subject, data, { msgID: `dlq.${e.seq}`, headers: h });
       }),
     );
   }
@@ -524,6 +535,28 @@ export class PartitionWorker {
       for (const w of waiters) w();
     }
   }
+}
+
+/** Bytes kept free under the server's max_payload for a dead-letter copy's headers. */
+const DEAD_LETTER_HEADROOM = 4_096;
+/**
+ * A rejected event is kept in history (and in the record's `lastHistory`) as it came only up to
+ * this size; a larger one as a summary. The dead-letter copy keeps it whole. Without the bound, a
+ * burst of large invalid events in one batch could make the history message larger than the
+ * server takes, and the record too large for the valid events between them.
+ */
+const REJECTED_EVENT_MAX_BYTES = 1_024;
+/** Reasons (a schema error lists every issue) are cut to this many characters in history. */
+const REJECTED_REASON_MAX_CHARS = 1_000;
+
+function boundedEvent(event: unknown, size: number): unknown {
+  if (size <= REJECTED_EVENT_MAX_BYTES) return event;
+  const type = (event as { type?: unknown } | null)?.type;
+  return typeof type === 'string' ? { type: type.slice(0, 128), truncated: `${size} bytes` } : { truncated: `${size} bytes` };
+}
+
+function boundedReason(reason: string): string {
+  return reason.length <= REJECTED_REASON_MAX_CHARS ? reason : `${reason.slice(0, REJECTED_REASON_MAX_CHARS)}... (${reason.length} characters)`;
 }
 
 const UNREADABLE = Symbol('unreadable');
