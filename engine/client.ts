@@ -95,7 +95,8 @@ export class Client implements AsyncDisposable {
 
   static async connect(options: ClientOptions): Promise<Client> {
     const resolved = parseOptions(ClientOptionsSchema, 'createClient', options);
-    return new Client(await openRuntime(resolved));
+    // A client reads the signing key only when a start must sign (see EngineSigner.ready).
+    return new Client(await openRuntime(resolved, { signingKey: 'when-needed' }));
   }
 
   /** The namespace's partition count (fixed when it was first created). */

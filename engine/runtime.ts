@@ -3,7 +3,7 @@
  * namespace (created on first use, checked afterwards), and the workflow registry.
  */
 import { connect } from '@nats-io/transport-node';
-import type { NatsConnection } from '@nats-io/nats-core';
+import { PermissionViolationError, type NatsConnection } from '@nats-io/nats-core';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
@@ -17,7 +17,7 @@ import { Telemetry } from './telemetry.js';
 import { describeNatsAuthError, natsConnectionAuth } from './security/credentials.js';
 import { createIdentityVerifier, type IdentityVerifier } from './security/identity.js';
 import { keyRingFromEnv } from './security/secrets.js';
-import { EngineSigner, ensureEngineKey } from './security/signer.js';
+import { ENGINE_KEY_NAME, EngineSigner, ensureEngineKey } from './security/signer.js';
 import { SecretCodec } from './security/codec.js';
 
 const NS_PER_MS = 1_000_000;
@@ -87,7 +87,22 @@ export class Registry {
   }
 }
 
-export async function openRuntime(options: ResolvedClientOptions): Promise<Runtime> {
+export interface OpenRuntimeOptions {
+  /**
+   * When to read the namespace's signing key from the control bucket: `'now'` for engines (they
+   * verify every internal event), `'when-needed'` for clients (only a start that must sign reads
+   * it), so that a NATS user that only sends or reads needs no access to the key.
+   */
+  signingKey?: 'now' | 'when-needed';
+}
+
+/**
+ * Connects (unless given a connection) and opens the namespace: checks its streams and buckets
+ * and creates the missing ones, then reads its layout. On a namespace that exists this only
+ * reads (stream info, the `meta` record), so a NATS user with narrow permissions can open it; a
+ * permission it lacks is a `PERMISSION_DENIED` error that names the subject.
+ */
+export async function openRuntime(options: ResolvedClientOptions, open: OpenRuntimeOptions = {}): Promise<Runtime> {
   const names = layout(options.namespace);
   let nc: NatsConnection;
   const ownsConnection = options.connection === undefined;
@@ -130,13 +145,46 @@ export async function openRuntime(options: ResolvedClientOptions): Promise<Runti
     const security: RuntimeSecurity = {
       verifier: options.identity ? createIdentityVerifier(options.identity) : undefined,
       codec: new SecretCodec(registry, typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing),
-      signer: new EngineSigner(await ensureEngineKey(control)),
+      signer: new EngineSigner(() => loadEngineKey(control, names)),
       limits: options.limits,
     };
+    if ((open.signingKey ?? 'now') === 'now') await security.signer.ready();
     return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry, telemetry: new Telemetry(options.telemetry), security };
   } catch (e) {
     if (ownsConnection) await nc.close().catch(() => {});
+    const denied = permissionViolation(e);
+    if (denied && !(e instanceof JetstateError)) {
+      throw new JetstateError(
+        ErrorCode.PermissionDenied,
+        `[nats.permission] namespace '${names.namespace}': this NATS user may not ${denied.operation === 'subscription' ? 'subscribe to' : 'publish to'} '${denied.subject}', which opening the namespace needs; ` +
+          `an engine creates a missing namespace (start one first), and docs/SECURITY.md ("NATS permissions") lists what each role needs`,
+        { cause: e },
+      );
+    }
     throw e;
+  }
+}
+
+/** The NATS permission violation behind `e` (itself or a cause), if there is one. */
+export function permissionViolation(e: unknown): PermissionViolationError | undefined {
+  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) {
+    if (c instanceof PermissionViolationError) return c;
+  }
+  return undefined;
+}
+
+async function loadEngineKey(control: KV, names: Layout): Promise<Buffer> {
+  try {
+    return await ensureEngineKey(control);
+  } catch (e) {
+    const denied = permissionViolation(e);
+    if (!denied) throw e;
+    throw new JetstateError(
+      ErrorCode.PermissionDenied,
+      `[nats.permission] namespace '${names.namespace}': this NATS user may not read (or create) the engine signing key '${ENGINE_KEY_NAME}' in bucket '${names.controlBucket}' ('${denied.subject}'); ` +
+        `only engines and starters of workflows whose start runs custom actions or that declare secrets need it: start those from a process allowed to read it (see docs/SECURITY.md, "NATS permissions")`,
+      { cause: e },
+    );
   }
 }
 
@@ -172,19 +220,26 @@ async function ensureStream(
   }
 }
 
-/** The partition count is fixed per namespace: the first process records it, later ones follow. */
+/**
+ * The partition count is fixed per namespace: the first process records it, later ones follow.
+ * Read first, so opening an existing namespace needs no write to the control bucket.
+ */
 async function ensureMeta(control: KV, partitions: number, namespace: string): Promise<number> {
-  const value = { layoutVersion: 1 as const, partitions };
-  try {
-    await control.create('meta', encodeJson(value));
-    return partitions;
-  } catch {
-    const entry = await control.get('meta');
-    if (!entry || entry.operation !== 'PUT') throw new JetstateError(ErrorCode.LayoutMismatch, `namespace '${namespace}': its meta record is missing; delete the namespace's streams and buckets or use another namespace`);
-    const parsed = MetaSchema.safeParse(decodeJson(entry.value));
-    if (!parsed.success) {
-      fail(ErrorCode.LayoutMismatch, `namespace '${namespace}' was created by an incompatible jetstate; use another namespace`);
+  let entry = await control.get('meta');
+  if (!entry || entry.operation !== 'PUT') {
+    try {
+      await control.create('meta', encodeJson({ layoutVersion: 1 as const, partitions }));
+      return partitions;
+    } catch (e) {
+      // Another process created it first: follow it.
+      if (!/wrong last sequence|key exists/i.test((e as Error).message)) throw e;
     }
-    return parsed.data.partitions;
+    entry = await control.get('meta');
   }
+  if (!entry || entry.operation !== 'PUT') throw new JetstateError(ErrorCode.LayoutMismatch, `namespace '${namespace}': its meta record is missing; delete the namespace's streams and buckets or use another namespace`);
+  const parsed = MetaSchema.safeParse(decodeJson(entry.value));
+  if (!parsed.success) {
+    fail(ErrorCode.LayoutMismatch, `namespace '${namespace}' was created by an incompatible jetstate; use another namespace`);
+  }
+  return parsed.data.partitions;
 }

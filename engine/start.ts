@@ -38,6 +38,9 @@ export async function createInstance(
   const key = rt.names.instanceKey(workflow.name, id);
   const started = startInstance(workflow, runner, id, parsed.data, Date.now(), parent);
   const { codec, signer } = rt.security;
+  // Signing (the kick, the digest below) needs the namespace's key: read only now, so clients
+  // that never sign need no access to it; a client not allowed to read it fails here, before anything is written.
+  if (codec.has(workflow.name) || started.record.outbox.length > 0) await signer.ready();
   // A plain digest of an input with secrets would let a guesser test values against it.
   if (codec.has(workflow.name)) started.record.inputDigest = signer.sign('input-digest', Buffer.from(canonicalJson(parsed.data) ?? 'undefined'));
   if (startedBy) started.entry.identity = startedBy;
