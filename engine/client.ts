@@ -239,6 +239,8 @@ export class Client implements AsyncDisposable {
   /** The instance, or null when it does not exist. */
   async get<W extends WorkflowDefinition>(workflow: W, id: string): Promise<Instance | null> {
     this.checkOpen();
+    // Known here, its secret paths are opened (or redacted) in what is read.
+    this.rt.registry.add(workflow);
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
     if (!record) return null;
     const instance = toInstance(record);
@@ -255,6 +257,7 @@ export class Client implements AsyncDisposable {
   /** Every instance of a workflow, optionally filtered by status or state. */
   async *list<W extends WorkflowDefinition>(workflow: W, filter: ListFilter = {}): AsyncIterable<Instance> {
     this.checkOpen();
+    this.rt.registry.add(workflow);
     const keys: string[] = [];
     for await (const k of await this.rt.instances.keys(`${workflow.name}.>`)) keys.push(k);
     keys.sort();
@@ -276,6 +279,7 @@ export class Client implements AsyncDisposable {
    */
   async waitFor<W extends WorkflowDefinition>(workflow: W, id: string, predicate: (instance: Instance) => boolean, options: WaitForOptions): Promise<Instance> {
     this.checkOpen();
+    this.rt.registry.add(workflow);
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
     const deadline = Date.now() + options.timeoutMs;
     let last: Instance | undefined;
@@ -323,6 +327,7 @@ export class Client implements AsyncDisposable {
   /** The applied transitions and rejections of an instance, in order, from the history stream. */
   async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<HistoryEntry[]> {
     this.checkOpen();
+    this.rt.registry.add(workflow);
     checkName('instance id', id);
     return this.historyThrough(workflow.name, id, (await this.readRecord(workflow.name, id))?.revision ?? 0);
   }
