@@ -20,8 +20,8 @@
  * the KV watch that measures) is printed too: it moves less than throughput on a shared machine.
  * Nothing here passes or fails.
  *
- *   npm run bench:security                          # 3 repeats (~2 min on 2 cores)
- *   npm run bench:security -- --quick               # smaller, 3 repeats (~40 s)
+ *   npm run bench:security                          # 3 repeats (~40 s on 2 cores)
+ *   npm run bench:security -- --quick               # smaller, 3 repeats (~15 s)
  *   npm run bench:security -- --repeat=5
  *   npm run bench:security -- --modes=oidc-cold --measure=throughput   # one way, e.g. under --cpu-prof
  *
