@@ -87,6 +87,7 @@ export class PartitionWorker {
   private readonly reported = new Set<string>();
   private readonly missingSince = new Map<string, number>();
   private readonly rates = new Map<string, { tokens: number; atMs: number }>();
+  private readonly rateDecisions = new Map<number, boolean>();
 
   constructor(
     private readonly rt: Runtime,
@@ -456,7 +457,7 @@ export class PartitionWorker {
         return reject(raw, admission.reason);
       }
       if (admission.identity) identity = summarize(admission.identity);
-      if (limits.maxEventsPerSecond !== undefined && !this.takeRate(this.rt.names.instanceKey(def.name, record.id), limits.maxEventsPerSecond, e.timeMs)) {
+      if (limits.maxEventsPerSecond !== undefined && !this.rateDecision(e.seq, this.rt.names.instanceKey(def.name, record.id), limits.maxEventsPerSecond, e.timeMs)) {
         return reject(raw, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`);
       }
     }
@@ -493,6 +494,17 @@ export class PartitionWorker {
   }
 
   /** A token bucket per instance on the stream's acceptance times, so a backlog replays the same. */
+  /** Decided once per event: a retried batch (a conflict, a transient error) gets the same answers. */
+  private rateDecision(seq: number, key: string, perSecond: number, timeMs: number): boolean {
+    let ok = this.rateDecisions.get(seq);
+    if (ok === undefined) {
+      ok = this.takeRate(key, perSecond, timeMs);
+      this.rateDecisions.set(seq, ok);
+      if (this.rateDecisions.size > 100_000) this.rateDecisions.delete(this.rateDecisions.keys().next().value!);
+    }
+    return ok;
+  }
+
   private takeRate(key: string, perSecond: number, timeMs: number): boolean {
     const burst = Math.max(1, perSecond);
     let b = this.rates.get(key);
