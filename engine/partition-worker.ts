@@ -67,6 +67,7 @@ const KICK_WAIT_MS = 5_000;
 const RETRY_MAX_MS = 2_000;
 /** Attempts to verify a sender while its identity provider cannot be reached, before the event is rejected. */
 const IDENTITY_RETRIES = 8;
+const ANONYMOUS = { ok: true, identity: undefined } as const;
 const ENGINE_IDENTITY: IdentitySummary = Object.freeze({ method: 'engine', subject: 'jetstate-engine', issuer: 'jetstate', roles: [] as string[] }) as IdentitySummary;
 
 export class PartitionWorker {
@@ -361,7 +362,8 @@ export class PartitionWorker {
       result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
       encoded = result.changed ? this.store.encode(result.record) : undefined;
     }
-    const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, this.partition, startedAt);
+    const traced = tel.tracingActive() || batch.some(hasTrace);
+    const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, this.partition, startedAt, traced);
     try {
       let written = loaded;
       if (result.changed) {
@@ -388,7 +390,7 @@ export class PartitionWorker {
         this.options.afterStateWrite?.(key, result.record.revision);
       }
       await publishHistory(this.rt, record.workflow, record.id, result.entries);
-      await this.deadLetter(record.workflow, record.id, batch, result.entries);
+      if (result.entries.some(isRejected)) await this.deadLetter(record.workflow, record.id, batch, result.entries);
       spans.end();
       if (result.effects.length > 0) await this.executor.run(written, result.effects);
       return true;
@@ -408,8 +410,7 @@ export class PartitionWorker {
     const { record, def } = loaded;
     const rt = this.rt;
     const at = { seq: e.seq, timeMs: e.timeMs };
-    // `size`: of what the history keeps of the event (0 for a summary made here).
-    const reject = (event: unknown, reason: string, size = e.data.length): StepEvent => ({ ...at, event: boundedEvent(event, size), rejected: boundedReason(reason) });
+    const reject = (event: unknown, reason: string, size = e.data.length): StepEvent => rejection(e, event, reason, size);
     const limits = limitsOf(rt, def);
     if (e.data.length > limits.maxEventBytes) {
       return reject({ oversized: `${e.data.length} bytes` }, `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`, 0);
@@ -450,7 +451,9 @@ export class PartitionWorker {
       // Sent by an instance of this namespace (sendTo, sendParent...): trusted as its engine.
       identity = ENGINE_IDENTITY;
     } else {
-      const admission = await admit(rt, def, { kind: 'event', type: event.type }, e.token, 'engine', e.timeMs);
+      // Anonymous events to a workflow without rules need no admission (the common, fast path).
+      const open = e.token === undefined && !def.security.requireIdentity && def.security.permissions === undefined;
+      const admission = open ? ANONYMOUS : await admit(rt, def, { kind: 'event', type: event.type }, e.token, 'engine', e.timeMs);
       if (!admission.ok) {
         // An identity provider that cannot be reached: retried a few times before the event is rejected.
         if (admission.retryable && attempt < IDENTITY_RETRIES) throw new Error(`verifying the sender of event ${e.seq} failed (${admission.reason}); retrying`);
@@ -570,6 +573,15 @@ function boundedEvent(event: unknown, size: number): unknown {
 function boundedReason(reason: string): string {
   return reason.length <= REJECTED_REASON_MAX_CHARS ? reason : `${reason.slice(0, REJECTED_REASON_MAX_CHARS)}... (${reason.length} characters)`;
 }
+
+
+/** A rejected event for the step; `size`: of what the history keeps of it (0 for a summary made here). */
+function rejection(e: Pending, event: unknown, reason: string, size: number): StepEvent {
+  return { seq: e.seq, timeMs: e.timeMs, event: boundedEvent(event, size), rejected: boundedReason(reason) };
+}
+
+const hasTrace = (e: Pending): boolean => e.trace !== undefined;
+const isRejected = (e: HistoryEntry): boolean => e.kind === HistoryKind.Rejected;
 
 const UNREADABLE = Symbol('unreadable');
 

@@ -383,6 +383,8 @@ export type StepEvent = ({ seq: number; timeMs: number; event: { type: string };
   identity?: IdentitySummary | undefined;
 };
 
+const hasIdentity = (e: StepEvent): boolean => e.identity !== undefined;
+
 export interface StepResult {
   /** The next record; the same object when nothing was applied. */
   record: InstanceRecord;
@@ -476,9 +478,12 @@ export function applyEvents(
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
     }
   }
-  for (const entry of entries) {
-    const identity = events.find((x) => x.seq === entry.seq)?.identity;
-    if (identity) entry.identity = identity;
+  if (events.some(hasIdentity)) {
+    const bySeq = new Map(events.map((x) => [x.seq, x.identity]));
+    for (const entry of entries) {
+      const identity = bySeq.get(entry.seq);
+      if (identity) entry.identity = identity;
+    }
   }
   if (applied === 0) return { record, snapshot, entries, effects: [], timers: [], tasks: [], cancelledTasks: [], changed: false };
   const running = status === InstanceStatus.Running;

@@ -9,6 +9,7 @@
  * propagator, so it works whatever propagator the host configured (or none).
  */
 import {
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
@@ -34,6 +35,8 @@ import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
 export { SpanKind, SpanStatusCode, type Span, type Context };
 
 const SCOPE = 'jetstate';
+/** The API's no-op provider: what a fresh proxy delegates to. */
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
 const SCOPE_VERSION = '0.1.0';
 
 export interface TelemetryOptions {
@@ -60,8 +63,11 @@ export class Telemetry {
   readonly instances: UpDownCounter;
   readonly stepFunctionsCalls: Counter;
 
+  private readonly provider: TracerProvider;
+
   constructor(options: TelemetryOptions = {}) {
-    this.tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(SCOPE, SCOPE_VERSION);
+    this.provider = options.tracerProvider ?? trace.getTracerProvider();
+    this.tracer = this.provider.getTracer(SCOPE, SCOPE_VERSION);
     const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter(SCOPE, SCOPE_VERSION);
     this.transitions = meter.createCounter('jetstate.transitions', { description: 'Events applied to instances (one per transition)' });
     this.transitionDuration = meter.createHistogram('jetstate.transition.duration', {
@@ -78,6 +84,15 @@ export class Telemetry {
       description: 'Instances by status: +1 on entering a status, -1 on leaving it (sum across engines)',
     });
     this.stepFunctionsCalls = meter.createCounter('jetstate.stepfunctions.calls', { description: 'Step Functions API calls, by action and outcome' });
+  }
+
+  /**
+   * False while no tracer provider is there (the API's proxy still delegates to its no-op one):
+   * then the hot path skips making spans. Two property reads, so it is asked per batch, and a
+   * provider registered later is picked up at once.
+   */
+  tracingActive(): boolean {
+    return !(this.provider instanceof ProxyTracerProvider && this.provider.getDelegate() === NOOP_PROVIDER);
   }
 
   /** Starts a span under `parent` (the root context when none). */

@@ -22,6 +22,7 @@ import {
 
 export class TransitionSpans {
   private readonly spans: Array<{ span: Span; entry: HistoryEntry; carrier: TraceCarrier | undefined }> = [];
+  private readonly entries: readonly HistoryEntry[];
   /** The context of the last applied transition's own span (recorded or sampled out). */
   private lastOwn: TraceCarrier | undefined;
 
@@ -33,7 +34,12 @@ export class TransitionSpans {
     redeliveries: number,
     partition: number,
     private readonly startedAt: number,
+    traced = true,
   ) {
+    this.entries = entries;
+    // Without a provider and without a sender's context to pass on there is nothing to trace:
+    // only the metrics are kept.
+    if (!traced) return;
     const name = `jetstate.transition ${record.workflow}`;
     // Each transition links to the one before it: the stored one for the first of the batch, then
     // the span just made (its context as is, rather than formatted and parsed again).
@@ -74,20 +80,22 @@ export class TransitionSpans {
   end(): void {
     const now = performance.timeOrigin + performance.now();
     const workflow = { 'jetstate.workflow': this.record.workflow };
+    for (const { span } of this.spans) span.end(now);
     let applied = 0;
     let rejected = 0;
-    for (const { span, entry } of this.spans) {
-      span.end(now);
+    for (const entry of this.entries) {
       if (entry.kind === 'rejected') {
         rejected++;
         this.tel.rejected.add(1, { ...workflow, 'jetstate.reason': rejectionCategory(entry.reason) });
       } else {
         applied++;
-        this.tel.transitionDuration.record(now - this.startedAt, workflow);
       }
     }
-    // One add per batch and outcome: a metrics SDK hashes the attributes on every call.
-    if (applied > 0) this.tel.transitions.add(applied, { ...workflow, 'jetstate.outcome': 'applied' });
+    // One record and one add per batch and outcome: a metrics SDK hashes the attributes on every call.
+    if (applied > 0) {
+      this.tel.transitionDuration.record(now - this.startedAt, workflow);
+      this.tel.transitions.add(applied, { ...workflow, 'jetstate.outcome': 'applied' });
+    }
     if (rejected > 0) this.tel.transitions.add(rejected, { ...workflow, 'jetstate.outcome': 'rejected' });
   }
 

@@ -99,12 +99,27 @@ export function check(admission: Admission, suffix: string): Identity | undefine
   throw new JetstateError(admission.code, `${admission.reason}; ${suffix}`);
 }
 
-/** The effective limits of a workflow: its own over the runtime's. */
-export function limitsOf(rt: Runtime, def: WorkflowDefinition): { maxEventBytes: number; maxSnapshotBytes: number; maxEventsPerSecond: number | undefined } {
-  const l = def.security.limits;
-  return {
-    maxEventBytes: l.maxEventBytes ?? rt.security.limits.maxEventBytes,
-    maxSnapshotBytes: l.maxSnapshotBytes ?? rt.security.limits.maxSnapshotBytes,
-    maxEventsPerSecond: l.maxEventsPerSecond ?? rt.security.limits.maxEventsPerSecond,
-  };
+/** The effective limits of a workflow: its own over the runtime's (computed once per workflow and runtime). */
+export function limitsOf(rt: Runtime, def: WorkflowDefinition): Limits {
+  let byDef = limitsCache.get(rt.security.limits);
+  if (!byDef) limitsCache.set(rt.security.limits, (byDef = new WeakMap()));
+  let l = byDef.get(def);
+  if (!l) {
+    const own = def.security.limits;
+    l = Object.freeze({
+      maxEventBytes: own.maxEventBytes ?? rt.security.limits.maxEventBytes,
+      maxSnapshotBytes: own.maxSnapshotBytes ?? rt.security.limits.maxSnapshotBytes,
+      maxEventsPerSecond: own.maxEventsPerSecond ?? rt.security.limits.maxEventsPerSecond,
+    });
+    byDef.set(def, l);
+  }
+  return l;
 }
+
+export interface Limits {
+  readonly maxEventBytes: number;
+  readonly maxSnapshotBytes: number;
+  readonly maxEventsPerSecond: number | undefined;
+}
+
+const limitsCache = new WeakMap<object, WeakMap<WorkflowDefinition, Limits>>();
