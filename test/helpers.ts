@@ -1,6 +1,8 @@
 /** Shared test helpers: a real nats-server per suite, unique namespaces, and waiting without sleeps. */
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { NatsServer, startCluster as startLocalCluster, type NatsServerOptions } from '../adapters/nats-server/launcher.js';
 
 export { NatsServer };
@@ -49,4 +51,26 @@ export function memoryLogger(): { lines: string[]; debug(m: string): void; info(
 /** Three nats-servers clustered on loopback, once JetStream can place a 3-replica stream. */
 export function startCluster(size = 3): Promise<NatsServer[]> {
   return startLocalCluster({ size, name: 'jetstate_test' });
+}
+
+/** The built CLI (`npm run build` first; `npm test` does it). */
+export const CLI = resolve(import.meta.dirname, '../dist/adapters/cli/main.js');
+
+/**
+ * Runs the built CLI as a subprocess without blocking this process's event loop (an engine under
+ * test may live here); killed after 30 s.
+ */
+export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: options.env ?? { ...process.env, NATS_URL: '' }, ...(options.cwd ? { cwd: options.cwd } : {}), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
 }

@@ -12,7 +12,7 @@
  * us-east-1); AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (default test / test, sfn-local's);
  * JETSTATE_NAMESPACE (default jetstate, as the CLI's).
  */
-import { connect as tcpConnect } from 'node:net';
+import { reachable } from '../adapters/cli/dev.js';
 import { resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { createEngine } from '../engine/index.js';
@@ -28,20 +28,6 @@ const endpoint = env['SFN_ENDPOINT'] || 'http://127.0.0.1:8083';
 const region = env['AWS_REGION'] || 'us-east-1';
 const credentials = { accessKeyId: env['AWS_ACCESS_KEY_ID'] || 'test', secretAccessKey: env['AWS_SECRET_ACCESS_KEY'] || 'test' };
 const namespace = env['JETSTATE_NAMESPACE'] || 'jetstate';
-
-function reachable(url: string): Promise<boolean> {
-  const u = new URL(url.replace(/^nats:/, 'http:'));
-  return new Promise((ok) => {
-    const socket = tcpConnect({ host: u.hostname, port: Number(u.port || 4222) });
-    const done = (v: boolean): void => {
-      socket.destroy();
-      ok(v);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 let server: NatsServer | undefined;
 if (!(await reachable(natsUrl))) {

@@ -11,7 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { DEFAULT_SERVER, DEV_KEYS_FILE, keyRingText, loadWorkflows, serverOf, type CliValues } from './commands.js';
 
-function reachable(url: string): Promise<boolean> {
+/** Whether something accepts TCP connections at a nats:// URL (within a second). */
+export function reachable(url: string): Promise<boolean> {
   const u = new URL(url.replace(/^nats:/, 'http:'));
   return new Promise((ok) => {
     const socket = tcpConnect({ host: u.hostname, port: Number(u.port || 4222) });

@@ -25,7 +25,6 @@ import {
   StartExecutionCommand,
   StopExecutionCommand,
   type DescribeExecutionCommandOutput,
-  type SFNClient,
 } from '@aws-sdk/client-sfn';
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { Subscription } from '@nats-io/nats-core';

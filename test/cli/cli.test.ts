@@ -2,29 +2,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createEngine, type Engine } from '../../engine/index.js';
 import { order } from '../../workflows/order.js';
-import { startNats, uniqueNamespace } from '../helpers.js';
+import { CLI as cli, runCli, startNats, uniqueNamespace } from '../helpers.js';
 
-const cli = resolve(import.meta.dirname, '../../dist/adapters/cli/main.js');
 
-/** Runs the CLI without blocking this process's event loop (the engine under test lives here). */
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, NATS_URL: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[]) => runCli(args);
 
 describe('the jetstate CLI (built, as a subprocess)', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;

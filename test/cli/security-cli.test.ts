@@ -2,38 +2,21 @@
 // `deadletters`, and `reencrypt` moving an instance to the newest key of the ring.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { createEngine, type Engine } from '../../engine/index.js';
 import { layout, partitionOf } from '../../engine/names.js';
 import { payment } from '../../workflows/payment.js';
-import { startNats, uniqueNamespace } from '../helpers.js';
+import { runCli, startNats, uniqueNamespace } from '../helpers.js';
 
-const cli = resolve(import.meta.dirname, '../../dist/adapters/cli/main.js');
 const CARD = '4111111111111111';
 const k1 = `k1:${randomBytes(32).toString('base64')}`;
 const k2 = `k2:${randomBytes(32).toString('base64')}`;
 
-function run(args: string[], keys?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    const env = { ...process.env, NATS_URL: '', JETSTATE_KEYS: keys ?? '' };
-    // In an empty folder: the CLI falls back to a development key ring in ./.jetstate/dev-keys.
-    const child = spawn(process.execPath, [cli, ...args], { env, cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
-}
+// In an empty folder: the CLI falls back to a development key ring in ./.jetstate/dev-keys.
+const run = (args: string[], keys?: string) => runCli(args, { env: { ...process.env, NATS_URL: '', JETSTATE_KEYS: keys ?? '' }, cwd: tmpdir() });
 
 describe('the CLI with secrets', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;

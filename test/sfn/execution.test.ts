@@ -8,12 +8,11 @@ import { after, before, describe, it } from 'node:test';
 import { CreateStateMachineCommand, ListExecutionsCommand, StopExecutionCommand, DescribeExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { assign, setup } from 'xstate';
-import { z } from 'zod';
-import { createEngine, defineWorkflow, type Engine, type WorkflowDefinition } from '../../engine/index.js';
+import { createEngine, type Engine, type WorkflowDefinition } from '../../engine/index.js';
 import { startLocalStepFunctions, type LocalStepFunctions } from '../../adapters/step-functions/local/server.js';
-import { stepFunctions, stepFunctionsExecution, executionName, type StepFunctionsExtension } from '../../adapters/step-functions/execution.js';
+import { stepFunctions, executionName, type StepFunctionsExtension } from '../../adapters/step-functions/execution.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
+import { stageWorkflow, type StageContext } from './stage-workflow.js';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { ROLE, TEST_CREDENTIALS, asl, sfnClient } from './sfn-local-helpers.js';
 
@@ -26,37 +25,10 @@ const definitions = {
   nap: asl({ StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 2, Next: 'Done' }, Done: { Type: 'Pass', Result: { napped: true }, End: true } } }),
 };
 
-type Ctx = { orderId: string; blob?: string; result?: unknown; error?: unknown };
+type Ctx = StageContext;
 
-function stageWorkflow(name: string, stateMachineArn: string, completion: 'poll' | 'push' = 'poll', mapInput?: (i: unknown) => unknown): WorkflowDefinition {
-  return defineWorkflow({
-    name,
-    version: 1,
-    input: z.object({ orderId: z.string(), blob: z.string().optional() }),
-    events: { CANCEL: z.object({}) },
-    machine: setup({
-      types: { context: {} as Ctx, input: {} as { orderId: string; blob?: string } },
-      actors: { stage: stepFunctionsExecution({ stateMachineArn, completion, pollIntervalMs: 100, maxPollIntervalMs: 400, ...(mapInput ? { input: mapInput } : {}) }) },
-    }).createMachine({
-      context: ({ input }) => ({ ...input }),
-      initial: 'delegated',
-      states: {
-        delegated: {
-          invoke: {
-            src: 'stage',
-            input: ({ context }: { context: Ctx }) => ({ orderId: context.orderId }),
-            onDone: { target: 'done', actions: assign({ result: ({ event }) => event.output }) },
-            onError: { target: 'failed', actions: assign({ error: ({ event }) => event.error }) },
-          },
-          on: { CANCEL: 'cancelled' },
-        },
-        done: { type: 'final' },
-        failed: { type: 'final' },
-        cancelled: { type: 'final' },
-      },
-    }),
-  });
-}
+const stage = (name: string, stateMachineArn: string, completion: 'poll' | 'push' = 'poll', mapInput?: (i: unknown) => unknown): WorkflowDefinition =>
+  stageWorkflow(name, stateMachineArn, { completion, pollIntervalMs: 100, maxPollIntervalMs: 400, ...(mapInput ? { input: mapInput } : {}) });
 
 describe('stepFunctionsExecution', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
@@ -85,13 +57,13 @@ describe('stepFunctionsExecution', () => {
     for (const [name, definition] of Object.entries(definitions)) {
       arns[name] = (await sfn.send(new CreateStateMachineCommand({ name, definition, roleArn: ROLE }))).stateMachineArn!;
     }
-    wf['settle'] = stageWorkflow('settle', arns['settle']!);
-    wf['decline'] = stageWorkflow('decline', arns['decline']!);
-    wf['sleepy'] = stageWorkflow('sleepy', arns['sleepy']!);
-    wf['long'] = stageWorkflow('long', arns['long']!);
-    wf['pushed'] = stageWorkflow('pushed', arns['plain']!, 'push');
-    wf['nap'] = stageWorkflow('nap', arns['nap']!);
-    wf['huge'] = stageWorkflow('huge', arns['plain']!, 'poll', (i) => ({ ...(i as object), pad: 'x'.repeat(262_144) }));
+    wf['settle'] = stage('settle', arns['settle']!);
+    wf['decline'] = stage('decline', arns['decline']!);
+    wf['sleepy'] = stage('sleepy', arns['sleepy']!);
+    wf['long'] = stage('long', arns['long']!);
+    wf['pushed'] = stage('pushed', arns['plain']!, 'push');
+    wf['nap'] = stage('nap', arns['nap']!);
+    wf['huge'] = stage('huge', arns['plain']!, 'poll', (i) => ({ ...(i as object), pad: 'x'.repeat(262_144) }));
     extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 200 });
     engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
   });

@@ -7,7 +7,7 @@
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { defineWorkflow, type WorkflowDefinition } from '../../engine/index.js';
-import { stepFunctionsExecution } from '../../adapters/step-functions/execution.js';
+import { stepFunctionsExecution, type StepFunctionsExecutionOptions } from '../../adapters/step-functions/execution.js';
 
 export interface StageContext {
   orderId: string;
@@ -17,6 +17,14 @@ export interface StageContext {
 
 /** A workflow named `name` that delegates its one stage to `stateMachineArn` (polled every 200-400 ms). */
 export function killStageWorkflow(name: string, stateMachineArn: string): WorkflowDefinition {
+  return stageWorkflow(name, stateMachineArn, { startTimeoutMs: 1_000, pollIntervalMs: 200, maxPollIntervalMs: 400 });
+}
+
+/**
+ * A workflow that delegates one stage (input `{ orderId }`) to `stateMachineArn`: `done` with the
+ * output in `result`, `failed` with the error in `error`, `cancelled` on CANCEL (which stops it).
+ */
+export function stageWorkflow(name: string, stateMachineArn: string, options: Omit<StepFunctionsExecutionOptions, 'stateMachineArn'>): WorkflowDefinition {
   return defineWorkflow({
     name,
     version: 1,
@@ -24,7 +32,7 @@ export function killStageWorkflow(name: string, stateMachineArn: string): Workfl
     events: { CANCEL: z.object({}) },
     machine: setup({
       types: { context: {} as StageContext, input: {} as { orderId: string } },
-      actors: { stage: stepFunctionsExecution({ stateMachineArn, startTimeoutMs: 1_000, pollIntervalMs: 200, maxPollIntervalMs: 400 }) },
+      actors: { stage: stepFunctionsExecution({ stateMachineArn, ...options }) },
     }).createMachine({
       context: ({ input }) => ({ orderId: input.orderId }),
       initial: 'delegated',

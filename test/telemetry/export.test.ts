@@ -6,11 +6,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, startNats, uniqueNamespace } from '../helpers.js';
+import { CLI as cli, eventually, runCli, startNats, uniqueNamespace } from '../helpers.js';
 
-const cli = resolve(import.meta.dirname, '../../dist/adapters/cli/main.js');
 const SECRET = 'SECRET-CUSTOMER-9f3b';
 
 interface Received {
@@ -39,20 +37,7 @@ const attr = (s: OtlpSpan, key: string): unknown => {
   return v ? Object.values(v)[0] : undefined;
 };
 
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, { env });
 
 describe('OTLP/HTTP export from the CLI', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
