@@ -132,7 +132,18 @@ export function statusOf(snapshot: AnyMachineSnapshot): InstanceStatus {
 }
 
 function errorText(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  // A task's or child's failure arrives as plain data { name, message, ... }.
+  const e = error as { name?: unknown; message?: unknown } | null;
+  if (e && typeof e === 'object' && typeof e.message === 'string') return typeof e.name === 'string' ? `${e.name}: ${e.message}` : e.message;
+  if (typeof error === 'object' && error !== null) {
+    try {
+      return JSON.stringify(error);
+    } catch {
+      // fall through
+    }
+  }
+  return String(error);
 }
 
 /**

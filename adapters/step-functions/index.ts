@@ -6,3 +6,4 @@ export * from './callback.js';
 export * from './activity-bridge.js';
 export * from './trigger.js';
 export * from './execution.js';
+export * from './workflow-answer.js';
