@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
 import { canonicalJson } from '../../engine/record.js';
+import { carrierFromHeaders, type TraceCarrier } from '../../engine/telemetry.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { MAX_CAUSE_CHARS, checkPayloadSize, truncateText } from './payload.js';
 import { backoffDelayMs, sleep } from './task-answer.js';
@@ -143,11 +144,13 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
   };
 
   /** Reads the input and starts (or finds) the execution; throws Rejected for bad messages. */
-  const start = async (messageId: string, data: Uint8Array): Promise<{ executionArn: string; name: string }> => {
+  const start = async (messageId: string, data: Uint8Array, trace: TraceCarrier | undefined): Promise<{ executionArn: string; name: string }> => {
     let input: string;
     try {
       input = new TextDecoder('utf-8', { fatal: true }).decode(data).trim() || '{}';
-      JSON.parse(input);
+      const parsed = JSON.parse(input) as unknown;
+      // The sender's trace continues in the execution, as for a delegated stage (`_jetstate`).
+      if (trace && typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && !('_jetstate' in parsed)) input = JSON.stringify({ ...parsed, _jetstate: trace });
     } catch (e) {
       throw new Rejected('jetstate.InvalidInput', `message '${messageId}' is not JSON (${(e as Error).message}); send the execution input as a JSON document`);
     }
@@ -164,7 +167,8 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       if ((e as Error).name !== 'ExecutionAlreadyExists') throw e;
       const executionArn = `${executionArnPrefix}:${name}`;
       const existing = await client.send(new DescribeExecutionCommand({ executionArn }));
-      if (canonicalJson(JSON.parse(existing.input ?? '{}')) !== canonicalJson(JSON.parse(input))) {
+      // A retry may carry another trace context: compare without it.
+      if (canonicalJson(withoutTrace(JSON.parse(existing.input ?? '{}'))) !== canonicalJson(withoutTrace(JSON.parse(input)))) {
         throw new Rejected('ExecutionAlreadyExists', `execution '${name}' (message id '${messageId}') exists with a different input; give each request its own Nats-Msg-Id`);
       }
       return { executionArn, name };
@@ -202,7 +206,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
    * Handles one message; resolves once the execution is started (its outcome is awaited apart).
    * 'retry' when AWS failed: a stream message comes back (so no error reply), a core one is answered.
    */
-  const handle = async (id: string | undefined, data: Uint8Array, replyTo: string | undefined, wait: boolean, fromStream: boolean): Promise<'started' | 'rejected' | 'retry'> => {
+  const handle = async (id: string | undefined, data: Uint8Array, replyTo: string | undefined, wait: boolean, fromStream: boolean, trace?: TraceCarrier): Promise<'started' | 'rejected' | 'retry'> => {
     if (!id) {
       stats.rejected++;
       reply(replyTo, { error: 'jetstate.MissingMessageId', cause: 'the message has no Nats-Msg-Id header; set one (a stable id of the request) so that a retry never starts a second execution' });
@@ -210,7 +214,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     }
     let executionArn: string;
     try {
-      ({ executionArn } = await start(id, data));
+      ({ executionArn } = await start(id, data, trace));
     } catch (e) {
       if (e instanceof Rejected) {
         stats.rejected++;
@@ -248,7 +252,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       ...(o.queue ? { queue: o.queue } : {}),
       callback: (err, msg) => {
         if (err) return void logger.warn(`trigger '${o.subject}': subscription error (${err.message})`);
-        const p = handle(msg.headers?.get('Nats-Msg-Id') || undefined, msg.data, msg.reply || msg.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(msg.headers), false).then(() => {});
+        const p = handle(msg.headers?.get('Nats-Msg-Id') || undefined, msg.data, msg.reply || msg.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(msg.headers), false, carrierFromHeaders(msg.headers)).then(() => {});
         track(p);
       },
     });
@@ -271,7 +275,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       running++;
       try {
         const id = m.headers?.get('Nats-Msg-Id') || `${stream}-${m.seq}`;
-        const r = await handle(id, m.data, m.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(m.headers), true);
+        const r = await handle(id, m.data, m.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(m.headers), true, carrierFromHeaders(m.headers));
         if (r === 'retry') m.nak(backoffDelayMs(m.info.deliveryCount, 1_000, 60_000));
         else if (r === 'rejected') m.term();
         else m.ack();
@@ -319,4 +323,11 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** An input without the trace context the trigger may have added. */
+function withoutTrace(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || !('_jetstate' in v)) return v;
+  const { _jetstate: _, ...rest } = v as Record<string, unknown>;
+  return rest;
 }

@@ -1,7 +1,7 @@
 /** The trigger end to end: NATS messages start executions idempotently and get their outcome as a reply. */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ListExecutionsCommand } from '@aws-sdk/client-sfn';
+import { DescribeExecutionCommand, ListExecutionsCommand } from '@aws-sdk/client-sfn';
 import { RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, headers, type Msg } from '@nats-io/transport-node';
 import { REPLY_TO_HEADER, WAIT_HEADER, startTrigger, type TriggerReply } from '../../adapters/step-functions/trigger.js';
@@ -60,6 +60,24 @@ describe('trigger', () => {
       assert.equal((await ask('orders.double', input, { 'Nats-Msg-Id': 'orders/18 #2' })).executionArn, odd.executionArn);
       assert.equal((await executions(stateMachineArn)).length, 2);
       assert.equal(trigger.stats.started, 4);
+    } finally {
+      await trigger.stop();
+    }
+  });
+
+  it("passes the sender's trace context into the execution input, and a retry with another one finds the same execution", async () => {
+    const stateMachineArn = await machine();
+    const trigger = await startTrigger({ connection: world.nc, subject: 'orders.traced', queue: 'traced', stateMachineArn, clients: world.clients() });
+    try {
+      const traceparent = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01`;
+      const input = JSON.stringify({ n: 2, waitSeconds: 0 });
+      const first = await ask('orders.traced', input, { 'Nats-Msg-Id': 'traced-1', traceparent });
+      assert.equal(first.status, 'SUCCEEDED');
+      const d = await world.client().send(new DescribeExecutionCommand({ executionArn: first.executionArn! }));
+      assert.deepEqual(JSON.parse(d.input!), { n: 2, waitSeconds: 0, _jetstate: { traceparent } });
+      const retry = await ask('orders.traced', input, { 'Nats-Msg-Id': 'traced-1', traceparent: `00-${'3'.repeat(32)}-${'4'.repeat(16)}-01` });
+      assert.equal(retry.executionArn, first.executionArn);
+      assert.equal((await executions(stateMachineArn)).length, 1);
     } finally {
       await trigger.stop();
     }
