@@ -345,11 +345,11 @@ export class PartitionWorker {
     if (events.length === 0) return true;
     const now = Date.now();
     let result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
-    let encoded = result.changed ? this.store.encode(result.record) : undefined;
+    let stored = result.changed ? this.store.encodeSealed(result.record) : undefined;
     const { maxSnapshotBytes } = limitsOf(this.rt, loaded.def);
-    while (result.changed && encoded!.length > maxSnapshotBytes) {
+    while (result.changed && stored!.bytes.length > maxSnapshotBytes) {
       // Reject the first event whose application makes the record too large, and apply the rest.
-      const size = encoded!.length;
+      const size = stored!.bytes.length;
       let j = events.findIndex((ev, i) => {
         if (ev.rejected !== undefined) return false;
         const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now);
@@ -360,10 +360,11 @@ export class PartitionWorker {
       const over = events[j]!;
       events[j] = { seq: over.seq, timeMs: over.timeMs, event: over.event, identity: over.identity, rejected: `[limit.snapshot_size] applying it would make the record about ${size} bytes, over the limit of ${maxSnapshotBytes}; keep large data outside the context` };
       result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
-      encoded = result.changed ? this.store.encode(result.record) : undefined;
+      stored = result.changed ? this.store.encodeSealed(result.record) : undefined;
     }
     const traced = tel.tracingActive() || batch.some(hasTrace);
     const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, this.partition, startedAt, traced);
+    let historyEntries = result.entries;
     try {
       let written = loaded;
       if (result.changed) {
@@ -374,8 +375,11 @@ export class PartitionWorker {
         // published before the write: a crash between the two cannot lose one.
         if (result.timers.length > 0) await publishTimers(this.rt, record.workflow, record.id, result.timers, spans.byRevision);
         this.options.beforeStateWrite?.(key, result.record.revision);
-        // The trace context changed after encoding: encode again only then.
-        written = await this.store.write(key, loaded, result.record, result.snapshot, last || record.trace ? this.store.encode(result.record) : encoded);
+        // The trace context is set after the size check's encoding: encode again only when it is there.
+        if (last || record.trace) stored = this.store.encodeSealed(result.record);
+        // The history below publishes the entries this write sealed (sealing them again costs as much).
+        historyEntries = stored!.sealed.lastHistory;
+        written = await this.store.write(key, loaded, result.record, result.snapshot, stored!.bytes);
         // Tasks after it, so a runner finds them pending at once; the redelivery path re-publishes.
         if (result.tasks.length > 0) await publishTasks(this.rt, record.workflow, record.id, result.tasks, spans.byRevision);
         if (result.cancelledTasks.length > 0) publishCancels(this.rt, record.workflow, record.id, result.cancelledTasks);
@@ -389,7 +393,7 @@ export class PartitionWorker {
         }
         this.options.afterStateWrite?.(key, result.record.revision);
       }
-      await publishHistory(this.rt, record.workflow, record.id, result.entries);
+      await publishHistory(this.rt, record.workflow, record.id, historyEntries);
       if (result.entries.some(isRejected)) await this.deadLetter(record.workflow, record.id, batch, result.entries);
       spans.end();
       if (result.effects.length > 0) await this.executor.run(written, result.effects);

@@ -39,7 +39,13 @@ export class InstanceStore {
 
   /** The bytes a record is stored as: its secrets sealed. */
   encode(record: InstanceRecord): Uint8Array {
-    return encodeJson(this.codec.sealRecord(record));
+    return this.encodeSealed(record).bytes;
+  }
+
+  /** The stored bytes and the sealed record they encode (its `lastHistory` is ready to publish). */
+  encodeSealed(record: InstanceRecord): { bytes: Uint8Array; sealed: InstanceRecord } {
+    const sealed = this.codec.sealRecord(record);
+    return { bytes: encodeJson(sealed), sealed };
   }
 
   async load(key: string): Promise<LoadedInstance | LoadProblem> {
