@@ -17,7 +17,7 @@ import { createInstance } from './start.js';
 import { readTaskProgress } from './tasks.js';
 import { verifyInstance, type VerifyReport } from './verify.js';
 import { SpanKind, carrierOf, carrierOfActive, failSpan, traceHeaders } from './telemetry.js';
-import { SecretCodec } from './security/codec.js';
+import { redactEnvelopes } from './security/redact.js';
 import { admit, check, limitsOf, summarize } from './security/admission.js';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 
@@ -340,7 +340,7 @@ export class Client implements AsyncDisposable {
     const { codec } = this.rt.security;
     for (let attempt = 0; ; attempt++) {
       const stored = await readHistory(this.rt, workflow, id);
-      const entries = codec.ring ? codec.openHistory(workflow, id, stored) : SecretCodec.redact(stored);
+      const entries = codec.ring ? codec.openHistory(workflow, id, stored) : (redactEnvelopes(stored) as HistoryEntry[]);
       const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
       if (top >= revision || attempt >= 20) return entries;
       await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));
@@ -406,7 +406,7 @@ export class Client implements AsyncDisposable {
   /** Secrets opened with the key ring; without it, shown as `[encrypted:<key id>]`. */
   private reveal(record: InstanceRecord): InstanceRecord {
     const { codec } = this.rt.security;
-    return codec.ring ? codec.openRecord(record) : SecretCodec.redact(record);
+    return codec.ring ? codec.openRecord(record) : (redactEnvelopes(record) as InstanceRecord);
   }
 
   private remember(key: string): void {

@@ -67,7 +67,6 @@ const KICK_WAIT_MS = 5_000;
 const RETRY_MAX_MS = 2_000;
 /** Attempts to verify a sender while its identity provider cannot be reached, before the event is rejected. */
 const IDENTITY_RETRIES = 8;
-const ANONYMOUS = { ok: true, identity: undefined } as const;
 const ENGINE_IDENTITY: IdentitySummary = Object.freeze({ method: 'engine', subject: 'jetstate-engine', issuer: 'jetstate', roles: [] as string[] }) as IdentitySummary;
 
 export class PartitionWorker {
@@ -455,9 +454,8 @@ export class PartitionWorker {
       // Sent by an instance of this namespace (sendTo, sendParent...): trusted as its engine.
       identity = ENGINE_IDENTITY;
     } else {
-      // Anonymous events to a workflow without rules need no admission (the common, fast path).
-      const open = e.token === undefined && !def.security.requireIdentity && def.security.permissions === undefined;
-      const admission = open ? ANONYMOUS : await admit(rt, def, { kind: 'event', type: event.type }, e.token, 'engine', e.timeMs);
+      const admitted = admit(rt, def, { kind: 'event', type: event.type }, e.token, 'engine', e.timeMs);
+      const admission = admitted instanceof Promise ? await admitted : admitted;
       if (!admission.ok) {
         // An identity provider that cannot be reached: retried a few times before the event is rejected.
         if (admission.retryable && attempt < IDENTITY_RETRIES) throw new Error(`verifying the sender of event ${e.seq} failed (${admission.reason}); retrying`);

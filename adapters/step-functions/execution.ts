@@ -34,10 +34,10 @@ import { z } from 'zod';
 import { activity, TerminalError, type ActivityContext, type RetryPolicy } from '../../engine/activity.js';
 import { ErrorCode, JetstateError } from '../../engine/errors.js';
 import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/extensions.js';
-import { canonicalJson, decodeJson, encodeJson } from '../../engine/record.js';
+import { decodeJson, encodeJson } from '../../engine/record.js';
 import { contextOf, failSpan, type TraceCarrier } from '../../engine/telemetry.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
-import { encodeStepFunctionsInput } from './payload.js';
+import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
 
 export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
 
@@ -275,7 +275,7 @@ export class StepFunctionsExtension implements EngineExtension {
         executionArn = executionArnOf(o.stateMachineArn, name);
         const existing = await this.call('DescribeExecution', ctx.trace, target, () => client.send(new DescribeExecutionCommand({ executionArn })));
         // The trace context differs between attempts (each has its own span): compare without it.
-        if (!sameInput(existing.input, json)) {
+        if (!sameInputIgnoringTrace(existing.input, json)) {
           throw new TerminalError(`a Step Functions execution named '${name}' already exists with a different input; it was not adopted (was the workflow's input mapping changed?)`);
         }
       } else if (['StateMachineDoesNotExist', 'StateMachineDeleting', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'ValidationException', 'AccessDeniedException'].includes(err.name)) {
@@ -527,20 +527,6 @@ function outcomeOf(executionArn: string, status: string | undefined, output: str
     }
     default:
       return undefined; // RUNNING, PENDING_REDRIVE
-  }
-}
-
-function sameInput(a: string | undefined, b: string): boolean {
-  if (a === b) return true;
-  try {
-    const strip = (s: string): unknown => {
-      const v = JSON.parse(s) as unknown;
-      if (isPlainObject(v)) delete v['_jetstate'];
-      return v;
-    };
-    return a !== undefined && canonicalJson(strip(a)) === canonicalJson(strip(b));
-  } catch {
-    return false;
   }
 }
 

@@ -5,6 +5,7 @@
  * before any AWS call, with an error that says what to do instead.
  */
 import { ErrorCode, JetstateError } from '../../engine/errors.js';
+import { canonicalJson } from '../../engine/record.js';
 
 /** Largest input, output or task result Step Functions accepts: 256 KiB of UTF-8 JSON. */
 export const MAX_PAYLOAD_BYTES = 262_144;
@@ -71,4 +72,24 @@ function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'symbol') return 'a symbol';
   return typeof value;
+}
+
+/**
+ * Whether two execution inputs (JSON text) are the same apart from the trace context `_jetstate`
+ * that a delegated stage or a trigger adds: each attempt or retry may carry another one.
+ */
+export function sameInputIgnoringTrace(a: string | undefined, b: string): boolean {
+  if (a === b) return true;
+  if (a === undefined) return false;
+  try {
+    return canonicalJson(withoutTrace(JSON.parse(a))) === canonicalJson(withoutTrace(JSON.parse(b)));
+  } catch {
+    return false;
+  }
+}
+
+function withoutTrace(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || !('_jetstate' in v)) return v;
+  const { _jetstate: _, ...rest } = v as Record<string, unknown>;
+  return rest;
 }

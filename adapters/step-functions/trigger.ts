@@ -15,10 +15,9 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
-import { canonicalJson } from '../../engine/record.js';
 import { carrierFromHeaders, type TraceCarrier } from '../../engine/telemetry.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
-import { MAX_CAUSE_CHARS, checkPayloadSize, truncateText } from './payload.js';
+import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
 import { backoffDelayMs, sleep } from './task-answer.js';
 
 /** Where to reply when the message has no reply subject (always the case for JetStream messages). */
@@ -168,7 +167,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       const executionArn = `${executionArnPrefix}:${name}`;
       const existing = await client.send(new DescribeExecutionCommand({ executionArn }));
       // A retry may carry another trace context: compare without it.
-      if (canonicalJson(withoutTrace(JSON.parse(existing.input ?? '{}'))) !== canonicalJson(withoutTrace(JSON.parse(input)))) {
+      if (!sameInputIgnoringTrace(existing.input ?? '{}', input)) {
         throw new Rejected('ExecutionAlreadyExists', `execution '${name}' (message id '${messageId}') exists with a different input; give each request its own Nats-Msg-Id`);
       }
       return { executionArn, name };
@@ -325,9 +324,3 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
   };
 }
 
-/** An input without the trace context the trigger may have added. */
-function withoutTrace(v: unknown): unknown {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || !('_jetstate' in v)) return v;
-  const { _jetstate: _, ...rest } = v as Record<string, unknown>;
-  return rest;
-}

@@ -66,7 +66,15 @@ function describeRule(rule: PermissionRule): string {
  * gives `atMs`, the time the stream accepted the event: the token is judged as of then, so an
  * event that waited in a backlog while its token expired is still the sender's.
  */
-export async function admit(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Promise<Admission> {
+export function admit(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Admission | Promise<Admission> {
+  // The common case, answered without a promise: an anonymous event to a workflow without rules.
+  if ((token === undefined || token === '') && !def.security.requireIdentity && def.security.permissions === undefined) return ANONYMOUS;
+  return judge(rt, def, action, token, side, atMs);
+}
+
+const ANONYMOUS: Admission = Object.freeze({ ok: true, identity: undefined }) as Admission;
+
+async function judge(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine', atMs: number | undefined): Promise<Admission> {
   const rule = ruleFor(def, action);
   const needsIdentity = def.security.requireIdentity || rule !== undefined;
   const deny = (code: ErrorCode, reason: string, retryable = false): Admission => ({ ok: false, code, reason, retryable });

@@ -12,7 +12,6 @@ import type { HistoryEntry, InstanceRecord } from '../record.js';
 import type { Registry } from '../runtime.js';
 import { CHILD_EVENT } from '../child.js';
 import { START_CHILD, TASK_EVENT } from '../step.js';
-import { redactEnvelopes } from './redact.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
@@ -94,11 +93,6 @@ export class SecretCodec {
   openHistory(workflow: string, id: string, entries: HistoryEntry[]): HistoryEntry[] {
     if (!this.has(workflow)) return entries;
     return entries.map((e) => this.mapEntry(e, (v, root) => this.open(workflow, id, root, v)));
-  }
-
-  /** For display without the key: every envelope shown as `[encrypted:<key id>]`. */
-  static redact<T>(value: T): T {
-    return redactEnvelopes(value) as T;
   }
 
   private mapEntry(e: HistoryEntry, fn: Fn): HistoryEntry {

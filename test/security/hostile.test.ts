@@ -17,6 +17,7 @@ import { connect } from '@nats-io/transport-node';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { activity, createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, partitionOf, type Engine, type HistoryEntry, type WorkflowDefinition } from '../../engine/index.js';
+import { layout } from '../../engine/names.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 
 interface HostileContext {
@@ -135,7 +136,7 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
   });
 
   const subjectOf = (wf: WorkflowDefinition, id: string, namespace = ns, partitions = engine.partitions): string =>
-    `${namespace}.evt.${partitionOf(wf.name, id, partitions)}.${wf.name}.${id}`;
+    layout(namespace).eventSubject(partitionOf(wf.name, id, partitions), wf.name, id);
 
   /** Publishes around `send()`: any bytes, any headers. */
   async function raw(wf: WorkflowDefinition, id: string, data: string | Uint8Array, sig?: string, subject = subjectOf(wf, id)): Promise<number> {

@@ -21,6 +21,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { createEngine, partitionOf, type Engine } from '../../engine/index.js';
+import { layout } from '../../engine/names.js';
 import { counter, expectedContext, type CounterContext } from '../recovery/counter-workflow.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 
@@ -122,7 +123,7 @@ describe('property: valid events apply in order, everything else is rejected and
     await nats?.dispose();
   });
 
-  const subjectOf = (id: string): string => `${ns}.evt.${partitionOf(counter.name, id, engine.partitions)}.${counter.name}.${id}`;
+  const subjectOf = (id: string): string => layout(ns).eventSubject(partitionOf(counter.name, id, engine.partitions), counter.name, id);
 
   async function deadLetterCount(id: string): Promise<number> {
     const subject = `${ns}.dlq.${counter.name}.${id}`;

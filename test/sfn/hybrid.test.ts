@@ -15,20 +15,11 @@ import { DescribeExecutionCommand, ListExecutionsCommand } from '@aws-sdk/client
 import { createEngine, type Engine } from '../../engine/index.js';
 import { stepFunctions } from '../../adapters/step-functions/execution.js';
 import type { CallbackTaskServer } from '../../adapters/step-functions/callback.js';
-import { HYBRID_LOCAL_STATE_MACHINE_ARN, confirmations, hybrid, reservations, stock } from '../../workflows/hybrid.js';
+import { HYBRID_LOCAL_STATE_MACHINE_ARN, confirmations, hybrid, reservations, stock, type HybridContext } from '../../workflows/hybrid.js';
 import { hybridTaskHandlers, serveHybridCallbacks, startSettlementService, type SettlementService } from '../../workflows/hybrid-cloud.js';
 import { approval, order, workflows as bundled } from '../../workflows/index.js';
 import { uniqueNamespace } from '../helpers.js';
 import { CREDENTIALS, startSfnWorld, type SfnWorld } from './world.js';
-
-type HybridContext = {
-  reservationId?: string;
-  settlementId?: string;
-  execution?: string;
-  confirmationId?: string;
-  reason?: string;
-  error?: { name: string; message: string };
-};
 
 describe('the hybrid example', { concurrency: true }, () => {
   let world: SfnWorld;
