@@ -4,14 +4,14 @@
  */
 import { Client } from './client.js';
 import { EngineOptionsSchema, parseOptions, type EngineOptions, type ResolvedEngineOptions } from './options.js';
-import { PartitionManager } from './partitions.js';
-import { PartitionWorker } from './partition-worker.js';
-import { openRuntime, type Runtime } from './runtime.js';
-import { InstanceStore } from './store.js';
-import { systemClock, TimerService } from './timers.js';
-import { ActionExecutor } from './actions.js';
-import { TaskService } from './tasks.js';
-import { createExtensionHost, type EngineExtension } from './extensions.js';
+import { PartitionManager } from './worker/leases.js';
+import { PartitionWorker } from './worker/partition-worker.js';
+import { openRuntime, type Runtime } from './store/runtime.js';
+import { InstanceStore } from './store/records.js';
+import { systemClock, TimerService } from './effects/timers.js';
+import { ActionExecutor } from './effects/outbox.js';
+import { TaskService } from './effects/tasks.js';
+import { createExtensionHost, type EngineExtension } from './effects/extensions.js';
 import { ErrorCode, fail } from './errors.js';
 
 export interface EngineStatus {

@@ -4,14 +4,14 @@
  */
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
-import type { EngineExtension } from './extensions.js';
+import type { EngineExtension } from './effects/extensions.js';
 import { NatsAuthSchema } from './security/credentials.js';
 import type { IdentityOptions } from './security/identity.js';
 import { KeyRing } from './security/secrets.js';
 import { z } from 'zod';
-import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
+import { isWorkflowDefinition, type WorkflowDefinition } from './define/definition.js';
 import { ErrorCode, fail } from './errors.js';
-import { NAME_PATTERN } from './names.js';
+import { NAME_PATTERN } from './protocol/names.js';
 
 /** Where jetstate writes what it has to say; the default writes warnings and errors to stderr. */
 export interface Logger {

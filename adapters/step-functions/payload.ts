@@ -5,7 +5,7 @@
  * before any AWS call, with an error that says what to do instead.
  */
 import { ErrorCode, JetstateError } from '../../engine/errors.js';
-import { canonicalJson } from '../../engine/record.js';
+import { canonicalJson } from '../../engine/protocol/record.js';
 
 /** Largest input, output or task result Step Functions accepts: 256 KiB of UTF-8 JSON. */
 export const MAX_PAYLOAD_BYTES = 262_144;

@@ -15,7 +15,7 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
-import { carrierFromHeaders, type TraceCarrier } from '../../engine/telemetry.js';
+import { carrierFromHeaders, type TraceCarrier } from '../../engine/telemetry/telemetry.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
 import { backoffDelayMs, sleep } from './task-answer.js';

@@ -12,7 +12,7 @@
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import type { Clock } from '../timers.js';
+import type { Clock } from '../effects/timers.js';
 import { IdentityReason, reject } from './identity-error.js';
 import type { TokenCheck } from './verifier-base.js';
 

@@ -8,10 +8,10 @@
  * another instance, root or field.
  */
 import { ErrorCode, JetstateError } from '../errors.js';
-import type { HistoryEntry, InstanceRecord } from '../record.js';
-import type { Registry } from '../runtime.js';
-import { CHILD_EVENT } from '../child.js';
-import { START_CHILD, TASK_EVENT } from '../step.js';
+import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
+import type { Registry } from '../store/runtime.js';
+import { CHILD_EVENT } from '../define/child.js';
+import { START_CHILD, TASK_EVENT } from '../step/step.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';

@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import { systemClock, type Clock } from '../timers.js';
+import { systemClock, type Clock } from '../effects/timers.js';
 import { AWS_IAM_TOKEN_PREFIX, AwsIamOptionsSchema, awsIamCheck } from './aws-iam.js';
 import { IdentityReason, reject } from './identity-error.js';
 import { createOidcIssuer, oidcCheck, OidcOptionsSchema } from './oidc.js';

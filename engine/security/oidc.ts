@@ -17,7 +17,7 @@ import {
 } from 'jose';
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import type { Clock } from '../timers.js';
+import type { Clock } from '../effects/timers.js';
 import { IdentityError, IdentityReason, reject } from './identity-error.js';
 import { safeClaims, type CheckedToken, type TokenCheck } from './verifier-base.js';
 

@@ -8,7 +8,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
 import type { KV } from '@nats-io/kv';
-import { traceHeaders, type TraceCarrier } from '../telemetry.js';
+import { traceHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 
 export const SIGNATURE_HEADER = 'Jetstate-Sig';
 /** The signing key's name in the control bucket. */

@@ -5,7 +5,7 @@
  * role mapping, and the rule that only an {@link IdentityError} ever leaves `verify`.
  */
 import { createHash } from 'node:crypto';
-import type { Clock } from '../timers.js';
+import type { Clock } from '../effects/timers.js';
 import { IdentityError, IdentityReason, reject } from './identity-error.js';
 import type { Identity, IdentityVerifier } from './identity.js';
 import { rolesFor, type RoleMapping } from './roles.js';

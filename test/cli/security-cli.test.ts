@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { createEngine, type Engine } from '../../engine/index.js';
-import { layout, partitionOf } from '../../engine/names.js';
+import { layout, partitionOf } from '../../engine/protocol/names.js';
 import { payment } from '../../workflows/payment.js';
 import { runCli, startNats, uniqueNamespace } from '../helpers.js';
 

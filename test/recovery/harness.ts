@@ -3,7 +3,7 @@
  * cleaned up), sends that retry until the stream accepted them, raw reads of the history stream
  * and of partition leases, and bounded waits.
  */
-import { readSubject } from '../../engine/read.js';
+import { readSubject } from '../../engine/store/read.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -13,7 +13,7 @@ import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core'
 import { connect } from '@nats-io/transport-node';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
 import { ErrorCode, JetstateError } from '../../engine/errors.js';
-import { layout, partitionOf, type Layout } from '../../engine/names.js';
+import { layout, partitionOf, type Layout } from '../../engine/protocol/names.js';
 
 export interface Signer {
   kid: string;

@@ -11,13 +11,13 @@ import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { assign, raise, setup } from 'xstate';
 import { z } from 'zod';
-import { activity } from '../../engine/activity.js';
-import { childWorkflow } from '../../engine/child.js';
+import { activity } from '../../engine/define/activity.js';
+import { childWorkflow } from '../../engine/define/child.js';
 import { createClient, type Client } from '../../engine/client.js';
-import { defineWorkflow } from '../../engine/definition.js';
+import { defineWorkflow } from '../../engine/define/definition.js';
 import { createEngine, type Engine } from '../../engine/engine.js';
 import { ErrorCode, JetstateError } from '../../engine/errors.js';
-import type { HistoryEntry, Instance } from '../../engine/record.js';
+import type { HistoryEntry, Instance } from '../../engine/protocol/record.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { envelopeKeyIds, Outside, scanFor } from './engine-fixtures.js';
 

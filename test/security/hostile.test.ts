@@ -17,7 +17,7 @@ import { connect } from '@nats-io/transport-node';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { activity, createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, partitionOf, type Engine, type HistoryEntry, type WorkflowDefinition } from '../../engine/index.js';
-import { layout } from '../../engine/names.js';
+import { layout } from '../../engine/protocol/names.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 
 interface HostileContext {

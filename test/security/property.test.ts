@@ -21,7 +21,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { createEngine, partitionOf, type Engine } from '../../engine/index.js';
-import { layout } from '../../engine/names.js';
+import { layout } from '../../engine/protocol/names.js';
 import { counter, expectedContext, type CounterContext } from '../recovery/counter-workflow.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 

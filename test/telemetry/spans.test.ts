@@ -15,7 +15,7 @@ import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { headers } from '@nats-io/nats-core';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { layout, partitionOf } from '../../engine/names.js';
+import { layout, partitionOf } from '../../engine/protocol/names.js';
 
 const SECRET = 'SECRET-4111111111111111';
 const attemptsSeen: number[] = [];

@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { defineWorkflow } from '../../engine/index.js';
-import { applyEvents, MachineRunner, startInstance } from '../../engine/step.js';
-import { verifyInstance } from '../../engine/verify.js';
+import { applyEvents, MachineRunner, startInstance } from '../../engine/step/step.js';
+import { verifyInstance } from '../../engine/step/verify.js';
 
 const counter = defineWorkflow({
   name: 'counter',

@@ -4,7 +4,7 @@
  * I/O; the engine persists the result and only then runs the effects.
  */
 import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate';
-import type { WorkflowDefinition } from './definition.js';
+import type { WorkflowDefinition } from '../define/definition.js';
 import {
   HistoryKind,
   InstanceStatus,
@@ -14,12 +14,12 @@ import {
   type InstanceRecord,
   type TaskRecord,
   type TimerRecord,
-} from './record.js';
-import { activitiesOf, type ActivityDefinition } from './activity.js';
-import { SEND_ACTION, sendResolverOf } from './messages.js';
-import { CHILD_EVENT, STOP_EVENT, childIdOf, childWorkflowsOf, isChildResult, isStop } from './child.js';
-import type { WorkflowDefinition as ChildDefinition } from './definition.js';
-import type { IdentitySummary } from './security/admission.js';
+} from '../protocol/record.js';
+import { activitiesOf, type ActivityDefinition } from '../define/activity.js';
+import { SEND_ACTION, sendResolverOf } from '../define/messages.js';
+import { CHILD_EVENT, STOP_EVENT, childIdOf, childWorkflowsOf, isChildResult, isStop } from '../define/child.js';
+import type { WorkflowDefinition as ChildDefinition } from '../define/definition.js';
+import type { IdentitySummary } from '../gate/admission.js';
 
 /**
  * An action XState asked to execute, for the effect executor, which runs it after the write:

@@ -7,13 +7,13 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { TerminalError } from './activity.js';
-import { partitionOf } from './names.js';
-import type { Logger } from './options.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, shortHash } from './record.js';
-import type { Runtime } from './runtime.js';
-import { TASK_EVENT, type TaskResultEvent } from './step.js';
-import type { Telemetry, TraceCarrier } from './telemetry.js';
+import { TerminalError } from '../define/activity.js';
+import { partitionOf } from '../protocol/names.js';
+import type { Logger } from '../options.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, shortHash } from '../protocol/record.js';
+import type { Runtime } from '../store/runtime.js';
+import { TASK_EVENT, type TaskResultEvent } from '../step/step.js';
+import type { Telemetry, TraceCarrier } from '../telemetry/telemetry.js';
 
 /** Returned by an activity whose outcome an extension delivers later with `completeTask`. */
 export const DEFER: unique symbol = Symbol.for('jetstate.task.defer') as never;

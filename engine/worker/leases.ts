@@ -8,8 +8,8 @@
 import { randomUUID } from 'node:crypto';
 import type { KvWatchEntry } from '@nats-io/kv';
 import { z } from 'zod';
-import { decodeJson, encodeJson } from './record.js';
-import type { Runtime } from './runtime.js';
+import { decodeJson, encodeJson } from '../protocol/record.js';
+import type { Runtime } from '../store/runtime.js';
 import type { PartitionWorker } from './partition-worker.js';
 
 /**

@@ -5,8 +5,8 @@
  */
 import type { AnyStateMachine } from 'xstate';
 import type { WorkflowDefinition } from './definition.js';
-import { NAME_PATTERN } from './names.js';
-import { shortHash } from './record.js';
+import { NAME_PATTERN } from '../protocol/names.js';
+import { shortHash } from '../protocol/record.js';
 
 const CHILD = Symbol.for('jetstate.child');
 

@@ -3,7 +3,7 @@
  * the entries of that write; `Nats-Msg-Id` and read-side dedupe make republishing harmless.
  */
 import type { Runtime } from './runtime.js';
-import { HistoryKind, HistoryMessageSchema, decodeJson, encodeJson, type HistoryEntry, type InstanceRecord } from './record.js';
+import { HistoryKind, HistoryMessageSchema, decodeJson, encodeJson, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { readSubject } from './read.js';
 
 function entryKey(e: HistoryEntry): string {

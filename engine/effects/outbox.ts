@@ -7,17 +7,17 @@
  * - a throwing action is retried three times with backoff, then reported; the instance goes on.
  * Actions of one instance run in order, before its next events are applied.
  */
-import { SEND_ACTION, type ResolvedSend } from './messages.js';
-import { partitionOf } from './names.js';
-import type { EffectExecutor } from './partition-worker.js';
-import { encodeJson } from './record.js';
-import { ErrorCode, JetstateError } from './errors.js';
-import type { Runtime } from './runtime.js';
-import { START_CHILD, STOP_CHILD, STOP_EVENT, type Effect, type OutboxEntry } from './step.js';
+import { SEND_ACTION, type ResolvedSend } from '../define/messages.js';
+import { partitionOf } from '../protocol/names.js';
+import type { EffectExecutor } from '../worker/partition-worker.js';
+import { encodeJson } from '../protocol/record.js';
+import { ErrorCode, JetstateError } from '../errors.js';
+import type { Runtime } from '../store/runtime.js';
+import { START_CHILD, STOP_CHILD, STOP_EVENT, type Effect, type OutboxEntry } from '../step/step.js';
 import { createInstance } from './start.js';
-import type { InstanceRecord } from './record.js';
-import type { LoadedInstance } from './store.js';
-import { contextOf, type TraceCarrier } from './telemetry.js';
+import type { InstanceRecord } from '../protocol/record.js';
+import type { LoadedInstance } from '../store/records.js';
+import { contextOf, type TraceCarrier } from '../telemetry/telemetry.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
 

@@ -4,11 +4,11 @@
  */
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
 import type { z } from 'zod';
-import { ErrorCode, fail } from './errors.js';
-import { NAME_PATTERN, checkName } from './names.js';
+import { ErrorCode, fail } from '../errors.js';
+import { NAME_PATTERN, checkName } from '../protocol/names.js';
 import { activitiesOf } from './activity.js';
-import type { PermissionRule } from './security/roles.js';
-import { checkSecretPaths } from './security/secrets.js';
+import type { PermissionRule } from '../security/roles.js';
+import { checkSecretPaths } from '../security/secrets.js';
 
 /** A zod schema, structurally (so any zod 4 schema instance fits). */
 export type SchemaLike<T = unknown> = z.ZodType<T>;

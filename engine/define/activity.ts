@@ -3,9 +3,9 @@
  * queue, with retries, a timeout and heartbeats. See tasks.ts for how it runs.
  */
 import { fromPromise, type AnyStateMachine, type PromiseActorLogic } from 'xstate';
-import { ErrorCode, JetstateError } from './errors.js';
-import type { TaskRef } from './extensions.js';
-import type { TraceCarrier } from './telemetry.js';
+import { ErrorCode, JetstateError } from '../errors.js';
+import type { TaskRef } from '../effects/extensions.js';
+import type { TraceCarrier } from '../telemetry/telemetry.js';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included. */

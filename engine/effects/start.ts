@@ -3,19 +3,19 @@
  * a parent that its child finished.
  */
 import { z } from 'zod';
-import type { WorkflowDefinition } from './definition.js';
-import { ErrorCode, fail } from './errors.js';
-import { publishHistory } from './history.js';
-import { partitionOf } from './names.js';
-import { InstanceRecordSchema, canonicalJson, decodeJson, encodeJson, type InstanceRecord } from './record.js';
-import type { Runtime } from './runtime.js';
-import { CHILD_EVENT, KICK_EVENT, startInstance, type MachineRunner } from './step.js';
+import type { WorkflowDefinition } from '../define/definition.js';
+import { ErrorCode, fail } from '../errors.js';
+import { publishHistory } from '../store/history.js';
+import { partitionOf } from '../protocol/names.js';
+import { InstanceRecordSchema, canonicalJson, decodeJson, encodeJson, type InstanceRecord } from '../protocol/record.js';
+import type { Runtime } from '../store/runtime.js';
+import { CHILD_EVENT, KICK_EVENT, startInstance, type MachineRunner } from '../step/step.js';
 import { publishTasks, tasksStartedBy } from './tasks.js';
 import { publishTimers } from './timers.js';
-import type { ChildResultEvent } from './child.js';
+import type { ChildResultEvent } from '../define/child.js';
 import { ROOT_CONTEXT, type Context } from '@opentelemetry/api';
-import { SpanKind, SpanStatusCode, carrierOf, carrierOfActive, failSpan, transitionAttributes, type TraceCarrier } from './telemetry.js';
-import { limitsOf, type IdentitySummary } from './security/admission.js';
+import { SpanKind, SpanStatusCode, carrierOf, carrierOfActive, failSpan, transitionAttributes, type TraceCarrier } from '../telemetry/telemetry.js';
+import { limitsOf, type IdentitySummary } from '../gate/admission.js';
 
 /**
  * Validates the input and creates the record with `kv.create`, idempotent by id: the same input

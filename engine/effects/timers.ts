@@ -9,11 +9,11 @@
  */
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
-import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from './telemetry.js';
-import { partitionOf } from './names.js';
-import { decodeJson, encodeJson, shortHash } from './record.js';
-import type { Runtime } from './runtime.js';
-import { TIMER_EVENT, type ScheduledTimer, type TimerFireEvent } from './step.js';
+import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
+import { partitionOf } from '../protocol/names.js';
+import { decodeJson, encodeJson, shortHash } from '../protocol/record.js';
+import type { Runtime } from '../store/runtime.js';
+import { TIMER_EVENT, type ScheduledTimer, type TimerFireEvent } from '../step/step.js';
 
 /** A source of the current time in ms; tests pass a controllable one. */
 export interface Clock {

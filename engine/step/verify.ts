@@ -2,8 +2,8 @@
  * `verify`: replays an instance's recorded history from its start and checks that it reproduces
  * the stored snapshot (guarantee 6, deterministic history).
  */
-import type { WorkflowDefinition } from './definition.js';
-import { HistoryKind, canonicalJson, type HistoryEntry, type InstanceRecord } from './record.js';
+import type { WorkflowDefinition } from '../define/definition.js';
+import { HistoryKind, canonicalJson, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { applyEvents, startInstance, type MachineRunner } from './step.js';
 
 export interface VerifyReport {

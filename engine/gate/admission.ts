@@ -7,12 +7,12 @@
  * Rejection reasons start with a bracketed category (`[identity.expired]`, `[permission.denied]`,
  * `[limit.event_size]`...), which the history records and the rejection metric counts by.
  */
-import type { WorkflowDefinition } from '../definition.js';
+import type { WorkflowDefinition } from '../define/definition.js';
 import { ErrorCode, JetstateError } from '../errors.js';
-import type { Runtime } from '../runtime.js';
-import type { Identity } from './identity.js';
-import { IdentityError } from './identity-error.js';
-import { permits, type PermissionRule } from './roles.js';
+import type { Runtime } from '../store/runtime.js';
+import type { Identity } from '../security/identity.js';
+import { IdentityError } from '../security/identity-error.js';
+import { permits, type PermissionRule } from '../security/roles.js';
 
 /** What the history records of a sender: never the token, never the claims. */
 export interface IdentitySummary {

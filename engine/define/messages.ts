@@ -5,7 +5,7 @@
  */
 import type { EventObject } from 'xstate';
 import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
-import { ErrorCode, JetstateError } from './errors.js';
+import { ErrorCode, JetstateError } from '../errors.js';
 
 export const SEND_ACTION = 'jetstate.send';
 const RESOLVE = Symbol.for('jetstate.send.resolve');

@@ -15,12 +15,12 @@ import type { Subscription } from '@nats-io/nats-core';
 import { context, trace } from '@opentelemetry/api';
 import { z } from 'zod';
 import { DEFER, findExtension, type EngineExtension, type TaskRef } from './extensions.js';
-import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from './telemetry.js';
-import { backoffMs, TerminalError, type ActivityDefinition } from './activity.js';
-import { partitionOf } from './names.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, shortHash, type InstanceRecord } from './record.js';
-import type { Runtime } from './runtime.js';
-import { TASK_EVENT, type TaskChange, type TaskResultEvent } from './step.js';
+import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
+import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
+import { partitionOf } from '../protocol/names.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, shortHash, type InstanceRecord } from '../protocol/record.js';
+import type { Runtime } from '../store/runtime.js';
+import { TASK_EVENT, type TaskChange, type TaskResultEvent } from '../step/step.js';
 
 const TaskMessageSchema = z.object({
   workflow: z.string(),

@@ -6,12 +6,12 @@
 import type { KV } from '@nats-io/kv';
 import type { AnyMachineSnapshot } from 'xstate';
 import { z } from 'zod';
-import type { WorkflowDefinition } from './definition.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from './record.js';
+import type { WorkflowDefinition } from '../define/definition.js';
+import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from '../protocol/record.js';
 import type { Registry } from './runtime.js';
-import type { MachineRunner } from './step.js';
-import { JetstateError } from './errors.js';
-import type { SecretCodec } from './security/codec.js';
+import type { MachineRunner } from '../step/step.js';
+import { JetstateError } from '../errors.js';
+import type { SecretCodec } from '../security/codec.js';
 
 export interface LoadedInstance {
   record: InstanceRecord;

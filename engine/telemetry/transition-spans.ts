@@ -6,7 +6,7 @@
  * publish (or failed, when the batch is retried).
  */
 import { isSpanContextValid } from '@opentelemetry/api';
-import type { HistoryEntry, InstanceRecord } from './record.js';
+import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import {
   SpanKind,
   SpanStatusCode,

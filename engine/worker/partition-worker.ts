@@ -6,23 +6,23 @@
  * every event is finished; a new owner resumes there and skips what records show as applied.
  */
 import { DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
-import { validateEvent } from './client.js';
-import { publishCompletion, publishHistory } from './history.js';
-import { parseEventSubject } from './names.js';
-import { HistoryKind, decodeJson, type HistoryEntry } from './record.js';
-import type { Runtime } from './runtime.js';
-import { applyEvents, isKick, isTaskResult, isTimerFire, type Effect, type OutboxEntry, type StepEvent } from './step.js';
-import { publishCancels, publishTasks, tasksStartedBy } from './tasks.js';
-import { isChildResult, isStop } from './child.js';
-import { notifyParent } from './start.js';
-import { publishTimers } from './timers.js';
-import { ConflictError, type InstanceStore, type LoadedInstance } from './store.js';
-import { carrierFromHeaders, type TraceCarrier } from './telemetry.js';
-import { TransitionSpans } from './transition-spans.js';
-import { TOKEN_HEADER } from './client.js';
+import { validateEvent } from '../client.js';
+import { publishCompletion, publishHistory } from '../store/history.js';
+import { parseEventSubject } from '../protocol/names.js';
+import { HistoryKind, decodeJson, type HistoryEntry } from '../protocol/record.js';
+import type { Runtime } from '../store/runtime.js';
+import { applyEvents, isKick, isTaskResult, isTimerFire, type Effect, type OutboxEntry, type StepEvent } from '../step/step.js';
+import { publishCancels, publishTasks, tasksStartedBy } from '../effects/tasks.js';
+import { isChildResult, isStop } from '../define/child.js';
+import { notifyParent } from '../effects/start.js';
+import { publishTimers } from '../effects/timers.js';
+import { ConflictError, type InstanceStore, type LoadedInstance } from '../store/records.js';
+import { carrierFromHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
+import { TransitionSpans } from '../telemetry/transition-spans.js';
+import { TOKEN_HEADER } from '../client.js';
 import { headers as natsHeaders } from '@nats-io/nats-core';
-import { SIGNATURE_HEADER } from './security/signer.js';
-import { admit, limitsOf, summarize, type IdentitySummary } from './security/admission.js';
+import { SIGNATURE_HEADER } from '../security/signer.js';
+import { admit, limitsOf, summarize, type IdentitySummary } from '../gate/admission.js';
 
 export interface EffectExecutor {
   /** Runs after the state that produced the effects is durable. */

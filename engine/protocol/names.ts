@@ -3,7 +3,7 @@
  * instance. Everything jetstate creates lives under the namespace prefix, so several
  * applications can share one NATS account.
  */
-import { ErrorCode, fail } from './errors.js';
+import { ErrorCode, fail } from '../errors.js';
 
 /** Workflow names, instance ids and namespaces: safe as a NATS subject token and a KV key part. */
 export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
