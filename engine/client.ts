@@ -5,24 +5,29 @@
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
-import { z } from 'zod';
+import { createInbox } from '@nats-io/nats-core';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './define/definition.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
-import { checkName, partitionOf } from './protocol/names.js';
+import { checkName } from './protocol/names.js';
+import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './protocol/record.js';
-import { openRuntime, type Runtime } from './store/runtime.js';
+import { InstanceRecordSchema, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './protocol/record.js';
+import { decodeJson, encodeJson } from './protocol/json.js';
+import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
+import { MemberSchema, type Member } from './worker/leases.js';
 import { readHistory } from './store/history.js';
-import { createInstance } from './effects/start.js';
+import { parseRecord, readRecord } from './store/records.js';
+import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
+import { isCasConflict } from './store/nats-errors.js';
 import { readTaskProgress } from './effects/tasks.js';
 import { verifyInstance, type VerifyReport } from './step/verify.js';
-import { SpanKind, carrierOf, carrierOfActive, failSpan, traceHeaders } from './telemetry/telemetry.js';
+import { startInstance } from './step/step.js';
+import type { MachineRunner } from './step/runner.js';
+import { SpanKind, carrierOf, carrierOfActive, failSpan } from './telemetry/telemetry.js';
 import { redactEnvelopes } from './security/redact.js';
-import { admit, check, limitsOf, summarize } from './gate/admission.js';
-import { headers as natsHeaders } from '@nats-io/nats-core';
+import { admit, check, limitsOf } from './gate/admission.js';
+import { checkEvent, checkInput } from './gate/validate.js';
 
-/** The NATS header that carries a sender's token to the engine. */
-export const TOKEN_HEADER = 'Jetstate-Token';
 
 export interface StartOptions<W extends WorkflowDefinition> {
   /** Instance id; the same id with the same input returns the existing instance. Random if absent. */
@@ -30,7 +35,24 @@ export interface StartOptions<W extends WorkflowDefinition> {
   input: WorkflowInput<W>;
   /** The starter's token (an OIDC JWT or an AWS IAM token), verified and checked against `permissions.start`. */
   token?: string;
+  /** Wait for the engine to create the instance (default), or return once the start is accepted. */
+  wait?: boolean;
+  /** How long to wait for the engine's answer (default 10 s); then the start stays queued and `start()` returns it pending. */
+  timeoutMs?: number;
 }
+
+/** The engine's answer to a start. */
+interface StartAnswer {
+  outcome: 'created' | 'exists' | 'conflict' | 'rejected';
+  reason?: string;
+  revision?: number;
+}
+
+const DEFAULT_START_WAIT_MS = 10_000;
+/** How long the client trusts its view of the live engines. */
+const MEMBERS_CACHE_MS = 2_000;
+/** Slack for the clocks of engines against this one when judging a member's heartbeat. */
+const MEMBER_CLOCK_SKEW_MS = 5_000;
 
 export interface SendOptions {
   /** Deduplicates retries of the same send within the stream's 2-minute window. */
@@ -85,6 +107,8 @@ const KNOWN_CAP = 100_000;
 export class Client implements AsyncDisposable {
   protected readonly rt: Runtime;
   private readonly known = new Set<string>();
+  private readonly warnedUnserved = new Set<string>();
+  private members: { atMs: number; found: Member[] } | undefined;
   private closing: Promise<void> | undefined;
   private resolveClosed!: () => void;
   private readonly closedPromise = new Promise<void>((r) => (this.resolveClosed = r));
@@ -96,7 +120,7 @@ export class Client implements AsyncDisposable {
   static async connect(options: ClientOptions): Promise<Client> {
     const resolved = parseOptions(ClientOptionsSchema, 'createClient', options);
     // A client reads the signing key only when a start must sign (see EngineSigner.ready).
-    return new Client(await openRuntime(resolved, { signingKey: 'when-needed' }));
+    return new Client(await openRuntime(resolved));
   }
 
   /** The namespace's partition count (fixed when it was first created). */
@@ -105,18 +129,56 @@ export class Client implements AsyncDisposable {
   }
 
   /**
-   * Starts an instance, idempotent by id. Validates the input against the workflow's schema;
-   * the same id with a different input is an `INSTANCE_CONFLICT` error.
+   * Starts an instance, idempotent by id. The start goes through the instance's inbox like any
+   * event: the engine that owns the instance checks it (input schema, token, `permissions.start`)
+   * and creates the record. The input is checked here first, so an invalid one fails at once.
+   *
+   * By default `start()` waits for the engine's answer and returns the new (or existing)
+   * instance; the same id with a different input is an `INSTANCE_CONFLICT` error. With
+   * `wait: false`, or when no engine answers within `timeoutMs`, it returns once the start is
+   * durably accepted, with status `'pending'`: the engine creates the instance when it gets to it
+   * (a warning says when no live engine serves the workflow).
    */
   async start<W extends WorkflowDefinition>(workflow: W, options: StartOptions<W>): Promise<Instance> {
     this.checkOpen();
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
-    const identity = // A start is judged here only (the record is written by this client): strictly.
-    check(await admit(this.rt, workflow, { kind: 'start' }, options.token), 'nothing was started');
-    const record = await createInstance(this.rt, workflow, runner, id, options.input, undefined, context.active(), identity && summarize(identity));
-    this.remember(this.rt.names.instanceKey(workflow.name, id));
-    return toInstance(record);
+    const input = checkInput(workflow, id, options.input);
+    if (!input.ok) fail(ErrorCode.InvalidInput, `${input.reason}; nothing was started`);
+    check(await admit(this.rt.security.verifier, workflow, { kind: 'start' }, options.token, 'client'), 'nothing was started');
+    const event = { type: EngineEvent.Start, input: input.value, version: workflow.version };
+    const tel = this.rt.telemetry;
+    const span = tel.startSpan(`jetstate.start ${workflow.name}`, SpanKind.PRODUCER, { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id }, context.active());
+    // Wait for the engine's answer only when an engine that serves the workflow is alive.
+    const serving = options.wait === false ? 0 : await this.servingEngines(workflow.name);
+    if (serving === 0 && options.wait !== false) this.warnIfUnserved(workflow.name);
+    const wait = options.wait !== false && serving !== 0;
+    const reply = wait ? this.awaitReply(options.timeoutMs ?? DEFAULT_START_WAIT_MS) : undefined;
+    try {
+      const data = encodeInboxEvent(this.rt, workflow.name, id, event);
+      this.checkSize(workflow, id, 'start', data);
+      const ack = await this.publish(
+        { workflow: workflow.name, id, event, ...(options.token ? { token: options.token } : {}), trace: carrierOf(span) ?? carrierOfActive(context.active()), ...(reply ? { replyTo: reply.inbox } : {}) },
+        data,
+      );
+      span.setAttribute('jetstate.event.seq', ack.seq);
+      this.remember(this.rt.names.instanceKey(workflow.name, id));
+      const answer = reply ? await reply.answer : undefined;
+      if (answer?.outcome === 'conflict') {
+        fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
+      }
+      if (answer?.outcome === 'rejected') throw rejectionError(String(answer.reason ?? 'refused'), 'nothing was started');
+      const record = answer ? await this.readRecord(workflow.name, id) : null;
+      if (record) return toInstance(record);
+      if (wait) this.warnIfUnserved(workflow.name);
+      return pendingInstance(workflow, runner, id, input.value);
+    } catch (e) {
+      failSpan(span, e);
+      throw e;
+    } finally {
+      reply?.cancel();
+      span.end();
+    }
   }
 
   /**
@@ -132,14 +194,13 @@ export class Client implements AsyncDisposable {
     const span = tel.startSpan(`jetstate.send ${workflow.name}`, SpanKind.PRODUCER, { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id, 'jetstate.event.type': type }, parent);
     try {
       checkName(`workflow '${workflow.name}': instance id`, id);
-      const data = validateEvent(workflow, id, event);
+      const checked = checkEvent(workflow, id, event);
+      if (!checked.ok) fail(ErrorCode.InvalidEvent, `${checked.reason}; nothing was sent`);
+      const data = checked.value;
       this.rt.registry.add(workflow);
-      check(await admit(this.rt, workflow, { kind: 'event', type: data.type }, options.token, 'client'), 'nothing was sent');
-      const body = encodeJson(this.rt.security.codec.seal(workflow.name, id, 'event', data));
-      const { maxEventBytes } = limitsOf(this.rt, workflow);
-      if (body.length > maxEventBytes) {
-        fail(ErrorCode.LimitExceeded, `[limit.event_size] workflow '${workflow.name}' instance '${id}': event '${data.type}' is ${body.length} bytes, over the limit of ${maxEventBytes}; send a reference (an object-store key) instead of the data; nothing was sent`);
-      }
+      check(await admit(this.rt.security.verifier, workflow, { kind: 'event', type: data.type }, options.token, 'client'), 'nothing was sent');
+      const body = encodeInboxEvent(this.rt, workflow.name, id, data);
+      this.checkSize(workflow, id, `event '${data.type}'`, body);
       const key = this.rt.names.instanceKey(workflow.name, id);
       if (!this.known.has(key)) {
         const entry = await this.rt.instances.get(key);
@@ -148,10 +209,17 @@ export class Client implements AsyncDisposable {
         }
         this.remember(key);
       }
-      const subject = this.rt.names.eventSubject(partitionOf(workflow.name, id, this.rt.partitions), workflow.name, id);
-      let headers = traceHeaders(carrierOf(span) ?? carrierOfActive(parent));
-      if (options.token) (headers ??= natsHeaders()).set(TOKEN_HEADER, options.token);
-      const ack = await this.rt.js.publish(subject, body, { msgID: options.idempotencyKey ?? randomUUID(), ...(headers ? { headers } : {}) });
+      const ack = await this.publish(
+        {
+          workflow: workflow.name,
+          id,
+          event: data,
+          ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
+          ...(options.token ? { token: options.token } : {}),
+          trace: carrierOf(span) ?? carrierOfActive(parent),
+        },
+        body,
+      );
       span.setAttribute('jetstate.event.seq', ack.seq);
       return { seq: ack.seq, duplicate: ack.duplicate };
     } catch (e) {
@@ -160,6 +228,92 @@ export class Client implements AsyncDisposable {
     } finally {
       span.end();
     }
+  }
+
+  /**
+   * Publishes to an instance's inbox. A workflow no engine ever served has no streams: a client
+   * allowed to create streams creates them (the event waits for an engine); one that is not gets
+   * the `NOT_SERVED` error.
+   */
+  private async publish(e: Parameters<typeof publishToInstance>[1], data: Uint8Array): ReturnType<typeof publishToInstance> {
+    try {
+      return await publishToInstance(this.rt, e, data);
+    } catch (err) {
+      if (!(err instanceof JetstateError) || err.code !== ErrorCode.NotServed) throw err;
+      try {
+        await ensureWorkflowStreams(this.rt, e.workflow);
+      } catch {
+        throw err;
+      }
+      this.warnIfUnserved(e.workflow);
+      return publishToInstance(this.rt, e, data);
+    }
+  }
+
+  /** Live engines that serve `workflow` (their member records), or undefined when this client may not read them. */
+  private async servingEngines(workflow: string): Promise<number | undefined> {
+    const now = Date.now();
+    if (!this.members || now - this.members.atMs > MEMBERS_CACHE_MS) {
+      try {
+        const found: Member[] = [];
+        for await (const key of await this.rt.control.keys('member.>')) {
+          const entry = await this.rt.control.get(key);
+          if (!entry || entry.operation !== 'PUT') continue;
+          const m = MemberSchema.safeParse(decodeJson(entry.value));
+          if (m.success) found.push(m.data);
+        }
+        this.members = { atMs: now, found };
+      } catch {
+        return undefined;
+      }
+    }
+    return this.members.found.filter((m) => m.workflows[workflow] !== undefined && now - m.atMs < m.ttlMs + MEMBER_CLOCK_SKEW_MS).length;
+  }
+
+  private checkSize(workflow: WorkflowDefinition, id: string, what: string, body: Uint8Array): void {
+    const { maxEventBytes } = limitsOf(this.rt.security.limits, workflow);
+    if (body.length > maxEventBytes) {
+      fail(ErrorCode.LimitExceeded, `[limit.event_size] workflow '${workflow.name}' instance '${id}': ${what} is ${body.length} bytes, over the limit of ${maxEventBytes}; send a reference (an object-store key) instead of the data; nothing was sent`);
+    }
+  }
+
+  /** Waits for the engine's answer to a start on a fresh inbox of this connection. */
+  private awaitReply(timeoutMs: number): { inbox: string; answer: Promise<StartAnswer | undefined>; cancel(): void } {
+    const inbox = createInbox(this.rt.inboxPrefix);
+    let timer: NodeJS.Timeout | undefined;
+    let settle!: (a: StartAnswer | undefined) => void;
+    const answer = new Promise<StartAnswer | undefined>((r) => (settle = r));
+    const sub = this.rt.nc.subscribe(inbox, {
+      max: 1,
+      callback: (err, msg) => {
+        clearTimeout(timer);
+        if (err) return settle(undefined);
+        try {
+          settle(JSON.parse(msg.string()) as StartAnswer);
+        } catch {
+          settle(undefined);
+        }
+      },
+    });
+    timer = setTimeout(() => settle(undefined), timeoutMs);
+    return {
+      inbox,
+      answer,
+      cancel: () => {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        settle(undefined);
+      },
+    };
+  }
+
+  /** Says once per workflow when no live engine serves it (its starts and events wait). */
+  private warnIfUnserved(workflow: string): void {
+    if (this.warnedUnserved.has(workflow)) return;
+    this.warnedUnserved.add(workflow);
+    this.rt.logger.warn(
+      `workflow '${workflow}': no live engine serves it in namespace '${this.rt.names.namespace}' (or none answered in time); starts and events are accepted and wait until an engine with this workflow applies them`,
+    );
   }
 
   /**
@@ -191,7 +345,7 @@ export class Client implements AsyncDisposable {
           resealed += r.resealed;
           break;
         } catch (e) {
-          if (!/wrong last sequence/i.test((e as Error).message)) throw e;
+          if (!isCasConflict(e)) throw e;
         }
       }
     }
@@ -384,29 +538,11 @@ export class Client implements AsyncDisposable {
   }
 
   protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
-    const entry = await this.rt.instances.get(this.rt.names.instanceKey(workflow, id));
-    if (!entry || entry.operation !== 'PUT') return null;
-    return this.parseRecord(workflow, id, entry.value);
+    return (await readRecord(this.rt.instances, this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null;
   }
 
   protected parseRecord(workflow: string, id: string, bytes: Uint8Array): InstanceRecord {
-    let raw: unknown;
-    try {
-      raw = decodeJson(bytes);
-    } catch (e) {
-      throw new JetstateError(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record is not JSON; it was left untouched`, { cause: e });
-    }
-    const parsed = InstanceRecordSchema.safeParse(raw);
-    if (!parsed.success) {
-      fail(ErrorCode.RecordUnreadable, `workflow '${workflow}' instance '${id}': stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
-    }
-    return this.reveal(parsed.data);
-  }
-
-  /** Secrets opened with the key ring; without it, shown as `[encrypted:<key id>]`. */
-  private reveal(record: InstanceRecord): InstanceRecord {
-    const { codec } = this.rt.security;
-    return codec.ring ? codec.openRecord(record) : (redactEnvelopes(record) as InstanceRecord);
+    return parseRecord(this.rt.security.codec, this.rt.names.instanceKey(workflow, id), bytes, 'open-or-redact');
   }
 
   private remember(key: string): void {
@@ -414,26 +550,6 @@ export class Client implements AsyncDisposable {
     this.known.add(key);
   }
 }
-
-/** Checks an event against the workflow's declared events; returns the event to publish. */
-export function validateEvent(workflow: WorkflowDefinition, id: string, event: unknown): { type: string } & Record<string, unknown> {
-  const where = `workflow '${workflow.name}' instance '${id}'`;
-  if (typeof event !== 'object' || event === null || Array.isArray(event)) {
-    fail(ErrorCode.InvalidEvent, `${where}: an event must be an object like { type: 'PAY', ... }; nothing was sent`);
-  }
-  const { type, ...payload } = event as Record<string, unknown>;
-  if (typeof type !== 'string') fail(ErrorCode.InvalidEvent, `${where}: the event has no string 'type'; nothing was sent`);
-  const schema = workflow.events[type];
-  if (!schema || !Object.hasOwn(workflow.events, type)) {
-    fail(ErrorCode.InvalidEvent, `${where}: event type '${type}' is not declared; declared types: ${Object.keys(workflow.events).join(', ') || '(none)'}; nothing was sent`);
-  }
-  const parsed = schema.safeParse(payload);
-  if (!parsed.success) {
-    fail(ErrorCode.InvalidEvent, `${where}: payload of '${type}' is not valid; nothing was sent:\n${z.prettifyError(parsed.error)}`);
-  }
-  return { ...(parsed.data as Record<string, unknown>), type };
-}
-
 
 /**
  * Connects a client.
@@ -445,4 +561,27 @@ export function validateEvent(workflow: WorkflowDefinition, id: string, event: u
  */
 export function createClient(options: ClientOptions): Promise<Client> {
   return Client.connect(options);
+}
+
+/** The error a client throws for a start the engine refused, by the reason's category. */
+function rejectionError(reason: string, suffix: string): JetstateError {
+  const category = /^\[([a-z_.]+)\]/.exec(reason)?.[1] ?? '';
+  const code = category.startsWith('identity')
+    ? ErrorCode.Unauthenticated
+    : category.startsWith('permission')
+      ? ErrorCode.PermissionDenied
+      : category.startsWith('limit')
+        ? ErrorCode.LimitExceeded
+        : category === 'instance.exists'
+          ? ErrorCode.InstanceConflict
+          : ErrorCode.InvalidInput;
+  return new JetstateError(code, `${reason}; ${suffix}`);
+}
+
+/** How a start that is accepted but not applied yet looks: its first state, computed here. */
+function pendingInstance(workflow: WorkflowDefinition, runner: MachineRunner, id: string, input: unknown): Instance {
+  const now = Date.now();
+  const started = startInstance(workflow, runner, id, input, now);
+  const view = toInstance(started.record);
+  return { ...view, status: 'pending', revision: 0, timers: [], tasks: [] };
 }

@@ -1,26 +1,34 @@
 /**
- * The engine: a client that also applies events. It owns a fair share of the partitions (see
- * partitions.ts) and runs one {@link PartitionWorker} per owned partition.
+ * The engine: a client that also applies events. It serves the workflows it was given: it takes
+ * a fair share of their partitions (see worker/leases.ts) and runs one {@link PartitionWorker}
+ * per owned partition, plus the timer and task consumers and its extensions.
  */
 import { Client } from './client.js';
 import { EngineOptionsSchema, parseOptions, type EngineOptions, type ResolvedEngineOptions } from './options.js';
 import { PartitionManager } from './worker/leases.js';
 import { PartitionWorker } from './worker/partition-worker.js';
-import { openRuntime, type Runtime } from './store/runtime.js';
+import { Committer } from './worker/commit.js';
+import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { InstanceStore } from './store/records.js';
-import { systemClock, TimerService } from './effects/timers.js';
+import { TimerService } from './effects/timers.js';
 import { ActionExecutor } from './effects/outbox.js';
 import { TaskService } from './effects/tasks.js';
-import { createExtensionHost, type EngineExtension } from './effects/extensions.js';
+import { createExtensionHost } from './effects/extension-host.js';
+import type { EngineExtension } from './define/extension.js';
+import { systemClock } from './clock.js';
 import { ErrorCode, fail } from './errors.js';
 
 export interface EngineStatus {
   engineId: string;
   partitions: number;
-  owned: number[];
+  /** The partitions this engine owns now, by workflow. */
+  owned: Array<{ workflow: string; partition: number }>;
   /** Instances whose events wait because their record cannot be processed. */
   blocked: Array<{ key: string; reason: string }>;
 }
+
+/** Signatures of engine events older than this at acceptance are refused (at least the duplicate window covers the rest). */
+const MIN_SIGNATURE_AGE_MS = 30_000;
 
 /**
  * An engine embedded in your service.
@@ -39,29 +47,44 @@ export class Engine extends Client {
   private readonly tasks: TaskService;
   private readonly extensions: EngineExtension[];
   private readonly startedExtensions: EngineExtension[] = [];
+  /** The workflows (and versions) this engine serves: those it was given, with their child workflows. */
+  private readonly served: Map<string, number[]>;
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
+    this.served = new Map(rt.registry.names().map((n) => [n, rt.registry.versions(n).map((v) => v.def.version).sort((a, b) => a - b)]));
     const store = new InstanceStore(rt.instances, rt.registry, rt.security.codec);
-    const executor = new ActionExecutor(rt);
-    this.timers = new TimerService(rt, options.clock ?? systemClock);
+    const committer = new Committer(rt, store, new ActionExecutor(rt), { afterStateWrite: options.testHooks?.afterStateWrite, beforeStateWrite: options.testHooks?.beforeStateWrite });
+    // A pulled timer or task comes back to another engine this long after its engine died.
+    const ackWaitMs = Math.min(30_000, Math.max(1_000, options.leaseTtlMs));
+    this.timers = new TimerService(rt, options.clock ?? systemClock, ackWaitMs);
     this.extensions = options.extensions;
     const names = new Set<string>();
     for (const x of this.extensions) {
       if (names.has(x.name)) fail(ErrorCode.InvalidOptions, `createEngine: extension '${x.name}' is given twice; give each once`);
       names.add(x.name);
     }
-    this.tasks = new TaskService(rt, options.drainTimeoutMs, new Map(this.extensions.map((x) => [x.name, x])));
+    this.tasks = new TaskService(rt, {
+      drainTimeoutMs: options.drainTimeoutMs,
+      ackWaitMs,
+      extensions: new Map(this.extensions.map((x) => [x.name, x])),
+      extensionLive: (name) => [...this.manager.liveMembers().values()].some((m) => m.extensions.includes(name)),
+    });
+    const signatureMaxAgeMs = Math.max(MIN_SIGNATURE_AGE_MS, rt.duplicateWindowMs - Math.min(10_000, rt.duplicateWindowMs / 10));
     this.manager = new PartitionManager(rt, {
       engineId: options.engineId,
       ttlMs: options.leaseTtlMs,
       drainTimeoutMs: options.drainTimeoutMs,
-      startWorker: async (partition, checkpoint) => {
-        const worker = new PartitionWorker(rt, store, executor, partition, checkpoint, {
+      workflows: () => this.served,
+      extensions: this.extensions.map((x) => x.name),
+      requiredExtensions: (workflow) => [...new Set(rt.registry.versions(workflow).flatMap((v) => [...v.runner.activities.values()].flatMap((a) => a.options.requires)))],
+      beforeTrim: options.testHooks?.beforeTrim,
+      startWorker: async (workflow, partition, checkpoint) => {
+        const ctx = { rt, store, committer, stream: rt.names.eventStream(workflow, partition), partition, signatureMaxAgeMs };
+        const worker = new PartitionWorker(rt, ctx, workflow, partition, checkpoint, {
           maxPending: options.maxPendingPerPartition,
           maxBatch: options.maxBatch,
-          afterStateWrite: options.testHooks?.afterStateWrite,
-          beforeStateWrite: options.testHooks?.beforeStateWrite,
+          engineId: this.manager.engineId,
         });
         await worker.start();
         return worker;
@@ -71,7 +94,7 @@ export class Engine extends Client {
 
   static async create(options: EngineOptions): Promise<Engine> {
     const resolved = parseOptions(EngineOptionsSchema, 'createEngine', options);
-    const rt = await openRuntime(resolved);
+    const rt = await openRuntime(resolved, { engine: true });
     const noRing = rt.registry.names().filter((n) => rt.security.codec.has(n) && !rt.security.codec.ring);
     if (noRing.length > 0) {
       if (rt.ownsConnection) await rt.nc.close().catch(() => {});
@@ -79,11 +102,12 @@ export class Engine extends Client {
     }
     const engine = new Engine(rt, resolved);
     try {
-      // Independent: claiming partitions, and the shared timer and task consumers.
+      // The events streams of every workflow served here, then the partitions, timers and tasks.
+      await Promise.all(rt.registry.names().map((w) => ensureWorkflowStreams(rt, w)));
       await Promise.all([engine.manager.start(), engine.timers.start(), engine.tasks.start()]);
       const host = createExtensionHost(rt, {
         engineId: () => engine.manager.engineId,
-        ownedPartitions: () => engine.manager.ownedPartitions(),
+        owns: (workflow, partition) => engine.manager.owns(workflow, partition),
         onTaskCancel: (l) => engine.tasks.onCancel(l),
         replicas: resolved.replicas,
       });

@@ -21,6 +21,18 @@ export const ErrorCode = {
   PermissionDenied: 'PERMISSION_DENIED',
   /** An event, a record or a rate is over a configured limit; nothing was written. */
   LimitExceeded: 'LIMIT_EXCEEDED',
+  /** No engine serves the workflow in this namespace (its events streams do not exist). */
+  NotServed: 'NOT_SERVED',
+  /** An idempotency key is already taken by a different message. */
+  DuplicateConflict: 'DUPLICATE_CONFLICT',
+  /** An activity gave up: a `TerminalError`, no retries. */
+  TaskFailed: 'TASK_FAILED',
+  /** A compare-and-set write lost to another writer (the engine reloads and recomputes). */
+  Conflict: 'CONFLICT',
+  /** Something the engine waits for is not there yet (retried, logged at debug). */
+  NotYet: 'NOT_YET',
+  /** The operation was cancelled (its state was exited, or the engine is closing). */
+  Cancelled: 'CANCELLED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -34,7 +46,7 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
  * ```
  */
 export class JetstateError extends Error {
-  override readonly name = 'JetstateError';
+  override name = 'JetstateError';
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
@@ -45,4 +57,25 @@ export class JetstateError extends Error {
 /** Throws a {@link JetstateError}; a one-liner for guard clauses. */
 export function fail(code: ErrorCode, message: string, options?: ErrorOptions): never {
   throw new JetstateError(code, message, options);
+}
+
+/** A compare-and-set write lost: someone else wrote the key first. */
+export class ConflictError extends JetstateError {
+  constructor(key: string, options?: ErrorOptions) {
+    super(ErrorCode.Conflict, `'${key}' was written by someone else first; reload and recompute`, options);
+  }
+}
+
+/** An expected, short wait (e.g. a record not written yet); the caller retries. */
+export class NotYetError extends JetstateError {
+  constructor(message: string) {
+    super(ErrorCode.NotYet, message);
+  }
+}
+
+/** Aborts work whose reason went away: the invoking state was exited, or the engine is closing. */
+export class CancelledError extends JetstateError {
+  constructor(message: string) {
+    super(ErrorCode.Cancelled, message);
+  }
 }

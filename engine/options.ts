@@ -2,9 +2,10 @@
  * Options of `createClient` and `createEngine`, validated once with zod; code inside trusts the
  * resolved values.
  */
+import { consoleLogger, type Logger } from './logger.js';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
-import type { EngineExtension } from './effects/extensions.js';
+import type { EngineExtension } from './define/extension.js';
 import { NatsAuthSchema } from './security/credentials.js';
 import type { IdentityOptions } from './security/identity.js';
 import { KeyRing } from './security/secrets.js';
@@ -12,21 +13,6 @@ import { z } from 'zod';
 import { isWorkflowDefinition, type WorkflowDefinition } from './define/definition.js';
 import { ErrorCode, fail } from './errors.js';
 import { NAME_PATTERN } from './protocol/names.js';
-
-/** Where jetstate writes what it has to say; the default writes warnings and errors to stderr. */
-export interface Logger {
-  debug(message: string, fields?: Record<string, unknown>): void;
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-  error(message: string, fields?: Record<string, unknown>): void;
-}
-
-export const consoleLogger: Logger = {
-  debug: () => {},
-  info: () => {},
-  warn: (m, f) => console.error(`jetstate warn: ${m}`, f ?? ''),
-  error: (m, f) => console.error(`jetstate error: ${m}`, f ?? ''),
-};
 
 const isConnection = (v: unknown): v is NatsConnection =>
   typeof v === 'object' && v !== null && typeof (v as { publish?: unknown }).publish === 'function' && typeof (v as { request?: unknown }).request === 'function';
@@ -56,6 +42,12 @@ const ClientShape = z
     /** Workflow versions this process knows (needed by `verify` of older versions). */
     workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).default([]),
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),
+    /**
+     * Prefix of this connection's reply subjects (default `_INBOX`). Give each NATS user its own
+     * (`_INBOX_<user>`) and allow it to subscribe only there, so no other user can read its
+     * replies (see docs/SECURITY.md).
+     */
+    inboxPrefix: z.string().regex(/^[A-Za-z0-9_-]+$/, 'inboxPrefix: use A-Z a-z 0-9 _ - (one subject token)').optional(),
     /** Connection name shown by the server. */
     name: z.string().default('jetstate'),
     /** NATS credentials: token, user/password, NKey seed (file), JWT creds file, TLS. Files are read again at every reconnect. */
@@ -119,6 +111,8 @@ export const EngineOptionsSchema = ClientShape.extend({
       afterStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
       /** Called right before an instance's state write (an event read but not yet applied). */
       beforeStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
+      /** Called before the owner of a partition trims its stream up to (not including) `seq`. */
+      beforeTrim: z.custom<(stream: string, seq: number) => Promise<void> | void>((v) => typeof v === 'function').optional(),
     })
     .optional(),
   /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */

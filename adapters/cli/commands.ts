@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createClient, isWorkflowDefinition, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type WorkflowDefinition } from '../../engine/index.js';
 import { runDev } from './dev.js';
-import { redactPaths } from '../../engine/security/redact.js';
+import { redactPaths } from '../../engine/internal.js';
 
 export const USAGE = `Usage: jetstate <command> [options]
 

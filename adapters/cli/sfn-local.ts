@@ -9,7 +9,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { ErrorCode, JetstateError } from '../../engine/errors.js';
+import { ErrorCode, JetstateError } from '../../engine/internal.js';
 import type { TaskHandlerContext } from '../step-functions/local/execution.js';
 
 export const SFN_LOCAL_USAGE = `Usage: jetstate sfn-local [options]

@@ -13,10 +13,11 @@
 import { GetActivityTaskCommand, type GetActivityTaskCommandOutput, type SFNClient } from '@aws-sdk/client-sfn';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
-import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
+import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { requestService } from './nats-service.js';
 import { backoffDelayMs, isThrottled, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, type TaskAnswer } from './task-answer.js';
+import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 /** Header of the request that names the activity. */
 export const ACTIVITY_ARN_HEADER = 'Jetstate-Activity-Arn';

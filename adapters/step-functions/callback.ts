@@ -14,11 +14,12 @@ import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, jetstream, jets
 import { connect, headers as natsHeaders, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { SFNClient } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import { ErrorCode, JetstateError } from '../../engine/errors.js';
-import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
+import { ErrorCode, JetstateError } from '../../engine/internal.js';
+import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { TOKEN_HASH_HEADER } from './nats-service.js';
 import { answerOfResult, backoffDelayMs, failureOf, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, type TaskAnswer } from './task-answer.js';
+import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 export { TaskFailedError } from './task-answer.js';
 

@@ -11,8 +11,9 @@
  */
 import { SFNClient, type SFNClientConfig } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import { ErrorCode, JetstateError, fail } from '../../engine/errors.js';
-import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
+import { ErrorCode, JetstateError, fail } from '../../engine/internal.js';
+import { parseOptions } from '../../engine/internal.js';
+import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 /** Credentials as the AWS SDK takes them: `{ accessKeyId, secretAccessKey, sessionToken? }` or a provider. */
 export type AwsCredentialsInput = NonNullable<SFNClientConfig['credentials']>;

@@ -31,13 +31,14 @@ import type { Subscription } from '@nats-io/nats-core';
 import { SpanKind } from '@opentelemetry/api';
 import type { PromiseActorLogic } from 'xstate';
 import { z } from 'zod';
-import { activity, TerminalError, type ActivityContext, type RetryPolicy } from '../../engine/define/activity.js';
-import { ErrorCode, JetstateError } from '../../engine/errors.js';
-import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/effects/extensions.js';
-import { decodeJson, encodeJson } from '../../engine/protocol/record.js';
-import { contextOf, failSpan, type TraceCarrier } from '../../engine/telemetry/telemetry.js';
+import { activity, TerminalError, type ActivityContext, type RetryPolicy } from '../../engine/internal.js';
+import { ErrorCode, JetstateError } from '../../engine/internal.js';
+import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/internal.js';
+
+import { contextOf, failSpan, type TraceCarrier } from '../../engine/internal.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
 import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
+import { decodeJson, encodeJson } from '../../engine/internal.js';
 
 export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
 

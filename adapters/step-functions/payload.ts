@@ -4,8 +4,8 @@
  * until its timeout. So everything this adapter sends is encoded here first and refused locally,
  * before any AWS call, with an error that says what to do instead.
  */
-import { ErrorCode, JetstateError } from '../../engine/errors.js';
-import { canonicalJson } from '../../engine/protocol/record.js';
+import { ErrorCode, JetstateError } from '../../engine/internal.js';
+import { canonicalJson } from '../../engine/internal.js';
 
 /** Largest input, output or task result Step Functions accepts: 256 KiB of UTF-8 JSON. */
 export const MAX_PAYLOAD_BYTES = 262_144;

@@ -6,8 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import { SendTaskFailureCommand, SendTaskHeartbeatCommand, SendTaskSuccessCommand, type SFNClient } from '@aws-sdk/client-sfn';
-import type { Logger } from '../../engine/options.js';
+
 import { MAX_CAUSE_CHARS, MAX_ERROR_CHARS, encodeStepFunctionsInput, truncateText } from './payload.js';
+import type { Logger } from '../../engine/internal.js';
 
 /**
  * Throw it from a task handler to choose the `error` name the state machine's `Catch` and `Retry`

@@ -14,11 +14,12 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMes
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { consoleLogger, parseOptions, type Logger } from '../../engine/options.js';
-import { carrierFromHeaders, type TraceCarrier } from '../../engine/telemetry/telemetry.js';
+import { parseOptions } from '../../engine/internal.js';
+import { carrierFromHeaders, type TraceCarrier } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
 import { backoffDelayMs, sleep } from './task-answer.js';
+import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 /** Where to reply when the message has no reply subject (always the case for JetStream messages). */
 export const REPLY_TO_HEADER = 'Jetstate-Reply-To';

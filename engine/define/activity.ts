@@ -4,7 +4,7 @@
  */
 import { fromPromise, type AnyStateMachine, type PromiseActorLogic } from 'xstate';
 import { ErrorCode, JetstateError } from '../errors.js';
-import type { TaskRef } from '../effects/extensions.js';
+import type { TaskRef } from '../protocol/events.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 
 export interface RetryPolicy {
@@ -26,12 +26,18 @@ export interface ActivityOptions {
    * one whose engine died is taken over by another engine after this long.
    */
   heartbeatTimeoutMs?: number;
+  /**
+   * Engine extensions the activity uses (e.g. `['step-functions']`): an engine without them
+   * leaves the task to a live engine that has them.
+   */
+  requires?: readonly string[];
 }
 
 export interface ResolvedActivityOptions {
   retry: RetryPolicy;
   timeoutMs: number;
   heartbeatTimeoutMs: number | undefined;
+  requires: readonly string[];
 }
 
 export interface ActivityContext<TInput> {
@@ -55,8 +61,11 @@ export interface ActivityContext<TInput> {
 export type ActivityFunction<TInput, TOutput> = (context: ActivityContext<TInput>) => Promise<TOutput>;
 
 /** Thrown by an activity, stops retries: the invocation fails at once. */
-export class TerminalError extends Error {
-  override readonly name = 'TerminalError';
+export class TerminalError extends JetstateError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.TaskFailed, message, options);
+    this.name = 'TerminalError';
+  }
 }
 
 const ACTIVITY = Symbol.for('jetstate.activity');
@@ -97,7 +106,7 @@ export function activity<TInput = unknown, TOutput = unknown>(fn: ActivityFuncti
   });
   const definition: ActivityDefinition = {
     fn: fn as ActivityFunction<unknown, unknown>,
-    options: { retry, timeoutMs: options.timeoutMs ?? 60_000, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
+    options: { retry, timeoutMs: options.timeoutMs ?? 60_000, heartbeatTimeoutMs: options.heartbeatTimeoutMs, requires: Object.freeze([...(options.requires ?? [])]) },
   };
   Object.defineProperty(logic, ACTIVITY, { value: definition });
   return logic;

@@ -6,7 +6,7 @@
 import type { AnyStateMachine } from 'xstate';
 import type { WorkflowDefinition } from './definition.js';
 import { NAME_PATTERN } from '../protocol/names.js';
-import { shortHash } from '../protocol/record.js';
+import { shortHash } from '../protocol/json.js';
 
 const CHILD = Symbol.for('jetstate.child');
 

@@ -1,65 +1,81 @@
 /**
- * Runs the custom actions of a step after its state write. Contract (also in the README):
+ * Runs the effects of a step after its state write. Contract (also in the README):
  * - an action registered by name in `setup({ actions })` runs at least once: it stays in the
  *   record's outbox until the next write, and runs again if a crash cut its run short; it gets
  *   `idempotencyKey` (`<workflow>.<id>.<revision>.<index>`), the same on every run;
  * - an inline action function runs once after the write, but not again after a crash;
+ * - sends to other instances, child starts and child stops go through the target's inbox, signed,
+ *   with a message id keyed from the outbox entry's key, so a re-run is deduplicated;
  * - a throwing action is retried three times with backoff, then reported; the instance goes on.
  * Actions of one instance run in order, before its next events are applied.
  */
-import { SEND_ACTION, type ResolvedSend } from '../define/messages.js';
-import { partitionOf } from '../protocol/names.js';
-import type { EffectExecutor } from '../worker/partition-worker.js';
-import { encodeJson } from '../protocol/record.js';
+import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError } from '../errors.js';
+import { EngineEvent, OutboxKind, type ParentRef } from '../protocol/events.js';
 import type { Runtime } from '../store/runtime.js';
-import { START_CHILD, STOP_CHILD, STOP_EVENT, type Effect, type OutboxEntry } from '../step/step.js';
-import { createInstance } from './start.js';
-import type { InstanceRecord } from '../protocol/record.js';
+import { publishToInstance } from '../store/inbox.js';
+import type { Effect, OutboxEntry } from '../step/plan.js';
 import type { LoadedInstance } from '../store/records.js';
-import { contextOf, type TraceCarrier } from '../telemetry/telemetry.js';
+import type { TraceCarrier } from '../telemetry/telemetry.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
+
+/** Runs effects after the state that produced them is durable. */
+export interface EffectExecutor {
+  run(instance: LoadedInstance, effects: Effect[]): Promise<void>;
+  /** Runs a persisted outbox again, after a crash may have cut its first run short. */
+  rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void>;
+}
+
+interface ChildStart {
+  workflow: string;
+  id: string;
+  version: number;
+  input: unknown;
+  parent: ParentRef;
+}
 
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
 
   constructor(private readonly rt: Runtime) {}
 
-  private get logger(): Runtime['logger'] {
-    return this.rt.logger;
-  }
-
-  /** Starts or stops a child workflow instance. Idempotent: the child's id and messages are stable. */
-  private async child(key: string, type: string, params: unknown, trace: TraceCarrier | undefined): Promise<void> {
-    if (type === STOP_CHILD) {
-      const { workflow, id } = params as { workflow: string; id: string };
-      await this.send(key, { workflow, id, event: { type: STOP_EVENT } }, trace);
-      return;
-    }
-    const start = params as { workflow: string; id: string; input: unknown; parent: NonNullable<InstanceRecord['parent']> };
-    const versions = this.rt.registry.versions(start.workflow);
-    const latest = versions.sort((a, b) => b.def.version - a.def.version)[0];
-    if (!latest) throw new Error(`child workflow '${start.workflow}' is not registered in this engine`);
-    try {
+  /** Sends to another instance, starts or stops a child: through the target's inbox, signed. */
+  private async deliver(key: string, type: string, params: unknown, trace: TraceCarrier | undefined): Promise<void> {
+    if (type === OutboxKind.Send) {
+      const send = params as ResolvedSend;
+      await publishToInstance(this.rt, { workflow: send.workflow, id: send.id, event: send.event as { type: string }, engine: { logicalId: `send.${key}` }, trace });
+    } else if (type === OutboxKind.StopChild) {
+      const { workflow, id, token } = params as { workflow: string; id: string; token?: number };
+      await publishToInstance(this.rt, { workflow, id, event: { type: EngineEvent.Stop, ...(token !== undefined ? { token } : {}) }, engine: { logicalId: `stop.${key}` }, trace });
+    } else if (type === OutboxKind.StartChild) {
+      const s = params as ChildStart;
       // The child's start continues the trace of the parent's transition that started it.
-      await createInstance(this.rt, latest.def, latest.runner, start.id, start.input, start.parent, contextOf(trace));
-    } catch (e) {
-      // Invalid input or a conflicting instance: retrying will not help; the parent waits (reported).
-      if (e instanceof JetstateError && (e.code === ErrorCode.InvalidInput || e.code === ErrorCode.InstanceConflict)) {
-        this.logger.error(`child workflow '${start.workflow}' instance '${start.id}' of ${start.parent.workflow} ${start.parent.id}: ${e.message}`);
-        return;
+      try {
+        await this.startChild(s, trace);
+      } catch (e) {
+        if (!(e instanceof JetstateError) || e.code !== ErrorCode.NotServed) throw e;
+        // Nobody can ever start it here: the parent learns now rather than waiting for ever.
+        this.rt.logger.error(`workflow '${s.parent.workflow}' instance '${s.parent.id}': child workflow '${s.workflow}' cannot start: ${e.message}`);
+        await publishToInstance(this.rt, {
+          workflow: s.parent.workflow,
+          id: s.parent.id,
+          event: { type: EngineEvent.Child, invokeId: s.parent.invokeId, token: s.parent.token, ok: false, error: { name: 'ChildWorkflowNotStarted', message: e.message } },
+          engine: { logicalId: `child.${s.workflow}.${s.id}.${s.parent.token}` },
+          trace,
+        });
       }
-      throw e;
     }
   }
 
-  /** Publishes to the target instance's event stream; the key deduplicates re-runs. */
-  private async send(key: string, send: ResolvedSend, trace: TraceCarrier | undefined): Promise<void> {
-    const subject = this.rt.names.eventSubject(partitionOf(send.workflow, send.id, this.rt.partitions), send.workflow, send.id);
-    // Sealed for the receiving instance, and signed: the receiver trusts its engine's own sends.
-    const data = encodeJson(this.rt.security.codec.seal(send.workflow, send.id, 'event', send.event));
-    await this.rt.js.publish(subject, data, this.rt.security.signer.options(subject, data, { msgID: `send.${key}` }, trace));
+  private async startChild(s: ChildStart, trace: TraceCarrier | undefined): Promise<void> {
+    await publishToInstance(this.rt, {
+      workflow: s.workflow,
+      id: s.id,
+      event: { type: EngineEvent.Start, input: s.input, version: s.version, parent: s.parent },
+      engine: { logicalId: `start.${s.workflow}.${s.id}.${s.parent.token}` },
+      trace,
+    });
   }
 
   async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
@@ -68,12 +84,8 @@ export class ActionExecutor implements EffectExecutor {
         this.reportOnce(instance, e.type);
         continue;
       }
-      if (e.kind === 'send') {
-        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend, instance.record.trace));
-        continue;
-      }
-      if (e.kind === 'child') {
-        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params, instance.record.trace));
+      if (e.kind === 'send' || e.kind === 'child') {
+        await this.attempt(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace));
         continue;
       }
       const impl = e.kind === 'action' ? instance.runner.actions.get(e.type) : undefined;
@@ -83,16 +95,11 @@ export class ActionExecutor implements EffectExecutor {
     }
   }
 
-  /** Runs a record's outbox again (after a crash may have cut its first run short). */
   async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void> {
     const context = instance.record.snapshot['context'];
     for (const e of outbox) {
-      if (e.type === SEND_ACTION) {
-        await this.attempt(instance, e.key, e.type, () => this.send(e.key, e.params as ResolvedSend, instance.record.trace));
-        continue;
-      }
-      if (e.type === START_CHILD || e.type === STOP_CHILD) {
-        await this.attempt(instance, e.key, e.type, () => this.child(e.key, e.type, e.params, instance.record.trace));
+      if (e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild) {
+        await this.attempt(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace));
         continue;
       }
       const impl = instance.runner.actions.get(e.type);
@@ -108,7 +115,7 @@ export class ActionExecutor implements EffectExecutor {
       } catch (e) {
         const delay = RETRY_DELAYS_MS[i];
         if (delay === undefined) {
-          this.logger.error(`workflow '${instance.record.workflow}' instance '${instance.record.id}': action '${type}' (${key}) failed ${i + 1} times (${(e as Error).message}); giving up on it`);
+          this.rt.logger.error(`workflow '${instance.record.workflow}' instance '${instance.record.id}': action '${type}' (${key}) failed ${i + 1} times (${(e as Error).message}); giving up on it`);
           return;
         }
         await new Promise((r) => setTimeout(r, delay));
@@ -120,6 +127,6 @@ export class ActionExecutor implements EffectExecutor {
     const k = `${instance.record.workflow}:${type}`;
     if (this.reported.has(k)) return;
     this.reported.add(k);
-    this.logger.warn(`workflow '${instance.record.workflow}': action '${type}' was not run; this engine does not run it yet`);
+    this.rt.logger.warn(`workflow '${instance.record.workflow}': action '${type}' was not run; this engine does not run it yet`);
   }
 }

@@ -10,17 +10,23 @@
  * stream with a stable message id, and the instance applies it only while the task is pending: a
  * task that ran twice is applied once.
  */
-import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import type { Subscription } from '@nats-io/nats-core';
 import { context, trace } from '@opentelemetry/api';
 import { z } from 'zod';
-import { DEFER, findExtension, type EngineExtension, type TaskRef } from './extensions.js';
+import { DEFER, type EngineExtension } from '../define/extension.js';
+import { findExtension } from './extension-host.js';
+import type { TaskRef, TaskResultEvent } from '../protocol/events.js';
+import { EngineEvent } from '../protocol/events.js';
+import { publishToInstance } from '../store/inbox.js';
+import { CancelledError } from '../errors.js';
+import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
 import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
-import { partitionOf } from '../protocol/names.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, shortHash, type InstanceRecord } from '../protocol/record.js';
+import { InstanceRecordSchema, type InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
-import { TASK_EVENT, type TaskChange, type TaskResultEvent } from '../step/step.js';
+import type { TaskChange } from '../step/plan.js';
+import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
 
 const TaskMessageSchema = z.object({
   workflow: z.string(),
@@ -54,9 +60,9 @@ export async function publishTasks(rt: Runtime, workflow: string, id: string, ta
   await Promise.all(
     tasks.map((t) =>
       rt.js.publish(
-        `${rt.names.namespace}.task.${workflow}.${t.src}`,
+        rt.names.taskSubject(workflow, t.src),
         encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: rt.security.codec.seal(workflow, id, 'task', t.input) }),
-        withTrace({ msgID: `${workflow}.${id}.${t.token}.${shortHash(t.invokeId)}` }, carrierFor(trace, t.token)),
+        withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${id}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token)),
       ),
     ),
   );
@@ -71,7 +77,7 @@ export function tasksStartedBy(record: InstanceRecord): TaskChange[] {
 
 /** Asks every engine to abort these tasks' running attempts (best effort: their outcomes are ignored anyway). */
 export function publishCancels(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[]): void {
-  for (const t of tasks) rt.nc.publish(`${rt.names.namespace}.taskcancel.${workflow}.${id}`, encodeJson({ invokeId: t.invokeId, token: t.token }));
+  for (const t of tasks) rt.nc.publish(rt.names.taskCancelSubject(workflow, id), encodeJson({ invokeId: t.invokeId, token: t.token }));
 }
 
 interface Running {
@@ -79,19 +85,31 @@ interface Running {
   done: Promise<void>;
 }
 
+export interface TaskServiceOptions {
+  drainTimeoutMs: number;
+  /** How long a pulled task may stay unanswered before another engine gets it (renewed while an attempt runs). */
+  ackWaitMs: number;
+  extensions?: ReadonlyMap<string, EngineExtension>;
+  /** True when some live engine runs the extension (a task needing it waits for that engine). */
+  extensionLive?: (name: string) => boolean;
+}
+
+const NS = 1_000_000;
+
 export class TaskService {
-  private readonly loops: Promise<void>[] = [];
-  private readonly subscriptions: ConsumerMessages[] = [];
+  private readonly readers: DurableReader[] = [];
   private cancelSub: Subscription | undefined;
   private readonly running = new Map<string, Running>();
   private stopping = false;
   private readonly cancelListeners = new Set<(ref: TaskRef) => void>();
+  private readonly extensions: ReadonlyMap<string, EngineExtension>;
 
   constructor(
     private readonly rt: Runtime,
-    private readonly drainTimeoutMs: number,
-    private readonly extensions: ReadonlyMap<string, EngineExtension> = new Map(),
-  ) {}
+    private readonly options: TaskServiceOptions,
+  ) {
+    this.extensions = options.extensions ?? new Map();
+  }
 
   /** Tells `listener` of every task cancellation (its invoking state was exited). */
   onCancel(listener: (ref: TaskRef) => void): () => void {
@@ -108,7 +126,7 @@ export class TaskService {
         try {
           const c = CancelSchema.parse(decodeJson(msg.data));
           const ref = { workflow: workflow!, id: id!, ...c };
-          this.running.get(taskKey(ref))?.controller.abort(new Error('the invoking state was exited'));
+          this.running.get(taskKey(ref))?.controller.abort(new CancelledError('the invoking state was exited'));
           for (const l of this.cancelListeners) l(ref);
         } catch {
           // not a cancel message
@@ -116,65 +134,36 @@ export class TaskService {
       },
     });
     // One durable consumer per workflow and activity, shared by every engine that registers it.
-    const kinds = new Map<string, ActivityDefinition>();
+    const kinds = new Map<string, { workflow: string; src: string }>();
     for (const name of this.rt.registry.names()) {
-      for (const { runner } of this.rt.registry.versions(name)) for (const [src, def] of runner.activities) if (!kinds.has(`${name}.${src}`)) kinds.set(`${name}.${src}`, def);
+      for (const { runner } of this.rt.registry.versions(name)) for (const src of runner.activities.keys()) kinds.set(`${name}.${src}`, { workflow: name, src });
     }
-    for (const [kind, def] of kinds) {
+    for (const [kind, { workflow, src }] of kinds) {
       const durable = `task_${kind.replace('.', '_')}`;
-      const ackWaitMs = def.options.heartbeatTimeoutMs ?? def.options.timeoutMs + 5_000;
-      const config = {
+      await ensureDurable(this.rt, names.tasksStream, {
         durable_name: durable,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
-        filter_subject: `${names.namespace}.task.${kind}`,
-        ack_wait: ackWaitMs * 1_000_000,
+        filter_subject: names.taskSubject(workflow, src),
+        ack_wait: this.options.ackWaitMs * NS,
         max_deliver: -1,
-      };
-      try {
-        await this.rt.jsm.consumers.add(names.tasksStream, config);
-      } catch (e) {
-        // Exists with other settings (an activity's timeouts changed): update it.
-        if (!/already in use|exists/i.test((e as Error).message)) throw e;
-        await this.rt.jsm.consumers.update(names.tasksStream, durable, { ack_wait: config.ack_wait });
-      }
-      this.loops.push(this.consume(durable));
+        max_ack_pending: 1_000,
+      });
+      this.readers.push(readDurable(this.rt, { stream: names.tasksStream, durable, maxMessages: 64, label: `tasks ${kind}`, handle: (m) => void this.handle(m) }));
     }
   }
 
   /** Stops taking tasks, lets running attempts finish up to the drain timeout, then aborts them (they are redelivered). */
   async stop(): Promise<void> {
     this.stopping = true;
-    for (const s of this.subscriptions) s.stop();
-    await Promise.all(this.loops.map((l) => l.catch(() => {})));
+    await Promise.all(this.readers.map((r) => r.stop()));
     const all = Promise.all([...this.running.values()].map((r) => r.done));
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, this.drainTimeoutMs)))]);
+    await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, this.options.drainTimeoutMs)))]);
     clearTimeout(timer);
-    for (const r of this.running.values()) r.controller.abort(new Error('the engine is closing'));
+    for (const r of this.running.values()) r.controller.abort(new CancelledError('the engine is closing'));
     await all;
     this.cancelSub?.unsubscribe();
-  }
-
-  private async consume(durable: string): Promise<void> {
-    let delay = 50;
-    while (!this.stopping) {
-      try {
-        const consumer = await this.rt.js.consumers.get(this.rt.names.tasksStream, durable);
-        const messages = await consumer.consume({ max_messages: 64, expires: 5_000 });
-        this.subscriptions.push(messages);
-        if (this.stopping) messages.stop();
-        for await (const m of messages) {
-          delay = 50;
-          void this.handle(m);
-        }
-      } catch (e) {
-        this.rt.logger.warn(`tasks: reading ${durable} failed (${(e as Error).message}); resuming`);
-      }
-      if (this.stopping) return;
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 2, 2_000);
-    }
   }
 
   private async handle(m: JsMsg): Promise<void> {
@@ -196,6 +185,9 @@ export class TaskService {
     const def = await this.pendingDefinition(task);
     if (def === 'wait') return void m.nak(1_000);
     if (!def) return void m.term(); // cancelled, finished, or its write never happened
+    // An engine without an extension the activity needs leaves it to one that has it.
+    const missing = def.options.requires.filter((x) => !this.extensions.has(x));
+    if (missing.length > 0 && missing.every((x) => this.options.extensionLive?.(x) === true)) return void m.nak(1_000);
     const key = taskKey(task);
     if (this.running.has(key)) return void m.nak(1_000); // already running here (a redelivery)
     const controller = new AbortController();
@@ -243,6 +235,9 @@ export class TaskService {
       heartbeatTimer = setTimeout(() => fail(`attempt ${attempt} sent no heartbeat for ${heartbeatTimeoutMs} ms`), heartbeatTimeoutMs);
     };
     armHeartbeat();
+    // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
+    // another one after the acknowledgement wait.
+    const keepAlive = setInterval(() => m.working(), Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     const tel = this.rt.telemetry;
     const scheduledBy = carrierFromHeaders(m.headers);
@@ -279,10 +274,11 @@ export class TaskService {
     } finally {
       clearTimeout(timeout);
       clearTimeout(heartbeatTimer);
+      clearInterval(keepAlive);
     }
     const final = outcome.ok || outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError' || attempt >= retry.maxAttempts;
     const closing = !outcome.ok && this.stopping && controller.signal.aborted;
-    const cancelled = !outcome.ok && /invoking state was exited/.test(outcome.error.message);
+    const cancelled = !outcome.ok && outcome.error instanceof CancelledError && !this.stopping;
     const result = outcome.ok ? 'ok' : closing ? 'interrupted' : cancelled ? 'cancelled' : final ? 'failed' : 'retry';
     span.setAttribute('jetstate.task.outcome', result);
     const wait = result === 'retry' ? backoffMs(retry, attempt) : 0;
@@ -318,13 +314,17 @@ export class TaskService {
       return;
     }
     const event: TaskResultEvent = outcome.ok
-      ? { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: true, output: this.rt.security.codec.seal(task.workflow, task.id, 'output', outcome.output) }
-      : { type: TASK_EVENT, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
-    const subject = this.rt.names.eventSubject(partitionOf(task.workflow, task.id, this.rt.partitions), task.workflow, task.id);
+      ? { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output }
+      : { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
     try {
       // The outcome continues the trace of the attempt that produced it.
-      const data = encodeJson(event);
-      await this.rt.js.publish(subject, data, this.rt.security.signer.options(subject, data, { msgID: `task.${task.workflow}.${task.id}.${task.token}.${shortHash(task.invokeId)}` }, attemptTrace));
+      await publishToInstance(this.rt, {
+        workflow: task.workflow,
+        id: task.id,
+        event: event as unknown as { type: string },
+        engine: { logicalId: `task.${task.workflow}.${task.id}.${task.token}.${task.invokeId}` },
+        trace: attemptTrace,
+      });
       m.ack();
       if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {

@@ -9,39 +9,16 @@
  */
 import type { WorkflowDefinition } from '../define/definition.js';
 import { ErrorCode, JetstateError } from '../errors.js';
-import type { Runtime } from '../store/runtime.js';
-import type { Identity } from '../security/identity.js';
+import type { Identity, IdentityVerifier } from '../security/identity.js';
+import type { IdentitySummary } from '../protocol/identity.js';
 import { IdentityError } from '../security/identity-error.js';
 import { permits, type PermissionRule } from '../security/roles.js';
-
-/** What the history records of a sender: never the token, never the claims. */
-export interface IdentitySummary {
-  method: string;
-  subject: string;
-  issuer: string;
-  roles: string[];
-}
 
 export type Admission =
   | { ok: true; identity: Identity | undefined }
   | { ok: false; code: ErrorCode; reason: string; retryable: boolean };
 
 export type Action = { kind: 'start' } | { kind: 'event'; type: string };
-
-/**
- * The verified sender of an event, as guards and actions see it (`event.$identity`): method,
- * subject, issuer and roles; undefined for an anonymous event. An event sent by another instance
- * of the namespace has method 'engine'.
- *
- * @example
- * ```ts
- * guard: ({ event }) => identityOf(event)?.roles.includes('approver') === true
- * ```
- */
-export function identityOf(event: unknown): IdentitySummary | undefined {
-  const i = (event as { $identity?: IdentitySummary } | null)?.$identity;
-  return i && typeof i.subject === 'string' ? i : undefined;
-}
 
 export const summarize = (i: Identity): IdentitySummary => ({ method: i.method, subject: i.subject, issuer: i.issuer, roles: [...i.roles] });
 
@@ -66,21 +43,20 @@ function describeRule(rule: PermissionRule): string {
  * gives `atMs`, the time the stream accepted the event: the token is judged as of then, so an
  * event that waited in a backlog while its token expired is still the sender's.
  */
-export function admit(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Admission | Promise<Admission> {
+export function admit(verifier: IdentityVerifier | undefined, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Admission | Promise<Admission> {
   // The common case, answered without a promise: an anonymous event to a workflow without rules.
   if ((token === undefined || token === '') && !def.security.requireIdentity && def.security.permissions === undefined) return ANONYMOUS;
-  return judge(rt, def, action, token, side, atMs);
+  return judge(verifier, def, action, token, side, atMs);
 }
 
 const ANONYMOUS: Admission = Object.freeze({ ok: true, identity: undefined }) as Admission;
 
-async function judge(rt: Runtime, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine', atMs: number | undefined): Promise<Admission> {
+async function judge(verifier: IdentityVerifier | undefined, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine', atMs: number | undefined): Promise<Admission> {
   const rule = ruleFor(def, action);
   const needsIdentity = def.security.requireIdentity || rule !== undefined;
   const deny = (code: ErrorCode, reason: string, retryable = false): Admission => ({ ok: false, code, reason, retryable });
   let identity: Identity | undefined;
   if (token !== undefined && token !== '') {
-    const verifier = rt.security.verifier;
     if (!verifier && side === 'client') return { ok: true, identity: undefined };
     if (!verifier) {
       return deny(ErrorCode.InvalidOptions, `[identity.not_configured] a token was given to ${what(def, action)}, but no identity options are configured to verify it; configure 'identity' (OIDC issuers or AWS IAM) in createClient and createEngine`);
@@ -108,20 +84,27 @@ export function check(admission: Admission, suffix: string): Identity | undefine
 }
 
 /** The effective limits of a workflow: its own over the runtime's (computed once per workflow and runtime). */
-export function limitsOf(rt: Runtime, def: WorkflowDefinition): Limits {
-  let byDef = limitsCache.get(rt.security.limits);
-  if (!byDef) limitsCache.set(rt.security.limits, (byDef = new WeakMap()));
+export function limitsOf(defaults: DefaultLimits, def: WorkflowDefinition): Limits {
+  let byDef = limitsCache.get(defaults);
+  if (!byDef) limitsCache.set(defaults, (byDef = new WeakMap()));
   let l = byDef.get(def);
   if (!l) {
     const own = def.security.limits;
     l = Object.freeze({
-      maxEventBytes: own.maxEventBytes ?? rt.security.limits.maxEventBytes,
-      maxSnapshotBytes: own.maxSnapshotBytes ?? rt.security.limits.maxSnapshotBytes,
-      maxEventsPerSecond: own.maxEventsPerSecond ?? rt.security.limits.maxEventsPerSecond,
+      maxEventBytes: own.maxEventBytes ?? defaults.maxEventBytes,
+      maxSnapshotBytes: own.maxSnapshotBytes ?? defaults.maxSnapshotBytes,
+      maxEventsPerSecond: own.maxEventsPerSecond ?? defaults.maxEventsPerSecond,
     });
     byDef.set(def, l);
   }
   return l;
+}
+
+/** The limits every workflow gets unless it sets its own (the `limits` option). */
+export interface DefaultLimits {
+  readonly maxEventBytes: number;
+  readonly maxSnapshotBytes: number;
+  readonly maxEventsPerSecond?: number | undefined;
 }
 
 export interface Limits {

@@ -3,7 +3,6 @@
  * stream. Both are validated with zod whenever they are read back, so a damaged or foreign
  * record is reported instead of trusted.
  */
-import { createHash } from 'node:crypto';
 import { matchesState, type StateValue } from 'xstate';
 import { z } from 'zod';
 
@@ -17,7 +16,7 @@ export const HistoryEntrySchema = z.object({
   kind: z.enum(['start', 'event', 'rejected']),
   /** Instance revision after this entry (unchanged for a rejection). */
   revision: z.number().int().nonnegative(),
-  /** Events-stream sequence of the event; 0 for the start. */
+  /** Sequence of the event in its partition's events stream (0 for a start written by jetstate 0.1). */
   seq: z.number().int().nonnegative(),
   event: z.unknown(),
   from: z.unknown().nullable(),
@@ -71,7 +70,7 @@ export const InstanceRecordSchema = z.object({
   error: z.string().optional(),
   /** Logical revision: 1 after start, +1 per applied event. */
   revision: z.number().int().positive(),
-  /** Events-stream sequence of the last applied event (0: none yet). */
+  /** Sequence, in the instance's partition stream, of the last applied event (its start's, at first). */
   lastSeq: z.number().int().nonnegative(),
   createdAtMs: z.number(),
   updatedAtMs: z.number(),
@@ -87,6 +86,8 @@ export const InstanceRecordSchema = z.object({
   parent: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }).optional(),
   /** W3C trace context of the last transition, which the next one links to. */
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
+  /** The per-instance rate limit's token bucket (over the stream's acceptance times). */
+  rate: z.object({ tokens: z.number(), atMs: z.number() }).optional(),
   /** Custom actions of the last write, run after it (again, if a crash cut their run short). */
   outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown(), event: z.unknown() })).default([]),
 });
@@ -97,7 +98,8 @@ export interface Instance<TContext = unknown> {
   workflow: string;
   id: string;
   version: number;
-  status: InstanceStatus;
+  /** `'pending'`: a start accepted but not applied yet (no engine got to it). */
+  status: InstanceStatus | 'pending';
   /** XState state value, e.g. `'pending'` or `{ shipping: 'packed' }`. */
   value: StateValue;
   context: TContext;
@@ -135,37 +137,4 @@ export function toInstance<TContext = unknown>(record: InstanceRecord): Instance
   if (record.output !== undefined) view.output = record.output;
   if (record.error !== undefined) view.error = record.error;
   return view;
-}
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
-
-export function encodeJson(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
-}
-
-/** Strict UTF-8 and JSON; throws on either. */
-export function decodeJson(bytes: Uint8Array): unknown {
-  return JSON.parse(decoder.decode(bytes));
-}
-
-/** JSON with object keys sorted, so equal values give equal strings. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (v && typeof v === 'object' && !Array.isArray(v)) {
-      const out: Record<string, unknown> = {};
-      for (const k of Object.keys(v).sort()) out[k] = (v as Record<string, unknown>)[k];
-      return out;
-    }
-    return v;
-  });
-}
-
-export function digest(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value) ?? 'undefined').digest('base64url');
-}
-
-/** A short, subject- and header-safe digest, for message ids built from free-form names. */
-export function shortHash(value: string): string {
-  return createHash('sha256').update(value).digest('base64url').slice(0, 16);
 }

@@ -12,9 +12,10 @@
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import type { Clock } from '../effects/timers.js';
+
 import { IdentityReason, reject } from './identity-error.js';
 import type { TokenCheck } from './verifier-base.js';
+import type { Clock } from '../clock.js';
 
 export const AWS_IAM_TOKEN_PREFIX = 'aws-iam:';
 /** The signed header that binds a token to one audience. */

@@ -9,9 +9,7 @@
  */
 import { ErrorCode, JetstateError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
-import type { Registry } from '../store/runtime.js';
-import { CHILD_EVENT } from '../define/child.js';
-import { START_CHILD, TASK_EVENT } from '../step/step.js';
+import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
@@ -22,22 +20,26 @@ type Op = (workflow: string, id: string, root: Root, value: unknown) => unknown;
 export class SecretCodec {
   private readonly paths = new Map<string, readonly string[]>();
 
+  /** `secretPaths` gives the secret paths of a workflow (those of all its known versions). */
   constructor(
-    private readonly registry: Registry,
+    private readonly secretPaths: (workflow: string) => readonly string[],
     readonly ring: KeyRing | undefined,
   ) {}
 
-  /** The secret paths of a workflow: those of all its registered versions. */
+  /** The secret paths of a workflow; cached once the workflow declares some. */
   pathsOf(workflow: string): readonly string[] {
     let p = this.paths.get(workflow);
     if (!p) {
-      const all = new Set<string>();
-      for (const { def } of this.registry.versions(workflow)) for (const s of def.security.secrets) all.add(s);
-      p = Object.freeze([...all]);
-      // Only cache once the workflow is known: a later registration may add paths.
-      if (this.registry.versions(workflow).length > 0) this.paths.set(workflow, p);
+      p = Object.freeze([...this.secretPaths(workflow)]);
+      // A workflow not registered yet has none; it may be registered later.
+      if (p.length > 0) this.paths.set(workflow, p);
     }
     return p;
+  }
+
+  /** Forgets cached paths (a workflow version was registered). */
+  refresh(): void {
+    this.paths.clear();
   }
 
   has(workflow: string): boolean {
@@ -62,6 +64,15 @@ export class SecretCodec {
   open(workflow: string, id: string, root: Root, value: unknown): unknown {
     const paths = this.pathsOf(workflow);
     return paths.length === 0 ? value : openPaths(value, paths, this.ringFor(workflow), `${workflow}/${id}/${root}`);
+  }
+
+  /** An event on its way into an instance's inbox: its secrets sealed where its kind keeps them (see mapEvent). */
+  sealEvent(workflow: string, id: string, event: unknown): unknown {
+    return this.has(workflow) ? mapEvent(event, (v, root) => this.seal(workflow, id, root, v)) : event;
+  }
+
+  openEvent(workflow: string, id: string, event: unknown): unknown {
+    return this.has(workflow) ? mapEvent(event, (v, root) => this.open(workflow, id, root, v)) : event;
   }
 
   sealRecord(record: InstanceRecord): InstanceRecord {
@@ -102,7 +113,7 @@ export class SecretCodec {
 
   private mapRecord(record: InstanceRecord, op: Op): InstanceRecord {
     // A record also holds what it passes to its child workflows: their secrets count too.
-    const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === START_CHILD).map((o) => o.params as { workflow?: unknown })];
+    const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === OutboxKind.StartChild).map((o) => o.params as { workflow?: unknown })];
     if (!this.has(record.workflow) && !children.some((c) => typeof c?.workflow === 'string' && this.has(c.workflow))) return record;
     const fn: Fn = (v, root) => op(record.workflow, record.id, root, v);
     const out: InstanceRecord = {
@@ -129,8 +140,8 @@ function mapEvent(event: unknown, fn: Fn, isStart = false): unknown {
   if (typeof event !== 'object' || event === null || Array.isArray(event)) return fn(event, 'event');
   const e = event as { type?: unknown; input?: unknown; output?: unknown };
   const type = typeof e.type === 'string' ? e.type : '';
-  if (isStart || type === 'xstate.init') return 'input' in e ? { ...e, input: fn(e.input, 'input') } : event;
-  if (type === TASK_EVENT || type === CHILD_EVENT || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output') } : event;
+  if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input') } : event;
+  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output') } : event;
   return fn(event, 'event');
 }
 
@@ -172,6 +183,6 @@ function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: Instan
 function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
   const p = params as { event?: unknown; workflow?: unknown; id?: unknown; input?: unknown } | null;
   if (!p || typeof p !== 'object') return params;
-  if (type === START_CHILD && typeof p.workflow === 'string' && typeof p.id === 'string' && 'input' in p) return { ...p, input: op(p.workflow, p.id, 'input', p.input) };
+  if (type === OutboxKind.StartChild && typeof p.workflow === 'string' && typeof p.id === 'string' && 'input' in p) return { ...p, input: op(p.workflow, p.id, 'input', p.input) };
   return 'event' in p ? { ...p, event: fn(p.event, 'event') } : params;
 }

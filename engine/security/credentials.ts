@@ -13,7 +13,7 @@ import { credsAuthenticator, nkeyAuthenticator, nkeys, tokenAuthenticator, usern
 import type { Authenticator, ConnectionOptions, TlsOptions } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import type { Logger } from '../options.js';
+import type { Logger } from '../logger.js';
 
 const TlsSchema = z
   .object({

@@ -8,12 +8,13 @@
  */
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import { systemClock, type Clock } from '../effects/timers.js';
+
 import { AWS_IAM_TOKEN_PREFIX, AwsIamOptionsSchema, awsIamCheck } from './aws-iam.js';
 import { IdentityReason, reject } from './identity-error.js';
 import { createOidcIssuer, oidcCheck, OidcOptionsSchema } from './oidc.js';
 import { RoleMappingSchema } from './roles.js';
 import { IdentityCache, verifierFrom, type TokenCheck } from './verifier-base.js';
+import { systemClock, type Clock } from '../clock.js';
 
 /** A verified sender. Frozen; `claims` is plain JSON data that guards and permissions may read. */
 export interface Identity {

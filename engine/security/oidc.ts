@@ -17,9 +17,10 @@ import {
 } from 'jose';
 import { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
-import type { Clock } from '../effects/timers.js';
+
 import { IdentityError, IdentityReason, reject } from './identity-error.js';
 import { safeClaims, type CheckedToken, type TokenCheck } from './verifier-base.js';
+import type { Clock } from '../clock.js';
 
 /** The JWS algorithms that can be listed: asymmetric ones only (see the module comment). */
 export const OIDC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;

@@ -5,10 +5,11 @@
  * role mapping, and the rule that only an {@link IdentityError} ever leaves `verify`.
  */
 import { createHash } from 'node:crypto';
-import type { Clock } from '../effects/timers.js';
+
 import { IdentityError, IdentityReason, reject } from './identity-error.js';
 import type { Identity, IdentityVerifier } from './identity.js';
 import { rolesFor, type RoleMapping } from './roles.js';
+import type { Clock } from '../clock.js';
 
 /** What a method-specific check returns: the identity without roles, and how long it may be reused. */
 export interface CheckedToken {

@@ -3,8 +3,10 @@
  * the stored snapshot (guarantee 6, deterministic history).
  */
 import type { WorkflowDefinition } from '../define/definition.js';
-import { HistoryKind, canonicalJson, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
-import { applyEvents, startInstance, type MachineRunner } from './step.js';
+import { HistoryKind, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { applyEvents, startInstance } from './step.js';
+import type { MachineRunner } from './runner.js';
+import { canonicalJson } from '../protocol/json.js';
 
 export interface VerifyReport {
   ok: boolean;

@@ -3,8 +3,9 @@
  * the entries of that write; `Nats-Msg-Id` and read-side dedupe make republishing harmless.
  */
 import type { Runtime } from './runtime.js';
-import { HistoryKind, HistoryMessageSchema, decodeJson, encodeJson, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, HistoryMessageSchema, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { readSubject } from './read.js';
+import { decodeJson, encodeJson } from '../protocol/json.js';
 
 function entryKey(e: HistoryEntry): string {
   return e.kind === HistoryKind.Rejected ? `x${e.seq}` : `r${e.revision}`;
@@ -15,7 +16,8 @@ export async function publishHistory(rt: Runtime, workflow: string, id: string, 
   if (entries.length === 0) return;
   const sealed = rt.security.codec.sealHistory(workflow, id, entries);
   await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson({ entries: sealed }), {
-    msgID: `${workflow}.${id}.${entryKey(entries[0]!)}`,
+    // Keyed: only engines publish history, and nobody else can take a write's id first.
+    msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${entryKey(entries[0]!)}`),
   });
 }
 
@@ -44,8 +46,9 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
  * and its history are the durable truth). Other services subscribe to `<ns>.done.<workflow>.>`.
  */
 export function publishCompletion(rt: Runtime, record: InstanceRecord): void {
+  if (record.status === 'running') return;
   const message: Record<string, unknown> = { workflow: record.workflow, id: record.id, status: record.status, revision: record.revision };
   if (record.output !== undefined) message['output'] = rt.security.codec.seal(record.workflow, record.id, 'output', record.output);
   if (record.error !== undefined) message['error'] = record.error;
-  rt.nc.publish(`${rt.names.namespace}.done.${record.workflow}.${record.id}`, encodeJson(message));
+  rt.nc.publish(rt.names.doneSubject(record.workflow, record.id), encodeJson(message));
 }

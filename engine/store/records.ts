@@ -1,17 +1,22 @@
 /**
- * Instance records in KV with an in-memory cache of the record, its KV revision and the live
- * XState snapshot. Writes are compare-and-set on the KV revision; the revision `update()`
- * returns is kept, so the hot path does no `get` per event.
+ * Instance records in KV: the single reader and writer. Every record read back is parsed with
+ * zod and has its secrets opened (or, for a reader without the key ring, shown redacted); every
+ * record written has them sealed; every write is compare-and-set. The engine's store also keeps
+ * the live XState snapshot and the KV revision in an LRU cache, so the hot path does no `get`
+ * per event.
  */
 import type { KV } from '@nats-io/kv';
 import type { AnyMachineSnapshot } from 'xstate';
 import { z } from 'zod';
 import type { WorkflowDefinition } from '../define/definition.js';
-import { InstanceRecordSchema, decodeJson, encodeJson, type InstanceRecord } from '../protocol/record.js';
-import type { Registry } from './runtime.js';
-import type { MachineRunner } from '../step/step.js';
-import { JetstateError } from '../errors.js';
+import { ConflictError, ErrorCode, JetstateError } from '../errors.js';
+import { InstanceRecordSchema, type InstanceRecord } from '../protocol/record.js';
+import { decodeJson, encodeJson } from '../protocol/json.js';
+import type { Registry } from '../step/registry.js';
+import type { MachineRunner } from '../step/runner.js';
 import type { SecretCodec } from '../security/codec.js';
+import { redactEnvelopes } from '../security/redact.js';
+import { isCasConflict } from './nats-errors.js';
 
 export interface LoadedInstance {
   record: InstanceRecord;
@@ -25,7 +30,40 @@ export interface LoadedInstance {
 /** Why an instance cannot be processed; it is reported and left untouched. */
 export type LoadProblem = { problem: 'missing' } | { problem: 'unreadable' | 'unregistered'; message: string };
 
-export class ConflictError extends Error {}
+/**
+ * Parses stored bytes into a record with its secrets opened (with the ring) or redacted (without):
+ * the one place records are read. Throws `RECORD_UNREADABLE` naming the instance.
+ */
+export function parseRecord(codec: SecretCodec, key: string, bytes: Uint8Array, mode: 'open' | 'open-or-redact' = 'open'): InstanceRecord {
+  const where = `instance '${key}'`;
+  let raw: unknown;
+  try {
+    raw = decodeJson(bytes);
+  } catch (e) {
+    throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: stored record is not UTF-8 JSON (${(e as Error).message}); it was left untouched`, { cause: e });
+  }
+  const parsed = InstanceRecordSchema.safeParse(raw);
+  if (!parsed.success) throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
+  if (mode === 'open-or-redact' && !codec.ring) return redactEnvelopes(parsed.data) as InstanceRecord;
+  try {
+    return codec.openRecord(parsed.data);
+  } catch (e) {
+    throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: its secrets cannot be decrypted (${(e as Error).message}); it was left untouched`, { cause: e });
+  }
+}
+
+/** The stored bytes of a record and the sealed record they encode (its `lastHistory` is ready to publish). */
+export function encodeRecord(codec: SecretCodec, record: InstanceRecord): { bytes: Uint8Array; sealed: InstanceRecord } {
+  const sealed = codec.sealRecord(record);
+  return { bytes: encodeJson(sealed), sealed };
+}
+
+/** Reads one record: null when missing. */
+export async function readRecord(kv: KV, codec: SecretCodec, key: string, mode: 'open' | 'open-or-redact' = 'open'): Promise<{ record: InstanceRecord; kvRevision: number } | null> {
+  const entry = await kv.get(key);
+  if (!entry || entry.operation !== 'PUT') return null;
+  return { record: parseRecord(codec, key, entry.value, mode), kvRevision: entry.revision };
+}
 
 export class InstanceStore {
   private readonly cache = new Map<string, LoadedInstance>();
@@ -37,15 +75,8 @@ export class InstanceStore {
     private readonly capacity = 50_000,
   ) {}
 
-  /** The bytes a record is stored as: its secrets sealed. */
-  encode(record: InstanceRecord): Uint8Array {
-    return this.encodeSealed(record).bytes;
-  }
-
-  /** The stored bytes and the sealed record they encode (its `lastHistory` is ready to publish). */
-  encodeSealed(record: InstanceRecord): { bytes: Uint8Array; sealed: InstanceRecord } {
-    const sealed = this.codec.sealRecord(record);
-    return { bytes: encodeJson(sealed), sealed };
+  encode(record: InstanceRecord): { bytes: Uint8Array; sealed: InstanceRecord } {
+    return encodeRecord(this.codec, record);
   }
 
   async load(key: string): Promise<LoadedInstance | LoadProblem> {
@@ -58,45 +89,61 @@ export class InstanceStore {
     }
     const entry = await this.kv.get(key);
     if (!entry || entry.operation !== 'PUT') return { problem: 'missing' };
-    const where = `instance '${key}'`;
     let record: InstanceRecord;
     try {
-      const parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
-      if (!parsed.success) return { problem: 'unreadable', message: `${where}: stored record does not match the record schema; left untouched:\n${z.prettifyError(parsed.error)}` };
-      record = this.codec.openRecord(parsed.data);
+      record = parseRecord(this.codec, key, entry.value);
     } catch (e) {
-      if (e instanceof JetstateError) return { problem: 'unreadable', message: `${where}: its secrets cannot be decrypted (${e.message}); left untouched` };
-      return { problem: 'unreadable', message: `${where}: stored record is not UTF-8 JSON (${(e as Error).message}); left untouched` };
+      return { problem: 'unreadable', message: (e as Error).message };
     }
+    return this.prepare(key, record, entry.revision);
+  }
+
+  /** A record read elsewhere (or just written), with its machine. */
+  private prepare(key: string, record: InstanceRecord, kvRevision: number): LoadedInstance | LoadProblem {
     const found = this.registry.find(record.workflow, record.version);
     if (!found) {
       return {
         problem: 'unregistered',
-        message: `workflow '${record.workflow}' instance '${record.id}': stored version ${record.version} is not registered; register it or add a migration. Its events wait in the stream.`,
+        message: `workflow '${record.workflow}' instance '${record.id}': stored version ${record.version} is not registered in this engine; register it (or add a migration), or run an engine that has it. Its events wait in the stream.`,
       };
     }
     let snapshot: AnyMachineSnapshot;
     try {
       snapshot = found.runner.restore(record.snapshot);
     } catch (e) {
-      return { problem: 'unreadable', message: `${where}: the stored snapshot does not restore into version ${record.version} (${(e as Error).message}); left untouched` };
+      return { problem: 'unreadable', message: `instance '${key}': the stored snapshot does not restore into version ${record.version} (${(e as Error).message}); left untouched` };
     }
-    const loaded: LoadedInstance = { record, kvRevision: entry.revision, snapshot, def: found.def, runner: found.runner };
+    const loaded: LoadedInstance = { record, kvRevision, snapshot, def: found.def, runner: found.runner };
     this.remember(key, loaded);
     return loaded;
   }
 
   /** Compare-and-set; throws {@link ConflictError} when someone else wrote first. */
-  async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array = this.encode(record)): Promise<LoadedInstance> {
+  async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array): Promise<LoadedInstance> {
     let revision: number;
     try {
       revision = await this.kv.update(key, encoded, prev.kvRevision);
     } catch (e) {
       this.cache.delete(key);
-      if (/wrong last sequence/i.test((e as Error).message)) throw new ConflictError(key);
+      if (isCasConflict(e)) throw new ConflictError(key, { cause: e });
       throw e;
     }
     const next: LoadedInstance = { ...prev, record, snapshot, kvRevision: revision };
+    this.remember(key, next);
+    return next;
+  }
+
+  /** Creates a record that must not exist yet; throws {@link ConflictError} when it does. */
+  async create(key: string, def: WorkflowDefinition, runner: MachineRunner, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array): Promise<LoadedInstance> {
+    let revision: number;
+    try {
+      revision = await this.kv.create(key, encoded);
+    } catch (e) {
+      this.cache.delete(key);
+      if (isCasConflict(e)) throw new ConflictError(key, { cause: e });
+      throw e;
+    }
+    const next: LoadedInstance = { record, snapshot, kvRevision: revision, def, runner };
     this.remember(key, next);
     return next;
   }

@@ -3,104 +3,63 @@
  * namespace (created on first use, checked afterwards), and the workflow registry.
  */
 import { connect } from '@nats-io/transport-node';
-import { PermissionViolationError, type NatsConnection } from '@nats-io/nats-core';
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
-import type { WorkflowDefinition } from '../define/definition.js';
 import { ErrorCode, JetstateError, fail } from '../errors.js';
-import { layout, type Layout } from '../protocol/names.js';
-import type { Logger, ResolvedClientOptions } from '../options.js';
-import { decodeJson, encodeJson } from '../protocol/record.js';
-import { MachineRunner } from '../step/step.js';
+import type { Logger } from '../logger.js';
+import { LAYOUT_VERSION, layout, type Layout } from '../protocol/names.js';
+import { decodeJson, encodeJson } from '../protocol/json.js';
+import { Registry } from '../step/registry.js';
 import { Telemetry } from '../telemetry/telemetry.js';
 import { describeNatsAuthError, natsConnectionAuth } from '../security/credentials.js';
-import { createIdentityVerifier, type IdentityVerifier } from '../security/identity.js';
+import { createIdentityVerifier } from '../security/identity.js';
 import { keyRingFromEnv } from '../security/secrets.js';
 import { ENGINE_KEY_NAME, EngineSigner, ensureEngineKey } from '../security/signer.js';
 import { SecretCodec } from '../security/codec.js';
+import type { ResolvedClientOptions } from '../options.js';
+import type { GateSecurity } from '../gate/event-gate.js';
+import { isAlreadyExists, isCasConflict, isStreamNotFound, permissionViolation } from './nats-errors.js';
 
 const NS_PER_MS = 1_000_000;
 const DEFAULT_PARTITIONS = 16;
 
-const MetaSchema = z.object({ layoutVersion: z.literal(1), partitions: z.number().int().positive() });
+const MetaSchema = z.object({ layoutVersion: z.number().int(), partitions: z.number().int().positive() });
 
 export interface Runtime {
   readonly nc: NatsConnection;
   readonly ownsConnection: boolean;
+  /** Where this connection's replies arrive (`_INBOX` unless configured per user). */
+  readonly inboxPrefix: string;
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly names: Layout;
   readonly instances: KV;
   readonly control: KV;
   readonly partitions: number;
+  readonly replicas: number;
+  readonly duplicateWindowMs: number;
   readonly logger: Logger;
   readonly registry: Registry;
   readonly telemetry: Telemetry;
   readonly security: RuntimeSecurity;
 }
 
-export interface RuntimeSecurity {
-  /** Verifies tokens given to send()/start(); undefined without `identity` options. */
-  readonly verifier: IdentityVerifier | undefined;
-  /** Seals and opens the `secrets` fields of workflows. */
-  readonly codec: SecretCodec;
-  /** Signs the events engines publish themselves (timers, task outcomes, sends between instances). */
-  readonly signer: EngineSigner;
-  readonly limits: ResolvedClientOptions['limits'];
-}
-
-/** Workflow versions by name, with one machine runner per version. */
-export class Registry {
-  private readonly byName = new Map<string, Map<number, { def: WorkflowDefinition; runner: MachineRunner }>>();
-
-  add(def: WorkflowDefinition): void {
-    let versions = this.byName.get(def.name);
-    if (!versions) this.byName.set(def.name, (versions = new Map()));
-    const existing = versions.get(def.version);
-    if (existing && existing.def !== def) {
-      fail(ErrorCode.InvalidOptions, `workflow '${def.name}' version ${def.version} is registered twice with different definitions; give each change a new version`);
-    }
-    if (existing) return;
-    const runner = new MachineRunner(def.machine);
-    versions.set(def.version, { def, runner });
-    // Child workflows it invokes run here too.
-    for (const child of runner.children.values()) this.add(child);
-  }
-
-  find(name: string, version: number): { def: WorkflowDefinition; runner: MachineRunner } | undefined {
-    return this.byName.get(name)?.get(version);
-  }
-
-  /** Registers `def` if it is new and returns its runner. */
-  runnerFor(def: WorkflowDefinition): MachineRunner {
-    this.add(def);
-    return this.byName.get(def.name)!.get(def.version)!.runner;
-  }
-
-  names(): string[] {
-    return [...this.byName.keys()];
-  }
-
-  versions(name: string): Array<{ def: WorkflowDefinition; runner: MachineRunner }> {
-    return [...(this.byName.get(name)?.values() ?? [])];
-  }
-}
+/** Token verification, secrets, engine signatures and limits (see gate/event-gate.ts). */
+export type RuntimeSecurity = GateSecurity;
 
 export interface OpenRuntimeOptions {
-  /**
-   * When to read the namespace's signing key from the control bucket: `'now'` for engines (they
-   * verify every internal event), `'when-needed'` for clients (only a start that must sign reads
-   * it), so that a NATS user that only sends or reads needs no access to the key.
-   */
-  signingKey?: 'now' | 'when-needed';
+  /** Engines load the signing key when they open; clients never need it. */
+  engine?: boolean;
 }
 
 /**
- * Connects (unless given a connection) and opens the namespace: checks its streams and buckets
- * and creates the missing ones, then reads its layout. On a namespace that exists this only
- * reads (stream info, the `meta` record), so a NATS user with narrow permissions can open it; a
- * permission it lacks is a `PERMISSION_DENIED` error that names the subject.
+ * Connects (unless given a connection) and opens the namespace: checks its shared streams and
+ * buckets and creates the missing ones (the events streams of a workflow are created by the
+ * engines that serve it), then reads its layout. On a namespace that exists this only reads, so a
+ * NATS user with narrow permissions can open it; a permission it lacks is a `PERMISSION_DENIED`
+ * error that names the subject.
  */
 export async function openRuntime(options: ResolvedClientOptions, open: OpenRuntimeOptions = {}): Promise<Runtime> {
   const names = layout(options.namespace);
@@ -114,6 +73,9 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
         servers: options.servers,
         name: options.name,
         ...natsConnectionAuth(options.auth, options.logger),
+        // Replies (signing key reads, publish acks) come to this prefix: with per-user prefixes and
+        // permissions no other NATS user can read them (see docs/SECURITY.md).
+        ...(options.inboxPrefix ? { inboxPrefix: options.inboxPrefix } : {}),
         // Building an Error per request for async stack traces costs ~40% of client CPU.
         noAsyncTraces: true,
         maxReconnectAttempts: -1,
@@ -127,12 +89,13 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
   try {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
-    await ensureStream(jsm, names.eventsStream, `${names.namespace}.evt.>`, options.replicas, options.duplicateWindowMs, 0);
-    await ensureStream(jsm, names.historyStream, `${names.namespace}.hist.>`, options.replicas, options.duplicateWindowMs, options.historyMaxAgeMs);
-    await ensureStream(jsm, names.timersStream, `${names.namespace}.tmr.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
-    await ensureStream(jsm, names.tasksStream, `${names.namespace}.task.>`, options.replicas, options.duplicateWindowMs, 0, 'workqueue');
+    const stream = (name: string, subject: string, maxAgeMs: number, retention: 'limits' | 'workqueue' = 'limits'): Promise<void> =>
+      ensureStream(jsm, { name, subjects: [subject], retention: retention as never, ...common(options.replicas, options.duplicateWindowMs, maxAgeMs) });
+    await stream(names.historyStream, `${names.namespace}.hist.>`, options.historyMaxAgeMs);
+    await stream(names.timersStream, `${names.namespace}.tmr.>`, 0, 'workqueue');
+    await stream(names.tasksStream, `${names.namespace}.task.>`, 0, 'workqueue');
     // Rejected events, kept a week for operators (`jetstate deadletters`).
-    await ensureStream(jsm, names.deadLetterStream, `${names.namespace}.dlq.>`, options.replicas, options.duplicateWindowMs, 7 * 24 * 3_600_000);
+    await stream(names.deadLetterStream, `${names.namespace}.dlq.>`, 7 * 24 * 3_600_000);
     const kvm = new Kvm(js);
     const instances = await kvm.create(names.instancesBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
@@ -144,12 +107,28 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     for (const def of options.workflows) registry.add(def);
     const security: RuntimeSecurity = {
       verifier: options.identity ? createIdentityVerifier(options.identity) : undefined,
-      codec: new SecretCodec(registry, typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing),
+      codec: new SecretCodec((wf) => registry.secretPaths(wf), typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing),
       signer: new EngineSigner(() => loadEngineKey(control, names)),
       limits: options.limits,
     };
-    if ((open.signingKey ?? 'now') === 'now') await security.signer.ready();
-    return { nc, ownsConnection, js, jsm, names, instances, control, partitions, logger: options.logger, registry, telemetry: new Telemetry(options.telemetry), security };
+    if (open.engine) await security.signer.ready();
+    return {
+      nc,
+      ownsConnection,
+      inboxPrefix: (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || '_INBOX',
+      js,
+      jsm,
+      names,
+      instances,
+      control,
+      partitions,
+      replicas: options.replicas,
+      duplicateWindowMs: options.duplicateWindowMs,
+      logger: options.logger,
+      registry,
+      telemetry: new Telemetry(options.telemetry),
+      security,
+    };
   } catch (e) {
     if (ownsConnection) await nc.close().catch(() => {});
     const denied = permissionViolation(e);
@@ -165,58 +144,42 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
   }
 }
 
-/** The NATS permission violation behind `e` (itself or a cause), if there is one. */
-export function permissionViolation(e: unknown): PermissionViolationError | undefined {
-  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) {
-    if (c instanceof PermissionViolationError) return c;
-  }
-  return undefined;
+/** Storage, replicas, duplicate window and age of the streams jetstate creates. */
+function common(replicas: number, duplicateWindowMs: number, maxAgeMs: number): Partial<StreamConfig> {
+  return {
+    storage: 'file' as never,
+    num_replicas: replicas,
+    // The duplicate window may not exceed max_age.
+    duplicate_window: (maxAgeMs > 0 ? Math.min(duplicateWindowMs, maxAgeMs) : duplicateWindowMs) * NS_PER_MS,
+    max_age: maxAgeMs * NS_PER_MS,
+  };
 }
 
-async function loadEngineKey(control: KV, names: Layout): Promise<Buffer> {
-  try {
-    return await ensureEngineKey(control);
-  } catch (e) {
-    const denied = permissionViolation(e);
-    if (!denied) throw e;
-    throw new JetstateError(
-      ErrorCode.PermissionDenied,
-      `[nats.permission] namespace '${names.namespace}': this NATS user may not read (or create) the engine signing key '${ENGINE_KEY_NAME}' in bucket '${names.controlBucket}' ('${denied.subject}'); ` +
-        `only engines and starters of workflows whose start runs custom actions or that declare secrets need it: start those from a process allowed to read it (see docs/SECURITY.md, "NATS permissions")`,
-      { cause: e },
-    );
-  }
+/**
+ * Creates the events streams of a workflow, one per partition, if they are not there yet. Engines
+ * call it for every workflow they serve; a client publishing to a workflow no engine ever served
+ * finds no stream and is told so (see inbox.ts).
+ */
+export async function ensureWorkflowStreams(rt: Runtime, workflow: string): Promise<void> {
+  await Promise.all(
+    Array.from({ length: rt.partitions }, (_, p) =>
+      ensureStream(rt.jsm, { name: rt.names.eventStream(workflow, p), subjects: [rt.names.eventStreamSubject(workflow, p)], retention: 'limits' as never, ...common(rt.replicas, rt.duplicateWindowMs, 0) }),
+    ),
+  );
 }
 
-async function ensureStream(
-  jsm: JetStreamManager,
-  name: string,
-  subject: string,
-  replicas: number,
-  duplicateWindowMs: number,
-  maxAgeMs: number,
-  retention: 'limits' | 'workqueue' = 'limits',
-): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
   try {
-    await jsm.streams.info(name);
+    await jsm.streams.info(config.name);
     return;
   } catch (e) {
-    if (!/not found/i.test((e as Error).message)) throw e;
+    if (!isStreamNotFound(e)) throw e;
   }
   try {
-    await jsm.streams.add({
-      name,
-      subjects: [subject],
-      storage: 'file' as never,
-      retention: retention as never,
-      num_replicas: replicas,
-      // The duplicate window may not exceed max_age.
-      duplicate_window: (maxAgeMs > 0 ? Math.min(duplicateWindowMs, maxAgeMs) : duplicateWindowMs) * NS_PER_MS,
-      max_age: maxAgeMs * NS_PER_MS,
-    });
+    await jsm.streams.add(config);
   } catch (e) {
     // Another process created it first.
-    if (!/already in use|exists/i.test((e as Error).message)) throw e;
+    if (!isAlreadyExists(e)) throw e;
   }
 }
 
@@ -228,18 +191,38 @@ async function ensureMeta(control: KV, partitions: number, namespace: string): P
   let entry = await control.get('meta');
   if (!entry || entry.operation !== 'PUT') {
     try {
-      await control.create('meta', encodeJson({ layoutVersion: 1 as const, partitions }));
+      await control.create('meta', encodeJson({ layoutVersion: LAYOUT_VERSION, partitions }));
       return partitions;
     } catch (e) {
       // Another process created it first: follow it.
-      if (!/wrong last sequence|key exists/i.test((e as Error).message)) throw e;
+      if (!isCasConflict(e)) throw e;
     }
     entry = await control.get('meta');
   }
   if (!entry || entry.operation !== 'PUT') throw new JetstateError(ErrorCode.LayoutMismatch, `namespace '${namespace}': its meta record is missing; delete the namespace's streams and buckets or use another namespace`);
   const parsed = MetaSchema.safeParse(decodeJson(entry.value));
-  if (!parsed.success) {
-    fail(ErrorCode.LayoutMismatch, `namespace '${namespace}' was created by an incompatible jetstate; use another namespace`);
+  if (!parsed.success) fail(ErrorCode.LayoutMismatch, `namespace '${namespace}' was created by an incompatible jetstate; use another namespace`);
+  if (parsed.data.layoutVersion !== LAYOUT_VERSION) {
+    fail(
+      ErrorCode.LayoutMismatch,
+      `namespace '${namespace}' has layout version ${parsed.data.layoutVersion}, this jetstate uses ${LAYOUT_VERSION} (one events stream per workflow partition); ` +
+        `let the engines of the old version apply every pending event, then use a new namespace (docs/OPERATIONS.md, "Upgrading")`,
+    );
   }
   return parsed.data.partitions;
+}
+
+async function loadEngineKey(control: KV, names: Layout): Promise<Buffer> {
+  try {
+    return await ensureEngineKey(control, isCasConflict);
+  } catch (e) {
+    const denied = permissionViolation(e);
+    if (!denied) throw e;
+    throw new JetstateError(
+      ErrorCode.PermissionDenied,
+      `[nats.permission] namespace '${names.namespace}': this NATS user may not read (or create) the engine signing key '${ENGINE_KEY_NAME}' in bucket '${names.controlBucket}' ('${denied.subject}'); ` +
+        `only engines need it: run engines as a NATS user allowed to read it (see docs/SECURITY.md, "NATS permissions")`,
+      { cause: e },
+    );
+  }
 }

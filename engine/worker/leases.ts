@@ -1,23 +1,42 @@
 /**
- * Partition ownership. Each engine heartbeats a member key and holds leases on a fair share of
- * the partitions in the control bucket; a lease whose KV revision has not moved for `ttlMs`
- * (as observed locally, so clocks need not agree) is taken over with compare-and-set. Leases
- * only keep engines from doing the same work twice: correctness does not rest on them, since
- * every owner reads its partition in order and every write is compare-and-set.
+ * Partition ownership. Each workflow has its own partitions (one events stream each). Every
+ * engine heartbeats a member key saying what it can serve (workflow versions, extensions) and
+ * holds leases on a fair share of the partitions of the workflows it serves, in the control
+ * bucket. Only engines that can serve a workflow take its partitions, so services with different
+ * workflows share one NATS and one namespace without touching each other's instances; among
+ * them, an engine whose versions of a workflow are a strict subset of another live engine's
+ * leaves that workflow to the others (a rolling upgrade moves instances to the new code).
+ *
+ * A lease whose KV revision has not moved for `ttlMs` (as observed locally, so clocks need not
+ * agree) is taken over with compare-and-set. Leases only keep engines from doing the same work
+ * twice: correctness does not rest on them, since every owner reads its partition in order and
+ * every write is compare-and-set.
+ *
+ * The owner of a partition also trims its stream: events below its checkpoint are no longer
+ * needed (history keeps them), once older than the duplicate window (nats-server rebuilds its
+ * `Nats-Msg-Id` table from stored messages when it restarts, so trimming sooner would let a
+ * retried send() be stored twice).
  */
 import { randomUUID } from 'node:crypto';
 import type { KvWatchEntry } from '@nats-io/kv';
 import { z } from 'zod';
-import { decodeJson, encodeJson } from '../protocol/record.js';
+import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
+import { isCasConflict } from '../store/nats-errors.js';
 import type { PartitionWorker } from './partition-worker.js';
 
-/**
- * A lease (or a released partition's last word): its owner, its checkpoint, and `safe`, a
- * checkpoint that is older than the duplicate window, below which events may be purged.
- */
 const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative(), safe: z.number().int().nonnegative().default(0) });
 type Lease = z.infer<typeof LeaseSchema>;
+
+/** What a live engine says of itself in `member.<engineId>`. */
+export const MemberSchema = z.object({
+  atMs: z.number(),
+  /** Its lease TTL: a member silent for longer is gone. */
+  ttlMs: z.number().default(5_000),
+  workflows: z.record(z.string(), z.array(z.number().int())).default({}),
+  extensions: z.array(z.string()).default([]),
+});
+export type Member = z.infer<typeof MemberSchema>;
 
 interface Observed {
   revision: number;
@@ -27,40 +46,51 @@ interface Observed {
 }
 
 interface Owned {
+  workflow: string;
+  partition: number;
   worker: PartitionWorker;
   revision: number;
   renewedAtMs: number;
-  /** Checkpoints with the (monotonic) time they were reached, oldest first. */
+  /** Checkpoints written to the lease with the (monotonic) time they were written, oldest first. */
   samples: Array<{ atMs: number; checkpoint: number }>;
-  /** The newest checkpoint reached longer ago than the duplicate window. */
+  /** The newest written checkpoint older than the duplicate window: events up to it may be trimmed. */
   safe: number;
+  trimmedTo: number;
+  trimmedAtMs: number;
 }
 
 export interface PartitionManagerOptions {
   engineId?: string | undefined;
   ttlMs: number;
   drainTimeoutMs: number;
+  /** The workflows this engine serves, with their versions. */
+  workflows(): Map<string, number[]>;
+  /** The extensions this engine runs. */
+  extensions: readonly string[];
+  /** Extensions a workflow's activities need (an engine without them leaves it to one that has them). */
+  requiredExtensions(workflow: string): readonly string[];
   /** Builds a started worker that resumes after `checkpoint`. */
-  startWorker(partition: number, checkpoint: number): Promise<PartitionWorker>;
+  startWorker(workflow: string, partition: number, checkpoint: number): Promise<PartitionWorker>;
+  /** Fault injection for tests: called before a trim. */
+  beforeTrim?: ((stream: string, seq: number) => Promise<void> | void) | undefined;
 }
 
 const now = (): number => performance.now();
 /** At most this much slack for the server's clock against ours when judging the duplicate window. */
-const PURGE_MARGIN_MS = 10_000;
-/** At most this long between two trims of applied events by the purging engine. */
-const PURGE_INTERVAL_MS = 10_000;
+const TRIM_MARGIN_MS = 10_000;
+/** At most this long between two trims of one partition. */
+const TRIM_INTERVAL_MS = 10_000;
+
+const slot = (workflow: string, partition: number): string => `${workflow}/${partition}`;
 
 export class PartitionManager {
   readonly engineId: string;
   private readonly observed = new Map<string, Observed>();
-  private readonly owned = new Map<number, Owned>();
+  private readonly owned = new Map<string, Owned>();
   private watcher: Awaited<ReturnType<Runtime['control']['watch']>> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
-  private lastPurgeAtMs = -Infinity;
-  /** The events stream's duplicate window, read from its configuration every round. */
-  private duplicateWindowMs = 120_000;
 
   constructor(
     private readonly rt: Runtime,
@@ -69,13 +99,33 @@ export class PartitionManager {
     this.engineId = options.engineId ?? randomUUID().replace(/-/g, '').slice(0, 16);
   }
 
-  /** Partitions this engine owns now. */
-  ownedPartitions(): number[] {
-    return [...this.owned.keys()].sort((a, b) => a - b);
+  /** The partitions this engine owns now, by workflow. */
+  ownedPartitions(workflow?: string): Array<{ workflow: string; partition: number }> {
+    return [...this.owned.values()]
+      .filter((o) => workflow === undefined || o.workflow === workflow)
+      .map((o) => ({ workflow: o.workflow, partition: o.partition }))
+      .sort((a, b) => a.workflow.localeCompare(b.workflow) || a.partition - b.partition);
+  }
+
+  owns(workflow: string, partition: number): boolean {
+    return this.owned.has(slot(workflow, partition));
   }
 
   workers(): PartitionWorker[] {
     return [...this.owned.values()].map((o) => o.worker);
+  }
+
+  /** Live members (including this engine) as last seen. */
+  liveMembers(): Map<string, Member> {
+    const out = new Map<string, Member>();
+    for (const [k, o] of this.observed) {
+      if (!k.startsWith('member.') || o.operation !== 'PUT') continue;
+      const id = k.slice('member.'.length);
+      if (id !== this.engineId && now() - o.seenAtMs >= this.options.ttlMs) continue;
+      const m = parse(MemberSchema, o.value);
+      if (m) out.set(id, m);
+    }
+    return out;
   }
 
   async start(): Promise<void> {
@@ -84,12 +134,17 @@ export class PartitionManager {
     this.watcher = await this.rt.control.watch({ key: ['lease.>', 'member.>'] });
     void this.observe(this.watcher, initialised);
     // An empty bucket sends no initial values; our own heartbeat coming back ends the wait.
-    await this.rt.control.put(`member.${this.engineId}`, encodeJson({ startedAtMs: Date.now() }));
+    await this.heartbeat();
     await ready;
     await this.tick();
     this.timer = setInterval(() => {
       this.ticking = this.ticking.then(() => this.tick()).catch((e: Error) => this.rt.logger.warn(`partition lease round failed: ${e.message}`));
     }, Math.max(100, Math.floor(this.options.ttlMs / 3)));
+  }
+
+  private heartbeat(): Promise<unknown> {
+    const workflows = Object.fromEntries(this.options.workflows());
+    return this.rt.control.put(this.rt.names.memberKey(this.engineId), encodeJson({ atMs: Date.now(), ttlMs: this.options.ttlMs, workflows, extensions: this.options.extensions }));
   }
 
   /** Follows leases and members; a watch that ends on its own is opened again. */
@@ -99,7 +154,7 @@ export class PartitionManager {
       try {
         for await (const e of watcher) {
           this.observed.set(e.key, { revision: e.revision, operation: e.operation, seenAtMs: now(), value: e.value });
-          if (e.key === `member.${this.engineId}`) initialised();
+          if (e.key === this.rt.names.memberKey(this.engineId)) initialised();
         }
       } catch (e) {
         this.rt.logger.warn(`watching partition leases failed (${(e as Error).message}); watching again`);
@@ -123,39 +178,66 @@ export class PartitionManager {
     this.stopped = true;
     clearInterval(this.timer);
     await this.ticking.catch(() => {});
-    await Promise.all([...this.owned.keys()].map((p) => this.release(p)));
-    await this.rt.control.delete(`member.${this.engineId}`).catch(() => {});
+    await Promise.all([...this.owned.keys()].map((k) => this.release(k)));
+    await this.rt.control.delete(this.rt.names.memberKey(this.engineId)).catch(() => {});
     this.watcher?.stop();
   }
 
   private async tick(): Promise<void> {
     if (this.stopped) return;
-    await this.rt.control.put(`member.${this.engineId}`, encodeJson({ atMs: Date.now() }));
-    const stream = await this.rt.jsm.streams.info(this.rt.names.eventsStream).catch(() => null);
-    if (stream?.config.duplicate_window) this.duplicateWindowMs = stream.config.duplicate_window / 1_000_000;
-    if (stream) await Promise.all(this.workers().map((w) => w.liftIfIdle(stream.state.last_seq).catch(() => {})));
-    await Promise.all([...this.owned.keys()].map((p) => this.renew(p)));
-    const alive = [...this.observed]
-      .filter(([k, o]) => k.startsWith('member.') && o.operation === 'PUT' && (k === `member.${this.engineId}` || now() - o.seenAtMs < this.options.ttlMs))
-      .map(([k]) => k.slice('member.'.length))
-      .sort();
-    if (stream && alive[0] === this.engineId) await this.purge(stream.state.first_seq);
-    const share = Math.ceil(this.rt.partitions / Math.max(1, alive.length));
-    const extra = this.owned.size - share;
+    await this.heartbeat();
+    await Promise.all([...this.owned.keys()].map((k) => this.renew(k)));
+    await Promise.all(this.workers().map((w) => w.checkPlacement().catch(() => {})));
+    const members = this.liveMembers();
+    for (const [workflow] of this.options.workflows()) {
+      if (this.stopped) return;
+      await this.balance(workflow, members);
+    }
+    // Workflows no longer served here (not expected, but never keep what we do not serve).
+    const served = this.options.workflows();
+    await Promise.all([...this.owned.values()].filter((o) => !served.has(o.workflow)).map((o) => this.release(slot(o.workflow, o.partition))));
+  }
+
+  /**
+   * The engines that should serve `workflow`: live members that register it, have the
+   * extensions its activities need (when any live member has them), and whose versions of it are
+   * not a strict subset of another candidate's.
+   */
+  eligible(workflow: string, members: Map<string, Member>): string[] {
+    let candidates = [...members].filter(([, m]) => m.workflows[workflow] !== undefined);
+    const needed = this.options.requiredExtensions(workflow);
+    if (needed.length > 0) {
+      const equipped = candidates.filter(([, m]) => needed.every((x) => m.extensions.includes(x)));
+      if (equipped.length > 0) candidates = equipped;
+    }
+    const versions = candidates.map(([id, m]) => [id, new Set(m.workflows[workflow])] as const);
+    const dominated = (a: Set<number>, b: Set<number>): boolean => a.size < b.size && [...a].every((v) => b.has(v));
+    return versions.filter(([, a]) => !versions.some(([, b]) => dominated(a, b))).map(([id]) => id).sort();
+  }
+
+  private async balance(workflow: string, members: Map<string, Member>): Promise<void> {
+    const eligible = this.eligible(workflow, members);
+    const mine = this.ownedPartitions(workflow).map((o) => o.partition);
+    if (!eligible.includes(this.engineId)) {
+      if (mine.length > 0) this.rt.logger.info(`workflow '${workflow}': another live engine serves more of its versions or has the extensions it needs; handing over its partitions`);
+      await Promise.all(mine.map((p) => this.release(slot(workflow, p))));
+      return;
+    }
+    const share = Math.ceil(this.rt.partitions / Math.max(1, eligible.length));
+    const extra = mine.length - share;
     if (extra > 0) {
-      const release = this.ownedPartitions().slice(-extra);
-      await Promise.all(release.map((p) => this.release(p)));
+      await Promise.all(mine.slice(-extra).map((p) => this.release(slot(workflow, p))));
       return;
     }
     // In waves of as many partitions as are missing, so a starting engine claims them in parallel.
-    const free = Array.from({ length: this.rt.partitions }, (_, p) => p).filter((p) => !this.owned.has(p));
-    while (free.length > 0 && this.owned.size < share && !this.stopped) {
-      await Promise.all(free.splice(0, share - this.owned.size).map((p) => this.tryAcquire(p)));
+    const free = Array.from({ length: this.rt.partitions }, (_, p) => p).filter((p) => !this.owned.has(slot(workflow, p)));
+    while (free.length > 0 && this.ownedPartitions(workflow).length < share && !this.stopped) {
+      await Promise.all(free.splice(0, share - this.ownedPartitions(workflow).length).map((p) => this.tryAcquire(workflow, p, eligible)));
     }
   }
 
-  private async tryAcquire(p: number): Promise<void> {
-    const key = `lease.${p}`;
+  private async tryAcquire(workflow: string, p: number, eligible: readonly string[]): Promise<void> {
+    const key = this.rt.names.leaseKey(workflow, p);
     const seen = this.observed.get(key);
     const value = (l: Lease): Uint8Array => encodeJson({ owner: this.engineId, checkpoint: l.checkpoint, safe: l.safe });
     let last: Lease = { owner: '', checkpoint: 0, safe: 0 };
@@ -163,113 +245,122 @@ export class PartitionManager {
     try {
       if (!seen || seen.operation !== 'PUT') {
         // Free: never taken, or released; a released partition leaves its checkpoint behind.
-        last = await this.releasedLease(p);
+        last = await this.releasedLease(workflow, p);
         revision = await this.rt.control.create(key, value(last));
-      } else if (now() - seen.seenAtMs >= this.options.ttlMs) {
-        last = this.parseLease(seen.value) ?? last;
-        revision = await this.rt.control.update(key, value(last), seen.revision);
-        this.rt.logger.info(`took over partition ${p} from a silent engine`, { checkpoint: last.checkpoint });
       } else {
-        return;
+        last = parse(LeaseSchema, seen.value) ?? last;
+        // A live owner that should not serve this workflow (any more) hands it over itself;
+        // one that went silent is taken over.
+        if (now() - seen.seenAtMs < this.options.ttlMs) return;
+        revision = await this.rt.control.update(key, value(last), seen.revision);
+        this.rt.logger.info(`took over workflow '${workflow}' partition ${p} from a silent engine`, { checkpoint: last.checkpoint, eligible });
       }
     } catch {
       return; // someone else was faster
     }
     try {
-      const worker = await this.options.startWorker(p, last.checkpoint);
+      const worker = await this.options.startWorker(workflow, p, last.checkpoint);
       // The previous owner's `safe` checkpoint is already past the duplicate window.
-      this.owned.set(p, { worker, revision, renewedAtMs: now(), samples: [{ atMs: -Infinity, checkpoint: last.safe }], safe: last.safe });
+      this.owned.set(slot(workflow, p), {
+        workflow,
+        partition: p,
+        worker,
+        revision,
+        renewedAtMs: now(),
+        samples: [{ atMs: -Infinity, checkpoint: last.safe }],
+        safe: last.safe,
+        trimmedTo: 0,
+        trimmedAtMs: -Infinity,
+      });
     } catch (e) {
-      this.rt.logger.warn(`partition ${p}: could not start its consumer: ${(e as Error).message}`);
+      this.rt.logger.warn(`workflow '${workflow}' partition ${p}: could not start its reader: ${(e as Error).message}`);
       await this.rt.control.delete(key, { previousSeq: revision }).catch(() => {});
     }
   }
 
-  /** A released partition's checkpoint lives in the `checkpoint.<p>` key written on release. */
-  private async releasedLease(p: number): Promise<Lease> {
-    const entry = await this.rt.control.get(`checkpoint.${p}`);
-    const parsed = entry && entry.operation === 'PUT' ? this.parseLease(entry.value) : null;
-    return parsed ?? { owner: '', checkpoint: 0, safe: 0 };
+  /** A released partition's checkpoint lives in its checkpoint key, written on release. */
+  private async releasedLease(workflow: string, p: number): Promise<Lease> {
+    const entry = await this.rt.control.get(this.rt.names.checkpointKey(workflow, p));
+    return (entry && entry.operation === 'PUT' ? parse(LeaseSchema, entry.value) : null) ?? { owner: '', checkpoint: 0, safe: 0 };
   }
 
-  private parseLease(bytes: Uint8Array | undefined): Lease | null {
-    if (!bytes || bytes.length === 0) return null;
-    try {
-      const r = LeaseSchema.safeParse(decodeJson(bytes));
-      return r.success ? r.data : null;
-    } catch {
-      return null;
-    }
-  }
-
-  private async renew(p: number): Promise<void> {
-    const owned = this.owned.get(p);
+  private async renew(k: string): Promise<void> {
+    const owned = this.owned.get(k);
     if (!owned) return;
     const checkpoint = owned.worker.checkpoint;
-    this.age(owned, checkpoint);
     try {
-      owned.revision = await this.rt.control.update(`lease.${p}`, encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }), owned.revision);
+      owned.revision = await this.rt.control.update(
+        this.rt.names.leaseKey(owned.workflow, owned.partition),
+        encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }),
+        owned.revision,
+      );
       owned.renewedAtMs = now();
     } catch (e) {
-      const lost = /wrong last sequence/i.test((e as Error).message);
+      const lost = isCasConflict(e);
       if (lost || now() - owned.renewedAtMs > this.options.ttlMs * 0.8) {
         // Another engine has it, or soon may: stop at once rather than work beside it.
-        this.owned.delete(p);
-        this.rt.logger.warn(`partition ${p}: lease ${lost ? 'lost' : 'expired'}; stopping its worker`);
+        this.owned.delete(k);
+        this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: lease ${lost ? 'lost' : 'expired'}; stopping its worker`);
         await owned.worker.stop(0, true);
       }
       return;
     }
+    this.age(owned, checkpoint);
+    await this.trim(owned);
   }
 
-  /** Records the checkpoint and advances `safe` to the newest one older than the duplicate window. */
+  /** Records a written checkpoint and advances `safe` to the newest one older than the duplicate window. */
   private age(owned: Owned, checkpoint: number): void {
     const t = now();
+    const window = this.rt.duplicateWindowMs;
     owned.samples.push({ atMs: t, checkpoint });
-    const horizon = t - this.duplicateWindowMs - Math.min(PURGE_MARGIN_MS, this.duplicateWindowMs / 10);
+    const horizon = t - window - Math.min(TRIM_MARGIN_MS, window / 10);
     while (owned.samples.length > 1 && owned.samples[1]!.atMs <= horizon) owned.samples.shift();
     if (owned.samples[0]!.atMs <= horizon) owned.safe = Math.max(owned.safe, owned.samples[0]!.checkpoint);
   }
 
   /**
-   * Applied events are no longer needed in the events stream (history keeps them). One engine,
-   * the live member with the lowest id, trims the stream up to the lowest `safe` checkpoint of
-   * all partitions with one unfiltered purge: subject-filtered purges delete message by message
-   * and stall publishes under `sync_interval: always`. `safe` lags the duplicate window, because
-   * nats-server rebuilds its `Nats-Msg-Id` table from the stored messages when it restarts;
-   * purging sooner would let a send() retried after a restart be stored, and applied, twice.
+   * Trims the partition's stream up to its `safe` checkpoint, which is never past an event this
+   * partition has not finished. A purge with `seq` 1 or 0 would empty the whole stream on
+   * nats-server 2.10, so nothing is trimmed until `safe` is at least 1.
    */
-  private async purge(firstSeq: number): Promise<void> {
-    if (now() - this.lastPurgeAtMs < Math.min(PURGE_INTERVAL_MS, this.duplicateWindowMs)) return;
-    this.lastPurgeAtMs = now();
-    let floor = Infinity;
-    for (let p = 0; p < this.rt.partitions; p++) {
-      const mine = this.owned.get(p);
-      const seen = this.observed.get(`lease.${p}`);
-      const safe = mine ? mine.safe : seen?.operation === 'PUT' ? this.parseLease(seen.value)?.safe : undefined;
-      if (safe === undefined) return; // a partition between owners: try again next round
-      floor = Math.min(floor, safe);
-    }
-    if (floor + 1 <= firstSeq) return;
+  private async trim(owned: Owned): Promise<void> {
+    if (owned.safe < 1 || owned.safe <= owned.trimmedTo) return;
+    if (now() - owned.trimmedAtMs < Math.min(TRIM_INTERVAL_MS, this.rt.duplicateWindowMs)) return;
+    owned.trimmedAtMs = now();
+    const stream = this.rt.names.eventStream(owned.workflow, owned.partition);
+    const seq = owned.safe + 1;
     try {
-      await this.rt.jsm.streams.purge(this.rt.names.eventsStream, { seq: floor + 1 });
+      await this.options.beforeTrim?.(stream, seq);
+      await this.rt.jsm.streams.purge(stream, { seq });
+      owned.trimmedTo = owned.safe;
     } catch (e) {
-      this.rt.logger.warn(`purge of applied events failed: ${(e as Error).message}`);
+      this.rt.logger.warn(`trimming applied events of '${stream}' failed: ${(e as Error).message}`);
     }
   }
 
-  private async release(p: number): Promise<void> {
-    const owned = this.owned.get(p);
+  private async release(k: string): Promise<void> {
+    const owned = this.owned.get(k);
     if (!owned) return;
-    this.owned.delete(p);
+    this.owned.delete(k);
     await owned.worker.stop(this.options.drainTimeoutMs);
     const checkpoint = owned.worker.checkpoint;
     try {
       this.age(owned, checkpoint);
-      await this.rt.control.put(`checkpoint.${p}`, encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }));
-      await this.rt.control.delete(`lease.${p}`, { previousSeq: owned.revision });
+      await this.rt.control.put(this.rt.names.checkpointKey(owned.workflow, owned.partition), encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }));
+      await this.rt.control.delete(this.rt.names.leaseKey(owned.workflow, owned.partition), { previousSeq: owned.revision });
     } catch (e) {
-      this.rt.logger.warn(`partition ${p}: release failed (${(e as Error).message}); it will be taken over after its lease expires`);
+      this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: release failed (${(e as Error).message}); it will be taken over after its lease expires`);
     }
+  }
+}
+
+function parse<S extends z.ZodType>(schema: S, bytes: Uint8Array | undefined): z.output<S> | null {
+  if (!bytes || bytes.length === 0) return null;
+  try {
+    const r = schema.safeParse(decodeJson(bytes));
+    return r.success ? r.data : null;
+  } catch {
+    return null;
   }
 }

@@ -1,10 +1,11 @@
-// Applied events leave the events stream once their idempotency keys are out of the duplicate
-// window, with one stream-wide purge that idle partitions do not hold back.
+// Applied events leave their partition's events stream once their idempotency keys are out of
+// the duplicate window; each partition's owner trims its own stream.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { createEngine } from '../../engine/index.js';
+import { createEngine, partitionOf } from '../../engine/index.js';
+import { layout } from '../../engine/internal.js';
 import { order } from '../../workflows/order.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 
@@ -26,10 +27,15 @@ describe('trimming the events stream', () => {
         await engine.send(order, id, { type: 'PAY', amount: 1 });
       }
       for (const id of ['a', 'b']) await engine.waitFor(order, id, (s) => s.matches('paid'), { timeoutMs: 5_000 });
+      // Each instance's partition stream holds its start and two payments.
+      const streams = [...new Set(['a', 'b'].map((id) => layout(namespace).eventStream('order', partitionOf('order', id, 8))))];
       await eventually(async () => {
-        const info = await jsm.streams.info(`${namespace}_events`);
-        assert.equal(info.state.messages, 0, 'applied events still stored');
-        assert.equal(info.state.first_seq, 5);
+        for (const stream of streams) {
+          const info = await jsm.streams.info(stream);
+          assert.equal(info.state.messages, 0, `applied events still stored in ${stream}`);
+          assert.equal(info.state.first_seq, info.state.last_seq + 1);
+          assert.ok(info.state.last_seq === 3 || info.state.last_seq === 6);
+        }
       }, 20_000, 200);
       // A new event after the purge is still applied once.
       await engine.send(order, 'a', { type: 'SHIP', carrier: 'x', trackingId: 'y' });

@@ -58,6 +58,7 @@ const say = (word: string, fields: Record<string, unknown>): void => {
 let writes = 0;
 let attempts = 0;
 const beforeStateWrite = (key: string, revision: number): void => {
+  if (revision === 1) return;
   attempts++;
   if (crashBeforeWrites > 0 && attempts === crashBeforeWrites) {
     say('CRASH', { key, revision, writes: attempts - 1 });
@@ -66,6 +67,8 @@ const beforeStateWrite = (key: string, revision: number): void => {
   }
 };
 const afterStateWrite = (key: string, revision: number): void => {
+  // Writes of events: an instance's creation (revision 1, from its start) does not count.
+  if (revision === 1) return;
   writes++;
   if (crashAfterWrites > 0 && writes === crashAfterWrites) {
     say('CRASH', { key, revision, writes });

@@ -257,9 +257,9 @@ export class Raw {
     return e && e.operation === 'PUT' ? e.revision : 0;
   }
 
-  async lease(partition: number): Promise<{ owner: string; checkpoint: number } | null> {
+  async lease(partition: number, workflow = 'counter'): Promise<{ owner: string; checkpoint: number } | null> {
     const kv = await new Kvm(this.nc).open(`${this.namespace}_control`);
-    const e = await kv.get(`lease.${partition}`);
+    const e = await kv.get(`lease.${workflow}.${partition}`);
     if (!e || e.operation !== 'PUT') return null;
     return e.json<{ owner: string; checkpoint: number }>();
   }
@@ -269,11 +269,20 @@ export class Raw {
     return (await this.eventsState()).messages;
   }
 
-  /** The events stream's state: stored messages, and the sequence of the last one ever stored. */
+  /**
+   * The events streams' state, summed over every partition stream of the namespace: stored
+   * messages, and how many were ever stored (each stream's last sequence).
+   */
   async eventsState(): Promise<{ messages: number; lastSeq: number }> {
     const jsm = await jetstreamManager(this.nc);
-    const { state } = await jsm.streams.info(`${this.namespace}_events`);
-    return { messages: state.messages, lastSeq: state.last_seq };
+    let messages = 0;
+    let lastSeq = 0;
+    for await (const si of jsm.streams.list()) {
+      if (!si.config.name.startsWith(`${this.namespace}_evt_`)) continue;
+      messages += si.state.messages;
+      lastSeq += si.state.last_seq;
+    }
+    return { messages, lastSeq };
   }
 
   async close(): Promise<void> {

@@ -17,8 +17,9 @@ const engine = await createEngine({
   workflows,
   leaseTtlMs: 1_000,
   testHooks: {
-    afterStateWrite: (key) => {
-      if (key !== crashKey) return;
+    afterStateWrite: (key, revision) => {
+      // Not at its creation (revision 1): at the write of an event.
+      if (key !== crashKey || revision === 1) return;
       writeSync(1, `CRASH ${key}\n`);
       process.kill(process.pid, 'SIGKILL');
     },

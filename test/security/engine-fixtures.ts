@@ -100,8 +100,11 @@ export class Outside {
     return ack.seq;
   }
 
+  /** The sum of the last sequences of every events stream of the namespace: moves when anything is stored. */
   async eventsLastSeq(): Promise<number> {
-    return (await this.jsm.streams.info(this.names.eventsStream)).state.last_seq;
+    let total = 0;
+    for await (const si of this.jsm.streams.list()) if (si.config.name.startsWith(`${this.names.namespace}_evt_`)) total += si.state.last_seq;
+    return total;
   }
 
   async deadLetters(): Promise<DeadLetter[]> {

@@ -17,7 +17,7 @@ import { createEngine, type Engine } from '../../engine/engine.js';
 import { ErrorCode } from '../../engine/errors.js';
 import { sendToInstance } from '../../engine/define/messages.js';
 import type { HistoryEntry } from '../../engine/protocol/record.js';
-import { identityOf } from '../../engine/gate/admission.js';
+import { identityOf } from '../../engine/protocol/identity.js';
 import { createAwsIamToken } from '../../engine/security/aws-iam.js';
 import type { IdentityOptions } from '../../engine/security/identity.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';

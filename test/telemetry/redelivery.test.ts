@@ -37,7 +37,10 @@ describe('trace context across a SIGKILL and redelivery', () => {
     const namespace = uniqueNamespace('otelkill');
     const telemetry = { tracerProvider };
     client = await createClient({ servers: nats.url, namespace, workflows: [counter], telemetry });
-    await client.start(counter, { id: 'r-1', input: { label: 'r-1' } });
+    // The start is applied here, traced; then an engine in another process takes the partition.
+    const first = await createEngine({ servers: nats.url, namespace, workflows: [counter], leaseTtlMs: 1_000, telemetry });
+    await first.start(counter, { id: 'r-1', input: { label: 'r-1' } });
+    await first.close();
     const doomed = spawnEngine({ url: nats.url, namespace, leaseTtlMs: 1_000, crashBeforeWrites: 1, label: 'doomed' });
     await within(doomed.ready, 20_000, 'the doomed engine to start');
 

@@ -71,7 +71,7 @@ describe('parent-based sampling', () => {
     const of = (id: string): ReadableSpan[] =>
       spans.filter((s) => {
         const instance = String(s.attributes['jetstate.instance.id']);
-        if (instance === id) return s.attributes['jetstate.event.type'] !== 'xstate.init';
+        if (instance === id) return s.attributes['jetstate.event.type'] !== 'xstate.init' && !s.name.startsWith('jetstate.start');
         return instance.startsWith(`${id}_`);
       });
     const caused = (id: string): string[] => of(id).map((s) => `${s.name} ${String(s.attributes['jetstate.event.type'] ?? '')}`.trim()).sort();

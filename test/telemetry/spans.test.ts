@@ -111,7 +111,10 @@ describe('tracing and metrics', () => {
     const attempts = byName(spans, 'jetstate.task traced.charge').sort((a, b) => Number(a.attributes['jetstate.task.attempt']) - Number(b.attributes['jetstate.task.attempt']));
 
     // Parents: who caused what.
-    assert.equal(parentOf(init), request.spanContext().spanId, 'the start is a child of the request');
+    const start = byName(spans, 'jetstate.start traced')[0]!;
+    assert.equal(parentOf(start), request.spanContext().spanId, 'the start is a child of the request');
+    assert.equal(start.kind, SpanKind.PRODUCER);
+    assert.equal(parentOf(init), start.spanContext().spanId, 'the first transition is a child of the start');
     assert.equal(parentOf(send), request.spanContext().spanId);
     assert.equal(send.kind, SpanKind.PRODUCER);
     assert.equal(parentOf(go), send.spanContext().spanId, 'the transition is a child of the send');

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { defineWorkflow } from '../../engine/index.js';
-import { applyEvents, MachineRunner, startInstance } from '../../engine/step/step.js';
+import { applyEvents, startInstance } from '../../engine/step/step.js';
+import { MachineRunner } from '../../engine/step/runner.js';
 import { verifyInstance } from '../../engine/step/verify.js';
 
 const counter = defineWorkflow({

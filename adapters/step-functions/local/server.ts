@@ -14,7 +14,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
-import { ErrorCode, JetstateError } from '../../../engine/errors.js';
+import { ErrorCode, JetstateError } from '../../../engine/internal.js';
 import { BodyTooLargeError, listenLoopback, readBody, requestId } from '../../aws-local/http.js';
 import { SigV4Failure, verifySigV4, type SigningSecret } from '../../aws-local/sigv4.js';
 import { SfnLocalService } from './api.js';

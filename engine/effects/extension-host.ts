@@ -1,0 +1,68 @@
+/**
+ * The host of engine extensions (see define/extension.ts): what an extension may do with the
+ * engine, through the same paths as the engine itself (task outcomes through the inbox).
+ */
+import { Kvm } from '@nats-io/kv';
+import { TerminalError } from '../define/activity.js';
+import type { EngineExtension, ExtensionHost, TaskOutcome } from '../define/extension.js';
+import { EngineEvent, type TaskRef } from '../protocol/events.js';
+import { partitionOf } from '../protocol/names.js';
+import { shortHash } from '../protocol/json.js';
+import type { Runtime } from '../store/runtime.js';
+import { publishToInstance } from '../store/inbox.js';
+import { readRecord } from '../store/records.js';
+import type { TraceCarrier } from '../telemetry/telemetry.js';
+
+export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${ref.id}.${shortHash(ref.invokeId)}.${ref.token}`;
+
+/** Publishes a task's outcome into its instance's inbox with a stable, keyed message id. */
+export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: TaskOutcome, trace: TraceCarrier | undefined): Promise<void> {
+  const event = outcome.ok
+    ? { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ok: true, output: outcome.output }
+    : { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ok: false, error: outcome.error };
+  await publishToInstance(rt, { workflow: ref.workflow, id: ref.id, event, engine: { logicalId: `task.${ref.workflow}.${ref.id}.${ref.token}.${ref.invokeId}` }, trace });
+}
+
+export function createExtensionHost(
+  rt: Runtime,
+  engine: { engineId: () => string; owns: (workflow: string, partition: number) => boolean; onTaskCancel: (l: (ref: TaskRef) => void) => () => void; replicas: number },
+): ExtensionHost {
+  const kvm = new Kvm(rt.js);
+  return {
+    namespace: rt.names.namespace,
+    get engineId() {
+      return engine.engineId();
+    },
+    nc: rt.nc,
+    js: rt.js,
+    jsm: rt.jsm,
+    logger: rt.logger,
+    telemetry: rt.telemetry,
+    replicas: engine.replicas,
+    bucket: (suffix) => kvm.create(`${rt.names.namespace}_${suffix}`, { history: 1, replicas: engine.replicas, storage: 'file' }),
+    completeTask: (ref, outcome, trace) => publishTaskOutcome(rt, ref, outcome, trace),
+    async taskState(ref) {
+      let found;
+      try {
+        found = await readRecord(rt.instances, rt.security.codec, rt.names.instanceKey(ref.workflow, ref.id), 'open-or-redact');
+      } catch {
+        return 'unknown';
+      }
+      if (!found) return 'gone';
+      if (found.record.revision < ref.token) return 'unknown';
+      return found.record.tasks[ref.invokeId]?.token === ref.token ? 'pending' : 'gone';
+    },
+    owns: (workflow, id) => engine.owns(workflow, partitionOf(workflow, id, rt.partitions)),
+    onTaskCancel: (listener) => engine.onTaskCancel(listener),
+  };
+}
+
+/** The extension an activity asked for, or a clear error saying how to configure it. */
+export function findExtension<T>(extensions: ReadonlyMap<string, EngineExtension>, name: string, needed: string): T {
+  const found = extensions.get(name);
+  if (!found) {
+    // Terminal: retrying cannot configure the engine.
+    throw new TerminalError(`${needed} needs the '${name}' engine extension; pass extensions: [${name === 'step-functions' ? 'stepFunctions({ region })' : name}] to createEngine`);
+  }
+  return found as unknown as T;
+}

@@ -1,0 +1,245 @@
+/**
+ * The event gate: what an event read from an instance's inbox amounts to, whatever the sender
+ * did before publishing it. Every event passes here, in this order: size, JSON, the engine
+ * signature (required on the engine's own event types, checked for freshness so a captured one
+ * cannot be replayed), reserved types, the secrets (opened: the schema checks plain values), the
+ * schema, and for a sender's event its token and the workflow's `permissions`. The result is an
+ * event for the step, or a rejection with its reason (the step records it, the worker
+ * dead-letters it). The per-instance rate is judged by the caller, which holds the instance's
+ * bucket.
+ */
+import type { MsgHdrs } from '@nats-io/nats-core';
+import type { WorkflowDefinition } from '../define/definition.js';
+import { decodeJson } from '../protocol/json.js';
+import { EngineEvent, isChildResult, isReservedType, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
+import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
+import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
+import type { EngineSigner } from '../security/signer.js';
+import type { SecretCodec } from '../security/codec.js';
+import type { IdentityVerifier } from '../security/identity.js';
+import { carrierFromHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
+import type { StepEvent } from '../step/step.js';
+import { admit, limitsOf, summarize, type DefaultLimits } from './admission.js';
+import { checkEvent, checkInput } from './validate.js';
+
+/** What the gate needs: token verification, secrets, engine signatures, limits. */
+export interface GateSecurity {
+  readonly verifier: IdentityVerifier | undefined;
+  readonly codec: SecretCodec;
+  readonly signer: EngineSigner;
+  readonly limits: DefaultLimits;
+}
+
+/** An event as read from the stream, with what its headers carry. */
+export interface RawEvent {
+  seq: number;
+  subject: string;
+  data: Uint8Array;
+  /** When the stream accepted it. */
+  timeMs: number;
+  trace: TraceCarrier | undefined;
+  msgId: string | undefined;
+  signature: string | undefined;
+  signedAtMs: number | undefined;
+  token: string | undefined;
+  /** Where a starter waits for the answer to its start. */
+  replyTo: string | undefined;
+}
+
+export function rawEvent(seq: number, subject: string, data: Uint8Array, timeMs: number, h: MsgHdrs | undefined): RawEvent {
+  const signedAt = h?.get(SIGNED_AT_HEADER);
+  return {
+    seq,
+    subject,
+    data,
+    timeMs,
+    trace: carrierFromHeaders(h),
+    msgId: h?.get(MSG_ID_HEADER) || undefined,
+    signature: h?.get(SIGNATURE_HEADER) || undefined,
+    signedAtMs: signedAt ? Number(signedAt) : undefined,
+    token: h?.get(TOKEN_HEADER) || undefined,
+    replyTo: h?.get(REPLY_HEADER) || undefined,
+  };
+}
+
+/** An event for the step, maybe rejected; `rated` when the per-instance rate applies to it. */
+export type GatedEvent = StepEvent & { rated?: boolean; start?: { input: unknown; parent?: ParentRef | undefined } };
+
+/** The workflow version a start asks for (the starter's definition), if it names one. */
+export function startVersion(data: Uint8Array): number | undefined {
+  const v = (safeDecode(data) as { version?: unknown } | null)?.version;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined;
+}
+
+/** The gate could not decide now (an identity provider unreachable): try the batch again. */
+export interface GateRetry {
+  retry: string;
+}
+
+export interface GateOptions {
+  /** Oldest an engine signature may be when the stream accepted its event. */
+  signatureMaxAgeMs: number;
+}
+
+/** How far ahead of the stream's clock a signing engine's clock may be. */
+const SIGNATURE_SKEW_MS = 60_000;
+
+export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: string, e: RawEvent, options: GateOptions): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
+  const at = { seq: e.seq, timeMs: e.timeMs };
+  const reject = (event: unknown, reason: string, size = e.data.length): GatedEvent => rejection(e, event, reason, size);
+  const limits = limitsOf(security.limits, def);
+  if (e.data.length > limits.maxEventBytes) {
+    return reject({ oversized: `${e.data.length} bytes` }, `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`, 0);
+  }
+  const raw = safeDecode(e.data);
+  if (raw === UNREADABLE) return reject({ unreadable: `${e.data.length} bytes` }, 'the event is not UTF-8 JSON', 0);
+  const type = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as { type?: unknown }).type : undefined;
+  if (typeof type !== 'string') {
+    const checked = checkEvent(def, id, raw);
+    return reject(raw, checked.ok ? `workflow '${def.name}' instance '${id}': the event has no string 'type'` : checked.reason);
+  }
+
+  let signed = false;
+  if (e.signature !== undefined) {
+    if (!security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) {
+      return reject({ type }, `[forged] event '${type}' carries an engine signature that does not match it`);
+    }
+    const age = e.timeMs - e.signedAtMs!;
+    if (age > options.signatureMaxAgeMs || -age > SIGNATURE_SKEW_MS) {
+      return reject({ type }, `[replayed] event '${type}' was signed ${age} ms before the stream accepted it (at most ${options.signatureMaxAgeMs} ms): a replay of an engine event`);
+    }
+    signed = true;
+  }
+
+  if (isReservedType(type)) {
+    if (type === EngineEvent.Start) return gateStart(security, def, id, e, raw as Record<string, unknown>, signed, reject);
+    const internal = isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw);
+    if (!internal) return reject({ type }, `workflow '${def.name}' instance '${id}': event type '${type}' is not declared; types starting with 'jetstate.' or 'xstate.' are reserved`);
+    // Only engines publish these: without a valid signature it is a forgery.
+    if (!signed) return reject({ type }, `[forged] an engine event ('${type}') without a valid engine signature`);
+    if (isTaskResult(raw) || isChildResult(raw)) {
+      try {
+        return { ...at, event: security.codec.openEvent(def.name, id, raw) as { type: string } };
+      } catch (err) {
+        return reject({ type }, `[secrets.unreadable] ${(err as Error).message}`);
+      }
+    }
+    return { ...at, event: raw as { type: string } };
+  }
+
+  // Secrets first: the schema checks plain values.
+  let opened: unknown;
+  try {
+    opened = security.codec.openEvent(def.name, id, raw);
+  } catch (err) {
+    return reject(raw, `[secrets.unreadable] ${(err as Error).message}`);
+  }
+  const checked = checkEvent(def, id, opened);
+  if (!checked.ok) return reject(raw, checked.reason);
+  // Sent by an instance of this namespace (sendTo, sendParent...): trusted as its engine.
+  if (signed) return { ...at, event: checked.value, identity: ENGINE_IDENTITY };
+  return withAdmission(security, def, e, { kind: 'event', type }, raw, (identity) => ({ ...at, event: checked.value, identity, rated: true }));
+}
+
+function gateStart(
+  security: GateSecurity,
+  def: WorkflowDefinition,
+  id: string,
+  e: RawEvent,
+  raw: Record<string, unknown>,
+  signed: boolean,
+  reject: (event: unknown, reason: string) => GatedEvent,
+): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
+  const summary = { type: EngineEvent.Start };
+  if (raw['parent'] !== undefined && !signed) return reject(summary, `[forged] a start naming a parent instance without a valid engine signature`);
+  let input: unknown;
+  try {
+    input = security.codec.open(def.name, id, 'input', raw['input']);
+  } catch (err) {
+    return reject(summary, `[secrets.unreadable] ${(err as Error).message}`);
+  }
+  const checked = checkInput(def, id, input);
+  if (!checked.ok) return reject(summary, checked.reason);
+  const parent = raw['parent'] as ParentRef | undefined;
+  const start = { input: checked.value, ...(parent ? { parent } : {}) };
+  const event = { type: EngineEvent.Start, input: checked.value };
+  const at = { seq: e.seq, timeMs: e.timeMs };
+  if (signed) return { ...at, event, start, identity: ENGINE_IDENTITY };
+  return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ ...at, event, start, identity }));
+}
+
+/** Judges the sender's token against the workflow's rules, then builds the admitted event. */
+function withAdmission(
+  security: GateSecurity,
+  def: WorkflowDefinition,
+  e: RawEvent,
+  action: { kind: 'start' } | { kind: 'event'; type: string },
+  shown: unknown,
+  build: (identity: IdentitySummary | undefined) => GatedEvent,
+): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
+  const decide = (admission: Exclude<ReturnType<typeof admit>, Promise<unknown>>): GatedEvent | GateRetry => {
+    if (!admission.ok) {
+      // An identity provider that cannot be reached: the caller retries a few times before rejecting.
+      if (admission.retryable) return { retry: admission.reason };
+      return rejection(e, shown, admission.reason, e.data.length);
+    }
+    return build(admission.identity ? summarize(admission.identity) : undefined);
+  };
+  const admitted = admit(security.verifier, def, action, e.token, 'engine', e.timeMs);
+  return admitted instanceof Promise ? admitted.then(decide) : decide(admitted);
+}
+
+/**
+ * A rejected event is kept in history (and in the record's `lastHistory`) as it came only up to
+ * this size; a larger one as a summary. The dead-letter copy keeps it whole. Without the bound, a
+ * burst of large invalid events in one batch could make the history message larger than the
+ * server takes, and the record too large for the valid events between them.
+ */
+const REJECTED_EVENT_MAX_BYTES = 1_024;
+/** Reasons (a schema error lists every issue) are cut to this many characters in history. */
+const REJECTED_REASON_MAX_CHARS = 1_000;
+
+function boundedEvent(event: unknown, size: number): unknown {
+  if (size <= REJECTED_EVENT_MAX_BYTES) return event;
+  const type = (event as { type?: unknown } | null)?.type;
+  return typeof type === 'string' ? { type: type.slice(0, 128), truncated: `${size} bytes` } : { truncated: `${size} bytes` };
+}
+
+function boundedReason(reason: string): string {
+  return reason.length <= REJECTED_REASON_MAX_CHARS ? reason : `${reason.slice(0, REJECTED_REASON_MAX_CHARS)}... (${reason.length} characters)`;
+}
+
+/** A rejected event for the step; `size`: of what the history keeps of it (0 for a summary made here). */
+export function rejection(e: { seq: number; timeMs: number }, event: unknown, reason: string, size: number): GatedEvent {
+  return { seq: e.seq, timeMs: e.timeMs, event: boundedEvent(event, size), rejected: boundedReason(reason) };
+}
+
+const UNREADABLE = Symbol('unreadable');
+
+function safeDecode(data: Uint8Array): unknown {
+  try {
+    return decodeJson(data);
+  } catch {
+    return UNREADABLE;
+  }
+}
+
+/** The event as history shows it when it is rejected before it could be read. */
+export function readable(data: Uint8Array): unknown {
+  const v = safeDecode(data);
+  return v === UNREADABLE ? { unreadable: `${data.length} bytes` } : boundedEvent(v, data.length);
+}
+
+/**
+ * A token bucket per instance over the stream's acceptance times (a burst of one second), kept in
+ * the instance's record, so every engine and every retry of a batch decides the same.
+ */
+export function takeRate(bucket: { tokens: number; atMs: number } | undefined, perSecond: number, timeMs: number): { ok: boolean; bucket: { tokens: number; atMs: number } } {
+  const burst = Math.max(1, perSecond);
+  const b = bucket ? { ...bucket } : { tokens: burst, atMs: timeMs };
+  b.tokens = Math.min(burst, b.tokens + (Math.max(0, timeMs - b.atMs) / 1_000) * perSecond);
+  b.atMs = Math.max(b.atMs, timeMs);
+  if (b.tokens < 1) return { ok: false, bucket: b };
+  b.tokens -= 1;
+  return { ok: true, bucket: b };
+}

@@ -1,0 +1,107 @@
+/**
+ * The internal event protocol: the events jetstate itself puts into an instance's inbox (its
+ * partition's event stream) besides the ones senders send. They travel the same path as any
+ * event, so they are ordered with the instance's other events and applied exactly once; all but
+ * a client's start are signed by an engine (see security/signer.ts) and refused without a valid
+ * signature.
+ */
+
+export const EngineEvent = {
+  /** Creates an instance: `{ input, parent? }`. From a client (checked like any event) or an engine (a child start, signed). */
+  Start: 'jetstate.start',
+  /** A durable timer came due: `{ timerId, token }`. */
+  Timer: 'jetstate.timer',
+  /** A task's outcome: `{ invokeId, token, ok, output?, error? }`. */
+  Task: 'jetstate.task',
+  /** A child workflow's outcome, for its parent: `{ invokeId, token, ok, output?, error? }`. */
+  Child: 'jetstate.child',
+  /** The parent left the state that invoked this child: the child stops where it is. */
+  Stop: 'jetstate.stop',
+} as const;
+export type EngineEvent = (typeof EngineEvent)[keyof typeof EngineEvent];
+
+/** Kinds of outbox entries besides custom actions (kept in the record until they have run). */
+export const OutboxKind = {
+  /** An event for another instance (`sendToInstance`, `sendParent`, `sendTo` a child workflow). */
+  Send: 'jetstate.send',
+  StartChild: 'jetstate.startChild',
+  StopChild: 'jetstate.stopChild',
+} as const;
+
+/** Where a child instance reports back to. */
+export interface ParentRef {
+  workflow: string;
+  id: string;
+  invokeId: string;
+  token: number;
+}
+
+export interface StartEvent {
+  type: typeof EngineEvent.Start;
+  input: unknown;
+  /** Set on a child workflow's start (signed by the parent's engine). */
+  parent?: ParentRef;
+}
+
+export interface TimerFireEvent {
+  type: typeof EngineEvent.Timer;
+  timerId: string;
+  token: number;
+}
+
+export interface ActorOutcomeEvent {
+  type: typeof EngineEvent.Task | typeof EngineEvent.Child;
+  invokeId: string;
+  token: number;
+  ok: boolean;
+  output?: unknown;
+  error?: { name: string; message: string } & Record<string, unknown>;
+}
+export type TaskResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Task };
+export type ChildResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Child };
+
+/** Names one invocation of a task: the same for every attempt. */
+export interface TaskRef {
+  workflow: string;
+  id: string;
+  invokeId: string;
+  token: number;
+}
+
+const typeOf = (event: unknown): unknown => (typeof event === 'object' && event !== null ? (event as { type?: unknown }).type : undefined);
+
+/** True for the reserved event types (`jetstate.*`, `xstate.*`) no sender may send as its own. */
+export function isReservedType(type: string): boolean {
+  return type.startsWith('jetstate.') || type.startsWith('xstate.');
+}
+
+export function isStart(event: unknown): event is StartEvent {
+  return typeOf(event) === EngineEvent.Start;
+}
+
+export function isTimerFire(event: unknown): event is TimerFireEvent {
+  const e = event as Partial<TimerFireEvent> | null;
+  return typeOf(event) === EngineEvent.Timer && typeof e!.timerId === 'string' && typeof e!.token === 'number';
+}
+
+function isOutcome(event: unknown, type: string): boolean {
+  const e = event as Partial<ActorOutcomeEvent> | null;
+  return typeOf(event) === type && typeof e!.invokeId === 'string' && typeof e!.token === 'number' && typeof e!.ok === 'boolean';
+}
+
+export function isTaskResult(event: unknown): event is TaskResultEvent {
+  return isOutcome(event, EngineEvent.Task);
+}
+
+export function isChildResult(event: unknown): event is ChildResultEvent {
+  return isOutcome(event, EngineEvent.Child);
+}
+
+export function isStop(event: unknown): boolean {
+  return typeOf(event) === EngineEvent.Stop;
+}
+
+/** The XState event for the outcome of an invoked task or child workflow. */
+export function actorOutcome(e: { invokeId: string; ok: boolean; output?: unknown; error?: unknown }): { type: string } {
+  return e.ok ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output } as { type: string }) : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
+}

@@ -1,0 +1,12 @@
+/** NATS headers of jetstate's messages. */
+
+/** A sender's token, verified by the engine. */
+export const TOKEN_HEADER = 'Jetstate-Token';
+/** Where the engine answers a start (`created`, `exists`, `conflict`, `rejected`), best effort. */
+export const REPLY_HEADER = 'Jetstate-Reply';
+/** An engine's signature over subject, message id, signing time and body. */
+export const SIGNATURE_HEADER = 'Jetstate-Sig';
+/** When the engine signed the event (ms since the epoch), covered by the signature. */
+export const SIGNED_AT_HEADER = 'Jetstate-Signed-At';
+/** JetStream's message id header (deduplication), covered by the signature. */
+export const MSG_ID_HEADER = 'Nats-Msg-Id';

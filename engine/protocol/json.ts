@@ -1,0 +1,35 @@
+/** JSON as jetstate stores it: strict UTF-8, canonical forms for digests, short hashes for ids. */
+import { createHash } from 'node:crypto';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+/** Strict UTF-8 and JSON; throws on either. */
+export function decodeJson(bytes: Uint8Array): unknown {
+  return JSON.parse(decoder.decode(bytes));
+}
+
+/** JSON with object keys sorted, so equal values give equal strings. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      const out: Record<string, unknown> = {};
+      for (const k of Object.keys(v).sort()) out[k] = (v as Record<string, unknown>)[k];
+      return out;
+    }
+    return v;
+  });
+}
+
+export function digest(value: unknown): string {
+  return createHash('sha256').update(canonicalJson(value) ?? 'undefined').digest('base64url');
+}
+
+/** A short, subject- and header-safe digest, for message ids built from free-form names. */
+export function shortHash(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 16);
+}

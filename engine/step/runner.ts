@@ -1,0 +1,112 @@
+/**
+ * Runs one machine's XState transitions with a single reusable, inert actor scope. XState's
+ * exported `transition()` builds a throw-away actor per call, which is most of its cost. Nothing
+ * here does I/O: XState's actions are collected, not executed (see plan.ts).
+ */
+import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate';
+import { InstanceStatus } from '../protocol/record.js';
+import { activitiesOf, type ActivityDefinition } from '../define/activity.js';
+import { childWorkflowsOf } from '../define/child.js';
+import type { WorkflowDefinition } from '../define/definition.js';
+
+/** An action XState asked to execute, as collected from the actor scope. */
+export interface Executable {
+  type: string;
+  params?: unknown;
+  info?: { context: unknown; event: unknown; self?: unknown; system?: unknown };
+  exec?: ((info: unknown, params: unknown) => void) | undefined;
+}
+
+/**
+ * Runs one machine's transitions with a single reusable, inert actor scope. XState's exported
+ * `transition()` builds a throw-away actor per call, which is most of its cost.
+ */
+export class MachineRunner {
+  readonly machine: AnyStateMachine;
+  /** Activities registered in `setup({ actors })`: invoking one starts a durable task. */
+  readonly activities: Map<string, ActivityDefinition>;
+  /** Child workflows registered with `childWorkflow()` in `setup({ actors })`. */
+  readonly children: Map<string, WorkflowDefinition>;
+  /** Custom actions registered in `setup({ actions })`, by name. */
+  readonly actions: Map<string, (args: unknown, params: unknown) => unknown>;
+  private readonly scope: AnyActorScope;
+  private collected: Executable[] = [];
+
+  constructor(machine: AnyStateMachine) {
+    this.machine = machine;
+    this.activities = activitiesOf(machine);
+    this.children = childWorkflowsOf(machine);
+    this.actions = new Map(
+      Object.entries((machine.implementations?.actions ?? {}) as Record<string, unknown>).filter(
+        (e): e is [string, (args: unknown, params: unknown) => unknown] => typeof e[1] === 'function' && !String((e[1] as { type?: unknown }).type ?? '').startsWith('xstate.'),
+      ),
+    );
+    const self = createActor(machine);
+    this.scope = {
+      self,
+      defer: () => {},
+      id: '',
+      logger: () => {},
+      sessionId: '',
+      stopChild: () => {},
+      system: self.system,
+      emit: () => {},
+      actionExecutor: (action: Executable) => {
+        this.collected.push(action);
+      },
+    } as unknown as AnyActorScope;
+  }
+
+  /** Stands for a child workflow's parent instance, so that XState resolves `sendParent`. */
+  readonly parentRef = Object.freeze({ id: 'jetstate.parent', sessionId: 'jetstate.parent', send: () => {} });
+
+  private setParent(hasParent: boolean): void {
+    (this.scope.self as unknown as { _parent: unknown })._parent = hasParent ? this.parentRef : undefined;
+  }
+
+  initial(input: unknown, hasParent = false): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
+    this.collected = [];
+    this.setParent(hasParent);
+    const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
+    return { snapshot, actions: this.collected };
+  }
+
+  transition(snapshot: AnyMachineSnapshot, event: { type: string }, hasParent = false): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
+    this.collected = [];
+    this.setParent(hasParent);
+    (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
+    const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
+    return { snapshot: next, actions: this.collected };
+  }
+
+  restore(persisted: Record<string, unknown>): AnyMachineSnapshot {
+    return this.machine.restoreSnapshot(persisted as never, this.scope) as AnyMachineSnapshot;
+  }
+
+  persist(snapshot: AnyMachineSnapshot): Record<string, unknown> {
+    return this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
+  }
+}
+
+export function statusOf(snapshot: AnyMachineSnapshot): InstanceStatus {
+  if (snapshot.status === 'done') return InstanceStatus.Done;
+  if (snapshot.status === 'error') return InstanceStatus.Failed;
+  return InstanceStatus.Running;
+}
+
+
+export function errorText(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  // A task's or child's failure arrives as plain data { name, message, ... }.
+  const e = error as { name?: unknown; message?: unknown } | null;
+  if (e && typeof e === 'object' && typeof e.message === 'string') return typeof e.name === 'string' ? `${e.name}: ${e.message}` : e.message;
+  if (typeof error === 'object' && error !== null) {
+    try {
+      return JSON.stringify(error);
+    } catch {
+      // fall through
+    }
+  }
+  return String(error);
+}
+

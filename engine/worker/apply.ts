@@ -1,0 +1,270 @@
+/**
+ * Applies one batch of an instance's events, in stream order: the pipeline every event takes.
+ *
+ *   load the record → repair its last write if a crash cut that short → the event gate → the
+ *   per-instance rate → the pure step → the record-size limit → commit (persist, then act) →
+ *   dead letters for what was refused
+ *
+ * A start creates the record (a start for an instance that exists is a retry, or a conflict);
+ * any other event for an instance that does not exist is refused. Events at or below the
+ * record's `lastSeq` were applied before (a redelivery) and are skipped: that is what makes the
+ * state effect exactly-once.
+ */
+import { canonicalJson, digest } from '../protocol/json.js';
+import { EngineEvent, isStart } from '../protocol/events.js';
+import { HistoryKind, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { NotYetError } from '../errors.js';
+import type { Runtime } from '../store/runtime.js';
+import type { InstanceStore, LoadedInstance } from '../store/records.js';
+import { publishHistory } from '../store/history.js';
+import { deadLetter } from '../store/dead-letters.js';
+import type { WorkflowDefinition } from '../define/definition.js';
+import { applyEvents, startInstance, type StepEvent } from '../step/step.js';
+import { gateEvent, readable, rejection, startVersion, takeRate, type GatedEvent, type RawEvent } from '../gate/event-gate.js';
+import { limitsOf } from '../gate/admission.js';
+import { TransitionSpans } from '../telemetry/transition-spans.js';
+import type { TraceCarrier } from '../telemetry/telemetry.js';
+import type { Committer } from './commit.js';
+
+/** Attempts to verify a sender while its identity provider cannot be reached, before the event is rejected. */
+const IDENTITY_RETRIES = 8;
+
+export interface ApplyContext {
+  rt: Runtime;
+  store: InstanceStore;
+  committer: Committer;
+  /** The partition stream the batch was read from (for dead letters). */
+  stream: string;
+  partition: number;
+  /** Oldest an engine signature may be when its event was accepted. */
+  signatureMaxAgeMs: number;
+}
+
+/** Answers to starts, sent once the batch is durable. */
+interface Reply {
+  to: string;
+  body: Record<string, unknown>;
+}
+
+/** Applies a batch; true when finished, or the reason the instance is blocked (its events wait). */
+export async function applyBatch(ctx: ApplyContext, key: string, workflow: string, id: string, batch: readonly RawEvent[], attempt: number): Promise<true | string> {
+  const replies: Reply[] = [];
+  let rest = batch;
+  let loaded = await ctx.store.load(key);
+  while (rest.length > 0 && 'problem' in loaded) {
+    if (loaded.problem !== 'missing') return loaded.message;
+    const head = rest[0]!;
+    const created = await createFromStart(ctx, key, workflow, id, head, attempt, replies);
+    if (typeof created === 'string') return created;
+    rest = rest.slice(1);
+    if (created) loaded = created;
+  }
+  if (rest.length > 0 && !('problem' in loaded)) await applyTo(ctx, key, loaded, rest, attempt, replies);
+  for (const r of replies) ctx.rt.nc.publish(r.to, JSON.stringify(r.body));
+  return true;
+}
+
+/**
+ * The first event of an instance that has no record: a start creates it; anything else is
+ * refused. Returns the new instance, null when the event was refused, or the reason to wait.
+ */
+async function createFromStart(ctx: ApplyContext, key: string, workflow: string, id: string, e: RawEvent, attempt: number, replies: Reply[]): Promise<LoadedInstance | null | string> {
+  const { rt } = ctx;
+  const version = startVersion(e.data);
+  const looksLikeStart = isStart(safeType(e.data));
+  if (!looksLikeStart) {
+    await refuse(ctx, workflow, id, e, `instance '${id}' of workflow '${workflow}' does not exist; start it first`, 'missing_instance');
+    return null;
+  }
+  const found = version !== undefined ? rt.registry.find(workflow, version) : rt.registry.latest(workflow);
+  if (!found) {
+    return `workflow '${workflow}' instance '${id}': its start asks for version ${version}, which is not registered in this engine; register it, or run an engine that has it. The start waits in the stream.`;
+  }
+  const gated = await gate(ctx, found.def, id, e, attempt);
+  if (gated.rejected !== undefined || !gated.start) {
+    await refuse(ctx, workflow, id, e, gated.rejected ?? 'not a start', 'rejected', gated.event);
+    if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason: gated.rejected } });
+    return null;
+  }
+  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent);
+  started.record.lastSeq = e.seq;
+  started.entry.seq = e.seq;
+  started.record.lastHistory = [started.entry];
+  started.record.inputDigest = inputDigest(rt, found.def, gated.start.input);
+  if (gated.identity) started.entry.identity = gated.identity;
+  const spans = new TransitionSpans(rt.telemetry, started.record, [started.entry], new Map([[e.seq, e.trace]]), attempt, ctx.partition, Date.now(), rt.telemetry.tracingActive() || e.trace !== undefined);
+  const last = spans.last();
+  if (last) started.record.trace = last;
+  let stored = ctx.store.encode(started.record);
+  const { maxSnapshotBytes } = limitsOf(rt.security.limits, found.def);
+  if (stored.bytes.length > maxSnapshotBytes) {
+    spans.end();
+    const reason = `[limit.snapshot_size] the initial record would be ${stored.bytes.length} bytes, over the limit of ${maxSnapshotBytes}; keep large data outside the context (pass references)`;
+    await refuse(ctx, workflow, id, e, reason, 'rejected', { type: EngineEvent.Start });
+    if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason } });
+    return null;
+  }
+  try {
+    const written = await ctx.committer.create(key, found.def, found.runner, started.record, started.snapshot, stored.bytes, stored.sealed, {
+      timers: started.timers,
+      tasks: started.tasks,
+      cancelledTasks: [],
+      effects: started.effects,
+      trace: spans.byRevision,
+    });
+    spans.end();
+    if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'created', revision: 1, seq: e.seq } });
+    return written;
+  } catch (err) {
+    spans.fail(err);
+    throw err;
+  }
+}
+
+async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, batch: readonly RawEvent[], attempt: number, replies: Reply[]): Promise<void> {
+  const { rt } = ctx;
+  const tel = rt.telemetry;
+  const startedAt = performance.timeOrigin + performance.now();
+  const { record, def } = loaded;
+  // The write of the last applied event may have been cut off before its effects: finish that first.
+  if (batch.some((e) => e.seq === record.lastSeq)) {
+    await ctx.committer.repair(loaded);
+    // Rejections before the last applied event are skipped below as applied: copy them now.
+    await deadLetters(ctx, record.workflow, record.id, batch, record.lastHistory);
+  }
+  const events: StepEvent[] = [];
+  const traceBySeq = new Map<number, TraceCarrier | undefined>();
+  const limits = limitsOf(rt.security.limits, def);
+  let bucket = record.rate;
+  let reread = 0;
+  for (const e of batch) {
+    if (e.seq <= record.lastSeq) {
+      reread++;
+      continue;
+    }
+    traceBySeq.set(e.seq, e.trace);
+    let gated = await gate(ctx, def, record.id, e, attempt);
+    if (gated.start && gated.rejected === undefined) {
+      // A start for an instance that exists: the same input is a retry, another one a conflict.
+      const same = inputDigest(rt, def, gated.start.input) === record.inputDigest;
+      if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: same ? 'exists' : 'conflict', revision: record.revision } });
+      if (same) continue;
+      gated = rejection(e, { type: EngineEvent.Start }, `[instance.exists] instance '${record.id}' already exists with a different input`, 0);
+    }
+    if (gated.rated && limits.maxEventsPerSecond !== undefined) {
+      const taken = takeRate(bucket, limits.maxEventsPerSecond, e.timeMs);
+      bucket = taken.bucket;
+      if (!taken.ok) gated = rejection(e, gated.event, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`, e.data.length);
+    }
+    events.push(gated);
+  }
+  if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
+  if (events.length === 0) return;
+  const now = Date.now();
+  let result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
+  if (result.changed && bucket) result.record.rate = bucket;
+  let stored = result.changed ? ctx.store.encode(result.record) : undefined;
+  while (result.changed && stored!.bytes.length > limits.maxSnapshotBytes) {
+    // Reject the first event whose application makes the record too large, and apply the rest.
+    const size = stored!.bytes.length;
+    let j = events.findIndex((ev, i) => {
+      if (ev.rejected !== undefined) return false;
+      const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now);
+      return partial.changed && ctx.store.encode(partial.record).bytes.length > limits.maxSnapshotBytes;
+    });
+    if (j < 0) j = events.findLastIndex((ev) => ev.rejected === undefined);
+    if (j < 0) break;
+    const over = events[j]!;
+    events[j] = {
+      seq: over.seq,
+      timeMs: over.timeMs,
+      event: over.event,
+      identity: over.identity,
+      rejected: `[limit.snapshot_size] applying it would make the record about ${size} bytes, over the limit of ${limits.maxSnapshotBytes}; keep large data outside the context`,
+    };
+    result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
+    if (result.changed && bucket) result.record.rate = bucket;
+    stored = result.changed ? ctx.store.encode(result.record) : undefined;
+  }
+  const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, ctx.partition, startedAt, tel.tracingActive() || batch.some((e) => e.trace !== undefined));
+  try {
+    if (result.changed) {
+      const last = spans.last();
+      if (last) result.record.trace = last;
+      else delete result.record.trace;
+      // The trace context is set after the size check's encoding: encode again only when it is there.
+      if (last || record.trace) stored = ctx.store.encode(result.record);
+      await ctx.committer.write(key, loaded, result.record, result.snapshot, stored!.bytes, stored!.sealed, {
+        timers: result.timers,
+        tasks: result.tasks,
+        cancelledTasks: result.cancelledTasks,
+        effects: result.effects,
+        trace: spans.byRevision,
+      });
+    } else {
+      // Only rejections: they are history too.
+      await publishHistory(rt, record.workflow, record.id, result.entries);
+    }
+    await deadLetters(ctx, record.workflow, record.id, batch, result.entries);
+    spans.end();
+  } catch (e) {
+    spans.fail(e);
+    throw e;
+  }
+}
+
+async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, attempt: number): Promise<GatedEvent> {
+  const gated = await gateEvent(ctx.rt.security, def, id, e, { signatureMaxAgeMs: ctx.signatureMaxAgeMs });
+  if ('retry' in gated) {
+    if (attempt < IDENTITY_RETRIES) throw new NotYetError(`verifying the sender of event ${e.seq} failed (${gated.retry}); retrying`);
+    return rejection(e, readable(e.data), gated.retry, 0);
+  }
+  return gated;
+}
+
+/** The digest a start's input is compared by: keyed for workflows with secrets, so nobody can test guesses against it. */
+function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown): string {
+  return rt.security.codec.has(def.name) ? rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') : digest(input);
+}
+
+/** An event refused before an instance exists: a history entry, a dead letter, a metric. */
+async function refuse(ctx: ApplyContext, workflow: string, id: string, e: RawEvent, reason: string, metric: string, shown?: unknown): Promise<void> {
+  const { rt } = ctx;
+  const entry: HistoryEntry = {
+    kind: HistoryKind.Rejected,
+    revision: 0,
+    seq: e.seq,
+    event: shown ?? readable(e.data),
+    from: null,
+    to: null,
+    status: 'failed',
+    timeMs: e.timeMs,
+    reason,
+  };
+  rt.logger.warn(`workflow '${workflow}' instance '${id}': event ${e.seq} refused: ${reason.split('\n')[0]}`);
+  rt.telemetry.rejected.add(1, { 'jetstate.workflow': workflow, 'jetstate.reason': metric });
+  await publishHistory(rt, workflow, id, [entry]);
+  await deadLetter(rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason });
+}
+
+/** Copies rejected events, as they came, to the dead-letter stream with the reason. */
+async function deadLetters(ctx: ApplyContext, workflow: string, id: string, batch: readonly RawEvent[], entries: readonly HistoryEntry[]): Promise<void> {
+  const rejected = entries.filter((x) => x.kind === HistoryKind.Rejected);
+  if (rejected.length === 0) return;
+  await Promise.all(
+    rejected.map((r) => {
+      const e = batch.find((p) => p.seq === r.seq);
+      return e ? deadLetter(ctx.rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason: r.reason ?? 'rejected' }) : undefined;
+    }),
+  );
+}
+
+function safeType(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(data)) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+export type { InstanceRecord };

@@ -1,0 +1,321 @@
+/**
+ * Reads one partition's events stream in order, from a given sequence, and notices when it cannot.
+ *
+ * Each partition has its own stream, so its events have consecutive sequences: the reader knows
+ * the next one it must see and treats anything else as a gap. A gap is never skipped silently:
+ * the reader asks the stream leader whether the missing events still exist. If they do, its
+ * consumer sits on a replica that is behind or lost data, so it is dropped and made again on the
+ * leader; if they were trimmed (only possible by hand, or by a server fault), the loss is
+ * reported as an error with the range, then reading goes on.
+ *
+ * The consumer is an ephemeral pull consumer without acks (the checkpoint is the
+ * acknowledgement), placed on the stream leader when the stream is replicated. The pull loop is
+ * the reader's own, so that it sees every status the server sends: a consumer that is gone,
+ * a 503 (no responders) on a fresh or moved consumer, or plain silence (no message and no
+ * heartbeat for a few seconds, as when its server died) each make the consumer anew at once,
+ * rather than after nats.js's own recovery, which waits on heartbeats a disconnect cancels.
+ */
+import { createInbox, type Msg, type MsgHdrs, type Subscription } from '@nats-io/nats-core';
+import { AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
+import type { Runtime } from '../store/runtime.js';
+import { encodeJson } from '../protocol/json.js';
+import { isStreamNotFound } from '../store/nats-errors.js';
+
+/** An event as read from the stream. */
+export interface ReadEvent {
+  seq: number;
+  subject: string;
+  data: Uint8Array;
+  headers: MsgHdrs | undefined;
+  /** When the stream accepted it (the server's clock). */
+  timeMs: number;
+}
+
+export interface ReaderOptions {
+  stream: string;
+  /** For log lines: `workflow 'x' partition 3`. */
+  label: string;
+  /** Most events requested at once. */
+  batch: number;
+  /** Called in stream order, once per sequence. */
+  onEvent(e: ReadEvent): void;
+  /** Events that no longer exist in the stream were never read (reported; reading goes on). */
+  onLost?(fromSeq: number, toSeq: number): void;
+  /** Unique among this engine's readers, for consumer names. */
+  consumerPrefix: string;
+}
+
+const HEARTBEAT_MS = 1_000;
+const EXPIRES_MS = 5_000;
+/** No message and no heartbeat for this long, with a pull outstanding: the consumer is gone. */
+const SILENCE_MS = 3_500;
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 1_000;
+/** Tries to get a consumer placed on the stream leader before accepting another replica. */
+const PLACEMENT_TRIES = 6;
+const NS = 1_000_000;
+
+export class PartitionReader {
+  private nextSeq = 1;
+  private generation = 0;
+  private consumer: string | undefined;
+  private hostedOn: string | undefined;
+  private sub: Subscription | undefined;
+  private inbox = '';
+  private outstanding = 0;
+  private lastActivity = 0;
+  private paused = false;
+  private stopped = false;
+  private restarting: Promise<void> | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private counter = 0;
+  /** Restarts, for tests and metrics. */
+  restarts = 0;
+
+  constructor(
+    private readonly rt: Runtime,
+    private readonly options: ReaderOptions,
+  ) {}
+
+  /** The next sequence this reader expects (everything below it was delivered). */
+  get position(): number {
+    return this.nextSeq;
+  }
+
+  /** Starts reading at `fromSeq`; resolves once the first consumer exists (or is being retried). */
+  async start(fromSeq: number): Promise<void> {
+    this.nextSeq = Math.max(1, fromSeq);
+    this.watchdog = setInterval(() => this.checkSilence(), 500);
+    this.watchdog.unref?.();
+    await this.restart('start', false);
+  }
+
+  /** Stops pulling more (the worker is full); what is already requested still arrives. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.pull();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.generation++;
+    clearInterval(this.watchdog);
+    this.sub?.unsubscribe();
+    await this.restarting?.catch(() => {});
+    await this.dropConsumer();
+  }
+
+  /**
+   * Called every lease round: when the stream is replicated and its leader moved away from the
+   * consumer's server, the consumer is made again on the new leader (a follower that falls behind
+   * or is restored from a snapshot must not be read).
+   */
+  async checkPlacement(): Promise<void> {
+    if (this.stopped || this.restarting || !this.consumer) return;
+    const info = await this.rt.jsm.streams.info(this.options.stream).catch(() => null);
+    const leader = info?.cluster?.leader;
+    if (!info || !info.cluster?.replicas?.length || !leader || !this.hostedOn || leader === this.hostedOn) return;
+    this.rt.logger.info(`${this.options.label}: stream leader moved to ${leader}; reading from it`, { from: this.hostedOn });
+    void this.restart('leader moved', false);
+  }
+
+  private checkSilence(): void {
+    if (this.stopped || this.restarting) return;
+    if (this.outstanding > 0 && performance.now() - this.lastActivity > SILENCE_MS) {
+      void this.restart(`no message or heartbeat for ${SILENCE_MS} ms`, true);
+    }
+  }
+
+  /** Drops the consumer and makes a new one at `nextSeq`, retrying until it works or the reader stops. */
+  private restart(reason: string, log: boolean): Promise<void> {
+    if (this.restarting) return this.restarting;
+    if (log) this.rt.logger.warn(`${this.options.label}: reading again from sequence ${this.nextSeq} (${reason})`);
+    this.restarts++;
+    this.generation++;
+    this.sub?.unsubscribe();
+    this.sub = undefined;
+    this.outstanding = 0;
+    const old = this.consumer;
+    this.consumer = undefined;
+    if (old) void this.rt.jsm.consumers.delete(this.options.stream, old).catch(() => {});
+    this.restarting = this.open().finally(() => (this.restarting = undefined));
+    return this.restarting;
+  }
+
+  private async open(): Promise<void> {
+    let delay = RETRY_MIN_MS;
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        await this.create();
+        return;
+      } catch (e) {
+        if (this.stopped) return;
+        if (attempt === 0 || attempt % 20 === 0) this.rt.logger.warn(`${this.options.label}: cannot open its consumer (${(e as Error).message}); retrying`);
+        await sleep(delay);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+    }
+  }
+
+  private async create(): Promise<void> {
+    const { jsm } = this.rt;
+    const stream = this.options.stream;
+    let leader: string | undefined;
+    let clustered = false;
+    for (let i = 0; ; i++) {
+      const name = `${this.options.consumerPrefix}_${++this.counter}`;
+      const ci = await jsm.consumers.add(stream, {
+        name,
+        ack_policy: AckPolicy.None,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: this.nextSeq,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: 30_000 * NS,
+      });
+      const host = ci.cluster?.leader;
+      if (i === 0) {
+        const si = await jsm.streams.info(stream);
+        clustered = (si.cluster?.replicas?.length ?? 0) > 0;
+        leader = si.cluster?.leader;
+      }
+      if (!clustered || !leader || host === leader || i + 1 >= PLACEMENT_TRIES) {
+        if (clustered && host !== leader) this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
+        this.consumer = name;
+        this.hostedOn = host;
+        break;
+      }
+      await jsm.consumers.delete(stream, name).catch(() => {});
+    }
+    if (this.stopped) return void (await this.dropConsumer());
+    const gen = this.generation;
+    this.inbox = createInbox(this.rt.inboxPrefix);
+    this.sub = this.rt.nc.subscribe(this.inbox, { callback: (err, msg) => (err ? undefined : this.receive(gen, msg)) });
+    this.lastActivity = performance.now();
+    this.pull();
+  }
+
+  private async dropConsumer(): Promise<void> {
+    const name = this.consumer;
+    this.consumer = undefined;
+    if (name) await this.rt.jsm.consumers.delete(this.options.stream, name).catch(() => {});
+  }
+
+  /** Keeps up to `batch` events requested; a new request once half of them arrived. */
+  private pull(): void {
+    if (this.stopped || this.paused || !this.consumer || !this.sub) return;
+    const want = this.options.batch - this.outstanding;
+    if (want < Math.max(1, this.options.batch / 2)) return;
+    this.outstanding += want;
+    try {
+      this.rt.nc.publish(
+        `$JS.API.CONSUMER.MSG.NEXT.${this.options.stream}.${this.consumer}`,
+        encodeJson({ batch: want, expires: EXPIRES_MS * NS, idle_heartbeat: HEARTBEAT_MS * NS }),
+        { reply: this.inbox },
+      );
+    } catch {
+      // Closed or draining: the silence check makes it again once possible.
+      this.outstanding -= want;
+    }
+  }
+
+  private receive(gen: number, msg: Msg): void {
+    if (gen !== this.generation || this.stopped) return;
+    this.lastActivity = performance.now();
+    const h = msg.headers;
+    const code = h?.code ?? 0;
+    if (code !== 0 && msg.data.length === 0) return this.status(code, h!);
+    const info = parseReply(msg.reply);
+    if (!info) return;
+    this.outstanding = Math.max(0, this.outstanding - 1);
+    if (info.seq < this.nextSeq) {
+      this.pull();
+      return; // read before this consumer was made
+    }
+    if (info.seq > this.nextSeq) {
+      void this.gap(info.seq);
+      return;
+    }
+    this.nextSeq = info.seq + 1;
+    this.options.onEvent({ seq: info.seq, subject: msg.subject, data: msg.data, headers: h, timeMs: info.timeMs });
+    this.pull();
+  }
+
+  private status(code: number, h: MsgHdrs): void {
+    switch (code) {
+      case 100: // idle heartbeat (or flow control)
+        return;
+      case 404: // no messages
+      case 408: {
+        // The request ended; the header says how many of it were not delivered.
+        const left = Number(h.get('Nats-Pending-Messages') || 0);
+        this.outstanding = Math.max(0, this.outstanding - (Number.isFinite(left) && left > 0 ? left : this.outstanding));
+        this.pull();
+        return;
+      }
+      case 409: {
+        const d = h.description.toLowerCase();
+        if (d.includes('max waiting') || d.includes('exceeds maxbytes') || d.includes('batch completed')) {
+          this.outstanding = 0;
+          this.pull();
+          return;
+        }
+        void this.restart(`consumer answered 409 ${h.description}`, true);
+        return;
+      }
+      case 503:
+        void this.restart('no responders for its consumer', true);
+        return;
+      default:
+        this.rt.logger.debug(`${this.options.label}: status ${code} ${h.description}`);
+    }
+  }
+
+  /**
+   * `seq` arrived where `nextSeq` was expected. Ask the stream leader what it holds: events it
+   * still has are read again through a new consumer; events it no longer has are reported.
+   */
+  private async gap(seq: number): Promise<void> {
+    const expected = this.nextSeq;
+    this.generation++; // ignore the rest of this consumer's deliveries
+    let first: number | undefined;
+    try {
+      first = (await this.rt.jsm.streams.info(this.options.stream)).state.first_seq;
+    } catch (e) {
+      if (isStreamNotFound(e)) {
+        this.rt.logger.error(`${this.options.label}: its stream '${this.options.stream}' is gone; events from ${expected} on cannot be read`);
+        return;
+      }
+    }
+    if (first !== undefined && first > expected) {
+      const to = Math.min(first, seq) - 1;
+      this.rt.logger.error(`${this.options.label}: events ${expected}..${to} were removed from stream '${this.options.stream}' before this engine applied them; they are lost`);
+      this.options.onLost?.(expected, to);
+      this.nextSeq = to + 1;
+    } else {
+      this.rt.logger.warn(`${this.options.label}: expected event ${expected}, got ${seq}: its consumer's replica is behind; reading again from the stream leader`);
+    }
+    await this.restart(`gap before ${seq}`, false);
+  }
+}
+
+/** Stream sequence and time from a JetStream delivery's reply subject (`$JS.ACK...`). */
+function parseReply(reply: string | undefined): { seq: number; timeMs: number } | null {
+  if (!reply) return null;
+  const t = reply.split('.');
+  // v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+  // v2: $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>.<token>
+  const off = t.length === 9 ? 0 : 2;
+  if (t[0] !== '$JS' || t[1] !== 'ACK' || t.length < 9) return null;
+  const seq = Number(t[5 + off]);
+  const ts = t[7 + off]!;
+  return { seq, timeMs: Number(BigInt(ts) / 1_000_000n) };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
