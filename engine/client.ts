@@ -6,15 +6,15 @@ import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
 import { createInbox } from '@nats-io/nats-core';
+import { z } from 'zod';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './define/definition.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
-import { checkName } from './protocol/names.js';
+import { checkName, partitionOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
 import { InstanceRecordSchema, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './protocol/record.js';
 import { decodeJson, encodeJson } from './protocol/json.js';
 import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
-import { MemberSchema, type Member } from './worker/leases.js';
 import { readHistory } from './store/history.js';
 import { parseRecord, readRecord } from './store/records.js';
 import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
@@ -49,10 +49,12 @@ interface StartAnswer {
 }
 
 const DEFAULT_START_WAIT_MS = 10_000;
-/** How long the client trusts its view of the live engines. */
-const MEMBERS_CACHE_MS = 2_000;
-/** Slack for the clocks of engines against this one when judging a member's heartbeat. */
-const MEMBER_CLOCK_SKEW_MS = 5_000;
+/** How long the client trusts what it read of a partition's lease. */
+const LEASE_CACHE_MS = 2_000;
+/** Slack for the server's clock against this one when judging a lease's last renewal. */
+const LEASE_CLOCK_SKEW_MS = 5_000;
+/** What a client reads of a lease: how long it lasts unrenewed. */
+const LeaseViewSchema = z.object({ ttlMs: z.number().positive().default(5_000) });
 
 export interface SendOptions {
   /** Deduplicates retries of the same send within the stream's 2-minute window. */
@@ -108,7 +110,7 @@ export class Client implements AsyncDisposable {
   protected readonly rt: Runtime;
   private readonly known = new Set<string>();
   private readonly warnedUnserved = new Set<string>();
-  private members: { atMs: number; found: Member[] } | undefined;
+  private readonly leases = new Map<string, { atMs: number; renewedAtMs: number | undefined; ttlMs: number }>();
   private closing: Promise<void> | undefined;
   private resolveClosed!: () => void;
   private readonly closedPromise = new Promise<void>((r) => (this.resolveClosed = r));
@@ -150,9 +152,9 @@ export class Client implements AsyncDisposable {
     const tel = this.rt.telemetry;
     const span = tel.startSpan(`jetstate.start ${workflow.name}`, SpanKind.PRODUCER, { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id }, context.active());
     // Wait for the engine's answer only when an engine that serves the workflow is alive.
-    const serving = options.wait === false ? 0 : await this.servingEngines(workflow.name);
-    if (serving === 0 && options.wait !== false) this.warnIfUnserved(workflow.name);
-    const wait = options.wait !== false && serving !== 0;
+    const served = options.wait === false ? false : await this.partitionServed(workflow.name, id);
+    if (served === false && options.wait !== false) this.warnIfUnserved(workflow.name);
+    const wait = options.wait !== false && served !== false;
     const reply = wait ? this.awaitReply(options.timeoutMs ?? DEFAULT_START_WAIT_MS) : undefined;
     try {
       const data = encodeInboxEvent(this.rt, workflow.name, id, event);
@@ -250,24 +252,27 @@ export class Client implements AsyncDisposable {
     }
   }
 
-  /** Live engines that serve `workflow` (their member records), or undefined when this client may not read them. */
-  private async servingEngines(workflow: string): Promise<number | undefined> {
+  /**
+   * Whether a live engine owns the partition of this instance: its lease there was renewed within
+   * the lease TTL (by the server's clock, with some slack for this one's). Undefined when this
+   * client may not read leases.
+   */
+  private async partitionServed(workflow: string, id: string): Promise<boolean | undefined> {
+    const p = partitionOf(workflow, id, this.rt.partitions);
+    const key = this.rt.names.leaseKey(workflow, p);
     const now = Date.now();
-    if (!this.members || now - this.members.atMs > MEMBERS_CACHE_MS) {
+    let seen = this.leases.get(key);
+    if (!seen || now - seen.atMs > LEASE_CACHE_MS) {
       try {
-        const found: Member[] = [];
-        for await (const key of await this.rt.control.keys('member.>')) {
-          const entry = await this.rt.control.get(key);
-          if (!entry || entry.operation !== 'PUT') continue;
-          const m = MemberSchema.safeParse(decodeJson(entry.value));
-          if (m.success) found.push(m.data);
-        }
-        this.members = { atMs: now, found };
+        const entry = await this.rt.control.get(key);
+        const lease = entry && entry.operation === 'PUT' ? LeaseViewSchema.safeParse(decodeJson(entry.value)) : undefined;
+        seen = { atMs: now, renewedAtMs: entry && lease?.success ? entry.created.getTime() : undefined, ttlMs: lease?.success ? lease.data.ttlMs : 0 };
       } catch {
         return undefined;
       }
+      this.leases.set(key, seen);
     }
-    return this.members.found.filter((m) => m.workflows[workflow] !== undefined && now - m.atMs < m.ttlMs + MEMBER_CLOCK_SKEW_MS).length;
+    return seen.renewedAtMs !== undefined && now - seen.renewedAtMs < seen.ttlMs + LEASE_CLOCK_SKEW_MS;
   }
 
   private checkSize(workflow: WorkflowDefinition, id: string, what: string, body: Uint8Array): void {

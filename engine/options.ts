@@ -44,10 +44,10 @@ const ClientShape = z
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),
     /**
      * Prefix of this connection's reply subjects (default `_INBOX`). Give each NATS user its own
-     * (`_INBOX_<user>`) and allow it to subscribe only there, so no other user can read its
+     * (`_INBOX.<user>`) and allow it to subscribe only there, so no other user can read its
      * replies (see docs/SECURITY.md).
      */
-    inboxPrefix: z.string().regex(/^[A-Za-z0-9_-]+$/, 'inboxPrefix: use A-Z a-z 0-9 _ - (one subject token)').optional(),
+    inboxPrefix: z.string().regex(/^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$/, "inboxPrefix: an inbox subject such as '_INBOX.sender' (tokens of A-Z a-z 0-9 _ -)").optional(),
     /** Connection name shown by the server. */
     name: z.string().default('jetstate'),
     /** NATS credentials: token, user/password, NKey seed (file), JWT creds file, TLS. Files are read again at every reconnect. */

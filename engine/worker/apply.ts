@@ -26,6 +26,9 @@ import { TransitionSpans } from '../telemetry/transition-spans.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 import type { Committer } from './commit.js';
 
+/** Where the engine answers a start: an inbox (`_INBOX.` or a per-user `_INBOX...` prefix), no wildcards. */
+const REPLY_SUBJECT = /^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$/;
+
 /** Attempts to verify a sender while its identity provider cannot be reached, before the event is rejected. */
 const IDENTITY_RETRIES = 8;
 
@@ -60,7 +63,8 @@ export async function applyBatch(ctx: ApplyContext, key: string, workflow: strin
     if (created) loaded = created;
   }
   if (rest.length > 0 && !('problem' in loaded)) await applyTo(ctx, key, loaded, rest, attempt, replies);
-  for (const r of replies) ctx.rt.nc.publish(r.to, JSON.stringify(r.body));
+  // Answers go only to reply inboxes: a sender cannot make the engine publish on other subjects.
+  for (const r of replies) if (REPLY_SUBJECT.test(r.to)) ctx.rt.nc.publish(r.to, JSON.stringify(r.body));
   return true;
 }
 

@@ -25,7 +25,8 @@ import type { Runtime } from '../store/runtime.js';
 import { isCasConflict } from '../store/nats-errors.js';
 import type { PartitionWorker } from './partition-worker.js';
 
-const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative(), safe: z.number().int().nonnegative().default(0) });
+/** A lease: its owner, the checkpoint it reached, its trim point, and how long it lasts unrenewed (clients read that). */
+const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative(), safe: z.number().int().nonnegative().default(0), ttlMs: z.number().optional() });
 type Lease = z.infer<typeof LeaseSchema>;
 
 /** What a live engine says of itself in `member.<engineId>`. */
@@ -239,7 +240,7 @@ export class PartitionManager {
   private async tryAcquire(workflow: string, p: number, eligible: readonly string[]): Promise<void> {
     const key = this.rt.names.leaseKey(workflow, p);
     const seen = this.observed.get(key);
-    const value = (l: Lease): Uint8Array => encodeJson({ owner: this.engineId, checkpoint: l.checkpoint, safe: l.safe });
+    const value = (l: Lease): Uint8Array => encodeJson({ owner: this.engineId, checkpoint: l.checkpoint, safe: l.safe, ttlMs: this.options.ttlMs });
     let last: Lease = { owner: '', checkpoint: 0, safe: 0 };
     let revision: number;
     try {
@@ -291,7 +292,7 @@ export class PartitionManager {
     try {
       owned.revision = await this.rt.control.update(
         this.rt.names.leaseKey(owned.workflow, owned.partition),
-        encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }),
+        encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe, ttlMs: this.options.ttlMs }),
         owned.revision,
       );
       owned.renewedAtMs = now();
