@@ -114,7 +114,10 @@ export function indexEntryOf(key: string, bytes: Uint8Array): IndexEntry {
  */
 export class InstanceIndex {
   private readonly entries = new Map<string, IndexEntry>();
-  private readonly order = new SortedKeys();
+  /** Every entry in key order; an entry object stays the same across updates (changed in place). */
+  private readonly order = new SortedKeys<IndexEntry>();
+  /** Instances per state path per workflow: the total of a state filter without a walk. */
+  private readonly pathCounts = new Map<string, Map<string, number>>();
   /** Instances per workflow name (for id-prefix search over every workflow). */
   private readonly perWorkflow = new Map<string, number>();
   /** Counts by status per `workflow@version`. */
@@ -199,7 +202,7 @@ export class InstanceIndex {
    * counters, or by a walk over the range when a state or id prefix narrows it.
    */
   query(q: InstanceQuery): InstancePage {
-    const keys = this.order.view();
+    const { keys, values } = this.order.view();
     const ranges = this.ranges(keys, q);
     const match = (e: IndexEntry): boolean => (q.status === undefined || e.status === q.status) && (q.state === undefined || e.paths.includes(q.state));
     const limit = Math.max(1, Math.min(500, q.limit));
@@ -212,8 +215,8 @@ export class InstanceIndex {
       outer: for (let r = ranges.length - 1; r >= 0; r--) {
         const [lo, hi] = ranges[r]!;
         for (let i = Math.min(hi - 1, from); i >= lo; i--) {
-          const e = this.entries.get(keys[i]!);
-          if (e && match(e)) {
+          const e = values[i]!;
+          if (match(e)) {
             if (rows.length === limit) {
               prev = rows[rows.length - 1]!.key;
               break outer;
@@ -228,8 +231,8 @@ export class InstanceIndex {
       const from = q.after === undefined ? 0 : upperBound(keys, q.after);
       outer: for (const [lo, hi] of ranges) {
         for (let i = Math.max(lo, from); i < hi; i++) {
-          const e = this.entries.get(keys[i]!);
-          if (e && match(e)) {
+          const e = values[i]!;
+          if (match(e)) {
             if (rows.length === limit) {
               next = rows[rows.length - 1]!.key;
               break outer;
@@ -238,9 +241,9 @@ export class InstanceIndex {
           }
         }
       }
-      if (q.after !== undefined && rows.length > 0 && this.anyBefore(keys, ranges, lowerBound(keys, rows[0]!.key), match)) prev = rows[0]!.key;
+      if (q.after !== undefined && rows.length > 0 && this.anyBefore(values, ranges, lowerBound(keys, rows[0]!.key), match)) prev = rows[0]!.key;
     }
-    return { rows: rows.map(toRow), next, prev, total: this.total(keys, ranges, q, match), ready: this.ready };
+    return { rows: rows.map(toRow), next, prev, total: this.total(values, ranges, q, match), ready: this.ready };
   }
 
   async close(): Promise<void> {
@@ -249,31 +252,30 @@ export class InstanceIndex {
     await this.running?.catch(() => {});
   }
 
-  private anyBefore(keys: readonly string[], ranges: Array<[number, number]>, pos: number, match: (e: IndexEntry) => boolean): boolean {
+  private anyBefore(values: readonly IndexEntry[], ranges: Array<[number, number]>, pos: number, match: (e: IndexEntry) => boolean): boolean {
     for (let r = ranges.length - 1; r >= 0; r--) {
       const [lo, hi] = ranges[r]!;
-      for (let i = Math.min(hi, pos) - 1; i >= lo; i--) {
-        const e = this.entries.get(keys[i]!);
-        if (e && match(e)) return true;
-      }
+      for (let i = Math.min(hi, pos) - 1; i >= lo; i--) if (match(values[i]!)) return true;
     }
     return false;
   }
 
-  private total(keys: readonly string[], ranges: Array<[number, number]>, q: InstanceQuery, match: (e: IndexEntry) => boolean): number {
-    if (q.state === undefined && q.prefix === undefined) {
+  /** Matches in every page: from the counters when one filter alone narrows, else a walk of the ranges. */
+  private total(values: readonly IndexEntry[], ranges: Array<[number, number]>, q: InstanceQuery, match: (e: IndexEntry) => boolean): number {
+    const inScope = (wf: string): boolean => q.workflow === undefined || wf === q.workflow;
+    if (q.prefix === undefined && q.state === undefined) {
       if (q.status === undefined) return ranges.reduce((n, [lo, hi]) => n + hi - lo, 0);
       let n = 0;
-      for (const [k, m] of this.counts) if (q.workflow === undefined || k.slice(0, k.lastIndexOf('@')) === q.workflow) n += m.get(q.status) ?? 0;
+      for (const [k, m] of this.counts) if (inScope(k.slice(0, k.lastIndexOf('@')))) n += m.get(q.status) ?? 0;
+      return n;
+    }
+    if (q.prefix === undefined && q.status === undefined) {
+      let n = 0;
+      for (const [wf, m] of this.pathCounts) if (inScope(wf)) n += m.get(q.state!) ?? 0;
       return n;
     }
     let n = 0;
-    for (const [lo, hi] of ranges) {
-      for (let i = lo; i < hi; i++) {
-        const e = this.entries.get(keys[i]!);
-        if (e && match(e)) n++;
-      }
-    }
+    for (const [lo, hi] of ranges) for (let i = lo; i < hi; i++) if (match(values[i]!)) n++;
     return n;
   }
 
@@ -305,6 +307,7 @@ export class InstanceIndex {
   private apply(e: KvWatchEntry): void {
     this.lastRevision = Math.max(this.lastRevision, e.revision);
     const old = this.entries.get(e.key);
+    let oldRevision: number | undefined;
     if (e.operation !== 'PUT') {
       if (old) {
         this.entries.delete(e.key);
@@ -315,16 +318,21 @@ export class InstanceIndex {
         this.recentKeys.delete(e.key);
       }
     } else {
-      const entry = indexEntryOf(e.key, e.value);
-      this.entries.set(e.key, entry);
-      if (old) this.uncount(old);
-      else {
-        this.order.add(e.key);
+      const fresh = indexEntryOf(e.key, e.value);
+      let entry = fresh;
+      if (old) {
+        // Changed in place: the sorted array holds this same object.
+        oldRevision = old.revision;
+        this.uncount(old);
+        entry = Object.assign(old, fresh);
+      } else {
+        this.entries.set(e.key, entry);
+        this.order.add(e.key, entry);
         this.perWorkflow.set(entry.workflow, (this.perWorkflow.get(entry.workflow) ?? 0) + 1);
       }
       this.count(entry);
       if (this.ready) {
-        this.measure(entry, old);
+        this.measure(entry, oldRevision);
         this.recentKeys.delete(e.key);
         this.recentKeys.set(e.key, true);
         if (this.recentKeys.size > RECENT) this.recentKeys.delete(this.recentKeys.keys().next().value!);
@@ -348,7 +356,7 @@ export class InstanceIndex {
     for (const r of this.readyWaiters.splice(0)) r();
   }
 
-  private measure(entry: IndexEntry, old: IndexEntry | undefined): void {
+  private measure(entry: IndexEntry, oldRevision: number | undefined): void {
     const second = Math.floor(this.now() / 1000);
     let ring = this.rates.get(entry.workflow);
     if (!ring) this.rates.set(entry.workflow, (ring = []));
@@ -358,7 +366,7 @@ export class InstanceIndex {
       ring.push(bucket);
       while (ring.length > RATE_WINDOW_S) ring.shift();
     }
-    if (old) bucket.events += Math.max(0, entry.revision - old.revision);
+    if (oldRevision !== undefined) bucket.events += Math.max(0, entry.revision - oldRevision);
     else {
       bucket.starts++;
       bucket.events += Math.max(0, entry.revision - 1);
@@ -370,6 +378,9 @@ export class InstanceIndex {
     let m = this.counts.get(k);
     if (!m) this.counts.set(k, (m = new Map()));
     m.set(e.status, (m.get(e.status) ?? 0) + 1);
+    let p = this.pathCounts.get(e.workflow);
+    if (!p) this.pathCounts.set(e.workflow, (p = new Map()));
+    for (const path of e.paths) p.set(path, (p.get(path) ?? 0) + 1);
   }
 
   private uncount(e: IndexEntry): void {
@@ -380,6 +391,14 @@ export class InstanceIndex {
     if (n > 0) m.set(e.status, n);
     else m.delete(e.status);
     if (m.size === 0) this.counts.delete(k);
+    const p = this.pathCounts.get(e.workflow);
+    if (!p) return;
+    for (const path of e.paths) {
+      const c = (p.get(path) ?? 1) - 1;
+      if (c > 0) p.set(path, c);
+      else p.delete(path);
+    }
+    if (p.size === 0) this.pathCounts.delete(e.workflow);
   }
 }
 

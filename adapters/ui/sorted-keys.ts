@@ -4,15 +4,21 @@
  * per change. With 100,000 keys and a thousand new instances a second, that is one merge per page
  * view instead of a thousand array moves.
  */
-export class SortedKeys {
+export class SortedKeys<T> {
   private keys: string[] = [];
-  private readonly adding = new Set<string>();
+  private values: T[] = [];
+  private readonly adding = new Map<string, T>();
   private readonly removing = new Set<string>();
 
-  /** Records that `key` exists (it must not be in the set already). */
-  add(key: string): void {
-    if (this.removing.delete(key)) return;
-    this.adding.add(key);
+  /** Records that `key` exists with `value` (it must not be in the set already). */
+  add(key: string, value: T): void {
+    if (this.removing.delete(key)) {
+      // Removed and added back before a merge: it is still in place; only its value may differ.
+      const at = lowerBound(this.keys, key);
+      this.values[at] = value;
+      return;
+    }
+    this.adding.set(key, value);
   }
 
   /** Records that `key` is gone (it must be in the set). */
@@ -21,22 +27,49 @@ export class SortedKeys {
     this.removing.add(key);
   }
 
-  /** The sorted keys, after merging what changed since the last read. Do not mutate. */
-  view(): readonly string[] {
-    if (this.adding.size === 0 && this.removing.size === 0) return this.keys;
-    const kept = this.removing.size === 0 ? this.keys : this.keys.filter((k) => !this.removing.has(k));
-    const added = [...this.adding].sort(compare);
-    this.adding.clear();
-    this.removing.clear();
-    if (added.length === 0) return (this.keys = kept);
-    const out = new Array<string>(kept.length + added.length);
+  /**
+   * The sorted keys and, at the same positions, their values, after merging what changed since
+   * the last read. Values sit beside the keys so a walk reads an array, not a map. Do not mutate.
+   */
+  view(): { keys: readonly string[]; values: readonly T[] } {
+    if (this.adding.size > 0 || this.removing.size > 0) this.merge();
+    return { keys: this.keys, values: this.values };
+  }
+
+  private merge(): void {
+    let keys = this.keys;
+    let values = this.values;
+    if (this.removing.size > 0) {
+      const k2: string[] = [];
+      const v2: T[] = [];
+      for (let i = 0; i < keys.length; i++) {
+        if (this.removing.has(keys[i]!)) continue;
+        k2.push(keys[i]!);
+        v2.push(values[i]!);
+      }
+      keys = k2;
+      values = v2;
+    }
+    const added = [...this.adding.keys()].sort(compare);
+    const outK = new Array<string>(keys.length + added.length);
+    const outV = new Array<T>(keys.length + added.length);
     let i = 0;
     let j = 0;
     let o = 0;
-    while (i < kept.length && j < added.length) out[o++] = compare(kept[i]!, added[j]!) <= 0 ? kept[i++]! : added[j++]!;
-    while (i < kept.length) out[o++] = kept[i++]!;
-    while (j < added.length) out[o++] = added[j++]!;
-    return (this.keys = out);
+    while (i < keys.length || j < added.length) {
+      if (j >= added.length || (i < keys.length && compare(keys[i]!, added[j]!) <= 0)) {
+        outK[o] = keys[i]!;
+        outV[o++] = values[i++]!;
+      } else {
+        const k = added[j++]!;
+        outK[o] = k;
+        outV[o++] = this.adding.get(k)!;
+      }
+    }
+    this.keys = outK;
+    this.values = outV;
+    this.adding.clear();
+    this.removing.clear();
   }
 }
 
