@@ -33,7 +33,7 @@ export interface UiServerOptions {
   logger?: Logger;
 }
 
-const quiet: Logger = { debug: () => {}, info: () => {}, warn: (m) => console.error(`jetstate ui: ${m}`), error: (m) => console.error(`jetstate ui: ${m}`) };
+const quiet: Logger = { debug: () => {}, info: () => {}, warn: (m) => console.error(`jetstate ${m}`), error: (m) => console.error(`jetstate ${m}`) };
 
 export const UiServerOptionsSchema = z
   .object({

@@ -64,6 +64,7 @@ export class UiServer implements AsyncDisposable {
       throw new JetstateError(ErrorCode.Closed, `cannot connect to NATS at ${String(o.servers)}: ${(e as Error).message}; start one with 'jetstate dev' or pass --server`, { cause: e });
     }
     const opened: Client[] = [];
+    let index: InstanceIndex | undefined;
     try {
       const base: ClientOptions = { connection: nc, namespace: o.namespace, workflows: o.workflows, logger: o.logger, name: 'jetstate-ui', ...(o.identity ? { identity: o.identity } : {}) };
       const reader = await createClient({ ...base, ...(o.reveal && o.keyRing ? { secrets: { keyRing: o.keyRing } } : {}) });
@@ -73,7 +74,7 @@ export class UiServer implements AsyncDisposable {
       const kvm = new Kvm(nc);
       const kv = await kvm.open(`${o.namespace}_instances`);
       const jsm: JetStreamManager = await jetstreamManager(nc);
-      const index = new InstanceIndex(kv, o.logger);
+      index = new InstanceIndex(kv, o.logger);
       index.start();
       const catalog = new WorkflowCatalog(o.workflows);
       const sources: DetailSources = { reader, kv, index, catalog, traceUrl: o.traceUrl, revealed: o.reveal, executions: cachedPendingExecutions(jsm, kvm, o.namespace) };
@@ -84,6 +85,7 @@ export class UiServer implements AsyncDisposable {
       const port = await listen(http, o.port);
       return new UiServer(http, nc, ownsConnection, opened, index, live, port);
     } catch (e) {
+      await index?.close();
       for (const c of opened) await c.close().catch(() => {});
       if (ownsConnection) await nc.close().catch(() => {});
       throw e;
