@@ -22,6 +22,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { NatsServer } from '../adapters/nats-server/launcher.js';
@@ -86,6 +87,31 @@ try {
     const now = Date.now();
     return { key: `${wf}.${id}`, value: JSON.stringify({ ...t, id, status, snapshot, revision, createdAtMs: now - i * 1000, updatedAtMs: now - i * 10 }) };
   };
+  /**
+   * The rewrites during the live measurement come from a worker thread with its own connection,
+   * so their cost is not charged to the UI server's event loop (in production they come from
+   * other processes).
+   */
+  const writeElsewhere = (items: Array<{ key: string; value: string }>): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const code = `
+        const { workerData, parentPort } = require('node:worker_threads');
+        (async () => {
+          const { connect } = await import('@nats-io/transport-node');
+          const { Kvm } = await import('@nats-io/kv');
+          const nc = await connect({ servers: workerData.servers, noAsyncTraces: true });
+          const kv = await new Kvm(nc).open(workerData.bucket);
+          const t0 = performance.now();
+          const items = workerData.items;
+          for (let i = 0; i < items.length; i += 1000) await Promise.all(items.slice(i, i + 1000).map((r) => kv.put(r.key, r.value)));
+          const ms = performance.now() - t0;
+          await nc.close();
+          parentPort.postMessage(ms);
+        })().catch((e) => { throw e; });`;
+      const worker = new Worker(code, { eval: true, workerData: { servers: nats.url, bucket: `${namespace}_instances`, items } });
+      worker.once('message', (ms: number) => resolve(ms));
+      worker.once('error', reject);
+    });
   const write = async (items: Array<{ key: string; value: string }>): Promise<number> => {
     const t0 = performance.now();
     for (let i = 0; i < items.length; i += 1_000) await Promise.all(items.slice(i, i + 1_000).map((r) => kv.put(r.key, r.value)));
@@ -155,7 +181,7 @@ try {
     while (writing) during.push(await timed('/api/instances?workflow=order&status=running&limit=50'));
   })();
   const u0 = performance.now();
-  await write(updates);
+  const writerMs = await writeElsewhere(updates);
   const written = performance.now() - u0;
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
@@ -167,7 +193,7 @@ try {
   writing = false;
   await reader;
   console.log(row(`list page while ${updates.length.toLocaleString('en')} records are rewritten (${during.length} requests)`, during));
-  console.log(`\nlive: ${updates.length.toLocaleString('en')} records rewritten in ${ms(written)} ms (${Math.round(updates.length / (written / 1000)).toLocaleString('en')}/s); the index showed the last one ${ms(caughtUp - written)} ms after the last write was acknowledged\n`);
+  console.log(`\nlive: ${updates.length.toLocaleString('en')} records rewritten by another thread in ${ms(writerMs)} ms (${Math.round(updates.length / (writerMs / 1000)).toLocaleString('en')}/s); the index showed the last one ${ms(caughtUp - written)} ms after the last write was acknowledged\n`);
 
   const missing = chromiumMissing();
   if (missing) console.log(`browser: skipped (${missing})`);

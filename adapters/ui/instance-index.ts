@@ -8,6 +8,7 @@
  * schema: the index must show a record the client cannot read yet (a status a newer engine
  * writes, a version this process does not know) instead of dropping it.
  */
+import { performance } from 'node:perf_hooks';
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { Logger } from '../../engine/index.js';
 import type { InstancePage, InstanceRow } from './protocol.js';
@@ -294,7 +295,15 @@ export class InstanceIndex {
         const watcher = await this.kv.watch(this.lastRevision > 0 ? { resumeFromRevision: this.lastRevision + 1 } : {});
         this.watcher = watcher;
         if (this.stopped) watcher.stop();
-        for await (const e of watcher) this.apply(e);
+        let since = performance.now();
+        for await (const e of watcher) {
+          this.apply(e);
+          // A burst of changes arrives in one go: let page requests in every 20 ms.
+          if (performance.now() - since > 20) {
+            await new Promise((r) => setImmediate(r));
+            since = performance.now();
+          }
+        }
       } catch (e) {
         if (this.stopped) break;
         this.logger.warn(`ui: the watch of the instances bucket failed (${(e as Error).message}); opening it again`);
