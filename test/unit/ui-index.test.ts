@@ -60,3 +60,18 @@ describe('ui index', () => {
     assert.equal(bad.id, 'o-2');
   });
 });
+
+describe('ui actions', () => {
+  it('offers cancel and terminate only when the client has them, and passes reason and token on', async () => {
+    const { availableActions, runOptionalAction } = await import('../../adapters/ui/actions.js');
+    const { order } = await import('../../workflows/order.js');
+    type AnyClient = Parameters<typeof availableActions>[0];
+    assert.deepEqual(availableActions({} as AnyClient), ['send', 'verify']);
+    const calls: unknown[] = [];
+    const client = { cancel: async (...args: unknown[]) => void calls.push(args) } as unknown as AnyClient;
+    assert.deepEqual(availableActions(client), ['send', 'verify', 'cancel']);
+    await runOptionalAction(client, 'cancel', order, 'o-1', { reason: 'duplicate', token: 't' });
+    assert.deepEqual(calls, [[order, 'o-1', { reason: 'duplicate', token: 't' }]]);
+    await assert.rejects(runOptionalAction(client, 'terminate', order, 'o-1', {}), /has no terminate\(\)/);
+  });
+});
