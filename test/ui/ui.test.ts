@@ -19,6 +19,7 @@ import { jwt, oidcSigner, type Signer } from '../security/engine-fixtures.js';
 import { startJwksServer, type JwksServer } from '../security/jwks-server.js';
 import { chromiumMissing, launchChromium, type Browser } from './chromium.js';
 import { ticket } from './ticket-workflow.js';
+import { callback, escalation } from './escalation-workflow.js';
 
 const ISSUER = { iss: 'https://auth.example.test/realms/support', aud: 'jetstate-ui-test' };
 const CARD = '4111111111111111';
@@ -32,7 +33,8 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
   let browser: Browser;
   const namespace = uniqueNamespace('ui');
   const keyRing = `k1:${randomBytes(32).toString('base64')}`;
-  const workflows = [order, payment, ticket];
+  // The callback child workflow comes with escalation (childWorkflow), for the engine and the UI alike.
+  const workflows = [order, payment, ticket, escalation];
   const token = (sub: string, roles: string[]): Promise<string> => jwt(signer, ISSUER, { sub, realm_access: { roles } });
 
   before(async () => {
@@ -179,6 +181,21 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
       await revealing.close();
     }
     await assert.rejects(createUiServer({ servers: nats.url, namespace, workflows, reveal: true, port: 0 }), /reveal needs the key ring/);
+  });
+
+  it('links a child instance and its parent both ways, and follows the child to its end', async () => {
+    await engine.start(escalation, { id: 'e-1', input: { phone: '+100' } });
+    const page = await open('#/i/escalation/e-1');
+    const child = page.locator('.children-panel a', { hasText: 'callback e-1_call' });
+    await child.waitFor();
+    await child.click();
+    await page.locator('svg.chart .node.active[data-path="ringing"]').waitFor();
+    await page.locator('p.meta a', { hasText: 'escalation e-1' }).waitFor();
+    await engine.send(callback, 'e-1_call', { type: 'ANSWERED' });
+    await page.locator('svg.chart .node.active[data-path="answered"]').waitFor();
+    await page.locator('p.meta a', { hasText: 'escalation e-1' }).click();
+    await page.locator('svg.chart .node.active[data-path="reached"]').waitFor();
+    await page.close();
   });
 
   it('pages through the index with filters, both ways', async () => {
