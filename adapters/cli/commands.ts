@@ -9,7 +9,11 @@ import { redactPaths } from '../../engine/internal.js';
 export const USAGE = `Usage: jetstate <command> [options]
 
 Commands:
-  dev                                  run NATS (started here if none is reachable) and an engine with the workflows
+  dev [--no-ui] [--port N]             run NATS (started here if none is reachable) and an engine with the workflows,
+                                       and the web view (printed URL; --no-ui to skip it)
+  ui [--port N] [--reveal] [--trace-url T]
+                                       the web view on 127.0.0.1: workflows, a live instance list, each instance's
+                                       statechart, context, timers, tasks, history; send and verify from the page
   start <workflow> --input JSON [--id ID]
                                        start an instance (idempotent by id)
   send <workflow> <id> <TYPE> [JSON]   send an event, e.g. send order o-1 PAY '{"amount":10}'
@@ -32,6 +36,8 @@ Options:
       --json            print JSON instead of text
       --token TOKEN     the sender's identity token for start/send (default: $JETSTATE_TOKEN)
       --reveal          show secret fields in clear (needs the key ring in $JETSTATE_KEYS); redacted otherwise
+      --port N          port of the web view on 127.0.0.1 (default 7480; 0 picks a free one)
+      --trace-url T     link of a trace in the web view, e.g. 'http://localhost:16686/trace/{traceId}'
 
 Environment:
   JETSTATE_KEYS         key ring for workflows with secrets: 'id1:base64key,id2:base64key' (the last is the newest)
@@ -53,6 +59,9 @@ export interface CliValues {
   token?: string | undefined;
   reveal?: boolean | undefined;
   limit?: string | undefined;
+  port?: string | undefined;
+  'trace-url'?: string | undefined;
+  'no-ui'?: boolean | undefined;
 }
 
 export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
@@ -159,8 +168,9 @@ const toJson = (v: unknown): string => JSON.stringify(v, (k, x: unknown) => (k =
 
 export async function runCommand(command: string, args: string[], values: CliValues): Promise<number> {
   if (command === 'dev') return runDev(values);
+  if (command === 'ui') return (await import('./ui.js')).runUi(values);
   const known = ['start', 'send', 'get', 'list', 'history', 'verify', 'wait', 'reencrypt', 'deadletters'];
-  if (!known.includes(command)) throw new JetstateError(ErrorCode.InvalidOptions, `unknown command '${command}'; commands: dev, sfn-local, ${known.join(', ')}`);
+  if (!known.includes(command)) throw new JetstateError(ErrorCode.InvalidOptions, `unknown command '${command}'; commands: dev, ui, sfn-local, ${known.join(', ')}`);
   const workflows = await loadWorkflows(values.workflows);
   const out = (text: string, data: unknown): void => void process.stdout.write((values.json ? toJson(data) : text) + '\n');
   // Secrets: sealing what is sent needs the key ring; reading shows them only when asked (--reveal).

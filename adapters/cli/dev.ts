@@ -10,6 +10,7 @@ import { NatsServer, freePort } from '../nats-server/launcher.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { DEFAULT_SERVER, DEV_KEYS_FILE, keyRingText, loadWorkflows, serverOf, type CliValues } from './commands.js';
+import { startUi } from './ui.js';
 
 /** Whether something accepts TCP connections at a nats:// URL (within a second). */
 export function reachable(url: string): Promise<boolean> {
@@ -63,11 +64,13 @@ export async function runDev(values: CliValues): Promise<number> {
   }
   const keyRing = await devKeyRing();
   const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev', secrets: { keyRing } });
+  const ui = values['no-ui'] ? undefined : await startUi(values, url, workflows, { fallbackToFreePort: true });
   const cli = 'npx jetstate';
   const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
   process.stdout.write(
     [
       `engine ${engine.engineId} is running workflows: ${workflows.map((w) => `${w.name} v${w.version}`).join(', ')}`,
+      ui ? `web view: ${ui.url}` : 'web view: off (--no-ui)',
       '',
       'Try it from another shell in this folder:',
       `  ${cli} start order --id o-1 --input '{"orderId":"o-1","customer":"ada","amount":30}'${server_}`,
@@ -93,6 +96,7 @@ export async function runDev(values: CliValues): Promise<number> {
     process.once('SIGTERM', done);
   });
   process.stdout.write('stopping: draining the engine\n');
+  await ui?.close();
   await engine.close();
   if (server) {
     await server.stop();

@@ -30,6 +30,9 @@ async function main(argv: string[]): Promise<number> {
         token: { type: 'string' },
         reveal: { type: 'boolean' },
         limit: { type: 'string' },
+        port: { type: 'string' },
+        'trace-url': { type: 'string' },
+        'no-ui': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
