@@ -5,7 +5,7 @@
  * mapping names the claim by path instead of assuming one shape.
  */
 import { z } from 'zod';
-import type { Identity } from './identity.js';
+import type { Identity } from './identity-types.js';
 
 const ROLE = z.string().min(1).max(256);
 

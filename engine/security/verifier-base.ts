@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 
 import { IdentityError, IdentityReason, reject } from './identity-error.js';
-import type { Identity, IdentityVerifier } from './identity.js';
+import type { Identity, IdentityVerifier } from './identity-types.js';
 import { rolesFor, type RoleMapping } from './roles.js';
 import type { Clock } from '../clock.js';
 
