@@ -23,7 +23,8 @@ import { CancelledError } from '../errors.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
 import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
-import { InstanceRecordSchema, type InstanceRecord } from '../protocol/record.js';
+import type { InstanceRecord } from '../protocol/record.js';
+import { readRecord } from '../store/records.js';
 import type { Runtime } from '../store/runtime.js';
 import type { TaskChange } from '../step/plan.js';
 import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
@@ -34,7 +35,8 @@ const TaskMessageSchema = z.object({
   invokeId: z.string(),
   token: z.number().int(),
   src: z.string(),
-  input: z.unknown(),
+  /** Written by jetstate 0.1; the input is now read from the record. */
+  input: z.unknown().optional(),
 });
 type TaskMessage = z.infer<typeof TaskMessageSchema>;
 
@@ -61,7 +63,9 @@ export async function publishTasks(rt: Runtime, workflow: string, id: string, ta
     tasks.map((t) =>
       rt.js.publish(
         rt.names.taskSubject(workflow, t.src),
-        encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, input: rt.security.codec.seal(workflow, id, 'task', t.input) }),
+        // No input: the runner reads it from the record (sealed there, re-encrypted with it), so
+        // nothing secret sits in the tasks stream.
+        encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src }),
         withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${id}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token)),
       ),
     ),
@@ -175,16 +179,12 @@ export class TaskService {
       m.term();
       return;
     }
-    try {
-      task.input = this.rt.security.codec.open(task.workflow, task.id, 'task', task.input);
-    } catch (e) {
-      this.rt.logger.error(`tasks: the input of task ${task.src} of ${task.workflow} ${task.id} cannot be decrypted (${(e as Error).message}); it waits`);
-      m.nak(30_000);
-      return;
-    }
-    const def = await this.pendingDefinition(task);
-    if (def === 'wait') return void m.nak(1_000);
-    if (!def) return void m.term(); // cancelled, finished, or its write never happened
+    const pending = await this.pending(task);
+    if (pending === 'wait') return void m.nak(1_000);
+    if (pending === 'unreadable') return void m.nak(30_000);
+    if (!pending) return void m.term(); // cancelled, finished, or its write never happened
+    const { def } = pending;
+    task.input = pending.input;
     // An engine without an extension the activity needs leaves it to one that has it.
     const missing = def.options.requires.filter((x) => !this.extensions.has(x));
     if (missing.length > 0 && missing.every((x) => this.options.extensionLive?.(x) === true)) return void m.nak(1_000);
@@ -202,21 +202,28 @@ export class TaskService {
     }
   }
 
-  /** The activity if the task is pending in its instance's record; 'wait' while its write may still come. */
-  private async pendingDefinition(task: TaskMessage): Promise<ActivityDefinition | null | 'wait'> {
+  /**
+   * The activity and its input if the task is pending in its instance's record; 'wait' while its
+   * write may still come (or only another engine has the version); 'unreadable' when the record
+   * cannot be opened (reported; the instance is blocked too).
+   */
+  private async pending(task: TaskMessage): Promise<{ def: ActivityDefinition; input: unknown } | null | 'wait' | 'unreadable'> {
     // The task is published after its state write; a read may still race it (a cluster), so retry briefly.
     for (let i = 0, wait = 2; i < 12; i++, wait = Math.min(wait * 2, 500)) {
-      const entry = await this.rt.instances.get(this.rt.names.instanceKey(task.workflow, task.id));
-      if (entry && entry.operation === 'PUT') {
-        const parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
-        if (!parsed.success) return 'wait';
-        const record = parsed.data;
-        if (record.revision >= task.token) {
-          if (record.tasks[task.invokeId]?.token !== task.token) return null;
-          const found = this.rt.registry.find(record.workflow, record.version);
-          // Not registered here: another engine may have this version.
-          return found?.runner.activities.get(task.src) ?? 'wait';
-        }
+      let found;
+      try {
+        found = await readRecord(this.rt.instances, this.rt.security.codec, this.rt.names.instanceKey(task.workflow, task.id));
+      } catch (e) {
+        this.rt.logger.error(`tasks: task ${task.src} of ${task.workflow} ${task.id} waits: ${(e as Error).message}`);
+        return 'unreadable';
+      }
+      const record = found?.record;
+      if (record && record.revision >= task.token) {
+        const pendingTask = record.tasks[task.invokeId];
+        if (pendingTask?.token !== task.token) return null;
+        // Not registered here: another engine may have this version.
+        const def = this.rt.registry.find(record.workflow, record.version)?.runner.activities.get(task.src);
+        return def ? { def, input: pendingTask.input } : 'wait';
       }
       await new Promise((r) => setTimeout(r, wait));
     }
