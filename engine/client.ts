@@ -401,8 +401,10 @@ export class Client implements AsyncDisposable {
     // Known here, its secret paths are opened (or redacted) in what is read.
     this.rt.registry.add(workflow);
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
-    if (!record) return null;
+    if (!record) return this.pendingStart(workflow, id);
     const instance = toInstance(record);
+    const parked = await this.parkedReason(workflow.name, id);
+    if (parked) instance.parked = parked;
     // Running tasks that failed an attempt show how far they got.
     await Promise.all(
       instance.tasks.map(async (t) => {
@@ -411,6 +413,52 @@ export class Client implements AsyncDisposable {
       }),
     );
     return instance;
+  }
+
+  /**
+   * An instance whose start is accepted but not applied yet (its inbox ends with the start and
+   * no record exists): pending, with why when no live engine serves it. Null when there is no
+   * such start, or this client may not read the events stream.
+   */
+  private async pendingStart(workflow: WorkflowDefinition, id: string): Promise<Instance | null> {
+    const parked = await this.parkedReason(workflow.name, id);
+    const p = partitionOf(workflow.name, id, this.rt.partitions);
+    let data: Uint8Array;
+    try {
+      // The instance's first event still in the stream: a start, when it was not applied yet.
+      const m = await this.rt.jsm.streams.getMessage(this.rt.names.eventStream(workflow.name, p), { seq: 1, next_by_subj: this.rt.names.eventSubject(p, workflow.name, id) } as never);
+      if (!m) return null;
+      data = m.data;
+    } catch {
+      return null;
+    }
+    let start: { type?: unknown; input?: unknown };
+    try {
+      start = this.rt.security.codec.openEvent(workflow.name, id, decodeJson(data)) as typeof start;
+    } catch {
+      return null;
+    }
+    if (start.type !== EngineEvent.Start) return null;
+    const input = checkInput(workflow, id, start.input);
+    if (!input.ok) return null;
+    const instance = pendingInstance(workflow, this.rt.registry.runnerFor(workflow), id, input.value);
+    if (parked) instance.parked = parked;
+    else if ((await this.partitionServed(workflow.name, id)) === false) {
+      instance.parked = `no live engine serves workflow '${workflow.name}' (partition ${p}) in namespace '${this.rt.names.namespace}'; its start waits in the stream until one runs`;
+    }
+    return instance;
+  }
+
+  /** Why an engine cannot apply an instance's events, if one said so (see the worker's blocked instances). */
+  private async parkedReason(workflow: string, id: string): Promise<string | undefined> {
+    try {
+      const entry = await this.rt.control.get(this.rt.names.parkedKey(workflow, id));
+      if (!entry || entry.operation !== 'PUT') return undefined;
+      const parked = z.object({ reason: z.string() }).safeParse(decodeJson(entry.value));
+      return parked.success ? parked.data.reason : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Every instance of a workflow, optionally filtered by status or state. */

@@ -56,6 +56,8 @@ export interface Layout {
   /** Where a released partition leaves its checkpoint for the next owner. */
   checkpointKey(workflow: string, partition: number): string;
   memberKey(engineId: string): string;
+  /** Why an instance's events wait (written by the engine that found it blocked). */
+  parkedKey(workflow: string, id: string): string;
 }
 
 export function layout(namespace: string): Layout {
@@ -85,6 +87,7 @@ export function layout(namespace: string): Layout {
     leaseKey: (wf, p) => `lease.${wf}.${p}`,
     checkpointKey: (wf, p) => `checkpoint.${wf}.${p}`,
     memberKey: (engineId) => `member.${engineId}`,
+    parkedKey: (wf, id) => `parked.${wf}.${id}`,
   };
 }
 

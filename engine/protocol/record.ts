@@ -110,6 +110,11 @@ export interface Instance<TContext = unknown> {
   updatedAtMs: number;
   /** Pending durable timers, soonest first. */
   timers: Array<{ id: string; dueAtMs: number }>;
+  /**
+   * Why no engine applies this instance's events now (its version is not registered in the engine
+   * that owns it, its record cannot be read, or no live engine serves its workflow); they wait.
+   */
+  parked?: string;
   /** Running tasks (invoked activities); `attempt` and `lastError` once an attempt failed. */
   tasks: Array<{ id: string; src: string; startedAtMs: number; attempt?: number; lastError?: string }>;
   /** True when the instance is in the given state (XState's `matches`). */

@@ -11,6 +11,7 @@
  */
 import { NAME_PATTERN, parseEventSubject, partitionOf } from '../protocol/names.js';
 import { ConflictError, NotYetError } from '../errors.js';
+import { encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { deadLetter } from '../store/dead-letters.js';
 import { rawEvent, type RawEvent } from '../gate/event-gate.js';
@@ -47,6 +48,7 @@ export class PartitionWorker {
   private aborted = false;
   private idleWaiters: Array<() => void> = [];
   private readonly reported = new Set<string>();
+  private readonly parked = new Set<string>();
   private readonly label: string;
 
   constructor(
@@ -87,7 +89,20 @@ export class PartitionWorker {
   }
 
   async start(): Promise<void> {
+    // Instances an engine reported parked: their notes go once they are applied here.
+    void this.loadParked();
     await this.reader.start(this.checkpointSeq + 1);
+  }
+
+  private async loadParked(): Promise<void> {
+    try {
+      for await (const key of await this.rt.control.keys(`parked.${this.workflow}.>`)) {
+        const id = key.slice(`parked.${this.workflow}.`.length);
+        if (partitionOf(this.workflow, id, this.rt.partitions) === this.partition) this.parked.add(this.rt.names.instanceKey(this.workflow, id));
+      }
+    } catch {
+      // Best effort: a note left behind says too much, never too little.
+    }
   }
 
   /** Re-places the reader's consumer on the stream leader when the leader moved (every lease round). */
@@ -188,8 +203,14 @@ export class PartitionWorker {
       if (attempt > 0) this.rt.telemetry.redeliveries.add(batch.length, { 'jetstate.reason': 'retry' });
       try {
         const outcome = await applyBatch(this.ctx, key, this.workflow, q.id, batch, attempt);
-        if (outcome === true) return true;
+        if (outcome === true) {
+          if (this.parked.delete(key)) void this.rt.control.delete(this.rt.names.parkedKey(this.workflow, q.id)).catch(() => {});
+          return true;
+        }
         q.blocked = outcome;
+        this.parked.add(key);
+        // For get(), list and the web view: why this instance does not move (best effort).
+        void this.rt.control.put(this.rt.names.parkedKey(this.workflow, q.id), encodeJson({ reason: outcome, atMs: Date.now(), engine: this.options.engineId })).catch(() => {});
         this.pendingCount -= q.events.length;
         if (!this.reported.has(key)) {
           this.reported.add(key);

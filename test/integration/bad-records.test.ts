@@ -45,7 +45,8 @@ describe('undecodable records and unregistered versions', () => {
       assert.match(reasons, /its start asks for version 2, which is not registered in this engine/);
       assert.ok(logger.lines.some((l) => /asks for version 2, which is not registered/.test(l)));
       assert.deepEqual((await kv.get('order.broken'))!.value, garbage);
-      assert.equal(await client.get(orderV2, 'newer'), null, 'not created while no engine has version 2');
+      assert.equal((await client.get(orderV2, 'newer'))?.status, 'pending', 'not created while no engine has version 2');
+      assert.match((await client.get(orderV2, 'newer'))?.parked ?? '', /asks for version 2/, 'get() says why it waits');
 
       // Register version 2: the events that waited are applied, in order, once.
       await engine.close();
