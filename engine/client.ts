@@ -76,6 +76,13 @@ export interface DeadLetter {
   size: number;
 }
 
+export interface ControlOptions {
+  /** Why: recorded in the history and the instance's `error`. */
+  reason?: string;
+  /** The sender's token, checked against the workflow's `permissions`. */
+  token?: string;
+}
+
 export interface SendResult {
   /** Sequence of the event in the events stream. */
   seq: number;
@@ -275,6 +282,57 @@ export class Client implements AsyncDisposable {
     return seen.renewedAtMs !== undefined && now - seen.renewedAtMs < seen.ttlMs + LEASE_CLOCK_SKEW_MS;
   }
 
+  /**
+   * Asks an instance to cancel. A machine that handles `jetstate.cancel` in its current state
+   * decides what that means (a transition to clean-up or compensation states; the event carries
+   * `reason`); otherwise the instance stops (status `stopped`, `error` says why). Returns once the
+   * request is durably accepted; checked against `permissions.cancel` (or `default`).
+   *
+   * @example
+   * ```ts
+   * await client.cancel(order, 'o-17', { reason: 'customer asked' });
+   * ```
+   */
+  cancel<W extends WorkflowDefinition>(workflow: W, id: string, options: ControlOptions = {}): Promise<SendResult> {
+    return this.control(workflow, id, EngineEvent.Cancel, 'cancel', options);
+  }
+
+  /**
+   * Stops an instance now, whatever its machine: pending timers and tasks are dropped (running
+   * attempts aborted), child instances stopped, status `stopped` with the reason. Checked against
+   * `permissions.terminate` (or `default`).
+   */
+  terminate<W extends WorkflowDefinition>(workflow: W, id: string, options: ControlOptions = {}): Promise<SendResult> {
+    return this.control(workflow, id, EngineEvent.Terminate, 'terminate', options);
+  }
+
+  /**
+   * Deletes a finished instance: its record, its history and what the engine noted about it. A
+   * running instance is refused (terminate it first): the refusal is in its history. The same id
+   * can be started again afterwards. Checked against `permissions.delete` (or `default`).
+   */
+  delete<W extends WorkflowDefinition>(workflow: W, id: string, options: Omit<ControlOptions, 'reason'> = {}): Promise<SendResult> {
+    return this.control(workflow, id, EngineEvent.Delete, 'delete', options);
+  }
+
+  private async control(workflow: WorkflowDefinition, id: string, type: string, kind: 'cancel' | 'terminate' | 'delete', options: ControlOptions): Promise<SendResult> {
+    this.checkOpen();
+    checkName(`workflow '${workflow.name}': instance id`, id);
+    this.rt.registry.add(workflow);
+    if (options.reason !== undefined && (typeof options.reason !== 'string' || options.reason.length > 1_000)) {
+      fail(ErrorCode.InvalidOptions, `${kind}: reason must be a string of at most 1000 characters`);
+    }
+    check(await admit(this.rt.security.verifier, workflow, { kind }, options.token, 'client'), `nothing was sent`);
+    const key = this.rt.names.instanceKey(workflow.name, id);
+    if (!this.known.has(key)) {
+      const entry = await this.rt.instances.get(key);
+      if (!entry || entry.operation !== 'PUT') fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; nothing to ${kind}`);
+    }
+    const event = { type, ...(options.reason !== undefined ? { reason: options.reason } : {}) };
+    const ack = await this.publish({ workflow: workflow.name, id, event, ...(options.token ? { token: options.token } : {}), trace: carrierOfActive(context.active()) }, encodeInboxEvent(this.rt, workflow.name, id, event));
+    return { seq: ack.seq, duplicate: ack.duplicate };
+  }
+
   private checkSize(workflow: WorkflowDefinition, id: string, what: string, body: Uint8Array): void {
     const { maxEventBytes } = limitsOf(this.rt.security.limits, workflow);
     if (body.length > maxEventBytes) {
@@ -425,8 +483,13 @@ export class Client implements AsyncDisposable {
     const p = partitionOf(workflow.name, id, this.rt.partitions);
     let data: Uint8Array;
     try {
-      // The instance's first event still in the stream: a start, when it was not applied yet.
-      const m = await this.rt.jsm.streams.getMessage(this.rt.names.eventStream(workflow.name, p), { seq: 1, next_by_subj: this.rt.names.eventSubject(p, workflow.name, id) } as never);
+      const stream = this.rt.names.eventStream(workflow.name, p);
+      const subject = this.rt.names.eventSubject(p, workflow.name, id);
+      // Its last event: a delete means there is nothing to show; a start is the one to show.
+      const last = await this.rt.jsm.streams.getMessage(stream, { last_by_subj: subject });
+      if (!last || typeOf(last.data) === EngineEvent.Delete) return null;
+      // Else its first event still in the stream: a start, when it was not applied yet.
+      const m = typeOf(last.data) === EngineEvent.Start ? last : await this.rt.jsm.streams.getMessage(stream, { seq: 1, next_by_subj: subject } as never);
       if (!m) return null;
       data = m.data;
     } catch {
@@ -637,4 +700,13 @@ function pendingInstance(workflow: WorkflowDefinition, runner: MachineRunner, id
   const started = startInstance(workflow, runner, id, input, now);
   const view = toInstance(started.record);
   return { ...view, status: 'pending', revision: 0, timers: [], tasks: [] };
+}
+
+/** The `type` of an encoded event, if it has a readable one. */
+function typeOf(data: Uint8Array): unknown {
+  try {
+    return (decodeJson(data) as { type?: unknown } | null)?.type;
+  } catch {
+    return undefined;
+  }
 }

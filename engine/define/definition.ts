@@ -47,6 +47,12 @@ export interface WorkflowOptions<
 
 export interface Permissions<TEventType extends string = string> {
   start?: PermissionRule;
+  /** Who may cancel an instance (`cancel()`); falls back to `default`. */
+  cancel?: PermissionRule;
+  /** Who may terminate one (`terminate()`); falls back to `default`. */
+  terminate?: PermissionRule;
+  /** Who may delete a finished one (`delete()`); falls back to `default`. */
+  delete?: PermissionRule;
   events?: Partial<Record<TEventType, PermissionRule>>;
   default?: PermissionRule;
 }
@@ -173,7 +179,7 @@ const isRule = (r: unknown): boolean =>
 function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, SchemaLike, Record<string, SchemaLike>>): WorkflowSecurity {
   const p = options.permissions;
   if (p !== undefined) {
-    const rules: Array<[string, unknown]> = [['start', p.start], ['default', p.default], ...Object.entries(p.events ?? {}).map(([t, r]) => [`events.${t}`, r] as [string, unknown])];
+    const rules: Array<[string, unknown]> = [['start', p.start], ['cancel', p.cancel], ['terminate', p.terminate], ['delete', p.delete], ['default', p.default], ...Object.entries(p.events ?? {}).map(([t, r]) => [`events.${t}`, r] as [string, unknown])];
     for (const [where, rule] of rules) {
       if (rule !== undefined && !isRule(rule)) {
         fail(ErrorCode.InvalidDefinition, `${label}: permissions.${where} must be a list of roles, { anyOf, allOf }, or a function of the identity`);

@@ -18,17 +18,20 @@ export type Admission =
   | { ok: true; identity: Identity | undefined }
   | { ok: false; code: ErrorCode; reason: string; retryable: boolean };
 
-export type Action = { kind: 'start' } | { kind: 'event'; type: string };
+export type Action = { kind: 'start' | 'cancel' | 'terminate' | 'delete' } | { kind: 'event'; type: string };
 
 export const summarize = (i: Identity): IdentitySummary => ({ method: i.method, subject: i.subject, issuer: i.issuer, roles: [...i.roles] });
 
 function ruleFor(def: WorkflowDefinition, action: Action): PermissionRule | undefined {
   const p = def.security.permissions;
   if (!p) return undefined;
-  return action.kind === 'start' ? p.start : ((p.events as Record<string, PermissionRule | undefined> | undefined)?.[action.type] ?? p.default);
+  if (action.kind === 'start') return p.start;
+  if (action.kind === 'event') return (p.events as Record<string, PermissionRule | undefined> | undefined)?.[action.type] ?? p.default;
+  return p[action.kind] ?? p.default;
 }
 
-const what = (def: WorkflowDefinition, action: Action): string => (action.kind === 'start' ? `start workflow '${def.name}'` : `send '${action.type}' to workflow '${def.name}'`);
+const what = (def: WorkflowDefinition, action: Action): string =>
+  action.kind === 'event' ? `send '${action.type}' to workflow '${def.name}'` : `${action.kind} ${action.kind === 'start' ? 'workflow' : 'instances of workflow'} '${def.name}'`;
 
 function describeRule(rule: PermissionRule): string {
   if (typeof rule === 'function') return 'to pass its permission predicate';

@@ -11,7 +11,7 @@
 import type { MsgHdrs } from '@nats-io/nats-core';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { decodeJson } from '../protocol/json.js';
-import { EngineEvent, isChildResult, isReservedType, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
+import { CONTROL_EVENTS, EngineEvent, isChildResult, isReservedType, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
 import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
 import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
@@ -113,6 +113,14 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
 
   if (isReservedType(type)) {
     if (type === EngineEvent.Start) return gateStart(security, def, id, e, raw as Record<string, unknown>, signed, reject);
+    if (CONTROL_EVENTS.has(type)) {
+      const reason = (raw as { reason?: unknown }).reason;
+      if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1_000)) return reject({ type }, `'${type}': reason must be a string of at most 1000 characters`);
+      const event = { type, ...(reason !== undefined ? { reason } : {}) };
+      if (signed) return { ...at, event, identity: ENGINE_IDENTITY };
+      const kind = type === EngineEvent.Cancel ? 'cancel' : type === EngineEvent.Terminate ? 'terminate' : 'delete';
+      return withAdmission(security, def, e, { kind }, { type }, (identity) => ({ ...at, event, identity }));
+    }
     const internal = isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw);
     if (!internal) return reject({ type }, `workflow '${def.name}' instance '${id}': event type '${type}' is not declared; types starting with 'jetstate.' or 'xstate.' are reserved`);
     // Only engines publish these: without a valid signature it is a forgery.
@@ -173,7 +181,7 @@ function withAdmission(
   security: GateSecurity,
   def: WorkflowDefinition,
   e: RawEvent,
-  action: { kind: 'start' } | { kind: 'event'; type: string },
+  action: Parameters<typeof admit>[2],
   shown: unknown,
   build: (identity: IdentitySummary | undefined) => GatedEvent,
 ): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {

@@ -17,7 +17,19 @@ export const EngineEvent = {
   Child: 'jetstate.child',
   /** The parent left the state that invoked this child: the child stops where it is. */
   Stop: 'jetstate.stop',
+  /**
+   * A request to cancel: a machine that handles `jetstate.cancel` in its current state decides
+   * (clean-up states, compensation); otherwise the instance stops. `{ reason? }`.
+   */
+  Cancel: 'jetstate.cancel',
+  /** Stop now, whatever the machine: timers and tasks are dropped, children stopped. `{ reason? }`. */
+  Terminate: 'jetstate.terminate',
+  /** Remove a finished instance's record and history. */
+  Delete: 'jetstate.delete',
 } as const;
+
+/** The instance-control events a sender may send (checked against the workflow's permissions). */
+export const CONTROL_EVENTS: ReadonlySet<string> = new Set([EngineEvent.Cancel, EngineEvent.Terminate, EngineEvent.Delete]);
 export type EngineEvent = (typeof EngineEvent)[keyof typeof EngineEvent];
 
 /** Kinds of outbox entries besides custom actions (kept in the record until they have run). */
@@ -95,6 +107,10 @@ export function isTaskResult(event: unknown): event is TaskResultEvent {
 
 export function isChildResult(event: unknown): event is ChildResultEvent {
   return isOutcome(event, EngineEvent.Child);
+}
+
+export function isControl(event: unknown, type: typeof EngineEvent.Cancel | typeof EngineEvent.Terminate | typeof EngineEvent.Delete): event is { type: string; reason?: string } {
+  return typeOf(event) === type;
 }
 
 export function isStop(event: unknown): boolean {

@@ -24,6 +24,8 @@ export const HistoryEntrySchema = z.object({
   status: z.enum(['running', 'done', 'failed', 'stopped']),
   timeMs: z.number(),
   reason: z.string().optional(),
+  /** True when no transition took the event: it was applied (recorded, counted) but changed nothing. */
+  unchanged: z.boolean().optional(),
   /** Who sent the event (or started the instance), when a token was verified; an engine for its own events. */
   identity: z.object({ method: z.string(), subject: z.string(), issuer: z.string(), roles: z.array(z.string()) }).optional(),
 });

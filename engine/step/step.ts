@@ -7,7 +7,7 @@ import type { AnyMachineSnapshot } from 'xstate';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { HistoryKind, InstanceStatus, RECORD_SCHEMA_VERSION, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { digest } from '../protocol/json.js';
-import { actorOutcome, isChildResult, isStop, isTaskResult, isTimerFire } from '../protocol/events.js';
+import { EngineEvent, actorOutcome, isChildResult, isControl, isStop, isTaskResult, isTimerFire } from '../protocol/events.js';
 import type { IdentitySummary } from '../protocol/identity.js';
 import { errorText, statusOf, type MachineRunner } from './runner.js';
 import { Plan, type Effect, type ScheduledTimer, type TaskChange } from './plan.js';
@@ -154,6 +154,18 @@ export function applyEvents(
       status = InstanceStatus.Stopped;
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: 'stopped by its parent' });
       continue;
+    } else if (isControl(e.event, EngineEvent.Terminate) || (isControl(e.event, EngineEvent.Cancel) && !current.can({ type: EngineEvent.Cancel }))) {
+      // Terminate, or a cancel the current state does not handle: the instance stops where it is.
+      if (status !== InstanceStatus.Running) continue;
+      const how = isControl(e.event, EngineEvent.Terminate) ? 'terminated' : 'cancelled';
+      const why = typeof e.event.reason === 'string' && e.event.reason !== '' ? `${how}: ${e.event.reason}` : how;
+      lastSeq = e.seq;
+      revision += 1;
+      applied += 1;
+      status = InstanceStatus.Stopped;
+      error = why;
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: why });
+      continue;
     } else if (isTaskResult(e.event)) {
       const task = plan.tasks[e.event.invokeId];
       // The outcome of a task whose state was exited, or of an attempt already applied, changes nothing.
@@ -172,11 +184,18 @@ export function applyEvents(
     try {
       // The verified sender is part of the event the machine sees (and of the history, for replay).
       const r = runner.transition(current, e.identity ? ({ ...event, $identity: e.identity } as typeof event) : event, record.parent !== undefined);
+      // XState hands back the very same snapshot, and asks for nothing, when no transition took the event.
+      const unchanged = r.snapshot === current && r.actions.length === 0;
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
       plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, event);
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs });
+      const entry: HistoryEntry = { kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs };
+      if (unchanged) {
+        entry.unchanged = true;
+        entry.reason = `no transition of state ${JSON.stringify(from)} takes '${event.type}': it changed nothing`;
+      }
+      entries.push(entry);
     } catch (err) {
       // A guard or action that throws fails the instance deterministically; replay does the same.
       status = InstanceStatus.Failed;

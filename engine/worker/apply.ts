@@ -62,9 +62,52 @@ export async function applyBatch(ctx: ApplyContext, key: string, workflow: strin
     rest = rest.slice(1);
     if (created) loaded = created;
   }
-  if (rest.length > 0 && !('problem' in loaded)) await applyTo(ctx, key, loaded, rest, attempt, replies);
-  // Answers go only to reply inboxes: a sender cannot make the engine publish on other subjects.
+  while (rest.length > 0 && !('problem' in loaded)) {
+    let instance: LoadedInstance = loaded;
+    // A delete ends the instance: the events before it apply to it; the ones after it find no record.
+    const cut = rest.findIndex((e) => e.seq > instance.record.lastSeq && typeOf(e.data) === EngineEvent.Delete);
+    const before = cut < 0 ? rest : rest.slice(0, cut);
+    if (before.length > 0) loaded = instance = await applyTo(ctx, key, instance, before, attempt, replies);
+    if (cut < 0) break;
+    const deleted = await deleteInstance(ctx, key, instance, rest[cut]!, attempt);
+    rest = rest.slice(cut + 1);
+    if (deleted) return rest.length > 0 ? applyBatchAgain(ctx, key, workflow, id, rest, attempt, replies) : finishReplies(ctx, replies);
+  }
+  return finishReplies(ctx, replies);
+}
+
+async function applyBatchAgain(ctx: ApplyContext, key: string, workflow: string, id: string, batch: readonly RawEvent[], attempt: number, replies: Reply[]): Promise<true | string> {
+  const outcome = await applyBatch(ctx, key, workflow, id, batch, attempt);
+  finishReplies(ctx, replies);
+  return outcome;
+}
+
+/** Answers go only to reply inboxes: a sender cannot make the engine publish on other subjects. */
+function finishReplies(ctx: ApplyContext, replies: Reply[]): true {
   for (const r of replies) if (REPLY_SUBJECT.test(r.to)) ctx.rt.nc.publish(r.to, JSON.stringify(r.body));
+  replies.length = 0;
+  return true;
+}
+
+/**
+ * Deletes a finished instance: its record, its history and any parked note. A running one must be
+ * terminated first (the delete is refused and recorded). True when it was deleted.
+ */
+async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInstance, e: RawEvent, attempt: number): Promise<boolean> {
+  const { rt } = ctx;
+  const { record } = loaded;
+  const gated = await gate(ctx, loaded.def, record.id, e, attempt);
+  const refusal = gated.rejected ?? (record.status === 'running' ? `[instance.running] instance '${record.id}' is running; terminate it before deleting it` : undefined);
+  if (refusal !== undefined) {
+    await refuse(ctx, record.workflow, record.id, e, refusal, 'rejected', { type: EngineEvent.Delete });
+    return false;
+  }
+  await rt.instances.delete(key, { previousSeq: loaded.kvRevision });
+  ctx.store.invalidate(key);
+  await rt.jsm.streams.purge(rt.names.historyStream, { filter: rt.names.historySubject(record.workflow, record.id) });
+  await rt.control.delete(rt.names.parkedKey(record.workflow, record.id)).catch(() => {});
+  rt.logger.info(`workflow '${record.workflow}' instance '${record.id}' deleted`, { by: gated.identity?.subject ?? 'anonymous', seq: e.seq });
+  rt.telemetry.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
   return true;
 }
 
@@ -125,7 +168,7 @@ async function createFromStart(ctx: ApplyContext, key: string, workflow: string,
   }
 }
 
-async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, batch: readonly RawEvent[], attempt: number, replies: Reply[]): Promise<void> {
+async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, batch: readonly RawEvent[], attempt: number, replies: Reply[]): Promise<LoadedInstance> {
   const { rt } = ctx;
   const tel = rt.telemetry;
   const startedAt = performance.timeOrigin + performance.now();
@@ -163,7 +206,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     events.push(gated);
   }
   if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
-  if (events.length === 0) return;
+  if (events.length === 0) return loaded;
   const now = Date.now();
   let result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
   if (result.changed && bucket) result.record.rate = bucket;
@@ -191,6 +234,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     stored = result.changed ? ctx.store.encode(result.record) : undefined;
   }
   const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, ctx.partition, startedAt, tel.tracingActive() || batch.some((e) => e.trace !== undefined));
+  let written = loaded;
   try {
     if (result.changed) {
       const last = spans.last();
@@ -198,7 +242,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
       else delete result.record.trace;
       // The trace context is set after the size check's encoding: encode again only when it is there.
       if (last || record.trace) stored = ctx.store.encode(result.record);
-      await ctx.committer.write(key, loaded, result.record, result.snapshot, stored!.bytes, stored!.sealed, {
+      written = await ctx.committer.write(key, loaded, result.record, result.snapshot, stored!.bytes, stored!.sealed, {
         timers: result.timers,
         tasks: result.tasks,
         cancelledTasks: result.cancelledTasks,
@@ -211,6 +255,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     }
     await deadLetters(ctx, record.workflow, record.id, batch, result.entries);
     spans.end();
+    return written;
   } catch (e) {
     spans.fail(e);
     throw e;
@@ -261,6 +306,11 @@ async function deadLetters(ctx: ApplyContext, workflow: string, id: string, batc
       return e ? deadLetter(ctx.rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason: r.reason ?? 'rejected' }) : undefined;
     }),
   );
+}
+
+/** The `type` of an encoded event, if it has one. */
+function typeOf(data: Uint8Array): unknown {
+  return (safeType(data) as { type?: unknown } | undefined)?.type;
 }
 
 function safeType(data: Uint8Array): unknown {
