@@ -7,12 +7,15 @@ import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
 import { createInbox } from '@nats-io/nats-core';
 import { z } from 'zod';
+import type { AnyStateMachine, StateValue } from 'xstate';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './define/definition.js';
+import type { StateValueOf, WorkflowHistoryEntry, WorkflowInstance } from './define/instance-types.js';
+import { checkStateTest, tagsOf } from './define/states.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
 import { checkName, partitionOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
-import { InstanceRecordSchema, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus } from './protocol/record.js';
+import { InstanceRecordSchema, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus, type StateMatch } from './protocol/record.js';
 import { decodeJson, encodeJson } from './protocol/json.js';
 import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { readHistory } from './store/history.js';
@@ -90,15 +93,22 @@ export interface SendResult {
   duplicate: boolean;
 }
 
-export interface ListFilter {
+/** Which instances `list()` yields; `TState` is what `matches()` takes for the workflow. */
+export interface ListFilter<TState = string | Record<string, unknown>> {
   status?: InstanceStatus;
-  /** Only instances in this state (XState `matches`). */
-  state?: string | Record<string, unknown>;
+  /**
+   * Only instances in this state (XState `matches`): a state name, or an object for a nested one.
+   * A state the workflow does not have is an `INVALID_OPTIONS` error.
+   */
+  state?: TState;
 }
 
 export interface WaitForOptions {
-  timeoutMs: number;
+  /** How long to wait before a `TIMEOUT` error; default 30 s. */
+  timeoutMs?: number;
 }
+
+const DEFAULT_WAIT_FOR_MS = 30_000;
 
 const KNOWN_CAP = 100_000;
 
@@ -148,7 +158,7 @@ export class Client implements AsyncDisposable {
    * durably accepted, with status `'pending'`: the engine creates the instance when it gets to it
    * (a warning says when no live engine serves the workflow).
    */
-  async start<W extends WorkflowDefinition>(workflow: W, options: StartOptions<W>): Promise<Instance> {
+  async start<W extends WorkflowDefinition>(workflow: W, options: StartOptions<W>): Promise<WorkflowInstance<W>> {
     this.checkOpen();
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
@@ -178,9 +188,9 @@ export class Client implements AsyncDisposable {
       }
       if (answer?.outcome === 'rejected') throw rejectionError(String(answer.reason ?? 'refused'), 'nothing was started');
       const record = answer ? await this.readRecord(workflow.name, id) : null;
-      if (record) return toInstance(record);
+      if (record) return this.view(workflow, record);
       if (wait) this.warnIfUnserved(workflow.name);
-      return pendingInstance(workflow, runner, id, input.value);
+      return pendingInstance(workflow, runner, id, input.value) as WorkflowInstance<W>;
     } catch (e) {
       failSpan(span, e);
       throw e;
@@ -453,14 +463,17 @@ export class Client implements AsyncDisposable {
     }
   }
 
-  /** The instance, or null when it does not exist. */
-  async get<W extends WorkflowDefinition>(workflow: W, id: string): Promise<Instance | null> {
+  /**
+   * The instance, or null when it does not exist; typed from the workflow (`WorkflowInstance<W>`:
+   * its context, state value, output and tags as the machine declares them).
+   */
+  async get<W extends WorkflowDefinition>(workflow: W, id: string): Promise<WorkflowInstance<W> | null> {
     this.checkOpen();
     // Known here, its secret paths are opened (or redacted) in what is read.
     this.rt.registry.add(workflow);
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
-    if (!record) return this.pendingStart(workflow, id);
-    const instance = toInstance(record);
+    if (!record) return (await this.pendingStart(workflow, id)) as WorkflowInstance<W> | null;
+    const instance = this.view(workflow, record);
     const parked = await this.parkedReason(workflow.name, id);
     if (parked) instance.parked = parked;
     // Running tasks that failed an attempt show how far they got.
@@ -524,10 +537,14 @@ export class Client implements AsyncDisposable {
     }
   }
 
-  /** Every instance of a workflow, optionally filtered by status or state. */
-  async *list<W extends WorkflowDefinition>(workflow: W, filter: ListFilter = {}): AsyncIterable<Instance> {
+  /**
+   * Every instance of a workflow, optionally filtered by status or state. A `state` the workflow
+   * does not have is an `INVALID_OPTIONS` error (it would match nothing).
+   */
+  async *list<W extends WorkflowDefinition>(workflow: W, filter: ListFilter<StateMatch<StateValueOf<W>>> = {}): AsyncIterable<WorkflowInstance<W>> {
     this.checkOpen();
     this.rt.registry.add(workflow);
+    if (filter.state !== undefined) checkStateTest(workflow.name, this.machinesOf(workflow), filter.state);
     const keys: string[] = [];
     for await (const k of await this.rt.instances.keys(`${workflow.name}.>`)) keys.push(k);
     keys.sort();
@@ -535,7 +552,7 @@ export class Client implements AsyncDisposable {
       const records = await Promise.all(keys.slice(i, i + 64).map((k) => this.readRecord(workflow.name, k.slice(workflow.name.length + 1))));
       for (const r of records) {
         if (!r) continue;
-        const inst = toInstance(r);
+        const inst = this.view(workflow, r);
         if (filter.status && inst.status !== filter.status) continue;
         if (filter.state !== undefined && !inst.matches(filter.state as never)) continue;
         yield inst;
@@ -545,14 +562,24 @@ export class Client implements AsyncDisposable {
 
   /**
    * Resolves with the instance once `predicate` holds, watching its KV key (no polling). Rejects
-   * with `TIMEOUT` after `timeoutMs`, or at once when the instance finished without matching.
+   * with `TIMEOUT` after `timeoutMs` (default 30 s), or at once when the instance finished without
+   * matching. The predicate gets the typed instance; a `matches()` in it of a state the workflow
+   * does not have is an `INVALID_OPTIONS` error (it could never hold).
    */
-  async waitFor<W extends WorkflowDefinition>(workflow: W, id: string, predicate: (instance: Instance) => boolean, options: WaitForOptions): Promise<Instance> {
+  async waitFor<W extends WorkflowDefinition>(
+    workflow: W,
+    id: string,
+    predicate: (instance: WorkflowInstance<W>) => boolean,
+    options: WaitForOptions = {},
+  ): Promise<WorkflowInstance<W>> {
     this.checkOpen();
     this.rt.registry.add(workflow);
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
-    const deadline = Date.now() + options.timeoutMs;
-    let last: Instance | undefined;
+    const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_FOR_MS;
+    if (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs)) fail(ErrorCode.InvalidOptions, `waitFor: timeoutMs must be a non-negative number of milliseconds (got ${String(options.timeoutMs)})`);
+    const deadline = Date.now() + timeoutMs;
+    const machines = this.machinesOf(workflow);
+    let last: WorkflowInstance<W> | undefined;
     let lastError: Error | undefined;
     // A watch that fails or ends early (NATS restarting, a leader election) is opened again until the deadline.
     while (Date.now() < deadline) {
@@ -569,7 +596,7 @@ export class Client implements AsyncDisposable {
         for await (const e of watcher) {
           if (e.operation !== 'PUT') continue;
           const record = this.parseRecord(workflow.name, id, e.value);
-          last = toInstance(record);
+          last = checkedMatches(this.view(workflow, record), workflow.name, machines);
           if (predicate(last)) return last;
           if (last.status !== 'running') {
             fail(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}' is ${last.status} in state ${JSON.stringify(last.value)} and will not reach the awaited state`);
@@ -584,22 +611,26 @@ export class Client implements AsyncDisposable {
       }
     }
     if (!last && lastError) {
-      throw new JetstateError(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}': could not watch it within ${options.timeoutMs} ms: ${lastError.message}`, { cause: lastError });
+      throw new JetstateError(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}': could not watch it within ${timeoutMs} ms: ${lastError.message}`, { cause: lastError });
     }
     fail(
       ErrorCode.Timeout,
       last
-        ? `workflow '${workflow.name}' instance '${id}' did not reach the awaited state within ${options.timeoutMs} ms; it is in ${JSON.stringify(last.value)} at revision ${last.revision}`
-        : `workflow '${workflow.name}' instance '${id}' did not appear within ${options.timeoutMs} ms; start it first`,
+        ? `workflow '${workflow.name}' instance '${id}' did not reach the awaited state within ${timeoutMs} ms; it is in ${JSON.stringify(last.value)} at revision ${last.revision}`
+        : `workflow '${workflow.name}' instance '${id}' did not appear within ${timeoutMs} ms; start it first`,
     );
   }
 
-  /** The applied transitions and rejections of an instance, in order, from the history stream. */
-  async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<HistoryEntry[]> {
+  /**
+   * The applied transitions and rejections of an instance, in order, from the history stream;
+   * typed from the workflow (`WorkflowHistoryEntry<W>`): narrow on `kind`, then on `event.type`.
+   */
+  async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<WorkflowHistoryEntry<W>[]> {
     this.checkOpen();
     this.rt.registry.add(workflow);
     checkName('instance id', id);
-    return this.historyThrough(workflow.name, id, (await this.readRecord(workflow.name, id))?.revision ?? 0);
+    // The entries were written by the step from events the gate parsed with these schemas.
+    return (await this.historyThrough(workflow.name, id, (await this.readRecord(workflow.name, id))?.revision ?? 0)) as WorkflowHistoryEntry<W>[];
   }
 
   /**
@@ -661,6 +692,20 @@ export class Client implements AsyncDisposable {
     return parseRecord(this.rt.security.codec, this.rt.names.instanceKey(workflow, id), bytes, 'open-or-redact');
   }
 
+  /**
+   * The view of a record, typed from the workflow: its values come from that workflow's machine
+   * (the version that wrote the record, whose tags `hasTag` reads).
+   */
+  private view<W extends WorkflowDefinition>(workflow: W, record: InstanceRecord): WorkflowInstance<W> {
+    const machine = this.rt.registry.find(record.workflow, record.version)?.def.machine ?? workflow.machine;
+    return toInstance(record, (value: StateValue) => tagsOf(machine, value)) as WorkflowInstance<W>;
+  }
+
+  /** The machines of every registered version of a workflow, which `matches()` tests are checked against. */
+  private machinesOf(workflow: WorkflowDefinition): AnyStateMachine[] {
+    return this.rt.registry.versions(workflow.name).map((r) => r.def.machine);
+  }
+
   private remember(key: string): void {
     if (this.known.size >= KNOWN_CAP) this.known.clear();
     this.known.add(key);
@@ -694,11 +739,24 @@ function rejectionError(reason: string, suffix: string): JetstateError {
   return new JetstateError(code, `${reason}; ${suffix}`);
 }
 
+/**
+ * The instance with a `matches()` that refuses a state none of the workflow's machines has, with
+ * `INVALID_OPTIONS`; `waitFor` hands it to its predicate.
+ */
+function checkedMatches<T extends { matches(state: never): boolean }>(instance: T, workflow: string, machines: readonly AnyStateMachine[]): T {
+  const matches = instance.matches.bind(instance) as (state: unknown) => boolean;
+  (instance as { matches: (state: never) => boolean }).matches = (state) => {
+    checkStateTest(workflow, machines, state);
+    return matches(state);
+  };
+  return instance;
+}
+
 /** How a start that is accepted but not applied yet looks: its first state, computed here. */
 function pendingInstance(workflow: WorkflowDefinition, runner: MachineRunner, id: string, input: unknown): Instance {
   const now = Date.now();
   const started = startInstance(workflow, runner, id, input, now);
-  const view = toInstance(started.record);
+  const view = toInstance(started.record, (value: StateValue) => tagsOf(workflow.machine, value));
   return { ...view, status: 'pending', revision: 0, timers: [], tasks: [] };
 }
 

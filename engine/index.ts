@@ -1,13 +1,28 @@
 /** jetstate: durable XState v5 workflows on NATS JetStream. The public API. */
 export { defineWorkflow, isWorkflowDefinition } from './define/definition.js';
 export type { WorkflowDefinition, WorkflowOptions, WorkflowEvent, WorkflowInput, SchemaLike } from './define/definition.js';
+export { eventsOf, inputOf } from './define/event-types.js';
+export type { EventsFrom, RecordedEventsFrom } from './define/event-types.js';
+export type {
+  ContextOf,
+  StateValueOf,
+  OutputOf,
+  TagOf,
+  WorkflowInstance,
+  WorkflowHistoryEntry,
+  WorkflowHistoryEvent,
+  StartEventOf,
+  EngineHistoryEvent,
+  StopEvent,
+} from './define/instance-types.js';
+export type { TimerFireEvent, TaskResultEvent, ChildResultEvent } from './protocol/events.js';
 export { createClient, Client } from './client.js';
 export type { StartOptions, SendOptions, SendResult, ControlOptions, ListFilter, WaitForOptions, DeadLetter } from './client.js';
 export { createEngine, Engine } from './engine.js';
 export type { EngineStatus } from './engine.js';
 export { ErrorCode, JetstateError } from './errors.js';
 export { InstanceStatus, HistoryKind } from './protocol/record.js';
-export type { Instance, HistoryEntry, InstanceRecord } from './protocol/record.js';
+export type { Instance, HistoryEntry, TypedHistoryEntry, StateMatch, InstanceRecord } from './protocol/record.js';
 export type { ClientOptions, EngineOptions } from './options.js';
 export type { Logger } from './logger.js';
 export type { VerifyReport } from './step/verify.js';

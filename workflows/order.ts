@@ -5,7 +5,7 @@
  */
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { defineWorkflow } from '../engine/index.js';
+import { defineWorkflow, eventsOf, inputOf } from '../engine/index.js';
 
 export const OrderInput = z.object({
   orderId: z.string().min(1),
@@ -15,25 +15,36 @@ export const OrderInput = z.object({
   paymentWindowMs: z.number().int().positive().default(24 * 60 * 60 * 1000),
 });
 
+/** What a sender may send, written once: the engine checks payloads with these, the machine is typed by them. */
+export const OrderEvents = {
+  PAY: z.object({ amount: z.number().positive() }),
+  SHIP: z.object({ carrier: z.string().min(1), trackingId: z.string().min(1) }),
+  DELIVERED: z.object({}),
+  CANCEL: z.object({ reason: z.string().default('customer request') }),
+};
+
+export type OrderContext = z.output<typeof OrderInput> & { paid: number; payments: number; carrier?: string; trackingId?: string; cancelReason?: string; expired?: boolean };
+
+/** What a finished order returns (its `output`): typed here, so `get(order, id).output` is too. */
+export interface OrderOutput {
+  orderId: string;
+  paid: number;
+  cancelled: boolean;
+  expired: boolean;
+}
+
 export const order = defineWorkflow({
   name: 'order',
   version: 1,
   input: OrderInput,
-  events: {
-    PAY: z.object({ amount: z.number().positive() }),
-    SHIP: z.object({ carrier: z.string().min(1), trackingId: z.string().min(1) }),
-    DELIVERED: z.object({}),
-    CANCEL: z.object({ reason: z.string().default('customer request') }),
-  },
+  events: OrderEvents,
   machine: setup({
     types: {
-      input: {} as z.output<typeof OrderInput>,
-      context: {} as z.output<typeof OrderInput> & { paid: number; payments: number; carrier?: string; trackingId?: string; cancelReason?: string; expired?: boolean },
-      events: {} as
-        | { type: 'PAY'; amount: number }
-        | { type: 'SHIP'; carrier: string; trackingId: string }
-        | { type: 'DELIVERED' }
-        | { type: 'CANCEL'; reason: string },
+      // The machine's input and events are the schemas' outputs (defaults filled in), not a second copy of them.
+      input: inputOf(OrderInput),
+      context: {} as OrderContext,
+      events: eventsOf(OrderEvents),
+      output: {} as OrderOutput,
     },
     delays: {
       paymentWindow: ({ context }) => context.paymentWindowMs,

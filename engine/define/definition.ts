@@ -9,6 +9,7 @@ import { NAME_PATTERN, checkName } from '../protocol/names.js';
 import { activitiesOf } from './activity.js';
 import type { PermissionRule } from '../security/roles.js';
 import { checkSecretPaths } from '../security/secrets.js';
+import type { DefinitionCheck } from './event-types.js';
 
 /** A zod schema, structurally (so any zod 4 schema instance fits). */
 export type SchemaLike<T = unknown> = z.ZodType<T>;
@@ -17,6 +18,7 @@ export interface WorkflowOptions<
   TMachine extends AnyStateMachine,
   TInput extends SchemaLike,
   TEvents extends Record<string, SchemaLike>,
+  TInternal extends string = never,
 > {
   /** Stable name: part of every key and subject. 1-128 of A-Z a-z 0-9 _ -. */
   name: string;
@@ -27,6 +29,13 @@ export interface WorkflowOptions<
   input: TInput;
   /** Every event type a sender may send, mapped to the schema of its payload (without `type`). */
   events: TEvents;
+  /**
+   * Event types the machine declares in `setup({ types: { events } })` but only raises itself
+   * (`raise`, delayed or not): no sender may send them, so they have no schema in `events`.
+   * Listing them here exempts them from the compile-time check that the machine's event types and
+   * `events` agree.
+   */
+  internalEvents?: readonly TInternal[];
   /**
    * Who may start instances and send each event: a list of roles (any of them), `{ anyOf, allOf }`,
    * or a predicate over the verified identity. Events without a rule of their own fall back to
@@ -106,6 +115,13 @@ const RESERVED_EVENT_PREFIXES = ['xstate.', 'jetstate.'];
  * implementation, an actor `src` that `setup()` does not provide, or a declared event the
  * machine never handles.
  *
+ * When the machine declares its types, they are checked against the schemas at compile time: an
+ * event type the machine declares but `events` does not (other than `xstate.*`, `jetstate.*` and
+ * `internalEvents`), one `events` declares but the machine does not, a payload whose fields
+ * differ, or an input schema whose output does not fit the machine's input type fails to compile,
+ * with a message in the type of the argument (`{ error: 'event PAY: zod schema and machine types
+ * differ; ...' }`). Write them once with `eventsOf(events)` and `inputOf(input)`.
+ *
  * @example
  * ```ts
  * const approval = defineWorkflow({
@@ -121,7 +137,10 @@ export function defineWorkflow<
   TMachine extends AnyStateMachine,
   TInput extends SchemaLike,
   TEvents extends Record<string, SchemaLike>,
->(options: WorkflowOptions<TMachine, TInput, TEvents>): WorkflowDefinition<TMachine, TInput, TEvents> {
+  const TInternal extends string = never,
+>(
+  options: WorkflowOptions<TMachine, TInput, TEvents, TInternal> & DefinitionCheck<TMachine, TInput, TEvents, TInternal>,
+): WorkflowDefinition<TMachine, TInput, TEvents> {
   if (options === null || typeof options !== 'object') {
     fail(ErrorCode.InvalidDefinition, 'defineWorkflow needs an object { name, version, machine, input, events }');
   }
@@ -154,6 +173,7 @@ export function defineWorkflow<
       fail(ErrorCode.InvalidDefinition, `${label}: events.${type} must be a zod schema of the payload, e.g. z.object({})`);
     }
   }
+  checkInternalEvents(label, options.internalEvents, options.events);
   checkMachine(label, machine, Object.keys(options.events));
   const security = checkSecurity(label, options);
   return Object.freeze({
@@ -176,7 +196,7 @@ const isRule = (r: unknown): boolean =>
   (Array.isArray(r) && r.every((x) => typeof x === 'string')) ||
   (typeof r === 'object' && r !== null && !Array.isArray(r) && Object.keys(r).every((k) => k === 'anyOf' || k === 'allOf'));
 
-function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, SchemaLike, Record<string, SchemaLike>>): WorkflowSecurity {
+function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, SchemaLike, Record<string, SchemaLike>, string>): WorkflowSecurity {
   const p = options.permissions;
   if (p !== undefined) {
     const rules: Array<[string, unknown]> = [['start', p.start], ['cancel', p.cancel], ['terminate', p.terminate], ['delete', p.delete], ['default', p.default], ...Object.entries(p.events ?? {}).map(([t, r]) => [`events.${t}`, r] as [string, unknown])];
@@ -201,6 +221,16 @@ function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, 
     }
   }
   return Object.freeze({ permissions: p, requireIdentity: options.requireIdentity === true, secrets: Object.freeze([...secrets]), limits: Object.freeze({ ...limits }) });
+}
+
+function checkInternalEvents(label: string, internal: unknown, events: Record<string, SchemaLike>): void {
+  if (internal === undefined) return;
+  if (!Array.isArray(internal) || internal.some((t) => typeof t !== 'string' || t.length === 0)) {
+    fail(ErrorCode.InvalidDefinition, `${label}: internalEvents must be a list of event types the machine raises itself, e.g. ['CHECK']`);
+  }
+  for (const type of internal as string[]) {
+    if (Object.hasOwn(events, type)) fail(ErrorCode.InvalidDefinition, `${label}: event type '${type}' is both in events (senders may send it) and in internalEvents (only the machine raises it); keep it in one`);
+  }
 }
 
 function isSchema(value: unknown): value is SchemaLike {

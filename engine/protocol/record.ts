@@ -29,7 +29,34 @@ export const HistoryEntrySchema = z.object({
   /** Who sent the event (or started the instance), when a token was verified; an engine for its own events. */
   identity: z.object({ method: z.string(), subject: z.string(), issuer: z.string(), roles: z.array(z.string()) }).optional(),
 });
+/** A history entry as stored; `TypedHistoryEntry` (and `WorkflowHistoryEntry<W>`) is the typed view of it. */
 export type HistoryEntry = z.infer<typeof HistoryEntrySchema>;
+
+/** The fields every history entry has besides `kind`, `event`, `from` and `to`. */
+type HistoryEntryFields = Omit<HistoryEntry, 'kind' | 'event' | 'from' | 'to'>;
+
+/**
+ * A history entry with its event and states typed, discriminated by `kind`: a `'start'` holds the
+ * start event `TStart`, an `'event'` an event `TEvent` (applied, or recorded but not applied when
+ * it has a `reason`), a `'rejected'` whatever arrived, as far as it could be read (`unknown`: it
+ * failed the checks). `from` and `to` are state values (`null` before the instance existed). It
+ * is a `HistoryEntry`, with more said about it; `client.history(workflow, id)` returns these
+ * for the workflow (`WorkflowHistoryEntry<W>`).
+ *
+ * Secret fields read by a client without the key ring hold `'[encrypted:<key id>]'` instead of
+ * their value; a machine that threw on start leaves `to` as `{}`.
+ *
+ * @example
+ * ```ts
+ * for (const e of await client.history(order, 'o-1')) {
+ *   if (e.kind === 'event' && e.event.type === 'PAY') console.log(e.event.amount); // a number
+ * }
+ * ```
+ */
+export type TypedHistoryEntry<TEvent, TStart, TValue> =
+  | (HistoryEntryFields & { kind: typeof HistoryKind.Start; event: TStart; from: null; to: TValue | null })
+  | (HistoryEntryFields & { kind: typeof HistoryKind.Event; event: TEvent; from: TValue | null; to: TValue | null })
+  | (HistoryEntryFields & { kind: typeof HistoryKind.Rejected; event: unknown; from: TValue | null; to: TValue | null });
 
 export const HistoryMessageSchema = z.object({ entries: z.array(HistoryEntrySchema) });
 
@@ -95,17 +122,41 @@ export const InstanceRecordSchema = z.object({
 });
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 
-/** A workflow instance as `get()`, `list()` and `waitFor()` show it. */
-export interface Instance<TContext = unknown> {
+/**
+ * What `matches()` accepts for a state value type: a top-level state name, or an object that
+ * descends into some of the states (the same rule as XState's typed `snapshot.matches`).
+ */
+export type StateMatch<TValue> = TValue extends string
+  ? TValue
+  : [keyof TValue] extends [never]
+    ? never
+    : keyof TValue | { [K in keyof TValue]?: StateMatch<NonNullable<TValue[K]>> };
+
+/**
+ * A workflow instance as `get()`, `list()` and `waitFor()` show it. The client types it from the
+ * workflow (`WorkflowInstance<W>`): `context`, `value` and `output` as the machine declares them,
+ * `matches()` only for states the machine has, `hasTag()` only for its tags.
+ *
+ * Secret fields read by a client without the key ring hold `'[encrypted:<key id>]'` instead of
+ * their value.
+ */
+export interface Instance<
+  TContext = unknown,
+  TValue extends StateValue = StateValue,
+  TOutput = unknown,
+  TTag extends string = string,
+  TMatch = StateMatch<TValue>,
+> {
   workflow: string;
   id: string;
   version: number;
   /** `'pending'`: a start accepted but not applied yet (no engine got to it). */
   status: InstanceStatus | 'pending';
-  /** XState state value, e.g. `'pending'` or `{ shipping: 'packed' }`. */
-  value: StateValue;
+  /** XState state value, e.g. `'pending'` or `{ shipping: 'packed' }` (`{}` when the machine threw on start). */
+  value: TValue;
   context: TContext;
-  output?: unknown;
+  /** The machine's output, once the instance is done. */
+  output?: TOutput;
   error?: string;
   revision: number;
   createdAtMs: number;
@@ -119,19 +170,29 @@ export interface Instance<TContext = unknown> {
   parked?: string;
   /** Running tasks (invoked activities); `attempt` and `lastError` once an attempt failed. */
   tasks: Array<{ id: string; src: string; startedAtMs: number; attempt?: number; lastError?: string }>;
-  /** True when the instance is in the given state (XState's `matches`). */
-  matches(state: StateValue): boolean;
+  /**
+   * True when the instance is in the given state (XState's `matches`): `'paid'`, or
+   * `{ shipping: 'packed' }` for a nested one.
+   */
+  matches(state: TMatch): boolean;
+  /** True when a state the instance is in carries this tag (`tags` in the machine's states). */
+  hasTag(tag: TTag): boolean;
 }
 
-export function toInstance<TContext = unknown>(record: InstanceRecord): Instance<TContext> {
+/**
+ * The view of a record. `tagsOf` gives the tags of a state value (they are not stored: they come
+ * from the machine's state nodes); without it `hasTag()` is false for every tag.
+ */
+export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) => Iterable<string>): Instance {
   const value = record.snapshot['value'] as StateValue;
-  const view: Instance<TContext> = {
+  let tags: Set<string> | undefined;
+  const view: Instance = {
     workflow: record.workflow,
     id: record.id,
     version: record.version,
     status: record.status,
     value,
-    context: record.snapshot['context'] as TContext,
+    context: record.snapshot['context'],
     revision: record.revision,
     createdAtMs: record.createdAtMs,
     updatedAtMs: record.updatedAtMs,
@@ -139,7 +200,8 @@ export function toInstance<TContext = unknown>(record: InstanceRecord): Instance
       .map(([id, t]) => ({ id, dueAtMs: t.dueAtMs }))
       .sort((a, b) => a.dueAtMs - b.dueAtMs),
     tasks: Object.entries(record.tasks).map(([id, t]) => ({ id, src: t.src, startedAtMs: t.startedAtMs })),
-    matches: (state) => matchesState(state, value),
+    matches: (state) => matchesState(state as StateValue, value),
+    hasTag: (tag) => (tags ??= new Set(tagsOf ? tagsOf(value) : [])).has(tag),
   };
   if (record.output !== undefined) view.output = record.output;
   if (record.error !== undefined) view.error = record.error;

@@ -45,6 +45,8 @@ const checkout = defineWorkflow({
   version: 1,
   input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
   events: { VERIFY: z.object({ ssn: z.string() }), CONFIRM: z.object({}) },
+  // Raised by the machine only (timers), never sent.
+  internalEvents: ['CHECK', 'AUDIT'],
   secrets: ['card.number', 'ssn'],
   machine: setup({
     types: { context: {} as Ctx, events: {} as Ev, input: {} as { orderId: string; card: Card } },

@@ -32,6 +32,11 @@ describe('defineWorkflow', () => {
   it('refuses declared events the machine never handles', () => {
     rejects(() => defineWorkflow({ ...base, events: { GO: z.object({}), STOP: z.object({}) } }), /'STOP' is handled by no state/);
   });
+  it('takes internalEvents (raised by the machine only) and refuses one that is also sendable', () => {
+    assert.equal(defineWorkflow({ ...base, internalEvents: ['CHECK'] }).name, 'flow');
+    rejects(() => defineWorkflow({ ...base, internalEvents: ['GO'] }), /'GO' is both in events .* and in internalEvents/);
+    rejects(() => defineWorkflow({ ...base, internalEvents: 'CHECK' as never }), /internalEvents must be a list/);
+  });
   it('refuses reserved event names and non-schemas', () => {
     rejects(() => defineWorkflow({ ...base, events: { 'xstate.init': z.object({}) } }), /reserved prefix/);
     rejects(() => defineWorkflow({ ...base, input: {} as never }), /input must be a zod schema/);
