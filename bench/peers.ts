@@ -26,6 +26,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { findNatsServer } from '../adapters/nats-server/launcher.js';
 import { stopAll } from './peers/cleanup.js';
+import type { Window } from './peers/closed-loop.js';
 import { runJetstate, type Workload } from './peers/jetstate-side.js';
 import { loadAverage, machineFacts } from './peers/machine.js';
 import { ratioTable, SYSTEM_LABEL, SYSTEMS, workloadTable, type Row, type System } from './peers/report.js';
@@ -75,12 +76,18 @@ const seconds = (name: string, fallback: number): number => {
 };
 const warmupMs = seconds('warmup', quick ? 2 : 5) * 1_000;
 const measureMs = seconds('measure', quick ? 5 : 20) * 1_000;
+/** Extended up to 2x (quick) or 3x until each lane completed 2 (quick) or 5 invocations in the window on average. */
+const window: Window = { warmupMs, measureMs, maxMeasureMs: measureMs * (quick ? 2 : 3), minPerLane: quick ? 2 : 5 };
 const wait = (flag('wait') ?? 'watch') as 'watch' | 'waitFor';
 if (wait !== 'watch' && wait !== 'waitFor') usage(`--wait must be 'watch' or 'waitFor'`);
 
+if (profile && !(systems.includes('jetstate-always') && workloads.includes('A') && concurrencies.includes(100))) {
+  usage('--profile profiles jetstate, sync always, workload A at C=100: keep those in --only and --c');
+}
+
 const measurements = systems.length * workloads.length * concurrencies.length;
 /** The whole run stops by itself after this: each measurement's windows plus a generous minute. */
-const WATCHDOG_MS = 120_000 + measurements * (warmupMs + measureMs + 60_000);
+const WATCHDOG_MS = 120_000 + measurements * (warmupMs + window.maxMeasureMs + 60_000);
 
 const log = (line: string): void => void process.stderr.write(line + '\n');
 const now = (): number => performance.now();
@@ -134,9 +141,6 @@ async function main(): Promise<void> {
   const loadBefore = loadAverage();
   const started = now();
   const profileFile = profile ? join(projectRoot, '.jetstate', 'profiles', `peers-always-A-c100-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`) : undefined;
-  if (profile && !(systems.includes('jetstate-always') && workloads.includes('A') && concurrencies.includes(100))) {
-    usage('--profile profiles jetstate, sync always, workload A at C=100: keep those in --only and --c');
-  }
 
   console.log(`## Peer benchmark: jetstate and Restate (npm run bench:peers${args.length ? ` -- ${args.join(' ')}` : ''})\n`);
   for (const line of machineFacts(versions)) console.log(`- ${line}`);
@@ -147,7 +151,8 @@ async function main(): Promise<void> {
       `"CPU cores" says who used them during each measured window ("other": processes this run did not start)`,
   );
   console.log(
-    `- method: closed loop, C invocations in flight; each timed from its start to its completion; warm-up ${warmupMs / 1_000} s then ${measureMs / 1_000} s measured per row; ` +
+    `- method: closed loop, C invocations in flight; each timed from its start to its completion; warm-up ${warmupMs / 1_000} s, then ${measureMs / 1_000} s measured per row ` +
+      `(longer, up to ${window.maxMeasureMs / 1_000} s, until ${window.minPerLane} x C invocations completed in it: at high C they complete in waves); ` +
       `a fresh server (nats-server or restate-server, temp store, deleted after) per row; steps/s = 10 x invocations completed in the window / window`,
   );
   console.log(
@@ -179,12 +184,12 @@ async function main(): Promise<void> {
           process.stderr.write(`[peers] ${label} ... `);
           let m;
           if (system === 'restate') {
-            const r = await runRestate({ serverBinary: install!.serverBinary, service: service!, workload, concurrency: c, warmupMs, measureMs });
+            const r = await runRestate({ serverBinary: install!.serverBinary, service: service!, workload, concurrency: c, window });
             restateDescribe = r.describe;
             m = r;
           } else {
             const profileThis = profileFile !== undefined && system === 'jetstate-always' && workload === 'A' && c === 100;
-            m = await runJetstate({ syncAlways: system === 'jetstate-always', workload, concurrency: c, warmupMs, measureMs, wait, ...(profileThis ? { profileFile } : {}) });
+            m = await runJetstate({ syncAlways: system === 'jetstate-always', workload, concurrency: c, window, wait, ...(profileThis ? { profileFile } : {}) });
           }
           rows.push({ system, workload, concurrency: c, m });
           log(`${((now() - t) / 1_000).toFixed(1)} s: ${Math.round((m.loop.invocations * 10) / m.loop.seconds)} steps/s, p50 ${m.loop.p50.toFixed(2)} ms, p99 ${m.loop.p99.toFixed(2)} ms`);

@@ -8,6 +8,24 @@
 import { performance } from 'node:perf_hooks';
 import { percentile } from '../core.js';
 
+/** How long a measurement warms up and measures (see {@link LoopOptions}). */
+export interface Window {
+  warmupMs: number;
+  measureMs: number;
+  maxMeasureMs: number;
+  /** The window is extended (up to `maxMeasureMs`) until this many invocations per lane completed in it. */
+  minPerLane: number;
+}
+
+/** Loop options from a window, for `concurrency` lanes. */
+export const windowOptions = (w: Window, concurrency: number): Pick<LoopOptions, 'warmupMs' | 'measureMs' | 'maxMeasureMs' | 'minInvocations' | 'concurrency'> => ({
+  concurrency,
+  warmupMs: w.warmupMs,
+  measureMs: w.measureMs,
+  maxMeasureMs: w.maxMeasureMs,
+  minInvocations: w.minPerLane * concurrency,
+});
+
 export interface LoopOptions {
   concurrency: number;
   warmupMs: number;
@@ -16,6 +34,13 @@ export interface LoopOptions {
   invoke(lane: number, k: number): Promise<void>;
   /** Longest wait for one invocation; a longer one fails the measurement instead of hanging it. */
   invocationTimeoutMs: number;
+  /**
+   * The window lasts `measureMs`, longer if fewer invocations than this completed by then (up to
+   * `maxMeasureMs`): at high concurrency the lanes tend to complete in waves, and a window that
+   * holds only one or two waves gives a throughput that depends on where the waves fell.
+   */
+  minInvocations?: number;
+  maxMeasureMs?: number;
   /** Called when the measured window opens and closes (e.g. to start and stop a CPU profile). */
   onWindow?: { open(): void | Promise<void>; close(): void | Promise<void> };
 }
@@ -49,14 +74,21 @@ function timeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
 export async function closedLoop(o: LoopOptions): Promise<LoopResult> {
   const start = now();
   const t0 = start + o.warmupMs;
-  const t1 = t0 + o.measureMs;
+  /** End of the window: open until decided. */
+  let t1 = Infinity;
+  const minInvocations = o.minInvocations ?? 0;
+  const maxMeasureMs = Math.max(o.measureMs, o.maxMeasureMs ?? o.measureMs);
   const samples: number[] = [];
   let failure: Error | undefined;
   let stop = false;
+  /** Past `measureMs` with too few completions: the window closes at the completion that makes enough. */
+  let extending = false;
   const windowTimers: NodeJS.Timeout[] = [];
   let windowOpened: Promise<void> | undefined;
   let windowClosed: Promise<void> | undefined;
-  const closeWindow = (): void => {
+  const closeWindow = (at: number): void => {
+    if (t1 === Infinity) t1 = at;
+    stop = true;
     if (o.onWindow && windowOpened && !windowClosed) windowClosed = windowOpened.then(() => o.onWindow!.close());
   };
   if (o.onWindow) {
@@ -65,9 +97,10 @@ export async function closedLoop(o: LoopOptions): Promise<LoopResult> {
   }
   windowTimers.push(
     setTimeout(() => {
-      stop = true;
-      closeWindow();
+      if (samples.length >= minInvocations) closeWindow(now());
+      else extending = true;
     }, o.warmupMs + o.measureMs),
+    setTimeout(() => closeWindow(now()), o.warmupMs + maxMeasureMs),
   );
   const lane = async (l: number): Promise<void> => {
     for (let k = 0; !stop && !failure; k++) {
@@ -79,15 +112,17 @@ export async function closedLoop(o: LoopOptions): Promise<LoopResult> {
         return;
       }
       const ended = now();
-      if (ended >= t0 && ended <= t1) samples.push(ended - began);
+      if (ended >= t0 && ended <= t1) {
+        samples.push(ended - began);
+        if (extending && samples.length >= minInvocations) closeWindow(ended);
+      }
     }
   };
   try {
     await Promise.all(Array.from({ length: o.concurrency }, (_, l) => lane(l)));
   } finally {
     for (const t of windowTimers) clearTimeout(t);
-    stop = true;
-    closeWindow(); // also when a failure ended the loop inside the window
+    closeWindow(now()); // also when a failure ended the loop inside the window
     await windowClosed;
   }
   if (failure) throw failure;
@@ -95,7 +130,7 @@ export async function closedLoop(o: LoopOptions): Promise<LoopResult> {
   return {
     concurrency: o.concurrency,
     invocations: samples.length,
-    seconds: o.measureMs / 1_000,
+    seconds: (t1 - t0) / 1_000,
     samples,
     p50: percentile(samples, 0.5),
     p99: percentile(samples, 0.99),

@@ -20,7 +20,7 @@ import { Kvm, KvWatchInclude } from '@nats-io/kv';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 import { createClient, createEngine, type Client, type Engine } from '../../engine/index.js';
 import { connectFast, pool } from '../core.js';
-import { closedLoop, type LoopResult } from './closed-loop.js';
+import { closedLoop, windowOptions, type LoopResult, type Window } from './closed-loop.js';
 import { STEPS, peerSteps, peerTally } from './jetstate-workflows.js';
 import { track } from './cleanup.js';
 import { cpuMeter, type CpuUse } from './machine.js';
@@ -36,8 +36,7 @@ export interface JetstateRunOptions {
   syncAlways: boolean;
   workload: Workload;
   concurrency: number;
-  warmupMs: number;
-  measureMs: number;
+  window: Window;
   /** Completion by the shared KV watch (default) or by `client.waitFor()` per invocation. */
   wait: 'watch' | 'waitFor';
   /** Write a CPU profile of this process over the measured window to this file. */
@@ -171,9 +170,7 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
     let cpu: CpuUse = {};
     const prof = o.profileFile ? await profiler(o.profileFile) : undefined;
     const loop = await closedLoop({
-      concurrency: o.concurrency,
-      warmupMs: o.warmupMs,
-      measureMs: o.measureMs,
+      ...windowOptions(o.window, o.concurrency),
       invocationTimeoutMs: INVOCATION_TIMEOUT_MS,
       invoke,
       onWindow: {

@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { closedLoop } from './closed-loop.js';
+import { closedLoop, windowOptions, type Window } from './closed-loop.js';
 import type { Measurement, Workload } from './jetstate-side.js';
 import { STEPS } from './jetstate-workflows.js';
 import { track } from './cleanup.js';
@@ -99,8 +99,7 @@ export interface RestateRunOptions {
   service: RestateService;
   workload: Workload;
   concurrency: number;
-  warmupMs: number;
-  measureMs: number;
+  window: Window;
 }
 
 /** One measurement on a fresh restate-server; `describe` tells the configuration once. */
@@ -140,9 +139,7 @@ export async function runRestate(o: RestateRunOptions): Promise<Measurement & { 
     let meter: (() => CpuUse) | undefined;
     let cpu: CpuUse = {};
     const loop = await closedLoop({
-      concurrency: o.concurrency,
-      warmupMs: o.warmupMs,
-      measureMs: o.measureMs,
+      ...windowOptions(o.window, o.concurrency),
       invocationTimeoutMs: INVOCATION_TIMEOUT_MS,
       invoke,
       onWindow: {
