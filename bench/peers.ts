@@ -174,12 +174,15 @@ async function main(): Promise<void> {
   let service: RestateService | undefined;
   const rows: Row[] = [];
   let restateDescribe: string | undefined;
+  let failure: { label: string; error: Error } | undefined;
+  let current = '';
   try {
     if (install) service = await startRestateService(install.sdkEntry);
     for (const workload of workloads) {
       for (const c of concurrencies) {
         for (const system of systems) {
           const label = `${SYSTEM_LABEL[system].replace(' | ', ', ')}, ${workload}, C=${c}`;
+          current = label;
           const t = now();
           process.stderr.write(`[peers] ${label} ... `);
           let m;
@@ -196,6 +199,10 @@ async function main(): Promise<void> {
         }
       }
     }
+  } catch (e) {
+    // The rows measured so far are still printed; the run then exits 1.
+    failure = { label: current, error: e as Error };
+    log(`\nbench:peers: ${current} failed: ${(e as Error).stack ?? String(e)}`);
   } finally {
     await service?.stop();
     await stopAll();
@@ -207,6 +214,10 @@ async function main(): Promise<void> {
     const these = rows.filter((r) => r.workload === workload);
     console.log(`\n### ${titles[workload]}\n`);
     console.log(workloadTable(these));
+    const retried = these.filter((r) => r.m.retries > 0);
+    if (retried.length > 0) {
+      console.log(`\nNATS acknowledged some start()/send() calls later than the client's 5 s and they were sent again (idempotent): ${retried.map((r) => `${SYSTEM_LABEL[r.system].replace(' | ', ', ')} C=${r.concurrency}: ${r.m.retries}`).join('; ')}`);
+    }
     const ratios = ratioTable(these);
     if (ratios) {
       console.log(`\nRatios jetstate / Restate (steps/s: above 1 means jetstate does more; p50, p99: below 1 means jetstate is faster):\n`);
@@ -216,6 +227,10 @@ async function main(): Promise<void> {
   console.log(`\ntotal ${((now() - started) / 1_000).toFixed(0)} s; load average before: ${loadBefore}, after: ${loadAverage()}`);
   if (profileFile) console.log(`CPU profile (jetstate, sync always, A, C=100, measured window): ${profileFile}\nsummary: npx tsx bench/tools/cpuprofile-summary.ts ${profileFile}`);
   clearTimeout(watchdog);
+  if (failure) {
+    console.log(`\nINCOMPLETE: ${failure.label} failed: ${failure.error.message.split('\n')[0]}`);
+    process.exit(1);
+  }
 }
 
 main().then(

@@ -30,6 +30,8 @@ export type Workload = 'A' | 'B';
 export interface Measurement {
   loop: LoopResult;
   cpu: CpuUse;
+  /** Calls that timed out and were sent again (jetstate: start/send, idempotent by id and key). */
+  retries: number;
 }
 
 export interface JetstateRunOptions {
@@ -72,6 +74,23 @@ class Completions {
 
 const dec = new TextDecoder();
 
+/**
+ * Calls `f` again when NATS did not acknowledge in time (the server is saturated: with
+ * `sync_interval: always` and thousands of publishes in flight the acknowledgement can take longer
+ * than the client's 5 s), as a user would; safe because a start is idempotent by id and a send
+ * carries an idempotency key.
+ */
+async function retryOnTimeout<T>(f: () => Promise<T>, counter: { retries: number }): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await f();
+    } catch (e) {
+      if ((e as Error).name !== 'TimeoutError' || attempt >= 5) throw e;
+      counter.retries++;
+    }
+  }
+}
+
 async function profiler(file: string): Promise<{ open(): Promise<void>; close(): Promise<void> }> {
   const session = new Session();
   session.connect();
@@ -107,6 +126,7 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
     const c = client;
     const workflow = o.workload === 'A' ? peerSteps : peerTally;
 
+    const counter = { retries: 0 };
     const completions = new Completions();
     if (o.wait === 'watch') {
       const kv = await new Kvm(jetstream(watchConnection)).open(`${NAMESPACE}_instances`);
@@ -128,10 +148,10 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
         let seen: Seen;
         if (o.wait === 'watch') {
           const done = completions.expect(`${peerSteps.name}.${id}`, (s) => s.status !== 'running');
-          await c.start(peerSteps, { id, input: {} });
+          await retryOnTimeout(() => c.start(peerSteps, { id, input: {} }), counter);
           seen = await done;
         } else {
-          await c.start(peerSteps, { id, input: {} });
+          await retryOnTimeout(() => c.start(peerSteps, { id, input: {} }), counter);
           const inst = await c.waitFor(peerSteps, id, (s) => s.status !== 'running', { timeoutMs: INVOCATION_TIMEOUT_MS });
           seen = { status: inst.status, context: inst.context as Seen['context'] };
         }
@@ -144,12 +164,17 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
       await pool(
         Array.from({ length: o.concurrency }, (_, l) => l),
         64,
-        (l) => c.start(peerTally, { id: `b${l}`, input: {} }),
+        (l) => retryOnTimeout(() => c.start(peerTally, { id: `b${l}`, input: {} }), counter),
       );
       invoke = async (lane, k) => {
         const id = `b${lane}`;
         const target = STEPS * (k + 1);
-        const sends = (): Promise<unknown> => Promise.all(Array.from({ length: STEPS }, (_, j) => c.send(peerTally, id, { type: 'ADD', i: j + 1 })));
+        const sends = (): Promise<unknown> =>
+          Promise.all(
+            Array.from({ length: STEPS }, (_, j) =>
+              retryOnTimeout(() => c.send(peerTally, id, { type: 'ADD', i: j + 1 }, { idempotencyKey: `${id}_${k}_${j}` }), counter),
+            ),
+          );
         let seen: Seen;
         if (o.wait === 'watch') {
           const done = completions.expect(`${peerTally.name}.${id}`, (s) => (s.context.count ?? 0) >= target);
@@ -184,7 +209,7 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
         },
       },
     });
-    return { loop, cpu };
+    return { loop, cpu, retries: counter.retries };
   } finally {
     stopWatch?.();
     await client?.close().catch(() => {});

@@ -147,7 +147,7 @@ export async function runRestate(o: RestateRunOptions): Promise<Measurement & { 
         close: () => void (cpu = meter?.() ?? {}),
       },
     });
-    return { loop, cpu, describe: server.describe };
+    return { loop, cpu, retries: 0, describe: server.describe };
   } catch (e) {
     throw new Error(`${(e as Error).message}\nrestate-server log:\n${await server.logTail()}`, { cause: e });
   } finally {
