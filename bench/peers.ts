@@ -3,8 +3,8 @@
  * machine, in one run. Prints Markdown tables (steps/s, p50, p99 per invocation) and the ratios
  * jetstate / Restate; nothing in it passes or fails.
  *
- *   npm run bench:peers                          # full run (~10 min on 2 cores)
- *   npm run bench:peers -- --quick               # shorter windows (~3 min)
+ *   npm run bench:peers                          # full run (about 9 min on 2 cores)
+ *   npm run bench:peers -- --quick               # shorter windows (about 2.5 min)
  *   npm run bench:peers -- --only=restate,A      # systems: jetstate, jetstate-default, jetstate-always, restate;
  *                                                # workloads: A (durable steps), B (external events)
  *   npm run bench:peers -- --c=1,100             # concurrency levels (default 1,100,500)
