@@ -1,0 +1,222 @@
+/**
+ * The jetstate side of the peer benchmark: an engine and a client in this process, on a fresh
+ * nats-server (temporary store, deleted afterwards) per measurement, driven by the closed loop.
+ *
+ *  - A: an invocation is `client.start()` of a new `peer_steps` instance, complete when its record
+ *    is `done` (10 activity steps later).
+ *  - B: each lane owns one `peer_tally` instance, started before the loop; an invocation is 10
+ *    `client.send()`s of `ADD { i }` at once, complete when the instance's record has applied all
+ *    10 of them (count reaches 10 more than before).
+ *
+ * Completion is seen by one KV watch over the workflow's keys in the instances bucket (on its own
+ * connection), like a service that follows its instances would; `client.waitFor()` opens a watch
+ * per call and costs more in the load generator (`--wait=waitFor` measures that instead).
+ */
+import { writeFile, mkdir, rm } from 'node:fs/promises';
+import { Session } from 'node:inspector';
+import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import { Kvm, KvWatchInclude } from '@nats-io/kv';
+import { NatsServer } from '../../adapters/nats-server/launcher.js';
+import { createClient, createEngine, type Client, type Engine } from '../../engine/index.js';
+import { connectFast, pool } from '../core.js';
+import { closedLoop, windowOptions, type LoopResult, type Window } from './closed-loop.js';
+import { STEPS, peerSteps, peerTally } from './jetstate-workflows.js';
+import { track } from './cleanup.js';
+import { cpuMeter, type CpuUse } from './machine.js';
+
+export type Workload = 'A' | 'B';
+
+export interface Measurement {
+  loop: LoopResult;
+  cpu: CpuUse;
+  /** Calls that timed out and were sent again (jetstate: start/send, idempotent by id and key). */
+  retries: number;
+}
+
+export interface JetstateRunOptions {
+  syncAlways: boolean;
+  workload: Workload;
+  concurrency: number;
+  window: Window;
+  /** Completion by the shared KV watch (default) or by `client.waitFor()` per invocation. */
+  wait: 'watch' | 'waitFor';
+  /** Write a CPU profile of this process over the measured window to this file. */
+  profileFile?: string;
+}
+
+const NAMESPACE = 'peers';
+const INVOCATION_TIMEOUT_MS = 60_000;
+const SUM_OF_STEPS = (STEPS * (STEPS + 1)) / 2;
+
+interface Seen {
+  status: string;
+  context: { sum: number; count?: number };
+}
+
+/** Waiters by instance key, resolved by the KV watch when their condition holds. */
+class Completions {
+  private readonly waiting = new Map<string, { done: (s: Seen) => boolean; resolve: (s: Seen) => void }>();
+
+  /** Registers before the invocation starts, so an update cannot be missed. */
+  expect(key: string, done: (s: Seen) => boolean): Promise<Seen> {
+    return new Promise((resolve) => this.waiting.set(key, { done, resolve }));
+  }
+
+  seen(key: string, s: Seen): void {
+    const w = this.waiting.get(key);
+    if (w && w.done(s)) {
+      this.waiting.delete(key);
+      w.resolve(s);
+    }
+  }
+}
+
+const dec = new TextDecoder();
+
+/**
+ * Calls `f` again when NATS did not acknowledge in time (the server is saturated: with
+ * `sync_interval: always` and thousands of publishes in flight the acknowledgement can take longer
+ * than the client's 5 s), as a user would; safe because a start is idempotent by id and a send
+ * carries an idempotency key.
+ */
+async function retryOnTimeout<T>(f: () => Promise<T>, counter: { retries: number }): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await f();
+    } catch (e) {
+      if ((e as Error).name !== 'TimeoutError' || attempt >= 5) throw e;
+      counter.retries++;
+    }
+  }
+}
+
+async function profiler(file: string): Promise<{ open(): Promise<void>; close(): Promise<void> }> {
+  const session = new Session();
+  session.connect();
+  const post = <T>(method: string, params?: object): Promise<T> =>
+    new Promise((resolve, reject) => session.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as T))));
+  return {
+    async open() {
+      await post('Profiler.enable');
+      await post('Profiler.setSamplingInterval', { interval: 500 });
+      await post('Profiler.start');
+    },
+    async close() {
+      const { profile } = await post<{ profile: unknown }>('Profiler.stop');
+      session.disconnect();
+      await mkdir(join(file, '..'), { recursive: true });
+      await writeFile(file, JSON.stringify(profile));
+    },
+  };
+}
+
+/** One measurement (one workload, one concurrency, one server setting). */
+export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
+  const server = await NatsServer.start({ syncAlways: o.syncAlways });
+  const untrack = track(() => server.stop());
+  let engine: Engine | undefined;
+  let client: Client | undefined;
+  let stopWatch: (() => void) | undefined;
+  const watchConnection = await connectFast(server.url, 'peers-watch');
+  try {
+    const options = { servers: server.url, namespace: NAMESPACE, workflows: [peerSteps, peerTally] };
+    engine = await createEngine({ ...options, name: 'peers-engine' });
+    client = await createClient({ ...options, name: 'peers-client' });
+    const c = client;
+    const workflow = o.workload === 'A' ? peerSteps : peerTally;
+
+    const counter = { retries: 0 };
+    const completions = new Completions();
+    if (o.wait === 'watch') {
+      const kv = await new Kvm(jetstream(watchConnection)).open(`${NAMESPACE}_instances`);
+      const watcher = await kv.watch({ key: `${workflow.name}.>`, include: KvWatchInclude.UpdatesOnly });
+      stopWatch = () => watcher.stop();
+      void (async () => {
+        for await (const e of watcher) {
+          if (e.operation !== 'PUT') continue;
+          const r = JSON.parse(dec.decode(e.value)) as { status: string; snapshot: { context: Seen['context'] } };
+          completions.seen(e.key, { status: r.status, context: r.snapshot.context });
+        }
+      })();
+    }
+
+    let invoke: (lane: number, k: number) => Promise<void>;
+    if (o.workload === 'A') {
+      invoke = async (lane, k) => {
+        const id = `a${lane}_${k}`;
+        let seen: Seen;
+        if (o.wait === 'watch') {
+          const done = completions.expect(`${peerSteps.name}.${id}`, (s) => s.status !== 'running');
+          await retryOnTimeout(() => c.start(peerSteps, { id, input: {} }), counter);
+          seen = await done;
+        } else {
+          await retryOnTimeout(() => c.start(peerSteps, { id, input: {} }), counter);
+          const inst = await c.waitFor(peerSteps, id, (s) => s.status !== 'running', { timeoutMs: INVOCATION_TIMEOUT_MS });
+          seen = { status: inst.status, context: inst.context as Seen['context'] };
+        }
+        if (seen.status !== 'done' || seen.context.sum !== SUM_OF_STEPS) {
+          throw new Error(`jetstate A: instance ${id} ended ${seen.status} with sum ${seen.context.sum}, expected done with ${SUM_OF_STEPS}`);
+        }
+      };
+    } else {
+      // Each lane's instance exists before the loop, as a Restate virtual object key needs no creation.
+      await pool(
+        Array.from({ length: o.concurrency }, (_, l) => l),
+        64,
+        (l) => retryOnTimeout(() => c.start(peerTally, { id: `b${l}`, input: {} }), counter),
+      );
+      invoke = async (lane, k) => {
+        const id = `b${lane}`;
+        const target = STEPS * (k + 1);
+        const sends = (): Promise<unknown> =>
+          Promise.all(
+            Array.from({ length: STEPS }, (_, j) =>
+              retryOnTimeout(() => c.send(peerTally, id, { type: 'ADD', i: j + 1 }, { idempotencyKey: `${id}_${k}_${j}` }), counter),
+            ),
+          );
+        let seen: Seen;
+        if (o.wait === 'watch') {
+          const done = completions.expect(`${peerTally.name}.${id}`, (s) => (s.context.count ?? 0) >= target);
+          await sends();
+          seen = await done;
+        } else {
+          await sends();
+          const inst = await c.waitFor(peerTally, id, (s) => ((s.context as Seen['context']).count ?? 0) >= target, { timeoutMs: INVOCATION_TIMEOUT_MS });
+          seen = { status: inst.status, context: inst.context as Seen['context'] };
+        }
+        if (seen.context.count !== target || seen.context.sum !== SUM_OF_STEPS * (k + 1)) {
+          throw new Error(`jetstate B: instance ${id} shows count ${seen.context.count} sum ${seen.context.sum}, expected ${target} and ${SUM_OF_STEPS * (k + 1)}`);
+        }
+      };
+    }
+
+    let meter: (() => CpuUse) | undefined;
+    let cpu: CpuUse = {};
+    const prof = o.profileFile ? await profiler(o.profileFile) : undefined;
+    const loop = await closedLoop({
+      ...windowOptions(o.window, o.concurrency),
+      invocationTimeoutMs: INVOCATION_TIMEOUT_MS,
+      invoke,
+      onWindow: {
+        async open() {
+          meter = cpuMeter({ 'nats-server': server.pid });
+          await prof?.open();
+        },
+        async close() {
+          cpu = meter?.() ?? {};
+          await prof?.close();
+        },
+      },
+    });
+    return { loop, cpu, retries: counter.retries };
+  } finally {
+    stopWatch?.();
+    await client?.close().catch(() => {});
+    await engine?.close().catch(() => {});
+    await watchConnection.close().catch(() => {});
+    await server.stop();
+    untrack();
+    await rm(server.storeDir, { recursive: true, force: true });
+  }
+}
