@@ -79,7 +79,7 @@ export function observeModel(model: ModelRun, childIds: readonly string[], alpha
     output: json(s.output),
     timers: model.clock
       .pending()
-      .filter((t: ModelTimer) => t.root)
+      .filter((t: ModelTimer) => t.source === '')
       .map((t) => timerName(t.id, t.event)),
     children,
     derived: derivedOf(s, alphabet),
@@ -127,11 +127,6 @@ export function compareObservations(want: Observation, got: Observation, at: str
   check('children', want.children, got.children);
   check('derived', want.derived, got.derived, 'tags/meta/can');
   return out;
-}
-
-/** Fired timers in order, both sides, compared as normalized ids. */
-export function compareFired(want: string[], got: string[]): Divergence[] {
-  return same(want, got) ? [] : [{ kind: 'timers', at: 'end', detail: `timers fired in order: XState ${show(want)}, jetstate ${show(got)}` }];
 }
 
 const callShape = (c: EffectCall): unknown => ({ kind: c.kind, name: c.name, params: c.params, context: c.context, event: c.event });

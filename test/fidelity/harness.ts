@@ -1,28 +1,35 @@
 /**
  * The differential harness. A sequence runs first through jetstate (a real engine on a real
- * nats-server), which records a timeline: when the instance started, which event went out with
- * which stream sequence, what the records showed at each settled point, and when timers could
- * not fire (a held clock, a dead engine). The same machine then runs in memory in XState,
- * replaying that timeline on a simulated clock at the same instants (the stamps jetstate gave
- * each event), and the two are compared at every settled point and at the end.
+ * nats-server), which records a time line: when the instance started, which event went out with
+ * which stream sequence, what the records showed at each settled point, and, from its history,
+ * when each timer fired and each activity outcome was applied. The same machine then runs in
+ * memory in XState, replaying that time line on a driven simulated clock: events at the stamps
+ * jetstate gave them, activity outcomes and timers when jetstate applied them. The two are
+ * compared at every settled point and at the end.
  *
  * Timing: jetstate stamps events with the stream's acceptance time and timers with that plus the
- * delay, so both sides share one time line. Only lateness separates them (a timer applied some
- * ms after it was due); lateness is not a divergence, so a point that falls within `MARGIN_MS`
- * of a due time is reported as inconclusive instead of compared.
+ * delay, so both sides share one time line and the same due times. The reference fires a timer
+ * when jetstate did, so lateness (a timer applied some time after it was due) is not a
+ * divergence; firing it while XState had a timer due earlier pending is one (order), and so is a
+ * timer that XState has and jetstate never fires.
  */
 import { HistoryKind, type HistoryEntry, type InstanceRecord } from '../../engine/record.js';
 import { childWorkflowsOf } from '../../engine/child.js';
 import type { WorkflowDefinition } from '../../engine/index.js';
-import { compareEffects, compareFired, compareObservations, observeModel, observeRecord, timerName, type Observation } from './compare.js';
+import { compareEffects, compareObservations, observeModel, observeRecord, timerName, type Observation } from './compare.js';
 import { takeEffects } from './effects.js';
 import { ModelRun } from './model.js';
 import type { Frozen, Target } from './targets.js';
 import type { Divergence, FidelityCase, Mode, SentEvent, Step } from './types.js';
 
-/** A settled point or a send closer than this to a due time is not compared (lateness). */
+/** A settled point waits for timers due up to this much later, so it does not sit on a due time. */
 export const MARGIN_MS = 40;
 const SETTLE_TIMEOUT_MS = 5_000;
+/**
+ * After an engine was killed: a timer message it had been handed and not yet NAKed comes back
+ * only after the timers consumer's ack wait (30 s), so the harness waits that out (lateness).
+ */
+const SETTLE_AFTER_RESTART_MS = 40_000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 type Mark =
@@ -31,7 +38,9 @@ type Mark =
   | { t: 'observe'; at: number; label: string; obs: Observation; compare: boolean }
   | { t: 'stall'; window: Frozen }
   /** An activity's outcome applied by jetstate (from its history): the reference gets it then too. */
-  | { t: 'release'; seq: number; at: number; invokeId: string };
+  | { t: 'release'; seq: number; at: number; invokeId: string }
+  /** A timer jetstate fired (from its history; `to`: of a child instance): the reference fires it then too. */
+  | { t: 'fire'; seq: number; at: number; timerId: string; to?: string | undefined };
 
 export interface RunSpec {
   c: FidelityCase;
@@ -47,8 +56,8 @@ export interface RunSpec {
 export interface RunResult {
   spec: RunSpec;
   divergences: Divergence[];
-  /** Why the run could not be compared (timing), if so. */
-  inconclusive?: string;
+  /** How late jetstate fired its latest timer, after its due time (not a divergence; reported). */
+  maxLatenessMs: number;
   durationMs: number;
 }
 
@@ -83,13 +92,20 @@ interface Settled {
  * its parent, and no revision change for `quietMs` (messages between instances, such as a child's
  * sendParent, travel through the event streams: they have no other trace to wait for).
  */
-async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: number, afterRestart = false): Promise<Settled> {
-  const deadline = Date.now() + timeoutMs;
+async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: number, restartsBefore: number): Promise<Settled> {
+  const began = Date.now();
+  let deadline = began + timeoutMs;
+  let afterRestart = false;
   const quietMs = spec.c.children ? 150 : 15;
   let previous = '';
   let quietSince = 0;
   for (;;) {
     await target.up();
+    if (target.restarts.length > restartsBefore) {
+      // The engine was killed during this run: wait out what it held (see SETTLE_AFTER_RESTART_MS).
+      afterRestart = true;
+      deadline = Math.max(deadline, began + SETTLE_AFTER_RESTART_MS);
+    }
     const record = await target.read(spec.def.name, spec.run);
     if (!record) throw new Error(`instance ${spec.run} has no record`);
     const kids: Record<string, InstanceRecord | null> = {};
@@ -129,7 +145,6 @@ interface Recording {
   marks: Mark[];
   /** Stream sequence → acceptance time of the instance's and its children's events. */
   stamps: Map<string, number>;
-  fired: string[];
   verify: string[];
   /** Points where the instance did not settle in time, and why. */
   stuck: string[];
@@ -142,7 +157,7 @@ const stampKey = (to: string | undefined, seq: number): string => `${to ?? ''}#$
 async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent[]): Promise<Recording> {
   const { def, run, mode, steps } = spec;
   const marks: Mark[] = [];
-  const rec: Recording = { marks, stamps: new Map(), fired: [], verify: [], stuck: [] };
+  const rec: Recording = { marks, stamps: new Map(), verify: [], stuck: [] };
   /** Every settled point is recorded (the replay checks timing against it); `compare` marks the ones compared. */
   const observe = (s: Settled, label: string, compare: boolean): void => {
     marks.push({ t: 'observe', at: s.at, label, obs: observeRecord(def.machine, s.record, s.kids, alphabet), compare });
@@ -153,7 +168,7 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
   let where = 'start';
   const settled = async (minSeq: number): Promise<Settled> => {
     // Once stuck, the rest of the run does not wait as long again.
-    const r = await settle(target, spec, minSeq, rec.stuck.length > 0 ? 1_000 : SETTLE_TIMEOUT_MS, target.restarts.length > restartsAtStart);
+    const r = await settle(target, spec, minSeq, rec.stuck.length > 0 ? 1_000 : SETTLE_TIMEOUT_MS, rec.stuck.length > 0 ? Infinity : restartsAtStart);
     if (r.stuck) rec.stuck.push(`${where}: ${r.stuck}`);
     return r;
   };
@@ -220,17 +235,12 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
     for (const [to, entries] of histories) {
       for (const e of entries) {
         if (e.kind !== HistoryKind.Start) rec.stamps.set(stampKey(to, e.seq), e.timeMs);
-        const ev = e.event as { type?: string; invokeId?: string };
-        if (!to && e.kind === HistoryKind.Event && ev.type === 'jetstate.task' && typeof ev.invokeId === 'string') {
-          marks.push({ t: 'release', seq: e.seq, at: e.timeMs, invokeId: ev.invokeId });
-        }
+        if (e.kind !== HistoryKind.Event || e.reason !== undefined) continue; // not applied
+        const ev = e.event as { type?: string; invokeId?: string; timerId?: string };
+        if (!to && ev.type === 'jetstate.task' && typeof ev.invokeId === 'string') marks.push({ t: 'release', seq: e.seq, at: e.timeMs, invokeId: ev.invokeId });
+        if (ev.type === 'jetstate.timer' && typeof ev.timerId === 'string') marks.push({ t: 'fire', seq: e.seq, at: e.timeMs, timerId: ev.timerId, to });
       }
     }
-    // Fired timers in order; anonymous delayed raises are named differently on each side: left out.
-    rec.fired = histories[0]![1]
-      .filter((e) => e.kind === HistoryKind.Event && (e.event as { type?: string }).type === 'jetstate.timer')
-      .map((e) => (e.event as { timerId: string }).timerId)
-      .filter((id) => !timerName(id, '').startsWith('~'));
     const report = await client.verify(def, run);
     if (!report.ok) rec.verify = report.problems;
   } catch (e) {
@@ -239,70 +249,62 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
   return rec;
 }
 
-/** Replays the recorded timeline in memory and compares. */
-async function replay(spec: RunSpec, rec: Recording, frozen: Frozen[], alphabet: readonly SentEvent[]): Promise<{ divergences: Divergence[]; inconclusive?: string; firedModel: string[] }> {
+/** Replays the recorded time line in memory and compares. */
+async function replay(spec: RunSpec, rec: Recording, alphabet: readonly SentEvent[]): Promise<{ divergences: Divergence[]; maxLatenessMs: number }> {
   const divergences: Divergence[] = [];
   const childIds = Object.keys(spec.c.children ?? {});
   const model = new ModelRun(spec.def, { run: spec.run, ...spec.c.input }, spec.run, spec.c.reference?.());
-  const windows = [...frozen, ...rec.marks.flatMap((m) => (m.t === 'stall' ? [m.window] : []))].sort((a, b) => a.from - b.from);
-  let inconclusive: string | undefined;
-  /** jetstate's pending timers at the last settled point. */
-  let jetstateTimers: string[] = [];
-  /**
-   * A point close to the due time of a timer both sides have pending cannot be compared: which
-   * side of it the timer fell is lateness. (A timer only the reference has is a divergence.)
-   */
-  const near = (t: number, what: string): void => {
-    if (inconclusive) return;
-    const due = model.clock.pending().find((p) => p.root && jetstateTimers.includes(timerName(p.id, p.event)) && Math.abs(p.dueMs - t) < MARGIN_MS);
-    if (due) inconclusive = `${what} falls within ${MARGIN_MS} ms of the due time of timer ${due.id}`;
-  };
-  /** Moves the model's time to t: timers fire when due, except within a frozen window. */
-  const moveTo = async (t: number): Promise<boolean> => {
-    for (const w of windows) {
-      if (w.from >= t || w.to <= model.clock.now()) continue;
-      await model.clock.advanceTo(Math.max(model.clock.now(), w.from));
-      if (t < w.to) return false; // inside the window: time stands still for timers
-      await model.clock.jumpTo(w.to);
-    }
-    await model.clock.advanceTo(Math.max(model.clock.now(), t));
-    return true;
-  };
-  // One time line: sends at their stream stamps, activity outcomes when jetstate applied them,
-  // settled points when they were read (ties: stream order, then the order of recording).
+  let maxLatenessMs = 0;
+  // One time line: what went through the stream in stream order (sends, timer fires, activity
+  // outcomes, at their stamps), settled points at the time they were read.
   const timeOf = (m: Mark): number => {
-    if (m.t === 'start' || m.t === 'observe' || m.t === 'release') return m.at;
+    if (m.t === 'start' || m.t === 'observe' || m.t === 'release' || m.t === 'fire') return m.at;
     if (m.t === 'send') return rec.stamps.get(stampKey(m.to, m.seq)) ?? Infinity;
     return m.window.from;
   };
-  const seqOf = (m: Mark): number => (m.t === 'send' && !m.to) || m.t === 'release' ? m.seq : Infinity;
+  const seqOf = (m: Mark): number => (m.t === 'send' || m.t === 'release' || m.t === 'fire' ? m.seq : Infinity);
   const timeline = rec.marks.map((m, i) => ({ m, i, time: timeOf(m) })).sort((a, b) => a.time - b.time || seqOf(a.m) - seqOf(b.m) || a.i - b.i);
+  if (process.env['FIDELITY_DEBUG'] === 'timeline') {
+    const t0 = timeline[0]?.time ?? 0;
+    const line = (m: Mark): string =>
+      m.t === 'send' ? `send ${m.event.type}${m.to ? ` to ${m.to}` : ''} (seq ${m.seq})` : m.t === 'observe' ? `settled ${m.label}, timers ${m.obs.timers.join(',') || '-'}` : m.t === 'release' ? `outcome of ${m.invokeId}` : m.t === 'fire' ? `timer ${m.timerId}${m.to ? ` of ${m.to}` : ''} fired` : m.t;
+    console.error(`[${spec.c.name} ${spec.run}]\n${timeline.map(({ m, time }) => `  ${time - t0} ${line(m)}`).join('\n')}`);
+  }
   for (const { m, time } of timeline) {
+    if (time !== Infinity) model.clock.moveTo(time);
     if (m.t === 'start') {
       await model.start(m.at);
     } else if (m.t === 'release') {
-      await moveTo(m.at);
       await model.release(m.invokeId);
+    } else if (m.t === 'fire') {
+      const at = `${m.to ? `${m.to}'s ` : ''}timer ${m.timerId}`;
+      const anonymous = timerName(m.timerId, '') === '~';
+      const fired = await model.clock.fire(m.to ?? '', (t) => (anonymous ? timerName(t.id, '') === '~' : t.id === m.timerId));
+      if (!fired.timer) {
+        divergences.push({ kind: 'timers', at, detail: `jetstate fired ${m.timerId}, which XState does not have pending` });
+        continue;
+      }
+      maxLatenessMs = Math.max(maxLatenessMs, m.at - fired.timer.dueMs);
+      const first = fired.earlier[0];
+      if (first) {
+        const how = first.dueMs < fired.timer.dueMs ? `due ${fired.timer.dueMs - first.dueMs} ms earlier` : 'due at the same time and scheduled first';
+        divergences.push({ kind: 'timers', at, detail: `jetstate fired ${m.timerId} while ${first.id} was pending, ${how}: XState fires ${first.id} first` });
+      }
     } else if (m.t === 'send') {
       if (time === Infinity) {
         // The run stopped before its history was read (reported as failed): compare no further.
         if (!rec.error) divergences.push({ kind: 'failed', at: `step ${m.step + 1}`, detail: `event ${m.event.type} (seq ${m.seq}) is not in jetstate's history` });
         break;
       }
-      if (await moveTo(time)) near(time, `event ${m.event.type} at step ${m.step + 1}`);
       await model.send(m.event, m.to);
-    } else if (m.t === 'observe') {
-      jetstateTimers = m.obs.timers;
-      if (await moveTo(m.at)) near(m.at, `the point ${m.label}`);
-      if (!m.compare) continue;
+    } else if (m.t === 'observe' && m.compare) {
       const want = observeModel(model, childIds, alphabet);
       if (process.env['FIDELITY_DEBUG']) console.error(`[${spec.c.name} ${spec.run}] ${m.label}\n  XState   ${JSON.stringify({ ...want, derived: undefined })}\n  jetstate ${JSON.stringify({ ...m.obs, derived: undefined })}`);
       divergences.push(...compareObservations(want, m.obs, m.label));
     }
   }
-  const firedModel = model.clock.fired.filter((f) => f.root && !timerName(f.id, '').startsWith('~')).map((f) => f.id);
   model.stop();
-  return { divergences, ...(inconclusive ? { inconclusive } : {}), firedModel };
+  return { divergences, maxLatenessMs };
 }
 
 /** Runs one sequence through jetstate and the reference, and compares them. */
@@ -316,14 +318,14 @@ export async function runSequence(target: Target, spec: RunSpec): Promise<RunRes
   const divergences: Divergence[] = [];
   if (rec.error) divergences.push({ kind: 'failed', at: 'run', detail: rec.error });
   if (rec.stuck.length > 0) divergences.push({ kind: 'failed', at: 'run', detail: `did not settle (${rec.stuck[0]})${rec.stuck.length > 1 ? `, nor at ${rec.stuck.length - 1} later points` : ''}` });
-  const { divergences: found, inconclusive, firedModel } = await replay(spec, rec, target.restarts, alphabet);
+  const { divergences: found, maxLatenessMs } = await replay(spec, rec, alphabet);
   divergences.push(...found);
+  const referenceEffects = takeEffects(spec.run);
   if (!rec.error) {
-    divergences.push(...compareFired(firedModel, rec.fired));
     if (rec.verify.length > 0) divergences.push({ kind: 'verify', at: 'end', detail: rec.verify.join('; ').slice(0, 600) });
-    divergences.push(...compareEffects(takeEffects(spec.run), jetstateEffects));
+    divergences.push(...compareEffects(referenceEffects, jetstateEffects));
   }
-  return { spec, divergences: dedupe(divergences), ...(inconclusive ? { inconclusive } : {}), durationMs: Date.now() - t0 };
+  return { spec, divergences: dedupe(divergences), maxLatenessMs, durationMs: Date.now() - t0 };
 }
 
 /** The first divergence of each kind and detail is enough. */

@@ -17,26 +17,36 @@ interface ScheduledEventLike {
 
 /** A pending timer of the model: its XState id, the event it raises and when it is due. */
 export interface ModelTimer {
+  /** The clock's own number for it (its scheduling order). */
+  n: number;
   id: string;
   event: string;
   dueMs: number;
-  /** Scheduled by the root actor (false: by a child). */
-  root: boolean;
-  /** The invoke id of the child that scheduled it. */
+  /** '' when the root actor scheduled it, else the id of the child actor that did. */
   source: string;
 }
 
+/** What firing a timer at jetstate's word found. */
+export interface FireOutcome {
+  /** The reference's timer it fired; undefined when it has none by that id. */
+  timer?: ModelTimer;
+  /** Timers of the same actor that were due earlier (or as early and scheduled first): XState fires them first. */
+  earlier: ModelTimer[];
+}
+
 /**
- * XState's simulated clock that also knows, for each timeout, which scheduled event it is (its
- * id and source), so pending timers can be listed like jetstate lists its durable timers.
+ * XState's simulated clock, driven: time moves only to the instants of the recorded time line and
+ * no timer fires on its own; a timer fires when jetstate fired it (its history says when), and
+ * the clock reports when a timer due earlier was still pending then, which XState would have
+ * fired first. So lateness (jetstate applying a timer after its due time) is no divergence, and
+ * the order is. The clock also knows each timeout's scheduled event (id, event, source), to list
+ * pending timers like jetstate lists its durable timers.
  */
 export class ModelClock extends SimulatedClock {
   private system: { _snapshot: { _scheduledEvents: Record<string, ScheduledEventLike> } } | undefined;
   private root: AnyActorRef | undefined;
   private readonly seen = new WeakSet<object>();
   private readonly labels = new Map<number, { id: string; event: string; source: AnyActorRef }>();
-  /** Timers fired, in order: for the timeline of fires. */
-  readonly fired: Array<{ id: string; event: string; dueMs: number; root: boolean }> = [];
 
   attach(actor: AnyActorRef): void {
     this.root = actor;
@@ -46,14 +56,7 @@ export class ModelClock extends SimulatedClock {
   override setTimeout(fn: (...args: unknown[]) => void, timeout: number): number {
     // XState's scheduler records the scheduled event right before it asks the clock.
     const fresh = Object.values(this.system?._snapshot._scheduledEvents ?? {}).find((e) => !this.seen.has(e));
-    let id = 0;
-    const wrapped = (): void => {
-      const label = this.labels.get(id);
-      this.labels.delete(id);
-      if (label) this.fired.push({ id: label.id, event: label.event, dueMs: this.now(), root: label.source === this.root });
-      fn();
-    };
-    id = super.setTimeout(wrapped, timeout) as unknown as number;
+    const id = super.setTimeout(fn, timeout) as unknown as number;
     if (fresh) {
       this.seen.add(fresh);
       this.labels.set(id, { id: fresh.id, event: fresh.event.type, source: fresh.source });
@@ -66,40 +69,40 @@ export class ModelClock extends SimulatedClock {
     super.clearTimeout(id as never);
   }
 
-  private timeoutsMap(): Map<number, { start: number; timeout: number }> {
-    return (this as unknown as { timeouts: Map<number, { start: number; timeout: number }> }).timeouts;
+  private timeoutsMap(): Map<number, { start: number; timeout: number; fn: () => void }> {
+    return (this as unknown as { timeouts: Map<number, { start: number; timeout: number; fn: () => void }> }).timeouts;
   }
 
   /** Pending timers, soonest first (ties in scheduling order, as XState fires them). */
   pending(): ModelTimer[] {
     return [...this.timeoutsMap()]
-      .map(([n, t]) => ({ n, due: t.start + t.timeout, label: this.labels.get(n) }))
-      .sort((a, b) => a.due - b.due || a.n - b.n)
-      .map(({ due, label }) => ({
-        id: label?.id ?? '?',
-        event: label?.event ?? '?',
-        dueMs: due,
-        root: label?.source === this.root,
-        source: label?.source === this.root ? '' : (label?.source?.id ?? '?'),
-      }));
+      .map(([n, t]) => {
+        const label = this.labels.get(n);
+        return { n, id: label?.id ?? '?', event: label?.event ?? '?', dueMs: t.start + t.timeout, source: !label || label.source === this.root ? '' : label.source.id };
+      })
+      .sort((a, b) => a.dueMs - b.dueMs || a.n - b.n);
   }
 
-  /** Time passes with the process running: every timer fires at its due time, in order. */
-  async advanceTo(t: number): Promise<void> {
-    for (;;) {
-      const next = this.pending()[0];
-      if (!next || next.dueMs > t) break;
-      this.set(Math.max(this.now(), next.dueMs));
-      await settleMicrotasks();
-    }
-    if (t > this.now()) this.set(t);
-    await settleMicrotasks();
+  /** Moves the time forward (never back); no timer fires (`set` would fire the due ones). */
+  moveTo(t: number): void {
+    if (t > this.now()) (this as unknown as { _now: number })._now = t;
   }
 
-  /** Time jumps (nothing could fire meanwhile): overdue timers fire at `t`, soonest due first. */
-  async jumpTo(t: number): Promise<void> {
-    if (t > this.now()) this.set(t);
+  /**
+   * Fires the pending timer of `source` that `matches` (the earliest so named), as jetstate did,
+   * and says which timers XState would have fired before it.
+   */
+  async fire(source: string, matches: (t: ModelTimer) => boolean): Promise<FireOutcome> {
+    const mine = this.pending().filter((t) => t.source === source);
+    const timer = mine.find(matches);
+    if (!timer) return { earlier: [] };
+    const earlier = mine.filter((t) => t !== timer && (t.dueMs < timer.dueMs || (t.dueMs === timer.dueMs && t.n < timer.n)));
+    const entry = this.timeoutsMap().get(timer.n)!;
+    this.timeoutsMap().delete(timer.n);
+    this.labels.delete(timer.n);
+    entry.fn.call(null);
     await settleMicrotasks();
+    return { timer, earlier };
   }
 }
 
@@ -199,7 +202,7 @@ export class ModelRun {
   }
 
   async start(atMs: number): Promise<void> {
-    this.clock.set(atMs);
+    this.clock.moveTo(atMs);
     this.actor.start();
     await settleMicrotasks();
   }

@@ -2,11 +2,11 @@
  * Runs jobs (a case, a sequence, a mode) against jetstate and the reference, many at a time:
  * `each` and `burst` jobs share one engine in this process; a job with a stall gets an engine of
  * its own (it holds that engine's clock); `kill` jobs run in batches against an engine process
- * that is SIGKILLed mid-batch and replaced. A job whose timing made it inconclusive is run again.
+ * that is SIGKILLed mid-batch and replaced.
  */
 import type { WorkflowDefinition } from '../../engine/index.js';
 import { definitionOf, corpusWorkflows } from './corpus.js';
-import { runSequence, warningsAbout, type RunResult } from './harness.js';
+import { runSequence, warningsAbout } from './harness.js';
 import { InProcessTarget, ProcessTarget, type Target } from './targets.js';
 import { hasStall, killStep, type Divergence, type FidelityCase, type KnownDivergence, type Mode, type Step } from './types.js';
 
@@ -20,15 +20,13 @@ export interface Job {
 
 export interface JobResult {
   job: Job;
-  /** Divergences of the last attempt, with the engine's warnings about the workflow. */
+  /** Divergences, with the engine's warnings about the workflow. */
   divergences: Divergence[];
-  /** Set when every attempt was inconclusive (timing). */
-  inconclusive?: string;
-  attempts: number;
+  /** How late jetstate fired its latest timer (not a divergence). */
+  maxLatenessMs: number;
   durationMs: number;
 }
 
-const ATTEMPTS = 3;
 let runCounter = 0;
 const nextRun = (c: FidelityCase): string => `${c.name.slice(0, 12)}${(runCounter++).toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
 
@@ -53,17 +51,9 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 }
 
 async function attempt(target: Target, job: Job, def: WorkflowDefinition): Promise<JobResult> {
-  const t0 = Date.now();
-  let last: RunResult | undefined;
-  let attempts = 0;
-  while (attempts < ATTEMPTS) {
-    attempts++;
-    const killAt = job.mode === 'kill' ? killStep(job.steps) : undefined;
-    last = await runSequence(target, { c: job.c, def, steps: job.steps, mode: job.mode, run: nextRun(job.c), ...(killAt !== undefined ? { killAt } : {}) });
-    if (!last.inconclusive) break;
-  }
-  const divergences = [...last!.divergences, ...warningsAbout(target, def.name)];
-  return { job, divergences, ...(last!.inconclusive ? { inconclusive: last!.inconclusive } : {}), attempts, durationMs: Date.now() - t0 };
+  const killAt = job.mode === 'kill' ? killStep(job.steps) : undefined;
+  const r = await runSequence(target, { c: job.c, def, steps: job.steps, mode: job.mode, run: nextRun(job.c), ...(killAt !== undefined ? { killAt } : {}) });
+  return { job, divergences: [...r.divergences, ...warningsAbout(target, def.name)], maxLatenessMs: r.maxLatenessMs, durationMs: r.durationMs };
 }
 
 export interface RunOptions {

@@ -96,8 +96,12 @@ export const send = (type: string, payload: Record<string, unknown> = {}, to?: s
 export const wait = (ms: number): Step => ({ wait: ms });
 export const stall = (ms: number): Step => ({ stall: ms });
 
-/** The send step in the middle of a sequence: where the kill mode crashes the engine, right after its state write. */
+/**
+ * The send step in the middle of a sequence: where the kill mode crashes the engine, right after
+ * its state write. A sequence with a stall has its engine down there already (no crash besides).
+ */
 export function killStep(steps: readonly Step[]): number | undefined {
+  if (steps.some((s) => 'stall' in s)) return undefined;
   const sends = steps.flatMap((s, i) => ('send' in s && !s.to ? [i] : []));
   return sends[Math.floor(sends.length / 2)];
 }

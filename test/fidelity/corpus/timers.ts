@@ -124,7 +124,7 @@ const afterParallel: FidelityCase = {
 
 const afterSameDue: FidelityCase = {
   name: 'aftersamedue',
-  covers: ['timers due at the same moment fire in scheduling order'],
+  covers: ['timers due at the same moment (five parallel regions) fire in scheduling order'],
   define: () =>
     defineWorkflow({
       name: 'aftersamedue',
@@ -139,6 +139,8 @@ const afterSameDue: FidelityCase = {
           a: { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note('a') } } }, d: {} } },
           b: { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note('b') } } }, d: {} } },
           c: { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note('c') } } }, d: {} } },
+          d: { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note('d') } } }, d: {} } },
+          e: { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note('e') } } }, d: {} } },
         },
       }),
     }),
