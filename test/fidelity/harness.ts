@@ -128,7 +128,7 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
       const kid = kids[invokeId] ?? (await target.read(c.workflow, c.id));
       if (!kid || kid.status !== 'running') waits.push(`child ${c.id} ${kid ? kid.status : 'not created'} but pending in its parent`);
     }
-    if (waits.length === 0 && afterRestart && target.caughtUp) {
+    if (waits.length === 0 && (afterRestart || spec.c.children) && target.caughtUp) {
       const instances = [{ workflow: spec.def.name, id: spec.run }, ...Object.keys(spec.c.children ?? {}).map((k) => ({ workflow: childDef(spec, k).name, id: childIdOf(spec.run, k) }))];
       if (!(await target.caughtUp(instances))) waits.push('the restarted engine has not caught up');
     }

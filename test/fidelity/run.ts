@@ -69,6 +69,14 @@ async function main(): Promise<number> {
     console.log(`  ${c.name}: ${d instanceof Error ? `refused by defineWorkflow (${d.message.slice(0, 120)})` : 'ACCEPTED although it must be refused'}`);
   }
   const nats = await startNats();
+  // Last resort: a crash of this process must not leave the server behind.
+  process.once('exit', () => {
+    try {
+      if (nats.pid) process.kill(nats.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
   let finished = 0;
   try {
     const results = await runJobs(nats.url, jobs, {
@@ -110,6 +118,11 @@ async function main(): Promise<number> {
       console.log(`${name.padEnd(18)} ${String(rs.length).padStart(5)} ${String(agree).padStart(6)} ${String(known).padStart(6)} ${String(fresh).padStart(5)}  ${[...kinds].map(([k, n]) => `${k}:${n}`).join(' ')}`);
     }
     console.log(`\nby kind: ${[...byKind].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
+    // Lateness is no divergence (the reference fires a timer when jetstate did), but it is measured.
+    const late = results.map((r) => r.maxLatenessMs).sort((a, b) => a - b);
+    const pick = (q: number): number => late[Math.min(late.length - 1, Math.floor(q * late.length))] ?? 0;
+    const byMode = (m: Mode): number => Math.max(0, ...results.filter((r) => r.job.mode === m).map((r) => r.maxLatenessMs));
+    console.log(`timer lateness (latest timer per sequence): median ${pick(0.5)} ms, p99 ${pick(0.99)} ms, max ${pick(1)} ms; max by mode ${modes.map((m) => `${m} ${byMode(m)} ms`).join(', ')}`);
     console.log('\nsmallest sequence per machine and kind:');
     for (const [key, ex] of examples) {
       const [name, kind] = key.split('\u0000') as [string, DivergenceKind];

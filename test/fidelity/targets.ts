@@ -18,6 +18,18 @@ import { addEffect, type EffectCall } from './effects.js';
 const here = dirname(fileURLToPath(import.meta.url));
 /** Partitions of the namespaces of engine processes (few, so leases and checkpoints are few). */
 const PARTITIONS = 4;
+
+/** Engine processes alive, SIGKILLed if this process exits without closing them. */
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The engine's clock: real time, unless the test holds it (then no timer comes due). */
@@ -57,9 +69,10 @@ export interface Target {
   /** Kills the engine right after its next state write of this instance key. */
   armCrash?(key: string): void;
   /**
-   * After a restart: true once the engine has finished every event of these instances that the
-   * stream holds (what a crash left undone, such as an outbox, is redone then, without a trace
-   * in the records to wait for).
+   * True once the engine has finished every event of these instances that the stream holds:
+   * after a restart (what a crash left undone, such as an outbox, is redone then) and between
+   * instances (a child's start runs its actions on a kick), neither leaves a trace in the
+   * records to wait for.
    */
   caughtUp?(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean>;
   /** The engine's warnings and errors so far. */
@@ -78,6 +91,18 @@ async function readRecord(kv: KV, workflow: string, id: string): Promise<Instanc
   return InstanceRecordSchema.parse(decodeJson(e.value));
 }
 
+/** The stream sequence of the last event of each instance (absent: none yet). */
+async function lastSeqs(jsm: JetStreamManager, namespace: string, partitions: number, instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<Array<{ partition: number; seq: number }>> {
+  const names = layout(namespace);
+  const out: Array<{ partition: number; seq: number }> = [];
+  for (const { workflow, id } of instances) {
+    const partition = partitionOf(workflow, id, partitions);
+    const last = await jsm.streams.getMessage(names.eventsStream, { last_by_subj: names.eventSubject(partition, workflow, id) }).catch(() => null);
+    if (last) out.push({ partition, seq: last.seq });
+  }
+  return out;
+}
+
 /** An engine in this process with a holdable clock and a logger the test reads. */
 export class InProcessTarget implements Target {
   readonly restarts: Frozen[] = [];
@@ -86,6 +111,8 @@ export class InProcessTarget implements Target {
     readonly engine: Engine,
     private readonly nc: NatsConnection,
     private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+    private readonly namespace: string,
     private readonly clock: HoldableClock,
     lines: string[],
   ) {
@@ -99,7 +126,18 @@ export class InProcessTarget implements Target {
     const logger = { debug: () => {}, info: () => {}, warn: (m: string) => lines.push(`warn: ${m}`), error: (m: string) => lines.push(`error: ${m}`) };
     const engine = await createEngine({ servers: url, namespace, workflows, clock, logger, partitions: 4, leaseTtlMs: 2_000 });
     const { nc, kv } = await openKv(url, namespace);
-    return new InProcessTarget(engine, nc, kv, clock, lines);
+    return new InProcessTarget(engine, nc, kv, await jetstreamManager(nc), namespace, clock, lines);
+  }
+
+  /** From the engine's live partition workers: every event of these instances is finished. */
+  async caughtUp(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean> {
+    // The engine's internals, for the test only: the workers' checkpoints as they are now.
+    const workers = (this.engine as unknown as { manager: { workers(): Array<{ partition: number; checkpoint: number }> } }).manager.workers();
+    for (const { partition, seq } of await lastSeqs(this.jsm, this.namespace, this.engine.partitions, instances)) {
+      const w = workers.find((x) => x.partition === partition);
+      if (!w || w.checkpoint < seq) return false;
+    }
+    return true;
   }
 
   get client(): Client {
@@ -169,6 +207,10 @@ export class ProcessTarget implements Target {
     const args = ['--import', 'tsx', join(here, 'engine-process.ts'), '--nats', this.url, '--namespace', this.namespace];
     const child = spawn(process.execPath, args, { cwd: join(here, '..', '..'), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     this.child = child;
+    // A message to a process that just died fails with EPIPE: that death is handled on 'exit'.
+    child.on('error', () => {});
+    live.add(child);
+    child.once('exit', () => live.delete(child));
     let crashAt: number | undefined;
     const ready = new Promise<void>((ok, ko) => {
       let buffered = '';
@@ -218,21 +260,17 @@ export class ProcessTarget implements Target {
   }
 
   async caughtUp(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean> {
-    const names = layout(this.namespace);
-    for (const { workflow, id } of instances) {
-      const p = partitionOf(workflow, id, PARTITIONS);
-      const last = await this.jsm.streams.getMessage(names.eventsStream, { last_by_subj: names.eventSubject(p, workflow, id) }).catch(() => null);
-      if (!last) continue;
+    for (const { partition, seq } of await lastSeqs(this.jsm, this.namespace, PARTITIONS, instances)) {
       // The lease carries the owner's checkpoint: every event of the partition at or below it is finished.
-      const lease = await this.control.get(`lease.${p}`);
+      const lease = await this.control.get(`lease.${partition}`);
       const checkpoint = lease && lease.operation === 'PUT' ? (lease.json<{ checkpoint: number }>().checkpoint ?? 0) : 0;
-      if (checkpoint < last.seq) return false;
+      if (checkpoint < seq) return false;
     }
     return true;
   }
 
   armCrash(key: string): void {
-    this.child?.send?.({ crashAfterWriteOf: key });
+    if (this.child?.connected) this.child.send({ crashAfterWriteOf: key }, () => {});
   }
 
   /** No engine at all for `ms`: the running one is SIGKILLed, a new one started after. */

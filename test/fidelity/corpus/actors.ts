@@ -90,6 +90,13 @@ const payment = defineWorkflow({
 });
 
 
+/**
+ * In a burst, the parent's next events race the child's messages (its sendParent, its done
+ * event): instances talk through their event streams, asynchronously, where XState in memory
+ * delivers a child's messages before the parent's next event.
+ */
+const ASYNC_CHILD = { note: "a child workflow's messages reach its parent asynchronously: in a burst, the parent's next events can come first (XState in memory: the child's first)", modes: ['burst'] } as const;
+
 /** A parent of `payment`; `onPaying` adds transitions to its invoking state. */
 function parentOf(name: string, onPaying: Record<string, unknown>) {
   return defineWorkflow({
@@ -127,6 +134,7 @@ const children: FidelityCase = {
   alphabet: [send('FORWARD'), send('STOP'), send('CONFIRM', {}, 'pay')],
   sequences: [[send('FORWARD')], [send('CONFIRM', {}, 'pay')], [send('STOP')]],
   generatedInSuite: true,
+  known: [ASYNC_CHILD],
 };
 
 const childReport: FidelityCase = {
@@ -146,7 +154,7 @@ const childAgain: FidelityCase = {
   children: { pay: 'fidpayment' },
   alphabet: [send('FORWARD'), send('RESTART')],
   sequences: [[send('FORWARD'), send('RESTART'), send('FORWARD')]],
-  known: [{ note: 'a child workflow invoked again under the same invoke id is not started (the child id is taken: INSTANCE_CONFLICT), the parent waits for ever' }],
+  known: [{ note: 'a child workflow invoked again under the same invoke id is not started (the child id is taken: INSTANCE_CONFLICT), the parent waits for ever' }, ASYNC_CHILD],
 };
 
 const forwarding: FidelityCase = {
@@ -156,6 +164,44 @@ const forwarding: FidelityCase = {
   children: { pay: 'fidpayment' },
   alphabet: [send('CONFIRM')],
   sequences: [[send('CONFIRM')]],
+  known: [ASYNC_CHILD],
+};
+
+const spawnWorkflow: FidelityCase = {
+  name: 'spawnworkflow',
+  covers: ['spawnChild of a child workflow', 'stopChild of a spawned child', 'xstate.done.actor of a spawned child'],
+  define: () =>
+    defineWorkflow({
+      name: 'spawnworkflow',
+      version: 1,
+      input: input(),
+      events: events('SPAWN', 'CONFIRM', 'STOP', 'CHILD_READY'),
+      machine: setup({ types: {} as Types, actors: { payment: childWorkflow(payment) } }).createMachine({
+        context: ctx(),
+        initial: 'on',
+        states: {
+          on: {
+            on: {
+              SPAWN: { actions: spawnChild('payment', { id: 'kid', input: ({ context }: { context: Ctx }) => ({ run: context.run, amount: 5 }) }) },
+              CONFIRM: { actions: sendTo('kid', { type: 'CONFIRM' }) },
+              STOP: { actions: [stopChild('kid'), note('stopped')] },
+              CHILD_READY: { actions: noteEvent },
+              'xstate.done.actor.kid': { actions: assign({ log: ({ context, event }) => [...context.log, `kid done ${JSON.stringify((event as { output?: unknown }).output)}`] }) },
+            },
+          },
+        },
+      }),
+    }),
+  children: { kid: 'fidpayment' },
+  alphabet: [send('SPAWN'), send('CONFIRM'), send('STOP')],
+  sequences: [[send('SPAWN'), send('CONFIRM')], [send('SPAWN'), send('STOP')]],
+  known: [
+    ASYNC_CHILD,
+    {
+      note: 'a child workflow spawned again under the same id is not started (the child id is taken), the parent waits for ever',
+      needs: (steps: readonly Step[]) => steps.filter((s) => 'send' in s && s.send.type === 'SPAWN').length > 1,
+    },
+  ],
 };
 
 const named: FidelityCase = {
@@ -240,5 +286,5 @@ const inlineActions: FidelityCase = {
   known: [{ note: 'inline entry actions of the initial state never run' }],
 };
 
-export const actorCases: FidelityCase[] = [activities, children, childReport, childAgain, forwarding, named, actionParams, inlineActions];
+export const actorCases: FidelityCase[] = [activities, children, childReport, childAgain, forwarding, spawnWorkflow, named, actionParams, inlineActions];
 export { payment };
