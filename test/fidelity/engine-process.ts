@@ -8,12 +8,14 @@
  *   READY {"pid"}                       the engine runs
  *   EFFECT {EffectCall}                 a corpus action ran (written synchronously)
  *   CRASH {"key","revision","atMs"}     right before it SIGKILLs itself after an armed state write
- * IPC messages from the test: { crashAfterWriteOf: '<workflow>.<id>' } arms that crash.
+ * IPC messages from the test: { crashAfterWriteOf: '<workflow>.<id>' } arms that crash;
+ * { query, instances } is answered { answer: query, ok } (see caught-up.ts).
  */
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createEngine } from '../../engine/index.js';
 import { corpusWorkflows } from './corpus.js';
+import { engineCaughtUp } from './caught-up.js';
 import { setEffectSink } from './effects.js';
 
 const { values } = parseArgs({ options: { nats: { type: 'string' }, namespace: { type: 'string' } }, strict: true });
@@ -28,8 +30,10 @@ const say = (word: string, fields: unknown): void => {
 setEffectSink((call) => say('EFFECT', call));
 
 const armed = new Set<string>();
-process.on('message', (m: { crashAfterWriteOf?: string }) => {
+let answer: ((m: { query: number; instances: Array<{ workflow: string; id: string }> }) => void) | undefined;
+process.on('message', (m: { crashAfterWriteOf?: string; query?: number; instances?: Array<{ workflow: string; id: string }> }) => {
   if (typeof m?.crashAfterWriteOf === 'string') armed.add(m.crashAfterWriteOf);
+  if (typeof m?.query === 'number' && Array.isArray(m.instances)) answer?.({ query: m.query, instances: m.instances });
 });
 
 const engine = await createEngine({
@@ -37,7 +41,7 @@ const engine = await createEngine({
   namespace: values.namespace,
   partitions: 4,
   workflows: corpusWorkflows(),
-  // Renewed every 200 ms: the test reads checkpoints from the leases after a restart.
+  // A new process takes the partitions of a killed one over within a second.
   leaseTtlMs: 600,
   drainTimeoutMs: 2_000,
   name: `fidelity-engine-${process.pid}`,
@@ -59,5 +63,11 @@ process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 // Orphaned (the test runner died): stop on our own rather than linger.
 process.on('disconnect', shutdown);
+
+answer = ({ query, instances }) => {
+  engineCaughtUp(engine, instances)
+    .catch(() => false)
+    .then((ok) => process.send?.({ answer: query, ok }));
+};
 
 say('READY', { pid: process.pid });

@@ -6,13 +6,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { createClient, createEngine, type Client, type Clock, type Engine, type WorkflowDefinition } from '../../engine/index.js';
-import { layout, partitionOf } from '../../engine/names.js';
 import { InstanceRecordSchema, decodeJson, type InstanceRecord } from '../../engine/record.js';
 import { uniqueNamespace } from '../helpers.js';
+import { engineCaughtUp } from './caught-up.js';
 import { addEffect, type EffectCall } from './effects.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -91,18 +90,6 @@ async function readRecord(kv: KV, workflow: string, id: string): Promise<Instanc
   return InstanceRecordSchema.parse(decodeJson(e.value));
 }
 
-/** The stream sequence of the last event of each instance (absent: none yet). */
-async function lastSeqs(jsm: JetStreamManager, namespace: string, partitions: number, instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<Array<{ partition: number; seq: number }>> {
-  const names = layout(namespace);
-  const out: Array<{ partition: number; seq: number }> = [];
-  for (const { workflow, id } of instances) {
-    const partition = partitionOf(workflow, id, partitions);
-    const last = await jsm.streams.getMessage(names.eventsStream, { last_by_subj: names.eventSubject(partition, workflow, id) }).catch(() => null);
-    if (last) out.push({ partition, seq: last.seq });
-  }
-  return out;
-}
-
 /** An engine in this process with a holdable clock and a logger the test reads. */
 export class InProcessTarget implements Target {
   readonly restarts: Frozen[] = [];
@@ -111,8 +98,6 @@ export class InProcessTarget implements Target {
     readonly engine: Engine,
     private readonly nc: NatsConnection,
     private readonly kv: KV,
-    private readonly jsm: JetStreamManager,
-    private readonly namespace: string,
     private readonly clock: HoldableClock,
     lines: string[],
   ) {
@@ -126,18 +111,12 @@ export class InProcessTarget implements Target {
     const logger = { debug: () => {}, info: () => {}, warn: (m: string) => lines.push(`warn: ${m}`), error: (m: string) => lines.push(`error: ${m}`) };
     const engine = await createEngine({ servers: url, namespace, workflows, clock, logger, partitions: 4, leaseTtlMs: 2_000 });
     const { nc, kv } = await openKv(url, namespace);
-    return new InProcessTarget(engine, nc, kv, await jetstreamManager(nc), namespace, clock, lines);
+    return new InProcessTarget(engine, nc, kv, clock, lines);
   }
 
   /** From the engine's live partition workers: every event of these instances is finished. */
-  async caughtUp(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean> {
-    // The engine's internals, for the test only: the workers' checkpoints as they are now.
-    const workers = (this.engine as unknown as { manager: { workers(): Array<{ partition: number; checkpoint: number }> } }).manager.workers();
-    for (const { partition, seq } of await lastSeqs(this.jsm, this.namespace, this.engine.partitions, instances)) {
-      const w = workers.find((x) => x.partition === partition);
-      if (!w || w.checkpoint < seq) return false;
-    }
-    return true;
+  caughtUp(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean> {
+    return engineCaughtUp(this.engine, instances);
   }
 
   get client(): Client {
@@ -179,13 +158,14 @@ export class ProcessTarget implements Target {
   private closing = false;
   private suspended = false;
   private generation = 0;
+  private queries = 0;
+  /** Questions to the engine process waiting for its answer. */
+  private readonly pending = new Map<number, (ok: boolean) => void>();
 
   private constructor(
     readonly client: Client,
     private readonly nc: NatsConnection,
     private readonly kv: KV,
-    private readonly control: KV,
-    private readonly jsm: JetStreamManager,
     private readonly url: string,
     private readonly namespace: string,
   ) {}
@@ -194,8 +174,7 @@ export class ProcessTarget implements Target {
     const namespace = uniqueNamespace(label);
     const client = await createClient({ servers: url, namespace, partitions: PARTITIONS });
     const { nc, kv } = await openKv(url, namespace);
-    const control = await new Kvm(nc).open(`${namespace}_control`);
-    const t = new ProcessTarget(client, nc, kv, control, await jetstreamManager(nc), url, namespace);
+    const t = new ProcessTarget(client, nc, kv, url, namespace);
     t.gate = t.spawn();
     await t.gate;
     return t;
@@ -210,7 +189,14 @@ export class ProcessTarget implements Target {
     // A message to a process that just died fails with EPIPE: that death is handled on 'exit'.
     child.on('error', () => {});
     live.add(child);
-    child.once('exit', () => live.delete(child));
+    child.on('message', (m: { answer?: number; ok?: boolean }) => {
+      if (typeof m?.answer === 'number') this.answer(m.answer, m.ok === true);
+    });
+    child.once('exit', () => {
+      live.delete(child);
+      // Its unanswered questions: no.
+      for (const q of [...this.pending.keys()]) this.answer(q, false);
+    });
     let crashAt: number | undefined;
     const ready = new Promise<void>((ok, ko) => {
       let buffered = '';
@@ -259,14 +245,25 @@ export class ProcessTarget implements Target {
     }
   }
 
-  async caughtUp(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean> {
-    for (const { partition, seq } of await lastSeqs(this.jsm, this.namespace, PARTITIONS, instances)) {
-      // The lease carries the owner's checkpoint: every event of the partition at or below it is finished.
-      const lease = await this.control.get(`lease.${partition}`);
-      const checkpoint = lease && lease.operation === 'PUT' ? (lease.json<{ checkpoint: number }>().checkpoint ?? 0) : 0;
-      if (checkpoint < seq) return false;
-    }
-    return true;
+  /** Asked of the running engine process (it reads its own workers); false while none runs. */
+  caughtUp(instances: ReadonlyArray<{ workflow: string; id: string }>): Promise<boolean> {
+    const child = this.child;
+    if (!child?.connected) return Promise.resolve(false);
+    const query = ++this.queries;
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => this.answer(query, false), 2_000);
+      this.pending.set(query, (ok) => {
+        clearTimeout(timer);
+        resolve(ok);
+      });
+      child.send({ query, instances }, (e) => e && this.answer(query, false));
+    });
+  }
+
+  private answer(query: number, ok: boolean): void {
+    const done = this.pending.get(query);
+    this.pending.delete(query);
+    done?.(ok);
   }
 
   armCrash(key: string): void {

@@ -57,6 +57,8 @@ export interface KnownDivergence {
   modes?: readonly Mode[];
   /** Which sequences show it (e.g. only those with a stall); all when absent. */
   needs?: (steps: readonly Step[]) => boolean;
+  /** The kinds of divergence it explains; every divergence of the run when absent. */
+  kinds?: readonly DivergenceKind[];
 }
 
 export interface FidelityCase {

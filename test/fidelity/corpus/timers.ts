@@ -6,7 +6,7 @@
 import { cancel, raise, setup } from 'xstate';
 import { z } from 'zod';
 import { defineWorkflow } from '../../../engine/index.js';
-import { hasStall, send, stall, wait, type FidelityCase } from '../types.js';
+import { send, stall, wait, type FidelityCase } from '../types.js';
 import { bump, ctx, events, input, note, noteEvent, traced, type Ctx, type Types } from './kit.js';
 
 const afterFixed: FidelityCase = {
@@ -146,7 +146,7 @@ const afterSameDue: FidelityCase = {
     }),
   alphabet: [send('RESET'), wait(150)],
   sequences: [[wait(150), send('RESET'), wait(150), send('RESET'), wait(150)]],
-  known: [{ note: 'timers due at the same moment fire in a random order; XState fires them in scheduling order' }],
+  // Shows TIMER_ORDER (runner.ts): fired in the order they come back, XState's is scheduling order.
 };
 
 const afterReenter: FidelityCase = {
@@ -200,6 +200,7 @@ const delayedRaise: FidelityCase = {
       }),
     }),
   alphabet: [send('ARM'), send('CANCEL'), send('ANON'), wait(80), wait(200)],
+  known: [{ note: 'a delayed raise scheduled again with the same id replaces the pending one in jetstate; XState keeps both', needs: (steps) => steps.filter((x) => 'send' in x && x.send.type === 'ARM').length > 1 }],
   sequences: [[send('ARM'), wait(200), send('ARM'), send('CANCEL'), wait(250), send('ANON'), wait(200)]],
   generatedInSuite: true,
 };
@@ -231,12 +232,9 @@ const overdue: FidelityCase = {
     }),
   alphabet: [send('AGAIN'), wait(150), stall(600)],
   sequences: [[stall(600), send('AGAIN'), wait(200)], [wait(200), send('AGAIN'), wait(400)]],
-  // No engine at the start (kill mode): timers come back in scheduling order; a held clock: in no
-  // particular order. A running engine that saw them NAKs each by its remaining time: due order.
-  known: [
-    { note: 'overdue timers fire in the order they were scheduled (or at random with a held clock), not by due time', modes: ['each', 'burst'], needs: hasStall },
-    { note: 'overdue timers fire in the order they were scheduled, not by due time (also when an engine was killed before it had seen them)', modes: ['kill'] },
-  ],
+  // Shows TIMER_ORDER (runner.ts): no engine at the start (kill mode): timers come back in
+  // scheduling order; a held clock: in no particular order. A running engine that saw them NAKs
+  // each by its remaining time: due order, unless it runs late.
   killInSuite: true,
 };
 
