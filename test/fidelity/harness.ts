@@ -107,7 +107,14 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
       deadline = Math.max(deadline, began + SETTLE_AFTER_RESTART_MS);
     }
     const record = await target.read(spec.def.name, spec.run);
-    if (!record) throw new Error(`instance ${spec.run} has no record`);
+    if (!record) {
+      // The engine creates the record from the start event: it may not have got to it yet.
+      if (Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      throw new Error(`instance ${spec.run} has no record`);
+    }
     const kids: Record<string, InstanceRecord | null> = {};
     for (const invokeId of Object.keys(spec.c.children ?? {})) kids[invokeId] = await target.read(childDef(spec, invokeId).name, childIdOf(spec.run, invokeId));
     const now = Date.now();

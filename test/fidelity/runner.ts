@@ -6,7 +6,7 @@
  */
 import type { WorkflowDefinition } from '../../engine/index.js';
 import { definitionOf, corpusWorkflows } from './corpus.js';
-import { runSequence, warningsAbout } from './harness.js';
+import { runSequence, warningsAbout, workflowsOf } from './harness.js';
 import { InProcessTarget, ProcessTarget, type Target } from './targets.js';
 import { hasStall, killStep, type Divergence, type FidelityCase, type KnownDivergence, type Mode, type Step } from './types.js';
 
@@ -99,7 +99,14 @@ export async function runJobs(url: string, jobs: readonly Job[], options: RunOpt
     options.onResult?.(r);
     return r;
   };
-  const workflows = corpusWorkflows();
+  // Every workflow the jobs run, the corpus's and any other (a planted case): an engine serves
+  // only the workflows it registers.
+  const byName = new Map(corpusWorkflows().map((w) => [w.name, w]));
+  for (const j of runnable) {
+    const d = definitionOf(j.c);
+    if (!(d instanceof Error)) workflowsOf(d, byName);
+  }
+  const workflows = [...byName.values()];
   const runShared = async (): Promise<void> => {
     if (shared.length === 0) return;
     const target = await InProcessTarget.open(url, workflows);
