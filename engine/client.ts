@@ -499,7 +499,7 @@ export class Client implements AsyncDisposable {
     const { codec } = this.rt.security;
     for (let attempt = 0; ; attempt++) {
       const stored = await readHistory(this.rt, workflow, id);
-      const entries = codec.ring ? codec.openHistory(workflow, id, stored) : (redactEnvelopes(stored) as HistoryEntry[]);
+      const entries = codec.ring ? codec.openHistory(workflow, id, stored.entries, stored.secrets) : (redactEnvelopes(stored.entries) as HistoryEntry[]);
       const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
       if (top >= revision || attempt >= 20) return entries;
       await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));

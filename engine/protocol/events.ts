@@ -41,6 +41,11 @@ export interface StartEvent {
   input: unknown;
   /** Set on a child workflow's start (signed by the parent's engine). */
   parent?: ParentRef;
+  /**
+   * A child's inherited secret paths: where its input holds values its parent declared secret
+   * (sealed there). Honoured only on a start signed by an engine.
+   */
+  secrets?: string[];
 }
 
 export interface TimerFireEvent {

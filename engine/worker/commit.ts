@@ -106,7 +106,7 @@ export class Committer {
       publishCompletion(rt, record);
       await notifyParent(rt, record);
     }
-    await publishHistory(rt, record.workflow, record.id, sealed.lastHistory);
+    await publishHistory(rt, record.workflow, record.id, sealed.lastHistory, record.secrets);
     if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects);
     if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox);
   }

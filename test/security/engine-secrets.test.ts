@@ -110,6 +110,56 @@ const basket = defineWorkflow({
   }),
 });
 
+/**
+ * A child workflow that declares no secrets and gets the card from a parent that declares
+ * `card.number`: its record keeps the card as passed and under another name (`pan`), and hands
+ * `pan` to an activity. Nothing of it may be stored in the clear.
+ */
+type VaultCtx = { orderId: string; card: Card; pan: string; sawPlainCard: boolean; vaulted?: boolean };
+const vaulted = new Map<string, unknown>();
+const store = activity<{ orderId: string; pan: string }>(async ({ input }) => {
+  vaulted.set(input.orderId, input.pan);
+  return { stored: true };
+});
+const vault = defineWorkflow({
+  name: 'vault',
+  version: 1,
+  input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
+  events: { RELEASE: z.object({}) },
+  machine: setup({ types: { context: {} as VaultCtx, input: {} as { orderId: string; card: Card } }, actors: { store } }).createMachine({
+    context: ({ input }) => ({ orderId: input.orderId, card: input.card, pan: input.card.number, sawPlainCard: input.card.number === cardOf(input.orderId) }),
+    initial: 'storing',
+    states: {
+      storing: {
+        invoke: { id: 'store', src: 'store', input: ({ context }) => ({ orderId: context.orderId, pan: context.pan }), onDone: { target: 'held', actions: assign({ vaulted: true }) } },
+      },
+      held: { on: { RELEASE: 'released' } },
+      released: { type: 'final' },
+    },
+    output: ({ context }) => ({ orderId: context.orderId, vaulted: context.vaulted === true }),
+  }),
+});
+
+/** The parent: declares the card number secret and passes the whole card to the vault. */
+const wallet = defineWorkflow({
+  name: 'wallet',
+  version: 1,
+  input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
+  events: {},
+  secrets: ['card.number'],
+  machine: setup({
+    types: { context: {} as { orderId: string; card: Card; sawPlainCard: boolean; childDone?: boolean }, input: {} as { orderId: string; card: Card } },
+    actors: { vault: childWorkflow(vault) },
+  }).createMachine({
+    context: ({ input }) => ({ ...input, sawPlainCard: input.card.number === cardOf(input.orderId) }),
+    initial: 'vaulting',
+    states: {
+      vaulting: { invoke: { id: 'v', src: 'vault', input: ({ context }) => ({ orderId: context.orderId, card: context.card }), onDone: { target: 'done', actions: assign({ childDone: true }) } } },
+      done: { type: 'final' },
+    },
+  }),
+});
+
 const key = (): string => randomBytes(32).toString('base64');
 const K1 = `k1:${key()}`;
 const K2 = `k2:${key()}`;
@@ -327,5 +377,74 @@ describe('engine secrets: key rotation', () => {
     for (const [k, v] of await storedKeyIds()) assert.deepEqual(new Set(v), new Set(['k2']), `record ${k}`);
     // History messages keep the key that sealed them (docs/SECURITY.md): without k1, r-1's start is unreadable.
     await assert.rejects(third.history(checkout, 'r-1'), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.RecordUnreadable && /key 'k1'/.test(e.message));
+  });
+});
+
+describe('engine secrets: a secret passed to a child follows the data', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let engine: Engine;
+  let keyless: Client;
+  const namespace = uniqueNamespace('engchild');
+  const vaultCtx = (i: Instance): VaultCtx => i.context as VaultCtx;
+
+  before(async () => {
+    nats = await startNats();
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [wallet], secrets: { keyRing: K1 }, leaseTtlMs: 1_000 });
+    keyless = await createClient({ servers: nats.url, namespace });
+  });
+  after(async () => {
+    await keyless?.close();
+    await engine?.close();
+    await nats?.stop();
+    if (nats) await rm(nats.storeDir, { recursive: true, force: true });
+  });
+
+  /** Starts a wallet and waits until its vault child holds the card (its activity ran). */
+  async function vaultFor(id: string): Promise<Instance> {
+    await engine.start(wallet, { id, input: input(id) });
+    return engine.waitFor(vault, `${id}_v`, (s) => s.matches('held') && vaultCtx(s).vaulted === true, { timeoutMs: 10_000 });
+  }
+
+  it('parent, child and the child\'s activity see the card in the clear; NATS holds it sealed, also in the child', async () => {
+    const child = await vaultFor('c-1');
+    assert.equal(vaultCtx(child).sawPlainCard, true, 'the child machine saw the card in the clear');
+    assert.equal(vaultCtx(child).pan, cardOf('c-1'));
+    assert.deepEqual(vaultCtx(child).card, { number: cardOf('c-1'), holder: holderOf('c-1') });
+    assert.equal(vaulted.get('c-1'), cardOf('c-1'), 'the child\'s activity got the card in the clear');
+    const parent = (await engine.get(wallet, 'c-1'))!;
+    assert.equal((parent.context as { sawPlainCard: boolean }).sawPlainCard, true);
+    assert.equal((parent.context as { card: Card }).card.number, cardOf('c-1'));
+
+    // Without the ring, the child's card (as passed and as copied into `pan`) reads as sealed.
+    const seen = (await keyless.get(vault, 'c-1_v'))!;
+    assert.deepEqual(vaultCtx(seen).card, { number: '[encrypted:k1]', holder: holderOf('c-1') });
+    assert.equal(vaultCtx(seen).pan, '[encrypted:k1]');
+    const sealedHistory = await eventually(async () => {
+      const h = await keyless.history(vault, 'c-1_v');
+      assert.ok(h.length >= 2, `child history: ${h.length} entries`);
+      return h;
+    });
+    assert.doesNotMatch(JSON.stringify(sealedHistory), new RegExp(`secret-${RUN}`));
+    // With it, the child's history opens (its messages name the inherited paths) and replays.
+    const history = await engine.history(vault, 'c-1_v');
+    assert.equal((history.find((h) => h.kind === 'start')!.event as { input: { card: Card } }).input.card.number, cardOf('c-1'));
+    assert.equal((await engine.verify(vault, 'c-1_v')).ok, true);
+    assert.equal((await engine.verify(wallet, 'c-1')).ok, true);
+  });
+
+  it('a finished child returns to its parent; no plaintext card anywhere in the server files', async () => {
+    await vaultFor('c-2');
+    await engine.send(vault, 'c-2_v', { type: 'RELEASE' });
+    const parent = await engine.waitFor(wallet, 'c-2', (s) => s.status === 'done', { timeoutMs: 10_000 });
+    assert.equal((parent.context as { childDone?: boolean }).childDone, true);
+    assert.equal((await engine.get(vault, 'c-2_v'))!.status, 'done');
+
+    await keyless.close();
+    await engine.close();
+    await nats.stop();
+    const ids = ['c-1', 'c-2'];
+    const found = await scanFor(nats.storeDir, [...ids.map(cardOf), ...ids.map(holderOf)]);
+    for (const id of ids) assert.deepEqual(found.get(cardOf(id)), [], `plaintext card of '${id}' found in the store`);
+    for (const id of ids) assert.ok(found.get(holderOf(id))!.length > 0, `control '${holderOf(id)}' not found: the scan reads the store`);
   });
 });
