@@ -3,6 +3,7 @@ export { defineWorkflow, isWorkflowDefinition } from './define/definition.js';
 export type { WorkflowDefinition, WorkflowOptions, WorkflowEvent, WorkflowInput, SchemaLike } from './define/definition.js';
 export { createClient, Client } from './client.js';
 export type { StartOptions, SendOptions, SendResult, ListFilter, WaitForOptions, DeadLetter } from './client.js';
+export type { ReencryptReport } from './store/reencrypt.js';
 export { createEngine, Engine } from './engine.js';
 export type { EngineStatus } from './engine.js';
 export { ErrorCode, JetstateError } from './errors.js';

@@ -63,6 +63,52 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
   return { entries: out, secrets };
 }
 
+/** What {@link rewriteHistory} did to one instance's history. */
+export interface HistoryRewrite {
+  /** Messages published again (every message of the instance, when one needed a change). */
+  messages: number;
+  /** Envelopes moved. */
+  resealed: number;
+}
+
+/**
+ * Rewrites the history of one instance with `reseal` applied to each message's entries (the
+ * re-encrypt command). When no message changes, nothing is written. Otherwise every message of
+ * the instance is published again, in order (changed or not, so the order stays), and then the
+ * messages read are purged: a purge of the instance's subject bounded by the last sequence read,
+ * so a message an engine wrote meanwhile stays. A crash in between leaves both copies, which
+ * `readHistory` deduplicates; running it again finishes the job. `reseal` may throw (a key not
+ * in the ring): then nothing is written.
+ */
+export async function rewriteHistory(
+  rt: Runtime,
+  workflow: string,
+  id: string,
+  reseal: (entries: HistoryEntry[], inherited: string[] | undefined) => { entries: HistoryEntry[]; resealed: number },
+): Promise<HistoryRewrite> {
+  const stream = rt.names.historyStream;
+  const subject = rt.names.historySubject(workflow, id);
+  const stored = await readSubjectMessages(rt, stream, subject);
+  const next: Uint8Array[] = [];
+  let resealed = 0;
+  for (const m of stored) {
+    const parsed = HistoryMessageSchema.safeParse(safeDecode(m.data));
+    // A message that is not history is kept as it is, in its place.
+    if (!parsed.success) {
+      next.push(m.data);
+      continue;
+    }
+    const r = reseal(parsed.data.entries, parsed.data.secrets);
+    resealed += r.resealed;
+    next.push(r.resealed === 0 ? m.data : encodeJson(historyMessage(r.entries, parsed.data.secrets)));
+  }
+  if (resealed === 0) return { messages: 0, resealed: 0 };
+  // One at a time: the stream keeps the order of publishes that each waited for their ack.
+  for (const data of next) await rt.js.publish(subject, data);
+  await rt.jsm.streams.purge(stream, { filter: subject, seq: stored.at(-1)!.seq + 1 });
+  return { messages: next.length, resealed };
+}
+
 function safeDecode(data: Uint8Array): unknown {
   try {
     return decodeJson(data);
