@@ -17,16 +17,17 @@ import { ErrorCode, JetstateError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
-import { isInheritedPaths, mergeSecretPaths } from './inherited-secrets.js';
+import { childSecretPaths, isInheritedPaths, mergeSecretPaths } from './inherited-secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
-type Fn = (value: unknown, root: Root) => unknown;
 /** Paths an instance inherited (see inherited-secrets.ts), beside its workflow's declared ones. */
 type Inherited = readonly string[] | undefined;
+/** Maps one root; `extra`: paths the event that holds it names for it (see eventSecrets). */
+type Fn = (value: unknown, root: Root, extra?: Inherited) => unknown;
 /** Seal, open or reseal one root of one instance (a record also holds its child workflows' snapshots). */
 type Op = (workflow: string, id: string, root: Root, value: unknown, inherited: Inherited) => unknown;
 
-/** Most merged path lists kept; a list is shared by every instance with the same inherited paths. */
+/** Most merged path lists kept; one is shared by every instance with the same declared and inherited paths. */
 const MERGED_CACHE_MAX = 4_096;
 
 export class SecretCodec {
@@ -63,15 +64,26 @@ export class SecretCodec {
   pathsFor(workflow: string, inherited?: Inherited): readonly string[] {
     const declared = this.pathsOf(workflow);
     if (!inherited || inherited.length === 0) return declared;
-    const key = `${workflow}\n${inherited.join('\n')}`;
+    // Keyed by both lists: a version registered later (more declared paths) makes another key.
+    const key = `${declared.join('\n')}\u0000${inherited.join('\n')}`;
     let p = this.merged.get(key);
     if (!p) {
       p = Object.freeze([...mergeSecretPaths(declared, inherited)]);
       if (this.merged.size >= MERGED_CACHE_MAX) this.merged.clear();
-      // Cached only with the declared paths known: a workflow registered later changes the merge.
-      if (declared.length > 0 || this.secretPaths(workflow).length === 0) this.merged.set(key, p);
+      this.merged.set(key, p);
     }
     return p;
+  }
+
+  /**
+   * The paths of `output`, about to leave an instance (a task's outcome, or the instance's own
+   * output for its parent), that hold a value of one of the instance's secret paths in its input,
+   * context or `roots`: the outcome event names them (`secrets`) so they stay sealed on the way.
+   */
+  outputSecrets(record: InstanceRecord, roots: readonly unknown[], output: unknown): string[] {
+    const paths = this.pathsFor(record.workflow, record.secrets);
+    if (paths.length === 0 || output === undefined) return [];
+    return childSecretPaths(paths, [record.input, record.snapshot['context'], ...roots], [output]);
   }
 
   has(workflow: string, inherited?: Inherited): boolean {
@@ -109,16 +121,15 @@ export class SecretCodec {
 
   /**
    * An event on its way into an instance's inbox: its secrets sealed where its kind keeps them (see
-   * mapEvent). A start carries the inherited paths its input is sealed with (`secrets`).
+   * mapEvent). An engine's start or outcome may name more paths of its payload (`secrets`, see
+   * eventSecrets).
    */
   sealEvent(workflow: string, id: string, event: unknown): unknown {
-    const inherited = startSecrets(event);
-    return this.has(workflow, inherited) ? mapEvent(event, (v, root) => this.seal(workflow, id, root, v, inherited)) : event;
+    return this.has(workflow, eventSecrets(event)) ? mapEvent(event, (v, root, extra) => this.seal(workflow, id, root, v, extra)) : event;
   }
 
   openEvent(workflow: string, id: string, event: unknown): unknown {
-    const inherited = startSecrets(event);
-    return this.has(workflow, inherited) ? mapEvent(event, (v, root) => this.open(workflow, id, root, v, inherited)) : event;
+    return this.has(workflow, eventSecrets(event)) ? mapEvent(event, (v, root, extra) => this.open(workflow, id, root, v, extra)) : event;
   }
 
   sealRecord(record: InstanceRecord): InstanceRecord {
@@ -137,20 +148,20 @@ export class SecretCodec {
   }
 
   sealHistory(workflow: string, id: string, entries: HistoryEntry[], inherited?: Inherited): HistoryEntry[] {
-    if (!this.has(workflow, inherited)) return entries;
-    return entries.map((e) => this.mapEntry(e, (v, root) => this.seal(workflow, id, root, v, inherited)));
+    if (!this.has(workflow, inherited) && !entries.some((e) => eventSecrets(e.event))) return entries;
+    return entries.map((e) => this.mapEntry(e, (v, root, extra) => this.seal(workflow, id, root, v, union(inherited, extra))));
   }
 
   openHistory(workflow: string, id: string, entries: HistoryEntry[], inherited?: Inherited): HistoryEntry[] {
-    if (!this.has(workflow, inherited)) return entries;
-    return entries.map((e) => this.mapEntry(e, (v, root) => this.open(workflow, id, root, v, inherited)));
+    if (!this.has(workflow, inherited) && !entries.some((e) => eventSecrets(e.event))) return entries;
+    return entries.map((e) => this.mapEntry(e, (v, root, extra) => this.open(workflow, id, root, v, union(inherited, extra))));
   }
 
   /** History entries with envelopes of older keys moved to the primary one (the re-encrypt command). */
   resealHistory(workflow: string, id: string, entries: HistoryEntry[], inherited?: Inherited): { entries: HistoryEntry[]; resealed: number } {
-    if (!this.has(workflow, inherited)) return { entries, resealed: 0 };
+    if (!this.has(workflow, inherited) && !entries.some((e) => eventSecrets(e.event))) return { entries, resealed: 0 };
     const count = { n: 0 };
-    const next = entries.map((e) => this.mapEntry(e, (v, root) => this.reseal(workflow, id, root, v, inherited, count)));
+    const next = entries.map((e) => this.mapEntry(e, (v, root, extra) => this.reseal(workflow, id, root, v, union(inherited, extra), count)));
     return { entries: count.n === 0 ? entries : next, resealed: count.n };
   }
 
@@ -164,9 +175,10 @@ export class SecretCodec {
     const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === OutboxKind.StartChild).map((o) => o.params as { workflow?: unknown; secrets?: unknown })];
     const childHas = (c: { workflow?: unknown; secrets?: unknown } | null | undefined): boolean =>
       typeof c?.workflow === 'string' && this.has(c.workflow, isInheritedPaths(c.secrets) ? c.secrets : undefined);
-    if (!this.has(record.workflow, record.secrets) && !children.some(childHas)) return record;
+    const eventsName = record.lastHistory.some((e) => eventSecrets(e.event)) || record.outbox.some((o) => eventSecrets(o.event));
+    if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName) return record;
     const inherited = record.secrets;
-    const fn: Fn = (v, root) => op(record.workflow, record.id, root, v, inherited);
+    const fn: Fn = (v, root, extra) => op(record.workflow, record.id, root, v, union(inherited, extra));
     const out: InstanceRecord = {
       ...record,
       input: fn(record.input, 'input'),
@@ -191,9 +203,30 @@ function mapEvent(event: unknown, fn: Fn, isStart = false): unknown {
   if (typeof event !== 'object' || event === null || Array.isArray(event)) return fn(event, 'event');
   const e = event as { type?: unknown; input?: unknown; output?: unknown };
   const type = typeof e.type === 'string' ? e.type : '';
-  if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input') } : event;
-  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output') } : event;
+  const extra = eventSecrets(event);
+  if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input', extra) } : event;
+  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output', extra) } : event;
   return fn(event, 'event');
+}
+
+/**
+ * The paths an engine's event names for its payload (`secrets`): a child's start for its input
+ * (the paths it inherits), a task's or child's outcome (and the `xstate.done.actor.*` event made
+ * from it) for its output (the paths holding values of the instance's secret paths). The gate
+ * takes such an event only with an engine's signature.
+ */
+export function eventSecrets(event: unknown): Inherited {
+  const e = event as { type?: unknown; secrets?: unknown } | null;
+  if (typeof e !== 'object' || e === null || !isInheritedPaths(e.secrets)) return undefined;
+  const t = e.type;
+  return t === EngineEvent.Start || t === EngineEvent.Task || t === EngineEvent.Child || (typeof t === 'string' && t.startsWith('xstate.done.actor.')) ? e.secrets : undefined;
+}
+
+/** Two path lists as one (the codec merges the result with the declared paths). */
+function union(a: Inherited, b: Inherited): Inherited {
+  if (!b || b.length === 0) return a;
+  if (!a || a.length === 0) return b;
+  return [...new Set([...a, ...b])];
 }
 
 /**
@@ -240,8 +273,3 @@ function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
   return 'event' in p ? { ...p, event: fn(p.event, 'event') } : params;
 }
 
-/** The inherited paths a start event names (`secrets`), if it is a start that names valid ones. */
-function startSecrets(event: unknown): Inherited {
-  const e = event as { type?: unknown; secrets?: unknown } | null;
-  return typeof e === 'object' && e !== null && e.type === EngineEvent.Start && isInheritedPaths(e.secrets) ? e.secrets : undefined;
-}

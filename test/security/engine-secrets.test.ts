@@ -112,14 +112,15 @@ const basket = defineWorkflow({
 
 /**
  * A child workflow that declares no secrets and gets the card from a parent that declares
- * `card.number`: its record keeps the card as passed and under another name (`pan`), and hands
- * `pan` to an activity. Nothing of it may be stored in the clear.
+ * `card.number`: its record keeps the card as passed and under another name (`pan`), hands `pan`
+ * to an activity that answers with it under yet another name (`receipt`), and returns the card to
+ * its parent. Nothing of it may be stored in the clear.
  */
 type VaultCtx = { orderId: string; card: Card; pan: string; sawPlainCard: boolean; vaulted?: boolean };
 const vaulted = new Map<string, unknown>();
 const store = activity<{ orderId: string; pan: string }>(async ({ input }) => {
   vaulted.set(input.orderId, input.pan);
-  return { stored: true };
+  return { stored: true, receipt: input.pan };
 });
 const vault = defineWorkflow({
   name: 'vault',
@@ -131,12 +132,17 @@ const vault = defineWorkflow({
     initial: 'storing',
     states: {
       storing: {
-        invoke: { id: 'store', src: 'store', input: ({ context }) => ({ orderId: context.orderId, pan: context.pan }), onDone: { target: 'held', actions: assign({ vaulted: true }) } },
+        invoke: {
+          id: 'store',
+          src: 'store',
+          input: ({ context }) => ({ orderId: context.orderId, pan: context.pan }),
+          onDone: { target: 'held', actions: assign({ vaulted: ({ context, event }) => (event.output as { receipt: string }).receipt === context.pan }) },
+        },
       },
       held: { on: { RELEASE: 'released' } },
       released: { type: 'final' },
     },
-    output: ({ context }) => ({ orderId: context.orderId, vaulted: context.vaulted === true }),
+    output: ({ context }) => ({ orderId: context.orderId, card: context.card }),
   }),
 });
 
@@ -154,7 +160,14 @@ const wallet = defineWorkflow({
     context: ({ input }) => ({ ...input, sawPlainCard: input.card.number === cardOf(input.orderId) }),
     initial: 'vaulting',
     states: {
-      vaulting: { invoke: { id: 'v', src: 'vault', input: ({ context }) => ({ orderId: context.orderId, card: context.card }), onDone: { target: 'done', actions: assign({ childDone: true }) } } },
+      vaulting: {
+        invoke: {
+          id: 'v',
+          src: 'vault',
+          input: ({ context }) => ({ orderId: context.orderId, card: context.card }),
+          onDone: { target: 'done', actions: assign({ childDone: ({ context, event }) => (event.output as { card: Card }).card.number === context.card.number }) },
+        },
+      },
       done: { type: 'final' },
     },
   }),
@@ -451,6 +464,7 @@ describe('engine secrets: a secret passed to a child follows the data', () => {
     assert.equal(vaultCtx(child).pan, cardOf('c-1'));
     assert.deepEqual(vaultCtx(child).card, { number: cardOf('c-1'), holder: holderOf('c-1') });
     assert.equal(vaulted.get('c-1'), cardOf('c-1'), 'the child\'s activity got the card in the clear');
+    assert.equal(vaultCtx(child).vaulted, true, 'the activity\'s answer reached the child in the clear');
     const parent = (await engine.get(wallet, 'c-1'))!;
     assert.equal((parent.context as { sawPlainCard: boolean }).sawPlainCard, true);
     assert.equal((parent.context as { card: Card }).card.number, cardOf('c-1'));
