@@ -15,16 +15,17 @@ import { ErrorCode, JetstateError, fail } from './errors.js';
 import { checkName, partitionOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
-import { InstanceRecordSchema, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus, type StateMatch } from './protocol/record.js';
-import { decodeJson, encodeJson } from './protocol/json.js';
+import { toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus, type StateMatch } from './protocol/record.js';
+import { decodeJson } from './protocol/json.js';
 import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { readHistory } from './store/history.js';
 import { parseRecord, readRecord } from './store/records.js';
 import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
-import { isCasConflict } from './store/nats-errors.js';
+import { reencryptWorkflows, type ReencryptReport } from './store/reencrypt.js';
 import { readTaskProgress } from './effects/tasks.js';
 import { verifyInstance, type VerifyReport } from './step/verify.js';
 import { startInstance } from './step/step.js';
+import { childWorkflowsOf } from './define/child.js';
 import type { MachineRunner } from './step/runner.js';
 import { SpanKind, carrierOf, carrierOfActive, failSpan } from './telemetry/telemetry.js';
 import { redactEnvelopes } from './security/redact.js';
@@ -390,39 +391,19 @@ export class Client implements AsyncDisposable {
   }
 
   /**
-   * Re-encrypts the secrets of every instance of a workflow under the newest key of the ring, so
-   * older keys can leave it. Records are rewritten with compare-and-set (a concurrent write wins and
-   * the record is read again). History messages keep the key they were written with.
+   * Re-encrypts the secrets of every instance of a workflow, and of the child workflows it invokes
+   * (which may hold secrets it passed them), under the primary key of the ring, so older keys can
+   * leave it: every record (compare-and-set; a concurrent write wins and the record is read again)
+   * and every instance's history (published again, the older copies purged). It goes through
+   * everything it can and reports the rest in `failed` (a key missing from the ring, an unreadable
+   * record) instead of stopping. Run it until `resealed` is 0 and `failed` is empty.
    */
-  async reencrypt<W extends WorkflowDefinition>(workflow: W): Promise<{ records: number; resealed: number }> {
+  async reencrypt<W extends WorkflowDefinition>(workflow: W): Promise<ReencryptReport> {
     this.checkOpen();
     this.rt.registry.add(workflow);
-    const { codec } = this.rt.security;
-    if (!codec.ring) fail(ErrorCode.InvalidOptions, `reencrypt needs the key ring with the new key: secrets: { keyRing } (or JETSTATE_KEYS for the CLI)`);
-    let records = 0;
-    let resealed = 0;
-    for await (const key of await this.rt.instances.keys(`${workflow.name}.>`)) {
-      for (let attempt = 0; attempt < 20; attempt++) {
-        const entry = await this.rt.instances.get(key);
-        if (!entry || entry.operation !== 'PUT') break;
-        const parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
-        if (!parsed.success) {
-          this.rt.logger.warn(`reencrypt: record '${key}' is unreadable; left untouched`);
-          break;
-        }
-        const r = codec.resealRecord(parsed.data);
-        if (r.resealed === 0) break;
-        try {
-          await this.rt.instances.update(key, encodeJson(r.record), entry.revision);
-          records++;
-          resealed += r.resealed;
-          break;
-        } catch (e) {
-          if (!isCasConflict(e)) throw e;
-        }
-      }
-    }
-    return { records, resealed };
+    if (!this.rt.security.codec.ring) fail(ErrorCode.InvalidOptions, `reencrypt needs the key ring with the new key: secrets: { keyRing } (or JETSTATE_KEYS for the CLI)`);
+    this.rt.security.codec.refresh();
+    return reencryptWorkflows(this.rt, [...workflowTree(workflow)]);
   }
 
   /**
@@ -641,7 +622,7 @@ export class Client implements AsyncDisposable {
     const { codec } = this.rt.security;
     for (let attempt = 0; ; attempt++) {
       const stored = await readHistory(this.rt, workflow, id);
-      const entries = codec.ring ? codec.openHistory(workflow, id, stored) : (redactEnvelopes(stored) as HistoryEntry[]);
+      const entries = codec.ring ? codec.openHistory(workflow, id, stored.entries, stored.secrets) : (redactEnvelopes(stored.entries) as HistoryEntry[]);
       const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
       if (top >= revision || attempt >= 20) return entries;
       await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));
@@ -722,6 +703,14 @@ export class Client implements AsyncDisposable {
  */
 export function createClient(options: ClientOptions): Promise<Client> {
   return Client.connect(options);
+}
+
+/** A workflow's name and those of the child workflows it invokes, and theirs in turn. */
+function workflowTree(workflow: WorkflowDefinition, into = new Set<string>()): Set<string> {
+  if (into.has(workflow.name)) return into;
+  into.add(workflow.name);
+  for (const child of childWorkflowsOf(workflow.machine).values()) workflowTree(child, into);
+  return into;
 }
 
 /** The error a client throws for a start the engine refused, by the reason's category. */

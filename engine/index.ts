@@ -18,6 +18,7 @@ export type {
 export type { TimerFireEvent, TaskResultEvent, ChildResultEvent } from './protocol/events.js';
 export { createClient, Client } from './client.js';
 export type { StartOptions, SendOptions, SendResult, ControlOptions, ListFilter, WaitForOptions, DeadLetter } from './client.js';
+export type { ReencryptReport } from './store/reencrypt.js';
 export { createEngine, Engine } from './engine.js';
 export type { EngineStatus } from './engine.js';
 export { ErrorCode, JetstateError } from './errors.js';

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createClient, isWorkflowDefinition, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type WorkflowDefinition } from '../../engine/index.js';
+import { createClient, isWorkflowDefinition, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type ReencryptReport, type WorkflowDefinition } from '../../engine/index.js';
 import { runDev } from './dev.js';
 import { redactPaths } from '../../engine/internal.js';
 
@@ -24,7 +24,9 @@ Commands:
   verify <workflow> <id>               replay the history and compare it with the stored state
   wait <workflow> <id> --state S [--timeout-ms N]
                                        wait until the instance is in state S
-  reencrypt <workflow>                 move every instance's secrets to the newest key of $JETSTATE_KEYS
+  reencrypt <workflow>                 move the secrets of every instance (records and history, and those of the child
+                                       workflows it invokes) to the newest key of $JETSTATE_KEYS; exits 1 when some
+                                       could not be moved (listed with the reason)
   deadletters [--limit N]              show rejected events kept in the dead-letter stream, with reasons
   sfn-local [--port 8083] [--definitions DIR] ...
                                        a Step Functions-compatible endpoint on loopback (see sfn-local --help)
@@ -40,7 +42,8 @@ Options:
       --trace-url T     link of a trace in the web view, e.g. 'http://localhost:16686/trace/{traceId}'
 
 Environment:
-  JETSTATE_KEYS         key ring for workflows with secrets: 'id1:base64key,id2:base64key' (the last is the newest)
+  JETSTATE_KEYS         key ring for workflows with secrets: 'id1:base64key,id2:base64key' (the last is the newest);
+                        JETSTATE_SECRET_KEYS is read when JETSTATE_KEYS is not set
   OTEL_EXPORTER_OTLP_ENDPOINT  send traces and metrics over OTLP/HTTP (e.g. http://localhost:4318)
 `;
 
@@ -69,9 +72,12 @@ export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
 /** Where `jetstate dev` keeps the key ring it made, when JETSTATE_KEYS is not set. */
 export const DEV_KEYS_FILE = resolve(process.cwd(), '.jetstate', 'dev-keys');
 
-/** The key ring: JETSTATE_KEYS, else the one `jetstate dev` made in this folder (development only). */
+/**
+ * The key ring: JETSTATE_KEYS, else JETSTATE_SECRET_KEYS (the name older docs gave), else the one
+ * `jetstate dev` made in this folder (development only).
+ */
 export function keyRingText(): string | undefined {
-  const env = process.env['JETSTATE_KEYS'];
+  const env = process.env['JETSTATE_KEYS'] || process.env['JETSTATE_SECRET_KEYS'];
   if (env) return env;
   try {
     return readFileSync(DEV_KEYS_FILE, 'utf8').trim() || undefined;
@@ -164,6 +170,20 @@ async function showDeadLetters(client: Client, limit: number, out: (text: string
   return 0;
 }
 
+/** The re-encryption report in plain words: what moved, and each instance that could not, with why. */
+export function describeReencrypt(workflow: string, r: ReencryptReport): string {
+  const lines = [
+    `re-encrypted ${r.resealed} fields under the newest key: ${r.records} ${workflow} records rewritten, ` +
+      `history of ${r.history.instances} instances rewritten (${r.history.messages} messages)`,
+  ];
+  if (r.failed.length === 0) lines.push('nothing left on an older key');
+  else {
+    lines.push(`${r.failed.length} could not be re-encrypted (still on an older key; keep that key in the ring, fix the cause and run reencrypt again):`);
+    for (const f of r.failed) lines.push(`  ${f.key}: ${f.reason}`);
+  }
+  return lines.join('\n');
+}
+
 const toJson = (v: unknown): string => JSON.stringify(v, (k, x: unknown) => (k === 'matches' ? undefined : x), 2);
 
 export async function runCommand(command: string, args: string[], values: CliValues): Promise<number> {
@@ -176,7 +196,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
   // Secrets: sealing what is sent needs the key ring; reading shows them only when asked (--reveal).
   const keys = keyRingText();
   const reading = ['get', 'list', 'history', 'wait', 'verify', 'deadletters'].includes(command);
-  if (values.reveal && !keys) throw new JetstateError(ErrorCode.InvalidOptions, '--reveal needs the key ring in JETSTATE_KEYS');
+  if (values.reveal && !keys) throw new JetstateError(ErrorCode.InvalidOptions, '--reveal needs the key ring in JETSTATE_KEYS (or JETSTATE_SECRET_KEYS)');
   const keyRing = keys && (!reading || values.reveal || command === 'verify') ? keys : undefined;
   const token = values.token ?? (process.env['JETSTATE_TOKEN'] || undefined);
   let client: Client;
@@ -200,8 +220,8 @@ export async function runCommand(command: string, args: string[], values: CliVal
     switch (command) {
       case 'reencrypt': {
         const r = await client.reencrypt(workflow);
-        out(`re-encrypted ${r.resealed} fields in ${r.records} ${workflow.name} instances under the newest key`, r);
-        return 0;
+        out(describeReencrypt(workflow.name, r), r);
+        return r.failed.length === 0 ? 0 : 1;
       }
       case 'start': {
         const input = json(needs(values.input, '--input JSON'), '--input');

@@ -33,6 +33,8 @@ interface ChildStart {
   version: number;
   input: unknown;
   parent: ParentRef;
+  /** The child's inherited secret paths (plan.ts): sent with its start, which seals its input with them. */
+  secrets?: string[];
 }
 
 export class ActionExecutor implements EffectExecutor {
@@ -72,7 +74,7 @@ export class ActionExecutor implements EffectExecutor {
     await publishToInstance(this.rt, {
       workflow: s.workflow,
       id: s.id,
-      event: { type: EngineEvent.Start, input: s.input, version: s.version, parent: s.parent },
+      event: { type: EngineEvent.Start, input: s.input, version: s.version, parent: s.parent, ...(s.secrets && s.secrets.length > 0 ? { secrets: s.secrets } : {}) },
       engine: { logicalId: `start.${s.workflow}.${s.id}.${s.parent.token}` },
       trace,
     });

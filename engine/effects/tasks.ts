@@ -183,7 +183,7 @@ export class TaskService {
     if (pending === 'wait') return void m.nak(1_000);
     if (pending === 'unreadable') return void m.nak(30_000);
     if (!pending) return void m.term(); // cancelled, finished, or its write never happened
-    const { def } = pending;
+    const { def, record } = pending;
     task.input = pending.input;
     // An engine without an extension the activity needs leaves it to one that has it.
     const missing = def.options.requires.filter((x) => !this.extensions.has(x));
@@ -195,7 +195,7 @@ export class TaskService {
     const done = new Promise<void>((r) => (settle = r));
     this.running.set(key, { controller, done });
     try {
-      await this.attempt(m, task, def, controller);
+      await this.attempt(m, task, def, controller, record);
     } finally {
       this.running.delete(key);
       settle();
@@ -207,7 +207,7 @@ export class TaskService {
    * write may still come (or only another engine has the version); 'unreadable' when the record
    * cannot be opened (reported; the instance is blocked too).
    */
-  private async pending(task: TaskMessage): Promise<{ def: ActivityDefinition; input: unknown } | null | 'wait' | 'unreadable'> {
+  private async pending(task: TaskMessage): Promise<{ def: ActivityDefinition; input: unknown; record: InstanceRecord } | null | 'wait' | 'unreadable'> {
     // The task is published after its state write; a read may still race it (a cluster), so retry briefly.
     for (let i = 0, wait = 2; i < 12; i++, wait = Math.min(wait * 2, 500)) {
       let found;
@@ -223,14 +223,14 @@ export class TaskService {
         if (pendingTask?.token !== task.token) return null;
         // Not registered here: another engine may have this version.
         const def = this.rt.registry.find(record.workflow, record.version)?.runner.activities.get(task.src);
-        return def ? { def, input: pendingTask.input } : 'wait';
+        return def ? { def, input: pendingTask.input, record } : 'wait';
       }
       await new Promise((r) => setTimeout(r, wait));
     }
     return null;
   }
 
-  private async attempt(m: JsMsg, task: TaskMessage, def: ActivityDefinition, controller: AbortController): Promise<void> {
+  private async attempt(m: JsMsg, task: TaskMessage, def: ActivityDefinition, controller: AbortController, record: InstanceRecord): Promise<void> {
     const attempt = m.info.deliveryCount;
     const { timeoutMs, heartbeatTimeoutMs, retry } = def.options;
     const fail = (why: string): void => controller.abort(new Error(why));
@@ -320,8 +320,11 @@ export class TaskService {
       if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
       return;
     }
+    // An output that returns a secret value under another name (or to an instance whose secrets were
+    // passed to it) names where, so the outcome is sealed there too.
+    const secrets = outcome.ok ? this.rt.security.codec.outputSecrets(record, [task.input], outcome.output).filter((p) => !this.rt.security.codec.pathsFor(record.workflow).includes(p)) : [];
     const event: TaskResultEvent = outcome.ok
-      ? { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output }
+      ? { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output, ...(secrets.length > 0 ? { secrets } : {}) }
       : { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
     try {
       // The outcome continues the trace of the attempt that produced it.

@@ -16,6 +16,7 @@ import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
 import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
 import type { SecretCodec } from '../security/codec.js';
+import { isInheritedPaths } from '../security/inherited-secrets.js';
 import type { IdentityVerifier } from '../security/identity.js';
 import { carrierFromHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import type { StepEvent } from '../step/step.js';
@@ -63,7 +64,7 @@ export function rawEvent(seq: number, subject: string, data: Uint8Array, timeMs:
 }
 
 /** An event for the step, maybe rejected; `rated` when the per-instance rate applies to it. */
-export type GatedEvent = StepEvent & { rated?: boolean; start?: { input: unknown; parent?: ParentRef | undefined } };
+export type GatedEvent = StepEvent & { rated?: boolean; start?: { input: unknown; parent?: ParentRef | undefined; secrets?: string[] | undefined } };
 
 /** The workflow version a start asks for (the starter's definition), if it names one. */
 export function startVersion(data: Uint8Array): number | undefined {
@@ -160,16 +161,20 @@ function gateStart(
 ): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
   const summary = { type: EngineEvent.Start };
   if (raw['parent'] !== undefined && !signed) return reject(summary, `[forged] a start naming a parent instance without a valid engine signature`);
+  // Inherited secret paths come only from a parent's engine: they decide what is sealed.
+  const secrets = raw['secrets'];
+  if (secrets !== undefined && !signed) return reject(summary, `[forged] a start naming inherited secret paths without a valid engine signature`);
+  if (secrets !== undefined && !isInheritedPaths(secrets)) return reject(summary, `workflow '${def.name}' instance '${id}': the start's inherited secret paths are not a list of dotted paths`);
   let input: unknown;
   try {
-    input = security.codec.open(def.name, id, 'input', raw['input']);
+    input = security.codec.open(def.name, id, 'input', raw['input'], secrets);
   } catch (err) {
     return reject(summary, `[secrets.unreadable] ${(err as Error).message}`);
   }
   const checked = checkInput(def, id, input);
   if (!checked.ok) return reject(summary, checked.reason);
   const parent = raw['parent'] as ParentRef | undefined;
-  const start = { input: checked.value, ...(parent ? { parent } : {}) };
+  const start = { input: checked.value, ...(parent ? { parent } : {}), ...(secrets !== undefined && secrets.length > 0 ? { secrets } : {}) };
   const event = { type: EngineEvent.Start, input: checked.value };
   const at = { seq: e.seq, timeMs: e.timeMs };
   if (signed) return { ...at, event, start, identity: ENGINE_IDENTITY };

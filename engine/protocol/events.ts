@@ -53,6 +53,11 @@ export interface StartEvent {
   input: unknown;
   /** Set on a child workflow's start (signed by the parent's engine). */
   parent?: ParentRef;
+  /**
+   * A child's inherited secret paths: where its input holds values its parent declared secret
+   * (sealed there). Honoured only on a start signed by an engine.
+   */
+  secrets?: string[];
 }
 
 export interface TimerFireEvent {
@@ -68,6 +73,8 @@ export interface ActorOutcomeEvent {
   ok: boolean;
   output?: unknown;
   error?: { name: string; message: string } & Record<string, unknown>;
+  /** Paths of `output` holding values of the sending instance's secret paths: sealed on the way. */
+  secrets?: string[];
 }
 export type TaskResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Task };
 export type ChildResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Child };
@@ -118,6 +125,8 @@ export function isStop(event: unknown): boolean {
 }
 
 /** The XState event for the outcome of an invoked task or child workflow. */
-export function actorOutcome(e: { invokeId: string; ok: boolean; output?: unknown; error?: unknown }): { type: string } {
-  return e.ok ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output } as { type: string }) : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
+export function actorOutcome(e: { invokeId: string; ok: boolean; output?: unknown; error?: unknown; secrets?: unknown }): { type: string } {
+  // The paths sealing the output stay with it, so a copy of this event (an outbox entry) is sealed alike.
+  const secrets: { secrets?: unknown } = Array.isArray(e.secrets) && e.secrets.length > 0 ? { secrets: e.secrets } : {};
+  return e.ok ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output, ...secrets } as unknown as { type: string }) : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
 }

@@ -58,7 +58,11 @@ export type TypedHistoryEntry<TEvent, TStart, TValue> =
   | (HistoryEntryFields & { kind: typeof HistoryKind.Event; event: TEvent; from: TValue | null; to: TValue | null })
   | (HistoryEntryFields & { kind: typeof HistoryKind.Rejected; event: unknown; from: TValue | null; to: TValue | null });
 
-export const HistoryMessageSchema = z.object({ entries: z.array(HistoryEntrySchema) });
+/**
+ * One history message: the entries of one state write. `secrets`: the instance's inherited secret
+ * paths, with which its entries are sealed besides the workflow's declared ones.
+ */
+export const HistoryMessageSchema = z.object({ entries: z.array(HistoryEntrySchema), secrets: z.array(z.string()).optional() });
 
 export const RECORD_SCHEMA_VERSION = 1;
 
@@ -109,10 +113,22 @@ export const InstanceRecordSchema = z.object({
   timers: z.record(z.string(), TimerRecordSchema).default({}),
   /** Pending tasks by invoke id. */
   tasks: z.record(z.string(), TaskRecordSchema).default({}),
-  /** Child workflow instances by invoke id. */
-  children: z.record(z.string(), z.object({ workflow: z.string(), id: z.string(), token: z.number().int() })).default({}),
+  /**
+   * Child workflow instances by invoke id. `secrets`: the child's inherited secret paths (values
+   * this instance passed it from its own secret paths), which also seal the child's snapshot
+   * inside this record's XState snapshot.
+   */
+  children: z
+    .record(z.string(), z.object({ workflow: z.string(), id: z.string(), token: z.number().int(), secrets: z.array(z.string()).optional() }))
+    .default({}),
   /** Set on a child workflow instance: where its outcome goes. */
   parent: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }).optional(),
+  /**
+   * Inherited secret paths: paths of this instance's input, context and output that hold values
+   * its parent declared secret. Sealed like the workflow's own `secrets`; absent for most instances
+   * (and in records written before it existed).
+   */
+  secrets: z.array(z.string()).optional(),
   /** W3C trace context of the last transition, which the next one links to. */
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
   /** The per-instance rate limit's token bucket (over the stream's acceptance times). */

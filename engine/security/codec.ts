@@ -6,19 +6,33 @@
  * so the machine and activities see plain values and NATS never holds them in the clear. Each
  * root has its own AAD prefix (`<workflow>/<id>/<root>`), so an envelope cannot be moved to
  * another instance, root or field.
+ *
+ * An instance may also have inherited paths (inherited-secrets.ts): the paths of a child's data
+ * that hold values its parent declared secret. They apply to that instance's roots like declared
+ * ones, and every sealed thing that used them carries them: the child's start event and record
+ * (`secrets`), the parent's child entry and child-start outbox entry (`secrets`), and history
+ * messages (`secrets`), so each can be opened (and re-encrypted) on its own.
  */
 import { ErrorCode, JetstateError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
+import { childSecretPaths, isInheritedPaths, mergeSecretPaths } from './inherited-secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
-type Fn = (value: unknown, root: Root) => unknown;
+/** Paths an instance inherited (see inherited-secrets.ts), beside its workflow's declared ones. */
+type Inherited = readonly string[] | undefined;
+/** Maps one root; `extra`: paths the event that holds it names for it (see eventSecrets). */
+type Fn = (value: unknown, root: Root, extra?: Inherited) => unknown;
 /** Seal, open or reseal one root of one instance (a record also holds its child workflows' snapshots). */
-type Op = (workflow: string, id: string, root: Root, value: unknown) => unknown;
+type Op = (workflow: string, id: string, root: Root, value: unknown, inherited: Inherited) => unknown;
+
+/** Most merged path lists kept; one is shared by every instance with the same declared and inherited paths. */
+const MERGED_CACHE_MAX = 4_096;
 
 export class SecretCodec {
   private readonly paths = new Map<string, readonly string[]>();
+  private readonly merged = new Map<string, readonly string[]>();
 
   /** `secretPaths` gives the secret paths of a workflow (those of all its known versions). */
   constructor(
@@ -40,70 +54,115 @@ export class SecretCodec {
   /** Forgets cached paths (a workflow version was registered). */
   refresh(): void {
     this.paths.clear();
+    this.merged.clear();
   }
 
-  has(workflow: string): boolean {
-    return this.pathsOf(workflow).length > 0;
+  /**
+   * The paths sealed in an instance's roots: its workflow's declared paths, merged with those it
+   * inherited (none for most instances: then the declared list itself).
+   */
+  pathsFor(workflow: string, inherited?: Inherited): readonly string[] {
+    const declared = this.pathsOf(workflow);
+    if (!inherited || inherited.length === 0) return declared;
+    // Keyed by both lists: a version registered later (more declared paths) makes another key.
+    const key = `${declared.join('\n')}\u0000${inherited.join('\n')}`;
+    let p = this.merged.get(key);
+    if (!p) {
+      p = Object.freeze([...mergeSecretPaths(declared, inherited)]);
+      if (this.merged.size >= MERGED_CACHE_MAX) this.merged.clear();
+      this.merged.set(key, p);
+    }
+    return p;
+  }
+
+  /**
+   * The paths of `output`, about to leave an instance (a task's outcome, or the instance's own
+   * output for its parent), that hold a value of one of the instance's secret paths in its input,
+   * context or `roots`: the outcome event names them (`secrets`) so they stay sealed on the way.
+   */
+  outputSecrets(record: InstanceRecord, roots: readonly unknown[], output: unknown): string[] {
+    const paths = this.pathsFor(record.workflow, record.secrets);
+    if (paths.length === 0 || output === undefined) return [];
+    return childSecretPaths(paths, [record.input, record.snapshot['context'], ...roots], [output]);
+  }
+
+  has(workflow: string, inherited?: Inherited): boolean {
+    return this.pathsOf(workflow).length > 0 || (inherited !== undefined && inherited.length > 0);
   }
 
   private ringFor(workflow: string): KeyRing {
     if (!this.ring) {
       throw new JetstateError(
         ErrorCode.InvalidOptions,
-        `workflow '${workflow}' declares secrets, so its values are encrypted; give this client or engine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`,
+        `workflow '${workflow}' declares secrets (or holds secrets its parent passed it), so its values are encrypted; give this client or engine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`,
       );
     }
     return this.ring;
   }
 
-  seal(workflow: string, id: string, root: Root, value: unknown): unknown {
-    const paths = this.pathsOf(workflow);
+  seal(workflow: string, id: string, root: Root, value: unknown, inherited?: Inherited): unknown {
+    const paths = this.pathsFor(workflow, inherited);
     return paths.length === 0 ? value : sealPaths(value, paths, this.ringFor(workflow), `${workflow}/${id}/${root}`);
   }
 
-  open(workflow: string, id: string, root: Root, value: unknown): unknown {
-    const paths = this.pathsOf(workflow);
+  open(workflow: string, id: string, root: Root, value: unknown, inherited?: Inherited): unknown {
+    const paths = this.pathsFor(workflow, inherited);
     return paths.length === 0 ? value : openPaths(value, paths, this.ringFor(workflow), `${workflow}/${id}/${root}`);
   }
 
-  /** An event on its way into an instance's inbox: its secrets sealed where its kind keeps them (see mapEvent). */
+  /** Moves envelopes of older keys to the primary one; counts them in `count`. */
+  private reseal(workflow: string, id: string, root: Root, value: unknown, inherited: Inherited, count: { n: number }): unknown {
+    const paths = this.pathsFor(workflow, inherited);
+    if (paths.length === 0) return value;
+    const r = resealPaths(value, paths, this.ringFor(workflow), `${workflow}/${id}/${root}`);
+    count.n += r.resealed;
+    return r.value;
+  }
+
+  /**
+   * An event on its way into an instance's inbox: its secrets sealed where its kind keeps them (see
+   * mapEvent). An engine's start or outcome may name more paths of its payload (`secrets`, see
+   * eventSecrets).
+   */
   sealEvent(workflow: string, id: string, event: unknown): unknown {
-    return this.has(workflow) ? mapEvent(event, (v, root) => this.seal(workflow, id, root, v)) : event;
+    return this.has(workflow, eventSecrets(event)) ? mapEvent(event, (v, root, extra) => this.seal(workflow, id, root, v, extra)) : event;
   }
 
   openEvent(workflow: string, id: string, event: unknown): unknown {
-    return this.has(workflow) ? mapEvent(event, (v, root) => this.open(workflow, id, root, v)) : event;
+    return this.has(workflow, eventSecrets(event)) ? mapEvent(event, (v, root, extra) => this.open(workflow, id, root, v, extra)) : event;
   }
 
   sealRecord(record: InstanceRecord): InstanceRecord {
-    return this.mapRecord(record, (wf, id, root, v) => this.seal(wf, id, root, v));
+    return this.mapRecord(record, (wf, id, root, v, inh) => this.seal(wf, id, root, v, inh));
   }
 
   openRecord(record: InstanceRecord): InstanceRecord {
-    return this.mapRecord(record, (wf, id, root, v) => this.open(wf, id, root, v));
+    return this.mapRecord(record, (wf, id, root, v, inh) => this.open(wf, id, root, v, inh));
   }
 
   /** Envelopes moved to the newest key; `resealed` 0 when nothing moved (the re-encrypt command). */
   resealRecord(record: InstanceRecord): { record: InstanceRecord; resealed: number } {
-    let resealed = 0;
-    const next = this.mapRecord(record, (wf, id, root, v) => {
-      const paths = this.pathsOf(wf);
-      if (paths.length === 0) return v;
-      const r = resealPaths(v, paths, this.ringFor(wf), `${wf}/${id}/${root}`);
-      resealed += r.resealed;
-      return r.value;
-    });
-    return { record: resealed === 0 ? record : next, resealed };
+    const count = { n: 0 };
+    const next = this.mapRecord(record, (wf, id, root, v, inh) => this.reseal(wf, id, root, v, inh, count));
+    return { record: count.n === 0 ? record : next, resealed: count.n };
   }
 
-  sealHistory(workflow: string, id: string, entries: HistoryEntry[]): HistoryEntry[] {
-    if (!this.has(workflow)) return entries;
-    return entries.map((e) => this.mapEntry(e, (v, root) => this.seal(workflow, id, root, v)));
+  sealHistory(workflow: string, id: string, entries: HistoryEntry[], inherited?: Inherited): HistoryEntry[] {
+    if (!this.has(workflow, inherited) && !entries.some((e) => eventSecrets(e.event))) return entries;
+    return entries.map((e) => this.mapEntry(e, (v, root, extra) => this.seal(workflow, id, root, v, union(inherited, extra))));
   }
 
-  openHistory(workflow: string, id: string, entries: HistoryEntry[]): HistoryEntry[] {
-    if (!this.has(workflow)) return entries;
-    return entries.map((e) => this.mapEntry(e, (v, root) => this.open(workflow, id, root, v)));
+  openHistory(workflow: string, id: string, entries: HistoryEntry[], inherited?: Inherited): HistoryEntry[] {
+    if (!this.has(workflow, inherited) && !entries.some((e) => eventSecrets(e.event))) return entries;
+    return entries.map((e) => this.mapEntry(e, (v, root, extra) => this.open(workflow, id, root, v, union(inherited, extra))));
+  }
+
+  /** History entries with envelopes of older keys moved to the primary one (the re-encrypt command). */
+  resealHistory(workflow: string, id: string, entries: HistoryEntry[], inherited?: Inherited): { entries: HistoryEntry[]; resealed: number } {
+    if (!this.has(workflow, inherited) && !entries.some((e) => eventSecrets(e.event))) return { entries, resealed: 0 };
+    const count = { n: 0 };
+    const next = entries.map((e) => this.mapEntry(e, (v, root, extra) => this.reseal(workflow, id, root, v, union(inherited, extra), count)));
+    return { entries: count.n === 0 ? entries : next, resealed: count.n };
   }
 
   private mapEntry(e: HistoryEntry, fn: Fn): HistoryEntry {
@@ -113,9 +172,13 @@ export class SecretCodec {
 
   private mapRecord(record: InstanceRecord, op: Op): InstanceRecord {
     // A record also holds what it passes to its child workflows: their secrets count too.
-    const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === OutboxKind.StartChild).map((o) => o.params as { workflow?: unknown })];
-    if (!this.has(record.workflow) && !children.some((c) => typeof c?.workflow === 'string' && this.has(c.workflow))) return record;
-    const fn: Fn = (v, root) => op(record.workflow, record.id, root, v);
+    const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === OutboxKind.StartChild).map((o) => o.params as { workflow?: unknown; secrets?: unknown })];
+    const childHas = (c: { workflow?: unknown; secrets?: unknown } | null | undefined): boolean =>
+      typeof c?.workflow === 'string' && this.has(c.workflow, isInheritedPaths(c.secrets) ? c.secrets : undefined);
+    const eventsName = record.lastHistory.some((e) => eventSecrets(e.event)) || record.outbox.some((o) => eventSecrets(o.event));
+    if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName) return record;
+    const inherited = record.secrets;
+    const fn: Fn = (v, root, extra) => op(record.workflow, record.id, root, v, union(inherited, extra));
     const out: InstanceRecord = {
       ...record,
       input: fn(record.input, 'input'),
@@ -140,9 +203,30 @@ function mapEvent(event: unknown, fn: Fn, isStart = false): unknown {
   if (typeof event !== 'object' || event === null || Array.isArray(event)) return fn(event, 'event');
   const e = event as { type?: unknown; input?: unknown; output?: unknown };
   const type = typeof e.type === 'string' ? e.type : '';
-  if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input') } : event;
-  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output') } : event;
+  const extra = eventSecrets(event);
+  if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input', extra) } : event;
+  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output', extra) } : event;
   return fn(event, 'event');
+}
+
+/**
+ * The paths an engine's event names for its payload (`secrets`): a child's start for its input
+ * (the paths it inherits), a task's or child's outcome (and the `xstate.done.actor.*` event made
+ * from it) for its output (the paths holding values of the instance's secret paths). The gate
+ * takes such an event only with an engine's signature.
+ */
+export function eventSecrets(event: unknown): Inherited {
+  const e = event as { type?: unknown; secrets?: unknown } | null;
+  if (typeof e !== 'object' || e === null || !isInheritedPaths(e.secrets)) return undefined;
+  const t = e.type;
+  return t === EngineEvent.Start || t === EngineEvent.Task || t === EngineEvent.Child || (typeof t === 'string' && t.startsWith('xstate.done.actor.')) ? e.secrets : undefined;
+}
+
+/** Two path lists as one (the codec merges the result with the declared paths). */
+function union(a: Inherited, b: Inherited): Inherited {
+  if (!b || b.length === 0) return a;
+  if (!a || a.length === 0) return b;
+  return [...new Set([...a, ...b])];
 }
 
 /**
@@ -164,11 +248,11 @@ function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: Instan
       const child = Object.hasOwn(children, invokeId) ? children[invokeId] : undefined;
       let mapped: Record<string, unknown>;
       if (child) {
-        mapped = mapSnapshot(inner as Record<string, unknown>, (v, root) => op(child.workflow, child.id, root, v), {}, op);
+        mapped = mapSnapshot(inner as Record<string, unknown>, (v, root) => op(child.workflow, child.id, root, v, child.secrets), {}, op);
       } else {
-        mapped = { ...(inner as Record<string, unknown>) };
+        // An activity's input and output; the context of a machine it invoked counts as its own.
+        mapped = mapSnapshot(inner as Record<string, unknown>, fn, {}, op);
         if (mapped['input'] !== undefined) mapped['input'] = fn(mapped['input'], 'task');
-        if (mapped['output'] !== undefined) mapped['output'] = fn(mapped['output'], 'output');
       }
       return [invokeId, { ...(ref as object), snapshot: mapped }];
     }),
@@ -181,8 +265,11 @@ function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: Instan
  * hold the child's input: `{ workflow, id, input, ... }`, mapped as the child's own input is.
  */
 function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
-  const p = params as { event?: unknown; workflow?: unknown; id?: unknown; input?: unknown } | null;
+  const p = params as { event?: unknown; workflow?: unknown; id?: unknown; input?: unknown; secrets?: unknown } | null;
   if (!p || typeof p !== 'object') return params;
-  if (type === OutboxKind.StartChild && typeof p.workflow === 'string' && typeof p.id === 'string' && 'input' in p) return { ...p, input: op(p.workflow, p.id, 'input', p.input) };
+  if (type === OutboxKind.StartChild && typeof p.workflow === 'string' && typeof p.id === 'string' && 'input' in p) {
+    return { ...p, input: op(p.workflow, p.id, 'input', p.input, isInheritedPaths(p.secrets) ? p.secrets : undefined) };
+  }
   return 'event' in p ? { ...p, event: fn(p.event, 'event') } : params;
 }
+

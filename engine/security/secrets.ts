@@ -67,7 +67,7 @@ const KeyRingOptionsSchema = z
  *
  * @example
  * ```ts
- * const ring = keyRingFromEnv(process.env.JETSTATE_SECRET_KEYS, { source: 'JETSTATE_SECRET_KEYS' });
+ * const ring = keyRingFromEnv(process.env.JETSTATE_KEYS, { source: 'JETSTATE_KEYS' });
  * const sealed = ring.seal('4111 1111 1111 1111', 'order/o-17/card.number');
  * ring.open(sealed, 'order/o-17/card.number'); // '4111 1111 1111 1111'
  * ```
@@ -192,8 +192,8 @@ export function createKeyRing(options: KeyRingOptions): KeyRing {
  *
  * @example
  * ```ts
- * // JETSTATE_SECRET_KEYS="2024:q83v...=,2025:Zm9v...="
- * const ring = keyRingFromEnv(process.env.JETSTATE_SECRET_KEYS, { source: 'JETSTATE_SECRET_KEYS' });
+ * // JETSTATE_KEYS="2024:q83v...=,2025:Zm9v...="
+ * const ring = keyRingFromEnv(process.env.JETSTATE_KEYS, { source: 'JETSTATE_KEYS' });
  * ```
  */
 export function keyRingFromEnv(value: string | undefined, options: { primary?: string; source?: string } = {}): KeyRing {

@@ -8,6 +8,7 @@ import { OutboxKind } from '../protocol/events.js';
 import { SEND_ACTION, sendResolverOf } from '../define/messages.js';
 import { childIdOf } from '../define/child.js';
 import type { Executable, MachineRunner } from './runner.js';
+import { childSecretPaths, mergeSecretPaths } from '../security/inherited-secrets.js';
 
 /**
  * An action XState asked to execute, for the effect executor, which runs it after the write:
@@ -60,13 +61,18 @@ export class Plan {
   readonly cancelledTasks: TaskChange[] = [];
   readonly effects: Effect[] = [];
 
+  private readonly input: unknown;
+
+  /** `inherited`: the instance's inherited secret paths (a new instance's come with its start). */
   constructor(
     record?: InstanceRecord,
     private readonly parent: InstanceRecord['parent'] = record?.parent,
+    private readonly inherited: readonly string[] | undefined = record?.secrets,
   ) {
     this.timers = { ...record?.timers };
     this.tasks = { ...record?.tasks };
     this.children = { ...record?.children };
+    this.input = record?.input;
   }
 
   /**
@@ -90,7 +96,10 @@ export class Plan {
         this.startedTasks.push({ invokeId: params.id, token: revision, src: task.src, input: task.input });
       } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && typeof params.id === 'string' && runner.children.has(params.src)) {
         const childDef = runner.children.get(params.src)!;
-        const child = { workflow: childDef.name, id: childIdOf(id, params.id), token: revision };
+        const child: InstanceRecord['children'][string] = { workflow: childDef.name, id: childIdOf(id, params.id), token: revision };
+        // Values of this instance's secret paths stay secret in the child (and in this record's copy of its start).
+        const secrets = this.childSecrets(runner, a, event, params.input, params.actorRef);
+        if (secrets.length > 0) child.secrets = secrets;
         this.children[params.id] = child;
         const start = { ...child, version: childDef.version, input: params.input ?? {}, parent: { workflow, id, invokeId: params.id, token: revision } };
         this.effects.push({ kind: 'child', type: OutboxKind.StartChild, params: start, key: `${workflow}.${id}.${revision}.${i}`, event });
@@ -113,6 +122,18 @@ export class Plan {
         this.effects.push({ kind, type: a.type, params: a.params ?? null, key: `${workflow}.${id}.${revision}.${i}`, event, exec: a });
       }
     });
+  }
+
+  /**
+   * The paths of a child's input and first snapshot that hold a value of one of this instance's
+   * secret paths (declared and inherited), found in its input, its context when the child is
+   * started, or the event being applied (see security/inherited-secrets.ts).
+   */
+  private childSecrets(runner: MachineRunner, a: Executable, event: unknown, input: unknown, actorRef: unknown): string[] {
+    const paths = mergeSecretPaths(runner.secrets, this.inherited);
+    if (paths.length === 0) return [];
+    const e = (typeof event === 'object' && event !== null ? event : {}) as { input?: unknown; output?: unknown };
+    return childSecretPaths(paths, [a.info?.context, this.input, event, e.input, e.output], [input, ...snapshotRoots(actorRef)]);
   }
 
   private sendTarget(to: unknown): { workflow: string; id: string } | undefined {
@@ -162,3 +183,21 @@ export class Plan {
   }
 }
 
+
+/**
+ * The data in an invoked actor's live snapshot: its context, and the input, context and output of
+ * what it invoked in turn (a child workflow's first snapshot holds its own invoked actors).
+ */
+function snapshotRoots(actorRef: unknown, depth = 0): unknown[] {
+  if (depth > 8 || typeof actorRef !== 'object' || actorRef === null) return [];
+  let snapshot: { context?: unknown; input?: unknown; output?: unknown; children?: Record<string, unknown> } | undefined;
+  try {
+    snapshot = (actorRef as { getSnapshot?: () => typeof snapshot }).getSnapshot?.();
+  } catch {
+    return [];
+  }
+  if (!snapshot) return [];
+  const out: unknown[] = [snapshot.context, snapshot.input, snapshot.output];
+  for (const ref of Object.values(snapshot.children ?? {})) out.push(...snapshotRoots(ref, depth + 1));
+  return out;
+}

@@ -23,7 +23,7 @@ export class Registry {
       fail(ErrorCode.InvalidOptions, `workflow '${def.name}' version ${def.version} is registered twice with different definitions; give each change a new version`);
     }
     if (existing) return;
-    const runner = new MachineRunner(def.machine);
+    const runner = new MachineRunner(def.machine, def.security.secrets);
     versions.set(def.version, { def, runner });
     for (const l of this.listeners) l(def);
     // Child workflows it invokes run here too.

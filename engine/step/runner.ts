@@ -32,7 +32,14 @@ export class MachineRunner {
   private readonly scope: AnyActorScope;
   private collected: Executable[] = [];
 
-  constructor(machine: AnyStateMachine) {
+  /**
+   * `secrets`: the workflow's declared secret paths; a child workflow it starts inherits the paths
+   * of the child's data that hold their values (see plan.ts).
+   */
+  constructor(
+    machine: AnyStateMachine,
+    readonly secrets: readonly string[] = [],
+  ) {
     this.machine = machine;
     this.activities = activitiesOf(machine);
     this.children = childWorkflowsOf(machine);

@@ -21,7 +21,10 @@ export interface StartResult {
   tasks: TaskChange[];
 }
 
-/** The initial record of a new instance. `input` is already validated. */
+/**
+ * The initial record of a new instance. `input` is already validated. `secrets`: the paths it
+ * inherited from its parent (see security/inherited-secrets.ts), kept in the record.
+ */
 export function startInstance(
   def: WorkflowDefinition,
   runner: MachineRunner,
@@ -29,9 +32,10 @@ export function startInstance(
   input: unknown,
   nowMs: number,
   parent?: InstanceRecord['parent'],
+  secrets?: readonly string[],
 ): StartResult {
   let snapshot: AnyMachineSnapshot;
-  const plan = new Plan(undefined, parent);
+  const plan = new Plan(undefined, parent, secrets);
   let error: string | undefined;
   try {
     const r = runner.initial(input, parent !== undefined);
@@ -75,6 +79,7 @@ export function startInstance(
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
   if (parent) record.parent = parent;
+  if (secrets && secrets.length > 0) record.secrets = [...secrets];
   return { record, snapshot, entry, effects: plan.effects, timers: plan.pendingTimers(), tasks: plan.pendingTasks() };
 }
 

@@ -4,33 +4,53 @@
  */
 import type { Runtime } from './runtime.js';
 import { HistoryKind, HistoryMessageSchema, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
-import { readSubject } from './read.js';
+import { readSubjectMessages } from './read.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 
 function entryKey(e: HistoryEntry): string {
   return e.kind === HistoryKind.Rejected ? `x${e.seq}` : `r${e.revision}`;
 }
 
-/** Publishes the entries of one write. Returns once the stream has them. */
-export async function publishHistory(rt: Runtime, workflow: string, id: string, entries: HistoryEntry[]): Promise<void> {
+/** Inherited secret paths travel with the entries they sealed (see security/codec.ts). */
+function historyMessage(entries: HistoryEntry[], inherited: readonly string[] | undefined): { entries: HistoryEntry[]; secrets?: string[] } {
+  return inherited && inherited.length > 0 ? { entries, secrets: [...inherited] } : { entries };
+}
+
+/**
+ * Publishes the entries of one write, sealed with the workflow's secret paths and the instance's
+ * `inherited` ones. Returns once the stream has them.
+ */
+export async function publishHistory(rt: Runtime, workflow: string, id: string, entries: HistoryEntry[], inherited?: readonly string[]): Promise<void> {
   if (entries.length === 0) return;
-  const sealed = rt.security.codec.sealHistory(workflow, id, entries);
-  await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson({ entries: sealed }), {
+  const sealed = rt.security.codec.sealHistory(workflow, id, entries, inherited);
+  await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson(historyMessage(sealed, inherited)), {
     // Keyed: only engines publish history, and nobody else can take a write's id first.
     msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${entryKey(entries[0]!)}`),
   });
 }
 
-/** The history of one instance in order, each entry once. */
-export async function readHistory(rt: Runtime, workflow: string, id: string): Promise<HistoryEntry[]> {
+/** An instance's history as stored: entries still sealed, and the inherited paths they were sealed with. */
+export interface StoredHistory {
+  entries: HistoryEntry[];
+  secrets: string[] | undefined;
+}
+
+/**
+ * The history of one instance in order, each entry once. Entries are ordered by the sequence of
+ * their event in the instance's partition stream, which is the order they were applied in, so a
+ * message republished later (a repair after a crash, a re-encryption) cannot move them.
+ */
+export async function readHistory(rt: Runtime, workflow: string, id: string): Promise<StoredHistory> {
   const out: HistoryEntry[] = [];
   const seen = new Set<string>();
-  for (const data of await readSubject(rt, rt.names.historyStream, rt.names.historySubject(workflow, id))) {
-    const parsed = HistoryMessageSchema.safeParse(decodeJson(data));
+  let secrets: string[] | undefined;
+  for (const m of await readSubjectMessages(rt, rt.names.historyStream, rt.names.historySubject(workflow, id))) {
+    const parsed = HistoryMessageSchema.safeParse(safeDecode(m.data));
     if (!parsed.success) {
       rt.logger.warn(`history of workflow '${workflow}' instance '${id}' holds an unreadable message; it is skipped`);
       continue;
     }
+    secrets ??= parsed.data.secrets;
     for (const e of parsed.data.entries) {
       const k = entryKey(e);
       if (seen.has(k)) continue;
@@ -38,7 +58,63 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
       out.push(e);
     }
   }
-  return out;
+  // Stable: entries of one sequence (none today) keep their stored order.
+  out.sort((a, b) => a.seq - b.seq);
+  return { entries: out, secrets };
+}
+
+/** What {@link rewriteHistory} did to one instance's history. */
+export interface HistoryRewrite {
+  /** Messages published again (every message of the instance, when one needed a change). */
+  messages: number;
+  /** Envelopes moved. */
+  resealed: number;
+}
+
+/**
+ * Rewrites the history of one instance with `reseal` applied to each message's entries (the
+ * re-encrypt command). When no message changes, nothing is written. Otherwise every message of
+ * the instance is published again, in order (changed or not, so the order stays), and then the
+ * messages read are purged: a purge of the instance's subject bounded by the last sequence read,
+ * so a message an engine wrote meanwhile stays. A crash in between leaves both copies, which
+ * `readHistory` deduplicates; running it again finishes the job. `reseal` may throw (a key not
+ * in the ring): then nothing is written.
+ */
+export async function rewriteHistory(
+  rt: Runtime,
+  workflow: string,
+  id: string,
+  reseal: (entries: HistoryEntry[], inherited: string[] | undefined) => { entries: HistoryEntry[]; resealed: number },
+): Promise<HistoryRewrite> {
+  const stream = rt.names.historyStream;
+  const subject = rt.names.historySubject(workflow, id);
+  const stored = await readSubjectMessages(rt, stream, subject);
+  const next: Uint8Array[] = [];
+  let resealed = 0;
+  for (const m of stored) {
+    const parsed = HistoryMessageSchema.safeParse(safeDecode(m.data));
+    // A message that is not history is kept as it is, in its place.
+    if (!parsed.success) {
+      next.push(m.data);
+      continue;
+    }
+    const r = reseal(parsed.data.entries, parsed.data.secrets);
+    resealed += r.resealed;
+    next.push(r.resealed === 0 ? m.data : encodeJson(historyMessage(r.entries, parsed.data.secrets)));
+  }
+  if (resealed === 0) return { messages: 0, resealed: 0 };
+  // One at a time: the stream keeps the order of publishes that each waited for their ack.
+  for (const data of next) await rt.js.publish(subject, data);
+  await rt.jsm.streams.purge(stream, { filter: subject, seq: stored.at(-1)!.seq + 1 });
+  return { messages: next.length, resealed };
+}
+
+function safeDecode(data: Uint8Array): unknown {
+  try {
+    return decodeJson(data);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -48,7 +124,8 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
 export function publishCompletion(rt: Runtime, record: InstanceRecord): void {
   if (record.status === 'running') return;
   const message: Record<string, unknown> = { workflow: record.workflow, id: record.id, status: record.status, revision: record.revision };
-  if (record.output !== undefined) message['output'] = rt.security.codec.seal(record.workflow, record.id, 'output', record.output);
+  if (record.output !== undefined) message['output'] = rt.security.codec.seal(record.workflow, record.id, 'output', record.output, record.secrets);
+  if (record.secrets && record.secrets.length > 0 && record.output !== undefined) message['secrets'] = record.secrets;
   if (record.error !== undefined) message['error'] = record.error;
   rt.nc.publish(rt.names.doneSubject(record.workflow, record.id), encodeJson(message));
 }

@@ -1,21 +1,32 @@
 /** Reading every message of one subject of a stream, in order, with an ordered consumer. */
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 
+/** One stored message: its stream sequence and body. */
+export interface StoredMessage {
+  seq: number;
+  data: Uint8Array;
+}
+
 export async function readSubject(rt: { js: JetStreamClient; jsm: JetStreamManager }, stream: string, subject: string): Promise<Uint8Array[]> {
+  return (await readSubjectMessages(rt, stream, subject)).map((m) => m.data);
+}
+
+/** Every message of `subject` up to the last one stored when the read began, with its sequence. */
+export async function readSubjectMessages(rt: { js: JetStreamClient; jsm: JetStreamManager }, stream: string, subject: string): Promise<StoredMessage[]> {
   const last = await rt.jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((e: Error) => {
     if (/no message found|not found/i.test(e.message)) return null;
     throw e;
   });
   if (!last) return [];
   const consumer = await rt.js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
-  const out: Uint8Array[] = [];
+  const out: StoredMessage[] = [];
   try {
     for (;;) {
       const batch = await consumer.fetch({ max_messages: 512, expires: 2_000 });
       let got = 0;
       for await (const m of batch) {
         got++;
-        out.push(m.data);
+        out.push({ seq: m.seq, data: m.data });
         if (m.seq >= last.seq) return out;
       }
       if (got === 0) return out;

@@ -133,11 +133,11 @@ async function createFromStart(ctx: ApplyContext, key: string, workflow: string,
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason: gated.rejected } });
     return null;
   }
-  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent);
+  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent, gated.start.secrets);
   started.record.lastSeq = e.seq;
   started.entry.seq = e.seq;
   started.record.lastHistory = [started.entry];
-  started.record.inputDigest = inputDigest(rt, found.def, gated.start.input);
+  started.record.inputDigest = inputDigest(rt, found.def, gated.start.input, gated.start.secrets);
   if (gated.identity) started.entry.identity = gated.identity;
   const spans = new TransitionSpans(rt.telemetry, started.record, [started.entry], new Map([[e.seq, e.trace]]), attempt, ctx.partition, Date.now(), rt.telemetry.tracingActive() || e.trace !== undefined);
   const last = spans.last();
@@ -193,7 +193,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     let gated = await gate(ctx, def, record.id, e, attempt);
     if (gated.start && gated.rejected === undefined) {
       // A start for an instance that exists: the same input is a retry, another one a conflict.
-      const same = inputDigest(rt, def, gated.start.input) === record.inputDigest;
+      const same = inputDigest(rt, def, gated.start.input, record.secrets) === record.inputDigest;
       if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: same ? 'exists' : 'conflict', revision: record.revision } });
       if (same) continue;
       gated = rejection(e, { type: EngineEvent.Start }, `[instance.exists] instance '${record.id}' already exists with a different input`, 0);
@@ -251,7 +251,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
       });
     } else {
       // Only rejections: they are history too.
-      await publishHistory(rt, record.workflow, record.id, result.entries);
+      await publishHistory(rt, record.workflow, record.id, result.entries, record.secrets);
     }
     await deadLetters(ctx, record.workflow, record.id, batch, result.entries);
     spans.end();
@@ -271,9 +271,12 @@ async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: R
   return gated;
 }
 
-/** The digest a start's input is compared by: keyed for workflows with secrets, so nobody can test guesses against it. */
-function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown): string {
-  return rt.security.codec.has(def.name) ? rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') : digest(input);
+/**
+ * The digest a start's input is compared by: keyed for instances with secrets (declared or
+ * inherited), so nobody can test guesses against it.
+ */
+function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown, inherited: readonly string[] | undefined): string {
+  return rt.security.codec.has(def.name, inherited) ? rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') : digest(input);
 }
 
 /** An event refused before an instance exists: a history entry, a dead letter, a metric. */

@@ -106,7 +106,7 @@ export class Committer {
       publishCompletion(rt, record);
       await notifyParent(rt, record);
     }
-    await publishHistory(rt, record.workflow, record.id, sealed.lastHistory);
+    await publishHistory(rt, record.workflow, record.id, sealed.lastHistory, record.secrets);
     if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects);
     if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox);
   }
@@ -116,9 +116,11 @@ export class Committer {
 export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<void> {
   const parent = child.parent;
   if (!parent || (child.status !== 'done' && child.status !== 'failed')) return;
+  // The values of the child's secret paths stay secret in its output on the way to the parent.
+  const secrets = child.status === 'done' ? rt.security.codec.outputSecrets(child, [], child.output) : [];
   const event =
     child.status === 'done'
-      ? { type: EngineEvent.Child, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output }
+      ? { type: EngineEvent.Child, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output, ...(secrets.length > 0 ? { secrets } : {}) }
       : { type: EngineEvent.Child, invokeId: parent.invokeId, token: parent.token, ok: false, error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' } };
   await publishToInstance(rt, { workflow: parent.workflow, id: parent.id, event, engine: { logicalId: `child.${child.workflow}.${child.id}.${parent.token}` }, trace: child.trace });
 }

@@ -1,5 +1,7 @@
 // The CLI and secrets: output redacted unless --reveal (with the key ring), a rejected event listed by
-// `deadletters`, and `reencrypt` moving an instance to the newest key of the ring.
+// `deadletters`, `reencrypt` moving an instance (record and history) to the newest key of the ring and
+// exiting 1 with a list of what it could not move, and the key ring read from JETSTATE_KEYS or, when
+// that is not set, JETSTATE_SECRET_KEYS.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -72,10 +74,31 @@ describe('the CLI with secrets', () => {
   it('re-encrypts under the newest key, after which the old key can go', async () => {
     const r = await run(['reencrypt', 'payment', ...common], `${k1},${k2}`);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /re-encrypted [1-9]\d* fields in 1 payment instances/);
+    assert.match(r.stdout, /^re-encrypted [1-9]\d* fields under the newest key: 1 payment records rewritten, history of 1 instances rewritten \(\d+ messages\)\nnothing left on an older key\n$/);
     const onlyNew = await run(['get', 'payment', 'p-1', '--reveal', ...common], k2);
     assert.equal(onlyNew.code, 0, onlyNew.stderr);
     assert.ok(onlyNew.stdout.includes(CARD));
-    assert.match((await run(['reencrypt', 'payment', ...common], `${k1},${k2}`)).stdout, /re-encrypted 0 fields in 0/);
+    const history = await run(['history', 'payment', 'p-1', '--reveal', '--json', ...common], k2);
+    assert.equal(history.code, 0, history.stderr);
+    assert.ok(history.stdout.includes(CARD), 'the history opens with the new key alone');
+    assert.match((await run(['reencrypt', 'payment', ...common], `${k1},${k2}`)).stdout, /re-encrypted 0 fields under the newest key: 0 payment records rewritten, history of 0 instances/);
+  });
+
+  it('reencrypt lists what it cannot move and exits 1; the ring may come from JETSTATE_SECRET_KEYS', async () => {
+    const k3 = `k3:${randomBytes(32).toString('base64')}`;
+    const withSecretKeys = (args: string[], keys: string) => runCli(args, { env: { ...process.env, NATS_URL: '', JETSTATE_KEYS: '', JETSTATE_SECRET_KEYS: keys }, cwd: tmpdir() });
+    const revealed = await withSecretKeys(['get', 'payment', 'p-1', '--reveal', ...common], k2);
+    assert.equal(revealed.code, 0, revealed.stderr);
+    assert.ok(revealed.stdout.includes(CARD), 'JETSTATE_SECRET_KEYS is read when JETSTATE_KEYS is not set');
+    // p-1 is sealed with k2, which this ring lacks.
+    const r = await withSecretKeys(['reencrypt', 'payment', ...common], k3);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /2 could not be re-encrypted/);
+    assert.match(r.stdout, /\n {2}payment\.p-1: .*sealed with key 'k2', which is not in the key ring/);
+    assert.match(r.stdout, /\n {2}payment\.p-1: history: /);
+    const json = await withSecretKeys(['reencrypt', 'payment', '--json', ...common], `${k2},${k3}`);
+    assert.equal(json.code, 0, json.stderr);
+    const report = JSON.parse(json.stdout) as { records: number; failed: unknown[]; history: { instances: number } };
+    assert.deepEqual([report.records, report.failed, report.history.instances], [1, [], 1]);
   });
 });

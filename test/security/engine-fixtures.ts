@@ -138,6 +138,19 @@ export class Outside {
     return out;
   }
 
+  /** Every message of the history stream, parsed, in stream order. */
+  async storedHistory(): Promise<unknown[]> {
+    const stream = this.names.historyStream;
+    const { first_seq, last_seq, messages } = (await this.jsm.streams.info(stream)).state;
+    const out: unknown[] = [];
+    if (messages === 0) return out;
+    for (let seq = first_seq; seq <= last_seq; seq++) {
+      const m = await this.jsm.streams.getMessage(stream, { seq }).catch(() => null);
+      if (m) out.push(m.json());
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     await this.nc.close();
   }

@@ -112,9 +112,74 @@ const basket = defineWorkflow({
   }),
 });
 
+/**
+ * A child workflow that declares no secrets and gets the card from a parent that declares
+ * `card.number`: its record keeps the card as passed and under another name (`pan`), hands `pan`
+ * to an activity that answers with it under yet another name (`receipt`), and returns the card to
+ * its parent. Nothing of it may be stored in the clear.
+ */
+type VaultCtx = { orderId: string; card: Card; pan: string; sawPlainCard: boolean; vaulted?: boolean };
+const vaulted = new Map<string, unknown>();
+const store = activity<{ orderId: string; pan: string }>(async ({ input }) => {
+  vaulted.set(input.orderId, input.pan);
+  return { stored: true, receipt: input.pan };
+});
+const vault = defineWorkflow({
+  name: 'vault',
+  version: 1,
+  input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
+  events: { RELEASE: z.object({}) },
+  machine: setup({ types: { context: {} as VaultCtx, input: {} as { orderId: string; card: Card } }, actors: { store } }).createMachine({
+    context: ({ input }) => ({ orderId: input.orderId, card: input.card, pan: input.card.number, sawPlainCard: input.card.number === cardOf(input.orderId) }),
+    initial: 'storing',
+    states: {
+      storing: {
+        invoke: {
+          id: 'store',
+          src: 'store',
+          input: ({ context }) => ({ orderId: context.orderId, pan: context.pan }),
+          onDone: { target: 'held', actions: assign({ vaulted: ({ context, event }) => (event.output as { receipt: string }).receipt === context.pan }) },
+        },
+      },
+      held: { on: { RELEASE: 'released' } },
+      released: { type: 'final' },
+    },
+    output: ({ context }) => ({ orderId: context.orderId, card: context.card }),
+  }),
+});
+
+/** The parent: declares the card number secret and passes the whole card to the vault. */
+const wallet = defineWorkflow({
+  name: 'wallet',
+  version: 1,
+  input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
+  events: {},
+  secrets: ['card.number'],
+  machine: setup({
+    types: { context: {} as { orderId: string; card: Card; sawPlainCard: boolean; childDone?: boolean }, input: {} as { orderId: string; card: Card } },
+    actors: { vault: childWorkflow(vault) },
+  }).createMachine({
+    context: ({ input }) => ({ ...input, sawPlainCard: input.card.number === cardOf(input.orderId) }),
+    initial: 'vaulting',
+    states: {
+      vaulting: {
+        invoke: {
+          id: 'v',
+          src: 'vault',
+          input: ({ context }) => ({ orderId: context.orderId, card: context.card }),
+          onDone: { target: 'done', actions: assign({ childDone: ({ context, event }) => (event.output as { card: Card }).card.number === context.card.number }) },
+        },
+      },
+      done: { type: 'final' },
+    },
+  }),
+});
+
 const key = (): string => randomBytes(32).toString('base64');
 const K1 = `k1:${key()}`;
 const K2 = `k2:${key()}`;
+const K0 = `k0:${key()}`;
+const K3 = `k3:${key()}`;
 const ctx = (i: Instance): Ctx => i.context as Ctx;
 const input = (id: string) => ({ orderId: id, card: { number: cardOf(id), holder: holderOf(id) } });
 
@@ -304,11 +369,16 @@ describe('engine secrets: key rotation', () => {
     const staleBefore = [...ids.values()].flat().filter((k) => k === 'k1').length;
 
     const result = await second.reencrypt(checkout);
-    assert.deepEqual(result, { records: 2, resealed: staleBefore });
+    assert.deepEqual(result.failed, []);
+    assert.equal(result.records, 2);
+    // r-1 and r-2 were written under k1 (records and history); r-3 only under k2.
+    assert.deepEqual(result.history.instances, 2);
+    assert.ok(result.history.messages >= 2 * 4, `history messages republished: ${result.history.messages}`);
+    assert.ok(result.resealed > staleBefore, `envelopes moved: ${result.resealed} (${staleBefore} in records)`);
     ids = await storedKeyIds();
     assert.equal(ids.size, 3);
     for (const [k, v] of ids) assert.deepEqual(new Set(v), new Set(['k2']), `record ${k}`);
-    assert.deepEqual(await second.reencrypt(checkout), { records: 0, resealed: 0 }, 'nothing left to move');
+    assert.deepEqual(await second.reencrypt(checkout), { records: 0, resealed: 0, failed: [], history: { instances: 0, messages: 0 } }, 'nothing left to move');
 
     // The running engine still has r-1 cached from before: its next write must see the new record.
     await second.send(checkout, 'r-1', { type: 'CONFIRM' });
@@ -327,7 +397,180 @@ describe('engine secrets: key rotation', () => {
     const r3 = await third.waitFor(checkout, 'r-3', (s) => s.status === 'done', { timeoutMs: 5_000 });
     assert.equal((r3.output as { card: Card }).card.number, cardOf('r-3'));
     for (const [k, v] of await storedKeyIds()) assert.deepEqual(new Set(v), new Set(['k2']), `record ${k}`);
-    // History messages keep the key that sealed them (docs/SECURITY.md): without k1, r-1's start is unreadable.
-    await assert.rejects(third.history(checkout, 'r-1'), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.RecordUnreadable && /key 'k1'/.test(e.message));
+    // History was re-encrypted too, in its order: without k1, r-1's whole history opens and replays.
+    const history = await third.history(checkout, 'r-1');
+    assert.equal(history.filter((h) => h.kind === 'start').length, 1, 'each entry once');
+    assert.deepEqual(history.map((h) => h.revision), history.map((_, i) => i + 1), 'in order');
+    assert.equal((history[0]!.event as { input: { card: Card } }).input.card.number, cardOf('r-1'));
+    assert.equal((history.find((h) => (h.event as { type: string }).type === 'VERIFY')!.event as { ssn: string }).ssn, ssnOf('r-1'));
+    assert.equal((await third.verify(checkout, 'r-1')).ok, true);
+    assert.deepEqual(new Set(envelopeKeyIds(await outside.storedHistory())), new Set(['k2']), 'no history message holds a k1 envelope');
+  });
+
+  it('reencrypt goes through every record and history, reports those it cannot open, and finishes them once the key is back', async () => {
+    for (const c of open.splice(0).reverse()) await c.close();
+    // f-1 is sealed under k0 only; the r-* instances are under k2 since the test above.
+    const lost = await engineWith(K0);
+    await authorize(lost, 'f-1');
+    await lost.close();
+
+    // k0 is not in this ring: f-1 (first in key order) is reported, every other instance moves to k3.
+    await using rotator = await createClient({ servers: nats.url, namespace, secrets: { keyRing: `${K2},${K3}` } });
+    const report = await rotator.reencrypt(checkout);
+    assert.equal(report.records, 3, JSON.stringify(report));
+    assert.equal(report.history.instances, 3);
+    assert.deepEqual(report.failed.map((f) => f.key), ['checkout.f-1', 'checkout.f-1']);
+    assert.match(report.failed[0]!.reason, /sealed with key 'k0', which is not in the key ring/);
+    assert.match(report.failed[1]!.reason, /^history: .*key 'k0'/);
+    const ids = await storedKeyIds();
+    for (const id of ['r-1', 'r-2', 'r-3']) assert.deepEqual(new Set(ids.get(`checkout.${id}`)), new Set(['k3']), id);
+    assert.deepEqual(new Set(ids.get('checkout.f-1')), new Set(['k0']), 'f-1 left as it was');
+
+    // With k0 back in the ring, the rest moves.
+    await using fixer = await createClient({ servers: nats.url, namespace, secrets: { keyRing: `${K0},${K3}` } });
+    const again = await fixer.reencrypt(checkout);
+    assert.deepEqual([again.records, again.history.instances, again.failed], [1, 1, []]);
+    assert.deepEqual(new Set([...(await storedKeyIds()).values()].flat()), new Set(['k3']));
+    assert.deepEqual(new Set(envelopeKeyIds(await outside.storedHistory())), new Set(['k3']));
+  });
+});
+
+describe('engine secrets: a secret passed to a child follows the data', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let engine: Engine;
+  let keyless: Client;
+  const namespace = uniqueNamespace('engchild');
+  const vaultCtx = (i: Instance): VaultCtx => i.context as VaultCtx;
+
+  before(async () => {
+    nats = await startNats();
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [wallet], secrets: { keyRing: K1 }, leaseTtlMs: 1_000 });
+    keyless = await createClient({ servers: nats.url, namespace });
+  });
+  after(async () => {
+    await keyless?.close();
+    await engine?.close();
+    await nats?.stop();
+    if (nats) await rm(nats.storeDir, { recursive: true, force: true });
+  });
+
+  /** Starts a wallet and waits until its vault child holds the card (its activity ran). */
+  async function vaultFor(id: string): Promise<Instance> {
+    await engine.start(wallet, { id, input: input(id) });
+    return engine.waitFor(vault, `${id}_v`, (s) => s.matches('held') && vaultCtx(s).vaulted === true, { timeoutMs: 10_000 });
+  }
+
+  it('parent, child and the child\'s activity see the card in the clear; NATS holds it sealed, also in the child', async () => {
+    const child = await vaultFor('c-1');
+    assert.equal(vaultCtx(child).sawPlainCard, true, 'the child machine saw the card in the clear');
+    assert.equal(vaultCtx(child).pan, cardOf('c-1'));
+    assert.deepEqual(vaultCtx(child).card, { number: cardOf('c-1'), holder: holderOf('c-1') });
+    assert.equal(vaulted.get('c-1'), cardOf('c-1'), 'the child\'s activity got the card in the clear');
+    assert.equal(vaultCtx(child).vaulted, true, 'the activity\'s answer reached the child in the clear');
+    const parent = (await engine.get(wallet, 'c-1'))!;
+    assert.equal((parent.context as { sawPlainCard: boolean }).sawPlainCard, true);
+    assert.equal((parent.context as { card: Card }).card.number, cardOf('c-1'));
+
+    // Without the ring, the child's card (as passed and as copied into `pan`) reads as sealed.
+    const seen = (await keyless.get(vault, 'c-1_v'))!;
+    assert.deepEqual(vaultCtx(seen).card, { number: '[encrypted:k1]', holder: holderOf('c-1') });
+    assert.equal(vaultCtx(seen).pan, '[encrypted:k1]');
+    const sealedHistory = await eventually(async () => {
+      const h = await keyless.history(vault, 'c-1_v');
+      assert.ok(h.length >= 2, `child history: ${h.length} entries`);
+      return h;
+    });
+    assert.doesNotMatch(JSON.stringify(sealedHistory), new RegExp(`secret-${RUN}`));
+    // With it, the child's history opens (its messages name the inherited paths) and replays.
+    const history = await engine.history(vault, 'c-1_v');
+    assert.equal((history.find((h) => h.kind === 'start')!.event as { input: { card: Card } }).input.card.number, cardOf('c-1'));
+    assert.equal((await engine.verify(vault, 'c-1_v')).ok, true);
+    assert.equal((await engine.verify(wallet, 'c-1')).ok, true);
+  });
+
+  it('a finished child returns to its parent; no plaintext card anywhere in the server files', async () => {
+    await vaultFor('c-2');
+    await engine.send(vault, 'c-2_v', { type: 'RELEASE' });
+    const parent = await engine.waitFor(wallet, 'c-2', (s) => s.status === 'done', { timeoutMs: 10_000 });
+    assert.equal((parent.context as { childDone?: boolean }).childDone, true);
+    assert.equal((await engine.get(vault, 'c-2_v'))!.status, 'done');
+
+    await keyless.close();
+    await engine.close();
+    await nats.stop();
+    const ids = ['c-1', 'c-2'];
+    const found = await scanFor(nats.storeDir, [...ids.map(cardOf), ...ids.map(holderOf)]);
+    for (const id of ids) assert.deepEqual(found.get(cardOf(id)), [], `plaintext card of '${id}' found in the store`);
+    for (const id of ids) assert.ok(found.get(holderOf(id))!.length > 0, `control '${holderOf(id)}' not found: the scan reads the store`);
+  });
+});
+
+/** Fails while `processorDown` is set: a task that waits for its retry. */
+let processorDown = true;
+const attempts: Array<{ attempt: number; number: string }> = [];
+const flakyCharge = activity<{ orderId: string; card: Card }>(
+  async ({ input, attempt }) => {
+    attempts.push({ attempt, number: input.card.number });
+    if (processorDown) throw new Error('the card processor is down');
+    return { authCode: `auth-${input.orderId}` };
+  },
+  { retry: { maxAttempts: 1_000, initialIntervalMs: 200, maxIntervalMs: 400, jitter: 0 } },
+);
+const retrying = defineWorkflow({
+  name: 'retrying',
+  version: 1,
+  input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
+  events: {},
+  secrets: ['card.number'],
+  machine: setup({ types: { context: {} as { orderId: string; card: Card; auth?: string }, input: {} as { orderId: string; card: Card } }, actors: { flakyCharge } }).createMachine({
+    context: ({ input }) => input,
+    initial: 'charging',
+    states: {
+      charging: {
+        invoke: { id: 'charge', src: 'flakyCharge', input: ({ context }) => context, onDone: { target: 'charged', actions: assign({ auth: ({ event }) => (event.output as { authCode: string }).authCode }) } },
+      },
+      charged: { type: 'final' },
+    },
+  }),
+});
+
+describe('engine secrets: a task waiting for its retry when the old key leaves the ring', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  const namespace = uniqueNamespace('engretry');
+  before(async () => {
+    nats = await startNats();
+  });
+  after(async () => {
+    await nats?.dispose();
+  });
+
+  it('runs with the input re-encrypted in its record', async () => {
+    const first = await createEngine({ servers: nats.url, namespace, workflows: [retrying], secrets: { keyRing: K1 }, leaseTtlMs: 1_000, drainTimeoutMs: 500 });
+    try {
+      await first.start(retrying, { id: 't-1', input: input('t-1') });
+      await eventually(() => assert.ok(attempts.length >= 1, 'the first attempt ran'));
+    } finally {
+      await first.close();
+    }
+    assert.equal(attempts[0]!.number, cardOf('t-1'));
+
+    await using rotator = await createClient({ servers: nats.url, namespace, secrets: { keyRing: `${K1},${K2}` } });
+    const report = await rotator.reencrypt(retrying);
+    assert.deepEqual([report.records, report.failed], [1, []]);
+
+    // Only k2 now. The task message carries no input: the retry reads it from the record.
+    processorDown = false;
+    const seen = attempts.length;
+    const second = await createEngine({ servers: nats.url, namespace, workflows: [retrying], secrets: { keyRing: K2 }, leaseTtlMs: 1_000, drainTimeoutMs: 500 });
+    try {
+      const done = await second.waitFor(retrying, 't-1', (s) => s.status === 'done', { timeoutMs: 15_000 });
+      assert.equal((done.context as { auth?: string }).auth, 'auth-t-1');
+      const retries = attempts.slice(seen);
+      assert.ok(retries.length >= 1, 'a retry ran on the engine with the new ring only');
+      assert.ok(retries.every((a) => a.attempt > 1 && a.number === cardOf('t-1')), JSON.stringify(retries.map((a) => a.attempt)));
+      assert.equal((await second.verify(retrying, 't-1')).ok, true);
+    } finally {
+      await second.close();
+    }
   });
 });
