@@ -21,7 +21,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { createClient, createEngine, type WorkflowDefinition } from '../../engine/index.js';
-import { startLocalStepFunctions } from '../../adapters/step-functions/local/server.js';
+import { startLocalStepFunctions } from '../../adapters/local/step-functions/server.js';
 import { stepFunctions } from '../../adapters/step-functions/execution.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { ROLE, TEST_CREDENTIALS, asl, sfnClient } from './sfn-local-helpers.js';

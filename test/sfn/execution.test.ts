@@ -9,7 +9,7 @@ import { CreateStateMachineCommand, ListExecutionsCommand, StopExecutionCommand,
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { createEngine, type Engine, type WorkflowDefinition } from '../../engine/index.js';
-import { startLocalStepFunctions, type LocalStepFunctions } from '../../adapters/step-functions/local/server.js';
+import { startLocalStepFunctions, type LocalStepFunctions } from '../../adapters/local/step-functions/server.js';
 import { stepFunctions, executionName, type StepFunctionsExtension } from '../../adapters/step-functions/execution.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { stageWorkflow, type StageContext } from './stage-workflow.js';

@@ -15,8 +15,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import { ErrorCode, JetstateError } from '../../../engine/internal.js';
-import { BodyTooLargeError, listenLoopback, readBody, requestId } from '../../aws-local/http.js';
-import { SigV4Failure, verifySigV4, type SigningSecret } from '../../aws-local/sigv4.js';
+import { BodyTooLargeError, listenLoopback, readBody, requestId } from '../aws/http.js';
+import { SigV4Failure, verifySigV4, type SigningSecret } from '../aws/sigv4.js';
 import { SfnLocalService } from './api.js';
 import { SfnApiError, sfnErrors } from './errors.js';
 import { statusChangeEvent, type EventBridgeExecutionStatusEvent } from './events.js';
