@@ -33,11 +33,14 @@ import type { PromiseActorLogic } from 'xstate';
 import { z } from 'zod';
 import { activity, TerminalError, type ActivityContext, type RetryPolicy } from '../../engine/internal.js';
 import { ErrorCode, JetstateError } from '../../engine/internal.js';
-import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/internal.js';
+import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome } from '../../engine/internal.js';
 
 import { contextOf, failSpan, type TraceCarrier } from '../../engine/internal.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
 import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
+import { executionArnOf, executionName } from './execution-names.js';
+
+export { executionArnOf, executionName, type ExecutionNameOptions } from './execution-names.js';
 import { decodeJson, encodeJson } from '../../engine/internal.js';
 
 export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
@@ -96,20 +99,6 @@ const PendingSchema = z.object({
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
 });
 type Pending = z.infer<typeof PendingSchema>;
-
-/** A deterministic execution name: at most 80 of Step Functions' allowed characters. */
-export function executionName(ref: TaskRef, prefix = 'js'): string {
-  const hash = createHash('sha256').update(taskRefKey(ref)).update('\0').update(ref.invokeId).digest('hex').slice(0, 20);
-  const readable = `${ref.workflow}-${ref.id}`.replace(/[^A-Za-z0-9_-]/g, '_');
-  const room = 80 - prefix.length - hash.length - String(ref.token).length - 3;
-  return `${prefix}-${readable.slice(0, Math.max(0, room))}-${ref.token}-${hash}`;
-}
-
-/** The ARN an execution of `stateMachineArn` named `name` has. */
-export function executionArnOf(stateMachineArn: string, name: string): string {
-  const [arn, partition, , region, account, , machine] = stateMachineArn.split(':');
-  return `${arn}:${partition}:states:${region}:${account}:execution:${machine}:${name}`;
-}
 
 const keyOf = (executionArn: string): string => `x_${createHash('sha256').update(executionArn).digest('hex').slice(0, 40)}`;
 
@@ -252,7 +241,7 @@ export class StepFunctionsExtension implements EngineExtension {
   async begin(ctx: ActivityContext<unknown>, o: ResolvedExecutionOptions): Promise<typeof DEFER> {
     const host = this.requireHost();
     const ref = ctx.task;
-    const name = executionName(ref, o.name ?? 'js');
+    const name = executionName(ref, { namespace: host.namespace, prefix: o.name });
     let input = o.input ? o.input(ctx.input) : ctx.input;
     if (o.traceContext && ctx.trace && isPlainObject(input)) input = { ...input, _jetstate: { ...ctx.trace } };
     let json: string;

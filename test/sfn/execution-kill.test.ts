@@ -152,7 +152,7 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
       assert.equal(done.value, 'done', JSON.stringify(done.context));
       assert.deepEqual((done.context as StageContext).result, { orderId: id, settled: true });
 
-      const mine = (await sfn.send(new ListExecutionsCommand({ stateMachineArn }))).executions!.filter((e) => e.name!.startsWith(`js-${wfName}-${id}-`));
+      const mine = (await sfn.send(new ListExecutionsCommand({ stateMachineArn }))).executions!.filter((e) => e.name!.startsWith(`js-${namespace}-`));
       assert.equal(mine.length, 1, `one execution for the instance: ${JSON.stringify(mine)}`);
       assert.equal(mine[0]!.executionArn, executionArn, 'the execution the first engine started');
 
