@@ -39,6 +39,7 @@ import { contextOf, failSpan, type TraceCarrier } from '../../engine/internal.js
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
 import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
 import { executionArnOf, executionName } from './execution-names.js';
+import { outcomeOf, parseStatusEvent } from './execution-status.js';
 
 export { executionArnOf, executionName, type ExecutionNameOptions } from './execution-names.js';
 import { decodeJson, encodeJson } from '../../engine/internal.js';
@@ -407,12 +408,11 @@ export class StepFunctionsExtension implements EngineExtension {
   }
 
   private async onStatusEvent(data: Uint8Array): Promise<void> {
-    const parsed = StatusEventSchema.safeParse(safeJson(data));
-    if (!parsed.success) {
+    const d = parseStatusEvent(safeJson(data));
+    if (!d) {
       this.host?.logger.warn('step-functions: a message on the status subject is not a Step Functions execution status event; ignored');
       return;
     }
-    const d = parsed.data.detail;
     const key = keyOf(d.executionArn);
     let t = this.tracked.get(key);
     if (!t) {
@@ -427,10 +427,10 @@ export class StepFunctionsExtension implements EngineExtension {
       return;
     }
     if (d.status === 'SUCCEEDED' && d.output === undefined) {
-      t.nextPollAtMs = 0; // the event left the output out (too large): describe it
+      t.nextPollAtMs = 0; // the event left the output out (too large), or wrote it as null: describe it
       return;
     }
-    const outcome = outcomeOf(d.executionArn, d.status, d.output ?? undefined, d.error ?? undefined, d.cause ?? undefined);
+    const outcome = outcomeOf(d.executionArn, d.status, d.output, d.error, d.cause);
     if (outcome) await this.finish(t, outcome);
   }
 
@@ -483,41 +483,6 @@ export class StepFunctionsExtension implements EngineExtension {
 /** The engine extension for `stepFunctionsExecution`. Pass it in `createEngine({ extensions })`. */
 export function stepFunctions(options: StepFunctionsOptions): StepFunctionsExtension {
   return new StepFunctionsExtension(options);
-}
-
-const StatusEventSchema = z.object({
-  'detail-type': z.literal('Step Functions Execution Status Change'),
-  source: z.literal('aws.states'),
-  detail: z.object({
-    executionArn: z.string(),
-    status: z.string(),
-    output: z.string().nullable().optional(),
-    error: z.string().nullable().optional(),
-    cause: z.string().nullable().optional(),
-  }),
-});
-
-/** The instance's outcome for a terminal status, or undefined while the execution runs. */
-function outcomeOf(executionArn: string, status: string | undefined, output: string | undefined, error: string | undefined, cause: string | undefined): TaskOutcome | undefined {
-  switch (status) {
-    case 'SUCCEEDED': {
-      let parsed: unknown = null;
-      try {
-        parsed = output === undefined || output === '' ? null : JSON.parse(output);
-      } catch {
-        return { ok: false, error: { name: 'InvalidOutput', message: 'the execution succeeded but its output is not JSON', status, executionArn } };
-      }
-      return { ok: true, output: parsed };
-    }
-    case 'FAILED':
-    case 'TIMED_OUT':
-    case 'ABORTED': {
-      const name = error ?? (status === 'TIMED_OUT' ? 'States.Timeout' : status === 'ABORTED' ? 'States.Aborted' : 'States.Failed');
-      return { ok: false, error: { name, message: cause ?? `the execution ended ${status}`, status, executionArn, ...(error ? { error } : {}), ...(cause ? { cause } : {}) } };
-    }
-    default:
-      return undefined; // RUNNING, PENDING_REDRIVE
-  }
 }
 
 const jitter = (ms: number): number => Math.round(ms * (0.8 + Math.random() * 0.4));
