@@ -39,7 +39,7 @@ import { contextOf, failSpan, type TraceCarrier } from '../../engine/internal.js
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
 import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
 import { executionArnOf, executionName } from './execution-names.js';
-import { outcomeOf, parseStatusEvent } from './execution-status.js';
+import { isTerminal, outcomeOf, parseStatusEvent, type StatusDetail } from './execution-status.js';
 
 export { executionArnOf, executionName, type ExecutionNameOptions } from './execution-names.js';
 import { decodeJson, encodeJson } from '../../engine/internal.js';
@@ -143,7 +143,12 @@ interface Tracked {
   nextPollAtMs: number;
   intervalMs: number;
   busy: boolean;
+  /** A terminal status event that reached this engine while another owned the instance: applied here once this engine owns it. */
+  event?: StatusDetail | undefined;
 }
+
+/** How a status event reached this engine: from AWS through the queue group, or handed on by another engine. */
+type Via = 'status' | 'route';
 
 /** Counts of the adapter's calls, for tests and benchmarks. */
 export interface StepFunctionsStats {
@@ -171,6 +176,8 @@ export class StepFunctionsExtension implements EngineExtension {
   private readonly byRef = new Map<string, string>();
   private watchStop: (() => void) | undefined;
   private statusSub: Subscription | undefined;
+  private routeSub: Subscription | undefined;
+  private routeSubject = '';
   private unsubscribeCancel: (() => void) | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -181,7 +188,7 @@ export class StepFunctionsExtension implements EngineExtension {
   private lastThrottleMs = 0;
   private readonly counts = { starts: 0, describes: 0, stops: 0, throttled: 0, completed: 0 };
   /** Status events for executions not (yet) known here: a fast execution can end before its start is recorded. */
-  private readonly early = new Map<string, { data: Uint8Array; atMs: number }>();
+  private readonly early = new Map<string, { data: Uint8Array; via: Via; atMs: number }>();
 
   constructor(private readonly options: StepFunctionsOptions) {
     this.maxRate = options.maxRequestsPerSecond ?? 10;
@@ -219,10 +226,18 @@ export class StepFunctionsExtension implements EngineExtension {
       const t = key ? this.tracked.get(key) : undefined;
       if (t && host.owns(ref.workflow, ref.id)) this.spawn(this.stopExecution(t, 'the invoking state was exited'));
     });
+    // Status events from AWS reach one engine of the queue group; it hands those of instances it
+    // does not own to every engine on the route subject, where the owner takes them.
     this.statusSub = host.nc.subscribe(statusSubject ?? `${host.namespace}.sfn.status`, {
       queue: `${host.namespace}_sfn_status`,
       callback: (err, msg) => {
-        if (!err) this.spawn(this.onStatusEvent(msg.data));
+        if (!err) this.spawn(this.onStatusEvent(msg.data, 'status'));
+      },
+    });
+    this.routeSubject = `${host.namespace}.sfn.route`;
+    this.routeSub = host.nc.subscribe(this.routeSubject, {
+      callback: (err, msg) => {
+        if (!err) this.spawn(this.onStatusEvent(msg.data, 'route'));
       },
     });
     this.ticker = setInterval(() => this.tick(), 100);
@@ -231,6 +246,7 @@ export class StepFunctionsExtension implements EngineExtension {
   async stop(): Promise<void> {
     clearInterval(this.ticker);
     this.statusSub?.unsubscribe();
+    this.routeSub?.unsubscribe();
     this.unsubscribeCancel?.();
     this.watchStop?.();
     await Promise.all([...this.inFlight]);
@@ -323,7 +339,7 @@ export class StepFunctionsExtension implements EngineExtension {
     const early = this.early.get(key);
     if (early) {
       this.early.delete(key);
-      if (Date.now() - early.atMs < 60_000) this.spawn(this.onStatusEvent(early.data));
+      if (Date.now() - early.atMs < 60_000) this.spawn(this.onStatusEvent(early.data, early.via));
     }
   }
 
@@ -359,7 +375,16 @@ export class StepFunctionsExtension implements EngineExtension {
     if (!host) return;
     const now = Date.now();
     for (const t of this.tracked.values()) {
-      if (t.busy || t.nextPollAtMs > now || !host.owns(t.pending.ref.workflow, t.pending.ref.id)) continue;
+      if (t.busy || !host.owns(t.pending.ref.workflow, t.pending.ref.id)) continue;
+      if (t.event) {
+        // Handed on by the engine that got it, or kept here until this engine took the instance over.
+        const d = t.event;
+        t.event = undefined;
+        t.busy = true;
+        this.spawn(this.apply(t, d).finally(() => (t.busy = false)));
+        continue;
+      }
+      if (t.nextPollAtMs > now) continue;
       if (!this.take()) return;
       t.busy = true;
       this.spawn(this.poll(t).finally(() => (t.busy = false)));
@@ -407,12 +432,20 @@ export class StepFunctionsExtension implements EngineExtension {
     t.nextPollAtMs = Date.now() + jitter(next);
   }
 
-  private async onStatusEvent(data: Uint8Array): Promise<void> {
+  /**
+   * A status event, from AWS (`via` 'status') or handed on by the engine that got it ('route').
+   * The owner of the instance applies it; another engine that got it from AWS hands it on, and
+   * every engine keeps it with the execution until the owner has finished it, so an owner that
+   * takes the instance over later applies it at once.
+   */
+  private async onStatusEvent(data: Uint8Array, via: Via): Promise<void> {
     const d = parseStatusEvent(safeJson(data));
     if (!d) {
       this.host?.logger.warn('step-functions: a message on the status subject is not a Step Functions execution status event; ignored');
       return;
     }
+    if (!isTerminal(d.status)) return; // RUNNING: nothing to do yet
+    const host = this.requireHost();
     const key = keyOf(d.executionArn);
     let t = this.tracked.get(key);
     if (!t) {
@@ -422,10 +455,20 @@ export class StepFunctionsExtension implements EngineExtension {
     }
     if (!t) {
       // Not ours, finished already, or ended before its start was recorded: keep it a minute.
-      this.early.set(key, { data, atMs: Date.now() });
+      this.early.set(key, { data, via, atMs: Date.now() });
       if (this.early.size > 10_000) for (const [k, v] of this.early) if (Date.now() - v.atMs > 60_000 || this.early.size > 10_000) this.early.delete(k);
       return;
     }
+    if (host.owns(t.pending.ref.workflow, t.pending.ref.id)) {
+      await this.apply(t, d);
+      return;
+    }
+    t.event = d;
+    if (via === 'status') host.nc.publish(this.routeSubject, data);
+  }
+
+  /** Applies a terminal status event on the owning engine: its outcome, or a describe when it carries no output. */
+  private async apply(t: Tracked, d: StatusDetail): Promise<void> {
     if (d.status === 'SUCCEEDED' && d.output === undefined) {
       t.nextPollAtMs = 0; // the event left the output out (too large), or wrote it as null: describe it
       return;
