@@ -181,6 +181,10 @@ export class StepFunctionsExtension implements EngineExtension {
   private unsubscribeCancel: (() => void) | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Aborts StartExecution calls when the engine stops (and only then). */
+  private readonly closing = new AbortController();
+  /** Task cancels of the last minute whose execution was not known here yet, by task. */
+  private readonly cancels = new Map<string, number>();
   private readonly maxRate: number;
   private rate: number;
   private tokens: number;
@@ -222,9 +226,15 @@ export class StepFunctionsExtension implements EngineExtension {
       }
     })().catch((e: Error) => host.logger.warn(`step-functions: watching pending executions stopped (${e.message})`));
     this.unsubscribeCancel = host.onTaskCancel((ref) => {
-      const key = this.byRef.get(taskRefKey(ref));
+      const refKey = taskRefKey(ref);
+      const key = this.byRef.get(refKey);
       const t = key ? this.tracked.get(key) : undefined;
-      if (t && host.owns(ref.workflow, ref.id)) this.spawn(this.stopExecution(t, 'the invoking state was exited'));
+      if (!t) {
+        // Its record may still be on its way here (the watch): the owner polls it once it arrives.
+        this.cancels.set(refKey, Date.now());
+        return;
+      }
+      if (host.owns(ref.workflow, ref.id)) this.spawn(this.stopTracked(t, 'the invoking state was exited'));
     });
     // Status events from AWS reach one engine of the queue group; it hands those of instances it
     // does not own to every engine on the route subject, where the owner takes them.
@@ -245,6 +255,7 @@ export class StepFunctionsExtension implements EngineExtension {
 
   async stop(): Promise<void> {
     clearInterval(this.ticker);
+    this.closing.abort(new Error('the engine is closing'));
     this.statusSub?.unsubscribe();
     this.routeSub?.unsubscribe();
     this.unsubscribeCancel?.();
@@ -254,8 +265,19 @@ export class StepFunctionsExtension implements EngineExtension {
     this.pollClients?.destroy();
   }
 
-  /** The task attempt: start (or adopt) the execution, record it as pending, defer the outcome. */
-  async begin(ctx: ActivityContext<unknown>, o: ResolvedExecutionOptions): Promise<typeof DEFER> {
+  /**
+   * The task attempt: start (or adopt) the execution, record it as pending, defer the outcome.
+   * Leaving the invoking state aborts the attempt (`ctx.signal`), but not its StartExecution: a
+   * request that may have reached AWS is let finish, and the execution it started is stopped (see
+   * `startAndRecord`). The engine's stop waits for it.
+   */
+  begin(ctx: ActivityContext<unknown>, o: ResolvedExecutionOptions): Promise<typeof DEFER> {
+    const run = this.startAndRecord(ctx, o);
+    this.keep(run);
+    return run;
+  }
+
+  private async startAndRecord(ctx: ActivityContext<unknown>, o: ResolvedExecutionOptions): Promise<typeof DEFER> {
     const host = this.requireHost();
     const ref = ctx.task;
     const name = executionName(ref, { namespace: host.namespace, prefix: o.name });
@@ -269,25 +291,32 @@ export class StepFunctionsExtension implements EngineExtension {
     }
     const target: StepFunctionsTarget = { ...(o.region ? { region: o.region } : {}), ...(o.roleArn ? { roleArn: o.roleArn } : {}), ...(o.externalId ? { externalId: o.externalId } : {}) };
     const client = this.clients!.get(target);
+    const predictable = { executionArn: executionArnOf(o.stateMachineArn, name), target, trace: ctx.trace };
     let executionArn: string;
     try {
       executionArn = await this.call('StartExecution', ctx.trace, target, async () => {
         this.counts.starts++;
-        const out = await client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), { abortSignal: ctx.signal as never });
+        // Not aborted with the attempt: a request cut short may still have started the execution,
+        // and then nothing would know of it. Only the engine's stop cuts it short.
+        const out = await client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), { abortSignal: this.closing.signal as never });
         return out.executionArn!;
       });
     } catch (e) {
       const err = e as Error;
       if (err.name === 'ExecutionAlreadyExists') {
-        executionArn = executionArnOf(o.stateMachineArn, name);
+        executionArn = predictable.executionArn;
         const existing = await this.call('DescribeExecution', ctx.trace, target, () => client.send(new DescribeExecutionCommand({ executionArn })));
         // The trace context differs between attempts (each has its own span): compare without it.
         if (!sameInputIgnoringTrace(existing.input, json)) {
           throw new TerminalError(`a Step Functions execution named '${name}' already exists with a different input; it was not adopted (was the workflow's input mapping changed?)`);
         }
-      } else if (['StateMachineDoesNotExist', 'StateMachineDeleting', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'ValidationException', 'AccessDeniedException'].includes(err.name)) {
-        throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
       } else {
+        // The state was left while the start was in flight, and the start failed: it may still
+        // have reached AWS, so stop the execution it would have started, if there is one.
+        if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.stopExecution(predictable, 'the invoking state was exited');
+        if (['StateMachineDoesNotExist', 'StateMachineDeleting', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'ValidationException', 'AccessDeniedException'].includes(err.name)) {
+          throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
+        }
         throw e; // throttling, network: the task retries with backoff
       }
     }
@@ -305,6 +334,13 @@ export class StepFunctionsExtension implements EngineExtension {
     await this.bucket!.put(key, encodeJson(pending));
     this.track(key, pending);
     host.logger.debug('step-functions: execution pending', { executionArn, workflow: ref.workflow, id: ref.id });
+    // A cancel that came before this record found nothing to stop (the attempt was aborted, or had
+    // not begun to run); without this check push mode would notice only at its back-up poll.
+    if ((await host.taskState(ref)) === 'gone') {
+      const t = this.tracked.get(key);
+      if (t) await this.stopTracked(t, 'the invoking state was exited');
+      else await this.stopExecution(pending, 'the invoking state was exited');
+    }
     return DEFER;
   }
 
@@ -335,7 +371,9 @@ export class StepFunctionsExtension implements EngineExtension {
     if (this.tracked.has(key)) return;
     const first = pending.completion === 'push' ? this.fallbackMs() : pending.pollIntervalMs;
     this.tracked.set(key, { key, pending, intervalMs: first, nextPollAtMs: Date.now() + jitter(first), busy: false });
-    this.byRef.set(taskRefKey(pending.ref), key);
+    const refKey = taskRefKey(pending.ref);
+    this.byRef.set(refKey, key);
+    if (this.cancels.delete(refKey)) this.tracked.get(key)!.nextPollAtMs = 0; // the poll finds the task gone and stops it
     const early = this.early.get(key);
     if (early) {
       this.early.delete(key);
@@ -359,6 +397,15 @@ export class StepFunctionsExtension implements EngineExtension {
     this.inFlight.add(tracked);
   }
 
+  /** Waits for `p` in `stop()`; its errors are its caller's. */
+  private keep(p: Promise<unknown>): void {
+    const kept: Promise<void> = p.then(
+      () => {},
+      () => {},
+    ).finally(() => this.inFlight.delete(kept));
+    this.inFlight.add(kept);
+  }
+
   /** Token bucket at the current rate; additive increase after 10 s without throttling. */
   private take(): boolean {
     const now = Date.now();
@@ -374,6 +421,10 @@ export class StepFunctionsExtension implements EngineExtension {
     const host = this.host;
     if (!host) return;
     const now = Date.now();
+    for (const [k, atMs] of this.cancels) {
+      if (now - atMs <= 60_000 && this.cancels.size <= 10_000) break; // oldest first
+      this.cancels.delete(k);
+    }
     for (const t of this.tracked.values()) {
       if (t.busy || !host.owns(t.pending.ref.workflow, t.pending.ref.id)) continue;
       if (t.event) {
@@ -396,7 +447,7 @@ export class StepFunctionsExtension implements EngineExtension {
     const state = await host.taskState(t.pending.ref);
     if (state === 'gone') {
       // The instance left the invoking state (or finished) and the stop may have been missed.
-      await this.stopExecution(t, 'the invoking state was exited');
+      await this.stopTracked(t, 'the invoking state was exited');
       return;
     }
     let out: DescribeExecutionCommandOutput;
@@ -485,19 +536,25 @@ export class StepFunctionsExtension implements EngineExtension {
     this.untrack(t.key);
   }
 
-  private async stopExecution(t: Tracked, why: string): Promise<void> {
+  /** Stops a followed execution and forgets it. */
+  private async stopTracked(t: Tracked, why: string): Promise<void> {
+    await this.stopExecution(t.pending, why);
+    await this.bucket!.delete(t.key).catch(() => {});
+    this.untrack(t.key);
+  }
+
+  /** StopExecution; one that already ended, or never started, is fine. */
+  private async stopExecution(p: { executionArn: string; target: StepFunctionsTarget; trace?: TraceCarrier | undefined }, why: string): Promise<void> {
     try {
-      await this.call('StopExecution', t.pending.trace, t.pending.target, () => {
+      await this.call('StopExecution', p.trace, p.target, () => {
         this.counts.stops++;
-        return this.clients!.get(t.pending.target).send(new StopExecutionCommand({ executionArn: t.pending.executionArn, error: 'jetstate.Exited', cause: why }));
+        return this.clients!.get(p.target).send(new StopExecutionCommand({ executionArn: p.executionArn, error: 'jetstate.Exited', cause: why }));
       });
     } catch (e) {
       const err = e as Error;
       // Finished or gone already: nothing to stop. Anything else is retried at the next poll.
       if (err.name !== 'ExecutionDoesNotExist' && !/not running|already/i.test(err.message)) throw e;
     }
-    await this.bucket!.delete(t.key).catch(() => {});
-    this.untrack(t.key);
   }
 
   /** One Step Functions call as a client span, counted by action and outcome. */

@@ -32,6 +32,7 @@ export type {
   ExecutionStatus,
   TaskHandler,
   TaskHandlerContext,
+  DelaySpec,
   RequestStats,
   ThrottleSpec,
 } from '../local/step-functions/server.js';
