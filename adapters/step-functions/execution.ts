@@ -122,7 +122,8 @@ export function stepFunctionsExecution<TOutput = unknown, TInput = unknown>(opti
   const resolved = { ...o, input: options.input as ((i: unknown) => unknown) | undefined };
   return activity<TInput, TOutput>(
     async (ctx) => (await ctx.extension<StepFunctionsExtension>(STEP_FUNCTIONS_EXTENSION).begin(ctx as ActivityContext<unknown>, resolved)) as TOutput,
-    { retry: { maxAttempts: 8, initialIntervalMs: 1_000, maxIntervalMs: 30_000, ...options.retry }, timeoutMs: o.startTimeoutMs },
+    // An engine without the extension leaves the stage to a live engine that has it.
+    { retry: { maxAttempts: 8, initialIntervalMs: 1_000, maxIntervalMs: 30_000, ...options.retry }, timeoutMs: o.startTimeoutMs, requires: [STEP_FUNCTIONS_EXTENSION] },
   );
 }
 

@@ -26,6 +26,7 @@ describe('the hybrid example', { concurrency: true }, () => {
   let engine: Engine;
   let callbacks: CallbackTaskServer;
   let service: SettlementService;
+  const namespace = uniqueNamespace('hybrid');
 
   before(async () => {
     // sfn-local calls the forwarder in place of the 'hybrid-settle' Lambda function.
@@ -36,7 +37,7 @@ describe('the hybrid example', { concurrency: true }, () => {
     callbacks = await serveHybridCallbacks({ connection: world.nc, clients: world.clients() });
     engine = await createEngine({
       servers: world.nats!.url,
-      namespace: uniqueNamespace('hybrid'),
+      namespace,
       workflows: [hybrid],
       extensions: [stepFunctions({ region: world.endpoint.region, endpoint: world.endpoint.endpoint, credentials: CREDENTIALS })],
     });
@@ -50,7 +51,7 @@ describe('the hybrid example', { concurrency: true }, () => {
 
   const finished = (id: string, e: Engine = engine) => e.waitFor(hybrid, id, (i) => i.status !== 'running', { timeoutMs: 20_000 });
   const executionsOf = async (id: string) =>
-    (await world.client().send(new ListExecutionsCommand({ stateMachineArn: HYBRID_LOCAL_STATE_MACHINE_ARN }))).executions!.filter((e) => e.name!.startsWith(`hybrid-hybrid-${id}-`));
+    (await world.client().send(new ListExecutionsCommand({ stateMachineArn: HYBRID_LOCAL_STATE_MACHINE_ARN }))).executions!.filter((e) => e.name!.startsWith(`hybrid-${namespace}-hybrid-${id}-`));
 
   it('validates and reserves locally, settles in Step Functions through a NATS service, confirms locally', async () => {
     const before = stock.get('book')!;
@@ -113,6 +114,30 @@ describe('the hybrid example', { concurrency: true }, () => {
       assert.equal((await executionsOf('h-4')).length, 0);
     } finally {
       await plain.close();
+    }
+  });
+
+  it('an engine without the extension leaves the cloud stage to a live engine that has it', { timeout: 60_000 }, async () => {
+    const shared = uniqueNamespace('hybridmixed');
+    const plain = await createEngine({ servers: world.nats!.url, namespace: shared, workflows: [hybrid] });
+    const full = await createEngine({
+      servers: world.nats!.url,
+      namespace: shared,
+      workflows: [hybrid],
+      extensions: [stepFunctions({ region: world.endpoint.region, endpoint: world.endpoint.endpoint, credentials: CREDENTIALS })],
+    });
+    try {
+      const ids = ['m-1', 'm-2', 'm-3', 'm-4'];
+      for (const id of ids) await plain.start(hybrid, { id, input: { orderId: id, sku: 'chair', quantity: 1, amount: 10 } });
+      const ends = await Promise.all(ids.map((id) => plain.waitFor(hybrid, id, (i) => i.status !== 'running', { timeoutMs: 40_000 })));
+      assert.deepEqual(
+        ends.map((d) => d.value),
+        ids.map(() => 'completed'),
+        JSON.stringify(ends.map((d) => (d.context as HybridContext).error)),
+      );
+    } finally {
+      await plain.close();
+      await full.close();
     }
   });
 });
