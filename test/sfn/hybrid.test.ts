@@ -18,7 +18,7 @@ import type { CallbackTaskServer } from '../../adapters/step-functions/callback.
 import { HYBRID_LOCAL_STATE_MACHINE_ARN, confirmations, hybrid, reservations, stock, type HybridContext } from '../../workflows/hybrid.js';
 import { hybridTaskHandlers, serveHybridCallbacks, startSettlementService, type SettlementService } from '../../workflows/hybrid-cloud.js';
 import { approval, order, workflows as bundled } from '../../workflows/index.js';
-import { uniqueNamespace } from '../helpers.js';
+import { runCli, uniqueNamespace } from '../helpers.js';
 import { CREDENTIALS, startSfnWorld, type SfnWorld } from './world.js';
 
 describe('the hybrid example', { concurrency: true }, () => {
@@ -73,9 +73,14 @@ describe('the hybrid example', { concurrency: true }, () => {
 
     // Each step once, in order: reserve, settle (the cloud stage), confirm.
     const history = await engine.history(hybrid, 'h-1');
-    const tasks = history.filter((h) => (h.event as { type?: string }).type === 'jetstate.task').map((h) => h.to);
-    assert.deepEqual(tasks, ['settling', 'confirming', 'completed']);
+    const tasks = history.filter((h) => (h.event as { type?: string }).type === 'jetstate.task');
+    assert.deepEqual(tasks.map((h) => h.to), ['settling', 'confirming', 'completed']);
+    // History names the outcomes as the machine saw them; replay still uses the internal event.
+    assert.deepEqual(tasks.map((h) => h.actorEvent), ['xstate.done.actor.reserve', 'xstate.done.actor.settle', 'xstate.done.actor.confirm']);
     assert.equal((await engine.verify(hybrid, 'h-1')).ok, true);
+    const cli = await runCli(['history', 'hybrid', 'h-1', '--server', world.nats!.url, '--namespace', namespace]);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /xstate\.done\.actor\.settle \(task\)\s+"settling" -> "confirming"/);
   });
 
   it('releases the reservation when the payment is declined in the cloud', async () => {
