@@ -27,7 +27,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { setup, type PromiseActorLogic } from 'xstate';
 import { z } from 'zod';
 import { NatsServer } from '../adapters/nats-server/launcher.js';
-import { startLocalStepFunctions, type LocalStepFunctions } from '../adapters/step-functions/local/server.js';
+import { startLocalStepFunctions, type LocalStepFunctions } from '../adapters/local/step-functions/server.js';
 import { stepFunctions, stepFunctionsExecution, type StepFunctionsExtension } from '../adapters/step-functions/execution.js';
 import { activity, createEngine, defineWorkflow, type Engine, type WorkflowDefinition } from '../engine/index.js';
 import { fmtInt, fmtMs, otherCpu, percentile, pool, printEnvironment, table } from './core.js';

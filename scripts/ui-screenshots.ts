@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { createEngine, type Engine } from '../engine/index.js';
 import { NatsServer } from '../adapters/nats-server/launcher.js';
-import { startLocalStepFunctions } from '../adapters/step-functions/local/server.js';
+import { startLocalStepFunctions } from '../adapters/local/step-functions/server.js';
 import { stepFunctions } from '../adapters/step-functions/execution.js';
 import { createUiServer } from '../adapters/ui/index.js';
 import { approval, order, payment } from '../workflows/index.js';

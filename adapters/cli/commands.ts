@@ -149,10 +149,11 @@ export function describeInstance(i: Instance): string {
 
 function describeEntry(e: HistoryEntry): string {
   const when = new Date(e.timeMs).toISOString();
-  const ev = e.event as { type?: string; timerId?: string } | null;
-  const task = e.event as { invokeId?: string; ok?: boolean } | null;
+  const ev = e.event as { type?: string; timerId?: string; invokeId?: string; ok?: boolean } | null;
+  // Task and child outcomes as the machine saw them (entries written before actorEvent existed say the same).
+  const outcome = (kind: string): string => `${e.actorEvent ?? `xstate.${ev?.ok ? 'done' : 'error'}.actor.${ev?.invokeId}`} (${kind})`;
   const type =
-    ev?.type === 'jetstate.timer' ? `timer ${ev.timerId}` : ev?.type === 'jetstate.task' ? `task ${task?.invokeId} ${task?.ok ? 'done' : 'failed'}` : (ev?.type ?? '?');
+    ev?.type === 'jetstate.timer' ? `timer ${ev.timerId}` : ev?.type === 'jetstate.task' ? outcome('task') : ev?.type === 'jetstate.child' ? outcome('child') : (ev?.type ?? '?');
   if (e.kind === 'rejected') return `  -   ${when}  ${type} rejected: ${e.reason}`;
   const move = e.from === null ? `-> ${JSON.stringify(e.to)}` : `${JSON.stringify(e.from)} -> ${JSON.stringify(e.to)}`;
   return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;

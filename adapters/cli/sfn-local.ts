@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ErrorCode, JetstateError } from '../../engine/internal.js';
-import type { TaskHandlerContext } from '../step-functions/local/execution.js';
+import type { TaskHandlerContext } from '../testing/index.js';
 
 export const SFN_LOCAL_USAGE = `Usage: jetstate sfn-local [options]
 
@@ -131,8 +131,7 @@ export async function runSfnLocal(argv: string[]): Promise<number> {
   const definitions = f.definitions ? await readDefinitions(f.definitions) : [];
 
   // Loaded here, not at the top, so the other commands work without the optional packages.
-  const { startLocalStepFunctions, SfnApiError } = await import('../step-functions/local/server.js');
-  const { startLocalSts } = await import('../aws-local/sts.js');
+  const { startLocalStepFunctions, startLocalSts, SfnApiError } = await import('../testing/index.js');
 
   const closers: Array<() => Promise<void>> = [];
   // Closed last (closers run in reverse): the handlers' own connections.

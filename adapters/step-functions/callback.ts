@@ -19,6 +19,7 @@ import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { TOKEN_HASH_HEADER } from './nats-service.js';
 import { answerOfResult, backoffDelayMs, failureOf, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, type TaskAnswer } from './task-answer.js';
+import { EXECUTION_ARN, stateEntryKey } from './state-entry.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 export { TaskFailedError } from './task-answer.js';
@@ -26,7 +27,7 @@ export { TaskFailedError } from './task-answer.js';
 const NS_PER_MS = 1_000_000;
 
 /** What a forwarder stores for each token. */
-const TokenMessageSchema = z.object({ taskToken: z.string().min(1), input: z.unknown().optional() });
+const TokenMessageSchema = z.object({ taskToken: z.string().min(1), input: z.unknown().optional(), executionArn: z.string().regex(EXECUTION_ARN).optional() });
 
 const isConnection = (v: unknown): v is NatsConnection => typeof v === 'object' && v !== null && typeof (v as NatsConnection).publish === 'function';
 
@@ -93,10 +94,16 @@ export interface TaskTokenForwarderOptions {
   connectionOptions?: Omit<NodeConnectionOptions, 'servers'>;
 }
 
-/** The event of a `.waitForTaskToken` Lambda task: `Payload: { "taskToken.$": "$$.Task.Token", "input.$": "$" }`. */
+/**
+ * The event of a `.waitForTaskToken` Lambda task:
+ * `Payload: { "taskToken.$": "$$.Task.Token", "executionArn.$": "$$.Execution.Id", "input.$": "$" }`.
+ * `executionArn` is optional; with it, the handler gets an idempotency key that stays the same
+ * across the state's retries (see {@link CallbackTask.idempotencyKey}).
+ */
 export interface TaskTokenEvent {
   taskToken: string;
   input?: unknown;
+  executionArn?: string;
   [key: string]: unknown;
 }
 
@@ -110,8 +117,10 @@ export type TaskTokenForwarder = ((event: unknown) => Promise<{ forwarded: true 
  * A Lambda-style handler that stores each task token, with its input, in JetStream. It resolves
  * once the stream has acknowledged the token and throws otherwise, so the task fails (and its
  * `Retry` applies) rather than waiting for an answer that can never come. The message carries
- * `{ taskToken, input }`, where `input` is `event.input` or, if absent, the event without its
- * token; its message id is a hash of the token, so a retried invocation stores it once.
+ * `{ taskToken, input, executionArn? }`, where `input` is `event.input` or, if absent, the event
+ * without its token and execution, and `executionArn` is `event.executionArn` when the state
+ * passes it (`"executionArn.$": "$$.Execution.Id"`, for an idempotency key that outlives the
+ * state's retries); its message id is a hash of the token, so a retried invocation stores it once.
  *
  * In a Lambda, create it at module scope: the connection is opened on the first invocation and
  * reused by later ones (and opened again if it was closed while the function was frozen).
@@ -142,14 +151,20 @@ export function taskTokenForwarder(options: TaskTokenForwarderOptions): TaskToke
   const forward = async (event: unknown): Promise<{ forwarded: true }> => {
     const parsed = TokenMessageSchema.passthrough().safeParse(event);
     if (!parsed.success) {
-      throw new JetstateError(ErrorCode.InvalidInput, `task token forwarder for '${subject}': the event has no taskToken; pass it in the state's Parameters: "Payload": { "taskToken.$": "$$.Task.Token", "input.$": "$" }`);
+      const badArn = parsed.error.issues.some((i) => i.path[0] === 'executionArn');
+      throw new JetstateError(
+        ErrorCode.InvalidInput,
+        badArn
+          ? `task token forwarder for '${subject}': the event's executionArn is not an execution ARN; pass the execution's: "executionArn.$": "$$.Execution.Id"`
+          : `task token forwarder for '${subject}': the event has no taskToken; pass it in the state's Parameters: "Payload": { "taskToken.$": "$$.Task.Token", "input.$": "$" }`,
+      );
     }
-    const { taskToken, input, ...rest } = parsed.data;
+    const { taskToken, input, executionArn, ...rest } = parsed.data;
     const hash = tokenHash(taskToken);
     const h = natsHeaders();
     h.set(TOKEN_HASH_HEADER, hash);
     const js = jetstream(await connection());
-    await js.publish(subject, JSON.stringify({ taskToken, input: 'input' in parsed.data ? input : rest }), {
+    await js.publish(subject, JSON.stringify({ taskToken, input: 'input' in parsed.data ? input : rest, ...(executionArn ? { executionArn } : {}) }), {
       msgID: `sfn-token-${hash}`,
       headers: h,
       ...(stream ? { expect: { streamName: stream } } : {}),
@@ -175,6 +190,16 @@ export interface CallbackTask {
   taskToken: string;
   /** A digest of the token, for logs and correlation. */
   taskTokenHash: string;
+  /**
+   * The key to make the work idempotent with. When the forwarded event names the execution
+   * (`"executionArn.$": "$$.Execution.Id"`), it is derived from the execution ARN and the id of the
+   * state entry in its history, so every retry of the state (each with a new token) and every
+   * redelivery of a token has the same key, and each state entry (each Map iteration too) its
+   * own. Without it, the key is `taskTokenHash`, which changes with each retry.
+   */
+  idempotencyKey: string;
+  /** The execution that runs the task, when the forwarded event named it. */
+  executionArn?: string | undefined;
   /** Aborts when Step Functions no longer waits for the task (timed out) or the server stops past its drain timeout. */
   signal: AbortSignal;
   /** Sends a heartbeat now (besides the automatic ones). Never throws; a gone task aborts `signal`. */
@@ -237,8 +262,8 @@ export interface CallbackTaskServer {
  * characters), sending SendTaskHeartbeat every `heartbeatIntervalMs` while it runs. A token is
  * acknowledged only once AWS accepted the answer; throttling and network errors are retried
  * with backoff. `TaskTimedOut`, `InvalidToken` and `TaskDoesNotExist` end the task without retry
- * (logged). A handler may run more than once for one token (a crash before the acknowledgement):
- * make it idempotent, keyed by `taskTokenHash`.
+ * (logged). A handler may run more than once for one token (a crash before the acknowledgement),
+ * and once per retry of the state: make it idempotent, keyed by `idempotencyKey`.
  *
  * @example
  * ```ts
@@ -285,7 +310,7 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
     try {
       token = TokenMessageSchema.parse(JSON.parse(new TextDecoder().decode(m.data)));
     } catch {
-      logger.warn(`callback tasks '${o.durable}': message ${m.seq} of ${stream} is not a task token { taskToken, input }; dropped`);
+      logger.warn(`callback tasks '${o.durable}': message ${m.seq} of ${stream} is not a task token { taskToken, input, executionArn? }; dropped`);
       m.term();
       return;
     }
@@ -320,7 +345,11 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
       let answer: TaskAnswer;
       try {
-        const result = await Promise.race([o.handler({ input: token.input, taskToken: token.taskToken, taskTokenHash: hash, signal: controller.signal, heartbeat: beat }), aborted]);
+        // One GetExecutionHistory call (usually) when the execution is named; a failure fails the task.
+        const idempotencyKey = token.executionArn ? await Promise.race([stateEntryKey(client, token.executionArn, token.taskToken, controller.signal), aborted]) : hash;
+        const task: CallbackTask = { input: token.input, taskToken: token.taskToken, taskTokenHash: hash, idempotencyKey, signal: controller.signal, heartbeat: beat };
+        if (token.executionArn) task.executionArn = token.executionArn;
+        const result = await Promise.race([o.handler(task), aborted]);
         answer = answerOfResult(result, `output of ${what}`);
       } catch (e) {
         answer = failureOf(e);

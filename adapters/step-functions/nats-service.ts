@@ -3,7 +3,9 @@
  * callback tasks and the activity bridge.
  *
  * Request: the task's input as JSON in the body; header `Jetstate-Task-Token-Hash` (a digest of
- * the token, to correlate logs; never the token itself).
+ * the token, to correlate logs; never the token itself) and, from callback tasks, header
+ * `Jetstate-Idempotency-Key` (the same for every retry of the state entry when the forwarded
+ * event names the execution; see `CallbackTask.idempotencyKey`).
  *
  * Reply: success is the output as JSON in the body (an empty body is `null`). Failure is any reply
  * with the header `Jetstate-Error: <error name>`, the body being the cause as text; a service
@@ -17,6 +19,7 @@ import { TaskFailedError, type TaskAnswer } from './task-answer.js';
 
 export const ERROR_HEADER = 'Jetstate-Error';
 export const TOKEN_HASH_HEADER = 'Jetstate-Task-Token-Hash';
+export const IDEMPOTENCY_KEY_HEADER = 'Jetstate-Idempotency-Key';
 
 const decoder = new TextDecoder();
 
@@ -43,10 +46,11 @@ export async function requestService(
   nc: NatsConnection,
   subject: string,
   inputJson: string,
-  options: { timeoutMs: number; taskTokenHash: string; headers?: Record<string, string> },
+  options: { timeoutMs: number; taskTokenHash: string; idempotencyKey?: string | undefined; headers?: Record<string, string> },
 ): Promise<TaskAnswer> {
   const h = natsHeaders();
   h.set(TOKEN_HASH_HEADER, options.taskTokenHash);
+  if (options.idempotencyKey) h.set(IDEMPOTENCY_KEY_HEADER, options.idempotencyKey);
   for (const [k, v] of Object.entries(options.headers ?? {})) h.set(k, v);
   let reply: Msg;
   try {
@@ -83,7 +87,8 @@ export interface NatsServiceHandlerOptions {
 
 /**
  * A handler for {@link serveCallbackTasks} that hands each task to a plain NATS service by
- * request/reply (the contract above) and returns its reply; a service error, a timeout or no
+ * request/reply (the contract above), with the task's idempotency key in the header
+ * `Jetstate-Idempotency-Key`, and returns its reply; a service error, a timeout or no
  * service becomes a {@link TaskFailedError}, so the task fails with that error name.
  *
  * @example
@@ -92,10 +97,10 @@ export interface NatsServiceHandlerOptions {
  *   handler: natsServiceHandler({ connection, subject: 'billing.charge', timeoutMs: 30_000 }) });
  * ```
  */
-export function natsServiceHandler(options: NatsServiceHandlerOptions): (task: { input: unknown; taskTokenHash: string }) => Promise<unknown> {
+export function natsServiceHandler(options: NatsServiceHandlerOptions): (task: { input: unknown; taskTokenHash: string; idempotencyKey?: string | undefined }) => Promise<unknown> {
   const { connection, subject, timeoutMs } = options;
-  return async ({ input, taskTokenHash }) => {
-    const answer = await requestService(connection, subject, JSON.stringify(input ?? null), { timeoutMs, taskTokenHash });
+  return async ({ input, taskTokenHash, idempotencyKey }) => {
+    const answer = await requestService(connection, subject, JSON.stringify(input ?? null), { timeoutMs, taskTokenHash, idempotencyKey: idempotencyKey ?? taskTokenHash });
     if (!answer.ok) throw new TaskFailedError(answer.error, answer.cause);
     return JSON.parse(answer.output) as unknown;
   };

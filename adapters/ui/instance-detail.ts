@@ -75,13 +75,14 @@ export function traceLink(template: string | undefined, ids: { traceId: string; 
 }
 
 /** What a history entry's event was, in words (the CLI's `history` says the same). */
-export function describeEvent(entry: { kind: string; event: unknown }): string {
+export function describeEvent(entry: { kind: string; event: unknown; actorEvent?: string | undefined }): string {
   if (entry.kind === 'start') return 'start';
   const e = obj(entry.event) as Record<string, unknown>;
   const type = typeof e['type'] === 'string' ? e['type'] : '?';
   if (type === 'jetstate.timer') return `timer ${String(e['timerId'] ?? '')}`;
-  if (type === 'jetstate.task') return `task ${String(e['invokeId'] ?? '')} ${e['ok'] ? 'done' : 'failed'}`;
-  if (type === 'jetstate.child') return `child ${String(e['invokeId'] ?? '')} ${e['ok'] ? 'done' : 'failed'}`;
+  const outcome = (kind: string): string => `${entry.actorEvent ?? `xstate.${e['ok'] ? 'done' : 'error'}.actor.${String(e['invokeId'] ?? '')}`} (${kind})`;
+  if (type === 'jetstate.task') return outcome('task');
+  if (type === 'jetstate.child') return outcome('child');
   return type;
 }
 

@@ -26,6 +26,11 @@ export const HistoryEntrySchema = z.object({
   reason: z.string().optional(),
   /** True when no transition took the event: it was applied (recorded, counted) but changed nothing. */
   unchanged: z.boolean().optional(),
+  /**
+   * For a task or child outcome (`event` is the internal `jetstate.task` / `jetstate.child`, which
+   * replay needs): the event the machine saw, `xstate.done.actor.<id>` or `xstate.error.actor.<id>`.
+   */
+  actorEvent: z.string().optional(),
   /** Who sent the event (or started the instance), when a token was verified; an engine for its own events. */
   identity: z.object({ method: z.string(), subject: z.string(), issuer: z.string(), roles: z.array(z.string()) }).optional(),
 });

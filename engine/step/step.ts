@@ -137,6 +137,8 @@ export function applyEvents(
       continue;
     }
     let event: { type: string } = e.event;
+    /** The XState event of a task or child outcome, shown in history beside the internal one. */
+    let actorEvent: string | undefined;
     if (isTimerFire(e.event)) {
       const timer = plan.timers[e.event.timerId];
       // A timer whose state was exited (or re-entered since) is no longer pending: it changes nothing.
@@ -148,6 +150,7 @@ export function applyEvents(
       if (!child || child.token !== e.event.token) continue;
       delete plan.children[e.event.invokeId];
       event = actorOutcome(e.event);
+      actorEvent = event.type;
     } else if (isStop(e.event)) {
       // The parent's invoking state was exited: this child stops where it is (a stop meant for an
       // earlier invocation with the same child id changes nothing).
@@ -177,6 +180,7 @@ export function applyEvents(
       if (!task || task.token !== e.event.token) continue;
       delete plan.tasks[e.event.invokeId];
       event = actorOutcome(e.event);
+      actorEvent = event.type;
     }
     lastSeq = e.seq;
     revision += 1;
@@ -195,7 +199,7 @@ export function applyEvents(
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
       plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, event);
-      const entry: HistoryEntry = { kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs };
+      const entry: HistoryEntry = { kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs, ...(actorEvent ? { actorEvent } : {}) };
       if (unchanged) {
         entry.unchanged = true;
         entry.reason = `no transition of state ${JSON.stringify(from)} takes '${event.type}': it changed nothing`;
@@ -205,7 +209,7 @@ export function applyEvents(
       // A guard or action that throws fails the instance deterministically; replay does the same.
       status = InstanceStatus.Failed;
       error = errorText(err);
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error, ...(actorEvent ? { actorEvent } : {}) });
     }
   }
   if (events.some(hasIdentity)) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
-import { startLocalSts, type LocalSts } from '../../adapters/aws-local/sts.js';
+import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
 import { presignRequest, replay, signRequest, xmlField } from './signing.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/deployer';

@@ -74,6 +74,9 @@ describe('child workflows', () => {
     assert.deepEqual((paid.context as { receipt: unknown }).receipt, { receipt: 'r-1', amount: 30 });
     assert.equal(paid.revision, 2);
     assert.equal((await engine.history(payment, 'c1_pay')).length, 2);
+    // The parent's history names the child's outcome as the machine saw it.
+    const outcome = (await engine.history(checkout, 'c1')).find((h) => (h.event as { type?: string }).type === 'jetstate.child');
+    assert.equal(outcome?.actorEvent, 'xstate.done.actor.pay');
     assert.equal((await engine.verify(checkout, 'c1')).ok, true);
   });
 

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
-import { startLocalSts, type LocalSts } from '../../adapters/aws-local/sts.js';
+import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
 import { ErrorCode, JetstateError } from '../../engine/errors.js';
 import { AUDIENCE_HEADER, createAwsIamToken } from '../../engine/security/aws-iam.js';
 import { IdentityError, IdentityReason } from '../../engine/security/identity-error.js';

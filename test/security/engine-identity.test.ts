@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { startLocalSts, type LocalSts } from '../../adapters/aws-local/sts.js';
+import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
 import { createClient, type Client } from '../../engine/client.js';
 import { defineWorkflow } from '../../engine/define/definition.js';
 import { createEngine, type Engine } from '../../engine/engine.js';

@@ -171,6 +171,100 @@ describe('callback tasks', () => {
     }
   });
 
+  it('gives a NATS service one idempotency key for all retries of a state entry (a new token each)', async () => {
+    // The service does the work for every request but answers the first one of each order too
+    // late: the task fails with jetstate.ServiceTimeout and the state's Retry runs it again, with a
+    // new token. A service that keys on the idempotency key sees the same key both times.
+    const byOrder = new Map<string, { keys: string[]; hashes: string[] }>();
+    const sub = world.nc.subscribe('svc.once', {
+      callback: (_err, msg: Msg) => {
+        const { orderId } = msg.json<{ orderId: string }>();
+        const seen = byOrder.get(orderId) ?? { keys: [], hashes: [] };
+        byOrder.set(orderId, seen);
+        seen.keys.push(msg.headers?.get('Jetstate-Idempotency-Key') ?? '');
+        seen.hashes.push(msg.headers?.get(TOKEN_HASH_HEADER) ?? '');
+        const reply = (): boolean => msg.respond(JSON.stringify({ orderId, handled: true }));
+        if (seen.keys.length === 1) setTimeout(reply, 1_000);
+        else reply();
+      },
+    });
+    const server = await serveCallbackTasks({
+      connection: world.nc,
+      stream: STREAM,
+      subject: 'sfn.tokens.once',
+      durable: 'once',
+      clients: world.clients(),
+      handler: natsServiceHandler({ connection: world.nc, subject: 'svc.once', timeoutMs: 300 }),
+    });
+    try {
+      const machine = {
+        StartAt: 'Charge',
+        States: {
+          Charge: {
+            Type: 'Task',
+            Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
+            Parameters: { FunctionName: 'forward', Payload: { route: 'once', 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' } },
+            TimeoutSeconds: 30,
+            Retry: [{ ErrorEquals: ['jetstate.ServiceTimeout'], IntervalSeconds: 1, MaxAttempts: 2 }],
+            End: true,
+          },
+        },
+      };
+      const arn = await world.createStateMachine('cb-once', machine);
+      const orders = Array.from({ length: 12 }, (_, i) => `o-${i}`);
+      const executions = await Promise.all(orders.map(async (orderId) => (await world.client().send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify({ orderId }) }))).executionArn!));
+      for (const x of executions) assert.equal((await world.waitForEnd(x, 30_000)).status, 'SUCCEEDED');
+      const retried = orders.filter((o) => byOrder.get(o)!.keys.length === 2);
+      assert.deepEqual(retried, orders, 'every order was sent twice');
+      for (const o of orders) assert.notEqual(byOrder.get(o)!.hashes[0], byOrder.get(o)!.hashes[1], 'each attempt has its own token');
+      const oneKey = orders.filter((o) => {
+        const [a, b] = byOrder.get(o)!.keys;
+        return a !== '' && a === b;
+      });
+      assert.deepEqual(oneKey, orders, `${oneKey.length} of ${orders.length} orders carried one key over their retry`);
+      const keys = new Set(orders.map((o) => byOrder.get(o)!.keys[0]));
+      assert.equal(keys.size, orders.length, 'each state entry has its own key');
+    } finally {
+      await server.stop();
+      sub.unsubscribe();
+    }
+  });
+
+  it('fails the task, without running the handler, when the named execution does not show the token', async () => {
+    let ran = 0;
+    const server = await serveCallbackTasks({
+      connection: world.nc,
+      stream: STREAM,
+      subject: 'sfn.tokens.wrongarn',
+      durable: 'wrongarn',
+      clients: world.clients(),
+      handler: async () => ++ran,
+    });
+    try {
+      const machine = {
+        StartAt: 'Charge',
+        States: {
+          Charge: {
+            Type: 'Task',
+            Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
+            Parameters: { FunctionName: 'forward', Payload: { route: 'wrongarn', 'taskToken.$': '$$.Task.Token', executionArn: 'arn:aws:states:us-east-1:123456789012:execution:other:gone', 'input.$': '$' } },
+            TimeoutSeconds: 30,
+            End: true,
+          },
+        },
+      };
+      const arn = await world.createStateMachine('cb-wrongarn', machine);
+      const x = (await world.client().send(new StartExecutionCommand({ stateMachineArn: arn, input: '{}' }))).executionArn!;
+      const end = await world.waitForEnd(x);
+      assert.equal(end.status, 'FAILED');
+      assert.equal(end.error, 'jetstate.IdempotencyKeyUnavailable');
+      assert.match(end.cause!, /states:GetExecutionHistory/);
+      assert.equal(ran, 0);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('retries a throttled answer with backoff and acknowledges the token only once AWS took it', async () => {
     // A client without SDK retries, so the server's own backoff does the work.
     const client = world.client({ maxAttempts: 1 });

@@ -21,7 +21,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { createClient, createEngine, type WorkflowDefinition } from '../../engine/index.js';
-import { startLocalStepFunctions } from '../../adapters/step-functions/local/server.js';
+import { startLocalStepFunctions } from '../../adapters/local/step-functions/server.js';
 import { stepFunctions } from '../../adapters/step-functions/execution.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { ROLE, TEST_CREDENTIALS, asl, sfnClient } from './sfn-local-helpers.js';
@@ -152,7 +152,7 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
       assert.equal(done.value, 'done', JSON.stringify(done.context));
       assert.deepEqual((done.context as StageContext).result, { orderId: id, settled: true });
 
-      const mine = (await sfn.send(new ListExecutionsCommand({ stateMachineArn }))).executions!.filter((e) => e.name!.startsWith(`js-${wfName}-${id}-`));
+      const mine = (await sfn.send(new ListExecutionsCommand({ stateMachineArn }))).executions!.filter((e) => e.name!.startsWith(`js-${namespace}-`));
       assert.equal(mine.length, 1, `one execution for the instance: ${JSON.stringify(mine)}`);
       assert.equal(mine[0]!.executionArn, executionArn, 'the execution the first engine started');
 

@@ -18,7 +18,7 @@ import type { CallbackTaskServer } from '../../adapters/step-functions/callback.
 import { HYBRID_LOCAL_STATE_MACHINE_ARN, confirmations, hybrid, reservations, stock, type HybridContext } from '../../workflows/hybrid.js';
 import { hybridTaskHandlers, serveHybridCallbacks, startSettlementService, type SettlementService } from '../../workflows/hybrid-cloud.js';
 import { approval, order, workflows as bundled } from '../../workflows/index.js';
-import { uniqueNamespace } from '../helpers.js';
+import { runCli, uniqueNamespace } from '../helpers.js';
 import { CREDENTIALS, startSfnWorld, type SfnWorld } from './world.js';
 
 describe('the hybrid example', { concurrency: true }, () => {
@@ -26,6 +26,7 @@ describe('the hybrid example', { concurrency: true }, () => {
   let engine: Engine;
   let callbacks: CallbackTaskServer;
   let service: SettlementService;
+  const namespace = uniqueNamespace('hybrid');
 
   before(async () => {
     // sfn-local calls the forwarder in place of the 'hybrid-settle' Lambda function.
@@ -36,7 +37,7 @@ describe('the hybrid example', { concurrency: true }, () => {
     callbacks = await serveHybridCallbacks({ connection: world.nc, clients: world.clients() });
     engine = await createEngine({
       servers: world.nats!.url,
-      namespace: uniqueNamespace('hybrid'),
+      namespace,
       workflows: [hybrid],
       extensions: [stepFunctions({ region: world.endpoint.region, endpoint: world.endpoint.endpoint, credentials: CREDENTIALS })],
     });
@@ -50,7 +51,7 @@ describe('the hybrid example', { concurrency: true }, () => {
 
   const finished = (id: string, e: Engine = engine) => e.waitFor(hybrid, id, (i) => i.status !== 'running', { timeoutMs: 20_000 });
   const executionsOf = async (id: string) =>
-    (await world.client().send(new ListExecutionsCommand({ stateMachineArn: HYBRID_LOCAL_STATE_MACHINE_ARN }))).executions!.filter((e) => e.name!.startsWith(`hybrid-hybrid-${id}-`));
+    (await world.client().send(new ListExecutionsCommand({ stateMachineArn: HYBRID_LOCAL_STATE_MACHINE_ARN }))).executions!.filter((e) => e.name!.startsWith(`hybrid-${namespace}-hybrid-${id}-`));
 
   it('validates and reserves locally, settles in Step Functions through a NATS service, confirms locally', async () => {
     const before = stock.get('book')!;
@@ -72,9 +73,14 @@ describe('the hybrid example', { concurrency: true }, () => {
 
     // Each step once, in order: reserve, settle (the cloud stage), confirm.
     const history = await engine.history(hybrid, 'h-1');
-    const tasks = history.filter((h) => (h.event as { type?: string }).type === 'jetstate.task').map((h) => h.to);
-    assert.deepEqual(tasks, ['settling', 'confirming', 'completed']);
+    const tasks = history.filter((h) => (h.event as { type?: string }).type === 'jetstate.task');
+    assert.deepEqual(tasks.map((h) => h.to), ['settling', 'confirming', 'completed']);
+    // History names the outcomes as the machine saw them; replay still uses the internal event.
+    assert.deepEqual(tasks.map((h) => h.actorEvent), ['xstate.done.actor.reserve', 'xstate.done.actor.settle', 'xstate.done.actor.confirm']);
     assert.equal((await engine.verify(hybrid, 'h-1')).ok, true);
+    const cli = await runCli(['history', 'hybrid', 'h-1', '--server', world.nats!.url, '--namespace', namespace]);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /xstate\.done\.actor\.settle \(task\)\s+"settling" -> "confirming"/);
   });
 
   it('releases the reservation when the payment is declined in the cloud', async () => {
@@ -113,6 +119,30 @@ describe('the hybrid example', { concurrency: true }, () => {
       assert.equal((await executionsOf('h-4')).length, 0);
     } finally {
       await plain.close();
+    }
+  });
+
+  it('an engine without the extension leaves the cloud stage to a live engine that has it', { timeout: 60_000 }, async () => {
+    const shared = uniqueNamespace('hybridmixed');
+    const plain = await createEngine({ servers: world.nats!.url, namespace: shared, workflows: [hybrid] });
+    const full = await createEngine({
+      servers: world.nats!.url,
+      namespace: shared,
+      workflows: [hybrid],
+      extensions: [stepFunctions({ region: world.endpoint.region, endpoint: world.endpoint.endpoint, credentials: CREDENTIALS })],
+    });
+    try {
+      const ids = ['m-1', 'm-2', 'm-3', 'm-4'];
+      for (const id of ids) await plain.start(hybrid, { id, input: { orderId: id, sku: 'chair', quantity: 1, amount: 10 } });
+      const ends = await Promise.all(ids.map((id) => plain.waitFor(hybrid, id, (i) => i.status !== 'running', { timeoutMs: 40_000 })));
+      assert.deepEqual(
+        ends.map((d) => d.value),
+        ids.map(() => 'completed'),
+        JSON.stringify(ends.map((d) => (d.context as HybridContext).error)),
+      );
+    } finally {
+      await plain.close();
+      await full.close();
     }
   });
 });

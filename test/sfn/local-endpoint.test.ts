@@ -21,8 +21,8 @@ import {
   type SFNClient,
 } from '@aws-sdk/client-sfn';
 import { fromTemporaryCredentials } from '@aws-sdk/credential-providers';
-import { startLocalSts, type LocalSts } from '../../adapters/aws-local/sts.js';
-import { startLocalStepFunctions, type EventBridgeExecutionStatusEvent, type LocalStepFunctions } from '../../adapters/step-functions/local/server.js';
+import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
+import { startLocalStepFunctions, type EventBridgeExecutionStatusEvent, type LocalStepFunctions } from '../../adapters/local/step-functions/server.js';
 import { eventually } from '../helpers.js';
 import { ROLE, asl, sfnClient, waitForStatus } from './sfn-local-helpers.js';
 

@@ -19,7 +19,7 @@ import {
   TaskTimedOut,
   type SFNClient,
 } from '@aws-sdk/client-sfn';
-import { startLocalStepFunctions, type LocalStepFunctions, type TaskHandlerContext } from '../../adapters/step-functions/local/server.js';
+import { startLocalStepFunctions, type LocalStepFunctions, type TaskHandlerContext } from '../../adapters/local/step-functions/server.js';
 import { eventually } from '../helpers.js';
 import { ROLE, asl, sfnClient, waitForStatus } from './sfn-local-helpers.js';
 

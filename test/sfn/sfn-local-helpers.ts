@@ -1,6 +1,6 @@
 /** Helpers for the sfn-local tests: a real SFNClient on the loopback endpoint, and waiting for a status. */
 import { DescribeExecutionCommand, SFNClient, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
-import type { LocalStepFunctions } from '../../adapters/step-functions/local/server.js';
+import type { LocalStepFunctions } from '../../adapters/local/step-functions/server.js';
 import { eventually } from '../helpers.js';
 
 export const ROLE = 'arn:aws:iam::123456789012:role/sfn-local-test';

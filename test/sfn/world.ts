@@ -5,8 +5,8 @@
  */
 import { CreateActivityCommand, CreateStateMachineCommand, DescribeExecutionCommand, SFNClient, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { startLocalSts, type LocalSts } from '../../adapters/aws-local/sts.js';
-import { startLocalStepFunctions, type LocalStepFunctions, type TaskHandler } from '../../adapters/step-functions/local/server.js';
+import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
+import { startLocalStepFunctions, type LocalStepFunctions, type TaskHandler } from '../../adapters/local/step-functions/server.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions } from '../../adapters/step-functions/clients.js';
 import { eventually, startNats, type NatsServer } from '../helpers.js';
 

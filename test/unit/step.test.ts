@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { defineWorkflow } from '../../engine/index.js';
+import { activity, defineWorkflow } from '../../engine/index.js';
 import { applyEvents, startInstance } from '../../engine/step/step.js';
 import { MachineRunner } from '../../engine/step/runner.js';
 import { verifyInstance } from '../../engine/step/verify.js';
@@ -89,5 +89,33 @@ describe('the pure step', () => {
     assert.equal(report.ok, false);
     assert.match(report.problems.join('\n'), /differs from the stored one/);
     assert.match(verifyInstance(counter, runner, r.record, [s.entry, r.entries[1]!]).problems.join('\n'), /skips from revision 1 to 3/);
+  });
+
+  it('names a task outcome in history as the machine saw it, and replays the internal event', () => {
+    const job = defineWorkflow({
+      name: 'job',
+      version: 1,
+      input: z.object({}),
+      events: {},
+      machine: setup({ actors: { work: activity(async () => 1) } }).createMachine({
+        initial: 'working',
+        states: { working: { invoke: { id: 'settle', src: 'work', onDone: 'done', onError: 'failed' } }, done: { type: 'final' }, failed: { type: 'final' } },
+      }),
+    });
+    const jobRunner = new MachineRunner(job.machine);
+    for (const ok of [true, false]) {
+      const s = startInstance(job, jobRunner, `j-${ok}`, {}, 0);
+      const task = s.record.tasks['settle']!;
+      const outcome: Record<string, unknown> = ok ? { ok, output: 1 } : { ok, error: { name: 'Error', message: 'no' } };
+      const r = applyEvents(jobRunner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'jetstate.task', invokeId: 'settle', token: task.token, ...outcome } as { type: string } }], 0);
+      const [entry] = r.entries;
+      assert.equal((entry!.event as { type: string }).type, 'jetstate.task', 'the internal event stays, for replay');
+      assert.equal(entry!.actorEvent, ok ? 'xstate.done.actor.settle' : 'xstate.error.actor.settle');
+      assert.equal(entry!.to, ok ? 'done' : 'failed');
+      assert.deepEqual(verifyInstance(job, jobRunner, r.record, [s.entry, ...r.entries]).problems, []);
+    }
+    // Ordinary events carry none.
+    const c = startInstance(counter, runner, 'c1', { start: 0 }, 0);
+    assert.equal(applyEvents(runner, c.record, c.snapshot, [add(1, 1)], 0).entries[0]!.actorEvent, undefined);
   });
 });

@@ -18,7 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
-import { ErrorCode, JetstateError } from '../../engine/internal.js';
+import { ErrorCode, JetstateError } from '../../../engine/internal.js';
 import { BodyTooLargeError, listenLoopback, readBody, requestId } from './http.js';
 import { SigV4Failure, verifySigV4, type SigningSecret } from './sigv4.js';
 

@@ -15,17 +15,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import { ErrorCode, JetstateError } from '../../../engine/internal.js';
-import { BodyTooLargeError, listenLoopback, readBody, requestId } from '../../aws-local/http.js';
-import { SigV4Failure, verifySigV4, type SigningSecret } from '../../aws-local/sigv4.js';
+import { BodyTooLargeError, listenLoopback, readBody, requestId } from '../aws/http.js';
+import { SigV4Failure, verifySigV4, type SigningSecret } from '../aws/sigv4.js';
 import { SfnLocalService } from './api.js';
 import { SfnApiError, sfnErrors } from './errors.js';
 import { statusChangeEvent, type EventBridgeExecutionStatusEvent } from './events.js';
 import type { TaskHandler } from './execution.js';
-import { Throttle, type RequestStats, type ThrottleSpec } from './throttle.js';
+import { Throttle, type DelaySpec, type RequestStats, type ThrottleSpec } from './throttle.js';
 
 export type { EventBridgeExecutionStatusEvent, ExecutionStatus } from './events.js';
 export type { TaskHandler, TaskHandlerContext } from './execution.js';
-export type { RequestStats, ThrottleSpec } from './throttle.js';
+export type { DelaySpec, RequestStats, ThrottleSpec } from './throttle.js';
 export { REFUSED_FEATURES } from './definition.js';
 export { SfnApiError } from './errors.js';
 
@@ -59,6 +59,12 @@ export interface LocalStepFunctions {
   account: string;
   /** The next `count` calls (of `actions`, or any) get ThrottlingException. */
   throttle(spec: ThrottleSpec): void;
+  /**
+   * The next `count` calls (of `actions`, or any) run at once but answer `ms` later, like a
+   * request that reached AWS and whose reply is slow (a client that gives up meanwhile still
+   * changed what the action changes).
+   */
+  delay(spec: DelaySpec): void;
   /** Admits at most `perSecond` calls a second (token bucket, burst of one second); null lifts it. */
   rateLimit(perSecond: number | null): void;
   /** Authenticated calls by action and access key, throttled ones included. */
@@ -166,7 +172,10 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
       } catch (e) {
         throw sfnErrors.serialization(`the request body is not JSON: ${(e as Error).message}`);
       }
-      send(200, await service.call(action, input, hungUp.signal));
+      const delayMs = throttle.replyDelayMs(action);
+      const out = await service.call(action, input, hungUp.signal);
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      send(200, out);
     } catch (e) {
       if (e instanceof SfnApiError) send(e.status, { __type: e.type, message: e.message });
       else if (e instanceof BodyTooLargeError) send(413, { __type: 'RequestEntityTooLarge', message: e.message });
@@ -188,6 +197,7 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
     region: o.region,
     account: o.account,
     throttle: (spec) => throttle.script(spec),
+    delay: (spec) => throttle.delay(spec),
     rateLimit: (perSecond) => throttle.rateLimit(perSecond),
     stats: () => throttle.snapshot(),
     resetStats: () => throttle.reset(),

@@ -1,14 +1,24 @@
 /**
  * Throttling and request counting for the loopback endpoint: scripted throttles (the next N calls
- * of some actions fail), a token bucket like AWS's per-account API limits, and counts per action
- * and access key, so tests prove a client backs off, stays under a rate, or uses the key it
- * should.
+ * of some actions fail), scripted slow replies (the next N calls run at once and answer late, as a
+ * request that reached AWS but whose reply is slow), a token bucket like AWS's per-account API
+ * limits, and counts per action and access key, so tests prove a client backs off, stays under a
+ * rate, uses the key it should, or copes with a call still in flight.
  */
 
 export interface ThrottleSpec {
   /** How many of the next matching calls get ThrottlingException. */
   count: number;
   /** Actions it applies to (e.g. `['DescribeExecution']`); every action when omitted. */
+  actions?: string[] | undefined;
+}
+
+export interface DelaySpec {
+  /** How long the reply waits after the action ran. */
+  ms: number;
+  /** How many of the next matching calls answer late (default 1). */
+  count?: number | undefined;
+  /** Actions it applies to; every action when omitted. */
   actions?: string[] | undefined;
 }
 
@@ -20,12 +30,29 @@ export interface RequestStats {
 
 export class Throttle {
   private scripted: Array<{ remaining: number; actions: Set<string> | null }> = [];
+  private delays: Array<{ remaining: number; ms: number; actions: Set<string> | null }> = [];
   private bucket: { perSecond: number; tokens: number; atMs: number } | null = null;
   private stats: RequestStats = { byAction: {}, byAccessKey: {}, total: 0 };
 
   script(spec: ThrottleSpec): void {
     if (!Number.isInteger(spec.count) || spec.count < 0) throw new RangeError(`throttle: count must be a whole number ≥ 0, got ${spec.count}`);
     this.scripted.push({ remaining: spec.count, actions: spec.actions ? new Set(spec.actions) : null });
+  }
+
+  delay(spec: DelaySpec): void {
+    const count = spec.count ?? 1;
+    if (!Number.isInteger(count) || count < 0) throw new RangeError(`delay: count must be a whole number ≥ 0, got ${count}`);
+    if (!(spec.ms >= 0)) throw new RangeError(`delay: ms must be ≥ 0, got ${spec.ms}`);
+    this.delays.push({ remaining: count, ms: spec.ms, actions: spec.actions ? new Set(spec.actions) : null });
+  }
+
+  /** How long the reply to an admitted call of `action` waits (0 for most). */
+  replyDelayMs(action: string): number {
+    const spec = this.delays.find((d) => d.remaining > 0 && (d.actions === null || d.actions.has(action)));
+    if (!spec) return 0;
+    spec.remaining--;
+    this.delays = this.delays.filter((d) => d.remaining > 0);
+    return spec.ms;
   }
 
   /** A token bucket holding up to one second of calls (at least one), refilled at `perSecond`; null removes it. */
