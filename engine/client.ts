@@ -485,6 +485,8 @@ export class Client implements AsyncDisposable {
       // Else its first event still in the stream: a start, when it was not applied yet.
       const m = typeOf(last.data) === EngineEvent.Start ? last : await this.rt.jsm.streams.getMessage(stream, { seq: 1, next_by_subj: subject } as never);
       if (!m) return null;
+      // An engine already went past it (it refused the start): nothing is pending.
+      if ((await this.partitionCheckpoint(workflow.name, p)) >= m.seq) return null;
       data = m.data;
     } catch {
       return null;
@@ -504,6 +506,21 @@ export class Client implements AsyncDisposable {
       instance.parked = `no live engine serves workflow '${workflow.name}' (partition ${p}) in namespace '${this.rt.names.namespace}'; its start waits in the stream until one runs`;
     }
     return instance;
+  }
+
+  /** How far the partition's events are finished (its lease, or what its last owner left), 0 when unknown. */
+  private async partitionCheckpoint(workflow: string, partition: number): Promise<number> {
+    for (const key of [this.rt.names.leaseKey(workflow, partition), this.rt.names.checkpointKey(workflow, partition)]) {
+      try {
+        const entry = await this.rt.control.get(key);
+        if (!entry || entry.operation !== 'PUT') continue;
+        const c = z.object({ checkpoint: z.number() }).safeParse(decodeJson(entry.value));
+        if (c.success) return c.data.checkpoint;
+      } catch {
+        return 0;
+      }
+    }
+    return 0;
   }
 
   /** Why an engine cannot apply an instance's events, if one said so (see the worker's blocked instances). */

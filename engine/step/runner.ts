@@ -90,8 +90,19 @@ export class MachineRunner {
     return this.machine.restoreSnapshot(persisted as never, this.scope) as AnyMachineSnapshot;
   }
 
+  /**
+   * The snapshot as stored. History states are kept sorted by state id: XState lists them in the
+   * order they were entered in a live run, but in document order once restored, and the order
+   * means nothing (the entry set is sorted again when they are restored), so a replay and the
+   * stored record compare equal however the run went.
+   */
   persist(snapshot: AnyMachineSnapshot): Record<string, unknown> {
-    return this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
+    const persisted = this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
+    const history = persisted['historyValue'] as Record<string, Array<{ id: string }>> | undefined;
+    if (history && Object.values(history).some((states) => Array.isArray(states) && states.length > 1)) {
+      persisted['historyValue'] = Object.fromEntries(Object.entries(history).map(([k, states]) => [k, Array.isArray(states) ? [...states].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : states]));
+    }
+    return persisted;
   }
 }
 
