@@ -34,6 +34,7 @@ import { assign, createActor, setup } from 'xstate';
 import { z } from 'zod';
 import { NatsServer, findNatsServer } from '../adapters/nats-server/launcher.js';
 import { createClient, createEngine, defineWorkflow, partitionOf, type EngineOptions } from '../engine/index.js';
+import { layout } from '../engine/internal.js';
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -156,23 +157,33 @@ export async function connectFast(url: Servers, name: string): Promise<NatsConne
  */
 export async function watchCounts(
   nc: NatsConnection,
-  bucket: string,
+  buckets: string | readonly string[],
   countOf: (b: Uint8Array) => number,
   onCount: (key: string, count: number, t: number) => void,
   key = '>',
 ): Promise<{ stop(): void; updates(): number }> {
-  const kv = await new Kvm(jetstream(nc)).open(bucket);
-  const watcher = await kv.watch({ key, include: KvWatchInclude.UpdatesOnly });
+  const kvm = new Kvm(jetstream(nc));
+  const watchers = await Promise.all(
+    (typeof buckets === 'string' ? [buckets] : buckets).map(async (bucket) => (await kvm.open(bucket)).watch({ key, include: KvWatchInclude.UpdatesOnly })),
+  );
   let updates = 0;
-  void (async () => {
-    for await (const e of watcher) {
-      const t = now();
-      if (e.operation !== 'PUT') continue;
-      updates++;
-      onCount(e.key, countOf(e.value), t);
-    }
-  })();
-  return { stop: () => watcher.stop(), updates: () => updates };
+  for (const watcher of watchers) {
+    void (async () => {
+      for await (const e of watcher) {
+        const t = now();
+        if (e.operation !== 'PUT') continue;
+        updates++;
+        onCount(e.key, countOf(e.value), t);
+      }
+    })();
+  }
+  return { stop: () => watchers.forEach((w) => w.stop()), updates: () => updates };
+}
+
+/** The KV buckets holding a namespace's instance records (the engine's default shard count unless told). */
+export function recordBuckets(ns: string, shards = 4): string[] {
+  const names = layout(ns);
+  return Array.from({ length: shards }, (_, s) => names.instancesShard(s));
 }
 
 /** Resolves when `n` keys have reached `target`; records the time of the last one. */
@@ -306,8 +317,11 @@ export function medianRun(runs: ThroughputStats[]): ThroughputStats {
   return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, runs: runs.map((r) => r.rate) };
 }
 
-export async function kvLastSeq(jsm: JetStreamManager, bucket: string): Promise<number> {
-  return (await jsm.streams.info(`KV_${bucket}`)).state.last_seq;
+/** The writes so far to the buckets' streams (the sum of their last sequences). */
+export async function kvLastSeq(jsm: JetStreamManager, buckets: string | readonly string[]): Promise<number> {
+  const all = typeof buckets === 'string' ? [buckets] : buckets;
+  const seqs = await Promise.all(all.map(async (b) => (await jsm.streams.info(`KV_${b}`).catch(() => null))?.state.last_seq ?? 0));
+  return seqs.reduce((a, b) => a + b, 0);
 }
 
 /** Deletes every stream whose name contains `ns` (the measurement is over). */
@@ -402,7 +416,7 @@ export async function jetstateThroughput(
   const sendRate = sends.length / ((now() - tSend) / 1_000);
   await client.close();
 
-  const bucket = `${ns}_instances`;
+  const bucket = recordBuckets(ns);
   const before = await kvLastSeq(admin.jsm, bucket);
   const c = completion(n, e);
   const watch = await watchCounts(admin.nc, bucket, jetstateCount, c.onCount);
@@ -437,7 +451,7 @@ export async function jetstateSoloLatency(
   const id = 'solo';
   try {
     await engine.start(counter, { id, input: {} });
-    const watch = await watchCounts(admin.nc, `${ns}_instances`, jetstateCount, tracker.onCount, keyOf(id));
+    const watch = await watchCounts(admin.nc, recordBuckets(ns), jetstateCount, tracker.onCount, keyOf(id));
     const durations: number[] = [];
     try {
       const total = warmup + events;
@@ -465,7 +479,7 @@ async function jetstateOpenLoop(url: string, admin: Admin): Promise<LatencyStats
   const engine = await createEngine(engineOptions(url, ns));
   const tracker = new LatencyTracker();
   const ids = Array.from({ length: CFG.openInstances }, (_, i) => `o${i}`);
-  const watch = await watchCounts(admin.nc, `${ns}_instances`, jetstateCount, tracker.onCount);
+  const watch = await watchCounts(admin.nc, recordBuckets(ns), jetstateCount, tracker.onCount);
   try {
     await pool(ids, 64, (id) => engine.start(counter, { id, input: {} }));
     // Warm-up: one event per instance (loads every instance into the engine's cache).

@@ -61,7 +61,7 @@ const ms = (): number => performance.now();
 const server = await NatsServer.start();
 const nc = await connect({ servers: server.url, noAsyncTraces: true });
 const namespace = `bench_effects_${process.pid}`;
-const engine = await createEngine({ servers: server.url, namespace, workflows: [timed, tasked] });
+const engine = await createEngine({ servers: server.url, namespace, workflows: [timed, tasked], recordShards: 1 });
 const kv = await new Kvm(nc).open(`${namespace}_instances`);
 const rows: string[][] = [['measure', 'value']];
 try {

@@ -47,6 +47,7 @@ import {
   jetstateCount,
   keyOf,
   kvLastSeq,
+  recordBuckets,
   LatencyTracker,
   now,
   pool,
@@ -195,7 +196,7 @@ async function throughput(url: string, admin: Admin, mode: Mode, n: number, e: n
   const sendRate = sends.length / ((now() - tSend) / 1_000);
   await client.close();
 
-  const bucket = `${ns}_instances`;
+  const bucket = recordBuckets(ns);
   const before = await kvLastSeq(admin.jsm, bucket);
   const c = completion(n, e);
   const watch = await watchCounts(admin.nc, bucket, jetstateCount, c.onCount);
@@ -233,7 +234,7 @@ async function latency(url: string, admin: Admin, mode: Mode, warmup: number, ev
   const id = 'solo';
   try {
     await client.start(mode.def, { id, input: {}, ...withToken(tokens[0]) });
-    const watch = await watchCounts(admin.nc, `${ns}_instances`, jetstateCount, tracker.onCount, keyOf(id));
+    const watch = await watchCounts(admin.nc, recordBuckets(ns), jetstateCount, tracker.onCount, keyOf(id));
     const durations: number[] = [];
     try {
       for (let k = 1; k <= warmup + events; k++) {

@@ -94,7 +94,7 @@ async function side(url: string, label: string, machines: Record<string, string>
     if (pushMachines.includes(name)) pushArns.add(arns[name]);
   }
   const extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: CREDENTIALS, ...(maxRequestsPerSecond ? { maxRequestsPerSecond } : {}) });
-  const engine = await createEngine({ servers: url, namespace, workflows: workflowsOf(arns), extensions: [extension], name: `bench-sfn-${label}` });
+  const engine = await createEngine({ servers: url, namespace, workflows: workflowsOf(arns), extensions: [extension], name: `bench-sfn-${label}`, recordShards: 1 });
   const s = { local, admin, engine, extension, forwarder, namespace, arns };
   sides.push(s);
   return s;

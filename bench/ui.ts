@@ -52,7 +52,8 @@ const nats = await NatsServer.start({ storeDir });
 const namespace = 'bench';
 try {
   // Two real records to copy: start() writes them as the engine would.
-  const client = await createClient({ servers: nats.url, namespace, workflows: [order, approval] });
+  // One record bucket: the seeding below writes records straight into it.
+  const client = await createClient({ servers: nats.url, namespace, workflows: [order, approval], recordShards: 1 });
   await client.start(order, { id: 'template-o', input: { orderId: 'template-o', customer: 'ada', amount: 30 } });
   await client.start(approval, { id: 'template-a', input: { requester: 'ada', resource: 'db' } });
   await client.close();

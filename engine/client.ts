@@ -7,18 +7,19 @@ import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
 import { createInbox } from '@nats-io/nats-core';
 import { z } from 'zod';
+import type { KV } from '@nats-io/kv';
 import type { AnyStateMachine, StateValue } from 'xstate';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './define/definition.js';
 import type { StateValueOf, WorkflowHistoryEntry, WorkflowInstance } from './define/instance-types.js';
 import { checkStateTest, tagsOf } from './define/states.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
-import { checkName, partitionOf } from './protocol/names.js';
+import { checkName, partitionOf, shardOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
 import { toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus, type StateMatch } from './protocol/record.js';
 import { decodeJson } from './protocol/json.js';
 import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
-import { readHistory } from './store/history.js';
+import { readHistory, withJournal } from './store/history.js';
 import { parseRecord, readRecord } from './store/records.js';
 import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
 import { reencryptWorkflows, type ReencryptReport } from './store/reencrypt.js';
@@ -143,6 +144,19 @@ export class Client implements AsyncDisposable {
     return new Client(await openRuntime(resolved));
   }
 
+  /**
+   * The KV buckets that hold the namespace's instance records (spread by partition; fixed when the
+   * namespace was first created), for tools that watch every record, such as the web view.
+   */
+  get recordBuckets(): readonly string[] {
+    return Array.from({ length: this.rt.records.shards }, (_, s) => this.rt.names.instancesShard(s));
+  }
+
+  /** The bucket that holds one instance's record. */
+  recordBucketOf(workflow: string, id: string): string {
+    return this.rt.names.instancesShard(shardOf(workflow, id, this.rt.partitions, this.rt.records.shards));
+  }
+
   /** The namespace's partition count (fixed when it was first created). */
   get partitions(): number {
     return this.rt.partitions;
@@ -223,7 +237,7 @@ export class Client implements AsyncDisposable {
       this.checkSize(workflow, id, `event '${data.type}'`, body);
       const key = this.rt.names.instanceKey(workflow.name, id);
       if (!this.known.has(key)) {
-        const entry = await this.rt.instances.get(key);
+        const entry = await this.rt.records.ofKey(key).get(key);
         if (!entry || entry.operation !== 'PUT') {
           fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; start it first; the event was not sent`);
         }
@@ -336,7 +350,7 @@ export class Client implements AsyncDisposable {
     check(await admit(this.rt.security.verifier, workflow, { kind }, options.token, 'client'), `nothing was sent`);
     const key = this.rt.names.instanceKey(workflow.name, id);
     if (!this.known.has(key)) {
-      const entry = await this.rt.instances.get(key);
+      const entry = await this.rt.records.ofKey(key).get(key);
       if (!entry || entry.operation !== 'PUT') fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; nothing to ${kind}`);
     }
     const event = { type, ...(options.reason !== undefined ? { reason: options.reason } : {}) };
@@ -544,7 +558,7 @@ export class Client implements AsyncDisposable {
     this.rt.registry.add(workflow);
     if (filter.state !== undefined) checkStateTest(workflow.name, this.machinesOf(workflow), filter.state);
     const keys: string[] = [];
-    for await (const k of await this.rt.instances.keys(`${workflow.name}.>`)) keys.push(k);
+    for (const kv of this.rt.records.all) for await (const k of await kv.keys(`${workflow.name}.>`)) keys.push(k);
     keys.sort();
     for (let i = 0; i < keys.length; i += 64) {
       const records = await Promise.all(keys.slice(i, i + 64).map((k) => this.readRecord(workflow.name, k.slice(workflow.name.length + 1))));
@@ -581,9 +595,9 @@ export class Client implements AsyncDisposable {
     let lastError: Error | undefined;
     // A watch that fails or ends early (NATS restarting, a leader election) is opened again until the deadline.
     while (Date.now() < deadline) {
-      let watcher: Awaited<ReturnType<typeof this.rt.instances.watch>>;
+      let watcher: Awaited<ReturnType<KV['watch']>>;
       try {
-        watcher = await this.rt.instances.watch({ key });
+        watcher = await this.rt.records.ofKey(key).watch({ key });
       } catch (e) {
         lastError = e as Error;
         await new Promise((r) => setTimeout(r, Math.max(0, Math.min(250, deadline - Date.now()))));
@@ -628,22 +642,18 @@ export class Client implements AsyncDisposable {
     this.rt.registry.add(workflow);
     checkName('instance id', id);
     // The entries were written by the step from events the gate parsed with these schemas.
-    return (await this.historyThrough(workflow.name, id, (await this.readRecord(workflow.name, id))?.revision ?? 0)) as WorkflowHistoryEntry<W>[];
+    return (await this.historyThrough(workflow.name, id, await this.readRecord(workflow.name, id))) as WorkflowHistoryEntry<W>[];
   }
 
   /**
-   * History is published right after the state write: wait briefly for the tail of a write that
-   * `get()` or `waitFor()` already showed.
+   * The history as the stream holds it, with the entries the record still journals (published
+   * after the write without waiting; in the record until the stream confirms them).
    */
-  private async historyThrough(workflow: string, id: string, revision: number): Promise<HistoryEntry[]> {
+  private async historyThrough(workflow: string, id: string, record: InstanceRecord | null): Promise<HistoryEntry[]> {
     const { codec } = this.rt.security;
-    for (let attempt = 0; ; attempt++) {
-      const stored = await readHistory(this.rt, workflow, id);
-      const entries = codec.ring ? codec.openHistory(workflow, id, stored.entries, stored.secrets) : (redactEnvelopes(stored.entries) as HistoryEntry[]);
-      const top = entries.reduce((m, e) => Math.max(m, e.revision), 0);
-      if (top >= revision || attempt >= 20) return entries;
-      await new Promise((r) => setTimeout(r, 25 * (attempt + 1)));
-    }
+    const stored = await readHistory(this.rt, workflow, id);
+    const entries = codec.ring ? codec.openHistory(workflow, id, stored.entries, stored.secrets) : (redactEnvelopes(stored.entries) as HistoryEntry[]);
+    return record ? withJournal(entries, record.lastHistory) : entries;
   }
 
   /** Replays an instance's history from its start and reports whether it reproduces the stored snapshot. */
@@ -656,7 +666,7 @@ export class Client implements AsyncDisposable {
     if (!found) {
       fail(ErrorCode.WorkflowNotRegistered, `workflow '${workflow.name}' instance '${id}': stored version ${record.version} is not registered; pass it in 'workflows'`);
     }
-    return verifyInstance(found.def, found.runner, record, await this.historyThrough(workflow.name, id, record.revision));
+    return verifyInstance(found.def, found.runner, record, await this.historyThrough(workflow.name, id, record));
   }
 
   /** Closes the connection if jetstate opened it. Idempotent. */
@@ -683,7 +693,7 @@ export class Client implements AsyncDisposable {
   }
 
   protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
-    return (await readRecord(this.rt.instances, this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null;
+    return (await readRecord(this.rt.records.of(workflow, id), this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null;
   }
 
   protected parseRecord(workflow: string, id: string, bytes: Uint8Array): InstanceRecord {

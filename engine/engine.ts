@@ -49,12 +49,13 @@ export class Engine extends Client {
   private readonly startedExtensions: EngineExtension[] = [];
   /** The workflows (and versions) this engine serves: those it was given, with their child workflows. */
   private readonly served: Map<string, number[]>;
+  private readonly committer: Committer;
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
     this.served = new Map(rt.registry.names().map((n) => [n, rt.registry.versions(n).map((v) => v.def.version).sort((a, b) => a - b)]));
-    const store = new InstanceStore(rt.instances, rt.registry, rt.security.codec);
-    const committer = new Committer(rt, store, new ActionExecutor(rt), { afterStateWrite: options.testHooks?.afterStateWrite, beforeStateWrite: options.testHooks?.beforeStateWrite });
+    const store = new InstanceStore(rt.records, rt.registry, rt.security.codec);
+    const committer = (this.committer = new Committer(rt, store, new ActionExecutor(rt), { afterStateWrite: options.testHooks?.afterStateWrite, beforeStateWrite: options.testHooks?.beforeStateWrite }));
     // A pulled timer or task comes back to another engine this long after its engine died.
     const ackWaitMs = Math.min(30_000, Math.max(1_000, options.leaseTtlMs));
     this.timers = new TimerService(rt, options.clock ?? systemClock, ackWaitMs);
@@ -65,6 +66,10 @@ export class Engine extends Client {
       names.add(x.name);
     }
     this.tasks = new TaskService(rt, {
+      engineId: () => this.manager.engineId,
+      memberLive: (id) => this.manager.liveMembers().has(id),
+      localTasks: options.localTasks,
+      localHoldMs: options.localHoldMs,
       drainTimeoutMs: options.drainTimeoutMs,
       ackWaitMs,
       extensions: new Map(this.extensions.map((x) => [x.name, x])),
@@ -80,7 +85,7 @@ export class Engine extends Client {
       requiredExtensions: (workflow) => [...new Set(rt.registry.versions(workflow).flatMap((v) => [...v.runner.activities.values()].flatMap((a) => a.options.requires)))],
       beforeTrim: options.testHooks?.beforeTrim,
       startWorker: async (workflow, partition, checkpoint) => {
-        const ctx = { rt, store, committer, stream: rt.names.eventStream(workflow, partition), partition, signatureMaxAgeMs };
+        const ctx = { rt, store, committer, stream: rt.names.eventStream(workflow, partition), partition, signatureMaxAgeMs, tasks: options.localTasks > 0 ? this.tasks : undefined };
         const worker = new PartitionWorker(rt, ctx, workflow, partition, checkpoint, {
           maxPending: options.maxPendingPerPartition,
           maxBatch: options.maxBatch,
@@ -141,6 +146,8 @@ export class Engine extends Client {
     await this.timers.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (timers): ${e.message}`));
     await this.tasks.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (tasks): ${e.message}`));
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));
+    // History published after the last writes, before the connection goes.
+    await this.committer.flush();
     await super.shutdown();
   }
 }

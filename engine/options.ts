@@ -37,6 +37,12 @@ const ClientShape = z
      * when the namespace is first created; `verify` needs the whole history of an instance.
      */
     historyMaxAgeMs: z.number().int().min(0).default(0),
+    /**
+     * KV buckets the instance records are spread over, fixed when the namespace is first created
+     * (default 4): under `sync_interval: always` each stream fsyncs its writes one after another,
+     * so several buckets take more writes per second.
+     */
+    recordShards: z.number().int().min(1).max(64).optional(),
     /** Partitions of the event stream, fixed when the namespace is first created (default 16). */
     partitions: z.number().int().min(1).max(1024).optional(),
     /** Workflow versions this process knows (needed by `verify` of older versions). */
@@ -100,6 +106,18 @@ export const EngineOptionsSchema = ClientShape.extend({
   drainTimeoutMs: z.number().int().min(0).default(10_000),
   /** Most events of one partition held in memory before intake pauses. */
   maxPendingPerPartition: z.number().int().min(1).default(4_096),
+  /**
+   * Most tasks (invoked activities) this engine runs in process at once, right after the write
+   * that started them, for instances of its own partitions: no round trip through the tasks
+   * stream, the outcome applied in the next write. 0 sends every task through the tasks stream.
+   */
+  localTasks: z.number().int().min(0).default(256),
+  /**
+   * How long a task runs (or waits for a retry) in process before it is also published to the
+   * tasks stream (claimed by this engine while it still runs it), so that the partition's events
+   * are not held back and another engine takes it over if this one dies.
+   */
+  localHoldMs: z.number().int().min(0).default(1_000),
   /** Most events of one instance applied in one write. */
   maxBatch: z.number().int().min(1).max(10_000).default(256),
   /**

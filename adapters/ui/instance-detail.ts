@@ -12,7 +12,8 @@ import type { HistoryRow, InstanceDetail, PendingExecution } from './protocol.js
 
 export interface DetailSources {
   reader: Client;
-  kv: KV;
+  /** The bucket holding a record key's record. */
+  kv: (key: string) => KV;
   index: InstanceIndex;
   catalog: WorkflowCatalog;
   /** e.g. `http://localhost:16686/trace/{traceId}`. */
@@ -89,7 +90,7 @@ export function describeEvent(entry: { kind: string; event: unknown; actorEvent?
 /** The instance page's data, or null when the instance does not exist. */
 export async function instanceDetail(src: DetailSources, workflow: string, id: string): Promise<InstanceDetail | null> {
   const key = `${workflow}.${id}`;
-  const extras = await readExtras(src.kv, key);
+  const extras = await readExtras(src.kv(key), key);
   if (!extras) return null;
   const problems: string[] = [];
   const def = src.catalog.resolve(workflow, extras.version);

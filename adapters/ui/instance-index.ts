@@ -127,22 +127,31 @@ export class InstanceIndex {
   private readonly recentKeys = new Map<string, true>();
   private readonly listeners = new Set<(key: string, entry: IndexEntry | undefined) => void>();
   private readonly readyWaiters: Array<() => void> = [];
-  private lastRevision = 0;
+  /** The last revision seen, per bucket. */
+  private readonly lastRevision: number[];
   private stopped = false;
-  private watcher: { stop(): void } | undefined;
   private running: Promise<void> | undefined;
   /** Grows by one per applied change: a cheap "something moved" for pages. */
   version = 0;
   ready = false;
 
+  private readonly watchers: Array<{ stop(): void }> = [];
+  private readonly readyBuckets = new Set<number>();
+
+  /** `kv`: the records' bucket, or every bucket they are spread over (`client.recordBuckets`). */
   constructor(
-    private readonly kv: KV,
+    kv: KV | readonly KV[],
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.kvs = Array.isArray(kv) ? [...(kv as readonly KV[])] : [kv as KV];
+    this.lastRevision = this.kvs.map(() => 0);
+  }
+
+  private readonly kvs: KV[];
 
   start(): void {
-    this.running ??= this.run();
+    this.running ??= Promise.all(this.kvs.map((_, i) => this.run(i))).then(() => {});
   }
 
   whenReady(): Promise<void> {
@@ -249,7 +258,7 @@ export class InstanceIndex {
 
   async close(): Promise<void> {
     this.stopped = true;
-    this.watcher?.stop();
+    for (const w of this.watchers) w?.stop();
     await this.running?.catch(() => {});
   }
 
@@ -288,16 +297,24 @@ export class InstanceIndex {
     return names.map((wf) => [lowerBound(keys, `${wf}.${prefix}`), lowerBound(keys, `${wf}.${prefix}\uffff`)] as [number, number]);
   }
 
-  private async run(): Promise<void> {
+  /** One bucket's part of the index is complete (its watch delivered what it held): all of them, the index. */
+  private bucketReady(i: number): void {
+    this.readyBuckets.add(i);
+    if (this.readyBuckets.size === this.kvs.length) this.markReady();
+  }
+
+  private async run(i: number): Promise<void> {
+    const kv = this.kvs[i]!;
     while (!this.stopped) {
       try {
-        if (!this.ready && this.lastRevision === 0 && (await this.kv.status()).values === 0) this.markReady();
-        const watcher = await this.kv.watch(this.lastRevision > 0 ? { resumeFromRevision: this.lastRevision + 1 } : {});
-        this.watcher = watcher;
+        if (!this.ready && this.lastRevision[i] === 0 && (await kv.status()).values === 0) this.bucketReady(i);
+        const watcher = await kv.watch(this.lastRevision[i]! > 0 ? { resumeFromRevision: this.lastRevision[i]! + 1 } : {});
+        this.watchers[i] = watcher;
         if (this.stopped) watcher.stop();
         let since = performance.now();
         for await (const e of watcher) {
-          this.apply(e);
+          this.lastRevision[i] = Math.max(this.lastRevision[i]!, e.revision);
+          this.apply(e, i);
           // A burst of changes arrives in one go: let page requests in every 20 ms.
           if (performance.now() - since > 20) {
             await new Promise((r) => setImmediate(r));
@@ -313,8 +330,7 @@ export class InstanceIndex {
     }
   }
 
-  private apply(e: KvWatchEntry): void {
-    this.lastRevision = Math.max(this.lastRevision, e.revision);
+  private apply(e: KvWatchEntry, bucket: number): void {
     const old = this.entries.get(e.key);
     let oldRevision: number | undefined;
     if (e.operation !== 'PUT') {
@@ -348,7 +364,7 @@ export class InstanceIndex {
       }
     }
     this.version++;
-    if (!this.ready && (e.isUpdate || e.delta === 0)) this.markReady();
+    if (!this.ready && (e.isUpdate || e.delta === 0)) this.bucketReady(bucket);
     const now = this.entries.get(e.key);
     for (const l of this.listeners) {
       try {

@@ -9,7 +9,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
+import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { createClient, ErrorCode, JetstateError, type Client, type ClientOptions } from '../../engine/index.js';
@@ -72,9 +72,13 @@ export class UiServer implements AsyncDisposable {
       const actor = o.keyRing && !o.reveal ? await createClient({ ...base, secrets: { keyRing: o.keyRing } }) : reader;
       if (actor !== reader) opened.push(actor);
       const kvm = new Kvm(nc);
-      const kv = await kvm.open(`${o.namespace}_instances`);
+      const buckets = await Promise.all(reader.recordBuckets.map((b) => kvm.open(b)));
+      const kv = (key: string): KV => {
+        const dot = key.indexOf('.');
+        return buckets[reader.recordBuckets.indexOf(reader.recordBucketOf(key.slice(0, dot), key.slice(dot + 1)))]!;
+      };
       const jsm: JetStreamManager = await jetstreamManager(nc);
-      index = new InstanceIndex(kv, o.logger);
+      index = new InstanceIndex(buckets, o.logger);
       index.start();
       const catalog = new WorkflowCatalog(o.workflows);
       const sources: DetailSources = { reader, kv, index, catalog, traceUrl: o.traceUrl, revealed: o.reveal, executions: cachedPendingExecutions(jsm, kvm, o.namespace) };

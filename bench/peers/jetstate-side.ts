@@ -129,16 +129,20 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
     const counter = { retries: 0 };
     const completions = new Completions();
     if (o.wait === 'watch') {
-      const kv = await new Kvm(jetstream(watchConnection)).open(`${NAMESPACE}_instances`);
-      const watcher = await kv.watch({ key: `${workflow.name}.>`, include: KvWatchInclude.UpdatesOnly });
-      stopWatch = () => watcher.stop();
-      void (async () => {
-        for await (const e of watcher) {
-          if (e.operation !== 'PUT') continue;
-          const r = JSON.parse(dec.decode(e.value)) as { status: string; snapshot: { context: Seen['context'] } };
-          completions.seen(e.key, { status: r.status, context: r.snapshot.context });
-        }
-      })();
+      // The records are spread over several buckets: watch each.
+      const watchers = await Promise.all(
+        c.recordBuckets.map(async (b) => (await new Kvm(jetstream(watchConnection)).open(b)).watch({ key: `${workflow.name}.>`, include: KvWatchInclude.UpdatesOnly })),
+      );
+      stopWatch = () => watchers.forEach((w) => w.stop());
+      for (const watcher of watchers) {
+        void (async () => {
+          for await (const e of watcher) {
+            if (e.operation !== 'PUT') continue;
+            const r = JSON.parse(dec.decode(e.value)) as { status: string; snapshot: { context: Seen['context'] } };
+            completions.seen(e.key, { status: r.status, context: r.snapshot.context });
+          }
+        })();
+      }
     }
 
     let invoke: (lane: number, k: number) => Promise<void>;

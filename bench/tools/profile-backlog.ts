@@ -45,7 +45,7 @@ const maxBatch = Number(process.argv[2] && !process.argv[2].startsWith('--') ? p
 const out = process.argv[3] && !process.argv[3].startsWith('--') ? process.argv[3] : join(tmpdir(), `jetstate-backlog-${maxBatch}.cpuprofile`);
 const srv = await NatsServer.start({ syncAlways: process.argv.includes('--always') });
 const ns = 'p1';
-const c = await createClient({ servers: srv.url, namespace: ns, workflows: [counter] });
+const c = await createClient({ servers: srv.url, namespace: ns, workflows: [counter], recordShards: 1 });
 const N = 1000, E = 20;
 const ids = Array.from({ length: N }, (_, i) => `i${i}`);
 for (let i = 0; i < ids.length; i += 100) await Promise.all(ids.slice(i, i + 100).map((id) => c.start(counter, { id, input: {} })));
@@ -60,7 +60,7 @@ void (async () => { for await (const e of w) { if (e.operation === 'PUT' && (JSO
 const session = new Session(); session.connect();
 await session.post('Profiler.enable'); await session.post('Profiler.setSamplingInterval', { interval: 200 }); await session.post('Profiler.start');
 const t0 = performance.now();
-const e = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter], maxBatch });
+const e = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter], maxBatch, recordShards: 1 });
 await done;
 const secs = (performance.now() - t0) / 1000;
 const { profile } = await session.post('Profiler.stop');

@@ -27,7 +27,7 @@ const now = (): number => performance.now();
 const srv = await NatsServer.start({ syncAlways: always });
 const hard = setTimeout(() => { console.error('steady-purge: hard timeout'); void srv.stop().finally(() => process.exit(1)); }, (seconds + 60) * 1_000);
 const ns = 'steady';
-const engine = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter] });
+const engine = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter], recordShards: 1 });
 const ids = Array.from({ length: 200 }, (_, i) => `s${i}`);
 await Promise.all(ids.map((id) => engine.start(counter, { id, input: {} })));
 const nc = await connect({ servers: srv.url, noAsyncTraces: true });

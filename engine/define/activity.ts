@@ -31,6 +31,14 @@ export interface ActivityOptions {
    * leaves the task to a live engine that has them.
    */
   requires?: readonly string[];
+  /**
+   * Run in the process of the engine that owns the instance, right after the write that starts
+   * it, without a round trip through the tasks stream (the default, unless `heartbeatTimeoutMs` is
+   * set: an activity that heartbeats is long-running, and goes through the tasks stream at once).
+   * A task run in process still leaves for the tasks stream when it runs longer than the engine's
+   * `localHoldMs`, waits that long for a retry, or its engine closes.
+   */
+  inProcess?: boolean;
 }
 
 export interface ResolvedActivityOptions {
@@ -38,13 +46,17 @@ export interface ResolvedActivityOptions {
   timeoutMs: number;
   heartbeatTimeoutMs: number | undefined;
   requires: readonly string[];
+  inProcess: boolean;
 }
 
 export interface ActivityContext<TInput> {
   input: TInput;
   /** Aborts when the attempt times out, the invoking state is exited, or the engine closes. */
   signal: AbortSignal;
-  /** 1 for the first attempt. An attempt taken over from a dead engine counts too. */
+  /**
+   * 1 for the first attempt. An attempt taken over from a dead engine counts too (except one that
+   * ran in that engine's process and was cut short before it reached the tasks stream).
+   */
   attempt: number;
   /** The same for every attempt of this invocation: pass it to the services you call. */
   idempotencyKey: string;
@@ -106,7 +118,7 @@ export function activity<TInput = unknown, TOutput = unknown>(fn: ActivityFuncti
   });
   const definition: ActivityDefinition = {
     fn: fn as ActivityFunction<unknown, unknown>,
-    options: { retry, timeoutMs: options.timeoutMs ?? 60_000, heartbeatTimeoutMs: options.heartbeatTimeoutMs, requires: Object.freeze([...(options.requires ?? [])]) },
+    options: { retry, timeoutMs: options.timeoutMs ?? 60_000, heartbeatTimeoutMs: options.heartbeatTimeoutMs, requires: Object.freeze([...(options.requires ?? [])]), inProcess: options.inProcess ?? options.heartbeatTimeoutMs === undefined },
   };
   Object.defineProperty(logic, ACTIVITY, { value: definition });
   return logic;

@@ -44,7 +44,7 @@ export function createExtensionHost(
     async taskState(ref) {
       let found;
       try {
-        found = await readRecord(rt.instances, rt.security.codec, rt.names.instanceKey(ref.workflow, ref.id), 'open-or-redact');
+        found = await readRecord(rt.records.of(ref.workflow, ref.id), rt.security.codec, rt.names.instanceKey(ref.workflow, ref.id), 'open-or-redact');
       } catch {
         return 'unknown';
       }

@@ -11,7 +11,7 @@
  * task that ran twice is applied once.
  */
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
-import type { Subscription } from '@nats-io/nats-core';
+import { headers as natsHeaders, type Subscription } from '@nats-io/nats-core';
 import { context, trace } from '@opentelemetry/api';
 import { z } from 'zod';
 import { DEFER, type EngineExtension } from '../define/extension.js';
@@ -21,7 +21,7 @@ import { EngineEvent } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
-import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
+import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceCarrier, type TraceSource } from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
 import type { InstanceRecord } from '../protocol/record.js';
 import { readRecord } from '../store/records.js';
@@ -58,19 +58,37 @@ export async function readTaskProgress(rt: Runtime, workflow: string, id: string
 const taskKey = (t: { workflow: string; id: string; invokeId: string; token: number }): string => `${t.workflow}.${t.id}.${t.invokeId}.${t.token}`;
 
 /** Publishes the tasks a step started. Idempotent: each task has a stable message id. */
-export async function publishTasks(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[], trace?: TraceSource): Promise<void> {
+export async function publishTasks(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[], trace?: TraceSource, handover?: Handover): Promise<void> {
   await Promise.all(
-    tasks.map((t) =>
-      rt.js.publish(
-        rt.names.taskSubject(workflow, t.src),
-        // No input: the runner reads it from the record (sealed there, re-encrypted with it), so
-        // nothing secret sits in the tasks stream.
-        encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src }),
-        withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${id}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token)),
-      ),
-    ),
+    tasks.map((t) => {
+      const options = withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${id}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token));
+      if (handover && (handover.attempts > 0 || handover.claimedBy || handover.notBeforeMs)) {
+        const h = options.headers ?? natsHeaders();
+        if (handover.attempts > 0) h.set(ATTEMPTS_HEADER, String(handover.attempts));
+        if (handover.claimedBy) h.set(CLAIM_HEADER, handover.claimedBy);
+        if (handover.notBeforeMs) h.set(NOT_BEFORE_HEADER, String(handover.notBeforeMs));
+        options.headers = h;
+      }
+      // No input: the runner reads it from the record (sealed there, re-encrypted with it), so
+      // nothing secret sits in the tasks stream.
+      return rt.js.publish(rt.names.taskSubject(workflow, t.src), encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src }), options);
+    }),
   );
 }
+
+/** What a task that ran in process first carries to the tasks stream. */
+export interface Handover {
+  /** Attempts it already had. */
+  attempts: number;
+  /** The engine still running it: others leave it alone while that engine lives. */
+  claimedBy?: string | undefined;
+  /** Its next attempt is not due before this time. */
+  notBeforeMs?: number | undefined;
+}
+
+const ATTEMPTS_HEADER = 'Jetstate-Attempts';
+const CLAIM_HEADER = 'Jetstate-Claimed-By';
+const NOT_BEFORE_HEADER = 'Jetstate-Not-Before';
 
 /** The tasks a record's last write started (to publish again after a crash may have cut that short). */
 export function tasksStartedBy(record: InstanceRecord): TaskChange[] {
@@ -90,6 +108,14 @@ interface Running {
 }
 
 export interface TaskServiceOptions {
+  /** This engine's id (it claims the tasks it still runs when they leave for the tasks stream). */
+  engineId(): string;
+  /** True when the engine with this id is a live member. */
+  memberLive(engineId: string): boolean;
+  /** Most tasks run in process at once (0: every task goes through the tasks stream). */
+  localTasks: number;
+  /** How long a task runs (or waits for a retry) in process before it leaves for the tasks stream. */
+  localHoldMs: number;
   drainTimeoutMs: number;
   /** How long a pulled task may stay unanswered before another engine gets it (renewed while an attempt runs). */
   ackWaitMs: number;
@@ -107,6 +133,8 @@ export class TaskService {
   private stopping = false;
   private readonly cancelListeners = new Set<(ref: TaskRef) => void>();
   private readonly extensions: ReadonlyMap<string, EngineExtension>;
+  private localRunning = 0;
+  private readonly engineId = (): string => this.options.engineId();
 
   constructor(
     private readonly rt: Runtime,
@@ -179,6 +207,11 @@ export class TaskService {
       m.term();
       return;
     }
+    // A task still running in the engine that handed it over, or whose next attempt is not due yet, waits.
+    const claimedBy = m.headers?.get(CLAIM_HEADER);
+    if (claimedBy && claimedBy !== this.options.engineId() && this.options.memberLive(claimedBy)) return void m.nak(2_000);
+    const notBefore = Number(m.headers?.get(NOT_BEFORE_HEADER) ?? 0) - Date.now();
+    if (notBefore > 0) return void m.nak(Math.min(notBefore, 3_600_000));
     const pending = await this.pending(task);
     if (pending === 'wait') return void m.nak(1_000);
     if (pending === 'unreadable') return void m.nak(30_000);
@@ -212,7 +245,7 @@ export class TaskService {
     for (let i = 0, wait = 2; i < 12; i++, wait = Math.min(wait * 2, 500)) {
       let found;
       try {
-        found = await readRecord(this.rt.instances, this.rt.security.codec, this.rt.names.instanceKey(task.workflow, task.id));
+        found = await readRecord(this.rt.records.of(task.workflow, task.id), this.rt.security.codec, this.rt.names.instanceKey(task.workflow, task.id));
       } catch (e) {
         this.rt.logger.error(`tasks: task ${task.src} of ${task.workflow} ${task.id} waits: ${(e as Error).message}`);
         return 'unreadable';
@@ -230,8 +263,11 @@ export class TaskService {
     return null;
   }
 
-  private async attempt(m: JsMsg, task: TaskMessage, def: ActivityDefinition, controller: AbortController, record: InstanceRecord): Promise<void> {
-    const attempt = m.info.deliveryCount;
+  /**
+   * Runs one attempt of a task and says what came of it. `working` keeps whatever holds the task
+   * alive while it runs (a durable message's ack wait); the caller settles the task.
+   */
+  private async runAttempt(task: TaskMessage, def: ActivityDefinition, attempt: number, controller: AbortController, record: InstanceRecord, scheduledBy: TraceCarrier | undefined, working: () => void): Promise<AttemptResult> {
     const { timeoutMs, heartbeatTimeoutMs, retry } = def.options;
     const fail = (why: string): void => controller.abort(new Error(why));
     const timeout = setTimeout(() => fail(`attempt ${attempt} timed out after ${timeoutMs} ms`), timeoutMs);
@@ -242,12 +278,9 @@ export class TaskService {
       heartbeatTimer = setTimeout(() => fail(`attempt ${attempt} sent no heartbeat for ${heartbeatTimeoutMs} ms`), heartbeatTimeoutMs);
     };
     armHeartbeat();
-    // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
-    // another one after the acknowledgement wait.
-    const keepAlive = setInterval(() => m.working(), Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
+    const keepAlive = setInterval(working, Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     const tel = this.rt.telemetry;
-    const scheduledBy = carrierFromHeaders(m.headers);
     const attrs = { 'jetstate.workflow': task.workflow, 'jetstate.task.activity': task.src };
     const span = tel.startSpan(
       `jetstate.task ${task.workflow}.${task.src}`,
@@ -260,19 +293,21 @@ export class TaskService {
     try {
       // The activity runs inside its attempt's span, so spans it makes (HTTP calls...) nest under it.
       const output = await Promise.race([
-        context.with(trace.setSpan(contextOf(scheduledBy), span), () => def.fn({
-          input: task.input,
-          signal: controller.signal,
-          attempt,
-          idempotencyKey: `${task.workflow}.${task.id}.${task.invokeId}.${task.token}`,
-          task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token },
-          trace: attemptCarrier,
-          extension: <T>(name: string): T => findExtension<T>(this.extensions, name, `activity '${task.src}' of workflow '${task.workflow}'`),
-          heartbeat: () => {
-            m.working();
-            armHeartbeat();
-          },
-        })),
+        context.with(trace.setSpan(contextOf(scheduledBy), span), () =>
+          def.fn({
+            input: task.input,
+            signal: controller.signal,
+            attempt,
+            idempotencyKey: `${task.workflow}.${task.id}.${task.invokeId}.${task.token}`,
+            task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token },
+            trace: attemptCarrier,
+            extension: <T>(name: string): T => findExtension<T>(this.extensions, name, `activity '${task.src}' of workflow '${task.workflow}'`),
+            heartbeat: () => {
+              working();
+              armHeartbeat();
+            },
+          }),
+        ),
         aborted,
       ]);
       outcome = { ok: true, output };
@@ -286,60 +321,161 @@ export class TaskService {
     const final = outcome.ok || outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError' || attempt >= retry.maxAttempts;
     const closing = !outcome.ok && this.stopping && controller.signal.aborted;
     const cancelled = !outcome.ok && outcome.error instanceof CancelledError && !this.stopping;
-    const result = outcome.ok ? 'ok' : closing ? 'interrupted' : cancelled ? 'cancelled' : final ? 'failed' : 'retry';
-    span.setAttribute('jetstate.task.outcome', result);
+    const result: AttemptResult['result'] = outcome.ok ? (outcome.output === DEFER ? 'deferred' : 'ok') : closing ? 'interrupted' : cancelled ? 'cancelled' : final ? 'failed' : 'retry';
+    span.setAttribute('jetstate.task.outcome', result === 'deferred' ? 'ok' : result);
     const wait = result === 'retry' ? backoffMs(retry, attempt) : 0;
     if (result === 'retry') span.setAttribute('jetstate.task.retry_in_ms', wait);
-    tel.taskAttempts.add(1, { ...attrs, 'jetstate.task.outcome': result });
+    tel.taskAttempts.add(1, { ...attrs, 'jetstate.task.outcome': result === 'deferred' ? 'ok' : result });
     if (!outcome.ok) {
       failSpan(span, outcome.error);
       if (result === 'failed' || result === 'retry') tel.taskFailures.add(1, { ...attrs, 'jetstate.task.final': final });
     }
     const attemptTrace = carrierOf(span) ?? scheduledBy;
     span.end();
-    if (closing) {
-      m.nak(); // the engine is closing: another engine takes the task over
-      return;
-    }
-    if (cancelled) {
-      m.term();
-      return;
-    }
-    if (!outcome.ok && !final) {
-      this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${outcome.error.message}); retrying in ${wait} ms`);
+    if (result === 'retry') {
+      const error = (outcome as { error: Error }).error;
+      this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${error.message}); retrying in ${wait} ms`);
       // For get() and the CLI: how far the task got. Best effort.
       await this.rt.control
-        .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ attempt, lastError: outcome.error.message, retryAtMs: Date.now() + wait }))
+        .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }))
         .catch(() => {});
-      m.nak(wait);
-      return;
+    } else if (attempt > 1 && (result === 'ok' || result === 'failed' || result === 'deferred')) {
+      await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     }
-    if (outcome.ok && outcome.output === DEFER) {
-      // An extension delivers the outcome later (see extensions.ts); the task message is done.
-      m.ack();
-      if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
-      return;
-    }
+    if (result !== 'ok' && result !== 'failed') return { result, wait, trace: attemptTrace };
     // An output that returns a secret value under another name (or to an instance whose secrets were
     // passed to it) names where, so the outcome is sealed there too.
     const secrets = outcome.ok ? this.rt.security.codec.outputSecrets(record, [task.input], outcome.output).filter((p) => !this.rt.security.codec.pathsFor(record.workflow).includes(p)) : [];
     const event: TaskResultEvent = outcome.ok
       ? { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output, ...(secrets.length > 0 ? { secrets } : {}) }
       : { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
+    return { result, wait, trace: attemptTrace, event };
+  }
+
+  private async attempt(m: JsMsg, task: TaskMessage, def: ActivityDefinition, controller: AbortController, record: InstanceRecord): Promise<void> {
+    const attempt = m.info.deliveryCount + priorAttempts(m);
+    // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
+    // another one after the acknowledgement wait.
+    const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working());
+    if (r.result === 'interrupted') return void m.nak(); // the engine is closing: another engine takes the task over
+    if (r.result === 'cancelled') return void m.term();
+    if (r.result === 'retry') return void m.nak(r.wait);
+    // An extension delivers a deferred outcome later (see define/extension.ts): the message is done.
+    if (r.result === 'deferred') return void m.ack();
     try {
-      // The outcome continues the trace of the attempt that produced it.
-      await publishToInstance(this.rt, {
-        workflow: task.workflow,
-        id: task.id,
-        event: event as unknown as { type: string },
-        engine: { logicalId: `task.${task.workflow}.${task.id}.${task.token}.${task.invokeId}` },
-        trace: attemptTrace,
-      });
+      await this.deliver(task, r.event!, r.trace);
       m.ack();
-      if (attempt > 1) await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     } catch (e) {
       this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its outcome (${(e as Error).message}); it will run again`);
       m.nak(1_000);
     }
   }
+
+  /** Delivers an outcome through the instance's inbox (for a task that ran here when its partition moved away). */
+  deliverOutcome(task: TaskRef, event: TaskResultEvent, trace: TraceCarrier | undefined): Promise<unknown> {
+    return this.deliver(task, event, trace);
+  }
+
+  /** Delivers an outcome through the instance's inbox, signed, with a keyed message id (idempotent). */
+  private deliver(task: TaskRef, event: TaskResultEvent, trace: TraceCarrier | undefined): Promise<unknown> {
+    // The outcome continues the trace of the attempt that produced it.
+    return publishToInstance(this.rt, {
+      workflow: task.workflow,
+      id: task.id,
+      event: event as unknown as { type: string },
+      engine: { logicalId: `task.${task.workflow}.${task.id}.${task.token}.${task.invokeId}` },
+      trace,
+    });
+  }
+
+  /** True while this engine may start another task of its own partitions in process. */
+  canRunLocally(workflow: string, version: number, src: string): boolean {
+    if (this.stopping || this.localRunning >= this.options.localTasks) return false;
+    const def = this.rt.registry.find(workflow, version)?.runner.activities.get(src);
+    return def !== undefined && def.options.inProcess && def.options.requires.every((x) => this.extensions.has(x));
+  }
+
+  /**
+   * Runs a task in this process, right after the write that started it, without a round trip
+   * through the tasks stream (the fast path for an instance this engine owns). Retries whose wait
+   * is short run here too. The task leaves for the tasks stream (`publishTasks`, so any engine can
+   * take it over) when it runs longer than the hold time, when a retry would wait longer, or when
+   * the engine is closing: `onDurable` says so, after which the caller need not hold anything for
+   * it. `onOutcome` gets the outcome event to apply.
+   */
+  runLocally(record: InstanceRecord, t: TaskChange, scheduledBy: TraceCarrier | undefined, hooks: LocalTaskHooks): void {
+    const def = this.rt.registry.find(record.workflow, record.version)?.runner.activities.get(t.src);
+    if (!def) return void hooks.onDurable(this.handOver(record, t, scheduledBy, 0));
+    const task: TaskMessage = { workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input };
+    const key = taskKey(task);
+    const controller = new AbortController();
+    let settle!: () => void;
+    const done = new Promise<void>((r) => (settle = r));
+    this.running.set(key, { controller, done });
+    this.localRunning++;
+    let durable: Promise<unknown> | undefined;
+    let attempt = 1;
+    // Held too long: out to the tasks stream, claimed by this engine while it still runs here; the
+    // attempt under way counts, so an engine that takes it over after this one died runs the next.
+    const hold = setTimeout(() => {
+      durable = this.handOver(record, t, scheduledBy, attempt, this.engineId());
+      hooks.onDurable(durable);
+    }, this.options.localHoldMs);
+    hold.unref?.();
+    void (async () => {
+      try {
+        for (; ; attempt++) {
+          // A fresh signal per attempt (a timed-out one is aborted); a cancel reaches the current one.
+          const current = attempt === 1 ? controller : new AbortController();
+          this.running.set(key, { controller: current, done });
+          const r = await this.runAttempt(task, def, attempt, current, record, scheduledBy, () => {});
+          if (r.result === 'ok' || r.result === 'failed') return hooks.onOutcome(r.event!, r.trace);
+          if (r.result === 'deferred' || r.result === 'cancelled') return durable ?? hooks.onDurable(Promise.resolve());
+          const shortWait = r.result === 'retry' && r.wait <= this.options.localHoldMs && durable === undefined;
+          if (!shortWait) {
+            // A long wait, or the engine is closing: the tasks stream takes it from here.
+            clearTimeout(hold);
+            const out = this.handOver(record, t, scheduledBy, attempt, undefined, r.result === 'retry' ? Date.now() + r.wait : undefined);
+            return durable ? void out.catch(() => {}) : hooks.onDurable(out);
+          }
+          await new Promise((res) => setTimeout(res, r.wait));
+        }
+      } catch (e) {
+        this.rt.logger.warn(`task ${t.src} of ${record.workflow} ${record.id}: ${(e as Error).message}; handing it to the tasks stream`);
+        if (!durable) hooks.onDurable(this.handOver(record, t, scheduledBy, 0));
+      } finally {
+        clearTimeout(hold);
+        this.localRunning--;
+        this.running.delete(key);
+        settle();
+      }
+    })();
+  }
+
+  /** Publishes a task that ran here, to the tasks stream: how many attempts it had, who still runs it, when to try next. */
+  private handOver(record: InstanceRecord, t: TaskChange, trace: TraceCarrier | undefined, attempts: number, claimedBy?: string, notBeforeMs?: number): Promise<unknown> {
+    return publishTasks(this.rt, record.workflow, record.id, [t], trace, { attempts, claimedBy, notBeforeMs });
+  }
+}
+
+/** What one attempt came to: `event` for a settled task (`ok` or `failed`). */
+interface AttemptResult {
+  result: 'ok' | 'failed' | 'retry' | 'deferred' | 'cancelled' | 'interrupted';
+  wait: number;
+  trace: TraceCarrier | undefined;
+  event?: TaskResultEvent;
+}
+
+/** How a task run in process reports back. */
+export interface LocalTaskHooks {
+  /** Its outcome, to apply to the instance (no longer pending in the tasks stream's sense). */
+  onOutcome(event: TaskResultEvent, trace: TraceCarrier | undefined): void;
+  /** It is (being) published to the tasks stream, or settled out of band: nothing to hold for it once this resolves. */
+  onDurable(published: Promise<unknown>): void;
+}
+
+/** Attempts a task had before its message was published (it ran in process first). */
+function priorAttempts(m: JsMsg): number {
+  const n = Number(m.headers?.get(ATTEMPTS_HEADER) ?? 0);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }

@@ -11,7 +11,7 @@
 import type { MsgHdrs } from '@nats-io/nats-core';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { decodeJson } from '../protocol/json.js';
-import { CONTROL_EVENTS, EngineEvent, isChildResult, isReservedType, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
+import { CONTROL_EVENTS, EngineEvent, type TaskResultEvent, isChildResult, isReservedType, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
 import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
 import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
@@ -45,6 +45,8 @@ export interface RawEvent {
   token: string | undefined;
   /** Where a starter waits for the answer to its start. */
   replyTo: string | undefined;
+  /** Not from the stream: the outcome of a task this engine ran in process (trusted, applied whatever its sequence). */
+  local?: { event: TaskResultEvent; key: string } | undefined;
 }
 
 export function rawEvent(seq: number, subject: string, data: Uint8Array, timeMs: number, h: MsgHdrs | undefined): RawEvent {

@@ -32,7 +32,10 @@ export function checkName(kind: string, value: unknown, code: ErrorCode = ErrorC
 
 export interface Layout {
   readonly namespace: string;
+  /** The records of the first shard (see {@link Layout.instancesShard}). */
   readonly instancesBucket: string;
+  /** The KV bucket of one shard of the instance records (records are spread over `shards` buckets: more streams fsync in parallel). */
+  instancesShard(shard: number): string;
   readonly controlBucket: string;
   readonly historyStream: string;
   readonly timersStream: string;
@@ -66,6 +69,7 @@ export function layout(namespace: string): Layout {
   return {
     namespace,
     instancesBucket: `${ns}_instances`,
+    instancesShard: (shard) => (shard === 0 ? `${ns}_instances` : `${ns}_instances_${shard}`),
     controlBucket: `${ns}_control`,
     historyStream: `${ns}_history`,
     timersStream: `${ns}_timers`,
@@ -109,4 +113,9 @@ export function partitionOf(workflow: string, id: string, partitions: number): n
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) % partitions;
+}
+
+/** The shard of an instance's record: its partition's, spread evenly. */
+export function shardOf(workflow: string, id: string, partitions: number, shards: number): number {
+  return partitionOf(workflow, id, partitions) % shards;
 }

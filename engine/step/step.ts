@@ -90,6 +90,11 @@ export function startInstance(
 export type StepEvent = ({ seq: number; timeMs: number; event: { type: string }; rejected?: undefined } | { seq: number; timeMs: number; event: unknown; rejected: string }) & {
   /** The verified sender: recorded in the history and given to the machine as `event.$identity`. */
   identity?: IdentitySummary | undefined;
+  /**
+   * Applied whatever its sequence (which then only moves `lastSeq` forward): the outcome of a task
+   * that ran in this process (sequence 0: it never was in the stream), or an entry being replayed.
+   */
+  force?: boolean | undefined;
 };
 
 const hasIdentity = (e: StepEvent): boolean => e.identity !== undefined;
@@ -130,7 +135,7 @@ export function applyEvents(
   let error = record.error;
   let applied = 0;
   for (const e of events) {
-    if (e.seq <= lastSeq) continue;
+    if (e.seq <= lastSeq && !e.force) continue;
     const from = current.value;
     if (e.rejected !== undefined) {
       entries.push({ kind: HistoryKind.Rejected, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: e.rejected });
@@ -156,7 +161,7 @@ export function applyEvents(
       // earlier invocation with the same child id changes nothing).
       const token = (e.event as { token?: unknown }).token;
       if (status !== InstanceStatus.Running || (typeof token === 'number' && record.parent?.token !== token)) continue;
-      lastSeq = e.seq;
+      lastSeq = Math.max(lastSeq, e.seq);
       revision += 1;
       applied += 1;
       status = InstanceStatus.Stopped;
@@ -167,7 +172,7 @@ export function applyEvents(
       if (status !== InstanceStatus.Running) continue;
       const how = isControl(e.event, EngineEvent.Terminate) ? 'terminated' : 'cancelled';
       const why = typeof e.event.reason === 'string' && e.event.reason !== '' ? `${how}: ${e.event.reason}` : how;
-      lastSeq = e.seq;
+      lastSeq = Math.max(lastSeq, e.seq);
       revision += 1;
       applied += 1;
       status = InstanceStatus.Stopped;
@@ -182,7 +187,7 @@ export function applyEvents(
       event = actorOutcome(e.event);
       actorEvent = event.type;
     }
-    lastSeq = e.seq;
+    lastSeq = Math.max(lastSeq, e.seq);
     revision += 1;
     applied += 1;
     if (status !== InstanceStatus.Running) {

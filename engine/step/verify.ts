@@ -33,7 +33,7 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
     if (entry.revision > record.revision) break; // written to history, not yet to the record
     if (entry.revision !== expectedRevision) problems.push(`history skips from revision ${expectedRevision - 1} to ${entry.revision}`);
     expectedRevision = entry.revision + 1;
-    const step = applyEvents(runner, current, snapshot, [{ seq: entry.seq, timeMs: entry.timeMs, event: entry.event as { type: string }, identity: entry.identity }], entry.timeMs);
+    const step = applyEvents(runner, current, snapshot, [{ seq: entry.seq, timeMs: entry.timeMs, event: entry.event as { type: string }, identity: entry.identity, force: true }], entry.timeMs);
     current = step.record;
     snapshot = step.snapshot;
     replayed++;

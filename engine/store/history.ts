@@ -7,7 +7,8 @@ import { HistoryKind, HistoryMessageSchema, type HistoryEntry, type InstanceReco
 import { readSubjectMessages } from './read.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 
-function entryKey(e: HistoryEntry): string {
+/** What identifies an entry: its revision, or for a rejection (which leaves the revision) its sequence. */
+export function entryKey(e: HistoryEntry): string {
   return e.kind === HistoryKind.Rejected ? `x${e.seq}` : `r${e.revision}`;
 }
 
@@ -25,7 +26,9 @@ export async function publishHistory(rt: Runtime, workflow: string, id: string, 
   const sealed = rt.security.codec.sealHistory(workflow, id, entries, inherited);
   await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson(historyMessage(sealed, inherited)), {
     // Keyed: only engines publish history, and nobody else can take a write's id first.
-    msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${entryKey(entries[0]!)}`),
+    // The first and last entry name the message: a write publishes the entries not yet
+    // confirmed, so two messages may share a first entry but never both ends.
+    msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${entryKey(entries[0]!)}.${entryKey(entries.at(-1)!)}`),
   });
 }
 
@@ -58,9 +61,24 @@ export async function readHistory(rt: Runtime, workflow: string, id: string): Pr
       out.push(e);
     }
   }
-  // Stable: entries of one sequence (none today) keep their stored order.
-  out.sort((a, b) => a.seq - b.seq);
-  return { entries: out, secrets };
+  // Messages may be stored out of order: a write's history is published while the next one is
+  // computed, and a crash republishes.
+  return { entries: sortHistory(out), secrets };
+}
+
+/**
+ * Entries in the order they happened: by revision; a rejection after the transition that made
+ * its revision; rejections among themselves in stream order.
+ */
+export function sortHistory(entries: HistoryEntry[]): HistoryEntry[] {
+  const rank = (e: HistoryEntry): number => (e.kind === 'rejected' ? 1 : 0);
+  return entries.sort((a, b) => a.revision - b.revision || rank(a) - rank(b) || a.seq - b.seq);
+}
+
+/** The stored history with the entries the record still journals (not yet confirmed in the stream) added, each once. */
+export function withJournal(stored: readonly HistoryEntry[], journal: readonly HistoryEntry[]): HistoryEntry[] {
+  const seen = new Set(stored.map(entryKey));
+  return sortHistory([...stored, ...journal.filter((e) => !seen.has(entryKey(e)))]);
 }
 
 /** What {@link rewriteHistory} did to one instance's history. */

@@ -69,7 +69,7 @@ export class InstanceStore {
   private readonly cache = new Map<string, LoadedInstance>();
 
   constructor(
-    private readonly kv: KV,
+    private readonly buckets: { ofKey(key: string): KV },
     private readonly registry: Registry,
     private readonly codec: SecretCodec,
     private readonly capacity = 50_000,
@@ -87,7 +87,7 @@ export class InstanceStore {
       this.cache.set(key, hit);
       return hit;
     }
-    const entry = await this.kv.get(key);
+    const entry = await this.buckets.ofKey(key).get(key);
     if (!entry || entry.operation !== 'PUT') return { problem: 'missing' };
     let record: InstanceRecord;
     try {
@@ -122,7 +122,7 @@ export class InstanceStore {
   async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array): Promise<LoadedInstance> {
     let revision: number;
     try {
-      revision = await this.kv.update(key, encoded, prev.kvRevision);
+      revision = await this.buckets.ofKey(key).update(key, encoded, prev.kvRevision);
     } catch (e) {
       this.cache.delete(key);
       if (isCasConflict(e)) throw new ConflictError(key, { cause: e });
@@ -137,7 +137,7 @@ export class InstanceStore {
   async create(key: string, def: WorkflowDefinition, runner: MachineRunner, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array): Promise<LoadedInstance> {
     let revision: number;
     try {
-      revision = await this.kv.create(key, encoded);
+      revision = await this.buckets.ofKey(key).create(key, encoded);
     } catch (e) {
       this.cache.delete(key);
       if (isCasConflict(e)) throw new ConflictError(key, { cause: e });

@@ -44,11 +44,11 @@ export async function reencryptWorkflows(rt: Runtime, workflows: readonly string
 async function reencryptRecords(rt: Runtime, workflow: string, report: ReencryptReport): Promise<void> {
   const { codec } = rt.security;
   const keys: string[] = [];
-  for await (const key of await rt.instances.keys(`${workflow}.>`)) keys.push(key);
+  for (const kv of rt.records.all) for await (const key of await kv.keys(`${workflow}.>`)) keys.push(key);
   for (const key of keys.sort()) {
     let done = false;
     for (let attempt = 0; attempt < CAS_ATTEMPTS && !done; attempt++) {
-      const entry = await rt.instances.get(key);
+      const entry = await rt.records.ofKey(key).get(key);
       if (!entry || entry.operation !== 'PUT') break;
       let parsed;
       try {
@@ -70,7 +70,7 @@ async function reencryptRecords(rt: Runtime, workflow: string, report: Reencrypt
       }
       if (r.resealed === 0) break;
       try {
-        await rt.instances.update(key, encodeJson(r.record), entry.revision);
+        await rt.records.ofKey(key).update(key, encodeJson(r.record), entry.revision);
         report.records++;
         report.resealed += r.resealed;
         done = true;

@@ -23,8 +23,10 @@ import { applyEvents, startInstance, type StepEvent } from '../step/step.js';
 import { gateEvent, readable, rejection, startVersion, takeRate, type GatedEvent, type RawEvent } from '../gate/event-gate.js';
 import { limitsOf } from '../gate/admission.js';
 import { TransitionSpans } from '../telemetry/transition-spans.js';
-import type { TraceCarrier } from '../telemetry/telemetry.js';
-import type { Committer } from './commit.js';
+import type { TraceCarrier, TraceSource } from '../telemetry/telemetry.js';
+import type { TaskService } from '../effects/tasks.js';
+import type { TaskChange } from '../step/plan.js';
+import { journal, type Committer } from './commit.js';
 
 /** Where the engine answers a start: an inbox (`_INBOX.` or a per-user `_INBOX...` prefix), no wildcards. */
 const REPLY_SUBJECT = /^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$/;
@@ -41,6 +43,16 @@ export interface ApplyContext {
   partition: number;
   /** Oldest an engine signature may be when its event was accepted. */
   signatureMaxAgeMs: number;
+  /** Runs tasks in process (absent: every task goes through the tasks stream). */
+  tasks?: TaskService | undefined;
+  /** The worker, which holds the events of instances whose tasks run in process. */
+  local?: LocalTasks | undefined;
+}
+
+/** Where the tasks a write starts may run in process (see PartitionWorker). */
+export interface LocalTasks {
+  take(record: InstanceRecord, tasks: readonly TaskChange[]): TaskChange[];
+  startLocal(key: string, record: InstanceRecord, tasks: readonly TaskChange[], trace: TraceSource): void;
 }
 
 /** Answers to starts, sent once the batch is durable. */
@@ -102,7 +114,7 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
     await refuse(ctx, record.workflow, record.id, e, refusal, 'rejected', { type: EngineEvent.Delete });
     return false;
   }
-  await rt.instances.delete(key, { previousSeq: loaded.kvRevision });
+  await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
   ctx.store.invalidate(key);
   await rt.jsm.streams.purge(rt.names.historyStream, { filter: rt.names.historySubject(record.workflow, record.id) });
   await rt.control.delete(rt.names.parkedKey(record.workflow, record.id)).catch(() => {});
@@ -152,12 +164,14 @@ async function createFromStart(ctx: ApplyContext, key: string, workflow: string,
     return null;
   }
   try {
+    const local = ctx.local?.take(started.record, started.tasks) ?? [];
     const written = await ctx.committer.create(key, found.def, found.runner, started.record, started.snapshot, stored.bytes, stored.sealed, {
       timers: started.timers,
-      tasks: started.tasks,
+      tasks: local.length > 0 ? started.tasks.filter((t) => !local.includes(t)) : started.tasks,
       cancelledTasks: [],
       effects: started.effects,
       trace: spans.byRevision,
+      afterWrite: local.length > 0 ? (w) => ctx.local!.startLocal(key, w.record, local, spans.byRevision) : undefined,
     });
     spans.end();
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'created', revision: 1, seq: e.seq } });
@@ -185,6 +199,12 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
   let bucket = record.rate;
   let reread = 0;
   for (const e of batch) {
+    if (e.local) {
+      // A task's outcome from this process: trusted, applied whatever its sequence.
+      traceBySeq.set(0, e.trace);
+      events.push({ seq: 0, timeMs: e.timeMs, event: e.local.event as unknown as { type: string }, force: true });
+      continue;
+    }
     if (e.seq <= record.lastSeq) {
       reread++;
       continue;
@@ -208,8 +228,15 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
   if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
   if (events.length === 0) return loaded;
   const now = Date.now();
-  let result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
-  if (result.changed && bucket) result.record.rate = bucket;
+  const step = (list: StepEvent[]): ReturnType<typeof applyEvents> => {
+    const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now);
+    if (r.changed) {
+      if (bucket) r.record.rate = bucket;
+      r.record.lastHistory = journal(ctx.committer, key, record.lastHistory, r.entries);
+    }
+    return r;
+  };
+  let result = step(events);
   let stored = result.changed ? ctx.store.encode(result.record) : undefined;
   while (result.changed && stored!.bytes.length > limits.maxSnapshotBytes) {
     // Reject the first event whose application makes the record too large, and apply the rest.
@@ -229,8 +256,7 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
       identity: over.identity,
       rejected: `[limit.snapshot_size] applying it would make the record about ${size} bytes, over the limit of ${limits.maxSnapshotBytes}; keep large data outside the context`,
     };
-    result = applyEvents(loaded.runner, record, loaded.snapshot, events, now);
-    if (result.changed && bucket) result.record.rate = bucket;
+    result = step(events);
     stored = result.changed ? ctx.store.encode(result.record) : undefined;
   }
   const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, ctx.partition, startedAt, tel.tracingActive() || batch.some((e) => e.trace !== undefined));
@@ -242,12 +268,15 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
       else delete result.record.trace;
       // The trace context is set after the size check's encoding: encode again only when it is there.
       if (last || record.trace) stored = ctx.store.encode(result.record);
+      const local = ctx.local?.take(result.record, result.tasks) ?? [];
       written = await ctx.committer.write(key, loaded, result.record, result.snapshot, stored!.bytes, stored!.sealed, {
         timers: result.timers,
-        tasks: result.tasks,
+        tasks: local.length > 0 ? result.tasks.filter((t) => !local.includes(t)) : result.tasks,
         cancelledTasks: result.cancelledTasks,
         effects: result.effects,
         trace: spans.byRevision,
+        // Tasks run here start as soon as the state is durable, while its effects go out.
+        afterWrite: local.length > 0 ? (w) => ctx.local!.startLocal(key, w.record, local, spans.byRevision) : undefined,
       });
     } else {
       // Only rejections: they are history too.
@@ -324,4 +353,3 @@ function safeType(data: Uint8Array): unknown {
   }
 }
 
-export type { InstanceRecord };

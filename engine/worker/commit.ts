@@ -18,16 +18,16 @@
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import { EngineEvent } from '../protocol/events.js';
-import type { InstanceRecord } from '../protocol/record.js';
+import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
-import { publishCompletion, publishHistory } from '../store/history.js';
+import { entryKey, publishCompletion, publishHistory } from '../store/history.js';
 import { publishToInstance } from '../store/inbox.js';
 import type { WorkflowDefinition } from '../define/definition.js';
 import type { MachineRunner } from '../step/runner.js';
 import type { Effect, OutboxEntry, ScheduledTimer, TaskChange } from '../step/plan.js';
 import { publishTimers } from '../effects/timers.js';
-import { publishCancels, publishTasks, tasksStartedBy } from '../effects/tasks.js';
+import { publishCancels, publishTasks } from '../effects/tasks.js';
 import type { EffectExecutor } from '../effects/outbox.js';
 import type { TraceSource } from '../telemetry/telemetry.js';
 
@@ -48,9 +48,19 @@ export interface Acts {
   outbox?: readonly OutboxEntry[];
   /** The trace context of the transition that scheduled each effect (by revision). */
   trace: TraceSource;
+  /** Right after the write, before anything else: what may start as soon as the state is durable (tasks run in process). */
+  afterWrite?: ((written: LoadedInstance) => void) | undefined;
 }
 
+/** Instances whose history confirmations are kept (the rest are published again, harmlessly). */
+const JOURNAL_CAPACITY = 50_000;
+
 export class Committer {
+  /** Per instance: history entries the stream confirmed, so the next write drops them from its journal. */
+  private readonly confirmed = new Map<string, Set<string>>();
+  /** History publishes not answered yet (awaited by {@link flush}). */
+  private readonly publishing = new Set<Promise<void>>();
+
   constructor(
     private readonly rt: Runtime,
     private readonly store: InstanceStore,
@@ -63,6 +73,7 @@ export class Committer {
     this.hooks.beforeStateWrite?.(key, record.revision);
     const written = await this.store.create(key, def, runner, record, snapshot, bytes);
     this.hooks.afterStateWrite?.(key, record.revision);
+    acts.afterWrite?.(written);
     this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
     await this.act(written, 'running', sealed, acts, true);
     return written;
@@ -73,6 +84,7 @@ export class Committer {
     this.hooks.beforeStateWrite?.(key, record.revision);
     const written = await this.store.write(key, prev, record, snapshot, bytes);
     this.hooks.afterStateWrite?.(key, record.revision);
+    acts.afterWrite?.(written);
     const before = prev.record.status;
     if (before !== record.status) {
       this.rt.telemetry.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': before });
@@ -92,24 +104,78 @@ export class Committer {
     const timers = Object.entries(record.timers)
       .filter(([, t]) => t.token === record.revision)
       .map(([timerId, t]) => ({ timerId, token: t.token, dueAtMs: t.dueAtMs }));
-    await this.act(instance, undefined, sealed, { timers, tasks: tasksStartedBy(record), cancelledTasks: [], outbox: record.outbox, trace: record.trace }, false);
+    // Every pending task, not only those of the last write: a task that ran in this engine's
+    // process may never have reached the tasks stream (keyed message ids make this idempotent).
+    const tasks = Object.entries(record.tasks).map(([invokeId, t]) => ({ invokeId, token: t.token, src: t.src, input: t.input }));
+    await this.act(instance, undefined, sealed, { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace }, false);
+  }
+
+  /** Of a record's journal, the entries the stream has not confirmed (that this engine knows of). */
+  unconfirmed(key: string, entries: readonly HistoryEntry[]): HistoryEntry[] {
+    const confirmed = this.confirmed.get(key);
+    if (!confirmed || entries.length === 0) return [...entries];
+    const left = entries.filter((e) => !confirmed.has(entryKey(e)));
+    // What this journal no longer holds will not be asked about again.
+    for (const k of [...confirmed]) if (!entries.some((e) => entryKey(e) === k)) confirmed.delete(k);
+    return left;
+  }
+
+  /** Resolves once every history publish under way is answered (before the engine closes its connection). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.publishing]);
+  }
+
+  private publishHistory(instance: LoadedInstance, sealed: InstanceRecord): void {
+    const { record } = instance;
+    if (sealed.lastHistory.length === 0) return;
+    const key = this.rt.names.instanceKey(record.workflow, record.id);
+    const keys = record.lastHistory.map(entryKey);
+    const p = publishHistory(this.rt, record.workflow, record.id, sealed.lastHistory, record.secrets).then(
+      () => {
+        let confirmed = this.confirmed.get(key);
+        if (!confirmed) {
+          if (this.confirmed.size >= JOURNAL_CAPACITY) this.confirmed.delete(this.confirmed.keys().next().value!);
+          this.confirmed.set(key, (confirmed = new Set()));
+        }
+        for (const k of keys) confirmed.add(k);
+      },
+      // Still journaled in the record: the next write or a repair publishes it again.
+      (e: Error) => this.rt.logger.warn(`workflow '${record.workflow}' instance '${record.id}': history not published yet (${e.message}); it stays in the record until it is`),
+    );
+    this.publishing.add(p);
+    void p.finally(() => this.publishing.delete(p));
   }
 
   /** `before`: the status before the write, or undefined when unknown (a repair of a finished instance). */
   private async act(instance: LoadedInstance, before: InstanceRecord['status'] | undefined, sealed: InstanceRecord, acts: Acts, created: boolean): Promise<void> {
     const { record } = instance;
     const rt = this.rt;
-    if (acts.timers.length > 0) await publishTimers(rt, record.workflow, record.id, acts.timers, acts.trace);
-    if (acts.tasks.length > 0) await publishTasks(rt, record.workflow, record.id, acts.tasks, acts.trace);
+    // The history goes out without being waited for: the record journals its entries until the
+    // stream confirms them (see `journal`), so the next write need not wait for this one's.
+    this.publishHistory(instance, sealed);
+    // Independent of each other (each idempotent, on its own stream): at once, so that a write's
+    // effects cost one round of synced writes rather than one each.
+    await Promise.all([
+      acts.timers.length > 0 ? publishTimers(rt, record.workflow, record.id, acts.timers, acts.trace) : undefined,
+      acts.tasks.length > 0 ? publishTasks(rt, record.workflow, record.id, acts.tasks, acts.trace) : undefined,
+    ]);
     if (acts.cancelledTasks.length > 0) publishCancels(rt, record.workflow, record.id, acts.cancelledTasks);
     if (record.status !== 'running' && (before === undefined || before === 'running' || created)) {
       publishCompletion(rt, record);
       await notifyParent(rt, record);
     }
-    await publishHistory(rt, record.workflow, record.id, sealed.lastHistory, record.secrets);
     if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects);
     if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox);
   }
+}
+
+/**
+ * The history a write keeps in its record (`lastHistory`): the entries of earlier writes the
+ * stream has not confirmed yet, then its own. A crash loses none of them: the repair publishes
+ * them again, and readers add them to what the stream holds.
+ */
+export function journal(committer: Committer, key: string, previous: readonly HistoryEntry[], entries: readonly HistoryEntry[]): HistoryEntry[] {
+  return [...committer.unconfirmed(key, previous), ...entries];
 }
 
 /** Sends a finished child's outcome to its parent's inbox; idempotent (keyed message id). */

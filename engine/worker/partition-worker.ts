@@ -15,6 +15,9 @@ import { encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { deadLetter } from '../store/dead-letters.js';
 import { rawEvent, type RawEvent } from '../gate/event-gate.js';
+import type { InstanceRecord } from '../protocol/record.js';
+import type { TaskChange } from '../step/plan.js';
+import { carrierFor, type TraceSource } from '../telemetry/telemetry.js';
 import { PartitionReader, type ReadEvent } from './partition-reader.js';
 import { applyBatch, type ApplyContext } from './apply.js';
 
@@ -31,9 +34,18 @@ interface InstanceQueue {
   running: boolean;
   /** Set when the instance cannot be processed: its events stay unfinished, in order. */
   blocked?: string;
+  /**
+   * Tasks of this instance running in this process whose outcome is not written yet and that are
+   * not in the tasks stream either: while there are any, the instance's applied events stay
+   * unfinished (`held`), so that a crash leads to their redelivery and the repair of the last
+   * write publishes the pending tasks.
+   */
+  holding: Set<string>;
+  held: number[];
 }
 
 const RETRY_MIN_MS = 50;
+const EMPTY = new Uint8Array(0);
 const RETRY_MAX_MS = 2_000;
 
 export class PartitionWorker {
@@ -51,15 +63,18 @@ export class PartitionWorker {
   private readonly parked = new Set<string>();
   private readonly label: string;
 
+  private readonly ctx: ApplyContext;
+
   constructor(
     private readonly rt: Runtime,
-    private readonly ctx: ApplyContext,
+    ctx: ApplyContext,
     readonly workflow: string,
     readonly partition: number,
     startAfterSeq: number,
     private readonly options: WorkerOptions,
   ) {
     this.checkpointSeq = startAfterSeq;
+    this.ctx = { ...ctx, local: this };
     this.label = `workflow '${workflow}' partition ${partition}`;
     this.reader = new PartitionReader(rt, {
       stream: ctx.stream,
@@ -133,7 +148,7 @@ export class PartitionWorker {
 
   private inFlight(): number {
     let n = 0;
-    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0);
+    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0) + q.holding.size;
     return n;
   }
 
@@ -151,7 +166,7 @@ export class PartitionWorker {
     }
     const key = this.rt.names.instanceKey(target.workflow, target.id);
     let q = this.queues.get(key);
-    if (!q) this.queues.set(key, (q = { id: target.id, events: [], running: false }));
+    if (!q) this.queues.set(key, (q = { id: target.id, events: [], running: false, holding: new Set(), held: [] }));
     q.events.push(rawEvent(seq, m.subject, m.data, m.timeMs, m.headers));
     // Events of a blocked instance wait in memory without holding up the partition's intake.
     if (!q.blocked) this.pendingCount++;
@@ -185,13 +200,71 @@ export class PartitionWorker {
         const finished = await this.processWithRetry(key, q, batch);
         if (!finished) break;
         q.events.splice(0, batch.length);
-        this.pendingCount -= batch.length;
-        this.finish(batch.map((e) => e.seq));
+        const read = batch.filter((e) => !e.local);
+        this.pendingCount -= read.length;
+        // An outcome written: its task holds nothing any more.
+        for (const e of batch) if (e.local) q.holding.delete(e.local.key);
+        q.held.push(...read.map((e) => e.seq));
+        this.release(q);
       }
     } finally {
       q.running = false;
-      if (q.events.length === 0 && !q.blocked) this.queues.delete(key);
+      this.forgetIfIdle(key, q);
       this.wakeUp();
+    }
+  }
+
+  /** Finishes what an instance held once none of its tasks runs here unwritten. */
+  private release(q: InstanceQueue): void {
+    if (q.holding.size > 0 || q.held.length === 0) return;
+    const held = q.held;
+    q.held = [];
+    this.finish(held);
+  }
+
+  private forgetIfIdle(key: string, q: InstanceQueue): void {
+    if (q.events.length === 0 && !q.blocked && !q.running && q.holding.size === 0 && q.held.length === 0) this.queues.delete(key);
+  }
+
+  /** Which of the tasks a write starts this engine runs in process (see TaskService.runLocally). */
+  take(record: InstanceRecord, tasks: readonly TaskChange[]): TaskChange[] {
+    const service = this.ctx.tasks;
+    if (!service || this.stopping) return [];
+    return tasks.filter((t) => service.canRunLocally(record.workflow, record.version, t.src));
+  }
+
+  /** Starts tasks in process after the write that started them; their outcomes come back as local events. */
+  startLocal(key: string, record: InstanceRecord, tasks: readonly TaskChange[], trace: TraceSource): void {
+    const service = this.ctx.tasks;
+    const q = this.queues.get(key);
+    if (!service || !q) return;
+    for (const t of tasks) {
+      const held = `${t.invokeId}.${t.token}`;
+      q.holding.add(held);
+      service.runLocally(record, t, carrierFor(trace, t.token), {
+        onOutcome: (event, tr) => {
+          if (this.stopping) {
+            // This engine no longer applies the instance's events: the outcome goes to the inbox.
+            void service.deliverOutcome({ workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token }, event, tr).catch((e: Error) => this.rt.logger.warn(`${this.label}: task outcome of '${key}' not delivered (${e.message}); the task runs again`));
+            return;
+          }
+          const queue = this.queues.get(key) ?? q;
+          if (!this.queues.has(key)) this.queues.set(key, queue);
+          queue.events.push({ seq: 0, subject: '', data: EMPTY, timeMs: Date.now(), trace: tr, msgId: undefined, signature: undefined, signedAtMs: undefined, token: undefined, replyTo: undefined, local: { event, key: held } });
+          if (!queue.running && !queue.blocked) void this.drainQueue(key, queue);
+        },
+        onDurable: (published) => {
+          void published.then(
+            () => {
+              q.holding.delete(held);
+              this.release(q);
+              this.forgetIfIdle(key, q);
+              this.wakeUp();
+            },
+            (e: Error) => this.rt.logger.warn(`${this.label}: task of '${key}' not published (${e.message}); its event stays unfinished`),
+          );
+        },
+      });
     }
   }
 

@@ -40,6 +40,7 @@ const engine = await createEngine({
   servers: values.nats,
   namespace: values.namespace,
   partitions: 4,
+  recordShards: 1,
   workflows: corpusWorkflows(),
   // A new process takes the partitions of a killed one over within a second.
   leaseTtlMs: 600,

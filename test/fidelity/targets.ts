@@ -110,7 +110,7 @@ export class InProcessTarget implements Target {
     const clock = new HoldableClock();
     const lines: string[] = [];
     const logger = { debug: () => {}, info: () => {}, warn: (m: string) => lines.push(`warn: ${m}`), error: (m: string) => lines.push(`error: ${m}`) };
-    const engine = await createEngine({ servers: url, namespace, workflows, clock, logger, partitions: 4, leaseTtlMs: 2_000 });
+    const engine = await createEngine({ servers: url, namespace, workflows, clock, logger, partitions: 4, recordShards: 1, leaseTtlMs: 2_000 });
     const { nc, kv } = await openKv(url, namespace);
     return new InProcessTarget(engine, nc, kv, clock, lines);
   }

@@ -28,7 +28,7 @@ describe('undecodable records and unregistered versions', () => {
       await engine.start(order, { id: 'broken', input: input('broken') });
       // No engine serves version 2 yet: the start is accepted and waits in the stream.
       await client.start(orderV2, { id: 'newer', input: input('newer'), wait: false });
-      const kv = await new Kvm(nc).open(`${namespace}_instances`);
+      const kv = await new Kvm(nc).open(engine.recordBucketOf('order', 'broken'));
       const garbage = new TextEncoder().encode('{"schemaVersion":1,"oops":');
       await kv.put('order.broken', garbage);
 

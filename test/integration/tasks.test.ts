@@ -93,7 +93,8 @@ describe('durable tasks', () => {
 
   it('runs an activity and delivers its output as xstate.done.actor', async () => {
     const started = await engine.start(job, { id: 'ok', input: { mode: 'ok', n: 21 } });
-    assert.deepEqual(started.tasks.map((t) => [t.id, t.src]), [['work', 'work']]);
+    // Run in this process right after the start's write, the task may be done already.
+    if (started.revision === 1) assert.deepEqual(started.tasks.map((t) => [t.id, t.src]), [['work', 'work']]);
     const done = await engine.waitFor(job, 'ok', (s) => s.status === 'done', { timeoutMs: 5_000 });
     assert.deepEqual(ctx(done).result, { doubled: 42 });
     assert.deepEqual(done.tasks, []);

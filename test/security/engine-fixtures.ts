@@ -129,11 +129,15 @@ export class Outside {
 
   /** The stored bytes of every instance record of the namespace, by key, as NATS holds them. */
   async storedRecords(): Promise<Map<string, string>> {
-    const kv = await new Kvm(this.nc).open(this.names.instancesBucket);
     const out = new Map<string, string>();
-    for await (const key of await kv.keys()) {
-      const e = await kv.get(key);
-      if (e && e.operation === 'PUT') out.set(key, e.string());
+    // Every bucket the records are spread over.
+    for await (const si of this.jsm.streams.list()) {
+      if (!si.config.name.startsWith(`KV_${this.names.instancesBucket}`)) continue;
+      const kv = await new Kvm(this.nc).open(si.config.name.slice('KV_'.length));
+      for await (const key of await kv.keys()) {
+        const e = await kv.get(key);
+        if (e && e.operation === 'PUT') out.set(key, e.string());
+      }
     }
     return out;
   }

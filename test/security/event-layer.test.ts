@@ -118,7 +118,7 @@ describe('the event layer against a sender with publish rights', () => {
 
   it("an engine event's message id cannot be taken first: junk under the old, predictable id does not stop a timer", async () => {
     await engine.start(approval, { id: 'tmr', input: {} });
-    const record = (await (await new Kvm(js).open(`${namespace}_instances`)).get(`${approval.name}.tmr`))!.json<{ timers: Record<string, { token: number }> }>();
+    const record = (await (await new Kvm(js).open(engine.recordBucketOf(approval.name, 'tmr'))).get(`${approval.name}.tmr`))!.json<{ timers: Record<string, { token: number }> }>();
     const [timerId, timer] = Object.entries(record.timers)[0]!;
     // What the id of this timer's fire used to be, computable from the record.
     await js.publish(subject('tmr'), '{"type":"PING"}', { msgID: `fire.${approval.name}.tmr.${timer.token}.${shortHash(timerId)}` });

@@ -408,7 +408,7 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
 
     /** The raw record (its pending timer and task with their tokens), read around the engine. */
     async function pending(id: string): Promise<{ timerId: string; timerToken: number; invokeId: string; taskToken: number }> {
-      const kv = await new Kvm(js).open(`${ns}_instances`);
+      const kv = await new Kvm(js).open(engine.recordBucketOf('hostile', id));
       const record = (await kv.get(`hostile.${id}`))!.json<{ timers: Record<string, { token: number }>; tasks: Record<string, { token: number }> }>();
       const [timerId, timer] = Object.entries(record.timers)[0]!;
       const [invokeId, task] = Object.entries(record.tasks)[0]!;

@@ -19,6 +19,7 @@ import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { activity, createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, partitionOf, type Client, type Engine, type Instance } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { layout, shardOf } from '../../engine/protocol/names.js';
 
 type Role = 'engine' | 'sender' | 'reader';
 interface Permissions {
@@ -31,14 +32,20 @@ function connectSet(ns: string): string[] {
   return [
     '$JS.API.INFO',
     ...['history', 'timers', 'tasks', 'deadletter'].map((s) => `$JS.API.STREAM.INFO.${ns}_${s}`),
-    `$JS.API.STREAM.INFO.KV_${ns}_instances`,
+    ...recordBuckets(ns).map((b) => `$JS.API.STREAM.INFO.KV_${b}`),
     `$JS.API.STREAM.INFO.KV_${ns}_control`,
     `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.meta`,
   ];
 }
 
-/** Partitions of the test's namespace (the default). */
+/** Partitions and record buckets of the test's namespace (the defaults). */
 const PARTITIONS = 16;
+const SHARDS = 4;
+
+/** The KV buckets the instance records are spread over. */
+const recordBuckets = (ns: string): string[] => Array.from({ length: SHARDS }, (_, s) => layout(ns).instancesShard(s));
+/** The bucket of one ledger instance's record. */
+const recordBucket = (ns: string, id: string): string => layout(ns).instancesShard(shardOf('ledger', id, PARTITIONS, SHARDS));
 
 /**
  * What get() reads about an instance that has no record yet: why it waits (the engine's note),
@@ -56,10 +63,10 @@ function pendingReads(ns: string): string[] {
 
 /** The table of docs/SECURITY.md for namespace `ns`. */
 function rolePermissions(ns: string): Record<Role, Permissions> {
-  const readRecords = `$JS.API.DIRECT.GET.KV_${ns}_instances.>`;
+  const readRecords = recordBuckets(ns).map((b) => `$JS.API.DIRECT.GET.KV_${b}.>`);
   return {
     engine: {
-      publish: [`${ns}.>`, '$JS.API.>', `$JS.ACK.${ns}_timers.>`, `$JS.ACK.${ns}_tasks.>`, `$KV.${ns}_instances.>`, `$KV.${ns}_control.>`, '_INBOX.>'],
+      publish: [`${ns}.>`, '$JS.API.>', `$JS.ACK.${ns}_timers.>`, `$JS.ACK.${ns}_tasks.>`, ...recordBuckets(ns).map((b) => `$KV.${b}.>`), `$KV.${ns}_control.>`, '_INBOX.>'],
       subscribe: [`${ns}.taskcancel.>`, '_INBOX.engine.>'],
     },
     // Starts and sends: both go through the instance's inbox.
@@ -68,7 +75,7 @@ function rolePermissions(ns: string): Record<Role, Permissions> {
         ...connectSet(ns),
         `${ns}.evt.*.ledger.*`,
         `${ns}.evt.*.intake.*`,
-        readRecords,
+        ...readRecords,
         // Whether a live engine owns the partition (else start() does not wait): see OPTIONAL.
         `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.lease.>`,
       ],
@@ -77,7 +84,7 @@ function rolePermissions(ns: string): Record<Role, Permissions> {
     reader: {
       publish: [
         ...connectSet(ns),
-        readRecords,
+        ...readRecords,
         `$JS.API.STREAM.MSG.GET.${ns}_history`,
         `$JS.API.CONSUMER.CREATE.${ns}_history.>`,
         `$JS.API.CONSUMER.MSG.NEXT.${ns}_history.>`,
@@ -107,8 +114,10 @@ const userConf = (user: string, pass: string, p: Permissions): string =>
 /** The entries taken away one at a time, each from its own user: all of the sender's and the reader's. */
 function sweptEntries(ns: string): Array<{ user: string; role: Exclude<Role, 'engine'>; entry: string; permissions: Permissions }> {
   const perms = rolePermissions(ns);
-  // Of the per-partition reads, one stands for the rest.
-  const sampled = (entry: string): boolean => !/_evt_/.test(entry) || entry.endsWith('_evt_ledger_0');
+  // Of the per-partition reads, one stands for the rest; of the record reads, the one of the
+  // bucket that holds the instances both roles read ('l-1').
+  const sampled = (entry: string): boolean =>
+    /_evt_/.test(entry) ? entry.endsWith('_evt_ledger_0') : /DIRECT\.GET\.KV_[^.]+_instances/.test(entry) ? entry.includes(`KV_${recordBucket(ns, 'l-1')}.`) : true;
   return (['sender', 'reader'] as const).flatMap((role) =>
     perms[role].publish.flatMap((entry, i) => (sampled(entry) ? [{ user: `${role}-minus-${i}`, role, entry, permissions: { ...perms[role], publish: perms[role].publish.filter((_, j) => j !== i) } }] : [])),
   );
@@ -213,7 +222,7 @@ describe("NATS permissions: only engines write the engine's state", () => {
   const as = (user: string): { auth: { user: string; pass: string }; inboxPrefix: string } => ({ auth: auth(user), inboxPrefix: inboxOf(user) });
   const client = (role: Role): Client => clients.get(role)!;
   const subjectOf = (id: string): string => `${ns}.evt.${partitionOf('ledger', id, engine.partitions)}.ledger.${id}`;
-  const instanceSubject = (id: string): string => `$KV.${ns}_instances.ledger.${id}`;
+  const instanceSubject = (id: string): string => `$KV.${recordBucket(ns, id)}.ledger.${id}`;
 
   /** A plain NATS connection as `role`: what a process holding those credentials can do around the library. */
   async function rawAs(role: Role): Promise<{ nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager }> {
@@ -293,7 +302,7 @@ describe("NATS permissions: only engines write the engine's state", () => {
     const { js } = await rawAs('sender');
     const forged = JSON.stringify({ forged: true });
     await deniedPublish(js.publish(instanceSubject('l-1'), forged), instanceSubject('l-1'));
-    const kv = await new Kvm(js).open(`${ns}_instances`);
+    const kv = await new Kvm(js).open(recordBucket(ns, 'l-1'));
     await deniedPublish(kv.put('ledger.l-1', forged), instanceSubject('l-1'));
     await deniedPublish(kv.delete('ledger.l-1'), instanceSubject('l-1'));
     await deniedPublish(js.publish(instanceSubject('l-new'), forged, { expect: { lastSubjectSequence: 0 } }), instanceSubject('l-new'));
@@ -321,7 +330,7 @@ describe("NATS permissions: only engines write the engine's state", () => {
   it('an engine event the sender publishes is rejected as [forged] and changes nothing', async () => {
     const { js, jsm } = raw.get('sender')!;
     // The sender may read the record, so it aims at the real pending timer with its real token.
-    const stored = await jsm.direct.getMessage(`KV_${ns}_instances`, { last_by_subj: instanceSubject('l-1') });
+    const stored = await jsm.direct.getMessage(`KV_${recordBucket(ns, 'l-1')}`, { last_by_subj: instanceSubject('l-1') });
     const [timerId, timer] = Object.entries(stored!.json<{ timers: Record<string, { token: number }> }>().timers)[0]!;
     const before = await snapshot('l-1');
     const fire = JSON.stringify({ type: 'jetstate.timer', timerId, token: timer.token });
