@@ -7,8 +7,7 @@ import type { AnyStateMachine } from 'xstate';
 import type { WorkflowDefinition } from './definition.js';
 import { NAME_PATTERN } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
-
-const CHILD = Symbol.for('jetstate.child');
+import { CHILD, childMarkOf } from './child-mark.js';
 
 /**
  * Registers a workflow as an actor that `invoke` can start as a durable child instance.
@@ -29,7 +28,7 @@ export function childWorkflow<TMachine extends AnyStateMachine>(workflow: Workfl
 export function childWorkflowsOf(machine: AnyStateMachine): Map<string, WorkflowDefinition> {
   const out = new Map<string, WorkflowDefinition>();
   for (const [name, logic] of Object.entries((machine.implementations?.actors ?? {}) as Record<string, unknown>)) {
-    const def = (logic as { [CHILD]?: WorkflowDefinition } | null)?.[CHILD];
+    const def = childMarkOf<WorkflowDefinition>(logic);
     if (def) out.set(name, def);
   }
   return out;
