@@ -48,6 +48,8 @@ export function startInstance(
   }
   const persisted = error === undefined ? runner.persist(snapshot) : { status: 'error', value: {}, error };
   const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
+  // XState reports some errors of the initial step in the snapshot rather than by a throw.
+  if (status === InstanceStatus.Failed && error === undefined) error = errorText(snapshot.error);
   if (status !== InstanceStatus.Running) plan.finish(`${def.name}.${id}.1`);
   const entry: HistoryEntry = {
     kind: HistoryKind.Start,
