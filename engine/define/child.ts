@@ -34,9 +34,16 @@ export function childWorkflowsOf(machine: AnyStateMachine): Map<string, Workflow
   return out;
 }
 
-/** The child's instance id: derived from the parent's id and the invoke id, so a retry finds it. */
-export function childIdOf(parentId: string, invokeId: string): string {
-  const plain = `${parentId}_${invokeId}`;
+/**
+ * The child's instance id, derived from the parent's id and the invoke id so a re-run of the
+ * parent's outbox finds it: `<parent id>_<invoke id>` for the first child started under that
+ * invoke id, `<parent id>_<invoke id>-<token>` (the parent's revision that started it) for every
+ * later one, since the first one's record (finished or not) keeps its id. An id that would not be
+ * a valid name (over 128 characters, or characters NATS subjects cannot take) becomes
+ * `<first 100 of the parent id>_<hash>`.
+ */
+export function childIdOf(parentId: string, invokeId: string, token?: number): string {
+  const plain = token === undefined ? `${parentId}_${invokeId}` : `${parentId}_${invokeId}-${token}`;
   if (NAME_PATTERN.test(plain)) return plain;
   return `${parentId.slice(0, 100)}_${shortHash(plain)}`;
 }

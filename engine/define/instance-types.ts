@@ -5,7 +5,7 @@
  */
 import type { ContextFrom, OutputFrom, SnapshotFrom, StateValue, TagsFrom } from 'xstate';
 import type { z } from 'zod';
-import type { EngineEvent, TaskResultEvent, ChildResultEvent, TimerFireEvent } from '../protocol/events.js';
+import type { EngineEvent, TaskResultEvent, ChildResultEvent, TimerFireEvent, SelfEvent, FailEvent } from '../protocol/events.js';
 import type { Instance, TypedHistoryEntry } from '../protocol/record.js';
 import type { WorkflowDefinition } from './definition.js';
 import type { RecordedEventsFrom } from './event-types.js';
@@ -84,9 +84,10 @@ export interface StopEvent {
 
 /**
  * The engine's own events, as the history records them: a durable timer came due, a task
- * (activity) or a child workflow finished, the parent stopped this child.
+ * (activity) or a child workflow finished, the parent stopped this child, the instance sent
+ * itself an event (`sendTo` self), an inline action threw after the write (the instance failed).
  */
-export type EngineHistoryEvent = TimerFireEvent | TaskResultEvent | ChildResultEvent | StopEvent;
+export type EngineHistoryEvent = TimerFireEvent | TaskResultEvent | ChildResultEvent | StopEvent | SelfEvent | FailEvent;
 
 /**
  * What the `event` of a history entry of kind `'event'` can be for workflow `W`: one of its

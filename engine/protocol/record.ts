@@ -80,8 +80,21 @@ export const TimerRecordSchema = z.object({
   dueAtMs: z.number(),
   /** Revision at which it was scheduled; the fire message must carry the same. */
   token: z.number().int(),
-  /** The event to raise when it fires. */
+  /** The event to raise when it fires (or, with `to`, to send). */
   event: z.object({ type: z.string() }).loose(),
+  /**
+   * Scheduling order among the timers its revision scheduled (XState fires timers due at the same
+   * moment in the order they were scheduled: by `token`, then `seq`). Absent in records written
+   * before it existed (read as 0).
+   */
+  seq: z.number().int().nonnegative().optional(),
+  /**
+   * XState's id of a timer kept under another key: a delayed raise scheduled again with the same id
+   * keeps the older one (XState does; a cancel reaches only the newest) under a derived key.
+   */
+  sendId: z.string().optional(),
+  /** A delayed `sendTo` a child workflow or `sendParent`: the instance the event goes to when it fires. */
+  to: z.object({ workflow: z.string(), id: z.string() }).optional(),
 });
 export type TimerRecord = z.infer<typeof TimerRecordSchema>;
 
@@ -138,8 +151,18 @@ export const InstanceRecordSchema = z.object({
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
   /** The per-instance rate limit's token bucket (over the stream's acceptance times). */
   rate: z.object({ tokens: z.number(), atMs: z.number() }).optional(),
-  /** Custom actions of the last write, run after it (again, if a crash cut their run short). */
-  outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown(), event: z.unknown() })).default([]),
+  /**
+   * Custom actions of the last write, run after it (again, if a crash cut their run short).
+   * `params` is absent for an action given without params (XState gives it `undefined`).
+   * `context`: the context an action saw at its place in the step, kept when it differs from the
+   * record's (a re-run gets what the first run got).
+   */
+  outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown().optional(), event: z.unknown(), context: z.unknown().optional() })).default([]),
+  /**
+   * Invoke ids under which a child workflow was started: a later child under the same invoke id
+   * gets `<parent id>_<invoke id>-<token>` (see define/child.ts). Absent until the first child.
+   */
+  invoked: z.array(z.string()).optional(),
 });
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 
@@ -217,9 +240,10 @@ export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) 
     revision: record.revision,
     createdAtMs: record.createdAtMs,
     updatedAtMs: record.updatedAtMs,
+    // Soonest first, as XState fires them (ties in scheduling order); a timer kept under a derived key shows its XState id.
     timers: Object.entries(record.timers)
-      .map(([id, t]) => ({ id, dueAtMs: t.dueAtMs }))
-      .sort((a, b) => a.dueAtMs - b.dueAtMs),
+      .sort(([, a], [, b]) => a.dueAtMs - b.dueAtMs || a.token - b.token || (a.seq ?? 0) - (b.seq ?? 0))
+      .map(([id, t]) => ({ id: t.sendId ?? id, dueAtMs: t.dueAtMs })),
     tasks: Object.entries(record.tasks).map(([id, t]) => ({ id, src: t.src, startedAtMs: t.startedAtMs })),
     matches: (state) => matchesState(state as StateValue, value),
     hasTag: (tag) => (tags ??= new Set(tagsOf ? tagsOf(value) : [])).has(tag),

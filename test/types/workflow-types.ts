@@ -164,6 +164,16 @@ export async function history(): Promise<void> {
           void ok;
           break;
         }
+        case 'jetstate.self': {
+          const inner: string = e.event.event.type;
+          void inner;
+          break;
+        }
+        case 'jetstate.fail': {
+          const reason: string = e.event.reason;
+          void reason;
+          break;
+        }
         case 'jetstate.stop':
         case 'SHIP':
         case 'DELIVERED':
