@@ -8,6 +8,7 @@ export type {
   StateValueOf,
   OutputOf,
   TagOf,
+  EventOf,
   WorkflowInstance,
   WorkflowHistoryEntry,
   WorkflowHistoryEvent,

@@ -3,7 +3,7 @@
  * stream. Both are validated with zod whenever they are read back, so a damaged or foreign
  * record is reported instead of trusted.
  */
-import { matchesState, type StateValue } from 'xstate';
+import { matchesState, type AnyMachineSnapshot, type StateValue } from 'xstate';
 import { z } from 'zod';
 
 export const InstanceStatus = { Running: 'running', Done: 'done', Failed: 'failed', Stopped: 'stopped' } as const;
@@ -190,6 +190,7 @@ export interface Instance<
   TOutput = unknown,
   TTag extends string = string,
   TMatch = StateMatch<TValue>,
+  TEvent extends { type: string } = { type: string; [key: string]: unknown },
 > {
   workflow: string;
   id: string;
@@ -221,15 +222,42 @@ export interface Instance<
   matches(state: TMatch): boolean;
   /** True when a state the instance is in carries this tag (`tags` in the machine's states). */
   hasTag(tag: TTag): boolean;
+  /**
+   * XState's `snapshot.can(event)`: true when the state the instance is in has a transition that
+   * takes `event` (one with a target or actions whose guard passes). Guards are evaluated with
+   * the stored context, here, in the reader (they must be pure); false once the instance is
+   * finished (done, failed or stopped): it takes no more events.
+   */
+  can(event: TEvent): boolean;
+  /**
+   * XState's `snapshot.getMeta()`: the `meta` of the states the instance is in, by state id (from
+   * the machine of the version that wrote the record).
+   */
+  getMeta(): Record<string, unknown>;
 }
 
 /**
  * The view of a record. `tagsOf` gives the tags of a state value (they are not stored: they come
- * from the machine's state nodes); without it `hasTag()` is false for every tag.
+ * from the machine's state nodes); without it `hasTag()` is false for every tag. `resolve` gives
+ * XState's snapshot of a stored value and context (`machine.resolveState`), for `can()` and
+ * `getMeta()`; without it `can()` is false and `getMeta()` empty.
  */
-export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) => Iterable<string>): Instance {
+export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) => Iterable<string>, resolve?: (value: StateValue, context: unknown) => AnyMachineSnapshot): Instance {
   const value = record.snapshot['value'] as StateValue;
   let tags: Set<string> | undefined;
+  let resolved: AnyMachineSnapshot | null | undefined;
+  // Computed on first use: most readers never ask. A value the machine cannot resolve (a machine
+  // that threw on start stores `{}`) answers false and {}.
+  const snapshot = (): AnyMachineSnapshot | null => {
+    if (resolved === undefined) {
+      try {
+        resolved = resolve ? resolve(value, record.snapshot['context']) : null;
+      } catch {
+        resolved = null;
+      }
+    }
+    return resolved;
+  };
   const view: Instance = {
     workflow: record.workflow,
     id: record.id,
@@ -247,6 +275,21 @@ export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) 
     tasks: Object.entries(record.tasks).map(([id, t]) => ({ id, src: t.src, startedAtMs: t.startedAtMs })),
     matches: (state) => matchesState(state as StateValue, value),
     hasTag: (tag) => (tags ??= new Set(tagsOf ? tagsOf(value) : [])).has(tag),
+    can: (event) => {
+      if (record.status !== 'running') return false;
+      try {
+        return snapshot()?.can(event as never) ?? false;
+      } catch {
+        return false;
+      }
+    },
+    getMeta: () => {
+      try {
+        return (snapshot()?.getMeta() ?? {}) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    },
   };
   if (record.output !== undefined) view.output = record.output;
   if (record.error !== undefined) view.error = record.error;

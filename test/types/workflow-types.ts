@@ -128,6 +128,13 @@ export async function nested(): Promise<void> {
   // A machine that declares no tags takes any string.
   const a = await client.get(approval, 'a-1');
   a?.hasTag('anything');
+  // can() takes the machine's events, as XState's snapshot.can does; getMeta() its states' meta.
+  const canPack: boolean = t.can({ type: 'PACK', box: 'b' });
+  void canPack;
+  // @ts-expect-error: 'PACKK' is no event of the ticket machine
+  t.can({ type: 'PACKK' });
+  const meta: Record<string, unknown> = t.getMeta();
+  void meta;
 }
 
 // ---- history: a union to narrow --------------------------------------------------------------
