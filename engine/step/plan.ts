@@ -127,6 +127,22 @@ export class Plan {
     this.scheduledTimers.push({ timerId, token: timer.token, dueAtMs: timer.dueAtMs });
   }
 
+  /**
+   * Takes a firing timer out of the pending ones. XState forgets the send id when any timer under
+   * it fires: an older one (kept under a derived key) firing leaves the newest running but out of
+   * reach of a cancel. So does this: the newest moves to a derived key too.
+   */
+  takeTimer(key: string): TimerRecord {
+    const timer = this.timers[key]!;
+    delete this.timers[key];
+    const newest = timer.sendId !== undefined ? this.timers[timer.sendId] : undefined;
+    if (newest && timer.sendId !== undefined) {
+      delete this.timers[timer.sendId];
+      this.timers[`${timer.sendId}@${newest.token}`] = { ...newest, sendId: timer.sendId };
+    }
+    return timer;
+  }
+
   /** The key of the pending timer a fire message names (its id and token), if it is still pending. */
   findTimer(timerId: string, token: number): string | undefined {
     if (this.timers[timerId]?.token === token) return timerId;

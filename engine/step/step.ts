@@ -177,8 +177,7 @@ export function applyEvents(
   };
   /** A pending timer fires: its event to the machine, or (a delayed sendTo another instance) to that instance. */
   const fire = (e: StepEvent, key: string, recorded: unknown): void => {
-    const timer = plan.timers[key]!;
-    delete plan.timers[key];
+    const timer = plan.takeTimer(key);
     if (!timer.to || status !== InstanceStatus.Running) {
       transition(e, recorded, timer.event);
       return;

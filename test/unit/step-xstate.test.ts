@@ -154,6 +154,18 @@ describe('a delayed raise scheduled twice under one id', () => {
     assert.deepEqual(i.verify(), []);
   });
 
+  it('once the older one fired, a cancel reaches nothing (XState forgets the id when a timer under it fires)', () => {
+    const i = new Instance(twice);
+    i.apply({ type: 'ARM' }, 1_000);
+    i.apply({ type: 'ARM' }, 1_100);
+    i.apply({ type: 'jetstate.timer', timerId: 't', token: 2 }, 1_400);
+    i.apply({ type: 'STOP' }, 1_450);
+    assert.deepEqual(Object.keys(i.record.timers), ['t@3'], 'the newest still runs');
+    i.apply({ type: 'jetstate.timer', timerId: 't', token: 3 }, 1_500);
+    assert.equal(i.context.n, 2);
+    assert.deepEqual(i.verify(), []);
+  });
+
   it('twice in one step: the first goes out under its derived key', () => {
     const i = new Instance(twice);
     const r = i.apply({ type: 'DOUBLE' }, 1_000);

@@ -265,6 +265,16 @@ const delayedToParent: FidelityCase = {
   known: [ASYNC_CHILD],
 };
 
+/**
+ * Inline action functions run after the write that ran them, at most once: a crash right after
+ * the write (the kill mode) loses them (documented; registered actions run at least once).
+ */
+export const INLINE_AT_MOST_ONCE = {
+  note: 'an inline action runs once after the write, at most once: an engine killed right after the write never runs it (register it by name for at least once)',
+  modes: ['kill'],
+  kinds: ['effects'],
+} as const;
+
 const named: FidelityCase = {
   name: 'namedactions',
   covers: ['named actions with params', 'entry action of the initial state', 'actions see the context as of their place in the step', 'exit and transition actions in order'],
@@ -336,6 +346,7 @@ const inlineActions: FidelityCase = {
   alphabet: [send('BUMP')],
   sequences: [[send('BUMP'), send('BUMP')]],
   // Fixed: the engine that creates the record from the start runs the initial state's actions.
+  known: [INLINE_AT_MOST_ONCE],
 };
 
 export const actorCases: FidelityCase[] = [activities, children, childReport, childAgain, forwarding, spawnWorkflow, delayedToChild, delayedToParent, named, actionParams, inlineActions];

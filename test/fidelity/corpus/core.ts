@@ -469,7 +469,10 @@ const throwingInline: FidelityCase = {
   // An inline action runs after the write that ran it, and one that throws fails the instance
   // through an event of its own (jetstate.fail): one event at a time it agrees with XState, in a
   // burst the events behind it may be applied first (documented in docs/XSTATE.md).
-  known: [{ note: 'an inline action runs after the write: one that throws fails the instance by an event of its own, so in a burst the events behind it may be applied first (XState stops at once)', modes: ['burst'] }],
+  known: [
+    { note: 'an inline action runs after the write: one that throws fails the instance by an event of its own, so in a burst the events behind it may be applied first (XState stops at once)', modes: ['burst'] },
+    { note: 'an inline action runs after the write, at most once: an engine killed right after the write never runs it, and the instance goes on (XState stops with the error)', modes: ['kill'] },
+  ],
 };
 
 export const coreCases: FidelityCase[] = [hierarchy, parallel, guards, eventless, reenter, order, history, raising, enqueue, wildcard, contextInput, tagsMeta, finals, throwing, throwingInline];
