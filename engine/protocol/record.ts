@@ -216,6 +216,11 @@ export interface Instance<
   /** Running tasks (invoked activities); `attempt` and `lastError` once an attempt failed. */
   tasks: Array<{ id: string; src: string; startedAtMs: number; attempt?: number; lastError?: string }>;
   /**
+   * Running child workflow instances, by invoke id: `instanceId` is the child's id
+   * (`<parent id>_<invoke id>`, or `<parent id>_<invoke id>-<token>` for one invoked again).
+   */
+  children: Array<{ id: string; workflow: string; instanceId: string }>;
+  /**
    * True when the instance is in the given state (XState's `matches`): `'paid'`, or
    * `{ shipping: 'packed' }` for a nested one.
    */
@@ -273,6 +278,7 @@ export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) 
       .sort(([, a], [, b]) => a.dueAtMs - b.dueAtMs || a.token - b.token || (a.seq ?? 0) - (b.seq ?? 0))
       .map(([id, t]) => ({ id: t.sendId ?? id, dueAtMs: t.dueAtMs })),
     tasks: Object.entries(record.tasks).map(([id, t]) => ({ id, src: t.src, startedAtMs: t.startedAtMs })),
+    children: Object.entries(record.children).map(([id, c]) => ({ id, workflow: c.workflow, instanceId: c.id })),
     matches: (state) => matchesState(state as StateValue, value),
     hasTag: (tag) => (tags ??= new Set(tagsOf ? tagsOf(value) : [])).has(tag),
     can: (event) => {
