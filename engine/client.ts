@@ -8,7 +8,7 @@ import { DeliverPolicy } from '@nats-io/jetstream';
 import { createInbox } from '@nats-io/nats-core';
 import { z } from 'zod';
 import type { KV } from '@nats-io/kv';
-import type { AnyStateMachine, StateValue } from 'xstate';
+import type { AnyMachineSnapshot, AnyStateMachine, StateValue } from 'xstate';
 import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './define/definition.js';
 import type { StateValueOf, WorkflowHistoryEntry, WorkflowInstance } from './define/instance-types.js';
 import { checkStateTest, tagsOf } from './define/states.js';
@@ -706,7 +706,7 @@ export class Client implements AsyncDisposable {
    */
   private view<W extends WorkflowDefinition>(workflow: W, record: InstanceRecord): WorkflowInstance<W> {
     const machine = this.rt.registry.find(record.workflow, record.version)?.def.machine ?? workflow.machine;
-    return toInstance(record, (value: StateValue) => tagsOf(machine, value)) as WorkflowInstance<W>;
+    return toInstance(record, (value: StateValue) => tagsOf(machine, value), resolverOf(machine)) as WorkflowInstance<W>;
   }
 
   /** The machines of every registered version of a workflow, which `matches()` tests are checked against. */
@@ -772,8 +772,13 @@ function checkedMatches<T extends { matches(state: never): boolean }>(instance: 
 function pendingInstance(workflow: WorkflowDefinition, runner: MachineRunner, id: string, input: unknown): Instance {
   const now = Date.now();
   const started = startInstance(workflow, runner, id, input, now);
-  const view = toInstance(started.record, (value: StateValue) => tagsOf(workflow.machine, value));
+  const view = toInstance(started.record, (value: StateValue) => tagsOf(workflow.machine, value), resolverOf(workflow.machine));
   return { ...view, status: 'pending', revision: 0, timers: [], tasks: [] };
+}
+
+/** XState's snapshot of a stored state value and context, for `can()` and `getMeta()` of the view. */
+function resolverOf(machine: AnyStateMachine): (value: StateValue, context: unknown) => AnyMachineSnapshot {
+  return (value, context) => machine.resolveState({ value, context } as never) as AnyMachineSnapshot;
 }
 
 /** The `type` of an encoded event, if it has a readable one. */

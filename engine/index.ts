@@ -8,6 +8,7 @@ export type {
   StateValueOf,
   OutputOf,
   TagOf,
+  EventOf,
   WorkflowInstance,
   WorkflowHistoryEntry,
   WorkflowHistoryEvent,
@@ -15,7 +16,7 @@ export type {
   EngineHistoryEvent,
   StopEvent,
 } from './define/instance-types.js';
-export type { TimerFireEvent, TaskResultEvent, ChildResultEvent } from './protocol/events.js';
+export type { TimerFireEvent, TaskResultEvent, ChildResultEvent, SelfEvent, FailEvent } from './protocol/events.js';
 export { createClient, Client } from './client.js';
 export type { StartOptions, SendOptions, SendResult, ControlOptions, ListFilter, WaitForOptions, DeadLetter } from './client.js';
 export type { ReencryptReport } from './store/reencrypt.js';

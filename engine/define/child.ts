@@ -7,8 +7,7 @@ import type { AnyStateMachine } from 'xstate';
 import type { WorkflowDefinition } from './definition.js';
 import { NAME_PATTERN } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
-
-const CHILD = Symbol.for('jetstate.child');
+import { CHILD, childMarkOf } from './child-mark.js';
 
 /**
  * Registers a workflow as an actor that `invoke` can start as a durable child instance.
@@ -29,15 +28,22 @@ export function childWorkflow<TMachine extends AnyStateMachine>(workflow: Workfl
 export function childWorkflowsOf(machine: AnyStateMachine): Map<string, WorkflowDefinition> {
   const out = new Map<string, WorkflowDefinition>();
   for (const [name, logic] of Object.entries((machine.implementations?.actors ?? {}) as Record<string, unknown>)) {
-    const def = (logic as { [CHILD]?: WorkflowDefinition } | null)?.[CHILD];
+    const def = childMarkOf<WorkflowDefinition>(logic);
     if (def) out.set(name, def);
   }
   return out;
 }
 
-/** The child's instance id: derived from the parent's id and the invoke id, so a retry finds it. */
-export function childIdOf(parentId: string, invokeId: string): string {
-  const plain = `${parentId}_${invokeId}`;
+/**
+ * The child's instance id, derived from the parent's id and the invoke id so a re-run of the
+ * parent's outbox finds it: `<parent id>_<invoke id>` for the first child started under that
+ * invoke id, `<parent id>_<invoke id>-<token>` (the parent's revision that started it) for every
+ * later one, since the first one's record (finished or not) keeps its id. An id that would not be
+ * a valid name (over 128 characters, or characters NATS subjects cannot take) becomes
+ * `<first 100 of the parent id>_<hash>`.
+ */
+export function childIdOf(parentId: string, invokeId: string, token?: number): string {
+  const plain = token === undefined ? `${parentId}_${invokeId}` : `${parentId}_${invokeId}-${token}`;
   if (NAME_PATTERN.test(plain)) return plain;
   return `${parentId.slice(0, 100)}_${shortHash(plain)}`;
 }

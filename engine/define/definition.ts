@@ -7,6 +7,8 @@ import type { z } from 'zod';
 import { ErrorCode, fail } from '../errors.js';
 import { NAME_PATTERN, checkName } from '../protocol/names.js';
 import { activitiesOf } from './activity.js';
+import { actorKind, whyNotDurable } from './actor-kinds.js';
+import { actionsOf, builtinType } from './machine-walk.js';
 import type { PermissionRule } from '../security/roles.js';
 import { checkSecretPaths } from '../security/secrets.js';
 import type { DefinitionCheck } from './event-types.js';
@@ -112,8 +114,10 @@ const RESERVED_EVENT_PREFIXES = ['xstate.', 'jetstate.'];
 /**
  * Declares a durable workflow. Throws a `JetstateError` (`INVALID_DEFINITION`) that says the fix
  * for anything that cannot be made durable: a missing name or version, an inline actor
- * implementation, an actor `src` that `setup()` does not provide, or a declared event the
- * machine never handles.
+ * implementation, an actor `src` that `setup()` does not provide, an invoked or spawned actor that
+ * is neither an `activity()` nor a `childWorkflow()` (`fromPromise`, `fromCallback`,
+ * `fromObservable`, `fromEventObservable`, `fromTransition`, a plain machine), or a declared event
+ * the machine never handles.
  *
  * When the machine declares its types, they are checked against the schemas at compile time: an
  * event type the machine declares but `events` does not (other than `xstate.*`, `jetstate.*` and
@@ -263,10 +267,12 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
           `${label}: state '${node.id}' invokes '${inv.src}', which setup({ actors }) does not provide; add it there`,
         );
       }
+      checkDurable(label, machine, `state '${node.id}' invokes '${inv.src}'`, inv.src);
     }
     for (const child of Object.values(node.states ?? {})) visit(child as AnyStateNode);
   };
   visit(machine.root);
+  checkSpawns(label, machine, actors);
   const matches = (type: string): boolean => {
     if (handled.has(type) || handled.has('*')) return true;
     for (const h of handled) if (h.endsWith('.*') && type.startsWith(h.slice(0, -1))) return true;
@@ -280,5 +286,33 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
         `${unused.length > 1 ? 'are' : 'is'} handled by no state of the machine; add an 'on' transition for ` +
         `${unused.length > 1 ? 'them' : 'it'} or remove ${unused.length > 1 ? 'them' : 'it'} from events`,
     );
+  }
+}
+
+/** Refuses an actor the engine cannot make durable: only activity() and childWorkflow() are. */
+function checkDurable(label: string, machine: AnyStateMachine, what: string, src: string): void {
+  const kind = actorKind(machine, src);
+  if (kind === 'activity' || kind === 'childWorkflow') return;
+  fail(ErrorCode.InvalidDefinition, `${label}: ${what}, which cannot be made durable: ${whyNotDurable(kind)}`);
+}
+
+/**
+ * `spawnChild` actions the configuration shows (named ones included): the spawned actor must be
+ * durable too. `spawn` inside `assign`, and spawns chosen at run time (`enqueueActions`), are not
+ * visible here: the step fails the instance when one happens (see step/plan.ts).
+ */
+function checkSpawns(label: string, machine: AnyStateMachine, actors: Record<string, unknown>): void {
+  for (const { where, action } of actionsOf(machine)) {
+    if (builtinType(action) !== 'xstate.spawnChild') continue;
+    const src = (action as { src?: unknown }).src;
+    if (typeof src !== 'string') {
+      fail(
+        ErrorCode.InvalidDefinition,
+        `${label}: ${where} spawns an inline actor implementation (spawnChild), which cannot be made durable; ` +
+          `register it by name in setup({ actors: { myActor: activity(...) } }) and use spawnChild('myActor')`,
+      );
+    }
+    if (!(src in actors)) fail(ErrorCode.InvalidDefinition, `${label}: ${where} spawns '${src}', which setup({ actors }) does not provide; add it there`);
+    checkDurable(label, machine, `${where} spawns '${src}' (spawnChild)`, src);
   }
 }

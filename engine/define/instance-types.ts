@@ -3,10 +3,10 @@
  * value, output, tags, from the machine's types) and the history (events from the zod schemas plus
  * the engine's own). The client's `get`, `list`, `waitFor`, `start` and `history` return these.
  */
-import type { ContextFrom, OutputFrom, SnapshotFrom, StateValue, TagsFrom } from 'xstate';
+import type { ContextFrom, EventFrom, OutputFrom, SnapshotFrom, StateValue, TagsFrom } from 'xstate';
 import type { z } from 'zod';
-import type { EngineEvent, TaskResultEvent, ChildResultEvent, TimerFireEvent } from '../protocol/events.js';
-import type { Instance, TypedHistoryEntry } from '../protocol/record.js';
+import type { EngineEvent, TaskResultEvent, ChildResultEvent, TimerFireEvent, SelfEvent, FailEvent } from '../protocol/events.js';
+import type { Instance, StateMatch, TypedHistoryEntry } from '../protocol/record.js';
 import type { WorkflowDefinition } from './definition.js';
 import type { RecordedEventsFrom } from './event-types.js';
 
@@ -68,7 +68,12 @@ export type TagOf<W extends WorkflowDefinition> = Known<TagsFrom<W['machine']>, 
  * if (inst?.matches('paid')) console.log(inst.context.paid);
  * ```
  */
-export type WorkflowInstance<W extends WorkflowDefinition> = Instance<ContextOf<W>, StateValueOf<W>, OutputOf<W>, TagOf<W>>;
+export type WorkflowInstance<W extends WorkflowDefinition> = Instance<ContextOf<W>, StateValueOf<W>, OutputOf<W>, TagOf<W>, StateMatch<StateValueOf<W>>, EventOf<W>>;
+
+/** The events the machine takes (`setup({ types: { events } })`), for `can()`; any event when it does not declare them. */
+export type EventOf<W extends WorkflowDefinition> = Known<EventFrom<W['machine']>, AnyEvent> extends infer E extends { type: string } ? E : AnyEvent;
+
+type AnyEvent = { type: string; [key: string]: unknown };
 
 /** The start event a history records: the parsed input. */
 export interface StartEventOf<W extends WorkflowDefinition> {
@@ -84,9 +89,10 @@ export interface StopEvent {
 
 /**
  * The engine's own events, as the history records them: a durable timer came due, a task
- * (activity) or a child workflow finished, the parent stopped this child.
+ * (activity) or a child workflow finished, the parent stopped this child, the instance sent
+ * itself an event (`sendTo` self), an inline action threw after the write (the instance failed).
  */
-export type EngineHistoryEvent = TimerFireEvent | TaskResultEvent | ChildResultEvent | StopEvent;
+export type EngineHistoryEvent = TimerFireEvent | TaskResultEvent | ChildResultEvent | StopEvent | SelfEvent | FailEvent;
 
 /**
  * What the `event` of a history entry of kind `'event'` can be for workflow `W`: one of its

@@ -2,11 +2,16 @@
  * Runs the effects of a step after its state write. Contract (also in the README):
  * - an action registered by name in `setup({ actions })` runs at least once: it stays in the
  *   record's outbox until the next write, and runs again if a crash cut its run short; it gets
- *   `idempotencyKey` (`<workflow>.<id>.<revision>.<index>`), the same on every run;
- * - an inline action function runs once after the write, but not again after a crash;
- * - sends to other instances, child starts and child stops go through the target's inbox, signed,
- *   with a message id keyed from the outbox entry's key, so a re-run is deduplicated;
- * - a throwing action is retried three times with backoff, then reported; the instance goes on.
+ *   `idempotencyKey` (`<workflow>.<id>.<revision>.<index>`), the same on every run, and the context
+ *   it saw at its place in the step, also on a re-run; one that throws is retried three times with
+ *   backoff, then reported, and the instance goes on;
+ * - an inline action function runs once after the write, but not again after a crash (at most
+ *   once); one that throws fails the instance (XState stops the actor with the error): a signed
+ *   `jetstate.fail` event with the error goes to its inbox, and is recorded like any event;
+ * - sends to other instances (and to itself), child starts and child stops go through the target's
+ *   inbox, signed, with a message id keyed from the outbox entry's key, so a re-run is deduplicated;
+ * - XState's `log` goes to the engine's logger at info (with the workflow and id), `emit` is
+ *   published on `<ns>.emit.<workflow>.<id>` (core NATS, best effort, secrets sealed), both once.
  * Actions of one instance run in order, before its next events are applied.
  */
 import type { ResolvedSend } from '../define/messages.js';
@@ -17,6 +22,8 @@ import { publishToInstance } from '../store/inbox.js';
 import type { Effect, OutboxEntry } from '../step/plan.js';
 import type { LoadedInstance } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
+import { encodeJson } from '../protocol/json.js';
+import { errorText } from '../step/runner.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
 
@@ -81,19 +88,34 @@ export class ActionExecutor implements EffectExecutor {
   }
 
   async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
+    const { record } = instance;
     for (const e of effects) {
-      if (e.kind === 'unsupported') {
-        this.reportOnce(instance, e.type);
-        continue;
+      switch (e.kind) {
+        case 'unsupported':
+          this.reportOnce(instance, e.type);
+          continue;
+        case 'send':
+        case 'child':
+          await this.attempt(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace));
+          continue;
+        case 'log': {
+          const { value, label } = (e.params ?? {}) as { value?: unknown; label?: unknown };
+          const text = typeof value === 'string' ? value : safeJson(value);
+          this.rt.logger.info(typeof label === 'string' && label !== '' ? `${label}: ${text}` : text, { workflow: record.workflow, id: record.id, action: 'xstate.log', label, value });
+          continue;
+        }
+        case 'emit':
+          this.emit(instance, (e.params as { event?: unknown } | undefined)?.event);
+          continue;
+        case 'inline':
+          await this.inline(instance, e);
+          continue;
+        case 'action': {
+          const impl = instance.runner.actions.get(e.type);
+          const info = e.exec?.info ?? { context: record.snapshot['context'], event: e.event };
+          if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
+        }
       }
-      if (e.kind === 'send' || e.kind === 'child') {
-        await this.attempt(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace));
-        continue;
-      }
-      const impl = e.kind === 'action' ? instance.runner.actions.get(e.type) : undefined;
-      const info = e.exec?.info ?? { context: instance.record.snapshot['context'], event: e.event };
-      if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
-      else if (e.exec?.exec) await this.attempt(instance, e.key, e.type, () => e.exec!.exec!({ ...info, idempotencyKey: e.key }, e.params));
     }
   }
 
@@ -105,7 +127,40 @@ export class ActionExecutor implements EffectExecutor {
         continue;
       }
       const impl = instance.runner.actions.get(e.type);
-      if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context, event: e.event, idempotencyKey: e.key }, e.params));
+      // The context it saw at its place in the step, when that was not the one the step ended with.
+      const seen = e.context !== undefined ? e.context : context;
+      if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context: seen, event: e.event, idempotencyKey: e.key }, e.params));
+    }
+  }
+
+  /**
+   * An inline action runs once, after the write. XState stops the actor when one throws; here the
+   * write is done, so the instance is failed by an event of its own: recorded, replayed by verify.
+   */
+  private async inline(instance: LoadedInstance, e: Effect): Promise<void> {
+    if (!e.exec?.exec) return;
+    const info = e.exec.info ?? { context: instance.record.snapshot['context'], event: e.event };
+    try {
+      await e.exec.exec({ ...info, idempotencyKey: e.key }, e.params);
+    } catch (err) {
+      const { workflow, id } = instance.record;
+      const reason = `inline action '${e.type}' threw after the write that ran it: ${errorText(err)}`;
+      // Recorded in the instance (its error and history), like a guard that throws; info for the log.
+      this.rt.logger.info(`workflow '${workflow}' instance '${id}': ${reason}; the instance fails`, { workflow, id });
+      await this.attempt(instance, e.key, EngineEvent.Fail, () =>
+        publishToInstance(this.rt, { workflow, id, event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000) }, engine: { logicalId: `fail.${e.key}` }, trace: instance.record.trace }),
+      );
+    }
+  }
+
+  /** XState's `emit`: published after the write, once, best effort; secrets sealed like an event's. */
+  private emit(instance: LoadedInstance, event: unknown): void {
+    const { workflow, id } = instance.record;
+    if (typeof event !== 'object' || event === null) return;
+    try {
+      this.rt.nc.publish(this.rt.names.emitSubject(workflow, id), encodeJson(this.rt.security.codec.sealEvent(workflow, id, event)));
+    } catch (err) {
+      this.rt.logger.warn(`workflow '${workflow}' instance '${id}': emitted event '${String((event as { type?: unknown }).type)}' not published (${(err as Error).message})`);
     }
   }
 
@@ -125,10 +180,19 @@ export class ActionExecutor implements EffectExecutor {
     }
   }
 
+  /** Reports an XState action the engine does not know (every known one is run or refused). */
   private reportOnce(instance: LoadedInstance, type: string): void {
     const k = `${instance.record.workflow}:${type}`;
     if (this.reported.has(k)) return;
     this.reported.add(k);
     this.rt.logger.warn(`workflow '${instance.record.workflow}': action '${type}' was not run; this engine does not run it yet`);
+  }
+}
+
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
   }
 }

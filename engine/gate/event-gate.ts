@@ -11,7 +11,7 @@
 import type { MsgHdrs } from '@nats-io/nats-core';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { decodeJson } from '../protocol/json.js';
-import { CONTROL_EVENTS, EngineEvent, type TaskResultEvent, isChildResult, isReservedType, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
+import { CONTROL_EVENTS, EngineEvent, type TaskResultEvent, isChildResult, isFail, isReservedType, isSelfSend, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
 import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
 import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
@@ -124,11 +124,11 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
       const kind = type === EngineEvent.Cancel ? 'cancel' : type === EngineEvent.Terminate ? 'terminate' : 'delete';
       return withAdmission(security, def, e, { kind }, { type }, (identity) => ({ ...at, event, identity }));
     }
-    const internal = isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw);
+    const internal = isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw) || isSelfSend(raw) || isFail(raw);
     if (!internal) return reject({ type }, `workflow '${def.name}' instance '${id}': event type '${type}' is not declared; types starting with 'jetstate.' or 'xstate.' are reserved`);
     // Only engines publish these: without a valid signature it is a forgery.
     if (!signed) return reject({ type }, `[forged] an engine event ('${type}') without a valid engine signature`);
-    if (isTaskResult(raw) || isChildResult(raw)) {
+    if (isTaskResult(raw) || isChildResult(raw) || isSelfSend(raw)) {
       try {
         return { ...at, event: security.codec.openEvent(def.name, id, raw) as { type: string } };
       } catch (err) {

@@ -26,6 +26,13 @@ export const EngineEvent = {
   Terminate: 'jetstate.terminate',
   /** Remove a finished instance's record and history. */
   Delete: 'jetstate.delete',
+  /** An event the instance sent itself (XState's `sendTo` self), through its inbox: `{ event }`. */
+  Self: 'jetstate.self',
+  /**
+   * The instance fails: an inline action threw after the write that ran it (XState stops the actor
+   * with an error). `{ reason }`; only an engine sends it.
+   */
+  Fail: 'jetstate.fail',
 } as const;
 
 /** The instance-control events a sender may send (checked against the workflow's permissions). */
@@ -122,6 +129,26 @@ export function isControl(event: unknown, type: typeof EngineEvent.Cancel | type
 
 export function isStop(event: unknown): boolean {
   return typeOf(event) === EngineEvent.Stop;
+}
+
+export interface SelfEvent {
+  type: typeof EngineEvent.Self;
+  event: { type: string } & Record<string, unknown>;
+}
+
+/** An event the instance sent itself, wrapped (see `EngineEvent.Self`). */
+export function isSelfSend(event: unknown): event is SelfEvent {
+  const inner = (event as { event?: unknown } | null)?.event;
+  return typeOf(event) === EngineEvent.Self && typeof inner === 'object' && inner !== null && typeof (inner as { type?: unknown }).type === 'string';
+}
+
+export interface FailEvent {
+  type: typeof EngineEvent.Fail;
+  reason: string;
+}
+
+export function isFail(event: unknown): event is FailEvent {
+  return typeOf(event) === EngineEvent.Fail && typeof (event as { reason?: unknown }).reason === 'string';
 }
 
 /** The XState event for the outcome of an invoked task or child workflow. */

@@ -54,6 +54,8 @@ export interface Layout {
   taskSubject(workflow: string, activity: string): string;
   taskCancelSubject(workflow: string, id: string): string;
   doneSubject(workflow: string, id: string): string;
+  /** Where an instance's XState `emit` events are published (core NATS, best effort). */
+  emitSubject(workflow: string, id: string): string;
   instanceKey(workflow: string, id: string): string;
   leaseKey(workflow: string, partition: number): string;
   /** Where a released partition leaves its checkpoint for the next owner. */
@@ -87,6 +89,7 @@ export function layout(namespace: string): Layout {
     taskSubject: (wf, activity) => `${ns}.task.${wf}.${activity}`,
     taskCancelSubject: (wf, id) => `${ns}.taskcancel.${wf}.${id}`,
     doneSubject: (wf, id) => `${ns}.done.${wf}.${id}`,
+    emitSubject: (wf, id) => `${ns}.emit.${wf}.${id}`,
     instanceKey: (wf, id) => `${wf}.${id}`,
     leaseKey: (wf, p) => `lease.${wf}.${p}`,
     checkpointKey: (wf, p) => `checkpoint.${wf}.${p}`,

@@ -3,7 +3,7 @@
  * stream. Both are validated with zod whenever they are read back, so a damaged or foreign
  * record is reported instead of trusted.
  */
-import { matchesState, type StateValue } from 'xstate';
+import { matchesState, type AnyMachineSnapshot, type StateValue } from 'xstate';
 import { z } from 'zod';
 
 export const InstanceStatus = { Running: 'running', Done: 'done', Failed: 'failed', Stopped: 'stopped' } as const;
@@ -80,8 +80,21 @@ export const TimerRecordSchema = z.object({
   dueAtMs: z.number(),
   /** Revision at which it was scheduled; the fire message must carry the same. */
   token: z.number().int(),
-  /** The event to raise when it fires. */
+  /** The event to raise when it fires (or, with `to`, to send). */
   event: z.object({ type: z.string() }).loose(),
+  /**
+   * Scheduling order among the timers its revision scheduled (XState fires timers due at the same
+   * moment in the order they were scheduled: by `token`, then `seq`). Absent in records written
+   * before it existed (read as 0).
+   */
+  seq: z.number().int().nonnegative().optional(),
+  /**
+   * XState's id of a timer kept under another key: a delayed raise scheduled again with the same id
+   * keeps the older one (XState does; a cancel reaches only the newest) under a derived key.
+   */
+  sendId: z.string().optional(),
+  /** A delayed `sendTo` a child workflow or `sendParent`: the instance the event goes to when it fires. */
+  to: z.object({ workflow: z.string(), id: z.string() }).optional(),
 });
 export type TimerRecord = z.infer<typeof TimerRecordSchema>;
 
@@ -138,8 +151,18 @@ export const InstanceRecordSchema = z.object({
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
   /** The per-instance rate limit's token bucket (over the stream's acceptance times). */
   rate: z.object({ tokens: z.number(), atMs: z.number() }).optional(),
-  /** Custom actions of the last write, run after it (again, if a crash cut their run short). */
-  outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown(), event: z.unknown() })).default([]),
+  /**
+   * Custom actions of the last write, run after it (again, if a crash cut their run short).
+   * `params` is absent for an action given without params (XState gives it `undefined`).
+   * `context`: the context an action saw at its place in the step, kept when it differs from the
+   * record's (a re-run gets what the first run got).
+   */
+  outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown().optional(), event: z.unknown(), context: z.unknown().optional() })).default([]),
+  /**
+   * Invoke ids under which a child workflow was started: a later child under the same invoke id
+   * gets `<parent id>_<invoke id>-<token>` (see define/child.ts). Absent until the first child.
+   */
+  invoked: z.array(z.string()).optional(),
 });
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 
@@ -167,6 +190,7 @@ export interface Instance<
   TOutput = unknown,
   TTag extends string = string,
   TMatch = StateMatch<TValue>,
+  TEvent extends { type: string } = { type: string; [key: string]: unknown },
 > {
   workflow: string;
   id: string;
@@ -192,21 +216,53 @@ export interface Instance<
   /** Running tasks (invoked activities); `attempt` and `lastError` once an attempt failed. */
   tasks: Array<{ id: string; src: string; startedAtMs: number; attempt?: number; lastError?: string }>;
   /**
+   * Running child workflow instances, by invoke id: `instanceId` is the child's id
+   * (`<parent id>_<invoke id>`, or `<parent id>_<invoke id>-<token>` for one invoked again).
+   */
+  children: Array<{ id: string; workflow: string; instanceId: string }>;
+  /**
    * True when the instance is in the given state (XState's `matches`): `'paid'`, or
    * `{ shipping: 'packed' }` for a nested one.
    */
   matches(state: TMatch): boolean;
   /** True when a state the instance is in carries this tag (`tags` in the machine's states). */
   hasTag(tag: TTag): boolean;
+  /**
+   * XState's `snapshot.can(event)`: true when the state the instance is in has a transition that
+   * takes `event` (one with a target or actions whose guard passes). Guards are evaluated with
+   * the stored context, here, in the reader (they must be pure); false once the instance is
+   * finished (done, failed or stopped): it takes no more events.
+   */
+  can(event: TEvent): boolean;
+  /**
+   * XState's `snapshot.getMeta()`: the `meta` of the states the instance is in, by state id (from
+   * the machine of the version that wrote the record).
+   */
+  getMeta(): Record<string, unknown>;
 }
 
 /**
  * The view of a record. `tagsOf` gives the tags of a state value (they are not stored: they come
- * from the machine's state nodes); without it `hasTag()` is false for every tag.
+ * from the machine's state nodes); without it `hasTag()` is false for every tag. `resolve` gives
+ * XState's snapshot of a stored value and context (`machine.resolveState`), for `can()` and
+ * `getMeta()`; without it `can()` is false and `getMeta()` empty.
  */
-export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) => Iterable<string>): Instance {
+export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) => Iterable<string>, resolve?: (value: StateValue, context: unknown) => AnyMachineSnapshot): Instance {
   const value = record.snapshot['value'] as StateValue;
   let tags: Set<string> | undefined;
+  let resolved: AnyMachineSnapshot | null | undefined;
+  // Computed on first use: most readers never ask. A value the machine cannot resolve (a machine
+  // that threw on start stores `{}`) answers false and {}.
+  const snapshot = (): AnyMachineSnapshot | null => {
+    if (resolved === undefined) {
+      try {
+        resolved = resolve ? resolve(value, record.snapshot['context']) : null;
+      } catch {
+        resolved = null;
+      }
+    }
+    return resolved;
+  };
   const view: Instance = {
     workflow: record.workflow,
     id: record.id,
@@ -217,12 +273,29 @@ export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) 
     revision: record.revision,
     createdAtMs: record.createdAtMs,
     updatedAtMs: record.updatedAtMs,
+    // Soonest first, as XState fires them (ties in scheduling order); a timer kept under a derived key shows its XState id.
     timers: Object.entries(record.timers)
-      .map(([id, t]) => ({ id, dueAtMs: t.dueAtMs }))
-      .sort((a, b) => a.dueAtMs - b.dueAtMs),
+      .sort(([, a], [, b]) => a.dueAtMs - b.dueAtMs || a.token - b.token || (a.seq ?? 0) - (b.seq ?? 0))
+      .map(([id, t]) => ({ id: t.sendId ?? id, dueAtMs: t.dueAtMs })),
     tasks: Object.entries(record.tasks).map(([id, t]) => ({ id, src: t.src, startedAtMs: t.startedAtMs })),
+    children: Object.entries(record.children).map(([id, c]) => ({ id, workflow: c.workflow, instanceId: c.id })),
     matches: (state) => matchesState(state as StateValue, value),
     hasTag: (tag) => (tags ??= new Set(tagsOf ? tagsOf(value) : [])).has(tag),
+    can: (event) => {
+      if (record.status !== 'running') return false;
+      try {
+        return snapshot()?.can(event as never) ?? false;
+      } catch {
+        return false;
+      }
+    },
+    getMeta: () => {
+      try {
+        return (snapshot()?.getMeta() ?? {}) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    },
   };
   if (record.output !== undefined) view.output = record.output;
   if (record.error !== undefined) view.error = record.error;

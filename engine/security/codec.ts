@@ -186,7 +186,8 @@ export class SecretCodec {
       lastHistory: record.lastHistory.map((e) => this.mapEntry(e, fn)),
       tasks: Object.fromEntries(Object.entries(record.tasks).map(([k, t]) => [k, { ...t, input: fn(t.input, 'task') }])),
       timers: Object.fromEntries(Object.entries(record.timers).map(([k, t]) => [k, { ...t, event: fn(t.event, 'event') as typeof t.event }])),
-      outbox: record.outbox.map((o) => ({ ...o, event: mapEvent(o.event, fn), params: mapParams(o.type, o.params, fn, op) })),
+      // An action's own context (outbox `context`, when it differs from the record's) is a context too.
+      outbox: record.outbox.map((o) => ({ ...o, event: mapEvent(o.event, fn), params: mapParams(o.type, o.params, fn, op), ...(o.context !== undefined ? { context: fn(o.context, 'context') } : {}) })),
     };
     if (record.output !== undefined) out.output = fn(record.output, 'output');
     return out;
@@ -206,6 +207,8 @@ function mapEvent(event: unknown, fn: Fn, isStart = false): unknown {
   const extra = eventSecrets(event);
   if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input', extra) } : event;
   if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output', extra) } : event;
+  // An event the instance sent itself (sendTo self) is wrapped: its payload is the inner event's.
+  if (type === EngineEvent.Self) return 'event' in e ? { ...e, event: fn((e as { event?: unknown }).event, 'event') } : event;
   return fn(event, 'event');
 }
 
@@ -261,7 +264,8 @@ function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: Instan
 }
 
 /**
- * A send's resolved event sits in its params: `{ workflow, id, event }`. A child start's params
+ * A send's resolved event sits in its params: `{ workflow, id, event }` (a send to the instance
+ * itself wraps its event: `{ type: 'jetstate.self', event }`). A child start's params
  * hold the child's input: `{ workflow, id, input, ... }`, mapped as the child's own input is.
  */
 function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
@@ -270,6 +274,6 @@ function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
   if (type === OutboxKind.StartChild && typeof p.workflow === 'string' && typeof p.id === 'string' && 'input' in p) {
     return { ...p, input: op(p.workflow, p.id, 'input', p.input, isInheritedPaths(p.secrets) ? p.secrets : undefined) };
   }
-  return 'event' in p ? { ...p, event: fn(p.event, 'event') } : params;
+  return 'event' in p ? { ...p, event: mapEvent(p.event, fn) } : params;
 }
 

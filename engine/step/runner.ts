@@ -8,6 +8,7 @@ import { InstanceStatus } from '../protocol/record.js';
 import { activitiesOf, type ActivityDefinition } from '../define/activity.js';
 import { childWorkflowsOf } from '../define/child.js';
 import type { WorkflowDefinition } from '../define/definition.js';
+import { usesSystemId } from '../define/machine-walk.js';
 
 /** An action XState asked to execute, as collected from the actor scope. */
 export interface Executable {
@@ -29,7 +30,16 @@ export class MachineRunner {
   readonly children: Map<string, WorkflowDefinition>;
   /** Custom actions registered in `setup({ actions })`, by name. */
   readonly actions: Map<string, (args: unknown, params: unknown) => unknown>;
-  private readonly scope: AnyActorScope;
+  /** The scope of the current computation: the shared one, or a fresh one (see `fresh`). */
+  private scope: AnyActorScope;
+  /**
+   * XState registers an actor's `systemId` in its actor system when the actor is created, and
+   * the inert scope never stops actors, so with one shared system the second instance (or the
+   * second entry of the state) would clash ("Actor with system ID ... already exists"). A machine
+   * that uses `systemId` gets a fresh system per computation: a throw-away actor each time, which
+   * the shared scope exists to avoid on the hot path of every other machine.
+   */
+  private fresh: boolean;
   private collected: Executable[] = [];
 
   /**
@@ -48,8 +58,18 @@ export class MachineRunner {
         (e): e is [string, (args: unknown, params: unknown) => unknown] => typeof e[1] === 'function' && !String((e[1] as { type?: unknown }).type ?? '').startsWith('xstate.'),
       ),
     );
-    const self = createActor(machine);
-    this.scope = {
+    this.fresh = usesSystemId(machine);
+    this.scope = this.makeScope();
+  }
+
+  private makeScope(): AnyActorScope {
+    const self = createActor(this.machine);
+    // Creating it computed its initial snapshot, which registered the systemIds of the actors that
+    // state invokes in its system: free them, the step's own actors take them.
+    for (const child of Object.values((self.getSnapshot() as AnyMachineSnapshot).children ?? {})) {
+      (self.system as unknown as { _unregister(ref: unknown): void })._unregister(child);
+    }
+    return {
       self,
       defer: () => {},
       id: '',
@@ -64,6 +84,37 @@ export class MachineRunner {
     } as unknown as AnyActorScope;
   }
 
+  /**
+   * Runs one computation in the scope it needs. A `systemId` the configuration does not show (a
+   * spawn chosen at run time) clashes in the shared system: from then on this machine gets fresh
+   * ones, and the computation runs again in one (it changed nothing: the step is pure).
+   */
+  private compute<T>(fn: () => T): T {
+    if (this.fresh) this.scope = this.makeScope();
+    let result: T;
+    try {
+      result = fn();
+    } catch (e) {
+      if (this.fresh || !isSystemIdClash(e)) throw e;
+      this.fresh = true;
+      this.scope = this.makeScope();
+      return fn();
+    }
+    // XState reports an error of the initial step in the snapshot (status 'error') rather than by a throw.
+    const snapshot = ((result as { snapshot?: unknown }).snapshot ?? result) as { status?: unknown; error?: unknown };
+    if (!this.fresh && snapshot?.status === 'error' && isSystemIdClash(snapshot.error)) {
+      this.fresh = true;
+      this.scope = this.makeScope();
+      return fn();
+    }
+    return result;
+  }
+
+  /** True when `ref` is the instance itself (XState's `sendTo(({ self }) => self, ...)`). */
+  isSelf(ref: unknown): boolean {
+    return ref === this.scope.self;
+  }
+
   /** Stands for a child workflow's parent instance, so that XState resolves `sendParent`. */
   readonly parentRef = Object.freeze({ id: 'jetstate.parent', sessionId: 'jetstate.parent', send: () => {} });
 
@@ -72,22 +123,29 @@ export class MachineRunner {
   }
 
   initial(input: unknown, hasParent = false): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
-    this.collected = [];
-    this.setParent(hasParent);
-    const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
-    return { snapshot, actions: this.collected };
+    return this.compute(() => {
+      this.collected = [];
+      this.setParent(hasParent);
+      const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
+      return { snapshot, actions: this.collected };
+    });
   }
 
   transition(snapshot: AnyMachineSnapshot, event: { type: string }, hasParent = false): { snapshot: AnyMachineSnapshot; actions: Executable[] } {
-    this.collected = [];
-    this.setParent(hasParent);
-    (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
-    const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
-    return { snapshot: next, actions: this.collected };
+    return this.compute(() => {
+      this.collected = [];
+      this.setParent(hasParent);
+      (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
+      const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
+      return { snapshot: next, actions: this.collected };
+    });
   }
 
   restore(persisted: Record<string, unknown>): AnyMachineSnapshot {
-    return this.machine.restoreSnapshot(persisted as never, this.scope) as AnyMachineSnapshot;
+    // A machine that threw on start has no state (value {}): XState would restore it to its
+    // initial state. It stays what the start made of it (see startInstance), so replay agrees.
+    if (persisted['status'] === 'error' && isEmptyValue(persisted['value'])) return { ...persisted, context: persisted['context'] } as unknown as AnyMachineSnapshot;
+    return this.compute(() => this.machine.restoreSnapshot(persisted as never, this.scope) as AnyMachineSnapshot);
   }
 
   /**
@@ -105,6 +163,10 @@ export class MachineRunner {
     return persisted;
   }
 }
+
+const isSystemIdClash = (e: unknown): boolean => e instanceof Error && /^Actor with system ID '.*' already exists/.test(e.message);
+
+const isEmptyValue = (v: unknown): boolean => typeof v === 'object' && v !== null && Object.keys(v).length === 0;
 
 export function statusOf(snapshot: AnyMachineSnapshot): InstanceStatus {
   if (snapshot.status === 'done') return InstanceStatus.Done;

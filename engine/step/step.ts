@@ -7,10 +7,11 @@ import type { AnyMachineSnapshot } from 'xstate';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { HistoryKind, InstanceStatus, RECORD_SCHEMA_VERSION, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { digest } from '../protocol/json.js';
-import { EngineEvent, actorOutcome, isChildResult, isControl, isStop, isTaskResult, isTimerFire } from '../protocol/events.js';
+import { EngineEvent, actorOutcome, isChildResult, isControl, isFail, isSelfSend, isStop, isTaskResult, isTimerFire } from '../protocol/events.js';
 import type { IdentitySummary } from '../protocol/identity.js';
 import { errorText, statusOf, type MachineRunner } from './runner.js';
 import { Plan, type Effect, type ScheduledTimer, type TaskChange } from './plan.js';
+import { jsonProblem } from './json-safe.js';
 
 export interface StartResult {
   record: InstanceRecord;
@@ -39,6 +40,9 @@ export function startInstance(
   let error: string | undefined;
   try {
     const r = runner.initial(input, parent !== undefined);
+    // What cannot be made durable fails the start, as a throw does.
+    const problem = plan.problemOf(r.actions, r.snapshot, runner) ?? dataProblem(r.snapshot);
+    if (problem !== undefined) throw new Error(problem);
     snapshot = r.snapshot;
     plan.add(r.actions, runner, def.name, id, 1, nowMs, { type: 'xstate.init', input });
   } catch (e) {
@@ -48,6 +52,8 @@ export function startInstance(
   }
   const persisted = error === undefined ? runner.persist(snapshot) : { status: 'error', value: {}, error };
   const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
+  // XState reports some errors of the initial step in the snapshot rather than by a throw.
+  if (status === InstanceStatus.Failed && error === undefined) error = errorText(snapshot.error);
   if (status !== InstanceStatus.Running) plan.finish(`${def.name}.${id}.1`);
   const entry: HistoryEntry = {
     kind: HistoryKind.Start,
@@ -74,7 +80,7 @@ export function startInstance(
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
     lastHistory: [entry],
-    ...plan.fields(),
+    ...plan.fields(snapshot.context),
   };
   if (status === InstanceStatus.Done) record.output = snapshot.output;
   if (error !== undefined) record.error = error;
@@ -134,6 +140,59 @@ export function applyEvents(
   let current = snapshot;
   let error = record.error;
   let applied = 0;
+  /**
+   * One transition of the machine: `machineEvent` is what XState sees, `e.event` what history keeps
+   * (and replay applies). A step whose actions or data cannot be made durable fails the instance,
+   * like a throw, leaving the state as it was.
+   */
+  const transition = (e: StepEvent, recorded: unknown, machineEvent: { type: string }, actorEvent?: string): void => {
+    const from = current.value;
+    lastSeq = Math.max(lastSeq, e.seq);
+    revision += 1;
+    applied += 1;
+    const named = actorEvent ? { actorEvent } : {};
+    if (status !== InstanceStatus.Running) {
+      // A finished instance takes no more transitions; the event is recorded, not applied.
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from, to: from, status, timeMs: e.timeMs, reason: `instance is ${status}`, ...named });
+      return;
+    }
+    try {
+      // The verified sender is part of the event the machine sees (and of the history, for replay).
+      const r = runner.transition(current, e.identity ? ({ ...machineEvent, $identity: e.identity } as typeof machineEvent) : machineEvent, record.parent !== undefined);
+      const problem = plan.problemOf(r.actions, r.snapshot, runner, current) ?? dataProblem(r.snapshot, current.context);
+      if (problem !== undefined) throw new Error(problem);
+      // XState hands back the very same snapshot, and asks for nothing, when no transition took the event.
+      const unchanged = r.snapshot === current && r.actions.length === 0;
+      current = r.snapshot;
+      status = statusOf(current);
+      if (status === InstanceStatus.Failed) error = errorText(current.error);
+      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, machineEvent);
+      const entry: HistoryEntry = { kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from, to: current.value, status, timeMs: e.timeMs, ...named };
+      if (unchanged) {
+        entry.unchanged = true;
+        entry.reason = `no transition of state ${JSON.stringify(from)} takes '${machineEvent.type}': it changed nothing`;
+      }
+      entries.push(entry);
+    } catch (err) {
+      // A guard or action that throws fails the instance deterministically; replay does the same.
+      status = InstanceStatus.Failed;
+      error = errorText(err);
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from, to: from, status, timeMs: e.timeMs, reason: error, ...named });
+    }
+  };
+  /** A pending timer fires: its event to the machine, or (a delayed sendTo another instance) to that instance. */
+  const fire = (e: StepEvent, key: string, recorded: unknown): void => {
+    const timer = plan.takeTimer(key);
+    if (!timer.to || status !== InstanceStatus.Running) {
+      transition(e, recorded, timer.event);
+      return;
+    }
+    lastSeq = Math.max(lastSeq, e.seq);
+    revision += 1;
+    applied += 1;
+    plan.deliver(timer, `${record.workflow}.${record.id}.${revision}.0`, recorded);
+    entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from: current.value, to: current.value, status, timeMs: e.timeMs });
+  };
   for (const e of events) {
     if (e.seq <= lastSeq && !e.force) continue;
     const from = current.value;
@@ -141,22 +200,43 @@ export function applyEvents(
       entries.push({ kind: HistoryKind.Rejected, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: e.rejected });
       continue;
     }
-    let event: { type: string } = e.event;
-    /** The XState event of a task or child outcome, shown in history beside the internal one. */
-    let actorEvent: string | undefined;
     if (isTimerFire(e.event)) {
-      const timer = plan.timers[e.event.timerId];
       // A timer whose state was exited (or re-entered since) is no longer pending: it changes nothing.
-      if (!timer || timer.token !== e.event.token) continue;
-      delete plan.timers[e.event.timerId];
-      event = timer.event;
-    } else if (isChildResult(e.event)) {
+      const key = plan.findTimer(e.event.timerId, e.event.token);
+      if (key === undefined) continue;
+      // Timers overdue together fire as XState fires them: by due time, ties in scheduling order.
+      // Each one due before this one fires first, as its own transition recorded with its own fire
+      // event (so replay does the same); its own fire message, later, finds it gone.
+      for (let k = plan.timerBefore(key); k !== undefined && status === InstanceStatus.Running; k = plan.timerBefore(key)) {
+        fire(e, k, { type: EngineEvent.Timer, timerId: plan.fireName(k), token: plan.timers[k]!.token });
+      }
+      // One of them may have exited its state.
+      if (plan.timers[key]?.token === e.event.token) fire(e, key, e.event);
+      continue;
+    }
+    if (isChildResult(e.event)) {
       const child = plan.children[e.event.invokeId];
       if (!child || child.token !== e.event.token) continue;
       delete plan.children[e.event.invokeId];
-      event = actorOutcome(e.event);
-      actorEvent = event.type;
-    } else if (isStop(e.event)) {
+      const event = actorOutcome(e.event);
+      transition(e, e.event, event, event.type);
+      continue;
+    }
+    if (isTaskResult(e.event)) {
+      const task = plan.tasks[e.event.invokeId];
+      // The outcome of a task whose state was exited, or of an attempt already applied, changes nothing.
+      if (!task || task.token !== e.event.token) continue;
+      delete plan.tasks[e.event.invokeId];
+      const event = actorOutcome(e.event);
+      transition(e, e.event, event, event.type);
+      continue;
+    }
+    if (isSelfSend(e.event)) {
+      // An event the instance sent itself (sendTo self): the machine sees the event it sent.
+      transition(e, e.event, e.event.event, e.event.event.type);
+      continue;
+    }
+    if (isStop(e.event)) {
       // The parent's invoking state was exited: this child stops where it is (a stop meant for an
       // earlier invocation with the same child id changes nothing).
       const token = (e.event as { token?: unknown }).token;
@@ -167,7 +247,19 @@ export function applyEvents(
       status = InstanceStatus.Stopped;
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: 'stopped by its parent' });
       continue;
-    } else if (isControl(e.event, EngineEvent.Terminate) || (isControl(e.event, EngineEvent.Cancel) && !current.can({ type: EngineEvent.Cancel }))) {
+    }
+    if (isFail(e.event)) {
+      // An inline action threw after the write that ran it: the instance fails where it is.
+      if (status !== InstanceStatus.Running) continue;
+      lastSeq = Math.max(lastSeq, e.seq);
+      revision += 1;
+      applied += 1;
+      status = InstanceStatus.Failed;
+      error = e.event.reason;
+      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
+      continue;
+    }
+    if (isControl(e.event, EngineEvent.Terminate) || (isControl(e.event, EngineEvent.Cancel) && !current.can({ type: EngineEvent.Cancel }))) {
       // Terminate, or a cancel the current state does not handle: the instance stops where it is.
       if (status !== InstanceStatus.Running) continue;
       const how = isControl(e.event, EngineEvent.Terminate) ? 'terminated' : 'cancelled';
@@ -179,43 +271,8 @@ export function applyEvents(
       error = why;
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: why });
       continue;
-    } else if (isTaskResult(e.event)) {
-      const task = plan.tasks[e.event.invokeId];
-      // The outcome of a task whose state was exited, or of an attempt already applied, changes nothing.
-      if (!task || task.token !== e.event.token) continue;
-      delete plan.tasks[e.event.invokeId];
-      event = actorOutcome(e.event);
-      actorEvent = event.type;
     }
-    lastSeq = Math.max(lastSeq, e.seq);
-    revision += 1;
-    applied += 1;
-    if (status !== InstanceStatus.Running) {
-      // A finished instance takes no more transitions; the event is recorded, not applied.
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: `instance is ${status}` });
-      continue;
-    }
-    try {
-      // The verified sender is part of the event the machine sees (and of the history, for replay).
-      const r = runner.transition(current, e.identity ? ({ ...event, $identity: e.identity } as typeof event) : event, record.parent !== undefined);
-      // XState hands back the very same snapshot, and asks for nothing, when no transition took the event.
-      const unchanged = r.snapshot === current && r.actions.length === 0;
-      current = r.snapshot;
-      status = statusOf(current);
-      if (status === InstanceStatus.Failed) error = errorText(current.error);
-      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, event);
-      const entry: HistoryEntry = { kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: current.value, status, timeMs: e.timeMs, ...(actorEvent ? { actorEvent } : {}) };
-      if (unchanged) {
-        entry.unchanged = true;
-        entry.reason = `no transition of state ${JSON.stringify(from)} takes '${event.type}': it changed nothing`;
-      }
-      entries.push(entry);
-    } catch (err) {
-      // A guard or action that throws fails the instance deterministically; replay does the same.
-      status = InstanceStatus.Failed;
-      error = errorText(err);
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error, ...(actorEvent ? { actorEvent } : {}) });
-    }
+    transition(e, e.event, e.event);
   }
   if (events.some(hasIdentity)) {
     const bySeq = new Map(events.map((x) => [x.seq, x.identity]));
@@ -230,12 +287,13 @@ export function applyEvents(
   const next: InstanceRecord = {
     ...record,
     status,
-    snapshot: runner.persist(current),
+    // No transition (events recorded by a finished instance, a stop, a terminate): the snapshot as stored.
+    snapshot: current === snapshot ? record.snapshot : runner.persist(current),
     revision,
     lastSeq,
     updatedAtMs: nowMs,
     lastHistory: entries,
-    ...plan.fields(),
+    ...plan.fields(current.context),
   };
   if (status === InstanceStatus.Done) next.output = current.output;
   if (error !== undefined) next.error = error;
@@ -249,4 +307,12 @@ export function applyEvents(
     cancelledTasks: plan.cancelledTasks,
     changed: true,
   };
+}
+
+/**
+ * Why a snapshot's data would not survive the record's JSON (see json-safe.ts): its context
+ * (`previous`: the context before, already checked), and the output of a finished machine.
+ */
+function dataProblem(snapshot: AnyMachineSnapshot, previous?: unknown): string | undefined {
+  return jsonProblem(snapshot.context, 'context', previous) ?? (snapshot.status === 'done' ? jsonProblem(snapshot.output, 'output') : undefined);
 }

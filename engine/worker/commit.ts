@@ -6,13 +6,15 @@
  * 1. the record is written (create, or compare-and-set on the revision the step started from);
  * 2. the timers and tasks the write scheduled are published (idempotent, keyed message ids);
  *    cancelled tasks are told to stop (best effort: their outcomes are ignored anyway);
- * 3. a finished instance is announced and its parent told;
+ * 3. a finished instance is announced;
  * 4. the write's history entries are published;
- * 5. the outbox runs: custom actions, sends to other instances, child starts and stops.
+ * 5. the outbox runs: custom actions, sends to other instances, child starts and stops;
+ * 6. a finished child tells its parent, after its outbox: a `sendParent` in its last step reaches
+ *    the parent before its done event, as in XState.
  *
  * The event that caused the write is finished (the checkpoint may pass it) only after all of
  * this. A crash anywhere after 1 leaves that event unfinished: it is read again, found applied
- * (`lastSeq`), and {@link Committer.repair} runs 2 to 5 again from the record, which holds all
+ * (`lastSeq`), and {@link Committer.repair} runs 2 to 6 again from the record, which holds all
  * they need (the timers and tasks of its last write carry its revision as their token; the
  * outbox and `lastHistory` are in it).
  */
@@ -160,12 +162,12 @@ export class Committer {
       acts.tasks.length > 0 ? publishTasks(rt, record.workflow, record.id, acts.tasks, acts.trace) : undefined,
     ]);
     if (acts.cancelledTasks.length > 0) publishCancels(rt, record.workflow, record.id, acts.cancelledTasks);
-    if (record.status !== 'running' && (before === undefined || before === 'running' || created)) {
-      publishCompletion(rt, record);
-      await notifyParent(rt, record);
-    }
+    const finished = record.status !== 'running' && (before === undefined || before === 'running' || created);
+    if (finished) publishCompletion(rt, record);
     if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects);
     if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox);
+    // After the outbox: its sends to the parent (sendParent) go into the parent's inbox first.
+    if (finished) await notifyParent(rt, record);
   }
 }
 

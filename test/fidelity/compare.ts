@@ -101,10 +101,11 @@ export function observeRecord(machine: AnyStateMachine, record: InstanceRecord, 
   } catch (e) {
     derived = { tags: [], meta: `resolveState threw: ${(e as Error).message}`, can: {} };
   }
+  // In firing order: due time, then scheduling order (revision, then place in the step); a timer
+  // kept under a derived key (a delayed raise scheduled again with its id) by its XState id.
   const timers = Object.entries(record.timers)
-    .map(([id, t], i) => ({ id, t, i }))
-    .sort((a, b) => a.t.dueAtMs - b.t.dueAtMs || a.i - b.i)
-    .map(({ id, t }) => timerName(id, t.event.type));
+    .sort(([, a], [, b]) => a.dueAtMs - b.dueAtMs || a.token - b.token || (a.seq ?? 0) - (b.seq ?? 0))
+    .map(([id, t]) => timerName(t.sendId ?? id, t.event.type));
   return { value, context, status: statusOfRecord(record.status), output: record.output, timers, children, derived };
 }
 
@@ -135,9 +136,16 @@ const callShape = (c: EffectCall): unknown => ({ kind: c.kind, name: c.name, par
 /**
  * Side effects: the reference's calls in order against jetstate's. jetstate runs an action at
  * least once: calls with the same idempotency key are one call, and each run of it must be given
- * what the first was.
+ * what the first was. Emitted events are compared in their own order: they reach the harness over
+ * NATS (core, best effort), so their order against the other calls, recorded in the engine, is
+ * the harness's, not the engine's.
  */
 export function compareEffects(want: EffectCall[], got: EffectCall[]): Divergence[] {
+  const emits = (c: EffectCall): boolean => c.kind === 'emit';
+  return [...compareCalls(want.filter((c) => !emits(c)), got.filter((c) => !emits(c))), ...compareCalls(want.filter(emits), got.filter(emits))];
+}
+
+function compareCalls(want: EffectCall[], got: EffectCall[]): Divergence[] {
   const out: Divergence[] = [];
   const byKey = new Map<string, EffectCall>();
   const distinct: EffectCall[] = [];

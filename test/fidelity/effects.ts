@@ -59,6 +59,19 @@ export function record(kind: string, name: string, args: ActionArgs, params?: un
   sink(call);
 }
 
+/**
+ * XState's `log` as the reference records it (its logger gets `(label, value)` or `(value)`): the
+ * engine's side records the engine's log line the same way.
+ */
+export function recordLog(run: string, label: unknown, value: unknown): void {
+  record('log', 'log', { context: { run }, event: { type: '?' } }, (label ? [label, value] : [value]).map(String).join(' '));
+}
+
+/** An emitted event, as the reference records it (`actor.on('*')`) and the engine's side (its emit subject). */
+export function recordEmit(run: string, type: string): void {
+  record('emit', type, { context: { run }, event: { type: '?' } });
+}
+
 /** A custom action for `setup({ actions })` that records its calls. */
 export function effect(name: string): (args: ActionArgs, params?: unknown) => void {
   return (args, params) => record('action', name, args, params);

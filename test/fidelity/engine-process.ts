@@ -6,7 +6,7 @@
  *
  * Lines on stdout (a word, then JSON):
  *   READY {"pid"}                       the engine runs
- *   EFFECT {EffectCall}                 a corpus action ran (written synchronously)
+ *   EFFECT {EffectCall}                 a corpus action ran, or XState's log (written synchronously)
  *   CRASH {"key","revision","atMs"}     right before it SIGKILLs itself after an armed state write
  * IPC messages from the test: { crashAfterWriteOf: '<workflow>.<id>' } arms that crash;
  * { query, instances } is answered { answer: query, ok } (see caught-up.ts).
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { createEngine } from '../../engine/index.js';
 import { corpusWorkflows } from './corpus.js';
 import { engineCaughtUp } from './caught-up.js';
-import { setEffectSink } from './effects.js';
+import { recordLog, setEffectSink } from './effects.js';
 
 const { values } = parseArgs({ options: { nats: { type: 'string' }, namespace: { type: 'string' } }, strict: true });
 if (!values.nats || !values.namespace) {
@@ -46,6 +46,15 @@ const engine = await createEngine({
   leaseTtlMs: 600,
   drainTimeoutMs: 2_000,
   name: `fidelity-engine-${process.pid}`,
+  // Warnings and errors to stderr as the default logger writes them; XState's log as an effect.
+  logger: {
+    debug: () => {},
+    info: (_m, f) => {
+      if (f?.['action'] === 'xstate.log') recordLog(String(f['id']), f['label'], f['value']);
+    },
+    warn: (m, f) => console.error(`jetstate warn: ${m}`, f ?? ''),
+    error: (m, f) => console.error(`jetstate error: ${m}`, f ?? ''),
+  },
   testHooks: {
     afterStateWrite: (key, revision) => {
       if (!armed.has(key)) return;

@@ -34,7 +34,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 type Mark =
   | { t: 'start'; at: number }
-  | { t: 'send'; seq: number; event: SentEvent; to?: string | undefined; step: number }
+  | { t: 'send'; seq: number; event: SentEvent; to?: string | undefined; toId?: string | undefined; step: number }
   | { t: 'observe'; at: number; label: string; obs: Observation; compare: boolean }
   | { t: 'stall'; window: Frozen }
   /** An activity's outcome applied by jetstate (from its history): the reference gets it then too. */
@@ -76,7 +76,36 @@ function childDef(spec: RunSpec, invokeId: string): WorkflowDefinition {
   return def;
 }
 
-const childIdOf = (run: string, invokeId: string): string => `${run}_${invokeId}`;
+/**
+ * The child instances a run's parent started, by invoke id: the first child under an invoke id is
+ * `<parent id>_<invoke id>`, a later one (invoked again) has another id, which the parent's record
+ * names while it runs.
+ */
+class ChildIds {
+  private readonly current = new Map<string, string>();
+  private readonly all = new Map<string, Set<string>>();
+  constructor(private readonly run: string) {}
+
+  /** Learns the ids the parent's record names for its running children. */
+  note(record: InstanceRecord): void {
+    for (const [invokeId, c] of Object.entries(record.children)) {
+      this.current.set(invokeId, c.id);
+      this.ids(invokeId).add(c.id);
+    }
+  }
+
+  /** The newest child under an invoke id (the first one's id until the parent names another). */
+  of(invokeId: string): string {
+    return this.current.get(invokeId) ?? `${this.run}_${invokeId}`;
+  }
+
+  /** Every child seen under an invoke id, the first one's id included. */
+  ids(invokeId: string): Set<string> {
+    let ids = this.all.get(invokeId);
+    if (!ids) this.all.set(invokeId, (ids = new Set([`${this.run}_${invokeId}`])));
+    return ids;
+  }
+}
 
 interface Settled {
   at: number;
@@ -92,10 +121,9 @@ interface Settled {
  * its parent, and no revision change for `quietMs` (messages between instances, such as a child's
  * sendParent, travel through the event streams: they have no other trace to wait for).
  */
-async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: number, restartsBefore: number): Promise<Settled> {
+async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: number, restartsBefore: number, childIds: ChildIds): Promise<Settled> {
   const began = Date.now();
   let deadline = began + timeoutMs;
-  let afterRestart = false;
   const quietMs = spec.c.children ? 150 : 15;
   let previous = '';
   let quietSince = 0;
@@ -103,7 +131,6 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
     await target.up();
     if (target.restarts.length > restartsBefore) {
       // The engine was killed during this run: wait out what it held (see SETTLE_AFTER_RESTART_MS).
-      afterRestart = true;
       deadline = Math.max(deadline, began + SETTLE_AFTER_RESTART_MS);
     }
     const record = await target.read(spec.def.name, spec.run);
@@ -115,8 +142,9 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
       }
       throw new Error(`instance ${spec.run} has no record`);
     }
+    childIds.note(record);
     const kids: Record<string, InstanceRecord | null> = {};
-    for (const invokeId of Object.keys(spec.c.children ?? {})) kids[invokeId] = await target.read(childDef(spec, invokeId).name, childIdOf(spec.run, invokeId));
+    for (const invokeId of Object.keys(spec.c.children ?? {})) kids[invokeId] = await target.read(childDef(spec, invokeId).name, childIds.of(invokeId));
     const now = Date.now();
     const waits: string[] = [];
     let waitMs = 0;
@@ -135,8 +163,10 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
       const kid = kids[invokeId] ?? (await target.read(c.workflow, c.id));
       if (!kid || kid.status !== 'running') waits.push(`child ${c.id} ${kid ? kid.status : 'not created'} but pending in its parent`);
     }
-    if (waits.length === 0 && (afterRestart || spec.c.children) && target.caughtUp) {
-      const instances = [{ workflow: spec.def.name, id: spec.run }, ...Object.keys(spec.c.children ?? {}).map((k) => ({ workflow: childDef(spec, k).name, id: childIdOf(spec.run, k) }))];
+    // Messages between instances and an instance's events to itself (sendTo self) travel through
+    // the event streams: once the engine has finished every event there, they have arrived.
+    if (waits.length === 0 && target.caughtUp) {
+      const instances = [{ workflow: spec.def.name, id: spec.run }, ...Object.keys(spec.c.children ?? {}).map((k) => ({ workflow: childDef(spec, k).name, id: childIds.of(k) }))];
       if (!(await target.caughtUp(instances))) waits.push('the restarted engine has not caught up');
     }
     const signature = [record, ...Object.values(kids)].map((r) => r?.revision ?? 0).join(',');
@@ -155,16 +185,20 @@ interface Recording {
   verify: string[];
   /** Points where the instance did not settle in time, and why. */
   stuck: string[];
+  /** The instance's record at the end. */
+  last?: InstanceRecord;
   error?: string;
 }
 
-const stampKey = (to: string | undefined, seq: number): string => `${to ?? ''}#${seq}`;
+/** An event's stamp, by the instance that took it (the run's own, or a child's) and its sequence. */
+const stampKey = (instanceId: string, seq: number): string => `${instanceId}#${seq}`;
 
 /** Runs the sequence through jetstate and records its timeline. */
 async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent[]): Promise<Recording> {
   const { def, run, mode, steps } = spec;
   const marks: Mark[] = [];
   const rec: Recording = { marks, stamps: new Map(), verify: [], stuck: [] };
+  const childIds = new ChildIds(run);
   /** Every settled point is recorded (the replay checks timing against it); `compare` marks the ones compared. */
   const observe = (s: Settled, label: string, compare: boolean): void => {
     marks.push({ t: 'observe', at: s.at, label, obs: observeRecord(def.machine, s.record, s.kids, alphabet), compare });
@@ -175,7 +209,7 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
   let where = 'start';
   const settled = async (minSeq: number): Promise<Settled> => {
     // Once stuck, the rest of the run does not wait as long again.
-    const r = await settle(target, spec, minSeq, rec.stuck.length > 0 ? 1_000 : SETTLE_TIMEOUT_MS, rec.stuck.length > 0 ? Infinity : restartsAtStart);
+    const r = await settle(target, spec, minSeq, rec.stuck.length > 0 ? 1_000 : SETTLE_TIMEOUT_MS, rec.stuck.length > 0 ? Infinity : restartsAtStart, childIds);
     if (r.stuck) rec.stuck.push(`${where}: ${r.stuck}`);
     return r;
   };
@@ -207,13 +241,14 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
           s = await settled(lastSeq);
           observe(s, `before step ${i + 1}`, false);
         }
+        const toId = step.to ? childIds.of(step.to) : undefined;
         if (mode === 'kill' && i === spec.killAt && !crashed && target.armCrash && target.restarts.length === restartsAtStart) {
           crashed = true;
-          target.armCrash(`${step.to ? childDef(spec, step.to).name : def.name}.${step.to ? childIdOf(run, step.to) : run}`);
+          target.armCrash(`${step.to ? childDef(spec, step.to).name : def.name}.${toId ?? run}`);
         }
         await target.up();
-        const r = step.to ? await client.send(childDef(spec, step.to), childIdOf(run, step.to), step.send as never) : await client.send(def, run, step.send as never);
-        marks.push({ t: 'send', seq: r.seq, event: step.send, to: step.to, step: i });
+        const r = step.to ? await client.send(childDef(spec, step.to), toId!, step.send as never) : await client.send(def, run, step.send as never);
+        marks.push({ t: 'send', seq: r.seq, event: step.send, to: step.to, toId, step: i });
         if (!step.to) lastSeq = r.seq;
         const nextIsSend = i + 1 < steps.length && 'send' in steps[i + 1]!;
         if (mode === 'burst' && nextIsSend) continue;
@@ -234,15 +269,17 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
     where = 'end';
     s = await settled(lastSeq);
     observe(s, 'end', mode !== 'each');
+    rec.last = s.record;
     // Stamps and fired timers from the history: what the engine itself used.
-    const histories: Array<[string | undefined, HistoryEntry[]]> = [[undefined, await client.history(def, run)]];
+    const histories: Array<[string | undefined, string, HistoryEntry[]]> = [[undefined, run, await client.history(def, run)]];
     for (const invokeId of Object.keys(spec.c.children ?? {})) {
-      histories.push([invokeId, await client.history(childDef(spec, invokeId), childIdOf(run, invokeId)).catch(() => [])]);
+      for (const kid of childIds.ids(invokeId)) histories.push([invokeId, kid, await client.history(childDef(spec, invokeId), kid).catch(() => [])]);
     }
-    for (const [to, entries] of histories) {
+    for (const [to, instanceId, entries] of histories) {
       for (const e of entries) {
-        if (e.kind !== HistoryKind.Start) rec.stamps.set(stampKey(to, e.seq), e.timeMs);
-        if (e.kind !== HistoryKind.Event || e.reason !== undefined) continue; // not applied
+        if (e.kind !== HistoryKind.Start) rec.stamps.set(stampKey(instanceId, e.seq), e.timeMs);
+        // Not applied (an entry that changed nothing was applied: a timer fired with no transition is gone).
+        if (e.kind !== HistoryKind.Event || (e.reason !== undefined && e.unchanged !== true)) continue;
         const ev = e.event as { type?: string; invokeId?: string; timerId?: string };
         if (!to && ev.type === 'jetstate.task' && typeof ev.invokeId === 'string') marks.push({ t: 'release', seq: e.seq, at: e.timeMs, invokeId: ev.invokeId });
         if (ev.type === 'jetstate.timer' && typeof ev.timerId === 'string') marks.push({ t: 'fire', seq: e.seq, at: e.timeMs, timerId: ev.timerId, to });
@@ -266,7 +303,7 @@ async function replay(spec: RunSpec, rec: Recording, alphabet: readonly SentEven
   // outcomes, at their stamps), settled points at the time they were read.
   const timeOf = (m: Mark): number => {
     if (m.t === 'start' || m.t === 'observe' || m.t === 'release' || m.t === 'fire') return m.at;
-    if (m.t === 'send') return rec.stamps.get(stampKey(m.to, m.seq)) ?? Infinity;
+    if (m.t === 'send') return rec.stamps.get(stampKey(m.toId ?? spec.run, m.seq)) ?? Infinity;
     return m.window.from;
   };
   const seqOf = (m: Mark): number => (m.t === 'send' || m.t === 'release' || m.t === 'fire' ? m.seq : Infinity);
@@ -325,6 +362,17 @@ export async function runSequence(target: Target, spec: RunSpec): Promise<RunRes
   const divergences: Divergence[] = [];
   if (rec.error) divergences.push({ kind: 'failed', at: 'run', detail: rec.error });
   if (rec.stuck.length > 0) divergences.push({ kind: 'failed', at: 'run', detail: `did not settle (${rec.stuck[0]})${rec.stuck.length > 1 ? `, nor at ${rec.stuck.length - 1} later points` : ''}` });
+  if (spec.c.failsWith !== undefined) {
+    // A machine the engine runs until a step it cannot make durable, which fails the instance
+    // (XState in memory runs on): that failure, deterministic (verify replays it), is what is checked.
+    const last = rec.last;
+    if (!rec.error && (last?.status !== 'failed' || !last.error?.includes(spec.c.failsWith))) {
+      divergences.push({ kind: 'status', at: 'end', detail: `jetstate must fail the instance with an error naming '${spec.c.failsWith}'; it is ${last?.status ?? 'missing'}${last?.error ? ` (${last.error})` : ''}` });
+    }
+    if (rec.verify.length > 0) divergences.push({ kind: 'verify', at: 'end', detail: rec.verify.join('; ').slice(0, 600) });
+    takeEffects(spec.run);
+    return { spec, divergences: dedupe(divergences), maxLatenessMs: 0, durationMs: Date.now() - t0 };
+  }
   const { divergences: found, maxLatenessMs } = await replay(spec, rec, alphabet);
   divergences.push(...found);
   const referenceEffects = takeEffects(spec.run);

@@ -31,23 +31,13 @@ let runCounter = 0;
 const nextRun = (c: FidelityCase): string => `${c.name.slice(0, 12)}${(runCounter++).toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
 
 /**
- * Engine-wide: when two timers of an instance are both overdue as the timer service handles them
- * (the engine was down, its clock held, or it ran late by more than the gap between their due
- * times), they fire in the order they come back, not by due time. Every divergence of a run that
- * shows it follows from it.
- */
-export const TIMER_ORDER: KnownDivergence = {
-  note: 'timers that are overdue together fire in the order the timer service gets them back (scheduling order, or at random), not by due time; ties not in scheduling order',
-};
-const isTimerOrder = (d: Divergence): boolean => d.kind === 'timers' && /^jetstate fired .* while .* was pending/.test(d.detail);
-
-/**
  * The known divergences that explain every divergence of a run, or undefined when one is not
  * explained (or there is none). A case's note explains the kinds it names (all when it names none).
+ * (Timers overdue together used to fire in the order the timer service got them back; the step
+ * fires them by due time now, so a timer fired out of order is a divergence like any other.)
  */
 export function explain(job: Job, divergences: readonly Divergence[]): KnownDivergence[] | undefined {
   if (divergences.length === 0) return undefined;
-  if (divergences.some(isTimerOrder)) return [TIMER_ORDER];
   const applicable = (job.c.known ?? []).filter((k) => (!k.modes || k.modes.includes(job.mode)) && (!k.needs || k.needs(job.steps)));
   const used = new Set<KnownDivergence>();
   for (const d of divergences) {

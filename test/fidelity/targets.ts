@@ -13,7 +13,7 @@ import { InstanceRecordSchema, type InstanceRecord } from '../../engine/protocol
 import { decodeJson } from '../../engine/protocol/json.js';
 import { uniqueNamespace } from '../helpers.js';
 import { engineCaughtUp } from './caught-up.js';
-import { addEffect, type EffectCall } from './effects.js';
+import { addEffect, recordEmit, recordLog, type EffectCall } from './effects.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Partitions of the namespaces of engine processes (few, so leases and checkpoints are few). */
@@ -80,8 +80,19 @@ export interface Target {
   close(): Promise<void>;
 }
 
+/** The raw connection of a target: records read as stored, and the instances' emitted events. */
 async function openKv(url: string, namespace: string): Promise<{ nc: NatsConnection; kv: KV }> {
   const nc = await connect({ servers: url, name: 'fidelity-raw', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  // XState's emit: the engine publishes each on <ns>.emit.<workflow>.<id>.
+  nc.subscribe(`${namespace}.emit.>`, {
+    callback: (err, m) => {
+      if (err) return;
+      const id = m.subject.split('.').pop() ?? '?';
+      const type = (decodeJson(m.data) as { type?: unknown } | null)?.type;
+      recordEmit(id, String(type));
+    },
+  });
+  await nc.flush();
   return { nc, kv: await new Kvm(nc).open(`${namespace}_instances`) };
 }
 
@@ -109,7 +120,11 @@ export class InProcessTarget implements Target {
     const namespace = uniqueNamespace(label);
     const clock = new HoldableClock();
     const lines: string[] = [];
-    const logger = { debug: () => {}, info: () => {}, warn: (m: string) => lines.push(`warn: ${m}`), error: (m: string) => lines.push(`error: ${m}`) };
+    // XState's log: the engine's info line, recorded like the reference's logger call.
+    const info = (_m: string, f?: Record<string, unknown>): void => {
+      if (f?.['action'] === 'xstate.log') recordLog(String(f['id']), f['label'], f['value']);
+    };
+    const logger = { debug: () => {}, info, warn: (m: string) => lines.push(`warn: ${m}`), error: (m: string) => lines.push(`error: ${m}`) };
     const engine = await createEngine({ servers: url, namespace, workflows, clock, logger, partitions: 4, recordShards: 1, leaseTtlMs: 2_000 });
     const { nc, kv } = await openKv(url, namespace);
     return new InProcessTarget(engine, nc, kv, clock, lines);

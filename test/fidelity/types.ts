@@ -81,6 +81,12 @@ export interface FidelityCase {
   children?: Readonly<Record<string, string>>;
   /** `defineWorkflow` must refuse the machine; the text its error must contain. */
   refused?: string;
+  /**
+   * A machine whose steps the engine cannot make durable at run time (a `Date` in context, `spawn`
+   * inside `assign`): the engine must fail the instance with an error containing this text, and
+   * `verify` must replay that. It is not compared with XState, which runs on in memory.
+   */
+  failsWith?: string;
   /** Divergences jetstate has today. */
   known?: readonly KnownDivergence[];
   /**

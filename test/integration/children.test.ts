@@ -40,6 +40,21 @@ const broker = defineWorkflow({
   }),
 });
 
+/** Pays again and again: each RETRY invokes the payment child anew under the same invoke id. */
+const retrier = defineWorkflow({
+  name: 'retrier',
+  version: 1,
+  input: z.object({}),
+  events: { RETRY: z.object({}) },
+  machine: setup({ actors: { payment: childWorkflow(payment) } }).createMachine({
+    initial: 'paying',
+    states: {
+      paying: { invoke: { id: 'pay', src: 'payment', input: () => ({ amount: 1 }), onDone: 'paid' } },
+      paid: { on: { RETRY: 'paying' } },
+    },
+  }),
+});
+
 describe('child workflows', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
@@ -49,7 +64,7 @@ describe('child workflows', () => {
     engine = await createEngine({
       servers: nats.url,
       namespace: uniqueNamespace('children'),
-      workflows: [checkout, broker],
+      workflows: [checkout, broker, retrier],
       testHooks: {
         afterStateWrite: (key) => {
           if (key === failAfterWriteOf) {
@@ -98,6 +113,24 @@ describe('child workflows', () => {
     await engine.send(payment, 'c3_pay', { type: 'CONFIRM', receipt: 'late' });
     await new Promise((r) => setTimeout(r, 200));
     assert.equal((await engine.get(checkout, 'c3'))!.value, 'cancelled');
+  });
+
+  it('a child invoked again under the same invoke id is a new instance with an id of its own', async () => {
+    await engine.start(retrier, { id: 'r1', input: {} });
+    const first = await engine.waitFor(retrier, 'r1', (s) => s.children.length === 1, { timeoutMs: 5_000 });
+    assert.deepEqual(first.children, [{ id: 'pay', workflow: 'payment', instanceId: 'r1_pay' }]);
+    await engine.send(payment, 'r1_pay', { type: 'CONFIRM', receipt: 'one' });
+    await engine.waitFor(retrier, 'r1', (s) => s.matches('paid'), { timeoutMs: 5_000 });
+    await engine.send(retrier, 'r1', { type: 'RETRY' });
+    const again = await engine.waitFor(retrier, 'r1', (s) => s.matches('paying'), { timeoutMs: 5_000 });
+    // The parent's revision that started it (RETRY, after the start and the first outcome) is in its id.
+    assert.deepEqual(again.children, [{ id: 'pay', workflow: 'payment', instanceId: 'r1_pay-3' }]);
+    await engine.waitFor(payment, 'r1_pay-3', (s) => s.matches('pending'), { timeoutMs: 5_000 });
+    await engine.send(payment, 'r1_pay-3', { type: 'CONFIRM', receipt: 'two' });
+    const paid = await engine.waitFor(retrier, 'r1', (s) => s.matches('paid') && s.revision === 4, { timeoutMs: 5_000 });
+    assert.deepEqual(paid.children, []);
+    assert.equal((await engine.get(payment, 'r1_pay'))!.status, 'done', 'the first child keeps its record');
+    assert.equal((await engine.verify(retrier, 'r1')).ok, true);
   });
 
   it('sendParent and sendTo a child go through the other instance\'s inbox', async () => {

@@ -26,12 +26,18 @@ describe('core API against a real nats-server', () => {
     assert.equal(started.value, 'awaitingPayment');
     assert.equal(started.revision, 1);
     assert.equal(started.status, 'running');
+    // XState's snapshot helpers on what get() reads: can() with the stored context, getMeta().
+    const read = (await engine.get(order, 'o-1'))!;
+    assert.equal(read.can({ type: 'PAY', amount: 4 }), true);
+    assert.equal(read.can({ type: 'DELIVERED' }), false);
+    assert.deepEqual(read.getMeta(), {});
     await engine.send(order, 'o-1', { type: 'PAY', amount: 4 });
     await engine.send(order, 'o-1', { type: 'PAY', amount: 6 });
     await engine.send(order, 'o-1', { type: 'SHIP', carrier: 'dhl', trackingId: 't1' });
     await engine.send(order, 'o-1', { type: 'DELIVERED' });
     const done = await engine.waitFor(order, 'o-1', (s) => s.status === 'done', { timeoutMs: 5_000 });
     assert.deepEqual(done.output, { orderId: 'o-1', paid: 10, cancelled: false, expired: false });
+    assert.equal(done.can({ type: 'CANCEL', reason: 'late' }), false, 'a finished instance takes no events');
     assert.equal(done.revision, 5);
     const history = await engine.history(order, 'o-1');
     assert.deepEqual(history.map((h) => [h.kind, h.revision, h.from, h.to]), [

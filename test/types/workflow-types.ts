@@ -128,6 +128,13 @@ export async function nested(): Promise<void> {
   // A machine that declares no tags takes any string.
   const a = await client.get(approval, 'a-1');
   a?.hasTag('anything');
+  // can() takes the machine's events, as XState's snapshot.can does; getMeta() its states' meta.
+  const canPack: boolean = t.can({ type: 'PACK', box: 'b' });
+  void canPack;
+  // @ts-expect-error: 'PACKK' is no event of the ticket machine
+  t.can({ type: 'PACKK' });
+  const meta: Record<string, unknown> = t.getMeta();
+  void meta;
 }
 
 // ---- history: a union to narrow --------------------------------------------------------------
@@ -162,6 +169,16 @@ export async function history(): Promise<void> {
         case 'jetstate.child': {
           const ok: boolean = e.event.ok;
           void ok;
+          break;
+        }
+        case 'jetstate.self': {
+          const inner: string = e.event.event.type;
+          void inner;
+          break;
+        }
+        case 'jetstate.fail': {
+          const reason: string = e.event.reason;
+          void reason;
           break;
         }
         case 'jetstate.stop':

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { fromPromise, setup } from 'xstate';
+import { createMachine, fromCallback, fromEventObservable, fromObservable, fromPromise, fromTransition, setup, spawnChild } from 'xstate';
 import { z } from 'zod';
-import { defineWorkflow, ErrorCode, JetstateError } from '../../engine/index.js';
+import { activity, childWorkflow, defineWorkflow, ErrorCode, JetstateError } from '../../engine/index.js';
 
 const machine = setup({}).createMachine({ initial: 'a', states: { a: { on: { GO: 'b' } }, b: { type: 'final' } } });
 const base = { name: 'flow', version: 1, machine, input: z.object({}), events: { GO: z.object({}) } };
@@ -28,6 +28,31 @@ describe('defineWorkflow', () => {
     rejects(() => defineWorkflow({ ...base, machine: inline }), /inline actor implementation.*setup\(\{ actors/);
     const missing = setup({}).createMachine(<any>{ initial: 'a', states: { a: { invoke: { src: 'nope' as never }, on: { GO: 'a' } } } });
     rejects(() => defineWorkflow({ ...base, machine: missing }), /'nope'.*does not provide/);
+  });
+  it('refuses invoked actors it cannot make durable, naming the kind and the fix', () => {
+    const invoking = (logic: unknown) => setup({ actors: { a: logic as never } }).createMachine(<any>{ initial: 's', states: { s: { invoke: { src: 'a' }, on: { GO: 's' } } } });
+    const subscribable = () => ({ subscribe: () => ({ unsubscribe() {} }) }) as never;
+    const cases: Array<[unknown, RegExp]> = [
+      [fromPromise(async () => 1), /state '\(machine\)\.s' invokes 'a', which cannot be made durable: a fromPromise actor .*activity\(fn\)/],
+      [fromCallback(() => {}), /a fromCallback actor .*activity\(\)/],
+      [fromObservable(subscribable), /a fromObservable actor/],
+      [fromEventObservable(subscribable), /a fromEventObservable actor/],
+      [fromTransition((n: number) => n, 0), /a fromTransition actor .*childWorkflow\(\)/],
+      [createMachine({}), /a plain machine as an actor .*childWorkflow\(thatWorkflow\)/],
+    ];
+    for (const [logic, pattern] of cases) rejects(() => defineWorkflow({ ...base, machine: invoking(logic) }), pattern);
+    // Durable ones are taken.
+    assert.equal(defineWorkflow({ ...base, machine: invoking(activity(async () => 1)) }).name, 'flow');
+    assert.equal(defineWorkflow({ ...base, machine: invoking(childWorkflow(defineWorkflow({ ...base, name: 'kid' }))) }).name, 'flow');
+  });
+  it('refuses spawnChild of what it cannot make durable, also in named actions', () => {
+    const spawning = (actors: Record<string, unknown>, action: unknown, actions: Record<string, unknown> = {}) =>
+      setup({ actors: actors as never, actions: actions as never }).createMachine({ initial: 's', states: { s: { on: { GO: { actions: action as never } } } } });
+    rejects(() => defineWorkflow({ ...base, machine: spawning({ m: createMachine({}) }, spawnChild('m', { id: 'k' })) }), /on 'GO' spawns 'm' \(spawnChild\), which cannot be made durable: a plain machine/);
+    rejects(() => defineWorkflow({ ...base, machine: spawning({}, spawnChild(fromPromise(async () => 1) as never)) }), /spawns an inline actor implementation/);
+    rejects(() => defineWorkflow({ ...base, machine: spawning({ p: fromPromise(async () => 1) }, 'later', { later: spawnChild('p' as never) }) }), /spawns 'p' \(spawnChild\).*fromPromise/);
+    rejects(() => defineWorkflow({ ...base, machine: spawning({}, spawnChild('nope' as never)) }), /spawns 'nope', which setup\(\{ actors \}\) does not provide/);
+    assert.equal(defineWorkflow({ ...base, machine: spawning({ w: activity(async () => 1) }, spawnChild('w', { id: 'k' })) }).name, 'flow');
   });
   it('refuses declared events the machine never handles', () => {
     rejects(() => defineWorkflow({ ...base, events: { GO: z.object({}), STOP: z.object({}) } }), /'STOP' is handled by no state/);

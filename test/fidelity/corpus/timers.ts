@@ -146,7 +146,7 @@ const afterSameDue: FidelityCase = {
     }),
   alphabet: [send('RESET'), wait(150)],
   sequences: [[wait(150), send('RESET'), wait(150), send('RESET'), wait(150)]],
-  // Shows TIMER_ORDER (runner.ts): fired in the order they come back, XState's is scheduling order.
+  // Fixed: the first of them to come back fires the ones scheduled before it first (step.ts).
 };
 
 const afterReenter: FidelityCase = {
@@ -200,7 +200,7 @@ const delayedRaise: FidelityCase = {
       }),
     }),
   alphabet: [send('ARM'), send('CANCEL'), send('ANON'), wait(80), wait(200)],
-  known: [{ note: 'a delayed raise scheduled again with the same id replaces the pending one in jetstate; XState keeps both', needs: (steps) => steps.filter((x) => 'send' in x && x.send.type === 'ARM').length > 1 }],
+  // Fixed: a delayed raise scheduled again with the same id keeps the older one (a cancel reaches the newest), as XState does.
   sequences: [[send('ARM'), wait(200), send('ARM'), send('CANCEL'), wait(250), send('ANON'), wait(200)]],
   generatedInSuite: true,
 };
@@ -232,9 +232,9 @@ const overdue: FidelityCase = {
     }),
   alphabet: [send('AGAIN'), wait(150), stall(600)],
   sequences: [[stall(600), send('AGAIN'), wait(200)], [wait(200), send('AGAIN'), wait(400)]],
-  // Shows TIMER_ORDER (runner.ts): no engine at the start (kill mode): timers come back in
-  // scheduling order; a held clock: in no particular order. A running engine that saw them NAKs
-  // each by its remaining time: due order, unless it runs late.
+  // Fixed: with no engine at the start (kill mode) timers come back in scheduling order, with a
+  // held clock in no particular order, and a late engine late; whichever fire comes first fires
+  // the ones due before it first (step.ts).
   killInSuite: true,
 };
 
