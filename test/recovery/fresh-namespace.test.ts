@@ -16,7 +16,7 @@
  * runner publishes the outcomes at the moment its first lease rounds trim the still empty stream,
  * while A's leases keep those partitions unread for a lease TTL. Then sends follow. Every task
  * outcome and every send must be applied. The race is narrow, so the scenario is repeated in fresh
- * namespaces, up to FRESH_ROUNDS rounds (default 6), and the test fails at the first round that
+ * namespaces, up to FRESH_ROUNDS rounds (default 8), and the test fails at the first round that
  * loses anything.
  */
 import assert from 'node:assert/strict';
@@ -34,7 +34,7 @@ const DUPLICATE_WINDOW_MS = 100;
 const TASKS = 8;
 const COUNTERS = 8;
 const SENDS_PER_COUNTER = 4;
-const ROUNDS = Number(process.env['FRESH_ROUNDS'] ?? 6);
+const ROUNDS = Number(process.env['FRESH_ROUNDS'] ?? 8);
 const modules = [join(import.meta.dirname, 'counter-workflow.ts'), join(import.meta.dirname, 'quick-task-workflow.ts')];
 
 interface RoundResult {
