@@ -1,0 +1,51 @@
+/**
+ * Soak of the cluster-loss scenario (see test/recovery/cluster-scenario.ts): runs it
+ * SOAK_ROUNDS times (default 10) and prints, per repetition, how many instances lost, doubled or
+ * reordered events and the longest pause of progress per partition. Exits 1 if any repetition
+ * lost, doubled or reordered an event or failed verify, 2 if only the stall watchdog was exceeded
+ * (a partition idle more than SOAK_STALL_BOUND_MS, default 12000, while the node was down more
+ * than 20 s), 0 otherwise. Not part of `npm test`.
+ *
+ *   npm run soak
+ *   SOAK_ROUNDS=3 NODE_DOWN_MS=10000 JETSTATE_NATS_SERVER=/path/to/nats-server npm run soak
+ *
+ * Other knobs: SOAK_INSTANCES (200), SOAK_EVENTS (20), NODE_DOWN_MS (21000).
+ */
+import { describeReport, runClusterScenario, type ClusterScenarioReport } from '../recovery/cluster-scenario.js';
+import { findNatsServer } from '../../adapters/nats-server/launcher.js';
+import { spawnSync } from 'node:child_process';
+
+const env = process.env;
+const rounds = Number(env['SOAK_ROUNDS'] ?? 10);
+const stallBoundMs = Number(env['SOAK_STALL_BOUND_MS'] ?? 12_000);
+const num = (name: string): number | undefined => (env[name] ? Number(env[name]) : undefined);
+const binary = findNatsServer();
+const version = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.trim();
+
+console.log(`cluster soak: ${rounds} repetitions with ${version} (${binary})`);
+const reports: ClusterScenarioReport[] = [];
+let failedRuns = 0;
+for (let r = 1; r <= rounds; r++) {
+  try {
+    const report = await runClusterScenario({
+      binary,
+      ...(num('SOAK_INSTANCES') ? { instances: num('SOAK_INSTANCES')! } : {}),
+      ...(num('SOAK_EVENTS') ? { eventsPerInstance: num('SOAK_EVENTS')! } : {}),
+      ...(num('NODE_DOWN_MS') ? { nodeDownMs: num('NODE_DOWN_MS')! } : {}),
+    });
+    reports.push(report);
+    console.log(`#${r}: ${describeReport(report)}`);
+  } catch (e) {
+    failedRuns++;
+    console.log(`#${r}: the scenario itself failed: ${(e as Error).stack ?? e}`);
+  }
+}
+
+const lossy = reports.filter((r) => r.lost > 0 || r.doubled > 0 || r.reordered > 0 || r.verifyFailures.length > 0);
+const stalled = reports.filter((r) => r.nodeDownMs > 20_000 && Math.max(...r.longestPauseMs) > stallBoundMs);
+console.log(
+  `cluster soak: ${reports.length}/${rounds} repetitions ran; with lost, doubled or reordered events: ${lossy.length}` +
+    ` (lost instances per repetition: ${reports.map((r) => r.lost).join(' ')}); over the stall bound of ${stallBoundMs} ms: ${stalled.length}` +
+    ` (longest pause per repetition: ${reports.map((r) => (Math.max(...r.longestPauseMs) / 1_000).toFixed(1)).join(' ')} s)`,
+);
+process.exit(lossy.length > 0 || failedRuns > 0 ? 1 : stalled.length > 0 ? 2 : 0);
