@@ -12,6 +12,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, JetstateError, type Client, type HistoryEntry } from '../../engine/index.js';
 import { counter } from './counter-workflow.js';
+import { listEventsStreams } from './streams.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..');
@@ -281,11 +282,20 @@ export class Raw {
     return (await this.eventsState()).messages;
   }
 
-  /** The events stream's state: stored messages, and the sequence of the last one ever stored. */
+  /**
+   * The events streams' state: stored messages, and how many were ever stored (the last sequence;
+   * summed over the streams when the namespace has several).
+   */
   async eventsState(): Promise<{ messages: number; lastSeq: number }> {
     const jsm = await jetstreamManager(this.nc);
-    const { state } = await jsm.streams.info(`${this.namespace}_events`);
-    return { messages: state.messages, lastSeq: state.last_seq };
+    let messages = 0;
+    let lastSeq = 0;
+    for (const name of await listEventsStreams(jsm, this.namespace)) {
+      const { state } = await jsm.streams.info(name);
+      messages += state.messages;
+      lastSeq += state.last_seq;
+    }
+    return { messages, lastSeq };
   }
 
   async close(): Promise<void> {

@@ -9,7 +9,9 @@
  *   npm run soak
  *   SOAK_ROUNDS=3 NODE_DOWN_MS=10000 JETSTATE_NATS_SERVER=/path/to/nats-server npm run soak
  *
- * Other knobs: SOAK_INSTANCES (200), SOAK_EVENTS (20), NODE_DOWN_MS (21000).
+ * Other knobs: SOAK_INSTANCES (200), SOAK_EVENTS (20), NODE_DOWN_MS (21000), SEND_SPREAD_MS (how
+ * long an instance's sends are spread over), NODE_KILL_AFTER_MS (when the node dies, after the
+ * sends began).
  */
 import { describeReport, runClusterScenario, type ClusterScenarioReport } from '../recovery/cluster-scenario.js';
 import { findNatsServer } from '../../adapters/nats-server/launcher.js';
@@ -32,6 +34,8 @@ for (let r = 1; r <= rounds; r++) {
       ...(num('SOAK_INSTANCES') ? { instances: num('SOAK_INSTANCES')! } : {}),
       ...(num('SOAK_EVENTS') ? { eventsPerInstance: num('SOAK_EVENTS')! } : {}),
       ...(num('NODE_DOWN_MS') ? { nodeDownMs: num('NODE_DOWN_MS')! } : {}),
+      ...(num('SEND_SPREAD_MS') ? { sendSpreadMs: num('SEND_SPREAD_MS')! } : {}),
+      ...(num('NODE_KILL_AFTER_MS') ? { nodeKillAfterMs: num('NODE_KILL_AFTER_MS')! } : {}),
     });
     reports.push(report);
     console.log(`#${r}: ${describeReport(report)}`);
