@@ -3,14 +3,15 @@
  * for as long as the node is down.
  *
  * Three nats-servers on loopback, three engine processes SIGKILLed and restarted every 2 s, 200
- * counter instances each sent 20 ordered events (each after the previous was accepted); the
- * server leading the events stream is SIGKILLed 3 s into the sends and restarted on its store
- * about 21 s later. Then every instance must have seen exactly [0..19] in order (no event lost,
- * doubled or reordered) and `verify` must be ok for a sample. The stall watchdog: per partition,
- * the longest pause of progress after the node loss while its events waited (from a watch of the
- * records) must stay under 12 s, since the node is down for more than 20 s. The bound is far above
- * a lease takeover (1 s) for a shared machine, and below the node's downtime, which is what a
- * partition whose consumer lived on the dead node waits today.
+ * counter instances each sent 20 ordered events (each after the previous was accepted). Twice, the
+ * server leading the events stream is SIGKILLed while events flow and restarted on its store:
+ * first after 10 s (it rejoins before the cluster has recovered from its loss: accepted events
+ * were lost so), then after 21 s. Every instance must have seen exactly [0..19] in order (no event
+ * lost, doubled or reordered) and `verify` must be ok for a sample. The stall watchdog: during
+ * the long loss, per partition, the longest pause of progress while its events waited (from a
+ * watch of the records) must stay under 12 s. That bound is far above a lease takeover (1 s), for
+ * a shared machine, and below the node's downtime, which is what a partition whose consumer lived
+ * on the dead node waits today.
  *
  * One repetition here; `npm run soak` runs the same scenario many times. The server binary is
  * $JETSTATE_NATS_SERVER or the project's copy (2.10).
@@ -35,8 +36,9 @@ describe('a 3-node cluster losing the events leader', () => {
       `instances whose events were not applied exactly once and in order:\n${summary.join('\n')}`,
     );
     assert.deepEqual(report.verifyFailures, [], 'verify of a sample');
-    assert.ok(report.nodeDownMs > STALL_CHECKED_WHEN_DOWN_MS, `precondition: the node was down ${report.nodeDownMs} ms`);
-    const stalled = report.longestPauseMs.map((ms, p) => ({ p, ms })).filter((x) => x.ms > STALL_BOUND_MS);
-    assert.deepEqual(stalled, [], `partitions idle for more than ${STALL_BOUND_MS} ms while their events waited and the node was down`);
+    const long = report.losses.filter((l) => l.downMs > STALL_CHECKED_WHEN_DOWN_MS);
+    assert.ok(long.length > 0, `precondition: a node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms (${report.losses.map((l) => l.downMs).join(', ')} ms)`);
+    const stalled = long.flatMap((l) => l.longestPauseMs.map((ms, p) => ({ server: l.killedServer, partition: p, ms })).filter((x) => x.ms > STALL_BOUND_MS));
+    assert.deepEqual(stalled, [], `partitions idle for more than ${STALL_BOUND_MS} ms while their events waited and the node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms`);
   });
 });

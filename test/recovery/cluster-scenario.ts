@@ -2,10 +2,11 @@
  * The cluster-loss scenario, shared by test/recovery/cluster-loss.test.ts (one repetition) and the
  * soak (`npm run soak`, many): three nats-servers on loopback with replicas 3, three engine
  * processes that are SIGKILLed and restarted every couple of seconds, counter instances that each
- * receive an ordered run of events, and the server that leads the events stream SIGKILLed and
- * restarted on its store a while later. The report compares every instance with the model (each
- * saw exactly 0..n-1, in order) and measures, per partition, the longest pause of progress while
- * events of that partition were waiting, after the node loss.
+ * receive an ordered run of events, and, phase after phase, the server that leads the events
+ * stream SIGKILLed while events flow and restarted on its store a while later (see
+ * {@link DEFAULT_LOSSES}). The report compares every instance with the model (each saw exactly
+ * 0..n-1, in order) and measures, per node loss and partition, the longest pause of progress
+ * while events of that partition were waiting.
  *
  * Everything goes through the public API, engine processes and raw NATS; stream and bucket names
  * come from streams.ts.
@@ -29,19 +30,49 @@ export interface ClusterScenarioOptions {
   leaseTtlMs?: number;
   /** One engine is SIGKILLed and replaced this often, while events are sent. */
   engineKillEveryMs?: number;
-  /** Sends of an instance are spread over about this long. */
-  sendSpreadMs?: number;
-  /** The events stream's leader is SIGKILLed this long after the sends began... */
-  nodeKillAfterMs?: number;
-  /** ...and restarted on its store this long after. */
-  nodeDownMs?: number;
-  /** After everything was sent and the node is back, how long to wait for the rest to be applied. */
+  /**
+   * The node losses, one after the other. In each, a share of every instance's events (split
+   * evenly over the losses) is sent spread over `burstMs`; `killAfterMs` into that burst the server
+   * leading the events stream dies, and it is restarted on its store `downMs` later; then the
+   * phase waits (up to `settleMs`) until everything sent so far is applied.
+   */
+  losses?: NodeLoss[];
+  /** After the last loss, how long to wait for the rest to be applied. */
   settleMs?: number;
   /** nats-server binary (default: $JETSTATE_NATS_SERVER or the project's copy). */
   binary?: string;
   /** How many instances `verify` checks (chosen evenly), besides every instance with a problem (up to 5). */
   verifySample?: number;
   log?: (line: string) => void;
+}
+
+export interface NodeLoss {
+  /** How long the sends of this phase are spread over. */
+  burstMs: number;
+  /** When the events leader dies, after the phase's sends began. */
+  killAfterMs: number;
+  /** How long it stays down before it is restarted on its store. */
+  downMs: number;
+}
+
+/**
+ * The default: a short loss (10 s) while events flow fast, whose rejoin comes before the cluster
+ * has recovered from the loss (the loss of accepted events was seen so), then a long one (21 s)
+ * with events sent all along, for the stall watchdog.
+ */
+export const DEFAULT_LOSSES: readonly NodeLoss[] = [
+  { burstMs: 6_000, killAfterMs: 2_000, downMs: 10_000 },
+  { burstMs: 12_000, killAfterMs: 1_000, downMs: 21_000 },
+];
+
+export interface LossReport {
+  killedServer: string;
+  /** How long the server was actually down (ms). */
+  downMs: number;
+  /** Longest pause of progress per partition from this node's death to the end of its phase, while events of the partition waited (ms). */
+  longestPauseMs: number[];
+  /** When each of those pauses began, in ms after the node was killed. */
+  longestPauseFromMs: number[];
 }
 
 export interface InstanceProblem {
@@ -66,13 +97,7 @@ export interface ClusterScenarioReport {
   /** Instances whose events were applied out of send order. */
   reordered: number;
   problems: InstanceProblem[];
-  /** Longest pause of progress per partition after the node loss, while its events waited (ms). */
-  longestPauseMs: number[];
-  /** When each of those pauses began, in ms after the node was killed. */
-  longestPauseFromMs: number[];
-  killedServer: string;
-  /** How long the server was actually down (ms). */
-  nodeDownMs: number;
+  losses: LossReport[];
   engineKills: number;
   watchRestarts: number;
   verified: number;
@@ -89,9 +114,7 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
     partitions: 16,
     leaseTtlMs: 1_000,
     engineKillEveryMs: 2_000,
-    sendSpreadMs: 24_000,
-    nodeKillAfterMs: 3_000,
-    nodeDownMs: 21_000,
+    losses: DEFAULT_LOSSES,
     settleMs: 30_000,
     verifySample: 10,
     log: (_: string) => {},
@@ -138,51 +161,49 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       }
     })();
 
-    // Each instance's events are sent in order, each after the previous one was accepted.
-    const sendsBegan = Date.now();
-    const gapMs = o.sendSpreadMs / o.eventsPerInstance;
-    const sending = mapLimit(ids, ids.length, async (id, i) => {
-      await sleep((i * gapMs) / ids.length);
-      for (let k = 0; k < o.eventsPerInstance; k++) {
-        const next = Date.now() + gapMs;
-        await sendAccepted(c, id, k, `${id}-${k}`);
-        progress.accepted(Date.now(), partitionOfId.get(id)!);
-        await sleep(next - Date.now());
+    // Phase by phase: events flow, the events leader dies and comes back, and what was sent is applied.
+    const share = (i: number): [number, number] => [Math.floor((i * o.eventsPerInstance) / o.losses.length), Math.floor(((i + 1) * o.eventsPerInstance) / o.losses.length)];
+    const losses: LossReport[] = [];
+    for (let phase = 0; phase < o.losses.length; phase++) {
+      const loss = o.losses[phase]!;
+      const [from, to] = share(phase);
+      const phaseBegan = Date.now();
+      const gapMs = loss.burstMs / Math.max(1, to - from);
+      // Each instance's events in order, each after the previous was accepted, on schedule (one
+      // that falls behind goes out at once).
+      const sending = mapLimit(ids, ids.length, async (id, i) => {
+        for (let k = from; k < to; k++) {
+          await sleep(phaseBegan + (k - from) * gapMs + (i * gapMs) / ids.length - Date.now());
+          await sendAccepted(c, id, k, `${id}-${k}`);
+          progress.accepted(Date.now(), partitionOfId.get(id)!);
+        }
+      });
+      sending.catch(() => {});
+      // The node that leads the events stream (the most of them, in a layout with several) dies.
+      await sleep(phaseBegan + loss.killAfterMs - Date.now());
+      const victim = await eventsLeader(nc, namespace, servers);
+      const killedAt = Date.now();
+      await victim.server.kill();
+      o.log(`phase ${phase + 1}: killed ${victim.name}, the events stream's leader, ${killedAt - phaseBegan} ms into the phase's sends`);
+      await sleep(loss.downMs);
+      await retry(() => victim.server.restart(), 30_000);
+      const downMs = Date.now() - killedAt;
+      o.log(`phase ${phase + 1}: restarted ${victim.name} on its store after ${downMs} ms`);
+      await sending;
+      o.log(`phase ${phase + 1}: events ${from}..${to - 1} of every instance accepted (${Date.now() - phaseBegan} ms into the phase)`);
+      const last = phase === o.losses.length - 1;
+      if (last) {
+        killing = false;
+        await killer;
+        // The last engines: replace any that died on its own, and let them finish.
+        for (let i = 0; i < slots.length; i++) if (!slots[i]!.running) slots[i] = spawn(i, 1_000 + i);
       }
-    });
-
-    // The node that leads the events stream (the most of them, in a layout with several) dies.
-    await sleep(sendsBegan + o.nodeKillAfterMs - Date.now());
-    const victim = await eventsLeader(nc, namespace, servers);
-    const nodeKilledAt = Date.now();
-    await victim.server.kill();
-    o.log(`killed ${victim.name}, the events stream's leader, ${nodeKilledAt - sendsBegan} ms into the sends`);
-    await sleep(o.nodeDownMs);
-    await retry(() => victim.server.restart(), 30_000);
-    const nodeDownMs = Date.now() - nodeKilledAt;
-    o.log(`restarted ${victim.name} on its store after ${nodeDownMs} ms`);
-
-    await sending;
-    o.log(`every event accepted (${Date.now() - sendsBegan} ms after the sends began)`);
-    killing = false;
-    await killer;
-    // The last engines: replace any that died on its own, and let them finish.
-    for (let i = 0; i < slots.length; i++) if (!slots[i]!.running) slots[i] = spawn(i, 1_000 + i);
-
-    const expected = o.instances * o.eventsPerInstance;
-    const settleDeadline = Date.now() + o.settleMs;
-    let lastApplied = -1;
-    let lastChangeAt = Date.now();
-    while (Date.now() < settleDeadline) {
-      const applied = progress.totalApplied();
-      if (applied >= expected) break;
-      if (applied !== lastApplied) [lastApplied, lastChangeAt] = [applied, Date.now()];
-      // Nothing moved for a long while: what is missing will not come.
-      if (Date.now() - lastChangeAt > Math.min(15_000, o.settleMs)) break;
-      await sleep(250);
+      await settle(progress, o.instances * to, last ? o.settleMs : Math.min(o.settleMs, 10_000));
+      const endedAt = Date.now();
+      const pauses = progress.longestPauses(o.partitions, killedAt, endedAt);
+      losses.push({ killedServer: victim.name, downMs, longestPauseMs: pauses.map((x) => x.ms), longestPauseFromMs: pauses.map((x) => x.fromMs - killedAt) });
+      o.log(`phase ${phase + 1}: applied (as watched) ${progress.totalApplied()} of ${o.instances * to}`);
     }
-    const endedAt = Date.now();
-    o.log(`applied (as watched) ${progress.totalApplied()} of ${expected}`);
 
     // The authoritative check: every record, through the public API.
     const want = Array.from({ length: o.eventsPerInstance }, (_, k) => k);
@@ -214,12 +235,7 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       doubled: problems.filter((p) => p.doubled.length > 0).length,
       reordered: problems.filter((p) => p.reordered).length,
       problems,
-      ...((): { longestPauseMs: number[]; longestPauseFromMs: number[] } => {
-        const pauses = progress.longestPauses(o.partitions, nodeKilledAt, endedAt);
-        return { longestPauseMs: pauses.map((x) => x.ms), longestPauseFromMs: pauses.map((x) => x.fromMs - nodeKilledAt) };
-      })(),
-      killedServer: victim.name,
-      nodeDownMs,
+      losses,
       engineKills,
       watchRestarts: watch.restarts(),
       verified: toVerify.length,
@@ -240,19 +256,35 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
 
 /** One line per repetition, for the test's output and the soak. */
 export function describeReport(r: ClusterScenarioReport): string {
-  const pauses = r.longestPauseMs.map((ms, p) => `${(ms / 1_000).toFixed(1)}@${(r.longestPauseFromMs[p]! / 1_000).toFixed(1)}`);
-  const worst = Math.max(...r.longestPauseMs);
   const examples = r.problems
     .slice(0, 3)
     .map((p) => `${p.id}(p${p.partition}) missing [${p.missing.join(',')}]${p.doubled.length ? ` doubled [${p.doubled.join(',')}]` : ''}${p.reordered ? ' reordered' : ''}`)
     .join('; ');
+  const losses = r.losses.map((l, i) => {
+    const pauses = l.longestPauseMs.map((ms, p) => `${(ms / 1_000).toFixed(1)}@${(l.longestPauseFromMs[p]! / 1_000).toFixed(1)}`);
+    return `loss ${i + 1}: ${l.killedServer} down ${(l.downMs / 1_000).toFixed(1)} s, longest pause ${(Math.max(...l.longestPauseMs) / 1_000).toFixed(1)} s, per partition (length@start after the kill) [${pauses.join(' ')}] s`;
+  });
   return (
     `lost ${r.lost}/${r.instances} instances (${r.lostEvents} events), doubled ${r.doubled}, reordered ${r.reordered}; ` +
-    `killed ${r.killedServer} for ${(r.nodeDownMs / 1_000).toFixed(1)} s, ${r.engineKills} engine kills, ${r.watchRestarts} watch restarts; ` +
-    `verify ${r.verified - r.verifyFailures.length}/${r.verified} ok; longest pause ${(worst / 1_000).toFixed(1)} s, per partition (length@start after the kill) [${pauses.join(' ')}] s; ` +
-    `${(r.durationMs / 1_000).toFixed(0)} s` +
+    `verify ${r.verified - r.verifyFailures.length}/${r.verified} ok; ${r.engineKills} engine kills, ${r.watchRestarts} watch restarts; ${(r.durationMs / 1_000).toFixed(0)} s; ` +
+    losses.join('; ') +
     (examples ? `; e.g. ${examples}` : '')
   );
+}
+
+/** Waits until `expected` events are applied (as watched), or nothing moved for 15 s, or `ms` passed. */
+async function settle(progress: ProgressLog, expected: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  let lastApplied = -1;
+  let lastChangeAt = Date.now();
+  while (Date.now() < deadline) {
+    const applied = progress.totalApplied();
+    if (applied >= expected) return;
+    if (applied !== lastApplied) [lastApplied, lastChangeAt] = [applied, Date.now()];
+    // Nothing moved for a long while: what is missing will not come.
+    if (Date.now() - lastChangeAt > 15_000) return;
+    await sleep(250);
+  }
 }
 
 async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
