@@ -5,7 +5,7 @@
  * Three nats-servers on loopback, three engine processes SIGKILLed and restarted every 2 s, 200
  * counter instances each sent 20 ordered events (each after the previous was accepted). Twice, the
  * server leading the events stream is SIGKILLed while events flow and restarted on its store:
- * first after 10 s (it rejoins before the cluster has recovered from its loss: accepted events
+ * first after 7 s (it rejoins before the cluster has recovered from its loss: accepted events
  * were lost so), then after 21 s. Every instance must have seen exactly [0..19] in order (no event
  * lost, doubled or reordered) and `verify` must be ok for a sample. The stall watchdog: during
  * the long loss, per partition, the longest pause of progress while its events waited (from a
@@ -31,9 +31,9 @@ describe('a 3-node cluster losing the events leader', () => {
     console.log(`cluster-loss: ${describeReport(report)}`);
     const summary = report.problems.slice(0, 20).map((p) => `${p.id} (partition ${p.partition}): log ${JSON.stringify(p.log)}`);
     assert.deepEqual(
-      { lost: report.lost, doubled: report.doubled, reordered: report.reordered },
-      { lost: 0, doubled: 0, reordered: 0 },
-      `instances whose events were not applied exactly once and in order:\n${summary.join('\n')}`,
+      { lostFromMiddle: report.lostFromMiddle, lostAtTheEnd: report.lost - report.lostFromMiddle, doubled: report.doubled, reordered: report.reordered },
+      { lostFromMiddle: 0, lostAtTheEnd: 0, doubled: 0, reordered: 0 },
+      `instances whose events were not applied exactly once and in order (lostAtTheEnd: not applied after the scenario's settle time, lost or stuck):\n${summary.join('\n')}`,
     );
     assert.deepEqual(report.verifyFailures, [], 'verify of a sample');
     const long = report.losses.filter((l) => l.downMs > STALL_CHECKED_WHEN_DOWN_MS);
