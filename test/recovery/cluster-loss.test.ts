@@ -3,10 +3,10 @@
  * for as long as the node is down.
  *
  * Three nats-servers on loopback, three engine processes SIGKILLed and restarted every 2 s, 200
- * counter instances each sent 20 ordered events (each after the previous was accepted). Twice, the
- * server leading the events stream is SIGKILLed while events flow and restarted on its store:
- * first after 7 s (it rejoins before the cluster has recovered from its loss: accepted events
- * were lost so), then after 21 s. Every instance must have seen exactly [0..19] in order (no event
+ * counter instances each sent 20 ordered events (each after the previous was accepted). Twice,
+ * the server leading the events stream is SIGKILLed while events flow and restarted on its store:
+ * first after 7 s, during a fast burst of sends (it rejoins before the cluster has recovered from
+ * its loss: accepted events were lost so), then after 21 s. Every instance must have seen exactly [0..19] in order (no event
  * lost, doubled or reordered) and `verify` must be ok for a sample. The stall watchdog: during
  * the long loss, per partition, the longest pause of progress while its events waited (from a
  * watch of the records) must stay under 12 s. That bound is far above a lease takeover (1 s), for
