@@ -130,6 +130,18 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
   };
   const began = Date.now();
   const servers = await startCluster({ size: 3, name: 'jetstate_loss', ...(o.binary ? { binary: o.binary } : {}) });
+  // Last resort if this process exits without the finally below (a test runner's timeout): no
+  // server outlives it. The servers' pids change when they are restarted, so they are read then.
+  const killServers = (): void => {
+    for (const s of servers) {
+      try {
+        if (s.pid) process.kill(s.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  process.on('exit', killServers);
   const urls = servers.map((s) => s.url);
   const namespace = uniqueNamespace('clusterloss');
   let client: Client | undefined;
@@ -275,6 +287,7 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       await s.kill().catch(() => {});
       await rm(s.storeDir, { recursive: true, force: true }).catch(() => {});
     }
+    process.off('exit', killServers);
   }
 }
 
