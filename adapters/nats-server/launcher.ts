@@ -82,6 +82,12 @@ export class NatsServer {
     return this.child?.pid;
   }
 
+  /** True while the server process runs (started and not exited). */
+  get running(): boolean {
+    const child = this.child;
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
+  }
+
   static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
     const binary = options.binary ?? findNatsServer();
     const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'jetstate-nats-')));

@@ -135,7 +135,7 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
   const killServers = (): void => {
     for (const s of servers) {
       try {
-        if (s.pid) process.kill(s.pid, 'SIGKILL');
+        if (s.running && s.pid) process.kill(s.pid, 'SIGKILL');
       } catch {
         // already gone
       }
