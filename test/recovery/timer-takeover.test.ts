@@ -69,7 +69,7 @@ describe('timers and tasks taken by a dead engine are taken over within about th
     await Promise.all([survivor!, ...doomed].map((e) => e.waitReady(30_000)));
     // Every instance's timer is due at about `dueAt`: its delay is counted from its start.
     const ids = Array.from({ length: TIMERS }, (_, i) => `t-${i}`);
-    const dueAt = Date.now() + 6_000;
+    const dueAt = Date.now() + 8_000;
     const due = new Map<string, number>();
     await mapLimit(ids, 16, async (id) => {
       const inst = await client.start(alarm, { id, input: { delayMs: Math.max(0, dueAt - Date.now()) } });
