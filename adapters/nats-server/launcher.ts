@@ -82,6 +82,12 @@ export class NatsServer {
     return this.child?.pid;
   }
 
+  /** True while the server process runs (started and not exited). */
+  get running(): boolean {
+    const child = this.child;
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
+  }
+
   static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
     const binary = options.binary ?? findNatsServer();
     const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'jetstate-nats-')));
@@ -166,6 +172,8 @@ export interface ClusterOptions {
   name?: string;
   /** Fresh clusters sometimes fail to elect a meta leader for a long time; they are started anew. */
   attempts?: number;
+  /** Path of the nats-server binary; found with {@link findNatsServer} when absent. */
+  binary?: string;
 }
 
 /**
@@ -174,6 +182,7 @@ export interface ClusterOptions {
  */
 export async function startCluster(options: ClusterOptions = {}): Promise<NatsServer[]> {
   const { size = 3, syncAlways = false, name = 'jetstate_local', attempts = 3 } = options;
+  const binary = options.binary ?? findNatsServer();
   const { connect } = await import('@nats-io/transport-node');
   const { jetstreamManager } = await import('@nats-io/jetstream');
   let lastError = '';
@@ -181,7 +190,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<NatsSe
     const routePorts: number[] = [];
     for (let i = 0; i < size; i++) routePorts.push(await freePort());
     const servers = await Promise.all(
-      routePorts.map((port, i) => NatsServer.start({ syncAlways, serverName: `n${i}`, cluster: { name, port, routes: routePorts.filter((p) => p !== port) } })),
+      routePorts.map((port, i) => NatsServer.start({ binary, syncAlways, serverName: `n${i}`, cluster: { name, port, routes: routePorts.filter((p) => p !== port) } })),
     );
     const nc = await connect({ servers: servers.map((s) => s.url) });
     const deadline = Date.now() + 15_000;

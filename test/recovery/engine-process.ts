@@ -4,10 +4,13 @@
  *
  *   node --import tsx test/recovery/engine-process.ts --nats nats://127.0.0.1:4222 \
  *     --namespace ns [--lease-ttl 1000] [--partitions 16] [--crash-after-writes N] [--engine-id id]
- *     [--max-pending N] [--crash-before-writes N]
+ *     [--max-pending N] [--crash-before-writes N] [--workflows a.ts,b.ts] [--duplicate-window ms]
+ *     [--replicas N]
  *
  * Every option may also come from the environment: NATS_URL, JETSTATE_NAMESPACE, LEASE_TTL_MS,
  * PARTITIONS, CRASH_AFTER_WRITES, ENGINE_ID, MAX_PENDING (maxPendingPerPartition).
+ * `--nats` may list several servers of a cluster, comma-separated. `--workflows` names modules
+ * whose exported workflow definitions are all registered (default: the counter workflow).
  *
  * Lines on stdout (one JSON object after a word):
  *   READY {"engineId","pid"}      the engine is created and has taken its first partitions
@@ -17,7 +20,9 @@
  */
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createEngine } from '../../engine/index.js';
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createEngine, isWorkflowDefinition, type WorkflowDefinition } from '../../engine/index.js';
 import { counter } from './counter-workflow.js';
 
 const { values } = parseArgs({
@@ -30,6 +35,9 @@ const { values } = parseArgs({
     'crash-before-writes': { type: 'string' },
     'engine-id': { type: 'string' },
     'max-pending': { type: 'string' },
+    workflows: { type: 'string' },
+    'duplicate-window': { type: 'string' },
+    replicas: { type: 'string' },
   },
   strict: true,
 });
@@ -44,6 +52,8 @@ const crashAfterWrites = crashRaw === undefined || crashRaw === '' ? 0 : Number(
 const crashBeforeWrites = Number(values['crash-before-writes'] ?? 0);
 const engineId = values['engine-id'] ?? env['ENGINE_ID'];
 const maxPendingRaw = values['max-pending'] ?? env['MAX_PENDING'];
+const duplicateWindowRaw = values['duplicate-window'];
+const replicasRaw = values.replicas;
 
 if (!url || !namespace) {
   console.error('engine-process: give --nats and --namespace (or NATS_URL and JETSTATE_NAMESPACE)');
@@ -77,12 +87,25 @@ const afterStateWrite = (key: string, revision: number): void => {
   }
 };
 
+/** Every workflow definition the given modules export; the counter when none is given. */
+async function loadWorkflows(list: string | undefined): Promise<WorkflowDefinition[]> {
+  if (!list) return [counter];
+  const found: WorkflowDefinition[] = [];
+  for (const path of list.split(',').filter(Boolean)) {
+    const mod = (await import(pathToFileURL(isAbsolute(path) ? path : resolve(path)).href)) as Record<string, unknown>;
+    for (const v of Object.values(mod)) if (isWorkflowDefinition(v) && !found.includes(v)) found.push(v);
+  }
+  return found;
+}
+
 const engine = await createEngine({
-  servers: url,
+  servers: url.includes(',') ? url.split(',') : url,
   namespace,
   partitions,
-  workflows: [counter],
+  workflows: await loadWorkflows(values.workflows),
   leaseTtlMs,
+  ...(duplicateWindowRaw ? { duplicateWindowMs: Number(duplicateWindowRaw) } : {}),
+  ...(replicasRaw ? { replicas: Number(replicasRaw) } : {}),
   drainTimeoutMs: 5_000,
   name: `recovery-engine-${process.pid}`,
   ...(engineId ? { engineId } : {}),

@@ -12,6 +12,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, JetstateError, type Client, type HistoryEntry } from '../../engine/index.js';
 import { counter } from './counter-workflow.js';
+import { listEventsStreams } from './streams.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..');
@@ -35,6 +36,7 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
 }
 
 export interface EngineChildOptions {
+  /** A server URL, or several of a cluster, comma-separated. */
   url: string;
   namespace: string;
   leaseTtlMs?: number;
@@ -47,6 +49,14 @@ export interface EngineChildOptions {
   /** The engine's `maxPendingPerPartition`. */
   maxPending?: number;
   label?: string;
+  /** Modules whose exported workflow definitions the engine registers (default: the counter). */
+  workflowModules?: string[];
+  /** The namespace's duplicate window, if this engine is the one that creates it. */
+  duplicateWindowMs?: number;
+  /** Replicas of the namespace's streams and buckets, if this engine creates them. */
+  replicas?: number;
+  /** Extra environment for the child (e.g. where an activity logs its attempts). */
+  env?: Record<string, string>;
 }
 
 export interface Exit {
@@ -65,7 +75,7 @@ const live = new Set<EngineChild>();
 
 export class EngineChild {
   readonly label: string;
-  readonly ready: Promise<{ engineId: string; pid: number }>;
+  readonly ready: Promise<{ engineId: string; pid: number; owned?: number[] }>;
   readonly exited: Promise<Exit>;
   /** Resolves with the CRASH line if the child crashed itself through the test hook. */
   readonly crashed: Promise<CrashLine>;
@@ -84,10 +94,13 @@ export class EngineChild {
     if (options.crashBeforeWrites) args.push('--crash-before-writes', String(options.crashBeforeWrites));
     if (options.engineId) args.push('--engine-id', options.engineId);
     if (options.maxPending) args.push('--max-pending', String(options.maxPending));
+    if (options.workflowModules?.length) args.push('--workflows', options.workflowModules.join(','));
+    if (options.duplicateWindowMs) args.push('--duplicate-window', String(options.duplicateWindowMs));
+    if (options.replicas) args.push('--replicas', String(options.replicas));
     // The IPC channel lets an orphaned child notice that the test runner is gone.
-    this.child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    this.child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], ...(options.env ? { env: { ...process.env, ...options.env } } : {}) });
     live.add(this);
-    let onReady!: (v: { engineId: string; pid: number }) => void;
+    let onReady!: (v: { engineId: string; pid: number; owned?: number[] }) => void;
     let onCrash!: (v: CrashLine) => void;
     this.ready = new Promise((ok, ko) => {
       onReady = ok;
@@ -114,7 +127,7 @@ export class EngineChild {
         const body = space < 0 ? '{}' : line.slice(space + 1);
         try {
           if (word === 'READY') {
-            const r = JSON.parse(body) as { engineId: string; pid: number };
+            const r = JSON.parse(body) as { engineId: string; pid: number; owned?: number[] };
             this.engineId = r.engineId;
             onReady(r);
           } else if (word === 'CRASH') {
@@ -150,7 +163,7 @@ export class EngineChild {
   }
 
   /** Waits for the READY line (bounded). */
-  async waitReady(ms = 20_000): Promise<{ engineId: string; pid: number }> {
+  async waitReady(ms = 20_000): Promise<{ engineId: string; pid: number; owned?: number[] }> {
     return within(this.ready, ms, `${this.label} (pid ${this.pid}) ready`);
   }
 
@@ -270,17 +283,17 @@ export class Raw {
   }
 
   /**
-   * The events streams' state, summed over every partition stream of the namespace: stored
-   * messages, and how many were ever stored (each stream's last sequence).
+   * The events streams' state: stored messages, and how many were ever stored (the last sequence;
+   * summed over the streams when the namespace has several).
    */
   async eventsState(): Promise<{ messages: number; lastSeq: number }> {
     const jsm = await jetstreamManager(this.nc);
     let messages = 0;
     let lastSeq = 0;
-    for await (const si of jsm.streams.list()) {
-      if (!si.config.name.startsWith(`${this.namespace}_evt_`)) continue;
-      messages += si.state.messages;
-      lastSeq += si.state.last_seq;
+    for (const name of await listEventsStreams(jsm, this.namespace)) {
+      const { state } = await jsm.streams.info(name);
+      messages += state.messages;
+      lastSeq += state.last_seq;
     }
     return { messages, lastSeq };
   }
