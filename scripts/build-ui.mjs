@@ -20,7 +20,7 @@ await build({
   format: 'esm',
   target: ['es2022'],
   minify: true,
-  sourcemap: true,
+  sourcemap: false,
   legalComments: 'linked',
   logLevel: 'warning',
 });

@@ -1,51 +1,12 @@
 /** The CLI's commands, each speaking in plain words and returning an exit code. */
 import { readFileSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { createClient, isWorkflowDefinition, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type ReencryptReport, type WorkflowDefinition } from '../../engine/index.js';
-import { runDev } from './dev.js';
+import { resolve } from 'node:path';
+import { createClient, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type ReencryptReport, type WorkflowDefinition } from '../../engine/index.js';
 import { redactPaths } from '../../engine/internal.js';
+import { loadWorkflows } from './workflow-module.js';
 
-export const USAGE = `Usage: jetstate <command> [options]
+export { loadWorkflows };
 
-Commands:
-  dev [--no-ui] [--port N]             run NATS (started here if none is reachable) and an engine with the workflows,
-                                       and the web view (printed URL; --no-ui to skip it)
-  ui [--port N] [--reveal] [--trace-url T]
-                                       the web view on 127.0.0.1: workflows, a live instance list, each instance's
-                                       statechart, context, timers, tasks, history; send and verify from the page
-  start <workflow> --input JSON [--id ID]
-                                       start an instance (idempotent by id)
-  send <workflow> <id> <TYPE> [JSON]   send an event, e.g. send order o-1 PAY '{"amount":10}'
-  get <workflow> <id>                  show an instance
-  list <workflow> [--status S] [--state S]
-                                       list instances
-  history <workflow> <id>              show the applied transitions, in order
-  verify <workflow> <id>               replay the history and compare it with the stored state
-  wait <workflow> <id> --state S [--timeout-ms N]
-                                       wait until the instance is in state S
-  reencrypt <workflow>                 move the secrets of every instance (records and history, and those of the child
-                                       workflows it invokes) to the newest key of $JETSTATE_KEYS; exits 1 when some
-                                       could not be moved (listed with the reason)
-  deadletters [--limit N]              show rejected events kept in the dead-letter stream, with reasons
-  sfn-local [--port 8083] [--definitions DIR] ...
-                                       a Step Functions-compatible endpoint on loopback (see sfn-local --help)
-
-Options:
-  -s, --server URL      NATS server (default: $NATS_URL, else nats://127.0.0.1:4222)
-  -n, --namespace NAME  namespace of streams and buckets (default: jetstate)
-  -w, --workflows PATH  module exporting the workflows (default: the bundled examples)
-      --json            print JSON instead of text
-      --token TOKEN     the sender's identity token for start/send (default: $JETSTATE_TOKEN)
-      --reveal          show secret fields in clear (needs the key ring in $JETSTATE_KEYS); redacted otherwise
-      --port N          port of the web view on 127.0.0.1 (default 7480; 0 picks a free one)
-      --trace-url T     link of a trace in the web view, e.g. 'http://localhost:16686/trace/{traceId}'
-
-Environment:
-  JETSTATE_KEYS         key ring for workflows with secrets: 'id1:base64key,id2:base64key' (the last is the newest);
-                        JETSTATE_SECRET_KEYS is read when JETSTATE_KEYS is not set
-  OTEL_EXPORTER_OTLP_ENDPOINT  send traces and metrics over OTLP/HTTP (e.g. http://localhost:4318)
-`;
 
 export interface CliValues {
   server?: string | undefined;
@@ -65,6 +26,8 @@ export interface CliValues {
   port?: string | undefined;
   'trace-url'?: string | undefined;
   'no-ui'?: boolean | undefined;
+  config?: string | undefined;
+  suite?: string | undefined;
 }
 
 export const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
@@ -90,28 +53,10 @@ export function serverOf(values: CliValues): string {
   return values.server || process.env['NATS_URL'] || DEFAULT_SERVER;
 }
 
-/** Loads the workflows a module exports (a `workflows` array, or any exported definitions). */
-export async function loadWorkflows(path: string | undefined): Promise<WorkflowDefinition[]> {
-  const url = path
-    ? pathToFileURL(isAbsolute(path) ? path : resolve(process.cwd(), path)).href
-    : new URL('../../workflows/index.js', import.meta.url).href;
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(url)) as Record<string, unknown>;
-  } catch (e) {
-    throw new JetstateError(ErrorCode.InvalidOptions, `cannot load workflows from ${path ?? 'the bundled examples'}: ${(e as Error).message}; pass --workflows with a module that exports them`);
-  }
-  const found = new Set<WorkflowDefinition>();
-  if (Array.isArray(mod['workflows'])) for (const w of mod['workflows']) if (isWorkflowDefinition(w)) found.add(w);
-  for (const v of Object.values(mod)) if (isWorkflowDefinition(v)) found.add(v);
-  if (found.size === 0) throw new JetstateError(ErrorCode.InvalidOptions, `${path} exports no workflows; export them made with defineWorkflow()`);
-  return [...found];
-}
-
 function pick(workflows: WorkflowDefinition[], name: string | undefined): WorkflowDefinition {
   if (!name) throw new JetstateError(ErrorCode.InvalidOptions, `name a workflow; known: ${names(workflows)}`);
   const versions = workflows.filter((w) => w.name === name).sort((a, b) => b.version - a.version);
-  if (!versions[0]) throw new JetstateError(ErrorCode.InvalidOptions, `no workflow named '${name}'; known: ${names(workflows)}; pass --workflows to load others`);
+  if (!versions[0]) throw new JetstateError(ErrorCode.InvalidOptions, `no workflow named '${name}'; known: ${names(workflows)}; pass --workflows (or set JETSTATE_WORKFLOWS, or "workflows" in jetstate.config.json) to load others`);
   return versions[0];
 }
 
@@ -188,10 +133,9 @@ export function describeReencrypt(workflow: string, r: ReencryptReport): string 
 const toJson = (v: unknown): string => JSON.stringify(v, (k, x: unknown) => (k === 'matches' ? undefined : x), 2);
 
 export async function runCommand(command: string, args: string[], values: CliValues): Promise<number> {
-  if (command === 'dev') return runDev(values);
+  if (command === 'dev') return (await import('./dev.js')).runDev(values);
   if (command === 'ui') return (await import('./ui.js')).runUi(values);
-  const known = ['start', 'send', 'get', 'list', 'history', 'verify', 'wait', 'reencrypt', 'deadletters'];
-  if (!known.includes(command)) throw new JetstateError(ErrorCode.InvalidOptions, `unknown command '${command}'; commands: dev, ui, sfn-local, ${known.join(', ')}`);
+  if (command === 'nats') return (await import('./nats.js')).runNats(args, values);
   const workflows = await loadWorkflows(values.workflows);
   const out = (text: string, data: unknown): void => void process.stdout.write((values.json ? toJson(data) : text) + '\n');
   // Secrets: sealing what is sent needs the key ring; reading shows them only when asked (--reveal).
@@ -246,8 +190,9 @@ export async function runCommand(command: string, args: string[], values: CliVal
         const id = needs(args[1], 'instance id');
         const inst = await client.get(workflow, id);
         if (!inst) {
-          process.stderr.write(`jetstate: ${workflow.name} ${id} does not exist\n`);
-          return 1;
+          // A script reading --json gets null for a missing instance, and the exit code says it too.
+          if (values.json) process.stdout.write('null\n');
+          throw new JetstateError(ErrorCode.InstanceNotFound, `${workflow.name} ${id} does not exist`);
         }
         out(describeInstance(inst), inst);
         return 0;

@@ -1,7 +1,9 @@
 /**
  * `jetstate dev`: one command for a working setup on this machine. Uses the NATS at --server /
- * NATS_URL / 127.0.0.1:4222 when one answers; otherwise starts a nats-server with JetStream
- * whose data stays in ./.jetstate/dev-data. Runs an engine with the workflows until Ctrl-C.
+ * NATS_URL / the config file / 127.0.0.1:4222 when one answers; otherwise starts a nats-server
+ * with JetStream whose data stays in ./.jetstate/dev-data, fetching the binary into
+ * ./.jetstate/nats first when none is found (as `jetstate nats install` does). Runs an engine
+ * with the workflows until Ctrl-C.
  */
 import { connect as tcpConnect } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -10,6 +12,7 @@ import { NatsServer, freePort } from '../nats-server/launcher.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { DEFAULT_SERVER, DEV_KEYS_FILE, keyRingText, loadWorkflows, serverOf, type CliValues } from './commands.js';
+import { ensureNatsServer } from './nats.js';
 import { startUi } from './ui.js';
 
 /** Whether something accepts TCP connections at a nats:// URL (within a second). */
@@ -55,10 +58,11 @@ export async function runDev(values: CliValues): Promise<number> {
       return 1;
     }
     const storeDir = resolve(process.cwd(), '.jetstate', 'dev-data');
+    const binary = await ensureNatsServer(`no NATS answers at ${url}, so dev starts one`, { packageCopy: true });
     const port = (await reachable(DEFAULT_SERVER)) ? await freePort() : 4222;
-    server = await NatsServer.start({ storeDir, port, serverName: 'jetstate_dev' });
+    server = await NatsServer.start({ binary: binary.path, storeDir, port, serverName: 'jetstate_dev' });
     url = server.url;
-    process.stdout.write(`started nats-server (pid ${server.pid}) at ${url}, data in ${storeDir}\n`);
+    process.stdout.write(`started nats-server ${binary.version} (pid ${server.pid}) at ${url}, data in ${storeDir}\n`);
   } else {
     process.stdout.write(`using the NATS at ${url}\n`);
   }

@@ -1,63 +1,95 @@
 #!/usr/bin/env node
 /**
  * The `jetstate` command line. `jetstate dev` runs everything on one machine; the other
- * commands act on any NATS given by --server or NATS_URL.
+ * commands act on any NATS given by --server, NATS_URL or the config file.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ErrorCode, JetstateError } from '../../engine/index.js';
-import { runCommand, USAGE } from './commands.js';
+import { runCommand, type CliValues } from './commands.js';
+import { resolveSettings } from './config.js';
 import { startTelemetry } from './telemetry.js';
+import { COMMANDS, commandHelp, OPTIONS, overview, type OptionName } from './usage.js';
+
+/** The version in jetstate's own package.json (found from this file, in the sources or in dist/). */
+function version(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'jetstate' && pkg.version) return pkg.version;
+    } catch {
+      // no package.json here; look further up
+    }
+    if (dirname(dir) === dir) return 'unknown';
+    dir = dirname(dir);
+  }
+}
+
+/** Prints an error: plain words, or `{"error":{"code","message"}}` with --json; returns the exit code. */
+function report(e: unknown, json: boolean): number {
+  const err = e as { code?: unknown; message?: unknown };
+  const code = typeof err?.code === 'string' ? err.code : 'ERROR';
+  const message = typeof err?.message === 'string' ? err.message : String(e);
+  process.stderr.write(json ? `${JSON.stringify({ error: { code, message } })}\n` : `jetstate: ${message}\n`);
+  return code === ErrorCode.InvalidOptions ? 2 : 1;
+}
+
+const usageError = (message: string): JetstateError => new JetstateError(ErrorCode.InvalidOptions, message);
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'sfn-local') return (await import('./sfn-local.js')).sfnLocalMain(argv.slice(1));
+  if (argv[0] === '--version' || argv[0] === '-V') {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  const json = argv.includes('--json');
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        server: { type: 'string', short: 's' },
-        namespace: { type: 'string', short: 'n' },
-        workflows: { type: 'string', short: 'w' },
-        id: { type: 'string' },
-        input: { type: 'string', short: 'i' },
-        status: { type: 'string' },
-        state: { type: 'string' },
-        data: { type: 'string' },
-        'idempotency-key': { type: 'string' },
-        'timeout-ms': { type: 'string' },
-        json: { type: 'boolean' },
-        token: { type: 'string' },
-        reveal: { type: 'boolean' },
-        limit: { type: 'string' },
-        port: { type: 'string' },
-        'trace-url': { type: 'string' },
-        'no-ui': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   } catch (e) {
-    process.stderr.write(`jetstate: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
+    return report(usageError(`${(e as Error).message}; see jetstate --help`), json);
   }
   const [command, ...rest] = parsed.positionals;
-  if (parsed.values.help || !command) {
-    process.stdout.write(USAGE);
-    return command || parsed.values.help ? 0 : 2;
+  if (command === 'help') {
+    process.stdout.write(rest[0] ? commandHelp(rest[0]) : overview());
+    return 0;
   }
-  const telemetry = await startTelemetry();
-  try {
-    return await runCommand(command, rest, parsed.values);
-  } catch (e) {
-    if (e instanceof JetstateError) {
-      process.stderr.write(`jetstate: ${e.message}\n`);
-      return e.code === ErrorCode.InvalidOptions ? 2 : 1;
+  if (!command) {
+    if (parsed.values.help) {
+      process.stdout.write(overview());
+      return 0;
     }
-    process.stderr.write(`jetstate: ${(e as Error).message ?? String(e)}\n`);
-    return 1;
-  } finally {
-    await telemetry?.shutdown();
+    process.stderr.write(overview());
+    return 2;
   }
+  const spec = COMMANDS[command];
+  if (!spec) return report(usageError(`unknown command '${command}'; commands: ${Object.keys(COMMANDS).join(', ')}; see jetstate --help`), json);
+  if (parsed.values.help) {
+    process.stdout.write(commandHelp(command));
+    return 0;
+  }
+  const stray = (Object.keys(parsed.values) as OptionName[]).filter((o) => o !== 'help' && !spec.options.includes(o));
+  if (stray.length > 0) return report(usageError(`${stray.map((o) => `--${o}`).join(', ')} does not apply to '${command}'; see jetstate ${command} --help`), json);
+
+  let values: CliValues;
+  try {
+    values = { ...parsed.values, ...(command === 'nats' ? {} : resolveSettings(parsed.values)) };
+  } catch (e) {
+    return report(e, json);
+  }
+  const telemetry = command === 'nats' ? undefined : await startTelemetry({ oneShot: !spec.longRunning });
+  let code: number;
+  try {
+    code = await runCommand(command, rest, values);
+  } catch (e) {
+    code = report(e, json);
+  }
+  // An exporter still waiting on a silent collector would hold the process open: exit anyway.
+  if ((await telemetry?.shutdown()) === 'late') process.exit(code);
+  return code;
 }
 
 process.exitCode = await main(process.argv.slice(2));
