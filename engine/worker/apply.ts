@@ -111,7 +111,7 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
   const gated = await gate(ctx, loaded.def, record.id, e, attempt);
   const refusal = gated.rejected ?? (record.status === 'running' ? `[instance.running] instance '${record.id}' is running; terminate it before deleting it` : undefined);
   if (refusal !== undefined) {
-    await refuse(ctx, record.workflow, record.id, e, refusal, 'rejected', { type: EngineEvent.Delete });
+    await refuse(ctx, record.workflow, record.id, e, refusal, 'rejected', { type: EngineEvent.Delete }, { revision: record.revision, value: loaded.snapshot.value, status: record.status });
     return false;
   }
   await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
@@ -308,17 +308,29 @@ function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown, inher
   return rt.security.codec.has(def.name, inherited) ? rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') : digest(input);
 }
 
-/** An event refused before an instance exists: a history entry, a dead letter, a metric. */
-async function refuse(ctx: ApplyContext, workflow: string, id: string, e: RawEvent, reason: string, metric: string, shown?: unknown): Promise<void> {
+/**
+ * An event refused outside the step (before an instance exists, or a delete): a history entry, a
+ * dead letter, a metric. `at`: the instance as it stands, so the entry sorts after its last transition.
+ */
+async function refuse(
+  ctx: ApplyContext,
+  workflow: string,
+  id: string,
+  e: RawEvent,
+  reason: string,
+  metric: string,
+  shown?: unknown,
+  at?: { revision: number; value: HistoryEntry['to']; status: InstanceRecord['status'] },
+): Promise<void> {
   const { rt } = ctx;
   const entry: HistoryEntry = {
     kind: HistoryKind.Rejected,
-    revision: 0,
+    revision: at?.revision ?? 0,
     seq: e.seq,
     event: shown ?? readable(e.data),
-    from: null,
-    to: null,
-    status: 'failed',
+    from: at?.value ?? null,
+    to: at?.value ?? null,
+    status: at?.status ?? 'failed',
     timeMs: e.timeMs,
     reason,
   };

@@ -188,7 +188,7 @@ export class ProcessTarget implements Target {
 
   static async open(url: string, label = 'fidelitykill'): Promise<ProcessTarget> {
     const namespace = uniqueNamespace(label);
-    const client = await createClient({ servers: url, namespace, partitions: PARTITIONS });
+    const client = await createClient({ servers: url, namespace, partitions: PARTITIONS, recordShards: 1 });
     const { nc, kv } = await openKv(url, namespace);
     const t = new ProcessTarget(client, nc, kv, url, namespace);
     t.gate = t.spawn();

@@ -320,11 +320,11 @@ describe("NATS permissions: only engines write the engine's state", () => {
     await deniedPublish(jsm.streams.getMessage(stream, { last_by_subj: keySubject }), `$JS.API.STREAM.MSG.GET.${stream}`);
     await deniedPublish(nc.request(`$JS.API.CONSUMER.CREATE.${stream}`, JSON.stringify({ stream_name: stream, config: { filter_subject: keySubject } })), `$JS.API.CONSUMER.CREATE.${stream}`);
     // The one control key a client reads is the namespace's layout.
-    const meta = await jsm.direct.getMessage(stream, { last_by_subj: `$KV.${ns}_control.meta` });
-    assert.deepEqual(meta?.json(), { layoutVersion: 2, partitions: engine.partitions });
     provoked.push(
       ...[`$JS.API.DIRECT.GET.${stream}.${keySubject}`, `$JS.API.DIRECT.GET.${stream}`, `$JS.API.STREAM.MSG.GET.${stream}`, `$JS.API.CONSUMER.CREATE.${stream}`].map((subject) => ({ user: 'sender', subject })),
     );
+    const meta = await jsm.direct.getMessage(stream, { last_by_subj: `$KV.${ns}_control.meta` });
+    assert.deepEqual(meta?.json(), { layoutVersion: 2, partitions: engine.partitions, shards: 4 });
   });
 
   it('an engine event the sender publishes is rejected as [forged] and changes nothing', async () => {
