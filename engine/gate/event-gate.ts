@@ -82,6 +82,12 @@ export interface GateRetry {
 export interface GateOptions {
   /** Oldest an engine signature may be when the stream accepted its event. */
   signatureMaxAgeMs: number;
+  /**
+   * A start that names a version this engine does not have: judge who sent it (signature, token,
+   * the start rules of the version given here, the newest) but not its input, which is the other
+   * version's to check. Admitted, it waits for an engine with that version; refused, it does not.
+   */
+  senderOnly?: boolean;
 }
 
 /** How far ahead of the stream's clock a signing engine's clock may be. */
@@ -115,7 +121,7 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
   }
 
   if (isReservedType(type)) {
-    if (type === EngineEvent.Start) return gateStart(security, def, id, e, raw as Record<string, unknown>, signed, reject);
+    if (type === EngineEvent.Start) return gateStart(security, def, id, e, raw as Record<string, unknown>, signed, reject, options.senderOnly === true);
     if (CONTROL_EVENTS.has(type)) {
       const reason = (raw as { reason?: unknown }).reason;
       if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1_000)) return reject({ type }, `'${type}': reason must be a string of at most 1000 characters`);
@@ -160,6 +166,7 @@ function gateStart(
   raw: Record<string, unknown>,
   signed: boolean,
   reject: (event: unknown, reason: string) => GatedEvent,
+  senderOnly: boolean,
 ): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
   const summary = { type: EngineEvent.Start };
   if (raw['parent'] !== undefined && !signed) return reject(summary, `[forged] a start naming a parent instance without a valid engine signature`);
@@ -167,6 +174,11 @@ function gateStart(
   const secrets = raw['secrets'];
   if (secrets !== undefined && !signed) return reject(summary, `[forged] a start naming inherited secret paths without a valid engine signature`);
   if (secrets !== undefined && !isInheritedPaths(secrets)) return reject(summary, `workflow '${def.name}' instance '${id}': the start's inherited secret paths are not a list of dotted paths`);
+  if (senderOnly) {
+    const at = { seq: e.seq, timeMs: e.timeMs };
+    if (signed) return { ...at, event: summary, identity: ENGINE_IDENTITY };
+    return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ ...at, event: summary, identity }));
+  }
   let input: unknown;
   try {
     input = security.codec.open(def.name, id, 'input', raw['input'], secrets);

@@ -137,6 +137,16 @@ async function createFromStart(ctx: ApplyContext, key: string, workflow: string,
   }
   const found = version !== undefined ? rt.registry.find(workflow, version) : rt.registry.latest(workflow);
   if (!found) {
+    // Only a sender allowed to start this workflow (by the newest version's rules) may make a start
+    // wait for an engine with its version: a wait holds the instance and its partition's trim.
+    const newest = rt.registry.latest(workflow);
+    const judged = newest ? await gate(ctx, newest.def, id, e, attempt, true) : undefined;
+    if (judged?.rejected !== undefined) {
+      const reason = `${judged.rejected} (a start for version ${version}, which this engine does not have, judged by version ${newest!.def.version}'s rules)`;
+      await refuse(ctx, workflow, id, e, reason, 'rejected', judged.event);
+      if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason } });
+      return null;
+    }
     return `workflow '${workflow}' instance '${id}': its start asks for version ${version}, which is not registered in this engine; register it, or run an engine that has it. The start waits in the stream.`;
   }
   const gated = await gate(ctx, found.def, id, e, attempt);
@@ -291,8 +301,8 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
   }
 }
 
-async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, attempt: number): Promise<GatedEvent> {
-  const gated = await gateEvent(ctx.rt.security, def, id, e, { signatureMaxAgeMs: ctx.signatureMaxAgeMs });
+async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, attempt: number, senderOnly = false): Promise<GatedEvent> {
+  const gated = await gateEvent(ctx.rt.security, def, id, e, { signatureMaxAgeMs: ctx.signatureMaxAgeMs, senderOnly });
   if ('retry' in gated) {
     if (attempt < IDENTITY_RETRIES) throw new NotYetError(`verifying the sender of event ${e.seq} failed (${gated.retry}); retrying`);
     return rejection(e, readable(e.data), gated.retry, 0);

@@ -8,31 +8,17 @@ import { after, before, describe, it } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { createClient, createEngine, defineWorkflow, partitionOf, type Client, type DeadLetter, type Engine } from '../../engine/index.js';
+import { createClient, createEngine, partitionOf, type Client, type DeadLetter, type Engine } from '../../engine/index.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { counter, type CounterContext } from '../recovery/counter-workflow.js';
 import { alarm } from '../recovery/alarm-workflow.js';
-import { eventSubject, instanceKey, instancesBucket } from '../recovery/streams.js';
+import { eventSubject, instanceKey, instancesBucketOf } from '../recovery/streams.js';
 
 const PARTITIONS = 4;
 /** How long a refused event may take to reach the dead-letter stream (generous: a shared machine). */
 const DEAD_LETTER_WITHIN_MS = 30_000;
 
-/** A workflow whose initial state runs a custom action, so its start publishes a kick for the engine. */
-const greeter = defineWorkflow({
-  name: 'greeter',
-  version: 1,
-  input: z.object({ to: z.string() }),
-  events: { NOOP: z.object({}) },
-  machine: setup({
-    types: { input: {} as { to: string }, context: {} as { to: string } },
-    actions: { greet: () => {} },
-  }).createMachine({ id: 'greeter', context: ({ input }) => ({ to: input.to }), initial: 'greeted', entry: 'greet', states: { greeted: { on: { NOOP: {} } } } }),
-});
-
-const workflows = [counter, alarm, greeter];
+const workflows = [counter, alarm];
 
 describe('dead letters: refused events are kept with their reason', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
@@ -130,7 +116,8 @@ describe('dead letters: refused events are kept with their reason', () => {
     const { namespace, client } = await open('gonetimer');
     const id = 'gone';
     await client.start(alarm, { id, input: { delayMs: 2_000 } });
-    const kv = await new Kvm(nc).open(instancesBucket(namespace));
+    await client.waitFor(alarm, id, () => true, { timeoutMs: 10_000 });
+    const kv = await new Kvm(nc).open(instancesBucketOf(namespace, 'alarm', id, PARTITIONS));
     await kv.delete(instanceKey('alarm', id));
     const subject = eventSubject(namespace, partitionOf('alarm', id, PARTITIONS), 'alarm', id);
     const letters = await eventually(async () => {
@@ -141,23 +128,6 @@ describe('dead letters: refused events are kept with their reason', () => {
     assert.equal(letters[0]!.subject, subject);
     assert.match(letters[0]!.reason, /exist|missing|not found/i, `the reason says the instance is missing: '${letters[0]!.reason}'`);
     assert.equal(await client.get(alarm, id), null, 'nothing recreated the instance');
-  });
-
-  it("a start's kick for an instance whose record was deleted is dead-lettered with its reason", { timeout: 90_000 }, async () => {
-    // No engine yet: the start publishes its kick, then the record is deleted before any engine reads it.
-    const { namespace, client } = await open('gonekick', false);
-    const id = 'k';
-    await client.start(greeter, { id, input: { to: 'ops' } });
-    const kv = await new Kvm(nc).open(instancesBucket(namespace));
-    await kv.delete(instanceKey('greeter', id));
-    const engine = await createEngine({ servers: nats.url, namespace, partitions: PARTITIONS, workflows, leaseTtlMs: 1_000 });
-    opened.push(engine);
-    const letters = await eventually(async () => {
-      const found = await deadLettersOf(client, 'greeter', id);
-      assert.equal(found.length, 1, `the kick of the deleted instance is dead-lettered`);
-      return found;
-    }, DEAD_LETTER_WITHIN_MS, 250);
-    assert.match(letters[0]!.reason, /exist|missing|not found/i, `the reason says the instance is missing: '${letters[0]!.reason}'`);
   });
 
   it('an event for an instance that never existed is dead-lettered with its reason', { timeout: 90_000 }, async () => {

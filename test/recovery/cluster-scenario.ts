@@ -20,7 +20,7 @@ import { ErrorCode, JetstateError, createClient, partitionOf, type Client, type 
 import { uniqueNamespace } from '../helpers.js';
 import { counter, type CounterContext } from './counter-workflow.js';
 import { killAllEngines, mapLimit, sleep, spawnEngine, within, type EngineChild } from './harness.js';
-import { instancesBucket, listEventsStreams } from './streams.js';
+import { instancesBuckets, listEventsStreams } from './streams.js';
 
 export interface ClusterScenarioOptions {
   instances?: number;
@@ -426,18 +426,27 @@ class ProgressLog {
 }
 
 /**
- * Watches the instances bucket and feeds every record write (at the server's time of the write)
+ * Watches every record bucket and feeds every record write (at the server's time of the write)
  * to `progress`. A watch that ends (its server died) is opened again; a new watch first delivers
  * the latest record of every instance, which is harmless here.
  */
 function watchRecords(nc: NatsConnection, namespace: string, partitionOfId: Map<string, number>, progress: ProgressLog): { stop(): void; restarts(): number } {
+  const watches = instancesBuckets(namespace).map((bucket) => watchBucket(nc, bucket, partitionOfId, progress));
+  return {
+    stop: () => watches.forEach((w) => w.stop()),
+    restarts: () => watches.reduce((n, w) => n + w.restarts(), 0),
+  };
+}
+
+/** One record bucket's watch, for {@link watchRecords}. */
+function watchBucket(nc: NatsConnection, bucket: string, partitionOfId: Map<string, number>, progress: ProgressLog): { stop(): void; restarts(): number } {
   let stopped = false;
   let restarts = 0;
   let current: { stop(): void } | undefined;
   void (async () => {
     while (!stopped) {
       try {
-        const kv = await new Kvm(nc).open(instancesBucket(namespace));
+        const kv = await new Kvm(nc).open(bucket);
         const w = await kv.watch({ key: 'counter.>' });
         current = w;
         if (stopped) w.stop();

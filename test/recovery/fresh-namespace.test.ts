@@ -59,7 +59,8 @@ describe('a fresh namespace loses no accepted event to the trim of applied event
     // A creates the namespace and takes every lease; it dies before any event exists.
     const a = engine('engine-a', `z${r}-dead`);
     const ready = await a.waitReady();
-    assert.equal(ready.owned?.length, PARTITIONS, 'precondition: the first engine took every lease');
+    // One lease per workflow and partition.
+    assert.equal(ready.owned?.length, PARTITIONS * modules.length, 'precondition: the first engine took every lease');
     await a.kill();
 
     let client: Client | undefined;

@@ -4,12 +4,17 @@
  * outside jetstate publish to them); stream and bucket names are not, so tests that need one ask
  * here, and tests that must find every events stream list them with {@link isEventsStream}.
  *
- * Today the events of a namespace live in one stream `<ns>_events`. The layout that follows puts
- * them in one stream per workflow and partition, `<ns>_evt_<workflow>_<partition>`, with the
- * same subjects; {@link isEventsStream} already recognises both, {@link eventsStream} names
- * today's.
+ * The events of a namespace live in one stream per workflow and partition,
+ * `<ns>_evt_<workflow>_<partition>` ({@link isEventsStream} also recognises the older single
+ * `<ns>_events`); instance records are spread over `shards` KV buckets (4 unless the namespace was
+ * created with another `recordShards`).
  */
 import type { JetStreamManager } from '@nats-io/jetstream';
+import { shardOf } from '../../engine/protocol/names.js';
+import { layout } from '../../engine/internal.js';
+
+/** The engine's default number of record buckets. */
+export const DEFAULT_RECORD_SHARDS = 4;
 
 /** The subject of an event for an instance: `<ns>.evt.<partition>.<workflow>.<id>`. */
 export function eventSubject(namespace: string, partition: number, workflow: string, id: string): string {
@@ -17,8 +22,8 @@ export function eventSubject(namespace: string, partition: number, workflow: str
 }
 
 /** The stream that holds the events of one workflow's partition. */
-export function eventsStream(namespace: string, _workflow: string, _partition: number): string {
-  return `${namespace}_events`;
+export function eventsStream(namespace: string, workflow: string, partition: number): string {
+  return layout(namespace).eventStream(workflow, partition);
 }
 
 /** True for a stream that holds events of the namespace, in either layout. */
@@ -33,12 +38,18 @@ export async function listEventsStreams(jsm: JetStreamManager, namespace: string
   return out.sort();
 }
 
-/** The KV bucket of instance records; key `<workflow>.<id>`. */
-export function instancesBucket(namespace: string): string {
-  return `${namespace}_instances`;
+/** Every KV bucket of instance records; key `<workflow>.<id>`. */
+export function instancesBuckets(namespace: string, shards = DEFAULT_RECORD_SHARDS): string[] {
+  const names = layout(namespace);
+  return Array.from({ length: shards }, (_, s) => names.instancesShard(s));
 }
 
-/** The key of an instance's record in {@link instancesBucket}. */
+/** The KV bucket that holds one instance's record. */
+export function instancesBucketOf(namespace: string, workflow: string, id: string, partitions: number, shards = DEFAULT_RECORD_SHARDS): string {
+  return layout(namespace).instancesShard(shardOf(workflow, id, partitions, shards));
+}
+
+/** The key of an instance's record in its bucket. */
 export function instanceKey(workflow: string, id: string): string {
   return `${workflow}.${id}`;
 }

@@ -390,21 +390,24 @@ describe('property: allowed-but-hostile publishes never change an instance and a
     assert.deepEqual(last.context, expectedContext(id, [42]));
   });
 
-  // Found by this property (with versions other than 1 in generated starts), and kept out of the
-  // generator until the engine changes: a start naming a version no engine registered waits in the
-  // stream for an engine that has it, whoever sent it. So one unsigned, tokenless start to an id
-  // nobody uses blocks that id for good and holds its partition's checkpoint (the partition's
-  // events are no longer trimmed). Recommended: judge such a start's token against the newest
-  // registered version's start rules before waiting, and bound the wait.
-  it('a start for an unregistered version from a sender without a writer token is refused, not parked', { todo: 'engine change pending (see the comment above)' }, async () => {
+  // Found by this property (with versions other than 1 in generated starts): a start naming a
+  // version no engine registered waits in the stream for an engine that has it. Only a sender the
+  // newest version's start rules admit may make it wait (a wait holds the id and the partition's trim).
+  it('a start for an unregistered version from a sender without a writer token is refused, not parked; a writer\'s waits', async () => {
     const id = `parked-${randomBytes(3).toString('hex')}`;
     const subject = names.eventSubject(partitionOf(tally.name, id, partitions()), tally.name, id);
     const ack = await hostile.js.publish(subject, JSON.stringify({ type: 'jetstate.start', input: { label: id }, version: 2 }));
     await eventually(async () => {
       await readDeadLetters();
       assert.ok(deadLetters.has(`${ack.stream}#${ack.seq}`), 'the start is dead-lettered');
-    }, 3_000);
+    }, 10_000);
     assert.deepEqual(engine.status().blocked, [], 'no instance is blocked');
+
+    const waiting = `waits-${randomBytes(3).toString('hex')}`;
+    const h = natsHeaders();
+    h.set('Jetstate-Token', writerToken);
+    await hostile.js.publish(names.eventSubject(partitionOf(tally.name, waiting, partitions()), tally.name, waiting), JSON.stringify({ type: 'jetstate.start', input: { label: waiting }, version: 2 }), { headers: h });
+    await eventually(() => assert.ok(engine.status().blocked.some((b) => b.key.endsWith(waiting) && /version 2/.test(b.reason)), 'the writer\'s start waits for an engine with version 2'), 10_000);
   });
 
   /** Publishes one hostile message as the sender and says what became of it. */
