@@ -60,51 +60,65 @@ export async function runDev(values: CliValues): Promise<number> {
     const storeDir = resolve(process.cwd(), '.jetstate', 'dev-data');
     const binary = await ensureNatsServer(`no NATS answers at ${url}, so dev starts one`, { packageCopy: true });
     const port = (await reachable(DEFAULT_SERVER)) ? await freePort() : 4222;
-    server = await NatsServer.start({ binary: binary.path, storeDir, port, serverName: 'jetstate_dev' });
+    server = await NatsServer.start({ binary: binary.path, storeDir, port, serverName: 'jetstate_dev', ownProcessGroup: true });
     url = server.url;
     process.stdout.write(`started nats-server ${binary.version} (pid ${server.pid}) at ${url}, data in ${storeDir}\n`);
   } else {
     process.stdout.write(`using the NATS at ${url}\n`);
   }
-  const keyRing = await devKeyRing();
-  const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev', secrets: { keyRing } });
-  const ui = values['no-ui'] ? undefined : await startUi(values, url, workflows, { fallbackToFreePort: true });
-  const cli = 'npx jetstate';
-  const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
-  process.stdout.write(
-    [
-      `engine ${engine.engineId} is running workflows: ${workflows.map((w) => `${w.name} v${w.version}`).join(', ')}`,
-      ui ? `web view: ${ui.url}` : 'web view: off (--no-ui)',
-      '',
-      'Try it from another shell in this folder:',
-      `  ${cli} start order --id o-1 --input '{"orderId":"o-1","customer":"ada","amount":30}'${server_}`,
-      `  ${cli} send order o-1 PAY '{"amount":30}'${server_}`,
-      `  ${cli} send order o-1 SHIP '{"carrier":"dhl","trackingId":"JD0142"}'${server_}`,
-      `  ${cli} get order o-1${server_}`,
-      `  ${cli} history order o-1${server_}`,
-      `  ${cli} verify order o-1${server_}`,
-      `  ${cli} start approval --id a-1 --input '{"requester":"ada","resource":"db-prod","simulateOutage":true}'${server_}`,
-      `  ${cli} send approval a-1 APPROVE '{"by":"grace"}'${server_}`,
-      `  ${cli} history approval a-1${server_}     # the provisioning task retried once, then succeeded`,
-      `  ${cli} start payment --id p-1 --input '{"paymentId":"p-1","amount":12,"card":{"number":"4111111111111111","expiry":"12/29"}}'${server_}`,
-      `  ${cli} send payment p-1 CONFIRM '{"cvc":"123"}'${server_}`,
-      `  ${cli} get payment p-1${server_}          # the card number is [encrypted:dev1]; add --reveal to see it`,
-      '',
-      otlpEndpoint() ? `Traces and metrics go over OTLP to ${otlpEndpoint()} (from the OTEL_* environment).` : 'Tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send traces to Jaeger or Tempo.',
-      'Press Ctrl-C to stop (in-flight events are drained first).',
-      '',
-    ].join('\n'),
-  );
-  await new Promise<void>((done) => {
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
-  });
-  process.stdout.write('stopping: draining the engine\n');
-  await ui?.close();
-  await engine.close();
-  if (server) {
-    await server.stop();
-    process.stdout.write('stopped nats-server\n');
+  // The server runs in its own process group (a Ctrl-C drains the engine first): whatever ends
+  // this command must stop it.
+  const stopServer = (): void => {
+    try {
+      if (server?.pid !== undefined) process.kill(server.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  };
+  if (server) process.once('exit', stopServer);
+  try {
+    const keyRing = await devKeyRing();
+    const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev', secrets: { keyRing } });
+    const ui = values['no-ui'] ? undefined : await startUi(values, url, workflows, { fallbackToFreePort: true });
+    const cli = 'npx jetstate';
+    const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
+    process.stdout.write(
+      [
+        `engine ${engine.engineId} is running workflows: ${workflows.map((w) => `${w.name} v${w.version}`).join(', ')}`,
+        ui ? `web view: ${ui.url}` : 'web view: off (--no-ui)',
+        '',
+        'Try it from another shell in this folder:',
+        `  ${cli} start order --id o-1 --input '{"orderId":"o-1","customer":"ada","amount":30}'${server_}`,
+        `  ${cli} send order o-1 PAY '{"amount":30}'${server_}`,
+        `  ${cli} send order o-1 SHIP '{"carrier":"dhl","trackingId":"JD0142"}'${server_}`,
+        `  ${cli} get order o-1${server_}`,
+        `  ${cli} history order o-1${server_}`,
+        `  ${cli} verify order o-1${server_}`,
+        `  ${cli} start approval --id a-1 --input '{"requester":"ada","resource":"db-prod","simulateOutage":true}'${server_}`,
+        `  ${cli} send approval a-1 APPROVE '{"by":"grace"}'${server_}`,
+        `  ${cli} history approval a-1${server_}     # the provisioning task retried once, then succeeded`,
+        `  ${cli} start payment --id p-1 --input '{"paymentId":"p-1","amount":12,"card":{"number":"4111111111111111","expiry":"12/29"}}'${server_}`,
+        `  ${cli} send payment p-1 CONFIRM '{"cvc":"123"}'${server_}`,
+        `  ${cli} get payment p-1${server_}          # the card number is [encrypted:dev1]; add --reveal to see it`,
+        '',
+        otlpEndpoint() ? `Traces and metrics go over OTLP to ${otlpEndpoint()} (from the OTEL_* environment).` : 'Tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send traces to Jaeger or Tempo.',
+        'Press Ctrl-C to stop (in-flight events are drained first).',
+        '',
+      ].join('\n'),
+    );
+    await new Promise<void>((done) => {
+      process.once('SIGINT', done);
+      process.once('SIGTERM', done);
+    });
+    process.stdout.write('stopping: draining the engine\n');
+    await ui?.close();
+    await engine.close();
+  } finally {
+    if (server) {
+      await server.stop();
+      process.off('exit', stopServer);
+      process.stdout.write('stopped nats-server\n');
+    }
   }
   return 0;
 }

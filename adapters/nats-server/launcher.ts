@@ -25,6 +25,12 @@ export interface NatsServerOptions {
   cluster?: { name: string; port: number; routes: number[] };
   /** Extra lines for the config file. */
   extraConfig?: string;
+  /**
+   * Its own process group: a Ctrl-C in the terminal then reaches only the parent, which drains
+   * what runs on the server before it stops it (`jetstate dev`). Off for tests, so a test process
+   * interrupted takes its servers with it.
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** The package's own folder, from its source or from dist/. */
@@ -113,7 +119,7 @@ export class NatsServer {
     if (o.extraConfig) lines.push(o.extraConfig);
     const conf = join(this.storeDir, 'nats-server.conf');
     await writeFile(conf, lines.join('\n') + '\n');
-    const child = spawn(this.binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(this.binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'], detached: o.ownProcessGroup === true });
     this.child = child;
     this.exited = new Promise((r) => child.once('exit', () => r()));
     let log = '';
