@@ -48,8 +48,13 @@ function describeRule(rule: PermissionRule): string {
  */
 export function admit(verifier: IdentityVerifier | undefined, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Admission | Promise<Admission> {
   // The common case, answered without a promise: an anonymous event to a workflow without rules.
-  if ((token === undefined || token === '') && !def.security.requireIdentity && def.security.permissions === undefined) return ANONYMOUS;
+  if (admitsAnonymously(def, token)) return ANONYMOUS;
   return judge(verifier, def, action, token, side, atMs);
+}
+
+/** True when no token came and the workflow has no rules: admitted, with no identity, and nothing to judge. */
+export function admitsAnonymously(def: WorkflowDefinition, token: string | undefined): boolean {
+  return (token === undefined || token === '') && !def.security.requireIdentity && def.security.permissions === undefined;
 }
 
 const ANONYMOUS: Admission = Object.freeze({ ok: true, identity: undefined }) as Admission;

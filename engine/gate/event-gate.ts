@@ -20,7 +20,7 @@ import { isInheritedPaths } from '../security/inherited-secrets.js';
 import type { IdentityVerifier } from '../security/identity.js';
 import { carrierFromHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import type { StepEvent } from '../step/step.js';
-import { admit, limitsOf, summarize, type DefaultLimits } from './admission.js';
+import { admit, admitsAnonymously, limitsOf, summarize, type DefaultLimits } from './admission.js';
 import { checkEvent, checkInput } from './validate.js';
 
 /** What the gate needs: token verification, secrets, engine signatures, limits. */
@@ -94,7 +94,6 @@ export interface GateOptions {
 const SIGNATURE_SKEW_MS = 60_000;
 
 export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: string, e: RawEvent, options: GateOptions): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
-  const at = { seq: e.seq, timeMs: e.timeMs };
   const reject = (event: unknown, reason: string, size = e.data.length): GatedEvent => rejection(e, event, reason, size);
   const limits = limitsOf(security.limits, def);
   if (e.data.length > limits.maxEventBytes) {
@@ -126,9 +125,9 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
       const reason = (raw as { reason?: unknown }).reason;
       if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1_000)) return reject({ type }, `'${type}': reason must be a string of at most 1000 characters`);
       const event = { type, ...(reason !== undefined ? { reason } : {}) };
-      if (signed) return { ...at, event, identity: ENGINE_IDENTITY };
+      if (signed) return { seq: e.seq, timeMs: e.timeMs, event, identity: ENGINE_IDENTITY };
       const kind = type === EngineEvent.Cancel ? 'cancel' : type === EngineEvent.Terminate ? 'terminate' : 'delete';
-      return withAdmission(security, def, e, { kind }, { type }, (identity) => ({ ...at, event, identity }));
+      return withAdmission(security, def, e, { kind }, { type }, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event, identity }));
     }
     const internal = isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw) || isSelfSend(raw) || isFail(raw);
     if (!internal) return reject({ type }, `workflow '${def.name}' instance '${id}': event type '${type}' is not declared; types starting with 'jetstate.' or 'xstate.' are reserved`);
@@ -136,12 +135,12 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
     if (!signed) return reject({ type }, `[forged] an engine event ('${type}') without a valid engine signature`);
     if (isTaskResult(raw) || isChildResult(raw) || isSelfSend(raw)) {
       try {
-        return { ...at, event: security.codec.openEvent(def.name, id, raw) as { type: string } };
+        return { seq: e.seq, timeMs: e.timeMs, event: security.codec.openEvent(def.name, id, raw) as { type: string } };
       } catch (err) {
         return reject({ type }, `[secrets.unreadable] ${(err as Error).message}`);
       }
     }
-    return { ...at, event: raw as { type: string } };
+    return { seq: e.seq, timeMs: e.timeMs, event: raw as { type: string } };
   }
 
   // Secrets first: the schema checks plain values.
@@ -154,8 +153,10 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
   const checked = checkEvent(def, id, opened);
   if (!checked.ok) return reject(raw, checked.reason);
   // Sent by an instance of this namespace (sendTo, sendParent...): trusted as its engine.
-  if (signed) return { ...at, event: checked.value, identity: ENGINE_IDENTITY };
-  return withAdmission(security, def, e, { kind: 'event', type }, raw, (identity) => ({ ...at, event: checked.value, identity, rated: true }));
+  if (signed) return { seq: e.seq, timeMs: e.timeMs, event: checked.value, identity: ENGINE_IDENTITY };
+  // Most events (no token, a workflow without rules): nothing to judge, no closures to build.
+  if (admitsAnonymously(def, e.token)) return { seq: e.seq, timeMs: e.timeMs, event: checked.value, identity: undefined, rated: true };
+  return withAdmission(security, def, e, { kind: 'event', type }, raw, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event: checked.value, identity, rated: true }));
 }
 
 function gateStart(
@@ -175,9 +176,8 @@ function gateStart(
   if (secrets !== undefined && !signed) return reject(summary, `[forged] a start naming inherited secret paths without a valid engine signature`);
   if (secrets !== undefined && !isInheritedPaths(secrets)) return reject(summary, `workflow '${def.name}' instance '${id}': the start's inherited secret paths are not a list of dotted paths`);
   if (senderOnly) {
-    const at = { seq: e.seq, timeMs: e.timeMs };
-    if (signed) return { ...at, event: summary, identity: ENGINE_IDENTITY };
-    return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ ...at, event: summary, identity }));
+    if (signed) return { seq: e.seq, timeMs: e.timeMs, event: summary, identity: ENGINE_IDENTITY };
+    return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event: summary, identity }));
   }
   let input: unknown;
   try {
@@ -190,9 +190,8 @@ function gateStart(
   const parent = raw['parent'] as ParentRef | undefined;
   const start = { input: checked.value, ...(parent ? { parent } : {}), ...(secrets !== undefined && secrets.length > 0 ? { secrets } : {}) };
   const event = { type: EngineEvent.Start, input: checked.value };
-  const at = { seq: e.seq, timeMs: e.timeMs };
-  if (signed) return { ...at, event, start, identity: ENGINE_IDENTITY };
-  return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ ...at, event, start, identity }));
+  if (signed) return { seq: e.seq, timeMs: e.timeMs, event, start, identity: ENGINE_IDENTITY };
+  return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event, start, identity }));
 }
 
 /** Judges the sender's token against the workflow's rules, then builds the admitted event. */

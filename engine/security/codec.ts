@@ -40,13 +40,12 @@ export class SecretCodec {
     readonly ring: KeyRing | undefined,
   ) {}
 
-  /** The secret paths of a workflow; cached once the workflow declares some. */
+  /** The secret paths of a workflow (none is cached too: {@link refresh} when a version is registered). */
   pathsOf(workflow: string): readonly string[] {
     let p = this.paths.get(workflow);
     if (!p) {
       p = Object.freeze([...this.secretPaths(workflow)]);
-      // A workflow not registered yet has none; it may be registered later.
-      if (p.length > 0) this.paths.set(workflow, p);
+      this.paths.set(workflow, p);
     }
     return p;
   }

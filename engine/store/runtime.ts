@@ -135,6 +135,8 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       signer: new EngineSigner(() => loadEngineKey(control, names)),
       limits: options.limits,
     };
+    // A version registered later may declare more secret paths.
+    registry.onAdd(() => security.codec.refresh());
     if (open.engine) await security.signer.ready();
     return {
       nc,
