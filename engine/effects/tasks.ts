@@ -134,6 +134,12 @@ export class TaskService {
   private readonly cancelListeners = new Set<(ref: TaskRef) => void>();
   private readonly extensions: ReadonlyMap<string, EngineExtension>;
   private localRunning = 0;
+  /**
+   * Tasks run here after their hand-over whose outcome went to the inbox: their claimed message in
+   * the tasks stream waits until the outcome is applied (then it finds the task settled), instead of
+   * running the task again.
+   */
+  private readonly delivered = new Set<string>();
   private readonly engineId = (): string => this.options.engineId();
 
   constructor(
@@ -222,7 +228,7 @@ export class TaskService {
     const missing = def.options.requires.filter((x) => !this.extensions.has(x));
     if (missing.length > 0 && missing.every((x) => this.options.extensionLive?.(x) === true)) return void m.nak(1_000);
     const key = taskKey(task);
-    if (this.running.has(key)) return void m.nak(1_000); // already running here (a redelivery)
+    if (this.running.has(key) || this.delivered.has(key)) return void m.nak(1_000); // running here, or its outcome is on its way
     const controller = new AbortController();
     let settle!: () => void;
     const done = new Promise<void>((r) => (settle = r));
@@ -429,7 +435,17 @@ export class TaskService {
           const current = attempt === 1 ? controller : new AbortController();
           this.running.set(key, { controller: current, done });
           const r = await this.runAttempt(task, def, attempt, current, record, scheduledBy, () => {});
-          if (r.result === 'ok' || r.result === 'failed') return hooks.onOutcome(r.event!, r.trace);
+          if (r.result === 'ok' || r.result === 'failed') {
+            if (durable === undefined) return hooks.onOutcome(r.event!, r.trace);
+            // Handed over already: the event that caused the task may be finished, so a write of the
+            // outcome here would have no event to repair it after a crash. It goes through the inbox.
+            this.delivered.add(key);
+            setTimeout(() => this.delivered.delete(key), DELIVERED_HOLD_MS).unref?.();
+            return void this.deliver(task, r.event!, r.trace).catch((e: Error) => {
+              this.delivered.delete(key);
+              this.rt.logger.warn(`task ${t.src} of ${record.workflow} ${record.id}: outcome not delivered (${(e as Error).message}); the tasks stream runs it again`);
+            });
+          }
           if (r.result === 'deferred' || r.result === 'cancelled') return durable ?? hooks.onDurable(Promise.resolve());
           const shortWait = r.result === 'retry' && r.wait <= this.options.localHoldMs && durable === undefined;
           if (!shortWait) {
@@ -457,6 +473,9 @@ export class TaskService {
     return publishTasks(this.rt, record.workflow, record.id, [t], trace, { attempts, claimedBy, notBeforeMs });
   }
 }
+
+/** How long a claimed task message waits for an outcome this engine delivered to the inbox before it may run again. */
+const DELIVERED_HOLD_MS = 30_000;
 
 /** What one attempt came to: `event` for a settled task (`ok` or `failed`). */
 interface AttemptResult {
