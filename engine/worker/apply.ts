@@ -116,6 +116,9 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
   }
   await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
   ctx.store.invalidate(key);
+  // History of earlier writes still on its way would land after the purge, and an instance started
+  // again under this id would show it.
+  await ctx.committer.flush();
   await rt.jsm.streams.purge(rt.names.historyStream, { filter: rt.names.historySubject(record.workflow, record.id) });
   await rt.control.delete(rt.names.parkedKey(record.workflow, record.id)).catch(() => {});
   rt.logger.info(`workflow '${record.workflow}' instance '${record.id}' deleted`, { by: gated.identity?.subject ?? 'anonymous', seq: e.seq });
@@ -248,6 +251,17 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
   };
   let result = step(events);
   let stored = result.changed ? ctx.store.encode(result.record) : undefined;
+  if (result.changed && stored!.bytes.length > limits.maxSnapshotBytes && record.lastHistory.length > 0) {
+    // The record carries history the stream has not confirmed yet: wait for it, never reject an
+    // event because the history stream is slow or away.
+    await ctx.committer.flush();
+    result = step(events);
+    stored = ctx.store.encode(result.record);
+    const carried = result.record.lastHistory.length - result.entries.length;
+    if (stored.bytes.length > limits.maxSnapshotBytes && carried > 0 && ctx.store.encode({ ...result.record, lastHistory: result.entries }).bytes.length <= limits.maxSnapshotBytes) {
+      throw new Error(`instance '${record.id}' keeps ${carried} history entries the history stream has not confirmed; its events wait until it does`);
+    }
+  }
   while (result.changed && stored!.bytes.length > limits.maxSnapshotBytes) {
     // Reject the first event whose application makes the record too large, and apply the rest.
     const size = stored!.bytes.length;

@@ -58,6 +58,11 @@ interface Owned {
   safe: number;
   trimmedTo: number;
   trimmedAtMs: number;
+  /**
+   * The partition stream's own duplicate window (set when the stream was created, maybe by another
+   * process with other options): nothing younger than it is trimmed, so its idempotency keys hold.
+   */
+  windowMs: number;
 }
 
 export interface PartitionManagerOptions {
@@ -260,6 +265,8 @@ export class PartitionManager {
       return; // someone else was faster
     }
     try {
+      const stream = await this.rt.jsm.streams.info(this.rt.names.eventStream(workflow, p));
+      const windowMs = Math.max(this.rt.duplicateWindowMs, Math.ceil((stream.config.duplicate_window ?? 0) / 1_000_000));
       const worker = await this.options.startWorker(workflow, p, last.checkpoint);
       // The previous owner's `safe` checkpoint is already past the duplicate window.
       this.owned.set(slot(workflow, p), {
@@ -272,6 +279,7 @@ export class PartitionManager {
         safe: last.safe,
         trimmedTo: 0,
         trimmedAtMs: -Infinity,
+        windowMs,
       });
     } catch (e) {
       this.rt.logger.warn(`workflow '${workflow}' partition ${p}: could not start its reader: ${(e as Error).message}`);
@@ -313,7 +321,7 @@ export class PartitionManager {
   /** Records a written checkpoint and advances `safe` to the newest one older than the duplicate window. */
   private age(owned: Owned, checkpoint: number): void {
     const t = now();
-    const window = this.rt.duplicateWindowMs;
+    const window = owned.windowMs;
     owned.samples.push({ atMs: t, checkpoint });
     const horizon = t - window - Math.min(TRIM_MARGIN_MS, window / 10);
     while (owned.samples.length > 1 && owned.samples[1]!.atMs <= horizon) owned.samples.shift();
@@ -327,7 +335,7 @@ export class PartitionManager {
    */
   private async trim(owned: Owned): Promise<void> {
     if (owned.safe < 1 || owned.safe <= owned.trimmedTo) return;
-    if (now() - owned.trimmedAtMs < Math.min(TRIM_INTERVAL_MS, this.rt.duplicateWindowMs)) return;
+    if (now() - owned.trimmedAtMs < Math.min(TRIM_INTERVAL_MS, owned.windowMs)) return;
     owned.trimmedAtMs = now();
     const stream = this.rt.names.eventStream(owned.workflow, owned.partition);
     const seq = owned.safe + 1;
