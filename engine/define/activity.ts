@@ -22,8 +22,9 @@ export interface ActivityOptions {
   /** One attempt may take at most this long; then its signal aborts and the attempt fails. */
   timeoutMs?: number;
   /**
-   * When set, an attempt must call `heartbeat()` at least this often; a silent attempt fails, and
-   * one whose engine died is taken over by another engine after this long.
+   * When set, an attempt must call `heartbeat()` at least this often; a silent attempt fails. One
+   * whose engine died is taken over by another engine after the tasks stream's acknowledgement
+   * wait (the engine's `leaseTtlMs`, between 1 and 30 s).
    */
   heartbeatTimeoutMs?: number;
   /**

@@ -6,7 +6,7 @@
  * record with the same token (a task cancelled since, or left from a write that never happened,
  * is dropped). Failures are retried with exponential backoff and jitter by NAKing the message
  * with a delay; an attempt whose engine died comes back after the acknowledgement wait (the
- * heartbeat timeout, or the attempt timeout plus 5 s). The outcome goes into the instance's event
+ * engine's `leaseTtlMs`, between 1 and 30 s; a running attempt keeps its message in progress). The outcome goes into the instance's event
  * stream with a stable message id, and the instance applies it only while the task is pending: a
  * task that ran twice is applied once.
  */

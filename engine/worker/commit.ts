@@ -4,10 +4,11 @@
  * cut short. In that order, every time:
  *
  * 1. the record is written (create, or compare-and-set on the revision the step started from);
- * 2. the timers and tasks the write scheduled are published (idempotent, keyed message ids);
+ * 2. the history entries it journals are published, not awaited (the record keeps them in
+ *    `lastHistory` until the stream confirms them, see {@link journal});
+ * 3. the timers and tasks the write scheduled are published (idempotent, keyed message ids);
  *    cancelled tasks are told to stop (best effort: their outcomes are ignored anyway);
- * 3. a finished instance is announced;
- * 4. the write's history entries are published;
+ * 4. a finished instance is announced;
  * 5. the outbox runs: custom actions, sends to other instances, child starts and stops;
  * 6. a finished child tells its parent, after its outbox: a `sendParent` in its last step reaches
  *    the parent before its done event, as in XState.
