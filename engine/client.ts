@@ -18,7 +18,7 @@ import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
 import { toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus, type StateMatch } from './protocol/record.js';
 import { decodeJson } from './protocol/json.js';
-import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
+import { closeConnection, ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { readHistory, withJournal } from './store/history.js';
 import { parseRecord, readRecord } from './store/records.js';
 import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
@@ -685,7 +685,7 @@ export class Client implements AsyncDisposable {
   }
 
   protected async shutdown(): Promise<void> {
-    if (this.rt.ownsConnection) await this.rt.nc.drain().catch(() => {});
+    if (this.rt.ownsConnection) await closeConnection(this.rt.nc);
   }
 
   protected checkOpen(): void {

@@ -18,3 +18,4 @@ export { MachineRunner } from './step/runner.js';
 export { applyEvents, startInstance } from './step/step.js';
 export { verifyInstance } from './step/verify.js';
 export { checkEvent, checkInput } from './gate/validate.js';
+export { closeConnection } from './store/runtime.js';

@@ -13,6 +13,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { createClient, ErrorCode, JetstateError, type Client, type ClientOptions } from '../../engine/index.js';
+import { closeConnection } from '../../engine/internal.js';
 import { Assets, findAssetsDir } from './assets.js';
 import { WorkflowCatalog } from './catalog.js';
 import { HttpError, checkOrigin, sendError } from './http.js';
@@ -119,7 +120,7 @@ export class UiServer implements AsyncDisposable {
     });
     await this.index.close();
     for (const c of this.clients) await c.close().catch(() => {});
-    if (this.ownsConnection) await this.nc.drain().catch(() => {});
+    if (this.ownsConnection) await closeConnection(this.nc);
   }
 }
 

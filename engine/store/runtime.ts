@@ -252,3 +252,22 @@ async function loadEngineKey(control: KV, names: Layout): Promise<Buffer> {
     );
   }
 }
+
+/**
+ * Drains a connection this library opened, or closes it when draining fails or takes longer than
+ * `timeoutMs` (a server that is gone: a drain refused while reconnecting would leave the
+ * connection reconnecting for ever, and the process running).
+ */
+export async function closeConnection(nc: NatsConnection, timeoutMs = 5_000): Promise<void> {
+  if (nc.isClosed()) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    nc.drain().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (!drained || !nc.isClosed()) await nc.close().catch(() => {});
+}
