@@ -57,12 +57,24 @@ export interface Acts {
 
 /** Instances whose history confirmations are kept (the rest are published again, harmlessly). */
 const JOURNAL_CAPACITY = 50_000;
+/**
+ * History goes to its stream in batches: a running instance's journal is published once it holds
+ * this many entries, or {@link HISTORY_DELAY_MS} after the write that started it, whichever comes
+ * first (a finished instance's at once). Until then the entries are in the record (durable with
+ * it, read by `history()` and `verify`): one synced history write per batch instead of per write.
+ */
+const HISTORY_BATCH = 8;
+const HISTORY_DELAY_MS = 100;
 
 export class Committer {
   /** Per instance: history entries the stream confirmed, so the next write drops them from its journal. */
   private readonly confirmed = new Map<string, Set<string>>();
   /** History publishes not answered yet (awaited by {@link flush}). */
   private readonly publishing = new Set<Promise<void>>();
+  /** Per instance: entries published and not answered yet (not sent again meanwhile). */
+  private readonly sending = new Map<string, Set<string>>();
+  /** Per instance: its newest journal, waiting to be published (see {@link HISTORY_BATCH}). */
+  private readonly batching = new Map<string, { record: InstanceRecord; sealed: readonly HistoryEntry[]; timer: ReturnType<typeof setTimeout> }>();
 
   constructor(
     private readonly rt: Runtime,
@@ -123,8 +135,9 @@ export class Committer {
     return left;
   }
 
-  /** Resolves once every history publish under way is answered (before the engine closes its connection). */
+  /** Publishes every journal waiting for its batch, and resolves once every history publish under way is answered. */
   async flush(): Promise<void> {
+    for (const key of [...this.batching.keys()]) this.publishBatch(key);
     await Promise.all([...this.publishing]);
   }
 
@@ -132,9 +145,54 @@ export class Committer {
     const { record } = instance;
     if (sealed.lastHistory.length === 0) return;
     const key = this.rt.names.instanceKey(record.workflow, record.id);
-    const keys = record.lastHistory.map(entryKey);
-    const p = publishHistory(this.rt, record.workflow, record.id, sealed.lastHistory, record.secrets).then(
+    const waiting = this.batching.get(key);
+    if (record.status === 'running' && this.fresh(key, record.lastHistory).length < HISTORY_BATCH) {
+      // The newest journal holds the earlier ones' entries still unconfirmed: it replaces them.
+      const timer = waiting?.timer ?? setTimeout(() => this.publishBatch(key), HISTORY_DELAY_MS);
+      timer.unref?.();
+      this.batching.set(key, { record, sealed: sealed.lastHistory, timer });
+      return;
+    }
+    if (waiting) {
+      clearTimeout(waiting.timer);
+      this.batching.delete(key);
+    }
+    this.publishJournal(key, record, sealed.lastHistory);
+  }
+
+  /** The indexes of a journal's entries not published yet (neither confirmed nor on their way). */
+  private fresh(key: string, entries: readonly HistoryEntry[]): number[] {
+    const sent = this.sending.get(key);
+    const out: number[] = [];
+    entries.forEach((e, i) => {
+      if (!sent?.has(entryKey(e))) out.push(i);
+    });
+    return out;
+  }
+
+  private publishBatch(key: string): void {
+    const waiting = this.batching.get(key);
+    if (!waiting) return;
+    clearTimeout(waiting.timer);
+    this.batching.delete(key);
+    this.publishJournal(key, waiting.record, waiting.sealed);
+  }
+
+  /** Publishes the entries of a journal not already on their way; they stay in the record until confirmed. */
+  private publishJournal(key: string, record: InstanceRecord, sealed: readonly HistoryEntry[]): void {
+    const indexes = this.fresh(key, record.lastHistory);
+    if (indexes.length === 0) return;
+    const keys = indexes.map((i) => entryKey(record.lastHistory[i]!));
+    let sent = this.sending.get(key);
+    if (!sent) this.sending.set(key, (sent = new Set()));
+    for (const k of keys) sent.add(k);
+    const done = (): void => {
+      for (const k of keys) sent.delete(k);
+      if (sent.size === 0 && this.sending.get(key) === sent) this.sending.delete(key);
+    };
+    const p = publishHistory(this.rt, record.workflow, record.id, indexes.map((i) => sealed[i]!), record.secrets).then(
       () => {
+        done();
         let confirmed = this.confirmed.get(key);
         if (!confirmed) {
           if (this.confirmed.size >= JOURNAL_CAPACITY) this.confirmed.delete(this.confirmed.keys().next().value!);
@@ -143,7 +201,10 @@ export class Committer {
         for (const k of keys) confirmed.add(k);
       },
       // Still journaled in the record: the next write or a repair publishes it again.
-      (e: Error) => this.rt.logger.warn(`workflow '${record.workflow}' instance '${record.id}': history not published yet (${e.message}); it stays in the record until it is`),
+      (e: Error) => {
+        done();
+        this.rt.logger.warn(`workflow '${record.workflow}' instance '${record.id}': history not published yet (${e.message}); it stays in the record until it is`);
+      },
     );
     this.publishing.add(p);
     void p.finally(() => this.publishing.delete(p));

@@ -373,7 +373,8 @@ describe('engine secrets: key rotation', () => {
     assert.equal(result.records, 2);
     // r-1 and r-2 were written under k1 (records and history); r-3 only under k2.
     assert.deepEqual(result.history.instances, 2);
-    assert.ok(result.history.messages >= 2 * 4, `history messages republished: ${result.history.messages}`);
+    // History goes out in batches: at least one message for each of the two instances.
+    assert.ok(result.history.messages >= 2, `history messages republished: ${result.history.messages}`);
     assert.ok(result.resealed > staleBefore, `envelopes moved: ${result.resealed} (${staleBefore} in records)`);
     ids = await storedKeyIds();
     assert.equal(ids.size, 3);
