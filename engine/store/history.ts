@@ -5,7 +5,7 @@
 import type { Runtime } from './runtime.js';
 import { HistoryKind, HistoryMessageSchema, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { readSubjectMessages } from './read.js';
-import { decodeJson, encodeJson } from '../protocol/json.js';
+import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
 
 /** What identifies an entry: its revision, or for a rejection (which leaves the revision) its sequence. */
 export function entryKey(e: HistoryEntry): string {
@@ -25,10 +25,10 @@ export async function publishHistory(rt: Runtime, workflow: string, id: string, 
   if (entries.length === 0) return;
   const sealed = rt.security.codec.sealHistory(workflow, id, entries, inherited);
   await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson(historyMessage(sealed, inherited)), {
-    // Keyed: only engines publish history, and nobody else can take a write's id first.
-    // The first and last entry name the message: a write publishes the entries not yet
-    // confirmed, so two messages may share a first entry but never both ends.
-    msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${entryKey(entries[0]!)}.${entryKey(entries.at(-1)!)}`),
+    // Keyed: only engines publish history, and nobody else can take a write's id first. Every
+    // entry names the message: two messages with the same id hold the same entries, so the
+    // stream's deduplication never drops an entry another message did not store.
+    msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${shortHash(entries.map(entryKey).join(','))}`),
   });
 }
 
