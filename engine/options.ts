@@ -103,7 +103,17 @@ const needsServer = {
 };
 const hasServer = (o: { servers?: unknown; connection?: unknown }): boolean => o.servers !== undefined || o.connection !== undefined;
 
-export const ClientOptionsSchema = ClientShape.refine(hasServer, needsServer);
+export const ClientOptionsSchema = ClientShape.extend({
+  /**
+   * Queue this client's `send()`s in the relay stream of this JetStream domain (a hub's) instead
+   * of publishing them to the instances' inboxes: the engines of the site that owns the namespace
+   * relay them in order, once, whenever their link to the hub is up (`edgeRelay` from
+   * `jetstate/adapters/edge`). Used with `jsDomain` naming the site. See docs/EDGE.md.
+   */
+  relayDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "relayDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)").optional(),
+})
+  .strict()
+  .refine(hasServer, needsServer);
 
 export const EngineOptionsSchema = ClientShape.extend({
   workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).min(1, 'give at least one workflow from defineWorkflow()'),

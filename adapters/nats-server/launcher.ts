@@ -31,6 +31,8 @@ export interface NatsServerOptions {
   domain?: string;
   /** Accepts leaf node connections on this loopback port (a hub). */
   leafListenPort?: number;
+  /** The loopback port the hub tells its leaf nodes to reconnect to (default: the listen port). */
+  leafAdvertisePort?: number;
   /** Connects as a leaf node to hubs listening on these loopback ports. */
   leafRemotePorts?: number[];
 }
@@ -115,7 +117,9 @@ export class NatsServer {
     if (o.jetstream !== false) {
       lines.push(`jetstream { store_dir: ${JSON.stringify(this.storeDir)}${o.syncAlways ? ', sync_interval: always' : ''}${o.domain ? `, domain: ${o.domain}` : ''} }`);
     }
-    if (o.leafListenPort !== undefined) lines.push(`leafnodes { listen: 127.0.0.1:${o.leafListenPort} }`);
+    // A leaf learns the address the hub advertises and reconnects there: the tests put a relay
+    // in between (to cut the link) and have the hub advertise the relay's port.
+    if (o.leafListenPort !== undefined) lines.push(`leafnodes { listen: 127.0.0.1:${o.leafListenPort}${o.leafAdvertisePort ? `, advertise: "127.0.0.1:${o.leafAdvertisePort}"` : ''} }`);
     if (o.leafRemotePorts?.length) {
       // Reconnect quickly after the hub comes back (the default waits a few seconds between tries).
       lines.push(`leafnodes { reconnect: "250ms", remotes: [${o.leafRemotePorts.map((p) => `{ url: "nats-leaf://127.0.0.1:${p}" }`).join(', ')}] }`);

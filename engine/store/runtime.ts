@@ -40,6 +40,8 @@ export interface Runtime {
   readonly jsApiPrefix: string;
   /** The JetStream domain named in the options, if any. */
   readonly jsDomain: string | undefined;
+  /** With `relayDomain`: where `send()` queues events for the site's engines to relay. */
+  readonly relay: RelayTarget | undefined;
   readonly names: Layout;
   /** The instance records, spread over `shards` KV buckets by partition. */
   readonly records: RecordBuckets;
@@ -51,6 +53,13 @@ export interface Runtime {
   readonly registry: Registry;
   readonly telemetry: Telemetry;
   readonly security: RuntimeSecurity;
+}
+
+/** The relay stream of a namespace in another JetStream domain (see docs/EDGE.md). */
+export interface RelayTarget {
+  readonly domain: string;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
 }
 
 /** Token verification, secrets, engine signatures and limits (see gate/event-gate.ts). */
@@ -110,6 +119,12 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     const js = jetstream(nc, domainOpts);
     const jsm = await jetstreamManager(nc, domainOpts);
     if (options.jsDomain && !open.engine) await requireNamespace(js, jsm, names, options.jsDomain);
+    const relayDomain = options.relayDomain;
+    let relay: RelayTarget | undefined;
+    if (relayDomain) {
+      relay = { domain: relayDomain, js: jetstream(nc, { domain: relayDomain }), jsm: await jetstreamManager(nc, { domain: relayDomain }) };
+      await ensureRelayStream(relay.jsm, names, options.replicas, options.duplicateWindowMs);
+    }
     const stream = (name: string, subject: string, maxAgeMs: number, retention: 'limits' | 'workqueue' = 'limits'): Promise<void> =>
       ensureStream(jsm, { name, subjects: [subject], retention: retention as never, ...common(options.replicas, options.duplicateWindowMs, maxAgeMs) });
     await stream(names.historyStream, `${names.namespace}.hist.>`, options.historyMaxAgeMs);
@@ -151,6 +166,7 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       jsm,
       jsApiPrefix: options.jsDomain ? `$JS.${options.jsDomain}.API` : '$JS.API',
       jsDomain: options.jsDomain,
+      relay,
       names,
       records,
       control,
@@ -197,6 +213,15 @@ async function requireNamespace(js: JetStreamClient, jsm: JetStreamManager, name
   }
   const meta = await (await new Kvm(js).open(names.controlBucket)).get('meta');
   if (!meta || meta.operation !== 'PUT') missing();
+}
+
+/**
+ * The relay stream of a namespace (in the hub's domain): kept until the site's relay has moved
+ * its events on (it purges what it relayed); direct gets let the relay read it one event at a
+ * time, which survives a link that comes and goes. Created by hub-side clients and by the relay.
+ */
+export async function ensureRelayStream(jsm: JetStreamManager, names: Layout, replicas: number, duplicateWindowMs: number): Promise<void> {
+  await ensureStream(jsm, { name: names.relayStream, subjects: [`${names.namespace}.relay.>`], retention: 'limits' as never, allow_direct: true, ...common(replicas, duplicateWindowMs, 0) });
 }
 
 /** Storage, replicas, duplicate window and age of the streams jetstate creates. */
