@@ -1,10 +1,10 @@
 /**
- * A TCP relay on loopback between a leaf node and its hub's leaf node port, so a test can cut the
+ * A TCP relay on loopback (for tests, benchmarks and `scripts/edge-dev.sh`) between a leaf node and its hub's leaf node port, so a test can cut the
  * link (every connection dropped, new ones refused) and restore it while both servers keep
  * running: the cloud side stays up, as in a real outage of the site's uplink.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { freePort } from '../../adapters/nats-server/launcher.js';
+import { freePort } from './launcher.js';
 
 export class LinkProxy {
   private server: Server | undefined;
