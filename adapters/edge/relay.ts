@@ -7,12 +7,12 @@
  * Order and once, and why they hold:
  * - One relay at a time: a lease in the site's `<ns>_relaystate` bucket (taken over after
  *   `leaseTtlMs` of silence, observed with the local clock).
- * - Events are read one by one in hub stream order (a direct get of the next message after the
- *   checkpoint), published here under the message id the sender gave (the site's events stream
- *   deduplicates a re-publish), and only then is the checkpoint (the last relayed hub sequence)
- *   written with compare-and-set. A relay that lost its lease fails that write and stops; a
- *   crash between the publish and the write re-publishes the same message id, which the site's
- *   events stream drops while it is within its duplicate window.
+ * - Events are read in hub stream order (direct gets of the sequences after the checkpoint),
+ *   published here (one after another per instance, instances in parallel) under the message id the sender gave (the site's events
+ *   stream deduplicates a re-publish), and only then is the checkpoint (the last relayed hub
+ *   sequence) written with compare-and-set, once per batch. A relay that lost its lease fails
+ *   that write and stops; a crash before it re-publishes the batch in the same order per instance under the
+ *   same message ids, which the site's events stream drops while within its duplicate window.
  * - Relayed events are purged from the hub only once older than the relay stream's duplicate
  *   window, so a sender's retry with the same idempotency key is still recognised by the hub.
  *
@@ -35,8 +35,10 @@ export const EdgeRelayOptionsSchema = z
     leaseTtlMs: z.number().int().min(300).max(600_000).default(5_000),
     /** How long the relay waits before looking again when nothing waits or the hub is unreachable. */
     idleMs: z.number().int().min(10).max(60_000).default(250),
-    /** Most events relayed between two looks at the lease. */
+    /** Most events relayed per checkpoint write (and between two looks at the lease). */
     batch: z.number().int().min(1).max(10_000).default(256),
+    /** Events read from the hub at once (direct gets in flight together). */
+    readAhead: z.number().int().min(1).max(1_024).default(64),
     /** Timeout of one request to the hub; a cut link is noticed after this. */
     hubTimeoutMs: z.number().int().min(100).max(60_000).default(2_000),
   })
@@ -246,48 +248,84 @@ class Relay {
     this.streamReady = true;
   }
 
-  /** Relays up to `batch` events in hub order; returns how many. */
+  /**
+   * Relays up to `batch` events in hub order; returns how many. Reads ahead (direct gets of the
+   * next `readAhead` sequences at once: one round trip over the link for many events), publishes
+   * one by one in sequence order, and writes the checkpoint once for the batch. A crash or a lost
+   * lease before that write makes the next relay publish the batch again, under the same message
+   * ids, which the site's events stream drops (duplicate window), in the same order.
+   */
   private async relayBatch(): Promise<number> {
-    const jsm = this.hubJsm!;
     let moved = 0;
+    let last: StoredMsg | undefined;
+    // One chain of publishes per instance subject: an instance's events go out one after another
+    // (a failed one stops the ones after it, so none can overtake it), instances in parallel.
+    const chains = new Map<string, Promise<void>>();
     while (moved < this.o.batch && !this.stopped) {
-      let m: StoredMsg | null;
+      const next = (last?.seq ?? this.cp.seq) + 1;
+      const msgs = await this.readAhead(next, Math.min(this.o.readAhead, this.o.batch - moved));
+      if (msgs.length === 0) break;
+      for (const m of msgs) chains.set(m.subject, (chains.get(m.subject) ?? Promise.resolve()).then(() => this.publishOne(m)));
+      moved += msgs.length;
+      last = msgs[msgs.length - 1];
+    }
+    const failed = (await Promise.allSettled(chains.values())).find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (last) {
+      const value = encodeJson({ seq: last.seq });
       try {
-        m = await jsm.direct.getMessage(this.names.relayStream, { seq: this.cp.seq + 1, next_by_subj: `${this.names.namespace}.relay.>` });
+        this.cp = { seq: last.seq, rev: this.cp.rev === 0 ? await this.state.create(CHECKPOINT_KEY, value) : await this.state.update(CHECKPOINT_KEY, value, this.cp.rev) };
       } catch (e) {
-        if (isMessageNotFound(e)) break;
+        if (isCasConflict(e)) throw new LostLease();
         throw e;
       }
-      if (!m) break;
-      await this.relayOne(m);
-      moved++;
+      this.relayed += moved;
+      // Purged only once the checkpoint covers them.
+      this.toPurge.push({ seq: last.seq, timeMs: last.time.getTime() });
       if (!(await this.lead())) throw new LostLease();
     }
     if (this.toPurge.length > 0) await this.purge();
     return moved;
   }
 
-  private async relayOne(m: StoredMsg): Promise<void> {
+  /**
+   * The events from hub sequence `from` on, in order, at most `max`: the sequences above the
+   * checkpoint are contiguous (only the relay purges, below it), so they are asked for at once;
+   * a hole (a message removed by hand) is stepped over with a "next by subject" get.
+   */
+  private async readAhead(from: number, max: number): Promise<StoredMsg[]> {
+    const jsm = this.hubJsm!;
+    const get = async (q: { seq: number } | { seq: number; next_by_subj: string }): Promise<StoredMsg | null> => {
+      try {
+        return await jsm.direct.getMessage(this.names.relayStream, q);
+      } catch (e) {
+        if (isMessageNotFound(e)) return null;
+        throw e;
+      }
+    };
+    const got = await Promise.all(Array.from({ length: max }, (_, i) => get({ seq: from + i })));
+    const out: StoredMsg[] = [];
+    for (const m of got) {
+      if (!m) break;
+      out.push(m);
+    }
+    if (out.length > 0) return out;
+    const m = await get({ seq: from, next_by_subj: `${this.names.namespace}.relay.>` });
+    return m ? [m] : [];
+  }
+
+  private async publishOne(m: StoredMsg): Promise<void> {
     const parts = m.subject.split('.');
     const [workflow, id] = [parts[2], parts[3]];
     if (parts.length !== 4 || !workflow || !id) {
       // Not something a jetstate client publishes: skipped (and said), never a reason to stop.
       this.host.logger.error(`edge relay of '${this.host.namespace}': skipped hub message ${m.seq} on '${m.subject}', not a relayed event subject`);
-    } else {
-      const subject = this.names.eventSubject(partitionOf(workflow, id, this.partitions), workflow, id);
-      const headers = copyHeaders(m.header);
-      const msgID = m.header?.get('Nats-Msg-Id') || `relay.${this.o.hubDomain}.${m.seq}`;
-      await this.host.js.publish(subject, m.data, { msgID, ...(headers ? { headers } : {}) });
+      return;
     }
-    const value = encodeJson({ seq: m.seq });
-    try {
-      this.cp = { seq: m.seq, rev: this.cp.rev === 0 ? await this.state.create(CHECKPOINT_KEY, value) : await this.state.update(CHECKPOINT_KEY, value, this.cp.rev) };
-    } catch (e) {
-      if (isCasConflict(e)) throw new LostLease();
-      throw e;
-    }
-    this.relayed++;
-    this.toPurge.push({ seq: m.seq, timeMs: m.time.getTime() });
+    const subject = this.names.eventSubject(partitionOf(workflow, id, this.partitions), workflow, id);
+    const headers = copyHeaders(m.header);
+    const msgID = m.header?.get('Nats-Msg-Id') || `relay.${this.o.hubDomain}.${m.seq}`;
+    await this.host.js.publish(subject, m.data, { msgID, ...(headers ? { headers } : {}) });
   }
 
   /** Removes relayed events from the hub once they are older than its duplicate window. */
