@@ -77,4 +77,40 @@ describe('hub to edge while the link is cut', () => {
     assert.equal(relay.status().relayed, ids.length * (1 + CUTS * PER_CUT));
     assert.equal(relay.status().leading, true);
   });
+
+  it('another engine of the site takes the relay over when the one relaying closes, still in order and once', async () => {
+    assert.ok(topo);
+    const namespace = uniqueNamespace('handover');
+    const relays = [edgeRelay({ hubDomain: 'hub', idleMs: 50, leaseTtlMs: 1_000, batch: 8, readAhead: 4 }), edgeRelay({ hubDomain: 'hub', idleMs: 50, leaseTtlMs: 1_000, batch: 8, readAhead: 4 })];
+    const engines = await Promise.all(relays.map((relay) => createEngine({ servers: topo!.leaf.url, namespace, workflows: [site], leaseTtlMs: 1_000, extensions: [relay] })));
+    try {
+      for (const id of ids) await engines[0]!.start(site, { id, input: { label: id } });
+      const hub = await createClient({ servers: topo.hub.url, namespace, jsDomain: 'edge', relayDomain: 'hub', workflows: [site] });
+      const sent = new Map<string, number[]>(ids.map((id) => [id, []]));
+      try {
+        await topo.link.cut();
+        for (let k = 1; k <= 40; k++) {
+          const id = ids[k % ids.length]!;
+          await hub.send(site, id, { type: 'ADD', k });
+          sent.get(id)!.push(k);
+        }
+      } finally {
+        await hub.close();
+      }
+      await topo.link.restore();
+      // Close whichever relays first, as soon as it started: the other finishes the queue.
+      await eventually(() => assert.ok(relays.some((r) => r.status().relayed > 0)), 30_000, 5);
+      const first = relays.findIndex((r) => r.status().relayed > 0);
+      await engines[first]!.close();
+      const other = engines[1 - first]!;
+      for (const id of ids) {
+        const want = sent.get(id)!;
+        const done = await other.waitFor(site, id, (s) => s.context.log.length >= want.length && want.every((k) => s.context.log.includes(k)), { timeoutMs: 30_000 });
+        assert.deepEqual(done.context.log, want, `${id}: in order, once each`);
+      }
+      assert.equal(relays[1 - first]!.status().leading, true);
+    } finally {
+      for (const e of engines) await e.close();
+    }
+  });
 });
