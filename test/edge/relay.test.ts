@@ -113,4 +113,29 @@ describe('hub to edge while the link is cut', () => {
       for (const e of engines) await e.close();
     }
   });
+
+  it('events queued in the hub survive a SIGKILL of the hub during the cut', async () => {
+    assert.ok(topo);
+    const namespace = uniqueNamespace('hubkill');
+    const relay = edgeRelay({ hubDomain: 'hub', idleMs: 50, hubTimeoutMs: 1_000 });
+    const edge = await createEngine({ servers: topo.leaf.url, namespace, workflows: [site], leaseTtlMs: 1_000, extensions: [relay] });
+    try {
+      await edge.start(site, { id: 'k-1', input: { label: 'k' } });
+      const hub = await createClient({ servers: topo.hub.url, namespace, jsDomain: 'edge', relayDomain: 'hub', workflows: [site] });
+      const want = Array.from({ length: 12 }, (_, i) => i + 1);
+      try {
+        await topo.link.cut();
+        for (const k of want) await hub.send(site, 'k-1', { type: 'ADD', k });
+      } finally {
+        await hub.close();
+      }
+      await topo.hub.kill();
+      await topo.hub.restart();
+      await topo.link.restore();
+      const done = await edge.waitFor(site, 'k-1', (s) => s.context.log.length >= want.length, { timeoutMs: 30_000 });
+      assert.deepEqual(done.context.log, want);
+    } finally {
+      await edge.close();
+    }
+  });
 });
