@@ -105,8 +105,8 @@ const hasServer = (o: { servers?: unknown; connection?: unknown }): boolean => o
 
 export const ClientOptionsSchema = ClientShape.extend({
   /**
-   * Queue this client's `send()`s in the relay stream of this JetStream domain (a hub's) instead
-   * of publishing them to the instances' inboxes: the engines of the site that owns the namespace
+   * Queue this client's `send()`s and `start()`s in the relay stream of this JetStream domain (a
+   * hub's) instead of publishing them to the instances' inboxes: the engines of the site that owns the namespace
    * relay them in order, once, whenever their link to the hub is up (`edgeRelay` from
    * `jetstate/adapters/edge`). Used with `jsDomain` naming the site. See docs/EDGE.md.
    */

@@ -217,8 +217,8 @@ async function requireNamespace(js: JetStreamClient, jsm: JetStreamManager, name
 
 /**
  * The relay stream of a namespace (in the hub's domain): kept until the site's relay has moved
- * its events on (it purges what it relayed); direct gets let the relay read it one event at a
- * time, which survives a link that comes and goes. Created by hub-side clients and by the relay.
+ * its events on (it purges what it relayed); direct gets let the relay read it without a
+ * consumer, which survives a link that comes and goes. Created by hub-side clients and by the relay.
  */
 export async function ensureRelayStream(jsm: JetStreamManager, names: Layout, replicas: number, duplicateWindowMs: number): Promise<void> {
   await ensureStream(jsm, { name: names.relayStream, subjects: [`${names.namespace}.relay.>`], retention: 'limits' as never, allow_direct: true, ...common(replicas, duplicateWindowMs, 0) });
