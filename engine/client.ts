@@ -236,7 +236,9 @@ export class Client implements AsyncDisposable {
       const body = encodeInboxEvent(this.rt, workflow.name, id, data);
       this.checkSize(workflow, id, `event '${data.type}'`, body);
       const key = this.rt.names.instanceKey(workflow.name, id);
-      if (!this.known.has(key)) {
+      // A relayed send cannot look (the site may be cut off): the site refuses an event for a
+      // missing instance, recorded in its dead letters.
+      if (!this.known.has(key) && !this.rt.relay) {
         const entry = await this.rt.records.ofKey(key).get(key);
         if (!entry || entry.operation !== 'PUT') {
           fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; start it first; the event was not sent`);

@@ -13,6 +13,8 @@ export const ErrorCode = {
   WorkflowNotRegistered: 'WORKFLOW_NOT_REGISTERED',
   RecordUnreadable: 'RECORD_UNREADABLE',
   LayoutMismatch: 'LAYOUT_MISMATCH',
+  /** A client named a JetStream domain in which the namespace does not exist (nothing was created). */
+  NamespaceNotFound: 'NAMESPACE_NOT_FOUND',
   Timeout: 'TIMEOUT',
   Closed: 'CLOSED',
   /** A token was missing, malformed, expired or not trusted; `reason` on the error says which. */

@@ -23,6 +23,13 @@ const ClientShape = z
     servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
     /** A connection of yours; jetstate uses it and leaves it open on close. */
     connection: z.custom<NatsConnection>(isConnection, 'connection must be a NatsConnection from @nats-io/transport-node').optional(),
+    /**
+     * JetStream domain to use (`jetstream { domain }` of the servers that hold the namespace): the
+     * JetStream API is then reached as `$JS.<domain>.API`, e.g. an engine on a leaf node without
+     * JetStream using its hub's (`'hub'`), or a client on the hub reading an edge site (`'edge'`).
+     * Absent: the JetStream of the server connected to. See docs/EDGE.md.
+     */
+    jsDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "jsDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)").optional(),
     /** Prefix of every bucket, stream and subject. */
     namespace: z.string().regex(NAME_PATTERN, 'namespace: use 1-128 of A-Z a-z 0-9 _ -').default('jetstate'),
     /** Replicas of the streams and buckets jetstate creates (3 on a cluster). */
@@ -96,7 +103,17 @@ const needsServer = {
 };
 const hasServer = (o: { servers?: unknown; connection?: unknown }): boolean => o.servers !== undefined || o.connection !== undefined;
 
-export const ClientOptionsSchema = ClientShape.refine(hasServer, needsServer);
+export const ClientOptionsSchema = ClientShape.extend({
+  /**
+   * Queue this client's `send()`s and `start()`s in the relay stream of this JetStream domain (a
+   * hub's) instead of publishing them to the instances' inboxes: the engines of the site that owns the namespace
+   * relay them in order, once, whenever their link to the hub is up (`edgeRelay` from
+   * `jetstate/adapters/edge`). Used with `jsDomain` naming the site. See docs/EDGE.md.
+   */
+  relayDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "relayDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)").optional(),
+})
+  .strict()
+  .refine(hasServer, needsServer);
 
 export const EngineOptionsSchema = ClientShape.extend({
   workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).min(1, 'give at least one workflow from defineWorkflow()'),

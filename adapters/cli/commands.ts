@@ -11,6 +11,7 @@ export { loadWorkflows };
 export interface CliValues {
   server?: string | undefined;
   namespace?: string | undefined;
+  domain?: string | undefined;
   workflows?: string | undefined;
   id?: string | undefined;
   input?: string | undefined;
@@ -149,6 +150,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
     client = await createClient({
       servers: serverOf(values),
       namespace: values.namespace,
+      ...(values.domain ? { jsDomain: values.domain } : {}),
       workflows,
       name: `jetstate-cli-${command}`,
       ...(keyRing ? { secrets: { keyRing } } : {}),

@@ -1,6 +1,6 @@
 /**
  * Where the CLI's settings come from, so `-w` and `--server` are not needed on every call: a flag
- * wins, then the environment (NATS_URL, JETSTATE_WORKFLOWS, JETSTATE_NAMESPACE), then the config
+ * wins, then the environment (NATS_URL, JETSTATE_WORKFLOWS, JETSTATE_NAMESPACE, JETSTATE_DOMAIN), then the config
  * file (`--config FILE`, else `jetstate.config.json` in the current folder), then the defaults.
  */
 import { readFileSync } from 'node:fs';
@@ -16,6 +16,8 @@ export const CliConfigSchema = z.strictObject({
   workflows: z.string().min(1).optional(),
   server: z.string().min(1).optional(),
   namespace: z.string().min(1).optional(),
+  /** JetStream domain of the namespace (docs/EDGE.md). */
+  domain: z.string().min(1).optional(),
 });
 export type CliConfig = z.infer<typeof CliConfigSchema>;
 
@@ -23,6 +25,7 @@ export type CliConfig = z.infer<typeof CliConfigSchema>;
 export interface Settings {
   server?: string | undefined;
   namespace?: string | undefined;
+  domain?: string | undefined;
   workflows?: string | undefined;
 }
 
@@ -44,7 +47,7 @@ export function readConfig(named: string | undefined, cwd: string = process.cwd(
   }
   const parsed = CliConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new JetstateError(ErrorCode.InvalidOptions, `the config file ${file} is not valid: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}; it may set "workflows", "server" and "namespace"`);
+    throw new JetstateError(ErrorCode.InvalidOptions, `the config file ${file} is not valid: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}; it may set "workflows", "server", "namespace" and "domain"`);
   }
   const config = parsed.data;
   const workflows = config.workflows && !isAbsolute(config.workflows) ? resolve(dirname(file), config.workflows) : config.workflows;
@@ -58,6 +61,7 @@ export function resolveSettings(flags: Settings & { config?: string | undefined 
   return {
     server: pick(flags.server, env['NATS_URL'], config.server),
     namespace: pick(flags.namespace, env['JETSTATE_NAMESPACE'], config.namespace),
+    domain: pick(flags.domain, env['JETSTATE_DOMAIN'], config.domain),
     workflows: pick(flags.workflows, env['JETSTATE_WORKFLOWS'], config.workflows),
   };
 }

@@ -78,7 +78,7 @@ export async function runDev(values: CliValues): Promise<number> {
   if (server) process.once('exit', stopServer);
   try {
     const keyRing = await devKeyRing();
-    const engine = await createEngine({ servers: url, namespace: values.namespace, workflows, name: 'jetstate-dev', secrets: { keyRing } });
+    const engine = await createEngine({ servers: url, namespace: values.namespace, ...(values.domain ? { jsDomain: values.domain } : {}), workflows, name: 'jetstate-dev', secrets: { keyRing } });
     const ui = values['no-ui'] ? undefined : await startUi(values, url, workflows, { fallbackToFreePort: true });
     const cli = 'npx jetstate';
     const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;

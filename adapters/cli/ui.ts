@@ -21,6 +21,7 @@ export async function startUi(values: CliValues, url: string, workflows: Workflo
     servers: url,
     workflows,
     ...(values.namespace ? { namespace: values.namespace } : {}),
+    ...(values.domain ? { jsDomain: values.domain } : {}),
     ...(keyRing ? { keyRing } : {}),
     reveal: values.reveal === true,
     ...(values['trace-url'] ? { traceUrl: values['trace-url'] } : {}),

@@ -16,6 +16,7 @@ export interface OptionSpec {
 export const OPTIONS = {
   server: { type: 'string', short: 's', value: 'URL', help: 'NATS server (default: $NATS_URL, else "server" of the config file, else nats://127.0.0.1:4222)' },
   namespace: { type: 'string', short: 'n', value: 'NAME', help: 'namespace of streams and buckets (default: $JETSTATE_NAMESPACE, else the config file, else jetstate)' },
+  domain: { type: 'string', value: 'NAME', help: 'JetStream domain of the namespace, e.g. a leaf node\'s (default: $JETSTATE_DOMAIN, else the config file, else the server\'s own)' },
   workflows: { type: 'string', short: 'w', value: 'PATH', help: 'module exporting the workflows, .js or .ts (default: $JETSTATE_WORKFLOWS, else the config file, else the bundled examples)' },
   config: { type: 'string', short: 'c', value: 'FILE', help: 'config file (default: ./jetstate.config.json when it exists)' },
   json: { type: 'boolean', help: 'print JSON instead of text; errors as {"error":{"code","message"}} on stderr' },
@@ -39,7 +40,7 @@ export const OPTIONS = {
 export type OptionName = keyof typeof OPTIONS;
 
 /** The options every command that talks to NATS takes. */
-const CONNECTION: OptionName[] = ['server', 'namespace', 'workflows', 'config', 'json'];
+const CONNECTION: OptionName[] = ['server', 'namespace', 'domain', 'workflows', 'config', 'json'];
 
 export interface CommandSpec {
   /** Arguments after the command name, as shown in help. */
@@ -141,6 +142,7 @@ const ENVIRONMENT = `Environment:
   NATS_URL              NATS server, when --server is not given
   JETSTATE_WORKFLOWS    module exporting the workflows, when --workflows is not given
   JETSTATE_NAMESPACE    namespace, when --namespace is not given
+  JETSTATE_DOMAIN       JetStream domain, when --domain is not given
   JETSTATE_KEYS         key ring for workflows with secrets: 'id1:base64key,id2:base64key' (the last is the newest)
   JETSTATE_TOKEN        the sender's identity token, when --token is not given
   JETSTATE_NATS_SERVER  path of the nats-server binary for 'dev' and 'nats install'

@@ -31,6 +31,16 @@ export interface NatsServerOptions {
    * interrupted takes its servers with it.
    */
   ownProcessGroup?: boolean;
+  /** false starts a server without JetStream (a leaf node that uses its hub's). Default true. */
+  jetstream?: boolean;
+  /** JetStream domain of this server (`jetstream { domain }`): needed on both ends of a leaf node link when both run JetStream. */
+  domain?: string;
+  /** Accepts leaf node connections on this loopback port (a hub). */
+  leafListenPort?: number;
+  /** The loopback port the hub tells its leaf nodes to reconnect to (default: the listen port). */
+  leafAdvertisePort?: number;
+  /** Connects as a leaf node to hubs listening on these loopback ports. */
+  leafRemotePorts?: number[];
 }
 
 /** The package's own folder, from its source or from dist/. */
@@ -109,8 +119,17 @@ export class NatsServer {
     const lines = [
       `listen: 127.0.0.1:${this.port}`,
       `server_name: ${o.serverName ?? `jetstate_${this.port}`}`,
-      `jetstream { store_dir: ${JSON.stringify(this.storeDir)}${o.syncAlways ? ', sync_interval: always' : ''} }`,
     ];
+    if (o.jetstream !== false) {
+      lines.push(`jetstream { store_dir: ${JSON.stringify(this.storeDir)}${o.syncAlways ? ', sync_interval: always' : ''}${o.domain ? `, domain: ${o.domain}` : ''} }`);
+    }
+    // A leaf learns the address the hub advertises and reconnects there: the tests put a relay
+    // in between (to cut the link) and have the hub advertise the relay's port.
+    if (o.leafListenPort !== undefined) lines.push(`leafnodes { listen: 127.0.0.1:${o.leafListenPort}${o.leafAdvertisePort ? `, advertise: "127.0.0.1:${o.leafAdvertisePort}"` : ''} }`);
+    if (o.leafRemotePorts?.length) {
+      // Reconnect quickly after the hub comes back (the default waits a few seconds between tries).
+      lines.push(`leafnodes { reconnect: "250ms", remotes: [${o.leafRemotePorts.map((p) => `{ url: "nats-leaf://127.0.0.1:${p}" }`).join(', ')}] }`);
+    }
     if (o.cluster) {
       lines.push(
         `cluster { name: ${o.cluster.name}, listen: 127.0.0.1:${o.cluster.port}, routes: [${o.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,

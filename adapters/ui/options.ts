@@ -13,6 +13,8 @@ export interface UiServerOptions {
   connection?: NatsConnection;
   /** Namespace to show (default `jetstate`). */
   namespace?: string;
+  /** JetStream domain that holds the namespace (see `jsDomain` of createClient, docs/EDGE.md). */
+  jsDomain?: string;
   /** The workflows to draw and act on (the same module an engine runs). */
   workflows: WorkflowDefinition[];
   /** Verify tokens in the UI's own client too, so a refused send fails before it is published. */
@@ -40,6 +42,7 @@ export const UiServerOptionsSchema = z
     servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
     connection: z.custom<NatsConnection>((v) => typeof (v as { subscribe?: unknown } | null)?.subscribe === 'function', 'connection must be a NatsConnection').optional(),
     namespace: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'namespace: use 1-128 of A-Z a-z 0-9 _ -').default('jetstate'),
+    jsDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'jsDomain: a JetStream domain name (1-64 of A-Z a-z 0-9 _ -)').optional(),
     workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).min(1, 'give the workflows to show, from defineWorkflow()'),
     identity: z.custom<IdentityOptions>((v) => typeof v === 'object' && v !== null).optional(),
     keyRing: z.union([z.string().min(1), z.custom<KeyRing>((v) => v instanceof KeyRing, 'keyRing must come from createKeyRing() or be an id:base64 list')]).optional(),

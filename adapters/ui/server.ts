@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
@@ -67,18 +67,19 @@ export class UiServer implements AsyncDisposable {
     const opened: Client[] = [];
     let index: InstanceIndex | undefined;
     try {
-      const base: ClientOptions = { connection: nc, namespace: o.namespace, workflows: o.workflows, logger: o.logger, name: 'jetstate-ui', ...(o.identity ? { identity: o.identity } : {}) };
+      const base: ClientOptions = { connection: nc, namespace: o.namespace, ...(o.jsDomain ? { jsDomain: o.jsDomain } : {}), workflows: o.workflows, logger: o.logger, name: 'jetstate-ui', ...(o.identity ? { identity: o.identity } : {}) };
       const reader = await createClient({ ...base, ...(o.reveal && o.keyRing ? { secrets: { keyRing: o.keyRing } } : {}) });
       opened.push(reader);
       const actor = o.keyRing && !o.reveal ? await createClient({ ...base, secrets: { keyRing: o.keyRing } }) : reader;
       if (actor !== reader) opened.push(actor);
-      const kvm = new Kvm(nc);
+      const domain = o.jsDomain ? { domain: o.jsDomain } : {};
+      const kvm = new Kvm(jetstream(nc, domain));
       const buckets = await Promise.all(reader.recordBuckets.map((b) => kvm.open(b)));
       const kv = (key: string): KV => {
         const dot = key.indexOf('.');
         return buckets[reader.recordBuckets.indexOf(reader.recordBucketOf(key.slice(0, dot), key.slice(dot + 1)))]!;
       };
-      const jsm: JetStreamManager = await jetstreamManager(nc);
+      const jsm: JetStreamManager = await jetstreamManager(nc, domain);
       index = new InstanceIndex(buckets, o.logger);
       index.start();
       const catalog = new WorkflowCatalog(o.workflows);

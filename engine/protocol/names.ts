@@ -63,6 +63,13 @@ export interface Layout {
   memberKey(engineId: string): string;
   /** Why an instance's events wait (written by the engine that found it blocked). */
   parkedKey(workflow: string, id: string): string;
+  /**
+   * Events for the namespace's instances queued in another JetStream domain (a hub) until the
+   * site's engines relay them into their inboxes (docs/EDGE.md).
+   */
+  readonly relayStream: string;
+  /** Where such an event waits: `<ns>.relay.<workflow>.<id>` (no partition: the site computes it). */
+  relaySubject(workflow: string, id: string): string;
 }
 
 export function layout(namespace: string): Layout {
@@ -95,6 +102,8 @@ export function layout(namespace: string): Layout {
     checkpointKey: (wf, p) => `checkpoint.${wf}.${p}`,
     memberKey: (engineId) => `member.${engineId}`,
     parkedKey: (wf, id) => `parked.${wf}.${id}`,
+    relayStream: `${ns}_relay`,
+    relaySubject: (wf, id) => `${ns}.relay.${wf}.${id}`,
   };
 }
 

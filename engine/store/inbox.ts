@@ -60,7 +60,10 @@ export function encodeInboxEvent(rt: Runtime, workflow: string, id: string, even
  * message id is taken by a different message.
  */
 export async function publishToInstance(rt: Runtime, e: InboxEvent, data: Uint8Array = encodeInboxEvent(rt, e.workflow, e.id, e.event)): Promise<InboxAck> {
-  const subject = inboxSubject(rt, e.workflow, e.id);
+  // A client with `relayDomain` queues the event in the hub for the site's relay (docs/EDGE.md);
+  // everything else about it (headers, message id, sealing) is what the inbox would have got.
+  const relay = e.engine ? undefined : rt.relay;
+  const subject = relay ? rt.names.relaySubject(e.workflow, e.id) : inboxSubject(rt, e.workflow, e.id);
   let headers: MsgHdrs | undefined = traceHeaders(e.trace);
   if (e.token) (headers ??= natsHeaders()).set(TOKEN_HEADER, e.token);
   if (e.replyTo) (headers ??= natsHeaders()).set(REPLY_HEADER, e.replyTo);
@@ -73,9 +76,9 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, data: Uint8A
   }
   let ack: PubAck;
   try {
-    ack = await rt.js.publish(subject, data, { msgID, ...(headers ? { headers } : {}) });
+    ack = await (relay?.js ?? rt.js).publish(subject, data, { msgID, ...(headers ? { headers } : {}) });
   } catch (err) {
-    if (isNoResponders(err) && !(await streamExists(rt, e.workflow, e.id))) {
+    if (!relay && isNoResponders(err) && !(await streamExists(rt, e.workflow, e.id))) {
       throw new JetstateError(
         ErrorCode.NotServed,
         `workflow '${e.workflow}' is not served in namespace '${rt.names.namespace}': no engine has registered it, so it has no events streams; ` +
@@ -85,7 +88,10 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, data: Uint8A
     }
     throw err;
   }
-  if (ack.duplicate) await checkDuplicate(rt, e, subject, msgID, ack.seq);
+  if (ack.duplicate) {
+    const stream = relay ? rt.names.relayStream : rt.names.eventStream(e.workflow, partitionOf(e.workflow, e.id, rt.partitions));
+    await checkDuplicate(rt, e, { stream, jsm: relay?.jsm ?? rt.jsm }, subject, msgID, ack.seq);
+  }
   return { seq: ack.seq, duplicate: ack.duplicate, bytes: data.length };
 }
 
@@ -104,10 +110,10 @@ async function streamExists(rt: Runtime, workflow: string, id: string): Promise<
  * the message id. The stored message is compared opened (secrets are sealed with fresh IVs each
  * time). A sender not allowed to read the stream skips the check.
  */
-async function checkDuplicate(rt: Runtime, e: InboxEvent, subject: string, msgID: string, seq: number): Promise<void> {
+async function checkDuplicate(rt: Runtime, e: InboxEvent, where: { stream: string; jsm: Runtime['jsm'] }, subject: string, msgID: string, seq: number): Promise<void> {
   let stored: Uint8Array;
   try {
-    const m = await rt.jsm.streams.getMessage(rt.names.eventStream(e.workflow, partitionOf(e.workflow, e.id, rt.partitions)), { seq });
+    const m = await where.jsm.streams.getMessage(where.stream, { seq });
     if (!m || m.subject !== subject) throw new Error('another subject');
     stored = m.data;
   } catch (err) {

@@ -36,6 +36,12 @@ export interface Runtime {
   readonly inboxPrefix: string;
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
+  /** Subject prefix of the JetStream API: `$JS.API`, or `$JS.<domain>.API` with `jsDomain`. */
+  readonly jsApiPrefix: string;
+  /** The JetStream domain named in the options, if any. */
+  readonly jsDomain: string | undefined;
+  /** With `relayDomain`: where `send()` queues events for the site's engines to relay. */
+  readonly relay: RelayTarget | undefined;
   readonly names: Layout;
   /** The instance records, spread over `shards` KV buckets by partition. */
   readonly records: RecordBuckets;
@@ -47,6 +53,13 @@ export interface Runtime {
   readonly registry: Registry;
   readonly telemetry: Telemetry;
   readonly security: RuntimeSecurity;
+}
+
+/** The relay stream of a namespace in another JetStream domain (see docs/EDGE.md). */
+export interface RelayTarget {
+  readonly domain: string;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
 }
 
 /** Token verification, secrets, engine signatures and limits (see gate/event-gate.ts). */
@@ -101,8 +114,17 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     }
   }
   try {
-    const js = jetstream(nc);
-    const jsm = await jetstreamManager(nc);
+    // Every JetStream client of the runtime goes through this domain (extensions get these too).
+    const domainOpts = options.jsDomain ? { domain: options.jsDomain } : {};
+    const js = jetstream(nc, domainOpts);
+    const jsm = await jetstreamManager(nc, domainOpts);
+    if (options.jsDomain && !open.engine) await requireNamespace(js, jsm, names, options.jsDomain);
+    const relayDomain = options.relayDomain;
+    let relay: RelayTarget | undefined;
+    if (relayDomain) {
+      relay = { domain: relayDomain, js: jetstream(nc, { domain: relayDomain }), jsm: await jetstreamManager(nc, { domain: relayDomain }) };
+      await ensureRelayStream(relay.jsm, names, options.replicas, options.duplicateWindowMs);
+    }
     const stream = (name: string, subject: string, maxAgeMs: number, retention: 'limits' | 'workqueue' = 'limits'): Promise<void> =>
       ensureStream(jsm, { name, subjects: [subject], retention: retention as never, ...common(options.replicas, options.duplicateWindowMs, maxAgeMs) });
     await stream(names.historyStream, `${names.namespace}.hist.>`, options.historyMaxAgeMs);
@@ -144,6 +166,9 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       inboxPrefix: (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || '_INBOX',
       js,
       jsm,
+      jsApiPrefix: options.jsDomain ? `$JS.${options.jsDomain}.API` : '$JS.API',
+      jsDomain: options.jsDomain,
+      relay,
       names,
       records,
       control,
@@ -168,6 +193,37 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     }
     throw e;
   }
+}
+
+/**
+ * A client that names a JetStream domain reads (or sends to) a namespace some engine made there:
+ * creating its streams and buckets would only make an empty second namespace in that domain,
+ * which every read would then silently show as empty.
+ */
+async function requireNamespace(js: JetStreamClient, jsm: JetStreamManager, names: Layout, domain: string): Promise<void> {
+  const missing = (): never =>
+    fail(
+      ErrorCode.NamespaceNotFound,
+      `namespace '${names.namespace}' does not exist in JetStream domain '${domain}' (no '${names.controlBucket}' bucket with its meta record there); ` +
+        `start an engine of that namespace in that domain first, or check the namespace and jsDomain (--domain) given`,
+    );
+  try {
+    await jsm.streams.info(`KV_${names.controlBucket}`);
+  } catch (e) {
+    if (isStreamNotFound(e)) missing();
+    throw e;
+  }
+  const meta = await (await new Kvm(js).open(names.controlBucket)).get('meta');
+  if (!meta || meta.operation !== 'PUT') missing();
+}
+
+/**
+ * The relay stream of a namespace (in the hub's domain): kept until the site's relay has moved
+ * its events on (it purges what it relayed); direct gets let the relay read it without a
+ * consumer, which survives a link that comes and goes. Created by hub-side clients and by the relay.
+ */
+export async function ensureRelayStream(jsm: JetStreamManager, names: Layout, replicas: number, duplicateWindowMs: number): Promise<void> {
+  await ensureStream(jsm, { name: names.relayStream, subjects: [`${names.namespace}.relay.>`], retention: 'limits' as never, allow_direct: true, ...common(replicas, duplicateWindowMs, 0) });
 }
 
 /** Storage, replicas, duplicate window and age of the streams jetstate creates. */

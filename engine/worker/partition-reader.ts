@@ -215,7 +215,7 @@ export class PartitionReader {
     this.outstanding += want;
     try {
       this.rt.nc.publish(
-        `$JS.API.CONSUMER.MSG.NEXT.${this.options.stream}.${this.consumer}`,
+        `${this.rt.jsApiPrefix}.CONSUMER.MSG.NEXT.${this.options.stream}.${this.consumer}`,
         encodeJson({ batch: want, expires: EXPIRES_MS * NS, idle_heartbeat: HEARTBEAT_MS * NS }),
         { reply: this.inbox },
       );

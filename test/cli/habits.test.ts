@@ -122,7 +122,7 @@ describe('CLI habits', () => {
     await writeFile(join(elsewhere, 'bad.json'), JSON.stringify({ workflow: 'typo.js' }));
     const bad = await runCli(['get', 'order', 'h-1', '--config', 'bad.json', '--json'], { cwd: elsewhere, env: cleanEnv() });
     assert.equal(bad.code, 2);
-    assert.match(errorOf(bad.stderr).message, /bad\.json is not valid: .*"workflow".*it may set "workflows", "server" and "namespace"/);
+    assert.match(errorOf(bad.stderr).message, /bad\.json is not valid: .*"workflow".*it may set "workflows", "server", "namespace" and "domain"/);
     const absent = await runCli(['get', 'order', 'h-1', '--config', 'nope.json'], { cwd: elsewhere, env: cleanEnv() });
     assert.equal(absent.code, 2);
     assert.match(absent.stderr, /cannot read the config file .*nope\.json/);
