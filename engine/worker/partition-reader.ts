@@ -78,6 +78,8 @@ export class PartitionReader {
   private watchdog: NodeJS.Timeout | undefined;
   private counter = 0;
   private createJsm: JetStreamManager | undefined;
+  /** Consumer creates that failed since the last one was accepted. */
+  private failedCreates = 0;
   /** Restarts, for tests and metrics. */
   restarts = 0;
 
@@ -165,6 +167,7 @@ export class PartitionReader {
         return;
       } catch (e) {
         if (this.stopped) return;
+        this.failedCreates++;
         if (attempt === 0 || attempt % 20 === 0) this.rt.logger.warn(`${this.options.label}: cannot open its consumer (${(e as Error).message}); retrying`);
         await sleep(delay);
         delay = Math.min(delay * 2, RETRY_MAX_MS);
@@ -201,10 +204,12 @@ export class PartitionReader {
         clustered = (si.cluster?.replicas?.length ?? 0) > 0;
         leader = si.cluster?.leader;
       }
-      if (!clustered || !leader || host === leader || i + 1 >= PLACEMENT_TRIES) {
+      // Tries that timed out count too: while a node is down, waiting for the leader costs more.
+      if (!clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
         if (clustered && host !== leader) this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
         this.consumer = name;
         this.hostedOn = host;
+        this.failedCreates = 0;
         break;
       }
       await jsm.consumers.delete(stream, name).catch(() => {});
