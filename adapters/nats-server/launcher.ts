@@ -4,7 +4,7 @@
  * the same store and port.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -159,6 +159,13 @@ export class NatsServer {
     child.stderr!.removeAllListeners('data');
     this.logTail = log;
     child.stderr!.on('data', (d: Buffer) => (this.logTail = (this.logTail + d.toString()).slice(-16_000)));
+    // For diagnosing a test: $JETSTATE_NATS_LOG_DIR keeps every server's whole log, by server name.
+    const logDir = process.env['JETSTATE_NATS_LOG_DIR'];
+    if (logDir) {
+      const file = join(logDir, `${o.serverName ?? `jetstate_${this.port}`}.log`);
+      appendFileSync(file, log);
+      child.stderr!.on('data', (d: Buffer) => appendFileSync(file, d));
+    }
   }
 
   /** The last 16 kB the server logged, for diagnosing a failed test. */

@@ -84,6 +84,9 @@ export interface PartitionManagerOptions {
 const now = (): number => performance.now();
 /** At most this much slack for the server's clock against ours when judging the duplicate window. */
 const TRIM_MARGIN_MS = 10_000;
+/** How long one attempt to open the watch of leases and members may take (see openWatch). */
+const WATCH_OPEN_MS = 2_000;
+const WATCH_OPEN_ATTEMPTS = 8;
 /** At most this long between two trims of one partition. */
 const TRIM_INTERVAL_MS = 10_000;
 
@@ -137,7 +140,7 @@ export class PartitionManager {
   async start(): Promise<void> {
     let initialised: () => void = () => {};
     const ready = new Promise<void>((r) => (initialised = r));
-    this.watcher = await this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+    this.watcher = await this.openWatch();
     void this.observe(this.watcher, initialised);
     // An empty bucket sends no initial values; our own heartbeat coming back ends the wait.
     await this.heartbeat();
@@ -151,6 +154,27 @@ export class PartitionManager {
   private heartbeat(): Promise<unknown> {
     const workflows = Object.fromEntries(this.options.workflows());
     return this.rt.control.put(this.rt.names.memberKey(this.engineId), encodeJson({ atMs: Date.now(), ttlMs: this.options.ttlMs, workflows, extensions: this.options.extensions }));
+  }
+
+  /**
+   * Opens the watch of leases and members. Its consumer may be placed on a server that died and
+   * is not yet known as gone, whose create is never answered: an attempt that takes longer than
+   * `WATCH_OPEN_MS` is given up (the watch, if it comes later, is stopped) and made again,
+   * rather than waiting out the API's 5 s, which kept new engines from starting while a node was
+   * down. Throws once the manager stopped.
+   */
+  private async openWatch(): Promise<NonNullable<typeof this.watcher>> {
+    for (let i = 1; ; i++) {
+      if (this.stopped) throw new Error('partition manager stopped');
+      const attempt = this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+      // Bounded: a control bucket that answers nobody fails as it always did.
+      if (i >= WATCH_OPEN_ATTEMPTS) return attempt;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), WATCH_OPEN_MS)));
+      const w = await Promise.race([attempt, late]).finally(() => clearTimeout(timer));
+      if (w) return w;
+      void attempt.then((x) => x.stop(), () => {});
+    }
   }
 
   /** Follows leases and members; a watch that ends on its own is opened again. */
@@ -169,7 +193,7 @@ export class PartitionManager {
         if (this.stopped) return;
         await new Promise((r) => setTimeout(r, 250));
         try {
-          watcher = this.watcher = await this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+          watcher = this.watcher = await this.openWatch();
           break;
         } catch {
           // NATS unavailable: try again

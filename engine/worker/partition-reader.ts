@@ -16,7 +16,7 @@
  * rather than after nats.js's own recovery, which waits on heartbeats a disconnect cancels.
  */
 import { createInbox, type Msg, type MsgHdrs, type Subscription } from '@nats-io/nats-core';
-import { AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { Runtime } from '../store/runtime.js';
 import { encodeJson } from '../protocol/json.js';
 import { isStreamNotFound } from '../store/nats-errors.js';
@@ -54,6 +54,14 @@ const RETRY_MAX_MS = 1_000;
 /** Tries to get a consumer placed on the stream leader before accepting another replica. */
 const PLACEMENT_TRIES = 6;
 const NS = 1_000_000;
+/**
+ * How long a consumer create may take. The meta leader places an R1 consumer on any of the
+ * stream's peers, also on one that was SIGKILLed and not yet seen as gone; that create is never
+ * answered (until the server is back), so waiting the API's usual 5 s per attempt kept a
+ * partition unread for most of a node's loss. A timed-out attempt is simply made again under a
+ * new name, which lands on a live peer two times in three.
+ */
+const CREATE_TIMEOUT_MS = 1_500;
 
 export class PartitionReader {
   private nextSeq = 1;
@@ -69,6 +77,9 @@ export class PartitionReader {
   private restarting: Promise<void> | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private counter = 0;
+  private createJsm: JetStreamManager | undefined;
+  /** Consumer creates that failed since the last one was accepted. */
+  private failedCreates = 0;
   /** Restarts, for tests and metrics. */
   restarts = 0;
 
@@ -156,6 +167,7 @@ export class PartitionReader {
         return;
       } catch (e) {
         if (this.stopped) return;
+        this.failedCreates++;
         if (attempt === 0 || attempt % 20 === 0) this.rt.logger.warn(`${this.options.label}: cannot open its consumer (${(e as Error).message}); retrying`);
         await sleep(delay);
         delay = Math.min(delay * 2, RETRY_MAX_MS);
@@ -170,25 +182,34 @@ export class PartitionReader {
     let clustered = false;
     for (let i = 0; ; i++) {
       const name = `${this.options.consumerPrefix}_${++this.counter}`;
-      const ci = await jsm.consumers.add(stream, {
-        name,
-        ack_policy: AckPolicy.None,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: this.nextSeq,
-        mem_storage: true,
-        num_replicas: 1,
-        inactive_threshold: 30_000 * NS,
-      });
+      this.createJsm ??= await jetstreamManager(this.rt.nc, { timeout: CREATE_TIMEOUT_MS, checkAPI: false });
+      const ci = await this.createJsm.consumers
+        .add(stream, {
+          name,
+          ack_policy: AckPolicy.None,
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: this.nextSeq,
+          mem_storage: true,
+          num_replicas: 1,
+          inactive_threshold: 30_000 * NS,
+        })
+        .catch((e: unknown) => {
+          // Perhaps made on a server that is down: it must not deliver when that server returns.
+          void jsm.consumers.delete(stream, name).catch(() => {});
+          throw e;
+        });
       const host = ci.cluster?.leader;
       if (i === 0) {
         const si = await jsm.streams.info(stream);
         clustered = (si.cluster?.replicas?.length ?? 0) > 0;
         leader = si.cluster?.leader;
       }
-      if (!clustered || !leader || host === leader || i + 1 >= PLACEMENT_TRIES) {
+      // Tries that timed out count too: while a node is down, waiting for the leader costs more.
+      if (!clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
         if (clustered && host !== leader) this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
         this.consumer = name;
         this.hostedOn = host;
+        this.failedCreates = 0;
         break;
       }
       await jsm.consumers.delete(stream, name).catch(() => {});

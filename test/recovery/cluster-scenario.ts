@@ -11,6 +11,7 @@
  * Everything goes through the public API, engine processes and raw NATS; stream and bucket names
  * come from streams.ts.
  */
+import { appendFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
@@ -113,6 +114,12 @@ export interface ClusterScenarioReport {
   durationMs: number;
 }
 
+/** $JETSTATE_RECOVERY_TRACE: a file for a timeline of the run (sends, leaders, engines, servers). */
+const traceFile = process.env['JETSTATE_RECOVERY_TRACE'];
+const trace = (line: string): void => {
+  if (traceFile) appendFileSync(traceFile, `${Date.now()} scenario ${line}\n`);
+};
+
 /** Runs the scenario once; always stops what it started (servers, stores, engines, connections). */
 export async function runClusterScenario(options: ClusterScenarioOptions = {}): Promise<ClusterScenarioReport> {
   const o = {
@@ -189,6 +196,7 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       const [from, to] = share(phase);
       const phaseBegan = Date.now();
       const gapMs = loss.burstMs / Math.max(1, to - from);
+      let lastAcceptedAt = phaseBegan;
       // Each instance's events in order, each after the previous was accepted, on schedule (one
       // that falls behind goes out at once).
       const sending = mapLimit(ids, ids.length, async (id, i) => {
@@ -196,21 +204,26 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
           await sleep(phaseBegan + (k - from) * gapMs + (i * gapMs) / ids.length - Date.now());
           await sendAccepted(c, id, k, `${id}-${k}`);
           progress.accepted(Date.now(), partitionOfId.get(id)!);
+          lastAcceptedAt = Date.now();
         }
       });
       sending.catch(() => {});
       // The node that leads the events stream (the most of them, in a layout with several) dies.
       await sleep(phaseBegan + loss.killAfterMs - Date.now());
       const victim = await eventsLeader(nc, namespace, servers);
+      const stopPoll = traceFile ? pollLeaders(urls, namespace) : () => {};
+      if (traceFile) await sleep(300);
       const killedAt = Date.now();
       await victim.server.kill();
+      trace(`phase ${phase + 1}: killed ${victim.name}`);
       o.log(`phase ${phase + 1}: killed ${victim.name}, the events stream's leader, ${killedAt - phaseBegan} ms into the phase's sends`);
       await sleep(loss.downMs);
       await retry(() => victim.server.restart(), 30_000);
       const downMs = Date.now() - killedAt;
+      trace(`phase ${phase + 1}: restarted ${victim.name}`);
       o.log(`phase ${phase + 1}: restarted ${victim.name} on its store after ${downMs} ms`);
       await sending;
-      o.log(`phase ${phase + 1}: events ${from}..${to - 1} of every instance accepted (${Date.now() - phaseBegan} ms into the phase)`);
+      o.log(`phase ${phase + 1}: events ${from}..${to - 1} of every instance accepted (the last ${lastAcceptedAt - phaseBegan} ms into the phase)`);
       const last = phase === o.losses.length - 1;
       if (last) {
         killing = false;
@@ -232,6 +245,8 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       }
       await settle(progress, o.instances * to, last ? o.settleMs : Math.min(o.settleMs, 10_000));
       const endedAt = Date.now();
+      stopPoll();
+      trace(`phase ${phase + 1}: settled`);
       const pauses = progress.longestPauses(o.partitions, killedAt, endedAt);
       losses.push({ killedServer: victim.name, downMs, longestPauseMs: pauses.map((x) => x.ms), longestPauseFromMs: pauses.map((x) => x.fromMs - killedAt) });
       o.log(`phase ${phase + 1}: applied (as watched) ${progress.totalApplied()} of ${o.instances * to}`);
@@ -279,6 +294,7 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       durationMs: Date.now() - began,
     };
   } finally {
+    if (traceFile) for (const s of servers) appendFileSync(traceFile, s.log().split('\n').map((l) => `${s.url} ${l}\n`).join(''));
     stopWatch();
     await killAllEngines();
     await within(client?.close() ?? Promise.resolve(), 10_000, 'client close').catch(() => {});
@@ -345,10 +361,12 @@ async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
 async function sendAccepted(client: Client, id: string, k: number, idempotencyKey: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
+    const attemptAt = Date.now();
     try {
       await client.send(counter, id, { type: 'ADD', k }, { idempotencyKey });
       return;
     } catch (e) {
+      trace(`send ${idempotencyKey} failed after ${Date.now() - attemptAt} ms: ${(e as Error).name} ${(e as Error).message.slice(0, 160)}`);
       if (e instanceof JetstateError && e.code === ErrorCode.InvalidEvent) throw e;
       if (Date.now() > deadline) throw new Error(`send ${idempotencyKey} not accepted within 60 s: ${(e as Error).message}`, { cause: e });
       await sleep(100 + Math.floor(Math.random() * 100));
@@ -478,4 +496,31 @@ function watchBucket(nc: NatsConnection, bucket: string, partitionOfId: Map<stri
     },
     restarts: () => restarts,
   };
+}
+
+/** For the trace: every second, the leader of every replicated asset of the namespace, on changes. */
+function pollLeaders(urls: string[], namespace: string): () => void {
+  let stopped = false;
+  void (async () => {
+    const pc = await connect({ servers: urls, name: 'cluster-scenario-poll', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    const jsm = await jetstreamManager(pc, { timeout: 1_000 });
+    // The names come from the meta leader, which may be the node that just died.
+    const names = await retry(async () => {
+      const out: string[] = [];
+      for await (const n of jsm.streams.names()) if (n.includes(namespace)) out.push(n);
+      return out.sort();
+    }, 30_000);
+    trace(`leader poll has ${names.length} streams`);
+    let prev = '';
+    while (!stopped) {
+      const began = Date.now();
+      const got = await Promise.all(names.map(async (n) => `${n.slice(namespace.length + 1)}=${await jsm.streams.info(n).then((i) => i.cluster?.leader ?? 'none', (e: Error) => e.message.slice(0, 12))}`));
+      const line = got.join(' ');
+      if (line !== prev) trace(`leaders (${Date.now() - began} ms): ${line.replaceAll(`${namespace}_`, '')}`);
+      prev = line;
+      await sleep(500);
+    }
+    await pc.close();
+  })().catch((e: Error) => trace(`leader poll failed: ${e.message}`));
+  return () => void (stopped = true);
 }

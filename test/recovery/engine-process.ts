@@ -22,6 +22,7 @@ import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { createEngine, isWorkflowDefinition, type WorkflowDefinition } from '../../engine/index.js';
 import { counter } from './counter-workflow.js';
 
@@ -98,8 +99,44 @@ async function loadWorkflows(list: string | undefined): Promise<WorkflowDefiniti
   return found;
 }
 
+/**
+ * With $JETSTATE_RECOVERY_TRACE set, every log line (info included) goes to stderr with the wall
+ * clock and pid, so that a scenario's engines can be laid next to its servers' events.
+ */
+const traced = Boolean(env['JETSTATE_RECOVERY_TRACE']);
+const traceLine = (level: string) => (m: string, f?: Record<string, unknown>): void => {
+  writeSync(2, `${Date.now()} pid ${process.pid} ${level} ${m}${f ? ` ${JSON.stringify(f)}` : ''}\n`);
+};
+const logger = traced ? { debug: () => {}, info: traceLine('info'), warn: traceLine('warn'), error: traceLine('error') } : undefined;
+const startedAt = Date.now();
+if (traced) traceLine('info')(`process up after ${Math.round(performance.now())} ms`);
+
+/**
+ * Traced, the engine gets a connection of ours whose requests (JetStream API calls, publishes)
+ * are logged when they fail or take over a second: where a start or a worker waits.
+ */
+async function tracedConnection(): Promise<NatsConnection> {
+  const nc = await connect({ servers: url!.split(','), name: `recovery-engine-${process.pid}`, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const request = nc.request.bind(nc);
+  nc.request = async (subject, payload, opts) => {
+    const began = Date.now();
+    try {
+      const m = await request(subject, payload, opts);
+      if (Date.now() - began > 1_000) traceLine('info')(`request ${subject} took ${Date.now() - began} ms`);
+      return m;
+    } catch (e) {
+      traceLine('info')(`request ${subject} failed after ${Date.now() - began} ms: ${(e as Error).message}`);
+      throw e;
+    }
+  };
+  void (async () => {
+    for await (const s of nc.status()) traceLine('info')(`connection ${s.type} ${JSON.stringify((s as { server?: unknown }).server ?? '')}`);
+  })();
+  return nc;
+}
+
 const engine = await createEngine({
-  servers: url.includes(',') ? url.split(',') : url,
+  ...(logger ? { logger, connection: await tracedConnection() } : { servers: url.includes(',') ? url.split(',') : url }),
   namespace,
   partitions,
   workflows: await loadWorkflows(values.workflows),
@@ -139,3 +176,4 @@ process.on('SIGINT', shutdown);
 process.on('disconnect', shutdown);
 
 say('READY', { engineId: engine.engineId, pid: process.pid, owned: engine.status().owned });
+if (traced) traceLine('info')(`ready after ${Date.now() - startedAt} ms`, { owned: engine.status().owned.length });

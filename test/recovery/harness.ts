@@ -5,6 +5,7 @@
  */
 import { readSubject } from '../../engine/store/read.js';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -13,6 +14,9 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, JetstateError, type Client, type HistoryEntry } from '../../engine/index.js';
 import { counter } from './counter-workflow.js';
 import { listEventsStreams } from './streams.js';
+
+/** $JETSTATE_RECOVERY_TRACE: a file that collects every child's stderr lines, labelled. */
+const traceFile = process.env['JETSTATE_RECOVERY_TRACE'];
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..', '..');
@@ -144,6 +148,7 @@ export class EngineChild {
       errBuffered += d;
       for (let i = errBuffered.indexOf('\n'); i >= 0; i = errBuffered.indexOf('\n')) {
         if (this.stderrLines.length < 500) this.stderrLines.push(errBuffered.slice(0, i));
+        if (traceFile) appendFileSync(traceFile, `${this.label} ${errBuffered.slice(0, i)}\n`);
         errBuffered = errBuffered.slice(i + 1);
       }
     });
