@@ -78,6 +78,7 @@ export class PartitionReader {
   private watchdog: NodeJS.Timeout | undefined;
   private counter = 0;
   private createJsm: JetStreamManager | undefined;
+  private streamReplicas: number | undefined;
   /** Consumer creates that failed since the last one was accepted. */
   private failedCreates = 0;
   /** Restarts, for tests and metrics. */
@@ -180,6 +181,11 @@ export class PartitionReader {
     const stream = this.options.stream;
     let leader: string | undefined;
     let clustered = false;
+    // On a replicated stream the consumer is replicated too: its leader is elected among the servers
+    // that are up, where one placed on a single server may land on a server that just died (the
+    // cluster takes seconds to notice) and wait for it to return.
+    this.streamReplicas ??= (await jsm.streams.info(stream)).config.num_replicas ?? 1;
+    const replicated = this.streamReplicas > 1;
     for (let i = 0; ; i++) {
       const name = `${this.options.consumerPrefix}_${++this.counter}`;
       this.createJsm ??= await jetstreamManager(this.rt.nc, { timeout: CREATE_TIMEOUT_MS, checkAPI: false });
@@ -190,7 +196,7 @@ export class PartitionReader {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: this.nextSeq,
           mem_storage: true,
-          num_replicas: 1,
+          num_replicas: replicated ? this.streamReplicas : 1,
           inactive_threshold: 30_000 * NS,
         })
         .catch((e: unknown) => {
@@ -205,8 +211,8 @@ export class PartitionReader {
         leader = si.cluster?.leader;
       }
       // Tries that timed out count too: while a node is down, waiting for the leader costs more.
-      if (!clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
-        if (clustered && host !== leader) this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
+      if (replicated || !clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
+        if (clustered && !replicated && host !== leader) this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
         this.consumer = name;
         this.hostedOn = host;
         this.failedCreates = 0;
