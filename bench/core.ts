@@ -109,8 +109,7 @@ const WF = counter.name;
 export const keyOf = (id: string): string => `${WF}.${id}`;
 
 /** `count` from a jetstate instance record. */
-export const jetstateCount = (b: Uint8Array): number =>
-  (JSON.parse(dec.decode(b)) as { snapshot: { context: { count: number } } }).snapshot.context.count;
+export const jetstateCount = (b: Uint8Array): number => (JSON.parse(dec.decode(b)) as { snapshot: { context: { count: number } } }).snapshot.context.count;
 /** `count` from a baseline value (an XState persisted snapshot). */
 const baselineCount = (b: Uint8Array): number => (JSON.parse(dec.decode(b)) as { context: { count: number } }).context.count;
 
@@ -717,12 +716,22 @@ function printSetting(r: SettingResult): void {
   const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
   const rows: string[][] = [
     ['', 'jetstate', 'baseline', 'jetstate/baseline'],
-    [`throughput, ${CFG.instances} instances x ${CFG.eventsPerInstance} events (transitions/s)`, fmtInt(jt.tput.rate), fmtInt(bl.tput.rate), ratio(jt.tput.rate, bl.tput.rate)],
+    [
+      `throughput, ${CFG.instances} instances x ${CFG.eventsPerInstance} events (transitions/s)`,
+      fmtInt(jt.tput.rate),
+      fmtInt(bl.tput.rate),
+      ratio(jt.tput.rate, bl.tput.rate),
+    ],
     ['  elapsed incl. worker start (s)', jt.tput.seconds.toFixed(2), bl.tput.seconds.toFixed(2), ''],
     ['  worker start (ms)', jt.tput.startupMs.toFixed(0), bl.tput.startupMs.toFixed(0), ''],
     ['  KV writes', fmtInt(jt.tput.writes), fmtInt(bl.tput.writes), ''],
     ...(repeat > 1 ? [[`  all ${repeat} runs (median shown)`, runsOf(jt.tput), runsOf(bl.tput), '']] : []),
-    ['same backlog, jetstate maxBatch: 1 (one write per event) (transitions/s)', fmtInt(jt.tput1.rate), fmtInt(bl.tput.rate), ratio(jt.tput1.rate, bl.tput.rate)],
+    [
+      'same backlog, jetstate maxBatch: 1 (one write per event) (transitions/s)',
+      fmtInt(jt.tput1.rate),
+      fmtInt(bl.tput.rate),
+      ratio(jt.tput1.rate, bl.tput.rate),
+    ],
     ['  elapsed / worker start (s)', `${jt.tput1.seconds.toFixed(2)} / ${(jt.tput1.startupMs / 1_000).toFixed(2)}`, '', ''],
     ['  KV writes', fmtInt(jt.tput1.writes), '', ''],
     ...(repeat > 1 ? [[`  all ${repeat} runs (median shown)`, runsOf(jt.tput1), '', '']] : []),
@@ -804,13 +813,18 @@ export function stepper(label: string, serverPid: number | undefined, noisy: str
 export function printEnvironment(): void {
   const cpus = os.cpus();
   const natsVersion = spawnSync(findNatsServer(), ['--version'], { encoding: 'utf8' }).stdout.trim();
-  console.log(`machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`);
+  console.log(
+    `machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`,
+  );
   console.log(`node ${process.version}, ${natsVersion}, store in ${os.tmpdir()}`);
   const git = (a: string[]): string => spawnSync('git', a, { encoding: 'utf8', cwd: new URL('..', import.meta.url).pathname }).stdout?.trim() ?? '';
   const rev = git(['rev-parse', '--short', 'HEAD']);
   const dirty = git(['status', '--porcelain', '--', 'engine', 'adapters']);
   if (rev) console.log(`code: git ${rev}${dirty ? ' + uncommitted changes in engine/ or adapters/' : ''}`);
-  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  const load = os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
   console.log(`load average before the run: ${load} (steps during which other processes used CPU are listed under each table)`);
 }
 
@@ -880,7 +894,9 @@ async function main(): Promise<void> {
     printSetting(r);
   }
   console.log(`\nsummary (transitions/s; p50/p99 ms):`);
-  const rows: string[][] = [['server', 'jetstate tput', 'baseline tput', 'ratio', 'jt maxBatch 1', 'ratio', 'jt solo p50/p99', 'bl solo p50/p99', 'jt open p50/p99', 'bl open p50/p99']];
+  const rows: string[][] = [
+    ['server', 'jetstate tput', 'baseline tput', 'ratio', 'jt maxBatch 1', 'ratio', 'jt solo p50/p99', 'bl solo p50/p99', 'jt open p50/p99', 'bl open p50/p99'],
+  ];
   for (const r of results) {
     rows.push([
       r.setting,
@@ -896,7 +912,12 @@ async function main(): Promise<void> {
     ]);
   }
   console.log(table(rows));
-  console.log(`total ${((now() - t) / 1_000).toFixed(0)} s; load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `total ${((now() - t) / 1_000).toFixed(0)} s; load average after: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   clearTimeout(watchdog);
 }
 

@@ -34,7 +34,10 @@ const timed = defineWorkflow({
   version: 1,
   input: z.object({ dueAtMs: z.number() }),
   events: { NOOP: z.object({}) },
-  machine: setup({ types: { context: {} as { dueAtMs: number }, input: {} as { dueAtMs: number } }, delays: { due: ({ context }) => Math.max(0, context.dueAtMs - Date.now()) } }).createMachine({
+  machine: setup({
+    types: { context: {} as { dueAtMs: number }, input: {} as { dueAtMs: number } },
+    delays: { due: ({ context }) => Math.max(0, context.dueAtMs - Date.now()) },
+  }).createMachine({
     context: ({ input }) => ({ dueAtMs: input.dueAtMs }),
     initial: 'waiting',
     states: { waiting: { after: { due: 'fired' }, on: { NOOP: {} } }, fired: { type: 'final' } },
@@ -46,7 +49,10 @@ const tasked = defineWorkflow({
   version: 1,
   input: z.object({ viaTask: z.boolean() }),
   events: { GO: z.object({}) },
-  machine: setup({ types: { context: {} as { viaTask: boolean }, input: {} as { viaTask: boolean } }, actors: { noop: activity(async () => ({ ok: true }), { retry: { maxAttempts: 1 } }) } }).createMachine({
+  machine: setup({
+    types: { context: {} as { viaTask: boolean }, input: {} as { viaTask: boolean } },
+    actors: { noop: activity(async () => ({ ok: true }), { retry: { maxAttempts: 1 } }) },
+  }).createMachine({
     context: ({ input }) => ({ viaTask: input.viaTask }),
     initial: 'idle',
     states: {
@@ -91,7 +97,9 @@ try {
     due.set(`timed.${id}`, dueAtMs);
     await engine.start(timed, { id, input: { dueAtMs } });
   });
-  console.log(`started ${TIMERS} timed instances in ${((ms() - t0) / 1_000).toFixed(1)} s; due over ${WINDOW_MS / 1_000} s from ${new Date(base).toISOString()}`);
+  console.log(
+    `started ${TIMERS} timed instances in ${((ms() - t0) / 1_000).toFixed(1)} s; due over ${WINDOW_MS / 1_000} s from ${new Date(base).toISOString()}`,
+  );
   await fired;
   watcher.stop();
   const lateness = [...firedAt].map(([k, t]) => t - due.get(k)!).sort((a, b) => a - b);
@@ -143,7 +151,10 @@ try {
   const plain = await latency(false);
   const viaTask = await latency(true);
   rows.push([`one instance, GO to final state, plain transition: p50 / p99 (ms)`, `${fmtMs(percentile(plain, 0.5))} / ${fmtMs(percentile(plain, 0.99))}`]);
-  rows.push([`one instance, GO to final state through a no-op task: p50 / p99 (ms)`, `${fmtMs(percentile(viaTask, 0.5))} / ${fmtMs(percentile(viaTask, 0.99))}`]);
+  rows.push([
+    `one instance, GO to final state through a no-op task: p50 / p99 (ms)`,
+    `${fmtMs(percentile(viaTask, 0.5))} / ${fmtMs(percentile(viaTask, 0.99))}`,
+  ]);
   rows.push(['  added by the task, p50 (ms)', fmtMs(percentile(viaTask, 0.5) - percentile(plain, 0.5))]);
   taskWatch.stop();
   console.log('\n' + table(rows));

@@ -22,7 +22,9 @@ const urls = servers.map((s) => s.url);
 const nc = await connect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250, name: 'probe-pub' });
 const ncw = await connect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250, name: 'probe-watch' });
 nc.closed().catch(() => {});
-(async () => { for await (const s of nc.status()) console.log(`${t()} pub-conn status ${s.type} ${JSON.stringify((s as any).server ?? (s as any).data ?? '')}`); })();
+(async () => {
+  for await (const s of nc.status()) console.log(`${t()} pub-conn status ${s.type} ${JSON.stringify((s as any).server ?? (s as any).data ?? '')}`);
+})();
 const jsm = await jetstreamManager(ncw, { timeout: 2_000 });
 for (let i = 0; i < STREAMS; i++) await jsm.streams.add({ name: `s${i}`, subjects: [`s${i}.>`], num_replicas: 3, duplicate_window: 120e9 } as never);
 const js = jetstream(nc);
@@ -48,9 +50,15 @@ const pubs = Array.from({ length: STREAMS }, async (_, i) => {
 });
 async function leaders(): Promise<Map<string, string>> {
   const m = new Map<string, string>();
-  await Promise.all(Array.from({ length: STREAMS }, async (_, i) => {
-    try { m.set(`s${i}`, (await jsm.streams.info(`s${i}`)).cluster?.leader ?? '-'); } catch (e) { m.set(`s${i}`, `err:${(e as Error).message.slice(0, 30)}`); }
-  }));
+  await Promise.all(
+    Array.from({ length: STREAMS }, async (_, i) => {
+      try {
+        m.set(`s${i}`, (await jsm.streams.info(`s${i}`)).cluster?.leader ?? '-');
+      } catch (e) {
+        m.set(`s${i}`, `err:${(e as Error).message.slice(0, 30)}`);
+      }
+    }),
+  );
   return m;
 }
 await sleep(2_000);
@@ -61,7 +69,10 @@ const victimName = [...count].sort((a, b) => b[1] - a[1])[0]![0];
 const victim = servers[Number(victimName.slice(1))]!;
 console.log(`leaders before: ${JSON.stringify(Object.fromEntries(count))}; killing ${victimName}`);
 t0 = Date.now();
-for (let i = 0; i < STREAMS; i++) { lastOk[i] = 0; maxGap[i] = 0; }
+for (let i = 0; i < STREAMS; i++) {
+  lastOk[i] = 0;
+  maxGap[i] = 0;
+}
 failures.length = 0;
 const killAt = Date.now();
 await victim.kill();
@@ -73,7 +84,13 @@ const creator = (async () => {
   for (let n = 0; running; n++) {
     const began = Date.now();
     try {
-      const ci = await jsmc.consumers.add('s0', { name: `c${n}`, ack_policy: 'none' as never, mem_storage: true, num_replicas: 1, inactive_threshold: 10e9 } as never);
+      const ci = await jsmc.consumers.add('s0', {
+        name: `c${n}`,
+        ack_policy: 'none' as never,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: 10e9,
+      } as never);
       creates.push(`${((began - t0) / 1000).toFixed(1)}:ok@${ci.cluster?.leader}(${Date.now() - began}ms)`);
     } catch (e) {
       creates.push(`${((began - t0) / 1000).toFixed(1)}:${(e as Error).message.slice(0, 12)}`);
@@ -104,8 +121,11 @@ const byStream = new Map<number, typeof failures>();
 for (const f of failures) byStream.set(f.s, [...(byStream.get(f.s) ?? []), f]);
 for (let i = 0; i < STREAMS; i++) {
   const fs = byStream.get(i) ?? [];
-  console.log(`s${i} leader-before=${before.get(`s${i}`)} failures=${fs.length} first=${fs[0] ? fs[0].at : '-'}ms last=${fs.at(-1) ? fs.at(-1)!.at + fs.at(-1)!.took : '-'}ms maxGapOk=${maxGap[i]}ms errs=${[...new Set(fs.map((f) => f.err))].join(' | ')}`);
+  console.log(
+    `s${i} leader-before=${before.get(`s${i}`)} failures=${fs.length} first=${fs[0] ? fs[0].at : '-'}ms last=${fs.at(-1) ? fs.at(-1)!.at + fs.at(-1)!.took : '-'}ms maxGapOk=${maxGap[i]}ms errs=${[...new Set(fs.map((f) => f.err))].join(' | ')}`,
+  );
 }
-await nc.close(); await ncw.close();
+await nc.close();
+await ncw.close();
 for (const s of servers) await s.kill();
 process.exit(0);

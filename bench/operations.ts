@@ -81,7 +81,12 @@ const clusterRepeat = Math.min(repeat, 3);
 const SECTIONS = ['storage', 'replicas', 'partitions'] as const;
 type Section = (typeof SECTIONS)[number];
 const only = new Set(
-  (args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',') ?? [...SECTIONS]).map((s) => {
+  (
+    args
+      .find((a) => a.startsWith('--only='))
+      ?.slice('--only='.length)
+      .split(',') ?? [...SECTIONS]
+  ).map((s) => {
     if (!(SECTIONS as readonly string[]).includes(s)) {
       console.error(`--only takes a comma-separated list of ${SECTIONS.join(', ')}; got '${s}'`);
       process.exit(2);
@@ -469,10 +474,17 @@ async function main(): Promise<void> {
   const rev = git(['rev-parse', '--short', 'HEAD']);
   const dirty = git(['status', '--porcelain', '--', 'engine', 'adapters']);
   console.log(`jetstate operations benchmark ${args.join(' ')}`.trim());
-  console.log(`machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`);
+  console.log(
+    `machine: ${cpus[0]?.model ?? 'unknown cpu'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`,
+  );
   console.log(`node ${process.version}, ${natsVersion}, stores in ${os.tmpdir()}`);
   if (rev) console.log(`code: git ${rev}${dirty ? ' + uncommitted changes in engine/ or adapters/' : ''}`);
-  console.log(`load average before the run: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `load average before the run: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   console.log(
     `workflow: counter (bench/core.ts); throughput: backlog of ${fmtInt(OPS.instances)} instances x ${OPS.events} events, ` +
       `timed from engine start until a KV watch saw all applied; each throughput ${repeat}x, on the cluster ${clusterRepeat}x (median shown, runs interleaved); ` +
@@ -495,7 +507,8 @@ async function main(): Promise<void> {
         }
       } else variants.push(one16);
       const r = await onServers(only.has('partitions') ? 'partitions' : 'storage', list, variants, only.has('storage') ? {} : undefined);
-      if (only.has('storage')) rows.push({ section: 'storage', label: 'one server, default settings', tput: r.tput.get(one16)!, solo: r.solo, soloNoisy: r.soloNoisy });
+      if (only.has('storage'))
+        rows.push({ section: 'storage', label: 'one server, default settings', tput: r.tput.get(one16)!, solo: r.solo, soloNoisy: r.soloNoisy });
       if (only.has('partitions')) for (const v of variants) rows.push({ section: 'partitions', label: v.label, tput: r.tput.get(v)! });
     } finally {
       await stopServers(list);
@@ -542,7 +555,12 @@ async function main(): Promise<void> {
         noisy.join('\n  '),
     );
   }
-  console.log(`total ${((now() - t0) / 1_000).toFixed(0)} s, of which ${(waitedMs / 1_000).toFixed(0)} s waiting for other processes to go quiet; load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `total ${((now() - t0) / 1_000).toFixed(0)} s, of which ${(waitedMs / 1_000).toFixed(0)} s waiting for other processes to go quiet; load average after: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   clearTimeout(watchdog);
 }
 // ---------------------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ import { runRestate, startRestateService, type RestateService } from './peers/re
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const usage = (why: string): never => {
-  console.error(`bench:peers: ${why}\nflags: --quick --only=jetstate|jetstate-default|jetstate-always|restate|A|B,... --c=1,100,500 --warmup=S --measure=S --profile --wait=watch|waitFor --no-netns`);
+  console.error(
+    `bench:peers: ${why}\nflags: --quick --only=jetstate|jetstate-default|jetstate-always|restate|A|B,... --c=1,100,500 --warmup=S --measure=S --profile --wait=watch|waitFor --no-netns`,
+  );
   process.exit(2);
 };
 for (const a of args) {
@@ -105,10 +107,14 @@ async function runInNetns(): Promise<number | undefined> {
   const probe = spawnSync('unshare', [...unshare, '--', 'ip', 'link', 'set', 'lo', 'up'], { stdio: 'ignore' });
   if (probe.status !== 0) return undefined;
   const script = realpathSync(fileURLToPath(import.meta.url));
-  const child = spawn('unshare', [...unshare, '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.execArgv, script, ...args], {
-    stdio: 'inherit',
-    env: { ...process.env, [NETNS_ENV]: '1' },
-  });
+  const child = spawn(
+    'unshare',
+    [...unshare, '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.execArgv, script, ...args],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, [NETNS_ENV]: '1' },
+    },
+  );
   const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);
@@ -140,11 +146,15 @@ async function main(): Promise<void> {
   if (install) Object.assign(versions, { 'restate-server': install.serverVersion, '@restatedev/restate-sdk': install.sdkVersion });
   const loadBefore = loadAverage();
   const started = now();
-  const profileFile = profile ? join(projectRoot, '.jetstate', 'profiles', `peers-always-A-c100-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`) : undefined;
+  const profileFile = profile
+    ? join(projectRoot, '.jetstate', 'profiles', `peers-always-A-c100-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`)
+    : undefined;
 
   console.log(`## Peer benchmark: jetstate and Restate (npm run bench:peers${args.length ? ` -- ${args.join(' ')}` : ''})\n`);
   for (const line of machineFacts(versions)) console.log(`- ${line}`);
-  console.log(`- network: ${process.env[NETNS_ENV] ? 'a private network namespace with only loopback (unshare --net)' : 'the host network; every server binds 127.0.0.1'}`);
+  console.log(
+    `- network: ${process.env[NETNS_ENV] ? 'a private network namespace with only loopback (unshare --net)' : 'the host network; every server binds 127.0.0.1'}`,
+  );
   console.log(`- load average before: ${loadBefore}`);
   console.log(
     `- shared machine: the load generator, the jetstate engine (same process) or the Restate service (its own Node process), and nats-server or restate-server all run on these cores; ` +
@@ -192,10 +202,19 @@ async function main(): Promise<void> {
             m = r;
           } else {
             const profileThis = profileFile !== undefined && system === 'jetstate-always' && workload === 'A' && c === 100;
-            m = await runJetstate({ syncAlways: system === 'jetstate-always', workload, concurrency: c, window, wait, ...(profileThis ? { profileFile } : {}) });
+            m = await runJetstate({
+              syncAlways: system === 'jetstate-always',
+              workload,
+              concurrency: c,
+              window,
+              wait,
+              ...(profileThis ? { profileFile } : {}),
+            });
           }
           rows.push({ system, workload, concurrency: c, m });
-          log(`${((now() - t) / 1_000).toFixed(1)} s: ${Math.round((m.loop.invocations * 10) / m.loop.seconds)} steps/s, p50 ${m.loop.p50.toFixed(2)} ms, p99 ${m.loop.p99.toFixed(2)} ms`);
+          log(
+            `${((now() - t) / 1_000).toFixed(1)} s: ${Math.round((m.loop.invocations * 10) / m.loop.seconds)} steps/s, p50 ${m.loop.p50.toFixed(2)} ms, p99 ${m.loop.p99.toFixed(2)} ms`,
+          );
         }
       }
     }
@@ -209,14 +228,19 @@ async function main(): Promise<void> {
   }
 
   if (restateDescribe) console.log(`- Restate configuration: ${restateDescribe}; SDK service with RESTATE_LOGGING=WARN`);
-  const titles: Record<Workload, string> = { A: 'Workload A: durable steps (10 sequential steps per invocation)', B: 'Workload B: external events (10 events per invocation, applied in order)' };
+  const titles: Record<Workload, string> = {
+    A: 'Workload A: durable steps (10 sequential steps per invocation)',
+    B: 'Workload B: external events (10 events per invocation, applied in order)',
+  };
   for (const workload of workloads) {
     const these = rows.filter((r) => r.workload === workload);
     console.log(`\n### ${titles[workload]}\n`);
     console.log(workloadTable(these));
     const retried = these.filter((r) => r.m.retries > 0);
     if (retried.length > 0) {
-      console.log(`\nNATS acknowledged some start()/send() calls later than the client's 5 s and they were sent again (idempotent): ${retried.map((r) => `${SYSTEM_LABEL[r.system].replace(' | ', ', ')} C=${r.concurrency}: ${r.m.retries}`).join('; ')}`);
+      console.log(
+        `\nNATS acknowledged some start()/send() calls later than the client's 5 s and they were sent again (idempotent): ${retried.map((r) => `${SYSTEM_LABEL[r.system].replace(' | ', ', ')} C=${r.concurrency}: ${r.m.retries}`).join('; ')}`,
+      );
     }
     const ratios = ratioTable(these);
     if (ratios) {
@@ -225,7 +249,10 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\ntotal ${((now() - started) / 1_000).toFixed(0)} s; load average before: ${loadBefore}, after: ${loadAverage()}`);
-  if (profileFile) console.log(`CPU profile (jetstate, sync always, A, C=100, measured window): ${profileFile}\nsummary: npx tsx bench/tools/cpuprofile-summary.ts ${profileFile}`);
+  if (profileFile)
+    console.log(
+      `CPU profile (jetstate, sync always, A, C=100, measured window): ${profileFile}\nsummary: npx tsx bench/tools/cpuprofile-summary.ts ${profileFile}`,
+    );
   clearTimeout(watchdog);
   if (failure) {
     console.log(`\nINCOMPLETE: ${failure.label} failed: ${failure.error.message.split('\n')[0]}`);

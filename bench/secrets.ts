@@ -9,7 +9,12 @@ import { performance } from 'node:perf_hooks';
 import { createKeyRing, openPaths, sealPaths } from '../engine/security/secrets.js';
 import { redactPaths } from '../engine/security/redact.js';
 
-const ring = createKeyRing({ keys: [{ id: 'old', key: randomBytes(32).toString('base64') }, { id: 'new', key: randomBytes(32).toString('base64') }] });
+const ring = createKeyRing({
+  keys: [
+    { id: 'old', key: randomBytes(32).toString('base64') },
+    { id: 'new', key: randomBytes(32).toString('base64') },
+  ],
+});
 const paths = ['card.number', 'applicant.ssn', 'cards.*.cvc'];
 const payload = {
   orderId: 'o-17',
@@ -25,7 +30,11 @@ function measure(label: string, n: number, fn: () => void): void {
   const t0 = performance.now();
   for (let i = 0; i < n; i++) fn();
   const ms = performance.now() - t0;
-  console.log(`${label.padEnd(34)} ${Math.round((n / ms) * 1000).toLocaleString('en').padStart(10)} ops/s   ${((ms * 1000) / n).toFixed(2)} µs/op`);
+  console.log(
+    `${label.padEnd(34)} ${Math.round((n / ms) * 1000)
+      .toLocaleString('en')
+      .padStart(10)} ops/s   ${((ms * 1000) / n).toFixed(2)} µs/op`,
+  );
 }
 
 const N = 100_000;

@@ -88,7 +88,9 @@ const FULL = quick
   ? { instances: 500, eventsPerInstance: 10, soloWarmup: 100, soloEvents: 500 }
   : { instances: CFG.instances, eventsPerInstance: CFG.eventsPerInstance, soloWarmup: CFG.soloWarmup, soloEvents: CFG.soloEvents };
 /** The cold way signs a token per event beforehand (about 1 ms each): a smaller workload. */
-const SMALL = quick ? { instances: 100, eventsPerInstance: 10, soloWarmup: 50, soloEvents: 200 } : { instances: 200, eventsPerInstance: 10, soloWarmup: 50, soloEvents: 500 };
+const SMALL = quick
+  ? { instances: 100, eventsPerInstance: 10, soloWarmup: 50, soloEvents: 200 }
+  : { instances: 200, eventsPerInstance: 10, soloWarmup: 50, soloEvents: 500 };
 const sizeOf = (m: ModeName): typeof FULL => (m === 'plain-small' || m === 'oidc-cold' ? SMALL : FULL);
 const WAIT_LIMIT_MS = 60_000;
 const WATCHDOG_MS = 90_000 + repeat * modes.length * (quick ? 10_000 : 25_000);
@@ -294,17 +296,33 @@ function print(r: Results, noisy: string[]): void {
   };
   if (measure !== 'latency') {
     rows.push(['backlog (instances x events)', ...cols.map((m) => `${fmtInt(sizeOf(m).instances)} x ${sizeOf(m).eventsPerInstance}`)]);
-    withCost('backlog throughput (transitions/s)', of(r.tput, (t) => t.rate), fmtInt);
+    withCost(
+      'backlog throughput (transitions/s)',
+      of(r.tput, (t) => t.rate),
+      fmtInt,
+    );
     rows.push([`  all ${repeat} runs`, ...cols.map((m) => (r.tput.get(m) ?? []).map((t) => fmtInt(t.rate)).join(' '))]);
-    withCost('  CPU of this process per transition (µs)', of(r.tput, (t) => t.cpuUsPerTransition), (v) => v.toFixed(1));
+    withCost(
+      '  CPU of this process per transition (µs)',
+      of(r.tput, (t) => t.cpuUsPerTransition),
+      (v) => v.toFixed(1),
+    );
     rows.push(['  send() rate while publishing the backlog (/s)', ...cols.map((m) => fmtInt(median((r.tput.get(m) ?? []).map((t) => t.sendRate ?? NaN))))]);
   }
   if (measure !== 'throughput') {
     rows.push(['latency: sequential events (after warm-up)', ...cols.map((m) => fmtInt(sizeOf(m).soloEvents))]);
-    withCost('latency, 1 instance: p50 (ms)', of(r.lat, (l) => l.p50), fmtMs);
+    withCost(
+      'latency, 1 instance: p50 (ms)',
+      of(r.lat, (l) => l.p50),
+      fmtMs,
+    );
     rows.push(['  p99 (ms)', ...cols.map((m) => fmtMs(median((r.lat.get(m) ?? []).map((l) => l.p99))))]);
     rows.push([`  p50 of all ${repeat} runs`, ...cols.map((m) => (r.lat.get(m) ?? []).map((l) => fmtMs(l.p50)).join(' '))]);
-    withCost('  send() itself p50 (ms)', of(r.lat, (l) => l.sendP50), fmtMs);
+    withCost(
+      '  send() itself p50 (ms)',
+      of(r.lat, (l) => l.sendP50),
+      fmtMs,
+    );
   }
   console.log(`\n${table(rows)}`);
   if (noisy.length > 0) console.log(`other processes used CPU during: ${noisy.join('; ')} (those figures are less reliable)`);

@@ -53,7 +53,10 @@ function oneStage(name: string, actor: PromiseActorLogic<unknown, { n: number }>
       context: ({ input }) => ({ n: input.n }),
       initial: 'working',
       states: {
-        working: { invoke: { src: 'stage', input: ({ context }: { context: { n: number } }) => ({ n: context.n }), onDone: 'done', onError: 'failed' }, on: { NOOP: {} } },
+        working: {
+          invoke: { src: 'stage', input: ({ context }: { context: { n: number } }) => ({ n: context.n }), onDone: 'done', onError: 'failed' },
+          on: { NOOP: {} },
+        },
         done: { type: 'final' },
         failed: { type: 'final' },
       },
@@ -77,7 +80,14 @@ const servers: NatsServer[] = [];
 const sides: Side[] = [];
 
 /** An endpoint, its state machine(s) and an engine with the extension, in a namespace of its own. */
-async function side(url: string, label: string, machines: Record<string, string>, workflowsOf: (arns: Record<string, string>) => WorkflowDefinition[], maxRequestsPerSecond?: number, pushMachines: string[] = []): Promise<Side & { arns: Record<string, string> }> {
+async function side(
+  url: string,
+  label: string,
+  machines: Record<string, string>,
+  workflowsOf: (arns: Record<string, string>) => WorkflowDefinition[],
+  maxRequestsPerSecond?: number,
+  pushMachines: string[] = [],
+): Promise<Side & { arns: Record<string, string> }> {
   const namespace = `bench_sfn_${label}_${process.pid}`;
   const forwarder = await connect({ servers: url, noAsyncTraces: true });
   const arns: Record<string, string> = {};
@@ -93,8 +103,20 @@ async function side(url: string, label: string, machines: Record<string, string>
     arns[name] = (await admin.send(new CreateStateMachineCommand({ name, definition, roleArn: ROLE }))).stateMachineArn!;
     if (pushMachines.includes(name)) pushArns.add(arns[name]);
   }
-  const extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: CREDENTIALS, ...(maxRequestsPerSecond ? { maxRequestsPerSecond } : {}) });
-  const engine = await createEngine({ servers: url, namespace, workflows: workflowsOf(arns), extensions: [extension], name: `bench-sfn-${label}`, recordShards: 1 });
+  const extension = stepFunctions({
+    region: local.region,
+    endpoint: local.endpoint,
+    credentials: CREDENTIALS,
+    ...(maxRequestsPerSecond ? { maxRequestsPerSecond } : {}),
+  });
+  const engine = await createEngine({
+    servers: url,
+    namespace,
+    workflows: workflowsOf(arns),
+    extensions: [extension],
+    name: `bench-sfn-${label}`,
+    recordShards: 1,
+  });
   const s = { local, admin, engine, extension, forwarder, namespace, arns };
   sides.push(s);
   return s;
@@ -187,7 +209,10 @@ async function main(): Promise<void> {
   const noise = otherCpu(server.pid);
 
   // 1 and 2: stages against the no-op activity, one engine.
-  const noop = oneStage('noop', activity<{ n: number }, unknown>(async () => ({ ok: true }), { retry: { maxAttempts: 1 } }));
+  const noop = oneStage(
+    'noop',
+    activity<{ n: number }, unknown>(async () => ({ ok: true }), { retry: { maxAttempts: 1 } }),
+  );
   let pushWf!: WorkflowDefinition;
   let pollWf!: WorkflowDefinition;
   const a = await side(
@@ -226,15 +251,29 @@ async function main(): Promise<void> {
 
   // 3: polling cost while 1,000 long executions are pending, three engines at once.
   const longWf: WorkflowDefinition[] = [];
-  const longOf = (name: string, completion: 'poll' | 'push') => (arns: Record<string, string>) => [(longWf[longWf.length] = oneStage(name, stepFunctionsExecution<unknown, { n: number }>({ stateMachineArn: arns['long']!, completion })))];
+  const longOf = (name: string, completion: 'poll' | 'push') => (arns: Record<string, string>) => [
+    (longWf[longWf.length] = oneStage(name, stepFunctionsExecution<unknown, { n: number }>({ stateMachineArn: arns['long']!, completion }))),
+  ];
   const pending = [
     { label: 'poll, default limit 10 requests/s', s: await side(server.url, 'poll10', { long }, longOf('long_poll', 'poll')), wf: longWf[0]! },
     { label: 'poll, limit raised to 1,000 requests/s', s: await side(server.url, 'poll1000', { long }, longOf('long_poll', 'poll'), 1_000), wf: longWf[1]! },
-    { label: "completion 'push' (status events into NATS)", s: await side(server.url, 'push', { long }, longOf('long_push', 'push'), undefined, ['long']), wf: longWf[2]! },
+    {
+      label: "completion 'push' (status events into NATS)",
+      s: await side(server.url, 'push', { long }, longOf('long_push', 'push'), undefined, ['long']),
+      wf: longWf[2]!,
+    },
   ];
   process.stderr.write(`starting ${N} executions that wait 60 s on each of 3 engines ... `);
   const tLong = now();
-  await Promise.all(pending.map((p) => pool(Array.from({ length: N }, (_, i) => `l${i}`), START_CONCURRENCY, (id) => p.s.engine.start(p.wf, { id, input: { n: 0 } }))));
+  await Promise.all(
+    pending.map((p) =>
+      pool(
+        Array.from({ length: N }, (_, i) => `l${i}`),
+        START_CONCURRENCY,
+        (id) => p.s.engine.start(p.wf, { id, input: { n: 0 } }),
+      ),
+    ),
+  );
   const deadline = now() + 30_000;
   while (pending.some((p) => p.s.extension.stats().pending < N)) {
     if (now() > deadline) throw new Error(`executions not all pending after 30 s: ${pending.map((p) => p.s.extension.stats().pending).join(', ')}`);
@@ -262,8 +301,18 @@ async function main(): Promise<void> {
       ['start -> done p50 (ms)', fmtMs(bNoop.p50), fmtMs(bPush.p50), fmtMs(bPoll.p50)],
       ['  p99 (ms)', fmtMs(bNoop.p99), fmtMs(bPush.p99), fmtMs(bPoll.p99)],
       ['  max (ms)', fmtMs(bNoop.max), fmtMs(bPush.max), fmtMs(bPoll.max)],
-      ['added by the stage, p50 / p99 (ms)', '', `${added(bPush.p50, bNoop.p50)} / ${added(bPush.p99, bNoop.p99)}`, `${added(bPoll.p50, bNoop.p50)} / ${added(bPoll.p99, bNoop.p99)}`],
-      ['StartExecution / DescribeExecution calls', '', `${pushAfter.starts - pushBefore.starts} / ${pushAfter.describes - pushBefore.describes}`, `${pollAfter.starts - pollBefore.starts} / ${pollAfter.describes - pollBefore.describes}`],
+      [
+        'added by the stage, p50 / p99 (ms)',
+        '',
+        `${added(bPush.p50, bNoop.p50)} / ${added(bPush.p99, bNoop.p99)}`,
+        `${added(bPoll.p50, bNoop.p50)} / ${added(bPoll.p99, bNoop.p99)}`,
+      ],
+      [
+        'StartExecution / DescribeExecution calls',
+        '',
+        `${pushAfter.starts - pushBefore.starts} / ${pushAfter.describes - pushBefore.describes}`,
+        `${pollAfter.starts - pollBefore.starts} / ${pollAfter.describes - pollBefore.describes}`,
+      ],
       ['instances not done (failed)', String(bNoop.failed), String(bPush.failed), String(bPoll.failed)],
     ]),
   );
@@ -288,7 +337,9 @@ async function main(): Promise<void> {
   );
   console.log('(poll schedule per execution: 5 s, then x1.5 up to 60 s, ±20% jitter: 0.2/s at first, 1/60 = 0.0167/s at the 60 s maximum)');
   const other = noise();
-  console.log(`\ntotal ${((now() - tAll) / 1_000).toFixed(0)} s${other !== undefined ? `; other processes used ${other.toFixed(2)} cores meanwhile${other > 0.1 ? ' (the figures are less reliable)' : ''}` : ''}`);
+  console.log(
+    `\ntotal ${((now() - tAll) / 1_000).toFixed(0)} s${other !== undefined ? `; other processes used ${other.toFixed(2)} cores meanwhile${other > 0.1 ? ' (the figures are less reliable)' : ''}` : ''}`,
+  );
   clearTimeout(watchdog);
   await nc.close();
 }

@@ -32,7 +32,14 @@
  */
 import { rm } from 'node:fs/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  type ReadableSpan,
+  type SpanExporter,
+} from '@opentelemetry/sdk-trace-base';
 import { MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { NatsServer } from '../adapters/nats-server/launcher.js';
 import type { EngineOptions } from '../engine/index.js';
@@ -234,13 +241,33 @@ function print(r: Results, noisy: string[]): void {
   };
   const of = <T>(source: Map<ModeName, T[]>, f: (x: T) => number): Map<ModeName, number> => new Map(cols.map((m) => [m, median((source.get(m) ?? []).map(f))]));
   if (measure !== 'latency') {
-    withCost(`backlog throughput, ${SIZE.instances} instances x ${SIZE.eventsPerInstance} events (transitions/s)`, of(r.tput, (t) => t.rate), fmtInt, true);
+    withCost(
+      `backlog throughput, ${SIZE.instances} instances x ${SIZE.eventsPerInstance} events (transitions/s)`,
+      of(r.tput, (t) => t.rate),
+      fmtInt,
+      true,
+    );
     rows.push([`  all ${repeat} runs`, ...cols.map((m) => (r.tput.get(m) ?? []).map((t) => fmtInt(t.rate)).join(' '))]);
-    withCost('  CPU of this process per transition (µs)', of(r.tput, (t) => t.cpuUsPerTransition), (v) => v.toFixed(1), false);
+    withCost(
+      '  CPU of this process per transition (µs)',
+      of(r.tput, (t) => t.cpuUsPerTransition),
+      (v) => v.toFixed(1),
+      false,
+    );
   }
   if (measure !== 'throughput') {
-    withCost(`latency, 1 instance, ${SIZE.soloEvents} sequential events: p50 (ms)`, of(r.lat, (l) => l.p50), fmtMs, false);
-    withCost('  p99 (ms)', of(r.lat, (l) => l.p99), fmtMs, false);
+    withCost(
+      `latency, 1 instance, ${SIZE.soloEvents} sequential events: p50 (ms)`,
+      of(r.lat, (l) => l.p50),
+      fmtMs,
+      false,
+    );
+    withCost(
+      '  p99 (ms)',
+      of(r.lat, (l) => l.p99),
+      fmtMs,
+      false,
+    );
     rows.push([`  p50 of all ${repeat} runs`, ...cols.map((m) => (r.lat.get(m) ?? []).map((l) => fmtMs(l.p50)).join(' '))]);
     rows.push(['  send() itself p50 (ms)', ...cols.map((m) => fmtMs(median((r.lat.get(m) ?? []).map((l) => l.sendP50))))]);
   }
@@ -259,7 +286,9 @@ function print(r: Results, noisy: string[]): void {
     const traced = mode.spans.byKind.get('jetstate.transition') ?? 0;
     const kinds = [...mode.spans.byKind].map(([k, v]) => `${fmtInt(v)} ${k}`).join(', ');
     const share = applied + started > 0 ? `${((traced / (applied + started)) * 100).toFixed(1)} %` : '-';
-    console.log(`  ${MODE_LABEL[m]}: spans exported: ${kinds}; metrics: ${fmtInt(applied)} events applied + ${fmtInt(started)} starts; ${share} of transitions traced`);
+    console.log(
+      `  ${MODE_LABEL[m]}: spans exported: ${kinds}; metrics: ${fmtInt(applied)} events applied + ${fmtInt(started)} starts; ${share} of transitions traced`,
+    );
   }
   if (noisy.length > 0) console.log(`other processes used CPU during: ${noisy.join('; ')} (those figures are less reliable)`);
 }

@@ -44,7 +44,11 @@ const pct = (xs: number[], p: number): number => {
 const ms = (x: number): string => (x < 10 ? x.toFixed(2) : x.toFixed(0));
 const row = (label: string, xs: number[]): string => `| ${label} | ${ms(pct(xs, 0.5))} | ${ms(pct(xs, 0.95))} | ${ms(pct(xs, 0.99))} |`;
 
-console.log(`machine: ${cpus()[0]?.model ?? '?'}, nproc ${cpus().length}, ${Math.round(totalmem() / 2 ** 30)} GiB; node ${process.version}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+console.log(
+  `machine: ${cpus()[0]?.model ?? '?'}, nproc ${cpus().length}, ${Math.round(totalmem() / 2 ** 30)} GiB; node ${process.version}; load average ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
 console.log(`command: npx tsx bench/ui.ts --instances=${N} --repeat=${REPEAT}\n`);
 
 const storeDir = await mkdtemp(join(tmpdir(), 'jetstate-bench-ui-'));
@@ -138,7 +142,9 @@ try {
   const indexed = performance.now() - t0;
   gc();
   const heapAfter = process.memoryUsage().heapUsed;
-  console.log(`UI server listening after ${ms(listening)} ms; index of ${N.toLocaleString('en')} instances ready after ${ms(indexed)} ms; heap +${((heapAfter - heapBefore) / 2 ** 20).toFixed(0)} MiB\n`);
+  console.log(
+    `UI server listening after ${ms(listening)} ms; index of ${N.toLocaleString('en')} instances ready after ${ms(indexed)} ms; heap +${((heapAfter - heapBefore) / 2 ** 20).toFixed(0)} MiB\n`,
+  );
 
   const timed = async (path: string): Promise<number> => {
     const s = performance.now();
@@ -201,7 +207,9 @@ try {
   writing = false;
   await reader;
   console.log(row(`list page while ${updates.length.toLocaleString('en')} records are rewritten (${during.length} requests)`, during));
-  console.log(`\nlive: ${updates.length.toLocaleString('en')} records rewritten by another thread in ${ms(writerMs)} ms (${Math.round(updates.length / (writerMs / 1000)).toLocaleString('en')}/s); the index showed the last one ${ms(caughtUp - written)} ms after the last write was acknowledged\n`);
+  console.log(
+    `\nlive: ${updates.length.toLocaleString('en')} records rewritten by another thread in ${ms(writerMs)} ms (${Math.round(updates.length / (writerMs / 1000)).toLocaleString('en')}/s); the index showed the last one ${ms(caughtUp - written)} ms after the last write was acknowledged\n`,
+  );
 
   const missing = chromiumMissing();
   if (missing) console.log(`browser: skipped (${missing})`);
@@ -226,8 +234,12 @@ try {
       // The first of each starts a cold browser (its cache, its first worker): reported apart.
       console.log('browser (Chromium, fresh page each time), ms:\n');
       console.log('| page | first | p50 of the next 10 | max of the next 10 |\n|---|---:|---:|---:|');
-      console.log(`| list: navigation until the first rows are on screen | ${ms(listLoad[0]!)} | ${ms(pct(listLoad.slice(1), 0.5))} | ${ms(Math.max(...listLoad.slice(1)))} |`);
-      console.log(`| instance: until the statechart is laid out, drawn and highlighted | ${ms(instanceLoad[0]!)} | ${ms(pct(instanceLoad.slice(1), 0.5))} | ${ms(Math.max(...instanceLoad.slice(1)))} |`);
+      console.log(
+        `| list: navigation until the first rows are on screen | ${ms(listLoad[0]!)} | ${ms(pct(listLoad.slice(1), 0.5))} | ${ms(Math.max(...listLoad.slice(1)))} |`,
+      );
+      console.log(
+        `| instance: until the statechart is laid out, drawn and highlighted | ${ms(instanceLoad[0]!)} | ${ms(pct(instanceLoad.slice(1), 0.5))} | ${ms(Math.max(...instanceLoad.slice(1)))} |`,
+      );
     } finally {
       await browser.close();
     }

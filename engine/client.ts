@@ -33,7 +33,6 @@ import { redactEnvelopes } from './security/redact.js';
 import { admit, check, limitsOf } from './gate/admission.js';
 import { checkEvent, checkInput } from './gate/validate.js';
 
-
 export interface StartOptions<W extends WorkflowDefinition> {
   /** Instance id; the same id with the same input returns the existing instance. Random if absent. */
   id?: string;
@@ -182,7 +181,12 @@ export class Client implements AsyncDisposable {
     check(await admit(this.rt.security.verifier, workflow, { kind: 'start' }, options.token, 'client'), 'nothing was started');
     const event = { type: EngineEvent.Start, input: input.value, version: workflow.version };
     const tel = this.rt.telemetry;
-    const span = tel.startSpan(`jetstate.start ${workflow.name}`, SpanKind.PRODUCER, { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id }, context.active());
+    const span = tel.startSpan(
+      `jetstate.start ${workflow.name}`,
+      SpanKind.PRODUCER,
+      { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id },
+      context.active(),
+    );
     // Wait for the engine's answer only when an engine that serves the workflow is alive.
     const served = options.wait === false ? false : await this.partitionServed(workflow.name, id);
     if (served === false && options.wait !== false) this.warnIfUnserved(workflow.name);
@@ -192,14 +196,24 @@ export class Client implements AsyncDisposable {
       const data = encodeInboxEvent(this.rt, workflow.name, id, event);
       this.checkSize(workflow, id, 'start', data);
       const ack = await this.publish(
-        { workflow: workflow.name, id, event, ...(options.token ? { token: options.token } : {}), trace: carrierOf(span) ?? carrierOfActive(context.active()), ...(reply ? { replyTo: reply.inbox } : {}) },
+        {
+          workflow: workflow.name,
+          id,
+          event,
+          ...(options.token ? { token: options.token } : {}),
+          trace: carrierOf(span) ?? carrierOfActive(context.active()),
+          ...(reply ? { replyTo: reply.inbox } : {}),
+        },
         data,
       );
       span.setAttribute('jetstate.event.seq', ack.seq);
       this.remember(this.rt.names.instanceKey(workflow.name, id));
       const answer = reply ? await reply.answer : undefined;
       if (answer?.outcome === 'conflict') {
-        fail(ErrorCode.InstanceConflict, `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`);
+        fail(
+          ErrorCode.InstanceConflict,
+          `workflow '${workflow.name}' instance '${id}' already exists with a different input; use another id, or the same input to get the existing instance`,
+        );
       }
       if (answer?.outcome === 'rejected') throw rejectionError(String(answer.reason ?? 'refused'), 'nothing was started');
       const record = answer ? await this.readRecord(workflow.name, id) : null;
@@ -225,7 +239,12 @@ export class Client implements AsyncDisposable {
     const tel = this.rt.telemetry;
     const parent = context.active();
     const type = typeof (event as { type?: unknown } | null)?.type === 'string' ? (event as { type: string }).type : 'unknown';
-    const span = tel.startSpan(`jetstate.send ${workflow.name}`, SpanKind.PRODUCER, { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id, 'jetstate.event.type': type }, parent);
+    const span = tel.startSpan(
+      `jetstate.send ${workflow.name}`,
+      SpanKind.PRODUCER,
+      { 'jetstate.workflow': workflow.name, 'jetstate.instance.id': id, 'jetstate.event.type': type },
+      parent,
+    );
     try {
       checkName(`workflow '${workflow.name}': instance id`, id);
       const checked = checkEvent(workflow, id, event);
@@ -342,7 +361,13 @@ export class Client implements AsyncDisposable {
     return this.control(workflow, id, EngineEvent.Delete, 'delete', options);
   }
 
-  private async control(workflow: WorkflowDefinition, id: string, type: string, kind: 'cancel' | 'terminate' | 'delete', options: ControlOptions): Promise<SendResult> {
+  private async control(
+    workflow: WorkflowDefinition,
+    id: string,
+    type: string,
+    kind: 'cancel' | 'terminate' | 'delete',
+    options: ControlOptions,
+  ): Promise<SendResult> {
     this.checkOpen();
     checkName(`workflow '${workflow.name}': instance id`, id);
     this.rt.registry.add(workflow);
@@ -353,17 +378,24 @@ export class Client implements AsyncDisposable {
     const key = this.rt.names.instanceKey(workflow.name, id);
     if (!this.known.has(key)) {
       const entry = await this.rt.records.ofKey(key).get(key);
-      if (!entry || entry.operation !== 'PUT') fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; nothing to ${kind}`);
+      if (!entry || entry.operation !== 'PUT')
+        fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; nothing to ${kind}`);
     }
     const event = { type, ...(options.reason !== undefined ? { reason: options.reason } : {}) };
-    const ack = await this.publish({ workflow: workflow.name, id, event, ...(options.token ? { token: options.token } : {}), trace: carrierOfActive(context.active()) }, encodeInboxEvent(this.rt, workflow.name, id, event));
+    const ack = await this.publish(
+      { workflow: workflow.name, id, event, ...(options.token ? { token: options.token } : {}), trace: carrierOfActive(context.active()) },
+      encodeInboxEvent(this.rt, workflow.name, id, event),
+    );
     return { seq: ack.seq, duplicate: ack.duplicate };
   }
 
   private checkSize(workflow: WorkflowDefinition, id: string, what: string, body: Uint8Array): void {
     const { maxEventBytes } = limitsOf(this.rt.security.limits, workflow);
     if (body.length > maxEventBytes) {
-      fail(ErrorCode.LimitExceeded, `[limit.event_size] workflow '${workflow.name}' instance '${id}': ${what} is ${body.length} bytes, over the limit of ${maxEventBytes}; send a reference (an object-store key) instead of the data; nothing was sent`);
+      fail(
+        ErrorCode.LimitExceeded,
+        `[limit.event_size] workflow '${workflow.name}' instance '${id}': ${what} is ${body.length} bytes, over the limit of ${maxEventBytes}; send a reference (an object-store key) instead of the data; nothing was sent`,
+      );
     }
   }
 
@@ -417,7 +449,8 @@ export class Client implements AsyncDisposable {
   async reencrypt<W extends WorkflowDefinition>(workflow: W): Promise<ReencryptReport> {
     this.checkOpen();
     this.rt.registry.add(workflow);
-    if (!this.rt.security.codec.ring) fail(ErrorCode.InvalidOptions, `reencrypt needs the key ring with the new key: secrets: { keyRing } (or JETSTATE_KEYS for the CLI)`);
+    if (!this.rt.security.codec.ring)
+      fail(ErrorCode.InvalidOptions, `reencrypt needs the key ring with the new key: secrets: { keyRing } (or JETSTATE_KEYS for the CLI)`);
     this.rt.security.codec.refresh();
     return reencryptWorkflows(this.rt, [...workflowTree(workflow)]);
   }
@@ -590,7 +623,8 @@ export class Client implements AsyncDisposable {
     this.rt.registry.add(workflow);
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
     const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_FOR_MS;
-    if (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs)) fail(ErrorCode.InvalidOptions, `waitFor: timeoutMs must be a non-negative number of milliseconds (got ${String(options.timeoutMs)})`);
+    if (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs))
+      fail(ErrorCode.InvalidOptions, `waitFor: timeoutMs must be a non-negative number of milliseconds (got ${String(options.timeoutMs)})`);
     const deadline = Date.now() + timeoutMs;
     const machines = this.machinesOf(workflow);
     let last: WorkflowInstance<W> | undefined;
@@ -613,7 +647,10 @@ export class Client implements AsyncDisposable {
           last = checkedMatches(this.view(workflow, record), workflow.name, machines);
           if (predicate(last)) return last;
           if (last.status !== 'running') {
-            fail(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}' is ${last.status} in state ${JSON.stringify(last.value)} and will not reach the awaited state`);
+            fail(
+              ErrorCode.Timeout,
+              `workflow '${workflow.name}' instance '${id}' is ${last.status} in state ${JSON.stringify(last.value)} and will not reach the awaited state`,
+            );
           }
         }
       } catch (e) {
@@ -625,7 +662,11 @@ export class Client implements AsyncDisposable {
       }
     }
     if (!last && lastError) {
-      throw new JetstateError(ErrorCode.Timeout, `workflow '${workflow.name}' instance '${id}': could not watch it within ${timeoutMs} ms: ${lastError.message}`, { cause: lastError });
+      throw new JetstateError(
+        ErrorCode.Timeout,
+        `workflow '${workflow.name}' instance '${id}': could not watch it within ${timeoutMs} ms: ${lastError.message}`,
+        { cause: lastError },
+      );
     }
     fail(
       ErrorCode.Timeout,
@@ -666,7 +707,10 @@ export class Client implements AsyncDisposable {
     if (!record) fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist`);
     const found = this.rt.registry.find(record.workflow, record.version);
     if (!found) {
-      fail(ErrorCode.WorkflowNotRegistered, `workflow '${workflow.name}' instance '${id}': stored version ${record.version} is not registered; pass it in 'workflows'`);
+      fail(
+        ErrorCode.WorkflowNotRegistered,
+        `workflow '${workflow.name}' instance '${id}': stored version ${record.version} is not registered; pass it in 'workflows'`,
+      );
     }
     return verifyInstance(found.def, found.runner, record, await this.historyThrough(workflow.name, id, record));
   }
@@ -695,7 +739,9 @@ export class Client implements AsyncDisposable {
   }
 
   protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
-    return (await readRecord(this.rt.records.of(workflow, id), this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null;
+    return (
+      (await readRecord(this.rt.records.of(workflow, id), this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null
+    );
   }
 
   protected parseRecord(workflow: string, id: string, bytes: Uint8Array): InstanceRecord {

@@ -53,9 +53,20 @@ export class Engine extends Client {
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
-    this.served = new Map(rt.registry.names().map((n) => [n, rt.registry.versions(n).map((v) => v.def.version).sort((a, b) => a - b)]));
+    this.served = new Map(
+      rt.registry.names().map((n) => [
+        n,
+        rt.registry
+          .versions(n)
+          .map((v) => v.def.version)
+          .sort((a, b) => a - b),
+      ]),
+    );
     const store = new InstanceStore(rt.records, rt.registry, rt.security.codec);
-    const committer = (this.committer = new Committer(rt, store, new ActionExecutor(rt), { afterStateWrite: options.testHooks?.afterStateWrite, beforeStateWrite: options.testHooks?.beforeStateWrite }));
+    const committer = (this.committer = new Committer(rt, store, new ActionExecutor(rt), {
+      afterStateWrite: options.testHooks?.afterStateWrite,
+      beforeStateWrite: options.testHooks?.beforeStateWrite,
+    }));
     // A pulled timer or task comes back to another engine this long after its engine died.
     const ackWaitMs = Math.min(30_000, Math.max(1_000, options.leaseTtlMs));
     this.timers = new TimerService(rt, options.clock ?? systemClock, ackWaitMs);
@@ -82,10 +93,20 @@ export class Engine extends Client {
       drainTimeoutMs: options.drainTimeoutMs,
       workflows: () => this.served,
       extensions: this.extensions.map((x) => x.name),
-      requiredExtensions: (workflow) => [...new Set(rt.registry.versions(workflow).flatMap((v) => [...v.runner.activities.values()].flatMap((a) => a.options.requires)))],
+      requiredExtensions: (workflow) => [
+        ...new Set(rt.registry.versions(workflow).flatMap((v) => [...v.runner.activities.values()].flatMap((a) => a.options.requires))),
+      ],
       beforeTrim: options.testHooks?.beforeTrim,
       startWorker: async (workflow, partition, checkpoint) => {
-        const ctx = { rt, store, committer, stream: rt.names.eventStream(workflow, partition), partition, signatureMaxAgeMs, tasks: options.localTasks > 0 ? this.tasks : undefined };
+        const ctx = {
+          rt,
+          store,
+          committer,
+          stream: rt.names.eventStream(workflow, partition),
+          partition,
+          signatureMaxAgeMs,
+          tasks: options.localTasks > 0 ? this.tasks : undefined,
+        };
         const worker = new PartitionWorker(rt, ctx, workflow, partition, checkpoint, {
           maxPending: options.maxPendingPerPartition,
           maxBatch: options.maxBatch,
@@ -103,7 +124,10 @@ export class Engine extends Client {
     const noRing = rt.registry.names().filter((n) => rt.security.codec.has(n) && !rt.security.codec.ring);
     if (noRing.length > 0) {
       if (rt.ownsConnection) await rt.nc.close().catch(() => {});
-      fail(ErrorCode.InvalidOptions, `workflow${noRing.length > 1 ? 's' : ''} ${noRing.map((n) => `'${n}'`).join(', ')} declare${noRing.length > 1 ? '' : 's'} secrets; give createEngine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS } ('id:base64 of 32 random bytes')`);
+      fail(
+        ErrorCode.InvalidOptions,
+        `workflow${noRing.length > 1 ? 's' : ''} ${noRing.map((n) => `'${n}'`).join(', ')} declare${noRing.length > 1 ? '' : 's'} secrets; give createEngine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS } ('id:base64 of 32 random bytes')`,
+      );
     }
     const engine = new Engine(rt, resolved);
     try {
@@ -142,7 +166,8 @@ export class Engine extends Client {
 
   /** Stops intake, drains in-flight events (up to `drainTimeoutMs`), releases partitions, closes. */
   protected override async shutdown(): Promise<void> {
-    for (const x of this.startedExtensions.splice(0).reverse()) await x.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (extension ${x.name}): ${e.message}`));
+    for (const x of this.startedExtensions.splice(0).reverse())
+      await x.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (extension ${x.name}): ${e.message}`));
     await this.timers.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (timers): ${e.message}`));
     await this.tasks.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (tasks): ${e.message}`));
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));

@@ -15,7 +15,10 @@ import { ErrorCode, fail } from './errors.js';
 import { NAME_PATTERN } from './protocol/names.js';
 
 const isConnection = (v: unknown): v is NatsConnection =>
-  typeof v === 'object' && v !== null && typeof (v as { publish?: unknown }).publish === 'function' && typeof (v as { request?: unknown }).request === 'function';
+  typeof v === 'object' &&
+  v !== null &&
+  typeof (v as { publish?: unknown }).publish === 'function' &&
+  typeof (v as { request?: unknown }).request === 'function';
 
 const ClientShape = z
   .object({
@@ -29,7 +32,10 @@ const ClientShape = z
      * JetStream using its hub's (`'hub'`), or a client on the hub reading an edge site (`'edge'`).
      * Absent: the JetStream of the server connected to. See docs/EDGE.md.
      */
-    jsDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "jsDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)").optional(),
+    jsDomain: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, "jsDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)")
+      .optional(),
     /** Prefix of every bucket, stream and subject. */
     namespace: z.string().regex(NAME_PATTERN, 'namespace: use 1-128 of A-Z a-z 0-9 _ -').default('jetstate'),
     /** Replicas of the streams and buckets jetstate creates (3 on a cluster). */
@@ -38,7 +44,12 @@ const ClientShape = z
      * How long the events stream remembers an idempotency key (`Nats-Msg-Id`); set when the
      * namespace is first created.
      */
-    duplicateWindowMs: z.number().int().min(100).max(7 * 24 * 3_600_000).default(120_000),
+    duplicateWindowMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(7 * 24 * 3_600_000)
+      .default(120_000),
     /**
      * How long the history stream (the audit trail) keeps entries; 0 keeps them for ever. Set
      * when the namespace is first created; `verify` needs the whole history of an instance.
@@ -60,7 +71,10 @@ const ClientShape = z
      * (`_INBOX.<user>`) and allow it to subscribe only there, so no other user can read its
      * replies (see docs/SECURITY.md).
      */
-    inboxPrefix: z.string().regex(/^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$/, "inboxPrefix: an inbox subject such as '_INBOX.sender' (tokens of A-Z a-z 0-9 _ -)").optional(),
+    inboxPrefix: z
+      .string()
+      .regex(/^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$/, "inboxPrefix: an inbox subject such as '_INBOX.sender' (tokens of A-Z a-z 0-9 _ -)")
+      .optional(),
     /** Connection name shown by the server. */
     name: z.string().default('jetstate'),
     /** NATS credentials: token, user/password, NKey seed (file), JWT creds file, TLS. Files are read again at every reconnect. */
@@ -69,7 +83,9 @@ const ClientShape = z
     identity: z.custom<IdentityOptions>((v) => typeof v === 'object' && v !== null, 'identity must be an object { oidc?, awsIam?, roles? }').optional(),
     /** The key ring for workflows that declare `secrets`: a KeyRing, or 'id1:base64key,id2:base64key' (the last is the newest). */
     secrets: z
-      .object({ keyRing: z.union([z.string().min(1), z.custom<KeyRing>((v) => v instanceof KeyRing, 'keyRing must come from createKeyRing() or be an id:base64 list')]) })
+      .object({
+        keyRing: z.union([z.string().min(1), z.custom<KeyRing>((v) => v instanceof KeyRing, 'keyRing must come from createKeyRing() or be an id:base64 list')]),
+      })
       .strict()
       .optional(),
     /** Limits for every workflow; a workflow's own `limits` override them. */
@@ -90,8 +106,12 @@ const ClientShape = z
      */
     telemetry: z
       .object({
-        tracerProvider: z.custom<TracerProvider>((v) => typeof (v as TracerProvider | undefined)?.getTracer === 'function', 'tracerProvider must have getTracer()').optional(),
-        meterProvider: z.custom<MeterProvider>((v) => typeof (v as MeterProvider | undefined)?.getMeter === 'function', 'meterProvider must have getMeter()').optional(),
+        tracerProvider: z
+          .custom<TracerProvider>((v) => typeof (v as TracerProvider | undefined)?.getTracer === 'function', 'tracerProvider must have getTracer()')
+          .optional(),
+        meterProvider: z
+          .custom<MeterProvider>((v) => typeof (v as MeterProvider | undefined)?.getMeter === 'function', 'meterProvider must have getMeter()')
+          .optional(),
       })
       .strict()
       .optional(),
@@ -110,13 +130,18 @@ export const ClientOptionsSchema = ClientShape.extend({
    * relay them in order, once, whenever their link to the hub is up (`edgeRelay` from
    * `jetstate/adapters/edge`). Used with `jsDomain` naming the site. See docs/EDGE.md.
    */
-  relayDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "relayDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)").optional(),
+  relayDomain: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, "relayDomain: a JetStream domain name such as 'hub' (1-64 of A-Z a-z 0-9 _ -)")
+    .optional(),
 })
   .strict()
   .refine(hasServer, needsServer);
 
 export const EngineOptionsSchema = ClientShape.extend({
-  workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).min(1, 'give at least one workflow from defineWorkflow()'),
+  workflows: z
+    .array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()'))
+    .min(1, 'give at least one workflow from defineWorkflow()'),
   /** A partition lease not renewed for this long is taken over by another engine. */
   leaseTtlMs: z.number().int().min(300).max(600_000).default(5_000),
   /** How long `close()` waits for in-flight events before it gives up on them (they are redelivered). */
@@ -151,17 +176,29 @@ export const EngineOptionsSchema = ClientShape.extend({
     })
     .optional(),
   /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */
-  clock: z.custom<{ now(): number }>((v) => typeof v === 'object' && v !== null && typeof (v as { now?: unknown }).now === 'function', 'clock must be { now(): number }').optional(),
+  clock: z
+    .custom<{ now(): number }>(
+      (v) => typeof v === 'object' && v !== null && typeof (v as { now?: unknown }).now === 'function',
+      'clock must be { now(): number }',
+    )
+    .optional(),
   /**
    * Services that run beside the engine and finish tasks out of band, e.g. the Step Functions
    * adapter: `extensions: [stepFunctions({ region })]`.
    */
   extensions: z
-    .array(z.custom<EngineExtension>((v) => typeof (v as EngineExtension | undefined)?.start === 'function' && typeof (v as EngineExtension).name === 'string', 'each extension must have a name and start()'))
+    .array(
+      z.custom<EngineExtension>(
+        (v) => typeof (v as EngineExtension | undefined)?.start === 'function' && typeof (v as EngineExtension).name === 'string',
+        'each extension must have a name and start()',
+      ),
+    )
     .default([]),
   /** Stable id of this engine process; defaults to a random one. */
   engineId: z.string().regex(NAME_PATTERN).optional(),
-}).strict().refine(hasServer, needsServer);
+})
+  .strict()
+  .refine(hasServer, needsServer);
 
 export type ClientOptions = z.input<typeof ClientOptionsSchema>;
 export type ResolvedClientOptions = z.output<typeof ClientOptionsSchema>;

@@ -58,7 +58,14 @@ let engine: Engine | undefined = await createEngine({
   telemetry: { tracerProvider },
   extensions: [stepFunctions({ region: sfn.region, endpoint: sfn.endpoint, credentials: CREDENTIALS })],
 });
-const ui = await createUiServer({ servers: nats.url, namespace, workflows: [order, approval, payment, hybrid], keyRing, port: 0, traceUrl: 'http://localhost:16686/trace/{traceId}' });
+const ui = await createUiServer({
+  servers: nats.url,
+  namespace,
+  workflows: [order, approval, payment, hybrid],
+  keyRing,
+  port: 0,
+  traceUrl: 'http://localhost:16686/trace/{traceId}',
+});
 const browser = await launchChromium();
 try {
   const e = engine;

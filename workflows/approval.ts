@@ -11,7 +11,11 @@ export const AccessRequestInput = z.object({
   requester: z.string().min(1),
   resource: z.string().min(1),
   /** How long the approver has; default three days. */
-  expiresInMs: z.number().int().positive().default(3 * 24 * 60 * 60 * 1000),
+  expiresInMs: z
+    .number()
+    .int()
+    .positive()
+    .default(3 * 24 * 60 * 60 * 1000),
   /** For the tour: the directory fails the first attempt, to show a retry. */
   simulateOutage: z.boolean().default(false),
 });

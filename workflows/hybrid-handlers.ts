@@ -7,7 +7,11 @@
 import { taskTokenForwarder } from '../adapters/step-functions/callback.js';
 import { HYBRID_TOKEN_STREAM, HYBRID_TOKEN_SUBJECT } from './hybrid-cloud.js';
 
-const forwarder = taskTokenForwarder({ servers: process.env['NATS_URL'] || 'nats://127.0.0.1:4222', subject: HYBRID_TOKEN_SUBJECT, stream: HYBRID_TOKEN_STREAM });
+const forwarder = taskTokenForwarder({
+  servers: process.env['NATS_URL'] || 'nats://127.0.0.1:4222',
+  subject: HYBRID_TOKEN_SUBJECT,
+  stream: HYBRID_TOKEN_STREAM,
+});
 
 export const taskHandlers = { 'hybrid-settle': forwarder };
 

@@ -31,7 +31,11 @@ const namespace = env['JETSTATE_NAMESPACE'] || 'jetstate';
 
 let server: NatsServer | undefined;
 if (!(await reachable(natsUrl))) {
-  server = await NatsServer.start({ storeDir: resolve(process.cwd(), '.jetstate', 'hybrid-data'), port: Number(new URL(natsUrl.replace(/^nats:/, 'http:')).port || 4222), serverName: 'jetstate_hybrid' });
+  server = await NatsServer.start({
+    storeDir: resolve(process.cwd(), '.jetstate', 'hybrid-data'),
+    port: Number(new URL(natsUrl.replace(/^nats:/, 'http:')).port || 4222),
+    serverName: 'jetstate_hybrid',
+  });
   process.stdout.write(`started nats-server (pid ${server.pid}) at ${server.url}\n`);
 }
 const url = server?.url ?? natsUrl;

@@ -145,7 +145,10 @@ export function defineHybridWorkflow(options: HybridWorkflowOptions = {}) {
         validating: {
           always: [
             { guard: 'valid', target: 'reserving' },
-            { target: 'rejected', actions: assign({ reason: ({ context }) => (CATALOGUE.has(context.sku) ? `at most ${MAX_QUANTITY} per order` : `unknown sku '${context.sku}'`) }) },
+            {
+              target: 'rejected',
+              actions: assign({ reason: ({ context }) => (CATALOGUE.has(context.sku) ? `at most ${MAX_QUANTITY} per order` : `unknown sku '${context.sku}'`) }),
+            },
           ],
         },
         reserving: {
@@ -164,7 +167,10 @@ export function defineHybridWorkflow(options: HybridWorkflowOptions = {}) {
             id: 'settle',
             src: 'settle',
             input: ({ context }) => ({ orderId: context.orderId, amount: context.amount, reservationId: context.reservationId! }),
-            onDone: { target: 'confirming', actions: assign({ settlementId: ({ event }) => event.output.settlement.settlementId, execution: ({ event }) => event.output.execution }) },
+            onDone: {
+              target: 'confirming',
+              actions: assign({ settlementId: ({ event }) => event.output.settlement.settlementId, execution: ({ event }) => event.output.execution }),
+            },
             onError: {
               target: 'releasing',
               actions: assign({
@@ -178,7 +184,13 @@ export function defineHybridWorkflow(options: HybridWorkflowOptions = {}) {
           on: { CANCEL: { target: 'releasing', actions: assign({ reason: ({ event }) => event.reason }) } },
         },
         releasing: {
-          invoke: { id: 'release', src: 'release', input: ({ context }) => ({ reservationId: context.reservationId! }), onDone: 'cancelled', onError: 'cancelled' },
+          invoke: {
+            id: 'release',
+            src: 'release',
+            input: ({ context }) => ({ reservationId: context.reservationId! }),
+            onDone: 'cancelled',
+            onError: 'cancelled',
+          },
         },
         confirming: {
           invoke: {

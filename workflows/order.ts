@@ -12,7 +12,11 @@ export const OrderInput = z.object({
   customer: z.string().min(1),
   amount: z.number().positive(),
   /** How long the customer has to pay; default one day. */
-  paymentWindowMs: z.number().int().positive().default(24 * 60 * 60 * 1000),
+  paymentWindowMs: z
+    .number()
+    .int()
+    .positive()
+    .default(24 * 60 * 60 * 1000),
 });
 
 /** What a sender may send, written once: the engine checks payloads with these, the machine is typed by them. */
@@ -23,7 +27,14 @@ export const OrderEvents = {
   CANCEL: z.object({ reason: z.string().default('customer request') }),
 };
 
-export type OrderContext = z.output<typeof OrderInput> & { paid: number; payments: number; carrier?: string; trackingId?: string; cancelReason?: string; expired?: boolean };
+export type OrderContext = z.output<typeof OrderInput> & {
+  paid: number;
+  payments: number;
+  carrier?: string;
+  trackingId?: string;
+  cancelReason?: string;
+  expired?: boolean;
+};
 
 /** What a finished order returns (its `output`): typed here, so `get(order, id).output` is too. */
 export interface OrderOutput {
@@ -61,7 +72,11 @@ export const order = defineWorkflow({
         after: { paymentWindow: { target: 'expired', actions: assign({ expired: true }) } },
         on: {
           PAY: [
-            { guard: 'fullyPaid', target: 'paid', actions: assign(({ context, event }) => ({ paid: context.paid + event.amount, payments: context.payments + 1 })) },
+            {
+              guard: 'fullyPaid',
+              target: 'paid',
+              actions: assign(({ context, event }) => ({ paid: context.paid + event.amount, payments: context.payments + 1 })),
+            },
             { actions: assign(({ context, event }) => ({ paid: context.paid + event.amount, payments: context.payments + 1 })) },
           ],
           CANCEL: { target: 'cancelled', actions: assign({ cancelReason: ({ event }) => event.reason }) },

@@ -1,12 +1,20 @@
 /** The CLI's commands, each speaking in plain words and returning an exit code. */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { createClient, JetstateError, ErrorCode, type Client, type HistoryEntry, type Instance, type ReencryptReport, type WorkflowDefinition } from '../../engine/index.js';
+import {
+  createClient,
+  JetstateError,
+  ErrorCode,
+  type Client,
+  type HistoryEntry,
+  type Instance,
+  type ReencryptReport,
+  type WorkflowDefinition,
+} from '../../engine/index.js';
 import { redactPaths } from '../../engine/internal.js';
 import { loadWorkflows } from './workflow-module.js';
 
 export { loadWorkflows };
-
 
 export interface CliValues {
   server?: string | undefined;
@@ -57,7 +65,11 @@ export function serverOf(values: CliValues): string {
 function pick(workflows: WorkflowDefinition[], name: string | undefined): WorkflowDefinition {
   if (!name) throw new JetstateError(ErrorCode.InvalidOptions, `name a workflow; known: ${names(workflows)}`);
   const versions = workflows.filter((w) => w.name === name).sort((a, b) => b.version - a.version);
-  if (!versions[0]) throw new JetstateError(ErrorCode.InvalidOptions, `no workflow named '${name}'; known: ${names(workflows)}; pass --workflows (or set JETSTATE_WORKFLOWS, or "workflows" in jetstate.config.json) to load others`);
+  if (!versions[0])
+    throw new JetstateError(
+      ErrorCode.InvalidOptions,
+      `no workflow named '${name}'; known: ${names(workflows)}; pass --workflows (or set JETSTATE_WORKFLOWS, or "workflows" in jetstate.config.json) to load others`,
+    );
   return versions[0];
 }
 
@@ -99,7 +111,13 @@ function describeEntry(e: HistoryEntry): string {
   // Task and child outcomes as the machine saw them (entries written before actorEvent existed say the same).
   const outcome = (kind: string): string => `${e.actorEvent ?? `xstate.${ev?.ok ? 'done' : 'error'}.actor.${ev?.invokeId}`} (${kind})`;
   const type =
-    ev?.type === 'jetstate.timer' ? `timer ${ev.timerId}` : ev?.type === 'jetstate.task' ? outcome('task') : ev?.type === 'jetstate.child' ? outcome('child') : (ev?.type ?? '?');
+    ev?.type === 'jetstate.timer'
+      ? `timer ${ev.timerId}`
+      : ev?.type === 'jetstate.task'
+        ? outcome('task')
+        : ev?.type === 'jetstate.child'
+          ? outcome('child')
+          : (ev?.type ?? '?');
   if (e.kind === 'rejected') return `  -   ${when}  ${type} rejected: ${e.reason}`;
   const move = e.from === null ? `-> ${JSON.stringify(e.to)}` : `${JSON.stringify(e.from)} -> ${JSON.stringify(e.to)}`;
   return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;
@@ -175,7 +193,10 @@ export async function runCommand(command: string, args: string[], values: CliVal
         const started = await client.start(workflow, { ...(values.id ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
         // start() returns the values it was given; the output shows secrets only with --reveal.
         const paths = workflow.security.secrets;
-        const inst = values.reveal || paths.length === 0 ? started : { ...started, context: redactPaths(started.context, paths), output: redactPaths(started.output, paths) };
+        const inst =
+          values.reveal || paths.length === 0
+            ? started
+            : { ...started, context: redactPaths(started.context, paths), output: redactPaths(started.output, paths) };
         out(`started ${describeInstance(inst)}`, inst);
         return 0;
       }
@@ -184,8 +205,16 @@ export async function runCommand(command: string, args: string[], values: CliVal
         const type = needs(args[2], 'event type');
         const payload = json(args[3] ?? values.data, 'the event payload');
         const event = { ...(payload as object), type } as never;
-        const r = await client.send(workflow, id, event, { ...(values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {}), ...(token ? { token } : {}) });
-        out(r.duplicate ? `${type} was already accepted for ${workflow.name} ${id} (stream sequence ${r.seq})` : `accepted ${type} for ${workflow.name} ${id} (stream sequence ${r.seq})`, r);
+        const r = await client.send(workflow, id, event, {
+          ...(values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {}),
+          ...(token ? { token } : {}),
+        });
+        out(
+          r.duplicate
+            ? `${type} was already accepted for ${workflow.name} ${id} (stream sequence ${r.seq})`
+            : `accepted ${type} for ${workflow.name} ${id} (stream sequence ${r.seq})`,
+          r,
+        );
         return 0;
       }
       case 'get': {
@@ -203,7 +232,12 @@ export async function runCommand(command: string, args: string[], values: CliVal
         const found: Instance[] = [];
         const filter = { ...(values.status ? { status: values.status as never } : {}), ...(values.state ? { state: values.state } : {}) };
         for await (const i of client.list(workflow, filter)) found.push(i);
-        out(found.length === 0 ? `no ${workflow.name} instances match` : found.map((i) => `${i.id}  ${i.status}  ${JSON.stringify(i.value)}  revision ${i.revision}`).join('\n'), found);
+        out(
+          found.length === 0
+            ? `no ${workflow.name} instances match`
+            : found.map((i) => `${i.id}  ${i.status}  ${JSON.stringify(i.value)}  revision ${i.revision}`).join('\n'),
+          found,
+        );
         return 0;
       }
       case 'history': {

@@ -47,7 +47,10 @@ export function readConfig(named: string | undefined, cwd: string = process.cwd(
   }
   const parsed = CliConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new JetstateError(ErrorCode.InvalidOptions, `the config file ${file} is not valid: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}; it may set "workflows", "server", "namespace" and "domain"`);
+    throw new JetstateError(
+      ErrorCode.InvalidOptions,
+      `the config file ${file} is not valid: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}; it may set "workflows", "server", "namespace" and "domain"`,
+    );
   }
   const config = parsed.data;
   const workflows = config.workflows && !isAbsolute(config.workflows) ? resolve(dirname(file), config.workflows) : config.workflows;
@@ -55,9 +58,14 @@ export function readConfig(named: string | undefined, cwd: string = process.cwd(
 }
 
 /** Flags, then environment, then config file. */
-export function resolveSettings(flags: Settings & { config?: string | undefined }, env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): Settings {
+export function resolveSettings(
+  flags: Settings & { config?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): Settings {
   const config = readConfig(flags.config, cwd);
-  const pick = (flag: string | undefined, envValue: string | undefined, fromFile: string | undefined): string | undefined => flag || envValue || fromFile || undefined;
+  const pick = (flag: string | undefined, envValue: string | undefined, fromFile: string | undefined): string | undefined =>
+    flag || envValue || fromFile || undefined;
   return {
     server: pick(flags.server, env['NATS_URL'], config.server),
     namespace: pick(flags.namespace, env['JETSTATE_NAMESPACE'], config.namespace),

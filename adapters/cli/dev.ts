@@ -45,7 +45,9 @@ async function devKeyRing(): Promise<string> {
 }
 
 const otlpEndpoint = (): string | undefined =>
-  process.env['OTEL_SDK_DISABLED']?.toLowerCase() === 'true' ? undefined : process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] || process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] || undefined;
+  process.env['OTEL_SDK_DISABLED']?.toLowerCase() === 'true'
+    ? undefined
+    : process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] || process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] || undefined;
 
 export async function runDev(values: CliValues): Promise<number> {
   const workflows = await loadWorkflows(values.workflows);
@@ -78,7 +80,14 @@ export async function runDev(values: CliValues): Promise<number> {
   if (server) process.once('exit', stopServer);
   try {
     const keyRing = await devKeyRing();
-    const engine = await createEngine({ servers: url, namespace: values.namespace, ...(values.domain ? { jsDomain: values.domain } : {}), workflows, name: 'jetstate-dev', secrets: { keyRing } });
+    const engine = await createEngine({
+      servers: url,
+      namespace: values.namespace,
+      ...(values.domain ? { jsDomain: values.domain } : {}),
+      workflows,
+      name: 'jetstate-dev',
+      secrets: { keyRing },
+    });
     const ui = values['no-ui'] ? undefined : await startUi(values, url, workflows, { fallbackToFreePort: true });
     const cli = 'npx jetstate';
     const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
@@ -101,7 +110,9 @@ export async function runDev(values: CliValues): Promise<number> {
         `  ${cli} send payment p-1 CONFIRM '{"cvc":"123"}'${server_}`,
         `  ${cli} get payment p-1${server_}          # the card number is [encrypted:dev1]; add --reveal to see it`,
         '',
-        otlpEndpoint() ? `Traces and metrics go over OTLP to ${otlpEndpoint()} (from the OTEL_* environment).` : 'Tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send traces to Jaeger or Tempo.',
+        otlpEndpoint()
+          ? `Traces and metrics go over OTLP to ${otlpEndpoint()} (from the OTEL_* environment).`
+          : 'Tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send traces to Jaeger or Tempo.',
         'Press Ctrl-C to stop (in-flight events are drained first).',
         '',
       ].join('\n'),

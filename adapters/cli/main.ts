@@ -72,7 +72,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const stray = (Object.keys(parsed.values) as OptionName[]).filter((o) => o !== 'help' && !spec.options.includes(o));
-  if (stray.length > 0) return report(usageError(`${stray.map((o) => `--${o}`).join(', ')} does not apply to '${command}'; see jetstate ${command} --help`), json);
+  if (stray.length > 0)
+    return report(usageError(`${stray.map((o) => `--${o}`).join(', ')} does not apply to '${command}'; see jetstate ${command} --help`), json);
 
   let values: CliValues;
   try {

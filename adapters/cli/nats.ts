@@ -30,7 +30,10 @@ function packageRoot(): string {
  * A usable nats-server for this project, fetched when none is found (`why` says, to the user,
  * what needs it). `dev` also takes the copy in jetstate's own folder (a clone of the repository).
  */
-export async function ensureNatsServer(why: string, options: { suite?: string | undefined; packageCopy?: boolean } = {}): Promise<FoundNatsServer & { fetched: boolean }> {
+export async function ensureNatsServer(
+  why: string,
+  options: { suite?: string | undefined; packageCopy?: boolean } = {},
+): Promise<FoundNatsServer & { fetched: boolean }> {
   const { suite, packageCopy = false } = options;
   const found = suite ? undefined : findUsableNatsServer(process.cwd(), packageCopy ? [projectNatsPath(packageRoot())] : []);
   if (found) return { ...found, fetched: false };
@@ -41,7 +44,10 @@ export async function ensureNatsServer(why: string, options: { suite?: string | 
 export async function runNats(args: string[], values: NatsValues): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== 'install' || rest.length > 0) {
-    throw new JetstateError(ErrorCode.InvalidOptions, `usage: jetstate nats install [--suite SUITE]${sub && sub !== 'install' ? `; unknown subcommand '${sub}'` : ''}`);
+    throw new JetstateError(
+      ErrorCode.InvalidOptions,
+      `usage: jetstate nats install [--suite SUITE]${sub && sub !== 'install' ? `; unknown subcommand '${sub}'` : ''}`,
+    );
   }
   if (values.suite !== undefined && !/^[a-z][a-z0-9-]*$/.test(values.suite)) {
     throw new JetstateError(ErrorCode.InvalidOptions, `--suite must be a Debian suite name like trixie or sid, got '${values.suite}'`);

@@ -35,14 +35,23 @@ Options:
 const FlagsSchema = z.object({
   port: z.coerce.number().int().min(0).max(65_535).default(8083),
   host: z.literal('127.0.0.1', { message: 'sfn-local listens on loopback only: --host 127.0.0.1' }).default('127.0.0.1'),
-  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'a region like us-east-1').default('us-east-1'),
-  account: z.string().regex(/^\d{12}$/, '12 digits').default('123456789012'),
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'a region like us-east-1')
+    .default('us-east-1'),
+  account: z
+    .string()
+    .regex(/^\d{12}$/, '12 digits')
+    .default('123456789012'),
   definitions: z.string().min(1).optional(),
   activity: z.array(z.string().min(1)).default([]),
   handlers: z.string().min(1).optional(),
   role: z.array(z.string().regex(/^arn:aws:iam::\d{12}:role\/\S+$/, 'a role ARN like arn:aws:iam::123456789012:role/name')).default([]),
   'events-nats': z.string().min(1).optional(),
-  'events-subject': z.string().regex(/^[^\s*>]+$/, 'a NATS subject without wildcards').default('aws.states.status'),
+  'events-subject': z
+    .string()
+    .regex(/^[^\s*>]+$/, 'a NATS subject without wildcards')
+    .default('aws.states.status'),
   'access-key-id': z.string().min(1).default('test'),
   'secret-access-key': z.string().min(1).default('test'),
 });

@@ -60,7 +60,8 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
     return undefined;
   }
   // Metrics follow traces to the same endpoint unless told otherwise; without an endpoint they stay off.
-  if (!env['OTEL_METRICS_EXPORTER'] && !env['OTEL_EXPORTER_OTLP_ENDPOINT'] && !env['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT']) env['OTEL_METRICS_EXPORTER'] = 'none';
+  if (!env['OTEL_METRICS_EXPORTER'] && !env['OTEL_EXPORTER_OTLP_ENDPOINT'] && !env['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'])
+    env['OTEL_METRICS_EXPORTER'] = 'none';
   if (!env['OTEL_LOGS_EXPORTER']) env['OTEL_LOGS_EXPORTER'] = 'none';
   // A timeout the user set wins; a one-shot command otherwise gives up quickly on a silent collector.
   if (options.oneShot && !TIMEOUTS.some((k) => env[k])) env['OTEL_EXPORTER_OTLP_TIMEOUT'] = String(ONE_SHOT_EXPORT_TIMEOUT_MS);
@@ -83,10 +84,13 @@ export async function startTelemetry(options: TelemetryOptions, env: NodeJS.Proc
       const deadline = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), SHUTDOWN_DEADLINE_MS)));
       try {
         const outcome = await Promise.race([sdk.shutdown().then(() => 'done' as const), deadline]);
-        if (outcome === 'late') process.stderr.write(`jetstate: the OpenTelemetry collector at ${endpointOf(env)} did not answer in time; what was not exported yet is dropped\n`);
+        if (outcome === 'late')
+          process.stderr.write(`jetstate: the OpenTelemetry collector at ${endpointOf(env)} did not answer in time; what was not exported yet is dropped\n`);
         return outcome;
       } catch (e) {
-        process.stderr.write(`jetstate: the OpenTelemetry collector at ${endpointOf(env)} did not answer (${(e as Error).message}); this command's traces were not exported\n`);
+        process.stderr.write(
+          `jetstate: the OpenTelemetry collector at ${endpointOf(env)} did not answer (${(e as Error).message}); this command's traces were not exported\n`,
+        );
         return 'failed';
       } finally {
         clearTimeout(timer);

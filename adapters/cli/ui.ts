@@ -9,12 +9,18 @@ import { keyRingText, loadWorkflows, serverOf, type CliValues } from './commands
 function portOf(values: CliValues): number | undefined {
   if (values.port === undefined) return undefined;
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new JetstateError(ErrorCode.InvalidOptions, `--port must be a port number 0-65535 (0 picks a free one), got '${values.port}'`);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535)
+    throw new JetstateError(ErrorCode.InvalidOptions, `--port must be a port number 0-65535 (0 picks a free one), got '${values.port}'`);
   return port;
 }
 
 /** Starts the web view with the CLI's flags; --reveal needs the key ring, as for `get --reveal`. */
-export async function startUi(values: CliValues, url: string, workflows: WorkflowDefinition[], options: { fallbackToFreePort?: boolean } = {}): Promise<UiServer> {
+export async function startUi(
+  values: CliValues,
+  url: string,
+  workflows: WorkflowDefinition[],
+  options: { fallbackToFreePort?: boolean } = {},
+): Promise<UiServer> {
   const keyRing = keyRingText();
   if (values.reveal && !keyRing) throw new JetstateError(ErrorCode.InvalidOptions, '--reveal needs the key ring in JETSTATE_KEYS');
   const base = {

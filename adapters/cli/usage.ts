@@ -15,9 +15,23 @@ export interface OptionSpec {
 
 export const OPTIONS = {
   server: { type: 'string', short: 's', value: 'URL', help: 'NATS server (default: $NATS_URL, else "server" of the config file, else nats://127.0.0.1:4222)' },
-  namespace: { type: 'string', short: 'n', value: 'NAME', help: 'namespace of streams and buckets (default: $JETSTATE_NAMESPACE, else the config file, else jetstate)' },
-  domain: { type: 'string', value: 'NAME', help: 'JetStream domain of the namespace, e.g. a leaf node\'s (default: $JETSTATE_DOMAIN, else the config file, else the server\'s own)' },
-  workflows: { type: 'string', short: 'w', value: 'PATH', help: 'module exporting the workflows, .js or .ts (default: $JETSTATE_WORKFLOWS, else the config file, else the bundled examples)' },
+  namespace: {
+    type: 'string',
+    short: 'n',
+    value: 'NAME',
+    help: 'namespace of streams and buckets (default: $JETSTATE_NAMESPACE, else the config file, else jetstate)',
+  },
+  domain: {
+    type: 'string',
+    value: 'NAME',
+    help: "JetStream domain of the namespace, e.g. a leaf node's (default: $JETSTATE_DOMAIN, else the config file, else the server's own)",
+  },
+  workflows: {
+    type: 'string',
+    short: 'w',
+    value: 'PATH',
+    help: 'module exporting the workflows, .js or .ts (default: $JETSTATE_WORKFLOWS, else the config file, else the bundled examples)',
+  },
   config: { type: 'string', short: 'c', value: 'FILE', help: 'config file (default: ./jetstate.config.json when it exists)' },
   json: { type: 'boolean', help: 'print JSON instead of text; errors as {"error":{"code","message"}} on stderr' },
   id: { type: 'string', value: 'ID', help: 'instance id (default: a new random one)' },
@@ -77,7 +91,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   },
   send: {
     args: '<workflow> <id> <TYPE> [JSON]',
-    summary: "send an event, e.g. send order o-1 PAY '{\"amount\":10}'",
+    summary: 'send an event, e.g. send order o-1 PAY \'{"amount":10}\'',
     options: [...CONNECTION, 'data', 'idempotency-key', 'token'],
   },
   get: {
@@ -125,9 +139,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
     summary: 'fetch a nats-server 2.10+ into ./.jetstate/nats (Debian/Ubuntu package, nothing installed system-wide)',
     details:
       'Uses $JETSTATE_NATS_SERVER, ./.jetstate/nats or a nats-server on PATH when it is 2.10 or newer. Otherwise\n' +
-      "downloads the distribution's package with apt-get download (from Debian 13 \"trixie\" through a private\n" +
+      'downloads the distribution\'s package with apt-get download (from Debian 13 "trixie" through a private\n' +
       "source list when the system's own is older than 2.10) and unpacks it with dpkg-deb -x into ./.jetstate/nats.\n" +
-      'Prints the binary\'s path on the last line of stdout. On other systems it says what to install.',
+      "Prints the binary's path on the last line of stdout. On other systems it says what to install.",
     options: ['suite', 'json'],
   },
   'sfn-local': {
@@ -168,7 +182,7 @@ export function overview(): string {
     'Options of the commands that talk to NATS:',
     ...CONNECTION.map(optionLine),
     optionLine('help'),
-    "      --version               print the version",
+    '      --version               print the version',
     '',
     ENVIRONMENT,
     "Run 'jetstate <command> --help' for a command's arguments and options.",

@@ -58,9 +58,15 @@ export async function loadWorkflows(path: string | undefined): Promise<WorkflowD
     if (e instanceof JetstateError) throw e;
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ERR_UNKNOWN_FILE_EXTENSION') {
-      throw new JetstateError(ErrorCode.InvalidOptions, `cannot load workflows from ${path}: Node cannot import this kind of file; pass a .js module (build it first)`);
+      throw new JetstateError(
+        ErrorCode.InvalidOptions,
+        `cannot load workflows from ${path}: Node cannot import this kind of file; pass a .js module (build it first)`,
+      );
     }
-    throw new JetstateError(ErrorCode.InvalidOptions, `cannot load workflows from ${path ?? 'the bundled examples'}: ${err.message}; pass --workflows (or set JETSTATE_WORKFLOWS) with a module that exports them`);
+    throw new JetstateError(
+      ErrorCode.InvalidOptions,
+      `cannot load workflows from ${path ?? 'the bundled examples'}: ${err.message}; pass --workflows (or set JETSTATE_WORKFLOWS) with a module that exports them`,
+    );
   }
   const found = new Set<WorkflowDefinition>();
   if (Array.isArray(mod['workflows'])) for (const w of mod['workflows']) if (isWorkflowDefinition(w)) found.add(w);

@@ -27,7 +27,10 @@ export const HubReadViewOptionsSchema = z
     /** JetStream domain of the site. */
     siteDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
     /** JetStream domain that holds the view (the hub's); default: the connection's own JetStream. */
-    hubDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+    hubDomain: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/)
+      .optional(),
     replicas: z.number().int().min(1).max(5).default(1),
     /** How long to wait for the first copy of the namespace meta record. */
     readyTimeoutMs: z.number().int().min(0).default(15_000),
@@ -74,7 +77,8 @@ export async function ensureHubReadView(options: HubReadViewOptions): Promise<Hu
   let shards: number;
   try {
     const meta = await (await new Kvm(siteJs).open(names.controlBucket)).get('meta');
-    const parsed = meta && meta.operation === 'PUT' ? z.object({ shards: z.number().int().positive().default(1) }).safeParse(decodeJson(meta.value)) : undefined;
+    const parsed =
+      meta && meta.operation === 'PUT' ? z.object({ shards: z.number().int().positive().default(1) }).safeParse(decodeJson(meta.value)) : undefined;
     if (!parsed?.success) throw new Error('no meta record');
     shards = parsed.data.shards;
   } catch (e) {
@@ -95,7 +99,13 @@ export async function ensureHubReadView(options: HubReadViewOptions): Promise<Hu
   }
   // Only the meta record of the control bucket: the site's signing key stays at the site.
   const control = `KV_${names.controlBucket}`;
-  await ensure(hub, { name: control, ...base, max_msgs_per_subject: 1, allow_rollup_hdrs: true, mirror: { name: control, domain: o.siteDomain, filter_subject: `$KV.${names.controlBucket}.meta` } as never });
+  await ensure(hub, {
+    name: control,
+    ...base,
+    max_msgs_per_subject: 1,
+    allow_rollup_hdrs: true,
+    mirror: { name: control, domain: o.siteDomain, filter_subject: `$KV.${names.controlBucket}.meta` } as never,
+  });
   mirrors.push(control);
   for (const name of [names.historyStream, names.deadLetterStream]) {
     await ensure(hub, { name, ...base, mirror: { name, domain: o.siteDomain } as never });
@@ -105,7 +115,10 @@ export async function ensureHubReadView(options: HubReadViewOptions): Promise<Hu
   const deadline = Date.now() + o.readyTimeoutMs;
   while ((await hub.streams.info(control)).state.messages === 0) {
     if (Date.now() > deadline) {
-      throw new JetstateError(ErrorCode.Timeout, `ensureHubReadView: the meta record of '${o.namespace}' was not mirrored from domain '${o.siteDomain}' within ${o.readyTimeoutMs} ms; is the leaf node link up?`);
+      throw new JetstateError(
+        ErrorCode.Timeout,
+        `ensureHubReadView: the meta record of '${o.namespace}' was not mirrored from domain '${o.siteDomain}' within ${o.readyTimeoutMs} ms; is the leaf node link up?`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -123,7 +136,10 @@ async function ensure(jsm: JetStreamManager, config: Partial<StreamConfig> & { n
     // A stream of that name that is not this view (the namespace itself lives in the hub) is never overwritten.
     const wantMirror = (config as { mirror?: { name: string } }).mirror;
     if (wantMirror && info.config.mirror?.name !== wantMirror.name) {
-      throw new JetstateError(ErrorCode.InvalidOptions, `ensureHubReadView: stream '${config.name}' already exists in the hub and is not a mirror of the site; the namespace exists in both domains (give each site its own namespace, docs/EDGE.md)`);
+      throw new JetstateError(
+        ErrorCode.InvalidOptions,
+        `ensureHubReadView: stream '${config.name}' already exists in the hub and is not a mirror of the site; the namespace exists in both domains (give each site its own namespace, docs/EDGE.md)`,
+      );
     }
     return;
   } catch (e) {

@@ -25,7 +25,17 @@ import { jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-i
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
 import type { EngineExtension, ExtensionHost } from '../../engine/index.js';
-import { decodeJson, encodeJson, ensureRelayStream, isCasConflict, isMessageNotFound, layout, parseOptions, partitionOf, type Layout } from '../../engine/internal.js';
+import {
+  decodeJson,
+  encodeJson,
+  ensureRelayStream,
+  isCasConflict,
+  isMessageNotFound,
+  layout,
+  parseOptions,
+  partitionOf,
+  type Layout,
+} from '../../engine/internal.js';
 
 export const EdgeRelayOptionsSchema = z
   .object({
@@ -163,7 +173,8 @@ class Relay {
           await this.prepareHub();
           moved = await this.relayBatch();
         }
-        if (this.lastError && failures > 0) this.host.logger.info(`edge relay of '${this.host.namespace}': the hub (domain '${this.o.hubDomain}') answers again`);
+        if (this.lastError && failures > 0)
+          this.host.logger.info(`edge relay of '${this.host.namespace}': the hub (domain '${this.o.hubDomain}') answers again`);
         this.lastError = undefined;
         failures = 0;
       } catch (e) {
@@ -172,7 +183,10 @@ class Relay {
         } else {
           this.lastError = (e as Error).message;
           // Logged once per outage, not per retry: a cut link is an expected state at the edge.
-          if (failures++ === 0) this.host.logger.warn(`edge relay of '${this.host.namespace}': cannot relay from the hub (domain '${this.o.hubDomain}') now: ${this.lastError}; retrying`);
+          if (failures++ === 0)
+            this.host.logger.warn(
+              `edge relay of '${this.host.namespace}': cannot relay from the hub (domain '${this.o.hubDomain}') now: ${this.lastError}; retrying`,
+            );
         }
       }
       if (moved === 0 && !this.stopped) await this.sleep(this.o.idleMs);
@@ -207,7 +221,9 @@ class Relay {
     const entry = await this.state.get(LEASE_KEY);
     try {
       if (!entry || entry.operation !== 'PUT') {
-        this.leaseRev = entry ? await this.state.update(LEASE_KEY, encodeJson({ engineId: this.host.engineId }), entry.revision) : await this.state.create(LEASE_KEY, encodeJson({ engineId: this.host.engineId }));
+        this.leaseRev = entry
+          ? await this.state.update(LEASE_KEY, encodeJson({ engineId: this.host.engineId }), entry.revision)
+          : await this.state.create(LEASE_KEY, encodeJson({ engineId: this.host.engineId }));
       } else {
         const holder = LeaseSchema.safeParse(decodeJson(entry.value));
         const mine = holder.success && holder.data.engineId === this.host.engineId;
@@ -265,7 +281,11 @@ class Relay {
       const next = (last?.seq ?? this.cp.seq) + 1;
       const msgs = await this.readAhead(next, Math.min(this.o.readAhead, this.o.batch - moved));
       if (msgs.length === 0) break;
-      for (const m of msgs) chains.set(m.subject, (chains.get(m.subject) ?? Promise.resolve()).then(() => this.publishOne(m)));
+      for (const m of msgs)
+        chains.set(
+          m.subject,
+          (chains.get(m.subject) ?? Promise.resolve()).then(() => this.publishOne(m)),
+        );
       moved += msgs.length;
       last = msgs[msgs.length - 1];
     }
@@ -274,7 +294,10 @@ class Relay {
     if (last) {
       const value = encodeJson({ seq: last.seq });
       try {
-        this.cp = { seq: last.seq, rev: this.cp.rev === 0 ? await this.state.create(CHECKPOINT_KEY, value) : await this.state.update(CHECKPOINT_KEY, value, this.cp.rev) };
+        this.cp = {
+          seq: last.seq,
+          rev: this.cp.rev === 0 ? await this.state.create(CHECKPOINT_KEY, value) : await this.state.update(CHECKPOINT_KEY, value, this.cp.rev),
+        };
       } catch (e) {
         if (isCasConflict(e)) throw new LostLease();
         throw e;

@@ -37,7 +37,8 @@ export function projectNatsPath(projectDir: string): string {
   return join(projectDir, '.jetstate', 'nats', 'usr', 'sbin', 'nats-server');
 }
 
-const atLeastMin = (major: number, minor: number): boolean => major > MIN_NATS_VERSION.major || (major === MIN_NATS_VERSION.major && minor >= MIN_NATS_VERSION.minor);
+const atLeastMin = (major: number, minor: number): boolean =>
+  major > MIN_NATS_VERSION.major || (major === MIN_NATS_VERSION.major && minor >= MIN_NATS_VERSION.minor);
 
 /** The version a binary reports, if it runs and is 2.10 or newer. */
 export function usableVersion(binary: string): string | undefined {
@@ -140,7 +141,9 @@ export interface FetchOptions {
 export async function fetchNatsServer(options: FetchOptions): Promise<FoundNatsServer> {
   const { projectDir, log } = options;
   if (process.platform !== 'linux' || !onPath('apt-get') || !onPath('dpkg-deb') || !onPath('apt-cache')) {
-    throw new NatsInstallError(`no nats-server 2.10 or newer was found, and this system has no apt-get and dpkg-deb to fetch Debian's package; ${INSTALL_YOURSELF}`);
+    throw new NatsInstallError(
+      `no nats-server 2.10 or newer was found, and this system has no apt-get and dpkg-deb to fetch Debian's package; ${INSTALL_YOURSELF}`,
+    );
   }
   const work = join(projectDir, '.jetstate', 'apt');
   const dest = join(projectDir, '.jetstate', 'nats');
@@ -150,7 +153,16 @@ export async function fetchNatsServer(options: FetchOptions): Promise<FoundNatsS
   try {
     // Cache and archives in the work folder, no lock on the system's apt state; root's downloads
     // stay root's (apt's sandbox user could not write into this folder).
-    const apt = ['-o', `Dir::Cache=${work}`, '-o', `Dir::Cache::archives=${join(work, 'archives')}`, '-o', 'Debug::NoLocking=1', '-o', 'APT::Sandbox::User=root'];
+    const apt = [
+      '-o',
+      `Dir::Cache=${work}`,
+      '-o',
+      `Dir::Cache::archives=${join(work, 'archives')}`,
+      '-o',
+      'Debug::NoLocking=1',
+      '-o',
+      'APT::Sandbox::User=root',
+    ];
     const candidate = options.suite ? undefined : await systemCandidate(log);
     const m = candidate ? /^(?:\d+:)?(\d+)\.(\d+)/.exec(candidate) : null;
     if (m && atLeastMin(Number(m[1]), Number(m[2]))) {
@@ -174,7 +186,10 @@ export async function fetchNatsServer(options: FetchOptions): Promise<FoundNatsS
       );
       const own = [...apt, '-o', `Dir::State::Lists=${join(work, 'lists')}`, '-o', `Dir::Etc::sourcelist=${list}`, '-o', 'Dir::Etc::sourceparts=-'];
       const update = await run('apt-get', [...own, 'update'], { cwd: work, log });
-      if (update.code !== 0) throw new NatsInstallError(`apt-get update of the private ${suite} source list failed (exit ${update.code}); check the network, or ${INSTALL_YOURSELF}`);
+      if (update.code !== 0)
+        throw new NatsInstallError(
+          `apt-get update of the private ${suite} source list failed (exit ${update.code}); check the network, or ${INSTALL_YOURSELF}`,
+        );
       const r = await run('apt-get', [...own, 'download', 'nats-server'], { cwd: work, log });
       if (r.code !== 0) throw new NatsInstallError(`apt-get download nats-server from ${suite} failed (exit ${r.code}); ${INSTALL_YOURSELF}`);
     }

@@ -116,16 +116,16 @@ export class NatsServer {
   private async launch(): Promise<void> {
     await mkdir(this.storeDir, { recursive: true });
     const o = this.options;
-    const lines = [
-      `listen: 127.0.0.1:${this.port}`,
-      `server_name: ${o.serverName ?? `jetstate_${this.port}`}`,
-    ];
+    const lines = [`listen: 127.0.0.1:${this.port}`, `server_name: ${o.serverName ?? `jetstate_${this.port}`}`];
     if (o.jetstream !== false) {
-      lines.push(`jetstream { store_dir: ${JSON.stringify(this.storeDir)}${o.syncAlways ? ', sync_interval: always' : ''}${o.domain ? `, domain: ${o.domain}` : ''} }`);
+      lines.push(
+        `jetstream { store_dir: ${JSON.stringify(this.storeDir)}${o.syncAlways ? ', sync_interval: always' : ''}${o.domain ? `, domain: ${o.domain}` : ''} }`,
+      );
     }
     // A leaf learns the address the hub advertises and reconnects there: the tests put a relay
     // in between (to cut the link) and have the hub advertise the relay's port.
-    if (o.leafListenPort !== undefined) lines.push(`leafnodes { listen: 127.0.0.1:${o.leafListenPort}${o.leafAdvertisePort ? `, advertise: "127.0.0.1:${o.leafAdvertisePort}"` : ''} }`);
+    if (o.leafListenPort !== undefined)
+      lines.push(`leafnodes { listen: 127.0.0.1:${o.leafListenPort}${o.leafAdvertisePort ? `, advertise: "127.0.0.1:${o.leafAdvertisePort}"` : ''} }`);
     if (o.leafRemotePorts?.length) {
       // Reconnect quickly after the hub comes back (the default waits a few seconds between tries).
       lines.push(`leafnodes { reconnect: "250ms", remotes: [${o.leafRemotePorts.map((p) => `{ url: "nats-leaf://127.0.0.1:${p}" }`).join(', ')}] }`);
@@ -222,7 +222,9 @@ export async function startCluster(options: ClusterOptions = {}): Promise<NatsSe
     const routePorts: number[] = [];
     for (let i = 0; i < size; i++) routePorts.push(await freePort());
     const servers = await Promise.all(
-      routePorts.map((port, i) => NatsServer.start({ binary, syncAlways, serverName: `n${i}`, cluster: { name, port, routes: routePorts.filter((p) => p !== port) } })),
+      routePorts.map((port, i) =>
+        NatsServer.start({ binary, syncAlways, serverName: `n${i}`, cluster: { name, port, routes: routePorts.filter((p) => p !== port) } }),
+      ),
     );
     const nc = await connect({ servers: servers.map((s) => s.url) });
     const deadline = Date.now() + 15_000;

@@ -31,10 +31,15 @@ const ActivityBridgeOptionsSchema = z
     client: z.custom<SFNClient>((v) => typeof v === 'object' && v !== null && typeof (v as SFNClient).send === 'function').optional(),
     clients: z.custom<StepFunctionsClients>((v) => typeof v === 'object' && v !== null && typeof (v as StepFunctionsClients).get === 'function').optional(),
     target: z.custom<StepFunctionsTarget>((v) => typeof v === 'object' && v !== null).optional(),
-    activityArn: z.string().regex(/^arn:[a-z-]+:states:[^:]*:[0-9]*:activity:.+$/, "activityArn must look like 'arn:aws:states:eu-west-1:123456789012:activity:name'"),
+    activityArn: z
+      .string()
+      .regex(/^arn:[a-z-]+:states:[^:]*:[0-9]*:activity:.+$/, "activityArn must look like 'arn:aws:states:eu-west-1:123456789012:activity:name'"),
     /** Shown in the execution history (default `jetstate-<pid>`). */
     workerName: z.string().min(1).max(80).optional(),
-    connection: z.custom<NatsConnection>((v) => typeof v === 'object' && v !== null && typeof (v as NatsConnection).request === 'function', 'connection must be a NatsConnection'),
+    connection: z.custom<NatsConnection>(
+      (v) => typeof v === 'object' && v !== null && typeof (v as NatsConnection).request === 'function',
+      'connection must be a NatsConnection',
+    ),
     /** Subject of the NATS service that does the work. */
     serviceSubject: z.string().min(1),
     /** How long the service may take to reply; then the task fails with `jetstate.ServiceTimeout`. */
@@ -134,7 +139,7 @@ export async function startActivityBridge(options: ActivityBridgeOptions): Promi
   };
 
   const poller = async (): Promise<void> => {
-    for (let failures = 0; !stopping.signal.aborted; ) {
+    for (let failures = 0; !stopping.signal.aborted;) {
       let task: GetActivityTaskCommandOutput;
       try {
         stats.polls++;
@@ -145,7 +150,10 @@ export async function startActivityBridge(options: ActivityBridgeOptions): Promi
         if (throttled) stats.throttled++;
         else stats.errors++;
         const wait = backoffDelayMs(++failures, throttled ? 500 : 1_000, 30_000);
-        (throttled ? logger.debug : logger.warn).call(logger, `activity bridge '${activityArn}': GetActivityTask failed (${(e as Error).name}: ${(e as Error).message}); polling again in ${wait} ms`);
+        (throttled ? logger.debug : logger.warn).call(
+          logger,
+          `activity bridge '${activityArn}': GetActivityTask failed (${(e as Error).name}: ${(e as Error).message}); polling again in ${wait} ms`,
+        );
         await sleep(wait, stopping.signal);
         continue;
       }

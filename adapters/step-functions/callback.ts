@@ -135,8 +135,10 @@ export type TaskTokenForwarder = ((event: unknown) => Promise<{ forwarded: true 
  */
 export function taskTokenForwarder(options: TaskTokenForwarderOptions): TaskTokenForwarder {
   const { subject, stream } = options;
-  if (!options.servers && !options.connection) throw new JetstateError(ErrorCode.InvalidOptions, `taskTokenForwarder for '${subject}': give 'servers' (e.g. 'nats://127.0.0.1:4222') or a 'connection'`);
-  if (options.connection && !isConnection(options.connection)) throw new JetstateError(ErrorCode.InvalidOptions, 'taskTokenForwarder: connection must be a NatsConnection');
+  if (!options.servers && !options.connection)
+    throw new JetstateError(ErrorCode.InvalidOptions, `taskTokenForwarder for '${subject}': give 'servers' (e.g. 'nats://127.0.0.1:4222') or a 'connection'`);
+  if (options.connection && !isConnection(options.connection))
+    throw new JetstateError(ErrorCode.InvalidOptions, 'taskTokenForwarder: connection must be a NatsConnection');
   let opened: Promise<NatsConnection> | undefined;
   const connection = async (): Promise<NatsConnection> => {
     if (options.connection) return options.connection;
@@ -280,7 +282,11 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
   const stream =
     o.stream ??
     (await jsm.streams.find(o.subject!).catch((e: unknown) => {
-      throw new JetstateError(ErrorCode.InvalidOptions, `serveCallbackTasks: no stream stores '${o.subject}' (${(e as Error).message}); create one with ensureTaskTokenStream() or name it in 'stream'`, { cause: e });
+      throw new JetstateError(
+        ErrorCode.InvalidOptions,
+        `serveCallbackTasks: no stream stores '${o.subject}' (${(e as Error).message}); create one with ensureTaskTokenStream() or name it in 'stream'`,
+        { cause: e },
+      );
     }));
   try {
     await jsm.consumers.info(stream, o.durable);
@@ -346,8 +352,17 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       let answer: TaskAnswer;
       try {
         // One GetExecutionHistory call (usually) when the execution is named; a failure fails the task.
-        const idempotencyKey = token.executionArn ? await Promise.race([stateEntryKey(client, token.executionArn, token.taskToken, controller.signal), aborted]) : hash;
-        const task: CallbackTask = { input: token.input, taskToken: token.taskToken, taskTokenHash: hash, idempotencyKey, signal: controller.signal, heartbeat: beat };
+        const idempotencyKey = token.executionArn
+          ? await Promise.race([stateEntryKey(client, token.executionArn, token.taskToken, controller.signal), aborted])
+          : hash;
+        const task: CallbackTask = {
+          input: token.input,
+          taskToken: token.taskToken,
+          taskTokenHash: hash,
+          idempotencyKey,
+          signal: controller.signal,
+          heartbeat: beat,
+        };
         if (token.executionArn) task.executionArn = token.executionArn;
         const result = await Promise.race([o.handler(task), aborted]);
         answer = answerOfResult(result, `output of ${what}`);
@@ -371,7 +386,9 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       if (outcome === 'gone') stats.gone++;
       else if (answer.ok) stats.succeeded++;
       else stats.failed++;
-      await entry.latest.ackAck().catch((e: unknown) => logger.warn(`${what}: acknowledging the token failed (${(e as Error).message}); it may be answered again, harmlessly`));
+      await entry.latest
+        .ackAck()
+        .catch((e: unknown) => logger.warn(`${what}: acknowledging the token failed (${(e as Error).message}); it may be answered again, harmlessly`));
     } finally {
       clearInterval(workingTimer);
       running.delete(hash);
@@ -381,7 +398,7 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
   };
 
   const loop = (async () => {
-    for (let failures = 0; !stopping; ) {
+    for (let failures = 0; !stopping;) {
       const free = o.concurrency - running.size;
       if (free <= 0) {
         await new Promise<void>((r) => (slotFreed = r));
@@ -414,7 +431,9 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       const outcome = await Promise.race([all.then(() => 'done' as const), sleep(o.drainTimeoutMs, drained.signal)]);
       drained.abort();
       if (outcome !== 'done') {
-        logger.warn(`callback tasks '${o.durable}': ${running.size} task(s) still running after ${o.drainTimeoutMs} ms; aborting them (their tokens are redelivered)`);
+        logger.warn(
+          `callback tasks '${o.durable}': ${running.size} task(s) still running after ${o.drainTimeoutMs} ms; aborting them (their tokens are redelivered)`,
+        );
         giveUp.abort();
         for (const r of running.values()) r.controller.abort(new Error('the callback task server is stopping'));
       }

@@ -24,7 +24,11 @@ type AwsCredentialIdentity = Awaited<ReturnType<AwsCredentialIdentityProvider>>;
 export const LONG_POLL_REQUEST_TIMEOUT_MS = 70_000;
 
 const isCredentials = (v: unknown): v is AwsCredentialsInput =>
-  typeof v === 'function' || (typeof v === 'object' && v !== null && typeof (v as AwsCredentialIdentity).accessKeyId === 'string' && typeof (v as AwsCredentialIdentity).secretAccessKey === 'string');
+  typeof v === 'function' ||
+  (typeof v === 'object' &&
+    v !== null &&
+    typeof (v as AwsCredentialIdentity).accessKeyId === 'string' &&
+    typeof (v as AwsCredentialIdentity).secretAccessKey === 'string');
 
 export const StepFunctionsClientsOptionsSchema = z
   .object({
@@ -36,7 +40,9 @@ export const StepFunctionsClientsOptionsSchema = z
      * Credentials of this process: signs calls without a role, and the AssumeRole calls of targets
      * with one. The AWS SDK's default chain when absent (environment, profile, container, instance).
      */
-    credentials: z.custom<AwsCredentialsInput>(isCredentials, 'credentials must be { accessKeyId, secretAccessKey, sessionToken? } or a provider function').optional(),
+    credentials: z
+      .custom<AwsCredentialsInput>(isCredentials, 'credentials must be { accessKeyId, secretAccessKey, sessionToken? } or a provider function')
+      .optional(),
     /** STS endpoint for AssumeRole; AWS's regional one by default. */
     stsEndpoint: z.string().url().optional(),
     /** Region of the STS calls; `region` by default. */
@@ -71,9 +77,15 @@ export interface StepFunctionsTarget {
 const TargetSchema = z
   .object({
     region: z.string().min(1).optional(),
-    roleArn: z.string().regex(/^arn:[a-z-]+:iam::[0-9]{12}:role\/.+$/, "roleArn must look like 'arn:aws:iam::123456789012:role/name'").optional(),
+    roleArn: z
+      .string()
+      .regex(/^arn:[a-z-]+:iam::[0-9]{12}:role\/.+$/, "roleArn must look like 'arn:aws:iam::123456789012:role/name'")
+      .optional(),
     externalId: z.string().min(2).max(1224).optional(),
-    sessionName: z.string().regex(/^[\w+=,.@-]{2,64}$/, 'sessionName: 2-64 of A-Z a-z 0-9 _ + = , . @ -').optional(),
+    sessionName: z
+      .string()
+      .regex(/^[\w+=,.@-]{2,64}$/, 'sessionName: 2-64 of A-Z a-z 0-9 _ + = , . @ -')
+      .optional(),
     longPoll: z.boolean().optional(),
   })
   .strict();
@@ -151,7 +163,12 @@ export function createStepFunctionsClients(options: StepFunctionsClientsOptions)
  * this provider on every call (it is cheap: a cached value) instead of applying its own 5-minute
  * rule, which would call STS on every request for credentials shorter-lived than that.
  */
-function assumedRoleCredentials(options: ResolvedClientsOptions, roleArn: string, externalId: string | undefined, sessionName: string): AwsCredentialIdentityProvider {
+function assumedRoleCredentials(
+  options: ResolvedClientsOptions,
+  roleArn: string,
+  externalId: string | undefined,
+  sessionName: string,
+): AwsCredentialIdentityProvider {
   const { logger } = options;
   let assumeProvider: AwsCredentialIdentityProvider | undefined;
   // Loaded on first use: only processes that assume roles need @aws-sdk/credential-providers.
@@ -161,7 +178,11 @@ function assumedRoleCredentials(options: ResolvedClientsOptions, roleArn: string
       try {
         loaded = await import('@aws-sdk/credential-providers');
       } catch (e) {
-        throw new JetstateError(ErrorCode.InvalidOptions, `assuming role '${roleArn}' needs the package @aws-sdk/credential-providers; install it next to @aws-sdk/client-sfn`, { cause: e });
+        throw new JetstateError(
+          ErrorCode.InvalidOptions,
+          `assuming role '${roleArn}' needs the package @aws-sdk/credential-providers; install it next to @aws-sdk/client-sfn`,
+          { cause: e },
+        );
       }
       assumeProvider = loaded.fromTemporaryCredentials({
         params: { RoleArn: roleArn, RoleSessionName: sessionName, ...(externalId ? { ExternalId: externalId } : {}) },
@@ -204,7 +225,11 @@ function assumedRoleCredentials(options: ResolvedClientsOptions, roleArn: string
     if (expiresAtMs - now <= Math.min(10_000, lifetimeMs / 4)) return refresh();
     // Inside the refresh window: fetch new ones in the background and sign with these meanwhile.
     if (expiresAtMs - now <= Math.min(options.refreshBeforeMs, lifetimeMs / 2)) {
-      refresh().catch((e: unknown) => logger.warn(`step-functions: refreshing the credentials of role '${roleArn}' failed (${(e as Error).message}); the current ones stay in use until they expire`));
+      refresh().catch((e: unknown) =>
+        logger.warn(
+          `step-functions: refreshing the credentials of role '${roleArn}' failed (${(e as Error).message}); the current ones stay in use until they expire`,
+        ),
+      );
     }
     return credentials;
   };
@@ -217,8 +242,10 @@ function assumeRoleError(roleArn: string, externalId: string | undefined, e: unk
   const denied = /AccessDenied|NotAuthorized|InvalidClientTokenId|SignatureDoesNotMatch/i.test(`${err.name} ${err.message}`);
   const fix = denied
     ? `check that the role's trust policy allows this process's identity${externalId ? ' and that the external id matches' : ' (and whether it requires an external id)'}, and that the caller may call sts:AssumeRole on it`
-    : 'check the STS endpoint and region, and this process\'s base credentials';
-  return new JetstateError(ErrorCode.InvalidOptions, `AssumeRole of role '${roleArn}' failed (${err.name ?? 'Error'}: ${err.message ?? String(e)}); ${fix}`, { cause: e });
+    : "check the STS endpoint and region, and this process's base credentials";
+  return new JetstateError(ErrorCode.InvalidOptions, `AssumeRole of role '${roleArn}' failed (${err.name ?? 'Error'}: ${err.message ?? String(e)}); ${fix}`, {
+    cause: e,
+  });
 }
 
 /** What options that talk to Step Functions take: a client of yours, or the pool and a target. */

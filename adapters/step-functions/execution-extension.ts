@@ -23,12 +23,7 @@
  *   flight when the state is left is let finish and its execution stopped (`startAndRecord`).
  */
 import { createHash } from 'node:crypto';
-import {
-  DescribeExecutionCommand,
-  StartExecutionCommand,
-  StopExecutionCommand,
-  type DescribeExecutionCommandOutput,
-} from '@aws-sdk/client-sfn';
+import { DescribeExecutionCommand, StartExecutionCommand, StopExecutionCommand, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { Subscription } from '@nats-io/nats-core';
 import { SpanKind } from '@opentelemetry/api';
@@ -217,7 +212,11 @@ export class StepFunctionsExtension implements EngineExtension {
     } catch (e) {
       throw new TerminalError((e as Error).message); // retrying cannot shrink it
     }
-    const target: StepFunctionsTarget = { ...(o.region ? { region: o.region } : {}), ...(o.roleArn ? { roleArn: o.roleArn } : {}), ...(o.externalId ? { externalId: o.externalId } : {}) };
+    const target: StepFunctionsTarget = {
+      ...(o.region ? { region: o.region } : {}),
+      ...(o.roleArn ? { roleArn: o.roleArn } : {}),
+      ...(o.externalId ? { externalId: o.externalId } : {}),
+    };
     const client = this.clients!.get(target);
     const predictable = { executionArn: executionArnOf(o.stateMachineArn, name), target, trace: ctx.trace };
     let executionArn: string;
@@ -226,7 +225,9 @@ export class StepFunctionsExtension implements EngineExtension {
         this.counts.starts++;
         // Not aborted with the attempt: a request cut short may still have started the execution,
         // and then nothing would know of it. Only the engine's stop cuts it short.
-        const out = await client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), { abortSignal: this.closing.signal as never });
+        const out = await client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), {
+          abortSignal: this.closing.signal as never,
+        });
         return out.executionArn!;
       });
     } catch (e) {
@@ -236,13 +237,25 @@ export class StepFunctionsExtension implements EngineExtension {
         const existing = await this.call('DescribeExecution', ctx.trace, target, () => client.send(new DescribeExecutionCommand({ executionArn })));
         // The trace context differs between attempts (each has its own span): compare without it.
         if (!sameInputIgnoringTrace(existing.input, json)) {
-          throw new TerminalError(`a Step Functions execution named '${name}' already exists with a different input; it was not adopted (was the workflow's input mapping changed?)`);
+          throw new TerminalError(
+            `a Step Functions execution named '${name}' already exists with a different input; it was not adopted (was the workflow's input mapping changed?)`,
+          );
         }
       } else {
         // The state was left while the start was in flight, and the start failed: it may still
         // have reached AWS, so stop the execution it would have started, if there is one.
         if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.stopExecution(predictable, 'the invoking state was exited');
-        if (['StateMachineDoesNotExist', 'StateMachineDeleting', 'InvalidArn', 'InvalidName', 'InvalidExecutionInput', 'ValidationException', 'AccessDeniedException'].includes(err.name)) {
+        if (
+          [
+            'StateMachineDoesNotExist',
+            'StateMachineDeleting',
+            'InvalidArn',
+            'InvalidName',
+            'InvalidExecutionInput',
+            'ValidationException',
+            'AccessDeniedException',
+          ].includes(err.name)
+        ) {
           throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
         }
         throw e; // throttling, network: the task retries with backoff
@@ -327,10 +340,12 @@ export class StepFunctionsExtension implements EngineExtension {
 
   /** Waits for `p` in `stop()`; its errors are its caller's. */
   private keep(p: Promise<unknown>): void {
-    const kept: Promise<void> = p.then(
-      () => {},
-      () => {},
-    ).finally(() => this.inFlight.delete(kept));
+    const kept: Promise<void> = p
+      .then(
+        () => {},
+        () => {},
+      )
+      .finally(() => this.inFlight.delete(kept));
     this.inFlight.add(kept);
   }
 
@@ -379,7 +394,15 @@ export class StepFunctionsExtension implements EngineExtension {
         this.counts.throttled++;
         this.rate.throttled();
       } else if (err.name === 'ExecutionDoesNotExist') {
-        await this.finish(t, { ok: false, error: { name: 'ExecutionDoesNotExist', message: `the Step Functions execution ${t.pending.executionArn} no longer exists`, status: 'UNKNOWN', executionArn: t.pending.executionArn } });
+        await this.finish(t, {
+          ok: false,
+          error: {
+            name: 'ExecutionDoesNotExist',
+            message: `the Step Functions execution ${t.pending.executionArn} no longer exists`,
+            status: 'UNKNOWN',
+            executionArn: t.pending.executionArn,
+          },
+        });
         return;
       } else {
         host.logger.warn(`step-functions: DescribeExecution of ${t.pending.executionArn} failed (${err.name}: ${err.message}); retrying`);
@@ -475,12 +498,17 @@ export class StepFunctionsExtension implements EngineExtension {
   /** One Step Functions call as a client span, counted by action and outcome. */
   private async call<T>(action: string, trace: TraceCarrier | undefined, target: StepFunctionsTarget, fn: () => Promise<T>): Promise<T> {
     const tel = this.requireHost().telemetry;
-    const span = tel.startSpan(`jetstate.stepfunctions ${action}`, SpanKind.CLIENT, {
-      'rpc.system': 'aws-api',
-      'rpc.service': 'StepFunctions',
-      'rpc.method': action,
-      'cloud.region': target.region ?? this.options.region,
-    }, contextOf(trace));
+    const span = tel.startSpan(
+      `jetstate.stepfunctions ${action}`,
+      SpanKind.CLIENT,
+      {
+        'rpc.system': 'aws-api',
+        'rpc.service': 'StepFunctions',
+        'rpc.method': action,
+        'cloud.region': target.region ?? this.options.region,
+      },
+      contextOf(trace),
+    );
     try {
       const out = await fn();
       tel.stepFunctionsCalls.add(1, { 'rpc.method': action, 'jetstate.outcome': 'ok' });
@@ -511,4 +539,3 @@ function safeJson(data: Uint8Array): unknown {
     return undefined;
   }
 }
-

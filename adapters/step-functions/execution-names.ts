@@ -32,7 +32,14 @@ export interface ExecutionNameOptions {
  */
 export function executionName(ref: TaskRef, options: ExecutionNameOptions): string {
   const prefix = options.prefix ?? 'js';
-  const hash = createHash('sha256').update(options.namespace).update('\0').update(taskRefKey(ref)).update('\0').update(ref.invokeId).digest('hex').slice(0, HASH_CHARS);
+  const hash = createHash('sha256')
+    .update(options.namespace)
+    .update('\0')
+    .update(taskRefKey(ref))
+    .update('\0')
+    .update(ref.invokeId)
+    .digest('hex')
+    .slice(0, HASH_CHARS);
   const readable = `${options.namespace}-${ref.workflow}-${ref.id}`.replace(/[^A-Za-z0-9_-]/g, '_');
   const room = MAX_NAME_CHARS - prefix.length - hash.length - String(ref.token).length - 3;
   return `${prefix}-${readable.slice(0, Math.max(0, room))}-${ref.token}-${hash}`;

@@ -42,7 +42,13 @@ const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'TIMED_OUT', 'ABORTED']);
 export const isTerminal = (status: string | undefined): boolean => status !== undefined && TERMINAL.has(status);
 
 /** The instance's outcome for a terminal status, or undefined while the execution runs. */
-export function outcomeOf(executionArn: string, status: string | undefined, output: string | undefined, error: string | undefined, cause: string | undefined): TaskOutcome | undefined {
+export function outcomeOf(
+  executionArn: string,
+  status: string | undefined,
+  output: string | undefined,
+  error: string | undefined,
+  cause: string | undefined,
+): TaskOutcome | undefined {
   switch (status) {
     case 'SUCCEEDED': {
       let parsed: unknown = null;
@@ -57,7 +63,10 @@ export function outcomeOf(executionArn: string, status: string | undefined, outp
     case 'TIMED_OUT':
     case 'ABORTED': {
       const name = error ?? (status === 'TIMED_OUT' ? 'States.Timeout' : status === 'ABORTED' ? 'States.Aborted' : 'States.Failed');
-      return { ok: false, error: { name, message: cause ?? `the execution ended ${status}`, status, executionArn, ...(error ? { error } : {}), ...(cause ? { cause } : {}) } };
+      return {
+        ok: false,
+        error: { name, message: cause ?? `the execution ended ${status}`, status, executionArn, ...(error ? { error } : {}), ...(cause ? { cause } : {}) },
+      };
     }
     default:
       return undefined; // RUNNING, PENDING_REDRIVE

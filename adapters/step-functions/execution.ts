@@ -40,7 +40,10 @@ const OptionsSchema = z
   .object({
     stateMachineArn: z.string().regex(STATE_MACHINE_ARN, "stateMachineArn must look like 'arn:aws:states:us-east-1:123456789012:stateMachine:name'"),
     input: z.custom<(i: unknown) => unknown>((v) => typeof v === 'function', 'input must be a function of the invoke input').optional(),
-    name: z.string().regex(/^[A-Za-z0-9_-]{0,24}$/, 'name: a prefix of at most 24 of A-Z a-z 0-9 _ -').optional(),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{0,24}$/, 'name: a prefix of at most 24 of A-Z a-z 0-9 _ -')
+      .optional(),
     region: z.string().min(1).optional(),
     roleArn: z.string().optional(),
     externalId: z.string().optional(),
@@ -64,19 +67,25 @@ const OptionsSchema = z
  * setup({ actors: { settle: stepFunctionsExecution({ stateMachineArn, completion: 'push' }) } })
  * ```
  */
-export function stepFunctionsExecution<TOutput = unknown, TInput = unknown>(options: StepFunctionsExecutionOptions<TInput>): PromiseActorLogic<TOutput, TInput> {
+export function stepFunctionsExecution<TOutput = unknown, TInput = unknown>(
+  options: StepFunctionsExecutionOptions<TInput>,
+): PromiseActorLogic<TOutput, TInput> {
   const parsed = OptionsSchema.safeParse(options);
   if (!parsed.success) throw new JetstateError(ErrorCode.InvalidDefinition, `stepFunctionsExecution options are not valid:\n${z.prettifyError(parsed.error)}`);
   const o = parsed.data;
-  if (o.maxPollIntervalMs < o.pollIntervalMs) throw new JetstateError(ErrorCode.InvalidDefinition, 'stepFunctionsExecution: maxPollIntervalMs must be at least pollIntervalMs');
+  if (o.maxPollIntervalMs < o.pollIntervalMs)
+    throw new JetstateError(ErrorCode.InvalidDefinition, 'stepFunctionsExecution: maxPollIntervalMs must be at least pollIntervalMs');
   const resolved = { ...o, input: options.input as ((i: unknown) => unknown) | undefined };
   return activity<TInput, TOutput>(
     async (ctx) => (await ctx.extension<StepFunctionsExtension>(STEP_FUNCTIONS_EXTENSION).begin(ctx as ActivityContext<unknown>, resolved)) as TOutput,
     // An engine without the extension leaves the stage to a live engine that has it.
-    { retry: { maxAttempts: 8, initialIntervalMs: 1_000, maxIntervalMs: 30_000, ...options.retry }, timeoutMs: o.startTimeoutMs, requires: [STEP_FUNCTIONS_EXTENSION] },
+    {
+      retry: { maxAttempts: 8, initialIntervalMs: 1_000, maxIntervalMs: 30_000, ...options.retry },
+      timeoutMs: o.startTimeoutMs,
+      requires: [STEP_FUNCTIONS_EXTENSION],
+    },
   );
 }
 
 /** The stage's options once checked, as the extension gets them. */
 export type ResolvedStepFunctionsExecutionOptions = z.output<typeof OptionsSchema> & { input: ((i: unknown) => unknown) | undefined };
-

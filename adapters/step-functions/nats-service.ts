@@ -56,12 +56,19 @@ export async function requestService(
   try {
     reply = await nc.request(subject, inputJson, { timeout: options.timeoutMs, headers: h });
   } catch (e) {
-    if (isNoResponders(e)) return { ok: false, error: 'jetstate.NoResponders', cause: `no NATS service listens on '${subject}'; start one or check the subject` };
-    if (isTimeout(e)) return { ok: false, error: 'jetstate.ServiceTimeout', cause: `the NATS service on '${subject}' did not answer within ${options.timeoutMs} ms` };
-    return { ok: false, error: 'jetstate.ServiceRequestFailed', cause: truncateText(`request to '${subject}' failed: ${(e as Error).message}`, MAX_CAUSE_CHARS) };
+    if (isNoResponders(e))
+      return { ok: false, error: 'jetstate.NoResponders', cause: `no NATS service listens on '${subject}'; start one or check the subject` };
+    if (isTimeout(e))
+      return { ok: false, error: 'jetstate.ServiceTimeout', cause: `the NATS service on '${subject}' did not answer within ${options.timeoutMs} ms` };
+    return {
+      ok: false,
+      error: 'jetstate.ServiceRequestFailed',
+      cause: truncateText(`request to '${subject}' failed: ${(e as Error).message}`, MAX_CAUSE_CHARS),
+    };
   }
   const body = decoder.decode(reply.data);
-  const error = reply.headers?.get(ERROR_HEADER) || reply.headers?.get('Nats-Service-Error-Code') || (reply.headers?.get('Nats-Service-Error') ? 'ServiceError' : '');
+  const error =
+    reply.headers?.get(ERROR_HEADER) || reply.headers?.get('Nats-Service-Error-Code') || (reply.headers?.get('Nats-Service-Error') ? 'ServiceError' : '');
   if (error) {
     const cause = body || reply.headers?.get('Nats-Service-Error') || '';
     return { ok: false, error: truncateText(error, MAX_ERROR_CHARS), cause: truncateText(cause, MAX_CAUSE_CHARS) };
@@ -71,7 +78,10 @@ export async function requestService(
     JSON.parse(body);
     checkPayloadSize(body, `the reply of '${subject}'`);
   } catch (e) {
-    const why = e instanceof SyntaxError ? `the reply of '${subject}' is not JSON (${e.message}); reply with JSON, or fail with the '${ERROR_HEADER}' header` : (e as Error).message;
+    const why =
+      e instanceof SyntaxError
+        ? `the reply of '${subject}' is not JSON (${e.message}); reply with JSON, or fail with the '${ERROR_HEADER}' header`
+        : (e as Error).message;
     return { ok: false, error: e instanceof SyntaxError ? 'jetstate.InvalidReply' : 'jetstate.InvalidOutput', cause: truncateText(why, MAX_CAUSE_CHARS) };
   }
   return { ok: true, output: body };
@@ -97,10 +107,16 @@ export interface NatsServiceHandlerOptions {
  *   handler: natsServiceHandler({ connection, subject: 'billing.charge', timeoutMs: 30_000 }) });
  * ```
  */
-export function natsServiceHandler(options: NatsServiceHandlerOptions): (task: { input: unknown; taskTokenHash: string; idempotencyKey?: string | undefined }) => Promise<unknown> {
+export function natsServiceHandler(
+  options: NatsServiceHandlerOptions,
+): (task: { input: unknown; taskTokenHash: string; idempotencyKey?: string | undefined }) => Promise<unknown> {
   const { connection, subject, timeoutMs } = options;
   return async ({ input, taskTokenHash, idempotencyKey }) => {
-    const answer = await requestService(connection, subject, JSON.stringify(input ?? null), { timeoutMs, taskTokenHash, idempotencyKey: idempotencyKey ?? taskTokenHash });
+    const answer = await requestService(connection, subject, JSON.stringify(input ?? null), {
+      timeoutMs,
+      taskTokenHash,
+      idempotencyKey: idempotencyKey ?? taskTokenHash,
+    });
     if (!answer.ok) throw new TaskFailedError(answer.error, answer.cause);
     return JSON.parse(answer.output) as unknown;
   };

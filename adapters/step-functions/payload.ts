@@ -30,10 +30,17 @@ export function encodeStepFunctionsInput(value: unknown, what: string): string {
   try {
     json = JSON.stringify(value);
   } catch (e) {
-    throw new JetstateError(ErrorCode.InvalidInput, `${what} is not JSON-serialisable (${(e as Error).message}); pass plain data: objects, arrays, strings, finite numbers, booleans, null`, { cause: e });
+    throw new JetstateError(
+      ErrorCode.InvalidInput,
+      `${what} is not JSON-serialisable (${(e as Error).message}); pass plain data: objects, arrays, strings, finite numbers, booleans, null`,
+      { cause: e },
+    );
   }
   if (json === undefined) {
-    throw new JetstateError(ErrorCode.InvalidInput, `${what} is not JSON-serialisable (${describe(value)}); pass plain data: objects, arrays, strings, finite numbers, booleans, null`);
+    throw new JetstateError(
+      ErrorCode.InvalidInput,
+      `${what} is not JSON-serialisable (${describe(value)}); pass plain data: objects, arrays, strings, finite numbers, booleans, null`,
+    );
   }
   checkPayloadSize(json, what);
   return json;

@@ -39,7 +39,9 @@ export async function stateEntryKey(client: SFNClient, executionArn: string, tas
   do {
     let page;
     try {
-      page = await client.send(new GetExecutionHistoryCommand({ executionArn, reverseOrder: true, maxResults: PAGE, includeExecutionData: true, nextToken }), { abortSignal: signal as never });
+      page = await client.send(new GetExecutionHistoryCommand({ executionArn, reverseOrder: true, maxResults: PAGE, includeExecutionData: true, nextToken }), {
+        abortSignal: signal as never,
+      });
     } catch (e) {
       const err = e as Error;
       throw new TaskFailedError(

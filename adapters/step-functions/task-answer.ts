@@ -101,7 +101,12 @@ export interface SendAnswerOptions {
  * or `giveUp` aborts ('abandoned', logged). Throttling, network and server errors are retried
  * with backoff; other refusals too (a missing permission can be granted), logged as warnings.
  */
-export async function sendTaskAnswer(client: SFNClient, taskToken: string, answer: TaskAnswer, options: SendAnswerOptions): Promise<'accepted' | 'gone' | 'abandoned'> {
+export async function sendTaskAnswer(
+  client: SFNClient,
+  taskToken: string,
+  answer: TaskAnswer,
+  options: SendAnswerOptions,
+): Promise<'accepted' | 'gone' | 'abandoned'> {
   const { logger, what, giveUp } = options;
   for (let attempt = 1; ; attempt++) {
     try {

@@ -43,7 +43,11 @@ const SAFE_NAME = /^[A-Za-z0-9_-]{1,80}$/;
  */
 export function executionNameFor(messageId: string): string {
   if (SAFE_NAME.test(messageId)) return messageId;
-  const hash = createHash('sha256').update(messageId).digest('base64url').replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 22);
+  const hash = createHash('sha256')
+    .update(messageId)
+    .digest('base64url')
+    .replace(/[^A-Za-z0-9_-]/g, '_')
+    .slice(0, 22);
   const prefix = messageId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 80 - hash.length - 1);
   return prefix ? `${prefix}-${hash}` : hash;
 }
@@ -60,15 +64,23 @@ export interface TriggerReply {
 
 const TriggerOptionsSchema = z
   .object({
-    connection: z.custom<NatsConnection>((v) => typeof v === 'object' && v !== null && typeof (v as NatsConnection).subscribe === 'function', 'connection must be a NatsConnection'),
+    connection: z.custom<NatsConnection>(
+      (v) => typeof v === 'object' && v !== null && typeof (v as NatsConnection).subscribe === 'function',
+      'connection must be a NatsConnection',
+    ),
     /** Subject of the start requests (wildcards allowed). */
     subject: z.string().min(1),
     /** Queue group, so several triggers share the messages of a core subject. */
     queue: z.string().min(1).optional(),
     /** Consume from this JetStream stream with `durable` (at-least-once) instead of subscribing. */
     stream: z.string().min(1).optional(),
-    durable: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/).optional(),
-    stateMachineArn: z.string().regex(/^arn:[a-z-]+:states:[^:]*:[0-9]*:stateMachine:.+$/, "stateMachineArn must look like 'arn:aws:states:eu-west-1:123456789012:stateMachine:name'"),
+    durable: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,128}$/)
+      .optional(),
+    stateMachineArn: z
+      .string()
+      .regex(/^arn:[a-z-]+:states:[^:]*:[0-9]*:stateMachine:.+$/, "stateMachineArn must look like 'arn:aws:states:eu-west-1:123456789012:stateMachine:name'"),
     client: z.custom<SFNClient>((v) => typeof v === 'object' && v !== null && typeof (v as SFNClient).send === 'function').optional(),
     clients: z.custom<StepFunctionsClients>((v) => typeof v === 'object' && v !== null && typeof (v as StepFunctionsClients).get === 'function').optional(),
     target: z.custom<StepFunctionsTarget>((v) => typeof v === 'object' && v !== null).optional(),
@@ -77,14 +89,22 @@ const TriggerOptionsSchema = z
     /** Reply with the outcome once the execution ends (default); false: at once with `RUNNING`. */
     waitForEnd: z.boolean().default(true),
     /** Longest wait for the outcome; then the reply says `RUNNING`. */
-    maxWaitMs: z.number().int().min(0).default(15 * 60_000),
+    maxWaitMs: z
+      .number()
+      .int()
+      .min(0)
+      .default(15 * 60_000),
     /** Most messages of a stream being started at once. */
     concurrency: z.number().int().min(1).max(1_000).default(16),
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).warn === 'function').default(consoleLogger),
   })
   .strict()
-  .refine((o) => (o.stream === undefined) === (o.durable === undefined), { message: "give 'stream' and 'durable' together (JetStream), or neither (core NATS)" })
-  .refine((o) => o.stream === undefined || o.queue === undefined, { message: "'queue' is for core NATS; with 'stream', triggers share the 'durable' consumer" });
+  .refine((o) => (o.stream === undefined) === (o.durable === undefined), {
+    message: "give 'stream' and 'durable' together (JetStream), or neither (core NATS)",
+  })
+  .refine((o) => o.stream === undefined || o.queue === undefined, {
+    message: "'queue' is for core NATS; with 'stream', triggers share the 'durable' consumer",
+  });
 
 export type TriggerOptions = z.input<typeof TriggerOptionsSchema>;
 
@@ -150,7 +170,8 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       input = new TextDecoder('utf-8', { fatal: true }).decode(data).trim() || '{}';
       const parsed = JSON.parse(input) as unknown;
       // The sender's trace continues in the execution, as for a delegated stage (`_jetstate`).
-      if (trace && typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && !('_jetstate' in parsed)) input = JSON.stringify({ ...parsed, _jetstate: trace });
+      if (trace && typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && !('_jetstate' in parsed))
+        input = JSON.stringify({ ...parsed, _jetstate: trace });
     } catch (e) {
       throw new Rejected('jetstate.InvalidInput', `message '${messageId}' is not JSON (${(e as Error).message}); send the execution input as a JSON document`);
     }
@@ -169,7 +190,10 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       const existing = await client.send(new DescribeExecutionCommand({ executionArn }));
       // A retry may carry another trace context: compare without it.
       if (!sameInputIgnoringTrace(existing.input ?? '{}', input)) {
-        throw new Rejected('ExecutionAlreadyExists', `execution '${name}' (message id '${messageId}') exists with a different input; give each request its own Nats-Msg-Id`);
+        throw new Rejected(
+          'ExecutionAlreadyExists',
+          `execution '${name}' (message id '${messageId}') exists with a different input; give each request its own Nats-Msg-Id`,
+        );
       }
       return { executionArn, name };
     }
@@ -206,10 +230,20 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
    * Handles one message; resolves once the execution is started (its outcome is awaited apart).
    * 'retry' when AWS failed: a stream message comes back (so no error reply), a core one is answered.
    */
-  const handle = async (id: string | undefined, data: Uint8Array, replyTo: string | undefined, wait: boolean, fromStream: boolean, trace?: TraceCarrier): Promise<'started' | 'rejected' | 'retry'> => {
+  const handle = async (
+    id: string | undefined,
+    data: Uint8Array,
+    replyTo: string | undefined,
+    wait: boolean,
+    fromStream: boolean,
+    trace?: TraceCarrier,
+  ): Promise<'started' | 'rejected' | 'retry'> => {
     if (!id) {
       stats.rejected++;
-      reply(replyTo, { error: 'jetstate.MissingMessageId', cause: 'the message has no Nats-Msg-Id header; set one (a stable id of the request) so that a retry never starts a second execution' });
+      reply(replyTo, {
+        error: 'jetstate.MissingMessageId',
+        cause: 'the message has no Nats-Msg-Id header; set one (a stable id of the request) so that a retry never starts a second execution',
+      });
       return 'rejected';
     }
     let executionArn: string;
@@ -221,7 +255,9 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
         reply(replyTo, { error: e.error, cause: e.message });
         return 'rejected';
       }
-      logger.warn(`trigger '${o.subject}': starting an execution for message '${id}' failed (${(e as Error).name}: ${(e as Error).message})${fromStream ? '; it is tried again' : ''}`);
+      logger.warn(
+        `trigger '${o.subject}': starting an execution for message '${id}' failed (${(e as Error).name}: ${(e as Error).message})${fromStream ? '; it is tried again' : ''}`,
+      );
       if (!fromStream) reply(replyTo, { error: (e as Error).name, cause: truncateText((e as Error).message, MAX_CAUSE_CHARS) });
       return 'retry';
     }
@@ -252,7 +288,14 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       ...(o.queue ? { queue: o.queue } : {}),
       callback: (err, msg) => {
         if (err) return void logger.warn(`trigger '${o.subject}': subscription error (${err.message})`);
-        const p = handle(msg.headers?.get('Nats-Msg-Id') || undefined, msg.data, msg.reply || msg.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(msg.headers), false, carrierFromHeaders(msg.headers)).then(() => {});
+        const p = handle(
+          msg.headers?.get('Nats-Msg-Id') || undefined,
+          msg.data,
+          msg.reply || msg.headers?.get(REPLY_TO_HEADER) || undefined,
+          wantsWait(msg.headers),
+          false,
+          carrierFromHeaders(msg.headers),
+        ).then(() => {});
         track(p);
       },
     });
@@ -264,7 +307,14 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       await jsm.consumers.info(stream, durable);
     } catch (e) {
       if (!/not found/i.test((e as Error).message)) throw e;
-      await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, filter_subject: o.subject, max_deliver: -1, ack_wait: 60_000 * NS_PER_MS });
+      await jsm.consumers.add(stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        filter_subject: o.subject,
+        max_deliver: -1,
+        ack_wait: 60_000 * NS_PER_MS,
+      });
     }
     const consumer = await jetstream(nc).consumers.get(stream, durable);
     let running = 0;
@@ -285,7 +335,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       }
     };
     loop = (async () => {
-      for (let failures = 0; !stopping.signal.aborted; ) {
+      for (let failures = 0; !stopping.signal.aborted;) {
         if (running >= o.concurrency) {
           await new Promise<void>((r) => (freed = r));
           freed = undefined;
@@ -324,4 +374,3 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     [Symbol.asyncDispose]: stop,
   };
 }
-

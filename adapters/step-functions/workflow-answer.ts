@@ -44,8 +44,12 @@ export function workflowHandler<W extends WorkflowDefinition>(options: WorkflowH
         task.signal.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
       });
     }
-    if (!instance || instance.status === 'running') throw new Error(`workflow '${workflow.name}' instance '${id}' was still running when the task was given up`);
+    if (!instance || instance.status === 'running')
+      throw new Error(`workflow '${workflow.name}' instance '${id}' was still running when the task was given up`);
     if (instance.status === 'done') return instance.output ?? null;
-    throw new TaskFailedError(`jetstate.Workflow${instance.status === 'failed' ? 'Failed' : 'Stopped'}`, instance.error ?? `workflow '${workflow.name}' instance '${id}' ended ${instance.status}`);
+    throw new TaskFailedError(
+      `jetstate.Workflow${instance.status === 'failed' ? 'Failed' : 'Stopped'}`,
+      instance.error ?? `workflow '${workflow.name}' instance '${id}' ended ${instance.status}`,
+    );
   };
 }

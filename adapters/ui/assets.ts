@@ -48,7 +48,12 @@ export class Assets {
       if (!type) continue;
       const body = await readFile(join(dir, name));
       const compressible = !type.startsWith('image/png');
-      files.set(`/${name}`, { body, gzip: compressible ? gzipSync(body) : null, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 20)}"` });
+      files.set(`/${name}`, {
+        body,
+        gzip: compressible ? gzipSync(body) : null,
+        type,
+        etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 20)}"`,
+      });
     }
     return new Assets(files);
   }
@@ -57,7 +62,13 @@ export class Assets {
   serve(req: IncomingMessage, res: ServerResponse, path: string): boolean {
     const asset = this.files.get(path === '/' ? '/index.html' : path);
     if (!asset) return false;
-    const headers: Record<string, string> = { ...SECURITY_HEADERS, 'content-type': asset.type, etag: asset.etag, 'cache-control': 'no-cache', vary: 'accept-encoding' };
+    const headers: Record<string, string> = {
+      ...SECURITY_HEADERS,
+      'content-type': asset.type,
+      etag: asset.etag,
+      'cache-control': 'no-cache',
+      vary: 'accept-encoding',
+    };
     if (req.headers['if-none-match'] === asset.etag) {
       res.writeHead(304, headers).end();
       return true;

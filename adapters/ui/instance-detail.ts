@@ -99,7 +99,8 @@ export async function instanceDetail(src: DetailSources, workflow: string, id: s
   if (!def) {
     problems.push(`workflow '${workflow}' is not among the loaded workflows; pass the module that defines it with --workflows`);
   } else {
-    if (extras.version !== undefined && def.version !== extras.version) problems.push(`version ${extras.version} is not loaded; the chart shows version ${def.version}`);
+    if (extras.version !== undefined && def.version !== extras.version)
+      problems.push(`version ${extras.version} is not loaded; the chart shows version ${def.version}`);
     try {
       instance = await src.reader.get(def, id);
       history = await src.reader.history(def, id);
@@ -111,7 +112,17 @@ export async function instanceDetail(src: DetailSources, workflow: string, id: s
   const ids = traceIdOf(extras.trace?.traceparent);
   const revision = instance?.revision ?? extras.revision;
   const rows: HistoryRow[] = history.map((h) => {
-    const row: HistoryRow = { kind: h.kind, revision: h.revision, seq: h.seq, timeMs: h.timeMs, label: describeEvent(h), event: h.event, from: h.from, to: h.to, status: h.status };
+    const row: HistoryRow = {
+      kind: h.kind,
+      revision: h.revision,
+      seq: h.seq,
+      timeMs: h.timeMs,
+      label: describeEvent(h),
+      event: h.event,
+      from: h.from,
+      to: h.to,
+      status: h.status,
+    };
     if (h.reason !== undefined) row.reason = h.reason;
     if (h.identity) row.identity = h.identity;
     // The record keeps the trace context of its last transition only.
@@ -136,7 +147,9 @@ export async function instanceDetail(src: DetailSources, workflow: string, id: s
     timers: Object.entries(extras.timers)
       .map(([tid, t]) => ({ id: tid, dueAtMs: num(t.dueAtMs), eventType: String(t.event?.type ?? tid) }))
       .sort((a, b) => a.dueAtMs - b.dueAtMs),
-    tasks: instance ? instance.tasks : Object.entries(extras.tasks).map(([tid, t]) => ({ id: tid, src: String(t.src ?? '?'), startedAtMs: num(t.startedAtMs) })),
+    tasks: instance
+      ? instance.tasks
+      : Object.entries(extras.tasks).map(([tid, t]) => ({ id: tid, src: String(t.src ?? '?'), startedAtMs: num(t.startedAtMs) })),
     children: Object.entries(extras.children).map(([invokeId, c]) => {
       const child = src.index.get(`${c.workflow}.${c.id}`);
       return { invokeId, workflow: String(c.workflow), id: String(c.id), status: child?.status ?? null, state: child?.state ?? null };

@@ -428,5 +428,14 @@ export class InstanceIndex {
 }
 
 function toRow(e: IndexEntry): InstanceRow {
-  return { workflow: e.workflow, id: e.id, version: e.version, status: e.status, state: e.state, revision: e.revision, createdAtMs: e.createdAtMs, updatedAtMs: e.updatedAtMs };
+  return {
+    workflow: e.workflow,
+    id: e.id,
+    version: e.version,
+    status: e.status,
+    state: e.state,
+    revision: e.revision,
+    createdAtMs: e.createdAtMs,
+    updatedAtMs: e.updatedAtMs,
+  };
 }

@@ -40,17 +40,32 @@ const quiet: Logger = { debug: () => {}, info: () => {}, warn: (m) => console.er
 export const UiServerOptionsSchema = z
   .object({
     servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
-    connection: z.custom<NatsConnection>((v) => typeof (v as { subscribe?: unknown } | null)?.subscribe === 'function', 'connection must be a NatsConnection').optional(),
-    namespace: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'namespace: use 1-128 of A-Z a-z 0-9 _ -').default('jetstate'),
-    jsDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'jsDomain: a JetStream domain name (1-64 of A-Z a-z 0-9 _ -)').optional(),
-    workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).min(1, 'give the workflows to show, from defineWorkflow()'),
+    connection: z
+      .custom<NatsConnection>((v) => typeof (v as { subscribe?: unknown } | null)?.subscribe === 'function', 'connection must be a NatsConnection')
+      .optional(),
+    namespace: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,128}$/, 'namespace: use 1-128 of A-Z a-z 0-9 _ -')
+      .default('jetstate'),
+    jsDomain: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'jsDomain: a JetStream domain name (1-64 of A-Z a-z 0-9 _ -)')
+      .optional(),
+    workflows: z
+      .array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()'))
+      .min(1, 'give the workflows to show, from defineWorkflow()'),
     identity: z.custom<IdentityOptions>((v) => typeof v === 'object' && v !== null).optional(),
-    keyRing: z.union([z.string().min(1), z.custom<KeyRing>((v) => v instanceof KeyRing, 'keyRing must come from createKeyRing() or be an id:base64 list')]).optional(),
+    keyRing: z
+      .union([z.string().min(1), z.custom<KeyRing>((v) => v instanceof KeyRing, 'keyRing must come from createKeyRing() or be an id:base64 list')])
+      .optional(),
     reveal: z.boolean().default(false),
     port: z.number().int().min(0).max(65_535).default(DEFAULT_UI_PORT),
     traceUrl: z
       .string()
-      .refine((t) => /^https?:\/\//.test(t) && t.includes('{traceId}'), "traceUrl must be an http(s) URL containing '{traceId}', e.g. 'http://localhost:16686/trace/{traceId}'")
+      .refine(
+        (t) => /^https?:\/\//.test(t) && t.includes('{traceId}'),
+        "traceUrl must be an http(s) URL containing '{traceId}', e.g. 'http://localhost:16686/trace/{traceId}'",
+      )
       .optional(),
     sendWaitMs: z.number().int().min(0).max(60_000).default(5_000),
     logger: z.custom<Logger>((v) => typeof (v as Logger | null)?.warn === 'function').default(quiet),

@@ -91,7 +91,12 @@ async function overview(ctx: ApiContext): Promise<Overview> {
 /** The definition to act with: the instance's own version when loaded, else the newest. */
 function definitionFor(ctx: ApiContext, workflow: string, id: string): WorkflowDefinition {
   const def = ctx.catalog.resolve(workflow, ctx.index.get(`${workflow}.${id}`)?.version);
-  if (!def) throw new HttpError(404, 'WORKFLOW_NOT_REGISTERED', `workflow '${workflow}' is not among the loaded workflows; pass the module that defines it with --workflows`);
+  if (!def)
+    throw new HttpError(
+      404,
+      'WORKFLOW_NOT_REGISTERED',
+      `workflow '${workflow}' is not among the loaded workflows; pass the module that defines it with --workflows`,
+    );
   return def;
 }
 
@@ -113,7 +118,12 @@ export async function route(req: IncomingMessage, res: ServerResponse, url: URL,
   if (get && parts[0] === 'workflows' && parts.length === 4 && parts[3] === 'chart') {
     const wf = name(parts[1], 'workflow');
     const def = ctx.catalog.resolve(wf, Number(parts[2]));
-    if (!def) throw new HttpError(404, 'WORKFLOW_NOT_REGISTERED', `workflow '${wf}' is not among the loaded workflows; pass the module that defines it with --workflows`);
+    if (!def)
+      throw new HttpError(
+        404,
+        'WORKFLOW_NOT_REGISTERED',
+        `workflow '${wf}' is not among the loaded workflows; pass the module that defines it with --workflows`,
+      );
     return sendJson(res, 200, { chart: statechartOf(def), forms: eventFormsOf(def) });
   }
   if (parts[0] === 'instances') {
@@ -153,7 +163,9 @@ export async function route(req: IncomingMessage, res: ServerResponse, url: URL,
         const report = await ctx.actor.verify(def, id);
         // A mismatch prints states and snapshots, secrets opened: not shown unless revealing.
         if (!report.ok && !ctx.options.reveal && def.security.secrets.length > 0) {
-          report.problems = [`${report.problems.length} difference(s); details are hidden because this workflow has secret fields: run 'jetstate verify ${wf} ${id}' or start the UI with --reveal`];
+          report.problems = [
+            `${report.problems.length} difference(s); details are hidden because this workflow has secret fields: run 'jetstate verify ${wf} ${id}' or start the UI with --reveal`,
+          ];
         }
         return sendJson(res, 200, report);
       }

@@ -62,12 +62,24 @@ export class UiServer implements AsyncDisposable {
     try {
       nc = o.connection ?? (await connect({ servers: o.servers!, name: 'jetstate-ui', noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
     } catch (e) {
-      throw new JetstateError(ErrorCode.Closed, `cannot connect to NATS at ${String(o.servers)}: ${(e as Error).message}; start one with 'jetstate dev' or pass --server`, { cause: e });
+      throw new JetstateError(
+        ErrorCode.Closed,
+        `cannot connect to NATS at ${String(o.servers)}: ${(e as Error).message}; start one with 'jetstate dev' or pass --server`,
+        { cause: e },
+      );
     }
     const opened: Client[] = [];
     let index: InstanceIndex | undefined;
     try {
-      const base: ClientOptions = { connection: nc, namespace: o.namespace, ...(o.jsDomain ? { jsDomain: o.jsDomain } : {}), workflows: o.workflows, logger: o.logger, name: 'jetstate-ui', ...(o.identity ? { identity: o.identity } : {}) };
+      const base: ClientOptions = {
+        connection: nc,
+        namespace: o.namespace,
+        ...(o.jsDomain ? { jsDomain: o.jsDomain } : {}),
+        workflows: o.workflows,
+        logger: o.logger,
+        name: 'jetstate-ui',
+        ...(o.identity ? { identity: o.identity } : {}),
+      };
       const reader = await createClient({ ...base, ...(o.reveal && o.keyRing ? { secrets: { keyRing: o.keyRing } } : {}) });
       opened.push(reader);
       const actor = o.keyRing && !o.reveal ? await createClient({ ...base, secrets: { keyRing: o.keyRing } }) : reader;
@@ -83,7 +95,15 @@ export class UiServer implements AsyncDisposable {
       index = new InstanceIndex(buckets, o.logger);
       index.start();
       const catalog = new WorkflowCatalog(o.workflows);
-      const sources: DetailSources = { reader, kv, index, catalog, traceUrl: o.traceUrl, revealed: o.reveal, executions: cachedPendingExecutions(jsm, kvm, o.namespace) };
+      const sources: DetailSources = {
+        reader,
+        kv,
+        index,
+        catalog,
+        traceUrl: o.traceUrl,
+        revealed: o.reveal,
+        executions: cachedPendingExecutions(jsm, kvm, o.namespace),
+      };
       const historySubject = (wf: string, id: string): string => `${o.namespace}.hist.${wf}.${id}`;
       const live = new LiveHub(index, nc, historySubject, (wf, id) => instanceDetail(sources, wf, id), o.logger);
       const ctx: ApiContext = { options: o, nc, jsm, kvm, reader, actor, index, catalog, sources, live, historySubject, deadLetterCache: null };

@@ -18,7 +18,10 @@ export interface Window {
 }
 
 /** Loop options from a window, for `concurrency` lanes. */
-export const windowOptions = (w: Window, concurrency: number): Pick<LoopOptions, 'warmupMs' | 'measureMs' | 'maxMeasureMs' | 'minInvocations' | 'concurrency'> => ({
+export const windowOptions = (
+  w: Window,
+  concurrency: number,
+): Pick<LoopOptions, 'warmupMs' | 'measureMs' | 'maxMeasureMs' | 'minInvocations' | 'concurrency'> => ({
   concurrency,
   warmupMs: w.warmupMs,
   measureMs: w.measureMs,

@@ -131,7 +131,9 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
     if (o.wait === 'watch') {
       // The records are spread over several buckets: watch each.
       const watchers = await Promise.all(
-        c.recordBuckets.map(async (b) => (await new Kvm(jetstream(watchConnection)).open(b)).watch({ key: `${workflow.name}.>`, include: KvWatchInclude.UpdatesOnly })),
+        c.recordBuckets.map(async (b) =>
+          (await new Kvm(jetstream(watchConnection)).open(b)).watch({ key: `${workflow.name}.>`, include: KvWatchInclude.UpdatesOnly }),
+        ),
       );
       stopWatch = () => watchers.forEach((w) => w.stop());
       for (const watcher of watchers) {
@@ -190,7 +192,9 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
           seen = { status: inst.status, context: inst.context as Seen['context'] };
         }
         if (seen.context.count !== target || seen.context.sum !== SUM_OF_STEPS * (k + 1)) {
-          throw new Error(`jetstate B: instance ${id} shows count ${seen.context.count} sum ${seen.context.sum}, expected ${target} and ${SUM_OF_STEPS * (k + 1)}`);
+          throw new Error(
+            `jetstate B: instance ${id} shows count ${seen.context.count} sum ${seen.context.sum}, expected ${target} and ${SUM_OF_STEPS * (k + 1)}`,
+          );
         }
       };
     }

@@ -36,7 +36,9 @@ function markdown(rows: string[][], rightFrom: number): string {
 
 /** The table of one workload. */
 export function workloadTable(rows: Row[]): string {
-  const out: string[][] = [['system', 'durability', 'C', 'steps/s', 'invocations/s', 'p50 ms', 'p99 ms', 'max ms', 'n', 'window s', 'CPU cores: bench / server / service / other']];
+  const out: string[][] = [
+    ['system', 'durability', 'C', 'steps/s', 'invocations/s', 'p50 ms', 'p99 ms', 'max ms', 'n', 'window s', 'CPU cores: bench / server / service / other'],
+  ];
   for (const r of rows) {
     const { loop, cpu } = r.m;
     const server = cpu['nats-server'] ?? cpu['restate-server'];

@@ -88,7 +88,9 @@ export async function ensureRestate(log: (line: string) => void): Promise<Restat
     });
     if (code !== 0) throw new Error(`npm install of Restate failed (exit ${code}); check that the npm registry is reachable, or remove ${tmp}`);
     if (!locate(tmp)) {
-      throw new Error(`npm installed Restate into ${tmp} but no ${platformPackage()}/bin/restate-server ${RESTATE_VERSIONS.server} or SDK ${RESTATE_VERSIONS.sdk} is there`);
+      throw new Error(
+        `npm installed Restate into ${tmp} but no ${platformPackage()}/bin/restate-server ${RESTATE_VERSIONS.server} or SDK ${RESTATE_VERSIONS.sdk} is there`,
+      );
     }
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);

@@ -31,7 +31,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 async function waitHttp(url: string, deadlineMs: number, what: string, child: ChildProcess): Promise<void> {
   let last = '';
   while (Date.now() < deadlineMs) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`restate-server exited (${child.exitCode ?? child.signalCode}) before ${what} was ready`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`restate-server exited (${child.exitCode ?? child.signalCode}) before ${what} was ready`);
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
       if (res.ok) return;
@@ -106,7 +107,10 @@ export async function startRestateServer(binary: string): Promise<RestateServer>
     await waitHttp(`${ingressUrl}/restate/health`, deadline, 'the ingress', child);
     // The effective configuration, to report the durability actually in force.
     const dumped = await new Promise<string>((resolve) => {
-      const d = spawn(binary, ['--config-file', configFile, '--dump-config'], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, DO_NOT_TRACK: '1' } });
+      const d = spawn(binary, ['--config-file', configFile, '--dump-config'], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+        env: { ...process.env, DO_NOT_TRACK: '1' },
+      });
       let out = '';
       d.stdout!.on('data', (b: Buffer) => (out += b.toString()));
       d.once('exit', () => resolve(out));

@@ -129,7 +129,10 @@ export async function runRestate(o: RestateRunOptions): Promise<Measurement & { 
     } else {
       const urls = Array.from({ length: o.concurrency }, (_, l) => new URL(`/counter/b${l}/add`, ingress));
       invoke = async (lane, k) => {
-        const answers = (await Promise.all(Array.from({ length: STEPS }, (_, j) => postJson(agent, urls[lane]!, { i: j + 1 })))) as Array<{ sum: number; count: number }>;
+        const answers = (await Promise.all(Array.from({ length: STEPS }, (_, j) => postJson(agent, urls[lane]!, { i: j + 1 })))) as Array<{
+          sum: number;
+          count: number;
+        }>;
         const last = answers.reduce((a, b) => (b.count > a.count ? b : a));
         if (last.count !== STEPS * (k + 1) || last.sum !== SUM_OF_STEPS * (k + 1)) {
           throw new Error(`Restate B: key b${lane} shows count ${last.count} sum ${last.sum}, expected ${STEPS * (k + 1)} and ${SUM_OF_STEPS * (k + 1)}`);

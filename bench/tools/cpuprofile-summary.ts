@@ -41,7 +41,9 @@ const idle = [...self].filter(([id]) => byId.get(id)!.callFrame.functionName ===
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 const busy = total - idle;
 const ms = (us: number): string => `${(us / 1_000).toFixed(0).padStart(6)} ms ${((100 * us) / busy).toFixed(1).padStart(5)}%`;
-console.log(`profile ${(total / 1_000).toFixed(0)} ms, idle ${(idle / 1_000).toFixed(0)} ms, busy ${(busy / 1_000).toFixed(0)} ms (percentages are of busy time)`);
+console.log(
+  `profile ${(total / 1_000).toFixed(0)} ms, idle ${(idle / 1_000).toFixed(0)} ms, busy ${(busy / 1_000).toFixed(0)} ms (percentages are of busy time)`,
+);
 
 const byCat = new Map<string, number>();
 const byFn = new Map<string, number>();

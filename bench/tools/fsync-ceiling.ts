@@ -21,16 +21,20 @@ const payload = new Uint8Array(128);
 async function run(subjects: string[], total: number): Promise<number> {
   let next = 0;
   const t = performance.now();
-  await Promise.all(Array.from({ length: 256 }, async () => {
-    while (next < total) {
-      const i = next++;
-      await js.publish(`${subjects[i % subjects.length]}.k${i % 1000}`, payload);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 256 }, async () => {
+      while (next < total) {
+        const i = next++;
+        await js.publish(`${subjects[i % subjects.length]}.k${i % 1000}`, payload);
+      }
+    }),
+  );
   return total / ((performance.now() - t) / 1_000);
 }
 await run(['a'], 2_000); // warm-up
-console.log(`${process.argv.includes('--default') ? 'default' : 'sync_interval: always'}: one stream ${Math.round(await run(['a'], 10_000))} msgs/s, two streams ${Math.round(await run(['a', 'b'], 10_000))} msgs/s`);
+console.log(
+  `${process.argv.includes('--default') ? 'default' : 'sync_interval: always'}: one stream ${Math.round(await run(['a'], 10_000))} msgs/s, two streams ${Math.round(await run(['a', 'b'], 10_000))} msgs/s`,
+);
 await nc.close();
 await srv.stop();
 await rm(srv.storeDir, { recursive: true, force: true });

@@ -20,14 +20,35 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 import { createEngine, defineWorkflow } from '../../engine/index.js';
-const counter = defineWorkflow({ name: 'counter', version: 1, input: z.object({}), events: { INC: z.object({}) },
-  machine: setup({ types: { context: {} as { count: number } } }).createMachine({ context: { count: 0 }, initial: 'a', states: { a: { on: { INC: { actions: assign({ count: ({ context }) => context.count + 1 }) } } } } }) });
+const counter = defineWorkflow({
+  name: 'counter',
+  version: 1,
+  input: z.object({}),
+  events: { INC: z.object({}) },
+  machine: setup({ types: { context: {} as { count: number } } }).createMachine({
+    context: { count: 0 },
+    initial: 'a',
+    states: { a: { on: { INC: { actions: assign({ count: ({ context }) => context.count + 1 }) } } } },
+  }),
+});
 const srv = await NatsServer.start();
-const hard = setTimeout(() => { console.log('RESULT: hung (hard timeout)'); void srv.stop().finally(() => process.exit(1)); }, 30_000);
+const hard = setTimeout(() => {
+  console.log('RESULT: hung (hard timeout)');
+  void srv.stop().finally(() => process.exit(1));
+}, 30_000);
 const ns = 'll';
 const logs: string[] = [];
 const logger = { debug() {}, info() {}, warn: (m: string) => logs.push(`warn ${m}`), error: (m: string) => logs.push(`error ${m}`) };
-const e = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter], partitions: 1, maxPendingPerPartition: Number(process.argv[2] ?? 1), leaseTtlMs: 600, drainTimeoutMs: 1_000, logger });
+const e = await createEngine({
+  servers: srv.url,
+  namespace: ns,
+  workflows: [counter],
+  partitions: 1,
+  maxPendingPerPartition: Number(process.argv[2] ?? 1),
+  leaseTtlMs: 600,
+  drainTimeoutMs: 1_000,
+  logger,
+});
 await e.start(counter, { id: 'a', input: {} });
 const nc = await connect({ servers: srv.url, noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
@@ -41,9 +62,16 @@ if (!process.argv.includes('--no-steal')) await control.put('lease.0', new TextE
 await new Promise((r) => setTimeout(r, 1_500));
 console.log('engine status:', JSON.stringify(e.status()));
 const t = Date.now();
-const closed = await Promise.race([e.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r("close() still pending after 15 s"), 15_000))]);
+const closed = await Promise.race([e.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('close() still pending after 15 s'), 15_000))]);
 console.log(`RESULT: ${closed} (${Date.now() - t} ms)`);
-console.log(logs.filter((l) => /lease|stopping/.test(l)).slice(0, 5).join('\n'));
+console.log(
+  logs
+    .filter((l) => /lease|stopping/.test(l))
+    .slice(0, 5)
+    .join('\n'),
+);
 clearTimeout(hard);
-await nc.close(); await srv.stop(); await rm(srv.storeDir, { recursive: true, force: true });
+await nc.close();
+await srv.stop();
+await rm(srv.storeDir, { recursive: true, force: true });
 process.exit(0);

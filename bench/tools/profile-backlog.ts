@@ -21,8 +21,17 @@ import { jetstream } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude } from '@nats-io/kv';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 import { createEngine, createClient, defineWorkflow } from '../../engine/index.js';
-const counter = defineWorkflow({ name: 'counter', version: 1, input: z.object({}), events: { INC: z.object({}) },
-  machine: setup({ types: { context: {} as { count: number } } }).createMachine({ context: { count: 0 }, initial: 'a', states: { a: { on: { INC: { actions: assign({ count: ({ context }) => context.count + 1 }) } } } } }) });
+const counter = defineWorkflow({
+  name: 'counter',
+  version: 1,
+  input: z.object({}),
+  events: { INC: z.object({}) },
+  machine: setup({ types: { context: {} as { count: number } } }).createMachine({
+    context: { count: 0 },
+    initial: 'a',
+    states: { a: { on: { INC: { actions: assign({ count: ({ context }) => context.count + 1 }) } } } },
+  }),
+});
 if (process.argv.includes('--patch-nats')) {
   const { RequestOne } = (await import('@nats-io/nats-core/internal')) as unknown as {
     RequestOne: { prototype: { resolver(err: unknown, msg: unknown): void; cancel(err?: Error): void } };
@@ -46,24 +55,41 @@ const out = process.argv[3] && !process.argv[3].startsWith('--') ? process.argv[
 const srv = await NatsServer.start({ syncAlways: process.argv.includes('--always') });
 const ns = 'p1';
 const c = await createClient({ servers: srv.url, namespace: ns, workflows: [counter], recordShards: 1 });
-const N = 1000, E = 20;
+const N = 1000,
+  E = 20;
 const ids = Array.from({ length: N }, (_, i) => `i${i}`);
 for (let i = 0; i < ids.length; i += 100) await Promise.all(ids.slice(i, i + 100).map((id) => c.start(counter, { id, input: {} })));
-for (let r = 0; r < E; r++) for (let i = 0; i < ids.length; i += 250) await Promise.all(ids.slice(i, i + 250).map((id) => c.send(counter, id, { type: 'INC' })));
+for (let r = 0; r < E; r++)
+  for (let i = 0; i < ids.length; i += 250) await Promise.all(ids.slice(i, i + 250).map((id) => c.send(counter, id, { type: 'INC' })));
 await c.close();
 const nc = await connect({ servers: srv.url, noAsyncTraces: true });
 const kv = await new Kvm(jetstream(nc)).open(`${ns}_instances`);
 const w = await kv.watch({ include: KvWatchInclude.UpdatesOnly });
 const doneKeys = new Set<string>();
-let resolve!: () => void; const done = new Promise<void>((r) => (resolve = r));
-void (async () => { for await (const e of w) { if (e.operation === 'PUT' && (JSON.parse(new TextDecoder().decode(e.value)).snapshot.context.count >= E)) { doneKeys.add(e.key); if (doneKeys.size === N) resolve(); } } })();
-const session = new Session(); session.connect();
-await session.post('Profiler.enable'); await session.post('Profiler.setSamplingInterval', { interval: 200 }); await session.post('Profiler.start');
+let resolve!: () => void;
+const done = new Promise<void>((r) => (resolve = r));
+void (async () => {
+  for await (const e of w) {
+    if (e.operation === 'PUT' && JSON.parse(new TextDecoder().decode(e.value)).snapshot.context.count >= E) {
+      doneKeys.add(e.key);
+      if (doneKeys.size === N) resolve();
+    }
+  }
+})();
+const session = new Session();
+session.connect();
+await session.post('Profiler.enable');
+await session.post('Profiler.setSamplingInterval', { interval: 200 });
+await session.post('Profiler.start');
 const t0 = performance.now();
 const e = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter], maxBatch, recordShards: 1 });
 await done;
 const secs = (performance.now() - t0) / 1000;
 const { profile } = await session.post('Profiler.stop');
 await writeFile(out, JSON.stringify(profile));
-console.log(`maxBatch ${maxBatch}: ${N * E} events in ${secs.toFixed(2)} s = ${Math.round(N * E / secs)}/s; profile ${out}`);
-w.stop(); await nc.close(); await e.close(); await srv.stop(); await rm(srv.storeDir, { recursive: true, force: true });
+console.log(`maxBatch ${maxBatch}: ${N * E} events in ${secs.toFixed(2)} s = ${Math.round((N * E) / secs)}/s; profile ${out}`);
+w.stop();
+await nc.close();
+await e.close();
+await srv.stop();
+await rm(srv.storeDir, { recursive: true, force: true });

@@ -11,7 +11,8 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 const srv = await NatsServer.start({ syncAlways: true });
 const nc = await connect({ servers: srv.url, noAsyncTraces: true });
-const js = jetstream(nc); const jsm = await jetstreamManager(nc);
+const js = jetstream(nc);
+const jsm = await jetstreamManager(nc);
 await jsm.streams.add({ name: 'ev', subjects: ['ev.>'], storage: 'file' as never });
 for (const mode of ['filtered x16', 'unfiltered seq']) {
   const n = Number(process.argv[2] ?? 2_000);
@@ -20,16 +21,26 @@ for (const mode of ['filtered x16', 'unfiltered seq']) {
   await Promise.all(ps);
   const last = (await jsm.streams.info('ev')).state.last_seq;
   // concurrent publisher measuring latency
-  let stop = false; const lat: number[] = [];
-  const pub = (async () => { while (!stop) { const t = performance.now(); await js.publish('ev.0.y.z', 'y'); lat.push(performance.now() - t); } })();
+  let stop = false;
+  const lat: number[] = [];
+  const pub = (async () => {
+    while (!stop) {
+      const t = performance.now();
+      await js.publish('ev.0.y.z', 'y');
+      lat.push(performance.now() - t);
+    }
+  })();
   await new Promise((r) => setTimeout(r, 50));
   const t = performance.now();
   if (mode === 'filtered x16') await Promise.all(Array.from({ length: 16 }, (_, p) => jsm.streams.purge('ev', { filter: `ev.${p}.>`, seq: last + 1 })));
   else await jsm.streams.purge('ev', { seq: last + 1 });
   const ms = performance.now() - t;
   await new Promise((r) => setTimeout(r, 50));
-  stop = true; await pub;
+  stop = true;
+  await pub;
   console.log(`sync always, ${n} msgs, ${mode}: purge ${ms.toFixed(1)} ms; concurrent publish max ${Math.max(...lat).toFixed(1)} ms`);
   await jsm.streams.purge('ev');
 }
-await nc.close(); await srv.stop(); await rm(srv.storeDir, { recursive: true, force: true });
+await nc.close();
+await srv.stop();
+await rm(srv.storeDir, { recursive: true, force: true });

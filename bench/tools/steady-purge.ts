@@ -16,8 +16,17 @@ import { Kvm, KvWatchInclude } from '@nats-io/kv';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 import { createEngine, defineWorkflow } from '../../engine/index.js';
 
-const counter = defineWorkflow({ name: 'counter', version: 1, input: z.object({}), events: { INC: z.object({}) },
-  machine: setup({ types: { context: {} as { count: number } } }).createMachine({ context: { count: 0 }, initial: 'a', states: { a: { on: { INC: { actions: assign({ count: ({ context }) => context.count + 1 }) } } } } }) });
+const counter = defineWorkflow({
+  name: 'counter',
+  version: 1,
+  input: z.object({}),
+  events: { INC: z.object({}) },
+  machine: setup({ types: { context: {} as { count: number } } }).createMachine({
+    context: { count: 0 },
+    initial: 'a',
+    states: { a: { on: { INC: { actions: assign({ count: ({ context }) => context.count + 1 }) } } } },
+  }),
+});
 const pos = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const seconds = Number(pos[0] ?? 160);
 const rate = Number(pos[1] ?? 1_000);
@@ -25,7 +34,13 @@ const always = !process.argv.includes('--default');
 const now = (): number => performance.now();
 
 const srv = await NatsServer.start({ syncAlways: always });
-const hard = setTimeout(() => { console.error('steady-purge: hard timeout'); void srv.stop().finally(() => process.exit(1)); }, (seconds + 60) * 1_000);
+const hard = setTimeout(
+  () => {
+    console.error('steady-purge: hard timeout');
+    void srv.stop().finally(() => process.exit(1));
+  },
+  (seconds + 60) * 1_000,
+);
 const ns = 'steady';
 const engine = await createEngine({ servers: srv.url, namespace: ns, workflows: [counter], recordShards: 1 });
 const ids = Array.from({ length: 200 }, (_, i) => `s${i}`);
@@ -85,12 +100,16 @@ await new Promise<void>((resolve) => {
 });
 await new Promise((r) => setTimeout(r, 2_000));
 const info = await jsm.streams.info(`${ns}_events`);
-console.log(`${always ? 'sync_interval: always' : 'default settings'}, ${rate} events/s over ${ids.length} instances for ${seconds} s; events stream now holds ${info.state.messages} of ${info.state.last_seq} events`);
+console.log(
+  `${always ? 'sync_interval: always' : 'default settings'}, ${rate} events/s over ${ids.length} instances for ${seconds} s; events stream now holds ${info.state.messages} of ${info.state.last_seq} events`,
+);
 console.log('window      n    p50 ms    p99 ms    max ms   max send() ms');
 const pct = (s: number[], q: number): number => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] ?? NaN;
 windows.forEach((w, k) => {
   const s = [...w.lat].sort((a, b) => a - b);
-  console.log(`${String(k * 10).padStart(3)}-${String(k * 10 + 10).padEnd(3)} s ${String(s.length).padStart(6)} ${pct(s, 0.5).toFixed(2).padStart(9)} ${pct(s, 0.99).toFixed(2).padStart(9)} ${(s[s.length - 1] ?? NaN).toFixed(2).padStart(9)} ${w.sendMax.toFixed(2).padStart(12)}`);
+  console.log(
+    `${String(k * 10).padStart(3)}-${String(k * 10 + 10).padEnd(3)} s ${String(s.length).padStart(6)} ${pct(s, 0.5).toFixed(2).padStart(9)} ${pct(s, 0.99).toFixed(2).padStart(9)} ${(s[s.length - 1] ?? NaN).toFixed(2).padStart(9)} ${w.sendMax.toFixed(2).padStart(12)}`,
+  );
 });
 clearTimeout(hard);
 watcher.stop();

@@ -102,7 +102,10 @@ export interface ActivityDefinition {
  * } })
  * ```
  */
-export function activity<TInput = unknown, TOutput = unknown>(fn: ActivityFunction<TInput, TOutput>, options: ActivityOptions = {}): PromiseActorLogic<TOutput, TInput> {
+export function activity<TInput = unknown, TOutput = unknown>(
+  fn: ActivityFunction<TInput, TOutput>,
+  options: ActivityOptions = {},
+): PromiseActorLogic<TOutput, TInput> {
   if (typeof fn !== 'function') throw new JetstateError(ErrorCode.InvalidDefinition, 'activity(fn, options): fn must be an async function');
   const retry: RetryPolicy = { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maxIntervalMs: 60_000, jitter: 0.2, ...options.retry };
   const checks: Array<[boolean, string]> = [
@@ -119,7 +122,13 @@ export function activity<TInput = unknown, TOutput = unknown>(fn: ActivityFuncti
   });
   const definition: ActivityDefinition = {
     fn: fn as ActivityFunction<unknown, unknown>,
-    options: { retry, timeoutMs: options.timeoutMs ?? 60_000, heartbeatTimeoutMs: options.heartbeatTimeoutMs, requires: Object.freeze([...(options.requires ?? [])]), inProcess: options.inProcess ?? options.heartbeatTimeoutMs === undefined },
+    options: {
+      retry,
+      timeoutMs: options.timeoutMs ?? 60_000,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      requires: Object.freeze([...(options.requires ?? [])]),
+      inProcess: options.inProcess ?? options.heartbeatTimeoutMs === undefined,
+    },
   };
   Object.defineProperty(logic, ACTIVITY, { value: definition });
   return logic;

@@ -68,5 +68,7 @@ export function isStop(event: unknown): boolean {
 
 export function isChildResult(event: unknown): event is ChildResultEvent {
   const e = event as Partial<ChildResultEvent> | null;
-  return typeof e === 'object' && e !== null && e.type === CHILD_EVENT && typeof e.invokeId === 'string' && typeof e.token === 'number' && typeof e.ok === 'boolean';
+  return (
+    typeof e === 'object' && e !== null && e.type === CHILD_EVENT && typeof e.invokeId === 'string' && typeof e.token === 'number' && typeof e.ok === 'boolean'
+  );
 }

@@ -203,14 +203,25 @@ const isRule = (r: unknown): boolean =>
 function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, SchemaLike, Record<string, SchemaLike>, string>): WorkflowSecurity {
   const p = options.permissions;
   if (p !== undefined) {
-    const rules: Array<[string, unknown]> = [['start', p.start], ['cancel', p.cancel], ['terminate', p.terminate], ['delete', p.delete], ['default', p.default], ...Object.entries(p.events ?? {}).map(([t, r]) => [`events.${t}`, r] as [string, unknown])];
+    const rules: Array<[string, unknown]> = [
+      ['start', p.start],
+      ['cancel', p.cancel],
+      ['terminate', p.terminate],
+      ['delete', p.delete],
+      ['default', p.default],
+      ...Object.entries(p.events ?? {}).map(([t, r]) => [`events.${t}`, r] as [string, unknown]),
+    ];
     for (const [where, rule] of rules) {
       if (rule !== undefined && !isRule(rule)) {
         fail(ErrorCode.InvalidDefinition, `${label}: permissions.${where} must be a list of roles, { anyOf, allOf }, or a function of the identity`);
       }
     }
     for (const t of Object.keys(p.events ?? {})) {
-      if (!(t in options.events)) fail(ErrorCode.InvalidDefinition, `${label}: permissions.events.${t} names an event the workflow does not declare; declare it in events or remove the rule`);
+      if (!(t in options.events))
+        fail(
+          ErrorCode.InvalidDefinition,
+          `${label}: permissions.events.${t} names an event the workflow does not declare; declare it in events or remove the rule`,
+        );
     }
   }
   const secrets = options.secrets ?? [];
@@ -224,7 +235,12 @@ function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, 
       fail(ErrorCode.InvalidDefinition, `${label}: limits.${k} must be a positive number (known limits: maxEventBytes, maxSnapshotBytes, maxEventsPerSecond)`);
     }
   }
-  return Object.freeze({ permissions: p, requireIdentity: options.requireIdentity === true, secrets: Object.freeze([...secrets]), limits: Object.freeze({ ...limits }) });
+  return Object.freeze({
+    permissions: p,
+    requireIdentity: options.requireIdentity === true,
+    secrets: Object.freeze([...secrets]),
+    limits: Object.freeze({ ...limits }),
+  });
 }
 
 function checkInternalEvents(label: string, internal: unknown, events: Record<string, SchemaLike>): void {
@@ -233,7 +249,11 @@ function checkInternalEvents(label: string, internal: unknown, events: Record<st
     fail(ErrorCode.InvalidDefinition, `${label}: internalEvents must be a list of event types the machine raises itself, e.g. ['CHECK']`);
   }
   for (const type of internal as string[]) {
-    if (Object.hasOwn(events, type)) fail(ErrorCode.InvalidDefinition, `${label}: event type '${type}' is both in events (senders may send it) and in internalEvents (only the machine raises it); keep it in one`);
+    if (Object.hasOwn(events, type))
+      fail(
+        ErrorCode.InvalidDefinition,
+        `${label}: event type '${type}' is both in events (senders may send it) and in internalEvents (only the machine raises it); keep it in one`,
+      );
   }
 }
 
@@ -246,7 +266,10 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
   const actors = (machine.implementations?.actors ?? {}) as Record<string, unknown>;
   for (const name of activitiesOf(machine).keys()) {
     if (!NAME_PATTERN.test(name)) {
-      fail(ErrorCode.InvalidDefinition, `${label}: activity name '${name}' must use 1-128 of A-Z a-z 0-9 _ - (it becomes a NATS subject token); rename it in setup({ actors })`);
+      fail(
+        ErrorCode.InvalidDefinition,
+        `${label}: activity name '${name}' must use 1-128 of A-Z a-z 0-9 _ - (it becomes a NATS subject token); rename it in setup({ actors })`,
+      );
     }
   }
   const visit = (node: AnyStateNode): void => {
@@ -262,10 +285,7 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
         );
       }
       if (!(inv.src in actors)) {
-        fail(
-          ErrorCode.InvalidDefinition,
-          `${label}: state '${node.id}' invokes '${inv.src}', which setup({ actors }) does not provide; add it there`,
-        );
+        fail(ErrorCode.InvalidDefinition, `${label}: state '${node.id}' invokes '${inv.src}', which setup({ actors }) does not provide; add it there`);
       }
       checkDurable(label, machine, `state '${node.id}' invokes '${inv.src}'`, inv.src);
     }

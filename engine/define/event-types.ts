@@ -81,7 +81,15 @@ type TypesOf<E> = E extends { type: infer T extends string } ? T : never;
 type MachinePayload<E, K extends string> = E extends { type: K } ? Omit<E, 'type' | '$identity'> : never;
 
 /** Mutually assignable and with the same field names (so an optional field on one side only counts). */
-type SameShape<A, B> = [A] extends [B] ? ([B] extends [A] ? ([keyof A] extends [keyof B] ? ([keyof B] extends [keyof A] ? true : false) : false) : false) : false;
+type SameShape<A, B> = [A] extends [B]
+  ? [B] extends [A]
+    ? [keyof A] extends [keyof B]
+      ? [keyof B] extends [keyof A]
+        ? true
+        : false
+      : false
+    : false
+  : false;
 
 type MismatchedTypes<E, TSchemas extends Record<string, Schema>> = {
   [K in keyof TSchemas & TypesOf<E> & string]: SameShape<MachinePayload<E, K>, PayloadFields<z.output<TSchemas[K]>>> extends true ? never : K;
@@ -100,8 +108,12 @@ export type EventsCheck<TMachine extends AnyStateMachine, TSchemas extends Recor
       ? [Exclude<keyof TSchemas & string, TypesOf<EventFromLogic<TMachine>>>] extends [never]
         ? [MismatchedTypes<EventFromLogic<TMachine>, TSchemas>] extends [never]
           ? unknown
-          : { error: `event ${MismatchedTypes<EventFromLogic<TMachine>, TSchemas>}: zod schema and machine types differ; make the payload in setup({ types: { events } }) match the schema in events, or use events: eventsOf(events)` }
-        : { error: `event ${Exclude<keyof TSchemas & string, TypesOf<EventFromLogic<TMachine>>>}: declared in events but missing from the machine's types; add it to setup({ types: { events } }), or use events: eventsOf(events)` }
+          : {
+              error: `event ${MismatchedTypes<EventFromLogic<TMachine>, TSchemas>}: zod schema and machine types differ; make the payload in setup({ types: { events } }) match the schema in events, or use events: eventsOf(events)`;
+            }
+        : {
+            error: `event ${Exclude<keyof TSchemas & string, TypesOf<EventFromLogic<TMachine>>>}: declared in events but missing from the machine's types; add it to setup({ types: { events } }), or use events: eventsOf(events)`;
+          }
       : {
           error: `event ${Exclude<TypesOf<EventFromLogic<TMachine>>, ReservedType | TInternal | keyof TSchemas>}: in the machine's types but not declared in events; add its zod schema to events, or list it in internalEvents if only the machine raises it`;
         };
@@ -115,5 +127,8 @@ export type InputCheck<TMachine extends AnyStateMachine, TInput extends Schema> 
   : { error: "input: the zod schema's output does not fit the machine's input type; make setup({ types: { input } }) match it, or use input: inputOf(schema)" };
 
 /** The first disagreement between a machine's declared types and a workflow's schemas, or `unknown`. */
-export type DefinitionCheck<TMachine extends AnyStateMachine, TInput extends Schema, TSchemas extends Record<string, Schema>, TInternal extends string> =
-  [keyof EventsCheck<TMachine, TSchemas, TInternal>] extends [never] ? InputCheck<TMachine, TInput> : EventsCheck<TMachine, TSchemas, TInternal>;
+export type DefinitionCheck<TMachine extends AnyStateMachine, TInput extends Schema, TSchemas extends Record<string, Schema>, TInternal extends string> = [
+  keyof EventsCheck<TMachine, TSchemas, TInternal>,
+] extends [never]
+  ? InputCheck<TMachine, TInput>
+  : EventsCheck<TMachine, TSchemas, TInternal>;

@@ -16,10 +16,7 @@ export type { TaskRef };
 /** Returned by an activity whose outcome an extension delivers later with `completeTask`. */
 export const DEFER: unique symbol = Symbol.for('jetstate.task.defer') as never;
 
-
-export type TaskOutcome =
-  | { ok: true; output: unknown }
-  | { ok: false; error: { name: string; message: string } & Record<string, unknown> };
+export type TaskOutcome = { ok: true; output: unknown } | { ok: false; error: { name: string; message: string } & Record<string, unknown> };
 
 export interface ExtensionHost {
   readonly namespace: string;
@@ -49,4 +46,3 @@ export interface EngineExtension {
   /** Stops its loops; pending work stays durable for the next engine. */
   stop(): Promise<void>;
 }
-

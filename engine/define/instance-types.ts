@@ -68,7 +68,14 @@ export type TagOf<W extends WorkflowDefinition> = Known<TagsFrom<W['machine']>, 
  * if (inst?.matches('paid')) console.log(inst.context.paid);
  * ```
  */
-export type WorkflowInstance<W extends WorkflowDefinition> = Instance<ContextOf<W>, StateValueOf<W>, OutputOf<W>, TagOf<W>, StateMatch<StateValueOf<W>>, EventOf<W>>;
+export type WorkflowInstance<W extends WorkflowDefinition> = Instance<
+  ContextOf<W>,
+  StateValueOf<W>,
+  OutputOf<W>,
+  TagOf<W>,
+  StateMatch<StateValueOf<W>>,
+  EventOf<W>
+>;
 
 /** The events the machine takes (`setup({ types: { events } })`), for `can()`; any event when it does not declare them. */
 export type EventOf<W extends WorkflowDefinition> = Known<EventFrom<W['machine']>, AnyEvent> extends infer E extends { type: string } ? E : AnyEvent;

@@ -50,7 +50,8 @@ export function actionsOf(machine: AnyStateMachine): FoundAction[] {
   const add = (where: string, list: unknown): void => {
     for (const a of [list].flat(Infinity)) {
       if (a === undefined || a === null) continue;
-      const name = typeof a === 'string' ? a : typeof a === 'object' && typeof (a as { type?: unknown }).type === 'string' ? (a as { type: string }).type : undefined;
+      const name =
+        typeof a === 'string' ? a : typeof a === 'object' && typeof (a as { type?: unknown }).type === 'string' ? (a as { type: string }).type : undefined;
       const impl = name !== undefined && Object.hasOwn(named, name) ? named[name] : undefined;
       out.push({ where, action: impl ?? a });
     }

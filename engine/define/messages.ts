@@ -43,7 +43,10 @@ export function sendToInstance<TContext = any, TEvent extends EventObject = any>
     const ev = typeof event === 'function' ? event(args) : event;
     const workflow = isWorkflowDefinition(to.workflow) ? to.workflow.name : to.workflow;
     if (typeof workflow !== 'string' || typeof to.id !== 'string' || typeof ev?.type !== 'string') {
-      throw new JetstateError(ErrorCode.InvalidEvent, `sendToInstance: the target must be { workflow, id } and the event an object with a type; got ${JSON.stringify({ to, ev })}`);
+      throw new JetstateError(
+        ErrorCode.InvalidEvent,
+        `sendToInstance: the target must be { workflow, id } and the event an object with a type; got ${JSON.stringify({ to, ev })}`,
+      );
     }
     return { workflow, id: to.id, event: ev };
   };

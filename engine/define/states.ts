@@ -48,7 +48,8 @@ export function unknownStateOf(machine: AnyStateMachine, test: unknown): string 
       }
       return undefined;
     }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return prefix ? `${prefix} (${JSON.stringify(value)})` : JSON.stringify(value) ?? String(value);
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      return prefix ? `${prefix} (${JSON.stringify(value)})` : (JSON.stringify(value) ?? String(value));
     for (const [key, inner] of Object.entries(value)) {
       const path = prefix ? `${prefix}${DELIMITER}${key}` : key;
       const child = Object.hasOwn(childrenOf(node), key) ? childrenOf(node)[key] : undefined;

@@ -34,7 +34,11 @@ export function readDurable(rt: Runtime, options: DurableReaderOptions): Durable
         void (async () => {
           for await (const s of m.status()) {
             const broken =
-              (s.type === 'heartbeats_missed' && s.count >= 2) || s.type === 'consumer_not_found' || s.type === 'consumer_deleted' || s.type === 'stream_not_found' || s.type === 'no_responders';
+              (s.type === 'heartbeats_missed' && s.count >= 2) ||
+              s.type === 'consumer_not_found' ||
+              s.type === 'consumer_deleted' ||
+              s.type === 'stream_not_found' ||
+              s.type === 'no_responders';
             if (broken) {
               rt.logger.debug(`${options.label}: reading again (${s.type})`);
               m.stop();
@@ -71,7 +75,10 @@ export async function ensureDurable(rt: Runtime, stream: string, config: { durab
   try {
     const info = await rt.jsm.consumers.info(stream, config.durable_name);
     if (info.config.ack_wait !== config['ack_wait'] || info.config.max_ack_pending !== config['max_ack_pending']) {
-      await rt.jsm.consumers.update(stream, config.durable_name, { ack_wait: config['ack_wait'] as number, max_ack_pending: config['max_ack_pending'] as number });
+      await rt.jsm.consumers.update(stream, config.durable_name, {
+        ack_wait: config['ack_wait'] as number,
+        max_ack_pending: config['max_ack_pending'] as number,
+      });
     }
     return;
   } catch (e) {

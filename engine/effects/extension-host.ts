@@ -20,12 +20,23 @@ export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: Tas
   const event = outcome.ok
     ? { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ok: true, output: outcome.output }
     : { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ok: false, error: outcome.error };
-  await publishToInstance(rt, { workflow: ref.workflow, id: ref.id, event, engine: { logicalId: `task.${ref.workflow}.${ref.id}.${ref.token}.${ref.invokeId}` }, trace });
+  await publishToInstance(rt, {
+    workflow: ref.workflow,
+    id: ref.id,
+    event,
+    engine: { logicalId: `task.${ref.workflow}.${ref.id}.${ref.token}.${ref.invokeId}` },
+    trace,
+  });
 }
 
 export function createExtensionHost(
   rt: Runtime,
-  engine: { engineId: () => string; owns: (workflow: string, partition: number) => boolean; onTaskCancel: (l: (ref: TaskRef) => void) => () => void; replicas: number },
+  engine: {
+    engineId: () => string;
+    owns: (workflow: string, partition: number) => boolean;
+    onTaskCancel: (l: (ref: TaskRef) => void) => () => void;
+    replicas: number;
+  },
 ): ExtensionHost {
   const kvm = new Kvm(rt.js);
   return {
@@ -62,7 +73,9 @@ export function findExtension<T>(extensions: ReadonlyMap<string, EngineExtension
   const found = extensions.get(name);
   if (!found) {
     // Terminal: retrying cannot configure the engine.
-    throw new TerminalError(`${needed} needs the '${name}' engine extension; pass extensions: [${name === 'step-functions' ? 'stepFunctions({ region })' : name}] to createEngine`);
+    throw new TerminalError(
+      `${needed} needs the '${name}' engine extension; pass extensions: [${name === 'step-functions' ? 'stepFunctions({ region })' : name}] to createEngine`,
+    );
   }
   return found as unknown as T;
 }

@@ -53,10 +53,22 @@ export class ActionExecutor implements EffectExecutor {
   private async deliver(key: string, type: string, params: unknown, trace: TraceCarrier | undefined): Promise<void> {
     if (type === OutboxKind.Send) {
       const send = params as ResolvedSend;
-      await publishToInstance(this.rt, { workflow: send.workflow, id: send.id, event: send.event as { type: string }, engine: { logicalId: `send.${key}` }, trace });
+      await publishToInstance(this.rt, {
+        workflow: send.workflow,
+        id: send.id,
+        event: send.event as { type: string },
+        engine: { logicalId: `send.${key}` },
+        trace,
+      });
     } else if (type === OutboxKind.StopChild) {
       const { workflow, id, token } = params as { workflow: string; id: string; token?: number };
-      await publishToInstance(this.rt, { workflow, id, event: { type: EngineEvent.Stop, ...(token !== undefined ? { token } : {}) }, engine: { logicalId: `stop.${key}` }, trace });
+      await publishToInstance(this.rt, {
+        workflow,
+        id,
+        event: { type: EngineEvent.Stop, ...(token !== undefined ? { token } : {}) },
+        engine: { logicalId: `stop.${key}` },
+        trace,
+      });
     } else if (type === OutboxKind.StartChild) {
       const s = params as ChildStart;
       // The child's start continues the trace of the parent's transition that started it.
@@ -69,7 +81,13 @@ export class ActionExecutor implements EffectExecutor {
         await publishToInstance(this.rt, {
           workflow: s.parent.workflow,
           id: s.parent.id,
-          event: { type: EngineEvent.Child, invokeId: s.parent.invokeId, token: s.parent.token, ok: false, error: { name: 'ChildWorkflowNotStarted', message: e.message } },
+          event: {
+            type: EngineEvent.Child,
+            invokeId: s.parent.invokeId,
+            token: s.parent.token,
+            ok: false,
+            error: { name: 'ChildWorkflowNotStarted', message: e.message },
+          },
           engine: { logicalId: `child.${s.workflow}.${s.id}.${s.parent.token}` },
           trace,
         });
@@ -81,7 +99,13 @@ export class ActionExecutor implements EffectExecutor {
     await publishToInstance(this.rt, {
       workflow: s.workflow,
       id: s.id,
-      event: { type: EngineEvent.Start, input: s.input, version: s.version, parent: s.parent, ...(s.secrets && s.secrets.length > 0 ? { secrets: s.secrets } : {}) },
+      event: {
+        type: EngineEvent.Start,
+        input: s.input,
+        version: s.version,
+        parent: s.parent,
+        ...(s.secrets && s.secrets.length > 0 ? { secrets: s.secrets } : {}),
+      },
       engine: { logicalId: `start.${s.workflow}.${s.id}.${s.parent.token}` },
       trace,
     });
@@ -101,7 +125,13 @@ export class ActionExecutor implements EffectExecutor {
         case 'log': {
           const { value, label } = (e.params ?? {}) as { value?: unknown; label?: unknown };
           const text = typeof value === 'string' ? value : safeJson(value);
-          this.rt.logger.info(typeof label === 'string' && label !== '' ? `${label}: ${text}` : text, { workflow: record.workflow, id: record.id, action: 'xstate.log', label, value });
+          this.rt.logger.info(typeof label === 'string' && label !== '' ? `${label}: ${text}` : text, {
+            workflow: record.workflow,
+            id: record.id,
+            action: 'xstate.log',
+            label,
+            value,
+          });
           continue;
         }
         case 'emit':
@@ -148,7 +178,13 @@ export class ActionExecutor implements EffectExecutor {
       // Recorded in the instance (its error and history), like a guard that throws; info for the log.
       this.rt.logger.info(`workflow '${workflow}' instance '${id}': ${reason}; the instance fails`, { workflow, id });
       await this.attempt(instance, e.key, EngineEvent.Fail, () =>
-        publishToInstance(this.rt, { workflow, id, event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000) }, engine: { logicalId: `fail.${e.key}` }, trace: instance.record.trace }),
+        publishToInstance(this.rt, {
+          workflow,
+          id,
+          event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000) },
+          engine: { logicalId: `fail.${e.key}` },
+          trace: instance.record.trace,
+        }),
       );
     }
   }
@@ -160,7 +196,9 @@ export class ActionExecutor implements EffectExecutor {
     try {
       this.rt.nc.publish(this.rt.names.emitSubject(workflow, id), encodeJson(this.rt.security.codec.sealEvent(workflow, id, event)));
     } catch (err) {
-      this.rt.logger.warn(`workflow '${workflow}' instance '${id}': emitted event '${String((event as { type?: unknown }).type)}' not published (${(err as Error).message})`);
+      this.rt.logger.warn(
+        `workflow '${workflow}' instance '${id}': emitted event '${String((event as { type?: unknown }).type)}' not published (${(err as Error).message})`,
+      );
     }
   }
 
@@ -172,7 +210,9 @@ export class ActionExecutor implements EffectExecutor {
       } catch (e) {
         const delay = RETRY_DELAYS_MS[i];
         if (delay === undefined) {
-          this.rt.logger.error(`workflow '${instance.record.workflow}' instance '${instance.record.id}': action '${type}' (${key}) failed ${i + 1} times (${(e as Error).message}); giving up on it`);
+          this.rt.logger.error(
+            `workflow '${instance.record.workflow}' instance '${instance.record.id}': action '${type}' (${key}) failed ${i + 1} times (${(e as Error).message}); giving up on it`,
+          );
           return;
         }
         await new Promise((r) => setTimeout(r, delay));

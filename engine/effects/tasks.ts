@@ -21,7 +21,17 @@ import { EngineEvent } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
-import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceCarrier, type TraceSource } from '../telemetry/telemetry.js';
+import {
+  SpanKind,
+  carrierFor,
+  carrierFromHeaders,
+  carrierOf,
+  contextOf,
+  failSpan,
+  withTrace,
+  type TraceCarrier,
+  type TraceSource,
+} from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
 import type { InstanceRecord } from '../protocol/record.js';
 import { readRecord } from '../store/records.js';
@@ -43,12 +53,19 @@ type TaskMessage = z.infer<typeof TaskMessageSchema>;
 const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int() });
 
 /** Control-bucket key of a task's progress (attempts, last error). */
-export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string => `task.${workflow}.${id}.${shortHash(invokeId)}.${token}`;
+export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string =>
+  `task.${workflow}.${id}.${shortHash(invokeId)}.${token}`;
 
 const TaskProgressSchema = z.object({ attempt: z.number().int(), lastError: z.string() });
 
 /** A task's progress for `get()`, or null before its first failed attempt. */
-export async function readTaskProgress(rt: Runtime, workflow: string, id: string, invokeId: string, token: number): Promise<{ attempt: number; lastError: string } | null> {
+export async function readTaskProgress(
+  rt: Runtime,
+  workflow: string,
+  id: string,
+  invokeId: string,
+  token: number,
+): Promise<{ attempt: number; lastError: string } | null> {
   const entry = await rt.control.get(taskProgressKey(workflow, id, invokeId, token)).catch(() => null);
   if (!entry || entry.operation !== 'PUT') return null;
   const parsed = TaskProgressSchema.safeParse(decodeJson(entry.value));
@@ -58,7 +75,14 @@ export async function readTaskProgress(rt: Runtime, workflow: string, id: string
 const taskKey = (t: { workflow: string; id: string; invokeId: string; token: number }): string => `${t.workflow}.${t.id}.${t.invokeId}.${t.token}`;
 
 /** Publishes the tasks a step started. Idempotent: each task has a stable message id. */
-export async function publishTasks(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[], trace?: TraceSource, handover?: Handover): Promise<void> {
+export async function publishTasks(
+  rt: Runtime,
+  workflow: string,
+  id: string,
+  tasks: readonly TaskChange[],
+  trace?: TraceSource,
+  handover?: Handover,
+): Promise<void> {
   await Promise.all(
     tasks.map((t) => {
       const options = withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${id}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token));
@@ -174,7 +198,8 @@ export class TaskService {
     // One durable consumer per workflow and activity, shared by every engine that registers it.
     const kinds = new Map<string, { workflow: string; src: string }>();
     for (const name of this.rt.registry.names()) {
-      for (const { runner } of this.rt.registry.versions(name)) for (const src of runner.activities.keys()) kinds.set(`${name}.${src}`, { workflow: name, src });
+      for (const { runner } of this.rt.registry.versions(name))
+        for (const src of runner.activities.keys()) kinds.set(`${name}.${src}`, { workflow: name, src });
     }
     for (const [kind, { workflow, src }] of kinds) {
       const durable = `task_${kind.replace('.', '_')}`;
@@ -187,7 +212,9 @@ export class TaskService {
         max_deliver: -1,
         max_ack_pending: 1_000,
       });
-      this.readers.push(readDurable(this.rt, { stream: names.tasksStream, durable, maxMessages: 64, label: `tasks ${kind}`, handle: (m) => void this.handle(m) }));
+      this.readers.push(
+        readDurable(this.rt, { stream: names.tasksStream, durable, maxMessages: 64, label: `tasks ${kind}`, handle: (m) => void this.handle(m) }),
+      );
     }
   }
 
@@ -273,7 +300,15 @@ export class TaskService {
    * Runs one attempt of a task and says what came of it. `working` keeps whatever holds the task
    * alive while it runs (a durable message's ack wait); the caller settles the task.
    */
-  private async runAttempt(task: TaskMessage, def: ActivityDefinition, attempt: number, controller: AbortController, record: InstanceRecord, scheduledBy: TraceCarrier | undefined, working: () => void): Promise<AttemptResult> {
+  private async runAttempt(
+    task: TaskMessage,
+    def: ActivityDefinition,
+    attempt: number,
+    controller: AbortController,
+    record: InstanceRecord,
+    scheduledBy: TraceCarrier | undefined,
+    working: () => void,
+  ): Promise<AttemptResult> {
     const { timeoutMs, heartbeatTimeoutMs, retry } = def.options;
     const fail = (why: string): void => controller.abort(new Error(why));
     const timeout = setTimeout(() => fail(`attempt ${attempt} timed out after ${timeoutMs} ms`), timeoutMs);
@@ -291,7 +326,13 @@ export class TaskService {
     const span = tel.startSpan(
       `jetstate.task ${task.workflow}.${task.src}`,
       SpanKind.CONSUMER,
-      { ...attrs, 'jetstate.instance.id': task.id, 'jetstate.task.attempt': attempt, 'jetstate.task.retry': attempt - 1, 'jetstate.task.max_attempts': retry.maxAttempts },
+      {
+        ...attrs,
+        'jetstate.instance.id': task.id,
+        'jetstate.task.attempt': attempt,
+        'jetstate.task.retry': attempt - 1,
+        'jetstate.task.max_attempts': retry.maxAttempts,
+      },
       contextOf(scheduledBy),
     );
     const attemptCarrier = carrierOf(span) ?? scheduledBy;
@@ -327,7 +368,17 @@ export class TaskService {
     const final = outcome.ok || outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError' || attempt >= retry.maxAttempts;
     const closing = !outcome.ok && this.stopping && controller.signal.aborted;
     const cancelled = !outcome.ok && outcome.error instanceof CancelledError && !this.stopping;
-    const result: AttemptResult['result'] = outcome.ok ? (outcome.output === DEFER ? 'deferred' : 'ok') : closing ? 'interrupted' : cancelled ? 'cancelled' : final ? 'failed' : 'retry';
+    const result: AttemptResult['result'] = outcome.ok
+      ? outcome.output === DEFER
+        ? 'deferred'
+        : 'ok'
+      : closing
+        ? 'interrupted'
+        : cancelled
+          ? 'cancelled'
+          : final
+            ? 'failed'
+            : 'retry';
     span.setAttribute('jetstate.task.outcome', result === 'deferred' ? 'ok' : result);
     const wait = result === 'retry' ? backoffMs(retry, attempt) : 0;
     if (result === 'retry') span.setAttribute('jetstate.task.retry_in_ms', wait);
@@ -343,7 +394,10 @@ export class TaskService {
       this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${error.message}); retrying in ${wait} ms`);
       // For get() and the CLI: how far the task got. Best effort.
       await this.rt.control
-        .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }))
+        .put(
+          taskProgressKey(task.workflow, task.id, task.invokeId, task.token),
+          encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }),
+        )
         .catch(() => {});
     } else if (attempt > 1 && (result === 'ok' || result === 'failed' || result === 'deferred')) {
       await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
@@ -351,7 +405,9 @@ export class TaskService {
     if (result !== 'ok' && result !== 'failed') return { result, wait, trace: attemptTrace };
     // An output that returns a secret value under another name (or to an instance whose secrets were
     // passed to it) names where, so the outcome is sealed there too.
-    const secrets = outcome.ok ? this.rt.security.codec.outputSecrets(record, [task.input], outcome.output).filter((p) => !this.rt.security.codec.pathsFor(record.workflow).includes(p)) : [];
+    const secrets = outcome.ok
+      ? this.rt.security.codec.outputSecrets(record, [task.input], outcome.output).filter((p) => !this.rt.security.codec.pathsFor(record.workflow).includes(p))
+      : [];
     const event: TaskResultEvent = outcome.ok
       ? { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output, ...(secrets.length > 0 ? { secrets } : {}) }
       : { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
@@ -443,7 +499,9 @@ export class TaskService {
             setTimeout(() => this.delivered.delete(key), DELIVERED_HOLD_MS).unref?.();
             return void this.deliver(task, r.event!, r.trace).catch((e: Error) => {
               this.delivered.delete(key);
-              this.rt.logger.warn(`task ${t.src} of ${record.workflow} ${record.id}: outcome not delivered (${(e as Error).message}); the tasks stream runs it again`);
+              this.rt.logger.warn(
+                `task ${t.src} of ${record.workflow} ${record.id}: outcome not delivered (${(e as Error).message}); the tasks stream runs it again`,
+              );
             });
           }
           if (r.result === 'deferred' || r.result === 'cancelled') return durable ?? hooks.onDurable(Promise.resolve());
@@ -469,7 +527,14 @@ export class TaskService {
   }
 
   /** Publishes a task that ran here, to the tasks stream: how many attempts it had, who still runs it, when to try next. */
-  private handOver(record: InstanceRecord, t: TaskChange, trace: TraceCarrier | undefined, attempts: number, claimedBy?: string, notBeforeMs?: number): Promise<unknown> {
+  private handOver(
+    record: InstanceRecord,
+    t: TaskChange,
+    trace: TraceCarrier | undefined,
+    attempts: number,
+    claimedBy?: string,
+    notBeforeMs?: number,
+  ): Promise<unknown> {
     return publishTasks(this.rt, record.workflow, record.id, [t], trace, { attempts, claimedBy, notBeforeMs });
   }
 }

@@ -14,9 +14,7 @@ import type { IdentitySummary } from '../protocol/identity.js';
 import { IdentityError } from '../security/identity-error.js';
 import { permits, type PermissionRule } from '../security/roles.js';
 
-export type Admission =
-  | { ok: true; identity: Identity | undefined }
-  | { ok: false; code: ErrorCode; reason: string; retryable: boolean };
+export type Admission = { ok: true; identity: Identity | undefined } | { ok: false; code: ErrorCode; reason: string; retryable: boolean };
 
 export type Action = { kind: 'start' | 'cancel' | 'terminate' | 'delete' } | { kind: 'event'; type: string };
 
@@ -31,7 +29,9 @@ function ruleFor(def: WorkflowDefinition, action: Action): PermissionRule | unde
 }
 
 const what = (def: WorkflowDefinition, action: Action): string =>
-  action.kind === 'event' ? `send '${action.type}' to workflow '${def.name}'` : `${action.kind} ${action.kind === 'start' ? 'workflow' : 'instances of workflow'} '${def.name}'`;
+  action.kind === 'event'
+    ? `send '${action.type}' to workflow '${def.name}'`
+    : `${action.kind} ${action.kind === 'start' ? 'workflow' : 'instances of workflow'} '${def.name}'`;
 
 function describeRule(rule: PermissionRule): string {
   if (typeof rule === 'function') return 'to pass its permission predicate';
@@ -46,7 +46,14 @@ function describeRule(rule: PermissionRule): string {
  * gives `atMs`, the time the stream accepted the event: the token is judged as of then, so an
  * event that waited in a backlog while its token expired is still the sender's.
  */
-export function admit(verifier: IdentityVerifier | undefined, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine' = 'engine', atMs?: number): Admission | Promise<Admission> {
+export function admit(
+  verifier: IdentityVerifier | undefined,
+  def: WorkflowDefinition,
+  action: Action,
+  token: string | undefined,
+  side: 'client' | 'engine' = 'engine',
+  atMs?: number,
+): Admission | Promise<Admission> {
   // The common case, answered without a promise: an anonymous event to a workflow without rules.
   if (admitsAnonymously(def, token)) return ANONYMOUS;
   return judge(verifier, def, action, token, side, atMs);
@@ -59,7 +66,14 @@ export function admitsAnonymously(def: WorkflowDefinition, token: string | undef
 
 const ANONYMOUS: Admission = Object.freeze({ ok: true, identity: undefined }) as Admission;
 
-async function judge(verifier: IdentityVerifier | undefined, def: WorkflowDefinition, action: Action, token: string | undefined, side: 'client' | 'engine', atMs: number | undefined): Promise<Admission> {
+async function judge(
+  verifier: IdentityVerifier | undefined,
+  def: WorkflowDefinition,
+  action: Action,
+  token: string | undefined,
+  side: 'client' | 'engine',
+  atMs: number | undefined,
+): Promise<Admission> {
   const rule = ruleFor(def, action);
   const needsIdentity = def.security.requireIdentity || rule !== undefined;
   const deny = (code: ErrorCode, reason: string, retryable = false): Admission => ({ ok: false, code, reason, retryable });
@@ -67,12 +81,16 @@ async function judge(verifier: IdentityVerifier | undefined, def: WorkflowDefini
   if (token !== undefined && token !== '') {
     if (!verifier && side === 'client') return { ok: true, identity: undefined };
     if (!verifier) {
-      return deny(ErrorCode.InvalidOptions, `[identity.not_configured] a token was given to ${what(def, action)}, but no identity options are configured to verify it; configure 'identity' (OIDC issuers or AWS IAM) in createClient and createEngine`);
+      return deny(
+        ErrorCode.InvalidOptions,
+        `[identity.not_configured] a token was given to ${what(def, action)}, but no identity options are configured to verify it; configure 'identity' (OIDC issuers or AWS IAM) in createClient and createEngine`,
+      );
     }
     try {
       identity = await verifier.verify(token, atMs === undefined ? undefined : { atMs });
     } catch (e) {
-      if (e instanceof IdentityError) return deny(ErrorCode.Unauthenticated, `[${e.reason}] ${e.message.replace(`${e.reason}: `, '')}; cannot ${what(def, action)}`, e.retryable);
+      if (e instanceof IdentityError)
+        return deny(ErrorCode.Unauthenticated, `[${e.reason}] ${e.message.replace(`${e.reason}: `, '')}; cannot ${what(def, action)}`, e.retryable);
       return deny(ErrorCode.Unauthenticated, `[identity.internal] ${(e as Error).message}`, true);
     }
   } else if (needsIdentity) {

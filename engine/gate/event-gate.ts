@@ -11,7 +11,19 @@
 import type { MsgHdrs } from '@nats-io/nats-core';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { decodeJson } from '../protocol/json.js';
-import { CONTROL_EVENTS, EngineEvent, type TaskResultEvent, isChildResult, isFail, isReservedType, isSelfSend, isStop, isTaskResult, isTimerFire, type ParentRef } from '../protocol/events.js';
+import {
+  CONTROL_EVENTS,
+  EngineEvent,
+  type TaskResultEvent,
+  isChildResult,
+  isFail,
+  isReservedType,
+  isSelfSend,
+  isStop,
+  isTaskResult,
+  isTimerFire,
+  type ParentRef,
+} from '../protocol/events.js';
 import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
 import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
@@ -93,11 +105,21 @@ export interface GateOptions {
 /** How far ahead of the stream's clock a signing engine's clock may be. */
 const SIGNATURE_SKEW_MS = 60_000;
 
-export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: string, e: RawEvent, options: GateOptions): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
+export function gateEvent(
+  security: GateSecurity,
+  def: WorkflowDefinition,
+  id: string,
+  e: RawEvent,
+  options: GateOptions,
+): GatedEvent | GateRetry | Promise<GatedEvent | GateRetry> {
   const reject = (event: unknown, reason: string, size = e.data.length): GatedEvent => rejection(e, event, reason, size);
   const limits = limitsOf(security.limits, def);
   if (e.data.length > limits.maxEventBytes) {
-    return reject({ oversized: `${e.data.length} bytes` }, `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`, 0);
+    return reject(
+      { oversized: `${e.data.length} bytes` },
+      `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`,
+      0,
+    );
   }
   const raw = safeDecode(e.data);
   if (raw === UNREADABLE) return reject({ unreadable: `${e.data.length} bytes` }, 'the event is not UTF-8 JSON', 0);
@@ -114,7 +136,10 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
     }
     const age = e.timeMs - e.signedAtMs!;
     if (age > options.signatureMaxAgeMs || -age > SIGNATURE_SKEW_MS) {
-      return reject({ type }, `[replayed] event '${type}' was signed ${age} ms before the stream accepted it (at most ${options.signatureMaxAgeMs} ms): a replay of an engine event`);
+      return reject(
+        { type },
+        `[replayed] event '${type}' was signed ${age} ms before the stream accepted it (at most ${options.signatureMaxAgeMs} ms): a replay of an engine event`,
+      );
     }
     signed = true;
   }
@@ -123,14 +148,19 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
     if (type === EngineEvent.Start) return gateStart(security, def, id, e, raw as Record<string, unknown>, signed, reject, options.senderOnly === true);
     if (CONTROL_EVENTS.has(type)) {
       const reason = (raw as { reason?: unknown }).reason;
-      if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1_000)) return reject({ type }, `'${type}': reason must be a string of at most 1000 characters`);
+      if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1_000))
+        return reject({ type }, `'${type}': reason must be a string of at most 1000 characters`);
       const event = { type, ...(reason !== undefined ? { reason } : {}) };
       if (signed) return { seq: e.seq, timeMs: e.timeMs, event, identity: ENGINE_IDENTITY };
       const kind = type === EngineEvent.Cancel ? 'cancel' : type === EngineEvent.Terminate ? 'terminate' : 'delete';
       return withAdmission(security, def, e, { kind }, { type }, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event, identity }));
     }
     const internal = isTimerFire(raw) || isTaskResult(raw) || isChildResult(raw) || isStop(raw) || isSelfSend(raw) || isFail(raw);
-    if (!internal) return reject({ type }, `workflow '${def.name}' instance '${id}': event type '${type}' is not declared; types starting with 'jetstate.' or 'xstate.' are reserved`);
+    if (!internal)
+      return reject(
+        { type },
+        `workflow '${def.name}' instance '${id}': event type '${type}' is not declared; types starting with 'jetstate.' or 'xstate.' are reserved`,
+      );
     // Only engines publish these: without a valid signature it is a forgery.
     if (!signed) return reject({ type }, `[forged] an engine event ('${type}') without a valid engine signature`);
     if (isTaskResult(raw) || isChildResult(raw) || isSelfSend(raw)) {
@@ -156,7 +186,13 @@ export function gateEvent(security: GateSecurity, def: WorkflowDefinition, id: s
   if (signed) return { seq: e.seq, timeMs: e.timeMs, event: checked.value, identity: ENGINE_IDENTITY };
   // Most events (no token, a workflow without rules): nothing to judge, no closures to build.
   if (admitsAnonymously(def, e.token)) return { seq: e.seq, timeMs: e.timeMs, event: checked.value, identity: undefined, rated: true };
-  return withAdmission(security, def, e, { kind: 'event', type }, raw, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event: checked.value, identity, rated: true }));
+  return withAdmission(security, def, e, { kind: 'event', type }, raw, (identity) => ({
+    seq: e.seq,
+    timeMs: e.timeMs,
+    event: checked.value,
+    identity,
+    rated: true,
+  }));
 }
 
 function gateStart(
@@ -174,7 +210,8 @@ function gateStart(
   // Inherited secret paths come only from a parent's engine: they decide what is sealed.
   const secrets = raw['secrets'];
   if (secrets !== undefined && !signed) return reject(summary, `[forged] a start naming inherited secret paths without a valid engine signature`);
-  if (secrets !== undefined && !isInheritedPaths(secrets)) return reject(summary, `workflow '${def.name}' instance '${id}': the start's inherited secret paths are not a list of dotted paths`);
+  if (secrets !== undefined && !isInheritedPaths(secrets))
+    return reject(summary, `workflow '${def.name}' instance '${id}': the start's inherited secret paths are not a list of dotted paths`);
   if (senderOnly) {
     if (signed) return { seq: e.seq, timeMs: e.timeMs, event: summary, identity: ENGINE_IDENTITY };
     return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event: summary, identity }));
@@ -260,7 +297,11 @@ export function readable(data: Uint8Array): unknown {
  * A token bucket per instance over the stream's acceptance times (a burst of one second), kept in
  * the instance's record, so every engine and every retry of a batch decides the same.
  */
-export function takeRate(bucket: { tokens: number; atMs: number } | undefined, perSecond: number, timeMs: number): { ok: boolean; bucket: { tokens: number; atMs: number } } {
+export function takeRate(
+  bucket: { tokens: number; atMs: number } | undefined,
+  perSecond: number,
+  timeMs: number,
+): { ok: boolean; bucket: { tokens: number; atMs: number } } {
   const burst = Math.max(1, perSecond);
   const b = bucket ? { ...bucket } : { tokens: burst, atMs: timeMs };
   b.tokens = Math.min(burst, b.tokens + (Math.max(0, timeMs - b.atMs) / 1_000) * perSecond);

@@ -123,7 +123,10 @@ export function isChildResult(event: unknown): event is ChildResultEvent {
   return isOutcome(event, EngineEvent.Child);
 }
 
-export function isControl(event: unknown, type: typeof EngineEvent.Cancel | typeof EngineEvent.Terminate | typeof EngineEvent.Delete): event is { type: string; reason?: string } {
+export function isControl(
+  event: unknown,
+  type: typeof EngineEvent.Cancel | typeof EngineEvent.Terminate | typeof EngineEvent.Delete,
+): event is { type: string; reason?: string } {
   return typeOf(event) === type;
 }
 
@@ -155,5 +158,7 @@ export function isFail(event: unknown): event is FailEvent {
 export function actorOutcome(e: { invokeId: string; ok: boolean; output?: unknown; error?: unknown; secrets?: unknown }): { type: string } {
   // The paths sealing the output stay with it, so a copy of this event (an outbox entry) is sealed alike.
   const secrets: { secrets?: unknown } = Array.isArray(e.secrets) && e.secrets.length > 0 ? { secrets: e.secrets } : {};
-  return e.ok ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output, ...secrets } as unknown as { type: string }) : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
+  return e.ok
+    ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output, ...secrets } as unknown as { type: string })
+    : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
 }

@@ -15,7 +15,12 @@ export interface IdentitySummary {
 export const IDENTITY_FIELD = '$identity';
 
 /** The identity of events that engines send themselves (sends between instances, child results). */
-export const ENGINE_IDENTITY: IdentitySummary = Object.freeze({ method: 'engine', subject: 'jetstate-engine', issuer: 'jetstate', roles: [] as string[] }) as IdentitySummary;
+export const ENGINE_IDENTITY: IdentitySummary = Object.freeze({
+  method: 'engine',
+  subject: 'jetstate-engine',
+  issuer: 'jetstate',
+  roles: [] as string[],
+}) as IdentitySummary;
 
 /**
  * The verified sender of an event, as guards and actions see it (`event.$identity`): method,

@@ -26,7 +26,9 @@ export function canonicalJson(value: unknown): string {
 }
 
 export function digest(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value) ?? 'undefined').digest('base64url');
+  return createHash('sha256')
+    .update(canonicalJson(value) ?? 'undefined')
+    .digest('base64url');
 }
 
 /** A short, subject- and header-safe digest, for message ids built from free-form names. */

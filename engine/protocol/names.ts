@@ -23,8 +23,7 @@ export function checkName(kind: string, value: unknown, code: ErrorCode = ErrorC
   if (typeof value !== 'string' || !NAME_PATTERN.test(value)) {
     fail(
       code,
-      `${kind} ${JSON.stringify(value)} is not valid: use 1-128 characters from A-Z, a-z, 0-9, '_' and '-' ` +
-        `(it becomes a NATS subject token and a KV key)`,
+      `${kind} ${JSON.stringify(value)} is not valid: use 1-128 characters from A-Z, a-z, 0-9, '_' and '-' ` + `(it becomes a NATS subject token and a KV key)`,
     );
   }
   return value;

@@ -157,7 +157,9 @@ export const InstanceRecordSchema = z.object({
    * `context`: the context an action saw at its place in the step, kept when it differs from the
    * record's (a re-run gets what the first run got).
    */
-  outbox: z.array(z.object({ key: z.string(), type: z.string(), params: z.unknown().optional(), event: z.unknown(), context: z.unknown().optional() })).default([]),
+  outbox: z
+    .array(z.object({ key: z.string(), type: z.string(), params: z.unknown().optional(), event: z.unknown(), context: z.unknown().optional() }))
+    .default([]),
   /**
    * Invoke ids under which a child workflow was started: a later child under the same invoke id
    * gets `<parent id>_<invoke id>-<token>` (see define/child.ts). Absent until the first child.
@@ -247,7 +249,11 @@ export interface Instance<
  * XState's snapshot of a stored value and context (`machine.resolveState`), for `can()` and
  * `getMeta()`; without it `can()` is false and `getMeta()` empty.
  */
-export function toInstance(record: InstanceRecord, tagsOf?: (value: StateValue) => Iterable<string>, resolve?: (value: StateValue, context: unknown) => AnyMachineSnapshot): Instance {
+export function toInstance(
+  record: InstanceRecord,
+  tagsOf?: (value: StateValue) => Iterable<string>,
+  resolve?: (value: StateValue, context: unknown) => AnyMachineSnapshot,
+): Instance {
   const value = record.snapshot['value'] as StateValue;
   let tags: Set<string> | undefined;
   let resolved: AnyMachineSnapshot | null | undefined;

@@ -131,15 +131,19 @@ export interface AwsIamTokenOptions {
  */
 export async function createAwsIamToken(options: AwsIamTokenOptions): Promise<string> {
   const method = options.method ?? 'GET';
-  if (!REGION.test(options.region ?? '')) fail(ErrorCode.InvalidOptions, `createAwsIamToken: region ${JSON.stringify(options.region)} is not an AWS region, e.g. eu-west-1`);
-  if (!Audience.safeParse(options.audience).success) fail(ErrorCode.InvalidOptions, 'createAwsIamToken: audience must be printable ASCII without surrounding spaces, as the verifier expects');
+  if (!REGION.test(options.region ?? ''))
+    fail(ErrorCode.InvalidOptions, `createAwsIamToken: region ${JSON.stringify(options.region)} is not an AWS region, e.g. eu-west-1`);
+  if (!Audience.safeParse(options.audience).success)
+    fail(ErrorCode.InvalidOptions, 'createAwsIamToken: audience must be printable ASCII without surrounding spaces, as the verifier expects');
   if (method === 'POST' && options.expiresInSec !== undefined) {
     fail(ErrorCode.InvalidOptions, 'createAwsIamToken: expiresInSec applies to GET (presigned) tokens; a POST token is valid 15 minutes');
   }
   const expiresInSec = options.expiresInSec ?? 300;
-  if (!Number.isInteger(expiresInSec) || expiresInSec < 1 || expiresInSec > 900) fail(ErrorCode.InvalidOptions, 'createAwsIamToken: expiresInSec must be an integer from 1 to 900');
+  if (!Number.isInteger(expiresInSec) || expiresInSec < 1 || expiresInSec > 900)
+    fail(ErrorCode.InvalidOptions, 'createAwsIamToken: expiresInSec must be an integer from 1 to 900');
   const endpoint = options.stsEndpoint ?? defaultStsEndpoint(options.region);
-  if (!StsEndpoint.safeParse(endpoint).success) fail(ErrorCode.InvalidOptions, `createAwsIamToken: stsEndpoint '${endpoint}' must be an https:// URL (http:// only on loopback)`);
+  if (!StsEndpoint.safeParse(endpoint).success)
+    fail(ErrorCode.InvalidOptions, `createAwsIamToken: stsEndpoint '${endpoint}' must be an https:// URL (http:// only on loopback)`);
 
   let SignatureV4: typeof import('@smithy/signature-v4').SignatureV4;
   try {
@@ -214,7 +218,15 @@ class NodeSha256 {
 // ---------------------------------------------------------------------------------------------
 
 /** Query parameters a presigned GetCallerIdentity may carry besides Action and Version. */
-const PRESIGN_PARAMS = new Set(['X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Date', 'X-Amz-Expires', 'X-Amz-SignedHeaders', 'X-Amz-Signature', 'X-Amz-Security-Token']);
+const PRESIGN_PARAMS = new Set([
+  'X-Amz-Algorithm',
+  'X-Amz-Credential',
+  'X-Amz-Date',
+  'X-Amz-Expires',
+  'X-Amz-SignedHeaders',
+  'X-Amz-Signature',
+  'X-Amz-Security-Token',
+]);
 /** Signed headers that fetch sets itself from the URL and body. */
 const SET_BY_FETCH = new Set(['host', 'content-length']);
 const HEADER_NAME = /^[a-z0-9-]{1,64}$/;
@@ -255,7 +267,8 @@ function decode(token: string): SignedRequest {
     reject(IdentityReason.Malformed, `the '${AWS_IAM_TOKEN_PREFIX}' token does not hold JSON`, { cause: e });
   }
   const parsed = SignedRequestSchema.safeParse(json);
-  if (!parsed.success) reject(IdentityReason.Malformed, `the '${AWS_IAM_TOKEN_PREFIX}' token is not { method, url, headers, body }: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    reject(IdentityReason.Malformed, `the '${AWS_IAM_TOKEN_PREFIX}' token is not { method, url, headers, body }: ${z.prettifyError(parsed.error)}`);
   return parsed.data;
 }
 
@@ -276,10 +289,12 @@ function inspect(token: string, endpoint: URL, audience: string, region: string 
   const headers = new Map<string, string>();
   for (const [name, value] of Object.entries(request.headers)) {
     const lower = name.toLowerCase();
-    if (!HEADER_NAME.test(lower) || !HEADER_VALUE.test(value) || headers.has(lower)) reject(IdentityReason.Malformed, `the token's header '${name}' is not a valid, unique HTTP header`);
+    if (!HEADER_NAME.test(lower) || !HEADER_VALUE.test(value) || headers.has(lower))
+      reject(IdentityReason.Malformed, `the token's header '${name}' is not a valid, unique HTTP header`);
     headers.set(lower, value);
   }
-  if (headers.has('host') && headers.get('host') !== endpoint.host) reject(IdentityReason.WrongIssuer, `the token's host header '${headers.get('host')}' is not ${endpoint.host}`);
+  if (headers.has('host') && headers.get('host') !== endpoint.host)
+    reject(IdentityReason.WrongIssuer, `the token's host header '${headers.get('host')}' is not ${endpoint.host}`);
 
   // ';' separates parameters for some parsers and not for others: refuse what could be read two ways.
   if (url.search.includes(';') || request.body.includes(';')) reject(IdentityReason.Malformed, "the token's request parameters contain ';'");
@@ -291,7 +306,8 @@ function inspect(token: string, endpoint: URL, audience: string, region: string 
   if (request.method === 'POST') {
     if (url.search !== '') reject(IdentityReason.Malformed, 'a POST token carries its parameters in the body, and this one has a query string');
     const contentType = headers.get('content-type') ?? '';
-    if (!/^application\/x-www-form-urlencoded(?:;\s*charset=utf-8)?$/i.test(contentType)) reject(IdentityReason.Malformed, `a POST token must be application/x-www-form-urlencoded, not '${contentType}'`);
+    if (!/^application\/x-www-form-urlencoded(?:;\s*charset=utf-8)?$/i.test(contentType))
+      reject(IdentityReason.Malformed, `a POST token must be application/x-www-form-urlencoded, not '${contentType}'`);
     checkAction(uniqueParams(new URLSearchParams(request.body), 'body'), new Set());
     const auth = /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/.exec(headers.get('authorization') ?? '');
     if (!auth) reject(IdentityReason.Malformed, 'a POST token needs an AWS4-HMAC-SHA256 authorization header');
@@ -301,7 +317,8 @@ function inspect(token: string, endpoint: URL, audience: string, region: string 
   } else {
     if (request.body !== '') reject(IdentityReason.Malformed, 'a GET token has no body');
     checkAction(query, PRESIGN_PARAMS);
-    if (query.get('X-Amz-Algorithm') !== 'AWS4-HMAC-SHA256' || !query.has('X-Amz-Signature')) reject(IdentityReason.Malformed, 'a GET token must be a SigV4-presigned URL');
+    if (query.get('X-Amz-Algorithm') !== 'AWS4-HMAC-SHA256' || !query.has('X-Amz-Signature'))
+      reject(IdentityReason.Malformed, 'a GET token must be a SigV4-presigned URL');
     credential = query.get('X-Amz-Credential') ?? '';
     signedHeaders = (query.get('X-Amz-SignedHeaders') ?? '').split(';');
     amzDate = query.get('X-Amz-Date');
@@ -314,11 +331,14 @@ function inspect(token: string, endpoint: URL, audience: string, region: string 
   if (!scope || scope[3] !== 'sts') reject(IdentityReason.Malformed, 'the token is not signed for the sts service');
   if (region !== undefined && scope[2] !== region) reject(IdentityReason.WrongIssuer, `the token is signed for region ${scope[2]}, not ${region}`);
 
-  if (!signedHeaders.includes(AUDIENCE_HEADER)) reject(IdentityReason.WrongAudience, `the token does not sign the '${AUDIENCE_HEADER}' header; make it with createAwsIamToken({ audience })`);
-  if (headers.get(AUDIENCE_HEADER) !== audience) reject(IdentityReason.WrongAudience, `the token is for audience ${JSON.stringify(headers.get(AUDIENCE_HEADER))}, not '${audience}'`);
+  if (!signedHeaders.includes(AUDIENCE_HEADER))
+    reject(IdentityReason.WrongAudience, `the token does not sign the '${AUDIENCE_HEADER}' header; make it with createAwsIamToken({ audience })`);
+  if (headers.get(AUDIENCE_HEADER) !== audience)
+    reject(IdentityReason.WrongAudience, `the token is for audience ${JSON.stringify(headers.get(AUDIENCE_HEADER))}, not '${audience}'`);
 
   const signedAtMs = parseAmzDate(amzDate);
-  if (signedAtMs - nowMs > MAX_SKEW_MS) reject(IdentityReason.NotYetValid, `the token is signed at ${new Date(signedAtMs).toISOString()}, more than 15 minutes ahead; check the clocks`);
+  if (signedAtMs - nowMs > MAX_SKEW_MS)
+    reject(IdentityReason.NotYetValid, `the token is signed at ${new Date(signedAtMs).toISOString()}, more than 15 minutes ahead; check the clocks`);
   const expiresAtMs = Math.min(signedAtMs + MAX_SKEW_MS, expiresInSec === undefined ? Number.POSITIVE_INFINITY : signedAtMs + expiresInSec * 1000);
   if (nowMs > expiresAtMs) reject(IdentityReason.Expired, `the token expired at ${new Date(expiresAtMs).toISOString()}; make a fresh one`);
 
@@ -332,7 +352,11 @@ function inspect(token: string, endpoint: URL, audience: string, region: string 
   }
   if (request.method === 'POST') forward.authorization = headers.get('authorization')!;
   const target = new URL(`${url.pathname}${url.search}`, endpoint.origin);
-  return { url: target, init: request.method === 'POST' ? { method: 'POST', headers: forward, body: request.body } : { method: 'GET', headers: forward }, expiresAtMs };
+  return {
+    url: target,
+    init: request.method === 'POST' ? { method: 'POST', headers: forward, body: request.body } : { method: 'GET', headers: forward },
+    expiresAtMs,
+  };
 }
 
 function uniqueParams(params: URLSearchParams, where: string): Map<string, string> {
@@ -346,10 +370,12 @@ function uniqueParams(params: URLSearchParams, where: string): Map<string, strin
 
 /** Exactly Action=GetCallerIdentity and Version, plus the SigV4 parameters when presigned. */
 function checkAction(params: Map<string, string>, allowed: ReadonlySet<string>): void {
-  if (params.get('Action') !== 'GetCallerIdentity') reject(IdentityReason.Malformed, `the token is not an sts:GetCallerIdentity request (Action=${JSON.stringify(params.get('Action') ?? null)})`);
+  if (params.get('Action') !== 'GetCallerIdentity')
+    reject(IdentityReason.Malformed, `the token is not an sts:GetCallerIdentity request (Action=${JSON.stringify(params.get('Action') ?? null)})`);
   if (params.get('Version') !== STS_VERSION) reject(IdentityReason.Malformed, `the token's STS Version must be ${STS_VERSION}`);
   for (const k of params.keys()) {
-    if (k !== 'Action' && k !== 'Version' && !allowed.has(k)) reject(IdentityReason.Malformed, `the token's request has parameter '${k}', which GetCallerIdentity does not take`);
+    if (k !== 'Action' && k !== 'Version' && !allowed.has(k))
+      reject(IdentityReason.Malformed, `the token's request has parameter '${k}', which GetCallerIdentity does not take`);
   }
 }
 
@@ -400,9 +426,11 @@ const XML_ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', apos:
 function xmlText(xml: string, tag: string): string | undefined {
   const m = new RegExp(`<${tag}>([^<]*)</${tag}>`).exec(xml);
   if (!m) return undefined;
-  return m[1]!.trim().replace(/&(lt|gt|amp|apos|quot|#\d+|#x[0-9a-fA-F]+);/g, (_, e: string) =>
-    e.startsWith('#x') ? String.fromCodePoint(parseInt(e.slice(2), 16)) : e.startsWith('#') ? String.fromCodePoint(Number(e.slice(1))) : XML_ENTITIES[e]!,
-  );
+  return m[1]!
+    .trim()
+    .replace(/&(lt|gt|amp|apos|quot|#\d+|#x[0-9a-fA-F]+);/g, (_, e: string) =>
+      e.startsWith('#x') ? String.fromCodePoint(parseInt(e.slice(2), 16)) : e.startsWith('#') ? String.fromCodePoint(Number(e.slice(1))) : XML_ENTITIES[e]!,
+    );
 }
 
 /**

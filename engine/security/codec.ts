@@ -171,7 +171,10 @@ export class SecretCodec {
 
   private mapRecord(record: InstanceRecord, op: Op): InstanceRecord {
     // A record also holds what it passes to its child workflows: their secrets count too.
-    const children = [...Object.values(record.children), ...record.outbox.filter((o) => o.type === OutboxKind.StartChild).map((o) => o.params as { workflow?: unknown; secrets?: unknown })];
+    const children = [
+      ...Object.values(record.children),
+      ...record.outbox.filter((o) => o.type === OutboxKind.StartChild).map((o) => o.params as { workflow?: unknown; secrets?: unknown }),
+    ];
     const childHas = (c: { workflow?: unknown; secrets?: unknown } | null | undefined): boolean =>
       typeof c?.workflow === 'string' && this.has(c.workflow, isInheritedPaths(c.secrets) ? c.secrets : undefined);
     const eventsName = record.lastHistory.some((e) => eventSecrets(e.event)) || record.outbox.some((o) => eventSecrets(o.event));
@@ -186,7 +189,12 @@ export class SecretCodec {
       tasks: Object.fromEntries(Object.entries(record.tasks).map(([k, t]) => [k, { ...t, input: fn(t.input, 'task') }])),
       timers: Object.fromEntries(Object.entries(record.timers).map(([k, t]) => [k, { ...t, event: fn(t.event, 'event') as typeof t.event }])),
       // An action's own context (outbox `context`, when it differs from the record's) is a context too.
-      outbox: record.outbox.map((o) => ({ ...o, event: mapEvent(o.event, fn), params: mapParams(o.type, o.params, fn, op), ...(o.context !== undefined ? { context: fn(o.context, 'context') } : {}) })),
+      outbox: record.outbox.map((o) => ({
+        ...o,
+        event: mapEvent(o.event, fn),
+        params: mapParams(o.type, o.params, fn, op),
+        ...(o.context !== undefined ? { context: fn(o.context, 'context') } : {}),
+      })),
     };
     if (record.output !== undefined) out.output = fn(record.output, 'output');
     return out;
@@ -205,7 +213,8 @@ function mapEvent(event: unknown, fn: Fn, isStart = false): unknown {
   const type = typeof e.type === 'string' ? e.type : '';
   const extra = eventSecrets(event);
   if (isStart || type === 'xstate.init' || type === EngineEvent.Start) return 'input' in e ? { ...e, input: fn(e.input, 'input', extra) } : event;
-  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.')) return 'output' in e ? { ...e, output: fn(e.output, 'output', extra) } : event;
+  if (type === EngineEvent.Task || type === EngineEvent.Child || type.startsWith('xstate.done.actor.'))
+    return 'output' in e ? { ...e, output: fn(e.output, 'output', extra) } : event;
   // An event the instance sent itself (sendTo self) is wrapped: its payload is the inner event's.
   if (type === EngineEvent.Self) return 'event' in e ? { ...e, event: fn((e as { event?: unknown }).event, 'event') } : event;
   return fn(event, 'event');
@@ -221,7 +230,9 @@ export function eventSecrets(event: unknown): Inherited {
   const e = event as { type?: unknown; secrets?: unknown } | null;
   if (typeof e !== 'object' || e === null || !isInheritedPaths(e.secrets)) return undefined;
   const t = e.type;
-  return t === EngineEvent.Start || t === EngineEvent.Task || t === EngineEvent.Child || (typeof t === 'string' && t.startsWith('xstate.done.actor.')) ? e.secrets : undefined;
+  return t === EngineEvent.Start || t === EngineEvent.Task || t === EngineEvent.Child || (typeof t === 'string' && t.startsWith('xstate.done.actor.'))
+    ? e.secrets
+    : undefined;
 }
 
 /** Two path lists as one (the codec merges the result with the declared paths). */
@@ -275,4 +286,3 @@ function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
   }
   return 'event' in p ? { ...p, event: mapEvent(p.event, fn) } : params;
 }
-

@@ -70,7 +70,11 @@ export const NatsAuthSchema = z
     const check = (path: string, problem: string | undefined): void => {
       if (problem !== undefined) issue(problem, path);
     };
-    if (a.nkeySeed !== undefined) check('nkeySeed', problemOf(() => parseSeed(Buffer.from(a.nkeySeed!), 'nkeySeed')));
+    if (a.nkeySeed !== undefined)
+      check(
+        'nkeySeed',
+        problemOf(() => parseSeed(Buffer.from(a.nkeySeed!), 'nkeySeed')),
+      );
     if (a.nkeySeedFile !== undefined) check('nkeySeedFile', fileProblem(a.nkeySeedFile, 'nkeySeedFile', parseSeed));
     if (a.credsFile !== undefined) check('credsFile', fileProblem(a.credsFile, 'credsFile', parseCreds));
     if (a.tls) {
@@ -160,11 +164,26 @@ export function describeNatsAuthError(error: unknown, auth: NatsAuthOptions | Re
       : `the server's TLS certificate is not signed by a CA in auth.tls.caFile '${ca}' (or does not name this host); give the CA that signed the server's certificate`;
   }
   if (/tls.*not available|TLS required|tls_required/i.test(text)) {
-    return auth?.tls ? 'the server does not offer TLS; remove auth.tls or enable tls on the server' : 'the server requires TLS; set auth.tls (with caFile if its CA is private)';
+    return auth?.tls
+      ? 'the server does not offer TLS; remove auth.tls or enable tls on the server'
+      : 'the server requires TLS; set auth.tls (with caFile if its CA is private)';
   }
   if (/authorization violation|authentication|user authentication expired/i.test(text)) {
-    const way = auth?.credsFile !== undefined ? `auth.credsFile '${auth.credsFile}'` : auth?.nkeySeedFile !== undefined ? `auth.nkeySeedFile '${auth.nkeySeedFile}'` : auth?.nkeySeed !== undefined ? 'auth.nkeySeed' : auth?.token !== undefined ? 'auth.token' : auth?.user !== undefined ? `auth.user '${auth.user}'` : undefined;
-    return way === undefined ? 'the server requires authentication; set auth (token, user/pass, nkeySeedFile or credsFile)' : `the server rejected ${way}; check it is the credential the server (or its account) accepts now`;
+    const way =
+      auth?.credsFile !== undefined
+        ? `auth.credsFile '${auth.credsFile}'`
+        : auth?.nkeySeedFile !== undefined
+          ? `auth.nkeySeedFile '${auth.nkeySeedFile}'`
+          : auth?.nkeySeed !== undefined
+            ? 'auth.nkeySeed'
+            : auth?.token !== undefined
+              ? 'auth.token'
+              : auth?.user !== undefined
+                ? `auth.user '${auth.user}'`
+                : undefined;
+    return way === undefined
+      ? 'the server requires authentication; set auth (token, user/pass, nkeySeedFile or credsFile)'
+      : `the server rejected ${way}; check it is the credential the server (or its account) accepts now`;
   }
   return undefined;
 }
@@ -206,7 +225,14 @@ function fileProblem(file: string, option: string, parse: FileParser): string | 
     bytes = readFileSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const fix = code === 'ENOENT' ? 'check the path' : code === 'EACCES' ? 'let this process read it' : code === 'EISDIR' ? 'give a file, not a folder' : 'check the file';
+    const fix =
+      code === 'ENOENT'
+        ? 'check the path'
+        : code === 'EACCES'
+          ? 'let this process read it'
+          : code === 'EISDIR'
+            ? 'give a file, not a folder'
+            : 'check the file';
     return `${option} '${file}' cannot be read (${code ?? (e as Error).message}); ${fix}`;
   }
   return problemOf(() => parse(bytes, `${option} '${file}'`));
@@ -242,7 +268,8 @@ function parseCreds(bytes: Buffer, what: string): Uint8Array {
   } catch {
     throw new Error(`${what} is not a creds file (a JWT block and an nkey seed block); give one as written by \`nsc generate creds\``);
   }
-  if (typeof auth.jwt !== 'string' || auth.jwt.split('.').length !== 3) throw new Error(`${what} does not hold a user JWT; give a creds file as written by \`nsc generate creds\``);
+  if (typeof auth.jwt !== 'string' || auth.jwt.split('.').length !== 3)
+    throw new Error(`${what} does not hold a user JWT; give a creds file as written by \`nsc generate creds\``);
   if (!auth.nkey?.startsWith('U')) throw new Error(`${what} does not hold a user nkey seed; give a creds file as written by \`nsc generate creds\``);
   return bytes;
 }

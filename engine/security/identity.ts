@@ -90,7 +90,11 @@ export function createIdentityVerifier(options: IdentityOptions, deps: { clock?:
       const method = tokenMethod(token);
       if (method === null) reject(IdentityReason.Malformed, `the token is neither a JWT (header.payload.signature) nor an '${AWS_IAM_TOKEN_PREFIX}' token`);
       const verifier = method === 'oidc' ? oidc : aws;
-      if (!verifier) reject(IdentityReason.MethodNotConfigured, `this engine does not accept ${method === 'oidc' ? 'OIDC' : 'AWS IAM'} tokens; configure identity.${method === 'oidc' ? 'oidc' : 'awsIam'}`);
+      if (!verifier)
+        reject(
+          IdentityReason.MethodNotConfigured,
+          `this engine does not accept ${method === 'oidc' ? 'OIDC' : 'AWS IAM'} tokens; configure identity.${method === 'oidc' ? 'oidc' : 'awsIam'}`,
+        );
       return verifier.verify(token, context);
     },
   };

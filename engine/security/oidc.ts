@@ -56,7 +56,8 @@ const PublicJwk = z.looseObject({ kty: z.string() }).superRefine((jwk, ctx) => {
   else if (members.some((m) => typeof at(m) !== 'string' || (m !== 'crv' && !B64URL.test(at(m) as string)))) {
     ctx.addIssue({ code: 'custom', message: `jwks: a ${jwk.kty} key needs ${members.join(', ')} (base64url)` });
   }
-  if (PRIVATE_MEMBERS.some((m) => at(m) !== undefined)) ctx.addIssue({ code: 'custom', message: 'jwks: inline keys must be public keys; this one has private members, so remove it and rotate it' });
+  if (PRIVATE_MEMBERS.some((m) => at(m) !== undefined))
+    ctx.addIssue({ code: 'custom', message: 'jwks: inline keys must be public keys; this one has private members, so remove it and rotate it' });
 });
 
 export const OidcOptionsSchema = z
@@ -107,7 +108,10 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
   const check: TokenCheck = async (token, audience, nowMs) => {
     const header = headerOf(token);
     if (typeof header.alg !== 'string' || !algorithms.has(header.alg)) {
-      reject(IdentityReason.AlgNotAllowed, `alg ${JSON.stringify(header.alg)} is not accepted for issuer '${options.issuer}'; accepted: ${options.algorithms.join(', ')}`);
+      reject(
+        IdentityReason.AlgNotAllowed,
+        `alg ${JSON.stringify(header.alg)} is not accepted for issuer '${options.issuer}'; accepted: ${options.algorithms.join(', ')}`,
+      );
     }
     let payload: JWTPayload;
     try {
@@ -128,7 +132,8 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
         reject(IdentityReason.WrongAudience, `the token's client_id ${JSON.stringify(payload.client_id)} is not this engine's audience`);
       }
     }
-    if (typeof payload.sub !== 'string' || payload.sub.length === 0) reject(IdentityReason.InvalidClaim, `the token of issuer '${options.issuer}' has no string 'sub'`);
+    if (typeof payload.sub !== 'string' || payload.sub.length === 0)
+      reject(IdentityReason.InvalidClaim, `the token of issuer '${options.issuer}' has no string 'sub'`);
     const expiresAt = payload.exp! * 1000;
     const result: CheckedToken = {
       identity: { method: 'oidc', subject: payload.sub, issuer: options.issuer, claims: safeClaims(payload), expiresAt },
@@ -199,16 +204,21 @@ function keySet(options: ResolvedOidcOptions): JWTVerifyGetKey {
 function fromJose(e: unknown, issuer: string): IdentityError {
   if (e instanceof IdentityError) return e;
   const cause = { cause: e };
-  if (e instanceof errors.JWTExpired) return new IdentityError(IdentityReason.Expired, `the token expired (exp ${claim(e.payload.exp)}); get a fresh one`, cause);
+  if (e instanceof errors.JWTExpired)
+    return new IdentityError(IdentityReason.Expired, `the token expired (exp ${claim(e.payload.exp)}); get a fresh one`, cause);
   if (e instanceof errors.JWTClaimValidationFailed) {
-    if (e.claim === 'nbf') return new IdentityError(IdentityReason.NotYetValid, `the token is not valid before ${claim(e.payload.nbf)}; check the clocks`, cause);
-    if (e.claim === 'aud') return new IdentityError(IdentityReason.WrongAudience, `the token's aud ${JSON.stringify(e.payload.aud)} is not this engine's audience`, cause);
+    if (e.claim === 'nbf')
+      return new IdentityError(IdentityReason.NotYetValid, `the token is not valid before ${claim(e.payload.nbf)}; check the clocks`, cause);
+    if (e.claim === 'aud')
+      return new IdentityError(IdentityReason.WrongAudience, `the token's aud ${JSON.stringify(e.payload.aud)} is not this engine's audience`, cause);
     if (e.claim === 'iss') return new IdentityError(IdentityReason.WrongIssuer, `the token's iss ${JSON.stringify(e.payload.iss)} is not '${issuer}'`, cause);
     if (e.reason === 'missing') return new IdentityError(IdentityReason.MissingClaim, `the token has no '${e.claim}' claim, which is required`, cause);
     return new IdentityError(IdentityReason.InvalidClaim, `the token's '${e.claim}' claim is not valid: ${e.message}`, cause);
   }
-  if (e instanceof errors.JOSEAlgNotAllowed) return new IdentityError(IdentityReason.AlgNotAllowed, `the token's alg is not accepted for issuer '${issuer}'`, cause);
-  if (e instanceof errors.JWSSignatureVerificationFailed) return new IdentityError(IdentityReason.BadSignature, `the signature does not verify with the key of issuer '${issuer}'`, cause);
+  if (e instanceof errors.JOSEAlgNotAllowed)
+    return new IdentityError(IdentityReason.AlgNotAllowed, `the token's alg is not accepted for issuer '${issuer}'`, cause);
+  if (e instanceof errors.JWSSignatureVerificationFailed)
+    return new IdentityError(IdentityReason.BadSignature, `the signature does not verify with the key of issuer '${issuer}'`, cause);
   if (e instanceof errors.JWKSNoMatchingKey || e instanceof errors.JWKSMultipleMatchingKeys) {
     return new IdentityError(IdentityReason.UnknownKey, `no single key of issuer '${issuer}' matches the token's kid and alg`, cause);
   }
@@ -220,7 +230,11 @@ function fromJose(e: unknown, issuer: string): IdentityError {
     return new IdentityError(IdentityReason.Malformed, `the JWT is not valid: ${(e as Error).message}`, cause);
   }
   // jose's generic error is a non-200 JWKS response; anything else is fetch failing.
-  return new IdentityError(IdentityReason.JwksUnreachable, `the JWKS of issuer '${issuer}' could not be fetched: ${e instanceof Error ? e.message : String(e)}`, cause);
+  return new IdentityError(
+    IdentityReason.JwksUnreachable,
+    `the JWKS of issuer '${issuer}' could not be fetched: ${e instanceof Error ? e.message : String(e)}`,
+    cause,
+  );
 }
 
 function claim(v: unknown): string {

@@ -75,7 +75,10 @@ const globCache = new Map<string, RegExp>();
 export function arnGlob(pattern: string): RegExp {
   let re = globCache.get(pattern);
   if (!re) {
-    const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+    const body = pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.');
     re = new RegExp(`^${body}$`, 's');
     if (globCache.size > 1_000) globCache.clear();
     globCache.set(pattern, re);

@@ -180,7 +180,10 @@ export function createKeyRing(options: KeyRingOptions): KeyRing {
   });
   const primary = parsed.data.primary ?? [...keys.keys()].at(-1)!;
   if (!keys.has(primary)) {
-    fail(ErrorCode.InvalidOptions, `key ring: primary key ${showId(primary)} is not one of the keys (${[...keys.keys()].map((i) => `'${i}'`).join(', ')}); add it or name another`);
+    fail(
+      ErrorCode.InvalidOptions,
+      `key ring: primary key ${showId(primary)} is not one of the keys (${[...keys.keys()].map((i) => `'${i}'`).join(', ')}); add it or name another`,
+    );
   }
   return new KeyRing(validated, keys, primary);
 }
@@ -220,7 +223,8 @@ export function keyRingFromEnv(value: string | undefined, options: { primary?: s
 function decodeKey(b64: string, which: string): KeyObject {
   if (!BASE64.test(b64)) fail(ErrorCode.InvalidOptions, `key ring: ${which} is not base64; ${KEY_FIX}`);
   const bytes = Buffer.from(b64, 'base64');
-  if (bytes.length !== KEY_BYTES) fail(ErrorCode.InvalidOptions, `key ring: ${which} decodes to ${bytes.length} bytes; AES-256-GCM needs ${KEY_BYTES}, ${KEY_FIX}`);
+  if (bytes.length !== KEY_BYTES)
+    fail(ErrorCode.InvalidOptions, `key ring: ${which} decodes to ${bytes.length} bytes; AES-256-GCM needs ${KEY_BYTES}, ${KEY_FIX}`);
   const key = createSecretKey(bytes);
   bytes.fill(0);
   return key;
@@ -287,7 +291,10 @@ function compile(paths: readonly string[]): readonly CompiledPath[] {
   for (const source of new Set(paths)) {
     const segments = typeof source === 'string' ? source.split('.') : [];
     if (segments.length === 0 || segments.some((s) => s === '')) {
-      fail(ErrorCode.InvalidDefinition, `secrets path ${JSON.stringify(source)} is not valid: use dotted keys and '*' for any key or array element, e.g. 'cards.*.number'`);
+      fail(
+        ErrorCode.InvalidDefinition,
+        `secrets path ${JSON.stringify(source)} is not valid: use dotted keys and '*' for any key or array element, e.g. 'cards.*.number'`,
+      );
     }
     out.push({ source, segments });
   }

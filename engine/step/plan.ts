@@ -185,7 +185,16 @@ export class Plan {
    */
   add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number, event: unknown): void {
     actions.forEach((a, i) => {
-      const params = (a.params ?? {}) as { delay?: unknown; event?: { type: string }; id?: unknown; sendId?: unknown; src?: unknown; input?: unknown; actorRef?: { id?: unknown }; to?: unknown };
+      const params = (a.params ?? {}) as {
+        delay?: unknown;
+        event?: { type: string };
+        id?: unknown;
+        sendId?: unknown;
+        src?: unknown;
+        input?: unknown;
+        actorRef?: { id?: unknown };
+        to?: unknown;
+      };
       const key = `${workflow}.${id}.${revision}.${i}`;
       if (a.type === 'xstate.raise') {
         // Without a delay, XState raised it within the step already.
@@ -201,7 +210,11 @@ export class Plan {
         // The first child under an invoke id keeps the plain id; a later one cannot take it (the first's record keeps it).
         const again = this.invoked.includes(params.id);
         if (!again) this.invoked.push(params.id);
-        const child: InstanceRecord['children'][string] = { workflow: childDef.name, id: childIdOf(id, params.id, again ? revision : undefined), token: revision };
+        const child: InstanceRecord['children'][string] = {
+          workflow: childDef.name,
+          id: childIdOf(id, params.id, again ? revision : undefined),
+          token: revision,
+        };
         // Values of this instance's secret paths stay secret in the child (and in this record's copy of its start).
         const secrets = this.childSecrets(runner, a, event, params.input, params.actorRef);
         if (secrets.length > 0) child.secrets = secrets;
@@ -210,7 +223,11 @@ export class Plan {
         this.effects.push({ kind: 'child', type: OutboxKind.StartChild, params: start, key, event });
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
         this.cancel((params.actorRef ?? params).id as string);
-      } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.children[(params.actorRef ?? params).id as string]) {
+      } else if (
+        a.type === 'xstate.stopChild' &&
+        typeof (params.actorRef ?? params).id === 'string' &&
+        this.children[(params.actorRef ?? params).id as string]
+      ) {
         this.stopChild((params.actorRef ?? params).id as string, key, event);
       } else if (a.type === 'xstate.stopChild') {
         // A task or child that already finished: nothing runs in memory to stop.
@@ -237,7 +254,14 @@ export class Plan {
    * alike: a durable timer due at the event's time plus the delay, so a recomputation gives the same
    * due time. `to`: where the event goes instead (a delayed `sendTo` a child workflow or the parent).
    */
-  private delayed(params: { delay?: unknown; id?: unknown }, event: { type: string }, revision: number, i: number, atMs: number, to?: { workflow: string; id: string }): void {
+  private delayed(
+    params: { delay?: unknown; id?: unknown },
+    event: { type: string },
+    revision: number,
+    i: number,
+    atMs: number,
+    to?: { workflow: string; id: string },
+  ): void {
     const timerId = typeof params.id === 'string' ? params.id : `jetstate.delayed.${revision}.${i}`;
     this.schedule(timerId, { dueAtMs: atMs + (params.delay as number), token: revision, seq: i, event, ...(to ? { to } : {}) });
   }
@@ -248,7 +272,17 @@ export class Plan {
    * inbox (delayed: a timer that sends when it fires). Any other target is an actor that no longer
    * runs (a finished child or task), which XState drops the event for.
    */
-  private sendTo(params: { delay?: unknown; id?: unknown; to?: unknown; event?: { type: string } }, runner: MachineRunner, workflow: string, id: string, revision: number, i: number, atMs: number, key: string, event: unknown): void {
+  private sendTo(
+    params: { delay?: unknown; id?: unknown; to?: unknown; event?: { type: string } },
+    runner: MachineRunner,
+    workflow: string,
+    id: string,
+    revision: number,
+    i: number,
+    atMs: number,
+    key: string,
+    event: unknown,
+  ): void {
     const ev = params.event;
     if (!ev) return;
     const delayed = typeof params.delay === 'number';
@@ -307,7 +341,12 @@ export class Plan {
    * saw another one at its place keeps it in its outbox entry, for a re-run.
    */
   fields(context: unknown): Pick<InstanceRecord, 'timers' | 'tasks' | 'children' | 'outbox'> & { invoked?: string[] } {
-    const out: Pick<InstanceRecord, 'timers' | 'tasks' | 'children' | 'outbox'> & { invoked?: string[] } = { timers: this.timers, tasks: this.tasks, children: this.children, outbox: this.outbox(context) };
+    const out: Pick<InstanceRecord, 'timers' | 'tasks' | 'children' | 'outbox'> & { invoked?: string[] } = {
+      timers: this.timers,
+      tasks: this.tasks,
+      children: this.children,
+      outbox: this.outbox(context),
+    };
     if (this.invoked.length > 0) out.invoked = this.invoked;
     return out;
   }
@@ -334,7 +373,6 @@ export class Plan {
     return this.startedTasks.filter((t) => this.tasks[t.invokeId]?.token === t.token);
   }
 }
-
 
 /** XState's order: the earlier due time first; at the same time, the one scheduled first. */
 function firesBefore(a: TimerRecord, b: TimerRecord): boolean {

@@ -20,7 +20,10 @@ export class Registry {
     if (!versions) this.byName.set(def.name, (versions = new Map()));
     const existing = versions.get(def.version);
     if (existing && existing.def !== def) {
-      fail(ErrorCode.InvalidOptions, `workflow '${def.name}' version ${def.version} is registered twice with different definitions; give each change a new version`);
+      fail(
+        ErrorCode.InvalidOptions,
+        `workflow '${def.name}' version ${def.version} is registered twice with different definitions; give each change a new version`,
+      );
     }
     if (existing) return;
     const runner = new MachineRunner(def.machine, def.security.secrets);

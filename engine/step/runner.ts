@@ -55,7 +55,8 @@ export class MachineRunner {
     this.children = childWorkflowsOf(machine);
     this.actions = new Map(
       Object.entries((machine.implementations?.actions ?? {}) as Record<string, unknown>).filter(
-        (e): e is [string, (args: unknown, params: unknown) => unknown] => typeof e[1] === 'function' && !String((e[1] as { type?: unknown }).type ?? '').startsWith('xstate.'),
+        (e): e is [string, (args: unknown, params: unknown) => unknown] =>
+          typeof e[1] === 'function' && !String((e[1] as { type?: unknown }).type ?? '').startsWith('xstate.'),
       ),
     );
     this.fresh = usesSystemId(machine);
@@ -144,7 +145,8 @@ export class MachineRunner {
   restore(persisted: Record<string, unknown>): AnyMachineSnapshot {
     // A machine that threw on start has no state (value {}): XState would restore it to its
     // initial state. It stays what the start made of it (see startInstance), so replay agrees.
-    if (persisted['status'] === 'error' && isEmptyValue(persisted['value'])) return { ...persisted, context: persisted['context'] } as unknown as AnyMachineSnapshot;
+    if (persisted['status'] === 'error' && isEmptyValue(persisted['value']))
+      return { ...persisted, context: persisted['context'] } as unknown as AnyMachineSnapshot;
     return this.compute(() => this.machine.restoreSnapshot(persisted as never, this.scope) as AnyMachineSnapshot);
   }
 
@@ -158,7 +160,12 @@ export class MachineRunner {
     const persisted = this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
     const history = persisted['historyValue'] as Record<string, Array<{ id: string }>> | undefined;
     if (history && Object.values(history).some((states) => Array.isArray(states) && states.length > 1)) {
-      persisted['historyValue'] = Object.fromEntries(Object.entries(history).map(([k, states]) => [k, Array.isArray(states) ? [...states].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : states]));
+      persisted['historyValue'] = Object.fromEntries(
+        Object.entries(history).map(([k, states]) => [
+          k,
+          Array.isArray(states) ? [...states].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : states,
+        ]),
+      );
     }
     return persisted;
   }
@@ -174,7 +181,6 @@ export function statusOf(snapshot: AnyMachineSnapshot): InstanceStatus {
   return InstanceStatus.Running;
 }
 
-
 export function errorText(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   // A task's or child's failure arrives as plain data { name, message, ... }.
@@ -189,4 +195,3 @@ export function errorText(error: unknown): string {
   }
   return String(error);
 }
-

@@ -93,7 +93,9 @@ export function startInstance(
  * One event for the step: its stream sequence, the time the stream accepted it, and either the
  * parsed event or why it is rejected.
  */
-export type StepEvent = ({ seq: number; timeMs: number; event: { type: string }; rejected?: undefined } | { seq: number; timeMs: number; event: unknown; rejected: string }) & {
+export type StepEvent = (
+  { seq: number; timeMs: number; event: { type: string }; rejected?: undefined } | { seq: number; timeMs: number; event: unknown; rejected: string }
+) & {
   /** The verified sender: recorded in the history and given to the machine as `event.$identity`. */
   identity?: IdentitySummary | undefined;
   /**
@@ -153,12 +155,27 @@ export function applyEvents(
     const named = actorEvent ? { actorEvent } : {};
     if (status !== InstanceStatus.Running) {
       // A finished instance takes no more transitions; the event is recorded, not applied.
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from, to: from, status, timeMs: e.timeMs, reason: `instance is ${status}`, ...named });
+      entries.push({
+        kind: HistoryKind.Event,
+        revision,
+        seq: e.seq,
+        event: recorded,
+        from,
+        to: from,
+        status,
+        timeMs: e.timeMs,
+        reason: `instance is ${status}`,
+        ...named,
+      });
       return;
     }
     try {
       // The verified sender is part of the event the machine sees (and of the history, for replay).
-      const r = runner.transition(current, e.identity ? ({ ...machineEvent, $identity: e.identity } as typeof machineEvent) : machineEvent, record.parent !== undefined);
+      const r = runner.transition(
+        current,
+        e.identity ? ({ ...machineEvent, $identity: e.identity } as typeof machineEvent) : machineEvent,
+        record.parent !== undefined,
+      );
       const problem = plan.problemOf(r.actions, r.snapshot, runner, current) ?? dataProblem(r.snapshot, current.context);
       if (problem !== undefined) throw new Error(problem);
       // XState hands back the very same snapshot, and asks for nothing, when no transition took the event.
@@ -167,7 +184,17 @@ export function applyEvents(
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
       plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, machineEvent);
-      const entry: HistoryEntry = { kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from, to: current.value, status, timeMs: e.timeMs, ...named };
+      const entry: HistoryEntry = {
+        kind: HistoryKind.Event,
+        revision,
+        seq: e.seq,
+        event: recorded,
+        from,
+        to: current.value,
+        status,
+        timeMs: e.timeMs,
+        ...named,
+      };
       if (unchanged) {
         entry.unchanged = true;
         entry.reason = `no transition of state ${JSON.stringify(from)} takes '${machineEvent.type}': it changed nothing`;
@@ -245,7 +272,17 @@ export function applyEvents(
       revision += 1;
       applied += 1;
       status = InstanceStatus.Stopped;
-      entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: 'stopped by its parent' });
+      entries.push({
+        kind: HistoryKind.Event,
+        revision,
+        seq: e.seq,
+        event: e.event,
+        from,
+        to: from,
+        status,
+        timeMs: e.timeMs,
+        reason: 'stopped by its parent',
+      });
       continue;
     }
     if (isFail(e.event)) {

@@ -29,7 +29,7 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
   let replayed = 0;
   let expectedRevision = 2;
   const applied = history.filter((e) => e.kind === HistoryKind.Event && e.revision <= record.revision); // later ones: written to history, not yet to the record
-  for (let i = 0; i < applied.length; ) {
+  for (let i = 0; i < applied.length;) {
     // One stream event may have made several entries: a timer fire fires the timers due before it
     // first, each its own entry with the same sequence. Replaying that event makes them all again.
     let j = i + 1;
@@ -41,7 +41,13 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
       if (entry.revision !== expectedRevision) problems.push(`history skips from revision ${expectedRevision - 1} to ${entry.revision}`);
       expectedRevision = entry.revision + 1;
     }
-    const step = applyEvents(runner, current, snapshot, [{ seq: last.seq, timeMs: last.timeMs, event: last.event as { type: string }, identity: last.identity, force: true }], last.timeMs);
+    const step = applyEvents(
+      runner,
+      current,
+      snapshot,
+      [{ seq: last.seq, timeMs: last.timeMs, event: last.event as { type: string }, identity: last.identity, force: true }],
+      last.timeMs,
+    );
     current = step.record;
     snapshot = step.snapshot;
     replayed += group.length;

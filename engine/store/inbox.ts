@@ -17,7 +17,6 @@ import { isMessageNotFound, isNoResponders, isStreamNotFound, permissionViolatio
 import type { Runtime } from './runtime.js';
 import { REPLY_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 
-
 export interface InboxEvent {
   workflow: string;
   id: string;
@@ -110,7 +109,14 @@ async function streamExists(rt: Runtime, workflow: string, id: string): Promise<
  * the message id. The stored message is compared opened (secrets are sealed with fresh IVs each
  * time). A sender not allowed to read the stream skips the check.
  */
-async function checkDuplicate(rt: Runtime, e: InboxEvent, where: { stream: string; jsm: Runtime['jsm'] }, subject: string, msgID: string, seq: number): Promise<void> {
+async function checkDuplicate(
+  rt: Runtime,
+  e: InboxEvent,
+  where: { stream: string; jsm: Runtime['jsm'] },
+  subject: string,
+  msgID: string,
+  seq: number,
+): Promise<void> {
   let stored: Uint8Array;
   try {
     const m = await where.jsm.streams.getMessage(where.stream, { seq });

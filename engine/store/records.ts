@@ -40,15 +40,23 @@ export function parseRecord(codec: SecretCodec, key: string, bytes: Uint8Array, 
   try {
     raw = decodeJson(bytes);
   } catch (e) {
-    throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: stored record is not UTF-8 JSON (${(e as Error).message}); it was left untouched`, { cause: e });
+    throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: stored record is not UTF-8 JSON (${(e as Error).message}); it was left untouched`, {
+      cause: e,
+    });
   }
   const parsed = InstanceRecordSchema.safeParse(raw);
-  if (!parsed.success) throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new JetstateError(
+      ErrorCode.RecordUnreadable,
+      `${where}: stored record does not match the record schema; it was left untouched:\n${z.prettifyError(parsed.error)}`,
+    );
   if (mode === 'open-or-redact' && !codec.ring) return redactEnvelopes(parsed.data) as InstanceRecord;
   try {
     return codec.openRecord(parsed.data);
   } catch (e) {
-    throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: its secrets cannot be decrypted (${(e as Error).message}); it was left untouched`, { cause: e });
+    throw new JetstateError(ErrorCode.RecordUnreadable, `${where}: its secrets cannot be decrypted (${(e as Error).message}); it was left untouched`, {
+      cause: e,
+    });
   }
 }
 
@@ -59,7 +67,12 @@ export function encodeRecord(codec: SecretCodec, record: InstanceRecord): { byte
 }
 
 /** Reads one record: null when missing. */
-export async function readRecord(kv: KV, codec: SecretCodec, key: string, mode: 'open' | 'open-or-redact' = 'open'): Promise<{ record: InstanceRecord; kvRevision: number } | null> {
+export async function readRecord(
+  kv: KV,
+  codec: SecretCodec,
+  key: string,
+  mode: 'open' | 'open-or-redact' = 'open',
+): Promise<{ record: InstanceRecord; kvRevision: number } | null> {
   const entry = await kv.get(key);
   if (!entry || entry.operation !== 'PUT') return null;
   return { record: parseRecord(codec, key, entry.value, mode), kvRevision: entry.revision };
@@ -111,7 +124,10 @@ export class InstanceStore {
     try {
       snapshot = found.runner.restore(record.snapshot);
     } catch (e) {
-      return { problem: 'unreadable', message: `instance '${key}': the stored snapshot does not restore into version ${record.version} (${(e as Error).message}); left untouched` };
+      return {
+        problem: 'unreadable',
+        message: `instance '${key}': the stored snapshot does not restore into version ${record.version} (${(e as Error).message}); left untouched`,
+      };
     }
     const loaded: LoadedInstance = { record, kvRevision, snapshot, def: found.def, runner: found.runner };
     this.remember(key, loaded);
@@ -134,7 +150,14 @@ export class InstanceStore {
   }
 
   /** Creates a record that must not exist yet; throws {@link ConflictError} when it does. */
-  async create(key: string, def: WorkflowDefinition, runner: MachineRunner, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array): Promise<LoadedInstance> {
+  async create(
+    key: string,
+    def: WorkflowDefinition,
+    runner: MachineRunner,
+    record: InstanceRecord,
+    snapshot: AnyMachineSnapshot,
+    encoded: Uint8Array,
+  ): Promise<LoadedInstance> {
     let revision: number;
     try {
       revision = await this.buckets.ofKey(key).create(key, encoded);

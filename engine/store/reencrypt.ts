@@ -76,7 +76,8 @@ async function reencryptRecords(rt: Runtime, workflow: string, report: Reencrypt
         done = true;
       } catch (e) {
         if (!isCasConflict(e)) throw e;
-        if (attempt + 1 === CAS_ATTEMPTS) report.failed.push({ key, reason: `the record changed ${CAS_ATTEMPTS} times while it was re-encrypted; run reencrypt again` });
+        if (attempt + 1 === CAS_ATTEMPTS)
+          report.failed.push({ key, reason: `the record changed ${CAS_ATTEMPTS} times while it was re-encrypted; run reencrypt again` });
       }
     }
   }

@@ -135,7 +135,9 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     const kvm = new Kvm(js);
     const control = await kvm.create(names.controlBucket, { history: 1, replicas: options.replicas, storage: 'file' });
     const { partitions, shards } = await ensureMeta(control, options.partitions ?? DEFAULT_PARTITIONS, options.recordShards ?? DEFAULT_SHARDS, names.namespace);
-    const buckets = await Promise.all(Array.from({ length: shards }, (_, s) => kvm.create(names.instancesShard(s), { history: 1, replicas: options.replicas, storage: 'file' })));
+    const buckets = await Promise.all(
+      Array.from({ length: shards }, (_, s) => kvm.create(names.instancesShard(s), { history: 1, replicas: options.replicas, storage: 'file' })),
+    );
     const of = (workflow: string, id: string): KV => buckets[shardOf(workflow, id, partitions, shards)]!;
     const records: RecordBuckets = {
       shards,
@@ -147,13 +149,18 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       },
     };
     if (options.partitions !== undefined && options.partitions !== partitions) {
-      options.logger.warn(`namespace '${names.namespace}' has ${partitions} partitions, fixed when it was created; the configured ${options.partitions} is ignored`);
+      options.logger.warn(
+        `namespace '${names.namespace}' has ${partitions} partitions, fixed when it was created; the configured ${options.partitions} is ignored`,
+      );
     }
     const registry = new Registry();
     for (const def of options.workflows) registry.add(def);
     const security: RuntimeSecurity = {
       verifier: options.identity ? createIdentityVerifier(options.identity) : undefined,
-      codec: new SecretCodec((wf) => registry.secretPaths(wf), typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing),
+      codec: new SecretCodec(
+        (wf) => registry.secretPaths(wf),
+        typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing,
+      ),
       signer: new EngineSigner(() => loadEngineKey(control, names)),
       limits: options.limits,
     };
@@ -223,7 +230,13 @@ async function requireNamespace(js: JetStreamClient, jsm: JetStreamManager, name
  * consumer, which survives a link that comes and goes. Created by hub-side clients and by the relay.
  */
 export async function ensureRelayStream(jsm: JetStreamManager, names: Layout, replicas: number, duplicateWindowMs: number): Promise<void> {
-  await ensureStream(jsm, { name: names.relayStream, subjects: [`${names.namespace}.relay.>`], retention: 'limits' as never, allow_direct: true, ...common(replicas, duplicateWindowMs, 0) });
+  await ensureStream(jsm, {
+    name: names.relayStream,
+    subjects: [`${names.namespace}.relay.>`],
+    retention: 'limits' as never,
+    allow_direct: true,
+    ...common(replicas, duplicateWindowMs, 0),
+  });
 }
 
 /** Storage, replicas, duplicate window and age of the streams jetstate creates. */
@@ -245,7 +258,12 @@ function common(replicas: number, duplicateWindowMs: number, maxAgeMs: number): 
 export async function ensureWorkflowStreams(rt: Runtime, workflow: string): Promise<void> {
   await Promise.all(
     Array.from({ length: rt.partitions }, (_, p) =>
-      ensureStream(rt.jsm, { name: rt.names.eventStream(workflow, p), subjects: [rt.names.eventStreamSubject(workflow, p)], retention: 'limits' as never, ...common(rt.replicas, rt.duplicateWindowMs, 0) }),
+      ensureStream(rt.jsm, {
+        name: rt.names.eventStream(workflow, p),
+        subjects: [rt.names.eventStreamSubject(workflow, p)],
+        retention: 'limits' as never,
+        ...common(rt.replicas, rt.duplicateWindowMs, 0),
+      }),
     ),
   );
 }
@@ -281,7 +299,11 @@ async function ensureMeta(control: KV, partitions: number, shards: number, names
     }
     entry = await control.get('meta');
   }
-  if (!entry || entry.operation !== 'PUT') throw new JetstateError(ErrorCode.LayoutMismatch, `namespace '${namespace}': its meta record is missing; delete the namespace's streams and buckets or use another namespace`);
+  if (!entry || entry.operation !== 'PUT')
+    throw new JetstateError(
+      ErrorCode.LayoutMismatch,
+      `namespace '${namespace}': its meta record is missing; delete the namespace's streams and buckets or use another namespace`,
+    );
   const parsed = MetaSchema.safeParse(decodeJson(entry.value));
   if (!parsed.success) fail(ErrorCode.LayoutMismatch, `namespace '${namespace}' was created by an incompatible jetstate; use another namespace`);
   if (parsed.data.layoutVersion !== LAYOUT_VERSION) {

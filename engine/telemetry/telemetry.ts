@@ -75,7 +75,9 @@ export class Telemetry {
       unit: 'ms',
     });
     this.conflicts = meter.createCounter('jetstate.cas.conflicts', { description: 'State writes that lost a compare-and-set race and were recomputed' });
-    this.redeliveries = meter.createCounter('jetstate.redeliveries', { description: 'Events read again after they were applied (skipped) or whose processing was retried' });
+    this.redeliveries = meter.createCounter('jetstate.redeliveries', {
+      description: 'Events read again after they were applied (skipped) or whose processing was retried',
+    });
     this.rejected = meter.createCounter('jetstate.events.rejected', { description: 'Events recorded as rejections, by reason' });
     this.timerLateness = meter.createHistogram('jetstate.timer.lateness', { description: 'How long after its due time a timer fired', unit: 'ms' });
     this.taskAttempts = meter.createCounter('jetstate.task.attempts', { description: 'Task attempts, by outcome' });
@@ -97,7 +99,11 @@ export class Telemetry {
 
   /** Starts a span under `parent` (the root context when none). */
   startSpan(name: string, kind: SpanKind, attributes: Attributes, parent: Context = ROOT_CONTEXT, links?: Link[], startTime?: number): Span {
-    return this.tracer.startSpan(name, { kind, attributes, ...(links && links.length > 0 ? { links } : {}), ...(startTime !== undefined ? { startTime } : {}) }, parent);
+    return this.tracer.startSpan(
+      name,
+      { kind, attributes, ...(links && links.length > 0 ? { links } : {}), ...(startTime !== undefined ? { startTime } : {}) },
+      parent,
+    );
   }
 }
 

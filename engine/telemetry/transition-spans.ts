@@ -47,7 +47,14 @@ export class TransitionSpans {
     for (const entry of entries) {
       const sent = traceBySeq.get(entry.seq);
       // The sampler sees the workflow and instance; the rest is built only for a recording span.
-      const span = tel.startSpan(name, SpanKind.CONSUMER, { 'jetstate.workflow': record.workflow, 'jetstate.instance.id': record.id }, contextOf(sent), previous, startedAt);
+      const span = tel.startSpan(
+        name,
+        SpanKind.CONSUMER,
+        { 'jetstate.workflow': record.workflow, 'jetstate.instance.id': record.id },
+        contextOf(sent),
+        previous,
+        startedAt,
+      );
       if (span.isRecording()) span.setAttributes(transitionAttributes(record, entry, redeliveries, partition));
       if (entry.kind === 'rejected') span.setStatus({ code: SpanStatusCode.ERROR, message: `event rejected: ${entry.reason ?? ''}` });
       else if (entry.status === 'failed' && entry.reason) span.setStatus({ code: SpanStatusCode.ERROR, message: `step failed: ${entry.reason}` });

@@ -62,7 +62,14 @@ interface Reply {
 }
 
 /** Applies a batch; true when finished, or the reason the instance is blocked (its events wait). */
-export async function applyBatch(ctx: ApplyContext, key: string, workflow: string, id: string, batch: readonly RawEvent[], attempt: number): Promise<true | string> {
+export async function applyBatch(
+  ctx: ApplyContext,
+  key: string,
+  workflow: string,
+  id: string,
+  batch: readonly RawEvent[],
+  attempt: number,
+): Promise<true | string> {
   const replies: Reply[] = [];
   let rest = batch;
   let loaded = await ctx.store.load(key);
@@ -88,7 +95,15 @@ export async function applyBatch(ctx: ApplyContext, key: string, workflow: strin
   return finishReplies(ctx, replies);
 }
 
-async function applyBatchAgain(ctx: ApplyContext, key: string, workflow: string, id: string, batch: readonly RawEvent[], attempt: number, replies: Reply[]): Promise<true | string> {
+async function applyBatchAgain(
+  ctx: ApplyContext,
+  key: string,
+  workflow: string,
+  id: string,
+  batch: readonly RawEvent[],
+  attempt: number,
+  replies: Reply[],
+): Promise<true | string> {
   const outcome = await applyBatch(ctx, key, workflow, id, batch, attempt);
   finishReplies(ctx, replies);
   return outcome;
@@ -109,9 +124,19 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
   const { rt } = ctx;
   const { record } = loaded;
   const gated = await gate(ctx, loaded.def, record.id, e, attempt);
-  const refusal = gated.rejected ?? (record.status === 'running' ? `[instance.running] instance '${record.id}' is running; terminate it before deleting it` : undefined);
+  const refusal =
+    gated.rejected ?? (record.status === 'running' ? `[instance.running] instance '${record.id}' is running; terminate it before deleting it` : undefined);
   if (refusal !== undefined) {
-    await refuse(ctx, record.workflow, record.id, e, refusal, 'rejected', { type: EngineEvent.Delete }, { revision: record.revision, value: loaded.snapshot.value, status: record.status });
+    await refuse(
+      ctx,
+      record.workflow,
+      record.id,
+      e,
+      refusal,
+      'rejected',
+      { type: EngineEvent.Delete },
+      { revision: record.revision, value: loaded.snapshot.value, status: record.status },
+    );
     return false;
   }
   await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
@@ -130,7 +155,15 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
  * The first event of an instance that has no record: a start creates it; anything else is
  * refused. Returns the new instance, null when the event was refused, or the reason to wait.
  */
-async function createFromStart(ctx: ApplyContext, key: string, workflow: string, id: string, e: RawEvent, attempt: number, replies: Reply[]): Promise<LoadedInstance | null | string> {
+async function createFromStart(
+  ctx: ApplyContext,
+  key: string,
+  workflow: string,
+  id: string,
+  e: RawEvent,
+  attempt: number,
+  replies: Reply[],
+): Promise<LoadedInstance | null | string> {
   const { rt } = ctx;
   const version = startVersion(e.data);
   const looksLikeStart = isStart(safeType(e.data));
@@ -164,7 +197,16 @@ async function createFromStart(ctx: ApplyContext, key: string, workflow: string,
   started.record.lastHistory = [started.entry];
   started.record.inputDigest = inputDigest(rt, found.def, gated.start.input, gated.start.secrets);
   if (gated.identity) started.entry.identity = gated.identity;
-  const spans = new TransitionSpans(rt.telemetry, started.record, [started.entry], new Map([[e.seq, e.trace]]), attempt, ctx.partition, Date.now(), rt.telemetry.tracingActive() || e.trace !== undefined);
+  const spans = new TransitionSpans(
+    rt.telemetry,
+    started.record,
+    [started.entry],
+    new Map([[e.seq, e.trace]]),
+    attempt,
+    ctx.partition,
+    Date.now(),
+    rt.telemetry.tracingActive() || e.trace !== undefined,
+  );
   const last = spans.last();
   if (last) started.record.trace = last;
   let stored = ctx.store.encode(started.record);
@@ -195,7 +237,14 @@ async function createFromStart(ctx: ApplyContext, key: string, workflow: string,
   }
 }
 
-async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, batch: readonly RawEvent[], attempt: number, replies: Reply[]): Promise<LoadedInstance> {
+async function applyTo(
+  ctx: ApplyContext,
+  key: string,
+  loaded: LoadedInstance,
+  batch: readonly RawEvent[],
+  attempt: number,
+  replies: Reply[],
+): Promise<LoadedInstance> {
   const { rt } = ctx;
   const tel = rt.telemetry;
   const startedAt = performance.timeOrigin + performance.now();
@@ -234,7 +283,8 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     if (gated.rated && limits.maxEventsPerSecond !== undefined) {
       const taken = takeRate(bucket, limits.maxEventsPerSecond, e.timeMs);
       bucket = taken.bucket;
-      if (!taken.ok) gated = rejection(e, gated.event, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`, e.data.length);
+      if (!taken.ok)
+        gated = rejection(e, gated.event, `[limit.rate] instance '${record.id}' takes at most ${limits.maxEventsPerSecond} events per second`, e.data.length);
     }
     events.push(gated);
   }
@@ -258,7 +308,11 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     result = step(events);
     stored = ctx.store.encode(result.record);
     const carried = result.record.lastHistory.length - result.entries.length;
-    if (stored.bytes.length > limits.maxSnapshotBytes && carried > 0 && ctx.store.encode({ ...result.record, lastHistory: result.entries }).bytes.length <= limits.maxSnapshotBytes) {
+    if (
+      stored.bytes.length > limits.maxSnapshotBytes &&
+      carried > 0 &&
+      ctx.store.encode({ ...result.record, lastHistory: result.entries }).bytes.length <= limits.maxSnapshotBytes
+    ) {
       throw new Error(`instance '${record.id}' keeps ${carried} history entries the history stream has not confirmed; its events wait until it does`);
     }
   }
@@ -283,7 +337,16 @@ async function applyTo(ctx: ApplyContext, key: string, loaded: LoadedInstance, b
     result = step(events);
     stored = result.changed ? ctx.store.encode(result.record) : undefined;
   }
-  const spans = new TransitionSpans(tel, record, result.entries, traceBySeq, attempt, ctx.partition, startedAt, tel.tracingActive() || batch.some((e) => e.trace !== undefined));
+  const spans = new TransitionSpans(
+    tel,
+    record,
+    result.entries,
+    traceBySeq,
+    attempt,
+    ctx.partition,
+    startedAt,
+    tel.tracingActive() || batch.some((e) => e.trace !== undefined),
+  );
   let written = loaded;
   try {
     if (result.changed) {
@@ -371,7 +434,9 @@ async function deadLetters(ctx: ApplyContext, workflow: string, id: string, batc
   await Promise.all(
     rejected.map((r) => {
       const e = batch.find((p) => p.seq === r.seq);
-      return e ? deadLetter(ctx.rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason: r.reason ?? 'rejected' }) : undefined;
+      return e
+        ? deadLetter(ctx.rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason: r.reason ?? 'rejected' })
+        : undefined;
     }),
   );
 }
@@ -388,4 +453,3 @@ function safeType(data: Uint8Array): unknown {
     return undefined;
   }
 }
-

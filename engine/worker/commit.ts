@@ -84,7 +84,16 @@ export class Committer {
   ) {}
 
   /** Writes a new instance's first record, then acts. Throws `ConflictError` if it exists. */
-  async create(key: string, def: WorkflowDefinition, runner: MachineRunner, record: InstanceRecord, snapshot: AnyMachineSnapshot, bytes: Uint8Array, sealed: InstanceRecord, acts: Acts): Promise<LoadedInstance> {
+  async create(
+    key: string,
+    def: WorkflowDefinition,
+    runner: MachineRunner,
+    record: InstanceRecord,
+    snapshot: AnyMachineSnapshot,
+    bytes: Uint8Array,
+    sealed: InstanceRecord,
+    acts: Acts,
+  ): Promise<LoadedInstance> {
     this.hooks.beforeStateWrite?.(key, record.revision);
     const written = await this.store.create(key, def, runner, record, snapshot, bytes);
     this.hooks.afterStateWrite?.(key, record.revision);
@@ -95,7 +104,15 @@ export class Committer {
   }
 
   /** Writes the next state of an instance (compare-and-set), then acts. Throws `ConflictError` when it lost. */
-  async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot, bytes: Uint8Array, sealed: InstanceRecord, acts: Acts): Promise<LoadedInstance> {
+  async write(
+    key: string,
+    prev: LoadedInstance,
+    record: InstanceRecord,
+    snapshot: AnyMachineSnapshot,
+    bytes: Uint8Array,
+    sealed: InstanceRecord,
+    acts: Acts,
+  ): Promise<LoadedInstance> {
     this.hooks.beforeStateWrite?.(key, record.revision);
     const written = await this.store.write(key, prev, record, snapshot, bytes);
     this.hooks.afterStateWrite?.(key, record.revision);
@@ -190,7 +207,13 @@ export class Committer {
       for (const k of keys) sent.delete(k);
       if (sent.size === 0 && this.sending.get(key) === sent) this.sending.delete(key);
     };
-    const p = publishHistory(this.rt, record.workflow, record.id, indexes.map((i) => sealed[i]!), record.secrets).then(
+    const p = publishHistory(
+      this.rt,
+      record.workflow,
+      record.id,
+      indexes.map((i) => sealed[i]!),
+      record.secrets,
+    ).then(
       () => {
         done();
         let confirmed = this.confirmed.get(key);
@@ -203,7 +226,9 @@ export class Committer {
       // Still journaled in the record: the next write or a repair publishes it again.
       (e: Error) => {
         done();
-        this.rt.logger.warn(`workflow '${record.workflow}' instance '${record.id}': history not published yet (${e.message}); it stays in the record until it is`);
+        this.rt.logger.warn(
+          `workflow '${record.workflow}' instance '${record.id}': history not published yet (${e.message}); it stays in the record until it is`,
+        );
       },
     );
     this.publishing.add(p);
@@ -211,7 +236,13 @@ export class Committer {
   }
 
   /** `before`: the status before the write, or undefined when unknown (a repair of a finished instance). */
-  private async act(instance: LoadedInstance, before: InstanceRecord['status'] | undefined, sealed: InstanceRecord, acts: Acts, created: boolean): Promise<void> {
+  private async act(
+    instance: LoadedInstance,
+    before: InstanceRecord['status'] | undefined,
+    sealed: InstanceRecord,
+    acts: Acts,
+    created: boolean,
+  ): Promise<void> {
     const { record } = instance;
     const rt = this.rt;
     // The history goes out without being waited for: the record journals its entries until the
@@ -251,6 +282,18 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
   const event =
     child.status === 'done'
       ? { type: EngineEvent.Child, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output, ...(secrets.length > 0 ? { secrets } : {}) }
-      : { type: EngineEvent.Child, invokeId: parent.invokeId, token: parent.token, ok: false, error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' } };
-  await publishToInstance(rt, { workflow: parent.workflow, id: parent.id, event, engine: { logicalId: `child.${child.workflow}.${child.id}.${parent.token}` }, trace: child.trace });
+      : {
+          type: EngineEvent.Child,
+          invokeId: parent.invokeId,
+          token: parent.token,
+          ok: false,
+          error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' },
+        };
+  await publishToInstance(rt, {
+    workflow: parent.workflow,
+    id: parent.id,
+    event,
+    engine: { logicalId: `child.${child.workflow}.${child.id}.${parent.token}` },
+    trace: child.trace,
+  });
 }

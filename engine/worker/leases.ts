@@ -26,7 +26,12 @@ import { isCasConflict } from '../store/nats-errors.js';
 import type { PartitionWorker } from './partition-worker.js';
 
 /** A lease: its owner, the checkpoint it reached, its trim point, and how long it lasts unrenewed (clients read that). */
-const LeaseSchema = z.object({ owner: z.string(), checkpoint: z.number().int().nonnegative(), safe: z.number().int().nonnegative().default(0), ttlMs: z.number().optional() });
+const LeaseSchema = z.object({
+  owner: z.string(),
+  checkpoint: z.number().int().nonnegative(),
+  safe: z.number().int().nonnegative().default(0),
+  ttlMs: z.number().optional(),
+});
 type Lease = z.infer<typeof LeaseSchema>;
 
 /** What a live engine says of itself in `member.<engineId>`. */
@@ -146,14 +151,20 @@ export class PartitionManager {
     await this.heartbeat();
     await ready;
     await this.tick();
-    this.timer = setInterval(() => {
-      this.ticking = this.ticking.then(() => this.tick()).catch((e: Error) => this.rt.logger.warn(`partition lease round failed: ${e.message}`));
-    }, Math.max(100, Math.floor(this.options.ttlMs / 3)));
+    this.timer = setInterval(
+      () => {
+        this.ticking = this.ticking.then(() => this.tick()).catch((e: Error) => this.rt.logger.warn(`partition lease round failed: ${e.message}`));
+      },
+      Math.max(100, Math.floor(this.options.ttlMs / 3)),
+    );
   }
 
   private heartbeat(): Promise<unknown> {
     const workflows = Object.fromEntries(this.options.workflows());
-    return this.rt.control.put(this.rt.names.memberKey(this.engineId), encodeJson({ atMs: Date.now(), ttlMs: this.options.ttlMs, workflows, extensions: this.options.extensions }));
+    return this.rt.control.put(
+      this.rt.names.memberKey(this.engineId),
+      encodeJson({ atMs: Date.now(), ttlMs: this.options.ttlMs, workflows, extensions: this.options.extensions }),
+    );
   }
 
   /**
@@ -173,7 +184,10 @@ export class PartitionManager {
       const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), WATCH_OPEN_MS)));
       const w = await Promise.race([attempt, late]).finally(() => clearTimeout(timer));
       if (w) return w;
-      void attempt.then((x) => x.stop(), () => {});
+      void attempt.then(
+        (x) => x.stop(),
+        () => {},
+      );
     }
   }
 
@@ -242,14 +256,20 @@ export class PartitionManager {
     }
     const versions = candidates.map(([id, m]) => [id, new Set(m.workflows[workflow])] as const);
     const dominated = (a: Set<number>, b: Set<number>): boolean => a.size < b.size && [...a].every((v) => b.has(v));
-    return versions.filter(([, a]) => !versions.some(([, b]) => dominated(a, b))).map(([id]) => id).sort();
+    return versions
+      .filter(([, a]) => !versions.some(([, b]) => dominated(a, b)))
+      .map(([id]) => id)
+      .sort();
   }
 
   private async balance(workflow: string, members: Map<string, Member>): Promise<void> {
     const eligible = this.eligible(workflow, members);
     const mine = this.ownedPartitions(workflow).map((o) => o.partition);
     if (!eligible.includes(this.engineId)) {
-      if (mine.length > 0) this.rt.logger.info(`workflow '${workflow}': another live engine serves more of its versions or has the extensions it needs; handing over its partitions`);
+      if (mine.length > 0)
+        this.rt.logger.info(
+          `workflow '${workflow}': another live engine serves more of its versions or has the extensions it needs; handing over its partitions`,
+        );
       await Promise.all(mine.map((p) => this.release(slot(workflow, p))));
       return;
     }
@@ -380,10 +400,15 @@ export class PartitionManager {
     const checkpoint = owned.worker.checkpoint;
     try {
       this.age(owned, checkpoint);
-      await this.rt.control.put(this.rt.names.checkpointKey(owned.workflow, owned.partition), encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }));
+      await this.rt.control.put(
+        this.rt.names.checkpointKey(owned.workflow, owned.partition),
+        encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }),
+      );
       await this.rt.control.delete(this.rt.names.leaseKey(owned.workflow, owned.partition), { previousSeq: owned.revision });
     } catch (e) {
-      this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: release failed (${(e as Error).message}); it will be taken over after its lease expires`);
+      this.rt.logger.warn(
+        `workflow '${owned.workflow}' partition ${owned.partition}: release failed (${(e as Error).message}); it will be taken over after its lease expires`,
+      );
     }
   }
 }

@@ -212,7 +212,8 @@ export class PartitionReader {
       }
       // Tries that timed out count too: while a node is down, waiting for the leader costs more.
       if (replicated || !clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
-        if (clustered && !replicated && host !== leader) this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
+        if (clustered && !replicated && host !== leader)
+          this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
         this.consumer = name;
         this.hostedOn = host;
         this.failedCreates = 0;
@@ -322,11 +323,15 @@ export class PartitionReader {
     }
     if (first !== undefined && first > expected) {
       const to = Math.min(first, seq) - 1;
-      this.rt.logger.error(`${this.options.label}: events ${expected}..${to} were removed from stream '${this.options.stream}' before this engine applied them; they are lost`);
+      this.rt.logger.error(
+        `${this.options.label}: events ${expected}..${to} were removed from stream '${this.options.stream}' before this engine applied them; they are lost`,
+      );
       this.options.onLost?.(expected, to);
       this.nextSeq = to + 1;
     } else {
-      this.rt.logger.warn(`${this.options.label}: expected event ${expected}, got ${seq}: its consumer's replica is behind; reading again from the stream leader`);
+      this.rt.logger.warn(
+        `${this.options.label}: expected event ${expected}, got ${seq}: its consumer's replica is behind; reading again from the stream leader`,
+      );
     }
     await this.restart(`gap before ${seq}`, false);
   }

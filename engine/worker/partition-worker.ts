@@ -157,7 +157,13 @@ export class PartitionWorker {
     const seq = m.seq;
     this.order.push(seq);
     const target = parseEventSubject(m.subject);
-    if (!target || target.workflow !== this.workflow || target.partition !== this.partition || !NAME_PATTERN.test(target.id) || partitionOf(target.workflow, target.id, this.rt.partitions) !== this.partition) {
+    if (
+      !target ||
+      target.workflow !== this.workflow ||
+      target.partition !== this.partition ||
+      !NAME_PATTERN.test(target.id) ||
+      partitionOf(target.workflow, target.id, this.rt.partitions) !== this.partition
+    ) {
       const reason = target
         ? `[misrouted] event on '${m.subject}' is for partition ${target.partition}, but instance '${target.id}' of workflow '${target.workflow}' belongs to partition ${NAME_PATTERN.test(target.id) ? partitionOf(target.workflow, target.id, this.rt.partitions) : '(none: invalid id)'}`
         : `[misrouted] event on '${m.subject}' is not addressed to an instance`;
@@ -245,12 +251,26 @@ export class PartitionWorker {
         onOutcome: (event, tr) => {
           if (this.stopping) {
             // This engine no longer applies the instance's events: the outcome goes to the inbox.
-            void service.deliverOutcome({ workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token }, event, tr).catch((e: Error) => this.rt.logger.warn(`${this.label}: task outcome of '${key}' not delivered (${e.message}); the task runs again`));
+            void service
+              .deliverOutcome({ workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token }, event, tr)
+              .catch((e: Error) => this.rt.logger.warn(`${this.label}: task outcome of '${key}' not delivered (${e.message}); the task runs again`));
             return;
           }
           const queue = this.queues.get(key) ?? q;
           if (!this.queues.has(key)) this.queues.set(key, queue);
-          queue.events.push({ seq: 0, subject: '', data: EMPTY, timeMs: Date.now(), trace: tr, msgId: undefined, signature: undefined, signedAtMs: undefined, token: undefined, replyTo: undefined, local: { event, key: held } });
+          queue.events.push({
+            seq: 0,
+            subject: '',
+            data: EMPTY,
+            timeMs: Date.now(),
+            trace: tr,
+            msgId: undefined,
+            signature: undefined,
+            signedAtMs: undefined,
+            token: undefined,
+            replyTo: undefined,
+            local: { event, key: held },
+          });
           if (!queue.running && !queue.blocked) void this.drainQueue(key, queue);
         },
         onDurable: (published) => {
@@ -283,7 +303,9 @@ export class PartitionWorker {
         q.blocked = outcome;
         this.parked.add(key);
         // For get(), list and the web view: why this instance does not move (best effort).
-        void this.rt.control.put(this.rt.names.parkedKey(this.workflow, q.id), encodeJson({ reason: outcome, atMs: Date.now(), engine: this.options.engineId })).catch(() => {});
+        void this.rt.control
+          .put(this.rt.names.parkedKey(this.workflow, q.id), encodeJson({ reason: outcome, atMs: Date.now(), engine: this.options.engineId }))
+          .catch(() => {});
         this.pendingCount -= q.events.length;
         if (!this.reported.has(key)) {
           this.reported.add(key);

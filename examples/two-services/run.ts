@@ -34,7 +34,11 @@ function check(ok: unknown, what: string): void {
 }
 
 /** Runs a command to completion; rejects with its output when it fails (unless `allowFailure`). */
-function run(cmd: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; allowFailure?: boolean }): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; allowFailure?: boolean },
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done, fail) => {
     const child = spawn(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -147,9 +151,11 @@ async function main(): Promise<number> {
     log(`nats-server at ${nats.url}`);
     // What the services and their CLIs read from the environment: only the NATS; the rest from their config.
     const env: NodeJS.ProcessEnv = { ...process.env, NATS_URL: nats.url };
-    for (const k of ['JETSTATE_NAMESPACE', 'JETSTATE_WORKFLOWS', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_TRACES_EXPORTER']) delete env[k];
+    for (const k of ['JETSTATE_NAMESPACE', 'JETSTATE_WORKFLOWS', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_TRACES_EXPORTER'])
+      delete env[k];
     const jetstateBin = (dir: string): string => realpathSync(join(dir, 'node_modules/.bin/jetstate'));
-    const cli = (dir: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) => run(process.execPath, [jetstateBin(dir), ...args], { cwd: dir, env: { ...env, ...extraEnv }, allowFailure: true });
+    const cli = (dir: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) =>
+      run(process.execPath, [jetstateBin(dir), ...args], { cwd: dir, env: { ...env, ...extraEnv }, allowFailure: true });
 
     const version = await cli(dirs.shop, ['--version']);
     check(version.code === 0 && /^\d+\.\d+\.\d+/.test(version.stdout), `the installed CLI runs (jetstate ${version.stdout.trim()})`);
@@ -164,7 +170,10 @@ async function main(): Promise<number> {
     const placed = await http('POST', `${shop.url}/orders`, { orderId: 'o-1', customer: 'ada', amount: 30 });
     check(placed.status === 202, 'the shop accepted order o-1');
     const invoicing = await cli(dirs.shop, ['wait', 'order', 'o-1', '--state', 'awaitingPayment', '--timeout-ms', '30000', '--json']);
-    check(invoicing.code === 0 && (JSON.parse(invoicing.stdout) as { context: { invoiceId?: string } }).context.invoiceId === 'inv-o-1', 'billing opened invoice inv-o-1 for the order');
+    check(
+      invoicing.code === 0 && (JSON.parse(invoicing.stdout) as { context: { invoiceId?: string } }).context.invoiceId === 'inv-o-1',
+      'billing opened invoice inv-o-1 for the order',
+    );
     const opened = await http('GET', `${billing.url}/invoices/inv-o-1`);
     check(opened.status === 200 && (opened.json as { value: string }).value === 'open', 'billing serves the open invoice');
 

@@ -72,7 +72,15 @@ export async function signRequest(
 export async function presignRequest(
   endpoint: string,
   creds: Creds,
-  opts: { service: string; region: string; method?: string; headers?: Record<string, string>; body?: string; query?: Record<string, string>; expiresIn?: number },
+  opts: {
+    service: string;
+    region: string;
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string;
+    query?: Record<string, string>;
+    expiresIn?: number;
+  },
 ): Promise<PlainRequest> {
   const req = toHttpRequest(endpoint, opts.method ?? 'GET', opts.headers ?? {}, opts.body);
   req.query = opts.query ?? {};

@@ -59,21 +59,33 @@ describe('loopback STS', () => {
         params: { RoleArn: ROLE, RoleSessionName: 's1', ...params },
         clientConfig: { endpoint: sts.endpoint, region: 'us-east-1', maxAttempts: 1 },
       })();
-    await assert.rejects(assume({ RoleArn: 'arn:aws:iam::123456789012:role/other' }), (e: Error) => e.name === 'AccessDenied' && /not authorized to perform: sts:AssumeRole/.test(e.message));
+    await assert.rejects(
+      assume({ RoleArn: 'arn:aws:iam::123456789012:role/other' }),
+      (e: Error) => e.name === 'AccessDenied' && /not authorized to perform: sts:AssumeRole/.test(e.message),
+    );
     await assert.rejects(assume({ ExternalId: 'wrong-1' }), { name: 'AccessDenied' });
     await assert.rejects(assume({}), { name: 'AccessDenied' });
     await assert.rejects(assume({ ExternalId: 'ext-123' }, { ...ROOT, accessKeyId: 'AKIANOBODY0000000000' }), { name: 'InvalidClientTokenId' });
     await assert.rejects(assume({ ExternalId: 'ext-123' }, { ...ROOT, secretAccessKey: 'wrong' }), { name: 'SignatureDoesNotMatch' });
 
     const old = await replay(
-      await signRequest(sts.endpoint, ROOT, { service: 'sts', region: 'us-east-1', headers: FORM, body: CALLER_IDENTITY, signingDate: new Date(Date.now() - 16 * 60_000) }),
+      await signRequest(sts.endpoint, ROOT, {
+        service: 'sts',
+        region: 'us-east-1',
+        headers: FORM,
+        body: CALLER_IDENTITY,
+        signingDate: new Date(Date.now() - 16 * 60_000),
+      }),
     );
     assert.equal(old.status, 403);
     assert.equal(xmlField(old.text, 'Code'), 'SignatureDoesNotMatch');
     assert.match(xmlField(old.text, 'Message')!, /Signature expired/);
     const unsigned = await fetch(sts.endpoint, { method: 'POST', headers: FORM, body: CALLER_IDENTITY });
     assert.equal(unsigned.status, 403);
-    assert.match(await unsigned.text(), /<ErrorResponse xmlns="https:\/\/sts.amazonaws.com\/doc\/2011-06-15\/"><Error><Type>Sender<\/Type><Code>MissingAuthenticationToken<\/Code>/);
+    assert.match(
+      await unsigned.text(),
+      /<ErrorResponse xmlns="https:\/\/sts.amazonaws.com\/doc\/2011-06-15\/"><Error><Type>Sender<\/Type><Code>MissingAuthenticationToken<\/Code>/,
+    );
   });
 
   it('answers a header-signed GetCallerIdentity replayed by a third party, audience header included, and refuses a tampered one', async () => {
@@ -118,7 +130,12 @@ describe('loopback STS', () => {
     const flipped = presigned.url.replace(/X-Amz-Signature=([0-9a-f])/, (_, c: string) => `X-Amz-Signature=${c === '0' ? '1' : '0'}`);
     assert.equal(xmlField((await replay({ ...presigned, url: flipped })).text, 'Code'), 'SignatureDoesNotMatch');
 
-    const shortLived = await presignRequest(sts.endpoint, ROOT, { service: 'sts', region: 'us-east-1', query: { Action: 'GetCallerIdentity', Version: '2011-06-15' }, expiresIn: 1 });
+    const shortLived = await presignRequest(sts.endpoint, ROOT, {
+      service: 'sts',
+      region: 'us-east-1',
+      query: { Action: 'GetCallerIdentity', Version: '2011-06-15' },
+      expiresIn: 1,
+    });
     await new Promise((r) => setTimeout(r, 2_100));
     const late = await replay(shortLived);
     assert.equal(late.status, 403);

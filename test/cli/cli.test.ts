@@ -8,7 +8,6 @@ import { createEngine, type Engine } from '../../engine/index.js';
 import { order } from '../../workflows/order.js';
 import { CLI as cli, runCli, startNats, uniqueNamespace } from '../helpers.js';
 
-
 const run = (args: string[]) => runCli(args);
 
 describe('the jetstate CLI (built, as a subprocess)', () => {
@@ -27,35 +26,35 @@ describe('the jetstate CLI (built, as a subprocess)', () => {
   });
 
   it('starts, sends, gets, waits, shows history and verifies, in plain words', async () => {
-    const start = (await run(['start', 'order', '--id', 'c-1', '--input', '{"orderId":"c-1","customer":"ada","amount":5}', ...common]));
+    const start = await run(['start', 'order', '--id', 'c-1', '--input', '{"orderId":"c-1","customer":"ada","amount":5}', ...common]);
     assert.equal(start.code, 0, start.stderr);
     assert.match(start.stdout, /started order c-1 .*awaitingPayment/);
     assert.equal((await run(['send', 'order', 'c-1', 'PAY', '{"amount":5}', ...common])).code, 0);
-    const wait = (await run(['wait', 'order', 'c-1', '--state', 'paid', '--timeout-ms', '10000', ...common]));
+    const wait = await run(['wait', 'order', 'c-1', '--state', 'paid', '--timeout-ms', '10000', ...common]);
     assert.equal(wait.code, 0, wait.stderr);
-    const get = (await run(['get', 'order', 'c-1', '--json', ...common]));
+    const get = await run(['get', 'order', 'c-1', '--json', ...common]);
     assert.equal(get.code, 0);
     assert.equal(JSON.parse(get.stdout).value, 'paid');
-    const history = (await run(['history', 'order', 'c-1', ...common]));
+    const history = await run(['history', 'order', 'c-1', ...common]);
     assert.match(history.stdout, /PAY\s+"awaitingPayment" -> "paid"/);
-    const verify = (await run(['verify', 'order', 'c-1', ...common]));
+    const verify = await run(['verify', 'order', 'c-1', ...common]);
     assert.equal(verify.code, 0);
     assert.match(verify.stdout, /^ok: replaying 1 events/);
     assert.match((await run(['list', 'order', '--state', 'paid', ...common])).stdout, /c-1\s+running\s+"paid"/);
   });
 
   it('says what is wrong and sets the exit code', async () => {
-    const missing = (await run(['send', 'order', 'nope', 'PAY', '{"amount":1}', ...common]));
+    const missing = await run(['send', 'order', 'nope', 'PAY', '{"amount":1}', ...common]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /does not exist; start it first/);
-    const badJson = (await run(['send', 'order', 'c-1', 'PAY', '{amount:1}', ...common]));
+    const badJson = await run(['send', 'order', 'c-1', 'PAY', '{amount:1}', ...common]);
     assert.equal(badJson.code, 2);
     assert.match(badJson.stderr, /not valid JSON/);
-    const badEvent = (await run(['send', 'order', 'c-1', 'REFUND', ...common]));
+    const badEvent = await run(['send', 'order', 'c-1', 'REFUND', ...common]);
     assert.equal(badEvent.code, 1);
     assert.match(badEvent.stderr, /'REFUND' is not declared/);
     assert.equal((await run(['frobnicate'])).code, 2);
-    const noServer = (await run(['get', 'order', 'x', '--server', 'nats://127.0.0.1:1']));
+    const noServer = await run(['get', 'order', 'x', '--server', 'nats://127.0.0.1:1']);
     assert.equal(noServer.code, 1);
     assert.match(noServer.stderr, /cannot connect to NATS/);
   });

@@ -17,12 +17,20 @@ const repo = resolve(import.meta.dirname, '../..');
 /** The environment without anything that would choose settings for the CLI. */
 function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
-  for (const k of ['NATS_URL', 'JETSTATE_WORKFLOWS', 'JETSTATE_NAMESPACE', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_TRACES_EXPORTER']) {
+  for (const k of [
+    'NATS_URL',
+    'JETSTATE_WORKFLOWS',
+    'JETSTATE_NAMESPACE',
+    'OTEL_EXPORTER_OTLP_ENDPOINT',
+    'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    'OTEL_TRACES_EXPORTER',
+  ]) {
     if (!(k in extra)) delete env[k];
   }
   return env;
 }
-const errorOf = (stderr: string): { code: string; message: string } => (JSON.parse(stderr.trim().split('\n').pop()!) as { error: { code: string; message: string } }).error;
+const errorOf = (stderr: string): { code: string; message: string } =>
+  (JSON.parse(stderr.trim().split('\n').pop()!) as { error: { code: string; message: string } }).error;
 
 describe('CLI habits', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
@@ -109,7 +117,10 @@ describe('CLI habits', () => {
     const fromEnv = await runCli(['get', 'order', 'h-1'], { cwd: project, env: cleanEnv({ JETSTATE_WORKFLOWS: approvalModule }) });
     assert.equal(fromEnv.code, 2);
     assert.match(fromEnv.stderr, /no workflow named 'order'; known: approval/);
-    const fromFlag = await runCli(['get', 'order', 'h-1', '-w', join(repo, 'dist/workflows/order.js')], { cwd: project, env: cleanEnv({ JETSTATE_WORKFLOWS: approvalModule }) });
+    const fromFlag = await runCli(['get', 'order', 'h-1', '-w', join(repo, 'dist/workflows/order.js')], {
+      cwd: project,
+      env: cleanEnv({ JETSTATE_WORKFLOWS: approvalModule }),
+    });
     assert.equal(fromFlag.code, 0, fromFlag.stderr);
     const otherNamespace = await runCli(['get', 'order', 'h-1'], { cwd: project, env: cleanEnv({ JETSTATE_NAMESPACE: uniqueNamespace('empty') }) });
     assert.equal(otherNamespace.code, 1, 'h-1 is not in another namespace');
@@ -128,7 +139,7 @@ describe('CLI habits', () => {
     assert.match(absent.stderr, /cannot read the config file .*nope\.json/);
   });
 
-  it('loads a .ts workflows module through the project\'s tsx, and says what to do without one', async () => {
+  it("loads a .ts workflows module through the project's tsx, and says what to do without one", async () => {
     // This repository has tsx: the module and what it imports load as TypeScript.
     const ts = await runCli(['get', 'order', 'h-1', '--json', '-w', join(repo, 'workflows/order.ts'), ...common], { cwd: repo, env: cleanEnv() });
     assert.equal(ts.code, 0, ts.stderr);
@@ -139,7 +150,10 @@ describe('CLI habits', () => {
     await writeFile(join(bare, 'workflows.ts'), 'export const workflows: unknown[] = [];\n');
     const noTsx = await runCli(['get', 'order', 'h-1', '-w', 'workflows.ts', ...common], { cwd: bare, env: cleanEnv() });
     assert.equal(noTsx.code, 2);
-    assert.match(noTsx.stderr, /workflows\.ts is TypeScript and tsx is not installed in this project to load it; build it to JavaScript \(tsc\) and pass the \.js file, or install tsx/);
+    assert.match(
+      noTsx.stderr,
+      /workflows\.ts is TypeScript and tsx is not installed in this project to load it; build it to JavaScript \(tsc\) and pass the \.js file, or install tsx/,
+    );
   });
 
   it('does not wait on an OpenTelemetry collector that is not there, and says so once', async () => {

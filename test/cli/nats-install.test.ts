@@ -10,7 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { findNatsServer } from '../../adapters/nats-server/launcher.js';
 import { runCli } from '../helpers.js';
 
-const errorOf = (stderr: string): { code: string; message: string } => (JSON.parse(stderr.trim().split('\n').pop()!) as { error: { code: string; message: string } }).error;
+const errorOf = (stderr: string): { code: string; message: string } =>
+  (JSON.parse(stderr.trim().split('\n').pop()!) as { error: { code: string; message: string } }).error;
 
 describe('jetstate nats install', () => {
   let scratch: string;
@@ -45,7 +46,10 @@ describe('jetstate nats install', () => {
     assert.equal(r.code, 1);
     const error = errorOf(r.stderr);
     assert.equal(error.code, 'NATS_SERVER_UNAVAILABLE');
-    assert.match(error.message, /no apt-get and dpkg-deb to fetch Debian's package; install nats-server 2\.10 or newer yourself .*JETSTATE_NATS_SERVER.*releases/);
+    assert.match(
+      error.message,
+      /no apt-get and dpkg-deb to fetch Debian's package; install nats-server 2\.10 or newer yourself .*JETSTATE_NATS_SERVER.*releases/,
+    );
     assert.ok(!existsSync(join(scratch, '.jetstate', 'nats')));
   });
 
@@ -58,17 +62,21 @@ describe('jetstate nats install', () => {
     assert.match(suite.stderr, /--suite must be a Debian suite name/);
   });
 
-  it('fetches the Debian package into ./.jetstate/nats (downloads; JETSTATE_TEST_APT=1)', { skip: process.env['JETSTATE_TEST_APT'] !== '1' && 'set JETSTATE_TEST_APT=1 to download from Debian' }, async () => {
-    const project = join(scratch, 'project');
-    await mkdir(project);
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    delete env['JETSTATE_NATS_SERVER'];
-    const r = await runCli(['nats', 'install', '--suite', 'trixie', '--json'], { cwd: project, env });
-    assert.equal(r.code, 0, r.stderr);
-    const found = JSON.parse(r.stdout) as { path: string; version: string; fetched: boolean };
-    assert.equal(found.path, join(project, '.jetstate/nats/usr/sbin/nats-server'));
-    assert.equal(found.fetched, true);
-    assert.match(r.stderr, /through a private source list/);
-    assert.ok(!existsSync(join(project, '.jetstate/apt')), 'the work folder is removed');
-  });
+  it(
+    'fetches the Debian package into ./.jetstate/nats (downloads; JETSTATE_TEST_APT=1)',
+    { skip: process.env['JETSTATE_TEST_APT'] !== '1' && 'set JETSTATE_TEST_APT=1 to download from Debian' },
+    async () => {
+      const project = join(scratch, 'project');
+      await mkdir(project);
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      delete env['JETSTATE_NATS_SERVER'];
+      const r = await runCli(['nats', 'install', '--suite', 'trixie', '--json'], { cwd: project, env });
+      assert.equal(r.code, 0, r.stderr);
+      const found = JSON.parse(r.stdout) as { path: string; version: string; fetched: boolean };
+      assert.equal(found.path, join(project, '.jetstate/nats/usr/sbin/nats-server'));
+      assert.equal(found.fetched, true);
+      assert.match(r.stderr, /through a private source list/);
+      assert.ok(!existsSync(join(project, '.jetstate/apt')), 'the work folder is removed');
+    },
+  );
 });

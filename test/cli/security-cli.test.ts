@@ -74,19 +74,26 @@ describe('the CLI with secrets', () => {
   it('re-encrypts under the newest key, after which the old key can go', async () => {
     const r = await run(['reencrypt', 'payment', ...common], `${k1},${k2}`);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^re-encrypted [1-9]\d* fields under the newest key: 1 payment records rewritten, history of 1 instances rewritten \(\d+ messages\)\nnothing left on an older key\n$/);
+    assert.match(
+      r.stdout,
+      /^re-encrypted [1-9]\d* fields under the newest key: 1 payment records rewritten, history of 1 instances rewritten \(\d+ messages\)\nnothing left on an older key\n$/,
+    );
     const onlyNew = await run(['get', 'payment', 'p-1', '--reveal', ...common], k2);
     assert.equal(onlyNew.code, 0, onlyNew.stderr);
     assert.ok(onlyNew.stdout.includes(CARD));
     const history = await run(['history', 'payment', 'p-1', '--reveal', '--json', ...common], k2);
     assert.equal(history.code, 0, history.stderr);
     assert.ok(history.stdout.includes(CARD), 'the history opens with the new key alone');
-    assert.match((await run(['reencrypt', 'payment', ...common], `${k1},${k2}`)).stdout, /re-encrypted 0 fields under the newest key: 0 payment records rewritten, history of 0 instances/);
+    assert.match(
+      (await run(['reencrypt', 'payment', ...common], `${k1},${k2}`)).stdout,
+      /re-encrypted 0 fields under the newest key: 0 payment records rewritten, history of 0 instances/,
+    );
   });
 
   it('reencrypt lists what it cannot move and exits 1; the ring may come from JETSTATE_SECRET_KEYS', async () => {
     const k3 = `k3:${randomBytes(32).toString('base64')}`;
-    const withSecretKeys = (args: string[], keys: string) => runCli(args, { env: { ...process.env, NATS_URL: '', JETSTATE_KEYS: '', JETSTATE_SECRET_KEYS: keys }, cwd: tmpdir() });
+    const withSecretKeys = (args: string[], keys: string) =>
+      runCli(args, { env: { ...process.env, NATS_URL: '', JETSTATE_KEYS: '', JETSTATE_SECRET_KEYS: keys }, cwd: tmpdir() });
     const revealed = await withSecretKeys(['get', 'payment', 'p-1', '--reveal', ...common], k2);
     assert.equal(revealed.code, 0, revealed.stderr);
     assert.ok(revealed.stdout.includes(CARD), 'JETSTATE_SECRET_KEYS is read when JETSTATE_KEYS is not set');

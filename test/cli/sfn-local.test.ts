@@ -43,7 +43,15 @@ describe('jetstate sfn-local (built CLI, as a subprocess)', () => {
       join(dir, 'doubler.asl.json'),
       JSON.stringify({
         StartAt: 'Double',
-        States: { Double: { Type: 'Task', Resource: 'arn:aws:states:::lambda:invoke', Parameters: { FunctionName: 'double', 'Payload.$': '$' }, OutputPath: '$.Payload', End: true } },
+        States: {
+          Double: {
+            Type: 'Task',
+            Resource: 'arn:aws:states:::lambda:invoke',
+            Parameters: { FunctionName: 'double', 'Payload.$': '$' },
+            OutputPath: '$.Payload',
+            End: true,
+          },
+        },
       }),
     );
     await writeFile(
@@ -69,7 +77,22 @@ describe('jetstate sfn-local (built CLI, as a subprocess)', () => {
     await nc.flush();
     const defs = join(dir);
     const { child, out, exited } = await startCli(
-      ['--port', '0', '--definitions', defs, '--activity', 'pack', '--handlers', join(dir, 'handlers.mjs'), '--role', ROLE, '--events-nats', nats.url, '--events-subject', 'sfn.test.events'],
+      [
+        '--port',
+        '0',
+        '--definitions',
+        defs,
+        '--activity',
+        'pack',
+        '--handlers',
+        join(dir, 'handlers.mjs'),
+        '--role',
+        ROLE,
+        '--events-nats',
+        nats.url,
+        '--events-subject',
+        'sfn.test.events',
+      ],
       dir,
     );
     try {
@@ -88,9 +111,13 @@ describe('jetstate sfn-local (built CLI, as a subprocess)', () => {
         assert.deepEqual(names, ['doubler', 'hello', 'packer']);
         const hello = await sfn.send(new StartExecutionCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:hello', name: 'h-1' }));
         assert.deepEqual(JSON.parse((await waitForStatus(sfn, hello.executionArn!)).output!), { hello: 'world' });
-        const doubled = await sfn.send(new StartExecutionCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:doubler', input: '{"n":21}' }));
+        const doubled = await sfn.send(
+          new StartExecutionCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:doubler', input: '{"n":21}' }),
+        );
         assert.deepEqual(JSON.parse((await waitForStatus(sfn, doubled.executionArn!)).output!), { n: 42 });
-        const packed = await sfn.send(new StartExecutionCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:packer', input: '{"box":1}' }));
+        const packed = await sfn.send(
+          new StartExecutionCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:packer', input: '{"box":1}' }),
+        );
         const task = await sfn.send(new GetActivityTaskCommand({ activityArn: 'arn:aws:states:us-east-1:123456789012:activity:pack' }));
         assert.equal(task.input, '{"box":1}');
         await sfn.send(new SendTaskSuccessCommand({ taskToken: task.taskToken, output: '"packed"' }));
@@ -117,8 +144,12 @@ describe('jetstate sfn-local (built CLI, as a subprocess)', () => {
 
       await nc.flush();
       const deadline = Date.now() + 5_000;
-      while (!events.some((e) => e.detail.name === 'h-1' && e.detail.status === 'SUCCEEDED') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      assert.deepEqual(events.filter((e) => e.detail.name === 'h-1').map((e) => e.detail.status), ['RUNNING', 'SUCCEEDED']);
+      while (!events.some((e) => e.detail.name === 'h-1' && e.detail.status === 'SUCCEEDED') && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(
+        events.filter((e) => e.detail.name === 'h-1').map((e) => e.detail.status),
+        ['RUNNING', 'SUCCEEDED'],
+      );
 
       child.kill('SIGTERM');
       assert.equal(await exited, 0, out());

@@ -27,14 +27,22 @@ describe('jetstate --domain', () => {
     await engine.waitFor(site, 'c-1', (s) => s.context.log.length === 1);
 
     const env = { ...process.env, NATS_URL: '' };
-    const got = await runCli(['get', 'site', 'c-1', '--server', topo.hub.url, '--namespace', namespace, '--domain', 'edge', '--workflows', workflows, '--json'], { env });
+    const got = await runCli(
+      ['get', 'site', 'c-1', '--server', topo.hub.url, '--namespace', namespace, '--domain', 'edge', '--workflows', workflows, '--json'],
+      { env },
+    );
     assert.equal(got.code, 0, got.stderr);
     assert.deepEqual(JSON.parse(got.stdout).context.log, [7]);
-    const viaEnv = await runCli(['list', 'site', '--server', topo.hub.url, '--namespace', namespace, '--workflows', workflows, '--json'], { env: { ...env, JETSTATE_DOMAIN: 'edge' } });
+    const viaEnv = await runCli(['list', 'site', '--server', topo.hub.url, '--namespace', namespace, '--workflows', workflows, '--json'], {
+      env: { ...env, JETSTATE_DOMAIN: 'edge' },
+    });
     assert.equal(viaEnv.code, 0, viaEnv.stderr);
     assert.match(viaEnv.stdout, /c-1/);
 
-    const missing = await runCli(['get', 'site', 'c-1', '--server', topo.hub.url, '--namespace', `${namespace}x`, '--domain', 'edge', '--workflows', workflows, '--json'], { env });
+    const missing = await runCli(
+      ['get', 'site', 'c-1', '--server', topo.hub.url, '--namespace', `${namespace}x`, '--domain', 'edge', '--workflows', workflows, '--json'],
+      { env },
+    );
     assert.equal(missing.code, 1);
     const error = JSON.parse(missing.stderr).error as { code: string; message: string };
     assert.equal(error.code, 'NAMESPACE_NOT_FOUND');

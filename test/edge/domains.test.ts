@@ -113,7 +113,8 @@ describe('edge site with its own JetStream (domain edge), hub killed', () => {
     const missing = uniqueNamespace('nowhere');
     await assert.rejects(
       createClient({ servers: topo.hub.url, jsDomain: 'edge', namespace: missing, workflows: [site] }),
-      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.NamespaceNotFound && e.message.includes(`'${missing}'`) && e.message.includes("domain 'edge'"),
+      (e: unknown) =>
+        e instanceof JetstateError && e.code === ErrorCode.NamespaceNotFound && e.message.includes(`'${missing}'`) && e.message.includes("domain 'edge'"),
     );
     const nc = await connect({ servers: topo.hub.url });
     try {
@@ -121,7 +122,11 @@ describe('edge site with its own JetStream (domain edge), hub killed', () => {
         const jsm = await jetstreamManager(nc, { domain });
         const names: string[] = [];
         for await (const s of jsm.streams.names()) names.push(s);
-        assert.deepEqual(names.filter((n) => n.includes(missing)), [], `nothing of '${missing}' in domain ${domain}`);
+        assert.deepEqual(
+          names.filter((n) => n.includes(missing)),
+          [],
+          `nothing of '${missing}' in domain ${domain}`,
+        );
       }
     } finally {
       await nc.close();

@@ -28,7 +28,13 @@ describe('hub read view of an edge site', () => {
   it('answers from the hub while the link is cut, and catches up after (nats-server 2.11+)', async (t) => {
     topo = await startTopology({ leafJetStream: true });
     const namespace = uniqueNamespace('view');
-    engine = await createEngine({ servers: topo.leaf.url, namespace, workflows: [site], leaseTtlMs: 1_000, extensions: [edgeRelay({ hubDomain: 'hub', idleMs: 50 })] });
+    engine = await createEngine({
+      servers: topo.leaf.url,
+      namespace,
+      workflows: [site],
+      leaseTtlMs: 1_000,
+      extensions: [edgeRelay({ hubDomain: 'hub', idleMs: 50 })],
+    });
     for (const id of ids) {
       await engine.start(site, { id, input: { label: id } });
       await engine.send(site, id, { type: 'ADD', k: 1 });

@@ -57,7 +57,10 @@ describe('hub to edge while the link is cut', () => {
       for (const id of ids) {
         const edgeView = await engine.waitFor(site, id, (s) => s.context.log.includes(-(1_000 * cut + PER_CUT - 1)), { timeoutMs: 20_000 });
         // Cut off: nothing of this round from the hub has arrived.
-        assert.ok(!edgeView.context.log.some((k) => k >= 1_000 * cut), `${id}: no hub event of cut ${cut} before the link is back: ${edgeView.context.log.join(',')} ${JSON.stringify(relay.status())}`);
+        assert.ok(
+          !edgeView.context.log.some((k) => k >= 1_000 * cut),
+          `${id}: no hub event of cut ${cut} before the link is back: ${edgeView.context.log.join(',')} ${JSON.stringify(relay.status())}`,
+        );
       }
       await topo.link.restore();
       for (const id of ids) {
@@ -68,8 +71,16 @@ describe('hub to edge while the link is cut', () => {
 
     for (const id of ids) {
       const log: number[] = (await engine.get(site, id))!.context.log;
-      assert.deepEqual(log.filter((k) => k > 0), hubSent.get(id), `${id}: hub events in the order sent, once each`);
-      assert.deepEqual(log.filter((k) => k < 0), edgeSent.get(id), `${id}: edge events in the order sent, once each`);
+      assert.deepEqual(
+        log.filter((k) => k > 0),
+        hubSent.get(id),
+        `${id}: hub events in the order sent, once each`,
+      );
+      assert.deepEqual(
+        log.filter((k) => k < 0),
+        edgeSent.get(id),
+        `${id}: edge events in the order sent, once each`,
+      );
       assert.equal(log.length, hubSent.get(id)!.length + edgeSent.get(id)!.length);
       // The hub reads the same instance through domain edge.
       await eventually(async () => assert.deepEqual((await cloud!.get(site, id))!.context.log, log), 10_000);
@@ -81,8 +92,13 @@ describe('hub to edge while the link is cut', () => {
   it('another engine of the site takes the relay over when the one relaying closes, still in order and once', async () => {
     assert.ok(topo);
     const namespace = uniqueNamespace('handover');
-    const relays = [edgeRelay({ hubDomain: 'hub', idleMs: 50, leaseTtlMs: 1_000, batch: 8, readAhead: 4 }), edgeRelay({ hubDomain: 'hub', idleMs: 50, leaseTtlMs: 1_000, batch: 8, readAhead: 4 })];
-    const engines = await Promise.all(relays.map((relay) => createEngine({ servers: topo!.leaf.url, namespace, workflows: [site], leaseTtlMs: 1_000, extensions: [relay] })));
+    const relays = [
+      edgeRelay({ hubDomain: 'hub', idleMs: 50, leaseTtlMs: 1_000, batch: 8, readAhead: 4 }),
+      edgeRelay({ hubDomain: 'hub', idleMs: 50, leaseTtlMs: 1_000, batch: 8, readAhead: 4 }),
+    ];
+    const engines = await Promise.all(
+      relays.map((relay) => createEngine({ servers: topo!.leaf.url, namespace, workflows: [site], leaseTtlMs: 1_000, extensions: [relay] })),
+    );
     try {
       for (const id of ids) await engines[0]!.start(site, { id, input: { label: id } });
       const hub = await createClient({ servers: topo.hub.url, namespace, jsDomain: 'edge', relayDomain: 'hub', workflows: [site] });
@@ -105,7 +121,9 @@ describe('hub to edge while the link is cut', () => {
       const other = engines[1 - first]!;
       for (const id of ids) {
         const want = sent.get(id)!;
-        const done = await other.waitFor(site, id, (s) => s.context.log.length >= want.length && want.every((k) => s.context.log.includes(k)), { timeoutMs: 30_000 });
+        const done = await other.waitFor(site, id, (s) => s.context.log.length >= want.length && want.every((k) => s.context.log.includes(k)), {
+          timeoutMs: 30_000,
+        });
         assert.deepEqual(done.context.log, want, `${id}: in order, once each`);
       }
       assert.equal(relays[1 - first]!.status().leading, true);

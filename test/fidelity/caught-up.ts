@@ -25,7 +25,9 @@ export async function engineCaughtUp(engine: Engine, instances: ReadonlyArray<{ 
   const workers = manager.workers();
   for (const { workflow, id } of instances) {
     const partition = partitionOf(workflow, id, rt.partitions);
-    const last = await rt.jsm.streams.getMessage(rt.names.eventStream(workflow, partition), { last_by_subj: rt.names.eventSubject(partition, workflow, id) }).catch(() => null);
+    const last = await rt.jsm.streams
+      .getMessage(rt.names.eventStream(workflow, partition), { last_by_subj: rt.names.eventSubject(partition, workflow, id) })
+      .catch(() => null);
     if (!last) continue;
     const w = workers.find((x) => x.workflow === workflow && x.partition === partition);
     if (!w || w.reader.position <= last.seq) return false;

@@ -88,7 +88,12 @@ export function observeModel(model: ModelRun, childIds: readonly string[], alpha
 }
 
 /** jetstate's observation, from its records (the instance and its running children). */
-export function observeRecord(machine: AnyStateMachine, record: InstanceRecord, kids: Record<string, InstanceRecord | null>, alphabet: readonly SentEvent[]): Observation {
+export function observeRecord(
+  machine: AnyStateMachine,
+  record: InstanceRecord,
+  kids: Record<string, InstanceRecord | null>,
+  alphabet: readonly SentEvent[],
+): Observation {
   const value = record.snapshot['value'];
   const context = record.snapshot['context'];
   const children: Record<string, ChildObservation> = {};
@@ -142,7 +147,13 @@ const callShape = (c: EffectCall): unknown => ({ kind: c.kind, name: c.name, par
  */
 export function compareEffects(want: EffectCall[], got: EffectCall[]): Divergence[] {
   const emits = (c: EffectCall): boolean => c.kind === 'emit';
-  return [...compareCalls(want.filter((c) => !emits(c)), got.filter((c) => !emits(c))), ...compareCalls(want.filter(emits), got.filter(emits))];
+  return [
+    ...compareCalls(
+      want.filter((c) => !emits(c)),
+      got.filter((c) => !emits(c)),
+    ),
+    ...compareCalls(want.filter(emits), got.filter(emits)),
+  ];
 }
 
 function compareCalls(want: EffectCall[], got: EffectCall[]): Divergence[] {
@@ -155,7 +166,11 @@ function compareCalls(want: EffectCall[], got: EffectCall[]): Divergence[] {
       if (c.key !== undefined) byKey.set(c.key, c);
       distinct.push(c);
     } else if (!same(callShape(first), callShape(c))) {
-      out.push({ kind: 'effects', at: 'end', detail: `action '${c.name}' (${c.key}) ran again with other arguments: first ${show(callShape(first))}, again ${show(callShape(c))}` });
+      out.push({
+        kind: 'effects',
+        at: 'end',
+        detail: `action '${c.name}' (${c.key}) ran again with other arguments: first ${show(callShape(first))}, again ${show(callShape(c))}`,
+      });
     }
   }
   const a = want.map(callShape);
@@ -164,7 +179,11 @@ function compareCalls(want: EffectCall[], got: EffectCall[]): Divergence[] {
     // Name the first call that differs, then the counts.
     let i = 0;
     while (i < a.length && i < b.length && same(a[i], b[i])) i++;
-    out.push({ kind: 'effects', at: 'end', detail: `side effects differ from call ${i + 1}: XState ${show(a.slice(i, i + 3))} (${a.length} calls), jetstate ${show(b.slice(i, i + 3))} (${b.length} calls)` });
+    out.push({
+      kind: 'effects',
+      at: 'end',
+      detail: `side effects differ from call ${i + 1}: XState ${show(a.slice(i, i + 3))} (${a.length} calls), jetstate ${show(b.slice(i, i + 3))} (${b.length} calls)`,
+    });
   }
   return out;
 }

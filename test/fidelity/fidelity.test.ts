@@ -30,7 +30,8 @@ function plan(): Job[] {
       jobs.push({ c, steps, mode: 'burst', label: `fixed ${i + 1}` });
       if (c.killInSuite) jobs.push({ c, steps, mode: 'kill', label: `fixed ${i + 1}` });
     });
-    if (c.generatedInSuite) generatedSequences(c, seed, GENERATED_PER_CASE).forEach((steps, i) => jobs.push({ c, steps, mode: 'each', label: `generated ${i + 1}` }));
+    if (c.generatedInSuite)
+      generatedSequences(c, seed, GENERATED_PER_CASE).forEach((steps, i) => jobs.push({ c, steps, mode: 'each', label: `generated ${i + 1}` }));
   }
   return jobs;
 }
@@ -45,9 +46,16 @@ const planted: FidelityCase = {
       version: 1,
       input: z.object({ run: z.string() }),
       events: { ADD: z.object({}) },
-      machine: setup({}).createMachine({ context: ({ input }: { input: { run: string } }) => ({ run: input.run, n: 0 }), on: { ADD: { actions: assign({ n: ({ context }) => context.n + 1 }) } } }),
+      machine: setup({}).createMachine({
+        context: ({ input }: { input: { run: string } }) => ({ run: input.run, n: 0 }),
+        on: { ADD: { actions: assign({ n: ({ context }) => context.n + 1 }) } },
+      }),
     }),
-  reference: () => setup({}).createMachine({ context: ({ input }: { input: { run: string } }) => ({ run: input.run, n: 0 }), on: { ADD: { actions: assign({ n: ({ context }) => context.n + 2 }) } } }),
+  reference: () =>
+    setup({}).createMachine({
+      context: ({ input }: { input: { run: string } }) => ({ run: input.run, n: 0 }),
+      on: { ADD: { actions: assign({ n: ({ context }) => context.n + 2 }) } },
+    }),
   alphabet: [send('ADD')],
   sequences: [[send('ADD')]],
 };
@@ -79,7 +87,10 @@ describe('XState fidelity', { timeout: 600_000 }, () => {
   it('a planted divergence is reported (the comparison can fail)', () => {
     const r = results.get(plantedJob);
     assert.ok(r, 'the planted run ran');
-    assert.ok(r.divergences.some((d) => d.kind === 'context' && d.detail.includes('"n":2')), JSON.stringify(r.divergences));
+    assert.ok(
+      r.divergences.some((d) => d.kind === 'context' && d.detail.includes('"n":2')),
+      JSON.stringify(r.divergences),
+    );
   });
 
   for (const c of corpus.filter((x) => x.refused)) {

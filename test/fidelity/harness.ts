@@ -166,7 +166,10 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
     // Messages between instances and an instance's events to itself (sendTo self) travel through
     // the event streams: once the engine has finished every event there, they have arrived.
     if (waits.length === 0 && target.caughtUp) {
-      const instances = [{ workflow: spec.def.name, id: spec.run }, ...Object.keys(spec.c.children ?? {}).map((k) => ({ workflow: childDef(spec, k).name, id: childIds.of(k) }))];
+      const instances = [
+        { workflow: spec.def.name, id: spec.run },
+        ...Object.keys(spec.c.children ?? {}).map((k) => ({ workflow: childDef(spec, k).name, id: childIds.of(k) })),
+      ];
       if (!(await target.caughtUp(instances))) waits.push('the restarted engine has not caught up');
     }
     const signature = [record, ...Object.values(kids)].map((r) => r?.revision ?? 0).join(',');
@@ -281,7 +284,8 @@ async function drive(target: Target, spec: RunSpec, alphabet: readonly SentEvent
         // Not applied (an entry that changed nothing was applied: a timer fired with no transition is gone).
         if (e.kind !== HistoryKind.Event || (e.reason !== undefined && e.unchanged !== true)) continue;
         const ev = e.event as { type?: string; invokeId?: string; timerId?: string };
-        if (!to && ev.type === 'jetstate.task' && typeof ev.invokeId === 'string') marks.push({ t: 'release', seq: e.seq, at: e.timeMs, invokeId: ev.invokeId });
+        if (!to && ev.type === 'jetstate.task' && typeof ev.invokeId === 'string')
+          marks.push({ t: 'release', seq: e.seq, at: e.timeMs, invokeId: ev.invokeId });
         if (ev.type === 'jetstate.timer' && typeof ev.timerId === 'string') marks.push({ t: 'fire', seq: e.seq, at: e.timeMs, timerId: ev.timerId, to });
       }
     }
@@ -311,7 +315,15 @@ async function replay(spec: RunSpec, rec: Recording, alphabet: readonly SentEven
   if (process.env['FIDELITY_DEBUG'] === 'timeline') {
     const t0 = timeline[0]?.time ?? 0;
     const line = (m: Mark): string =>
-      m.t === 'send' ? `send ${m.event.type}${m.to ? ` to ${m.to}` : ''} (seq ${m.seq})` : m.t === 'observe' ? `settled ${m.label}, timers ${m.obs.timers.join(',') || '-'}` : m.t === 'release' ? `outcome of ${m.invokeId}` : m.t === 'fire' ? `timer ${m.timerId}${m.to ? ` of ${m.to}` : ''} fired` : m.t;
+      m.t === 'send'
+        ? `send ${m.event.type}${m.to ? ` to ${m.to}` : ''} (seq ${m.seq})`
+        : m.t === 'observe'
+          ? `settled ${m.label}, timers ${m.obs.timers.join(',') || '-'}`
+          : m.t === 'release'
+            ? `outcome of ${m.invokeId}`
+            : m.t === 'fire'
+              ? `timer ${m.timerId}${m.to ? ` of ${m.to}` : ''} fired`
+              : m.t;
     console.error(`[${spec.c.name} ${spec.run}]\n${timeline.map(({ m, time }) => `  ${time - t0} ${line(m)}`).join('\n')}`);
   }
   for (const { m, time } of timeline) {
@@ -337,13 +349,17 @@ async function replay(spec: RunSpec, rec: Recording, alphabet: readonly SentEven
     } else if (m.t === 'send') {
       if (time === Infinity) {
         // The run stopped before its history was read (reported as failed): compare no further.
-        if (!rec.error) divergences.push({ kind: 'failed', at: `step ${m.step + 1}`, detail: `event ${m.event.type} (seq ${m.seq}) is not in jetstate's history` });
+        if (!rec.error)
+          divergences.push({ kind: 'failed', at: `step ${m.step + 1}`, detail: `event ${m.event.type} (seq ${m.seq}) is not in jetstate's history` });
         break;
       }
       await model.send(m.event, m.to);
     } else if (m.t === 'observe' && m.compare) {
       const want = observeModel(model, childIds, alphabet);
-      if (process.env['FIDELITY_DEBUG']) console.error(`[${spec.c.name} ${spec.run}] ${m.label}\n  XState   ${JSON.stringify({ ...want, derived: undefined })}\n  jetstate ${JSON.stringify({ ...m.obs, derived: undefined })}`);
+      if (process.env['FIDELITY_DEBUG'])
+        console.error(
+          `[${spec.c.name} ${spec.run}] ${m.label}\n  XState   ${JSON.stringify({ ...want, derived: undefined })}\n  jetstate ${JSON.stringify({ ...m.obs, derived: undefined })}`,
+        );
       divergences.push(...compareObservations(want, m.obs, m.label));
     }
   }
@@ -361,13 +377,22 @@ export async function runSequence(target: Target, spec: RunSpec): Promise<RunRes
   const jetstateEffects = takeEffects(spec.run);
   const divergences: Divergence[] = [];
   if (rec.error) divergences.push({ kind: 'failed', at: 'run', detail: rec.error });
-  if (rec.stuck.length > 0) divergences.push({ kind: 'failed', at: 'run', detail: `did not settle (${rec.stuck[0]})${rec.stuck.length > 1 ? `, nor at ${rec.stuck.length - 1} later points` : ''}` });
+  if (rec.stuck.length > 0)
+    divergences.push({
+      kind: 'failed',
+      at: 'run',
+      detail: `did not settle (${rec.stuck[0]})${rec.stuck.length > 1 ? `, nor at ${rec.stuck.length - 1} later points` : ''}`,
+    });
   if (spec.c.failsWith !== undefined) {
     // A machine the engine runs until a step it cannot make durable, which fails the instance
     // (XState in memory runs on): that failure, deterministic (verify replays it), is what is checked.
     const last = rec.last;
     if (!rec.error && (last?.status !== 'failed' || !last.error?.includes(spec.c.failsWith))) {
-      divergences.push({ kind: 'status', at: 'end', detail: `jetstate must fail the instance with an error naming '${spec.c.failsWith}'; it is ${last?.status ?? 'missing'}${last?.error ? ` (${last.error})` : ''}` });
+      divergences.push({
+        kind: 'status',
+        at: 'end',
+        detail: `jetstate must fail the instance with an error naming '${spec.c.failsWith}'; it is ${last?.status ?? 'missing'}${last?.error ? ` (${last.error})` : ''}`,
+      });
     }
     if (rec.verify.length > 0) divergences.push({ kind: 'verify', at: 'end', detail: rec.verify.join('; ').slice(0, 600) });
     takeEffects(spec.run);

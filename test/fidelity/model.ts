@@ -78,7 +78,13 @@ export class ModelClock extends SimulatedClock {
     return [...this.timeoutsMap()]
       .map(([n, t]) => {
         const label = this.labels.get(n);
-        return { n, id: label?.id ?? '?', event: label?.event ?? '?', dueMs: t.start + t.timeout, source: !label || label.source === this.root ? '' : label.source.id };
+        return {
+          n,
+          id: label?.id ?? '?',
+          event: label?.event ?? '?',
+          dueMs: t.start + t.timeout,
+          source: !label || label.source === this.root ? '' : label.source.id,
+        };
       })
       .sort((a, b) => a.dueMs - b.dueMs || a.n - b.n);
   }

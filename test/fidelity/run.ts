@@ -63,7 +63,9 @@ async function shrink(url: string, example: Example, kind: DivergenceKind, round
 async function main(): Promise<number> {
   const jobs = plan();
   const t0 = Date.now();
-  console.log(`fidelity: seed ${seed} (replay with FIDELITY_SEED=${seed}); ${jobs.length} sequences over ${new Set(jobs.map((j) => j.c.name)).size} machines, modes ${modes.join(',')}`);
+  console.log(
+    `fidelity: seed ${seed} (replay with FIDELITY_SEED=${seed}); ${jobs.length} sequences over ${new Set(jobs.map((j) => j.c.name)).size} machines, modes ${modes.join(',')}`,
+  );
   for (const c of corpus.filter((x) => x.refused && (!onlyCases || onlyCases.includes(x.name)))) {
     const d = definitionOf(c);
     console.log(`  ${c.name}: ${d instanceof Error ? `refused by defineWorkflow (${d.message.slice(0, 120)})` : 'ACCEPTED although it must be refused'}`);
@@ -119,20 +121,26 @@ async function main(): Promise<number> {
         }
       }
       unknown += fresh;
-      console.log(`${name.padEnd(18)} ${String(rs.length).padStart(5)} ${String(agree).padStart(6)} ${String(known).padStart(6)} ${String(fresh).padStart(5)}  ${[...kinds].map(([k, n]) => `${k}:${n}`).join(' ')}`);
+      console.log(
+        `${name.padEnd(18)} ${String(rs.length).padStart(5)} ${String(agree).padStart(6)} ${String(known).padStart(6)} ${String(fresh).padStart(5)}  ${[...kinds].map(([k, n]) => `${k}:${n}`).join(' ')}`,
+      );
     }
     console.log(`\nby kind: ${[...byKind].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
     // Lateness is no divergence (the reference fires a timer when jetstate did), but it is measured.
     const late = results.map((r) => r.maxLatenessMs).sort((a, b) => a - b);
     const pick = (q: number): number => late[Math.min(late.length - 1, Math.floor(q * late.length))] ?? 0;
     const byMode = (m: Mode): number => Math.max(0, ...results.filter((r) => r.job.mode === m).map((r) => r.maxLatenessMs));
-    console.log(`timer lateness (latest timer per sequence): median ${pick(0.5)} ms, p99 ${pick(0.99)} ms, max ${pick(1)} ms; max by mode ${modes.map((m) => `${m} ${byMode(m)} ms`).join(', ')}`);
+    console.log(
+      `timer lateness (latest timer per sequence): median ${pick(0.5)} ms, p99 ${pick(0.99)} ms, max ${pick(1)} ms; max by mode ${modes.map((m) => `${m} ${byMode(m)} ms`).join(', ')}`,
+    );
     console.log('\nsmallest sequence per machine and kind:');
     for (const [key, ex] of examples) {
       const [name, kind] = key.split('\u0000') as [string, DivergenceKind];
       const small = shrinking && ex.job.mode !== 'kill' && ex.job.steps.length > 1 ? await shrink(nats.url, ex, kind) : ex;
       const known = explain(small.job, [{ kind, at: 'end', detail: small.detail }]);
-      console.log(`  ${name} ${kind} [${small.job.mode}] ${show(small.job.steps)}\n      ${known ? `known: ${known.map((k) => k.note).join('; ')}` : 'NOT KNOWN'}\n      ${small.detail.slice(0, 400)}`);
+      console.log(
+        `  ${name} ${kind} [${small.job.mode}] ${show(small.job.steps)}\n      ${known ? `known: ${known.map((k) => k.note).join('; ')}` : 'NOT KNOWN'}\n      ${small.detail.slice(0, 400)}`,
+      );
     }
     if (unexplained.length > 0) {
       console.log('\nsequences with a divergence not marked as known:');
@@ -141,7 +149,9 @@ async function main(): Promise<number> {
         for (const d of r.divergences.slice(0, 4)) console.log(`      ${d.kind} at ${d.at}: ${d.detail.slice(0, 300)}`);
       }
     }
-    console.log(`\n${unknown === 0 ? 'every divergence is a known one' : `${unknown} sequences diverge in ways not marked as known`}; took ${Math.round((Date.now() - t0) / 1000)} s`);
+    console.log(
+      `\n${unknown === 0 ? 'every divergence is a known one' : `${unknown} sequences diverge in ways not marked as known`}; took ${Math.round((Date.now() - t0) / 1000)} s`,
+    );
     return unknown === 0 ? 0 : 1;
   } finally {
     await nats.dispose();

@@ -48,7 +48,6 @@ export function explain(job: Job, divergences: readonly Divergence[]): KnownDive
   return [...used];
 }
 
-
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;

@@ -29,18 +29,7 @@ export const MODES: readonly Mode[] = ['each', 'burst', 'kill'];
 
 /** What a comparison found different; the kind is what the summary counts. */
 export type DivergenceKind =
-  | 'value'
-  | 'context'
-  | 'status'
-  | 'output'
-  | 'timers'
-  | 'children'
-  | 'effects'
-  | 'derived'
-  | 'verify'
-  | 'log'
-  | 'failed'
-  | 'refused';
+  'value' | 'context' | 'status' | 'output' | 'timers' | 'children' | 'effects' | 'derived' | 'verify' | 'log' | 'failed' | 'refused';
 
 export interface Divergence {
   kind: DivergenceKind;
@@ -100,7 +89,8 @@ export interface FidelityCase {
   killInSuite?: boolean;
 }
 
-export const send = (type: string, payload: Record<string, unknown> = {}, to?: string): Step => (to ? { send: { type, ...payload }, to } : { send: { type, ...payload } });
+export const send = (type: string, payload: Record<string, unknown> = {}, to?: string): Step =>
+  to ? { send: { type, ...payload }, to } : { send: { type, ...payload } };
 export const wait = (ms: number): Step => ({ wait: ms });
 export const stall = (ms: number): Step => ({ stall: ms });
 

@@ -17,7 +17,10 @@ const notifier = defineWorkflow({
   machine: setup({
     types: { context: {} as { id: string; n: number }, input: {} as { id: string } },
     actions: {
-      notify: ({ context, event, idempotencyKey }: { context: { id: string; n: number }; event: { type: string }; idempotencyKey?: string }, params?: { to: string }) => {
+      notify: (
+        { context, event, idempotencyKey }: { context: { id: string; n: number }; event: { type: string }; idempotencyKey?: string },
+        params?: { to: string },
+      ) => {
         calls.push({ id: context.id, key: idempotencyKey!, n: context.n, event: event.type, ...(params ? { to: params.to } : {}) });
       },
       flaky: () => {
@@ -72,7 +75,12 @@ describe('custom actions', () => {
 
   it('runs the start action and transition actions after the write, with stable keys', async () => {
     await engine.start(notifier, { id: 'a', input: { id: 'a' } });
-    await eventually(() => assert.deepEqual(calls.filter((c) => c.id === 'a'), [{ id: 'a', key: 'notifier.a.1.0', n: 0, event: 'xstate.init', to: 'ops' }]));
+    await eventually(() =>
+      assert.deepEqual(
+        calls.filter((c) => c.id === 'a'),
+        [{ id: 'a', key: 'notifier.a.1.0', n: 0, event: 'xstate.init', to: 'ops' }],
+      ),
+    );
     await engine.send(notifier, 'a', { type: 'BUMP' });
     await eventually(() => assert.equal(calls.filter((c) => c.id === 'a').length, 2));
     assert.deepEqual(calls.filter((c) => c.id === 'a')[1], { id: 'a', key: 'notifier.a.2.0', n: 1, event: 'BUMP' });

@@ -40,7 +40,10 @@ describe('undecodable records and unregistered versions', () => {
       const good = await engine.waitFor(order, 'good', (s) => s.matches('paid'), { timeoutMs: 5_000 });
       assert.equal(good.revision, 2);
       await eventually(() => assert.equal(engine.status().blocked.length, 2));
-      const reasons = engine.status().blocked.map((b) => b.reason).join('\n');
+      const reasons = engine
+        .status()
+        .blocked.map((b) => b.reason)
+        .join('\n');
       assert.match(reasons, /order\.broken.*not UTF-8 JSON.*left untouched/s);
       assert.match(reasons, /its start asks for version 2, which is not registered in this engine/);
       assert.ok(logger.lines.some((l) => /asks for version 2, which is not registered/.test(l)));

@@ -133,7 +133,7 @@ describe('child workflows', () => {
     assert.equal((await engine.verify(retrier, 'r1')).ok, true);
   });
 
-  it('sendParent and sendTo a child go through the other instance\'s inbox', async () => {
+  it("sendParent and sendTo a child go through the other instance's inbox", async () => {
     await engine.start(broker, { id: 'b1', input: {} });
     const done = await engine.waitFor(broker, 'b1', (s) => s.status === 'done', { timeoutMs: 5_000 });
     assert.equal(done.revision, 3, 'NEED_APPROVAL, then the child outcome');

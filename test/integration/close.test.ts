@@ -7,7 +7,9 @@ import { describe, it } from 'node:test';
 
 describe('closing after the server died', () => {
   it('an engine and a client close, and their process ends by itself', { timeout: 90_000 }, async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'fixtures', 'close-after-server-loss.ts')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'fixtures', 'close-after-server-loss.ts')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -40,13 +40,16 @@ describe('core API against a real nats-server', () => {
     assert.equal(done.can({ type: 'CANCEL', reason: 'late' }), false, 'a finished instance takes no events');
     assert.equal(done.revision, 5);
     const history = await engine.history(order, 'o-1');
-    assert.deepEqual(history.map((h) => [h.kind, h.revision, h.from, h.to]), [
-      ['start', 1, null, 'awaitingPayment'],
-      ['event', 2, 'awaitingPayment', 'awaitingPayment'],
-      ['event', 3, 'awaitingPayment', 'paid'],
-      ['event', 4, 'paid', 'shipped'],
-      ['event', 5, 'shipped', 'delivered'],
-    ]);
+    assert.deepEqual(
+      history.map((h) => [h.kind, h.revision, h.from, h.to]),
+      [
+        ['start', 1, null, 'awaitingPayment'],
+        ['event', 2, 'awaitingPayment', 'awaitingPayment'],
+        ['event', 3, 'awaitingPayment', 'paid'],
+        ['event', 4, 'paid', 'shipped'],
+        ['event', 5, 'shipped', 'delivered'],
+      ],
+    );
     const report = await engine.verify(order, 'o-1');
     assert.equal(report.ok, true, report.problems.join('\n'));
     assert.equal(report.replayed, 4);
@@ -56,16 +59,28 @@ describe('core API against a real nats-server', () => {
     const a = await engine.start(order, { id: 'o-2', input: input('o-2') });
     const b = await engine.start(order, { id: 'o-2', input: input('o-2') });
     assert.equal(a.createdAtMs, b.createdAtMs);
-    await assert.rejects(engine.start(order, { id: 'o-2', input: input('o-2', 99) }), (e: JetstateError) => e.code === ErrorCode.InstanceConflict && /different input/.test(e.message));
+    await assert.rejects(
+      engine.start(order, { id: 'o-2', input: input('o-2', 99) }),
+      (e: JetstateError) => e.code === ErrorCode.InstanceConflict && /different input/.test(e.message),
+    );
   });
 
   it('rejects bad input and bad events with clear errors and writes nothing', async () => {
-    await assert.rejects(engine.start(order, { id: 'o-3', input: { orderId: 'o-3', customer: 'x', amount: -1 } }), (e: JetstateError) => e.code === ErrorCode.InvalidInput && /amount/.test(e.message));
+    await assert.rejects(
+      engine.start(order, { id: 'o-3', input: { orderId: 'o-3', customer: 'x', amount: -1 } }),
+      (e: JetstateError) => e.code === ErrorCode.InvalidInput && /amount/.test(e.message),
+    );
     assert.equal(await engine.get(order, 'o-3'), null);
     await assert.rejects(engine.start(order, { id: 'bad id!', input: input('x') }), (e: JetstateError) => e.code === ErrorCode.InvalidId);
     await engine.start(order, { id: 'o-4', input: input('o-4') });
-    await assert.rejects(engine.send(order, 'o-4', { type: 'REFUND' } as never), (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /not declared/.test(e.message));
-    await assert.rejects(engine.send(order, 'o-4', { type: 'PAY', amount: 'ten' } as never), (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /amount/.test(e.message));
+    await assert.rejects(
+      engine.send(order, 'o-4', { type: 'REFUND' } as never),
+      (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /not declared/.test(e.message),
+    );
+    await assert.rejects(
+      engine.send(order, 'o-4', { type: 'PAY', amount: 'ten' } as never),
+      (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /amount/.test(e.message),
+    );
     await assert.rejects(engine.send(order, 'missing', { type: 'DELIVERED' }), (e: JetstateError) => e.code === ErrorCode.InstanceNotFound);
     const history = await engine.history(order, 'o-4');
     assert.equal(history.length, 1);
@@ -102,9 +117,15 @@ describe('core API against a real nats-server', () => {
 
   it('waitFor times out with the state it saw, and fails fast on a finished instance', async () => {
     await engine.start(order, { id: 'w-1', input: input('w-1') });
-    await assert.rejects(engine.waitFor(order, 'w-1', (s) => s.matches('shipped'), { timeoutMs: 200 }), (e: JetstateError) => e.code === ErrorCode.Timeout && /awaitingPayment/.test(e.message));
+    await assert.rejects(
+      engine.waitFor(order, 'w-1', (s) => s.matches('shipped'), { timeoutMs: 200 }),
+      (e: JetstateError) => e.code === ErrorCode.Timeout && /awaitingPayment/.test(e.message),
+    );
     await engine.send(order, 'w-1', { type: 'CANCEL', reason: 'x' });
-    await assert.rejects(engine.waitFor(order, 'w-1', (s) => s.matches('shipped'), { timeoutMs: 5_000 }), (e: JetstateError) => /will not reach/.test(e.message));
+    await assert.rejects(
+      engine.waitFor(order, 'w-1', (s) => s.matches('shipped'), { timeoutMs: 5_000 }),
+      (e: JetstateError) => /will not reach/.test(e.message),
+    );
   });
 
   it('an event published straight to the stream is validated by the engine and recorded as rejected', async () => {
@@ -124,7 +145,10 @@ describe('core API against a real nats-server', () => {
     const paid = await engine.waitFor(order, 'r-1', (s) => s.matches('paid'), { timeoutMs: 5_000 });
     assert.equal(paid.revision, 2);
     const history = await engine.history(order, 'r-1');
-    assert.deepEqual(history.map((h) => h.kind), ['start', 'rejected', 'rejected', 'event']);
+    assert.deepEqual(
+      history.map((h) => h.kind),
+      ['start', 'rejected', 'rejected', 'event'],
+    );
     assert.match(history[1]!.reason!, /amount/);
     assert.match(history[2]!.reason!, /not UTF-8 JSON/);
   });

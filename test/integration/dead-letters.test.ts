@@ -48,7 +48,7 @@ describe('dead letters: refused events are kept with their reason', () => {
     return (await client.deadLetters({ limit: 1_000 })).filter((d) => d.workflow === workflow && d.id === id);
   }
 
-  it('an event on another partition than its instance\'s is refused, dead-lettered, and the instance\'s own events all apply', { timeout: 90_000 }, async () => {
+  it("an event on another partition than its instance's is refused, dead-lettered, and the instance's own events all apply", { timeout: 90_000 }, async () => {
     // The events wait in the stream until the engine starts, so the partitions' workers race for
     // the instance: the refused event must neither be applied nor hide the instance's own events.
     const { namespace, client } = await open('wrongpart', false);
@@ -68,21 +68,29 @@ describe('dead letters: refused events are kept with their reason', () => {
       legit.push(k);
     }
     opened.push(await createEngine({ servers: nats.url, namespace, partitions: PARTITIONS, workflows, leaseTtlMs: 1_000 }));
-    const inst = await eventually(async () => {
-      const i = await client.get(counter, id);
-      const log = (i?.context as CounterContext | undefined)?.log ?? [];
-      assert.equal(log.filter((k) => k !== 999).length, legit.length, `every legitimate event applied; the instance's log: ${JSON.stringify(log)}`);
-      assert.ok(i);
-      return i;
-    }, DEAD_LETTER_WITHIN_MS, 250);
+    const inst = await eventually(
+      async () => {
+        const i = await client.get(counter, id);
+        const log = (i?.context as CounterContext | undefined)?.log ?? [];
+        assert.equal(log.filter((k) => k !== 999).length, legit.length, `every legitimate event applied; the instance's log: ${JSON.stringify(log)}`);
+        assert.ok(i);
+        return i;
+      },
+      DEAD_LETTER_WITHIN_MS,
+      250,
+    );
     assert.deepEqual((inst.context as CounterContext).log, legit, 'exactly the 50 legitimate events, in order, and not the refused one');
     assert.equal(inst.revision, 1 + legit.length);
     assert.equal((await client.verify(counter, id)).ok, true);
-    const letters = await eventually(async () => {
-      const found = (await deadLettersOf(client, 'counter', id)).filter((d) => d.subject === wrongSubject);
-      assert.equal(found.length, 1, `a dead letter for the event on '${wrongSubject}'`);
-      return found;
-    }, DEAD_LETTER_WITHIN_MS, 250);
+    const letters = await eventually(
+      async () => {
+        const found = (await deadLettersOf(client, 'counter', id)).filter((d) => d.subject === wrongSubject);
+        assert.equal(found.length, 1, `a dead letter for the event on '${wrongSubject}'`);
+        return found;
+      },
+      DEAD_LETTER_WITHIN_MS,
+      250,
+    );
     assert.match(letters[0]!.reason, /partition/i, `the reason names the partition: '${letters[0]!.reason}'`);
   });
 
@@ -99,11 +107,15 @@ describe('dead letters: refused events are kept with their reason', () => {
     }
     if (!refused) {
       // Accepted by a stream: then it must not vanish unread.
-      const letters = await eventually(async () => {
-        const found = (await deadLettersOf(client, 'counter', id)).filter((d) => d.subject === subject);
-        assert.equal(found.length, 1, `the event on partition ${PARTITIONS} of ${PARTITIONS} (accepted by the server) is dead-lettered`);
-        return found;
-      }, DEAD_LETTER_WITHIN_MS, 250);
+      const letters = await eventually(
+        async () => {
+          const found = (await deadLettersOf(client, 'counter', id)).filter((d) => d.subject === subject);
+          assert.equal(found.length, 1, `the event on partition ${PARTITIONS} of ${PARTITIONS} (accepted by the server) is dead-lettered`);
+          return found;
+        },
+        DEAD_LETTER_WITHIN_MS,
+        250,
+      );
       assert.ok(letters[0]!.reason.length > 0, 'with a reason');
     }
     // Either way the instance is untouched.
@@ -120,11 +132,15 @@ describe('dead letters: refused events are kept with their reason', () => {
     const kv = await new Kvm(nc).open(instancesBucketOf(namespace, 'alarm', id, PARTITIONS));
     await kv.delete(instanceKey('alarm', id));
     const subject = eventSubject(namespace, partitionOf('alarm', id, PARTITIONS), 'alarm', id);
-    const letters = await eventually(async () => {
-      const found = await deadLettersOf(client, 'alarm', id);
-      assert.equal(found.length, 1, `the fire of the deleted instance's timer is dead-lettered`);
-      return found;
-    }, DEAD_LETTER_WITHIN_MS, 250);
+    const letters = await eventually(
+      async () => {
+        const found = await deadLettersOf(client, 'alarm', id);
+        assert.equal(found.length, 1, `the fire of the deleted instance's timer is dead-lettered`);
+        return found;
+      },
+      DEAD_LETTER_WITHIN_MS,
+      250,
+    );
     assert.equal(letters[0]!.subject, subject);
     assert.match(letters[0]!.reason, /exist|missing|not found/i, `the reason says the instance is missing: '${letters[0]!.reason}'`);
     assert.equal(await client.get(alarm, id), null, 'nothing recreated the instance');
@@ -135,11 +151,15 @@ describe('dead letters: refused events are kept with their reason', () => {
     const id = 'nobody';
     const subject = eventSubject(namespace, partitionOf('counter', id, PARTITIONS), 'counter', id);
     await jetstream(nc).publish(subject, new TextEncoder().encode(JSON.stringify({ type: 'ADD', k: 1 })), { msgID: `nobody-${namespace}` });
-    const letters = await eventually(async () => {
-      const found = await deadLettersOf(client, 'counter', id);
-      assert.equal(found.length, 1, 'the event is dead-lettered');
-      return found;
-    }, DEAD_LETTER_WITHIN_MS, 250);
+    const letters = await eventually(
+      async () => {
+        const found = await deadLettersOf(client, 'counter', id);
+        assert.equal(found.length, 1, 'the event is dead-lettered');
+        return found;
+      },
+      DEAD_LETTER_WITHIN_MS,
+      250,
+    );
     assert.equal(letters[0]!.subject, subject);
     assert.match(letters[0]!.reason, /exist|missing|not found/i);
   });

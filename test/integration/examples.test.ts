@@ -12,7 +12,12 @@ describe('the approval example', () => {
   before(async () => {
     nats = await startNats();
     // The payment example seals its card fields: it needs a key ring.
-    engine = await createEngine({ servers: nats.url, namespace: uniqueNamespace('examples'), workflows, secrets: { keyRing: `test:${Buffer.alloc(32, 7).toString('base64')}` } });
+    engine = await createEngine({
+      servers: nats.url,
+      namespace: uniqueNamespace('examples'),
+      workflows,
+      secrets: { keyRing: `test:${Buffer.alloc(32, 7).toString('base64')}` },
+    });
   });
   after(async () => {
     await engine?.close();

@@ -9,7 +9,16 @@ import { publishHistory, readHistory } from '../../engine/store/history.js';
 import { openRuntime, type Runtime } from '../../engine/store/runtime.js';
 import { startNats, uniqueNamespace } from '../helpers.js';
 
-const entry = (revision: number): HistoryEntry => ({ kind: HistoryKind.Event, revision, seq: revision, event: { type: 'ADD' }, from: 'a', to: 'a', status: 'running', timeMs: 0 });
+const entry = (revision: number): HistoryEntry => ({
+  kind: HistoryKind.Event,
+  revision,
+  seq: revision,
+  event: { type: 'ADD' },
+  from: 'a',
+  to: 'a',
+  status: 'running',
+  timeMs: 0,
+});
 
 describe('history messages', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;

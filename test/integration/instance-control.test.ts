@@ -34,7 +34,10 @@ const booking = defineWorkflow({
     states: {
       held: {
         after: { 600_000: 'expired' },
-        on: { CONFIRM: 'working', 'jetstate.cancel': { target: 'refunding', actions: assign({ reason: ({ event }) => (event as { reason?: string }).reason }) } },
+        on: {
+          CONFIRM: 'working',
+          'jetstate.cancel': { target: 'refunding', actions: assign({ reason: ({ event }) => (event as { reason?: string }).reason }) },
+        },
       },
       working: { invoke: { src: 'slow', onDone: 'done' } },
       refunding: { entry: assign({ refunded: true }), always: 'cancelled' },

@@ -37,7 +37,13 @@ const chain = defineWorkflow({
     initial: 'first',
     states: {
       first: { invoke: { src: 'quick', onDone: { target: 'second', actions: assign({ quick: ({ event }) => event.output as number }) } } },
-      second: { invoke: { src: 'slow', input: ({ context }) => ({ ms: context.slowMs }), onDone: { target: 'third', actions: assign({ slow: ({ event }) => event.output as number }) } } },
+      second: {
+        invoke: {
+          src: 'slow',
+          input: ({ context }) => ({ ms: context.slowMs }),
+          onDone: { target: 'third', actions: assign({ slow: ({ event }) => event.output as number }) },
+        },
+      },
       third: { invoke: { src: 'quick', onDone: 'done' } },
       done: { type: 'final' },
     },

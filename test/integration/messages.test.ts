@@ -21,7 +21,10 @@ const ponger = defineWorkflow({
           PING: {
             actions: [
               assign({ seen: ({ context, event }) => [...context.seen, (event as unknown as { n: number }).n] }),
-              sendToInstance(({ event }) => ({ workflow: 'pinger', id: (event as unknown as { from: string }).from }), ({ event }) => ({ type: 'PONG', n: (event as unknown as { n: number }).n })),
+              sendToInstance(
+                ({ event }) => ({ workflow: 'pinger', id: (event as unknown as { from: string }).from }),
+                ({ event }) => ({ type: 'PONG', n: (event as unknown as { n: number }).n }),
+              ),
             ],
           },
         },
@@ -44,8 +47,14 @@ const pinger = defineWorkflow({
           GO: {
             target: 'waiting',
             actions: [
-              sendToInstance(({ context }) => ({ workflow: ponger, id: context.peer }), ({ context }) => ({ type: 'PING', from: context.me, n: 1 })),
-              sendToInstance(({ context }) => ({ workflow: ponger, id: context.peer }), ({ context }) => ({ type: 'PING', from: context.me, n: 2 })),
+              sendToInstance(
+                ({ context }) => ({ workflow: ponger, id: context.peer }),
+                ({ context }) => ({ type: 'PING', from: context.me, n: 1 }),
+              ),
+              sendToInstance(
+                ({ context }) => ({ workflow: ponger, id: context.peer }),
+                ({ context }) => ({ type: 'PING', from: context.me, n: 2 }),
+              ),
             ],
           },
         },
@@ -53,7 +62,11 @@ const pinger = defineWorkflow({
       waiting: {
         on: {
           PONG: [
-            { guard: ({ context }) => context.pongs.length === 1, target: 'done', actions: assign({ pongs: ({ context, event }) => [...context.pongs, (event as unknown as { n: number }).n] }) },
+            {
+              guard: ({ context }) => context.pongs.length === 1,
+              target: 'done',
+              actions: assign({ pongs: ({ context, event }) => [...context.pongs, (event as unknown as { n: number }).n] }),
+            },
             { actions: assign({ pongs: ({ context, event }) => [...context.pongs, (event as unknown as { n: number }).n] }) },
           ],
         },

@@ -37,7 +37,10 @@ describe('partition ownership across engines', () => {
         assert.equal((inst.context as { payments: number }).payments, 3, id);
       }
       const h = await client.history(order, 'p-7');
-      assert.deepEqual(h.map((e) => e.revision), [1, 2, 3, 4]);
+      assert.deepEqual(
+        h.map((e) => e.revision),
+        [1, 2, 3, 4],
+      );
     } finally {
       await a.close();
       await b.close();

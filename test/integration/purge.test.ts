@@ -29,14 +29,18 @@ describe('trimming the events stream', () => {
       for (const id of ['a', 'b']) await engine.waitFor(order, id, (s) => s.matches('paid'), { timeoutMs: 5_000 });
       // Each instance's partition stream holds its start and two payments.
       const streams = [...new Set(['a', 'b'].map((id) => layout(namespace).eventStream('order', partitionOf('order', id, 8))))];
-      await eventually(async () => {
-        for (const stream of streams) {
-          const info = await jsm.streams.info(stream);
-          assert.equal(info.state.messages, 0, `applied events still stored in ${stream}`);
-          assert.equal(info.state.first_seq, info.state.last_seq + 1);
-          assert.ok(info.state.last_seq === 3 || info.state.last_seq === 6);
-        }
-      }, 20_000, 200);
+      await eventually(
+        async () => {
+          for (const stream of streams) {
+            const info = await jsm.streams.info(stream);
+            assert.equal(info.state.messages, 0, `applied events still stored in ${stream}`);
+            assert.equal(info.state.first_seq, info.state.last_seq + 1);
+            assert.ok(info.state.last_seq === 3 || info.state.last_seq === 6);
+          }
+        },
+        20_000,
+        200,
+      );
       // A new event after the purge is still applied once.
       await engine.send(order, 'a', { type: 'SHIP', carrier: 'x', trackingId: 'y' });
       const shipped = await engine.waitFor(order, 'a', (s) => s.matches('shipped'), { timeoutMs: 5_000 });

@@ -24,7 +24,10 @@ const stamped = defineWorkflow({
     actors: {
       stamp: activity(async ({ extension }) => (extension<EngineExtension>('marker'), { ok: true }), { requires: ['marker'], retry: { maxAttempts: 1 } }),
     },
-  }).createMachine({ initial: 'stamping', states: { stamping: { invoke: { src: 'stamp', onDone: 'done', onError: 'failed' } }, done: { type: 'final' }, failed: { type: 'final' } } }),
+  }).createMachine({
+    initial: 'stamping',
+    states: { stamping: { invoke: { src: 'stamp', onDone: 'done', onError: 'failed' } }, done: { type: 'final' }, failed: { type: 'final' } },
+  }),
 });
 
 describe('services sharing one NATS', () => {
@@ -58,12 +61,21 @@ describe('services sharing one NATS', () => {
         await client.waitFor(order, `o-${i}`, (s) => s.matches('paid'), { timeoutMs: 10_000 });
         await client.waitFor(approval, `a-${i}`, (s) => s.matches('rejected'), { timeoutMs: 10_000 });
       }
-      assert.ok(shop.status().owned.every((o) => o.workflow === 'order'), 'the shop owns only order partitions');
-      assert.ok(access.status().owned.every((o) => o.workflow === 'approval'), 'the access service owns only approval partitions');
+      assert.ok(
+        shop.status().owned.every((o) => o.workflow === 'order'),
+        'the shop owns only order partitions',
+      );
+      assert.ok(
+        access.status().owned.every((o) => o.workflow === 'approval'),
+        'the access service owns only approval partitions',
+      );
       assert.equal(shop.status().owned.length, shop.partitions);
       assert.equal(access.status().owned.length, access.partitions);
       assert.deepEqual([...shop.status().blocked, ...access.status().blocked], []);
-      assert.deepEqual(logger.lines.filter((l) => /not registered/.test(l)), []);
+      assert.deepEqual(
+        logger.lines.filter((l) => /not registered/.test(l)),
+        [],
+      );
     } finally {
       await client.close();
     }
@@ -102,7 +114,10 @@ describe('services sharing one NATS', () => {
     try {
       const started = await client.start(order, { id: 'later', input: orderInput('later') });
       assert.equal(started.status, 'pending');
-      assert.ok(logger.lines.some((l) => /no live engine serves it/.test(l)), logger.lines.join('\n'));
+      assert.ok(
+        logger.lines.some((l) => /no live engine serves it/.test(l)),
+        logger.lines.join('\n'),
+      );
       const seen = await client.get(order, 'later');
       assert.equal(seen?.status, 'pending', 'get() shows the accepted start');
       assert.match(seen?.parked ?? '', /no live engine serves workflow 'order'/);

@@ -53,7 +53,13 @@ const job = defineWorkflow({
     context: ({ input }) => ({ ...input }),
     initial: 'route',
     states: {
-      route: { always: [{ guard: ({ context }) => context.mode === 'slow', target: 'slow' }, { guard: ({ context }) => context.mode === 'silent', target: 'silent' }, { target: 'working' }] },
+      route: {
+        always: [
+          { guard: ({ context }) => context.mode === 'slow', target: 'slow' },
+          { guard: ({ context }) => context.mode === 'silent', target: 'silent' },
+          { target: 'working' },
+        ],
+      },
       working: {
         invoke: {
           id: 'work',
@@ -65,10 +71,20 @@ const job = defineWorkflow({
         on: { CANCEL: 'cancelled' },
       },
       slow: {
-        invoke: { id: 'slow', src: 'slow', input: () => ({ mode: 'hang', n: 1 }), onError: { target: 'failed', actions: assign({ error: ({ event }) => (event.error as { message: string }).message }) } },
+        invoke: {
+          id: 'slow',
+          src: 'slow',
+          input: () => ({ mode: 'hang', n: 1 }),
+          onError: { target: 'failed', actions: assign({ error: ({ event }) => (event.error as { message: string }).message }) },
+        },
       },
       silent: {
-        invoke: { id: 'silent', src: 'silent', input: () => ({ mode: 'hang', n: 2 }), onError: { target: 'failed', actions: assign({ error: ({ event }) => (event.error as { message: string }).message }) } },
+        invoke: {
+          id: 'silent',
+          src: 'silent',
+          input: () => ({ mode: 'hang', n: 2 }),
+          onError: { target: 'failed', actions: assign({ error: ({ event }) => (event.error as { message: string }).message }) },
+        },
       },
       done: { type: 'final' },
       failed: { type: 'final' },
@@ -94,7 +110,11 @@ describe('durable tasks', () => {
   it('runs an activity and delivers its output as xstate.done.actor', async () => {
     const started = await engine.start(job, { id: 'ok', input: { mode: 'ok', n: 21 } });
     // Run in this process right after the start's write, the task may be done already.
-    if (started.revision === 1) assert.deepEqual(started.tasks.map((t) => [t.id, t.src]), [['work', 'work']]);
+    if (started.revision === 1)
+      assert.deepEqual(
+        started.tasks.map((t) => [t.id, t.src]),
+        [['work', 'work']],
+      );
     const done = await engine.waitFor(job, 'ok', (s) => s.status === 'done', { timeoutMs: 5_000 });
     assert.deepEqual(ctx(done).result, { doubled: 42 });
     assert.deepEqual(done.tasks, []);
@@ -117,7 +137,10 @@ describe('durable tasks', () => {
     const done = await engine.waitFor(job, 'flaky', (s) => s.status === 'done', { timeoutMs: 10_000 });
     assert.deepEqual(ctx(done).result, { doubled: 2 });
     const log = attempts.get('flaky-1')!;
-    assert.deepEqual(log.map((l) => l.attempt), [1, 2, 3]);
+    assert.deepEqual(
+      log.map((l) => l.attempt),
+      [1, 2, 3],
+    );
     assert.equal(new Set(log.map((l) => l.key)).size, 1);
     const gaps = [log[1]!.atMs - log[0]!.atMs, log[2]!.atMs - log[1]!.atMs];
     assert.ok(gaps[0]! >= 140 && gaps[0]! < 1_000, `first retry after ${gaps[0]} ms, want about 150`);

@@ -59,10 +59,13 @@ describe('durable timers', () => {
     assert.deepEqual(expired.timers, []);
     assert.deepEqual(expired.output, { orderId: 't-1', paid: 0, cancelled: false, expired: true });
     const history = await engine.history(order, 't-1');
-    assert.deepEqual(history.map((h) => [h.kind, (h.event as { type: string }).type, h.to]), [
-      ['start', 'jetstate.start', 'awaitingPayment'],
-      ['event', 'jetstate.timer', 'expired'],
-    ]);
+    assert.deepEqual(
+      history.map((h) => [h.kind, (h.event as { type: string }).type, h.to]),
+      [
+        ['start', 'jetstate.start', 'awaitingPayment'],
+        ['event', 'jetstate.timer', 'expired'],
+      ],
+    );
     assert.equal((await engine.verify(order, 't-1')).ok, true);
     for await (const m of completions) assert.deepEqual(m.json(), { workflow: 'order', id: 't-1', status: 'done', revision: 2, output: expired.output });
     await nc.close();
@@ -121,14 +124,18 @@ describe('durable timers', () => {
       for (let i = 0; i < ids.length; i += 50) {
         await Promise.all(ids.slice(i, i + 50).map((id) => e2.start(order, { id, input: input(id, 500) })));
       }
-      await eventually(async () => {
-        let expired = 0;
-        for await (const inst of e2.list(order, { state: 'expired' })) {
-          assert.equal(inst.revision, 2, inst.id);
-          expired++;
-        }
-        assert.equal(expired, 1_000);
-      }, 30_000, 500);
+      await eventually(
+        async () => {
+          let expired = 0;
+          for await (const inst of e2.list(order, { state: 'expired' })) {
+            assert.equal(inst.revision, 2, inst.id);
+            expired++;
+          }
+          assert.equal(expired, 1_000);
+        },
+        30_000,
+        500,
+      );
       // Every due-time message was acknowledged, and nothing fired twice.
       const jsm = await jetstreamManager(nc);
       await eventually(async () => assert.equal((await jsm.streams.info(`${ns}_timers`)).state.messages, 0), 5_000);

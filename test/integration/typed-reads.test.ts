@@ -5,7 +5,18 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { activity, createEngine, defineWorkflow, ErrorCode, eventsOf, inputOf, JetstateError, type Engine, type Instance, type WorkflowHistoryEntry } from '../../engine/index.js';
+import {
+  activity,
+  createEngine,
+  defineWorkflow,
+  ErrorCode,
+  eventsOf,
+  inputOf,
+  JetstateError,
+  type Engine,
+  type Instance,
+  type WorkflowHistoryEntry,
+} from '../../engine/index.js';
 import { startNats, uniqueNamespace } from '../helpers.js';
 
 const ParcelInput = z.object({ parcelId: z.string(), note: z.string().default('none') });
@@ -38,7 +49,12 @@ const parcel = defineWorkflow({
         initial: 'labelling',
         states: {
           labelling: {
-            invoke: { id: 'label', src: 'label', input: ({ context }) => ({ parcelId: context.parcelId }), onDone: { target: 'settling', actions: assign({ labelId: ({ event }) => event.output.labelId }) } },
+            invoke: {
+              id: 'label',
+              src: 'label',
+              input: ({ context }) => ({ parcelId: context.parcelId }),
+              onDone: { target: 'settling', actions: assign({ labelId: ({ event }) => event.output.labelId }) },
+            },
           },
           settling: { after: { 20: 'ready' } },
           ready: { on: { SEND: { target: 'sent', actions: assign({ carrier: ({ event }) => event.carrier }) } } },
@@ -53,7 +69,11 @@ const parcel = defineWorkflow({
 });
 
 const isInvalidState = (name: string) => (e: unknown) =>
-  e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && e.message.startsWith(`state '${name}' does not exist in workflow 'parcel'; its states are: open, shipping, shipping.labelling, shipping.settling, shipping.ready, shipping.sent, done`);
+  e instanceof JetstateError &&
+  e.code === ErrorCode.InvalidOptions &&
+  e.message.startsWith(
+    `state '${name}' does not exist in workflow 'parcel'; its states are: open, shipping, shipping.labelling, shipping.settling, shipping.ready, shipping.sent, done`,
+  );
 
 describe('typed reads against a real nats-server', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
@@ -134,8 +154,11 @@ describe('typed reads against a real nats-server', () => {
 
   it('waitFor refuses at once a matches() of a state the workflow does not have', async () => {
     await engine.start(parcel, { id: 'p-2', input: { parcelId: 'p-2' } });
-    // @ts-expect-error: also a compile error; this checks the runtime guard for untyped callers (the CLI)
-    await assert.rejects(engine.waitFor(parcel, 'p-2', (s) => s.matches('resovled')), isInvalidState('resovled'));
+    await assert.rejects(
+      // @ts-expect-error: also a compile error; this checks the runtime guard for untyped callers (the CLI)
+      engine.waitFor(parcel, 'p-2', (s) => s.matches('resovled')),
+      isInvalidState('resovled'),
+    );
     await assert.rejects(
       // @ts-expect-error: 'redy' is not a child of 'shipping'
       engine.waitFor(parcel, 'p-2', (s) => s.matches({ shipping: 'redy' }), { timeoutMs: 10_000 }),
@@ -145,7 +168,10 @@ describe('typed reads against a real nats-server', () => {
     const untyped = (s: Instance) => s.matches('shipping.redy');
     await assert.rejects(engine.waitFor(parcel, 'p-2', untyped), isInvalidState('shipping.redy'));
     // A known state that does not hold yet is fine: it times out, as before.
-    await assert.rejects(engine.waitFor(parcel, 'p-2', (s) => s.matches('done'), { timeoutMs: 300 }), (e: JetstateError) => e.code === ErrorCode.Timeout);
+    await assert.rejects(
+      engine.waitFor(parcel, 'p-2', (s) => s.matches('done'), { timeoutMs: 300 }),
+      (e: JetstateError) => e.code === ErrorCode.Timeout,
+    );
   });
 
   it('list refuses a state filter the workflow does not have', async () => {

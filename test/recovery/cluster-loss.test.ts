@@ -47,12 +47,19 @@ describe('a 3-node cluster losing the events leader', () => {
     );
     assert.deepEqual(report.verifyFailures, [], 'verify of a sample');
     const long = report.losses.filter((l) => l.downMs > STALL_CHECKED_WHEN_DOWN_MS);
-    assert.ok(long.length > 0, `precondition: a node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms (${report.losses.map((l) => l.downMs).join(', ')} ms)`);
+    assert.ok(
+      long.length > 0,
+      `precondition: a node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms (${report.losses.map((l) => l.downMs).join(', ')} ms)`,
+    );
     const worst = Math.max(0, ...long.flatMap((l) => l.longestPauseMs));
     console.log(`cluster-loss: longest pause of a partition while a node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms: ${(worst / 1_000).toFixed(1)} s`);
     if (STALL_BOUND_MS > 0) {
       const stalled = long.flatMap((l) => l.longestPauseMs.map((ms, p) => ({ server: l.killedServer, partition: p, ms })).filter((x) => x.ms > STALL_BOUND_MS));
-      assert.deepEqual(stalled, [], `partitions idle for more than ${STALL_BOUND_MS} ms while their events waited and the node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms`);
+      assert.deepEqual(
+        stalled,
+        [],
+        `partitions idle for more than ${STALL_BOUND_MS} ms while their events waited and the node was down more than ${STALL_CHECKED_WHEN_DOWN_MS} ms`,
+      );
     }
   });
 });

@@ -189,7 +189,10 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
     })();
 
     // Phase by phase: events flow, the events leader dies and comes back, and what was sent is applied.
-    const share = (i: number): [number, number] => [Math.floor((i * o.eventsPerInstance) / o.losses.length), Math.floor(((i + 1) * o.eventsPerInstance) / o.losses.length)];
+    const share = (i: number): [number, number] => [
+      Math.floor((i * o.eventsPerInstance) / o.losses.length),
+      Math.floor(((i + 1) * o.eventsPerInstance) / o.losses.length),
+    ];
     const losses: LossReport[] = [];
     for (let phase = 0; phase < o.losses.length; phase++) {
       const loss = o.losses[phase]!;
@@ -264,7 +267,8 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       const missingTail = missing.filter((k) => k > top);
       const doubled = want.filter((k) => log.filter((x) => x === k).length > 1);
       const reordered = log.some((k, j) => j > 0 && k < log[j - 1]!);
-      if (missing.length > 0 || doubled.length > 0 || reordered) problems.push({ id, partition: partitionOfId.get(id)!, log, lostFromMiddle, missingTail, missing, doubled, reordered });
+      if (missing.length > 0 || doubled.length > 0 || reordered)
+        problems.push({ id, partition: partitionOfId.get(id)!, log, lostFromMiddle, missingTail, missing, doubled, reordered });
     });
     problems.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
 
@@ -294,7 +298,16 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
       durationMs: Date.now() - began,
     };
   } finally {
-    if (traceFile) for (const s of servers) appendFileSync(traceFile, s.log().split('\n').map((l) => `${s.url} ${l}\n`).join(''));
+    if (traceFile)
+      for (const s of servers)
+        appendFileSync(
+          traceFile,
+          s
+            .log()
+            .split('\n')
+            .map((l) => `${s.url} ${l}\n`)
+            .join(''),
+        );
     stopWatch();
     await killAllEngines();
     await within(client?.close() ?? Promise.resolve(), 10_000, 'client close').catch(() => {});
@@ -311,7 +324,10 @@ export async function runClusterScenario(options: ClusterScenarioOptions = {}): 
 export function describeReport(r: ClusterScenarioReport): string {
   const examples = [...r.problems.filter((p) => p.lostFromMiddle.length > 0), ...r.problems.filter((p) => p.lostFromMiddle.length === 0)]
     .slice(0, 3)
-    .map((p) => `${p.id}(p${p.partition}) missing [${p.missing.join(',')}]${p.doubled.length ? ` doubled [${p.doubled.join(',')}]` : ''}${p.reordered ? ' reordered' : ''}`)
+    .map(
+      (p) =>
+        `${p.id}(p${p.partition}) missing [${p.missing.join(',')}]${p.doubled.length ? ` doubled [${p.doubled.join(',')}]` : ''}${p.reordered ? ' reordered' : ''}`,
+    )
     .join('; ');
   const losses = r.losses.map((l, i) => {
     const pauses = l.longestPauseMs.map((ms, p) => `${(ms / 1_000).toFixed(1)}@${(l.longestPauseFromMs[p]! / 1_000).toFixed(1)}`);
@@ -514,7 +530,15 @@ function pollLeaders(urls: string[], namespace: string): () => void {
     let prev = '';
     while (!stopped) {
       const began = Date.now();
-      const got = await Promise.all(names.map(async (n) => `${n.slice(namespace.length + 1)}=${await jsm.streams.info(n).then((i) => i.cluster?.leader ?? 'none', (e: Error) => e.message.slice(0, 12))}`));
+      const got = await Promise.all(
+        names.map(
+          async (n) =>
+            `${n.slice(namespace.length + 1)}=${await jsm.streams.info(n).then(
+              (i) => i.cluster?.leader ?? 'none',
+              (e: Error) => e.message.slice(0, 12),
+            )}`,
+        ),
+      );
       const line = got.join(' ');
       if (line !== prev) trace(`leaders (${Date.now() - began} ms): ${line.replaceAll(`${namespace}_`, '')}`);
       prev = line;

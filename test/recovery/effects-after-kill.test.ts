@@ -53,7 +53,12 @@ describe('effects after SIGKILL', () => {
       children.push(a.child);
       await a.ready;
       await client.start(relay, { id: 'p-1', input: { parcel: 'p-1' } });
-      const lines = async () => (await readFile(log, 'utf8')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { pid: number; attempt: number; key: string });
+      const lines = async () =>
+        (await readFile(log, 'utf8'))
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as { pid: number; attempt: number; key: string });
       await eventually(async () => assert.equal((await lines()).length, 1), 10_000);
       a.child.kill('SIGKILL');
       const b = spawnEngine(env);
@@ -64,7 +69,10 @@ describe('effects after SIGKILL', () => {
       assert.equal(attempts.length, 2, JSON.stringify(attempts));
       assert.equal(attempts[0]!.pid, a.child.pid);
       assert.equal(attempts[1]!.pid, b.child.pid);
-      assert.deepEqual(attempts.map((x) => x.attempt), [1, 2]);
+      assert.deepEqual(
+        attempts.map((x) => x.attempt),
+        [1, 2],
+      );
       assert.equal(attempts[0]!.key, attempts[1]!.key);
       assert.equal((shipped.context as { shippedBy: number }).shippedBy, b.child.pid);
       assert.equal(shipped.revision, 2, 'exactly one done event applied');

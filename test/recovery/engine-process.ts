@@ -104,9 +104,11 @@ async function loadWorkflows(list: string | undefined): Promise<WorkflowDefiniti
  * clock and pid, so that a scenario's engines can be laid next to its servers' events.
  */
 const traced = Boolean(env['JETSTATE_RECOVERY_TRACE']);
-const traceLine = (level: string) => (m: string, f?: Record<string, unknown>): void => {
-  writeSync(2, `${Date.now()} pid ${process.pid} ${level} ${m}${f ? ` ${JSON.stringify(f)}` : ''}\n`);
-};
+const traceLine =
+  (level: string) =>
+  (m: string, f?: Record<string, unknown>): void => {
+    writeSync(2, `${Date.now()} pid ${process.pid} ${level} ${m}${f ? ` ${JSON.stringify(f)}` : ''}\n`);
+  };
 const logger = traced ? { debug: () => {}, info: traceLine('info'), warn: traceLine('warn'), error: traceLine('error') } : undefined;
 const startedAt = Date.now();
 if (traced) traceLine('info')(`process up after ${Math.round(performance.now())} ms`);
@@ -116,7 +118,13 @@ if (traced) traceLine('info')(`process up after ${Math.round(performance.now())}
  * are logged when they fail or take over a second: where a start or a worker waits.
  */
 async function tracedConnection(): Promise<NatsConnection> {
-  const nc = await connect({ servers: url!.split(','), name: `recovery-engine-${process.pid}`, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await connect({
+    servers: url!.split(','),
+    name: `recovery-engine-${process.pid}`,
+    noAsyncTraces: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+  });
   const request = nc.request.bind(nc);
   nc.request = async (subject, payload, opts) => {
     const began = Date.now();

@@ -40,17 +40,28 @@ describe('guarantee 1: crash between the state write and the history publish', (
   }
 
   const engine = (namespace: string, label: string, extra: { crashAfterWrites?: number; leaseTtlMs?: number } = {}): EngineChild =>
-    spawnEngine({ url: nats.url, namespace, partitions: PARTITIONS, leaseTtlMs: extra.leaseTtlMs ?? 1_000, label, ...(extra.crashAfterWrites ? { crashAfterWrites: extra.crashAfterWrites } : {}) });
+    spawnEngine({
+      url: nats.url,
+      namespace,
+      partitions: PARTITIONS,
+      leaseTtlMs: extra.leaseTtlMs ?? 1_000,
+      label,
+      ...(extra.crashAfterWrites ? { crashAfterWrites: extra.crashAfterWrites } : {}),
+    });
 
   async function revisionOf(client: Client, id: string): Promise<number> {
     return (await client.get(counter, id))?.revision ?? 0;
   }
 
   async function waitRevision(client: Client, id: string, revision: number, ms = 20_000): Promise<void> {
-    await eventually(async () => {
-      const have = await revisionOf(client, id);
-      assert.equal(have, revision, `instance '${id}' at revision ${have}, waiting for ${revision}`);
-    }, ms, 50);
+    await eventually(
+      async () => {
+        const have = await revisionOf(client, id);
+        assert.equal(have, revision, `instance '${id}' at revision ${have}, waiting for ${revision}`);
+      },
+      ms,
+      50,
+    );
   }
 
   /** The highest revision any stored history message of the instance carries. */
@@ -71,10 +82,18 @@ describe('guarantee 1: crash between the state write and the history publish', (
     // a write publishes the entries the stream has not confirmed yet; a republish of the same
     // entries reuses their message id).
     // History goes out in batches (at most about 100 ms after a write): wait for the last one.
-    await eventually(async () => {
-      const stored = [...new Set((await raw.historyMessages('counter', id)).flat().map((e) => e.revision))].sort((a, b) => a - b);
-      assert.deepEqual(stored, Array.from({ length: ks.length + 1 }, (_, i) => i + 1), `instance '${id}': stored history revisions`);
-    }, 10_000, 100);
+    await eventually(
+      async () => {
+        const stored = [...new Set((await raw.historyMessages('counter', id)).flat().map((e) => e.revision))].sort((a, b) => a - b);
+        assert.deepEqual(
+          stored,
+          Array.from({ length: ks.length + 1 }, (_, i) => i + 1),
+          `instance '${id}': stored history revisions`,
+        );
+      },
+      10_000,
+      100,
+    );
     const report = await client.verify(counter, id);
     assert.equal(report.ok, true, report.problems.join('\n'));
     assert.equal(report.replayed, ks.length);
@@ -140,7 +159,11 @@ describe('guarantee 1: crash between the state write and the history publish', (
       // Nothing of the cut-off writes is lost: what the stream has not got yet, the record's journal
       // holds, and history() reads both.
       const revisions = (await client.history(counter, id)).filter((e) => e.kind !== 'rejected').map((e) => e.revision);
-      assert.deepEqual(revisions, Array.from({ length: 1 + round }, (_, i) => i + 1), `round ${round}: history holds every revision up to ${1 + round}`);
+      assert.deepEqual(
+        revisions,
+        Array.from({ length: 1 + round }, (_, i) => i + 1),
+        `round ${round}: history holds every revision up to ${1 + round}`,
+      );
       assert.ok((await topHistoryRevision(raw, id)) <= 1 + round, 'the stream holds nothing beyond the last write');
     }
     const last = engine(namespace, 'last');
@@ -175,11 +198,15 @@ describe('guarantee 1: crash between the state write and the history publish', (
     await sendRound(7, 8);
     const next = engine(namespace, 'next');
     await next.waitReady();
-    await eventually(async () => {
-      const revs = await mapLimit(ids, 30, (id) => revisionOf(client, id));
-      const behind = ids.filter((_, i) => revs[i] !== 9);
-      assert.deepEqual(behind, [], 'instances not yet at revision 9');
-    }, 30_000, 100);
+    await eventually(
+      async () => {
+        const revs = await mapLimit(ids, 30, (id) => revisionOf(client, id));
+        const behind = ids.filter((_, i) => revs[i] !== 9);
+        assert.deepEqual(behind, [], 'instances not yet at revision 9');
+      },
+      30_000,
+      100,
+    );
     await mapLimit(ids, 8, (id) => checkInstance(client, raw, id, ks.get(id)!, seqs.get(id)!));
     assert.deepEqual(await next.stop(), { code: 0, signal: null }, `clean close:\n${next.stderr}`);
   });
@@ -214,10 +241,14 @@ describe('guarantee 1: crash between the state write and the history publish', (
       // The retry of a send whose ack was lost, within the duplicate window.
       const retry = await sendUntilAccepted(c, id, 1, 'd-1', 30_000);
       await sendUntilAccepted(c, id, 2, 'd-2', 30_000);
-      await eventually(async () => {
-        const inst = await c.get(counter, id);
-        assert.ok(inst && (inst.context as CounterContext).log.includes(2), 'the event after the retry is applied');
-      }, 20_000, 100);
+      await eventually(
+        async () => {
+          const inst = await c.get(counter, id);
+          assert.ok(inst && (inst.context as CounterContext).log.includes(2), 'the event after the retry is applied');
+        },
+        20_000,
+        100,
+      );
       const inst = await c.get(counter, id);
       assert.deepEqual(
         { duplicate: retry.duplicate, seq: retry.seq, log: (inst!.context as CounterContext).log },

@@ -55,7 +55,16 @@ describe('a fresh namespace loses no accepted event to the trim of applied event
   async function round(r: number): Promise<RoundResult> {
     const namespace = uniqueNamespace(`fresh${r}`);
     const engine = (label: string, engineId: string) =>
-      spawnEngine({ url: nats.url, namespace, partitions: PARTITIONS, leaseTtlMs: LEASE_TTL_MS, duplicateWindowMs: DUPLICATE_WINDOW_MS, workflowModules: modules, engineId, label });
+      spawnEngine({
+        url: nats.url,
+        namespace,
+        partitions: PARTITIONS,
+        leaseTtlMs: LEASE_TTL_MS,
+        duplicateWindowMs: DUPLICATE_WINDOW_MS,
+        workflowModules: modules,
+        engineId,
+        label,
+      });
     // A creates the namespace and takes every lease; it dies before any event exists.
     const a = engine('engine-a', `z${r}-dead`);
     const ready = await a.waitReady();
@@ -111,7 +120,9 @@ describe('a fresh namespace loses no accepted event to the trim of applied event
   it(`every task outcome and send is applied, in up to ${ROUNDS} fresh namespaces`, { timeout: 60_000 + ROUNDS * 45_000 }, async () => {
     for (let r = 1; r <= ROUNDS; r++) {
       const { lostOutcomes, lostSends } = await round(r);
-      console.log(`fresh namespace round ${r}: lost task outcomes ${lostOutcomes.length}/${TASKS}, lost sends ${lostSends.length}/${COUNTERS * SENDS_PER_COUNTER}`);
+      console.log(
+        `fresh namespace round ${r}: lost task outcomes ${lostOutcomes.length}/${TASKS}, lost sends ${lostSends.length}/${COUNTERS * SENDS_PER_COUNTER}`,
+      );
       assert.deepEqual(
         { lostOutcomes, lostSends },
         { lostOutcomes: [], lostSends: [] },

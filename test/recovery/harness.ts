@@ -102,7 +102,11 @@ export class EngineChild {
     if (options.duplicateWindowMs) args.push('--duplicate-window', String(options.duplicateWindowMs));
     if (options.replicas) args.push('--replicas', String(options.replicas));
     // The IPC channel lets an orphaned child notice that the test runner is gone.
-    this.child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], ...(options.env ? { env: { ...process.env, ...options.env } } : {}) });
+    this.child = spawn(process.execPath, args, {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
+    });
     live.add(this);
     let onReady!: (v: { engineId: string; pid: number; owned?: number[] }) => void;
     let onCrash!: (v: CrashLine) => void;
@@ -244,7 +248,8 @@ export async function sendUntilAccepted(client: Client, id: string, k: number, i
       return { seq: r.seq, duplicate: r.duplicate, attempts };
     } catch (e) {
       if (e instanceof JetstateError && (e.code === ErrorCode.InvalidEvent || e.code === ErrorCode.InstanceNotFound || e.code === ErrorCode.Closed)) throw e;
-      if (Date.now() > deadline) throw new Error(`send ${idempotencyKey} not accepted within ${deadlineMs} ms (${attempts} attempts): ${(e as Error).message}`, { cause: e });
+      if (Date.now() > deadline)
+        throw new Error(`send ${idempotencyKey} not accepted within ${deadlineMs} ms (${attempts} attempts): ${(e as Error).message}`, { cause: e });
       await sleep(100 + Math.floor(Math.random() * 100));
     }
   }

@@ -58,7 +58,14 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
     /** Killed on purpose by the chaos schedule, which starts their replacement itself. */
     const killedByChaos = new Set<EngineChild>();
     const spawn = (slot: number, crashAfterWrites?: number): EngineChild => {
-      const child = spawnEngine({ url: nats.url, namespace, partitions: PARTITIONS, leaseTtlMs: LEASE_TTL_MS, label: `engine-${slot}.${everyChild.length}`, ...(crashAfterWrites ? { crashAfterWrites } : {}) });
+      const child = spawnEngine({
+        url: nats.url,
+        namespace,
+        partitions: PARTITIONS,
+        leaseTtlMs: LEASE_TTL_MS,
+        label: `engine-${slot}.${everyChild.length}`,
+        ...(crashAfterWrites ? { crashAfterWrites } : {}),
+      });
       everyChild.push(child);
       slots[slot] = child;
       if (crashAfterWrites) {
@@ -117,18 +124,33 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
     const schedule: Array<[atMs: number, what: () => Promise<void>]> = [
       [2_000, () => killAndReplace(0)],
       [4_500, () => killAndReplace(1, 150)],
-      [7_000, async () => { await Promise.all([killAndReplace(0, undefined, 1_500), killAndReplace(2, undefined, 1_500)]); }],
-      [10_500, async () => { log('restarting nats-server'); await nats.restart(); log('nats-server is back'); }],
+      [
+        7_000,
+        async () => {
+          await Promise.all([killAndReplace(0, undefined, 1_500), killAndReplace(2, undefined, 1_500)]);
+        },
+      ],
+      [
+        10_500,
+        async () => {
+          log('restarting nats-server');
+          await nats.restart();
+          log('nats-server is back');
+        },
+      ],
       [13_500, () => killAndReplace(2, 200)],
       [16_000, () => killAndReplace(0)],
-      [18_000, async () => {
-        // A stalled engine: its leases expire and are taken over while it is frozen; when it
-        // thaws it still has events in flight, until its renewal finds the lease lost.
-        const frozen = slots[1]!;
-        log(`freezing ${frozen.label} for ${3 * LEASE_TTL_MS} ms`);
-        await frozen.freeze(3 * LEASE_TTL_MS);
-        log(`thawed ${frozen.label}`);
-      }],
+      [
+        18_000,
+        async () => {
+          // A stalled engine: its leases expire and are taken over while it is frozen; when it
+          // thaws it still has events in flight, until its renewal finds the lease lost.
+          const frozen = slots[1]!;
+          log(`freezing ${frozen.label} for ${3 * LEASE_TTL_MS} ms`);
+          await frozen.freeze(3 * LEASE_TTL_MS);
+          log(`thawed ${frozen.label}`);
+        },
+      ],
     ];
     const chaosStart = Date.now();
     let kills = 0;
@@ -148,7 +170,9 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
     await Promise.all(slots.map((e) => e.waitReady()));
     const sent = EVENTS_PER_INSTANCE * INSTANCES;
     assert.ok(crashesInWindow >= 1, 'at least one engine crashed itself between a state write and its history');
-    log(`all ${sent} events accepted (${attempts - sent} retried attempts, ${duplicates} duplicate acks); ${kills} chaos steps, ${crashesInWindow} crashes in the write window`);
+    log(
+      `all ${sent} events accepted (${attempts - sent} retried attempts, ${duplicates} duplicate acks); ${kills} chaos steps, ${crashesInWindow} crashes in the write window`,
+    );
 
     try {
       // --- each event is in the stream exactly once ------------------------------------------
@@ -174,7 +198,11 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
         behind = still;
         if (behind.length === 0) break;
         if (Date.now() > deadline) {
-          const detail = await mapLimit(behind.slice(0, 20), 8, async (id) => `${id} (partition ${partitionOf('counter', id, PARTITIONS)}) at revision ${(await c.get(counter, id))?.revision}`);
+          const detail = await mapLimit(
+            behind.slice(0, 20),
+            8,
+            async (id) => `${id} (partition ${partitionOf('counter', id, PARTITIONS)}) at revision ${(await c.get(counter, id))?.revision}`,
+          );
           assert.fail(`${behind.length} instances did not reach revision ${want} within 60 s after the last send: ${detail.join(', ')}`);
         }
         await sleep(250);
@@ -187,12 +215,16 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
         const p = partitionOf('counter', id, PARTITIONS);
         lastOf.set(p, Math.max(lastOf.get(p) ?? 0, ...seqs.get(id)!));
       }
-      await eventually(async () => {
-        for (const [p, last] of lastOf) {
-          const lease = await raw!.lease(p);
-          assert.ok(lease && lease.checkpoint >= last, `partition ${p}: checkpoint ${lease?.checkpoint} below its last event ${last}`);
-        }
-      }, 20_000, 200);
+      await eventually(
+        async () => {
+          for (const [p, last] of lastOf) {
+            const lease = await raw!.lease(p);
+            assert.ok(lease && lease.checkpoint >= last, `partition ${p}: checkpoint ${lease?.checkpoint} below its last event ${last}`);
+          }
+        },
+        20_000,
+        200,
+      );
 
       // --- compare with the model -----------------------------------------------------------
       const problems: string[] = [];
@@ -200,7 +232,8 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
         const inst = await c.get(counter, id);
         const expected = expectedContext(id, ks.get(id)!);
         const context = inst?.context as CounterContext | undefined;
-        if (JSON.stringify(context) !== JSON.stringify(expected)) problems.push(`${id}: context ${JSON.stringify(context)} but the model says ${JSON.stringify(expected)}`);
+        if (JSON.stringify(context) !== JSON.stringify(expected))
+          problems.push(`${id}: context ${JSON.stringify(context)} but the model says ${JSON.stringify(expected)}`);
         if (inst?.status !== 'running') problems.push(`${id}: status ${inst?.status}`);
         const history = await c.history(counter, id);
         for (const p of historyProblems(history, ks.get(id)!, seqs.get(id)!)) problems.push(`${id}: ${p}`);
@@ -225,7 +258,11 @@ describe('guarantees 2 and 4: order and crash recovery with engines killed and n
 
       // --- the surviving engines close cleanly ------------------------------------------------
       const exits = await Promise.all(slots.map((e) => e.stop()));
-      assert.deepEqual(exits, slots.map(() => ({ code: 0, signal: null })), 'engines close cleanly on SIGTERM');
+      assert.deepEqual(
+        exits,
+        slots.map(() => ({ code: 0, signal: null })),
+        'engines close cleanly on SIGTERM',
+      );
     } catch (e) {
       for (const child of everyChild) if (child.stderr.trim()) console.error(`--- ${child.label} (pid ${child.pid}) stderr tail ---\n${child.stderr}`);
       throw e;

@@ -9,7 +9,9 @@ import { createEngine, type WorkflowDefinition } from '../../engine/index.js';
 import { relay } from './task-workflow.js';
 
 const env = process.env;
-const workflows: WorkflowDefinition[] = env['WORKFLOWS_MODULE'] ? ((await import(pathToFileURL(env['WORKFLOWS_MODULE']).href)) as { workflows: WorkflowDefinition[] }).workflows : [relay];
+const workflows: WorkflowDefinition[] = env['WORKFLOWS_MODULE']
+  ? ((await import(pathToFileURL(env['WORKFLOWS_MODULE']).href)) as { workflows: WorkflowDefinition[] }).workflows
+  : [relay];
 const crashKey = env['CRASH_AFTER_WRITE_OF'];
 const engine = await createEngine({
   servers: env['NATS_URL']!,

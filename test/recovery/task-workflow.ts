@@ -14,7 +14,10 @@ export const relay = defineWorkflow({
     actors: {
       ship: activity(
         async ({ input, attempt, idempotencyKey, heartbeat, signal }) => {
-          appendFileSync(process.env['TASK_LOG']!, JSON.stringify({ pid: process.pid, attempt, key: idempotencyKey, parcel: (input as { parcel: string }).parcel }) + '\n');
+          appendFileSync(
+            process.env['TASK_LOG']!,
+            JSON.stringify({ pid: process.pid, attempt, key: idempotencyKey, parcel: (input as { parcel: string }).parcel }) + '\n',
+          );
           for (let i = 0; i < 15 && !signal.aborted; i++) {
             await new Promise((r) => setTimeout(r, 100));
             heartbeat();
@@ -29,7 +32,12 @@ export const relay = defineWorkflow({
     initial: 'shipping',
     states: {
       shipping: {
-        invoke: { id: 'ship', src: 'ship', input: ({ context }: { context: { parcel: string } }) => ({ parcel: context.parcel }), onDone: { target: 'shipped', actions: assign({ shippedBy: ({ event }) => (event.output as { by: number }).by }) } },
+        invoke: {
+          id: 'ship',
+          src: 'ship',
+          input: ({ context }: { context: { parcel: string } }) => ({ parcel: context.parcel }),
+          onDone: { target: 'shipped', actions: assign({ shippedBy: ({ event }) => (event.output as { by: number }).by }) },
+        },
         on: { NOOP: {} },
       },
       shipped: { type: 'final' },

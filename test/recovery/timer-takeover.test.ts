@@ -102,10 +102,16 @@ describe('timers and tasks taken by a dead engine are taken over within about th
     const fired = [...lateness.values()].sort((a, b) => a - b);
     const never = ids.filter((id) => !lateness.has(id));
     const worst = fired.at(-1) ?? NaN;
-    console.log(`timers: ${fired.length}/${ids.length} fired; lateness median ${fired[Math.floor(fired.length / 2)]} ms, max ${worst} ms; late by more than ${TAKEOVER_BOUND_MS} ms: ${fired.filter((l) => l > TAKEOVER_BOUND_MS).length}; not fired within ${MEASURE_UP_TO_MS} ms of the kill: ${never.length}`);
+    console.log(
+      `timers: ${fired.length}/${ids.length} fired; lateness median ${fired[Math.floor(fired.length / 2)]} ms, max ${worst} ms; late by more than ${TAKEOVER_BOUND_MS} ms: ${fired.filter((l) => l > TAKEOVER_BOUND_MS).length}; not fired within ${MEASURE_UP_TO_MS} ms of the kill: ${never.length}`,
+    );
     assert.deepEqual(never, [], `timers that never fired`);
     const late = ids.filter((id) => lateness.get(id)! > TAKEOVER_BOUND_MS).map((id) => `${id}: ${lateness.get(id)} ms`);
-    assert.equal(late.length, 0, `${late.length} timers fired more than ${TAKEOVER_BOUND_MS} ms after their due time (lease TTL ${LEASE_TTL_MS} ms), e.g. ${late.slice(0, 10).join(', ')}`);
+    assert.equal(
+      late.length,
+      0,
+      `${late.length} timers fired more than ${TAKEOVER_BOUND_MS} ms after their due time (lease TTL ${LEASE_TTL_MS} ms), e.g. ${late.slice(0, 10).join(', ')}`,
+    );
     for (const id of ids.slice(0, 5)) assert.equal((await client.verify(alarm, id)).ok, true, `verify ${id}`);
   });
 
@@ -118,7 +124,10 @@ describe('timers and tasks taken by a dead engine are taken over within about th
     const pool = engines(namespace, 2, { TASK_LOG: log, SLOW_TASK_MS: '4000' });
     await Promise.all(pool.map((e) => e.waitReady(30_000)));
     const attempts = async (): Promise<SlowAttempt[]> =>
-      (await readFile(log, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as SlowAttempt);
+      (await readFile(log, 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as SlowAttempt);
 
     await client.start(chore, { id: 'c-1', input: { label: 'c-1' } });
     const deadline = Date.now() + 20_000;
@@ -138,7 +147,10 @@ describe('timers and tasks taken by a dead engine are taken over within about th
     const takenOverAfterMs = second ? second.atMs - killedAt : Infinity;
     console.log(`task: next attempt ${second ? `started ${takenOverAfterMs} ms after the kill` : `not started within ${MEASURE_UP_TO_MS} ms of the kill`}`);
     assert.ok(second, `the task was not taken over within ${MEASURE_UP_TO_MS} ms of its engine's death`);
-    assert.ok(takenOverAfterMs <= TAKEOVER_BOUND_MS, `the task was taken over ${takenOverAfterMs} ms after its engine's death, more than ${TAKEOVER_BOUND_MS} ms`);
+    assert.ok(
+      takenOverAfterMs <= TAKEOVER_BOUND_MS,
+      `the task was taken over ${takenOverAfterMs} ms after its engine's death, more than ${TAKEOVER_BOUND_MS} ms`,
+    );
     const done = await client.waitFor(chore, 'c-1', (s) => s.matches('finished'), { timeoutMs: 30_000 });
     assert.equal((done.context as { doneBy: number }).doneBy, second.pid);
     assert.equal(done.revision, 2, 'one outcome applied');

@@ -198,7 +198,9 @@ describe('AWS IAM identity', () => {
     for (const body of bodies) await noStsRequest(() => refused(verifier.verify(encode({ ...post, body })), IdentityReason.Malformed));
     await noStsRequest(() => refused(verifier.verify(encode({ ...post, url: `${post.url}?Action=AssumeRole` })), IdentityReason.Malformed));
     await noStsRequest(() => refused(verifier.verify(encode({ ...post, method: 'PUT' })), IdentityReason.Malformed));
-    await noStsRequest(() => refused(verifier.verify(encode({ ...post, headers: { ...post.headers, 'content-type': 'application/json' } })), IdentityReason.Malformed));
+    await noStsRequest(() =>
+      refused(verifier.verify(encode({ ...post, headers: { ...post.headers, 'content-type': 'application/json' } })), IdentityReason.Malformed),
+    );
 
     const get = decode(await token());
     const u = new URL(get.url);
@@ -219,7 +221,10 @@ describe('AWS IAM identity', () => {
   });
 
   it('refuses an unknown access key through STS, with STS code', async () => {
-    const e = await refused(verifier.verify(await token({ credentials: { accessKeyId: 'AKIANOBODYNOBODY0003', secretAccessKey: 'x' } })), IdentityReason.StsRejected);
+    const e = await refused(
+      verifier.verify(await token({ credentials: { accessKeyId: 'AKIANOBODYNOBODY0003', secretAccessKey: 'x' } })),
+      IdentityReason.StsRejected,
+    );
     assert.equal(e.stsCode, 'InvalidClientTokenId');
   });
 
@@ -290,6 +295,9 @@ describe('AWS IAM identity', () => {
     await bad(token({ audience: ' padded ' }), /audience/);
     await bad(token({ stsEndpoint: 'http://sts.example.test' }), /https/);
     assert.throws(() => createIdentityVerifier({ awsIam: { audience: AUDIENCE, stsEndpoint: 'http://sts.amazonaws.com' } }), /https/);
-    assert.throws(() => createIdentityVerifier({ awsIam: { audience: '' } }), (e: JetstateError) => e.code === ErrorCode.InvalidOptions);
+    assert.throws(
+      () => createIdentityVerifier({ awsIam: { audience: '' } }),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions,
+    );
   });
 });

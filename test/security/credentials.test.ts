@@ -41,7 +41,11 @@ async function startWithAuth(authConf: string, extra = ''): Promise<Server & { r
 }
 
 /** Connects with `auth`, reconnecting quickly and for ever, and records status events. */
-async function connectWith(server: { url: string }, auth: NatsAuthOptions, logger?: ReturnType<typeof memoryLogger>): Promise<{ nc: NatsConnection; events: Status[] }> {
+async function connectWith(
+  server: { url: string },
+  auth: NatsAuthOptions,
+  logger?: ReturnType<typeof memoryLogger>,
+): Promise<{ nc: NatsConnection; events: Status[] }> {
   const nc = await connect({ servers: server.url, reconnectTimeWait: 100, reconnectJitter: 0, maxReconnectAttempts: -1, ...natsConnectionAuth(auth, logger) });
   const events: Status[] = [];
   void (async () => {
@@ -301,7 +305,23 @@ function openssl(...args: string[]): void {
 
 /** A CA, and a certificate for 127.0.0.1/localhost signed by it. */
 function makeCa(name: string): { ca: string; key: string } {
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${name}`, '-keyout', `${name}-key.pem`, '-out', `${name}.pem`);
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+    '-keyout',
+    `${name}-key.pem`,
+    '-out',
+    `${name}.pem`,
+  );
   return { ca: join(dir, `${name}.pem`), key: join(dir, `${name}-key.pem`) };
 }
 
@@ -319,7 +339,8 @@ describe('TLS', () => {
     const otherCa = makeCa('other-ca');
     const serverCert = makeCert(ca, 'server', 'subjectAltName=IP:127.0.0.1,DNS:localhost');
     const clientCert = makeCert(ca, 'client', 'extendedKeyUsage=clientAuth');
-    const tlsConf = (verify: boolean): string => `tls { cert_file: ${JSON.stringify(serverCert.cert)}, key_file: ${JSON.stringify(serverCert.key)}, ca_file: ${JSON.stringify(ca.ca)}, verify: ${verify}, timeout: 2 }`;
+    const tlsConf = (verify: boolean): string =>
+      `tls { cert_file: ${JSON.stringify(serverCert.cert)}, key_file: ${JSON.stringify(serverCert.key)}, ca_file: ${JSON.stringify(ca.ca)}, verify: ${verify}, timeout: 2 }`;
 
     const server = await startWithAuth('', tlsConf(false));
     try {

@@ -47,7 +47,16 @@ const approval = defineWorkflow({
   }).createMachine({
     context: ({ input }) => ({ requestId: input.requestId, submittedBy: null, approver: null, comments: [] }),
     initial: 'draft',
-    on: { COMMENT: { actions: assign({ comments: ({ context, event }) => [...context.comments, { by: identityOf(event)?.subject ?? null, text: (event as unknown as { text: string }).text }] }) } },
+    on: {
+      COMMENT: {
+        actions: assign({
+          comments: ({ context, event }) => [
+            ...context.comments,
+            { by: identityOf(event)?.subject ?? null, text: (event as unknown as { text: string }).text },
+          ],
+        }),
+      },
+    },
     states: {
       draft: { on: { SUBMIT: { target: 'submitted', actions: assign({ submittedBy: ({ event }) => identityOf(event)?.subject ?? null }) } } },
       submitted: {
@@ -55,7 +64,12 @@ const approval = defineWorkflow({
           APPROVE: {
             guard: 'notTheSubmitter',
             target: 'approved',
-            actions: assign({ approver: ({ event }) => { const i = identityOf(event)!; return { subject: i.subject, issuer: i.issuer, method: i.method, roles: [...i.roles] }; } }),
+            actions: assign({
+              approver: ({ event }) => {
+                const i = identityOf(event)!;
+                return { subject: i.subject, issuer: i.issuer, method: i.method, roles: [...i.roles] };
+              },
+            }),
           },
         },
       },
@@ -74,7 +88,11 @@ const vault = defineWorkflow({
   machine: setup({ types: { context: {} as { senders: Array<{ method: string | null; subject: string | null }> } } }).createMachine({
     context: { senders: [] },
     on: {
-      '*': { actions: assign({ senders: ({ context, event }) => [...context.senders, { method: identityOf(event)?.method ?? null, subject: identityOf(event)?.subject ?? null }] }) },
+      '*': {
+        actions: assign({
+          senders: ({ context, event }) => [...context.senders, { method: identityOf(event)?.method ?? null, subject: identityOf(event)?.subject ?? null }],
+        }),
+      },
     },
   }),
 });
@@ -88,7 +106,12 @@ const notifier = defineWorkflow({
   machine: setup({ types: { context: {} as { vaultId: string }, input: {} as { vaultId: string } } }).createMachine({
     context: ({ input }) => ({ vaultId: input.vaultId }),
     on: {
-      NOTIFY: { actions: sendToInstance(({ context }) => ({ workflow: 'vault', id: context.vaultId }), ({ event }) => ({ type: 'PING', n: (event as unknown as { n: number }).n })) },
+      NOTIFY: {
+        actions: sendToInstance(
+          ({ context }) => ({ workflow: 'vault', id: context.vaultId }),
+          ({ event }) => ({ type: 'PING', n: (event as unknown as { n: number }).n }),
+        ),
+      },
     },
   }),
 });
@@ -198,14 +221,26 @@ describe('engine identity and permissions', () => {
     await rejects(send(undefined), ErrorCode.Unauthenticated, 'identity.missing');
     await rejects(send(await realmToken('olga', ['approver'], { exp: nowSec() - 3_600 })), ErrorCode.Unauthenticated, 'identity.expired');
     await rejects(send(await realmToken('olga', ['approver'], { aud: 'another-app' })), ErrorCode.Unauthenticated, 'identity.wrong_audience');
-    await rejects(send(await jwt(realmKey, { ...REALM, iss: 'https://evil.example.test' }, { sub: 'olga', realm_access: { roles: ['approver'] } })), ErrorCode.Unauthenticated, 'identity.wrong_issuer');
+    await rejects(
+      send(await jwt(realmKey, { ...REALM, iss: 'https://evil.example.test' }, { sub: 'olga', realm_access: { roles: ['approver'] } })),
+      ErrorCode.Unauthenticated,
+      'identity.wrong_issuer',
+    );
     await rejects(send(unsignedJwt(REALM, { sub: 'olga', realm_access: { roles: ['approver'] } })), ErrorCode.Unauthenticated, 'identity.alg_not_allowed');
     // Same kid, another key; and a real clerk token with 'approver' added to its payload.
-    await rejects(send(await jwt(strangerKey, REALM, { sub: 'olga', realm_access: { roles: ['approver'] } })), ErrorCode.Unauthenticated, 'identity.bad_signature');
+    await rejects(
+      send(await jwt(strangerKey, REALM, { sub: 'olga', realm_access: { roles: ['approver'] } })),
+      ErrorCode.Unauthenticated,
+      'identity.bad_signature',
+    );
     const escalated = tampered(await realmToken('carol', ['clerk']), (c) => ({ ...c, realm_access: { roles: ['clerk', 'approver'] } }));
     await rejects(send(escalated), ErrorCode.Unauthenticated, 'identity.bad_signature');
     // A default rule applies to events without their own rule.
-    await rejects(client.send(approval, 'a-2', { type: 'COMMENT', text: 'hi' }, { token: await realmToken('olga', ['approver']) }), ErrorCode.PermissionDenied, 'permission.denied');
+    await rejects(
+      client.send(approval, 'a-2', { type: 'COMMENT', text: 'hi' }, { token: await realmToken('olga', ['approver']) }),
+      ErrorCode.PermissionDenied,
+      'permission.denied',
+    );
 
     assert.equal(await outside.eventsLastSeq(), before, 'nothing reached the events stream');
     const inst = await client.get(approval, 'a-2');
@@ -215,7 +250,11 @@ describe('engine identity and permissions', () => {
 
   it('start needs the start role and a valid token', async () => {
     await rejects(client.start(approval, { id: 'a-3', input: { requestId: 'a-3' } }), ErrorCode.Unauthenticated, 'identity.missing');
-    await rejects(client.start(approval, { id: 'a-3', input: { requestId: 'a-3' }, token: await realmToken('olga', ['approver']) }), ErrorCode.PermissionDenied, 'permission.denied');
+    await rejects(
+      client.start(approval, { id: 'a-3', input: { requestId: 'a-3' }, token: await realmToken('olga', ['approver']) }),
+      ErrorCode.PermissionDenied,
+      'permission.denied',
+    );
     await rejects(
       client.start(approval, { id: 'a-3', input: { requestId: 'a-3' }, token: await realmToken('carol', ['clerk'], { exp: nowSec() - 3_600 }) }),
       ErrorCode.Unauthenticated,
@@ -232,7 +271,10 @@ describe('engine identity and permissions', () => {
     const approve = { type: 'APPROVE' };
     const cases: Array<[string, Record<string, string>]> = [
       ['identity.bad_signature', { 'Jetstate-Token': await jwt(strangerKey, REALM, { sub: 'mallory', realm_access: { roles: ['approver'] } }) }],
-      ['identity.bad_signature', { 'Jetstate-Token': tampered(await realmToken('carol', ['clerk']), (c) => ({ ...c, sub: 'olga', realm_access: { roles: ['approver'] } })) }],
+      [
+        'identity.bad_signature',
+        { 'Jetstate-Token': tampered(await realmToken('carol', ['clerk']), (c) => ({ ...c, sub: 'olga', realm_access: { roles: ['approver'] } })) },
+      ],
       ['identity.expired', { 'Jetstate-Token': await realmToken('olga', ['approver'], { exp: nowSec() - 3_600 }) }],
       ['identity.wrong_audience', { 'Jetstate-Token': await realmToken('olga', ['approver'], { aud: 'another-app' }) }],
       ['identity.alg_not_allowed', { 'Jetstate-Token': unsignedJwt(REALM, { sub: 'olga', realm_access: { roles: ['approver'] } }) }],
@@ -245,7 +287,10 @@ describe('engine identity and permissions', () => {
     seqs.push(await outside.publishRaw('approval', 'a-4', { type: 'jetstate.timer', timerId: 'x', token: 1 }));
 
     const rejected = await rejections('a-4', cases.length + 1);
-    assert.deepEqual(rejected.map((r) => r.seq), seqs);
+    assert.deepEqual(
+      rejected.map((r) => r.seq),
+      seqs,
+    );
     cases.forEach(([reason], i) => assert.ok(rejected[i]!.reason!.startsWith(`[${reason}]`), `case ${i}: ${rejected[i]!.reason}`));
     assert.ok(rejected.at(-1)!.reason!.startsWith('[forged]'), rejected.at(-1)!.reason);
     for (const r of rejected) assert.equal(r.identity, undefined, 'a refused sender is not recorded as an identity');
@@ -260,7 +305,10 @@ describe('engine identity and permissions', () => {
       assert.equal(mine.length, seqs.length);
       return mine;
     });
-    assert.deepEqual(letters.map((d) => d.originalSeq), seqs);
+    assert.deepEqual(
+      letters.map((d) => d.originalSeq),
+      seqs,
+    );
     letters.forEach((d, i) => {
       assert.equal(d.originalSubject, outside.subject('approval', 'a-4'));
       assert.equal(d.reason, rejected[i]!.reason!.slice(0, 1_000));
@@ -268,7 +316,10 @@ describe('engine identity and permissions', () => {
     assert.deepEqual(JSON.parse(letters[0]!.data), approve, 'the copy is the event as it came');
     // What an operator sees through the client: the same events and reasons, without payloads.
     const listed = (await client.deadLetters({ limit: 1_000 })).filter((d) => d.workflow === 'approval' && d.id === 'a-4');
-    assert.deepEqual(listed.map((d) => [d.seq, d.reason]), letters.map((d) => [d.originalSeq, d.reason]));
+    assert.deepEqual(
+      listed.map((d) => [d.seq, d.reason]),
+      letters.map((d) => [d.originalSeq, d.reason]),
+    );
 
     // The engine keeps serving: a valid event afterwards is applied.
     await outside.publishRaw('approval', 'a-4', approve, { 'Jetstate-Token': await oktaToken('olga', ['approver']) });
@@ -290,7 +341,11 @@ describe('engine identity and permissions', () => {
   it('accepts an AWS IAM token mapped to a role by principal ARN, and refuses one for another audience', async () => {
     await submitted('a-5');
     const before = await outside.eventsLastSeq();
-    await rejects(client.send(approval, 'a-5', { type: 'APPROVE' }, { token: await awsToken('another-engine') }), ErrorCode.Unauthenticated, 'identity.wrong_audience');
+    await rejects(
+      client.send(approval, 'a-5', { type: 'APPROVE' }, { token: await awsToken('another-engine') }),
+      ErrorCode.Unauthenticated,
+      'identity.wrong_audience',
+    );
     assert.equal(await outside.eventsLastSeq(), before);
     // The same wrong-audience token around send() is refused by the engine.
     await outside.publishRaw('approval', 'a-5', { type: 'APPROVE' }, { 'Jetstate-Token': await awsToken('another-engine') });

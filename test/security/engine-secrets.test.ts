@@ -102,7 +102,10 @@ const basket = defineWorkflow({
   input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
   events: { DROP: z.object({}) },
   secrets: ['card.number'],
-  machine: setup({ types: { context: {} as { orderId: string; card: Card }, input: {} as { orderId: string; card: Card } }, actors: { pay: childWorkflow(checkout) } }).createMachine({
+  machine: setup({
+    types: { context: {} as { orderId: string; card: Card }, input: {} as { orderId: string; card: Card } },
+    actors: { pay: childWorkflow(checkout) },
+  }).createMachine({
     context: ({ input }) => input,
     initial: 'paying',
     states: {
@@ -167,7 +170,10 @@ const wallet = defineWorkflow({
           id: 'v',
           src: 'vault',
           input: ({ context }) => ({ orderId: context.orderId, card: context.card }),
-          onDone: { target: 'done', actions: assign({ childDone: ({ context, event }) => (event.output as { card: Card }).card.number === context.card.number }) },
+          onDone: {
+            target: 'done',
+            actions: assign({ childDone: ({ context, event }) => (event.output as { card: Card }).card.number === context.card.number }),
+          },
         },
       },
       done: { type: 'final' },
@@ -236,7 +242,10 @@ describe('engine secrets', () => {
     assert.equal(charged.get('s-1'), cardOf('s-1'), 'the activity got the card in the clear');
     assert.deepEqual(ctx(done).card, { number: cardOf('s-1'), holder: holderOf('s-1') });
     assert.equal(ctx(done).ssn, ssnOf('s-1'));
-    assert.deepEqual(done.timers.map((t) => t.id), ['audit']);
+    assert.deepEqual(
+      done.timers.map((t) => t.id),
+      ['audit'],
+    );
 
     const history = byType(await historyOf(engine, 's-1', 4));
     assert.equal((history.get('jetstate.start')!.event as { input: { card: Card } }).input.card.number, cardOf('s-1'));
@@ -256,7 +265,11 @@ describe('engine secrets', () => {
     const history = byType(entries);
     assert.equal((history.get('jetstate.start')!.event as { input: { card: Card } }).input.card.number, '[encrypted:k1]');
     assert.equal((history.get('VERIFY')!.event as { ssn: string }).ssn, '[encrypted:k1]');
-    assert.equal((history.get('jetstate.task')!.event as { output: { card: Card } }).output.card.number, '[encrypted:k1]', 'the task output in history is sealed');
+    assert.equal(
+      (history.get('jetstate.task')!.event as { output: { card: Card } }).output.card.number,
+      '[encrypted:k1]',
+      'the task output in history is sealed',
+    );
     assert.doesNotMatch(JSON.stringify(entries), new RegExp(`secret-${RUN}`));
 
     // What NATS holds: the record's secrets are envelopes of k1, the control field is plain.
@@ -293,7 +306,10 @@ describe('engine secrets', () => {
     assert.equal(await outside.eventsLastSeq(), before, 'nothing was sent');
     assert.equal(await engine.get(checkout, 's-9'), null, 'nothing was started');
     // Nor can an engine run it.
-    await assert.rejects(createEngine({ servers: nats.url, namespace, workflows: [checkout] }), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && /keyRing/.test(e.message));
+    await assert.rejects(
+      createEngine({ servers: nats.url, namespace, workflows: [checkout] }),
+      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && /keyRing/.test(e.message),
+    );
   });
 
   it('leaves no secret in the clear in the server files (and finds the unsealed control)', async () => {
@@ -401,7 +417,11 @@ describe('engine secrets: key rotation', () => {
     // History was re-encrypted too, in its order: without k1, r-1's whole history opens and replays.
     const history = await third.history(checkout, 'r-1');
     assert.equal(history.filter((h) => h.kind === 'start').length, 1, 'each entry once');
-    assert.deepEqual(history.map((h) => h.revision), history.map((_, i) => i + 1), 'in order');
+    assert.deepEqual(
+      history.map((h) => h.revision),
+      history.map((_, i) => i + 1),
+      'in order',
+    );
     assert.equal((history[0]!.event as { input: { card: Card } }).input.card.number, cardOf('r-1'));
     assert.equal((history.find((h) => (h.event as { type: string }).type === 'VERIFY')!.event as { ssn: string }).ssn, ssnOf('r-1'));
     assert.equal((await third.verify(checkout, 'r-1')).ok, true);
@@ -420,7 +440,10 @@ describe('engine secrets: key rotation', () => {
     const report = await rotator.reencrypt(checkout);
     assert.equal(report.records, 3, JSON.stringify(report));
     assert.equal(report.history.instances, 3);
-    assert.deepEqual(report.failed.map((f) => f.key), ['checkout.f-1', 'checkout.f-1']);
+    assert.deepEqual(
+      report.failed.map((f) => f.key),
+      ['checkout.f-1', 'checkout.f-1'],
+    );
     assert.match(report.failed[0]!.reason, /sealed with key 'k0', which is not in the key ring/);
     assert.match(report.failed[1]!.reason, /^history: .*key 'k0'/);
     const ids = await storedKeyIds();
@@ -461,13 +484,13 @@ describe('engine secrets: a secret passed to a child follows the data', () => {
     return engine.waitFor(vault, `${id}_v`, (s) => s.matches('held') && vaultCtx(s).vaulted === true, { timeoutMs: 10_000 });
   }
 
-  it('parent, child and the child\'s activity see the card in the clear; NATS holds it sealed, also in the child', async () => {
+  it("parent, child and the child's activity see the card in the clear; NATS holds it sealed, also in the child", async () => {
     const child = await vaultFor('c-1');
     assert.equal(vaultCtx(child).sawPlainCard, true, 'the child machine saw the card in the clear');
     assert.equal(vaultCtx(child).pan, cardOf('c-1'));
     assert.deepEqual(vaultCtx(child).card, { number: cardOf('c-1'), holder: holderOf('c-1') });
-    assert.equal(vaulted.get('c-1'), cardOf('c-1'), 'the child\'s activity got the card in the clear');
-    assert.equal(vaultCtx(child).vaulted, true, 'the activity\'s answer reached the child in the clear');
+    assert.equal(vaulted.get('c-1'), cardOf('c-1'), "the child's activity got the card in the clear");
+    assert.equal(vaultCtx(child).vaulted, true, "the activity's answer reached the child in the clear");
     const parent = (await engine.get(wallet, 'c-1'))!;
     assert.equal((parent.context as { sawPlainCard: boolean }).sawPlainCard, true);
     assert.equal((parent.context as { card: Card }).card.number, cardOf('c-1'));
@@ -523,12 +546,20 @@ const retrying = defineWorkflow({
   input: z.object({ orderId: z.string(), card: z.object({ number: z.string(), holder: z.string() }) }),
   events: {},
   secrets: ['card.number'],
-  machine: setup({ types: { context: {} as { orderId: string; card: Card; auth?: string }, input: {} as { orderId: string; card: Card } }, actors: { flakyCharge } }).createMachine({
+  machine: setup({
+    types: { context: {} as { orderId: string; card: Card; auth?: string }, input: {} as { orderId: string; card: Card } },
+    actors: { flakyCharge },
+  }).createMachine({
     context: ({ input }) => input,
     initial: 'charging',
     states: {
       charging: {
-        invoke: { id: 'charge', src: 'flakyCharge', input: ({ context }) => context, onDone: { target: 'charged', actions: assign({ auth: ({ event }) => (event.output as { authCode: string }).authCode }) } },
+        invoke: {
+          id: 'charge',
+          src: 'flakyCharge',
+          input: ({ context }) => context,
+          onDone: { target: 'charged', actions: assign({ auth: ({ event }) => (event.output as { authCode: string }).authCode }) },
+        },
       },
       charged: { type: 'final' },
     },
@@ -562,13 +593,23 @@ describe('engine secrets: a task waiting for its retry when the old key leaves t
     // Only k2 now. The task message carries no input: the retry reads it from the record.
     processorDown = false;
     const seen = attempts.length;
-    const second = await createEngine({ servers: nats.url, namespace, workflows: [retrying], secrets: { keyRing: K2 }, leaseTtlMs: 1_000, drainTimeoutMs: 500 });
+    const second = await createEngine({
+      servers: nats.url,
+      namespace,
+      workflows: [retrying],
+      secrets: { keyRing: K2 },
+      leaseTtlMs: 1_000,
+      drainTimeoutMs: 500,
+    });
     try {
       const done = await second.waitFor(retrying, 't-1', (s) => s.status === 'done', { timeoutMs: 15_000 });
       assert.equal((done.context as { auth?: string }).auth, 'auth-t-1');
       const retries = attempts.slice(seen);
       assert.ok(retries.length >= 1, 'a retry ran on the engine with the new ring only');
-      assert.ok(retries.every((a) => a.attempt > 1 && a.number === cardOf('t-1')), JSON.stringify(retries.map((a) => a.attempt)));
+      assert.ok(
+        retries.every((a) => a.attempt > 1 && a.number === cardOf('t-1')),
+        JSON.stringify(retries.map((a) => a.attempt)),
+      );
       assert.equal((await second.verify(retrying, 't-1')).ok, true);
     } finally {
       await second.close();

@@ -118,7 +118,12 @@ const subjectChoice: fc.Arbitrary<SubjectChoice> = fc.oneof(
   { weight: 50, arbitrary: instanceIx.map((i) => ({ kind: 'instance' as const, i })) },
   { weight: 10, arbitrary: fc.integer({ min: 0, max: UNKNOWN - 1 }).map((j) => ({ kind: 'unknown' as const, j })) },
   { weight: 10, arbitrary: fc.tuple(instanceIx, fc.nat()).map(([i, shift]) => ({ kind: 'otherPartition' as const, i, shift })) },
-  { weight: 5, arbitrary: fc.tuple(instanceIx, fc.oneof(fc.integer({ min: 0, max: 200 }).map(String), fc.constantFrom('01', '-1', 'x', '1e1', '00', '+1'))).map(([i, token]) => ({ kind: 'outOfRange' as const, i, token })) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(instanceIx, fc.oneof(fc.integer({ min: 0, max: 200 }).map(String), fc.constantFrom('01', '-1', 'x', '1e1', '00', '+1')))
+      .map(([i, token]) => ({ kind: 'outOfRange' as const, i, token })),
+  },
   {
     weight: 5,
     arbitrary: fc
@@ -134,7 +139,9 @@ const payloadChoice: fc.Arbitrary<PayloadChoice> = fc.oneof(
   { weight: 25, arbitrary: k.map((k) => ({ kind: 'valid' as const, k })) },
   {
     weight: 15,
-    arbitrary: fc.record({ type: fc.constantFrom(...ENGINE_TYPES), invokeId: fc.constantFrom('warm', 'x', ''), token: fc.integer({ min: 0, max: 5 }), ok: fc.boolean() }).map((e) => ({ kind: 'engine' as const, ...e })),
+    arbitrary: fc
+      .record({ type: fc.constantFrom(...ENGINE_TYPES), invokeId: fc.constantFrom('warm', 'x', ''), token: fc.integer({ min: 0, max: 5 }), ok: fc.boolean() })
+      .map((e) => ({ kind: 'engine' as const, ...e })),
   },
   {
     weight: 12,
@@ -150,7 +157,16 @@ const headerChoice: fc.Arbitrary<HeaderChoice> = fc.record(
   {
     sig: fc.oneof(base64url, printable),
     signedAt: fc.constantFrom('past', 'future', 'now', 'garbage'),
-    msgId: fc.oneof(fc.nat().map((legit) => ({ legit })), fc.oneof(printable, fc.uuid(), base64url.map((b) => `e.${b.slice(0, 32)}`)).map((guess) => ({ guess }))),
+    msgId: fc.oneof(
+      fc.nat().map((legit) => ({ legit })),
+      fc
+        .oneof(
+          printable,
+          fc.uuid(),
+          base64url.map((b) => `e.${b.slice(0, 32)}`),
+        )
+        .map((guess) => ({ guess })),
+    ),
     token: fc.oneof(fc.nat(), printable),
     reply: fc.constantFrom('_INBOX.trusted.x', '_INBOX.hostile.y', 'tally.evt', '_INBOX.>'),
   },
@@ -160,7 +176,10 @@ const headerChoice: fc.Arbitrary<HeaderChoice> = fc.record(
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 30, arbitrary: fc.tuple(instanceIx, k).map(([i, k]) => ({ kind: 'send' as const, i, k })) },
   { weight: 2, arbitrary: instanceIx.map((i) => ({ kind: 'restart' as const, i })) },
-  { weight: 68, arbitrary: fc.record({ subject: subjectChoice, payload: payloadChoice, headers: headerChoice }).map((h) => ({ kind: 'hostile' as const, ...h })) },
+  {
+    weight: 68,
+    arbitrary: fc.record({ subject: subjectChoice, payload: payloadChoice, headers: headerChoice }).map((h) => ({ kind: 'hostile' as const, ...h })),
+  },
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -176,9 +195,7 @@ interface Captured {
 
 /** What became of one hostile publish. */
 type Outcome =
-  | { kind: 'stored'; stream: string; seq: number; routedTo: string | undefined }
-  | { kind: 'duplicate' }
-  | { kind: 'refusedByServer'; error: string };
+  { kind: 'stored'; stream: string; seq: number; routedTo: string | undefined } | { kind: 'duplicate' } | { kind: 'refusedByServer'; error: string };
 
 const enc = new TextEncoder();
 
@@ -210,9 +227,21 @@ describe('property: allowed-but-hostile publishes never change an instance and a
       `{ user: "hostile", password: "${passwords.hostile}", permissions: { publish: { allow: ["${ns}.evt.*.tally.*"] }, subscribe: { allow: ["_INBOX.hostile.>"] } } }`,
     ];
     nats = await startNats({ extraConfig: `authorization { users: [\n${users.join(',\n')}\n] }` });
-    const identity: IdentityOptions = { oidc: { issuer: ISSUER.iss, audience: ISSUER.aud, jwks: { keys: [idp.jwk as { kty: string }] } }, roles: { claims: [{ claim: 'roles' }] } };
+    const identity: IdentityOptions = {
+      oidc: { issuer: ISSUER.iss, audience: ISSUER.aud, jwks: { keys: [idp.jwk as { kty: string }] } },
+      roles: { claims: [{ claim: 'roles' }] },
+    };
     const trusted = { user: 'trusted', pass: passwords.trusted };
-    engine = await createEngine({ servers: nats.url, namespace: ns, auth: trusted, workflows: [tally], identity, leaseTtlMs: 1_000, drainTimeoutMs: 500, logger: memoryLogger() });
+    engine = await createEngine({
+      servers: nats.url,
+      namespace: ns,
+      auth: trusted,
+      workflows: [tally],
+      identity,
+      leaseTtlMs: 1_000,
+      drainTimeoutMs: 500,
+      logger: memoryLogger(),
+    });
     // No identity options: it passes tokens on, and the engine judges them.
     client = await createClient({ servers: nats.url, namespace: ns, auth: trusted, workflows: [tally] });
     const anc = await connect({ servers: nats.url, ...trusted, name: 'property-admin' });
@@ -340,7 +369,14 @@ describe('property: allowed-but-hostile publishes never change an instance and a
         for (const id of ids) {
           const mine = legit.get(id)!.sort((a, b) => a.seq - b.seq);
           const done = await engine.waitFor(tally, id, (s) => s.revision === 2 + mine.length, { timeoutMs: 15_000 });
-          assert.deepEqual(done.context, expectedContext(id, mine.map((m) => m.k)), `instance ${id} equals its model`);
+          assert.deepEqual(
+            done.context,
+            expectedContext(
+              id,
+              mine.map((m) => m.k),
+            ),
+            `instance ${id} equals its model`,
+          );
           assert.equal(done.status, 'running');
         }
 
@@ -366,7 +402,11 @@ describe('property: allowed-but-hostile publishes never change an instance and a
           }, 15_000);
           const allowed = new Set([...(engineSeqs.get(id) ?? []), ...(legit.get(id) ?? []).map((m) => m.seq)]);
           const applied = history.filter((e) => e.kind === 'event').map((e) => e.seq);
-          assert.deepEqual(applied.filter((seq) => !allowed.has(seq)), [], `instance ${id}: only legitimate events applied`);
+          assert.deepEqual(
+            applied.filter((seq) => !allowed.has(seq)),
+            [],
+            `instance ${id}: only legitimate events applied`,
+          );
         }
         // Not created (a refused start may show as pending until the partition's checkpoint passes it).
         for (const id of unknown) await eventually(async () => assert.equal(await engine.get(tally, id), null, `the sender did not create '${id}'`), 10_000);
@@ -380,7 +420,12 @@ describe('property: allowed-but-hostile publishes never change an instance and a
       throw cause ? Object.assign(new Error(`${cause}\n\n${e.message.slice(0, 2_000)}`), { cause: e }) : e;
     });
 
-    console.log(`ops: ${[...counts].sort().map(([key, n]) => `${key} ${n}`).join(', ')}`);
+    console.log(
+      `ops: ${[...counts]
+        .sort()
+        .map(([key, n]) => `${key} ${n}`)
+        .join(', ')}`,
+    );
     assert.deepEqual(nats.log().match(/Publish Violation - User "hostile".*/g) ?? [], [], 'the sender stayed within its permissions');
     // The engine still serves: a new instance starts and takes an event.
     const id = `after-${randomBytes(3).toString('hex')}`;
@@ -393,7 +438,7 @@ describe('property: allowed-but-hostile publishes never change an instance and a
   // Found by this property (with versions other than 1 in generated starts): a start naming a
   // version no engine registered waits in the stream for an engine that has it. Only a sender the
   // newest version's start rules admit may make it wait (a wait holds the id and the partition's trim).
-  it('a start for an unregistered version from a sender without a writer token is refused, not parked; a writer\'s waits', async () => {
+  it("a start for an unregistered version from a sender without a writer token is refused, not parked; a writer's waits", async () => {
     const id = `parked-${randomBytes(3).toString('hex')}`;
     const subject = names.eventSubject(partitionOf(tally.name, id, partitions()), tally.name, id);
     const ack = await hostile.js.publish(subject, JSON.stringify({ type: 'jetstate.start', input: { label: id }, version: 2 }));
@@ -406,12 +451,29 @@ describe('property: allowed-but-hostile publishes never change an instance and a
     const waiting = `waits-${randomBytes(3).toString('hex')}`;
     const h = natsHeaders();
     h.set('Jetstate-Token', writerToken);
-    await hostile.js.publish(names.eventSubject(partitionOf(tally.name, waiting, partitions()), tally.name, waiting), JSON.stringify({ type: 'jetstate.start', input: { label: waiting }, version: 2 }), { headers: h });
-    await eventually(() => assert.ok(engine.status().blocked.some((b) => b.key.endsWith(waiting) && /version 2/.test(b.reason)), 'the writer\'s start waits for an engine with version 2'), 10_000);
+    await hostile.js.publish(
+      names.eventSubject(partitionOf(tally.name, waiting, partitions()), tally.name, waiting),
+      JSON.stringify({ type: 'jetstate.start', input: { label: waiting }, version: 2 }),
+      { headers: h },
+    );
+    await eventually(
+      () =>
+        assert.ok(
+          engine.status().blocked.some((b) => b.key.endsWith(waiting) && /version 2/.test(b.reason)),
+          "the writer's start waits for an engine with version 2",
+        ),
+      10_000,
+    );
   });
 
   /** Publishes one hostile message as the sender and says what became of it. */
-  async function publishHostile(o: Op & { kind: 'hostile' }, ids: string[], unknown: string[], captured: Captured[], subjectOf: (id: string, p?: number) => string): Promise<Outcome> {
+  async function publishHostile(
+    o: Op & { kind: 'hostile' },
+    ids: string[],
+    unknown: string[],
+    captured: Captured[],
+    subjectOf: (id: string, p?: number) => string,
+  ): Promise<Outcome> {
     const n = partitions();
     let subject: string;
     let routedTo: string | undefined;
@@ -441,7 +503,8 @@ describe('property: allowed-but-hostile publishes never change an instance and a
     } else {
       if (p.kind === 'replay') data = captured[p.pick % captured.length]!.data;
       else if (p.kind === 'valid') data = enc.encode(JSON.stringify({ type: 'ADD', k: p.k }));
-      else if (p.kind === 'engine') data = enc.encode(JSON.stringify({ type: p.type, invokeId: p.invokeId, timerId: p.invokeId, token: p.token, ok: p.ok, output: { forged: true } }));
+      else if (p.kind === 'engine')
+        data = enc.encode(JSON.stringify({ type: p.type, invokeId: p.invokeId, timerId: p.invokeId, token: p.token, ok: p.ok, output: { forged: true } }));
       else if (p.kind === 'start') {
         const start: Record<string, unknown> = { type: 'jetstate.start', input: { label: p.label } };
         if (p.version !== undefined) start['version'] = p.version;

@@ -73,7 +73,8 @@ describe('the event layer against a sender with publish rights', () => {
     await nats?.dispose();
   });
 
-  const history = async (id: string): Promise<Array<{ kind: string; seq: number; reason?: string | undefined; identity?: unknown }>> => engine.history(approval, id);
+  const history = async (id: string): Promise<Array<{ kind: string; seq: number; reason?: string | undefined; identity?: unknown }>> =>
+    engine.history(approval, id);
 
   it('a $identity in a payload never reaches a guard: removed, through send() and raw', async () => {
     await engine.start(approval, { id: 'inj', input: {} });
@@ -103,7 +104,10 @@ describe('the event layer against a sender with publish rights', () => {
     const moved = await js.publish(subject('sig-other'), data, { msgID: `${msgID}y`, headers: signer.headers(subject('sig'), `${msgID}y`, data) });
     // A signature made long before the stream accepted it: a replay after the window.
     const staleId = `e.${randomBytes(8).toString('hex')}`;
-    const stale = await js.publish(subject('sig'), data, { msgID: staleId, headers: signer.headers(subject('sig'), staleId, data, undefined, Date.now() - 10 * 60_000) });
+    const stale = await js.publish(subject('sig'), data, {
+      msgID: staleId,
+      headers: signer.headers(subject('sig'), staleId, data, undefined, Date.now() - 10 * 60_000),
+    });
     await eventually(async () => {
       const h = await history('sig');
       const bySeq = new Map(h.map((e) => [e.seq, e]));
@@ -118,7 +122,9 @@ describe('the event layer against a sender with publish rights', () => {
 
   it("an engine event's message id cannot be taken first: junk under the old, predictable id does not stop a timer", async () => {
     await engine.start(approval, { id: 'tmr', input: {} });
-    const record = (await (await new Kvm(js).open(engine.recordBucketOf(approval.name, 'tmr'))).get(`${approval.name}.tmr`))!.json<{ timers: Record<string, { token: number }> }>();
+    const record = (await (await new Kvm(js).open(engine.recordBucketOf(approval.name, 'tmr'))).get(`${approval.name}.tmr`))!.json<{
+      timers: Record<string, { token: number }>;
+    }>();
     const [timerId, timer] = Object.entries(record.timers)[0]!;
     // What the id of this timer's fire used to be, computable from the record.
     await js.publish(subject('tmr'), '{"type":"PING"}', { msgID: `fire.${approval.name}.tmr.${timer.token}.${shortHash(timerId)}` });
@@ -126,11 +132,14 @@ describe('the event layer against a sender with publish rights', () => {
     assert.equal(fired.revision, 3, 'the PING and the timer');
   });
 
-  it("a send whose idempotency key another sender took first fails loudly instead of passing as a duplicate", async () => {
+  it('a send whose idempotency key another sender took first fails loudly instead of passing as a duplicate', async () => {
     await engine.start(approval, { id: 'dup', input: {} });
     const key = `pay-${randomBytes(4).toString('hex')}`;
     await js.publish(subject('dup'), '{"type":"ADD","k":1000}', { msgID: key });
-    await assert.rejects(engine.send(approval, 'dup', { type: 'ADD', k: 1 }, { idempotencyKey: key }), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.DuplicateConflict);
+    await assert.rejects(
+      engine.send(approval, 'dup', { type: 'ADD', k: 1 }, { idempotencyKey: key }),
+      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.DuplicateConflict,
+    );
     // The same send retried with its own key is an ordinary duplicate.
     const mine = `pay-${randomBytes(4).toString('hex')}`;
     const a = await engine.send(approval, 'dup', { type: 'ADD', k: 1 }, { idempotencyKey: mine });

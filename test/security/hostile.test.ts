@@ -17,7 +17,18 @@ import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core'
 import { connect } from '@nats-io/transport-node';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { activity, createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, partitionOf, type Engine, type HistoryEntry, type WorkflowDefinition } from '../../engine/index.js';
+import {
+  activity,
+  createClient,
+  createEngine,
+  defineWorkflow,
+  ErrorCode,
+  JetstateError,
+  partitionOf,
+  type Engine,
+  type HistoryEntry,
+  type WorkflowDefinition,
+} from '../../engine/index.js';
 import { layout } from '../../engine/protocol/names.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 
@@ -39,7 +50,10 @@ const hold = activity(
 );
 
 /** What ADD does to the context (both machines). */
-const add = ({ context, event }: { context: HostileContext; event: { type: 'ADD'; k: number } }): Partial<HostileContext> => ({ n: context.n + event.k, log: [...context.log, event.k] });
+const add = ({ context, event }: { context: HostileContext; event: { type: 'ADD'; k: number } }): Partial<HostileContext> => ({
+  n: context.n + event.k,
+  log: [...context.log, event.k],
+});
 
 /**
  * A counter with a pending task (invoke id 'hold') and a pending timer (ten minutes), so that
@@ -166,7 +180,13 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
           got++;
           const h = m.headers;
           const truncated = h?.get('Jetstate-Truncated');
-          out.push({ seq: Number(h?.get('Jetstate-Seq')), reason: h?.get('Jetstate-Reason') ?? '', subject: h?.get('Jetstate-Subject') ?? '', truncated: truncated ? Number(truncated) : undefined, data: m.data });
+          out.push({
+            seq: Number(h?.get('Jetstate-Seq')),
+            reason: h?.get('Jetstate-Reason') ?? '',
+            subject: h?.get('Jetstate-Subject') ?? '',
+            truncated: truncated ? Number(truncated) : undefined,
+            data: m.data,
+          });
         }
         if (got === 0) break;
       }
@@ -246,7 +266,14 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
     });
     for (const p of published) {
       const copy = copies.find((c) => c.seq === p.seq)!;
-      assert.equal(copy.reason, entries.get(p.seq)!.reason!.slice(0, 1_000).replace(/[\r\n]+/g, ' '), 'Jetstate-Reason is the recorded reason');
+      assert.equal(
+        copy.reason,
+        entries
+          .get(p.seq)!
+          .reason!.slice(0, 1_000)
+          .replace(/[\r\n]+/g, ' '),
+        'Jetstate-Reason is the recorded reason',
+      );
       assert.equal(copy.subject, subjectOf(wf, id));
       if (copy.truncated === undefined) assert.ok(Buffer.from(copy.data).equals(Buffer.from(p.data)), 'the copy holds the event as it came');
       else {
@@ -272,7 +299,12 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
 
   it('malformed JSON and empty bodies', async () => {
     await startInstance(hostile, 'h-json');
-    await expectRejected(hostile, 'h-json', rawAll(hostile, 'h-json', ['{"type":"ADD","k":1', '', '{type:"ADD",k:1}', '{"type":"ADD","k":1}}', 'NaN', '\u0000']), /not UTF-8 JSON/);
+    await expectRejected(
+      hostile,
+      'h-json',
+      rawAll(hostile, 'h-json', ['{"type":"ADD","k":1', '', '{type:"ADD",k:1}', '{"type":"ADD","k":1}}', 'NaN', '\u0000']),
+      /not UTF-8 JSON/,
+    );
   });
 
   it('invalid UTF-8 bytes', async () => {
@@ -292,29 +324,65 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
     await startInstance(hostile, 'h-shape');
     const last = await jsm.streams.info(streamOf(hostile, 'h-shape'));
     for (const bad of [null, 42, 'ADD', [{ type: 'ADD', k: 1 }], true]) {
-      await assert.rejects(engine.send(hostile, 'h-shape', bad as never), (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /must be an object/.test(e.message));
+      await assert.rejects(
+        engine.send(hostile, 'h-shape', bad as never),
+        (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /must be an object/.test(e.message),
+      );
     }
     assert.equal((await jsm.streams.info(streamOf(hostile, 'h-shape'))).state.last_seq, last.state.last_seq, 'send() wrote nothing');
-    await expectRejected(hostile, 'h-shape', rawAll(hostile, 'h-shape', ['null', '42', '"ADD"', '[{"type":"ADD","k":1}]', 'true', '{}']), /must be an object|no string 'type'/);
+    await expectRejected(
+      hostile,
+      'h-shape',
+      rawAll(hostile, 'h-shape', ['null', '42', '"ADD"', '[{"type":"ADD","k":1}]', 'true', '{}']),
+      /must be an object|no string 'type'/,
+    );
   });
 
   it('wrong payload types, raw and through send()', async () => {
     await startInstance(hostile, 'h-types');
-    const bad = [{ type: 'ADD', k: '1' }, { type: 'ADD', k: 1.5 }, { type: 'ADD' }, { type: 'ADD', k: null }, { type: 'GROW', bytes: -1 }, { type: 'NOTE', text: 7 }, { type: 42, k: 1 }];
+    const bad = [
+      { type: 'ADD', k: '1' },
+      { type: 'ADD', k: 1.5 },
+      { type: 'ADD' },
+      { type: 'ADD', k: null },
+      { type: 'GROW', bytes: -1 },
+      { type: 'NOTE', text: 7 },
+      { type: 42, k: 1 },
+    ];
     for (const e of bad) await assert.rejects(engine.send(hostile, 'h-types', e as never), (err: JetstateError) => err.code === ErrorCode.InvalidEvent);
-    const entries = await expectRejected(hostile, 'h-types', rawAll(hostile, 'h-types', [...bad.map((e) => JSON.stringify(e)), '{"type":"ADD","k":1e400}']), /payload of '(ADD|GROW|NOTE)' is not valid|no string 'type'/);
+    const entries = await expectRejected(
+      hostile,
+      'h-types',
+      rawAll(hostile, 'h-types', [...bad.map((e) => JSON.stringify(e)), '{"type":"ADD","k":1e400}']),
+      /payload of '(ADD|GROW|NOTE)' is not valid|no string 'type'/,
+    );
     // The reason names the field.
-    assert.ok([...entries.values()].some((e) => /k/.test(e.reason ?? '') && /number/.test(e.reason ?? '')), 'a reason names the field and the expected type');
+    assert.ok(
+      [...entries.values()].some((e) => /k/.test(e.reason ?? '') && /number/.test(e.reason ?? '')),
+      'a reason names the field and the expected type',
+    );
   });
 
   it('unknown event types, including reserved and prototype names', async () => {
     await startInstance(hostile, 'h-unknown');
     const types = ['NOPE', 'add', 'constructor', 'toString', '__proto__', 'hasOwnProperty', 'xstate.done.actor.hold', 'xstate.init', 'jetstate.start', ''];
     for (const type of types) {
-      await assert.rejects(engine.send(hostile, 'h-unknown', { type, k: 1 } as never), (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /not declared/.test(e.message));
+      await assert.rejects(
+        engine.send(hostile, 'h-unknown', { type, k: 1 } as never),
+        (e: JetstateError) => e.code === ErrorCode.InvalidEvent && /not declared/.test(e.message),
+      );
     }
     // Raw, 'jetstate.start' is a start (checked as one: this one's input is not valid).
-    await expectRejected(hostile, 'h-unknown', rawAll(hostile, 'h-unknown', types.filter((t) => t !== 'jetstate.start').map((type) => JSON.stringify({ type, k: 1, output: { x: 1 } }))), /event type '.*' is not declared/);
+    await expectRejected(
+      hostile,
+      'h-unknown',
+      rawAll(
+        hostile,
+        'h-unknown',
+        types.filter((t) => t !== 'jetstate.start').map((type) => JSON.stringify({ type, k: 1, output: { x: 1 } })),
+      ),
+      /event type '.*' is not declared/,
+    );
     await expectRejected(hostile, 'h-unknown', rawAll(hostile, 'h-unknown', [JSON.stringify({ type: 'jetstate.start', k: 1 })]), /input is not valid/);
     assert.equal(({} as Record<string, unknown>)['k'], undefined, 'nothing reached Object.prototype');
   });
@@ -322,7 +390,10 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
   it('an event over maxEventBytes: send() refuses and writes nothing; raw ones are rejected, up to the server max_payload', async () => {
     await startInstance(hostile, 'h-huge');
     const last = (await jsm.streams.info(streamOf(hostile, 'h-huge'))).state.last_seq;
-    await assert.rejects(engine.send(hostile, 'h-huge', { type: 'NOTE', text: 'x'.repeat(5_000) }), (e: JetstateError) => e.code === ErrorCode.LimitExceeded && e.message.startsWith('[limit.event_size]') && /nothing was sent/.test(e.message));
+    await assert.rejects(
+      engine.send(hostile, 'h-huge', { type: 'NOTE', text: 'x'.repeat(5_000) }),
+      (e: JetstateError) => e.code === ErrorCode.LimitExceeded && e.message.startsWith('[limit.event_size]') && /nothing was sent/.test(e.message),
+    );
     assert.equal((await jsm.streams.info(streamOf(hostile, 'h-huge'))).state.last_seq, last, 'send() wrote nothing');
     // The largest message the server takes (no headers), and a few sizes around the limit.
     const maxPayload = nc.info!.max_payload;
@@ -330,9 +401,17 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
       const head = '{"type":"NOTE","text":"';
       return `${head}${'x'.repeat(size - head.length - 2)}"}`;
     };
-    await expectRejected(hostile, 'h-huge', rawAll(hostile, 'h-huge', [note(4_097), note(64 * 1024), note(maxPayload)]), /^\[limit\.event_size\] the event is \d+ bytes, over the limit of 4096$/);
+    await expectRejected(
+      hostile,
+      'h-huge',
+      rawAll(hostile, 'h-huge', [note(4_097), note(64 * 1024), note(maxPayload)]),
+      /^\[limit\.event_size\] the event is \d+ bytes, over the limit of 4096$/,
+    );
     // The one as large as the server takes is copied truncated, and says so.
-    assert.deepEqual((await deadLetters(hostile, 'h-huge')).map((c) => c.truncated), [undefined, undefined, maxPayload]);
+    assert.deepEqual(
+      (await deadLetters(hostile, 'h-huge')).map((c) => c.truncated),
+      [undefined, undefined, maxPayload],
+    );
   });
 
   it('a burst of large invalid events in one batch: history keeps summaries, the valid event among them applies', async () => {
@@ -356,13 +435,21 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
     const history = await engine.history(burst, id);
     for (const seq of rejectedSeqs) assert.deepEqual(history.find((h) => h.seq === seq)!.event, { type: 'NOPE', truncated: `${big(0).length} bytes` });
     // And mixed with valid events published at the same moment.
-    const mixed = await Promise.all([big(8), JSON.stringify({ type: 'ADD', k: 1 }), big(9), big(10), JSON.stringify({ type: 'ADD', k: 2 }), big(11), big(12)].map((d) => raw(burst, id, d)));
+    const mixed = await Promise.all(
+      [big(8), JSON.stringify({ type: 'ADD', k: 1 }), big(9), big(10), JSON.stringify({ type: 'ADD', k: 2 }), big(11), big(12)].map((d) => raw(burst, id, d)),
+    );
     const done = await eventually(async () => {
       const h = await engine.history(burst, id);
-      assert.ok(mixed.every((seq) => h.some((e) => e.seq === seq)), 'every event of the mixed burst is in the history');
+      assert.ok(
+        mixed.every((seq) => h.some((e) => e.seq === seq)),
+        'every event of the mixed burst is in the history',
+      );
       return h;
     });
-    assert.deepEqual(mixed.map((seq) => done.find((e) => e.seq === seq)!.kind), ['rejected', 'event', 'rejected', 'rejected', 'event', 'rejected', 'rejected']);
+    assert.deepEqual(
+      mixed.map((seq) => done.find((e) => e.seq === seq)!.kind),
+      ['rejected', 'event', 'rejected', 'rejected', 'event', 'rejected', 'rejected'],
+    );
     await new Promise((r) => setTimeout(r, 1_000)); // the rate limit of 'burst' (5/s) refills
     await stillServes(burst, id, mixed);
   });
@@ -381,7 +468,10 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
         const viaSend = await engine.send(hostile, id, { type: 'GROW', bytes: 20_000 });
         // What send() puts on the stream: the parsed payload, then the type.
         const data = enc.encode(JSON.stringify({ bytes: 20_000, type: 'GROW' }));
-        return [{ seq: viaSend.seq, data }, { seq: await raw(hostile, id, data), data }];
+        return [
+          { seq: viaSend.seq, data },
+          { seq: await raw(hostile, id, data), data },
+        ];
       },
       /^\[limit\.snapshot_size\] applying it would make the record about \d+ bytes, over the limit of 16384/,
     );
@@ -404,7 +494,8 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
       const control = await new Kvm(js).open(`${ns}_control`);
       engineKey = Buffer.from((await control.get('auth.engine-key'))!.value);
     });
-    const hmac = (key: Buffer, subject: string, data: Uint8Array): string => createHmac('sha256', key).update(subject).update('\n').update(data).digest('base64url');
+    const hmac = (key: Buffer, subject: string, data: Uint8Array): string =>
+      createHmac('sha256', key).update(subject).update('\n').update(data).digest('base64url');
 
     /** The raw record (its pending timer and task with their tokens), read around the engine. */
     async function pending(id: string): Promise<{ timerId: string; timerToken: number; invokeId: string; taskToken: number }> {
@@ -431,7 +522,12 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
       await startInstance(hostile, id);
       const p = await pending(id);
       assert.equal(p.invokeId, 'hold');
-      await expectRejected(hostile, id, rawAll(hostile, id, await forgeries(id)), /^\[forged\] an engine event \('jetstate\.(timer|task|stop|child)'\) without a valid engine signature$/);
+      await expectRejected(
+        hostile,
+        id,
+        rawAll(hostile, id, await forgeries(id)),
+        /^\[forged\] an engine event \('jetstate\.(timer|task|stop|child)'\) without a valid engine signature$/,
+      );
       const s = await state(hostile, id);
       assert.equal(s.status, 'running');
       assert.equal(s.value, 'counting');
@@ -492,27 +588,43 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
     assert.equal(applied.length + refused.length, ks.length);
     for (const r of refused) assert.match(bySeq.get(r.seq)!.reason!, /^\[limit\.rate\] instance 'b-rate' takes at most 5 events per second$/);
     const s = await state(burst, id);
-    assert.deepEqual(s.context.log, applied.map((a) => a.k), 'exactly the admitted events, in order');
+    assert.deepEqual(
+      s.context.log,
+      applied.map((a) => a.k),
+      'exactly the admitted events, in order',
+    );
     assert.equal(s.revision, 1 + applied.length);
     const copies = await eventually(async () => {
       const c = await deadLetters(burst, id);
       assert.equal(c.length, refused.length);
       return c;
     });
-    assert.deepEqual(copies.map((c) => c.seq).sort((a, b) => a - b), refused.map((r) => r.seq));
-    assert.ok(copies.every((c) => c.reason.startsWith('[limit.rate]')), 'the copies say [limit.rate]');
+    assert.deepEqual(
+      copies.map((c) => c.seq).sort((a, b) => a - b),
+      refused.map((r) => r.seq),
+    );
+    assert.ok(
+      copies.every((c) => c.reason.startsWith('[limit.rate]')),
+      'the copies say [limit.rate]',
+    );
     // The bucket refills: a second burst through send(), after a pause, is again partly admitted.
     await new Promise((r) => setTimeout(r, 1_200));
     const sent = await Promise.all(ks.map((k) => engine.send(burst, id, { type: 'ADD', k: 100 + k })));
     const last = Math.max(...sent.map((x) => x.seq));
     const h2 = await eventually(async () => {
       const h = await engine.history(burst, id);
-      assert.ok(h.some((e) => e.seq === last), 'the last event of the second burst is in the history');
+      assert.ok(
+        h.some((e) => e.seq === last),
+        'the last event of the second burst is in the history',
+      );
       return h.filter((e) => sent.some((x) => x.seq === e.seq));
     });
     const applied2 = h2.filter((e) => e.kind === 'event').length;
     assert.ok(applied2 >= 1 && applied2 < ks.length, `the second burst is partly admitted (${applied2})`);
-    assert.ok(h2.filter((e) => e.kind === 'rejected').every((e) => e.reason!.startsWith('[limit.rate]')), 'the second burst is rejected for the rate only');
+    assert.ok(
+      h2.filter((e) => e.kind === 'rejected').every((e) => e.reason!.startsWith('[limit.rate]')),
+      'the second burst is rejected for the rate only',
+    );
     await new Promise((r) => setTimeout(r, 1_200));
     await stillServes(burst, id, [last]);
   });
@@ -551,13 +663,19 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
         assert.equal(c.length, 2);
         return c;
       });
-      assert.deepEqual(copies.map((c) => c.seq), seqs.slice(0, 2));
+      assert.deepEqual(
+        copies.map((c) => c.seq),
+        seqs.slice(0, 2),
+      );
       const history = await eventually(async () => {
         const h = await crashing.history(hostile, id);
         assert.equal(h.length, 4);
         return h;
       });
-      assert.deepEqual(history.map((h) => h.kind), ['start', 'rejected', 'rejected', 'event']);
+      assert.deepEqual(
+        history.map((h) => h.kind),
+        ['start', 'rejected', 'rejected', 'event'],
+      );
     } finally {
       await crashing.close();
     }
@@ -568,7 +686,14 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
     await startInstance(hostile, id);
     const valid: number[] = [];
     const sent: Array<{ seq: number; valid: boolean }> = [];
-    const junk = ['{', '[]', JSON.stringify({ type: 'NOPE' }), JSON.stringify({ type: 'ADD', k: 'x' }), JSON.stringify({ type: 'jetstate.stop' }), new Uint8Array([0xff])];
+    const junk = [
+      '{',
+      '[]',
+      JSON.stringify({ type: 'NOPE' }),
+      JSON.stringify({ type: 'ADD', k: 'x' }),
+      JSON.stringify({ type: 'jetstate.stop' }),
+      new Uint8Array([0xff]),
+    ];
     for (let i = 0; i < 60; i++) {
       if (i % 3 === 0) {
         const k = i;
@@ -581,13 +706,30 @@ describe('hostile input: the engine rejects, records, dead-letters and keeps ser
     const done = await engine.waitFor(hostile, id, (s) => (s.context as HostileContext).log.length === valid.length, { timeoutMs: 10_000 });
     assert.deepEqual((done.context as HostileContext).log, valid);
     assert.equal(done.revision, 1 + valid.length);
-    await rejections(hostile, id, sent.filter((s) => !s.valid).map((s) => s.seq));
-    assert.equal((await eventually(async () => {
-      const c = await deadLetters(hostile, id);
-      assert.equal(c.length, 40);
-      return c;
-    })).length, 40);
-    await stillServes(hostile, id, sent.map((s) => s.seq));
-    assert.deepEqual(logger.lines.filter((l) => /retrying/.test(l)), [], 'no event of this engine was retried');
+    await rejections(
+      hostile,
+      id,
+      sent.filter((s) => !s.valid).map((s) => s.seq),
+    );
+    assert.equal(
+      (
+        await eventually(async () => {
+          const c = await deadLetters(hostile, id);
+          assert.equal(c.length, 40);
+          return c;
+        })
+      ).length,
+      40,
+    );
+    await stillServes(
+      hostile,
+      id,
+      sent.map((s) => s.seq),
+    );
+    assert.deepEqual(
+      logger.lines.filter((l) => /retrying/.test(l)),
+      [],
+      'no event of this engine was retried',
+    );
   });
 });

@@ -162,7 +162,9 @@ describe('OIDC identity', () => {
   it('refuses HS256 signed with the public key as the secret (algorithm confusion)', async () => {
     const pem = await exportSPKI(rsa.publicKey);
     for (const secret of [new TextEncoder().encode(pem), new TextEncoder().encode(JSON.stringify(rsa.jwk))]) {
-      const forged = await new SignJWT({ iss: ISSUER, aud: AUDIENCE, sub: 'admin', exp: nowSec() + 600 }).setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' }).sign(secret);
+      const forged = await new SignJWT({ iss: ISSUER, aud: AUDIENCE, sub: 'admin', exp: nowSec() + 600 })
+        .setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' })
+        .sign(secret);
       await refused(verifier.verify(forged), IdentityReason.AlgNotAllowed);
     }
   });

@@ -11,7 +11,14 @@ import { defineWorkflow } from '../../engine/define/definition.js';
 import { OutboxKind } from '../../engine/protocol/events.js';
 import { InstanceRecordSchema, type InstanceRecord } from '../../engine/protocol/record.js';
 import { SecretCodec } from '../../engine/security/codec.js';
-import { childSecretPaths, isInheritedPaths, MAX_INHERITED_PATHS, mergeSecretPaths, pathsHolding, secretValuesAt } from '../../engine/security/inherited-secrets.js';
+import {
+  childSecretPaths,
+  isInheritedPaths,
+  MAX_INHERITED_PATHS,
+  mergeSecretPaths,
+  pathsHolding,
+  secretValuesAt,
+} from '../../engine/security/inherited-secrets.js';
 import { checkSecretPaths, createKeyRing, isSealed } from '../../engine/security/secrets.js';
 import { Registry } from '../../engine/step/registry.js';
 import { startInstance } from '../../engine/step/step.js';
@@ -20,14 +27,24 @@ const ring = createKeyRing({ keys: [{ id: 'k1', key: randomBytes(32).toString('b
 
 describe('inherited secret paths', () => {
   it('collects the strings and numbers under secret paths, whole objects included', () => {
-    const values = secretValuesAt([{ card: { number: '4111', cvc: 123, holder: 'Ada' } }, { ssn: 'x', empty: '' }, null], ['card.number', 'card.cvc', 'ssn', 'empty']);
+    const values = secretValuesAt(
+      [{ card: { number: '4111', cvc: 123, holder: 'Ada' } }, { ssn: 'x', empty: '' }, null],
+      ['card.number', 'card.cvc', 'ssn', 'empty'],
+    );
     assert.deepEqual([...values].sort(), [123, '4111', 'x'].sort());
     assert.deepEqual([...secretValuesAt([{ card: { number: '4111', flags: [true, 7] } }], ['card'])].sort(), [7, '4111'].sort());
   });
 
   it('finds the paths holding them, escaping keys a path cannot name', () => {
     const values = new Set<string | number>(['4111', 7]);
-    const child = { pay: { pan: '4111', n: 7, other: '4112' }, cards: [{ number: '4111' }, { number: '5500' }], 'a.b': { c: '4111' }, '*': 7, '': '4111', flag: true };
+    const child = {
+      pay: { pan: '4111', n: 7, other: '4112' },
+      cards: [{ number: '4111' }, { number: '5500' }],
+      'a.b': { c: '4111' },
+      '*': 7,
+      '': '4111',
+      flag: true,
+    };
     assert.deepEqual([...pathsHolding(child, values)], ['pay.pan', 'pay.n', 'cards.0.number', '*.c', '*']);
     // Every path found is one the path compiler takes.
     assert.doesNotThrow(() => checkSecretPaths(mergeSecretPaths([], [...pathsHolding(child, values)])));
@@ -41,7 +58,8 @@ describe('inherited secret paths', () => {
     assert.deepEqual(mergeSecretPaths(['cards.*.number'], ['cards.0.number', 'cards.1.number.x']), ['cards.*.number', 'cards.0.number']);
     // The same sets in another order give the same list.
     assert.deepEqual(mergeSecretPaths(['pan', 'card'], ['ssn', 'card.number']), mergeSecretPaths(['card', 'pan'], ['card.number', 'ssn']));
-    for (const merged of [mergeSecretPaths(declared, ['card', 'pan']), mergeSecretPaths(['a.b'], ['a', 'a.b.c'])]) assert.doesNotThrow(() => checkSecretPaths([...merged]));
+    for (const merged of [mergeSecretPaths(declared, ['card', 'pan']), mergeSecretPaths(['a.b'], ['a', 'a.b.c'])])
+      assert.doesNotThrow(() => checkSecretPaths([...merged]));
   });
 
   it('stays bounded for long arrays: coarser paths that seal at least as much', () => {
@@ -56,7 +74,8 @@ describe('inherited secret paths', () => {
 
   it('accepts as inherited paths only a bounded list of dotted paths', () => {
     assert.ok(isInheritedPaths(['card.number', '*.c']));
-    for (const bad of ['card', [''], ['a..b'], [1], Array.from({ length: MAX_INHERITED_PATHS + 1 }, () => 'a')]) assert.equal(isInheritedPaths(bad), false, JSON.stringify(bad).slice(0, 40));
+    for (const bad of ['card', [''], ['a..b'], [1], Array.from({ length: MAX_INHERITED_PATHS + 1 }, () => 'a')])
+      assert.equal(isInheritedPaths(bad), false, JSON.stringify(bad).slice(0, 40));
   });
 });
 
@@ -78,7 +97,10 @@ const parent = defineWorkflow({
   input: z.object({ card: z.object({ number: z.string() }), label: z.string() }),
   events: {},
   secrets: ['card.number'],
-  machine: setup({ types: { input: {} as { card: { number: string }; label: string }, context: {} as { card: { number: string }; label: string } }, actors: { kid: childWorkflow(child) } }).createMachine({
+  machine: setup({
+    types: { input: {} as { card: { number: string }; label: string }, context: {} as { card: { number: string }; label: string } },
+    actors: { kid: childWorkflow(child) },
+  }).createMachine({
     context: ({ input }) => input,
     initial: 'waiting',
     states: { waiting: { invoke: { id: 'k', src: 'kid', input: ({ context }) => ({ card: context.card }) } } },
@@ -105,7 +127,7 @@ describe('a parent record holding what it passed to a child', () => {
     assert.match(text, /"label":"plain"/, 'undeclared fields stay readable');
     const params = sealed.outbox.find((o) => o.type === OutboxKind.StartChild)!.params as { input: { card: { number: unknown } } };
     assert.ok(isSealed(params.input.card.number));
-    const kid = ((sealed.snapshot['children'] as Record<string, { snapshot: { context: { pan: unknown } } }>)['k']!).snapshot;
+    const kid = (sealed.snapshot['children'] as Record<string, { snapshot: { context: { pan: unknown } } }>)['k']!.snapshot;
     assert.ok(isSealed(kid.context.pan));
     // As stored and read back (JSON drops the snapshot's undefined fields).
     assert.deepEqual(codec.openRecord(InstanceRecordSchema.parse(JSON.parse(text))), InstanceRecordSchema.parse(JSON.parse(JSON.stringify(started.record))));

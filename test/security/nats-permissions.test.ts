@@ -17,7 +17,18 @@ import { headers as natsHeaders, PermissionViolationError, type NatsConnection }
 import { connect } from '@nats-io/transport-node';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { activity, createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, partitionOf, type Client, type Engine, type Instance } from '../../engine/index.js';
+import {
+  activity,
+  createClient,
+  createEngine,
+  defineWorkflow,
+  ErrorCode,
+  JetstateError,
+  partitionOf,
+  type Client,
+  type Engine,
+  type Instance,
+} from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { layout, shardOf } from '../../engine/protocol/names.js';
 
@@ -66,7 +77,15 @@ function rolePermissions(ns: string): Record<Role, Permissions> {
   const readRecords = recordBuckets(ns).map((b) => `$JS.API.DIRECT.GET.KV_${b}.>`);
   return {
     engine: {
-      publish: [`${ns}.>`, '$JS.API.>', `$JS.ACK.${ns}_timers.>`, `$JS.ACK.${ns}_tasks.>`, ...recordBuckets(ns).map((b) => `$KV.${b}.>`), `$KV.${ns}_control.>`, '_INBOX.>'],
+      publish: [
+        `${ns}.>`,
+        '$JS.API.>',
+        `$JS.ACK.${ns}_timers.>`,
+        `$JS.ACK.${ns}_tasks.>`,
+        ...recordBuckets(ns).map((b) => `$KV.${b}.>`),
+        `$KV.${ns}_control.>`,
+        '_INBOX.>',
+      ],
       subscribe: [`${ns}.taskcancel.>`, '_INBOX.engine.>'],
     },
     // Starts and sends: both go through the instance's inbox.
@@ -105,7 +124,8 @@ function rolePermissions(ns: string): Record<Role, Permissions> {
  * instance's partition before a start to know whether to wait for the engine's answer (without
  * it, start() waits up to its timeout when no engine runs).
  */
-const OPTIONAL = /^\$JS\.API\.(CONSUMER\.(DELETE|INFO)\.|DIRECT\.GET\.KV_[^.]+_control\.\$KV\.[^.]+_control\.(lease|parked|checkpoint)\.|STREAM\.MSG\.GET\.[^.]+_evt_)/;
+const OPTIONAL =
+  /^\$JS\.API\.(CONSUMER\.(DELETE|INFO)\.|DIRECT\.GET\.KV_[^.]+_control\.\$KV\.[^.]+_control\.(lease|parked|checkpoint)\.|STREAM\.MSG\.GET\.[^.]+_evt_)/;
 
 const quote = (list: string[]): string => `[${list.map((s) => JSON.stringify(s)).join(', ')}]`;
 const userConf = (user: string, pass: string, p: Permissions): string =>
@@ -117,9 +137,17 @@ function sweptEntries(ns: string): Array<{ user: string; role: Exclude<Role, 'en
   // Of the per-partition reads, one stands for the rest; of the record reads, the one of the
   // bucket that holds the instances both roles read ('l-1').
   const sampled = (entry: string): boolean =>
-    /_evt_/.test(entry) ? entry.endsWith('_evt_ledger_0') : /DIRECT\.GET\.KV_[^.]+_instances/.test(entry) ? entry.includes(`KV_${recordBucket(ns, 'l-1')}.`) : true;
+    /_evt_/.test(entry)
+      ? entry.endsWith('_evt_ledger_0')
+      : /DIRECT\.GET\.KV_[^.]+_instances/.test(entry)
+        ? entry.includes(`KV_${recordBucket(ns, 'l-1')}.`)
+        : true;
   return (['sender', 'reader'] as const).flatMap((role) =>
-    perms[role].publish.flatMap((entry, i) => (sampled(entry) ? [{ user: `${role}-minus-${i}`, role, entry, permissions: { ...perms[role], publish: perms[role].publish.filter((_, j) => j !== i) } }] : [])),
+    perms[role].publish.flatMap((entry, i) =>
+      sampled(entry)
+        ? [{ user: `${role}-minus-${i}`, role, entry, permissions: { ...perms[role], publish: perms[role].publish.filter((_, j) => j !== i) } }]
+        : [],
+    ),
   );
 }
 
@@ -128,7 +156,10 @@ const inboxOf = (user: string): string => `_INBOX.${user.split('-')[0]}`;
 
 /** A user per role, and one per swept entry. */
 function usersFor(ns: string, passwords: Map<string, string>): string {
-  const users: Array<[string, Permissions]> = [...(Object.entries(rolePermissions(ns)) as Array<[Role, Permissions]>), ...sweptEntries(ns).map((s) => [s.user, s.permissions] as [string, Permissions])];
+  const users: Array<[string, Permissions]> = [
+    ...(Object.entries(rolePermissions(ns)) as Array<[Role, Permissions]>),
+    ...sweptEntries(ns).map((s) => [s.user, s.permissions] as [string, Permissions]),
+  ];
   for (const [user] of users) passwords.set(user, randomBytes(9).toString('base64url'));
   return `authorization { users: [\n${users.map(([u, p]) => userConf(u, passwords.get(u)!, p)).join(',\n')}\n] }`;
 }
@@ -257,14 +288,27 @@ describe("NATS permissions: only engines write the engine's state", () => {
     await assert.rejects(createClient({ servers: nats.url, namespace: ns, ...as('sender'), workflows: [ledger], logger }), (e: unknown) => {
       assert.ok(e instanceof JetstateError, String(e));
       assert.equal(e.code, ErrorCode.PermissionDenied);
-      assert.match(e.message, new RegExp(`^\\[nats\\.permission\\] namespace '${ns}': this NATS user may not publish to '\\$JS\\.API\\.STREAM\\.CREATE\\.${ns}_history'.*start one first`));
+      assert.match(
+        e.message,
+        new RegExp(
+          `^\\[nats\\.permission\\] namespace '${ns}': this NATS user may not publish to '\\$JS\\.API\\.STREAM\\.CREATE\\.${ns}_history'.*start one first`,
+        ),
+      );
       return true;
     });
     provoked.push({ user: 'sender', subject: `$JS.API.STREAM.CREATE.${ns}_history` });
   });
 
   it('the engine creates the namespace and applies events', async () => {
-    engine = await createEngine({ servers: nats.url, namespace: ns, ...as('engine'), workflows: [ledger, intake], logger, leaseTtlMs: 2_000, drainTimeoutMs: 500 });
+    engine = await createEngine({
+      servers: nats.url,
+      namespace: ns,
+      ...as('engine'),
+      workflows: [ledger, intake],
+      logger,
+      leaseTtlMs: 2_000,
+      drainTimeoutMs: 500,
+    });
     await engine.start(ledger, { id: 'by-engine', input: { owner: 'by-engine' } });
     await engine.send(ledger, 'by-engine', { type: 'ADD', k: 2 });
     const done = await engine.waitFor(ledger, 'by-engine', (i) => (i.context as LedgerContext).n === 2, { timeoutMs: 10_000 });
@@ -281,7 +325,10 @@ describe("NATS permissions: only engines write the engine's state", () => {
     await eventually(() => assert.ok(started.includes('l-1'), "the engine ran the start's action"));
     const again = await client('sender').start(ledger, { id: 'l-1', input: { owner: 'l-1' } });
     assert.equal(again.revision, first.revision, 'a repeated start returns the instance');
-    await assert.rejects(client('sender').start(ledger, { id: 'l-1', input: { owner: 'someone else' } }), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InstanceConflict);
+    await assert.rejects(
+      client('sender').start(ledger, { id: 'l-1', input: { owner: 'someone else' } }),
+      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InstanceConflict,
+    );
 
     await client('sender').send(ledger, 'l-1', { type: 'ADD', k: 5 });
     const added = await engine.waitFor(ledger, 'l-1', (i) => (i.context as LedgerContext).n === 5, { timeoutMs: 10_000 });
@@ -318,10 +365,18 @@ describe("NATS permissions: only engines write the engine's state", () => {
     await deniedPublish(jsm.direct.getMessage(stream, { last_by_subj: keySubject }), `$JS.API.DIRECT.GET.${stream}.${keySubject}`);
     await deniedPublish(jsm.direct.getMessage(stream, { seq: 1 }), `$JS.API.DIRECT.GET.${stream}`);
     await deniedPublish(jsm.streams.getMessage(stream, { last_by_subj: keySubject }), `$JS.API.STREAM.MSG.GET.${stream}`);
-    await deniedPublish(nc.request(`$JS.API.CONSUMER.CREATE.${stream}`, JSON.stringify({ stream_name: stream, config: { filter_subject: keySubject } })), `$JS.API.CONSUMER.CREATE.${stream}`);
+    await deniedPublish(
+      nc.request(`$JS.API.CONSUMER.CREATE.${stream}`, JSON.stringify({ stream_name: stream, config: { filter_subject: keySubject } })),
+      `$JS.API.CONSUMER.CREATE.${stream}`,
+    );
     // The one control key a client reads is the namespace's layout.
     provoked.push(
-      ...[`$JS.API.DIRECT.GET.${stream}.${keySubject}`, `$JS.API.DIRECT.GET.${stream}`, `$JS.API.STREAM.MSG.GET.${stream}`, `$JS.API.CONSUMER.CREATE.${stream}`].map((subject) => ({ user: 'sender', subject })),
+      ...[
+        `$JS.API.DIRECT.GET.${stream}.${keySubject}`,
+        `$JS.API.DIRECT.GET.${stream}`,
+        `$JS.API.STREAM.MSG.GET.${stream}`,
+        `$JS.API.CONSUMER.CREATE.${stream}`,
+      ].map((subject) => ({ user: 'sender', subject })),
     );
     const meta = await jsm.direct.getMessage(stream, { last_by_subj: `$KV.${ns}_control.meta` });
     assert.deepEqual(meta?.json(), { layoutVersion: 2, partitions: engine.partitions, shards: 4 });
@@ -346,7 +401,11 @@ describe("NATS permissions: only engines write the engine's state", () => {
       assert.equal(entries.length, seqs.length, 'every forgery is in the history');
       return entries;
     });
-    for (const r of rejected) assert.match(r.reason ?? '', /^\[forged\] (an engine event \('jetstate\.(timer|stop)'\) without a valid engine signature|event 'jetstate\.timer' carries an engine signature that does not match it)$/);
+    for (const r of rejected)
+      assert.match(
+        r.reason ?? '',
+        /^\[forged\] (an engine event \('jetstate\.(timer|stop)'\) without a valid engine signature|event 'jetstate\.timer' carries an engine signature that does not match it)$/,
+      );
     assert.deepEqual(await snapshot('l-1'), before, 'the instance is unchanged');
     // ...and still served: a valid event after the forgeries is applied.
     await client('sender').send(ledger, 'l-1', { type: 'ADD', k: 1 });
@@ -355,7 +414,7 @@ describe("NATS permissions: only engines write the engine's state", () => {
     assert.deepEqual(now.value, 'open');
   });
 
-  it('a sender listening on every subject it may subscribe to learns nothing secret: no engine key, no other user\'s replies', async () => {
+  it("a sender listening on every subject it may subscribe to learns nothing secret: no engine key, no other user's replies", async () => {
     const { nc } = raw.get('sender') ?? (await rawAs('sender'));
     // The shared inbox space is closed to it.
     for (const subject of ['_INBOX.>', '_INBOX.engine.>', '>']) {
@@ -368,7 +427,15 @@ describe("NATS permissions: only engines write the engine's state", () => {
     // (reading the signing key) and the reader and the engine make requests of their own.
     const heard: Uint8Array[] = [];
     const sub = nc.subscribe('_INBOX.sender.>', { callback: (err, m) => void (!err && heard.push(m.data)) });
-    const second = await createEngine({ servers: nats.url, namespace: ns, ...as('engine'), workflows: [ledger, intake], logger, leaseTtlMs: 2_000, drainTimeoutMs: 500 });
+    const second = await createEngine({
+      servers: nats.url,
+      namespace: ns,
+      ...as('engine'),
+      workflows: [ledger, intake],
+      logger,
+      leaseTtlMs: 2_000,
+      drainTimeoutMs: 500,
+    });
     try {
       await client('reader').history(ledger, 'l-1');
       await second.start(ledger, { id: 'l-quiet', input: { owner: 'l-quiet' } });
@@ -379,7 +446,8 @@ describe("NATS permissions: only engines write the engine's state", () => {
     const control = await new Kvm(jetstream((await rawAs('engine')).nc)).open(`${ns}_control`);
     const key = Buffer.from((await control.get('auth.engine-key'))!.value);
     const all = Buffer.concat(heard.map((h) => Buffer.from(h)));
-    for (const form of [key, Buffer.from(key.toString('base64')), Buffer.from(key.toString('base64url'))]) assert.equal(all.indexOf(form), -1, 'the signing key never reached it');
+    for (const form of [key, Buffer.from(key.toString('base64')), Buffer.from(key.toString('base64url'))])
+      assert.equal(all.indexOf(form), -1, 'the signing key never reached it');
     assert.equal(heard.length, 0, 'nothing addressed to other users reached its inbox');
   });
 
@@ -461,10 +529,21 @@ describe("NATS permissions: only engines write the engine's state", () => {
   it('nothing else was refused: the library stays within these permissions', async () => {
     assert.match(nats.log(), /Starting nats-server/, "the server's whole log is at hand (it keeps the last 16 kB)");
     const violations = refusals();
-    assert.deepEqual(violations.filter((v) => v.op !== 'Publish' && !provoked.some((p) => p.user === v.user && p.subject === v.subject)), [], 'no subscription was refused but those provoked');
+    assert.deepEqual(
+      violations.filter((v) => v.op !== 'Publish' && !provoked.some((p) => p.user === v.user && p.subject === v.subject)),
+      [],
+      'no subscription was refused but those provoked',
+    );
     const unexpected = violations.filter((v) => !provoked.some((p) => p.user === v.user && v.subject.startsWith(p.subject)));
     assert.deepEqual(unexpected, [], 'only the refusals the test provoked');
-    assert.deepEqual(violations.filter((v) => v.user === 'engine'), [], 'engine: no refusal');
-    assert.deepEqual(logger.lines.filter((l) => /error/i.test(l)), []);
+    assert.deepEqual(
+      violations.filter((v) => v.user === 'engine'),
+      [],
+      'engine: no refusal',
+    );
+    assert.deepEqual(
+      logger.lines.filter((l) => /error/i.test(l)),
+      [],
+    );
   });
 });

@@ -64,23 +64,59 @@ const INTERNAL = ['jetstate.timer', 'jetstate.task', 'jetstate.stop', 'jetstate.
 const events: Record<string, fc.Arbitrary<Omit<Gen, 'instance'>>> = {
   valid: k.map((k) => ({ kind: 'valid', data: json({ type: 'ADD', k }), k })),
   // Valid too: extra fields are dropped by the schema, key order and __proto__ keys change nothing.
-  validExtra: fc.tuple(k, fc.dictionary(fc.string({ maxLength: 8 }).filter((s) => s !== 'type' && s !== 'k'), smallJson, { maxKeys: 3 })).map(([k, extra]) => ({
-    kind: 'validExtra',
-    data: enc.encode(`{"__proto__":{"polluted":true},${JSON.stringify(extra).slice(1, -1)}${Object.keys(extra).length > 0 ? ',' : ''}"k":${k},"type":"ADD"}`),
-    k,
-  })),
-  bytes: fc.uint8Array({ maxLength: 96 }).filter((d) => !acceptable(d)).map((data) => ({ kind: 'bytes', data })),
-  notUtf8: fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 32 }), fc.constantFrom(0x80, 0xc0, 0xff, 0xfe, 0xed)).map(([d, bad]) => ({ kind: 'notUtf8', data: new Uint8Array([...json({ type: 'ADD', k: 1 }).subarray(0, 10), bad, ...d]) })),
-  randomJson: fc.json({ maxDepth: 3 }).map((s) => enc.encode(s)).filter((d) => !acceptable(d)).map((data) => ({ kind: 'randomJson', data })),
+  validExtra: fc
+    .tuple(
+      k,
+      fc.dictionary(
+        fc.string({ maxLength: 8 }).filter((s) => s !== 'type' && s !== 'k'),
+        smallJson,
+        { maxKeys: 3 },
+      ),
+    )
+    .map(([k, extra]) => ({
+      kind: 'validExtra',
+      data: enc.encode(`{"__proto__":{"polluted":true},${JSON.stringify(extra).slice(1, -1)}${Object.keys(extra).length > 0 ? ',' : ''}"k":${k},"type":"ADD"}`),
+      k,
+    })),
+  bytes: fc
+    .uint8Array({ maxLength: 96 })
+    .filter((d) => !acceptable(d))
+    .map((data) => ({ kind: 'bytes', data })),
+  notUtf8: fc
+    .tuple(fc.uint8Array({ minLength: 1, maxLength: 32 }), fc.constantFrom(0x80, 0xc0, 0xff, 0xfe, 0xed))
+    .map(([d, bad]) => ({ kind: 'notUtf8', data: new Uint8Array([...json({ type: 'ADD', k: 1 }).subarray(0, 10), bad, ...d]) })),
+  randomJson: fc
+    .json({ maxDepth: 3 })
+    .map((s) => enc.encode(s))
+    .filter((d) => !acceptable(d))
+    .map((data) => ({ kind: 'randomJson', data })),
   truncatedJson: fc.tuple(k, fc.integer({ min: 1, max: 15 })).map(([k, cut]) => ({ kind: 'truncatedJson', data: json({ type: 'ADD', k }).subarray(0, cut) })),
-  notObject: fc.oneof(fc.integer(), fc.string(), fc.boolean(), fc.constant(null), fc.array(smallJson, { maxLength: 3 })).map((v) => ({ kind: 'notObject', data: json(v) })),
+  notObject: fc
+    .oneof(fc.integer(), fc.string(), fc.boolean(), fc.constant(null), fc.array(smallJson, { maxLength: 3 }))
+    .map((v) => ({ kind: 'notObject', data: json(v) })),
   wrongType: fc
-    .oneof(fc.string({ maxLength: 8 }), fc.double().filter((x) => !Number.isInteger(x)), fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 2 }), fc.constant(2 ** 60), fc.constant('1'))
+    .oneof(
+      fc.string({ maxLength: 8 }),
+      fc.double().filter((x) => !Number.isInteger(x)),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(fc.integer(), { maxLength: 2 }),
+      fc.constant(2 ** 60),
+      fc.constant('1'),
+    )
     .map((bad) => ({ kind: 'wrongType', data: json({ type: 'ADD', k: bad }) })),
   noK: fc.constant({ kind: 'noK', data: json({ type: 'ADD' }) }),
-  typeNotString: fc.tuple(fc.oneof(fc.integer(), fc.constant(null), fc.constant(['ADD']), fc.constant({ ADD: 1 })), k).map(([type, k]) => ({ kind: 'typeNotString', data: json({ type, k }) })),
+  typeNotString: fc
+    .tuple(fc.oneof(fc.integer(), fc.constant(null), fc.constant(['ADD']), fc.constant({ ADD: 1 })), k)
+    .map(([type, k]) => ({ kind: 'typeNotString', data: json({ type, k }) })),
   unknownType: fc
-    .tuple(fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('add', 'ADD ', 'constructor', '__proto__', 'toString', 'xstate.init', 'xstate.done.actor.x', 'jetstate.start')), k)
+    .tuple(
+      fc.oneof(
+        fc.string({ maxLength: 12 }),
+        fc.constantFrom('add', 'ADD ', 'constructor', '__proto__', 'toString', 'xstate.init', 'xstate.done.actor.x', 'jetstate.start'),
+      ),
+      k,
+    )
     .filter(([type]) => type !== 'ADD')
     .map(([type, k]) => ({ kind: 'unknownType', data: json({ type, k }) })),
   oversized: fc.tuple(k, fc.integer({ min: MAX_EVENT_BYTES + 1, max: 3 * MAX_EVENT_BYTES })).map(([k, size]) => {
@@ -88,7 +124,13 @@ const events: Record<string, fc.Arbitrary<Omit<Gen, 'instance'>>> = {
     return { kind: 'oversized', data: enc.encode(`${head}${'p'.repeat(size - head.length - 2)}"}`) };
   }),
   forged: fc
-    .tuple(fc.constantFrom(...INTERNAL), fc.string({ maxLength: 12 }), fc.integer({ min: 0, max: 5 }), fc.boolean(), fc.option(fc.base64String({ minLength: 4, maxLength: 44 }), { nil: undefined }))
+    .tuple(
+      fc.constantFrom(...INTERNAL),
+      fc.string({ maxLength: 12 }),
+      fc.integer({ min: 0, max: 5 }),
+      fc.boolean(),
+      fc.option(fc.base64String({ minLength: 4, maxLength: 44 }), { nil: undefined }),
+    )
     .map(([type, name, token, ok, sig]) => {
       const body = { type, timerId: name, invokeId: name, token, ok, output: { forged: true } };
       return sig === undefined ? { kind: 'forged', data: json(body) } : { kind: 'forged', data: json(body), sig };
@@ -96,7 +138,19 @@ const events: Record<string, fc.Arbitrary<Omit<Gen, 'instance'>>> = {
 };
 
 const WEIGHTS: Record<keyof typeof events, number> = {
-  valid: 25, validExtra: 5, bytes: 8, notUtf8: 6, randomJson: 10, truncatedJson: 6, notObject: 6, wrongType: 8, noK: 2, typeNotString: 4, unknownType: 8, oversized: 4, forged: 8,
+  valid: 25,
+  validExtra: 5,
+  bytes: 8,
+  notUtf8: 6,
+  randomJson: 10,
+  truncatedJson: 6,
+  notObject: 6,
+  wrongType: 8,
+  noK: 2,
+  typeNotString: 4,
+  unknownType: 8,
+  oversized: 4,
+  forged: 8,
 };
 
 const weighted = Object.entries(events).map(([name, arbitrary]) => ({ arbitrary, weight: WEIGHTS[name as keyof typeof events] ?? 1 }));
@@ -112,7 +166,15 @@ describe('property: valid events apply in order, everything else is rejected and
 
   before(async () => {
     nats = await startNats();
-    engine = await createEngine({ servers: nats.url, namespace: ns, workflows: [counter], leaseTtlMs: 1_000, drainTimeoutMs: 500, logger: memoryLogger(), limits: { maxEventBytes: MAX_EVENT_BYTES } });
+    engine = await createEngine({
+      servers: nats.url,
+      namespace: ns,
+      workflows: [counter],
+      leaseTtlMs: 1_000,
+      drainTimeoutMs: 500,
+      logger: memoryLogger(),
+      limits: { maxEventBytes: MAX_EVENT_BYTES },
+    });
     nc = await connect({ servers: nats.url, name: 'property-raw' });
     js = jetstream(nc);
     jsm = await jetstreamManager(nc);
@@ -153,7 +215,10 @@ describe('property: valid events apply in order, everything else is rejected and
         for (const [i, id] of ids.entries()) {
           const mine = sent.filter((g) => g.instance === i);
           const valid = mine.filter((g) => g.k !== undefined);
-          const model = expectedContext(id, valid.map((g) => g.k!));
+          const model = expectedContext(
+            id,
+            valid.map((g) => g.k!),
+          );
           const done = await engine.waitFor(counter, id, (s) => s.revision === 1 + valid.length, { timeoutMs: 10_000 });
           assert.deepEqual(done.context as CounterContext, model, `instance ${id} equals its model`);
           assert.equal(done.status, 'running');

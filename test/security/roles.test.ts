@@ -4,7 +4,12 @@ import type { Identity } from '../../engine/security/identity.js';
 import { arnGlob, claimAt, permits, rolesFor } from '../../engine/security/roles.js';
 
 const oidc = (claims: Record<string, unknown>, subject = 'u-1'): Omit<Identity, 'roles'> => ({ method: 'oidc', subject, issuer: 'https://idp', claims });
-const aws = (arn: string, roleArn?: string): Omit<Identity, 'roles'> => ({ method: 'aws-iam', subject: arn, issuer: 'aws-iam', claims: roleArn ? { arn, roleArn } : { arn } });
+const aws = (arn: string, roleArn?: string): Omit<Identity, 'roles'> => ({
+  method: 'aws-iam',
+  subject: arn,
+  issuer: 'aws-iam',
+  claims: roleArn ? { arn, roleArn } : { arn },
+});
 
 describe('claimAt', () => {
   it('walks dotted paths and finds keys that contain dots or colons', () => {
@@ -92,8 +97,14 @@ describe('permits', () => {
     assert.equal(permits({}, who), false);
   });
   it('asks a predicate, and denies when it throws or returns a non-boolean', () => {
-    assert.equal(permits((id) => id.claims.email_verified === true, who), true);
-    assert.equal(permits(() => false, who), false);
+    assert.equal(
+      permits((id) => id.claims.email_verified === true, who),
+      true,
+    );
+    assert.equal(
+      permits(() => false, who),
+      false,
+    );
     assert.equal(
       permits(() => {
         throw new Error('bug');
@@ -104,6 +115,9 @@ describe('permits', () => {
   });
   it('denies without an identity', () => {
     assert.equal(permits(['billing'], null), false);
-    assert.equal(permits(() => true, undefined), false);
+    assert.equal(
+      permits(() => true, undefined),
+      false,
+    );
   });
 });

@@ -27,7 +27,12 @@ import { startNats } from '../helpers.js';
 const k1 = randomBytes(32).toString('base64');
 const k2 = randomBytes(32).toString('base64');
 const ring1 = createKeyRing({ keys: [{ id: 'k1', key: k1 }] });
-const ring12 = createKeyRing({ keys: [{ id: 'k1', key: k1 }, { id: 'k2', key: k2 }] });
+const ring12 = createKeyRing({
+  keys: [
+    { id: 'k1', key: k1 },
+    { id: 'k2', key: k2 },
+  ],
+});
 const ring2 = createKeyRing({ keys: [{ id: 'k2', key: k2 }] });
 const AAD = 'order/o-17/context';
 
@@ -114,7 +119,11 @@ describe('secrets: seal and open', () => {
       other: { number: SealedValue };
     };
     // Another instance.
-    throwsCode(() => openPaths(sealed, ['card.number'], ring1, 'order/o-18/context'), ErrorCode.RecordUnreadable, /secret 'order\/o-18\/context\/card\.number' \(key 'k1'\) does not decrypt/);
+    throwsCode(
+      () => openPaths(sealed, ['card.number'], ring1, 'order/o-18/context'),
+      ErrorCode.RecordUnreadable,
+      /secret 'order\/o-18\/context\/card\.number' \(key 'k1'\) does not decrypt/,
+    );
     // Another field of the same instance.
     const moved = { ...sealed, other: { number: sealed.card.number } };
     throwsCode(() => openPaths(moved, ['other.number'], ring1, 'order/o-17/context'), ErrorCode.RecordUnreadable, /does not decrypt/);
@@ -147,7 +156,11 @@ describe('secrets: seal and open', () => {
 
   it('names an unknown key id and the fix', () => {
     const sealed = sealPaths({ a: 'x' }, ['a'], ring1, AAD);
-    const e = throwsCode(() => openPaths(sealed, ['a'], ring2, AAD), ErrorCode.RecordUnreadable, /sealed with key 'k1', which is not in the key ring \(it has 'k2'\); add that key to the ring/);
+    const e = throwsCode(
+      () => openPaths(sealed, ['a'], ring2, AAD),
+      ErrorCode.RecordUnreadable,
+      /sealed with key 'k1', which is not in the key ring \(it has 'k2'\); add that key to the ring/,
+    );
     assert.ok(!e.message.includes(k2));
   });
 
@@ -188,14 +201,40 @@ describe('secrets: key ring', () => {
   it('rejects keys of the wrong length, bad base64, bad and duplicate ids, an unknown primary', () => {
     const short = randomBytes(16).toString('base64');
     const long = randomBytes(33).toString('base64');
-    noKeyBytes(throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: short }] }), ErrorCode.InvalidOptions, /key 'a' decodes to 16 bytes; AES-256-GCM needs 32/), short);
-    noKeyBytes(throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: long }] }), ErrorCode.InvalidOptions, /decodes to 33 bytes/), long);
+    noKeyBytes(
+      throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: short }] }), ErrorCode.InvalidOptions, /key 'a' decodes to 16 bytes; AES-256-GCM needs 32/),
+      short,
+    );
+    noKeyBytes(
+      throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: long }] }), ErrorCode.InvalidOptions, /decodes to 33 bytes/),
+      long,
+    );
     const notB64 = `${k1.slice(0, 20)}!${k1.slice(21)}`;
-    noKeyBytes(throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: notB64 }] }), ErrorCode.InvalidOptions, /key 'a' is not base64/), notB64);
+    noKeyBytes(
+      throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: notB64 }] }), ErrorCode.InvalidOptions, /key 'a' is not base64/),
+      notB64,
+    );
     // Id and key swapped: neither is printed.
-    noKeyBytes(throwsCode(() => createKeyRing({ keys: [{ id: k1, key: 'a' }] }), ErrorCode.InvalidOptions, /key 1 of 1 has an invalid id/), k1);
+    noKeyBytes(
+      throwsCode(() => createKeyRing({ keys: [{ id: k1, key: 'a' }] }), ErrorCode.InvalidOptions, /key 1 of 1 has an invalid id/),
+      k1,
+    );
     throwsCode(() => createKeyRing({ keys: [{ id: 'has space', key: k1 }] }), ErrorCode.InvalidOptions, /invalid id; use 1-64 characters/);
-    noKeyBytes(throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: k1 }, { id: 'a', key: k2 }] }), ErrorCode.InvalidOptions, /key id 'a' is given twice/), k1, k2);
+    noKeyBytes(
+      throwsCode(
+        () =>
+          createKeyRing({
+            keys: [
+              { id: 'a', key: k1 },
+              { id: 'a', key: k2 },
+            ],
+          }),
+        ErrorCode.InvalidOptions,
+        /key id 'a' is given twice/,
+      ),
+      k1,
+      k2,
+    );
     throwsCode(() => createKeyRing({ keys: [{ id: 'a', key: k1 }], primary: 'b' }), ErrorCode.InvalidOptions, /primary key 'b' is not one of the keys \('a'\)/);
     throwsCode(() => createKeyRing({ keys: [] }), ErrorCode.InvalidOptions, /at least one key/);
   });
@@ -213,9 +252,16 @@ describe('secrets: key ring', () => {
   it('explains a bad env value without echoing it', () => {
     const src = { source: 'JETSTATE_SECRET_KEYS' };
     throwsCode(() => keyRingFromEnv(undefined, src), ErrorCode.InvalidOptions, /JETSTATE_SECRET_KEYS is empty; set it to 'id:base64key'/);
-    noKeyBytes(throwsCode(() => keyRingFromEnv(`a:${k1},${k2}`, src), ErrorCode.InvalidOptions, /JETSTATE_SECRET_KEYS: entry 2 of 2 is not 'id:base64key'/), k1, k2);
+    noKeyBytes(
+      throwsCode(() => keyRingFromEnv(`a:${k1},${k2}`, src), ErrorCode.InvalidOptions, /JETSTATE_SECRET_KEYS: entry 2 of 2 is not 'id:base64key'/),
+      k1,
+      k2,
+    );
     const short = randomBytes(31).toString('base64');
-    noKeyBytes(throwsCode(() => keyRingFromEnv(`a:${short}`, src), ErrorCode.InvalidOptions, /^JETSTATE_SECRET_KEYS: key 'a' decodes to 31 bytes/), short);
+    noKeyBytes(
+      throwsCode(() => keyRingFromEnv(`a:${short}`, src), ErrorCode.InvalidOptions, /^JETSTATE_SECRET_KEYS: key 'a' decodes to 31 bytes/),
+      short,
+    );
   });
 
   it('never shows key material when printed', () => {

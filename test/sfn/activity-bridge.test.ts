@@ -15,7 +15,10 @@ describe('activity bridge', () => {
   const setup = async (extra: Record<string, unknown> = {}): Promise<{ activityArn: string; start(input: unknown): Promise<string> }> => {
     const id = ++n;
     const activityArn = await world.createActivity(`work-${id}`);
-    const stateMachineArn = await world.createStateMachine(`activity-${id}`, { StartAt: 'Work', States: { Work: { Type: 'Task', Resource: activityArn, TimeoutSeconds: 30, End: true, ...extra } } });
+    const stateMachineArn = await world.createStateMachine(`activity-${id}`, {
+      StartAt: 'Work',
+      States: { Work: { Type: 'Task', Resource: activityArn, TimeoutSeconds: 30, End: true, ...extra } },
+    });
     return {
       activityArn,
       start: async (input) => (await world.client().send(new StartExecutionCommand({ stateMachineArn, input: JSON.stringify(input) }))).executionArn!,
@@ -46,7 +49,14 @@ describe('activity bridge', () => {
       headers.push({ hash: msg.headers?.get(TOKEN_HASH_HEADER), activity: msg.headers?.get(ACTIVITY_ARN_HEADER) });
       return { packed: input.n * 2 };
     });
-    const bridge = await startActivityBridge({ clients: world.clients(), activityArn, connection: world.nc, serviceSubject: 'svc.pack', requestTimeoutMs: 5_000, heartbeatIntervalMs: 1_000 });
+    const bridge = await startActivityBridge({
+      clients: world.clients(),
+      activityArn,
+      connection: world.nc,
+      serviceSubject: 'svc.pack',
+      requestTimeoutMs: 5_000,
+      heartbeatIntervalMs: 1_000,
+    });
     try {
       const d = await world.waitForEnd(await start({ n: 21 }));
       assert.equal(d.status, 'SUCCEEDED');
@@ -66,7 +76,15 @@ describe('activity bridge', () => {
       if (input.n === 1) return void respondWithTaskError(msg, 'Check.Refused', 'n is 1');
       return undefined; // n === 2: never answers
     });
-    const bridge = await startActivityBridge({ clients: world.clients(), activityArn, connection: world.nc, serviceSubject: 'svc.check', requestTimeoutMs: 500, heartbeatIntervalMs: 0, concurrency: 2 });
+    const bridge = await startActivityBridge({
+      clients: world.clients(),
+      activityArn,
+      connection: world.nc,
+      serviceSubject: 'svc.check',
+      requestTimeoutMs: 500,
+      heartbeatIntervalMs: 0,
+      concurrency: 2,
+    });
     try {
       const [refused, silent] = await Promise.all([start({ n: 1 }), start({ n: 2 })]);
       const r = await world.waitForEnd(refused);
@@ -87,7 +105,14 @@ describe('activity bridge', () => {
   it('keeps a task with HeartbeatSeconds alive while the service works', async () => {
     const { activityArn, start } = await setup({ HeartbeatSeconds: 1 });
     const sub = service('svc.slow', (input) => ({ slow: input.n }), 2_500);
-    const bridge = await startActivityBridge({ clients: world.clients(), activityArn, connection: world.nc, serviceSubject: 'svc.slow', requestTimeoutMs: 10_000, heartbeatIntervalMs: 300 });
+    const bridge = await startActivityBridge({
+      clients: world.clients(),
+      activityArn,
+      connection: world.nc,
+      serviceSubject: 'svc.slow',
+      requestTimeoutMs: 10_000,
+      heartbeatIntervalMs: 300,
+    });
     try {
       const d = await world.waitForEnd(await start({ n: 3 }));
       assert.equal(d.status, 'SUCCEEDED');
@@ -102,7 +127,14 @@ describe('activity bridge', () => {
     const { activityArn, start } = await setup();
     const sub = service('svc.late', (input) => ({ late: input.n }), 200);
     world.endpoint.resetStats();
-    const bridge = await startActivityBridge({ clients: world.clients(), activityArn, connection: world.nc, serviceSubject: 'svc.late', requestTimeoutMs: 5_000, heartbeatIntervalMs: 0 });
+    const bridge = await startActivityBridge({
+      clients: world.clients(),
+      activityArn,
+      connection: world.nc,
+      serviceSubject: 'svc.late',
+      requestTimeoutMs: 5_000,
+      heartbeatIntervalMs: 0,
+    });
     try {
       // One poll is held open by the endpoint (2 s) ...
       await eventually(() => assert.equal(world.endpoint.stats().byAction.GetActivityTask, 1));
@@ -126,7 +158,14 @@ describe('activity bridge', () => {
     const sub = service('svc.thr', (input) => ({ n: input.n }));
     const client = world.client({ maxAttempts: 1 }); // no SDK retries: the bridge's own backoff
     world.endpoint.throttle({ count: 3, actions: ['GetActivityTask'] });
-    const bridge = await startActivityBridge({ client, activityArn, connection: world.nc, serviceSubject: 'svc.thr', requestTimeoutMs: 5_000, heartbeatIntervalMs: 0 });
+    const bridge = await startActivityBridge({
+      client,
+      activityArn,
+      connection: world.nc,
+      serviceSubject: 'svc.thr',
+      requestTimeoutMs: 5_000,
+      heartbeatIntervalMs: 0,
+    });
     try {
       const d = await world.waitForEnd(await start({ n: 9 }));
       assert.equal(d.status, 'SUCCEEDED');
@@ -140,11 +179,24 @@ describe('activity bridge', () => {
 
   it('checks its options', async () => {
     await assert.rejects(
-      startActivityBridge({ clients: world.clients(), activityArn: 'pack', connection: world.nc, serviceSubject: 's', requestTimeoutMs: 1, heartbeatIntervalMs: 0 }),
+      startActivityBridge({
+        clients: world.clients(),
+        activityArn: 'pack',
+        connection: world.nc,
+        serviceSubject: 's',
+        requestTimeoutMs: 1,
+        heartbeatIntervalMs: 0,
+      }),
       /activityArn must look like/,
     );
     await assert.rejects(
-      startActivityBridge({ activityArn: 'arn:aws:states:us-east-1:123456789012:activity:x', connection: world.nc, serviceSubject: 's', requestTimeoutMs: 1, heartbeatIntervalMs: 0 }),
+      startActivityBridge({
+        activityArn: 'arn:aws:states:us-east-1:123456789012:activity:x',
+        connection: world.nc,
+        serviceSubject: 's',
+        requestTimeoutMs: 1,
+        heartbeatIntervalMs: 0,
+      }),
       /give 'client'/,
     );
   });

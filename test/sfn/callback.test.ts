@@ -117,8 +117,25 @@ describe('callback tasks', () => {
       return { done: true };
     };
     const logger = memoryLogger();
-    const beating = await serveCallbackTasks({ connection: world.nc, stream: STREAM, subject: 'sfn.tokens.hb', durable: 'hb', clients: world.clients(), heartbeatIntervalMs: 300, handler: slow });
-    const silent = await serveCallbackTasks({ connection: world.nc, stream: STREAM, subject: 'sfn.tokens.nohb', durable: 'nohb', clients: world.clients(), heartbeatIntervalMs: 0, handler: slow, logger });
+    const beating = await serveCallbackTasks({
+      connection: world.nc,
+      stream: STREAM,
+      subject: 'sfn.tokens.hb',
+      durable: 'hb',
+      clients: world.clients(),
+      heartbeatIntervalMs: 300,
+      handler: slow,
+    });
+    const silent = await serveCallbackTasks({
+      connection: world.nc,
+      stream: STREAM,
+      subject: 'sfn.tokens.nohb',
+      durable: 'nohb',
+      clients: world.clients(),
+      heartbeatIntervalMs: 0,
+      handler: slow,
+      logger,
+    });
     try {
       const [alive, dead] = await Promise.all([run('hb', {}, { HeartbeatSeconds: 1 }), run('nohb', {}, { HeartbeatSeconds: 1 })]);
       const [a, d] = await Promise.all([world.waitForEnd(alive), world.waitForEnd(dead)]);
@@ -203,7 +220,10 @@ describe('callback tasks', () => {
           Charge: {
             Type: 'Task',
             Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
-            Parameters: { FunctionName: 'forward', Payload: { route: 'once', 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' } },
+            Parameters: {
+              FunctionName: 'forward',
+              Payload: { route: 'once', 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' },
+            },
             TimeoutSeconds: 30,
             Retry: [{ ErrorEquals: ['jetstate.ServiceTimeout'], IntervalSeconds: 1, MaxAttempts: 2 }],
             End: true,
@@ -212,7 +232,11 @@ describe('callback tasks', () => {
       };
       const arn = await world.createStateMachine('cb-once', machine);
       const orders = Array.from({ length: 12 }, (_, i) => `o-${i}`);
-      const executions = await Promise.all(orders.map(async (orderId) => (await world.client().send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify({ orderId }) }))).executionArn!));
+      const executions = await Promise.all(
+        orders.map(
+          async (orderId) => (await world.client().send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify({ orderId }) }))).executionArn!,
+        ),
+      );
       for (const x of executions) assert.equal((await world.waitForEnd(x, 30_000)).status, 'SUCCEEDED');
       const retried = orders.filter((o) => byOrder.get(o)!.keys.length === 2);
       assert.deepEqual(retried, orders, 'every order was sent twice');
@@ -247,7 +271,15 @@ describe('callback tasks', () => {
           Charge: {
             Type: 'Task',
             Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
-            Parameters: { FunctionName: 'forward', Payload: { route: 'wrongarn', 'taskToken.$': '$$.Task.Token', executionArn: 'arn:aws:states:us-east-1:123456789012:execution:other:gone', 'input.$': '$' } },
+            Parameters: {
+              FunctionName: 'forward',
+              Payload: {
+                route: 'wrongarn',
+                'taskToken.$': '$$.Task.Token',
+                executionArn: 'arn:aws:states:us-east-1:123456789012:execution:other:gone',
+                'input.$': '$',
+              },
+            },
             TimeoutSeconds: 30,
             End: true,
           },
@@ -268,7 +300,14 @@ describe('callback tasks', () => {
   it('retries a throttled answer with backoff and acknowledges the token only once AWS took it', async () => {
     // A client without SDK retries, so the server's own backoff does the work.
     const client = world.client({ maxAttempts: 1 });
-    const server = await serveCallbackTasks({ connection: world.nc, stream: STREAM, subject: 'sfn.tokens.thr', durable: 'thr', client, handler: async () => ({ ok: true }) });
+    const server = await serveCallbackTasks({
+      connection: world.nc,
+      stream: STREAM,
+      subject: 'sfn.tokens.thr',
+      durable: 'thr',
+      client,
+      handler: async () => ({ ok: true }),
+    });
     try {
       world.endpoint.resetStats();
       world.endpoint.throttle({ count: 3, actions: ['SendTaskSuccess'] });

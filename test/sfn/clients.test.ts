@@ -35,11 +35,17 @@ describe('createStepFunctionsClients', () => {
     assert.equal(resolveStepFunctionsClient({ clients: pool, target: { roleArn: ROLE, externalId: 'ext-1' } }, 'test'), role);
     pool.destroy();
     pool.destroy();
-    assert.throws(() => pool.get(), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.Closed);
+    assert.throws(
+      () => pool.get(),
+      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.Closed,
+    );
   });
 
   it('checks its options and targets', () => {
-    assert.throws(() => createStepFunctionsClients({ region: '' }), (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && /region/.test(e.message));
+    assert.throws(
+      () => createStepFunctionsClients({ region: '' }),
+      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && /region/.test(e.message),
+    );
     const pool = world.clients();
     assert.throws(() => pool.get({ roleArn: 'orders-sfn' }), /roleArn must look like/);
     assert.throws(() => resolveStepFunctionsClient({}, 'startTrigger'), /startTrigger: give 'client'/);
@@ -66,7 +72,10 @@ describe('createStepFunctionsClients', () => {
     const byKey = world.endpoint.stats().byAccessKey;
     const used = issued.filter((c) => (byKey[c.accessKeyId] ?? 0) > 0);
     assert.ok(used.length >= 3, `calls were signed by ${used.length} distinct issued keys`);
-    assert.equal(Object.values(byKey).reduce((a, b) => a + b, 0), calls);
+    assert.equal(
+      Object.values(byKey).reduce((a, b) => a + b, 0),
+      calls,
+    );
     assert.equal(byKey.test, undefined);
   });
 
@@ -77,7 +86,10 @@ describe('createStepFunctionsClients', () => {
     world.endpoint.resetStats();
     await pool.get({ roleArn: OTHER_ROLE }).send(new ListStateMachinesCommand({}));
     // Another region's client of the same role reuses the credentials (its call itself is signed for eu-west-1, which this endpoint refuses).
-    await pool.get({ roleArn: OTHER_ROLE, region: 'eu-west-1' }).send(new ListStateMachinesCommand({})).catch(() => {});
+    await pool
+      .get({ roleArn: OTHER_ROLE, region: 'eu-west-1' })
+      .send(new ListStateMachinesCommand({}))
+      .catch(() => {});
     assert.equal(world.sts.issued.length - before, 1);
   });
 
@@ -86,7 +98,12 @@ describe('createStepFunctionsClients', () => {
     const unknown = `arn:aws:iam::${ACCOUNT}:role/nobody`;
     await assert.rejects(
       pool.get({ roleArn: unknown }).send(new ListStateMachinesCommand({})),
-      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && e.message.includes(`'${unknown}'`) && /AccessDenied/.test(e.message) && /trust policy/.test(e.message),
+      (e: unknown) =>
+        e instanceof JetstateError &&
+        e.code === ErrorCode.InvalidOptions &&
+        e.message.includes(`'${unknown}'`) &&
+        /AccessDenied/.test(e.message) &&
+        /trust policy/.test(e.message),
     );
     await assert.rejects(
       pool.get({ roleArn: ROLE, externalId: 'wrong' }).send(new ListStateMachinesCommand({})),

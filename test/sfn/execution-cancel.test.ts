@@ -27,7 +27,13 @@ describe('cancel while the execution is being started', () => {
     local = await startLocalStepFunctions();
     sfn = sfnClient(local);
     stateMachineArn = (
-      await sfn.send(new CreateStateMachineCommand({ name: 'long', definition: asl({ StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 600, End: true } } }), roleArn: ROLE }))
+      await sfn.send(
+        new CreateStateMachineCommand({
+          name: 'long',
+          definition: asl({ StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 600, End: true } } }),
+          roleArn: ROLE,
+        }),
+      )
     ).stateMachineArn!;
   });
   after(async () => {
@@ -50,7 +56,8 @@ describe('cancel while the execution is being started', () => {
     const list = await sfn.send(new ListExecutionsCommand({ stateMachineArn, maxResults: 1000 }));
     for (const x of list.executions ?? []) {
       const d = await sfn.send(new DescribeExecutionCommand({ executionArn: x.executionArn! }));
-      if ((JSON.parse(d.input ?? '{}') as { orderId?: string }).orderId === orderId) out.push({ executionArn: x.executionArn!, status: d.status!, error: d.error });
+      if ((JSON.parse(d.input ?? '{}') as { orderId?: string }).orderId === orderId)
+        out.push({ executionArn: x.executionArn!, status: d.status!, error: d.error });
     }
     return out;
   };
@@ -58,11 +65,15 @@ describe('cancel while the execution is being started', () => {
   /** Waits until no execution of these instances runs; returns the instances whose execution still runs after the bound. */
   const stillRunning = async (ids: string[]): Promise<string[]> => {
     let running: string[] = [];
-    await eventually(async () => {
-      running = [];
-      for (const id of ids) if ((await executionsOf(id)).some((x) => x.status === 'RUNNING')) running.push(id);
-      assert.deepEqual(running, []);
-    }, STOP_BOUND_MS, 250).catch(() => {});
+    await eventually(
+      async () => {
+        running = [];
+        for (const id of ids) if ((await executionsOf(id)).some((x) => x.status === 'RUNNING')) running.push(id);
+        assert.deepEqual(running, []);
+      },
+      STOP_BOUND_MS,
+      250,
+    ).catch(() => {});
     return running;
   };
 

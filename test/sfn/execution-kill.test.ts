@@ -114,15 +114,32 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
     // An endpoint per case, so the cases run at once and count their own calls.
     const local = await startLocalStepFunctions();
     const sfn = sfnClient(local);
-    const stateMachineArn = (await sfn.send(new CreateStateMachineCommand({ name: machine, definition: definitions[machine], roleArn: ROLE }))).stateMachineArn!;
+    const stateMachineArn = (await sfn.send(new CreateStateMachineCommand({ name: machine, definition: definitions[machine], roleArn: ROLE })))
+      .stateMachineArn!;
     const wf: WorkflowDefinition = killStageWorkflow(wfName, stateMachineArn);
     const id = `${wfName}-1`;
-    const args = ['--nats', nats.url, '--namespace', namespace, '--endpoint', local.endpoint, '--region', local.region, '--workflow', wfName, '--state-machine', stateMachineArn];
+    const args = [
+      '--nats',
+      nats.url,
+      '--namespace',
+      namespace,
+      '--endpoint',
+      local.endpoint,
+      '--region',
+      local.region,
+      '--workflow',
+      wfName,
+      '--state-machine',
+      stateMachineArn,
+    ];
     const first = spawnEngine(traced ? [...args, '--trace'] : args);
     await within(first.ready, 20_000, 'the first engine ready');
     const client = await createClient({ servers: nats.url, namespace, workflows: [wf] });
     // The adapter counts its calls by action and outcome: how the second StartExecution was answered.
-    const reader = new PeriodicExportingMetricReader({ exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE), exportIntervalMillis: 3_600_000 });
+    const reader = new PeriodicExportingMetricReader({
+      exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE),
+      exportIntervalMillis: 3_600_000,
+    });
     const meterProvider = new MeterProvider({ readers: [reader] });
     let engine: Awaited<ReturnType<typeof createEngine>> | undefined;
     try {
@@ -142,10 +159,14 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
       engine = await createEngine({ servers: nats.url, namespace, workflows: [wf], extensions: [extension], leaseTtlMs: 1_000, telemetry });
 
       // The task comes back after its acknowledgement wait; this engine starts the same name again.
-      const statusAtRetry = await eventually(async () => {
-        assert.equal(local.stats().byAction['StartExecution'], 2, 'the retried StartExecution');
-        return (await sfn.send(new DescribeExecutionCommand({ executionArn }))).status;
-      }, 20_000, 20);
+      const statusAtRetry = await eventually(
+        async () => {
+          assert.equal(local.stats().byAction['StartExecution'], 2, 'the retried StartExecution');
+          return (await sfn.send(new DescribeExecutionCommand({ executionArn }))).status;
+        },
+        20_000,
+        20,
+      );
       if (running) assert.equal(statusAtRetry, 'RUNNING', 'the execution was still running at the retry');
 
       const done = await engine.waitFor(wf, id, (i) => i.status !== 'running', { timeoutMs: 25_000 });
@@ -164,7 +185,9 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
       // How the second start was answered: the same ARN while running, ExecutionAlreadyExists after.
       const { resourceMetrics } = await reader.collect();
       const calls = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === 'jetstate.stepfunctions.calls');
-      const starts = (calls?.dataPoints ?? []).filter((p) => p.attributes['rpc.method'] === 'StartExecution').map((p) => [p.attributes['jetstate.outcome'], p.value]);
+      const starts = (calls?.dataPoints ?? [])
+        .filter((p) => p.attributes['rpc.method'] === 'StartExecution')
+        .map((p) => [p.attributes['jetstate.outcome'], p.value]);
       assert.deepEqual(starts, [[running ? 'ok' : 'ExecutionAlreadyExists', 1]]);
       assert.equal(extension.stats().starts, 1);
       await eventually(async () => assert.deepEqual(await keysOf(pendingBucket), [], 'the pending entry is removed once delivered'));

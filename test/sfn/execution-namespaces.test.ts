@@ -22,7 +22,10 @@ describe('executions of two namespaces', () => {
     local = await startLocalStepFunctions();
     sfn = sfnClient(local);
     // The output names the execution that produced it.
-    const definition = asl({ StartAt: 'Who', States: { Who: { Type: 'Pass', Parameters: { 'orderId.$': '$.orderId', 'executionArn.$': '$$.Execution.Id' }, End: true } } });
+    const definition = asl({
+      StartAt: 'Who',
+      States: { Who: { Type: 'Pass', Parameters: { 'orderId.$': '$.orderId', 'executionArn.$': '$$.Execution.Id' }, End: true } },
+    });
     stateMachineArn = (await sfn.send(new CreateStateMachineCommand({ name: 'who', definition, roleArn: ROLE }))).stateMachineArn!;
   });
   after(async () => {

@@ -40,7 +40,13 @@ describe('push completion without the output in the event', () => {
     });
     sfn = sfnClient(local);
     stateMachineArn = (
-      await sfn.send(new CreateStateMachineCommand({ name: 'echo', definition: asl({ StartAt: 'Echo', States: { Echo: { Type: 'Pass', Parameters: { 'orderId.$': '$.orderId', echoed: true }, End: true } } }), roleArn: ROLE }))
+      await sfn.send(
+        new CreateStateMachineCommand({
+          name: 'echo',
+          definition: asl({ StartAt: 'Echo', States: { Echo: { Type: 'Pass', Parameters: { 'orderId.$': '$.orderId', echoed: true }, End: true } } }),
+          roleArn: ROLE,
+        }),
+      )
     ).stateMachineArn!;
   });
   after(async () => {
@@ -52,7 +58,13 @@ describe('push completion without the output in the event', () => {
   });
 
   const extension = (statusSubject?: string) =>
-    stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 200, ...(statusSubject ? { statusSubject } : {}) });
+    stepFunctions({
+      region: local.region,
+      endpoint: local.endpoint,
+      credentials: TEST_CREDENTIALS,
+      maxRequestsPerSecond: 200,
+      ...(statusSubject ? { statusSubject } : {}),
+    });
   const engine = async (namespace: string, workflows: WorkflowDefinition[], statusSubject?: string): Promise<Engine> => {
     const e = await createEngine({ servers: nats.url, namespace, workflows, extensions: [extension(statusSubject)], leaseTtlMs: 2_000 });
     engines.push(e);
@@ -79,7 +91,13 @@ describe('push completion without the output in the event', () => {
     subject = `${namespace}.sfn.status`;
     rewrite = withoutOutput;
     const wf = stageWorkflow('routed', stateMachineArn, { completion: 'push' });
-    const other = defineWorkflow({ name: 'other', version: 1, input: z.object({}), events: {}, machine: setup({}).createMachine({ initial: 'idle', states: { idle: {} } }) });
+    const other = defineWorkflow({
+      name: 'other',
+      version: 1,
+      input: z.object({}),
+      events: {},
+      machine: setup({}).createMachine({ initial: 'idle', states: { idle: {} } }),
+    });
     // The owner of every 'routed' instance listens elsewhere, so every status event reaches the
     // other engine, which serves another workflow and owns none of these instances.
     const owner = await engine(namespace, [wf], `${namespace}.sfn.status.unused`);
@@ -112,4 +130,3 @@ describe('push completion without the output in the event', () => {
     assert.deepEqual(done, ids, `${done.length} of ${ids.length} finished with their real output`);
   });
 });
-

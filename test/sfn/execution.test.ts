@@ -78,7 +78,10 @@ describe('stepFunctionsExecution', () => {
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
   const finished = (w: WorkflowDefinition, id: string) => engine.waitFor(w, id, (i) => i.status !== 'running', { timeoutMs: 20_000 });
   const outcomes = async (w: WorkflowDefinition, id: string) =>
-    (await engine.history(w, id)).filter((h) => /^xstate\.(done|error)\.actor\./.test(String((h.event as { type?: string }).type ?? '')) || (h.event as { type?: string }).type === 'jetstate.task');
+    (await engine.history(w, id)).filter(
+      (h) =>
+        /^xstate\.(done|error)\.actor\./.test(String((h.event as { type?: string }).type ?? '')) || (h.event as { type?: string }).type === 'jetstate.task',
+    );
 
   it('returns the execution output as xstate.done.actor, once, with the trace context in the input', async () => {
     const i = await engine.start(wf['settle']!, { id: 's-1', input: { orderId: 's-1' } });
@@ -100,7 +103,11 @@ describe('stepFunctionsExecution', () => {
     const declined = await finished(wf['decline']!, 'd-1');
     assert.equal(declined.value, 'failed');
     assert.deepEqual(pick((declined.context as Ctx).error, ['name', 'message', 'status', 'error', 'cause']), {
-      name: 'PaymentDeclined', message: 'insufficient funds', status: 'FAILED', error: 'PaymentDeclined', cause: 'insufficient funds',
+      name: 'PaymentDeclined',
+      message: 'insufficient funds',
+      status: 'FAILED',
+      error: 'PaymentDeclined',
+      cause: 'insufficient funds',
     });
     const timedOut = await finished(wf['sleepy']!, 't-1');
     assert.equal(timedOut.value, 'failed');
@@ -148,11 +155,21 @@ describe('stepFunctionsExecution', () => {
     assert.match(echoed._jetstate.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     const attempt = spans.getFinishedSpans().find((s) => s.name === 'jetstate.task pushed.stage')!;
     assert.equal(echoed._jetstate.traceparent.split('-')[1], attempt.spanContext().traceId, 'the cloud stage continues the trace');
-    assert.ok(spans.getFinishedSpans().some((s) => s.name === 'jetstate.stepfunctions StartExecution'), 'the call is a span');
+    assert.ok(
+      spans.getFinishedSpans().some((s) => s.name === 'jetstate.stepfunctions StartExecution'),
+      'the call is a span',
+    );
     assert.equal(extension.stats().describes - before, 0, 'no poll was needed');
     // The same status event again (EventBridge delivers at least once): nothing more happens.
     const arn = (await sfn.send(new ListExecutionsCommand({ stateMachineArn: arns['plain'] }))).executions![0]!.executionArn!;
-    forwarder.publish(`${namespace}.sfn.status`, JSON.stringify({ 'detail-type': 'Step Functions Execution Status Change', source: 'aws.states', detail: { executionArn: arn, status: 'SUCCEEDED', output: '{"again":true}' } }));
+    forwarder.publish(
+      `${namespace}.sfn.status`,
+      JSON.stringify({
+        'detail-type': 'Step Functions Execution Status Change',
+        source: 'aws.states',
+        detail: { executionArn: arn, status: 'SUCCEEDED', output: '{"again":true}' },
+      }),
+    );
     await new Promise((r) => setTimeout(r, 300));
     assert.equal((await outcomes(wf['pushed']!, 'p-1')).length, 1);
     assert.equal(((await engine.get(wf['pushed']!, 'p-1'))!.context as Ctx).result !== undefined, true);
@@ -164,7 +181,10 @@ describe('stepFunctionsExecution', () => {
     await engine.start(wf['settle']!, { id: 's-throttled', input: { orderId: 's-throttled' } });
     const throttled = await finished(wf['settle']!, 's-throttled');
     assert.equal(throttled.value, 'done', JSON.stringify(throttled.context));
-    assert.ok(extension.stats().throttled - before >= 1, `the poller saw ThrottlingException: ${JSON.stringify(extension.stats())} ${JSON.stringify(local.stats())}`);
+    assert.ok(
+      extension.stats().throttled - before >= 1,
+      `the poller saw ThrottlingException: ${JSON.stringify(extension.stats())} ${JSON.stringify(local.stats())}`,
+    );
     assert.equal((await outcomes(wf['settle']!, 's-throttled')).length, 1);
   });
 

@@ -51,7 +51,9 @@ describe('the hybrid example', { concurrency: true }, () => {
 
   const finished = (id: string, e: Engine = engine) => e.waitFor(hybrid, id, (i) => i.status !== 'running', { timeoutMs: 20_000 });
   const executionsOf = async (id: string) =>
-    (await world.client().send(new ListExecutionsCommand({ stateMachineArn: HYBRID_LOCAL_STATE_MACHINE_ARN }))).executions!.filter((e) => e.name!.startsWith(`hybrid-${namespace}-hybrid-${id}-`));
+    (await world.client().send(new ListExecutionsCommand({ stateMachineArn: HYBRID_LOCAL_STATE_MACHINE_ARN }))).executions!.filter((e) =>
+      e.name!.startsWith(`hybrid-${namespace}-hybrid-${id}-`),
+    );
 
   it('validates and reserves locally, settles in Step Functions through a NATS service, confirms locally', async () => {
     const before = stock.get('book')!;
@@ -74,9 +76,15 @@ describe('the hybrid example', { concurrency: true }, () => {
     // Each step once, in order: reserve, settle (the cloud stage), confirm.
     const history = await engine.history(hybrid, 'h-1');
     const tasks = history.filter((h) => (h.event as { type?: string }).type === 'jetstate.task');
-    assert.deepEqual(tasks.map((h) => h.to), ['settling', 'confirming', 'completed']);
+    assert.deepEqual(
+      tasks.map((h) => h.to),
+      ['settling', 'confirming', 'completed'],
+    );
     // History names the outcomes as the machine saw them; replay still uses the internal event.
-    assert.deepEqual(tasks.map((h) => h.actorEvent), ['xstate.done.actor.reserve', 'xstate.done.actor.settle', 'xstate.done.actor.confirm']);
+    assert.deepEqual(
+      tasks.map((h) => h.actorEvent),
+      ['xstate.done.actor.reserve', 'xstate.done.actor.settle', 'xstate.done.actor.confirm'],
+    );
     assert.equal((await engine.verify(hybrid, 'h-1')).ok, true);
     const cli = await runCli(['history', 'hybrid', 'h-1', '--server', world.nats!.url, '--namespace', namespace]);
     assert.equal(cli.code, 0, cli.stderr);
@@ -115,7 +123,10 @@ describe('the hybrid example', { concurrency: true }, () => {
       const done = await finished('h-4', plain);
       const ctx = done.context as HybridContext;
       assert.equal(done.value, 'cancelled', JSON.stringify(ctx));
-      assert.match(ctx.error!.message, /activity 'settle' of workflow 'hybrid' needs the 'step-functions' engine extension; pass extensions: \[stepFunctions\(\{ region \}\)\] to createEngine/);
+      assert.match(
+        ctx.error!.message,
+        /activity 'settle' of workflow 'hybrid' needs the 'step-functions' engine extension; pass extensions: \[stepFunctions\(\{ region \}\)\] to createEngine/,
+      );
       assert.equal((await executionsOf('h-4')).length, 0);
     } finally {
       await plain.close();

@@ -72,8 +72,14 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
     assert.equal(await create('hello', HELLO), arns['hello']);
     await assert.rejects(sfn.send(new CreateStateMachineCommand({ name: 'hello', definition: SLOW, roleArn: ROLE })), { name: 'StateMachineAlreadyExists' });
     const listed = await sfn.send(new ListStateMachinesCommand({}));
-    assert.deepEqual(listed.stateMachines?.map((m) => m.name), ['fuse', 'hello', 'slow']);
-    await assert.rejects(sfn.send(new DescribeStateMachineCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:nope' })), StateMachineDoesNotExist);
+    assert.deepEqual(
+      listed.stateMachines?.map((m) => m.name),
+      ['fuse', 'hello', 'slow'],
+    );
+    await assert.rejects(
+      sfn.send(new DescribeStateMachineCommand({ stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:nope' })),
+      StateMachineDoesNotExist,
+    );
     await assert.rejects(sfn.send(new DescribeStateMachineCommand({ stateMachineArn: 'not-an-arn' })), { name: 'InvalidArn' });
   });
 
@@ -87,14 +93,29 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
     assert.ok(done.stopDate! >= done.startDate!);
     const history = await sfn.send(new GetExecutionHistoryCommand({ executionArn: started.executionArn }));
     const types = history.events!.map((e) => e.type);
-    assert.deepEqual(types, ['ExecutionStarted', 'PassStateEntered', 'PassStateExited', 'ChoiceStateEntered', 'ChoiceStateExited', 'SucceedStateEntered', 'SucceedStateExited', 'ExecutionSucceeded']);
-    assert.deepEqual(history.events!.map((e) => e.id), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(types, [
+      'ExecutionStarted',
+      'PassStateEntered',
+      'PassStateExited',
+      'ChoiceStateEntered',
+      'ChoiceStateExited',
+      'SucceedStateEntered',
+      'SucceedStateExited',
+      'ExecutionSucceeded',
+    ]);
+    assert.deepEqual(
+      history.events!.map((e) => e.id),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
     const mine = await eventually(() => {
       const list = events.filter((e) => e.resources[0] === started.executionArn);
       assert.equal(list.length, 2);
       return list;
     });
-    assert.deepEqual(mine.map((e) => e.detail.status), ['RUNNING', 'SUCCEEDED']);
+    assert.deepEqual(
+      mine.map((e) => e.detail.status),
+      ['RUNNING', 'SUCCEEDED'],
+    );
     const end = mine[1]!;
     assert.equal(end['detail-type'], 'Step Functions Execution Status Change');
     assert.equal(end.source, 'aws.states');
@@ -161,13 +182,17 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
     await sfn.send(new StartExecutionCommand({ stateMachineArn: arns['hello'], name: maxName, input: '{"who":"x"}' }));
     await assert.rejects(sfn.send(new StartExecutionCommand({ stateMachineArn: arns['hello'], input: '{"who":' })), InvalidExecutionInput);
     const big = JSON.stringify({ who: 'x'.repeat(256 * 1024) });
-    await assert.rejects(sfn.send(new StartExecutionCommand({ stateMachineArn: arns['hello'], input: big })), (e: Error) => e instanceof InvalidExecutionInput && /limit is 262144/.test(e.message));
+    await assert.rejects(
+      sfn.send(new StartExecutionCommand({ stateMachineArn: arns['hello'], input: big })),
+      (e: Error) => e instanceof InvalidExecutionInput && /limit is 262144/.test(e.message),
+    );
     await assert.rejects(sfn.send(new StartExecutionCommand({ stateMachineArn: `${arns['hello']}x` })), StateMachineDoesNotExist);
   });
 
   it('lists executions newest first, by status, in pages', async () => {
     const lister = await create('lister', HELLO);
-    for (const n of [1, 2, 3, 4, 5]) await sfn.send(new StartExecutionCommand({ stateMachineArn: lister, name: `l-${n}`, input: `{"who":"${n === 3 ? 'fail' : 'x'}"}` }));
+    for (const n of [1, 2, 3, 4, 5])
+      await sfn.send(new StartExecutionCommand({ stateMachineArn: lister, name: `l-${n}`, input: `{"who":"${n === 3 ? 'fail' : 'x'}"}` }));
     await eventually(async () => {
       const running = await sfn.send(new ListExecutionsCommand({ stateMachineArn: lister, statusFilter: 'RUNNING' }));
       assert.equal(running.executions!.length, 0);
@@ -184,8 +209,13 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
     assert.deepEqual(names, ['l-5', 'l-4', 'l-3', 'l-2', 'l-1']);
     assert.equal(pages, 3);
     const failed = await sfn.send(new ListExecutionsCommand({ stateMachineArn: lister, statusFilter: 'FAILED' }));
-    assert.deepEqual(failed.executions!.map((e) => [e.name, e.status]), [['l-3', 'FAILED']]);
-    await assert.rejects(sfn.send(new ListExecutionsCommand({ stateMachineArn: lister, statusFilter: 'FAILED', nextToken: 'bogus' })), { name: 'InvalidToken' });
+    assert.deepEqual(
+      failed.executions!.map((e) => [e.name, e.status]),
+      [['l-3', 'FAILED']],
+    );
+    await assert.rejects(sfn.send(new ListExecutionsCommand({ stateMachineArn: lister, statusFilter: 'FAILED', nextToken: 'bogus' })), {
+      name: 'InvalidToken',
+    });
   });
 
   it('updates and deletes a state machine; running executions keep their definition', async () => {
@@ -208,7 +238,10 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
         (e: Error) => e instanceof InvalidDefinition && pattern.test(e.message),
       );
     };
-    await refused({ QueryLanguage: 'JSONata', StartAt: 'A', States: { A: { Type: 'Pass', Output: '{% $states.input %}', End: true } } }, /JSONata.*not supported by sfn-local/);
+    await refused(
+      { QueryLanguage: 'JSONata', StartAt: 'A', States: { A: { Type: 'Pass', Output: '{% $states.input %}', End: true } } },
+      /JSONata.*not supported by sfn-local/,
+    );
     await refused({ StartAt: 'A', States: { A: { Type: 'Pass', QueryLanguage: 'JSONata', End: true } } }, /JSONata/);
     await refused({ StartAt: 'A', States: { A: { Type: 'Pass', Assign: { x: 1 }, End: true } } }, /'Assign'.*variables/);
     await refused(
@@ -227,8 +260,13 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
     );
     await refused({ StartAt: 'A', States: { A: { Type: 'Pass', Next: 'Nowhere' } } }, /MISSING_TRANSITION_TARGET/);
     await refused({ StartAt: 'A', States: {} } as object, /Invalid State Machine Definition/);
-    await assert.rejects(sfn.send(new CreateStateMachineCommand({ name: 'bad-json', definition: '{"StartAt":', roleArn: ROLE })), (e: Error) => e instanceof InvalidDefinition && /INVALID_JSON/.test(e.message));
-    await assert.rejects(sfn.send(new CreateStateMachineCommand({ name: 'express', definition: HELLO, roleArn: ROLE, type: 'EXPRESS' })), { name: 'StateMachineTypeNotSupported' });
+    await assert.rejects(
+      sfn.send(new CreateStateMachineCommand({ name: 'bad-json', definition: '{"StartAt":', roleArn: ROLE })),
+      (e: Error) => e instanceof InvalidDefinition && /INVALID_JSON/.test(e.message),
+    );
+    await assert.rejects(sfn.send(new CreateStateMachineCommand({ name: 'express', definition: HELLO, roleArn: ROLE, type: 'EXPRESS' })), {
+      name: 'StateMachineTypeNotSupported',
+    });
     await assert.rejects(sfn.send(new CreateStateMachineCommand({ name: 'norole', definition: HELLO, roleArn: 'role' })), { name: 'InvalidArn' });
   });
 
@@ -269,8 +307,15 @@ describe('sfn-local: the Step Functions endpoint core, through @aws-sdk/client-s
     const forger = sfnClient(local, { maxAttempts: 1, credentials: { accessKeyId: 'test', secretAccessKey: 'not-test' } });
     try {
       await assert.rejects(stranger.send(new ListStateMachinesCommand({})), { name: 'UnrecognizedClientException' });
-      await assert.rejects(forger.send(new ListStateMachinesCommand({})), (e: Error) => e.name === 'InvalidSignatureException' && /signature we calculated does not match/.test(e.message));
-      const unsigned = await fetch(local.endpoint, { method: 'POST', headers: { 'x-amz-target': 'AWSStepFunctions.ListStateMachines', 'content-type': 'application/x-amz-json-1.0' }, body: '{}' });
+      await assert.rejects(
+        forger.send(new ListStateMachinesCommand({})),
+        (e: Error) => e.name === 'InvalidSignatureException' && /signature we calculated does not match/.test(e.message),
+      );
+      const unsigned = await fetch(local.endpoint, {
+        method: 'POST',
+        headers: { 'x-amz-target': 'AWSStepFunctions.ListStateMachines', 'content-type': 'application/x-amz-json-1.0' },
+        body: '{}',
+      });
       assert.equal(unsigned.status, 403);
       assert.equal(((await unsigned.json()) as { __type: string }).__type, 'MissingAuthenticationTokenException');
     } finally {
@@ -324,7 +369,11 @@ describe('sfn-local with a loopback STS: assumed-role credentials that expire an
       }
       const root = sfnClient(local, { maxAttempts: 1 });
       try {
-        await assert.rejects(root.send(new ListStateMachinesCommand({})), { name: 'UnrecognizedClientException' }, 'the STS root key is not an accepted static key here');
+        await assert.rejects(
+          root.send(new ListStateMachinesCommand({})),
+          { name: 'UnrecognizedClientException' },
+          'the STS root key is not an accepted static key here',
+        );
       } finally {
         root.destroy();
       }

@@ -65,10 +65,15 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
   it('hands an activity task to GetActivityTask and completes it with SendTaskSuccess', async () => {
     assert.equal((await sfn.send(new CreateActivityCommand({ name: 'pack' }))).activityArn, ACTIVITY, 'CreateActivity is idempotent');
     assert.equal((await sfn.send(new DescribeActivityCommand({ activityArn: ACTIVITY }))).name, 'pack');
-    assert.deepEqual((await sfn.send(new ListActivitiesCommand({}))).activities?.map((a) => a.activityArn), [ACTIVITY]);
+    assert.deepEqual(
+      (await sfn.send(new ListActivitiesCommand({}))).activities?.map((a) => a.activityArn),
+      [ACTIVITY],
+    );
     const m = await machine('packing', {
       StartAt: 'Pack',
-      States: { Pack: { Type: 'Task', Resource: ACTIVITY, Parameters: { 'order.$': '$.orderId', 'execution.$': '$$.Execution.Id' }, ResultPath: '$.packed', End: true } },
+      States: {
+        Pack: { Type: 'Task', Resource: ACTIVITY, Parameters: { 'order.$': '$.orderId', 'execution.$': '$$.Execution.Id' }, ResultPath: '$.packed', End: true },
+      },
     });
     const executionArn = await start(m, 'pack-1', { orderId: 'o-1' });
     const task = await poll();
@@ -79,7 +84,15 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
     assert.equal(done.status, 'SUCCEEDED');
     assert.deepEqual(JSON.parse(done.output!), { orderId: 'o-1', packed: { box: 'B7' } });
     const types = (await sfn.send(new GetExecutionHistoryCommand({ executionArn }))).events!.map((e) => e.type);
-    assert.deepEqual(types, ['ExecutionStarted', 'TaskStateEntered', 'ActivityScheduled', 'ActivityStarted', 'ActivitySucceeded', 'TaskStateExited', 'ExecutionSucceeded']);
+    assert.deepEqual(types, [
+      'ExecutionStarted',
+      'TaskStateEntered',
+      'ActivityScheduled',
+      'ActivityStarted',
+      'ActivitySucceeded',
+      'TaskStateExited',
+      'ExecutionSucceeded',
+    ]);
     await assert.rejects(sfn.send(new SendTaskSuccessCommand({ taskToken: task.taskToken, output: '{}' })), TaskTimedOut, 'an answered token is gone');
   });
 
@@ -145,7 +158,10 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
         Ask: {
           Type: 'Task',
           Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
-          Parameters: { FunctionName: 'arn:aws:lambda:us-east-1:123456789012:function:requestApproval:live', Payload: { 'token.$': '$$.Task.Token', 'who.$': '$.who' } },
+          Parameters: {
+            FunctionName: 'arn:aws:lambda:us-east-1:123456789012:function:requestApproval:live',
+            Payload: { 'token.$': '$$.Task.Token', 'who.$': '$.who' },
+          },
           HeartbeatSeconds: 30,
           ResultPath: '$.decision',
           End: true,
@@ -155,7 +171,10 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
     const a = await start(m, 'approve-1', { who: 'ada' });
     const b = await start(m, 'approve-2', { who: 'bo' });
     await eventually(() => assert.equal(approvals.length, 2));
-    const [ada, bo] = [approvals.find((x) => (x.payload as { who: string }).who === 'ada')!, approvals.find((x) => (x.payload as { who: string }).who === 'bo')!];
+    const [ada, bo] = [
+      approvals.find((x) => (x.payload as { who: string }).who === 'ada')!,
+      approvals.find((x) => (x.payload as { who: string }).who === 'bo')!,
+    ];
     assert.notEqual(ada.token, bo.token, 'each task gets its own token');
     const call = calls.find((c) => c.fn === 'requestApproval' && c.ctx.executionArn === a)!;
     assert.equal(call.ctx.taskToken, ada.token);
@@ -174,7 +193,7 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
     assert.deepEqual(types, ['ExecutionStarted', 'TaskStateEntered', 'TaskScheduled', 'TaskSucceeded', 'TaskStateExited', 'ExecutionSucceeded']);
   });
 
-  it("times a callback task out after its TimeoutSeconds; the token is then gone", async () => {
+  it('times a callback task out after its TimeoutSeconds; the token is then gone', async () => {
     approvals = [];
     const m = await machine('approval-timeout', {
       StartAt: 'Ask',
@@ -243,14 +262,24 @@ describe('sfn-local: activities, callback tasks and Lambda handlers', () => {
     assert.equal(d.error, 'States.Runtime');
     assert.match(d.cause!, /sfn-local does not run the Task resource 'arn:aws:states:::sqs:sendMessage' \(state 'Notify'/);
 
-    const f = await machine('unknown-fn', { StartAt: 'Call', States: { Call: { Type: 'Task', Resource: 'arn:aws:lambda:us-east-1:123456789012:function:nobody', End: true } } });
+    const f = await machine('unknown-fn', {
+      StartAt: 'Call',
+      States: { Call: { Type: 'Task', Resource: 'arn:aws:lambda:us-east-1:123456789012:function:nobody', End: true } },
+    });
     const d2 = await waitForStatus(sfn, await start(f, 'fn-1'));
     assert.equal(d2.status, 'FAILED');
     assert.match(d2.cause!, /does not run the Lambda function 'nobody'.*no taskHandler named 'nobody'/);
 
     const noToken = await machine('no-token', {
       StartAt: 'Ask',
-      States: { Ask: { Type: 'Task', Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken', Parameters: { FunctionName: 'requestApproval', Payload: {} }, End: true } },
+      States: {
+        Ask: {
+          Type: 'Task',
+          Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
+          Parameters: { FunctionName: 'requestApproval', Payload: {} },
+          End: true,
+        },
+      },
     });
     const d3 = await waitForStatus(sfn, await start(noToken, 'nt-1'));
     assert.equal(d3.status, 'FAILED');
@@ -325,7 +354,11 @@ describe('sfn-local close', () => {
     try {
       const { activityArn } = await sfn.send(new CreateActivityCommand({ name: 'idle' }));
       const { stateMachineArn } = await sfn.send(
-        new CreateStateMachineCommand({ name: 'waiting', definition: asl({ StartAt: 'W', States: { W: { Type: 'Wait', Seconds: 600, Next: 'T' }, T: { Type: 'Task', Resource: activityArn!, End: true } } }), roleArn: ROLE }),
+        new CreateStateMachineCommand({
+          name: 'waiting',
+          definition: asl({ StartAt: 'W', States: { W: { Type: 'Wait', Seconds: 600, Next: 'T' }, T: { Type: 'Task', Resource: activityArn!, End: true } } }),
+          roleArn: ROLE,
+        }),
       );
       await sfn.send(new StartExecutionCommand({ stateMachineArn }));
       const polling = sfn.send(new GetActivityTaskCommand({ activityArn }));

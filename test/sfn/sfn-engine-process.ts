@@ -73,7 +73,10 @@ say('READY', { pid: process.pid });
 
 const shutdown = (): void => {
   setTimeout(() => process.exit(3), 10_000).unref();
-  void engine.close().then(() => process.exit(0), () => process.exit(1));
+  void engine.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
 };
 process.on('SIGTERM', shutdown);
 // Orphaned (the test runner died): stop rather than linger.

@@ -130,7 +130,14 @@ describe('trigger', () => {
     await js.publish('trig.double', JSON.stringify({ n: 2, waitSeconds: 0 }), { headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
     await js.publish('trig.double', JSON.stringify({ n: 3, waitSeconds: 0 }), { headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
     await js.publish('trig.double', JSON.stringify({ n: 4, waitSeconds: 0 }), { msgID: 'with-id', headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
-    const first = await startTrigger({ connection: world.nc, subject: 'trig.double', stream: 'TRIGGERS', durable: 'first', stateMachineArn, clients: world.clients() });
+    const first = await startTrigger({
+      connection: world.nc,
+      subject: 'trig.double',
+      stream: 'TRIGGERS',
+      durable: 'first',
+      stateMachineArn,
+      clients: world.clients(),
+    });
     try {
       await eventually(() => assert.equal(replies.length, 3));
       assert.deepEqual(replies.map((r) => [r.status, r.output]).sort(), [
@@ -143,7 +150,14 @@ describe('trigger', () => {
       await first.stop();
     }
     // Another consumer reading the same messages again (as after a lost acknowledgement): same names, same executions.
-    const replay = await startTrigger({ connection: world.nc, subject: 'trig.double', stream: 'TRIGGERS', durable: 'replay', stateMachineArn, clients: world.clients() });
+    const replay = await startTrigger({
+      connection: world.nc,
+      subject: 'trig.double',
+      stream: 'TRIGGERS',
+      durable: 'replay',
+      stateMachineArn,
+      clients: world.clients(),
+    });
     try {
       await eventually(() => assert.equal(replies.length, 6));
       assert.equal(replay.stats.started, 3);

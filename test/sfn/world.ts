@@ -3,7 +3,13 @@
  * loopback Step Functions endpoint (which accepts what the STS issued), and real SDK clients
  * over HTTP with explicit credentials.
  */
-import { CreateActivityCommand, CreateStateMachineCommand, DescribeExecutionCommand, SFNClient, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
+import {
+  CreateActivityCommand,
+  CreateStateMachineCommand,
+  DescribeExecutionCommand,
+  SFNClient,
+  type DescribeExecutionCommandOutput,
+} from '@aws-sdk/client-sfn';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
 import { startLocalStepFunctions, type LocalStepFunctions, type TaskHandler } from '../../adapters/local/step-functions/server.js';

@@ -98,12 +98,26 @@ describe('OTLP/HTTP export from the CLI', () => {
     assert.equal(transition.traceId, sendSpan.traceId);
     assert.equal(transition.parentSpanId, sendSpan.spanId);
     assert.equal(attr(transition, 'jetstate.state.after'), 'paid');
-    assert.ok(spansOf(received).some((s) => s.name === 'jetstate.transition order' && attr(s, 'jetstate.event.type') === 'xstate.init'), 'the start is traced too');
-    await eventually(() => assert.ok(received.some((r) => r.path === '/v1/metrics' && r.body.includes('jetstate.transitions')), 'metrics arrive'), 20_000);
+    assert.ok(
+      spansOf(received).some((s) => s.name === 'jetstate.transition order' && attr(s, 'jetstate.event.type') === 'xstate.init'),
+      'the start is traced too',
+    );
+    await eventually(
+      () =>
+        assert.ok(
+          received.some((r) => r.path === '/v1/metrics' && r.body.includes('jetstate.transitions')),
+          'metrics arrive',
+        ),
+      20_000,
+    );
 
     dev.kill('SIGINT');
     await new Promise((r) => dev!.once('exit', r));
-    for (const r of received) assert.ok(!r.body.includes(SECRET), `${r.path} carries the secret: ${r.body.toString().slice(Math.max(0, r.body.indexOf(SECRET) - 600), r.body.indexOf(SECRET) + 100)}`);
+    for (const r of received)
+      assert.ok(
+        !r.body.includes(SECRET),
+        `${r.path} carries the secret: ${r.body.toString().slice(Math.max(0, r.body.indexOf(SECRET) - 600), r.body.indexOf(SECRET) + 100)}`,
+      );
   });
 
   it('speaks http/protobuf by default, and nothing is set up without an endpoint', async () => {

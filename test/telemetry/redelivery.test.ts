@@ -65,7 +65,10 @@ describe('trace context across a SIGKILL and redelivery', () => {
     assert.equal(send.parentSpanContext?.spanId, request.spanContext().spanId);
     // It links to the start, the previous transition the record remembers.
     const start = exporter.getFinishedSpans().find((s) => s.name === 'jetstate.transition counter' && s.attributes['jetstate.event.type'] === 'xstate.init')!;
-    assert.deepEqual(transition.links.map((l) => l.context.spanId), [start.spanContext().spanId]);
+    assert.deepEqual(
+      transition.links.map((l) => l.context.spanId),
+      [start.spanContext().spanId],
+    );
     assert.equal((await client.history(counter, 'r-1')).filter((h) => h.kind === 'event').length, 1, 'applied once');
   });
 });

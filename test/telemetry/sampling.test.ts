@@ -5,7 +5,14 @@
 // their cause). And no span links to a transition that was never recorded.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { BasicTracerProvider, InMemorySpanExporter, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+  type ReadableSpan,
+} from '@opentelemetry/sdk-trace-base';
 import { setup } from 'xstate';
 import { z } from 'zod';
 import { activity, childWorkflow, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
@@ -74,7 +81,10 @@ describe('parent-based sampling', () => {
         if (instance === id) return s.attributes['jetstate.event.type'] !== 'xstate.init' && !s.name.startsWith('jetstate.start');
         return instance.startsWith(`${id}_`);
       });
-    const caused = (id: string): string[] => of(id).map((s) => `${s.name} ${String(s.attributes['jetstate.event.type'] ?? '')}`.trim()).sort();
+    const caused = (id: string): string[] =>
+      of(id)
+        .map((s) => `${s.name} ${String(s.attributes['jetstate.event.type'] ?? '')}`.trim())
+        .sort();
     const whole = [
       'jetstate.send sampled GO',
       'jetstate.task sampled.work',

@@ -104,11 +104,15 @@ describe('tracing and metrics', () => {
     const traceId = request.spanContext().traceId;
     for (const s of spans.filter((x) => x.name.startsWith('jetstate.'))) assert.equal(s.spanContext().traceId, traceId, `${s.name} is in the request's trace`);
 
-    const transitions = byName(spans, 'jetstate.transition traced').sort((a, b) => Number(a.attributes['jetstate.revision']) - Number(b.attributes['jetstate.revision']));
+    const transitions = byName(spans, 'jetstate.transition traced').sort(
+      (a, b) => Number(a.attributes['jetstate.revision']) - Number(b.attributes['jetstate.revision']),
+    );
     const [init, go, fired, completed] = transitions as [ReadableSpan, ReadableSpan, ReadableSpan, ReadableSpan];
     const send = byName(spans, 'jetstate.send traced')[0]!;
     const timer = byName(spans, 'jetstate.timer traced')[0]!;
-    const attempts = byName(spans, 'jetstate.task traced.charge').sort((a, b) => Number(a.attributes['jetstate.task.attempt']) - Number(b.attributes['jetstate.task.attempt']));
+    const attempts = byName(spans, 'jetstate.task traced.charge').sort(
+      (a, b) => Number(a.attributes['jetstate.task.attempt']) - Number(b.attributes['jetstate.task.attempt']),
+    );
 
     // Parents: who caused what.
     const start = byName(spans, 'jetstate.start traced')[0]!;
@@ -125,9 +129,18 @@ describe('tracing and metrics', () => {
     assert.equal(parentOf(completed), attempts[1]!.spanContext().spanId, 'the outcome continues the successful attempt');
 
     // Links: each transition follows from the previous one of the instance.
-    assert.deepEqual(go.links.map((l) => l.context.spanId), [init.spanContext().spanId]);
-    assert.deepEqual(fired.links.map((l) => l.context.spanId), [go.spanContext().spanId]);
-    assert.deepEqual(completed.links.map((l) => l.context.spanId), [fired.spanContext().spanId]);
+    assert.deepEqual(
+      go.links.map((l) => l.context.spanId),
+      [init.spanContext().spanId],
+    );
+    assert.deepEqual(
+      fired.links.map((l) => l.context.spanId),
+      [go.spanContext().spanId],
+    );
+    assert.deepEqual(
+      completed.links.map((l) => l.context.spanId),
+      [fired.spanContext().spanId],
+    );
 
     // Attributes and status.
     assert.deepEqual(
@@ -176,13 +189,16 @@ describe('tracing and metrics', () => {
     await jetstream(nc).publish(subject, JSON.stringify({ type: 'GO', note: 42, card: SECRET }), { headers: h });
     await nc.close();
     const rejected = await eventually(() => {
-      const s = exporter.getFinishedSpans().slice(before).find((x) => x.attributes['jetstate.outcome'] === 'rejected');
+      const s = exporter
+        .getFinishedSpans()
+        .slice(before)
+        .find((x) => x.attributes['jetstate.outcome'] === 'rejected');
       assert.ok(s);
       return s;
     });
     assert.equal(rejected.status.code, SpanStatusCode.ERROR);
     assert.match(rejected.status.message ?? '', /event rejected/);
-    assert.equal(rejected.spanContext().traceId, 'a'.repeat(32), 'the raw publisher\'s context is still honoured');
+    assert.equal(rejected.spanContext().traceId, 'a'.repeat(32), "the raw publisher's context is still honoured");
     assert.equal(parentOf(rejected), 'b'.repeat(16));
     assertNoSecret(exporter.getFinishedSpans());
   });
@@ -217,7 +233,14 @@ describe('tracing and metrics', () => {
 function assertNoSecret(spans: ReadableSpan[]): void {
   assert.ok(spans.length > 0);
   for (const s of spans) {
-    const text = JSON.stringify({ name: s.name, attributes: s.attributes, events: s.events, links: s.links, status: s.status, resource: s.resource.attributes });
+    const text = JSON.stringify({
+      name: s.name,
+      attributes: s.attributes,
+      events: s.events,
+      links: s.links,
+      status: s.status,
+      resource: s.resource.attributes,
+    });
     assert.ok(!text.includes(SECRET), `span ${s.name} leaks the secret: ${text}`);
   }
 }

@@ -85,7 +85,13 @@ export const ticket = defineWorkflow({
   input: Ticket,
   events: TicketEvents,
   machine: setup({
-    types: { input: inputOf(Ticket), context: {} as { title: string; box?: string }, events: eventsOf(TicketEvents), tags: {} as 'busy' | 'idle', output: {} as { box: string | null } },
+    types: {
+      input: inputOf(Ticket),
+      context: {} as { title: string; box?: string },
+      events: eventsOf(TicketEvents),
+      tags: {} as 'busy' | 'idle',
+      output: {} as { box: string | null },
+    },
   }).createMachine({
     context: ({ input }) => ({ title: input.title }),
     initial: 'open',
@@ -213,7 +219,11 @@ export async function history(): Promise<void> {
 
 // ---- events written once ----------------------------------------------------------------------
 
-const Events = { PAY: z.object({ amount: z.number() }), CANCEL: z.object({ reason: z.string().default('none') }), NOTE: z.object({ text: z.string().optional() }) };
+const Events = {
+  PAY: z.object({ amount: z.number() }),
+  CANCEL: z.object({ reason: z.string().default('none') }),
+  NOTE: z.object({ text: z.string().optional() }),
+};
 expectType<Equal<Extract<EventsFrom<typeof Events>, { type: 'PAY' }>['amount'], number>>();
 expectType<Equal<Extract<EventsFrom<typeof Events>, { type: 'CANCEL' }>['reason'], string>>();
 expectType<Equal<keyof Extract<EventsFrom<typeof Events>, { type: 'CANCEL' }>, 'type' | 'reason' | '$identity'>>();
@@ -230,10 +240,19 @@ export const byHand = defineWorkflow({
   input: Input,
   events: Events,
   machine: setup({
-    types: { input: {} as { id: string }, events: {} as { type: 'PAY'; amount: number } | { type: 'CANCEL'; reason: string } | { type: 'NOTE'; text?: string } },
+    types: {
+      input: {} as { id: string },
+      events: {} as { type: 'PAY'; amount: number } | { type: 'CANCEL'; reason: string } | { type: 'NOTE'; text?: string },
+    },
   }).createMachine(twoStates),
 });
-export const once = defineWorkflow({ name: 'once', version: 1, input: Input, events: Events, machine: setup({ types: { input: inputOf(Input), events: eventsOf(Events) } }).createMachine(twoStates) });
+export const once = defineWorkflow({
+  name: 'once',
+  version: 1,
+  input: Input,
+  events: Events,
+  machine: setup({ types: { input: inputOf(Input), events: eventsOf(Events) } }).createMachine(twoStates),
+});
 // A machine that declares no types is not checked.
 export const untypedMachine = defineWorkflow({ name: 'untyped', version: 1, input: Input, events: Events, machine: setup({}).createMachine(twoStates) });
 
@@ -247,7 +266,9 @@ export const refundUndeclared = defineWorkflow({ name: 'r1', version: 1, input: 
 expectType<
   Equal<
     DefinitionCheck<typeof refundMachine, typeof Input, typeof payOnly, never>,
-    { error: "event REFUND: in the machine's types but not declared in events; add its zod schema to events, or list it in internalEvents if only the machine raises it" }
+    {
+      error: "event REFUND: in the machine's types but not declared in events; add its zod schema to events, or list it in internalEvents if only the machine raises it";
+    }
   >
 >();
 // ...unless only the machine raises it.
@@ -260,24 +281,56 @@ export const refundInternal = defineWorkflow({
   machine: setup({ types: { events: {} as PayRefund } }).createMachine(payStates),
 });
 
-const payStringMachine = setup({ types: { events: {} as { type: 'PAY'; amount: string } } }).createMachine({ initial: 'a', states: { a: { on: { PAY: 'b' } }, b: {} } });
+const payStringMachine = setup({ types: { events: {} as { type: 'PAY'; amount: string } } }).createMachine({
+  initial: 'a',
+  states: { a: { on: { PAY: 'b' } }, b: {} },
+});
 // @ts-expect-error: PAY's payload differs (amount is a string in the machine)
 export const payMismatch = defineWorkflow({ name: 'r3', version: 1, input: Input, events: payOnly, machine: payStringMachine });
 expectType<
   Equal<
     DefinitionCheck<typeof payStringMachine, typeof Input, typeof payOnly, never>,
-    { error: 'event PAY: zod schema and machine types differ; make the payload in setup({ types: { events } }) match the schema in events, or use events: eventsOf(events)' }
+    {
+      error: 'event PAY: zod schema and machine types differ; make the payload in setup({ types: { events } }) match the schema in events, or use events: eventsOf(events)';
+    }
   >
 >();
 
 // @ts-expect-error: an optional field the schema does not have is a difference too
-export const extraField = defineWorkflow({ name: 'r4', version: 1, input: Input, events: payOnly, machine: setup({ types: { events: {} as { type: 'PAY'; amount: number; note?: string } } }).createMachine({ initial: 'a', states: { a: { on: { PAY: 'b' } }, b: {} } }) });
+export const extraField = defineWorkflow({
+  name: 'r4',
+  version: 1,
+  input: Input,
+  events: payOnly,
+  machine: setup({ types: { events: {} as { type: 'PAY'; amount: number; note?: string } } }).createMachine({
+    initial: 'a',
+    states: { a: { on: { PAY: 'b' } }, b: {} },
+  }),
+});
 
 // @ts-expect-error: events declares CANCEL, the machine's types do not
-export const cancelMissing = defineWorkflow({ name: 'r5', version: 1, input: Input, events: { ...payOnly, CANCEL: z.object({}) }, machine: setup({ types: { events: {} as { type: 'PAY'; amount: number } } }).createMachine({ initial: 'a', states: { a: { on: { PAY: 'b', '*': 'b' } }, b: {} } }) });
+export const cancelMissing = defineWorkflow({
+  name: 'r5',
+  version: 1,
+  input: Input,
+  events: { ...payOnly, CANCEL: z.object({}) },
+  machine: setup({ types: { events: {} as { type: 'PAY'; amount: number } } }).createMachine({
+    initial: 'a',
+    states: { a: { on: { PAY: 'b', '*': 'b' } }, b: {} },
+  }),
+});
 
 // @ts-expect-error: the input schema's output does not fit the machine's input type
-export const inputMismatch = defineWorkflow({ name: 'r6', version: 1, input: Input, events: payOnly, machine: setup({ types: { input: {} as { id: number }, events: eventsOf(payOnly) } }).createMachine({ initial: 'a', states: { a: { on: { PAY: 'b' } }, b: {} } }) });
+export const inputMismatch = defineWorkflow({
+  name: 'r6',
+  version: 1,
+  input: Input,
+  events: payOnly,
+  machine: setup({ types: { input: {} as { id: number }, events: eventsOf(payOnly) } }).createMachine({
+    initial: 'a',
+    states: { a: { on: { PAY: 'b' } }, b: {} },
+  }),
+});
 
 // ---- sending stays checked against the schemas' input side -----------------------------------
 

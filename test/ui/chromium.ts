@@ -11,7 +11,16 @@ import { chromium, type BrowserContext } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
-export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 /** Why the browser tests cannot run here, or null when they can (in CI they must: no skipping there). */
 export function chromiumMissing(): string | null {
@@ -28,7 +37,13 @@ export interface Browser {
 /** Starts Chromium with a fresh `--user-data-dir` (playwright's persistent context is how it takes one). */
 export async function launchChromium(viewport = { width: 1400, height: 1000 }): Promise<Browser> {
   const profile = await mkdtemp(join(tmpdir(), 'jetstate-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport, deviceScaleFactor: 1 });
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport,
+    deviceScaleFactor: 1,
+  });
   return {
     context,
     async close() {

@@ -118,7 +118,8 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
   it('draws parallel and nested states and refuses a sender without the role, in the engine’s words', async () => {
     await engine.start(ticket, { id: 't-1', input: { title: 'printer on fire' }, token: await token('ann', ['agent']) });
     const page = await open('#/i/ticket/t-1');
-    for (const path of ['open', 'open.triage', 'open.triage.new', 'open.sla', 'open.sla.ok']) await page.locator(`svg.chart .node.active[data-path="${path}"]`).waitFor();
+    for (const path of ['open', 'open.triage', 'open.triage.new', 'open.sla', 'open.sla.ok'])
+      await page.locator(`svg.chart .node.active[data-path="${path}"]`).waitFor();
     assert.equal(await page.locator('svg.chart .node.parallel[data-path="open"]').count(), 1);
     assert.equal(await page.locator('svg.chart .node.region').count(), 2, 'two regions in the parallel state');
     assert.equal(await page.locator('svg.chart .edge-label', { hasText: 'after 1h' }).count(), 1);
@@ -129,7 +130,10 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
     await page.getByRole('button', { name: 'Send' }).click();
     const refused = page.locator('.send-result [data-outcome="rejected"]');
     await refused.waitFor();
-    assert.match((await refused.textContent())!, /\[permission\.denied\] 'ann' \(roles: agent\) may not send 'CLOSE' to workflow 'ticket'; it needs one of the roles 'lead'/);
+    assert.match(
+      (await refused.textContent())!,
+      /\[permission\.denied\] 'ann' \(roles: agent\) may not send 'CLOSE' to workflow 'ticket'; it needs one of the roles 'lead'/,
+    );
     await page.locator('ol.timeline li.rejected', { hasText: '[permission.denied]' }).waitFor();
     assert.equal(await page.locator('svg.chart .node.active[data-path="open.triage.new"]').count(), 1, 'the instance did not move');
 
@@ -202,7 +206,8 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
     const ids = Array.from({ length: 23 }, (_, i) => `pg-${String(i).padStart(2, '0')}`);
     await Promise.all(ids.map((id) => startOrder(id, 10)));
     await engine.send(order, 'pg-07', { type: 'PAY', amount: 10 });
-    const list = async (q: string, prefix = 'pg-'): Promise<InstancePage> => (await (await fetch(`${ui.url}api/instances?workflow=order&prefix=${prefix}&${q}`)).json()) as InstancePage;
+    const list = async (q: string, prefix = 'pg-'): Promise<InstancePage> =>
+      (await (await fetch(`${ui.url}api/instances?workflow=order&prefix=${prefix}&${q}`)).json()) as InstancePage;
     await eventually(async () => assert.equal((await list('state=paid')).total, 1), 10_000);
     const forward: string[][] = [];
     let page = await list('limit=5');
@@ -214,7 +219,10 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
       page = await list(`limit=5&after=${page.next}`);
     }
     assert.deepEqual(forward.flat(), ids);
-    assert.deepEqual(forward.map((p) => p.length), [5, 5, 5, 5, 3]);
+    assert.deepEqual(
+      forward.map((p) => p.length),
+      [5, 5, 5, 5, 3],
+    );
     const backward: string[][] = [];
     page = await list(`limit=5&before=order.pg-22`);
     for (;;) {
@@ -224,7 +232,10 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
     }
     assert.deepEqual(backward.flat(), ids.slice(0, 22));
     const paid = await list('state=paid');
-    assert.deepEqual(paid.rows.map((r) => r.id), ['pg-07']);
+    assert.deepEqual(
+      paid.rows.map((r) => r.id),
+      ['pg-07'],
+    );
     assert.equal((await list('status=running', 'pg-1')).total, 10);
     assert.equal((await list('state=awaitingPayment', 'pg-0')).total, 9, 'pg-07 is paid');
   });
@@ -243,7 +254,14 @@ describe('web view', { skip: chromiumMissing() ?? false, timeout: 60_000 }, () =
     assert.equal(await call('GET', '/api/overview', { host }), 200);
     assert.equal(await call('GET', '/api/overview', { host: `attacker.example:${ui.port}` }), 421, 'a DNS-rebinding page sends its own name');
     const send = JSON.stringify({ event: { type: 'PAY', amount: 1 } });
-    assert.equal(await call('POST', '/api/instances/order/live-1/send', { host, 'content-type': 'text/plain' }, send), 415, 'a cross-site form cannot send JSON');
-    assert.equal(await call('POST', '/api/instances/order/live-1/send', { host, 'content-type': 'application/json', origin: 'http://attacker.example' }, send), 403);
+    assert.equal(
+      await call('POST', '/api/instances/order/live-1/send', { host, 'content-type': 'text/plain' }, send),
+      415,
+      'a cross-site form cannot send JSON',
+    );
+    assert.equal(
+      await call('POST', '/api/instances/order/live-1/send', { host, 'content-type': 'application/json', origin: 'http://attacker.example' }, send),
+      403,
+    );
   });
 });

@@ -49,7 +49,11 @@ describe('layers', () => {
     assert.ok(rel.includes('adapters/local/aws/sts.ts'));
     assert.ok(rel.includes('adapters/nats-server/launcher.ts'));
     assert.ok(packages.has('aws-local-stepfunctions'));
-    assert.equal(rel.some((f) => f.startsWith('adapters/step-functions/')), false, 'emulators do not depend on the production adapter');
+    assert.equal(
+      rel.some((f) => f.startsWith('adapters/step-functions/')),
+      false,
+      'emulators do not depend on the production adapter',
+    );
   });
 
   it('engine/ imports nothing from adapters/ or workflows/', () => {

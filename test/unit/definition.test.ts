@@ -30,7 +30,8 @@ describe('defineWorkflow', () => {
     rejects(() => defineWorkflow({ ...base, machine: missing }), /'nope'.*does not provide/);
   });
   it('refuses invoked actors it cannot make durable, naming the kind and the fix', () => {
-    const invoking = (logic: unknown) => setup({ actors: { a: logic as never } }).createMachine(<any>{ initial: 's', states: { s: { invoke: { src: 'a' }, on: { GO: 's' } } } });
+    const invoking = (logic: unknown) =>
+      setup({ actors: { a: logic as never } }).createMachine(<any>{ initial: 's', states: { s: { invoke: { src: 'a' }, on: { GO: 's' } } } });
     const subscribable = () => ({ subscribe: () => ({ unsubscribe() {} }) }) as never;
     const cases: Array<[unknown, RegExp]> = [
       [fromPromise(async () => 1), /state '\(machine\)\.s' invokes 'a', which cannot be made durable: a fromPromise actor .*activity\(fn\)/],
@@ -47,11 +48,23 @@ describe('defineWorkflow', () => {
   });
   it('refuses spawnChild of what it cannot make durable, also in named actions', () => {
     const spawning = (actors: Record<string, unknown>, action: unknown, actions: Record<string, unknown> = {}) =>
-      setup({ actors: actors as never, actions: actions as never }).createMachine({ initial: 's', states: { s: { on: { GO: { actions: action as never } } } } });
-    rejects(() => defineWorkflow({ ...base, machine: spawning({ m: createMachine({}) }, spawnChild('m', { id: 'k' })) }), /on 'GO' spawns 'm' \(spawnChild\), which cannot be made durable: a plain machine/);
+      setup({ actors: actors as never, actions: actions as never }).createMachine({
+        initial: 's',
+        states: { s: { on: { GO: { actions: action as never } } } },
+      });
+    rejects(
+      () => defineWorkflow({ ...base, machine: spawning({ m: createMachine({}) }, spawnChild('m', { id: 'k' })) }),
+      /on 'GO' spawns 'm' \(spawnChild\), which cannot be made durable: a plain machine/,
+    );
     rejects(() => defineWorkflow({ ...base, machine: spawning({}, spawnChild(fromPromise(async () => 1) as never)) }), /spawns an inline actor implementation/);
-    rejects(() => defineWorkflow({ ...base, machine: spawning({ p: fromPromise(async () => 1) }, 'later', { later: spawnChild('p' as never) }) }), /spawns 'p' \(spawnChild\).*fromPromise/);
-    rejects(() => defineWorkflow({ ...base, machine: spawning({}, spawnChild('nope' as never)) }), /spawns 'nope', which setup\(\{ actors \}\) does not provide/);
+    rejects(
+      () => defineWorkflow({ ...base, machine: spawning({ p: fromPromise(async () => 1) }, 'later', { later: spawnChild('p' as never) }) }),
+      /spawns 'p' \(spawnChild\).*fromPromise/,
+    );
+    rejects(
+      () => defineWorkflow({ ...base, machine: spawning({}, spawnChild('nope' as never)) }),
+      /spawns 'nope', which setup\(\{ actors \}\) does not provide/,
+    );
     assert.equal(defineWorkflow({ ...base, machine: spawning({ w: activity(async () => 1) }, spawnChild('w', { id: 'k' })) }).name, 'flow');
   });
   it('refuses declared events the machine never handles', () => {

@@ -16,7 +16,9 @@ const gate = defineWorkflow({
   version: 1,
   input: z.object({ limit: z.number() }),
   events: { PAY: z.object({ amount: z.number() }), CLOSE: z.object({}) },
-  machine: setup({ types: { context: {} as { limit: number }, input: {} as { limit: number }, events: {} as { type: 'PAY'; amount: number } | { type: 'CLOSE' } } }).createMachine({
+  machine: setup({
+    types: { context: {} as { limit: number }, input: {} as { limit: number }, events: {} as { type: 'PAY'; amount: number } | { type: 'CLOSE' } },
+  }).createMachine({
     context: ({ input }) => ({ limit: input.limit }),
     initial: 'open',
     states: {

@@ -38,7 +38,8 @@ function files(dir: string): string[] {
 function importsOf(file: string): string[] {
   const src = readFileSync(file, 'utf8');
   const out: string[] = [];
-  for (const m of src.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)['"](\.{1,2}\/[^'"]+)['"]/g)) out.push(resolve(dirname(file), m[1]!.replace(/\.js$/, '.ts')));
+  for (const m of src.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)['"](\.{1,2}\/[^'"]+)['"]/g))
+    out.push(resolve(dirname(file), m[1]!.replace(/\.js$/, '.ts')));
   return out;
 }
 
@@ -61,7 +62,10 @@ describe('layers', () => {
           problems.push(`engine/${relative(engineDir, f)} imports ${relative(root, dep)}, outside engine/`);
           continue;
         }
-        if (layerOf(dep) > layerOf(f)) problems.push(`engine/${relative(engineDir, f)} (${LAYERS[layerOf(f)]!.join(',')}) imports engine/${relative(engineDir, dep)} (${LAYERS[layerOf(dep)]!.join(',')}), a higher layer`);
+        if (layerOf(dep) > layerOf(f))
+          problems.push(
+            `engine/${relative(engineDir, f)} (${LAYERS[layerOf(f)]!.join(',')}) imports engine/${relative(engineDir, dep)} (${LAYERS[layerOf(dep)]!.join(',')}), a higher layer`,
+          );
       }
     }
     assert.deepEqual(problems, []);

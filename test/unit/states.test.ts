@@ -25,7 +25,16 @@ const ticket = setup({ types: { tags: {} as 'busy' | 'idle' | 'boxed' | 'root' }
 describe('machine states', () => {
   it('lists every state as a dotted path', () => {
     assert.deepEqual(statePathsOf(order.machine), ['awaitingPayment', 'paid', 'shipped', 'delivered', 'cancelled', 'expired']);
-    assert.deepEqual(statePathsOf(ticket), ['open', 'shipping', 'shipping.box', 'shipping.box.packing', 'shipping.box.packed', 'shipping.label', 'shipping.label.none', 'shipping.label.printed']);
+    assert.deepEqual(statePathsOf(ticket), [
+      'open',
+      'shipping',
+      'shipping.box',
+      'shipping.box.packing',
+      'shipping.box.packed',
+      'shipping.label',
+      'shipping.label.none',
+      'shipping.label.printed',
+    ]);
   });
 
   it('finds the part of a matches() argument that names no state', () => {

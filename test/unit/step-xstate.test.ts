@@ -80,8 +80,14 @@ describe('timers overdue together', () => {
     assert.deepEqual(i.context.log, ['120'], 'the 120 ms timer fired first, and its transition cancelled the 300 ms one');
     assert.equal(i.record.status, 'running');
     assert.deepEqual(i.record.snapshot['value'], 'y');
-    assert.deepEqual(r.entries.map((e) => (e.event as { timerId: string }).timerId), ['xstate.after.120.o.p.c']);
-    assert.deepEqual(r.entries.map((e) => e.seq), [1]);
+    assert.deepEqual(
+      r.entries.map((e) => (e.event as { timerId: string }).timerId),
+      ['xstate.after.120.o.p.c'],
+    );
+    assert.deepEqual(
+      r.entries.map((e) => e.seq),
+      [1],
+    );
     // The 120 ms timer's own message, later, finds it gone.
     assert.equal(i.fire('xstate.after.120.o.p.c', 2_001).changed, false);
     assert.deepEqual(i.verify(), []);
@@ -103,7 +109,10 @@ describe('timers overdue together', () => {
     const i = new Instance(parallel);
     const r = i.fire('xstate.after.300.(machine).a.w', 2_000);
     assert.deepEqual(i.context.log, ['b 100', 'c 200', 'a 300']);
-    assert.deepEqual(r.entries.map((e) => e.revision), [2, 3, 4]);
+    assert.deepEqual(
+      r.entries.map((e) => e.revision),
+      [2, 3, 4],
+    );
     assert.deepEqual(i.verify(), []);
   });
 
@@ -113,7 +122,9 @@ describe('timers overdue together', () => {
       setup({ types: { context: {} as Ctx } }).createMachine({
         context: { log: [], n: 0 },
         type: 'parallel',
-        states: Object.fromEntries(['a', 'b', 'c'].map((k) => [k, { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note(k) } } }, d: {} } }])),
+        states: Object.fromEntries(
+          ['a', 'b', 'c'].map((k) => [k, { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note(k) } } }, d: {} } }]),
+        ),
       }),
     );
     const i = new Instance(same);
@@ -190,7 +201,10 @@ describe('actions', () => {
     const i = new Instance(def);
     const r = i.apply({ type: 'GO' });
     assert.deepEqual(i.context.log, ['pong']);
-    assert.deepEqual(r.effects.map((e) => [e.kind, e.type, e.params]), [['action', 'notify', undefined]]);
+    assert.deepEqual(
+      r.effects.map((e) => [e.kind, e.type, e.params]),
+      [['action', 'notify', undefined]],
+    );
     assert.equal('params' in JSON.parse(JSON.stringify(i.record.outbox[0])), false);
   });
 
@@ -258,7 +272,10 @@ describe('actions', () => {
     k.apply({ type: 'ASK' }, 1_000);
     assert.deepEqual(k.record.timers['answer']!.to, { workflow: 'parent', id: 'p' });
     const fired = k.fire('answer', 1_050);
-    assert.deepEqual(fired.effects.map((e) => [e.kind, e.params]), [['send', { workflow: 'parent', id: 'p', event: { type: 'ANSWER' } }]]);
+    assert.deepEqual(
+      fired.effects.map((e) => [e.kind, e.params]),
+      [['send', { workflow: 'parent', id: 'p', event: { type: 'ANSWER' } }]],
+    );
     assert.equal(k.record.outbox.length, 1, 'in the outbox: sent again after a crash');
     assert.deepEqual(k.verify(), []);
 
@@ -273,7 +290,10 @@ describe('actions', () => {
     const p = new Instance(parent);
     p.apply({ type: 'LATER' }, 1_000);
     assert.deepEqual(p.record.timers['later']!.to, { workflow: 'kid', id: 'i_k' });
-    assert.deepEqual(p.fire('later', 1_100).effects.map((e) => e.params), [{ workflow: 'kid', id: 'i_k', event: { type: 'ASK' } }]);
+    assert.deepEqual(
+      p.fire('later', 1_100).effects.map((e) => e.params),
+      [{ workflow: 'kid', id: 'i_k', event: { type: 'ASK' } }],
+    );
   });
 
   it('a jetstate.fail event (an inline action threw after the write) fails the instance, recorded', () => {
@@ -384,7 +404,10 @@ describe('children and actors', () => {
     assert.deepEqual(Object.keys(i.record.tasks), ['ok']);
     i.apply({ type: 'BAD' });
     assert.equal(i.record.status, 'failed');
-    assert.match(i.record.error!, /spawnChild of 'p' \(id 'bad'\), which cannot be made durable: only actors registered with activity\(\) or childWorkflow\(\)/);
+    assert.match(
+      i.record.error!,
+      /spawnChild of 'p' \(id 'bad'\), which cannot be made durable: only actors registered with activity\(\) or childWorkflow\(\)/,
+    );
     assert.deepEqual(i.verify(), []);
   });
 });

@@ -18,8 +18,17 @@ const counter = defineWorkflow({
     states: {
       on: {
         on: {
-          ADD: { actions: assign(({ context, event }) => ({ n: context.n + (event as unknown as { k: number }).k, log: [...context.log, (event as unknown as { k: number }).k] })) },
-          BOOM: { actions: assign(() => { throw new Error('kaput'); }) },
+          ADD: {
+            actions: assign(({ context, event }) => ({
+              n: context.n + (event as unknown as { k: number }).k,
+              log: [...context.log, (event as unknown as { k: number }).k],
+            })),
+          },
+          BOOM: {
+            actions: assign(() => {
+              throw new Error('kaput');
+            }),
+          },
           STOP: 'off',
         },
       },
@@ -41,7 +50,10 @@ describe('the pure step', () => {
     assert.deepEqual(r.record.snapshot['context'], { n: 6, log: [2, 3] });
     assert.equal(r.record.revision, 3);
     assert.equal(r.record.lastSeq, 6);
-    assert.deepEqual(r.entries.map((e) => e.revision), [2, 3]);
+    assert.deepEqual(
+      r.entries.map((e) => e.revision),
+      [2, 3],
+    );
     assert.deepEqual(r.record.lastHistory, r.entries);
   });
 
@@ -107,7 +119,13 @@ describe('the pure step', () => {
       const s = startInstance(job, jobRunner, `j-${ok}`, {}, 0);
       const task = s.record.tasks['settle']!;
       const outcome: Record<string, unknown> = ok ? { ok, output: 1 } : { ok, error: { name: 'Error', message: 'no' } };
-      const r = applyEvents(jobRunner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'jetstate.task', invokeId: 'settle', token: task.token, ...outcome } as { type: string } }], 0);
+      const r = applyEvents(
+        jobRunner,
+        s.record,
+        s.snapshot,
+        [{ seq: 1, timeMs: 0, event: { type: 'jetstate.task', invokeId: 'settle', token: task.token, ...outcome } as { type: string } }],
+        0,
+      );
       const [entry] = r.entries;
       assert.equal((entry!.event as { type: string }).type, 'jetstate.task', 'the internal event stays, for replay');
       assert.equal(entry!.actorEvent, ok ? 'xstate.done.actor.settle' : 'xstate.error.actor.settle');

@@ -9,7 +9,9 @@ const root = join(import.meta.dirname, '..', '..');
 
 describe('the source tree', () => {
   it('holds no merge conflict markers', () => {
-    const files = execFileSync('git', ['ls-files', '-z'], { cwd: root, encoding: 'utf8' }).split('\0').filter((f) => f !== '' && !f.endsWith('.png'));
+    const files = execFileSync('git', ['ls-files', '-z'], { cwd: root, encoding: 'utf8' })
+      .split('\0')
+      .filter((f) => f !== '' && !f.endsWith('.png'));
     const found: string[] = [];
     for (const f of files) {
       let text: string;

@@ -30,7 +30,10 @@ describe('ui index', () => {
       const { keys, values } = sorted.view();
       const expected = [...model.keys()].sort();
       assert.deepEqual(keys, expected);
-      assert.deepEqual(values, expected.map((k) => model.get(k)));
+      assert.deepEqual(
+        values,
+        expected.map((k) => model.get(k)),
+      );
     }
   });
 
@@ -51,7 +54,10 @@ describe('ui index', () => {
   });
 
   it('reads any status a record carries, and survives an unreadable one', () => {
-    const e = indexEntryOf('order.o-1', new TextEncoder().encode(JSON.stringify({ version: 2, status: 'parked', snapshot: { value: 'paid' }, revision: 3, createdAtMs: 1, updatedAtMs: 2 })));
+    const e = indexEntryOf(
+      'order.o-1',
+      new TextEncoder().encode(JSON.stringify({ version: 2, status: 'parked', snapshot: { value: 'paid' }, revision: 3, createdAtMs: 1, updatedAtMs: 2 })),
+    );
     assert.equal(e.status, 'parked');
     assert.equal(e.state, 'paid');
     assert.equal(e.version, 2);

@@ -268,8 +268,7 @@ export function verifySigV4<S extends SigningSecret>(request: SignedRequestLike,
     return refuse(SigV4Failure.UnknownAccessKey, 'The security token included in the request is invalid.');
   }
 
-  const badScope = (why: string): SigV4Result<S> =>
-    refuse(SigV4Failure.SignatureDoesNotMatch, `Credential should be scoped correctly: ${why}`);
+  const badScope = (why: string): SigV4Result<S> => refuse(SigV4Failure.SignatureDoesNotMatch, `Credential should be scoped correctly: ${why}`);
   if (p.terminator !== 'aws4_request') return badScope(`the scope must end in aws4_request, not '${p.terminator}'`);
   if (p.service !== options.service) return badScope(`service '${p.service}' is not '${options.service}'`);
   if (options.region !== undefined && p.region !== options.region) return badScope(`region '${p.region}' is wrong; expecting '${options.region}'`);
@@ -282,7 +281,8 @@ export function verifySigV4<S extends SigningSecret>(request: SignedRequestLike,
     return refuse(SigV4Failure.RequestExpired, `Signature not yet current: ${p.amzDate} is still later than now plus 15 minutes`);
   }
   if (p.presigned && p.expiresS !== null) {
-    if (nowMs > signedAtMs + p.expiresS * 1000) return refuse(SigV4Failure.RequestExpired, `Request has expired: signed at ${p.amzDate}, valid for ${p.expiresS} s`);
+    if (nowMs > signedAtMs + p.expiresS * 1000)
+      return refuse(SigV4Failure.RequestExpired, `Request has expired: signed at ${p.amzDate}, valid for ${p.expiresS} s`);
   } else if (nowMs - signedAtMs > maxSkewMs) {
     return refuse(SigV4Failure.RequestExpired, `Signature expired: ${p.amzDate} is now earlier than 15 minutes ago`);
   }

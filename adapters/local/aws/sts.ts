@@ -83,10 +83,11 @@ export interface LocalSts {
 const OptionsSchema = z.object({
   host: z.literal('127.0.0.1').default('127.0.0.1'),
   port: z.number().int().min(0).max(65_535).default(0),
-  account: z.string().regex(/^\d{12}$/, 'account must be 12 digits').default('123456789012'),
-  rootCredentials: z
-    .array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1), arn: z.string().startsWith('arn:') }))
-    .optional(),
+  account: z
+    .string()
+    .regex(/^\d{12}$/, 'account must be 12 digits')
+    .default('123456789012'),
+  rootCredentials: z.array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1), arn: z.string().startsWith('arn:') })).optional(),
   assumedDurationSeconds: z.number().int().min(1).max(43_200).default(900),
 });
 
@@ -157,7 +158,14 @@ export async function startLocalSts(options: LocalStsOptions = {}): Promise<Loca
     if (root) return { secretAccessKey: root.secretAccessKey, arn: root.arn, userId: root.accessKeyId, account: accountOf(root.arn) ?? o.account };
     const temp = issuedByKey.get(accessKeyId);
     if (temp) {
-      return { secretAccessKey: temp.secretAccessKey, sessionToken: temp.sessionToken, expiration: temp.expiration, arn: temp.arn, userId: temp.userId, account: o.account };
+      return {
+        secretAccessKey: temp.secretAccessKey,
+        sessionToken: temp.sessionToken,
+        expiration: temp.expiration,
+        arn: temp.arn,
+        userId: temp.userId,
+        account: o.account,
+      };
     }
     return null;
   };
@@ -170,18 +178,30 @@ export async function startLocalSts(options: LocalStsOptions = {}): Promise<Loca
     const role = ROLE_ARN.exec(roleArn);
     if (!role) throw new StsError(400, 'ValidationError', `${roleArn} is invalid: a role ARN looks like arn:aws:iam::123456789012:role/name`);
     if (!SESSION_NAME.test(sessionName)) {
-      throw new StsError(400, 'ValidationError', `1 validation error detected: Value '${sessionName}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* and have length 2-64`);
+      throw new StsError(
+        400,
+        'ValidationError',
+        `1 validation error detected: Value '${sessionName}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* and have length 2-64`,
+      );
     }
     const externalId = params.get('ExternalId') ?? undefined;
     if (externalId !== undefined && !EXTERNAL_ID.test(externalId)) {
-      throw new StsError(400, 'ValidationError', `1 validation error detected: Value at 'externalId' failed to satisfy constraint: Member must have length 2-1224 of [\\w+=,.@:/-]`);
+      throw new StsError(
+        400,
+        'ValidationError',
+        `1 validation error detected: Value at 'externalId' failed to satisfy constraint: Member must have length 2-1224 of [\\w+=,.@:/-]`,
+      );
     }
     const durationParam = params.get('DurationSeconds');
     let duration = o.assumedDurationSeconds;
     if (durationParam !== null) {
       const d = Number(durationParam);
       if (!Number.isInteger(d) || d < 900 || d > 43_200) {
-        throw new StsError(400, 'ValidationError', `1 validation error detected: Value '${durationParam}' at 'durationSeconds' failed to satisfy constraint: Member must have value between 900 and 43200`);
+        throw new StsError(
+          400,
+          'ValidationError',
+          `1 validation error detected: Value '${durationParam}' at 'durationSeconds' failed to satisfy constraint: Member must have value between 900 and 43200`,
+        );
       }
       duration = Math.min(duration, d);
     }
@@ -243,15 +263,25 @@ export async function startLocalSts(options: LocalStsOptions = {}): Promise<Loca
         const [status, code] = SIGNATURE_ERRORS[verified.failure];
         throw new StsError(status, code, verified.message);
       }
-      if (params.get('Version') !== '2011-06-15') throw new StsError(400, 'InvalidAction', `Could not find operation ${action} for version ${params.get('Version') ?? 'NO_VERSION_SPECIFIED'}`);
+      if (params.get('Version') !== '2011-06-15')
+        throw new StsError(400, 'InvalidAction', `Could not find operation ${action} for version ${params.get('Version') ?? 'NO_VERSION_SPECIFIED'}`);
       let result: string;
       if (action === 'AssumeRole') result = assumeRole(params, verified.secret);
       else if (action === 'GetCallerIdentity') result = callerIdentity(verified.secret);
-      else throw new StsError(400, 'InvalidAction', `Could not find operation ${action || '(none)'} for version 2011-06-15; the loopback STS knows AssumeRole and GetCallerIdentity`);
+      else
+        throw new StsError(
+          400,
+          'InvalidAction',
+          `Could not find operation ${action || '(none)'} for version 2011-06-15; the loopback STS knows AssumeRole and GetCallerIdentity`,
+        );
       send(200, `<${action}Response xmlns="${XMLNS}">${result}<ResponseMetadata><RequestId>${id}</RequestId></ResponseMetadata></${action}Response>\n`);
     } catch (e) {
       const err =
-        e instanceof StsError ? e : e instanceof BodyTooLargeError ? new StsError(413, 'RequestEntityTooLarge', e.message) : new StsError(500, 'InternalFailure', (e as Error).message, 'Receiver');
+        e instanceof StsError
+          ? e
+          : e instanceof BodyTooLargeError
+            ? new StsError(413, 'RequestEntityTooLarge', e.message)
+            : new StsError(500, 'InternalFailure', (e as Error).message, 'Receiver');
       send(
         err.status,
         `<ErrorResponse xmlns="${XMLNS}"><Error><Type>${err.type}</Type><Code>${err.code}</Code><Message>${xml(err.message)}</Message></Error><RequestId>${id}</RequestId></ErrorResponse>\n`,
@@ -267,7 +297,8 @@ export async function startLocalSts(options: LocalStsOptions = {}): Promise<Loca
     issued,
     requests,
     addRole(roleArn, opts = {}) {
-      if (!ROLE_ARN.test(roleArn)) throw new JetstateError(ErrorCode.InvalidOptions, `addRole: '${roleArn}' is not a role ARN; use arn:aws:iam::<account>:role/<name>`);
+      if (!ROLE_ARN.test(roleArn))
+        throw new JetstateError(ErrorCode.InvalidOptions, `addRole: '${roleArn}' is not a role ARN; use arn:aws:iam::<account>:role/<name>`);
       roles.set(roleArn, { externalId: opts.externalId });
     },
     credentialFor,

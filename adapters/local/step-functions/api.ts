@@ -250,7 +250,8 @@ export class SfnLocalService {
     const arn = stateMachineArn(this.scope, req.name);
     const existing = this.machines.get(arn);
     if (existing) {
-      if (existing.prepared.text === req.definition && existing.roleArn === req.roleArn) return { stateMachineArn: arn, creationDate: epoch(existing.creationDate) };
+      if (existing.prepared.text === req.definition && existing.roleArn === req.roleArn)
+        return { stateMachineArn: arn, creationDate: epoch(existing.creationDate) };
       throw sfnErrors.stateMachineAlreadyExists(arn);
     }
     const prepared = prepareDefinition(req.definition);
@@ -392,7 +393,13 @@ export class SfnLocalService {
     const last = page[page.length - 1];
     return {
       executions: page.map((e) => {
-        const item: Record<string, unknown> = { executionArn: e.executionArn, stateMachineArn: e.stateMachineArn, name: e.name, status: e.status, startDate: epoch(e.startDate) };
+        const item: Record<string, unknown> = {
+          executionArn: e.executionArn,
+          stateMachineArn: e.stateMachineArn,
+          name: e.name,
+          status: e.status,
+          startDate: epoch(e.startDate),
+        };
         if (e.stopDate) item['stopDate'] = epoch(e.stopDate);
         return item;
       }),

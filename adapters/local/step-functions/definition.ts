@@ -89,7 +89,10 @@ function refuseUnsupported(definition: Json): void {
     if (state['QueryLanguage'] === 'JSONata') refuse(path, 'QueryLanguage "JSONata"', 'JSONata expressions are not evaluated; use JSONPath');
     for (const [field, why] of REFUSED_FIELDS) if (field in state) refuse(path, `field '${field}'`, why);
     if (Array.isArray(state['Choices'])) {
-      state['Choices'].forEach((c, i) => isObject(c) && 'Condition' in c && refuse(`${path}/Choices/${i}`, "field 'Condition'", 'a JSONata choice rule; use Variable with a comparison'));
+      state['Choices'].forEach(
+        (c, i) =>
+          isObject(c) && 'Condition' in c && refuse(`${path}/Choices/${i}`, "field 'Condition'", 'a JSONata choice rule; use Variable with a comparison'),
+      );
     }
     const processor = state['ItemProcessor'];
     if (isObject(processor) && isObject(processor['ProcessorConfig']) && processor['ProcessorConfig']['Mode'] === 'DISTRIBUTED') {

@@ -27,7 +27,8 @@ export const sfnErrors = {
     ),
   invalidDefinition: (message: string) => new SfnApiError('InvalidDefinition', `Invalid State Machine Definition: '${message}'`),
   stateMachineDoesNotExist: (arn: string) => new SfnApiError('StateMachineDoesNotExist', `State Machine Does Not Exist: '${arn}'`),
-  stateMachineAlreadyExists: (arn: string) => new SfnApiError('StateMachineAlreadyExists', `State Machine Already Exists: '${arn}' with a different definition or role`),
+  stateMachineAlreadyExists: (arn: string) =>
+    new SfnApiError('StateMachineAlreadyExists', `State Machine Already Exists: '${arn}' with a different definition or role`),
   executionDoesNotExist: (arn: string) => new SfnApiError('ExecutionDoesNotExist', `Execution Does Not Exist: '${arn}'`),
   executionAlreadyExists: (arn: string) => new SfnApiError('ExecutionAlreadyExists', `Execution Already Exists: '${arn}'`),
   invalidExecutionInput: (message: string) => new SfnApiError('InvalidExecutionInput', `Invalid Execution Input: ${message}`),
@@ -36,7 +37,8 @@ export const sfnErrors = {
   invalidToken: (message: string) => new SfnApiError('InvalidToken', `Invalid Token: ${message}`),
   taskTimedOut: () => new SfnApiError('TaskTimedOut', 'Task Timed Out: the task of this token timed out, was already answered, or its execution is closed'),
   throttled: () => new SfnApiError('ThrottlingException', 'Rate exceeded'),
-  unknownOperation: (target: string) => new SfnApiError('UnknownOperationException', `Unknown operation '${target}'; send X-Amz-Target: AWSStepFunctions.<Action>`),
+  unknownOperation: (target: string) =>
+    new SfnApiError('UnknownOperationException', `Unknown operation '${target}'; send X-Amz-Target: AWSStepFunctions.<Action>`),
   serialization: (message: string) => new SfnApiError('SerializationException', message),
   stateMachineTypeNotSupported: (type: string) =>
     new SfnApiError('StateMachineTypeNotSupported', `State machine type '${type}' is not supported by sfn-local; it runs STANDARD state machines`),

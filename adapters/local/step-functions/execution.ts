@@ -187,7 +187,12 @@ const STATE_EVENT_PREFIX: Record<string, string> = {
  * Starts running `record` (already RUNNING, its ExecutionStarted event recorded) with the
  * machine's definition. Returns at once; the record is updated as the execution goes.
  */
-export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machine: { name: string; arn: string; prepared: PreparedDefinition }, input: unknown): RunningExecution {
+export function runExecution(
+  ctx: RunnerContext,
+  record: ExecutionRecord,
+  machine: { name: string; arn: string; prepared: PreparedDefinition },
+  input: unknown,
+): RunningExecution {
   const aborter = new AbortController();
   const minted = new Set<string>();
   let seq = record.history.length;
@@ -221,7 +226,11 @@ export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machin
   }
 
   /** What a waiting task's end means for the state: a result, a Retry/Catch-able error, or nothing. */
-  async function outcomeOf(stateName: string, outcome: TaskOutcome, events: { succeeded: string; failed: string; timedOut: string; key: string }): Promise<unknown> {
+  async function outcomeOf(
+    stateName: string,
+    outcome: TaskOutcome,
+    events: { succeeded: string; failed: string; timedOut: string; key: string },
+  ): Promise<unknown> {
     if (outcome.ok) {
       push(stateName, events.succeeded, { [`${events.key}SucceededEventDetails`]: { output: outcome.output } });
       return JSON.parse(outcome.output) as unknown;
@@ -249,7 +258,12 @@ export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machin
       const token = newTaskToken();
       const inputJson = JSON.stringify(input ?? null);
       push(info.name, 'ActivityScheduled', {
-        activityScheduledEventDetails: { resource: info.resource, input: inputJson, timeoutInSeconds: info.timeoutSeconds, heartbeatInSeconds: info.heartbeatSeconds },
+        activityScheduledEventDetails: {
+          resource: info.resource,
+          input: inputJson,
+          timeoutInSeconds: info.timeoutSeconds,
+          heartbeatInSeconds: info.heartbeatSeconds,
+        },
       });
       const outcome = await ctx.board.schedule(token, {
         executionArn: record.executionArn,
@@ -284,7 +298,9 @@ export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machin
     const eventPrefix = target.kind === 'lambda-function' ? 'LambdaFunction' : 'Task';
     push(info.name, `${eventPrefix}Scheduled`, {
       [`${eventKey}ScheduledEventDetails`]:
-        target.kind === 'lambda-function' ? { resource, input: JSON.stringify(input ?? null) } : { resourceType, resource, region: ctx.scope.region, parameters: JSON.stringify(params) },
+        target.kind === 'lambda-function'
+          ? { resource, input: JSON.stringify(input ?? null) }
+          : { resourceType, resource, region: ctx.scope.region, parameters: JSON.stringify(params) },
     });
     const handlerContext = (taskToken?: string): TaskHandlerContext => ({
       executionArn: record.executionArn,
@@ -334,7 +350,13 @@ export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machin
     const output =
       target.kind === 'lambda-function'
         ? result
-        : { ExecutedVersion: '$LATEST', Payload: result, SdkHttpMetadata: { HttpStatusCode: 200 }, SdkResponseMetadata: { RequestId: randomUUID() }, StatusCode: 200 };
+        : {
+            ExecutedVersion: '$LATEST',
+            Payload: result,
+            SdkHttpMetadata: { HttpStatusCode: 200 },
+            SdkResponseMetadata: { RequestId: randomUUID() },
+            StatusCode: 200,
+          };
     push(info.name, events.succeeded, { [`${eventKey}SucceededEventDetails`]: { output: JSON.stringify(output) } });
     return output;
   }
@@ -360,7 +382,13 @@ export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machin
   void (async () => {
     try {
       for await (const ev of run.eventLogs) {
-        const e = ev as { type: string; timestamp: number; state?: { name: string; type: string; input: unknown; output?: unknown }; index?: number; parentState?: { name: string } };
+        const e = ev as {
+          type: string;
+          timestamp: number;
+          state?: { name: string; type: string; input: unknown; output?: unknown };
+          index?: number;
+          parentState?: { name: string };
+        };
         if (record.stopDate && e.timestamp > record.stopDate.getTime()) continue;
         const state = (stateName: string, type: string, details: Record<string, unknown>): void =>
           add({ timestampMs: e.timestamp, source: 'state', stateName, type, details });
@@ -383,21 +411,30 @@ export function runExecution(ctx: RunnerContext, record: ExecutionRecord, machin
     (output) => {
       const text = JSON.stringify(output ?? null);
       if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) {
-        finish('FAILED', { error: 'States.DataLimitExceeded', cause: `the execution output is ${Buffer.byteLength(text)} bytes; the limit is ${MAX_PAYLOAD_BYTES}` });
+        finish('FAILED', {
+          error: 'States.DataLimitExceeded',
+          cause: `the execution output is ${Buffer.byteLength(text)} bytes; the limit is ${MAX_PAYLOAD_BYTES}`,
+        });
       } else {
         finish('SUCCEEDED', { output: text });
       }
     },
     (e: unknown) => {
       if (e instanceof ExecutionTimeoutError) {
-        finish('TIMED_OUT', { error: 'States.Timeout', cause: `the execution ran longer than the state machine's TimeoutSeconds (${machine.prepared.timeoutSeconds} s)` });
+        finish('TIMED_OUT', {
+          error: 'States.Timeout',
+          cause: `the execution ran longer than the state machine's TimeoutSeconds (${machine.prepared.timeoutSeconds} s)`,
+        });
       } else if (e instanceof ExecutionAbortedError) {
         finish('ABORTED', {});
       } else if (e instanceof ExecutionError && e.cause instanceof Error) {
         const failState = e.cause.name === 'FailStateError';
         const defaultCause = e.cause.message === 'Execution failed because of a Fail state';
         // A Fail state without Error/Cause, or SendTaskFailure without them, leaves them unset as on AWS.
-        finish('FAILED', { error: failState || e.cause.name === '' ? undefined : e.cause.name, cause: defaultCause || e.cause.message === '' ? undefined : e.cause.message });
+        finish('FAILED', {
+          error: failState || e.cause.name === '' ? undefined : e.cause.name,
+          cause: defaultCause || e.cause.message === '' ? undefined : e.cause.message,
+        });
       } else {
         finish('FAILED', { error: 'States.Runtime', cause: (e as Error)?.message ?? String(e) });
       }

@@ -85,13 +85,28 @@ export interface LocalStepFunctions {
 const OptionsSchema = z.object({
   host: z.literal('127.0.0.1').default('127.0.0.1'),
   port: z.number().int().min(0).max(65_535).default(0),
-  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'region like us-east-1').default('us-east-1'),
-  account: z.string().regex(/^\d{12}$/, 'account must be 12 digits').default('123456789012'),
-  credentials: z.array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1) })).default([{ accessKeyId: 'test', secretAccessKey: 'test' }]),
-  sts: z.custom<StsLike>((v) => typeof (v as StsLike | undefined)?.credentialFor === 'function', 'sts must have credentialFor(accessKeyId), like startLocalSts()').optional(),
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'region like us-east-1')
+    .default('us-east-1'),
+  account: z
+    .string()
+    .regex(/^\d{12}$/, 'account must be 12 digits')
+    .default('123456789012'),
+  credentials: z
+    .array(z.object({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1) }))
+    .default([{ accessKeyId: 'test', secretAccessKey: 'test' }]),
+  sts: z
+    .custom<StsLike>((v) => typeof (v as StsLike | undefined)?.credentialFor === 'function', 'sts must have credentialFor(accessKeyId), like startLocalSts()')
+    .optional(),
   activityPollTimeoutMs: z.number().int().min(1).max(600_000).default(60_000),
   onStatusChange: z.custom<(e: EventBridgeExecutionStatusEvent) => void>((v) => typeof v === 'function', 'onStatusChange must be a function').optional(),
-  taskHandlers: z.record(z.string(), z.custom<TaskHandler>((v) => typeof v === 'function', 'each task handler must be a function')).default({}),
+  taskHandlers: z
+    .record(
+      z.string(),
+      z.custom<TaskHandler>((v) => typeof v === 'function', 'each task handler must be a function'),
+    )
+    .default({}),
 });
 
 const CONTENT_TYPE = 'application/x-amz-json-1.0';
@@ -202,7 +217,11 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
     stats: () => throttle.snapshot(),
     resetStats: () => throttle.reset(),
     createStateMachine: (name, definition, roleArn) =>
-      (service.callSync('CreateStateMachine', { name, definition, roleArn: roleArn ?? `arn:aws:iam::${o.account}:role/sfn-local` }) as { stateMachineArn: string }).stateMachineArn,
+      (
+        service.callSync('CreateStateMachine', { name, definition, roleArn: roleArn ?? `arn:aws:iam::${o.account}:role/sfn-local` }) as {
+          stateMachineArn: string;
+        }
+      ).stateMachineArn,
     createActivity: (name) => (service.callSync('CreateActivity', { name }) as { activityArn: string }).activityArn,
     close,
     [Symbol.asyncDispose]: close,

@@ -72,7 +72,11 @@ export class TaskBoard {
           this.remember(token);
           if (open.activityArn) {
             const queue = this.queues.get(open.activityArn);
-            if (queue) this.queues.set(open.activityArn, queue.filter((t) => t !== open));
+            if (queue)
+              this.queues.set(
+                open.activityArn,
+                queue.filter((t) => t !== open),
+              );
           }
           resolve(outcome);
         },
@@ -80,7 +84,13 @@ export class TaskBoard {
       this.open.set(token, open);
       if (task.timeoutSeconds !== undefined) {
         open.timeoutTimer = setTimeout(
-          () => open.settle({ ok: false, error: 'States.Timeout', cause: `the task ran longer than its TimeoutSeconds (${task.timeoutSeconds} s)`, timedOut: 'task' }),
+          () =>
+            open.settle({
+              ok: false,
+              error: 'States.Timeout',
+              cause: `the task ran longer than its TimeoutSeconds (${task.timeoutSeconds} s)`,
+              timedOut: 'task',
+            }),
           task.timeoutSeconds * 1000,
         );
       }
@@ -110,7 +120,10 @@ export class TaskBoard {
       };
       const withdraw = (): void => {
         const list = this.pollers.get(activityArn) ?? [];
-        this.pollers.set(activityArn, list.filter((p) => p !== poller));
+        this.pollers.set(
+          activityArn,
+          list.filter((p) => p !== poller),
+        );
         poller.deliver(null);
       };
       const timer = setTimeout(withdraw, timeoutMs);
@@ -172,7 +185,8 @@ export class TaskBoard {
     if (task.heartbeatSeconds === undefined) return;
     clearTimeout(task.heartbeatTimer);
     task.heartbeatTimer = setTimeout(
-      () => task.settle({ ok: false, error: 'States.Timeout', cause: `no heartbeat within HeartbeatSeconds (${task.heartbeatSeconds} s)`, timedOut: 'heartbeat' }),
+      () =>
+        task.settle({ ok: false, error: 'States.Timeout', cause: `no heartbeat within HeartbeatSeconds (${task.heartbeatSeconds} s)`, timedOut: 'heartbeat' }),
       task.heartbeatSeconds * 1000,
     );
   }

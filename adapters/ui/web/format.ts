@@ -3,7 +3,10 @@
 export function time(ms: number): string {
   if (!ms) return '-';
   const d = new Date(ms);
-  return d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 /** `in 23h 59m`, `3 s ago`. */

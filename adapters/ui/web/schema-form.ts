@@ -46,15 +46,30 @@ function field(name: string, path: string, schema: Schema, required: boolean, se
   const type = typeOf(schema);
   const dflt = schema.default;
   if (schema.enum) {
-    const select = h('select', { id, name: path }, required ? null : h('option', { value: '' }, '(none)'), ...schema.enum.map((v) => h('option', { value: JSON.stringify(v), selected: JSON.stringify(v) === JSON.stringify(dflt) }, String(v))));
-    return { el: h('div', { class: 'field' }, label, select, hint), read: () => (select.value === '' ? { set: false } : { set: true, value: JSON.parse(select.value) }) };
+    const select = h(
+      'select',
+      { id, name: path },
+      required ? null : h('option', { value: '' }, '(none)'),
+      ...schema.enum.map((v) => h('option', { value: JSON.stringify(v), selected: JSON.stringify(v) === JSON.stringify(dflt) }, String(v))),
+    );
+    return {
+      el: h('div', { class: 'field' }, label, select, hint),
+      read: () => (select.value === '' ? { set: false } : { set: true, value: JSON.parse(select.value) }),
+    };
   }
   if (type === 'boolean') {
     const box = h('input', { id, name: path, type: 'checkbox', checked: dflt === true });
     return { el: h('div', { class: 'field check' }, box, label, hint), read: () => ({ set: true, value: box.checked }) };
   }
   if (type === 'number' || type === 'integer') {
-    const input = h('input', { id, name: path, type: 'number', step: type === 'integer' ? '1' : 'any', placeholder: dflt === undefined ? '' : String(dflt), required });
+    const input = h('input', {
+      id,
+      name: path,
+      type: 'number',
+      step: type === 'integer' ? '1' : 'any',
+      placeholder: dflt === undefined ? '' : String(dflt),
+      required,
+    });
     return {
       el: h('div', { class: 'field' }, label, input, hint),
       read: () => (input.value === '' ? { set: false } : { set: true, value: Number.isNaN(input.valueAsNumber) ? input.value : input.valueAsNumber }),
@@ -62,8 +77,18 @@ function field(name: string, path: string, schema: Schema, required: boolean, se
   }
   if (type === 'string') {
     const secret = secrets.has(path);
-    const input = h('input', { id, name: path, type: secret ? 'password' : 'text', autocomplete: 'off', placeholder: dflt === undefined ? (schema.pattern ? `matches ${schema.pattern}` : '') : String(dflt), required });
-    return { el: h('div', { class: 'field' }, label, input, secret ? h('small', { class: 'hint' }, 'secret: encrypted before it leaves this server') : hint), read: () => (input.value === '' ? { set: false } : { set: true, value: input.value }) };
+    const input = h('input', {
+      id,
+      name: path,
+      type: secret ? 'password' : 'text',
+      autocomplete: 'off',
+      placeholder: dflt === undefined ? (schema.pattern ? `matches ${schema.pattern}` : '') : String(dflt),
+      required,
+    });
+    return {
+      el: h('div', { class: 'field' }, label, input, secret ? h('small', { class: 'hint' }, 'secret: encrypted before it leaves this server') : hint),
+      read: () => (input.value === '' ? { set: false } : { set: true, value: input.value }),
+    };
   }
   if (type === 'object' && schema.properties) {
     const inner = fields(schema, path, secrets);

@@ -32,7 +32,11 @@ export interface DrawnChart {
 }
 
 const edgeText = (e: ChartEdge): string => (e.guard ? `${e.label} [${e.guard}]` : e.label);
-const detailLines = (n: ChartNode): string[] => [...n.invokes.map((i) => `invoke ${i.src}`), ...n.entry.map((a) => `entry / ${a}`), ...n.exit.map((a) => `exit / ${a}`)];
+const detailLines = (n: ChartNode): string[] => [
+  ...n.invokes.map((i) => `invoke ${i.src}`),
+  ...n.entry.map((a) => `entry / ${a}`),
+  ...n.exit.map((a) => `exit / ${a}`),
+];
 const isContainer = (n: ChartNode): boolean => n.children.length > 0;
 
 /** Lays out and draws a chart. */
@@ -59,7 +63,11 @@ export async function drawChart(chart: Chart): Promise<DrawnChart> {
     const node: ElkNode = isContainer(n)
       ? {
           id: n.id,
-          layoutOptions: { 'elk.padding': `[top=${30 + lines.length * LINE},left=14,bottom=14,right=14]`, 'elk.nodeSize.minimum': `(${width},40)`, 'elk.nodeSize.constraints': 'MINIMUM_SIZE' },
+          layoutOptions: {
+            'elk.padding': `[top=${30 + lines.length * LINE},left=14,bottom=14,right=14]`,
+            'elk.nodeSize.minimum': `(${width},40)`,
+            'elk.nodeSize.constraints': 'MINIMUM_SIZE',
+          },
           children: n.children.map(toElk),
           edges: [],
         }
@@ -106,9 +114,24 @@ export async function drawChart(chart: Chart): Promise<DrawnChart> {
 function render(chart: Chart, laid: ElkNode, byId: Map<string, ChartNode>): DrawnChart {
   const width = Math.ceil(laid.width ?? 400) + 2;
   const height = Math.ceil(laid.height ?? 200) + 2;
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': `statechart of ${chart.workflow} version ${chart.version}` }) as SVGSVGElement;
+  const svg = s('svg', {
+    class: 'chart',
+    viewBox: `0 0 ${width} ${height}`,
+    width,
+    height,
+    role: 'img',
+    'aria-label': `statechart of ${chart.workflow} version ${chart.version}`,
+  }) as SVGSVGElement;
   svg.appendChild(
-    s('defs', null, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrowhead' }))),
+    s(
+      'defs',
+      null,
+      s(
+        'marker',
+        { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+        s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrowhead' }),
+      ),
+    ),
   );
   const nodeLayer = s('g', { class: 'nodes' });
   const edgeLayer = s('g', { class: 'edges' });
@@ -125,13 +148,25 @@ function render(chart: Chart, laid: ElkNode, byId: Map<string, ChartNode>): Draw
     if (c) {
       const [x, y, w, hgt] = [n.x ?? 0, n.y ?? 0, n.width ?? 0, n.height ?? 0];
       const region = parent?.type === 'parallel';
-      const g = s('g', { class: `node ${c.type}${isContainer(c) ? ' container' : ''}${region ? ' region' : ''}`, 'data-path': c.path.join('.'), 'data-id': c.id });
+      const g = s('g', {
+        class: `node ${c.type}${isContainer(c) ? ' container' : ''}${region ? ' region' : ''}`,
+        'data-path': c.path.join('.'),
+        'data-id': c.id,
+      });
       g.appendChild(s('rect', { x, y, width: w, height: hgt, rx: isContainer(c) ? 8 : 12 }));
       if (c.type === 'final') g.appendChild(s('rect', { class: 'inner', x: x + 3, y: y + 3, width: w - 6, height: hgt - 6, rx: 9 }));
       const title = c.type === 'parallel' ? `${c.key} ∥` : c.key;
-      g.appendChild(s('text', { class: 'title', x: isContainer(c) ? x + 10 : x + w / 2, y: y + 19, 'text-anchor': isContainer(c) ? 'start' : 'middle' }, title));
+      g.appendChild(
+        s('text', { class: 'title', x: isContainer(c) ? x + 10 : x + w / 2, y: y + 19, 'text-anchor': isContainer(c) ? 'start' : 'middle' }, title),
+      );
       detailLines(c).forEach((line, i) =>
-        g.appendChild(s('text', { class: 'detail', x: isContainer(c) ? x + 10 : x + w / 2, y: y + 19 + (i + 1) * LINE, 'text-anchor': isContainer(c) ? 'start' : 'middle' }, line)),
+        g.appendChild(
+          s(
+            'text',
+            { class: 'detail', x: isContainer(c) ? x + 10 : x + w / 2, y: y + 19 + (i + 1) * LINE, 'text-anchor': isContainer(c) ? 'start' : 'middle' },
+            line,
+          ),
+        ),
       );
       g.appendChild(s('title', null, `${c.id} (${c.type})`));
       nodeLayer.appendChild(g);
@@ -158,7 +193,12 @@ function render(chart: Chart, laid: ElkNode, byId: Map<string, ChartNode>): Draw
       const lx = l.x ?? 0;
       const ly = l.y ?? 0;
       labelLayer.appendChild(
-        s('g', { class: `edge-label ${ce.kind}`, 'data-event': ce.eventType }, s('rect', { x: lx - 2, y: ly - 1, width: (l.width ?? 0) + 2, height: (l.height ?? 0) + 1, rx: 3 }), s('text', { x: lx + 2, y: ly + 11 }, l.text ?? '')),
+        s(
+          'g',
+          { class: `edge-label ${ce.kind}`, 'data-event': ce.eventType },
+          s('rect', { x: lx - 2, y: ly - 1, width: (l.width ?? 0) + 2, height: (l.height ?? 0) + 1, rx: 3 }),
+          s('text', { x: lx + 2, y: ly + 11 }, l.text ?? ''),
+        ),
       );
     }
     edgeEls.push({ edge: ce, el: g, title });
@@ -176,7 +216,10 @@ function render(chart: Chart, laid: ElkNode, byId: Map<string, ChartNode>): Draw
         el.classList.toggle('live', on.has(pathOf.get(edge.source) ?? '#~'));
         const dueAt = due.get(edge.eventType);
         el.classList.toggle('timer-pending', dueAt !== undefined);
-        title.textContent = dueAt !== undefined ? `${edge.eventType}: due ${new Date(dueAt).toISOString()} (${relative(dueAt)})` : `${edge.eventType || 'always'}${edge.guard ? ` if ${edge.guard}` : ''}`;
+        title.textContent =
+          dueAt !== undefined
+            ? `${edge.eventType}: due ${new Date(dueAt).toISOString()} (${relative(dueAt)})`
+            : `${edge.eventType || 'always'}${edge.guard ? ` if ${edge.guard}` : ''}`;
       }
       svg.dataset['active'] = [...on].filter(Boolean).sort().join(' ');
     },

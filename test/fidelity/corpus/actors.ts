@@ -26,7 +26,13 @@ const failOdd = activity(
 
 const activities: FidelityCase = {
   name: 'activities',
-  covers: ['invoke activity() with onDone', 'onError of a failing activity', 'input from context', 'an activity invoked again on re-entry', 'spawnChild of an activity'],
+  covers: [
+    'invoke activity() with onDone',
+    'onError of a failing activity',
+    'input from context',
+    'an activity invoked again on re-entry',
+    'spawnChild of an activity',
+  ],
   define: () =>
     defineWorkflow({
       name: 'activities',
@@ -36,15 +42,29 @@ const activities: FidelityCase = {
       machine: setup({ types: {} as Types, actors: { inc, failOdd } }).createMachine({
         context: ctx(),
         initial: 'working',
-        on: { 'xstate.done.actor.side': { actions: [note('side done'), assign({ n: ({ context, event }) => context.n + (event as unknown as { output: { n: number } }).output.n })] } },
+        on: {
+          'xstate.done.actor.side': {
+            actions: [note('side done'), assign({ n: ({ context, event }) => context.n + (event as unknown as { output: { n: number } }).output.n })],
+          },
+        },
         states: {
           working: {
             ...traced('working'),
-            invoke: { id: 'w', src: 'inc', input: ({ context }: { context: Ctx }) => ({ n: context.n }), onDone: { target: 'idle', actions: assign({ n: ({ event }) => (event.output as { n: number }).n }) } },
+            invoke: {
+              id: 'w',
+              src: 'inc',
+              input: ({ context }: { context: Ctx }) => ({ n: context.n }),
+              onDone: { target: 'idle', actions: assign({ n: ({ event }) => (event.output as { n: number }).n }) },
+            },
           },
           idle: {
             ...traced('idle'),
-            on: { AGAIN: 'working', TRY: 'trying', ADD: { actions: bump }, SPAWN: { actions: spawnChild('inc', { id: 'side', input: ({ context }: { context: Ctx }) => ({ n: context.n * 100 }) }) } },
+            on: {
+              AGAIN: 'working',
+              TRY: 'trying',
+              ADD: { actions: bump },
+              SPAWN: { actions: spawnChild('inc', { id: 'side', input: ({ context }: { context: Ctx }) => ({ n: context.n * 100 }) }) },
+            },
           },
           trying: {
             ...traced('trying'),
@@ -53,7 +73,10 @@ const activities: FidelityCase = {
               src: 'failOdd',
               input: ({ context }: { context: Ctx }) => ({ n: context.n }),
               onDone: { target: 'idle', actions: assign({ n: ({ event }) => (event.output as { n: number }).n }) },
-              onError: { target: 'idle', actions: assign({ log: ({ context, event }) => [...context.log, `error: ${(event.error as { message?: string }).message}`] }) },
+              onError: {
+                target: 'idle',
+                actions: assign({ log: ({ context, event }) => [...context.log, `error: ${(event.error as { message?: string }).message}`] }),
+              },
             },
           },
         },
@@ -96,13 +119,15 @@ const payment = defineWorkflow({
   }),
 });
 
-
 /**
  * In a burst, the parent's next events race the child's messages (its sendParent, its done
  * event): instances talk through their event streams, asynchronously, where XState in memory
  * delivers a child's messages before the parent's next event.
  */
-const ASYNC_CHILD = { note: "a child workflow's messages reach its parent asynchronously: in a burst, the parent's next events can come first (XState in memory: the child's first)", modes: ['burst'] } as const;
+const ASYNC_CHILD = {
+  note: "a child workflow's messages reach its parent asynchronously: in a burst, the parent's next events can come first (XState in memory: the child's first)",
+  modes: ['burst'],
+} as const;
 
 /** A parent of `payment`; `onPaying` adds transitions to its invoking state. */
 function parentOf(name: string, onPaying: Record<string, unknown>) {
@@ -124,7 +149,12 @@ function parentOf(name: string, onPaying: Record<string, unknown>) {
             input: ({ context }: { context: Ctx }) => ({ run: context.run, amount: 10 + context.n }),
             onDone: { target: 'paid', actions: assign({ log: ({ context, event }) => [...context.log, `output ${JSON.stringify(event.output)}`] }) },
           },
-          on: { CHILD_READY: { actions: noteEvent }, FORWARD: { actions: sendTo('pay', { type: 'CONFIRM' }) }, STOP: { target: 'stopped', actions: stopChild('pay') }, ...onPaying } as never,
+          on: {
+            CHILD_READY: { actions: noteEvent },
+            FORWARD: { actions: sendTo('pay', { type: 'CONFIRM' }) },
+            STOP: { target: 'stopped', actions: stopChild('pay') },
+            ...onPaying,
+          } as never,
         },
         paid: { ...traced('paid'), on: { RESTART: { target: 'paying', actions: bump } } },
         stopped: { ...traced('stopped'), on: { RESTART: { target: 'paying', actions: bump } } },
@@ -135,7 +165,14 @@ function parentOf(name: string, onPaying: Record<string, unknown>) {
 
 const children: FidelityCase = {
   name: 'children',
-  covers: ['childWorkflow() invoked with input', 'sendParent from the child', 'sendTo a child', 'onDone with the child output', 'stopChild of a child', 'events sent to the child instance'],
+  covers: [
+    'childWorkflow() invoked with input',
+    'sendParent from the child',
+    'sendTo a child',
+    'onDone with the child output',
+    'stopChild of a child',
+    'events sent to the child instance',
+  ],
   define: () => parentOf('children', { REPORT: { actions: sendTo('pay', { type: 'REPORT' }) }, CONFIRM: { actions: noteEvent } }),
   children: { pay: 'fidpayment' },
   alphabet: [send('FORWARD'), send('STOP'), send('CONFIRM', {}, 'pay')],
@@ -194,7 +231,9 @@ const spawnWorkflow: FidelityCase = {
               CONFIRM: { actions: sendTo('kid', { type: 'CONFIRM' }) },
               STOP: { actions: [stopChild('kid'), note('stopped')] },
               CHILD_READY: { actions: noteEvent },
-              'xstate.done.actor.kid': { actions: assign({ log: ({ context, event }) => [...context.log, `kid done ${JSON.stringify((event as { output?: unknown }).output)}`] }) },
+              'xstate.done.actor.kid': {
+                actions: assign({ log: ({ context, event }) => [...context.log, `kid done ${JSON.stringify((event as { output?: unknown }).output)}`] }),
+              },
             },
           },
         },
@@ -202,7 +241,10 @@ const spawnWorkflow: FidelityCase = {
     }),
   children: { kid: 'fidpayment' },
   alphabet: [send('SPAWN'), send('CONFIRM'), send('STOP')],
-  sequences: [[send('SPAWN'), send('CONFIRM')], [send('SPAWN'), send('STOP')]],
+  sequences: [
+    [send('SPAWN'), send('CONFIRM')],
+    [send('SPAWN'), send('STOP')],
+  ],
   // Fixed: a child spawned again under the same id gets an id of its own; sendTo a child that
   // already finished is dropped, as XState drops it, without a warning.
   known: [ASYNC_CHILD],
@@ -218,7 +260,10 @@ const delayedToChild: FidelityCase = {
     }),
   children: { pay: 'fidpayment' },
   alphabet: [send('LATER'), send('NEVERMIND'), wait(200)],
-  sequences: [[send('LATER'), wait(200)], [send('LATER'), send('NEVERMIND'), wait(200)]],
+  sequences: [
+    [send('LATER'), wait(200)],
+    [send('LATER'), send('NEVERMIND'), wait(200)],
+  ],
   known: [ASYNC_CHILD],
 };
 
@@ -261,7 +306,10 @@ const delayedToParent: FidelityCase = {
     }),
   children: { rep: 'fidreporter' },
   alphabet: [send('ASK', {}, 'rep'), send('QUIT', {}, 'rep'), wait(200)],
-  sequences: [[send('ASK', {}, 'rep'), wait(200)], [send('ASK', {}, 'rep'), send('ASK', {}, 'rep'), wait(250)]],
+  sequences: [
+    [send('ASK', {}, 'rep'), wait(200)],
+    [send('ASK', {}, 'rep'), send('ASK', {}, 'rep'), wait(250)],
+  ],
   known: [ASYNC_CHILD],
 };
 
@@ -277,7 +325,12 @@ export const INLINE_AT_MOST_ONCE = {
 
 const named: FidelityCase = {
   name: 'namedactions',
-  covers: ['named actions with params', 'entry action of the initial state', 'actions see the context as of their place in the step', 'exit and transition actions in order'],
+  covers: [
+    'named actions with params',
+    'entry action of the initial state',
+    'actions see the context as of their place in the step',
+    'exit and transition actions in order',
+  ],
   define: () =>
     defineWorkflow({
       name: 'namedactions',
@@ -292,7 +345,15 @@ const named: FidelityCase = {
           on: {
             exit: { type: 'audit', params: { what: 'exit on' } },
             on: {
-              BUMP: { actions: [{ type: 'notify', params: { to: 'a' } }, bump, { type: 'audit', params: ({ context }: { context: Ctx }) => ({ n: context.n }) }, bump, { type: 'notify', params: { to: 'b' } }] },
+              BUMP: {
+                actions: [
+                  { type: 'notify', params: { to: 'a' } },
+                  bump,
+                  { type: 'audit', params: ({ context }: { context: Ctx }) => ({ n: context.n }) },
+                  bump,
+                  { type: 'notify', params: { to: 'b' } },
+                ],
+              },
               LEAVE: { target: 'off', actions: { type: 'notify', params: { to: 'c' } } },
             },
           },
@@ -349,5 +410,17 @@ const inlineActions: FidelityCase = {
   known: [INLINE_AT_MOST_ONCE],
 };
 
-export const actorCases: FidelityCase[] = [activities, children, childReport, childAgain, forwarding, spawnWorkflow, delayedToChild, delayedToParent, named, actionParams, inlineActions];
+export const actorCases: FidelityCase[] = [
+  activities,
+  children,
+  childReport,
+  childAgain,
+  forwarding,
+  spawnWorkflow,
+  delayedToChild,
+  delayedToParent,
+  named,
+  actionParams,
+  inlineActions,
+];
 export { payment };

@@ -25,12 +25,19 @@ const hierarchy: FidelityCase = {
         initial: 'a',
         on: { RESET: { target: '.a', actions: note('reset') }, JUMP: '#h.b.deep.z' },
         states: {
-          a: { ...traced('a'), initial: 'a1', states: { a1: { ...traced('a1'), on: { NEXT: 'a2' } }, a2: { ...traced('a2'), on: { NEXT: '#h.b' } } }, on: { UP: { actions: note('a handles UP') } } },
+          a: {
+            ...traced('a'),
+            initial: 'a1',
+            states: { a1: { ...traced('a1'), on: { NEXT: 'a2' } }, a2: { ...traced('a2'), on: { NEXT: '#h.b' } } },
+            on: { UP: { actions: note('a handles UP') } },
+          },
           b: {
             ...traced('b'),
             initial: 'deep',
             on: { UP: { target: 'a', actions: note('b UP') } },
-            states: { deep: { ...traced('deep'), initial: 'y', states: { y: { ...traced('y'), on: { NEXT: 'z' } }, z: { ...traced('z'), on: { NEXT: '#h.a.a2' } } } } },
+            states: {
+              deep: { ...traced('deep'), initial: 'y', states: { y: { ...traced('y'), on: { NEXT: 'z' } }, z: { ...traced('z'), on: { NEXT: '#h.a.a2' } } } },
+            },
           },
         },
       }),
@@ -55,7 +62,10 @@ const parallel: FidelityCase = {
         states: {
           left: {
             initial: 'off',
-            states: { off: { ...traced('L.off'), on: { TOGGLE: 'on', BOTH: { target: 'on', actions: note('L both') } } }, on: { ...traced('L.on'), on: { TOGGLE: 'off' } } },
+            states: {
+              off: { ...traced('L.off'), on: { TOGGLE: 'on', BOTH: { target: 'on', actions: note('L both') } } },
+              on: { ...traced('L.on'), on: { TOGGLE: 'off' } },
+            },
           },
           right: {
             initial: 'one',
@@ -164,7 +174,12 @@ const reenter: FidelityCase = {
           p: {
             ...traced('p'),
             initial: 'c1',
-            on: { SELF: { target: 'p', actions: note('self') }, SELF_EXT: { target: 'p', reenter: true, actions: note('self ext') }, CHILD: '.c2', CHILD_EXT: { target: '.c2', reenter: true } },
+            on: {
+              SELF: { target: 'p', actions: note('self') },
+              SELF_EXT: { target: 'p', reenter: true, actions: note('self ext') },
+              CHILD: '.c2',
+              CHILD_EXT: { target: '.c2', reenter: true },
+            },
             states: { c1: traced('c1'), c2: traced('c2') },
           },
         },
@@ -187,7 +202,12 @@ const order: FidelityCase = {
         context: ctx(),
         initial: 'a',
         states: {
-          a: { ...traced('a'), initial: 'a1', states: { a1: { ...traced('a1'), initial: 'a11', states: { a11: traced('a11') } } }, on: { CROSS: { target: 'b.b1.b11', actions: [note('t1'), bump, note('t2')] } } },
+          a: {
+            ...traced('a'),
+            initial: 'a1',
+            states: { a1: { ...traced('a1'), initial: 'a11', states: { a11: traced('a11') } } },
+            on: { CROSS: { target: 'b.b1.b11', actions: [note('t1'), bump, note('t2')] } },
+          },
           b: {
             ...traced('b'),
             initial: 'b1',
@@ -219,7 +239,12 @@ const history: FidelityCase = {
             on: { OUT: 'away' },
             states: {
               one: { ...traced('one'), on: { NEXT: 'two' } },
-              two: { ...traced('two'), initial: 'x', on: { NEXT: 'one' }, states: { x: { ...traced('x'), on: { INNER: 'y' } }, y: { ...traced('y'), on: { INNER: 'x' } } } },
+              two: {
+                ...traced('two'),
+                initial: 'x',
+                on: { NEXT: 'one' },
+                states: { x: { ...traced('x'), on: { INNER: 'y' } }, y: { ...traced('y'), on: { INNER: 'x' } } },
+              },
               shallow: { type: 'history', history: 'shallow' },
               deep: { type: 'history', history: 'deep', target: 'two' },
             },
@@ -305,7 +330,13 @@ const wildcard: FidelityCase = {
         states: {
           p: {
             initial: 'c',
-            on: { '*': { actions: note('any') }, KNOWN: { actions: note('known') }, 'user.*': { actions: note('user.*') }, BLOCKED: { target: '.d', actions: note('parent BLOCKED') }, LEAVE: 'q' },
+            on: {
+              '*': { actions: note('any') },
+              KNOWN: { actions: note('known') },
+              'user.*': { actions: note('user.*') },
+              BLOCKED: { target: '.d', actions: note('parent BLOCKED') },
+              LEAVE: 'q',
+            },
             states: {
               c: { on: { BLOCKED: undefined as never } },
               d: { on: { BLOCKED: { actions: note('d BLOCKED') } } },
@@ -329,7 +360,11 @@ const contextInput: FidelityCase = {
       input: input({ items: z.array(z.object({ sku: z.string(), qty: z.number() })), owner: z.object({ name: z.string() }) }),
       events: events('ADD', 'CLEAR'),
       machine: setup({ types: {} as Types }).createMachine({
-        context: ctx((i) => ({ items: i['items'], owner: { ...(i['owner'] as object), since: 'start' }, total: (i['items'] as Array<{ qty: number }>).reduce((s, x) => s + x.qty, 0) })),
+        context: ctx((i) => ({
+          items: i['items'],
+          owner: { ...(i['owner'] as object), since: 'start' },
+          total: (i['items'] as Array<{ qty: number }>).reduce((s, x) => s + x.qty, 0),
+        })),
         initial: 'open',
         states: {
           open: {
@@ -342,7 +377,13 @@ const contextInput: FidelityCase = {
         },
       }),
     }),
-  input: { items: [{ sku: 'a', qty: 2 }, { sku: 'b', qty: 3 }], owner: { name: 'ada' } },
+  input: {
+    items: [
+      { sku: 'a', qty: 2 },
+      { sku: 'b', qty: 3 },
+    ],
+    owner: { name: 'ada' },
+  },
   alphabet: [send('ADD'), send('CLEAR')],
   sequences: [[send('ADD'), send('CLEAR')]],
 };
@@ -380,7 +421,13 @@ const tagsMeta: FidelityCase = {
 
 const finals: FidelityCase = {
   name: 'finals',
-  covers: ['final state in a compound state (onDone)', 'final states in every parallel region (onDone)', 'output of a final state', 'machine output', 'events after done'],
+  covers: [
+    'final state in a compound state (onDone)',
+    'final states in every parallel region (onDone)',
+    'output of a final state',
+    'machine output',
+    'events after done',
+  ],
   define: () =>
     defineWorkflow({
       name: 'finals',
@@ -439,7 +486,6 @@ const throwing: FidelityCase = {
                 },
                 actions: note('guarded'),
               },
-              
             },
           },
         },
@@ -470,9 +516,31 @@ const throwingInline: FidelityCase = {
   // through an event of its own (jetstate.fail): one event at a time it agrees with XState, in a
   // burst the events behind it may be applied first (documented in docs/XSTATE.md).
   known: [
-    { note: 'an inline action runs after the write: one that throws fails the instance by an event of its own, so in a burst the events behind it may be applied first (XState stops at once)', modes: ['burst'] },
-    { note: 'an inline action runs after the write, at most once: an engine killed right after the write never runs it, and the instance goes on (XState stops with the error)', modes: ['kill'] },
+    {
+      note: 'an inline action runs after the write: one that throws fails the instance by an event of its own, so in a burst the events behind it may be applied first (XState stops at once)',
+      modes: ['burst'],
+    },
+    {
+      note: 'an inline action runs after the write, at most once: an engine killed right after the write never runs it, and the instance goes on (XState stops with the error)',
+      modes: ['kill'],
+    },
   ],
 };
 
-export const coreCases: FidelityCase[] = [hierarchy, parallel, guards, eventless, reenter, order, history, raising, enqueue, wildcard, contextInput, tagsMeta, finals, throwing, throwingInline];
+export const coreCases: FidelityCase[] = [
+  hierarchy,
+  parallel,
+  guards,
+  eventless,
+  reenter,
+  order,
+  history,
+  raising,
+  enqueue,
+  wildcard,
+  contextInput,
+  tagsMeta,
+  finals,
+  throwing,
+  throwingInline,
+];

@@ -54,9 +54,20 @@ function actorCase(name: string, covers: string, actors: Record<string, unknown>
   };
 }
 
-const done = { onDone: { target: 'next', actions: assign(({ context, event }) => ({ log: [...(context as Ctx).log, `done ${JSON.stringify((event as { output?: unknown }).output)}`] })) } };
+const done = {
+  onDone: {
+    target: 'next',
+    actions: assign(({ context, event }) => ({ log: [...(context as Ctx).log, `done ${JSON.stringify((event as { output?: unknown }).output)}`] })),
+  },
+};
 
-const plainPromise = actorCase('plainpromise', 'fromPromise registered by name (not activity()) invoked in the initial state', { p: fromPromise(async () => 42) }, { src: 'p', ...done }, 'a fromPromise actor runs in memory only');
+const plainPromise = actorCase(
+  'plainpromise',
+  'fromPromise registered by name (not activity()) invoked in the initial state',
+  { p: fromPromise(async () => 42) },
+  { src: 'p', ...done },
+  'a fromPromise actor runs in memory only',
+);
 
 const callback = actorCase(
   'callback',
@@ -154,7 +165,9 @@ const spawnPlain = spawnCase(
   { refused: 'spawns .m. \\(spawnChild\\), which cannot be made durable: a plain machine as an actor runs in memory' },
 );
 
-const spawnInline = spawnCase('spawninline', 'spawnChild of an inline actor (refused)', {}, spawnChild(fromPromise(async () => 1) as never, { id: 's' }), { refused: 'spawns an inline actor implementation' });
+const spawnInline = spawnCase('spawninline', 'spawnChild of an inline actor (refused)', {}, spawnChild(fromPromise(async () => 1) as never, { id: 's' }), {
+  refused: 'spawns an inline actor implementation',
+});
 
 /** `spawn` inside `assign` shows in no action: the engine fails the instance when it happens. */
 const spawnAssign = spawnCase(
@@ -211,7 +224,14 @@ const systemId: FidelityCase = {
         context: ctx(),
         initial: 'work',
         states: {
-          work: { invoke: { src: 'worker', systemId: 'worker', input: ({ context }: { context: Ctx }) => ({ n: context.n }), onDone: { target: 'idle', actions: assign({ n: ({ event }) => event.output as number }) } } },
+          work: {
+            invoke: {
+              src: 'worker',
+              systemId: 'worker',
+              input: ({ context }: { context: Ctx }) => ({ n: context.n }),
+              onDone: { target: 'idle', actions: assign({ n: ({ event }) => event.output as number }) },
+            },
+          },
           idle: { on: { AGAIN: 'work' } },
         },
       }),
@@ -274,7 +294,10 @@ const deepHistoryParallel: FidelityCase = {
     }),
   alphabet: [send('L'), send('R'), send('OUT'), send('BACK')],
   // The kill mode crashes the engine after the middle event: here the third L, before OUT records the history.
-  sequences: [[send('L'), send('L'), send('L'), send('OUT'), send('BACK')], [send('L'), send('R'), send('R'), send('OUT'), send('BACK'), send('L'), send('OUT'), send('BACK')]],
+  sequences: [
+    [send('L'), send('L'), send('L'), send('OUT'), send('BACK')],
+    [send('L'), send('R'), send('R'), send('OUT'), send('BACK'), send('L'), send('OUT'), send('BACK')],
+  ],
   killInSuite: true,
   // Fixed: history states are stored sorted, so a replay and the stored record compare equal.
 };
@@ -291,7 +314,9 @@ const dates: FidelityCase = {
       machine: setup({ types: {} as Types }).createMachine({
         context: ctx((i) => ({ at: new Date(i['atMs'] as number) })),
         initial: 'on',
-        states: { on: { on: { CHECK: [{ guard: ({ context }) => context['at'] instanceof Date, actions: note('a Date') }, { actions: note('not a Date') }] } } },
+        states: {
+          on: { on: { CHECK: [{ guard: ({ context }) => context['at'] instanceof Date, actions: note('a Date') }, { actions: note('not a Date') }] } },
+        },
       }),
     }),
   input: { atMs: 1_700_000_000_000 },

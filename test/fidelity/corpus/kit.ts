@@ -50,7 +50,9 @@ export const ctx =
 export const note = (label: string): AnyAction => assign(({ context }: { context: Ctx }) => ({ log: [...context.log, label] }));
 
 /** Appends the event type (and `k`) to the log. */
-export const noteEvent: AnyAction = assign(({ context, event }: { context: Ctx; event: Ev }) => ({ log: [...context.log, event.k === undefined ? event.type : `${event.type}:${event.k}`] }));
+export const noteEvent: AnyAction = assign(({ context, event }: { context: Ctx; event: Ev }) => ({
+  log: [...context.log, event.k === undefined ? event.type : `${event.type}:${event.k}`],
+}));
 
 /** Adds `event.k` (or 1) to `n`. */
 export const bump: AnyAction = assign(({ context, event }: { context: Ctx; event: Ev }) => ({ n: context.n + (event.k ?? 1) }));

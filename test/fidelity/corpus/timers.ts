@@ -29,7 +29,10 @@ const afterFixed: FidelityCase = {
       }),
     }),
   alphabet: [send('PAY'), send('RETRY'), wait(100), wait(200)],
-  sequences: [[wait(200), wait(200), send('RETRY'), wait(100), send('PAY')], [send('PAY'), wait(350)]],
+  sequences: [
+    [wait(200), wait(200), send('RETRY'), wait(100), send('PAY')],
+    [send('PAY'), wait(350)],
+  ],
   generatedInSuite: true,
 };
 
@@ -113,7 +116,10 @@ const afterParallel: FidelityCase = {
         on: { RESET: { target: '.', reenter: true, actions: note('reset') } },
         states: {
           a: { initial: 'w', states: { w: { after: { 300: { target: 'd', actions: note('a 300') } } }, d: {} } },
-          b: { initial: 'w', states: { w: { after: { 100: { target: 'd', actions: note('b 100') } } }, d: { after: { 100: { actions: note('b then 100') } } } } },
+          b: {
+            initial: 'w',
+            states: { w: { after: { 100: { target: 'd', actions: note('b 100') } } }, d: { after: { 100: { actions: note('b then 100') } } } },
+          },
           c: { initial: 'w', states: { w: { after: { 200: { target: 'd', actions: note('c 200') } } }, d: {} } },
         },
       }),
@@ -191,7 +197,12 @@ const delayedRaise: FidelityCase = {
         states: {
           idle: {
             on: {
-              ARM: { actions: [bump, raise(({ context }) => ({ type: 'TICK', k: context.n }), { id: 'tick', delay: ({ context }: { context: Ctx }) => 100 + context.n * 50 })] },
+              ARM: {
+                actions: [
+                  bump,
+                  raise(({ context }) => ({ type: 'TICK', k: context.n }), { id: 'tick', delay: ({ context }: { context: Ctx }) => 100 + context.n * 50 }),
+                ],
+              },
               CANCEL: { actions: [cancel('tick'), note('cancelled')] },
               ANON: { actions: raise({ type: 'TOCK' }, { delay: 120 }) },
             },
@@ -231,7 +242,10 @@ const overdue: FidelityCase = {
       }),
     }),
   alphabet: [send('AGAIN'), wait(150), stall(600)],
-  sequences: [[stall(600), send('AGAIN'), wait(200)], [wait(200), send('AGAIN'), wait(400)]],
+  sequences: [
+    [stall(600), send('AGAIN'), wait(200)],
+    [wait(200), send('AGAIN'), wait(400)],
+  ],
   // Fixed: with no engine at the start (kill mode) timers come back in scheduling order, with a
   // held clock in no particular order, and a late engine late; whichever fire comes first fires
   // the ones due before it first (step.ts).

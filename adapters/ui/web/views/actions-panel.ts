@@ -12,11 +12,18 @@ import { schemaForm, type SchemaForm } from '../schema-form.js';
 /** Kept for the session of this page (never stored): one token for every instance viewed. */
 let token = '';
 
-const failure = (e: unknown): HTMLElement => h('div', { class: 'result refused', role: 'alert' }, e instanceof ApiFailure ? `${e.code}: ${e.message}` : (e as Error).message);
+const failure = (e: unknown): HTMLElement =>
+  h('div', { class: 'result refused', role: 'alert' }, e instanceof ApiFailure ? `${e.code}: ${e.message}` : (e as Error).message);
 
 export function actionsPanel(workflow: string, id: string, forms: EventForm[], actions: string[]): HTMLElement {
   const base = `/api/instances/${enc(workflow)}/${enc(id)}`;
-  const tokenInput = h('input', { type: 'password', name: 'token', autocomplete: 'off', placeholder: 'identity token (OIDC JWT), if the workflow asks for one', value: token });
+  const tokenInput = h('input', {
+    type: 'password',
+    name: 'token',
+    autocomplete: 'off',
+    placeholder: 'identity token (OIDC JWT), if the workflow asks for one',
+    value: token,
+  });
   tokenInput.addEventListener('input', () => (token = tokenInput.value.trim()));
   const withToken = <T extends object>(body: T): T & { token?: string } => (token ? { ...body, token } : body);
 
@@ -46,7 +53,11 @@ export function actionsPanel(workflow: string, id: string, forms: EventForm[], a
           r.outcome === 'rejected'
             ? h('div', { class: 'result refused', role: 'alert', 'data-outcome': r.outcome }, `refused by the engine: ${r.reason ?? ''}`)
             : r.outcome === 'applied'
-              ? h('div', { class: 'result ok', 'data-outcome': r.outcome }, `applied${r.to !== undefined ? `: now ${stateText(r.to)}` : ''} (seq ${r.seq}${r.duplicate ? ', already accepted before' : ''})`)
+              ? h(
+                  'div',
+                  { class: 'result ok', 'data-outcome': r.outcome },
+                  `applied${r.to !== undefined ? `: now ${stateText(r.to)}` : ''} (seq ${r.seq}${r.duplicate ? ', already accepted before' : ''})`,
+                )
               : h('div', { class: 'result muted', 'data-outcome': r.outcome }, `accepted (seq ${r.seq}); no engine applied it yet: is one running?`),
         );
       } catch (err) {

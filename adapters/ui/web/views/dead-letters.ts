@@ -14,18 +14,42 @@ export function deadLettersView(root: HTMLElement): () => void {
       const v = await getJson<DeadLettersView>('/api/deadletters?limit=200');
       fill(
         body,
-        h('p', { class: 'muted' }, 'Events the engine refused (kept a week), newest first, with the reason. Payloads are not shown: they may be hostile or hold secrets.'),
+        h(
+          'p',
+          { class: 'muted' },
+          'Events the engine refused (kept a week), newest first, with the reason. Payloads are not shown: they may be hostile or hold secrets.',
+        ),
         v.deadLetters.length === 0
           ? h('p', { class: 'muted' }, 'no dead letters')
           : h(
               'table',
               { class: 'grid deadletters' },
-              h('thead', null, h('tr', null, h('th', null, 'Time'), h('th', null, 'Instance'), h('th', { class: 'num' }, 'Seq'), h('th', null, 'Reason'), h('th', { class: 'num' }, 'Bytes'))),
+              h(
+                'thead',
+                null,
+                h(
+                  'tr',
+                  null,
+                  h('th', null, 'Time'),
+                  h('th', null, 'Instance'),
+                  h('th', { class: 'num' }, 'Seq'),
+                  h('th', null, 'Reason'),
+                  h('th', { class: 'num' }, 'Bytes'),
+                ),
+              ),
               h(
                 'tbody',
                 null,
                 ...v.deadLetters.map((d) =>
-                  h('tr', null, h('td', null, time(d.timeMs)), h('td', null, h('a', { href: instanceHref(d.workflow, d.id) }, `${d.workflow} ${d.id}`)), h('td', { class: 'num' }, String(d.seq)), h('td', { class: 'reason' }, d.reason), h('td', { class: 'num' }, String(d.size))),
+                  h(
+                    'tr',
+                    null,
+                    h('td', null, time(d.timeMs)),
+                    h('td', null, h('a', { href: instanceHref(d.workflow, d.id) }, `${d.workflow} ${d.id}`)),
+                    h('td', { class: 'num' }, String(d.seq)),
+                    h('td', { class: 'reason' }, d.reason),
+                    h('td', { class: 'num' }, String(d.size)),
+                  ),
                 ),
               ),
             ),

@@ -34,7 +34,15 @@ const panel = (title: string, cls: string, ...body: Array<Node | null>): HTMLEle
 export function instanceView(root: HTMLElement, _params: URLSearchParams, path: string[]): () => void {
   const workflow = path[1] ?? '';
   const id = path[2] ?? '';
-  const title = h('h1', null, h('a', { href: `#/instances?workflow=${enc(workflow)}` }, workflow), ' / ', h('span', { class: 'instance-id' }, id), ' ', h('span', { class: 'status' }));
+  const title = h(
+    'h1',
+    null,
+    h('a', { href: `#/instances?workflow=${enc(workflow)}` }, workflow),
+    ' / ',
+    h('span', { class: 'instance-id' }, id),
+    ' ',
+    h('span', { class: 'status' }),
+  );
   const meta = h('p', { class: 'meta muted' });
   const problem = h('div', { class: 'problem', role: 'status' });
   const chartHost = h('div', { class: 'chart-wrap' }, h('p', { class: 'muted' }, 'drawing…'));
@@ -53,7 +61,13 @@ export function instanceView(root: HTMLElement, _params: URLSearchParams, path: 
     problem,
     panel('Statechart', 'chart-panel', chartHost),
     h('div', { class: 'columns' }, panel('Context', 'context-panel', context, outcome), panel('Actions', 'actions-panel', actionsHost)),
-    h('div', { class: 'columns three' }, panel('Timers', 'timers-panel', timers), panel('Tasks', 'tasks-panel', tasks), panel('Children', 'children-panel', children)),
+    h(
+      'div',
+      { class: 'columns three' },
+      panel('Timers', 'timers-panel', timers),
+      panel('Tasks', 'tasks-panel', tasks),
+      panel('Children', 'children-panel', children),
+    ),
     panel('History', 'history-panel', history),
   );
 
@@ -89,8 +103,25 @@ export function instanceView(root: HTMLElement, _params: URLSearchParams, path: 
     fill(
       meta,
       `version ${d.version} · revision ${d.revision} · state ${stateText(d.value)} · created ${time(d.createdAtMs)} · updated ${time(d.updatedAtMs)}`,
-      d.parent ? h('span', null, ' · child of ', h('a', { href: instanceHref(d.parent.workflow, d.parent.id) }, `${d.parent.workflow} ${d.parent.id}`), ` (invoke ${d.parent.invokeId})`) : null,
-      d.trace ? h('span', null, ' · last transition ', d.trace.url ? h('a', { href: d.trace.url, target: '_blank', rel: 'noopener noreferrer', class: 'trace' }, `trace ${d.trace.traceId}`) : h('span', { class: 'trace' }, `trace ${d.trace.traceId}`)) : null,
+      d.parent
+        ? h(
+            'span',
+            null,
+            ' · child of ',
+            h('a', { href: instanceHref(d.parent.workflow, d.parent.id) }, `${d.parent.workflow} ${d.parent.id}`),
+            ` (invoke ${d.parent.invokeId})`,
+          )
+        : null,
+      d.trace
+        ? h(
+            'span',
+            null,
+            ' · last transition ',
+            d.trace.url
+              ? h('a', { href: d.trace.url, target: '_blank', rel: 'noopener noreferrer', class: 'trace' }, `trace ${d.trace.traceId}`)
+              : h('span', { class: 'trace' }, `trace ${d.trace.traceId}`),
+          )
+        : null,
     );
     fill(problem, d.problem ? h('p', { class: 'warn' }, d.problem) : null);
     const open = openPaths(context.querySelector('.json-tree'));
@@ -104,7 +135,19 @@ export function instanceView(root: HTMLElement, _params: URLSearchParams, path: 
       timers,
       d.timers.length === 0
         ? h('p', { class: 'muted' }, 'none pending')
-        : h('ul', null, ...d.timers.map((t) => h('li', { 'data-timer': t.id }, h('code', null, t.eventType.replace(/^xstate\.after\./, 'after ')), h('br'), `due ${time(t.dueAtMs)} (${relative(t.dueAtMs)})`))),
+        : h(
+            'ul',
+            null,
+            ...d.timers.map((t) =>
+              h(
+                'li',
+                { 'data-timer': t.id },
+                h('code', null, t.eventType.replace(/^xstate\.after\./, 'after ')),
+                h('br'),
+                `due ${time(t.dueAtMs)} (${relative(t.dueAtMs)})`,
+              ),
+            ),
+          ),
     );
     fill(
       tasks,
@@ -114,7 +157,13 @@ export function instanceView(root: HTMLElement, _params: URLSearchParams, path: 
             'ul',
             null,
             ...d.tasks.map((t) =>
-              h('li', { 'data-task': t.id }, h('strong', null, t.src), ` (${t.id}) since ${time(t.startedAtMs)}`, t.attempt ? h('div', { class: 'warn' }, `attempt ${t.attempt} failed: ${t.lastError ?? ''}`) : null),
+              h(
+                'li',
+                { 'data-task': t.id },
+                h('strong', null, t.src),
+                ` (${t.id}) since ${time(t.startedAtMs)}`,
+                t.attempt ? h('div', { class: 'warn' }, `attempt ${t.attempt} failed: ${t.lastError ?? ''}`) : null,
+              ),
             ),
           ),
       d.executions?.length
@@ -122,7 +171,18 @@ export function instanceView(root: HTMLElement, _params: URLSearchParams, path: 
             'div',
             { class: 'executions' },
             h('h3', null, 'Step Functions'),
-            h('ul', null, ...d.executions.map((x) => h('li', null, `${x.invokeId}: running since ${time(x.startedAtMs)} `, h('a', { href: x.consoleUrl, target: '_blank', rel: 'noopener noreferrer', title: x.executionArn }, 'open in the AWS console')))),
+            h(
+              'ul',
+              null,
+              ...d.executions.map((x) =>
+                h(
+                  'li',
+                  null,
+                  `${x.invokeId}: running since ${time(x.startedAtMs)} `,
+                  h('a', { href: x.consoleUrl, target: '_blank', rel: 'noopener noreferrer', title: x.executionArn }, 'open in the AWS console'),
+                ),
+              ),
+            ),
           )
         : null,
     );
@@ -130,7 +190,19 @@ export function instanceView(root: HTMLElement, _params: URLSearchParams, path: 
       children,
       d.children.length === 0
         ? h('p', { class: 'muted' }, 'none')
-        : h('ul', null, ...d.children.map((c) => h('li', null, h('a', { href: instanceHref(c.workflow, c.id) }, `${c.workflow} ${c.id}`), ` (invoke ${c.invokeId})`, c.status ? h('span', null, ' ', statusBadge(c.status), ` ${c.state ?? ''}`) : null))),
+        : h(
+            'ul',
+            null,
+            ...d.children.map((c) =>
+              h(
+                'li',
+                null,
+                h('a', { href: instanceHref(c.workflow, c.id) }, `${c.workflow} ${c.id}`),
+                ` (invoke ${c.invokeId})`,
+                c.status ? h('span', null, ' ', statusBadge(c.status), ` ${c.state ?? ''}`) : null,
+              ),
+            ),
+          ),
     );
     fill(history, timeline(d.history));
     drawn?.highlight(d.active, d.timers);

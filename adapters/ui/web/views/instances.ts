@@ -19,7 +19,13 @@ export function instancesView(root: HTMLElement, params: URLSearchParams): () =>
   const next = h('button', { type: 'button', class: 'next' }, 'Next ›');
   const first = h('button', { type: 'button', class: 'first' }, '« First');
   const table = h('div', { class: 'list' }, h('p', { class: 'muted' }, 'loading…'));
-  fill(root, h('h1', null, 'Instances'), h('form', { class: 'filters', role: 'search' }, workflow, status, state, prefix), table, h('div', { class: 'pager' }, first, prev, next, summary));
+  fill(
+    root,
+    h('h1', null, 'Instances'),
+    h('form', { class: 'filters', role: 'search' }, workflow, status, state, prefix),
+    table,
+    h('div', { class: 'pager' }, first, prev, next, summary),
+  );
 
   const inputs = { workflow, status, state, prefix };
   for (const k of FILTERS) inputs[k].value = params.get(k) ?? '';

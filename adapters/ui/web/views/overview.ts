@@ -40,7 +40,14 @@ function render(body: HTMLElement, o: Overview): void {
         'tr',
         { 'data-workflow': w.name, 'data-version': v.version },
         i === 0 ? h('td', { rowspan: w.versions.length }, h('a', { href: link(w.name) }, w.name)) : null,
-        h('td', null, `v${v.version}`, v.registered ? null : h('span', { class: 'badge warn', title: 'records of this version exist, but the loaded workflows module does not define it' }, 'not loaded')),
+        h(
+          'td',
+          null,
+          `v${v.version}`,
+          v.registered
+            ? null
+            : h('span', { class: 'badge warn', title: 'records of this version exist, but the loaded workflows module does not define it' }, 'not loaded'),
+        ),
         ...statuses.map((s) => {
           const n = v.counts[s] ?? 0;
           return h('td', { class: `num status-${s}`, 'data-status': s }, n ? h('a', { href: link(w.name, s) }, String(n)) : '0');
@@ -63,7 +70,20 @@ function render(body: HTMLElement, o: Overview): void {
     h(
       'table',
       { class: 'grid workflows' },
-      h('thead', null, h('tr', null, h('th', null, 'Workflow'), h('th', null, 'Version'), ...statuses.map((s) => h('th', { class: 'num' }, s)), h('th', { class: 'num' }, 'events/s'), h('th', { class: 'num' }, 'starts/s'), h('th', { class: 'num', title: `among the newest ${o.deadLettersScanned}` }, 'dead letters'))),
+      h(
+        'thead',
+        null,
+        h(
+          'tr',
+          null,
+          h('th', null, 'Workflow'),
+          h('th', null, 'Version'),
+          ...statuses.map((s) => h('th', { class: 'num' }, s)),
+          h('th', { class: 'num' }, 'events/s'),
+          h('th', { class: 'num' }, 'starts/s'),
+          h('th', { class: 'num', title: `among the newest ${o.deadLettersScanned}` }, 'dead letters'),
+        ),
+      ),
       h('tbody', null, ...rows),
     ),
     h('h2', null, 'Recently changed'),

@@ -14,7 +14,20 @@ export function instanceRows(rows: InstanceRow[], updated: (r: InstanceRow) => s
   return h(
     'table',
     { class: 'grid instances' },
-    h('thead', null, h('tr', null, h('th', null, 'Workflow'), h('th', null, 'Instance'), h('th', null, 'Status'), h('th', null, 'State'), h('th', { class: 'num' }, 'Revision'), h('th', null, 'Updated'))),
+    h(
+      'thead',
+      null,
+      h(
+        'tr',
+        null,
+        h('th', null, 'Workflow'),
+        h('th', null, 'Instance'),
+        h('th', null, 'Status'),
+        h('th', null, 'State'),
+        h('th', { class: 'num' }, 'Revision'),
+        h('th', null, 'Updated'),
+      ),
+    ),
     h(
       'tbody',
       null,

@@ -34,7 +34,8 @@ const requests = nc.subscribe(OPEN_INVOICE_SUBJECT, {
       () => msg.respond(JSON.stringify({ invoiceId })),
       (e: unknown) => {
         // A conflicting start is final; anything else is left unanswered, so the shop's task retries.
-        if (e instanceof JetstateError && (e.code === ErrorCode.InstanceConflict || e.code === ErrorCode.InvalidInput)) msg.respond(JSON.stringify({ error: e.message }));
+        if (e instanceof JetstateError && (e.code === ErrorCode.InstanceConflict || e.code === ErrorCode.InvalidInput))
+          msg.respond(JSON.stringify({ error: e.message }));
       },
     );
   },

@@ -17,10 +17,7 @@ export const InvoiceInput = z.object({
 export type InvoiceInput = z.output<typeof InvoiceInput>;
 
 type InvoiceContext = InvoiceInput & { paid: number; carrier?: string; voidReason?: string };
-type InvoiceEvent =
-  | { type: 'PAY'; amount: number }
-  | { type: 'ORDER_SHIPPED'; carrier: string }
-  | { type: 'ORDER_CANCELLED'; reason: string };
+type InvoiceEvent = { type: 'PAY'; amount: number } | { type: 'ORDER_SHIPPED'; carrier: string } | { type: 'ORDER_CANCELLED'; reason: string };
 
 export const invoice = defineWorkflow({
   name: 'invoice',
@@ -50,11 +47,14 @@ export const invoice = defineWorkflow({
               actions: [
                 assign({ paid: ({ context, event }) => context.paid + event.amount }),
                 // After this state is written, the order hears of it (once, even across crashes).
-                sendToInstance(({ context }: { context: InvoiceContext }) => ({ workflow: 'order', id: context.orderId }), ({ context }: { context: InvoiceContext }) => ({
-                  type: 'INVOICE_PAID',
-                  invoiceId: context.invoiceId,
-                  amount: context.amount,
-                })),
+                sendToInstance(
+                  ({ context }: { context: InvoiceContext }) => ({ workflow: 'order', id: context.orderId }),
+                  ({ context }: { context: InvoiceContext }) => ({
+                    type: 'INVOICE_PAID',
+                    invoiceId: context.invoiceId,
+                    amount: context.amount,
+                  }),
+                ),
               ],
             },
             { actions: assign({ paid: ({ context, event }) => context.paid + event.amount }) },

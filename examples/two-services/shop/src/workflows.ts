@@ -49,9 +49,7 @@ export function billingDesk(): EngineExtension & BillingDesk {
 
 type OrderContext = OrderInput & { invoiceId?: string; paidAmount?: number; carrier?: string; trackingId?: string; cancelReason?: string; error?: string };
 type OrderEvent =
-  | { type: 'INVOICE_PAID'; invoiceId: string; amount: number }
-  | { type: 'SHIP'; carrier: string; trackingId: string }
-  | { type: 'CANCEL'; reason: string };
+  { type: 'INVOICE_PAID'; invoiceId: string; amount: number } | { type: 'SHIP'; carrier: string; trackingId: string } | { type: 'CANCEL'; reason: string };
 
 const invoiceOf = ({ context }: { context: OrderContext }) => ({ workflow: 'invoice', id: context.invoiceId ?? `inv-${context.orderId}` });
 
@@ -90,7 +88,10 @@ export const order = defineWorkflow({
           INVOICE_PAID: { target: 'paid', actions: assign({ paidAmount: ({ event }) => event.amount }) },
           CANCEL: {
             target: 'cancelled',
-            actions: [assign({ cancelReason: ({ event }) => event.reason }), sendToInstance(invoiceOf, ({ event }) => ({ type: 'ORDER_CANCELLED', reason: (event as { reason: string }).reason }))],
+            actions: [
+              assign({ cancelReason: ({ event }) => event.reason }),
+              sendToInstance(invoiceOf, ({ event }) => ({ type: 'ORDER_CANCELLED', reason: (event as { reason: string }).reason })),
+            ],
           },
         },
       },
