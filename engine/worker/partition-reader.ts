@@ -188,7 +188,11 @@ export class PartitionReader {
     const replicated = this.streamReplicas > 1;
     for (let i = 0; ; i++) {
       const name = `${this.options.consumerPrefix}_${++this.counter}`;
-      this.createJsm ??= await jetstreamManager(this.rt.nc, { timeout: CREATE_TIMEOUT_MS, checkAPI: false, ...(this.rt.jsDomain ? { domain: this.rt.jsDomain } : {}) });
+      this.createJsm ??= await jetstreamManager(this.rt.nc, {
+        timeout: CREATE_TIMEOUT_MS,
+        checkAPI: false,
+        ...(this.rt.jsDomain ? { domain: this.rt.jsDomain } : {}),
+      });
       const ci = await this.createJsm.consumers
         .add(stream, {
           name,
