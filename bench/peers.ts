@@ -9,7 +9,7 @@
  *                                                # workloads: A (durable steps), B (external events)
  *   npm run bench:peers -- --c=1,100             # concurrency levels (default 1,100,500)
  *   npm run bench:peers -- --warmup=5 --measure=20   # seconds per measurement
- *   npm run bench:peers -- --profile             # CPU profile of the jetstate side, sync always, A, C=100
+ *   npm run bench:peers -- --profile             # CPU profile of each jetstate row's measured window
  *   npm run bench:peers -- --wait=waitFor        # jetstate completion by client.waitFor() per invocation
  *   npm run bench:peers -- --no-netns            # stay in the host's network namespace
  *
@@ -40,12 +40,12 @@ const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const usage = (why: string): never => {
   console.error(
-    `bench:peers: ${why}\nflags: --quick --only=jetstate|jetstate-default|jetstate-always|restate|A|B,... --c=1,100,500 --warmup=S --measure=S --profile --wait=watch|waitFor --no-netns`,
+    `bench:peers: ${why}\nflags: --quick --only=jetstate|jetstate-default|jetstate-always|restate|A|B,... --c=1,100,500 --warmup=S --measure=S --profile --wait=watch|waitFor --engine=process|inline --no-netns`,
   );
   process.exit(2);
 };
 for (const a of args) {
-  if (!/^--(quick|profile|no-netns|(only|c|warmup|measure|wait)=.+)$/.test(a)) usage(`unknown flag '${a}'`);
+  if (!/^--(quick|profile|no-netns|(only|c|warmup|measure|wait|engine)=.+)$/.test(a)) usage(`unknown flag '${a}'`);
 }
 const quick = args.includes('--quick');
 const profile = args.includes('--profile');
@@ -82,10 +82,10 @@ const measureMs = seconds('measure', quick ? 5 : 20) * 1_000;
 const window: Window = { warmupMs, measureMs, maxMeasureMs: measureMs * (quick ? 2 : 3), minPerLane: quick ? 2 : 5 };
 const wait = (flag('wait') ?? 'watch') as 'watch' | 'waitFor';
 if (wait !== 'watch' && wait !== 'waitFor') usage(`--wait must be 'watch' or 'waitFor'`);
+const engineIn = (flag('engine') ?? 'process') as 'process' | 'inline';
+if (engineIn !== 'process' && engineIn !== 'inline') usage(`--engine must be 'process' or 'inline'`);
 
-if (profile && !(systems.includes('jetstate-always') && workloads.includes('A') && concurrencies.includes(100))) {
-  usage('--profile profiles jetstate, sync always, workload A at C=100: keep those in --only and --c');
-}
+if (profile && !systems.some((s) => s.startsWith('jetstate'))) usage('--profile profiles the jetstate rows: keep a jetstate system in --only');
 
 const measurements = systems.length * workloads.length * concurrencies.length;
 /** The whole run stops by itself after this: each measurement's windows plus a generous minute. */
@@ -146,9 +146,8 @@ async function main(): Promise<void> {
   if (install) Object.assign(versions, { 'restate-server': install.serverVersion, '@restatedev/restate-sdk': install.sdkVersion });
   const loadBefore = loadAverage();
   const started = now();
-  const profileFile = profile
-    ? join(projectRoot, '.jetstate', 'profiles', `peers-always-A-c100-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`)
-    : undefined;
+  const profileStamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const profileFiles: string[] = [];
 
   console.log(`## Peer benchmark: jetstate and Restate (npm run bench:peers${args.length ? ` -- ${args.join(' ')}` : ''})\n`);
   for (const line of machineFacts(versions)) console.log(`- ${line}`);
@@ -157,7 +156,7 @@ async function main(): Promise<void> {
   );
   console.log(`- load average before: ${loadBefore}`);
   console.log(
-    `- shared machine: the load generator, the jetstate engine (same process) or the Restate service (its own Node process), and nats-server or restate-server all run on these cores; ` +
+    `- shared machine: the load generator, the jetstate engine or the Restate service (each its own Node process${engineIn === 'inline' ? '; here the jetstate engine runs in the load generator' : ''}), and nats-server or restate-server all run on these cores; ` +
       `"CPU cores" says who used them during each measured window ("other": processes this run did not start)`,
   );
   console.log(
@@ -201,14 +200,18 @@ async function main(): Promise<void> {
             restateDescribe = r.describe;
             m = r;
           } else {
-            const profileThis = profileFile !== undefined && system === 'jetstate-always' && workload === 'A' && c === 100;
+            const profileFile = profile
+              ? join(projectRoot, '.jetstate', 'profiles', `peers-${system}-${workload}-c${c}-${profileStamp}.cpuprofile`)
+              : undefined;
+            if (profileFile) profileFiles.push(profileFile);
             m = await runJetstate({
               syncAlways: system === 'jetstate-always',
               workload,
               concurrency: c,
               window,
               wait,
-              ...(profileThis ? { profileFile } : {}),
+              engine: engineIn,
+              ...(profileFile ? { profileFile } : {}),
             });
           }
           rows.push({ system, workload, concurrency: c, m });
@@ -249,10 +252,7 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\ntotal ${((now() - started) / 1_000).toFixed(0)} s; load average before: ${loadBefore}, after: ${loadAverage()}`);
-  if (profileFile)
-    console.log(
-      `CPU profile (jetstate, sync always, A, C=100, measured window): ${profileFile}\nsummary: npx tsx bench/tools/cpuprofile-summary.ts ${profileFile}`,
-    );
+  for (const file of profileFiles) console.log(`CPU profile of the measured window: ${file}\nsummary: npx tsx bench/tools/cpuprofile-summary.ts ${file}`);
   clearTimeout(watchdog);
   if (failure) {
     console.log(`\nINCOMPLETE: ${failure.label} failed: ${failure.error.message.split('\n')[0]}`);

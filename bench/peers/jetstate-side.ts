@@ -1,6 +1,8 @@
 /**
- * The jetstate side of the peer benchmark: an engine and a client in this process, on a fresh
- * nats-server (temporary store, deleted afterwards) per measurement, driven by the closed loop.
+ * The jetstate side of the peer benchmark: the engine in its own process (jetstate-engine.ts, the
+ * service, as Restate's service is its own process) and the client in this one (the load
+ * generator), on a fresh nats-server (temporary store, deleted afterwards) per measurement, driven
+ * by the closed loop. `engine: 'inline'` runs the engine in this process instead.
  *
  *  - A: an invocation is `client.start()` of a new `peer_steps` instance, complete when its record
  *    is `done` (10 activity steps later).
@@ -12,16 +14,19 @@
  * connection), like a service that follows its instances would; `client.waitFor()` opens a watch
  * per call and costs more in the load generator (`--wait=waitFor` measures that instead).
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile, mkdir, rm } from 'node:fs/promises';
 import { Session } from 'node:inspector';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude } from '@nats-io/kv';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 import { createClient, createEngine, type Client, type Engine } from '../../engine/index.js';
 import { connectFast, pool } from '../core.js';
 import { closedLoop, windowOptions, type LoopResult, type Window } from './closed-loop.js';
-import { STEPS, peerSteps, peerTally } from './jetstate-workflows.js';
+import { PEERS_NAMESPACE, STEPS, peerSteps, peerTally } from './jetstate-workflows.js';
 import { track } from './cleanup.js';
 import { cpuMeter, type CpuUse } from './machine.js';
 
@@ -41,11 +46,74 @@ export interface JetstateRunOptions {
   window: Window;
   /** Completion by the shared KV watch (default) or by `client.waitFor()` per invocation. */
   wait: 'watch' | 'waitFor';
-  /** Write a CPU profile of this process over the measured window to this file. */
+  /** Write a CPU profile of the engine's process over the measured window to this file. */
   profileFile?: string;
+  /** The engine in its own process (default) or in the load generator's. */
+  engine?: 'process' | 'inline';
 }
 
-const NAMESPACE = 'peers';
+interface EngineProcess {
+  pid: number;
+  /** Starts a CPU profile of the engine's process, to be written to `file` by the returned stop. */
+  profile(file: string): Promise<() => Promise<void>>;
+  stop(): Promise<void>;
+}
+
+/** Forks jetstate-engine.ts on `url` and resolves once its engine runs. */
+async function startEngineProcess(url: string): Promise<EngineProcess> {
+  const script = fileURLToPath(new URL('./jetstate-engine.ts', import.meta.url));
+  // The parent's exec arguments carry the TypeScript loader.
+  const child: ChildProcess = fork(script, [url], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async (): Promise<void> => {
+    untrack();
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(t);
+  };
+  const untrack = track(stop);
+  const reply = (key: string): Promise<void> =>
+    new Promise((resolve) => {
+      const on = (m: Record<string, unknown>): void => {
+        if (key in m) {
+          child.off('message', on);
+          resolve();
+        }
+      };
+      child.on('message', on);
+    });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the jetstate engine process did not start within 30 s')), 30_000);
+      child.once('exit', (code) => reject(new Error(`the jetstate engine process exited (${code}) before it ran`)));
+      createInterface({ input: child.stdout! }).once('line', (line) => {
+        clearTimeout(timer);
+        if (line === 'ready') resolve();
+        else reject(new Error(`the jetstate engine process printed '${line}' instead of 'ready'`));
+      });
+    });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    pid: child.pid!,
+    async profile(file) {
+      const started = reply('profiling');
+      child.send({ profile: file });
+      await started;
+      return async () => {
+        const done = reply('profiled');
+        child.send({ profile: null });
+        await done;
+      };
+    },
+    stop,
+  };
+}
+
 const INVOCATION_TIMEOUT_MS = 60_000;
 const SUM_OF_STEPS = (STEPS * (STEPS + 1)) / 2;
 
@@ -116,12 +184,14 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
   const server = await NatsServer.start({ syncAlways: o.syncAlways });
   const untrack = track(() => server.stop());
   let engine: Engine | undefined;
+  let engineProcess: EngineProcess | undefined;
   let client: Client | undefined;
   let stopWatch: (() => void) | undefined;
   const watchConnection = await connectFast(server.url, 'peers-watch');
   try {
-    const options = { servers: server.url, namespace: NAMESPACE, workflows: [peerSteps, peerTally] };
-    engine = await createEngine({ ...options, name: 'peers-engine' });
+    const options = { servers: server.url, namespace: PEERS_NAMESPACE, workflows: [peerSteps, peerTally] };
+    if (o.engine === 'inline') engine = await createEngine({ ...options, name: 'peers-engine' });
+    else engineProcess = await startEngineProcess(server.url);
     client = await createClient({ ...options, name: 'peers-client' });
     const c = client;
     const workflow = o.workload === 'A' ? peerSteps : peerTally;
@@ -201,19 +271,22 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
 
     let meter: (() => CpuUse) | undefined;
     let cpu: CpuUse = {};
-    const prof = o.profileFile ? await profiler(o.profileFile) : undefined;
+    const inlineProfile = o.profileFile && !engineProcess ? await profiler(o.profileFile) : undefined;
+    let stopProfile: (() => Promise<void>) | undefined;
     const loop = await closedLoop({
       ...windowOptions(o.window, o.concurrency),
       invocationTimeoutMs: INVOCATION_TIMEOUT_MS,
       invoke,
       onWindow: {
         async open() {
-          meter = cpuMeter({ 'nats-server': server.pid });
-          await prof?.open();
+          meter = cpuMeter({ 'nats-server': server.pid, ...(engineProcess ? { service: engineProcess.pid } : {}) });
+          await inlineProfile?.open();
+          if (o.profileFile && engineProcess) stopProfile = await engineProcess.profile(o.profileFile);
         },
         async close() {
           cpu = meter?.() ?? {};
-          await prof?.close();
+          await inlineProfile?.close();
+          await stopProfile?.();
         },
       },
     });
@@ -222,6 +295,7 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
     stopWatch?.();
     await client?.close().catch(() => {});
     await engine?.close().catch(() => {});
+    await engineProcess?.stop();
     await watchConnection.close().catch(() => {});
     await server.stop();
     untrack();

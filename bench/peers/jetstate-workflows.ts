@@ -12,6 +12,9 @@ import { activity, defineWorkflow } from '../../engine/index.js';
 
 export const STEPS = 10;
 
+/** The namespace both the engine's process and the load generator open. */
+export const PEERS_NAMESPACE = 'peers';
+
 const stepsMachine = setup({
   types: { context: {} as { sum: number }, output: {} as { sum: number } },
   actors: {

@@ -52,7 +52,7 @@ export function workloadTable(rows: Row[]): string {
       ms(loop.max),
       int(loop.invocations),
       loop.seconds.toFixed(1),
-      `${cores(cpu['bench'])} / ${cores(server)} / ${r.system === 'restate' ? cores(cpu['service']) : '-'} / ${cores(cpu['other'])}`,
+      `${cores(cpu['bench'])} / ${cores(server)} / ${cpu['service'] === undefined ? '-' : cores(cpu['service'])} / ${cores(cpu['other'])}`,
     ]);
   }
   return markdown(out, 2);
