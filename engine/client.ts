@@ -731,6 +731,7 @@ export class Client implements AsyncDisposable {
   }
 
   protected async shutdown(): Promise<void> {
+    this.rt.records.close();
     if (this.rt.ownsConnection) await closeConnection(this.rt.nc);
   }
 

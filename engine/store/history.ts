@@ -24,7 +24,7 @@ function historyMessage(entries: HistoryEntry[], inherited: readonly string[] | 
 export async function publishHistory(rt: Runtime, workflow: string, id: string, entries: HistoryEntry[], inherited?: readonly string[]): Promise<void> {
   if (entries.length === 0) return;
   const sealed = rt.security.codec.sealHistory(workflow, id, entries, inherited);
-  await rt.js.publish(rt.names.historySubject(workflow, id), encodeJson(historyMessage(sealed, inherited)), {
+  await rt.publish(rt.names.historySubject(workflow, id), encodeJson(historyMessage(sealed, inherited)), {
     // Keyed: only engines publish history, and nobody else can take a write's id first. Every
     // entry names the message: two messages with the same id hold the same entries, so the
     // stream's deduplication never drops an entry another message did not store.

@@ -75,7 +75,8 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, data: Uint8A
   }
   let ack: PubAck;
   try {
-    ack = await (relay?.js ?? rt.js).publish(subject, data, { msgID, ...(headers ? { headers } : {}) });
+    const options = { msgID, ...(headers ? { headers } : {}) };
+    ack = await (relay ? relay.js.publish(subject, data, options) : rt.publish(subject, data, options));
   } catch (err) {
     if (!relay && isNoResponders(err) && !(await streamExists(rt, e.workflow, e.id))) {
       throw new JetstateError(

@@ -82,7 +82,7 @@ export class InstanceStore {
   private readonly cache = new Map<string, LoadedInstance>();
 
   constructor(
-    private readonly buckets: { ofKey(key: string): KV },
+    private readonly buckets: { ofKey(key: string): KV; update(key: string, value: Uint8Array, revision: number): Promise<number> },
     private readonly registry: Registry,
     private readonly codec: SecretCodec,
     private readonly capacity = 50_000,
@@ -138,7 +138,7 @@ export class InstanceStore {
   async write(key: string, prev: LoadedInstance, record: InstanceRecord, snapshot: AnyMachineSnapshot, encoded: Uint8Array): Promise<LoadedInstance> {
     let revision: number;
     try {
-      revision = await this.buckets.ofKey(key).update(key, encoded, prev.kvRevision);
+      revision = await this.buckets.update(key, encoded, prev.kvRevision);
     } catch (e) {
       this.cache.delete(key);
       if (isCasConflict(e)) throw new ConflictError(key, { cause: e });

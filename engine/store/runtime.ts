@@ -4,7 +4,7 @@
  */
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager, type PubAck, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import { ErrorCode, JetstateError, fail } from '../errors.js';
@@ -20,12 +20,15 @@ import { ENGINE_KEY_NAME, EngineSigner, ensureEngineKey } from '../security/sign
 import { SecretCodec } from '../security/codec.js';
 import type { ResolvedClientOptions } from '../options.js';
 import type { GateSecurity } from '../gate/event-gate.js';
+import { AckPublisher, type AckPublishOptions } from './ack-publisher.js';
 import { isAlreadyExists, isCasConflict, isStreamNotFound, permissionViolation } from './nats-errors.js';
 
 const NS_PER_MS = 1_000_000;
 const DEFAULT_PARTITIONS = 16;
 /** Record buckets of a new namespace: four streams fsync about three times as many writes as one. */
 const DEFAULT_SHARDS = 4;
+/** A record write's answer wait: jetstream()'s default publish timeout. */
+const PUBLISH_TIMEOUT_MS = 5_000;
 
 const MetaSchema = z.object({ layoutVersion: z.number().int(), partitions: z.number().int().positive(), shards: z.number().int().positive().default(1) });
 
@@ -45,6 +48,11 @@ export interface Runtime {
   readonly names: Layout;
   /** The instance records, spread over `shards` KV buckets by partition. */
   readonly records: RecordBuckets;
+  /**
+   * A JetStream publish answered on one subscription (see ack-publisher.ts): the engine's and
+   * client's publishes on the hot path (record writes, history, inbox events) go through it.
+   */
+  publish(subject: string, data: Uint8Array, options?: AckPublishOptions): Promise<PubAck>;
   readonly control: KV;
   readonly partitions: number;
   readonly replicas: number;
@@ -74,6 +82,13 @@ export interface RecordBuckets {
   of(workflow: string, id: string): KV;
   /** The bucket of a record key (`<workflow>.<id>`). */
   ofKey(key: string): KV;
+  /**
+   * Compare-and-set of a record that exists (the engine's write per step): `kv.update()` without
+   * nats.js's per-request costs (see ack-publisher.ts). Resolves with the new revision.
+   */
+  update(key: string, value: Uint8Array, revision: number): Promise<number>;
+  /** Fails what `update` (and the runtime's `publish`) still waits for; the connection stays open. */
+  close(): void;
 }
 
 export interface OpenRuntimeOptions {
@@ -139,14 +154,23 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       Array.from({ length: shards }, (_, s) => kvm.create(names.instancesShard(s), { history: 1, replicas: options.replicas, storage: 'file' })),
     );
     const of = (workflow: string, id: string): KV => buckets[shardOf(workflow, id, partitions, shards)]!;
+    const shardOfKey = (key: string): number => {
+      const dot = key.indexOf('.');
+      return shardOf(key.slice(0, dot), key.slice(dot + 1), partitions, shards);
+    };
+    // A KV write names its bucket's subject, through the domain's API prefix in another domain (as @nats-io/kv does).
+    const kvPrefixes = Array.from({ length: shards }, (_, s) => `${options.jsDomain ? `$JS.${options.jsDomain}.API.` : ''}$KV.${names.instancesShard(s)}.`);
+    const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || '_INBOX';
+    let acks: AckPublisher | undefined;
+    const publish = (subject: string, data: Uint8Array, o?: AckPublishOptions): Promise<PubAck> =>
+      (acks ??= new AckPublisher(nc, inboxPrefix, PUBLISH_TIMEOUT_MS)).publish(subject, data, o);
     const records: RecordBuckets = {
       shards,
       all: buckets,
       of,
-      ofKey: (key) => {
-        const dot = key.indexOf('.');
-        return of(key.slice(0, dot), key.slice(dot + 1));
-      },
+      ofKey: (key) => buckets[shardOfKey(key)]!,
+      update: async (key, value, revision) => (await publish(kvPrefixes[shardOfKey(key)]! + key, value, { expectLastSubjectSequence: revision })).seq,
+      close: () => acks?.close(),
     };
     if (options.partitions !== undefined && options.partitions !== partitions) {
       options.logger.warn(
@@ -170,7 +194,7 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     return {
       nc,
       ownsConnection,
-      inboxPrefix: (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || '_INBOX',
+      inboxPrefix,
       js,
       jsm,
       jsApiPrefix: options.jsDomain ? `$JS.${options.jsDomain}.API` : '$JS.API',
@@ -178,6 +202,7 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       relay,
       names,
       records,
+      publish,
       control,
       partitions,
       replicas: options.replicas,
