@@ -61,6 +61,14 @@ const ClientShape = z
      * so several buckets take more writes per second.
      */
     recordShards: z.number().int().min(1).max(64).optional(),
+    /**
+     * How long opening waits for JetStream to answer when it cannot yet (a cluster electing its
+     * leaders, a node restarting): requests that time out or find no leader are retried, logged.
+     * 0 fails at once. A server without JetStream fails at once either way. Default: 120 s for an
+     * engine (a supervisor restarting it during an election should not see it exit), 10 s for a
+     * client (a caller waits on it).
+     */
+    openTimeoutMs: z.number().int().min(0).optional(),
     /** Partitions of the event stream, fixed when the namespace is first created (default 16). */
     partitions: z.number().int().min(1).max(1024).optional(),
     /** Workflow versions this process knows (needed by `verify` of older versions). */

@@ -21,7 +21,7 @@ import { SecretCodec } from '../security/codec.js';
 import type { ResolvedClientOptions } from '../options.js';
 import type { GateSecurity } from '../gate/event-gate.js';
 import { AckPublisher, type AckPublishOptions } from './ack-publisher.js';
-import { isAlreadyExists, isCasConflict, isStreamNotFound, permissionViolation } from './nats-errors.js';
+import { isAlreadyExists, isCasConflict, isNoResponders, isStreamNotFound, isTransient, permissionViolation } from './nats-errors.js';
 
 const NS_PER_MS = 1_000_000;
 const DEFAULT_PARTITIONS = 16;
@@ -128,6 +128,38 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       throw new JetstateError(ErrorCode.Closed, `cannot connect to NATS at ${String(options.servers)}: ${(e as Error).message}; ${hint}`, { cause: e });
     }
   }
+  const started = Date.now();
+  const openTimeoutMs = options.openTimeoutMs ?? (open.engine ? 120_000 : 10_000);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openNamespace(nc, ownsConnection, options, open);
+    } catch (e) {
+      const waited = Date.now() - started;
+      if (!isElection(e) || waited >= openTimeoutMs) {
+        if (ownsConnection) await nc.close().catch(() => {});
+        throw e;
+      }
+      const delay = Math.min(250 * 2 ** (attempt - 1), 5_000, openTimeoutMs - waited);
+      options.logger.warn(
+        `namespace '${names.namespace}': waiting for JetStream (${(e as Error).message}; a cluster electing its leaders or a node restarting); ` +
+          `trying again in ${delay} ms, for up to ${openTimeoutMs} ms in all (openTimeoutMs)`,
+      );
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * JetStream cannot answer yet but will: a request timed out, or the stream, consumer or cluster
+ * has no leader. Not "no responders": a server without JetStream never answers.
+ */
+function isElection(e: unknown): boolean {
+  if (e instanceof JetstateError || isNoResponders(e)) return false;
+  return isTransient(e);
+}
+
+async function openNamespace(nc: NatsConnection, ownsConnection: boolean, options: ResolvedClientOptions, open: OpenRuntimeOptions): Promise<Runtime> {
+  const names = layout(options.namespace);
   try {
     // Every JetStream client of the runtime goes through this domain (extensions get these too).
     const domainOpts = options.jsDomain ? { domain: options.jsDomain } : {};
@@ -213,7 +245,6 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       security,
     };
   } catch (e) {
-    if (ownsConnection) await nc.close().catch(() => {});
     const denied = permissionViolation(e);
     if (denied && !(e instanceof JetstateError)) {
       throw new JetstateError(

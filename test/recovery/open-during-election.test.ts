@@ -1,0 +1,66 @@
+/**
+ * An engine started while its 3-node cluster has no JetStream quorum (two nodes down, so no meta
+ * leader) waits for the cluster instead of failing: it opens once the nodes are back, logs why it
+ * waited, and applies an event sent meanwhile. An engine restarted by its supervisor during a
+ * leader election used to exit at once.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { z } from 'zod';
+import { setup } from 'xstate';
+import { createClient, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
+import { eventually, memoryLogger, startCluster, uniqueNamespace, type NatsServer } from '../helpers.js';
+
+const toggle = defineWorkflow({
+  name: 'toggle',
+  version: 1,
+  input: z.object({}),
+  events: { FLIP: z.object({}) },
+  machine: setup({}).createMachine({ initial: 'off', states: { off: { on: { FLIP: 'on' } }, on: {} } }),
+});
+
+describe('an engine started without a JetStream quorum', () => {
+  let servers: NatsServer[];
+  const namespace = uniqueNamespace('election');
+
+  before(async () => {
+    servers = await startCluster(3);
+  });
+
+  after(async () => {
+    await Promise.all(servers.map((s) => s.stop().catch(() => {})));
+  });
+
+  it('waits for the cluster, then opens and applies', { timeout: 120_000 }, async () => {
+    const urls = servers.map((s) => s.url);
+    const options = { servers: urls, namespace, workflows: [toggle], replicas: 3 };
+    // The namespace exists, with an instance in it.
+    const first = await createEngine(options);
+    const client = await createClient(options);
+    await client.start(toggle, { id: 't1', input: {} });
+    await first.close();
+
+    await servers[1]!.kill();
+    await servers[2]!.kill();
+    const logger = memoryLogger();
+    let engine: Engine | undefined;
+    const opening = createEngine({ ...options, logger }).then((e) => (engine = e));
+    // The engine keeps trying while the cluster cannot answer JetStream requests.
+    await eventually(
+      () =>
+        assert.ok(
+          logger.lines.some((l) => /waiting for JetStream/.test(l)),
+          logger.lines.join('\n'),
+        ),
+      60_000,
+      100,
+    );
+    assert.equal(engine, undefined);
+    await Promise.all([servers[1]!.restart(), servers[2]!.restart()]);
+    await opening;
+    await client.send(toggle, 't1', { type: 'FLIP' });
+    await eventually(async () => assert.equal((await client.get(toggle, 't1'))?.value, 'on'), 60_000);
+    await engine!.close();
+    await client.close();
+  });
+});
