@@ -118,6 +118,12 @@ export async function startEdgeTopology(options: EdgeTopologyOptions): Promise<E
       if (!options.hubStoreDir) await rm(hub.storeDir, { recursive: true, force: true });
     },
   };
-  await topology.linked(options.leafJetStream ? leafDomain : 'hub');
+  try {
+    await topology.linked(options.leafJetStream ? leafDomain : 'hub');
+  } catch (e) {
+    // A link that never came up (a wrong user or permissions, typically) leaves no servers behind.
+    await topology.stop();
+    throw e;
+  }
   return topology;
 }
