@@ -20,7 +20,7 @@
  * carry no engine signature, so a changed subject breaks nothing (engine events are never relayed).
  */
 import type { MsgHdrs } from '@nats-io/nats-core';
-import { headers as natsHeaders } from '@nats-io/nats-core';
+import { headers as natsHeaders, PermissionViolationError } from '@nats-io/nats-core';
 import { jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
@@ -130,6 +130,8 @@ class Relay {
   private lastError: string | undefined;
   /** Relayed hub sequences with their hub times, purged once out of the duplicate window. */
   private toPurge: Array<{ seq: number; timeMs: number }> = [];
+  /** A purge was refused by NATS permissions (said once). */
+  private purgeRefused = false;
 
   constructor(
     private readonly host: ExtensionHost,
@@ -181,12 +183,17 @@ class Relay {
         if (e instanceof LostLease) {
           this.leaseRev = 0;
         } else {
-          this.lastError = (e as Error).message;
+          const denied = violationOf(e);
+          // A missing right is a configuration to fix, not an outage to wait out: name it.
+          this.lastError = denied
+            ? `this NATS user may not ${denied.operation === 'subscription' ? 'subscribe to' : 'publish to'} '${denied.subject}', which the relay needs (docs/EDGE.md, "Permissions")`
+            : (e as Error).message;
           // Logged once per outage, not per retry: a cut link is an expected state at the edge.
-          if (failures++ === 0)
-            this.host.logger.warn(
-              `edge relay of '${this.host.namespace}': cannot relay from the hub (domain '${this.o.hubDomain}') now: ${this.lastError}; retrying`,
-            );
+          if (failures++ === 0) {
+            const what = `edge relay of '${this.host.namespace}': cannot relay from the hub (domain '${this.o.hubDomain}'): ${this.lastError}; retrying`;
+            if (denied) this.host.logger.error(what);
+            else this.host.logger.warn(what);
+          }
         }
       }
       if (moved === 0 && !this.stopped) await this.sleep(this.o.idleMs);
@@ -356,8 +363,24 @@ class Relay {
     const cutoff = Date.now() - this.duplicateWindowMs;
     let upTo = 0;
     while (this.toPurge.length > 0 && this.toPurge[0]!.timeMs < cutoff) upTo = this.toPurge.shift()!.seq;
-    if (upTo > 0) await this.hubJsm!.streams.purge(this.names.relayStream, { seq: upTo + 1 }).catch(() => {});
+    if (upTo > 0)
+      await this.hubJsm!.streams.purge(this.names.relayStream, { seq: upTo + 1 }).catch((e: unknown) => {
+        // Relayed events left in the hub only take room (a later purge removes them too); a cut
+        // link is expected, but a refused purge never goes away by itself: said once.
+        const denied = violationOf(e);
+        if (!denied || this.purgeRefused) return;
+        this.purgeRefused = true;
+        this.host.logger.error(
+          `edge relay of '${this.host.namespace}': relayed events stay in the hub's '${this.names.relayStream}': this NATS user may not publish to '${denied.subject}' (docs/EDGE.md, "Permissions")`,
+        );
+      });
   }
+}
+
+/** The permission violation behind `e`, if that is what it is. */
+function violationOf(e: unknown): PermissionViolationError | undefined {
+  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) if (c instanceof PermissionViolationError) return c;
+  return undefined;
 }
 
 function copyHeaders(h: MsgHdrs | undefined): MsgHdrs | undefined {

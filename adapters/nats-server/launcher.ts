@@ -41,6 +41,8 @@ export interface NatsServerOptions {
   leafAdvertisePort?: number;
   /** Connects as a leaf node to hubs listening on these loopback ports. */
   leafRemotePorts?: number[];
+  /** The user the leaf node connects to its hubs as (the hub's `authorization` users). */
+  leafRemoteAuth?: { user: string; pass: string };
 }
 
 /** The package's own folder, from its source or from dist/. */
@@ -87,7 +89,7 @@ export class NatsServer {
     readonly binary: string,
     readonly storeDir: string,
     readonly port: number,
-    private readonly options: NatsServerOptions,
+    private options: NatsServerOptions,
   ) {}
 
   get url(): string {
@@ -113,7 +115,11 @@ export class NatsServer {
     return server;
   }
 
-  private async launch(): Promise<void> {
+  private get configFile(): string {
+    return join(this.storeDir, 'nats-server.conf');
+  }
+
+  private async writeConfig(): Promise<void> {
     await mkdir(this.storeDir, { recursive: true });
     const o = this.options;
     const lines = [`listen: 127.0.0.1:${this.port}`, `server_name: ${o.serverName ?? `jetstate_${this.port}`}`];
@@ -127,8 +133,12 @@ export class NatsServer {
     if (o.leafListenPort !== undefined)
       lines.push(`leafnodes { listen: 127.0.0.1:${o.leafListenPort}${o.leafAdvertisePort ? `, advertise: "127.0.0.1:${o.leafAdvertisePort}"` : ''} }`);
     if (o.leafRemotePorts?.length) {
+      const a = o.leafRemoteAuth;
+      const credentials = a ? `${encodeURIComponent(a.user)}:${encodeURIComponent(a.pass)}@` : '';
       // Reconnect quickly after the hub comes back (the default waits a few seconds between tries).
-      lines.push(`leafnodes { reconnect: "250ms", remotes: [${o.leafRemotePorts.map((p) => `{ url: "nats-leaf://127.0.0.1:${p}" }`).join(', ')}] }`);
+      lines.push(
+        `leafnodes { reconnect: "250ms", remotes: [${o.leafRemotePorts.map((p) => `{ url: "nats-leaf://${credentials}127.0.0.1:${p}" }`).join(', ')}] }`,
+      );
     }
     if (o.cluster) {
       lines.push(
@@ -136,9 +146,13 @@ export class NatsServer {
       );
     }
     if (o.extraConfig) lines.push(o.extraConfig);
-    const conf = join(this.storeDir, 'nats-server.conf');
-    await writeFile(conf, lines.join('\n') + '\n');
-    const child = spawn(this.binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'], detached: o.ownProcessGroup === true });
+    await writeFile(this.configFile, lines.join('\n') + '\n');
+  }
+
+  private async launch(): Promise<void> {
+    await this.writeConfig();
+    const o = this.options;
+    const child = spawn(this.binary, ['-c', this.configFile], { stdio: ['ignore', 'ignore', 'pipe'], detached: o.ownProcessGroup === true });
     this.child = child;
     this.exited = new Promise((r) => child.once('exit', () => r()));
     let log = '';
@@ -189,6 +203,41 @@ export class NatsServer {
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGKILL');
     await this.exited;
+  }
+
+  /**
+   * Rewrites the config with these `extraConfig` lines and has the running server reload it
+   * (SIGHUP); resolves once the server says it reloaded. Users and their permissions change for
+   * client connections at once; a leaf node connection keeps the permissions it connected with
+   * until it reconnects.
+   */
+  async reload(extraConfig: string): Promise<void> {
+    const child = this.child;
+    if (!child || !this.running) throw new Error(`nats-server on port ${this.port} is not running; nothing to reload`);
+    this.options = { ...this.options, extraConfig };
+    await this.writeConfig();
+    const reloaded = new Promise<void>((ok, ko) => {
+      const timer = setTimeout(() => {
+        child.stderr!.off('data', check);
+        ko(new Error(`nats-server on port ${this.port} did not reload its config in 10 s:\n${this.logTail.slice(-2_000)}`));
+      }, 10_000);
+      let seen = '';
+      const check = (d: Buffer): void => {
+        seen += d.toString();
+        if (/Reloaded server configuration/.test(seen)) {
+          clearTimeout(timer);
+          child.stderr!.off('data', check);
+          ok();
+        } else if (/Failed to reload server configuration/.test(seen)) {
+          clearTimeout(timer);
+          child.stderr!.off('data', check);
+          ko(new Error(`nats-server on port ${this.port} refused the new config: ${seen.slice(-1_000)}`));
+        }
+      };
+      child.stderr!.on('data', check);
+    });
+    child.kill('SIGHUP');
+    await reloaded;
   }
 
   /** Starts again on the same store and port. */

@@ -270,13 +270,16 @@ async function requireNamespace(js: JetStreamClient, jsm: JetStreamManager, name
       `namespace '${names.namespace}' does not exist in JetStream domain '${domain}' (no '${names.controlBucket}' bucket with its meta record there); ` +
         `start an engine of that namespace in that domain first, or check the namespace and jsDomain (--domain) given`,
     );
+  let allowDirect = false;
   try {
-    await jsm.streams.info(`KV_${names.controlBucket}`);
+    allowDirect = (await jsm.streams.info(`KV_${names.controlBucket}`)).config.allow_direct === true;
   } catch (e) {
     if (isStreamNotFound(e)) missing();
     throw e;
   }
-  const meta = await (await new Kvm(js).open(names.controlBucket)).get('meta');
+  // A direct get, as when the bucket is opened for use: a bound bucket would read with
+  // STREAM.MSG.GET, a right that reads every control key (the signing key too), not only meta.
+  const meta = await (await new Kvm(js).open(names.controlBucket, { allow_direct: allowDirect })).get('meta');
   if (!meta || meta.operation !== 'PUT') missing();
 }
 

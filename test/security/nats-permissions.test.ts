@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { headers as natsHeaders, PermissionViolationError, type NatsConnection } from '@nats-io/nats-core';
+import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
@@ -31,91 +31,14 @@ import {
 } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { layout, shardOf } from '../../engine/protocol/names.js';
+import { PARTITIONS, refusalsIn, rolePermissions as rolesFor, SHARDS, userConf, violationOf, type Permissions, type Role } from './nats-roles.js';
 
-type Role = 'engine' | 'sender' | 'reader';
-interface Permissions {
-  publish: string[];
-  subscribe: string[];
-}
+/** The workflows of this test, whose subjects the sets name. */
+const WORKFLOWS = ['ledger', 'intake'] as const;
+const rolePermissions = (ns: string): Record<Role, Permissions> => rolesFor(ns, WORKFLOWS);
 
-/** What every client publishes when it opens an existing namespace: read-only JetStream API calls. */
-function connectSet(ns: string): string[] {
-  return [
-    '$JS.API.INFO',
-    ...['history', 'timers', 'tasks', 'deadletter'].map((s) => `$JS.API.STREAM.INFO.${ns}_${s}`),
-    ...recordBuckets(ns).map((b) => `$JS.API.STREAM.INFO.KV_${b}`),
-    `$JS.API.STREAM.INFO.KV_${ns}_control`,
-    `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.meta`,
-  ];
-}
-
-/** Partitions and record buckets of the test's namespace (the defaults). */
-const PARTITIONS = 16;
-const SHARDS = 4;
-
-/** The KV buckets the instance records are spread over. */
-const recordBuckets = (ns: string): string[] => Array.from({ length: SHARDS }, (_, s) => layout(ns).instancesShard(s));
 /** The bucket of one ledger instance's record. */
 const recordBucket = (ns: string, id: string): string => layout(ns).instancesShard(shardOf('ledger', id, PARTITIONS, SHARDS));
-
-/**
- * What get() reads about an instance that has no record yet: why it waits (the engine's note),
- * whether its start is still in its partition's events stream, and how far the partition went.
- */
-function pendingReads(ns: string): string[] {
-  const control = (key: string): string => `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.${key}.>`;
-  return [
-    control('parked'),
-    control('lease'),
-    control('checkpoint'),
-    ...['ledger', 'intake'].flatMap((wf) => Array.from({ length: PARTITIONS }, (_, p) => `$JS.API.STREAM.MSG.GET.${ns}_evt_${wf}_${p}`)),
-  ];
-}
-
-/** The table of docs/SECURITY.md for namespace `ns`. */
-function rolePermissions(ns: string): Record<Role, Permissions> {
-  const readRecords = recordBuckets(ns).map((b) => `$JS.API.DIRECT.GET.KV_${b}.>`);
-  return {
-    engine: {
-      publish: [
-        `${ns}.>`,
-        '$JS.API.>',
-        `$JS.ACK.${ns}_timers.>`,
-        `$JS.ACK.${ns}_tasks.>`,
-        ...recordBuckets(ns).map((b) => `$KV.${b}.>`),
-        `$KV.${ns}_control.>`,
-        '_INBOX.>',
-      ],
-      subscribe: [`${ns}.taskcancel.>`, '_INBOX.engine.>'],
-    },
-    // Starts and sends: both go through the instance's inbox.
-    sender: {
-      publish: [
-        ...connectSet(ns),
-        `${ns}.evt.*.ledger.*`,
-        `${ns}.evt.*.intake.*`,
-        ...readRecords,
-        // Whether a live engine owns the partition (else start() does not wait): see OPTIONAL.
-        `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.lease.>`,
-      ],
-      subscribe: ['_INBOX.sender.>'],
-    },
-    reader: {
-      publish: [
-        ...connectSet(ns),
-        ...readRecords,
-        `$JS.API.STREAM.MSG.GET.${ns}_history`,
-        `$JS.API.CONSUMER.CREATE.${ns}_history.>`,
-        `$JS.API.CONSUMER.MSG.NEXT.${ns}_history.>`,
-        // Not on the usual path, see OPTIONAL below.
-        `$JS.API.CONSUMER.DELETE.${ns}_history.>`,
-        `$JS.API.CONSUMER.INFO.${ns}_history.>`,
-        ...pendingReads(ns),
-      ],
-      subscribe: ['_INBOX.reader.>'],
-    },
-  };
-}
 
 /**
  * Entries a role should have although its calls work without them: a reader deletes its history
@@ -126,10 +49,6 @@ function rolePermissions(ns: string): Record<Role, Permissions> {
  */
 const OPTIONAL =
   /^\$JS\.API\.(CONSUMER\.(DELETE|INFO)\.|DIRECT\.GET\.KV_[^.]+_control\.\$KV\.[^.]+_control\.(lease|parked|checkpoint)\.|STREAM\.MSG\.GET\.[^.]+_evt_)/;
-
-const quote = (list: string[]): string => `[${list.map((s) => JSON.stringify(s)).join(', ')}]`;
-const userConf = (user: string, pass: string, p: Permissions): string =>
-  `{ user: ${JSON.stringify(user)}, password: ${JSON.stringify(pass)}, permissions: { publish: { allow: ${quote(p.publish)} }, subscribe: { allow: ${quote(p.subscribe)} } } }`;
 
 /** The entries taken away one at a time, each from its own user: all of the sender's and the reader's. */
 function sweptEntries(ns: string): Array<{ user: string; role: Exclude<Role, 'engine'>; entry: string; permissions: Permissions }> {
@@ -222,12 +141,6 @@ const intake = defineWorkflow({
 /** A call that neither finished nor failed within its time. */
 class Hung extends Error {}
 
-/** The permission violation behind `e`, if that is what it is. */
-function violationOf(e: unknown): PermissionViolationError | undefined {
-  for (let c = e; c instanceof Error; c = c.cause) if (c instanceof PermissionViolationError) return c;
-  return undefined;
-}
-
 async function deniedPublish(work: Promise<unknown>, subject: string): Promise<void> {
   await assert.rejects(work, (e: unknown) => {
     const v = violationOf(e);
@@ -271,8 +184,7 @@ describe("NATS permissions: only engines write the engine's state", () => {
   }
 
   /** The refusals in the server's log. */
-  const refusals = (): Array<{ op: string; user: string; subject: string }> =>
-    [...nats.log().matchAll(/(Publish|Subscription) Violation - User "([^"]+)", Subject "([^"]+)"/g)].map((m) => ({ op: m[1]!, user: m[2]!, subject: m[3]! }));
+  const refusals = (): Array<{ op: string; user: string; subject: string }> => refusalsIn(nats.log());
 
   before(async () => {
     nats = await startNats({ extraConfig: usersFor(ns, passwords) });
