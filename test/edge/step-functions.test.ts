@@ -85,14 +85,17 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     await topo?.dispose();
   });
 
-  /** The site's extension: one HTTP try per SDK call, so a cut shows at once. */
+  /**
+   * The site's extension: one HTTP try per SDK call, so a cut shows at once. The request timeout
+   * stays at its default (30 s): a reply that comes late on a busy machine would count as lost and
+   * be asked for again (still one execution, but two StartExecution calls at the endpoint).
+   */
   const siteExtension = (path: LinkProxy): StepFunctionsExtension =>
     stepFunctions({
       region: world!.endpoint.region,
       endpoint: `http://127.0.0.1:${path.port}`,
       credentials: CREDENTIALS,
       maxAttempts: 1,
-      requestTimeoutMs: 2_000,
       maxRequestsPerSecond: 50,
     });
 
