@@ -14,7 +14,7 @@
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { activity, defineWorkflow, TerminalError } from '../engine/index.js';
-import { stepFunctionsExecution } from '../adapters/step-functions/execution.js';
+import { stepFunctionsExecution, type StepFunctionsExecutionOptions } from '../adapters/step-functions/execution.js';
 
 /** The ARN `jetstate sfn-local --definitions workflows` gives hybrid.asl.json (default region and account). */
 export const HYBRID_LOCAL_STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:hybrid';
@@ -99,6 +99,8 @@ export interface HybridWorkflowOptions {
   completion?: 'poll' | 'push';
   /** First poll of an execution (default 1 s, growing 1.5x up to 10 s: the stage takes seconds here, not hours). */
   pollIntervalMs?: number;
+  /** More options of the cloud stage (its `retry`, `startTimeoutMs`...), applied over the ones above. */
+  stage?: Omit<StepFunctionsExecutionOptions, 'stateMachineArn' | 'input' | 'name'>;
 }
 
 /**
@@ -134,6 +136,7 @@ export function defineHybridWorkflow(options: HybridWorkflowOptions = {}) {
           pollIntervalMs,
           maxPollIntervalMs: Math.max(pollIntervalMs, 10_000),
           retry: { maxAttempts: 4, initialIntervalMs: 1_000 },
+          ...options.stage,
         }),
       },
     }).createMachine({

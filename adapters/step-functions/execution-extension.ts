@@ -21,6 +21,14 @@
  * - Leaving the invoking state stops the execution: at once through the task-cancel message, and
  *   in any case at the next poll, which finds the invocation gone from the record. A start in
  *   flight when the state is left is let finish and its execution stopped (`startAndRecord`).
+ * - A call that gets no answer from AWS at all (the network is down: an edge site cut off from the
+ *   cloud) is tried again with a capped backoff until AWS answers (`untilReachable`, the default;
+ *   reachability.ts), inside the same attempt, so the task's retries are kept for AWS's answers.
+ *   The attempt holds its task meanwhile (engine/effects/tasks.ts renews a running attempt's
+ *   message), and a start whose request reached AWS but whose reply was lost is found again by
+ *   the next try under the same name (the same ARN while it runs, else `ExecutionAlreadyExists`
+ *   and adoption). A start that was already recorded (a task run again after its hand-over) calls
+ *   nothing.
  */
 import { createHash } from 'node:crypto';
 import { DescribeExecutionCommand, StartExecutionCommand, StopExecutionCommand, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
@@ -30,13 +38,14 @@ import { SpanKind } from '@opentelemetry/api';
 import { z } from 'zod';
 import { TerminalError, type ActivityContext } from '../../engine/internal.js';
 import { ErrorCode, JetstateError } from '../../engine/internal.js';
-import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome } from '../../engine/internal.js';
+import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/internal.js';
 import { contextOf, decodeJson, encodeJson, failSpan, type TraceCarrier } from '../../engine/internal.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
 import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
 import { executionArnOf, executionName } from './execution-names.js';
 import { isTerminal, outcomeOf, parseStatusEvent, type StatusDetail } from './execution-status.js';
 import { PollRate } from './poll-rate.js';
+import { NoAnswerError, describeError, isUnanswered, pause, untilAborted, type ReachPolicy } from './reachability.js';
 import type { ResolvedStepFunctionsExecutionOptions } from './execution.js';
 
 export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
@@ -51,8 +60,15 @@ const PendingSchema = z.object({
   maxPollIntervalMs: z.number(),
   startedAtMs: z.number(),
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
+  /** Polls that get no answer from AWS wait at most this long (`untilReachable`); absent in entries written before it. */
+  reach: z.object({ intervalMs: z.number(), maxIntervalMs: z.number() }).optional(),
 });
 type Pending = z.infer<typeof PendingSchema>;
+
+/** An attempt cut short by the engine's stop while it waited for AWS: it waits for the task service to hand the task on. */
+const CLOSING: unique symbol = Symbol('closing');
+/** A signal that never aborts (a wait that only the engine's stop ends). */
+const NEVER = new AbortController().signal;
 
 const keyOf = (executionArn: string): string => `x_${createHash('sha256').update(executionArn).digest('hex').slice(0, 40)}`;
 
@@ -85,6 +101,8 @@ export interface StepFunctionsStats {
   stops: number;
   throttled: number;
   completed: number;
+  /** Calls that got no answer from AWS at all (network errors, timeouts). */
+  unanswered: number;
   pending: number;
   /** Current allowed rate of polls, per second. */
   rate: number;
@@ -114,7 +132,7 @@ export class StepFunctionsExtension implements EngineExtension {
   /** Task cancels of the last minute whose execution was not known here yet, by task. */
   private readonly cancels = new Map<string, number>();
   private readonly rate: PollRate;
-  private readonly counts = { starts: 0, describes: 0, stops: 0, throttled: 0, completed: 0 };
+  private readonly counts = { starts: 0, describes: 0, stops: 0, throttled: 0, completed: 0, unanswered: 0 };
   /** Status events for executions not (yet) known here: a fast execution can end before its start is recorded. */
   private readonly early = new Map<string, { data: Uint8Array; via: Via; atMs: number }>();
 
@@ -193,14 +211,18 @@ export class StepFunctionsExtension implements EngineExtension {
    * Leaving the invoking state aborts the attempt (`ctx.signal`), but not its StartExecution: a
    * request that may have reached AWS is let finish, and the execution it started is stopped (see
    * `startAndRecord`). The engine's stop waits for it.
+   *
+   * An attempt that was waiting for AWS when the engine began to stop neither fails nor counts:
+   * it stays open until the task service ends it as interrupted (after its drain), and another
+   * engine, or this one when it comes back, takes the task over.
    */
   begin(ctx: ActivityContext<unknown>, o: ResolvedStepFunctionsExecutionOptions): Promise<typeof DEFER> {
     const run = this.startAndRecord(ctx, o);
     this.keep(run);
-    return run;
+    return run.then((r) => (r === CLOSING ? untilAborted(ctx.signal) : r));
   }
 
-  private async startAndRecord(ctx: ActivityContext<unknown>, o: ResolvedStepFunctionsExecutionOptions): Promise<typeof DEFER> {
+  private async startAndRecord(ctx: ActivityContext<unknown>, o: ResolvedStepFunctionsExecutionOptions): Promise<typeof DEFER | typeof CLOSING> {
     const host = this.requireHost();
     const ref = ctx.task;
     const name = executionName(ref, { namespace: host.namespace, prefix: o.name });
@@ -219,22 +241,30 @@ export class StepFunctionsExtension implements EngineExtension {
     };
     const client = this.clients!.get(target);
     const predictable = { executionArn: executionArnOf(o.stateMachineArn, name), target, trace: ctx.trace };
+    // Started and recorded already: this task ran again after its hand-over to the tasks stream
+    // (or a redelivery) while its execution is followed. Nothing to call.
+    if (await this.recorded(predictable.executionArn, ref)) return DEFER;
+    const reach: ReachPolicy | undefined = o.untilReachable ? { intervalMs: o.reachIntervalMs, maxIntervalMs: o.maxReachIntervalMs } : undefined;
+    const stage = { ref, trace: ctx.trace, target, reach, callTimeoutMs: o.startTimeoutMs, attempt: ctx.signal };
     let executionArn: string;
     try {
-      executionArn = await this.call('StartExecution', ctx.trace, target, async () => {
+      // Not aborted with the attempt: a request cut short may still have started the execution,
+      // and then nothing would know of it. Only the engine's stop (and, while waiting for AWS to
+      // answer, `startTimeoutMs`: the next try finds the execution by its name) cuts it short.
+      const out = await this.send(stage, 'StartExecution', (abortSignal) => {
         this.counts.starts++;
-        // Not aborted with the attempt: a request cut short may still have started the execution,
-        // and then nothing would know of it. Only the engine's stop cuts it short.
-        const out = await client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), {
-          abortSignal: this.closing.signal as never,
-        });
-        return out.executionArn!;
+        return client.send(new StartExecutionCommand({ stateMachineArn: o.stateMachineArn, name, input: json }), { abortSignal: abortSignal as never });
       });
+      if (out === CLOSING) return CLOSING;
+      executionArn = out.executionArn!;
     } catch (e) {
       const err = e as Error;
       if (err.name === 'ExecutionAlreadyExists') {
         executionArn = predictable.executionArn;
-        const existing = await this.call('DescribeExecution', ctx.trace, target, () => client.send(new DescribeExecutionCommand({ executionArn })));
+        const existing = await this.send(stage, 'DescribeExecution', (abortSignal) =>
+          client.send(new DescribeExecutionCommand({ executionArn }), { abortSignal: abortSignal as never }),
+        );
+        if (existing === CLOSING) return CLOSING;
         // The trace context differs between attempts (each has its own span): compare without it.
         if (!sameInputIgnoringTrace(existing.input, json)) {
           throw new TerminalError(
@@ -243,8 +273,13 @@ export class StepFunctionsExtension implements EngineExtension {
         }
       } else {
         // The state was left while the start was in flight, and the start failed: it may still
-        // have reached AWS, so stop the execution it would have started, if there is one.
-        if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.stopExecution(predictable, 'the invoking state was exited');
+        // have reached AWS, so stop the execution it would have started, if there is one. While
+        // AWS does not answer, the stop is tried again in the background until it does (or the
+        // engine stops).
+        if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') {
+          if (reach && isUnanswered(err)) this.spawn(this.stopWhenReachable(predictable, ref, reach, o.startTimeoutMs));
+          else await this.stopExecution(predictable, 'the invoking state was exited');
+        }
         if (
           [
             'StateMachineDoesNotExist',
@@ -258,7 +293,7 @@ export class StepFunctionsExtension implements EngineExtension {
         ) {
           throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
         }
-        throw e; // throttling, network: the task retries with backoff
+        throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }
     }
     const pending: Pending = {
@@ -270,6 +305,7 @@ export class StepFunctionsExtension implements EngineExtension {
       maxPollIntervalMs: o.maxPollIntervalMs,
       startedAtMs: Date.now(),
       ...(ctx.trace ? { trace: ctx.trace } : {}),
+      ...(reach ? { reach } : {}),
     };
     const key = keyOf(executionArn);
     await this.bucket!.put(key, encodeJson(pending));
@@ -283,6 +319,98 @@ export class StepFunctionsExtension implements EngineExtension {
       else await this.stopExecution(pending, 'the invoking state was exited');
     }
     return DEFER;
+  }
+
+  /**
+   * One call of a stage. Without a reach policy, one try (the old behaviour: its error is the
+   * attempt's). With one, a call that gets no answer from AWS is tried again after a wait that
+   * doubles up to the policy's maximum, with a warning each time, until AWS answers (its answer,
+   * or its error, is returned or thrown as usual); each try is cut short after `callTimeoutMs`.
+   * The wait ends early when the attempt is aborted (the state was left: the last error is
+   * thrown) or the engine stops (`CLOSING`, nothing counts against the task).
+   */
+  private async send<T>(
+    stage: {
+      ref: TaskRef;
+      trace: TraceCarrier | undefined;
+      target: StepFunctionsTarget;
+      reach: ReachPolicy | undefined;
+      callTimeoutMs: number;
+      attempt: AbortSignal;
+    },
+    action: string,
+    fn: (abortSignal: AbortSignal) => Promise<T>,
+  ): Promise<T | typeof CLOSING> {
+    const { ref, trace, target, reach } = stage;
+    if (!reach) return this.call(action, trace, target, () => fn(this.closing.signal));
+    const host = this.requireHost();
+    let waitMs = reach.intervalMs;
+    for (let tries = 1; ; tries++) {
+      if (this.closing.signal.aborted) return CLOSING;
+      const timeout = AbortSignal.timeout(stage.callTimeoutMs);
+      let error: unknown;
+      try {
+        const out = await this.call(action, trace, target, async () => {
+          try {
+            return await fn(AbortSignal.any([this.closing.signal, timeout]));
+          } catch (e) {
+            if (timeout.aborted && !this.closing.signal.aborted) throw new NoAnswerError(`no answer within ${stage.callTimeoutMs} ms`, { cause: e });
+            throw e;
+          }
+        });
+        if (tries > 1) host.logger.info(`step-functions: stage '${ref.invokeId}' of ${ref.workflow} '${ref.id}': AWS answered ${action} after ${tries} tries`);
+        return out;
+      } catch (e) {
+        if (this.closing.signal.aborted) return CLOSING;
+        if (!isUnanswered(e)) throw e; // AWS answered: the caller's policy
+        error = e;
+      }
+      if (stage.attempt.aborted) throw error;
+      const delayMs = jitter(waitMs);
+      host.logger.warn(
+        `step-functions: stage '${ref.invokeId}' of ${ref.workflow} '${ref.id}': ${action} got no answer from AWS (${describeError(error)}); ` +
+          `trying again in ${delayMs} ms (try ${tries}; the task's retries are kept for AWS's answers)`,
+      );
+      await pause(delayMs, [stage.attempt, this.closing.signal]);
+      if (this.closing.signal.aborted) return CLOSING;
+      if (stage.attempt.aborted) throw error;
+      waitMs = Math.min(reach.maxIntervalMs, waitMs * 2);
+    }
+  }
+
+  /** True when this invocation's execution is recorded as pending already (it is then followed here too). */
+  private async recorded(executionArn: string, ref: TaskRef): Promise<boolean> {
+    const key = keyOf(executionArn);
+    const entry = await this.bucket!.get(key).catch(() => null);
+    if (!entry || entry.operation !== 'PUT') return false;
+    const parsed = PendingSchema.safeParse(safeJson(entry.value));
+    if (!parsed.success || taskRefKey(parsed.data.ref) !== taskRefKey(ref)) return false;
+    this.track(key, parsed.data);
+    return true;
+  }
+
+  /** Stops a start's predictable execution, trying until AWS answers (or the engine stops). */
+  private async stopWhenReachable(
+    p: { executionArn: string; target: StepFunctionsTarget; trace?: TraceCarrier | undefined },
+    ref: TaskRef,
+    reach: ReachPolicy,
+    callTimeoutMs: number,
+  ): Promise<void> {
+    const stage = { ref, trace: p.trace, target: p.target, reach, callTimeoutMs, attempt: NEVER };
+    try {
+      await this.send(stage, 'StopExecution', (abortSignal) => {
+        this.counts.stops++;
+        return this.clients!.get(p.target).send(
+          new StopExecutionCommand({ executionArn: p.executionArn, error: 'jetstate.Exited', cause: 'the invoking state was exited' }),
+          {
+            abortSignal: abortSignal as never,
+          },
+        );
+      });
+    } catch (e) {
+      const err = e as Error;
+      if (err.name !== 'ExecutionDoesNotExist' && !/not running|already/i.test(err.message)) throw e;
+    }
   }
 
   private requireHost(): ExtensionHost {
@@ -404,6 +532,16 @@ export class StepFunctionsExtension implements EngineExtension {
           },
         });
         return;
+      } else if (t.pending.reach && isUnanswered(err)) {
+        // AWS is out of reach: poll again soon enough to notice its return (at most the reach maximum).
+        const { ref } = t.pending;
+        t.intervalMs = Math.min(t.pending.reach.maxIntervalMs, Math.max(t.pending.reach.intervalMs, t.intervalMs * 2));
+        t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
+        host.logger.warn(
+          `step-functions: stage '${ref.invokeId}' of ${ref.workflow} '${ref.id}': DescribeExecution of ${t.pending.executionArn} got no answer from AWS ` +
+            `(${describeError(err)}); polling again in about ${t.intervalMs} ms`,
+        );
+        return;
       } else {
         host.logger.warn(`step-functions: DescribeExecution of ${t.pending.executionArn} failed (${err.name}: ${err.message}); retrying`);
       }
@@ -514,6 +652,7 @@ export class StepFunctionsExtension implements EngineExtension {
       tel.stepFunctionsCalls.add(1, { 'rpc.method': action, 'jetstate.outcome': 'ok' });
       return out;
     } catch (e) {
+      if (isUnanswered(e)) this.counts.unanswered++;
       tel.stepFunctionsCalls.add(1, { 'rpc.method': action, 'jetstate.outcome': (e as Error).name });
       failSpan(span, e);
       throw e;

@@ -11,6 +11,9 @@ import { STEP_FUNCTIONS_EXTENSION, type StepFunctionsExtension } from './executi
 export { executionArnOf, executionName, type ExecutionNameOptions } from './execution-names.js';
 export { STEP_FUNCTIONS_EXTENSION, StepFunctionsExtension, stepFunctions, type StepFunctionsOptions, type StepFunctionsStats } from './execution-extension.js';
 
+/** The longest timer Node keeps (about 24.8 days): an attempt waiting for AWS is bounded by it. */
+const LONGEST_ATTEMPT_MS = 2_147_483_647;
+
 const STATE_MACHINE_ARN = /^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/;
 
 export interface StepFunctionsExecutionOptions<TInput = unknown> {
@@ -30,10 +33,28 @@ export interface StepFunctionsExecutionOptions<TInput = unknown> {
   maxPollIntervalMs?: number;
   /** Adds `_jetstate: { traceparent, tracestate }` to an object input, so a trace can continue in the cloud stage (default true). */
   traceContext?: boolean;
-  /** Retries of StartExecution (throttling, network); the task's retry policy. */
+  /**
+   * Retries of StartExecution that AWS answered with an error (throttling, 5xx), and, with
+   * `untilReachable: false`, of those that got no answer; the task's retry policy.
+   */
   retry?: Partial<RetryPolicy>;
-  /** Longest a start attempt may take. */
+  /**
+   * Longest one StartExecution (or DescribeExecution while adopting) may take, the SDK's own
+   * retries included. With `untilReachable` a call over it counts as unanswered and is tried
+   * again; without, it is the longest a start attempt may take.
+   */
   startTimeoutMs?: number;
+  /**
+   * While AWS gives no answer at all (connection refused or reset, DNS, timeout: the network is
+   * down, e.g. at an edge site cut off from the cloud), keep trying StartExecution and
+   * DescribeExecution, with a warning each time, without spending the attempts of `retry`, until
+   * AWS answers; the instance waits in the invoking state (default true). With false, such a call
+   * fails the attempt like any error (the behaviour before this option).
+   */
+  untilReachable?: boolean;
+  /** First wait between tries while AWS gives no answer; it doubles up to `maxReachIntervalMs` (default 1 s and 30 s). */
+  reachIntervalMs?: number;
+  maxReachIntervalMs?: number;
 }
 
 const OptionsSchema = z
@@ -53,6 +74,9 @@ const OptionsSchema = z
     traceContext: z.boolean().default(true),
     retry: z.record(z.string(), z.number()).optional(),
     startTimeoutMs: z.number().int().min(100).default(30_000),
+    untilReachable: z.boolean().default(true),
+    reachIntervalMs: z.number().int().min(10).default(1_000),
+    maxReachIntervalMs: z.number().int().min(10).default(30_000),
   })
   .strict();
 
@@ -75,13 +99,18 @@ export function stepFunctionsExecution<TOutput = unknown, TInput = unknown>(
   const o = parsed.data;
   if (o.maxPollIntervalMs < o.pollIntervalMs)
     throw new JetstateError(ErrorCode.InvalidDefinition, 'stepFunctionsExecution: maxPollIntervalMs must be at least pollIntervalMs');
+  if (o.maxReachIntervalMs < o.reachIntervalMs)
+    throw new JetstateError(ErrorCode.InvalidDefinition, 'stepFunctionsExecution: maxReachIntervalMs must be at least reachIntervalMs');
   const resolved = { ...o, input: options.input as ((i: unknown) => unknown) | undefined };
   return activity<TInput, TOutput>(
     async (ctx) => (await ctx.extension<StepFunctionsExtension>(STEP_FUNCTIONS_EXTENSION).begin(ctx as ActivityContext<unknown>, resolved)) as TOutput,
     // An engine without the extension leaves the stage to a live engine that has it.
     {
       retry: { maxAttempts: 8, initialIntervalMs: 1_000, maxIntervalMs: 30_000, ...options.retry },
-      timeoutMs: o.startTimeoutMs,
+      // An attempt that waits for AWS to become reachable holds its task for as long as it waits
+      // (a running attempt keeps its task message in progress, or claimed when it runs in
+      // process), so no other engine runs it meanwhile; each call is bounded by startTimeoutMs.
+      timeoutMs: o.untilReachable ? LONGEST_ATTEMPT_MS : o.startTimeoutMs,
       requires: [STEP_FUNCTIONS_EXTENSION],
     },
   );
