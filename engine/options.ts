@@ -65,8 +65,9 @@ const ClientShape = z
      * How long opening waits for JetStream to answer when it cannot yet (a cluster electing its
      * leaders, a node restarting): requests that time out or find no leader are retried, logged.
      * 0 fails at once. A server without JetStream fails at once either way. Default: 120 s for an
-     * engine (a supervisor restarting it during an election should not see it exit), 10 s for a
-     * client (a caller waits on it).
+     * engine (a supervisor restarting it during an election should not see it exit), 0 for a
+     * client (a caller waits on it; and a refused permission in another JetStream domain also
+     * shows as a timeout, which should fail at once).
      */
     openTimeoutMs: z.number().int().min(0).optional(),
     /** Partitions of the event stream, fixed when the namespace is first created (default 16). */

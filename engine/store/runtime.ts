@@ -129,7 +129,7 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     }
   }
   const started = Date.now();
-  const openTimeoutMs = options.openTimeoutMs ?? (open.engine ? 120_000 : 10_000);
+  const openTimeoutMs = options.openTimeoutMs ?? (open.engine ? 120_000 : 0);
   for (let attempt = 1; ; attempt++) {
     try {
       return await openNamespace(nc, ownsConnection, options, open);
