@@ -78,6 +78,8 @@ export class AckPublisher {
 
   /** Stops answering: what waits fails with a closed-connection error. */
   close(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     this.sub.unsubscribe();
     this.failAll(new coreErrors.ClosedConnectionError());
   }
@@ -108,14 +110,16 @@ export class AckPublisher {
     const p = this.pending.get(id);
     if (!p) return undefined;
     this.pending.delete(id);
-    if (this.pending.size === 0 && this.sweeper) {
-      clearInterval(this.sweeper);
-      this.sweeper = undefined;
-    }
     return p;
   }
 
+  /** Expires what waited too long; stops once nothing waits (not per answer: one publish at a time would set a timer each). */
   private sweep(): void {
+    if (this.pending.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+      return;
+    }
     const now = Date.now();
     for (const [id, p] of this.pending) {
       if (p.deadline <= now) {
