@@ -27,7 +27,7 @@ import { createClient, createEngine, type Client, type Engine } from '../../engi
 import { connectFast, pool } from '../core.js';
 import { closedLoop, windowOptions, type LoopResult, type Window } from './closed-loop.js';
 import { PEERS_NAMESPACE, STEPS, peerSteps, peerTally } from './jetstate-workflows.js';
-import { track } from './cleanup.js';
+import { track, trackChild } from './cleanup.js';
 import { cpuMeter, type CpuUse } from './machine.js';
 
 export type Workload = 'A' | 'B';
@@ -64,16 +64,7 @@ async function startEngineProcess(url: string): Promise<EngineProcess> {
   const script = fileURLToPath(new URL('./jetstate-engine.ts', import.meta.url));
   // The parent's exec arguments carry the TypeScript loader.
   const child: ChildProcess = fork(script, [url], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async (): Promise<void> => {
-    untrack();
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(t);
-  };
-  const untrack = track(stop);
+  const stop = trackChild(child, 10_000);
   const reply = (key: string): Promise<void> =>
     new Promise((resolve) => {
       const on = (m: Record<string, unknown>): void => {

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { closedLoop, windowOptions, type Window } from './closed-loop.js';
 import type { Measurement, Workload } from './jetstate-side.js';
 import { STEPS } from './jetstate-workflows.js';
-import { track } from './cleanup.js';
+import { trackChild } from './cleanup.js';
 import { cpuMeter, type CpuUse } from './machine.js';
 import { startRestateServer } from './restate-server.js';
 
@@ -37,16 +37,7 @@ export async function startRestateService(sdkEntry: string): Promise<RestateServ
     // The SDK logs every invocation at INFO; a service in production logs less.
     env: { ...process.env, RESTATE_SDK_ENTRY: sdkEntry, PORT: '0', RESTATE_LOGGING: 'WARN', NODE_OPTIONS: '' },
   });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async (): Promise<void> => {
-    untrack();
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(t);
-  };
-  const untrack = track(stop);
+  const stop = trackChild(child, 5_000);
   try {
     const port = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the Restate service did not start listening within 20 s')), 20_000);
