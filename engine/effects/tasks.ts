@@ -57,6 +57,11 @@ export const taskProgressKey = (workflow: string, id: string, invokeId: string, 
   `task.${workflow}.${id}.${shortHash(invokeId)}.${token}`;
 
 const TaskProgressSchema = z.object({ attempt: z.number().int(), lastError: z.string() });
+/**
+ * The same entry as the count of attempts (see `TaskService.countAttempt`): `started`, the attempt
+ * last started from the tasks stream; `attempt`, the one that last failed (with its error).
+ */
+const AttemptRecordSchema = z.object({ started: z.number().int().nonnegative().optional(), attempt: z.number().int().nonnegative().optional() }).passthrough();
 
 /** A task's progress for `get()`, or null before its first failed attempt. */
 export async function readTaskProgress(
@@ -308,6 +313,7 @@ export class TaskService {
     record: InstanceRecord,
     scheduledBy: TraceCarrier | undefined,
     working: () => void,
+    recorded = false,
   ): Promise<AttemptResult> {
     const { timeoutMs, heartbeatTimeoutMs, retry } = def.options;
     const fail = (why: string): void => controller.abort(new Error(why));
@@ -399,7 +405,7 @@ export class TaskService {
           encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }),
         )
         .catch(() => {});
-    } else if (attempt > 1 && (result === 'ok' || result === 'failed' || result === 'deferred')) {
+    } else if ((attempt > 1 || recorded) && (result === 'ok' || result === 'failed' || result === 'deferred')) {
       await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
     }
     if (result !== 'ok' && result !== 'failed') return { result, wait, trace: attemptTrace };
@@ -415,11 +421,12 @@ export class TaskService {
   }
 
   private async attempt(m: JsMsg, task: TaskMessage, def: ActivityDefinition, controller: AbortController, record: InstanceRecord): Promise<void> {
-    const attempt = m.info.deliveryCount + priorAttempts(m);
+    const { attempt, recorded, uncount } = await this.countAttempt(m, task);
     // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
     // another one after the acknowledgement wait.
-    const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working());
-    if (r.result === 'interrupted') return void m.nak(); // the engine is closing: another engine takes the task over
+    const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working(), recorded);
+    // The engine is closing: another engine takes the task over, and this attempt does not count.
+    if (r.result === 'interrupted') return void (await uncount(), m.nak());
     if (r.result === 'cancelled') return void m.term();
     if (r.result === 'retry') return void m.nak(r.wait);
     // An extension delivers a deferred outcome later (see define/extension.ts): the message is done.
@@ -430,6 +437,34 @@ export class TaskService {
     } catch (e) {
       this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its outcome (${(e as Error).message}); it will run again`);
       m.nak(1_000);
+    }
+  }
+
+  /**
+   * Which attempt a delivery of a task message runs. Not its delivery count: a message is also
+   * delivered, and left, while its task runs in another engine (claimed), runs here, or waits for
+   * its record or its retry time; those deliveries run nothing. Each attempt from the tasks stream
+   * records itself in the control bucket before it runs (the entry `get()` reads a failed attempt
+   * from), so an attempt whose engine died counts and a crash loop ends. When the bucket cannot be
+   * reached, the delivery count stands in (it counts too many, never too few).
+   */
+  private async countAttempt(m: JsMsg, task: TaskMessage): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> }> {
+    const prior = priorAttempts(m);
+    const key = taskProgressKey(task.workflow, task.id, task.invokeId, task.token);
+    try {
+      const entry = await this.rt.control.get(key);
+      const parsed = entry?.operation === 'PUT' ? AttemptRecordSchema.safeParse(decodeJson(entry.value)) : undefined;
+      const before = parsed?.success ? parsed.data : undefined;
+      const attempt = Math.max(prior, before?.started ?? 0, before?.attempt ?? 0) + 1;
+      await this.rt.control.put(key, encodeJson({ ...before, started: attempt }));
+      // An attempt the engine's close interrupted does not count (best effort).
+      const uncount = () => this.rt.control.put(key, encodeJson({ ...before, started: attempt - 1 })).catch(() => {});
+      return { attempt, recorded: true, uncount };
+    } catch (e) {
+      this.rt.logger.warn(
+        `task ${task.src} of ${task.workflow} ${task.id}: could not read or record its attempt count (${(e as Error).message}); counting deliveries instead`,
+      );
+      return { attempt: m.info.deliveryCount + prior, recorded: false, uncount: async () => {} };
     }
   }
 
@@ -509,7 +544,9 @@ export class TaskService {
           if (!shortWait) {
             // A long wait, or the engine is closing: the tasks stream takes it from here.
             clearTimeout(hold);
-            const out = this.handOver(record, t, scheduledBy, attempt, undefined, r.result === 'retry' ? Date.now() + r.wait : undefined);
+            // An attempt the engine's close interrupted does not count.
+            const ran = r.result === 'interrupted' ? attempt - 1 : attempt;
+            const out = this.handOver(record, t, scheduledBy, ran, undefined, r.result === 'retry' ? Date.now() + r.wait : undefined);
             return durable ? void out.catch(() => {}) : hooks.onDurable(out);
           }
           await new Promise((res) => setTimeout(res, r.wait));

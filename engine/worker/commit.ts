@@ -30,7 +30,7 @@ import type { WorkflowDefinition } from '../define/definition.js';
 import type { MachineRunner } from '../step/runner.js';
 import type { Effect, OutboxEntry, ScheduledTimer, TaskChange } from '../step/plan.js';
 import { publishTimers } from '../effects/timers.js';
-import { publishCancels, publishTasks } from '../effects/tasks.js';
+import { publishCancels, publishTasks, type Handover } from '../effects/tasks.js';
 import type { EffectExecutor } from '../effects/outbox.js';
 import type { TraceSource } from '../telemetry/telemetry.js';
 
@@ -51,6 +51,11 @@ export interface Acts {
   outbox?: readonly OutboxEntry[];
   /** The trace context of the transition that scheduled each effect (by revision). */
   trace: TraceSource;
+  /**
+   * Set by a repair: the tasks of a write a crash may have cut short. One that runs in process may
+   * have had its first attempt in the engine that died; its message says so, and the next is the second.
+   */
+  repaired?: boolean;
   /** Right after the write, before anything else: what may start as soon as the state is durable (tasks run in process). */
   afterWrite?: ((written: LoadedInstance) => void) | undefined;
 }
@@ -139,7 +144,7 @@ export class Committer {
     // Every pending task, not only those of the last write: a task that ran in this engine's
     // process may never have reached the tasks stream (keyed message ids make this idempotent).
     const tasks = Object.entries(record.tasks).map(([invokeId, t]) => ({ invokeId, token: t.token, src: t.src, input: t.input }));
-    await this.act(instance, undefined, sealed, { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace }, false);
+    await this.act(instance, undefined, sealed, { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true }, false);
   }
 
   /** Of a record's journal, the entries the stream has not confirmed (that this engine knows of). */
@@ -235,6 +240,17 @@ export class Committer {
     void p.finally(() => this.publishing.delete(p));
   }
 
+  /** The tasks to publish, grouped by what their messages carry: a repair's in-process tasks count the attempt they may have had. */
+  private taskGroups(instance: LoadedInstance, acts: Acts): Array<[TaskChange[], Handover | undefined]> {
+    if (acts.tasks.length === 0) return [];
+    if (!acts.repaired) return [[[...acts.tasks], undefined]];
+    const inProcess = (t: TaskChange): boolean => instance.runner.activities.get(t.src)?.options.inProcess === true;
+    return [
+      [acts.tasks.filter(inProcess), { attempts: 1 }],
+      [acts.tasks.filter((t) => !inProcess(t)), undefined],
+    ].filter(([tasks]) => (tasks as TaskChange[]).length > 0) as Array<[TaskChange[], Handover | undefined]>;
+  }
+
   /** `before`: the status before the write, or undefined when unknown (a repair of a finished instance). */
   private async act(
     instance: LoadedInstance,
@@ -252,7 +268,7 @@ export class Committer {
     // effects cost one round of synced writes rather than one each.
     await Promise.all([
       acts.timers.length > 0 ? publishTimers(rt, record.workflow, record.id, acts.timers, acts.trace) : undefined,
-      acts.tasks.length > 0 ? publishTasks(rt, record.workflow, record.id, acts.tasks, acts.trace) : undefined,
+      ...this.taskGroups(instance, acts).map(([tasks, handover]) => publishTasks(rt, record.workflow, record.id, tasks, acts.trace, handover)),
     ]);
     if (acts.cancelledTasks.length > 0) publishCancels(rt, record.workflow, record.id, acts.cancelledTasks);
     const finished = record.status !== 'running' && (before === undefined || before === 'running' || created);

@@ -154,5 +154,44 @@ describe('timers and tasks taken by a dead engine are taken over within about th
     const done = await client.waitFor(chore, 'c-1', (s) => s.matches('finished'), { timeoutMs: 30_000 });
     assert.equal((done.context as { doneBy: number }).doneBy, second.pid);
     assert.equal(done.revision, 2, 'one outcome applied');
+    // The first attempt ran in process, never in the tasks stream; it counts all the same.
+    assert.equal(second.attempt, 2, 'the attempt after the takeover is the second one');
+  });
+
+  it('a task taken over after a long run elsewhere runs as its next attempt, not as one per redelivery', { timeout: 150_000 }, async () => {
+    // The attempt outlives the hold (1 s), so its message waits in the tasks stream, claimed by the
+    // engine that runs it; the other engine is handed it every 2 s meanwhile and leaves it. Those
+    // deliveries ran nothing: the attempt after the kill is the second, with its retries intact.
+    const namespace = uniqueNamespace('taskattempts');
+    const log = join(dir, `${namespace}.jsonl`);
+    await writeFile(log, '');
+    const client = await createClient({ servers: nats.url, namespace, partitions: PARTITIONS, workflows: [chore] });
+    opened.push(client);
+    const pool = engines(namespace, 2, { TASK_LOG: log, SLOW_TASK_MS: '60000' });
+    await Promise.all(pool.map((e) => e.waitReady(30_000)));
+    const attempts = async (): Promise<SlowAttempt[]> =>
+      (await readFile(log, 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as SlowAttempt);
+
+    await client.start(chore, { id: 'c-2', input: { label: 'c-2' } });
+    const deadline = Date.now() + 20_000;
+    while ((await attempts()).length === 0 && Date.now() < deadline) await sleep(50);
+    const firstAttempt = (await attempts())[0];
+    assert.ok(firstAttempt, 'precondition: the first attempt started');
+    assert.equal(firstAttempt.attempt, 1);
+    await sleep(9_000); // several deliveries of the claimed message to both engines
+    const runner = pool.find((e) => e.pid === firstAttempt.pid);
+    assert.ok(runner, `precondition: the attempt ran in one of the engines (pid ${firstAttempt.pid})`);
+    await runner.kill();
+    const killedAt = Date.now();
+    let second: SlowAttempt | undefined;
+    while (!second && Date.now() < killedAt + MEASURE_UP_TO_MS) {
+      second = (await attempts()).find((a) => a.pid !== firstAttempt.pid);
+      if (!second) await sleep(100);
+    }
+    assert.ok(second, `the task was not taken over within ${MEASURE_UP_TO_MS} ms of its engine's death`);
+    assert.equal(second.attempt, 2, 'the attempt after the takeover is the second one');
   });
 });
