@@ -10,6 +10,7 @@
  *   npm run bench:peers -- --c=1,100             # concurrency levels (default 1,100,500)
  *   npm run bench:peers -- --warmup=5 --measure=20   # seconds per measurement
  *   npm run bench:peers -- --profile             # CPU profile of each jetstate row's measured window
+ *   npm run bench:peers -- --wait=watch          # jetstate completion of A by the KV watch too (default: completion notices)
  *   npm run bench:peers -- --wait=waitFor        # jetstate completion by client.waitFor() per invocation
  *   npm run bench:peers -- --no-netns            # stay in the host's network namespace
  *
@@ -40,7 +41,7 @@ const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const usage = (why: string): never => {
   console.error(
-    `bench:peers: ${why}\nflags: --quick --only=jetstate|jetstate-default|jetstate-always|restate|A|B,... --c=1,100,500 --warmup=S --measure=S --profile --wait=watch|waitFor --engine=process|inline --no-netns`,
+    `bench:peers: ${why}\nflags: --quick --only=jetstate|jetstate-default|jetstate-always|restate|A|B,... --c=1,100,500 --warmup=S --measure=S --profile --wait=auto|watch|waitFor --engine=process|inline --no-netns`,
   );
   process.exit(2);
 };
@@ -80,8 +81,8 @@ const warmupMs = seconds('warmup', quick ? 2 : 5) * 1_000;
 const measureMs = seconds('measure', quick ? 5 : 20) * 1_000;
 /** Extended up to 2x (quick) or 3x until each lane completed 2 (quick) or 5 invocations in the window on average. */
 const window: Window = { warmupMs, measureMs, maxMeasureMs: measureMs * (quick ? 2 : 3), minPerLane: quick ? 2 : 5 };
-const wait = (flag('wait') ?? 'watch') as 'watch' | 'waitFor';
-if (wait !== 'watch' && wait !== 'waitFor') usage(`--wait must be 'watch' or 'waitFor'`);
+const wait = (flag('wait') ?? 'auto') as 'auto' | 'watch' | 'waitFor';
+if (wait !== 'auto' && wait !== 'watch' && wait !== 'waitFor') usage(`--wait must be 'auto', 'watch' or 'waitFor'`);
 const engineIn = (flag('engine') ?? 'process') as 'process' | 'inline';
 if (engineIn !== 'process' && engineIn !== 'inline') usage(`--engine must be 'process' or 'inline'`);
 
@@ -177,7 +178,13 @@ async function main(): Promise<void> {
       `jetstate: 10 \`client.send()\` of \`ADD {i}\` to one instance at once, done when its record shows all 10 applied`,
   );
   console.log(
-    `- completion seen by: Restate, the HTTP answers (Node http, keep-alive); jetstate, ${wait === 'watch' ? 'one KV watch over the workflow keys of the instances bucket' : '`client.waitFor()` per invocation'} in the bench process`,
+    `- completion seen by: Restate, the HTTP answers (Node http, keep-alive); jetstate, ${
+      wait === 'auto'
+        ? 'for A one subscription to the completion notices (`<ns>.done.peer_steps.>`, core NATS), for B one KV watch over the workflow keys of the instances buckets'
+        : wait === 'watch'
+          ? 'one KV watch over the workflow keys of the instances buckets'
+          : '`client.waitFor()` per invocation'
+    } in the bench process`,
   );
 
   let service: RestateService | undefined;

@@ -10,9 +10,12 @@
  *    `client.send()`s of `ADD { i }` at once, complete when the instance's record has applied all
  *    10 of them (count reaches 10 more than before).
  *
- * Completion is seen by one KV watch over the workflow's keys in the instances bucket (on its own
- * connection), like a service that follows its instances would; `client.waitFor()` opens a watch
- * per call and costs more in the load generator (`--wait=waitFor` measures that instead).
+ * Completion (`wait: 'auto'`, the default) is seen as a service that follows its instances would,
+ * on a connection of its own: for A, by one subscription to the completion notices the engine
+ * publishes when an instance finishes (`<ns>.done.peer_steps.>`, core NATS); for B, whose
+ * instances do not finish, by one KV watch over the workflow's keys in the instances buckets.
+ * `wait: 'watch'` uses the KV watch for A too (every record write of every step reaches the load
+ * generator); `client.waitFor()` opens a watch per call and costs more (`wait: 'waitFor'`).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile, mkdir, rm } from 'node:fs/promises';
@@ -44,8 +47,8 @@ export interface JetstateRunOptions {
   workload: Workload;
   concurrency: number;
   window: Window;
-  /** Completion by the shared KV watch (default) or by `client.waitFor()` per invocation. */
-  wait: 'watch' | 'waitFor';
+  /** Completion by the completion notices (A) or the shared KV watch (B) (`auto`), the KV watch for both, or `client.waitFor()` per invocation. */
+  wait: 'auto' | 'watch' | 'waitFor';
   /** Write a CPU profile of the engine's process over the measured window to this file. */
   profileFile?: string;
   /** The engine in its own process (default) or in the load generator's. */
@@ -189,7 +192,19 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
 
     const counter = { retries: 0 };
     const completions = new Completions();
-    if (o.wait === 'watch') {
+    const notices = o.wait === 'auto' && o.workload === 'A';
+    if (notices) {
+      // A finished instance's notice: { workflow, id, status, revision, output }.
+      const sub = watchConnection.subscribe(`${PEERS_NAMESPACE}.done.${workflow.name}.>`, {
+        callback: (err, msg) => {
+          if (err) return;
+          const n = JSON.parse(dec.decode(msg.data)) as { id: string; status: string; output?: { sum: number } };
+          completions.seen(`${workflow.name}.${n.id}`, { status: n.status, context: { sum: n.output?.sum ?? Number.NaN } });
+        },
+      });
+      await watchConnection.flush();
+      stopWatch = () => sub.unsubscribe();
+    } else if (o.wait !== 'waitFor') {
       // The records are spread over several buckets: watch each.
       const watchers = await Promise.all(
         c.recordBuckets.map(async (b) =>
@@ -213,7 +228,7 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
       invoke = async (lane, k) => {
         const id = `a${lane}_${k}`;
         let seen: Seen;
-        if (o.wait === 'watch') {
+        if (o.wait !== 'waitFor') {
           const done = completions.expect(`${peerSteps.name}.${id}`, (s) => s.status !== 'running');
           await retryOnTimeout(() => c.start(peerSteps, { id, input: {} }), counter);
           seen = await done;
@@ -243,7 +258,7 @@ export async function runJetstate(o: JetstateRunOptions): Promise<Measurement> {
             ),
           );
         let seen: Seen;
-        if (o.wait === 'watch') {
+        if (o.wait !== 'waitFor') {
           const done = completions.expect(`${peerTally.name}.${id}`, (s) => (s.context.count ?? 0) >= target);
           await sends();
           seen = await done;
