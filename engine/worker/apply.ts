@@ -291,11 +291,20 @@ async function applyTo(
   if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
   if (events.length === 0) return loaded;
   const now = Date.now();
+  const traced = tel.tracingActive() || batch.some((e) => e.trace !== undefined);
+  let spans!: TransitionSpans;
+  // The spans of the transitions are made with them, so that the record is encoded once, with the
+  // trace context it keeps; a step computed again (a record over its size limit) makes new ones,
+  // and the first ones, never ended, are never exported.
   const step = (list: StepEvent[]): ReturnType<typeof applyEvents> => {
     const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now);
+    spans = new TransitionSpans(tel, record, r.entries, traceBySeq, attempt, ctx.partition, startedAt, traced);
     if (r.changed) {
       if (bucket) r.record.rate = bucket;
       r.record.lastHistory = journal(ctx.committer, key, record.lastHistory, r.entries);
+      const last = spans.last();
+      if (last) r.record.trace = last;
+      else delete r.record.trace;
     }
     return r;
   };
@@ -337,24 +346,9 @@ async function applyTo(
     result = step(events);
     stored = result.changed ? ctx.store.encode(result.record) : undefined;
   }
-  const spans = new TransitionSpans(
-    tel,
-    record,
-    result.entries,
-    traceBySeq,
-    attempt,
-    ctx.partition,
-    startedAt,
-    tel.tracingActive() || batch.some((e) => e.trace !== undefined),
-  );
   let written = loaded;
   try {
     if (result.changed) {
-      const last = spans.last();
-      if (last) result.record.trace = last;
-      else delete result.record.trace;
-      // The trace context is set after the size check's encoding: encode again only when it is there.
-      if (last || record.trace) stored = ctx.store.encode(result.record);
       const local = ctx.local?.take(result.record, result.tasks) ?? [];
       written = await ctx.committer.write(key, loaded, result.record, result.snapshot, stored!.bytes, stored!.sealed, {
         timers: result.timers,
