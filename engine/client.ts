@@ -2,6 +2,7 @@
  * The client: starts instances, sends events, reads state and history. It runs no workers; an
  * engine (which is a client too) applies the events.
  */
+import { longTimeout } from './clock.js';
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
@@ -402,13 +403,13 @@ export class Client implements AsyncDisposable {
   /** Waits for the engine's answer to a start on a fresh inbox of this connection. */
   private awaitReply(timeoutMs: number): { inbox: string; answer: Promise<StartAnswer | undefined>; cancel(): void } {
     const inbox = createInbox(this.rt.inboxPrefix);
-    let timer: NodeJS.Timeout | undefined;
+    let cancelTimer: (() => void) | undefined;
     let settle!: (a: StartAnswer | undefined) => void;
     const answer = new Promise<StartAnswer | undefined>((r) => (settle = r));
     const sub = this.rt.nc.subscribe(inbox, {
       max: 1,
       callback: (err, msg) => {
-        clearTimeout(timer);
+        cancelTimer?.();
         if (err) return settle(undefined);
         try {
           settle(JSON.parse(msg.string()) as StartAnswer);
@@ -417,12 +418,12 @@ export class Client implements AsyncDisposable {
         }
       },
     });
-    timer = setTimeout(() => settle(undefined), timeoutMs);
+    cancelTimer = longTimeout(() => settle(undefined), timeoutMs);
     return {
       inbox,
       answer,
       cancel: () => {
-        clearTimeout(timer);
+        cancelTimer();
         sub.unsubscribe();
         settle(undefined);
       },
@@ -639,7 +640,7 @@ export class Client implements AsyncDisposable {
         await new Promise((r) => setTimeout(r, Math.max(0, Math.min(250, deadline - Date.now()))));
         continue;
       }
-      const timer = setTimeout(() => watcher.stop(), Math.max(0, deadline - Date.now()));
+      const cancelTimer = longTimeout(() => watcher.stop(), deadline - Date.now());
       try {
         for await (const e of watcher) {
           if (e.operation !== 'PUT') continue;
@@ -657,7 +658,7 @@ export class Client implements AsyncDisposable {
         if (e instanceof JetstateError) throw e;
         lastError = e as Error;
       } finally {
-        clearTimeout(timer);
+        cancelTimer();
         watcher.stop();
       }
     }

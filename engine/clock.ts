@@ -6,3 +6,20 @@ export interface Clock {
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** Node's longest timer (about 24.8 days): a longer delay fires after 1 ms, with a warning. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * `setTimeout` for a delay of any length: one longer than Node's longest timer runs as a chain of
+ * them. Returns its cancel. `unref`: the timer does not keep the process alive.
+ */
+export function longTimeout(fn: () => void, ms: number, unref = false): () => void {
+  let timer: NodeJS.Timeout;
+  const arm = (left: number): void => {
+    timer = left > MAX_TIMER_MS ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS) : setTimeout(fn, Math.max(0, left));
+    if (unref) timer.unref?.();
+  };
+  arm(ms);
+  return () => clearTimeout(timer);
+}

@@ -10,6 +10,7 @@
  * stream with a stable message id, and the instance applies it only while the task is pending: a
  * task that ran twice is applied once.
  */
+import { longTimeout } from '../clock.js';
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import { headers as natsHeaders, type Subscription } from '@nats-io/nats-core';
 import { context, trace } from '@opentelemetry/api';
@@ -317,12 +318,12 @@ export class TaskService {
   ): Promise<AttemptResult> {
     const { timeoutMs, heartbeatTimeoutMs, retry } = def.options;
     const fail = (why: string): void => controller.abort(new Error(why));
-    const timeout = setTimeout(() => fail(`attempt ${attempt} timed out after ${timeoutMs} ms`), timeoutMs);
-    let heartbeatTimer: NodeJS.Timeout | undefined;
+    const cancelTimeout = longTimeout(() => fail(`attempt ${attempt} timed out after ${timeoutMs} ms`), timeoutMs);
+    let cancelHeartbeat: (() => void) | undefined;
     const armHeartbeat = (): void => {
       if (heartbeatTimeoutMs === undefined) return;
-      clearTimeout(heartbeatTimer);
-      heartbeatTimer = setTimeout(() => fail(`attempt ${attempt} sent no heartbeat for ${heartbeatTimeoutMs} ms`), heartbeatTimeoutMs);
+      cancelHeartbeat?.();
+      cancelHeartbeat = longTimeout(() => fail(`attempt ${attempt} sent no heartbeat for ${heartbeatTimeoutMs} ms`), heartbeatTimeoutMs);
     };
     armHeartbeat();
     const keepAlive = setInterval(working, Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
@@ -367,8 +368,8 @@ export class TaskService {
     } catch (e) {
       outcome = { ok: false, error: e instanceof Error ? e : new Error(String(e)) };
     } finally {
-      clearTimeout(timeout);
-      clearTimeout(heartbeatTimer);
+      cancelTimeout();
+      cancelHeartbeat?.();
       clearInterval(keepAlive);
     }
     const final = outcome.ok || outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError' || attempt >= retry.maxAttempts;
