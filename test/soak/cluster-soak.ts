@@ -9,7 +9,8 @@
  *   npm run soak
  *   SOAK_ROUNDS=3 JETSTATE_NATS_SERVER=/path/to/nats-server npm run soak
  *
- * Other knobs: SOAK_INSTANCES (200), SOAK_EVENTS (20), and SOAK_LOSSES, the node losses as JSON
+ * Other knobs: SOAK_INSTANCES (200), SOAK_EVENTS (20), SOAK_ENGINE_KILL_EVERY_MS (2000: one engine
+ * SIGKILLed and replaced this often), and SOAK_LOSSES, the node losses as JSON
  * (default: DEFAULT_LOSSES of cluster-scenario.ts), e.g.
  *   SOAK_LOSSES='[{"burstMs":6000,"killAfterMs":2000,"downMs":10000}]'
  */
@@ -33,6 +34,7 @@ for (let r = 1; r <= rounds; r++) {
       binary,
       ...(num('SOAK_INSTANCES') ? { instances: num('SOAK_INSTANCES')! } : {}),
       ...(num('SOAK_EVENTS') ? { eventsPerInstance: num('SOAK_EVENTS')! } : {}),
+      ...(num('SOAK_ENGINE_KILL_EVERY_MS') ? { engineKillEveryMs: num('SOAK_ENGINE_KILL_EVERY_MS')! } : {}),
       ...(env['SOAK_LOSSES'] ? { losses: JSON.parse(env['SOAK_LOSSES']) as NodeLoss[] } : {}),
     });
     reports.push(report);
