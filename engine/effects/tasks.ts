@@ -10,7 +10,6 @@
  * stream with a stable message id, and the instance applies it only while the task is pending: a
  * task that ran twice is applied once.
  */
-import { longTimeout } from '../clock.js';
 import { AckPolicy, DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
 import { headers as natsHeaders, type Subscription } from '@nats-io/nats-core';
 import { context, trace } from '@opentelemetry/api';
@@ -21,6 +20,7 @@ import type { TaskRef, TaskResultEvent } from '../protocol/events.js';
 import { EngineEvent } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
+import { longTimeout } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
 import {
   SpanKind,
@@ -57,12 +57,14 @@ const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int() })
 export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string =>
   `task.${workflow}.${id}.${shortHash(invokeId)}.${token}`;
 
-const TaskProgressSchema = z.object({ attempt: z.number().int(), lastError: z.string() });
 /**
- * The same entry as the count of attempts (see `TaskService.countAttempt`): `started`, the attempt
- * last started from the tasks stream; `attempt`, the one that last failed (with its error).
+ * A task's progress entry: `started`, the attempt last started from the tasks stream (the count
+ * of attempts, see `TaskService.countAttempt`); `attempt` and `lastError`, the attempt that last
+ * failed, for `get()`.
  */
-const AttemptRecordSchema = z.object({ started: z.number().int().nonnegative().optional(), attempt: z.number().int().nonnegative().optional() }).passthrough();
+const TaskProgressSchema = z
+  .object({ started: z.number().int().nonnegative().optional(), attempt: z.number().int().nonnegative().optional(), lastError: z.string().optional() })
+  .passthrough();
 
 /** A task's progress for `get()`, or null before its first failed attempt. */
 export async function readTaskProgress(
@@ -75,7 +77,8 @@ export async function readTaskProgress(
   const entry = await rt.control.get(taskProgressKey(workflow, id, invokeId, token)).catch(() => null);
   if (!entry || entry.operation !== 'PUT') return null;
   const parsed = TaskProgressSchema.safeParse(decodeJson(entry.value));
-  return parsed.success ? parsed.data : null;
+  const { attempt, lastError } = parsed.success ? parsed.data : {};
+  return attempt !== undefined && lastError !== undefined ? { attempt, lastError } : null;
 }
 
 const taskKey = (t: { workflow: string; id: string; invokeId: string; token: number }): string => `${t.workflow}.${t.id}.${t.invokeId}.${t.token}`;
@@ -454,7 +457,7 @@ export class TaskService {
     const key = taskProgressKey(task.workflow, task.id, task.invokeId, task.token);
     try {
       const entry = await this.rt.control.get(key);
-      const parsed = entry?.operation === 'PUT' ? AttemptRecordSchema.safeParse(decodeJson(entry.value)) : undefined;
+      const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
       const before = parsed?.success ? parsed.data : undefined;
       const attempt = Math.max(prior, before?.started ?? 0, before?.attempt ?? 0) + 1;
       await this.rt.control.put(key, encodeJson({ ...before, started: attempt }));

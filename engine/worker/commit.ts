@@ -241,14 +241,12 @@ export class Committer {
   }
 
   /** The tasks to publish, grouped by what their messages carry: a repair's in-process tasks count the attempt they may have had. */
-  private taskGroups(instance: LoadedInstance, acts: Acts): Array<[TaskChange[], Handover | undefined]> {
-    if (acts.tasks.length === 0) return [];
-    if (!acts.repaired) return [[[...acts.tasks], undefined]];
+  private taskGroups(instance: LoadedInstance, acts: Acts): Array<{ tasks: TaskChange[]; handover?: Handover }> {
     const inProcess = (t: TaskChange): boolean => instance.runner.activities.get(t.src)?.options.inProcess === true;
-    return [
-      [acts.tasks.filter(inProcess), { attempts: 1 }],
-      [acts.tasks.filter((t) => !inProcess(t)), undefined],
-    ].filter(([tasks]) => (tasks as TaskChange[]).length > 0) as Array<[TaskChange[], Handover | undefined]>;
+    const groups = acts.repaired
+      ? [{ tasks: acts.tasks.filter(inProcess), handover: { attempts: 1 } }, { tasks: acts.tasks.filter((t) => !inProcess(t)) }]
+      : [{ tasks: [...acts.tasks] }];
+    return groups.filter((g) => g.tasks.length > 0);
   }
 
   /** `before`: the status before the write, or undefined when unknown (a repair of a finished instance). */
@@ -268,7 +266,7 @@ export class Committer {
     // effects cost one round of synced writes rather than one each.
     await Promise.all([
       acts.timers.length > 0 ? publishTimers(rt, record.workflow, record.id, acts.timers, acts.trace) : undefined,
-      ...this.taskGroups(instance, acts).map(([tasks, handover]) => publishTasks(rt, record.workflow, record.id, tasks, acts.trace, handover)),
+      ...this.taskGroups(instance, acts).map((g) => publishTasks(rt, record.workflow, record.id, g.tasks, acts.trace, g.handover)),
     ]);
     if (acts.cancelledTasks.length > 0) publishCancels(rt, record.workflow, record.id, acts.cancelledTasks);
     const finished = record.status !== 'running' && (before === undefined || before === 'running' || created);

@@ -60,6 +60,43 @@ describe('timers and tasks taken by a dead engine are taken over within about th
       spawnEngine({ url: nats.url, namespace, partitions: PARTITIONS, leaseTtlMs: LEASE_TTL_MS, workflowModules: modules, label: `engine-${i}`, env }),
     );
   }
+  /**
+   * Two engine processes on a fresh namespace, and one `chore` instance `id` started: resolves
+   * once its first attempt runs (taking `slowMs`), with the engine running it, and a reader of the
+   * attempts logged.
+   */
+  async function firstAttemptOf(label: string, id: string, slowMs: number) {
+    const namespace = uniqueNamespace(label);
+    const log = join(dir, `${namespace}.jsonl`);
+    await writeFile(log, '');
+    const client = await createClient({ servers: nats.url, namespace, partitions: PARTITIONS, workflows: [chore] });
+    opened.push(client);
+    const pool = engines(namespace, 2, { TASK_LOG: log, SLOW_TASK_MS: String(slowMs) });
+    await Promise.all(pool.map((e) => e.waitReady(30_000)));
+    const attempts = async (): Promise<SlowAttempt[]> =>
+      (await readFile(log, 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as SlowAttempt);
+    await client.start(chore, { id, input: { label: id } });
+    const deadline = Date.now() + 20_000;
+    while ((await attempts()).length === 0 && Date.now() < deadline) await sleep(50);
+    const first = (await attempts())[0];
+    assert.ok(first, 'precondition: the first attempt started');
+    const runner = pool.find((e) => e.pid === first.pid);
+    assert.ok(runner, `precondition: the attempt ran in one of the engines (pid ${first.pid})`);
+    return { client, attempts, first, runner };
+  }
+
+  /** The first attempt logged by another engine than `pid`, waited for up to MEASURE_UP_TO_MS after `sinceMs`. */
+  async function nextAttempt(attempts: () => Promise<SlowAttempt[]>, pid: number, sinceMs: number): Promise<SlowAttempt | undefined> {
+    let next: SlowAttempt | undefined;
+    while (!next && Date.now() < sinceMs + MEASURE_UP_TO_MS) {
+      next = (await attempts()).find((a) => a.pid !== pid);
+      if (!next) await sleep(100);
+    }
+    return next;
+  }
 
   it(`${TIMERS} timers due together all fire within ${TAKEOVER_BOUND_MS} ms when two of three engines die holding them`, { timeout: 150_000 }, async () => {
     const namespace = uniqueNamespace('timertakeover');
@@ -116,34 +153,10 @@ describe('timers and tasks taken by a dead engine are taken over within about th
   });
 
   it(`a task attempt whose engine was killed is taken over within ${TAKEOVER_BOUND_MS} ms`, { timeout: 150_000 }, async () => {
-    const namespace = uniqueNamespace('tasktakeover');
-    const log = join(dir, `${namespace}.jsonl`);
-    await writeFile(log, '');
-    const client = await createClient({ servers: nats.url, namespace, partitions: PARTITIONS, workflows: [chore] });
-    opened.push(client);
-    const pool = engines(namespace, 2, { TASK_LOG: log, SLOW_TASK_MS: '4000' });
-    await Promise.all(pool.map((e) => e.waitReady(30_000)));
-    const attempts = async (): Promise<SlowAttempt[]> =>
-      (await readFile(log, 'utf8'))
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as SlowAttempt);
-
-    await client.start(chore, { id: 'c-1', input: { label: 'c-1' } });
-    const deadline = Date.now() + 20_000;
-    while ((await attempts()).length === 0 && Date.now() < deadline) await sleep(50);
-    const firstAttempt = (await attempts())[0];
-    assert.ok(firstAttempt, 'precondition: the first attempt started');
-    const runner = pool.find((e) => e.pid === firstAttempt.pid);
-    assert.ok(runner, `precondition: the attempt ran in one of the engines (pid ${firstAttempt.pid})`);
+    const { client, attempts, first: firstAttempt, runner } = await firstAttemptOf('tasktakeover', 'c-1', 4_000);
     await runner.kill();
     const killedAt = Date.now();
-
-    let second: SlowAttempt | undefined;
-    while (!second && Date.now() < killedAt + MEASURE_UP_TO_MS) {
-      second = (await attempts()).find((a) => a.pid !== firstAttempt.pid);
-      if (!second) await sleep(100);
-    }
+    const second = await nextAttempt(attempts, firstAttempt.pid, killedAt);
     const takenOverAfterMs = second ? second.atMs - killedAt : Infinity;
     console.log(`task: next attempt ${second ? `started ${takenOverAfterMs} ms after the kill` : `not started within ${MEASURE_UP_TO_MS} ms of the kill`}`);
     assert.ok(second, `the task was not taken over within ${MEASURE_UP_TO_MS} ms of its engine's death`);
@@ -162,35 +175,11 @@ describe('timers and tasks taken by a dead engine are taken over within about th
     // The attempt outlives the hold (1 s), so its message waits in the tasks stream, claimed by the
     // engine that runs it; the other engine is handed it every 2 s meanwhile and leaves it. Those
     // deliveries ran nothing: the attempt after the kill is the second, with its retries intact.
-    const namespace = uniqueNamespace('taskattempts');
-    const log = join(dir, `${namespace}.jsonl`);
-    await writeFile(log, '');
-    const client = await createClient({ servers: nats.url, namespace, partitions: PARTITIONS, workflows: [chore] });
-    opened.push(client);
-    const pool = engines(namespace, 2, { TASK_LOG: log, SLOW_TASK_MS: '60000' });
-    await Promise.all(pool.map((e) => e.waitReady(30_000)));
-    const attempts = async (): Promise<SlowAttempt[]> =>
-      (await readFile(log, 'utf8'))
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as SlowAttempt);
-
-    await client.start(chore, { id: 'c-2', input: { label: 'c-2' } });
-    const deadline = Date.now() + 20_000;
-    while ((await attempts()).length === 0 && Date.now() < deadline) await sleep(50);
-    const firstAttempt = (await attempts())[0];
-    assert.ok(firstAttempt, 'precondition: the first attempt started');
+    const { attempts, first: firstAttempt, runner } = await firstAttemptOf('taskattempts', 'c-2', 60_000);
     assert.equal(firstAttempt.attempt, 1);
     await sleep(9_000); // several deliveries of the claimed message to both engines
-    const runner = pool.find((e) => e.pid === firstAttempt.pid);
-    assert.ok(runner, `precondition: the attempt ran in one of the engines (pid ${firstAttempt.pid})`);
     await runner.kill();
-    const killedAt = Date.now();
-    let second: SlowAttempt | undefined;
-    while (!second && Date.now() < killedAt + MEASURE_UP_TO_MS) {
-      second = (await attempts()).find((a) => a.pid !== firstAttempt.pid);
-      if (!second) await sleep(100);
-    }
+    const second = await nextAttempt(attempts, firstAttempt.pid, Date.now());
     assert.ok(second, `the task was not taken over within ${MEASURE_UP_TO_MS} ms of its engine's death`);
     assert.equal(second.attempt, 2, 'the attempt after the takeover is the second one');
   });
