@@ -98,6 +98,7 @@ export class Engine extends Client {
       ],
       beforeTrim: options.testHooks?.beforeTrim,
       startWorker: async (workflow, partition, checkpoint) => {
+        await options.testHooks?.beforeWorkerStart?.(workflow, partition);
         const ctx = {
           rt,
           store,

@@ -182,6 +182,8 @@ export const EngineOptionsSchema = ClientShape.extend({
       beforeStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
       /** Called before the owner of a partition trims its stream up to (not including) `seq`. */
       beforeTrim: z.custom<(stream: string, seq: number) => Promise<void> | void>((v) => typeof v === 'function').optional(),
+      /** Called before a partition's worker starts reading (a slow start stands for a slow JetStream API). */
+      beforeWorkerStart: z.custom<(workflow: string, partition: number) => Promise<void> | void>((v) => typeof v === 'function').optional(),
     })
     .optional(),
   /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */

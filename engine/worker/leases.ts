@@ -12,6 +12,11 @@
  * twice: correctness does not rest on them, since every owner reads its partition in order and
  * every write is compare-and-set.
  *
+ * Leases are renewed on their own clock, apart from the work of taking, starting, moving and
+ * releasing partitions: while a server is down that work waits seconds on the JetStream API, and
+ * renewals held behind it let the other engines take this one's partitions over as silent, and
+ * theirs in turn, so that partitions changed hands every second instead of being read.
+ *
  * The owner of a partition also trims its stream: events below its checkpoint are no longer
  * needed (history keeps them), once older than the duplicate window (nats-server rebuilds its
  * `Nats-Msg-Id` table from stored messages when it restarts, so trimming sooner would let a
@@ -54,7 +59,14 @@ interface Observed {
 interface Owned {
   workflow: string;
   partition: number;
-  worker: PartitionWorker;
+  /** Undefined while the worker starts; the lease is renewed meanwhile with {@link startCheckpoint}. */
+  worker: PartitionWorker | undefined;
+  startCheckpoint: number;
+  /** Settles once the worker has started or failed to. */
+  starting: Promise<void> | undefined;
+  /** Set when the lease was lost while the worker started: it is stopped once it has. */
+  lost?: boolean;
+  trimming?: boolean;
   revision: number;
   renewedAtMs: number;
   /** Checkpoints written to the lease with the (monotonic) time they were written, oldest first. */
@@ -102,8 +114,13 @@ export class PartitionManager {
   private readonly observed = new Map<string, Observed>();
   private readonly owned = new Map<string, Owned>();
   private watcher: Awaited<ReturnType<Runtime['control']['watch']>> | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private ticking: Promise<void> = Promise.resolve();
+  private readonly timers: NodeJS.Timeout[] = [];
+  /** The round of each loop under way (a loop skips its turn while its last round runs). */
+  private renewing: Promise<void> | undefined;
+  private balancing: Promise<void> | undefined;
+  private heartbeatFailing = false;
+  /** Trims under way (not waited for by the renewals that start them). */
+  private readonly trims = new Set<Promise<void>>();
   private stopped = false;
 
   constructor(
@@ -125,8 +142,9 @@ export class PartitionManager {
     return this.owned.has(slot(workflow, partition));
   }
 
+  /** The workers of the owned partitions that have started. */
   workers(): PartitionWorker[] {
-    return [...this.owned.values()].map((o) => o.worker);
+    return [...this.owned.values()].flatMap((o) => (o.worker ? [o.worker] : []));
   }
 
   /** Live members (including this engine) as last seen. */
@@ -150,13 +168,44 @@ export class PartitionManager {
     // An empty bucket sends no initial values; our own heartbeat coming back ends the wait.
     await this.heartbeat();
     await ready;
-    await this.tick();
-    this.timer = setInterval(
-      () => {
-        this.ticking = this.ticking.then(() => this.tick()).catch((e: Error) => this.rt.logger.warn(`partition lease round failed: ${e.message}`));
-      },
-      Math.max(100, Math.floor(this.options.ttlMs / 3)),
-    );
+    const every = Math.max(100, Math.floor(this.options.ttlMs / 3));
+    // Renewals first: the first partitions' workers may take long to start.
+    this.timers.push(setInterval(() => void this.renewRound(), every));
+    await this.balanceRound();
+    this.timers.push(setInterval(() => void this.balanceRound(), every));
+  }
+
+  /** Heartbeat and renewal of every lease held, starting workers' too; nothing else waits in it. */
+  private renewRound(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return (this.renewing ??= (async () => {
+      try {
+        await Promise.all([
+          this.heartbeat().then(
+            () => {
+              if (this.heartbeatFailing) this.rt.logger.info('engine heartbeat written again');
+              this.heartbeatFailing = false;
+            },
+            (e: Error) => {
+              // Once per failing stretch, not every round.
+              if (!this.heartbeatFailing) this.rt.logger.warn(`engine heartbeat failed (${e.message}); retrying every round`);
+              this.heartbeatFailing = true;
+            },
+          ),
+          ...[...this.owned.keys()].map((k) => this.renew(k)),
+        ]);
+      } finally {
+        this.renewing = undefined;
+      }
+    })());
+  }
+
+  /** Moves consumers to their stream leaders, takes and hands over partitions. */
+  private balanceRound(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return (this.balancing ??= this.arrange()
+      .catch((e: Error) => this.rt.logger.warn(`partition lease round failed: ${e.message}`))
+      .finally(() => (this.balancing = undefined)));
   }
 
   private heartbeat(): Promise<unknown> {
@@ -220,17 +269,14 @@ export class PartitionManager {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.timer);
-    await this.ticking.catch(() => {});
+    for (const t of this.timers.splice(0)) clearInterval(t);
+    await Promise.all([this.renewing, this.balancing, ...this.trims]);
     await Promise.all([...this.owned.keys()].map((k) => this.release(k)));
     await this.rt.control.delete(this.rt.names.memberKey(this.engineId)).catch(() => {});
     this.watcher?.stop();
   }
 
-  private async tick(): Promise<void> {
-    if (this.stopped) return;
-    await this.heartbeat();
-    await Promise.all([...this.owned.keys()].map((k) => this.renew(k)));
+  private async arrange(): Promise<void> {
     await Promise.all(this.workers().map((w) => w.checkPlacement().catch(() => {})));
     const members = this.liveMembers();
     for (const [workflow] of this.options.workflows()) {
@@ -308,27 +354,45 @@ export class PartitionManager {
     } catch {
       return; // someone else was faster
     }
+    // Held (and renewed) from now on, while its worker starts.
+    const owned: Owned = {
+      workflow,
+      partition: p,
+      worker: undefined,
+      startCheckpoint: last.checkpoint,
+      starting: undefined,
+      revision,
+      renewedAtMs: now(),
+      // The previous owner's `safe` checkpoint is already past the duplicate window.
+      samples: [{ atMs: -Infinity, checkpoint: last.safe }],
+      safe: last.safe,
+      trimmedTo: 0,
+      trimmedAtMs: -Infinity,
+      windowMs: this.rt.duplicateWindowMs,
+    };
+    this.owned.set(slot(workflow, p), owned);
+    owned.starting = this.startOwned(owned, key);
+    await owned.starting;
+  }
+
+  private async startOwned(owned: Owned, key: string): Promise<void> {
+    const { workflow, partition: p } = owned;
     try {
       const stream = await this.rt.jsm.streams.info(this.rt.names.eventStream(workflow, p));
-      const windowMs = Math.max(this.rt.duplicateWindowMs, Math.ceil((stream.config.duplicate_window ?? 0) / 1_000_000));
-      const worker = await this.options.startWorker(workflow, p, last.checkpoint);
-      // The previous owner's `safe` checkpoint is already past the duplicate window.
-      this.owned.set(slot(workflow, p), {
-        workflow,
-        partition: p,
-        worker,
-        revision,
-        renewedAtMs: now(),
-        samples: [{ atMs: -Infinity, checkpoint: last.safe }],
-        safe: last.safe,
-        trimmedTo: 0,
-        trimmedAtMs: -Infinity,
-        windowMs,
-      });
+      owned.windowMs = Math.max(this.rt.duplicateWindowMs, Math.ceil((stream.config.duplicate_window ?? 0) / 1_000_000));
+      owned.worker = await this.options.startWorker(workflow, p, owned.startCheckpoint);
+      if (owned.lost) void this.abort(owned);
     } catch (e) {
       this.rt.logger.warn(`workflow '${workflow}' partition ${p}: could not start its reader: ${(e as Error).message}`);
-      await this.rt.control.delete(key, { previousSeq: revision }).catch(() => {});
+      if (this.owned.get(slot(workflow, p)) === owned) this.owned.delete(slot(workflow, p));
+      // Unless lost meanwhile (then the revision no longer matches and nothing is deleted).
+      await this.rt.control.delete(key, { previousSeq: owned.revision }).catch(() => {});
     }
+  }
+
+  /** Stops a lost partition's worker at its next step (another engine owns the partition now). */
+  private async abort(owned: Owned): Promise<void> {
+    await owned.worker?.stop(0, true).catch((e: Error) => this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: ${e.message}`));
   }
 
   /** A released partition's checkpoint lives in its checkpoint key, written on release. */
@@ -340,7 +404,7 @@ export class PartitionManager {
   private async renew(k: string): Promise<void> {
     const owned = this.owned.get(k);
     if (!owned) return;
-    const checkpoint = owned.worker.checkpoint;
+    const checkpoint = owned.worker?.checkpoint ?? owned.startCheckpoint;
     try {
       owned.revision = await this.rt.control.update(
         this.rt.names.leaseKey(owned.workflow, owned.partition),
@@ -352,14 +416,21 @@ export class PartitionManager {
       const lost = isCasConflict(e);
       if (lost || now() - owned.renewedAtMs > this.options.ttlMs * 0.8) {
         // Another engine has it, or soon may: stop at once rather than work beside it.
+        if (this.owned.get(k) !== owned) return;
         this.owned.delete(k);
         this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: lease ${lost ? 'lost' : 'expired'}; stopping its worker`);
-        await owned.worker.stop(0, true);
+        // Not waited for: dropping its consumer can take seconds, and other leases wait for renewal.
+        owned.lost = true;
+        void this.abort(owned);
       }
       return;
     }
     this.age(owned, checkpoint);
-    await this.trim(owned);
+    if (owned.worker) {
+      const t = this.trim(owned);
+      this.trims.add(t);
+      void t.finally(() => this.trims.delete(t));
+    }
   }
 
   /** Records a written checkpoint and advances `safe` to the newest one older than the duplicate window. */
@@ -378,17 +449,20 @@ export class PartitionManager {
    * nats-server 2.10, so nothing is trimmed until `safe` is at least 1.
    */
   private async trim(owned: Owned): Promise<void> {
-    if (owned.safe < 1 || owned.safe <= owned.trimmedTo) return;
+    if (owned.trimming || owned.safe < 1 || owned.safe <= owned.trimmedTo) return;
     if (now() - owned.trimmedAtMs < Math.min(TRIM_INTERVAL_MS, owned.windowMs)) return;
     owned.trimmedAtMs = now();
+    owned.trimming = true;
     const stream = this.rt.names.eventStream(owned.workflow, owned.partition);
     const seq = owned.safe + 1;
     try {
       await this.options.beforeTrim?.(stream, seq);
       await this.rt.jsm.streams.purge(stream, { seq });
-      owned.trimmedTo = owned.safe;
+      owned.trimmedTo = seq - 1;
     } catch (e) {
       this.rt.logger.warn(`trimming applied events of '${stream}' failed: ${(e as Error).message}`);
+    } finally {
+      owned.trimming = false;
     }
   }
 
@@ -396,6 +470,8 @@ export class PartitionManager {
     const owned = this.owned.get(k);
     if (!owned) return;
     this.owned.delete(k);
+    await owned.starting;
+    if (!owned.worker) return; // it did not start: startOwned gave the lease up
     await owned.worker.stop(this.options.drainTimeoutMs);
     const checkpoint = owned.worker.checkpoint;
     try {

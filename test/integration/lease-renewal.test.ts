@@ -1,0 +1,74 @@
+// Leases are renewed on their own clock: a partition whose worker is slow to start (its consumer
+// create takes seconds while a server is down) must not stop this engine's renewals, or the other
+// engines take its partitions over, each new owner stalls the same way, and partitions change
+// hands every second instead of being read.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { createEngine, type Engine } from '../../engine/index.js';
+import { counter } from '../recovery/counter-workflow.js';
+import { eventually, startNats, uniqueNamespace } from '../helpers.js';
+
+const TTL_MS = 600;
+const SLOW_START_MS = 3_000;
+
+describe('partition leases', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let nc: NatsConnection;
+  const engines: Engine[] = [];
+
+  before(async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.url });
+  });
+  after(async () => {
+    await Promise.all(engines.map((e) => e.close().catch(() => {})));
+    await nc?.close();
+    await nats?.dispose();
+  });
+
+  it('are renewed while a worker of the same engine is still starting', async () => {
+    const namespace = uniqueNamespace('leaserenew');
+    // Renewals of every lease as the control bucket's watch sees them, with when they came.
+    const renewals: Array<{ key: string; atMs: number }> = [];
+    let slowFrom = 0;
+    let slowUntil = 0;
+    let slowPartition = -1;
+    const opening = createEngine({
+      servers: nats.url,
+      namespace,
+      workflows: [counter],
+      partitions: 4,
+      leaseTtlMs: TTL_MS,
+      testHooks: {
+        // The first worker to start takes seconds, as a consumer create does while a node is down.
+        beforeWorkerStart: async (_workflow: string, partition: number) => {
+          if (slowPartition !== -1) return;
+          slowPartition = partition;
+          slowFrom = Date.now();
+          await sleep(SLOW_START_MS);
+          slowUntil = Date.now();
+        },
+      },
+    });
+    // The engine makes the control bucket as it opens.
+    const kv = await new Kvm(nc).open(`${namespace}_control`);
+    const watch = await eventually(() => kv.watch({ key: 'lease.>' }));
+    void (async () => {
+      for await (const e of watch) if (e.operation === 'PUT') renewals.push({ key: e.key, atMs: Date.now() });
+    })();
+    const engine = await opening;
+    engines.push(engine);
+    watch.stop();
+    assert.ok(slowUntil > slowFrom, 'the slow start ran');
+    const owned = engine.status().owned.map((o) => o.partition);
+    assert.deepEqual(owned.sort(), [0, 1, 2, 3], 'the engine owns every partition, the slow one too');
+    // Every lease, the one whose worker was starting too, is written again and again during the
+    // slow start (every TTL/3): nobody could have taken it over as silent.
+    const during = (p: number): number => renewals.filter((r) => r.key === `lease.counter.${p}` && r.atMs > slowFrom + TTL_MS && r.atMs < slowUntil).length;
+    for (const p of [0, 1, 2, 3])
+      assert.ok(during(p) >= 2, `lease of partition ${p} renewed ${during(p)} times during the ${SLOW_START_MS} ms start of partition ${slowPartition}`);
+  });
+});
