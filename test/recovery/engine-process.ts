@@ -17,6 +17,7 @@
  *   CRASH {"key","revision","writes"}  printed synchronously right before SIGKILLing itself in
  *                                 the window after a state write and before its history publish
  *   CLOSED {"engineId"}           after a clean close on SIGTERM/SIGINT (exit code 0)
+ *   WROTE {"key","revision"}      with --report-writes: after every state write (durable)
  */
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -39,6 +40,7 @@ const { values } = parseArgs({
     workflows: { type: 'string' },
     'duplicate-window': { type: 'string' },
     replicas: { type: 'string' },
+    'report-writes': { type: 'boolean' },
   },
   strict: true,
 });
@@ -77,7 +79,9 @@ const beforeStateWrite = (key: string, revision: number): void => {
     process.kill(process.pid, 'SIGKILL');
   }
 };
+const reportWrites = values['report-writes'] === true;
 const afterStateWrite = (key: string, revision: number): void => {
+  if (reportWrites) say('WROTE', { key, revision });
   // Writes of events: an instance's creation (revision 1, from its start) does not count.
   if (revision === 1) return;
   writes++;

@@ -61,6 +61,8 @@ export interface EngineChildOptions {
   replicas?: number;
   /** Extra environment for the child (e.g. where an activity logs its attempts). */
   env?: Record<string, string>;
+  /** Called as the child reports each of its state writes, once durable (`--report-writes`). */
+  onWrite?: (key: string, revision: number) => void;
 }
 
 export interface Exit {
@@ -101,6 +103,7 @@ export class EngineChild {
     if (options.workflowModules?.length) args.push('--workflows', options.workflowModules.join(','));
     if (options.duplicateWindowMs) args.push('--duplicate-window', String(options.duplicateWindowMs));
     if (options.replicas) args.push('--replicas', String(options.replicas));
+    if (options.onWrite) args.push('--report-writes');
     // The IPC channel lets an orphaned child notice that the test runner is gone.
     this.child = spawn(process.execPath, args, {
       cwd: repoRoot,
@@ -140,6 +143,9 @@ export class EngineChild {
             onReady(r);
           } else if (word === 'CRASH') {
             onCrash(JSON.parse(body) as CrashLine);
+          } else if (word === 'WROTE') {
+            const w = JSON.parse(body) as { key: string; revision: number };
+            options.onWrite?.(w.key, w.revision);
           }
         } catch {
           // not one of our lines
