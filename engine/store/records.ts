@@ -171,6 +171,11 @@ export class InstanceStore {
     return next;
   }
 
+  /** Whether the instance is cached (without touching its place in the LRU order). */
+  has(key: string): boolean {
+    return this.cache.has(key);
+  }
+
   invalidate(key: string): void {
     this.cache.delete(key);
   }

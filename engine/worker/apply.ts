@@ -72,7 +72,11 @@ export async function applyBatch(
 ): Promise<true | string> {
   const replies: Reply[] = [];
   let rest = batch;
-  let loaded = await ctx.store.load(key);
+  // A start of an instance this engine has not cached is almost always of a new instance: it is
+  // created without reading first. The create is compare-and-set: if the record exists after all,
+  // the batch is computed again from a fresh read (processWithRetry), as after any conflict.
+  let loaded: Awaited<ReturnType<typeof ctx.store.load>> =
+    attempt === 0 && !ctx.store.has(key) && isStart(safeType(batch[0]!.data)) ? { problem: 'missing' } : await ctx.store.load(key);
   while (rest.length > 0 && 'problem' in loaded) {
     if (loaded.problem !== 'missing') return loaded.message;
     const head = rest[0]!;
