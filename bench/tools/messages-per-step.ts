@@ -1,0 +1,86 @@
+/**
+ * Workload A of the peer bench (10 durable steps per invocation) with an engine and a client in
+ * this process, C invocations in flight: the messages each stream stored per step, and the CPU
+ * per step of nats-server and of this process. Reads the server's CPU time from /proc (Linux).
+ *
+ *   npx tsx bench/tools/messages-per-step.ts [--default] [--c=100] [--n=2000]
+ */
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { NatsServer } from '../../adapters/nats-server/launcher.js';
+import { createClient, createEngine } from '../../engine/index.js';
+import { peerSteps, peerTally } from '../peers/jetstate-workflows.js';
+
+const arg = (name: string, fallback: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback);
+const C = arg('c', 100);
+const N = arg('n', 2_000);
+const namespace = 'peers';
+
+const srv = await NatsServer.start({ syncAlways: !process.argv.includes('--default') });
+const serverCpuMs = (): number => {
+  const fields = readFileSync(`/proc/${srv.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+};
+const options = { servers: srv.url, namespace, workflows: [peerSteps, peerTally] };
+const engine = await createEngine(options);
+const client = await createClient(options);
+const nc = await connect({ servers: srv.url, noAsyncTraces: true });
+const jsm = await jetstreamManager(nc);
+
+// An invocation is complete when the engine's completion notice for it arrives (core NATS).
+const waiting = new Map<string, () => void>();
+nc.subscribe(`${namespace}.done.peer_steps.>`, {
+  callback: (_e, m) => {
+    const id = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+    waiting.get(id)?.();
+    waiting.delete(id);
+  },
+});
+let counter = 0;
+async function run(count: number): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(C, count) }, async () => {
+      while (next++ < count) {
+        const id = `i${counter++}`;
+        const done = new Promise<void>((r) => waiting.set(id, r));
+        await client.start(peerSteps, { id, input: {} });
+        await done;
+      }
+    }),
+  );
+}
+async function lastSeqs(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for await (const s of jsm.streams.list()) out.set(s.config.name, s.state.last_seq);
+  return out;
+}
+
+await run(Math.min(500, N)); // warm-up
+const before = await lastSeqs();
+const cpu0 = serverCpuMs();
+const own0 = process.cpuUsage();
+await run(N);
+const serverMs = serverCpuMs() - cpu0;
+const own = process.cpuUsage(own0);
+const after = await lastSeqs();
+const steps = N * 10;
+const byKind = new Map<string, number>();
+for (const [name, seq] of after) {
+  const n = seq - (before.get(name) ?? 0);
+  // The events streams, one per partition, and the record shards, summed.
+  const kind = name.replace(/_evt_peer_(steps|tally)_\d+$/, '_evt_*').replace(/^KV_(\w+)_instances(_\d+)?$/, 'KV_$1_instances*');
+  if (n > 0) byKind.set(kind, (byKind.get(kind) ?? 0) + n);
+}
+console.log(`workload A, C=${C}, ${N} invocations, nats-server ${process.argv.includes('--default') ? 'default sync' : 'sync_interval: always'}`);
+for (const [kind, n] of byKind) console.log(`  ${kind.padEnd(28)} ${(n / steps).toFixed(3)} messages per step`);
+console.log(
+  `  nats-server CPU ${((serverMs * 1_000) / steps).toFixed(0)} µs per step; this process (engine and client) ${((own.user + own.system) / steps).toFixed(0)} µs per step`,
+);
+await client.close();
+await engine.close();
+await nc.close();
+await srv.stop();
+await rm(srv.storeDir, { recursive: true, force: true });
