@@ -36,6 +36,8 @@ describe('partition leases', () => {
     let slowFrom = 0;
     let slowUntil = 0;
     let slowPartition = -1;
+    let watching!: () => void;
+    const watchOpen = new Promise<void>((r) => (watching = r));
     const opening = createEngine({
       servers: nats.url,
       namespace,
@@ -47,6 +49,8 @@ describe('partition leases', () => {
         beforeWorkerStart: async (_workflow: string, partition: number) => {
           if (slowPartition !== -1) return;
           slowPartition = partition;
+          // Measured from when the watch below sees every write (however slow the machine).
+          await watchOpen;
           slowFrom = Date.now();
           await sleep(SLOW_START_MS);
           slowUntil = Date.now();
@@ -56,6 +60,7 @@ describe('partition leases', () => {
     // The engine makes the control bucket as it opens.
     const kv = await new Kvm(nc).open(`${namespace}_control`);
     const watch = await eventually(() => kv.watch({ key: 'lease.>' }));
+    watching();
     void (async () => {
       for await (const e of watch) if (e.operation === 'PUT') renewals.push({ key: e.key, atMs: Date.now() });
     })();
