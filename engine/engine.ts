@@ -97,8 +97,8 @@ export class Engine extends Client {
         ...new Set(rt.registry.versions(workflow).flatMap((v) => [...v.runner.activities.values()].flatMap((a) => a.options.requires))),
       ],
       beforeTrim: options.testHooks?.beforeTrim,
-      startWorker: async (workflow, partition, checkpoint) => {
-        await options.testHooks?.beforeWorkerStart?.(workflow, partition);
+      beforeWorkerStart: options.testHooks?.beforeWorkerStart,
+      createWorker: (workflow, partition, checkpoint) => {
         const ctx = {
           rt,
           store,
@@ -108,13 +108,11 @@ export class Engine extends Client {
           signatureMaxAgeMs,
           tasks: options.localTasks > 0 ? this.tasks : undefined,
         };
-        const worker = new PartitionWorker(rt, ctx, workflow, partition, checkpoint, {
+        return new PartitionWorker(rt, ctx, workflow, partition, checkpoint, {
           maxPending: options.maxPendingPerPartition,
           maxBatch: options.maxBatch,
           engineId: this.manager.engineId,
         });
-        await worker.start();
-        return worker;
       },
     });
   }

@@ -59,13 +59,18 @@ interface Observed {
 interface Owned {
   workflow: string;
   partition: number;
-  /** Undefined while the worker starts; the lease is renewed meanwhile with {@link startCheckpoint}. */
-  worker: PartitionWorker | undefined;
-  startCheckpoint: number;
+  /** Made when the lease is taken; its checkpoint is renewed from then on, while it starts too. */
+  worker: PartitionWorker;
+  /** Its reader runs. */
+  started: boolean;
   /** Settles once the worker has started or failed to. */
-  starting: Promise<void> | undefined;
-  /** Set when the lease was lost while the worker started: it is stopped once it has. */
+  starting: Promise<void>;
+  /** Being handed over: drained while its lease is still renewed, then released. */
+  releasing?: boolean;
+  /** Another engine has it (or soon may): its worker is stopped and nothing more is written for it. */
   lost?: boolean;
+  /** The renewal under way: a release waits for it, or its delete would miss the new revision. */
+  renewal?: Promise<void>;
   trimming?: boolean;
   revision: number;
   renewedAtMs: number;
@@ -92,10 +97,12 @@ export interface PartitionManagerOptions {
   extensions: readonly string[];
   /** Extensions a workflow's activities need (an engine without them leaves it to one that has them). */
   requiredExtensions(workflow: string): readonly string[];
-  /** Builds a started worker that resumes after `checkpoint`. */
-  startWorker(workflow: string, partition: number, checkpoint: number): Promise<PartitionWorker>;
+  /** Builds a worker that resumes after `checkpoint` (the manager starts it). */
+  createWorker(workflow: string, partition: number, checkpoint: number): PartitionWorker;
   /** Fault injection for tests: called before a trim. */
   beforeTrim?: ((stream: string, seq: number) => Promise<void> | void) | undefined;
+  /** For tests: called before a worker starts (a slow start stands for a slow JetStream API). */
+  beforeWorkerStart?: ((workflow: string, partition: number) => Promise<void> | void) | undefined;
 }
 
 const now = (): number => performance.now();
@@ -114,13 +121,16 @@ export class PartitionManager {
   private readonly observed = new Map<string, Observed>();
   private readonly owned = new Map<string, Owned>();
   private watcher: Awaited<ReturnType<Runtime['control']['watch']>> | undefined;
-  private readonly timers: NodeJS.Timeout[] = [];
+  private renewTimer: NodeJS.Timeout | undefined;
+  private balanceTimer: NodeJS.Timeout | undefined;
   /** The round of each loop under way (a loop skips its turn while its last round runs). */
   private renewing: Promise<void> | undefined;
   private balancing: Promise<void> | undefined;
   private heartbeatFailing = false;
   /** Trims under way (not waited for by the renewals that start them). */
   private readonly trims = new Set<Promise<void>>();
+  /** Lost partitions whose workers are stopping: not taken again until they have. */
+  private readonly leaving = new Map<string, Promise<void>>();
   private stopped = false;
 
   constructor(
@@ -130,21 +140,22 @@ export class PartitionManager {
     this.engineId = options.engineId ?? randomUUID().replace(/-/g, '').slice(0, 16);
   }
 
-  /** The partitions this engine owns now, by workflow. */
+  /** The partitions this engine owns now (started or starting, not being handed over), by workflow. */
   ownedPartitions(workflow?: string): Array<{ workflow: string; partition: number }> {
     return [...this.owned.values()]
-      .filter((o) => workflow === undefined || o.workflow === workflow)
+      .filter((o) => !o.releasing && (workflow === undefined || o.workflow === workflow))
       .map((o) => ({ workflow: o.workflow, partition: o.partition }))
       .sort((a, b) => a.workflow.localeCompare(b.workflow) || a.partition - b.partition);
   }
 
   owns(workflow: string, partition: number): boolean {
-    return this.owned.has(slot(workflow, partition));
+    const o = this.owned.get(slot(workflow, partition));
+    return o !== undefined && !o.releasing;
   }
 
   /** The workers of the owned partitions that have started. */
   workers(): PartitionWorker[] {
-    return [...this.owned.values()].flatMap((o) => (o.worker ? [o.worker] : []));
+    return [...this.owned.values()].flatMap((o) => (o.started ? [o.worker] : []));
   }
 
   /** Live members (including this engine) as last seen. */
@@ -169,15 +180,16 @@ export class PartitionManager {
     await this.heartbeat();
     await ready;
     const every = Math.max(100, Math.floor(this.options.ttlMs / 3));
+    // Not once stopped meanwhile (an engine that failed to open is closed while this ran).
+    if (this.stopped) return;
     // Renewals first: the first partitions' workers may take long to start.
-    this.timers.push(setInterval(() => void this.renewRound(), every));
+    this.renewTimer = setInterval(() => void this.renewRound(), every);
     await this.balanceRound();
-    this.timers.push(setInterval(() => void this.balanceRound(), every));
+    if (!this.stopped) this.balanceTimer = setInterval(() => void this.balanceRound(), every);
   }
 
-  /** Heartbeat and renewal of every lease held, starting workers' too; nothing else waits in it. */
+  /** Heartbeat and renewal of every lease held (starting and draining workers' too); nothing else waits in it. */
   private renewRound(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
     return (this.renewing ??= (async () => {
       try {
         await Promise.all([
@@ -265,13 +277,18 @@ export class PartitionManager {
     }
   }
 
-  /** Drains and releases every partition, then leaves the membership. */
+  /** Drains and releases every partition (their leases renewed meanwhile), then leaves the membership. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const t of this.timers.splice(0)) clearInterval(t);
-    await Promise.all([this.renewing, this.balancing, ...this.trims]);
+    clearInterval(this.balanceTimer);
+    // Workers still starting stop retrying their consumers: the round that starts them ends.
+    for (const o of this.owned.values()) if (!o.started) void o.worker.stop(0, true).catch(() => {});
+    await this.balancing;
     await Promise.all([...this.owned.keys()].map((k) => this.release(k)));
+    clearInterval(this.renewTimer);
+    await this.renewing;
+    await Promise.all([...this.trims, ...this.leaving.values()]);
     await this.rt.control.delete(this.rt.names.memberKey(this.engineId)).catch(() => {});
     this.watcher?.stop();
   }
@@ -333,6 +350,8 @@ export class PartitionManager {
   }
 
   private async tryAcquire(workflow: string, p: number, eligible: readonly string[]): Promise<void> {
+    // A worker of ours for it is still stopping: two would read the same partition.
+    if (this.leaving.has(slot(workflow, p))) return;
     const key = this.rt.names.leaseKey(workflow, p);
     const seen = this.observed.get(key);
     const value = (l: Lease): Uint8Array => encodeJson({ owner: this.engineId, checkpoint: l.checkpoint, safe: l.safe, ttlMs: this.options.ttlMs });
@@ -358,9 +377,9 @@ export class PartitionManager {
     const owned: Owned = {
       workflow,
       partition: p,
-      worker: undefined,
-      startCheckpoint: last.checkpoint,
-      starting: undefined,
+      worker: this.options.createWorker(workflow, p, last.checkpoint),
+      started: false,
+      starting: Promise.resolve(),
       revision,
       renewedAtMs: now(),
       // The previous owner's `safe` checkpoint is already past the duplicate window.
@@ -380,19 +399,33 @@ export class PartitionManager {
     try {
       const stream = await this.rt.jsm.streams.info(this.rt.names.eventStream(workflow, p));
       owned.windowMs = Math.max(this.rt.duplicateWindowMs, Math.ceil((stream.config.duplicate_window ?? 0) / 1_000_000));
-      owned.worker = await this.options.startWorker(workflow, p, owned.startCheckpoint);
-      if (owned.lost) void this.abort(owned);
+      await this.options.beforeWorkerStart?.(workflow, p);
+      // Lost meanwhile: its worker was stopped and must not start.
+      if (owned.lost) return;
+      await owned.worker.start();
+      owned.started = !owned.lost;
     } catch (e) {
       this.rt.logger.warn(`workflow '${workflow}' partition ${p}: could not start its reader: ${(e as Error).message}`);
-      if (this.owned.get(slot(workflow, p)) === owned) this.owned.delete(slot(workflow, p));
+      if (this.owned.get(slot(workflow, p)) !== owned) return;
+      this.owned.delete(slot(workflow, p));
+      await owned.renewal;
       // Unless lost meanwhile (then the revision no longer matches and nothing is deleted).
       await this.rt.control.delete(key, { previousSeq: owned.revision }).catch(() => {});
     }
   }
 
-  /** Stops a lost partition's worker at its next step (another engine owns the partition now). */
-  private async abort(owned: Owned): Promise<void> {
-    await owned.worker?.stop(0, true).catch((e: Error) => this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: ${e.message}`));
+  /**
+   * Another engine has the partition, or soon may: stops its worker at its next step (a worker
+   * still starting stops retrying its consumer), not waited for by the caller.
+   */
+  private lose(k: string, owned: Owned): void {
+    this.owned.delete(k);
+    owned.lost = true;
+    const stopping = owned.worker
+      .stop(0, true)
+      .catch((e: Error) => this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: ${e.message}`))
+      .finally(() => this.leaving.delete(k));
+    this.leaving.set(k, stopping);
   }
 
   /** A released partition's checkpoint lives in its checkpoint key, written on release. */
@@ -401,10 +434,18 @@ export class PartitionManager {
     return (entry && entry.operation === 'PUT' ? parse(LeaseSchema, entry.value) : null) ?? { owner: '', checkpoint: 0, safe: 0 };
   }
 
-  private async renew(k: string): Promise<void> {
+  private renew(k: string): Promise<void> {
     const owned = this.owned.get(k);
-    if (!owned) return;
-    const checkpoint = owned.worker?.checkpoint ?? owned.startCheckpoint;
+    if (!owned) return Promise.resolve();
+    const renewal = this.renewOwned(k, owned).finally(() => {
+      if (owned.renewal === renewal) owned.renewal = undefined;
+    });
+    owned.renewal = renewal;
+    return renewal;
+  }
+
+  private async renewOwned(k: string, owned: Owned): Promise<void> {
+    const checkpoint = owned.worker.checkpoint;
     try {
       owned.revision = await this.rt.control.update(
         this.rt.names.leaseKey(owned.workflow, owned.partition),
@@ -417,16 +458,14 @@ export class PartitionManager {
       if (lost || now() - owned.renewedAtMs > this.options.ttlMs * 0.8) {
         // Another engine has it, or soon may: stop at once rather than work beside it.
         if (this.owned.get(k) !== owned) return;
-        this.owned.delete(k);
         this.rt.logger.warn(`workflow '${owned.workflow}' partition ${owned.partition}: lease ${lost ? 'lost' : 'expired'}; stopping its worker`);
         // Not waited for: dropping its consumer can take seconds, and other leases wait for renewal.
-        owned.lost = true;
-        void this.abort(owned);
+        this.lose(k, owned);
       }
       return;
     }
     this.age(owned, checkpoint);
-    if (owned.worker) {
+    if (owned.started && !owned.releasing) {
       const t = this.trim(owned);
       this.trims.add(t);
       void t.finally(() => this.trims.delete(t));
@@ -468,11 +507,15 @@ export class PartitionManager {
 
   private async release(k: string): Promise<void> {
     const owned = this.owned.get(k);
-    if (!owned) return;
-    this.owned.delete(k);
+    if (!owned || owned.releasing) return;
+    // Still held, and renewed, while it drains: nobody takes it over as silent meanwhile.
+    owned.releasing = true;
     await owned.starting;
-    if (!owned.worker) return; // it did not start: startOwned gave the lease up
     await owned.worker.stop(this.options.drainTimeoutMs);
+    // Lost meanwhile, or never started (startOwned gave the lease up): nothing more to write.
+    if (this.owned.get(k) !== owned) return;
+    this.owned.delete(k);
+    await owned.renewal;
     const checkpoint = owned.worker.checkpoint;
     try {
       this.age(owned, checkpoint);

@@ -63,6 +63,8 @@ const NS = 1_000_000;
  */
 const CREATE_TIMEOUT_MS = 1_500;
 
+let readers = 0;
+
 export class PartitionReader {
   private nextSeq = 1;
   private generation = 0;
@@ -77,6 +79,11 @@ export class PartitionReader {
   private restarting: Promise<void> | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private counter = 0;
+  /**
+   * Tells this reader's consumers from those of an earlier reader of the same partition in this
+   * engine, which may still be dropping its own (a create of an existing name would adopt it).
+   */
+  private readonly serial = (++readers).toString(36);
   private createJsm: JetStreamManager | undefined;
   private streamReplicas: number | undefined;
   /** Consumer creates that failed since the last one was accepted. */
@@ -96,6 +103,7 @@ export class PartitionReader {
 
   /** Starts reading at `fromSeq`; resolves once the first consumer exists (or is being retried). */
   async start(fromSeq: number): Promise<void> {
+    if (this.stopped) return; // stopped before it started (its partition was lost meanwhile)
     this.nextSeq = Math.max(1, fromSeq);
     this.watchdog = setInterval(() => this.checkSilence(), 500);
     this.watchdog.unref?.();
@@ -187,7 +195,7 @@ export class PartitionReader {
     this.streamReplicas ??= (await jsm.streams.info(stream)).config.num_replicas ?? 1;
     const replicated = this.streamReplicas > 1;
     for (let i = 0; ; i++) {
-      const name = `${this.options.consumerPrefix}_${++this.counter}`;
+      const name = `${this.options.consumerPrefix}_${this.serial}_${++this.counter}`;
       this.createJsm ??= await jetstreamManager(this.rt.nc, {
         timeout: CREATE_TIMEOUT_MS,
         checkAPI: false,

@@ -7,12 +7,36 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { createEngine, type Engine } from '../../engine/index.js';
+import { setup } from 'xstate';
+import { z } from 'zod';
+import { activity, createEngine, defineWorkflow, partitionOf, type Engine } from '../../engine/index.js';
 import { counter } from '../recovery/counter-workflow.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 
 const TTL_MS = 600;
 const SLOW_START_MS = 3_000;
+
+/** Its activity runs (in process) until the test lets it end. */
+let letGo: () => void = () => {};
+let held = false;
+const chore = defineWorkflow({
+  name: 'chore',
+  version: 1,
+  input: z.object({}),
+  events: {},
+  machine: setup({
+    actors: {
+      work: activity(async () => {
+        held = true;
+        await new Promise<void>((r) => (letGo = r));
+        return 'ok';
+      }),
+    },
+  }).createMachine({
+    initial: 'working',
+    states: { working: { invoke: { src: 'work', onDone: 'done' } }, done: { type: 'final' } },
+  }),
+});
 
 describe('partition leases', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
@@ -59,8 +83,8 @@ describe('partition leases', () => {
     });
     // The engine makes the control bucket as it opens.
     const kv = await new Kvm(nc).open(`${namespace}_control`);
-    const watch = await eventually(() => kv.watch({ key: 'lease.>' }));
-    watching();
+    // Released however this goes: a hook left waiting would keep the engine (and the test) open.
+    const watch = await eventually(() => kv.watch({ key: 'lease.>' })).finally(watching);
     void (async () => {
       for await (const e of watch) if (e.operation === 'PUT') renewals.push({ key: e.key, atMs: Date.now() });
     })();
@@ -75,5 +99,41 @@ describe('partition leases', () => {
     const during = (p: number): number => renewals.filter((r) => r.key === `lease.counter.${p}` && r.atMs > slowFrom + TTL_MS && r.atMs < slowUntil).length;
     for (const p of [0, 1, 2, 3])
       assert.ok(during(p) >= 2, `lease of partition ${p} renewed ${during(p)} times during the ${SLOW_START_MS} ms start of partition ${slowPartition}`);
+  });
+  it('stay renewed while a partition handed over to a new engine drains', async () => {
+    const namespace = uniqueNamespace('leasedrain');
+    const options = { servers: nats.url, namespace, workflows: [chore], partitions: 2, leaseTtlMs: TTL_MS, drainTimeoutMs: 20_000, localHoldMs: 60_000 };
+    const first = await createEngine(options);
+    engines.push(first);
+    // An instance of partition 1, the one the first engine hands over when a second one comes.
+    const id = Array.from({ length: 50 }, (_, i) => `c${i}`).find((x) => partitionOf('chore', x, 2) === 1)!;
+    await first.start(chore, { id, input: {} });
+    await eventually(() => assert.ok(held, 'the activity runs in the first engine'));
+    const kv = await new Kvm(nc).open(`${namespace}_control`);
+    const renewals: number[] = [];
+    const watch = await kv.watch({ key: 'lease.chore.1' });
+    void (async () => {
+      for await (const e of watch) if (e.operation === 'PUT') renewals.push(Date.now());
+    })();
+    const second = await createEngine(options);
+    engines.push(second);
+    // The first engine releases partition 1; its drain waits for the running activity.
+    await eventually(() => assert.ok(!first.status().owned.some((o) => o.partition === 1), 'the first engine hands partition 1 over'));
+    const drainFrom = Date.now();
+    // Several TTLs: a lease left unrenewed this long is taken over as silent.
+    await sleep(5 * TTL_MS);
+    assert.ok(!second.status().owned.some((o) => o.partition === 1), `the second engine did not take partition 1 while it drained (renewals ${JSON.stringify(renewals.map((t) => t - drainFrom))})`);
+    const during = renewals.filter((t) => t > drainFrom + TTL_MS).length;
+    assert.ok(during >= 2, `the draining partition's lease renewed ${during} times`);
+    letGo();
+    const done = await second.waitFor(chore, id, (i) => i.status !== 'running', { timeoutMs: 30_000 });
+    assert.equal(done.value, 'done');
+    await eventually(() =>
+      assert.ok(
+        second.status().owned.some((o) => o.partition === 1),
+        'the second engine has partition 1 once it was released',
+      ),
+    );
+    watch.stop();
   });
 });
