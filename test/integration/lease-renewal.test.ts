@@ -122,7 +122,10 @@ describe('partition leases', () => {
     const drainFrom = Date.now();
     // Several TTLs: a lease left unrenewed this long is taken over as silent.
     await sleep(5 * TTL_MS);
-    assert.ok(!second.status().owned.some((o) => o.partition === 1), `the second engine did not take partition 1 while it drained (renewals ${JSON.stringify(renewals.map((t) => t - drainFrom))})`);
+    assert.ok(
+      !second.status().owned.some((o) => o.partition === 1),
+      `the second engine did not take partition 1 while it drained (renewals ${JSON.stringify(renewals.map((t) => t - drainFrom))})`,
+    );
     const during = renewals.filter((t) => t > drainFrom + TTL_MS).length;
     assert.ok(during >= 2, `the draining partition's lease renewed ${during} times`);
     letGo();
