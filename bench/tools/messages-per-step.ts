@@ -1,17 +1,18 @@
 /**
  * Workload A of the peer bench (10 durable steps per invocation) with an engine and a client in
  * this process, C invocations in flight: the messages each stream stored per step, and the CPU
- * per step of nats-server and of this process. Reads the server's CPU time from /proc (Linux).
+ * per step of nats-server and of this process. CPU from /proc (Linux), through the peer bench's meter.
  *
  *   npx tsx bench/tools/messages-per-step.ts [--default] [--c=100] [--n=2000]
  */
-import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { rm } from 'node:fs/promises';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
 import { createClient, createEngine } from '../../engine/index.js';
 import { peerSteps, peerTally } from '../peers/jetstate-workflows.js';
+import { cpuMeter } from '../peers/machine.js';
 
 const arg = (name: string, fallback: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback);
 const C = arg('c', 100);
@@ -19,10 +20,6 @@ const N = arg('n', 2_000);
 const namespace = 'peers';
 
 const srv = await NatsServer.start({ syncAlways: !process.argv.includes('--default') });
-const serverCpuMs = (): number => {
-  const fields = readFileSync(`/proc/${srv.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-};
 const options = { servers: srv.url, namespace, workflows: [peerSteps, peerTally] };
 const engine = await createEngine(options);
 const client = await createClient(options);
@@ -60,11 +57,11 @@ async function lastSeqs(): Promise<Map<string, number>> {
 
 await run(Math.min(500, N)); // warm-up
 const before = await lastSeqs();
-const cpu0 = serverCpuMs();
-const own0 = process.cpuUsage();
+const meter = cpuMeter({ server: srv.pid });
+const t0 = performance.now();
 await run(N);
-const serverMs = serverCpuMs() - cpu0;
-const own = process.cpuUsage(own0);
+const cores = meter();
+const seconds = (performance.now() - t0) / 1_000;
 const after = await lastSeqs();
 const steps = N * 10;
 const byKind = new Map<string, number>();
@@ -76,9 +73,8 @@ for (const [name, seq] of after) {
 }
 console.log(`workload A, C=${C}, ${N} invocations, nats-server ${process.argv.includes('--default') ? 'default sync' : 'sync_interval: always'}`);
 for (const [kind, n] of byKind) console.log(`  ${kind.padEnd(28)} ${(n / steps).toFixed(3)} messages per step`);
-console.log(
-  `  nats-server CPU ${((serverMs * 1_000) / steps).toFixed(0)} µs per step; this process (engine and client) ${((own.user + own.system) / steps).toFixed(0)} µs per step`,
-);
+const perStep = (who: string): string => (((cores[who] ?? NaN) * seconds * 1_000_000) / steps).toFixed(0);
+console.log(`  nats-server CPU ${perStep('server')} µs per step; this process (engine and client) ${perStep('bench')} µs per step`);
 await client.close();
 await engine.close();
 await nc.close();

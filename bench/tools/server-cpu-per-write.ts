@@ -2,7 +2,7 @@
  * What group commit would save nats-server: its CPU per record when every record is one synced
  * publish, against records packed several to a message (one fsync and one acknowledgement per
  * message). Four streams (as four record shards), 700-byte records (a workload A record), about
- * 100 records in flight. Reads the server's CPU time from /proc (Linux).
+ * 100 records in flight. CPU from /proc (Linux), through the peer bench's meter.
  *
  *   npx tsx bench/tools/server-cpu-per-write.ts [--default] [--per-subject=1]
  *
@@ -10,11 +10,11 @@
  * `--per-subject=N`: streams keep N messages per subject, as a KV bucket with history N.
  */
 import { performance } from 'node:perf_hooks';
-import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { connect } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { NatsServer } from '../../adapters/nats-server/launcher.js';
+import { cpuMeter } from '../peers/machine.js';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 const perSubject = arg('per-subject');
@@ -22,11 +22,6 @@ const RECORD_BYTES = 700;
 const STREAMS = 4;
 
 const srv = await NatsServer.start({ syncAlways: !process.argv.includes('--default') });
-/** User + system CPU of the server process, in ms (clock ticks of 10 ms). */
-const serverCpuMs = (): number => {
-  const fields = readFileSync(`/proc/${srv.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-};
 const nc = await connect({ servers: srv.url, noAsyncTraces: true });
 const js = jetstream(nc);
 const jsm = await jetstreamManager(nc);
@@ -43,8 +38,7 @@ async function run(perMessage: number, records: number): Promise<string> {
   const messages = Math.ceil(records / perMessage);
   const inflight = Math.max(4, Math.round(100 / perMessage));
   let next = 0;
-  const cpu0 = serverCpuMs();
-  const client0 = process.cpuUsage();
+  const meter = cpuMeter({ server: srv.pid });
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: inflight }, async () => {
@@ -55,9 +49,10 @@ async function run(perMessage: number, records: number): Promise<string> {
     }),
   );
   const s = (performance.now() - t0) / 1_000;
-  const client = process.cpuUsage(client0);
-  const perRecord = ((serverCpuMs() - cpu0) * 1_000) / records;
-  return `| ${perMessage} | ${Math.round(records / s).toLocaleString('en-US')} | ${Math.round(messages / s).toLocaleString('en-US')} | ${perRecord.toFixed(1)} | ${((client.user + client.system) / records).toFixed(1)} |`;
+  // Cores used on average, as µs of CPU per record.
+  const cores = meter();
+  const perRecord = (who: string): string => (((cores[who] ?? NaN) * s * 1_000_000) / records).toFixed(1);
+  return `| ${perMessage} | ${Math.round(records / s).toLocaleString('en-US')} | ${Math.round(messages / s).toLocaleString('en-US')} | ${perRecord('server')} | ${perRecord('bench')} |`;
 }
 
 await run(1, 5_000); // warm-up
