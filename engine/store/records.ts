@@ -17,6 +17,7 @@ import type { MachineRunner } from '../step/runner.js';
 import type { SecretCodec } from '../security/codec.js';
 import { redactEnvelopes } from '../security/redact.js';
 import { isCasConflict } from './nats-errors.js';
+import type { RecordBuckets } from './runtime.js';
 
 export interface LoadedInstance {
   record: InstanceRecord;
@@ -82,7 +83,7 @@ export class InstanceStore {
   private readonly cache = new Map<string, LoadedInstance>();
 
   constructor(
-    private readonly buckets: { ofKey(key: string): KV; update(key: string, value: Uint8Array, revision: number): Promise<number> },
+    private readonly buckets: Pick<RecordBuckets, 'ofKey' | 'update' | 'create'>,
     private readonly registry: Registry,
     private readonly codec: SecretCodec,
     private readonly capacity = 50_000,
@@ -160,7 +161,7 @@ export class InstanceStore {
   ): Promise<LoadedInstance> {
     let revision: number;
     try {
-      revision = await this.buckets.ofKey(key).create(key, encoded);
+      revision = await this.buckets.create(key, encoded);
     } catch (e) {
       this.cache.delete(key);
       if (isCasConflict(e)) throw new ConflictError(key, { cause: e });

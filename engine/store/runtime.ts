@@ -87,6 +87,12 @@ export interface RecordBuckets {
    * nats.js's per-request costs (see ack-publisher.ts). Resolves with the new revision.
    */
   update(key: string, value: Uint8Array, revision: number): Promise<number>;
+  /**
+   * Creates a record (the engine's write for a new instance), as `kv.create()` does: fails with
+   * the compare-and-set error when the key holds a value, and writes over a delete or purge marker.
+   * Resolves with the new revision.
+   */
+  create(key: string, value: Uint8Array): Promise<number>;
   /** Fails what `update` (and the runtime's `publish`) still waits for; the connection stays open. */
   close(): void;
 }
@@ -202,6 +208,15 @@ async function openNamespace(nc: NatsConnection, ownsConnection: boolean, option
       of,
       ofKey: (key) => buckets[shardOfKey(key)]!,
       update: async (key, value, revision) => (await publish(kvPrefixes[shardOfKey(key)]! + key, value, { expectLastSubjectSequence: revision })).seq,
+      create: async (key, value) => {
+        try {
+          return (await publish(kvPrefixes[shardOfKey(key)]! + key, value, { expectLastSubjectSequence: 0 })).seq;
+        } catch (e) {
+          // The key has a message: nats.js's create tells a marker (written over) from a value (the conflict).
+          if (isCasConflict(e)) return buckets[shardOfKey(key)]!.create(key, value);
+          throw e;
+        }
+      },
       close: () => acks?.close(),
     };
     if (options.partitions !== undefined && options.partitions !== partitions) {
