@@ -11,7 +11,8 @@
  * The consumer is an ephemeral pull consumer without acks (the checkpoint is the
  * acknowledgement), placed on the stream leader when the stream is replicated. The pull loop is
  * the reader's own, so that it sees every status the server sends: a consumer that is gone,
- * a 503 (no responders) on a fresh or moved consumer, or plain silence (no message and no
+ * a 503 (no responders) on a fresh or moved consumer (on a replicated one, 503s for a few
+ * seconds: its group may still be electing a leader), or plain silence (no message and no
  * heartbeat for a few seconds, as when its server died) each make the consumer anew at once,
  * rather than after nats.js's own recovery, which waits on heartbeats a disconnect cancels.
  */
@@ -19,7 +20,7 @@ import { createInbox, type Msg, type MsgHdrs, type Subscription } from '@nats-io
 import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { Runtime } from '../store/runtime.js';
 import { encodeJson } from '../protocol/json.js';
-import { isStreamNotFound } from '../store/nats-errors.js';
+import { isStreamNotFound, isTransient } from '../store/nats-errors.js';
 
 /** An event as read from the stream. */
 export interface ReadEvent {
@@ -58,10 +59,15 @@ const NS = 1_000_000;
  * How long a consumer create may take. The meta leader places an R1 consumer on any of the
  * stream's peers, also on one that was SIGKILLed and not yet seen as gone; that create is never
  * answered (until the server is back), so waiting the API's usual 5 s per attempt kept a
- * partition unread for most of a node's loss. A timed-out attempt is simply made again under a
- * new name, which lands on a live peer two times in three.
+ * partition unread for most of a node's loss. A timed-out attempt is made again: an R1 consumer
+ * under a new name (which lands on a live peer two times in three), a replicated one under the
+ * same name (see {@link PartitionReader.addReplicated}).
  */
 const CREATE_TIMEOUT_MS = 1_500;
+/** How long a replicated consumer that answered 503 is left before it is asked again. */
+const NO_RESPONDERS_RETRY_MS = 250;
+/** How long {@link PartitionReader.start} waits for its first consumer. */
+const START_WAIT_MS = 1_500;
 
 let readers = 0;
 
@@ -77,6 +83,12 @@ export class PartitionReader {
   private paused = false;
   private stopped = false;
   private restarting: Promise<void> | undefined;
+  /** Since when the consumer in use has answered only 503 (no responders), if it has. */
+  private noRespondersSince: number | undefined;
+  /** The stream leader the last placement move was for (see {@link checkPlacement}). */
+  private movedFor: string | undefined;
+  /** A placement move under way (see {@link move}). */
+  private moving: Promise<void> | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private counter = 0;
   /**
@@ -85,6 +97,8 @@ export class PartitionReader {
    */
   private readonly serial = (++readers).toString(36);
   private createJsm: JetStreamManager | undefined;
+  /** A replicated consumer whose create got no answer yet: the next attempt uses its name (see {@link addReplicated}). */
+  private pendingName: string | undefined;
   private streamReplicas: number | undefined;
   /** Consumer creates that failed since the last one was accepted. */
   private failedCreates = 0;
@@ -101,13 +115,20 @@ export class PartitionReader {
     return this.nextSeq;
   }
 
-  /** Starts reading at `fromSeq`; resolves once the first consumer exists (or is being retried). */
+  /**
+   * Starts reading at `fromSeq`; resolves once the first consumer exists, or after
+   * {@link START_WAIT_MS} while it is still being made or retried. The lease round that starts
+   * a partition waits for this, and must not wait out a cluster that answers creates slowly
+   * (while a server is down they take seconds): it would take over no other partition meanwhile.
+   */
   async start(fromSeq: number): Promise<void> {
     if (this.stopped) return; // stopped before it started (its partition was lost meanwhile)
     this.nextSeq = Math.max(1, fromSeq);
     this.watchdog = setInterval(() => this.checkSilence(), 500);
     this.watchdog.unref?.();
-    await this.restart('start', false);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((r) => (timer = setTimeout(r, START_WAIT_MS)));
+    await Promise.race([this.restart('start', false), waited]).finally(() => clearTimeout(timer));
   }
 
   /** Stops pulling more (the worker is full); what is already requested still arrives. */
@@ -127,22 +148,57 @@ export class PartitionReader {
     this.generation++;
     clearInterval(this.watchdog);
     this.sub?.unsubscribe();
-    await this.restarting?.catch(() => {});
+    // A create under way is not waited for (a replicated one may take seconds): it drops what it
+    // makes once answered; one never answered expires on the server (`inactive_threshold`).
+    const pending = this.pendingName;
+    this.pendingName = undefined;
+    if (pending) void this.rt.jsm.consumers.delete(this.options.stream, pending).catch(() => {});
     await this.dropConsumer();
   }
 
   /**
    * Called every lease round: when the stream is replicated and its leader moved away from the
    * consumer's server, the consumer is made again on the new leader (a follower that falls behind
-   * or is restored from a snapshot must not be read).
+   * or is restored from a snapshot must not be read). Not waited for by the round.
    */
   async checkPlacement(): Promise<void> {
-    if (this.stopped || this.restarting || !this.consumer) return;
+    if (this.stopped || this.restarting || this.moving || !this.consumer) return;
     const info = await this.rt.jsm.streams.info(this.options.stream).catch(() => null);
     const leader = info?.cluster?.leader;
-    if (!info || !info.cluster?.replicas?.length || !leader || !this.hostedOn || leader === this.hostedOn) return;
+    if (!info || !info.cluster?.replicas?.length || !leader || !this.hostedOn) return;
+    if (leader === this.hostedOn) return void (this.movedFor = undefined);
+    // A replicated consumer's leader is elected, not placed: the successor may land elsewhere
+    // again. One try per stream leader, or every lease round would make another consumer.
+    if (this.stopped || this.restarting || this.moving || !this.consumer || this.movedFor === leader) return;
+    this.movedFor = leader;
     this.rt.logger.info(`${this.options.label}: stream leader moved to ${leader}; reading from it`, { from: this.hostedOn });
-    void this.restart('leader moved', false);
+    this.moving = this.move().finally(() => (this.moving = undefined));
+  }
+
+  /**
+   * Make before break: the consumer in use keeps delivering while its successor is made (which
+   * takes seconds while the cluster is degraded), then the reader switches to it. The successor
+   * starts at the sequence expected when it was asked for; what both deliver is told apart by
+   * sequence (`receive` skips what is below `nextSeq`). A failed attempt is tried again next round.
+   */
+  private async move(): Promise<void> {
+    const old = this.consumer;
+    this.restarts++;
+    let placed: { name: string; host: string | undefined };
+    try {
+      placed = await this.add(false);
+    } catch {
+      return;
+    }
+    if (this.stopped || this.restarting || this.consumer !== old) {
+      // Replaced meanwhile (a restart, a stop): the successor is not needed.
+      return void (await this.rt.jsm.consumers.delete(this.options.stream, placed.name).catch(() => {}));
+    }
+    this.generation++;
+    this.sub?.unsubscribe();
+    this.outstanding = 0;
+    this.use(placed);
+    if (old) void this.rt.jsm.consumers.delete(this.options.stream, old).catch(() => {});
   }
 
   private checkSilence(): void {
@@ -158,6 +214,7 @@ export class PartitionReader {
     if (log) this.rt.logger.warn(`${this.options.label}: reading again from sequence ${this.nextSeq} (${reason})`);
     this.restarts++;
     this.generation++;
+    this.movedFor = undefined;
     this.sub?.unsubscribe();
     this.sub = undefined;
     this.outstanding = 0;
@@ -185,37 +242,85 @@ export class PartitionReader {
   }
 
   private async create(): Promise<void> {
+    const placed = await this.add(true);
+    this.failedCreates = 0;
+    if (this.stopped) {
+      this.consumer = placed.name;
+      return void (await this.dropConsumer());
+    }
+    this.use(placed);
+  }
+
+  /**
+   * Makes a consumer at `nextSeq`. On a replicated stream the consumer is replicated too: its
+   * leader is elected among the servers that are up, where one placed on a single server may land
+   * on a server that just died (the cluster takes seconds to notice) and wait for it to return.
+   * `retried`: the reader's own (re)start, whose unanswered replicated create is adopted by its next attempt.
+   */
+  private async add(retried: boolean): Promise<{ name: string; host: string | undefined }> {
+    this.streamReplicas ??= (await this.rt.jsm.streams.info(this.options.stream)).config.num_replicas ?? 1;
+    return this.streamReplicas > 1 ? this.addReplicated(this.streamReplicas, retried) : this.addNearLeader();
+  }
+
+  /** Reads from `placed` from now on (the generation is the caller's to advance). */
+  private use(placed: { name: string; host: string | undefined }): void {
+    this.consumer = placed.name;
+    this.hostedOn = placed.host;
+    this.noRespondersSince = undefined;
+    const gen = this.generation;
+    this.inbox = createInbox(this.rt.inboxPrefix);
+    this.sub = this.rt.nc.subscribe(this.inbox, { callback: (err, msg) => (err ? undefined : this.receive(gen, msg)) });
+    this.lastActivity = performance.now();
+    this.pull();
+  }
+
+  private consumerConfig(name: string, replicas: number) {
+    return {
+      name,
+      ack_policy: AckPolicy.None,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: this.nextSeq,
+      mem_storage: true,
+      num_replicas: replicas,
+      inactive_threshold: 30_000 * NS,
+    };
+  }
+
+  /**
+   * A replicated consumer. While a server is down its create can take 4-8 s (the meta leader and
+   * the new consumer's group elect among the live ones) or get no answer at all; an attempt that
+   * timed out keeps its name for the next, which adopts the consumer if the cluster made it
+   * meanwhile (a create of the same name and settings is answered at once). Abandoning each under
+   * a new name, and deleting it, kept a partition unread for 27 s of a 45 s loss: every attempt
+   * timed out, and each one and its delete gave the meta leader more to do.
+   */
+  private async addReplicated(replicas: number, retried: boolean): Promise<{ name: string; host: string | undefined }> {
+    const name = retried ? (this.pendingName ??= this.nextName()) : this.nextName();
+    const ci = await (await this.createApi()).consumers.add(this.options.stream, this.consumerConfig(name, replicas)).catch((e: unknown) => {
+      if (!retried || !isTransient(e)) {
+        // Refused (not merely unanswered), or not to be retried: the next attempt starts over under a new name.
+        if (retried) this.pendingName = undefined;
+        void this.rt.jsm.consumers.delete(this.options.stream, name).catch(() => {});
+      }
+      throw e;
+    });
+    if (retried) this.pendingName = undefined;
+    return { name, host: ci.cluster?.leader };
+  }
+
+  /** A consumer on one server, placed on the stream leader when the stream is clustered (a few tries). */
+  private async addNearLeader(): Promise<{ name: string; host: string | undefined }> {
     const { jsm } = this.rt;
     const stream = this.options.stream;
     let leader: string | undefined;
     let clustered = false;
-    // On a replicated stream the consumer is replicated too: its leader is elected among the servers
-    // that are up, where one placed on a single server may land on a server that just died (the
-    // cluster takes seconds to notice) and wait for it to return.
-    this.streamReplicas ??= (await jsm.streams.info(stream)).config.num_replicas ?? 1;
-    const replicated = this.streamReplicas > 1;
     for (let i = 0; ; i++) {
-      const name = `${this.options.consumerPrefix}_${this.serial}_${++this.counter}`;
-      this.createJsm ??= await jetstreamManager(this.rt.nc, {
-        timeout: CREATE_TIMEOUT_MS,
-        checkAPI: false,
-        ...(this.rt.jsDomain ? { domain: this.rt.jsDomain } : {}),
+      const name = this.nextName();
+      const ci = await (await this.createApi()).consumers.add(stream, this.consumerConfig(name, 1)).catch((e: unknown) => {
+        // Perhaps made on a server that is down: it must not deliver when that server returns.
+        void jsm.consumers.delete(stream, name).catch(() => {});
+        throw e;
       });
-      const ci = await this.createJsm.consumers
-        .add(stream, {
-          name,
-          ack_policy: AckPolicy.None,
-          deliver_policy: DeliverPolicy.StartSequence,
-          opt_start_seq: this.nextSeq,
-          mem_storage: true,
-          num_replicas: replicated ? this.streamReplicas : 1,
-          inactive_threshold: 30_000 * NS,
-        })
-        .catch((e: unknown) => {
-          // Perhaps made on a server that is down: it must not deliver when that server returns.
-          void jsm.consumers.delete(stream, name).catch(() => {});
-          throw e;
-        });
       const host = ci.cluster?.leader;
       if (i === 0) {
         const si = await jsm.streams.info(stream);
@@ -223,22 +328,26 @@ export class PartitionReader {
         leader = si.cluster?.leader;
       }
       // Tries that timed out count too: while a node is down, waiting for the leader costs more.
-      if (replicated || !clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
-        if (clustered && !replicated && host !== leader)
+      if (!clustered || !leader || host === leader || i + 1 + this.failedCreates >= PLACEMENT_TRIES) {
+        if (clustered && host !== leader)
           this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
-        this.consumer = name;
-        this.hostedOn = host;
-        this.failedCreates = 0;
-        break;
+        return { name, host };
       }
       await jsm.consumers.delete(stream, name).catch(() => {});
     }
-    if (this.stopped) return void (await this.dropConsumer());
-    const gen = this.generation;
-    this.inbox = createInbox(this.rt.inboxPrefix);
-    this.sub = this.rt.nc.subscribe(this.inbox, { callback: (err, msg) => (err ? undefined : this.receive(gen, msg)) });
-    this.lastActivity = performance.now();
-    this.pull();
+  }
+
+  private nextName(): string {
+    return `${this.options.consumerPrefix}_${this.serial}_${++this.counter}`;
+  }
+
+  /** The JetStream API with the short timeout of consumer creates ({@link CREATE_TIMEOUT_MS}). */
+  private async createApi(): Promise<JetStreamManager> {
+    return (this.createJsm ??= await jetstreamManager(this.rt.nc, {
+      timeout: CREATE_TIMEOUT_MS,
+      checkAPI: false,
+      ...(this.rt.jsDomain ? { domain: this.rt.jsDomain } : {}),
+    }));
   }
 
   private async dropConsumer(): Promise<void> {
@@ -271,6 +380,7 @@ export class PartitionReader {
     const h = msg.headers;
     const code = h?.code ?? 0;
     if (code !== 0 && msg.data.length === 0) return this.status(code, h!);
+    this.noRespondersSince = undefined;
     const info = parseReply(msg.reply);
     if (!info) return;
     this.outstanding = Math.max(0, this.outstanding - 1);
@@ -309,9 +419,20 @@ export class PartitionReader {
         void this.restart(`consumer answered 409 ${h.description}`, true);
         return;
       }
-      case 503:
+      case 503: {
+        // A replicated consumer answers 503 until its group has elected a leader, which takes
+        // seconds while a server is down: it is asked again for a while before it is made anew
+        // (each remake is another group to elect, and was answered 503 in turn).
+        const since = (this.noRespondersSince ??= performance.now());
+        if ((this.streamReplicas ?? 1) > 1 && performance.now() - since < SILENCE_MS) {
+          this.outstanding = 0;
+          const gen = this.generation;
+          setTimeout(() => gen === this.generation && this.pull(), NO_RESPONDERS_RETRY_MS).unref?.();
+          return;
+        }
         void this.restart('no responders for its consumer', true);
         return;
+      }
       default:
         this.rt.logger.debug(`${this.options.label}: status ${code} ${h.description}`);
     }
