@@ -65,9 +65,8 @@ const JOURNAL_CAPACITY = 50_000;
 /**
  * History goes to its stream in batches: a running instance's journal is published once it holds
  * this many entries, or {@link HISTORY_DELAY_MS} after the write that started it, whichever comes
- * first (a finished instance's, and a full batch, once the event loop's turn is over). Until then
- * the entries are in the record (durable with it, read by `history()` and `verify`): one synced
- * history write per batch instead of per write.
+ * first (a finished instance's at once). Until then the entries are in the record (durable with
+ * it, read by `history()` and `verify`): one synced history write per batch instead of per write.
  */
 const HISTORY_BATCH = 8;
 const HISTORY_DELAY_MS = 100;
@@ -80,10 +79,7 @@ export class Committer {
   /** Per instance: entries published and not answered yet (not sent again meanwhile). */
   private readonly sending = new Map<string, Set<string>>();
   /** Per instance: its newest journal, waiting to be published (see {@link HISTORY_BATCH}). */
-  private readonly batching = new Map<
-    string,
-    { record: InstanceRecord; sealed: readonly HistoryEntry[]; timer?: ReturnType<typeof setTimeout>; soon?: ReturnType<typeof setImmediate> }
-  >();
+  private readonly batching = new Map<string, { record: InstanceRecord; sealed: readonly HistoryEntry[]; timer: ReturnType<typeof setTimeout> }>();
 
   constructor(
     private readonly rt: Runtime,
@@ -172,14 +168,18 @@ export class Committer {
     if (sealed.lastHistory.length === 0) return;
     const key = this.rt.names.instanceKey(record.workflow, record.id);
     const waiting = this.batching.get(key);
-    const full = record.status !== 'running' || this.fresh(key, record.lastHistory).length >= HISTORY_BATCH;
-    // The newest journal holds the earlier ones' entries still unconfirmed: it replaces them. A full
-    // one goes out once this turn of the event loop is over, after the write its task's outcome
-    // leads to (an in-process task answers within the turn): the history is never on a step's path.
-    let { timer, soon } = waiting ?? {};
-    if (full) soon ??= setImmediate(() => this.publishBatch(key));
-    else timer ??= setTimeout(() => this.publishBatch(key), HISTORY_DELAY_MS).unref();
-    this.batching.set(key, { record, sealed: sealed.lastHistory, timer, soon });
+    if (record.status === 'running' && this.fresh(key, record.lastHistory).length < HISTORY_BATCH) {
+      // The newest journal holds the earlier ones' entries still unconfirmed: it replaces them.
+      const timer = waiting?.timer ?? setTimeout(() => this.publishBatch(key), HISTORY_DELAY_MS);
+      timer.unref?.();
+      this.batching.set(key, { record, sealed: sealed.lastHistory, timer });
+      return;
+    }
+    if (waiting) {
+      clearTimeout(waiting.timer);
+      this.batching.delete(key);
+    }
+    this.publishJournal(key, record, sealed.lastHistory);
   }
 
   /** The indexes of a journal's entries not published yet (neither confirmed nor on their way). */
@@ -196,7 +196,6 @@ export class Committer {
     const waiting = this.batching.get(key);
     if (!waiting) return;
     clearTimeout(waiting.timer);
-    clearImmediate(waiting.soon);
     this.batching.delete(key);
     this.publishJournal(key, waiting.record, waiting.sealed);
   }
