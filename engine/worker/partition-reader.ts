@@ -399,7 +399,8 @@ export class PartitionReader {
 
   private status(code: number, h: MsgHdrs): void {
     switch (code) {
-      case 100: // idle heartbeat (or flow control)
+      case 100: // idle heartbeat (or flow control): the consumer has a leader
+        this.noRespondersSince = undefined;
         return;
       case 404: // no messages
       case 408: {
