@@ -152,7 +152,7 @@ export class PartitionReader {
     // makes once answered; one never answered expires on the server (`inactive_threshold`).
     const pending = this.pendingName;
     this.pendingName = undefined;
-    if (pending) void this.rt.jsm.consumers.delete(this.options.stream, pending).catch(() => {});
+    if (pending) void this.forget(pending);
     await this.dropConsumer();
   }
 
@@ -192,13 +192,13 @@ export class PartitionReader {
     }
     if (this.stopped || this.restarting || this.consumer !== old) {
       // Replaced meanwhile (a restart, a stop): the successor is not needed.
-      return void (await this.rt.jsm.consumers.delete(this.options.stream, placed.name).catch(() => {}));
+      return this.forget(placed.name);
     }
     this.generation++;
     this.sub?.unsubscribe();
     this.outstanding = 0;
     this.use(placed);
-    if (old) void this.rt.jsm.consumers.delete(this.options.stream, old).catch(() => {});
+    if (old) void this.forget(old);
   }
 
   private checkSilence(): void {
@@ -220,7 +220,7 @@ export class PartitionReader {
     this.outstanding = 0;
     const old = this.consumer;
     this.consumer = undefined;
-    if (old) void this.rt.jsm.consumers.delete(this.options.stream, old).catch(() => {});
+    if (old) void this.forget(old);
     this.restarting = this.open().finally(() => (this.restarting = undefined));
     return this.restarting;
   }
@@ -244,10 +244,7 @@ export class PartitionReader {
   private async create(): Promise<void> {
     const placed = await this.add(true);
     this.failedCreates = 0;
-    if (this.stopped) {
-      this.consumer = placed.name;
-      return void (await this.dropConsumer());
-    }
+    if (this.stopped) return this.forget(placed.name);
     this.use(placed);
   }
 
@@ -300,7 +297,7 @@ export class PartitionReader {
       if (!retried || !isTransient(e)) {
         // Refused (not merely unanswered), or not to be retried: the next attempt starts over under a new name.
         if (retried) this.pendingName = undefined;
-        void this.rt.jsm.consumers.delete(this.options.stream, name).catch(() => {});
+        void this.forget(name);
       }
       throw e;
     });
@@ -318,7 +315,7 @@ export class PartitionReader {
       const name = this.nextName();
       const ci = await (await this.createApi()).consumers.add(stream, this.consumerConfig(name, 1)).catch((e: unknown) => {
         // Perhaps made on a server that is down: it must not deliver when that server returns.
-        void jsm.consumers.delete(stream, name).catch(() => {});
+        void this.forget(name);
         throw e;
       });
       const host = ci.cluster?.leader;
@@ -333,8 +330,13 @@ export class PartitionReader {
           this.rt.logger.warn(`${this.options.label}: its consumer is on ${host}, not on the stream leader ${leader}; gaps are still detected`);
         return { name, host };
       }
-      await jsm.consumers.delete(stream, name).catch(() => {});
+      await this.forget(name);
     }
+  }
+
+  /** Deletes a consumer, best effort (one left behind expires on the server: `inactive_threshold`). */
+  private async forget(name: string): Promise<void> {
+    await this.rt.jsm.consumers.delete(this.options.stream, name).catch(() => {});
   }
 
   private nextName(): string {
@@ -353,7 +355,7 @@ export class PartitionReader {
   private async dropConsumer(): Promise<void> {
     const name = this.consumer;
     this.consumer = undefined;
-    if (name) await this.rt.jsm.consumers.delete(this.options.stream, name).catch(() => {});
+    if (name) await this.forget(name);
   }
 
   /** Keeps up to `batch` events requested; a new request once half of them arrived. */
