@@ -50,6 +50,7 @@ export class Engine extends Client {
   /** The workflows (and versions) this engine serves: those it was given, with their child workflows. */
   private readonly served: Map<string, number[]>;
   private readonly committer: Committer;
+  private readonly drainTimeoutMs: number;
 
   private constructor(rt: Runtime, options: ResolvedEngineOptions) {
     super(rt);
@@ -62,6 +63,7 @@ export class Engine extends Client {
           .sort((a, b) => a - b),
       ]),
     );
+    this.drainTimeoutMs = options.drainTimeoutMs;
     const store = new InstanceStore(rt.records, rt.registry, rt.security.codec);
     const committer = (this.committer = new Committer(rt, store, new ActionExecutor(rt), {
       afterStateWrite: options.testHooks?.afterStateWrite,
@@ -170,8 +172,12 @@ export class Engine extends Client {
     await this.timers.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (timers): ${e.message}`));
     await this.tasks.stop().catch((e: Error) => this.rt.logger.warn(`engine stop (tasks): ${e.message}`));
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));
-    // History published after the last writes, before the connection goes.
-    await this.committer.flush();
+    // History published after the last writes, before the connection goes; what the stream has
+    // not stored by the drain timeout stays in the records (the next owner's repair publishes it).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.committer.flush(), new Promise<void>((r) => (timer = setTimeout(r, this.drainTimeoutMs)))]);
+    clearTimeout(timer);
+    this.committer.close();
     await super.shutdown();
   }
 }

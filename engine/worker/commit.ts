@@ -14,10 +14,11 @@
  *    the parent before its done event, as in XState.
  *
  * The event that caused the write is finished (the checkpoint may pass it) only after all of
- * this. A crash anywhere after 1 leaves that event unfinished: it is read again, found applied
- * (`lastSeq`), and {@link Committer.repair} runs 2 to 6 again from the record, which holds all
- * they need (the timers and tasks of its last write carry its revision as their token; the
- * outbox and `lastHistory` are in it).
+ * this and once the stream has stored its history ({@link Committer.stored}). A crash anywhere
+ * after 1 leaves that event unfinished: it is read again, found applied (`lastSeq`), and
+ * {@link Committer.repair} runs 2 to 6 again from the record, which holds all they need (the
+ * timers and tasks of its last write carry its revision as their token; the outbox and
+ * `lastHistory` are in it).
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import { EngineEvent } from '../protocol/events.js';
@@ -71,6 +72,19 @@ const JOURNAL_CAPACITY = 50_000;
 const HISTORY_BATCH = 8;
 const HISTORY_DELAY_MS = 100;
 
+/** How long a refused history publish waits before it is asked again, at first and at most. */
+const HISTORY_RETRY_MIN_MS = 100;
+const HISTORY_RETRY_MAX_MS = 5_000;
+
+/** A journal waiting for its batch, and what resolves once it is stored. */
+interface Batch {
+  record: InstanceRecord;
+  sealed: readonly HistoryEntry[];
+  timer: ReturnType<typeof setTimeout>;
+  stored: Promise<void>;
+  settle: (published: Promise<void> | undefined) => void;
+}
+
 export class Committer {
   /** Per instance: history entries the stream confirmed, so the next write drops them from its journal. */
   private readonly confirmed = new Map<string, Set<string>>();
@@ -78,8 +92,11 @@ export class Committer {
   private readonly publishing = new Set<Promise<void>>();
   /** Per instance: entries published and not answered yet (not sent again meanwhile). */
   private readonly sending = new Map<string, Set<string>>();
+  /** Per instance: its publishes under way, each asked again until the stream stores it (see {@link stored}). */
+  private readonly storing = new Map<string, Set<Promise<void>>>();
   /** Per instance: its newest journal, waiting to be published (see {@link HISTORY_BATCH}). */
-  private readonly batching = new Map<string, { record: InstanceRecord; sealed: readonly HistoryEntry[]; timer: ReturnType<typeof setTimeout> }>();
+  private readonly batching = new Map<string, Batch>();
+  private closed = false;
 
   constructor(
     private readonly rt: Runtime,
@@ -157,10 +174,29 @@ export class Committer {
     return left;
   }
 
+  /**
+   * Resolves once the history of every write of an instance made so far is in its stream;
+   * undefined when nothing is waiting. Rejects only when this committer is closed first. The
+   * partition worker finishes an event only then: its checkpoint never passes an event whose
+   * history is only in the record, so a crash leads to the event's redelivery and a repair.
+   */
+  stored(key: string): Promise<void> | undefined {
+    const waits = [...(this.storing.get(key) ?? [])];
+    const batch = this.batching.get(key);
+    if (batch) waits.push(batch.stored);
+    if (waits.length === 0) return undefined;
+    return Promise.all(waits).then(() => {});
+  }
+
   /** Publishes every journal waiting for its batch, and resolves once every history publish under way is answered. */
   async flush(): Promise<void> {
     for (const key of [...this.batching.keys()]) this.publishBatch(key);
     await Promise.all([...this.publishing]);
+  }
+
+  /** Stops asking refused history publishes again (the engine is closing): their entries stay in the records. */
+  close(): void {
+    this.closed = true;
   }
 
   private publishHistory(instance: LoadedInstance, sealed: InstanceRecord): void {
@@ -170,16 +206,25 @@ export class Committer {
     const waiting = this.batching.get(key);
     if (record.status === 'running' && this.fresh(key, record.lastHistory).length < HISTORY_BATCH) {
       // The newest journal holds the earlier ones' entries still unconfirmed: it replaces them.
-      const timer = waiting?.timer ?? setTimeout(() => this.publishBatch(key), HISTORY_DELAY_MS);
+      if (waiting) {
+        waiting.record = record;
+        waiting.sealed = sealed.lastHistory;
+        return;
+      }
+      const timer = setTimeout(() => this.publishBatch(key), HISTORY_DELAY_MS);
       timer.unref?.();
-      this.batching.set(key, { record, sealed: sealed.lastHistory, timer });
+      let settle!: Batch['settle'];
+      const stored = new Promise<void>((ok, ko) => (settle = (p) => (p ? p.then(ok, ko) : ok())));
+      stored.catch(() => {});
+      this.batching.set(key, { record, sealed: sealed.lastHistory, timer, stored, settle });
       return;
     }
     if (waiting) {
       clearTimeout(waiting.timer);
       this.batching.delete(key);
     }
-    this.publishJournal(key, record, sealed.lastHistory);
+    const published = this.publishJournal(key, record, sealed.lastHistory);
+    waiting?.settle(published);
   }
 
   /** The indexes of a journal's entries not published yet (neither confirmed nor on their way). */
@@ -197,47 +242,69 @@ export class Committer {
     if (!waiting) return;
     clearTimeout(waiting.timer);
     this.batching.delete(key);
-    this.publishJournal(key, waiting.record, waiting.sealed);
+    waiting.settle(this.publishJournal(key, waiting.record, waiting.sealed));
   }
 
-  /** Publishes the entries of a journal not already on their way; they stay in the record until confirmed. */
-  private publishJournal(key: string, record: InstanceRecord, sealed: readonly HistoryEntry[]): void {
+  /**
+   * Publishes the entries of a journal not already on their way; they stay in the record until
+   * confirmed. A refused publish is logged and asked again until the stream stores it. Returns
+   * what resolves then, or undefined when there was nothing to publish.
+   */
+  private publishJournal(key: string, record: InstanceRecord, sealed: readonly HistoryEntry[]): Promise<void> | undefined {
     const indexes = this.fresh(key, record.lastHistory);
-    if (indexes.length === 0) return;
+    if (indexes.length === 0) return undefined;
     const keys = indexes.map((i) => entryKey(record.lastHistory[i]!));
     let sent = this.sending.get(key);
     if (!sent) this.sending.set(key, (sent = new Set()));
     for (const k of keys) sent.add(k);
-    const done = (): void => {
-      for (const k of keys) sent.delete(k);
-      if (sent.size === 0 && this.sending.get(key) === sent) this.sending.delete(key);
-    };
-    const p = publishHistory(
-      this.rt,
-      record.workflow,
-      record.id,
+    const stored = this.publishUntilStored(
+      record,
       indexes.map((i) => sealed[i]!),
-      record.secrets,
-    ).then(
-      () => {
-        done();
-        let confirmed = this.confirmed.get(key);
-        if (!confirmed) {
-          if (this.confirmed.size >= JOURNAL_CAPACITY) this.confirmed.delete(this.confirmed.keys().next().value!);
-          this.confirmed.set(key, (confirmed = new Set()));
-        }
-        for (const k of keys) confirmed.add(k);
-      },
-      // Still journaled in the record: the next write or a repair publishes it again.
-      (e: Error) => {
-        done();
-        this.rt.logger.warn(
-          `workflow '${record.workflow}' instance '${record.id}': history not published yet (${e.message}); it stays in the record until it is`,
-        );
-      },
-    );
+    ).then(() => {
+      let confirmed = this.confirmed.get(key);
+      if (!confirmed) {
+        if (this.confirmed.size >= JOURNAL_CAPACITY) this.confirmed.delete(this.confirmed.keys().next().value!);
+        this.confirmed.set(key, (confirmed = new Set()));
+      }
+      for (const k of keys) confirmed.add(k);
+    });
+    let under = this.storing.get(key);
+    if (!under) this.storing.set(key, (under = new Set()));
+    under.add(stored);
+    // Closed before it was stored: still journaled in the record, the next owner's repair publishes it.
+    const p = stored
+      .catch(() => {})
+      .finally(() => {
+        for (const k of keys) sent.delete(k);
+        if (sent.size === 0 && this.sending.get(key) === sent) this.sending.delete(key);
+        under.delete(stored);
+        if (under.size === 0 && this.storing.get(key) === under) this.storing.delete(key);
+      });
     this.publishing.add(p);
     void p.finally(() => this.publishing.delete(p));
+    return stored;
+  }
+
+  /** Publishes until the stream stores the entries, or the committer is closed (then rejects). */
+  private async publishUntilStored(record: InstanceRecord, entries: HistoryEntry[]): Promise<void> {
+    let delay = HISTORY_RETRY_MIN_MS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await publishHistory(this.rt, record.workflow, record.id, entries, record.secrets);
+        if (attempt > 1) this.rt.logger.info(`workflow '${record.workflow}' instance '${record.id}': history published after ${attempt} attempts`);
+        return;
+      } catch (e) {
+        if (this.closed) throw e;
+        // Logged at the first refusal and at every tenth after it: the stream may be away for long.
+        if (attempt % 10 === 1)
+          this.rt.logger.warn(
+            `workflow '${record.workflow}' instance '${record.id}': history not published yet (${(e as Error).message}); it stays in the record and is asked again in ${delay} ms`,
+          );
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, HISTORY_RETRY_MAX_MS);
+        if (this.closed) throw e;
+      }
+    }
   }
 
   /** The tasks to publish, grouped by what their messages carry: a repair's in-process tasks count the attempt they may have had. */

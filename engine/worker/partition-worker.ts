@@ -42,6 +42,11 @@ interface InstanceQueue {
    */
   holding: Set<string>;
   held: number[];
+  /**
+   * Applied batches whose writes' history the stream has not stored yet: their events are held
+   * too (not finished), so that a crash leads to their redelivery and a repair that publishes it.
+   */
+  storing: number;
 }
 
 const RETRY_MIN_MS = 50;
@@ -133,6 +138,8 @@ export class PartitionWorker {
     this.stopping = true;
     if (abort) this.aborted = true;
     await this.reader.stop();
+    // Journals waiting for their batch go now: the drain waits for their history (see `hold`).
+    if (!abort) void this.ctx.committer.flush();
     if (abort || this.inFlight() === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -148,7 +155,7 @@ export class PartitionWorker {
 
   private inFlight(): number {
     let n = 0;
-    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0) + q.holding.size;
+    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0) + q.holding.size + q.storing;
     return n;
   }
 
@@ -172,7 +179,7 @@ export class PartitionWorker {
     }
     const key = this.rt.names.instanceKey(target.workflow, target.id);
     let q = this.queues.get(key);
-    if (!q) this.queues.set(key, (q = { id: target.id, events: [], running: false, holding: new Set(), held: [] }));
+    if (!q) this.queues.set(key, (q = { id: target.id, events: [], running: false, holding: new Set(), held: [], storing: 0 }));
     q.events.push(rawEvent(seq, m.subject, m.data, m.timeMs, m.headers));
     // Events of a blocked instance wait in memory without holding up the partition's intake.
     if (!q.blocked) this.pendingCount++;
@@ -210,14 +217,39 @@ export class PartitionWorker {
         this.pendingCount -= read.length;
         // An outcome written: its task holds nothing any more.
         for (const e of batch) if (e.local) q.holding.delete(e.local.key);
-        q.held.push(...read.map((e) => e.seq));
-        this.release(q);
+        const seqs = read.map((e) => e.seq);
+        this.hold(key, q, seqs);
       }
     } finally {
       q.running = false;
       this.forgetIfIdle(key, q);
       this.wakeUp();
     }
+  }
+
+  /** Holds applied events until the history of their writes is stored, then releases them. */
+  private hold(key: string, q: InstanceQueue, seqs: number[]): void {
+    const stored = seqs.length > 0 ? this.ctx.committer.stored(key) : undefined;
+    if (!stored) {
+      q.held.push(...seqs);
+      this.release(q);
+      return;
+    }
+    q.storing++;
+    void stored
+      .then(
+        () => {
+          q.held.push(...seqs);
+          this.release(q);
+        },
+        // The engine closes first: the events stay unfinished, and the next owner repairs.
+        () => {},
+      )
+      .finally(() => {
+        q.storing--;
+        this.forgetIfIdle(key, q);
+        this.wakeUp();
+      });
   }
 
   /** Finishes what an instance held once none of its tasks runs here unwritten. */
@@ -229,7 +261,7 @@ export class PartitionWorker {
   }
 
   private forgetIfIdle(key: string, q: InstanceQueue): void {
-    if (q.events.length === 0 && !q.blocked && !q.running && q.holding.size === 0 && q.held.length === 0) this.queues.delete(key);
+    if (q.events.length === 0 && !q.blocked && !q.running && q.holding.size === 0 && q.held.length === 0 && q.storing === 0) this.queues.delete(key);
   }
 
   /** Which of the tasks a write starts this engine runs in process (see TaskService.runLocally). */
