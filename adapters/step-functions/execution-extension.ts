@@ -52,7 +52,7 @@ export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
 
 /** What the bucket keeps for each pending execution. */
 const PendingSchema = z.object({
-  ref: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }),
+  ref: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int(), born: z.number().int().nonnegative().optional() }),
   executionArn: z.string(),
   target: z.object({ region: z.string().optional(), roleArn: z.string().optional(), externalId: z.string().optional() }),
   completion: z.enum(['poll', 'push']),

@@ -5,7 +5,8 @@
 import { Kvm } from '@nats-io/kv';
 import { TerminalError } from '../define/activity.js';
 import type { EngineExtension, ExtensionHost, TaskOutcome } from '../define/extension.js';
-import { EngineEvent, type TaskRef } from '../protocol/events.js';
+import { EngineEvent, isForEarlierInstance, type TaskRef } from '../protocol/events.js';
+import { instanceTag } from '../protocol/record.js';
 import { partitionOf } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
@@ -13,18 +14,20 @@ import { publishToInstance } from '../store/inbox.js';
 import { readRecord } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 
-export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${ref.id}.${shortHash(ref.invokeId)}.${ref.token}`;
+export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${instanceTag(ref)}.${shortHash(ref.invokeId)}.${ref.token}`;
+
+const bornOf = (ref: { born?: number | undefined }): { born?: number } => (ref.born !== undefined ? { born: ref.born } : {});
 
 /** Publishes a task's outcome into its instance's inbox with a stable, keyed message id. */
 export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: TaskOutcome, trace: TraceCarrier | undefined): Promise<void> {
   const event = outcome.ok
-    ? { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ok: true, output: outcome.output }
-    : { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ok: false, error: outcome.error };
+    ? { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ...bornOf(ref), ok: true, output: outcome.output }
+    : { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ...bornOf(ref), ok: false, error: outcome.error };
   await publishToInstance(rt, {
     workflow: ref.workflow,
     id: ref.id,
     event,
-    engine: { logicalId: `task.${ref.workflow}.${ref.id}.${ref.token}.${ref.invokeId}` },
+    engine: { logicalId: `task.${ref.workflow}.${instanceTag(ref)}.${ref.token}.${ref.invokeId}` },
     trace,
   });
 }
@@ -59,7 +62,7 @@ export function createExtensionHost(
       } catch {
         return 'unknown';
       }
-      if (!found) return 'gone';
+      if (!found || isForEarlierInstance(ref, found.record.born)) return 'gone';
       if (found.record.revision < ref.token) return 'unknown';
       return found.record.tasks[ref.invokeId]?.token === ref.token ? 'pending' : 'gone';
     },

@@ -44,6 +44,9 @@ interface ChildStart {
   secrets?: string[];
 }
 
+/** The parent's token, with its `born` when it has one: a parent started again under its id starts its children anew. */
+const parentToken = (parent: ParentRef): string => (parent.born === undefined ? String(parent.token) : `${parent.born}.${parent.token}`);
+
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
 
@@ -85,10 +88,11 @@ export class ActionExecutor implements EffectExecutor {
             type: EngineEvent.Child,
             invokeId: s.parent.invokeId,
             token: s.parent.token,
+            ...(s.parent.born !== undefined ? { born: s.parent.born } : {}),
             ok: false,
             error: { name: 'ChildWorkflowNotStarted', message: e.message },
           },
-          engine: { logicalId: `child.${s.workflow}.${s.id}.${s.parent.token}` },
+          engine: { logicalId: `child.${s.workflow}.${s.id}.${parentToken(s.parent)}` },
           trace,
         });
       }
@@ -106,7 +110,7 @@ export class ActionExecutor implements EffectExecutor {
         parent: s.parent,
         ...(s.secrets && s.secrets.length > 0 ? { secrets: s.secrets } : {}),
       },
-      engine: { logicalId: `start.${s.workflow}.${s.id}.${s.parent.token}` },
+      engine: { logicalId: `start.${s.workflow}.${s.id}.${parentToken(s.parent)}` },
       trace,
     });
   }

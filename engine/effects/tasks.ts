@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { DEFER, type EngineExtension } from '../define/extension.js';
 import { findExtension } from './extension-host.js';
 import type { TaskRef, TaskResultEvent } from '../protocol/events.js';
-import { EngineEvent } from '../protocol/events.js';
+import { EngineEvent, isForEarlierInstance } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { longTimeout } from '../clock.js';
@@ -34,7 +34,7 @@ import {
   type TraceSource,
 } from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
-import type { InstanceRecord } from '../protocol/record.js';
+import { instanceTag, type InstanceRecord } from '../protocol/record.js';
 import { readRecord } from '../store/records.js';
 import type { Runtime } from '../store/runtime.js';
 import type { TaskChange } from '../step/plan.js';
@@ -46,12 +46,14 @@ const TaskMessageSchema = z.object({
   invokeId: z.string(),
   token: z.number().int(),
   src: z.string(),
+  /** The instance's `born`, when its record has one. */
+  born: z.number().int().nonnegative().optional(),
   /** Written by jetstate 0.1; the input is now read from the record. */
   input: z.unknown().optional(),
 });
 type TaskMessage = z.infer<typeof TaskMessageSchema>;
 
-const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int() });
+const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int(), born: z.number().int().nonnegative().optional() });
 
 /** Control-bucket key of a task's progress (attempts, last error). */
 export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string =>
@@ -86,15 +88,16 @@ const taskKey = (t: { workflow: string; id: string; invokeId: string; token: num
 /** Publishes the tasks a step started. Idempotent: each task has a stable message id. */
 export async function publishTasks(
   rt: Runtime,
-  workflow: string,
-  id: string,
+  instance: { workflow: string; id: string; born?: number | undefined },
   tasks: readonly TaskChange[],
   trace?: TraceSource,
   handover?: Handover,
 ): Promise<void> {
+  const { workflow, id, born } = instance;
+  const tag = instanceTag(instance);
   await Promise.all(
     tasks.map((t) => {
-      const options = withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${id}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token));
+      const options = withTrace({ msgID: rt.security.signer.messageId(`task.${workflow}.${tag}.${t.token}.${t.invokeId}`) }, carrierFor(trace, t.token));
       if (handover && (handover.attempts > 0 || handover.claimedBy || handover.notBeforeMs)) {
         const h = options.headers ?? natsHeaders();
         if (handover.attempts > 0) h.set(ATTEMPTS_HEADER, String(handover.attempts));
@@ -104,7 +107,8 @@ export async function publishTasks(
       }
       // No input: the runner reads it from the record (sealed there, re-encrypted with it), so
       // nothing secret sits in the tasks stream.
-      return rt.js.publish(rt.names.taskSubject(workflow, t.src), encodeJson({ workflow, id, invokeId: t.invokeId, token: t.token, src: t.src }), options);
+      const message = { workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, ...(born !== undefined ? { born } : {}) };
+      return rt.js.publish(rt.names.taskSubject(workflow, t.src), encodeJson(message), options);
     }),
   );
 }
@@ -131,8 +135,10 @@ export function tasksStartedBy(record: InstanceRecord): TaskChange[] {
 }
 
 /** Asks every engine to abort these tasks' running attempts (best effort: their outcomes are ignored anyway). */
-export function publishCancels(rt: Runtime, workflow: string, id: string, tasks: readonly TaskChange[]): void {
-  for (const t of tasks) rt.nc.publish(rt.names.taskCancelSubject(workflow, id), encodeJson({ invokeId: t.invokeId, token: t.token }));
+export function publishCancels(rt: Runtime, instance: { workflow: string; id: string; born?: number | undefined }, tasks: readonly TaskChange[]): void {
+  const born = instance.born !== undefined ? { born: instance.born } : {};
+  for (const t of tasks)
+    rt.nc.publish(rt.names.taskCancelSubject(instance.workflow, instance.id), encodeJson({ invokeId: t.invokeId, token: t.token, ...born }));
 }
 
 interface Running {
@@ -294,6 +300,8 @@ export class TaskService {
       }
       const record = found?.record;
       if (record && record.revision >= task.token) {
+        // A task of an earlier instance with this id (deleted, then started again): not this one's.
+        if (isForEarlierInstance(task, record.born)) return null;
         const pendingTask = record.tasks[task.invokeId];
         if (pendingTask?.token !== task.token) return null;
         // Not registered here: another engine may have this version.
@@ -355,8 +363,8 @@ export class TaskService {
             input: task.input,
             signal: controller.signal,
             attempt,
-            idempotencyKey: `${task.workflow}.${task.id}.${task.invokeId}.${task.token}`,
-            task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token },
+            idempotencyKey: `${task.workflow}.${instanceTag(task)}.${task.invokeId}.${task.token}`,
+            task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token, ...(task.born !== undefined ? { born: task.born } : {}) },
             trace: attemptCarrier,
             extension: <T>(name: string): T => findExtension<T>(this.extensions, name, `activity '${task.src}' of workflow '${task.workflow}'`),
             heartbeat: () => {
@@ -484,7 +492,7 @@ export class TaskService {
       workflow: task.workflow,
       id: task.id,
       event: event as unknown as { type: string },
-      engine: { logicalId: `task.${task.workflow}.${task.id}.${task.token}.${task.invokeId}` },
+      engine: { logicalId: `task.${task.workflow}.${instanceTag(task)}.${task.token}.${task.invokeId}` },
       trace,
     });
   }
@@ -508,6 +516,7 @@ export class TaskService {
     const def = this.rt.registry.find(record.workflow, record.version)?.runner.activities.get(t.src);
     if (!def) return void hooks.onDurable(this.handOver(record, t, scheduledBy, 0));
     const task: TaskMessage = { workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input };
+    if (record.born !== undefined) task.born = record.born;
     const key = taskKey(task);
     const controller = new AbortController();
     let settle!: () => void;
@@ -576,7 +585,7 @@ export class TaskService {
     claimedBy?: string,
     notBeforeMs?: number,
   ): Promise<unknown> {
-    return publishTasks(this.rt, record.workflow, record.id, [t], trace, { attempts, claimedBy, notBeforeMs });
+    return publishTasks(this.rt, record, [t], trace, { attempts, claimedBy, notBeforeMs });
   }
 }
 

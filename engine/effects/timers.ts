@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.js';
 import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
 import { EngineEvent } from '../protocol/events.js';
+import { instanceTag } from '../protocol/record.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance } from '../store/inbox.js';
@@ -28,6 +29,8 @@ const TimerMessageSchema = z.object({
   timerId: z.string(),
   token: z.number().int(),
   dueAtMs: z.number(),
+  /** The instance's `born`, when its record has one. */
+  born: z.number().int().nonnegative().optional(),
 });
 
 const CONSUMER = 'timers';
@@ -39,13 +42,20 @@ const MAX_IN_FLIGHT = 128;
 const NS = 1_000_000;
 
 /** Publishes the timers a write scheduled. Idempotent: each timer has a stable, keyed message id. */
-export async function publishTimers(rt: Runtime, workflow: string, id: string, timers: readonly ScheduledTimer[], trace?: TraceSource): Promise<void> {
+export async function publishTimers(
+  rt: Runtime,
+  instance: { workflow: string; id: string; born?: number | undefined },
+  timers: readonly ScheduledTimer[],
+  trace?: TraceSource,
+): Promise<void> {
+  const { workflow, id, born } = instance;
+  const tag = instanceTag(instance);
   await Promise.all(
     timers.map((t) =>
       rt.js.publish(
         rt.names.timerSubject(workflow, id),
-        encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs }),
-        withTrace({ msgID: rt.security.signer.messageId(`timer.${workflow}.${id}.${t.token}.${t.timerId}`) }, carrierFor(trace, t.token)),
+        encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs, ...(born !== undefined ? { born } : {}) }),
+        withTrace({ msgID: rt.security.signer.messageId(`timer.${workflow}.${tag}.${t.token}.${t.timerId}`) }, carrierFor(trace, t.token)),
       ),
     ),
   );
@@ -117,8 +127,8 @@ export class TimerService {
       await publishToInstance(this.rt, {
         workflow: timer.workflow,
         id: timer.id,
-        event: { type: EngineEvent.Timer, timerId: timer.timerId, token: timer.token },
-        engine: { logicalId: `fire.${timer.workflow}.${timer.id}.${timer.token}.${timer.timerId}` },
+        event: { type: EngineEvent.Timer, timerId: timer.timerId, token: timer.token, ...(timer.born !== undefined ? { born: timer.born } : {}) },
+        engine: { logicalId: `fire.${timer.workflow}.${instanceTag(timer)}.${timer.token}.${timer.timerId}` },
         trace: carrierOf(span) ?? scheduledBy,
       });
       m.ack();

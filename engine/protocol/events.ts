@@ -53,6 +53,8 @@ export interface ParentRef {
   id: string;
   invokeId: string;
   token: number;
+  /** The parent's `born` (see InstanceRecord), when its record has one. */
+  born?: number;
 }
 
 export interface StartEvent {
@@ -71,12 +73,16 @@ export interface TimerFireEvent {
   type: typeof EngineEvent.Timer;
   timerId: string;
   token: number;
+  /** The instance's `born` (see InstanceRecord): an outcome for an earlier instance with the same id changes nothing. */
+  born?: number;
 }
 
 export interface ActorOutcomeEvent {
   type: typeof EngineEvent.Task | typeof EngineEvent.Child;
   invokeId: string;
   token: number;
+  /** The instance's `born` (see InstanceRecord): an outcome for an earlier instance with the same id changes nothing. */
+  born?: number;
   ok: boolean;
   output?: unknown;
   error?: { name: string; message: string } & Record<string, unknown>;
@@ -92,6 +98,14 @@ export interface TaskRef {
   id: string;
   invokeId: string;
   token: number;
+  /** Tells the instance apart from an earlier one with the same id (deleted, then started again); absent for instances created before it existed. */
+  born?: number;
+}
+
+/** True for an engine event (a timer's fire, a task's outcome) made for an earlier instance with the same id. */
+export function isForEarlierInstance(event: unknown, born: number | undefined): boolean {
+  const b = (event as { born?: unknown } | null)?.born;
+  return born !== undefined && typeof b === 'number' && b !== born;
 }
 
 const typeOf = (event: unknown): unknown => (typeof event === 'object' && event !== null ? (event as { type?: unknown }).type : undefined);

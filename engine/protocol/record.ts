@@ -123,6 +123,13 @@ export const InstanceRecordSchema = z.object({
   revision: z.number().int().positive(),
   /** Sequence, in the instance's partition stream, of the last applied event (its start's, at first). */
   lastSeq: z.number().int().nonnegative(),
+  /**
+   * The sequence of the start that created this instance, in its partition stream. It tells this
+   * instance apart from an earlier one with the same id (deleted, then started again) in every
+   * key and message id made for it (see {@link instanceTag}). Absent in records written before it
+   * existed, whose keys stay as they were.
+   */
+  born: z.number().int().nonnegative().optional(),
   createdAtMs: z.number(),
   updatedAtMs: z.number(),
   /** History entries of the last write, published again if a crash cut that publish short. */
@@ -140,7 +147,9 @@ export const InstanceRecordSchema = z.object({
     .record(z.string(), z.object({ workflow: z.string(), id: z.string(), token: z.number().int(), secrets: z.array(z.string()).optional() }))
     .default({}),
   /** Set on a child workflow instance: where its outcome goes. */
-  parent: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int() }).optional(),
+  parent: z
+    .object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int(), born: z.number().int().nonnegative().optional() })
+    .optional(),
   /**
    * Inherited secret paths: paths of this instance's input, context and output that hold values
    * its parent declared secret. Sealed like the workflow's own `secrets`; absent for most instances
@@ -306,4 +315,15 @@ export function toInstance(
   if (record.output !== undefined) view.output = record.output;
   if (record.error !== undefined) view.error = record.error;
   return view;
+}
+
+/**
+ * The instance's id in its keys and message ids (effects' idempotency keys, tasks, timers,
+ * outcomes, history): `<id>@<born>`, or the plain id for a record without `born`. An instance
+ * deleted and started again under its id gets other keys, so that the streams' deduplication,
+ * Step Functions' execution names and the receivers of idempotency keys do not take its work for
+ * the earlier one's.
+ */
+export function instanceTag(instance: { id: string; born?: number | undefined }): string {
+  return instance.born === undefined ? instance.id : `${instance.id}@${instance.born}`;
 }

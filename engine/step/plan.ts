@@ -3,7 +3,7 @@
  * activities become tasks, invoked child workflows become child starts, cancels and stops remove
  * them, and everything else is an effect that runs after the write (the outbox).
  */
-import type { InstanceRecord, TaskRecord, TimerRecord } from '../protocol/record.js';
+import { instanceTag, type InstanceRecord, type TaskRecord, type TimerRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { SEND_ACTION, sendResolverOf } from '../define/messages.js';
 import { childIdOf } from '../define/child.js';
@@ -183,7 +183,8 @@ export class Plan {
    * the delay, so a recomputation gives the same due time), invoked activities become tasks,
    * cancels and stops remove them, and everything else is an effect for the executor.
    */
-  add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number, event: unknown): void {
+  add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number, event: unknown, born?: number): void {
+    const tag = instanceTag({ id, born });
     actions.forEach((a, i) => {
       const params = (a.params ?? {}) as {
         delay?: unknown;
@@ -195,7 +196,7 @@ export class Plan {
         actorRef?: { id?: unknown };
         to?: unknown;
       };
-      const key = `${workflow}.${id}.${revision}.${i}`;
+      const key = `${workflow}.${tag}.${revision}.${i}`;
       if (a.type === 'xstate.raise') {
         // Without a delay, XState raised it within the step already.
         if (typeof params.delay === 'number' && params.event) this.delayed(params, params.event, revision, i, atMs);
@@ -219,7 +220,12 @@ export class Plan {
         const secrets = this.childSecrets(runner, a, event, params.input, params.actorRef);
         if (secrets.length > 0) child.secrets = secrets;
         this.children[params.id] = child;
-        const start = { ...child, version: childDef.version, input: params.input ?? {}, parent: { workflow, id, invokeId: params.id, token: revision } };
+        const start = {
+          ...child,
+          version: childDef.version,
+          input: params.input ?? {},
+          parent: { workflow, id, invokeId: params.id, token: revision, ...(born !== undefined ? { born } : {}) },
+        };
         this.effects.push({ kind: 'child', type: OutboxKind.StartChild, params: start, key, event });
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
         this.cancel((params.actorRef ?? params).id as string);

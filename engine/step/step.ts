@@ -5,9 +5,20 @@
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import type { WorkflowDefinition } from '../define/definition.js';
-import { HistoryKind, InstanceStatus, RECORD_SCHEMA_VERSION, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, InstanceStatus, RECORD_SCHEMA_VERSION, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { digest } from '../protocol/json.js';
-import { EngineEvent, actorOutcome, isChildResult, isControl, isFail, isSelfSend, isStop, isTaskResult, isTimerFire } from '../protocol/events.js';
+import {
+  EngineEvent,
+  actorOutcome,
+  isChildResult,
+  isControl,
+  isFail,
+  isSelfSend,
+  isStop,
+  isForEarlierInstance,
+  isTaskResult,
+  isTimerFire,
+} from '../protocol/events.js';
 import type { IdentitySummary } from '../protocol/identity.js';
 import { errorText, statusOf, type MachineRunner } from './runner.js';
 import { Plan, type Effect, type ScheduledTimer, type TaskChange } from './plan.js';
@@ -34,7 +45,9 @@ export function startInstance(
   nowMs: number,
   parent?: InstanceRecord['parent'],
   secrets?: readonly string[],
+  born?: number,
 ): StartResult {
+  const tag = instanceTag({ id, born });
   let snapshot: AnyMachineSnapshot;
   const plan = new Plan(undefined, parent, secrets);
   let error: string | undefined;
@@ -44,7 +57,7 @@ export function startInstance(
     const problem = plan.problemOf(r.actions, r.snapshot, runner) ?? dataProblem(r.snapshot);
     if (problem !== undefined) throw new Error(problem);
     snapshot = r.snapshot;
-    plan.add(r.actions, runner, def.name, id, 1, nowMs, { type: 'xstate.init', input });
+    plan.add(r.actions, runner, def.name, id, 1, nowMs, { type: 'xstate.init', input }, born);
   } catch (e) {
     // A machine that throws on entry is recorded as failed, not lost.
     error = errorText(e);
@@ -54,7 +67,7 @@ export function startInstance(
   const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
   // XState reports some errors of the initial step in the snapshot rather than by a throw.
   if (status === InstanceStatus.Failed && error === undefined) error = errorText(snapshot.error);
-  if (status !== InstanceStatus.Running) plan.finish(`${def.name}.${id}.1`);
+  if (status !== InstanceStatus.Running) plan.finish(`${def.name}.${tag}.1`);
   const entry: HistoryEntry = {
     kind: HistoryKind.Start,
     revision: 1,
@@ -77,6 +90,7 @@ export function startInstance(
     inputDigest: digest(input),
     revision: 1,
     lastSeq: 0,
+    ...(born !== undefined ? { born } : {}),
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
     lastHistory: [entry],
@@ -183,7 +197,7 @@ export function applyEvents(
       current = r.snapshot;
       status = statusOf(current);
       if (status === InstanceStatus.Failed) error = errorText(current.error);
-      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, machineEvent);
+      plan.add(r.actions, runner, record.workflow, record.id, revision, e.timeMs, machineEvent, record.born);
       const entry: HistoryEntry = {
         kind: HistoryKind.Event,
         revision,
@@ -217,7 +231,7 @@ export function applyEvents(
     lastSeq = Math.max(lastSeq, e.seq);
     revision += 1;
     applied += 1;
-    plan.deliver(timer, `${record.workflow}.${record.id}.${revision}.0`, recorded);
+    plan.deliver(timer, `${record.workflow}.${instanceTag(record)}.${revision}.0`, recorded);
     entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from: current.value, to: current.value, status, timeMs: e.timeMs });
   };
   for (const e of events) {
@@ -227,6 +241,8 @@ export function applyEvents(
       entries.push({ kind: HistoryKind.Rejected, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: e.rejected });
       continue;
     }
+    // A timer or task of an earlier instance with this id (deleted, then started again).
+    if (isForEarlierInstance(e.event, record.born)) continue;
     if (isTimerFire(e.event)) {
       // A timer whose state was exited (or re-entered since) is no longer pending: it changes nothing.
       const key = plan.findTimer(e.event.timerId, e.event.token);
@@ -320,7 +336,7 @@ export function applyEvents(
   }
   if (applied === 0) return { record, snapshot, entries, effects: [], timers: [], tasks: [], cancelledTasks: [], changed: false };
   const running = status === InstanceStatus.Running;
-  if (!running) plan.finish(`${record.workflow}.${record.id}.${revision}`);
+  if (!running) plan.finish(`${record.workflow}.${instanceTag(record)}.${revision}`);
   const next: InstanceRecord = {
     ...record,
     status,

@@ -25,7 +25,7 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
   const start = history.find((e) => e.kind === HistoryKind.Start);
   if (!start) problems.push('history has no start entry; replaying from the input stored in the record');
   const input = start ? (start.event as { input?: unknown }).input : record.input;
-  let { record: current, snapshot } = startInstance(def, runner, record.id, input, record.createdAtMs, record.parent, record.secrets);
+  let { record: current, snapshot } = startInstance(def, runner, record.id, input, record.createdAtMs, record.parent, record.secrets, record.born);
   let replayed = 0;
   let expectedRevision = 2;
   const applied = history.filter((e) => e.kind === HistoryKind.Event && e.revision <= record.revision); // later ones: written to history, not yet to the record

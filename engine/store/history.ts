@@ -3,7 +3,7 @@
  * the entries of that write; `Nats-Msg-Id` and read-side dedupe make republishing harmless.
  */
 import type { Runtime } from './runtime.js';
-import { HistoryKind, HistoryMessageSchema, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, HistoryMessageSchema, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { readSubjectMessages } from './read.js';
 import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
 
@@ -21,14 +21,20 @@ function historyMessage(entries: HistoryEntry[], inherited: readonly string[] | 
  * Publishes the entries of one write, sealed with the workflow's secret paths and the instance's
  * `inherited` ones. Returns once the stream has them.
  */
-export async function publishHistory(rt: Runtime, workflow: string, id: string, entries: HistoryEntry[], inherited?: readonly string[]): Promise<void> {
+export async function publishHistory(
+  rt: Runtime,
+  instance: { workflow: string; id: string; born?: number | undefined },
+  entries: HistoryEntry[],
+  inherited?: readonly string[],
+): Promise<void> {
   if (entries.length === 0) return;
+  const { workflow, id } = instance;
   const sealed = rt.security.codec.sealHistory(workflow, id, entries, inherited);
   await rt.publish(rt.names.historySubject(workflow, id), encodeJson(historyMessage(sealed, inherited)), {
     // Keyed: only engines publish history, and nobody else can take a write's id first. Every
     // entry names the message: two messages with the same id hold the same entries, so the
     // stream's deduplication never drops an entry another message did not store.
-    msgID: rt.security.signer.messageId(`hist.${workflow}.${id}.${shortHash(entries.map(entryKey).join(','))}`),
+    msgID: rt.security.signer.messageId(`hist.${workflow}.${instanceTag(instance)}.${shortHash(entries.map(entryKey).join(','))}`),
   });
 }
 

@@ -11,12 +11,13 @@
  * state effect exactly-once.
  */
 import { canonicalJson, digest } from '../protocol/json.js';
-import { EngineEvent, isStart } from '../protocol/events.js';
-import { HistoryKind, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { EngineEvent, isStart, type ParentRef } from '../protocol/events.js';
+import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { NotYetError } from '../errors.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { publishHistory } from '../store/history.js';
+import { publishToInstance } from '../store/inbox.js';
 import { deadLetter } from '../store/dead-letters.js';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { applyEvents, startInstance, type StepEvent } from '../step/step.js';
@@ -33,6 +34,8 @@ const REPLY_SUBJECT = /^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$/;
 
 /** Attempts to verify a sender while its identity provider cannot be reached, before the event is rejected. */
 const IDENTITY_RETRIES = 8;
+/** How long a step waits for its instance's history to be stored before it is tried again (the stream is slow or away). */
+const HISTORY_WAIT_MS = 5_000;
 
 export interface ApplyContext {
   rt: Runtime;
@@ -143,16 +146,45 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
     );
     return false;
   }
-  await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
-  ctx.store.invalidate(key);
   // History of earlier writes still on its way would land after the purge, and an instance started
   // again under this id would show it.
-  await ctx.committer.flush();
+  if (!(await ctx.committer.settle(key, HISTORY_WAIT_MS)))
+    throw new Error(`its history is not stored yet (see the history warnings); the delete waits until it is`);
+  await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
+  ctx.store.invalidate(key);
   await rt.jsm.streams.purge(rt.names.historyStream, { filter: rt.names.historySubject(record.workflow, record.id) });
+  ctx.committer.forget(key, record.born);
   await rt.control.delete(rt.names.parkedKey(record.workflow, record.id)).catch(() => {});
   rt.logger.info(`workflow '${record.workflow}' instance '${record.id}' deleted`, { by: gated.identity?.subject ?? 'anonymous', seq: e.seq });
   rt.telemetry.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
   return true;
+}
+
+function sameParent(a: ParentRef | undefined, b: ParentRef): boolean {
+  return a !== undefined && a.workflow === b.workflow && a.id === b.id && a.invokeId === b.invokeId && a.token === b.token && a.born === b.born;
+}
+
+/** Tells a parent that its child's id is held by another instance (its invoke fails); returns the reason. */
+async function childIdTaken(ctx: ApplyContext, record: InstanceRecord, parent: ParentRef, trace: TraceCarrier | undefined): Promise<string> {
+  const holder = record.parent
+    ? `the child of an earlier instance '${record.parent.id}' of workflow '${record.parent.workflow}'`
+    : 'an instance started on its own';
+  const message = `instance '${record.id}' of workflow '${record.workflow}' already exists (${holder}), so instance '${parent.id}' cannot start its child '${parent.invokeId}' under that id; delete '${record.id}' first, or invoke the child under another id`;
+  await publishToInstance(ctx.rt, {
+    workflow: parent.workflow,
+    id: parent.id,
+    event: {
+      type: EngineEvent.Child,
+      invokeId: parent.invokeId,
+      token: parent.token,
+      ...(parent.born !== undefined ? { born: parent.born } : {}),
+      ok: false,
+      error: { name: 'ChildWorkflowNotStarted', message },
+    },
+    engine: { logicalId: `taken.${record.workflow}.${record.id}.${parent.workflow}.${instanceTag(parent)}.${parent.token}.${parent.invokeId}` },
+    trace,
+  });
+  return `[instance.exists] ${message}`;
 }
 
 /**
@@ -195,7 +227,7 @@ async function createFromStart(
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason: gated.rejected } });
     return null;
   }
-  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent, gated.start.secrets);
+  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent, gated.start.secrets, e.seq);
   started.record.lastSeq = e.seq;
   started.entry.seq = e.seq;
   started.record.lastHistory = [started.entry];
@@ -277,7 +309,11 @@ async function applyTo(
     }
     traceBySeq.set(e.seq, e.trace);
     let gated = await gate(ctx, def, record.id, e, attempt);
-    if (gated.start && gated.rejected === undefined) {
+    if (gated.start?.parent && gated.rejected === undefined && !sameParent(record.parent, gated.start.parent)) {
+      // A child start for an id that another instance holds (a parent deleted and started again, or
+      // an instance started on its own under a child's id): the parent would wait for ever.
+      gated = rejection(e, { type: EngineEvent.Start }, await childIdTaken(ctx, record, gated.start.parent, e.trace), 0);
+    } else if (gated.start && gated.rejected === undefined) {
       // A start for an instance that exists: the same input is a retry, another one a conflict.
       const same = inputDigest(rt, def, gated.start.input, record.secrets) === record.inputDigest;
       if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: same ? 'exists' : 'conflict', revision: record.revision } });
@@ -305,7 +341,7 @@ async function applyTo(
     spans = new TransitionSpans(tel, record, r.entries, traceBySeq, attempt, ctx.partition, startedAt, traced);
     if (r.changed) {
       if (bucket) r.record.rate = bucket;
-      r.record.lastHistory = journal(ctx.committer, key, record.lastHistory, r.entries);
+      r.record.lastHistory = journal(ctx.committer, key, record.born, record.lastHistory, r.entries);
       const last = spans.last();
       if (last) r.record.trace = last;
       else delete r.record.trace;
@@ -317,7 +353,7 @@ async function applyTo(
   if (result.changed && stored!.bytes.length > limits.maxSnapshotBytes && record.lastHistory.length > 0) {
     // The record carries history the stream has not confirmed yet: wait for it, never reject an
     // event because the history stream is slow or away.
-    await ctx.committer.flush();
+    await ctx.committer.settle(key, HISTORY_WAIT_MS);
     result = step(events);
     stored = ctx.store.encode(result.record);
     const carried = result.record.lastHistory.length - result.entries.length;
@@ -365,7 +401,7 @@ async function applyTo(
       });
     } else {
       // Only rejections: they are history too.
-      await publishHistory(rt, record.workflow, record.id, result.entries, record.secrets);
+      await publishHistory(rt, record, result.entries, record.secrets);
     }
     await deadLetters(ctx, record.workflow, record.id, batch, result.entries);
     spans.end();
@@ -421,7 +457,7 @@ async function refuse(
   };
   rt.logger.warn(`workflow '${workflow}' instance '${id}': event ${e.seq} refused: ${reason.split('\n')[0]}`);
   rt.telemetry.rejected.add(1, { 'jetstate.workflow': workflow, 'jetstate.reason': metric });
-  await publishHistory(rt, workflow, id, [entry]);
+  await publishHistory(rt, { workflow, id }, [entry]);
   await deadLetter(rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason });
 }
 

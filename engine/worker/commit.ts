@@ -22,7 +22,7 @@
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import { EngineEvent } from '../protocol/events.js';
-import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
+import { instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { entryKey, publishCompletion, publishHistory } from '../store/history.js';
@@ -60,6 +60,12 @@ export interface Acts {
   /** Right after the write, before anything else: what may start as soon as the state is durable (tasks run in process). */
   afterWrite?: ((written: LoadedInstance) => void) | undefined;
 }
+
+/**
+ * Confirmations are kept per instance, not per id: an engine that saw an earlier instance with the
+ * same id (deleted, then started again) must not take the new one's entries for confirmed.
+ */
+const incarnationKey = (key: string, born: number | undefined): string => (born === undefined ? key : `${key}@${born}`);
 
 /** Instances whose history confirmations are kept (the rest are published again, harmlessly). */
 const JOURNAL_CAPACITY = 50_000;
@@ -165,8 +171,8 @@ export class Committer {
   }
 
   /** Of a record's journal, the entries the stream has not confirmed (that this engine knows of). */
-  unconfirmed(key: string, entries: readonly HistoryEntry[]): HistoryEntry[] {
-    const confirmed = this.confirmed.get(key);
+  unconfirmed(key: string, born: number | undefined, entries: readonly HistoryEntry[]): HistoryEntry[] {
+    const confirmed = this.confirmed.get(incarnationKey(key, born));
     if (!confirmed || entries.length === 0) return [...entries];
     const left = entries.filter((e) => !confirmed.has(entryKey(e)));
     // What this journal no longer holds will not be asked about again.
@@ -186,6 +192,43 @@ export class Committer {
     if (batch) waits.push(batch.stored);
     if (waits.length === 0) return undefined;
     return Promise.all(waits).then(() => {});
+  }
+
+  /**
+   * Publishes the instance's journal waiting for its batch now, and waits up to `timeoutMs` for
+   * its history to be stored. True when it is (or nothing was waiting).
+   */
+  async settle(key: string, timeoutMs: number): Promise<boolean> {
+    this.publishBatch(key);
+    const stored = this.stored(key);
+    if (!stored) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    try {
+      return await Promise.race([
+        stored.then(
+          () => true,
+          () => false,
+        ),
+        late,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Publishes the instance's journal waiting for its batch now (its partition is being stopped). */
+  publishNow(key: string): void {
+    this.publishBatch(key);
+  }
+
+  /**
+   * Forgets what this committer knows of a deleted instance: an instance started again under
+   * its id starts from revision 1, and its entries must not count as confirmed.
+   */
+  forget(key: string, born: number | undefined): void {
+    this.publishBatch(key);
+    this.confirmed.delete(incarnationKey(key, born));
   }
 
   /** Publishes every journal waiting for its batch, and resolves once every history publish under way is answered. */
@@ -261,10 +304,11 @@ export class Committer {
       record,
       indexes.map((i) => sealed[i]!),
     ).then(() => {
-      let confirmed = this.confirmed.get(key);
+      const incarnation = incarnationKey(key, record.born);
+      let confirmed = this.confirmed.get(incarnation);
       if (!confirmed) {
         if (this.confirmed.size >= JOURNAL_CAPACITY) this.confirmed.delete(this.confirmed.keys().next().value!);
-        this.confirmed.set(key, (confirmed = new Set()));
+        this.confirmed.set(incarnation, (confirmed = new Set()));
       }
       for (const k of keys) confirmed.add(k);
     });
@@ -290,17 +334,19 @@ export class Committer {
     let delay = HISTORY_RETRY_MIN_MS;
     for (let attempt = 1; ; attempt++) {
       try {
-        await publishHistory(this.rt, record.workflow, record.id, entries, record.secrets);
+        await publishHistory(this.rt, record, entries, record.secrets);
         if (attempt > 1) this.rt.logger.info(`workflow '${record.workflow}' instance '${record.id}': history published after ${attempt} attempts`);
         return;
       } catch (e) {
         if (this.closed) throw e;
-        // Logged at the first refusal and at every tenth after it: the stream may be away for long.
-        if (attempt % 10 === 1)
-          this.rt.logger.warn(
-            `workflow '${record.workflow}' instance '${record.id}': history not published yet (${(e as Error).message}); it stays in the record and is asked again in ${delay} ms`,
-          );
-        await new Promise((r) => setTimeout(r, delay));
+        // Logged at the first refusal, then as an error at every tenth: the partition's checkpoint
+        // waits for it, and a refusal that lasts (a key missing from the ring, a permission) needs
+        // someone to act.
+        const what = `workflow '${record.workflow}' instance '${record.id}': history not published yet (${(e as Error).message}); it stays in the record`;
+        if (attempt === 1) this.rt.logger.warn(`${what} and is asked again in ${delay} ms`);
+        else if (attempt % 10 === 0)
+          this.rt.logger.error(`${what}; refused ${attempt} times, asked again every ${delay} ms; the partition's checkpoint waits for it`);
+        await new Promise((r) => setTimeout(r, delay).unref());
         delay = Math.min(delay * 2, HISTORY_RETRY_MAX_MS);
         if (this.closed) throw e;
       }
@@ -332,10 +378,10 @@ export class Committer {
     // Independent of each other (each idempotent, on its own stream): at once, so that a write's
     // effects cost one round of synced writes rather than one each.
     await Promise.all([
-      acts.timers.length > 0 ? publishTimers(rt, record.workflow, record.id, acts.timers, acts.trace) : undefined,
-      ...this.taskGroups(instance, acts).map((g) => publishTasks(rt, record.workflow, record.id, g.tasks, acts.trace, g.handover)),
+      acts.timers.length > 0 ? publishTimers(rt, record, acts.timers, acts.trace) : undefined,
+      ...this.taskGroups(instance, acts).map((g) => publishTasks(rt, record, g.tasks, acts.trace, g.handover)),
     ]);
-    if (acts.cancelledTasks.length > 0) publishCancels(rt, record.workflow, record.id, acts.cancelledTasks);
+    if (acts.cancelledTasks.length > 0) publishCancels(rt, record, acts.cancelledTasks);
     const finished = record.status !== 'running' && (before === undefined || before === 'running' || created);
     if (finished) publishCompletion(rt, record);
     if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects);
@@ -350,9 +396,17 @@ export class Committer {
  * stream has not confirmed yet, then its own. A crash loses none of them: the repair publishes
  * them again, and readers add them to what the stream holds.
  */
-export function journal(committer: Committer, key: string, previous: readonly HistoryEntry[], entries: readonly HistoryEntry[]): HistoryEntry[] {
-  return [...committer.unconfirmed(key, previous), ...entries];
+export function journal(
+  committer: Committer,
+  key: string,
+  born: number | undefined,
+  previous: readonly HistoryEntry[],
+  entries: readonly HistoryEntry[],
+): HistoryEntry[] {
+  return [...committer.unconfirmed(key, born, previous), ...entries];
 }
+
+const bornOf = (parent: { born?: number | undefined }): { born?: number } => (parent.born !== undefined ? { born: parent.born } : {});
 
 /** Sends a finished child's outcome to its parent's inbox; idempotent (keyed message id). */
 export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<void> {
@@ -362,11 +416,20 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
   const secrets = child.status === 'done' ? rt.security.codec.outputSecrets(child, [], child.output) : [];
   const event =
     child.status === 'done'
-      ? { type: EngineEvent.Child, invokeId: parent.invokeId, token: parent.token, ok: true, output: child.output, ...(secrets.length > 0 ? { secrets } : {}) }
+      ? {
+          type: EngineEvent.Child,
+          invokeId: parent.invokeId,
+          token: parent.token,
+          ...bornOf(parent),
+          ok: true,
+          output: child.output,
+          ...(secrets.length > 0 ? { secrets } : {}),
+        }
       : {
           type: EngineEvent.Child,
           invokeId: parent.invokeId,
           token: parent.token,
+          ...bornOf(parent),
           ok: false,
           error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' },
         };
@@ -374,7 +437,7 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
     workflow: parent.workflow,
     id: parent.id,
     event,
-    engine: { logicalId: `child.${child.workflow}.${child.id}.${parent.token}` },
+    engine: { logicalId: `child.${child.workflow}.${instanceTag(child)}.${parent.token}` },
     trace: child.trace,
   });
 }

@@ -139,7 +139,7 @@ export class PartitionWorker {
     if (abort) this.aborted = true;
     await this.reader.stop();
     // Journals waiting for their batch go now: the drain waits for their history (see `hold`).
-    if (!abort) void this.ctx.committer.flush();
+    if (!abort) for (const key of this.queues.keys()) this.ctx.committer.publishNow(key);
     if (abort || this.inFlight() === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -227,23 +227,31 @@ export class PartitionWorker {
     }
   }
 
-  /** Holds applied events until the history of their writes is stored, then releases them. */
+  /**
+   * Holds applied events until the history of the instance's writes so far is stored, then
+   * releases them. Events already held for a task running here wait too: the write of its
+   * outcome (a batch of local events, with no sequence of its own) may be among those not stored.
+   */
   private hold(key: string, q: InstanceQueue, seqs: number[]): void {
-    const stored = seqs.length > 0 ? this.ctx.committer.stored(key) : undefined;
+    const stored = this.ctx.committer.stored(key);
     if (!stored) {
       q.held.push(...seqs);
       this.release(q);
       return;
     }
+    const waiting = [...q.held.splice(0), ...seqs];
     q.storing++;
     void stored
       .then(
         () => {
-          q.held.push(...seqs);
+          q.held.push(...waiting);
           this.release(q);
         },
-        // The engine closes first: the events stay unfinished, and the next owner repairs.
-        () => {},
+        // The engine closed first: the events stay unfinished, and the next owner's repair publishes the history.
+        () =>
+          this.rt.logger.debug(
+            `${this.label}: events ${waiting.join(', ')} of '${key}' left unfinished: their history was not stored before the engine closed`,
+          ),
       )
       .finally(() => {
         q.storing--;

@@ -30,7 +30,7 @@ describe('the approval example', () => {
     const granted = await engine.waitFor(approval, 'a-1', (s) => s.status === 'done', { timeoutMs: 10_000 });
     assert.equal(granted.value, 'granted');
     assert.equal((granted.output as { decidedBy: string }).decidedBy, 'grace');
-    assert.match((granted.output as { grantId: string }).grantId, /^approval\.a-1\.provision\./);
+    assert.match((granted.output as { grantId: string }).grantId, /^approval\.a-1@\d+\.provision\./);
   });
 
   it('expires when nobody decides in time', async () => {

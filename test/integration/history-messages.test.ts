@@ -34,8 +34,8 @@ describe('history messages', () => {
 
   it('keeps an entry that only the second of two messages with the same ends holds', async () => {
     // Revision 3 was on its way (left out), then its publish failed and the next journal has it.
-    await publishHistory(rt, 'w', 'i', [entry(2), entry(4)]);
-    await publishHistory(rt, 'w', 'i', [entry(2), entry(3), entry(4)]);
+    await publishHistory(rt, { workflow: 'w', id: 'i' }, [entry(2), entry(4)]);
+    await publishHistory(rt, { workflow: 'w', id: 'i' }, [entry(2), entry(3), entry(4)]);
     const { entries } = await readHistory(rt, 'w', 'i');
     assert.deepEqual(
       entries.map((e) => e.revision),
@@ -44,8 +44,8 @@ describe('history messages', () => {
   });
 
   it('stores a message published twice once', async () => {
-    await publishHistory(rt, 'w', 'j', [entry(2), entry(3)]);
-    await publishHistory(rt, 'w', 'j', [entry(2), entry(3)]);
+    await publishHistory(rt, { workflow: 'w', id: 'j' }, [entry(2), entry(3)]);
+    await publishHistory(rt, { workflow: 'w', id: 'j' }, [entry(2), entry(3)]);
     const all = await rt.jsm.streams.info(rt.names.historyStream, { subjects_filter: rt.names.historySubject('w', 'j') });
     assert.equal(all.state.subjects?.[rt.names.historySubject('w', 'j')], 1, 'one message');
   });

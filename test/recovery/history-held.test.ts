@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { createClient, createEngine, type Client } from '../../engine/index.js';
+import { setup } from 'xstate';
+import { z } from 'zod';
+import { activity, createClient, createEngine, defineWorkflow, type Client } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { counter } from './counter-workflow.js';
 import { Raw, killAllEngines, sendUntilAccepted, sleep, spawnEngine } from './harness.js';
@@ -21,8 +23,12 @@ async function historyRefuses(raw: Raw, namespace: string, refuse: boolean): Pro
 }
 
 /** The revisions the history stream itself holds for an instance (no journal merged in). */
-async function storedRevisions(raw: Raw, id: string): Promise<number[]> {
-  return [...new Set((await raw.historyMessages('counter', id)).flat().map((e) => e.revision))].sort((a, b) => a - b);
+async function storedRevisionsOf(raw: Raw, workflow: string, id: string): Promise<number[]> {
+  return [...new Set((await raw.historyMessages(workflow, id)).flat().map((e) => e.revision))].sort((a, b) => a - b);
+}
+
+function storedRevisions(raw: Raw, id: string): Promise<number[]> {
+  return storedRevisionsOf(raw, 'counter', id);
 }
 
 /** Starts an instance and applies one ADD, with its history stored; returns after. */
@@ -97,6 +103,53 @@ describe('history held back by its stream', () => {
       // No further event: the engine itself publishes the entries again, then the checkpoint moves.
       await eventually(async () => assert.deepEqual(await storedRevisions(raw, 'h-2'), [1, 2, 3]), 20_000);
       await eventually(async () => assert.ok((await raw.lease(0))!.checkpoint >= seq), 10_000);
+    } finally {
+      await engine.close();
+      await raw.close();
+    }
+  });
+
+  it('a task run in process: its start event waits for the history of the outcome write too', { timeout: 60_000 }, async () => {
+    const namespace = uniqueNamespace('histtask');
+    const raw = await Raw.open(nats.url, namespace);
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const gated = defineWorkflow({
+      name: 'gated',
+      version: 1,
+      input: z.object({}),
+      events: {},
+      machine: setup({ actors: { wait: activity(() => released.then(() => ({ ok: true }))) } }).createMachine({
+        id: 'gated',
+        initial: 'working',
+        states: { working: { invoke: { src: 'wait', onDone: 'done' } }, done: { type: 'final' } },
+      }),
+    });
+    // The task stays in process however long it takes (no hand-over to the tasks stream).
+    const engine = await createEngine({
+      servers: nats.url,
+      namespace,
+      workflows: [gated],
+      partitions: 1,
+      leaseTtlMs: LEASE_TTL_MS,
+      localHoldMs: 60_000,
+      logger: memoryLogger(),
+    });
+    try {
+      // The start (event 1 of the partition) creates the record and runs the task here; its
+      // history is stored while the task runs.
+      await engine.start(gated, { id: 'g-1', input: {} });
+      await eventually(async () => assert.deepEqual(await storedRevisionsOf(raw, 'gated', 'g-1'), [1]), 10_000);
+      await historyRefuses(raw, namespace, true);
+      // The outcome is written as revision 2, with no event of its own; its history is refused.
+      release();
+      await engine.waitFor(gated, 'g-1', (s) => s.status === 'done', { timeoutMs: 15_000 });
+      await sleep(3 * LEASE_TTL_MS);
+      assert.equal((await raw.lease(0, 'gated'))?.checkpoint, 0, 'the start event stays unfinished while the outcome write history is refused');
+
+      await historyRefuses(raw, namespace, false);
+      await eventually(async () => assert.deepEqual(await storedRevisionsOf(raw, 'gated', 'g-1'), [1, 2]), 20_000);
+      await eventually(async () => assert.equal((await raw.lease(0, 'gated'))?.checkpoint, 1), 10_000);
     } finally {
       await engine.close();
       await raw.close();

@@ -153,7 +153,12 @@ describe('stepFunctionsExecution', () => {
     const echoed = (done.context as Ctx).result as { orderId: string; _jetstate: { traceparent: string } };
     assert.equal(echoed.orderId, 'p-1');
     assert.match(echoed._jetstate.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
-    const attempt = spans.getFinishedSpans().find((s) => s.name === 'jetstate.task pushed.stage')!;
+    // The attempt's span ends once its outcome is sent, which the record may show first.
+    const attempt = await eventually(() => {
+      const found = spans.getFinishedSpans().find((s) => s.name === 'jetstate.task pushed.stage');
+      assert.ok(found, 'the attempt span ended');
+      return found;
+    });
     assert.equal(echoed._jetstate.traceparent.split('-')[1], attempt.spanContext().traceId, 'the cloud stage continues the trace');
     assert.ok(
       spans.getFinishedSpans().some((s) => s.name === 'jetstate.stepfunctions StartExecution'),
