@@ -100,6 +100,7 @@ export class Engine extends Client {
       ],
       beforeTrim: options.testHooks?.beforeTrim,
       beforeWorkerStart: options.testHooks?.beforeWorkerStart,
+      dropWatchEntry: options.testHooks?.dropWatchEntry,
       createWorker: (workflow, partition, checkpoint) => {
         const ctx = {
           rt,

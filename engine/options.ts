@@ -184,6 +184,11 @@ export const EngineOptionsSchema = ClientShape.extend({
       beforeTrim: z.custom<(stream: string, seq: number) => Promise<void> | void>((v) => typeof v === 'function').optional(),
       /** Called before a partition's worker starts reading (a slow start stands for a slow JetStream API). */
       beforeWorkerStart: z.custom<(workflow: string, partition: number) => Promise<void> | void>((v) => typeof v === 'function').optional(),
+      /**
+       * Called for each entry the watch of leases and members delivers (`generation` counts the
+       * watches opened, from 1); true drops it, standing for a watch that stalled.
+       */
+      dropWatchEntry: z.custom<(generation: number, key: string) => boolean>((v) => typeof v === 'function').optional(),
     })
     .optional(),
   /** Source of the current time for timers; tests pass a controllable one. Default: `Date.now`. */

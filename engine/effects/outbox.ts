@@ -2,7 +2,7 @@
  * Runs the effects of a step after its state write. Contract (also in the README):
  * - an action registered by name in `setup({ actions })` runs at least once: it stays in the
  *   record's outbox until the next write, and runs again if a crash cut its run short; it gets
- *   `idempotencyKey` (`<workflow>.<id>.<revision>.<index>`), the same on every run, and the context
+ *   `idempotencyKey` (`<workflow>.<id>@<born>.<revision>.<index>`), the same on every run, and the context
  *   it saw at its place in the step, also on a re-run; one that throws is retried three times with
  *   backoff, then reported, and the instance goes on;
  * - an inline action function runs once after the write, but not again after a crash (at most

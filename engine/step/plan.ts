@@ -30,7 +30,7 @@ export interface Effect {
   /** Action type, e.g. a custom action's name or `xstate.sendTo`. */
   type: string;
   params: unknown;
-  /** Stable idempotency key: `<workflow>.<id>.<revision>.<index>`. */
+  /** Stable idempotency key: `<workflow>.<id>@<born>.<revision>.<index>` (see instanceTag). */
   key: string;
   /** The event being processed when XState asked for it. */
   event: unknown;

@@ -103,6 +103,8 @@ export interface PartitionManagerOptions {
   beforeTrim?: ((stream: string, seq: number) => Promise<void> | void) | undefined;
   /** For tests: called before a worker starts (a slow start stands for a slow JetStream API). */
   beforeWorkerStart?: ((workflow: string, partition: number) => Promise<void> | void) | undefined;
+  /** For tests: true drops an entry of the lease watch (a stalled watch). */
+  dropWatchEntry?: ((generation: number, key: string) => boolean) | undefined;
 }
 
 const now = (): number => performance.now();
@@ -111,6 +113,11 @@ const TRIM_MARGIN_MS = 10_000;
 /** How long one attempt to open the watch of leases and members may take (see openWatch). */
 const WATCH_OPEN_MS = 2_000;
 const WATCH_OPEN_ATTEMPTS = 8;
+/**
+ * A watch that has not brought this engine's own heartbeat back this long after it was written is
+ * taken as stalled and opened again (at least this, and at least the lease TTL).
+ */
+const WATCH_STALL_MS = 3_000;
 /** At most this long between two trims of one partition. */
 const TRIM_INTERVAL_MS = 10_000;
 
@@ -127,6 +134,10 @@ export class PartitionManager {
   private renewing: Promise<void> | undefined;
   private balancing: Promise<void> | undefined;
   private heartbeatFailing = false;
+  /** The oldest heartbeat written that the watch has not brought back yet (see {@link checkWatch}). */
+  private unseenBeat: { revision: number; atMs: number } | undefined;
+  /** Watches opened so far (the test hook's generation). */
+  private watchGeneration = 0;
   /** Trims under way (not waited for by the renewals that start them). */
   private readonly trims = new Set<Promise<void>>();
   /** Lost partitions whose workers are stopping: not taken again until they have. */
@@ -194,9 +205,11 @@ export class PartitionManager {
       try {
         await Promise.all([
           this.heartbeat().then(
-            () => {
+            (revision) => {
               if (this.heartbeatFailing) this.rt.logger.info('engine heartbeat written again');
               this.heartbeatFailing = false;
+              this.unseenBeat ??= { revision, atMs: now() };
+              this.checkWatch();
             },
             (e: Error) => {
               // Once per failing stretch, not every round.
@@ -220,7 +233,27 @@ export class PartitionManager {
       .finally(() => (this.balancing = undefined)));
   }
 
-  private heartbeat(): Promise<unknown> {
+  /**
+   * The watch of leases and members is what takeovers rest on: a lease is taken over once its
+   * revision has not moved for the TTL, as the watch saw it, and with the revision it saw. A watch
+   * that stopped delivering without ending (its consumer on a server that died, before the client
+   * noticed) shows every lease as silent at an old revision, so every takeover fails its
+   * compare-and-set, and nothing says why. This engine's own heartbeat, written every round, must
+   * come back through the watch: when it has not for a while, the watch is stopped and opened again.
+   */
+  private checkWatch(): void {
+    const beat = this.unseenBeat;
+    if (!beat || !this.watcher || this.stopped) return;
+    const stallMs = Math.max(WATCH_STALL_MS, this.options.ttlMs);
+    if (now() - beat.atMs < stallMs) return;
+    this.rt.logger.warn(`the watch of partition leases has not delivered this engine's heartbeat for ${Math.round(now() - beat.atMs)} ms; watching again`);
+    this.unseenBeat = undefined;
+    // The observe loop opens a new watch once this one ends.
+    this.watcher.stop();
+    this.watcher = undefined;
+  }
+
+  private heartbeat(): Promise<number> {
     const workflows = Object.fromEntries(this.options.workflows());
     return this.rt.control.put(
       this.rt.names.memberKey(this.engineId),
@@ -239,6 +272,7 @@ export class PartitionManager {
     for (let i = 1; ; i++) {
       if (this.stopped) throw new Error('partition manager stopped');
       const attempt = this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+      this.watchGeneration++;
       // Bounded: a control bucket that answers nobody fails as it always did.
       if (i >= WATCH_OPEN_ATTEMPTS) return attempt;
       let timer: NodeJS.Timeout | undefined;
@@ -255,11 +289,20 @@ export class PartitionManager {
   /** Follows leases and members; a watch that ends on its own is opened again. */
   private async observe(first: NonNullable<typeof this.watcher>, initialised: () => void): Promise<void> {
     let watcher = first;
+    const own = this.rt.names.memberKey(this.engineId);
     for (;;) {
       try {
+        const generation = this.watchGeneration;
         for await (const e of watcher) {
-          this.observed.set(e.key, { revision: e.revision, operation: e.operation, seenAtMs: now(), value: e.value });
-          if (e.key === this.rt.names.memberKey(this.engineId)) initialised();
+          if (this.options.dropWatchEntry?.(generation, e.key)) continue;
+          // A watch opened again delivers the last values anew: one already seen keeps when it was
+          // first seen, or a silent lease would look fresh after every new watch.
+          const was = this.observed.get(e.key);
+          if (!was || was.revision !== e.revision) this.observed.set(e.key, { revision: e.revision, operation: e.operation, seenAtMs: now(), value: e.value });
+          if (e.key === own) {
+            if (this.unseenBeat && e.revision >= this.unseenBeat.revision) this.unseenBeat = undefined;
+            initialised();
+          }
         }
       } catch (e) {
         this.rt.logger.warn(`watching partition leases failed (${(e as Error).message}); watching again`);
@@ -367,7 +410,12 @@ export class PartitionManager {
         // A live owner that should not serve this workflow (any more) hands it over itself;
         // one that went silent is taken over.
         if (now() - seen.seenAtMs < this.options.ttlMs) return;
-        revision = await this.rt.control.update(key, value(last), seen.revision);
+        revision = await this.rt.control.update(key, value(last), seen.revision).catch(async (e: unknown) => {
+          // The lease moved since the watch saw it: what the watch missed is read now, so a watch
+          // that lags cannot keep this engine from taking over a lease that is silent.
+          await this.refresh(key, seen.revision);
+          throw e;
+        });
         this.rt.logger.info(`took over workflow '${workflow}' partition ${p} from a silent engine`, { checkpoint: last.checkpoint, eligible });
       }
     } catch {
@@ -392,6 +440,15 @@ export class PartitionManager {
     this.owned.set(slot(workflow, p), owned);
     owned.starting = this.startOwned(owned, key);
     await owned.starting;
+  }
+
+  /** Reads a lease the watch may have missed a change of; a newer revision counts as seen now. */
+  private async refresh(key: string, revision: number): Promise<void> {
+    const entry = await this.rt.control.get(key).catch(() => null);
+    if (!entry || entry.revision <= revision) return;
+    const was = this.observed.get(key);
+    if (was && was.revision >= entry.revision) return;
+    this.observed.set(key, { revision: entry.revision, operation: entry.operation, seenAtMs: now(), value: entry.value });
   }
 
   private async startOwned(owned: Owned, key: string): Promise<void> {
