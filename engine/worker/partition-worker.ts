@@ -52,6 +52,8 @@ interface InstanceQueue {
 const RETRY_MIN_MS = 50;
 const EMPTY = new Uint8Array(0);
 const RETRY_MAX_MS = 2_000;
+/** How long a stopping worker waits for the history of its last writes (see `stop`). */
+const HISTORY_DRAIN_MS = 1_000;
 
 export class PartitionWorker {
   private readonly reader: PartitionReader;
@@ -138,24 +140,36 @@ export class PartitionWorker {
     this.stopping = true;
     if (abort) this.aborted = true;
     await this.reader.stop();
-    // Journals waiting for their batch go now: the drain waits for their history (see `hold`).
-    if (!abort) for (const key of this.queues.keys()) this.ctx.committer.publishNow(key);
-    if (abort || this.inFlight() === 0) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.aborted = true;
-        resolve();
-      }, drainTimeoutMs);
-      this.idleWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
+    if (abort) return;
+    if (this.inFlight() > 0)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.aborted = true;
+          resolve();
+        }, drainTimeoutMs);
+        this.idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
-    });
+    // The history of the last writes goes now, and is waited for briefly, so the checkpoint left
+    // behind passes their events. What the stream has not stored by then (it may be electing a
+    // leader) stays unfinished: the next owner reads those events again and its repair publishes
+    // it, rather than the partition waiting here.
+    for (const key of this.queues.keys()) this.ctx.committer.publishNow(key);
+    const until = performance.now() + Math.min(drainTimeoutMs, HISTORY_DRAIN_MS);
+    while (!this.aborted && this.storing() > 0 && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  private storing(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.storing;
+    return n;
   }
 
   private inFlight(): number {
     let n = 0;
-    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0) + q.holding.size + q.storing;
+    for (const q of this.queues.values()) if (!q.blocked) n += q.events.length + (q.running ? 1 : 0) + q.holding.size;
     return n;
   }
 
