@@ -45,8 +45,9 @@ interface InstanceQueue {
   /**
    * Applied batches whose writes' history the stream has not stored yet: their events are held
    * too (not finished), so that a crash leads to their redelivery and a repair that publishes it.
+   * `after` may be replaced by a later promise while it is waited for (see `hold`).
    */
-  storing: number;
+  waits: Array<{ seqs: number[]; after: Promise<void> }>;
 }
 
 const RETRY_MIN_MS = 50;
@@ -163,7 +164,7 @@ export class PartitionWorker {
 
   private storing(): number {
     let n = 0;
-    for (const q of this.queues.values()) n += q.storing;
+    for (const q of this.queues.values()) n += q.waits.length;
     return n;
   }
 
@@ -193,7 +194,7 @@ export class PartitionWorker {
     }
     const key = this.rt.names.instanceKey(target.workflow, target.id);
     let q = this.queues.get(key);
-    if (!q) this.queues.set(key, (q = { id: target.id, events: [], running: false, holding: new Set(), held: [], storing: 0 }));
+    if (!q) this.queues.set(key, (q = { id: target.id, events: [], running: false, holding: new Set(), held: [], waits: [] }));
     q.events.push(rawEvent(seq, m.subject, m.data, m.timeMs, m.headers));
     // Events of a blocked instance wait in memory without holding up the partition's intake.
     if (!q.blocked) this.pendingCount++;
@@ -232,7 +233,7 @@ export class PartitionWorker {
         // An outcome written: its task holds nothing any more.
         for (const e of batch) if (e.local) q.holding.delete(e.local.key);
         const seqs = read.map((e) => e.seq);
-        this.hold(key, q, seqs);
+        this.hold(key, q, seqs, batch.length > read.length);
       }
     } finally {
       q.running = false;
@@ -243,32 +244,35 @@ export class PartitionWorker {
 
   /**
    * Holds applied events until the history of the instance's writes so far is stored, then
-   * releases them. Events already held for a task running here wait too: the write of its
-   * outcome (a batch of local events, with no sequence of its own) may be among those not stored.
+   * releases them. A batch of in-process task outcomes (`outcomes`) has no sequence of its own,
+   * and the event that started such a task is the one a crash must lead back to: the events held
+   * for the task, and those still waiting for earlier history, wait for this write's history too.
    */
-  private hold(key: string, q: InstanceQueue, seqs: number[]): void {
+  private hold(key: string, q: InstanceQueue, seqs: number[], outcomes: boolean): void {
     const stored = this.ctx.committer.stored(key);
     if (!stored) {
       q.held.push(...seqs);
       this.release(q);
       return;
     }
-    const waiting = [...q.held.splice(0), ...seqs];
-    q.storing++;
-    void stored
-      .then(
-        () => {
-          q.held.push(...waiting);
-          this.release(q);
-        },
+    if (outcomes) for (const w of q.waits) w.after = w.after.then(() => stored);
+    const wait = { seqs: [...q.held.splice(0), ...seqs], after: stored };
+    q.waits.push(wait);
+    const settle = (p: Promise<void>): Promise<void> =>
+      p.then(() => {
+        if (wait.after !== p) return settle(wait.after);
+        q.held.push(...wait.seqs);
+        this.release(q);
+      });
+    void settle(stored)
+      .catch(() =>
         // The engine closed first: the events stay unfinished, and the next owner's repair publishes the history.
-        () =>
-          this.rt.logger.debug(
-            `${this.label}: events ${waiting.join(', ')} of '${key}' left unfinished: their history was not stored before the engine closed`,
-          ),
+        this.rt.logger.debug(
+          `${this.label}: events ${wait.seqs.join(', ')} of '${key}' left unfinished: their history was not stored before the engine closed`,
+        ),
       )
       .finally(() => {
-        q.storing--;
+        q.waits.splice(q.waits.indexOf(wait), 1);
         this.forgetIfIdle(key, q);
         this.wakeUp();
       });
@@ -283,7 +287,7 @@ export class PartitionWorker {
   }
 
   private forgetIfIdle(key: string, q: InstanceQueue): void {
-    if (q.events.length === 0 && !q.blocked && !q.running && q.holding.size === 0 && q.held.length === 0 && q.storing === 0) this.queues.delete(key);
+    if (q.events.length === 0 && !q.blocked && !q.running && q.holding.size === 0 && q.held.length === 0 && q.waits.length === 0) this.queues.delete(key);
   }
 
   /** Which of the tasks a write starts this engine runs in process (see TaskService.runLocally). */
