@@ -1,7 +1,8 @@
 /**
  * Whether an engine has finished every event the stream holds for some instances, read from its
  * partition workers (test-only access to engine internals): an event is finished once the worker
- * has read it and the instance's queue no longer holds it. Exact per instance, where a partition's
+ * has read it, the instance's queue no longer holds it and no batch of the instance is being
+ * applied (its sends may not be out yet). Exact per instance, where a partition's
  * checkpoint can be held back for good by another instance that is blocked.
  */
 import type { JetStreamManager } from '@nats-io/jetstream';
@@ -31,7 +32,11 @@ export async function engineCaughtUp(engine: Engine, instances: ReadonlyArray<{ 
     if (!last) continue;
     const w = workers.find((x) => x.workflow === workflow && x.partition === partition);
     if (!w || w.reader.position <= last.seq) return false;
-    if (w.queues.get(rt.names.instanceKey(workflow, id))?.events.some((e) => e.seq <= last.seq)) return false;
+    const q = w.queues.get(rt.names.instanceKey(workflow, id));
+    if (q?.events.some((e) => e.seq <= last.seq)) return false;
+    // A batch being applied: its write may be visible while its sends (to itself, to others) are
+    // not in the streams yet.
+    if (q?.running) return false;
   }
   return true;
 }
