@@ -23,3 +23,20 @@ export function longTimeout(fn: () => void, ms: number, unref = false): () => vo
   arm(ms);
   return () => clearTimeout(timer);
 }
+
+/** Waits for `p`, at most `ms`: true when it settled in time (fulfilled or rejected), false when the time ran out. */
+export async function waitAtMost(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
+  try {
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -15,7 +15,7 @@ import { ActionExecutor } from './effects/outbox.js';
 import { TaskService } from './effects/tasks.js';
 import { createExtensionHost } from './effects/extension-host.js';
 import type { EngineExtension } from './define/extension.js';
-import { systemClock } from './clock.js';
+import { systemClock, waitAtMost } from './clock.js';
 import { ErrorCode, fail } from './errors.js';
 
 export interface EngineStatus {
@@ -175,9 +175,7 @@ export class Engine extends Client {
     await this.manager.stop().catch((e: Error) => this.rt.logger.warn(`engine stop: ${e.message}`));
     // History published after the last writes, before the connection goes; what the stream has
     // not stored by the drain timeout stays in the records (the next owner's repair publishes it).
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.committer.flush(), new Promise<void>((r) => (timer = setTimeout(r, this.drainTimeoutMs)))]);
-    clearTimeout(timer);
+    await waitAtMost(this.committer.flush(), this.drainTimeoutMs);
     this.committer.close();
     await super.shutdown();
   }

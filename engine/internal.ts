@@ -21,3 +21,4 @@ export { applyEvents, startInstance } from './step/step.js';
 export { verifyInstance } from './step/verify.js';
 export { checkEvent, checkInput } from './gate/validate.js';
 export { closeConnection } from './store/runtime.js';
+export { BornSchema } from './protocol/record.js';

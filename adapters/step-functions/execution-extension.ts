@@ -38,7 +38,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { z } from 'zod';
 import { TerminalError, type ActivityContext } from '../../engine/internal.js';
 import { ErrorCode, JetstateError } from '../../engine/internal.js';
-import { DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/internal.js';
+import { BornSchema, DEFER, taskRefKey, type EngineExtension, type ExtensionHost, type TaskOutcome, type TaskRef } from '../../engine/internal.js';
 import { contextOf, decodeJson, encodeJson, failSpan, type TraceCarrier } from '../../engine/internal.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions, type StepFunctionsTarget } from './clients.js';
 import { encodeStepFunctionsInput, sameInputIgnoringTrace } from './payload.js';
@@ -52,7 +52,7 @@ export const STEP_FUNCTIONS_EXTENSION = 'step-functions';
 
 /** What the bucket keeps for each pending execution. */
 const PendingSchema = z.object({
-  ref: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int(), born: z.number().int().nonnegative().optional() }),
+  ref: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int(), born: BornSchema }),
   executionArn: z.string(),
   target: z.object({ region: z.string().optional(), roleArn: z.string().optional(), externalId: z.string().optional() }),
   completion: z.enum(['poll', 'push']),

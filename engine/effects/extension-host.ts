@@ -6,7 +6,7 @@ import { Kvm } from '@nats-io/kv';
 import { TerminalError } from '../define/activity.js';
 import type { EngineExtension, ExtensionHost, TaskOutcome } from '../define/extension.js';
 import { EngineEvent, isForEarlierInstance, type TaskRef } from '../protocol/events.js';
-import { instanceTag } from '../protocol/record.js';
+import { bornOf, instanceTag } from '../protocol/record.js';
 import { partitionOf } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
@@ -15,8 +15,6 @@ import { readRecord } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 
 export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${instanceTag(ref)}.${shortHash(ref.invokeId)}.${ref.token}`;
-
-const bornOf = (ref: { born?: number | undefined }): { born?: number } => (ref.born !== undefined ? { born: ref.born } : {});
 
 /** Publishes a task's outcome into its instance's inbox with a stable, keyed message id. */
 export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: TaskOutcome, trace: TraceCarrier | undefined): Promise<void> {

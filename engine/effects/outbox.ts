@@ -17,6 +17,7 @@
 import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError } from '../errors.js';
 import { EngineEvent, OutboxKind, type ParentRef } from '../protocol/events.js';
+import { bornOf } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance } from '../store/inbox.js';
 import type { Effect, OutboxEntry } from '../step/plan.js';
@@ -88,7 +89,7 @@ export class ActionExecutor implements EffectExecutor {
             type: EngineEvent.Child,
             invokeId: s.parent.invokeId,
             token: s.parent.token,
-            ...(s.parent.born !== undefined ? { born: s.parent.born } : {}),
+            ...bornOf(s.parent),
             ok: false,
             error: { name: 'ChildWorkflowNotStarted', message: e.message },
           },

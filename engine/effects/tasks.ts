@@ -20,7 +20,7 @@ import type { TaskRef, TaskResultEvent } from '../protocol/events.js';
 import { EngineEvent, isForEarlierInstance } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
-import { longTimeout } from '../clock.js';
+import { longTimeout, waitAtMost } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
 import {
   SpanKind,
@@ -34,7 +34,7 @@ import {
   type TraceSource,
 } from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
-import { instanceTag, type InstanceRecord } from '../protocol/record.js';
+import { BornSchema, bornOf, instanceTag, type InstanceRecord, type InstanceRef } from '../protocol/record.js';
 import { readRecord } from '../store/records.js';
 import type { Runtime } from '../store/runtime.js';
 import type { TaskChange } from '../step/plan.js';
@@ -47,13 +47,13 @@ const TaskMessageSchema = z.object({
   token: z.number().int(),
   src: z.string(),
   /** The instance's `born`, when its record has one. */
-  born: z.number().int().nonnegative().optional(),
+  born: BornSchema,
   /** Written by jetstate 0.1; the input is now read from the record. */
   input: z.unknown().optional(),
 });
 type TaskMessage = z.infer<typeof TaskMessageSchema>;
 
-const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int(), born: z.number().int().nonnegative().optional() });
+const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int(), born: BornSchema });
 
 /** Control-bucket key of a task's progress (attempts, last error). */
 export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string =>
@@ -86,14 +86,8 @@ export async function readTaskProgress(
 const taskKey = (t: { workflow: string; id: string; invokeId: string; token: number }): string => `${t.workflow}.${t.id}.${t.invokeId}.${t.token}`;
 
 /** Publishes the tasks a step started. Idempotent: each task has a stable message id. */
-export async function publishTasks(
-  rt: Runtime,
-  instance: { workflow: string; id: string; born?: number | undefined },
-  tasks: readonly TaskChange[],
-  trace?: TraceSource,
-  handover?: Handover,
-): Promise<void> {
-  const { workflow, id, born } = instance;
+export async function publishTasks(rt: Runtime, instance: InstanceRef, tasks: readonly TaskChange[], trace?: TraceSource, handover?: Handover): Promise<void> {
+  const { workflow, id } = instance;
   const tag = instanceTag(instance);
   await Promise.all(
     tasks.map((t) => {
@@ -107,7 +101,7 @@ export async function publishTasks(
       }
       // No input: the runner reads it from the record (sealed there, re-encrypted with it), so
       // nothing secret sits in the tasks stream.
-      const message = { workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, ...(born !== undefined ? { born } : {}) };
+      const message = { workflow, id, invokeId: t.invokeId, token: t.token, src: t.src, ...bornOf(instance) };
       return rt.js.publish(rt.names.taskSubject(workflow, t.src), encodeJson(message), options);
     }),
   );
@@ -135,8 +129,8 @@ export function tasksStartedBy(record: InstanceRecord): TaskChange[] {
 }
 
 /** Asks every engine to abort these tasks' running attempts (best effort: their outcomes are ignored anyway). */
-export function publishCancels(rt: Runtime, instance: { workflow: string; id: string; born?: number | undefined }, tasks: readonly TaskChange[]): void {
-  const born = instance.born !== undefined ? { born: instance.born } : {};
+export function publishCancels(rt: Runtime, instance: InstanceRef, tasks: readonly TaskChange[]): void {
+  const born = bornOf(instance);
   for (const t of tasks)
     rt.nc.publish(rt.names.taskCancelSubject(instance.workflow, instance.id), encodeJson({ invokeId: t.invokeId, token: t.token, ...born }));
 }
@@ -238,9 +232,7 @@ export class TaskService {
     this.stopping = true;
     await Promise.all(this.readers.map((r) => r.stop()));
     const all = Promise.all([...this.running.values()].map((r) => r.done));
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, this.options.drainTimeoutMs)))]);
-    clearTimeout(timer);
+    await waitAtMost(all, this.options.drainTimeoutMs);
     for (const r of this.running.values()) r.controller.abort(new CancelledError('the engine is closing'));
     await all;
     this.cancelSub?.unsubscribe();
@@ -364,7 +356,7 @@ export class TaskService {
             signal: controller.signal,
             attempt,
             idempotencyKey: `${task.workflow}.${instanceTag(task)}.${task.invokeId}.${task.token}`,
-            task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token, ...(task.born !== undefined ? { born: task.born } : {}) },
+            task: { workflow: task.workflow, id: task.id, invokeId: task.invokeId, token: task.token, ...bornOf(task) },
             trace: attemptCarrier,
             extension: <T>(name: string): T => findExtension<T>(this.extensions, name, `activity '${task.src}' of workflow '${task.workflow}'`),
             heartbeat: () => {

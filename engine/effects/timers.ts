@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { systemClock, type Clock } from '../clock.js';
 import { SpanKind, carrierFor, carrierFromHeaders, carrierOf, contextOf, failSpan, withTrace, type TraceSource } from '../telemetry/telemetry.js';
 import { EngineEvent } from '../protocol/events.js';
-import { instanceTag } from '../protocol/record.js';
+import { BornSchema, bornOf, instanceTag, type InstanceRef } from '../protocol/record.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance } from '../store/inbox.js';
@@ -30,7 +30,7 @@ const TimerMessageSchema = z.object({
   token: z.number().int(),
   dueAtMs: z.number(),
   /** The instance's `born`, when its record has one. */
-  born: z.number().int().nonnegative().optional(),
+  born: BornSchema,
 });
 
 const CONSUMER = 'timers';
@@ -42,19 +42,14 @@ const MAX_IN_FLIGHT = 128;
 const NS = 1_000_000;
 
 /** Publishes the timers a write scheduled. Idempotent: each timer has a stable, keyed message id. */
-export async function publishTimers(
-  rt: Runtime,
-  instance: { workflow: string; id: string; born?: number | undefined },
-  timers: readonly ScheduledTimer[],
-  trace?: TraceSource,
-): Promise<void> {
-  const { workflow, id, born } = instance;
+export async function publishTimers(rt: Runtime, instance: InstanceRef, timers: readonly ScheduledTimer[], trace?: TraceSource): Promise<void> {
+  const { workflow, id } = instance;
   const tag = instanceTag(instance);
   await Promise.all(
     timers.map((t) =>
       rt.js.publish(
         rt.names.timerSubject(workflow, id),
-        encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs, ...(born !== undefined ? { born } : {}) }),
+        encodeJson({ workflow, id, timerId: t.timerId, token: t.token, dueAtMs: t.dueAtMs, ...bornOf(instance) }),
         withTrace({ msgID: rt.security.signer.messageId(`timer.${workflow}.${tag}.${t.token}.${t.timerId}`) }, carrierFor(trace, t.token)),
       ),
     ),
@@ -127,7 +122,7 @@ export class TimerService {
       await publishToInstance(this.rt, {
         workflow: timer.workflow,
         id: timer.id,
-        event: { type: EngineEvent.Timer, timerId: timer.timerId, token: timer.token, ...(timer.born !== undefined ? { born: timer.born } : {}) },
+        event: { type: EngineEvent.Timer, timerId: timer.timerId, token: timer.token, ...bornOf(timer) },
         engine: { logicalId: `fire.${timer.workflow}.${instanceTag(timer)}.${timer.token}.${timer.timerId}` },
         trace: carrierOf(span) ?? scheduledBy,
       });

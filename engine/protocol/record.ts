@@ -107,6 +107,9 @@ export const TaskRecordSchema = z.object({
 });
 export type TaskRecord = z.infer<typeof TaskRecordSchema>;
 
+/** An instance's `born` wherever it travels (see InstanceRecord): absent for instances created before it existed. */
+export const BornSchema = z.number().int().nonnegative().optional();
+
 export const InstanceRecordSchema = z.object({
   schemaVersion: z.literal(RECORD_SCHEMA_VERSION),
   workflow: z.string(),
@@ -129,7 +132,7 @@ export const InstanceRecordSchema = z.object({
    * key and message id made for it (see {@link instanceTag}). Absent in records written before it
    * existed, whose keys stay as they were.
    */
-  born: z.number().int().nonnegative().optional(),
+  born: BornSchema,
   createdAtMs: z.number(),
   updatedAtMs: z.number(),
   /** History entries of the last write, published again if a crash cut that publish short. */
@@ -147,9 +150,7 @@ export const InstanceRecordSchema = z.object({
     .record(z.string(), z.object({ workflow: z.string(), id: z.string(), token: z.number().int(), secrets: z.array(z.string()).optional() }))
     .default({}),
   /** Set on a child workflow instance: where its outcome goes. */
-  parent: z
-    .object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int(), born: z.number().int().nonnegative().optional() })
-    .optional(),
+  parent: z.object({ workflow: z.string(), id: z.string(), invokeId: z.string(), token: z.number().int(), born: BornSchema }).optional(),
   /**
    * Inherited secret paths: paths of this instance's input, context and output that hold values
    * its parent declared secret. Sealed like the workflow's own `secrets`; absent for most instances
@@ -317,6 +318,13 @@ export function toInstance(
   return view;
 }
 
+/** What names an instance in the keys and messages made for it. */
+export interface InstanceRef {
+  workflow: string;
+  id: string;
+  born?: number | undefined;
+}
+
 /**
  * The instance's id in its keys and message ids (effects' idempotency keys, tasks, timers,
  * outcomes, history): `<id>@<born>`, or the plain id for a record without `born`. An instance
@@ -326,4 +334,15 @@ export function toInstance(
  */
 export function instanceTag(instance: { id: string; born?: number | undefined }): string {
   return instance.born === undefined ? instance.id : `${instance.id}@${instance.born}`;
+}
+
+/** `{ born }` to spread into a message or event, or nothing when there is none. */
+export function bornOf(instance: { born?: number | undefined }): { born?: number } {
+  return instance.born === undefined ? {} : { born: instance.born };
+}
+
+/** An effect's stable idempotency key: `<workflow>.<id>@<born>.<revision>`, and `.<index>` when given. */
+export function effectKey(workflow: string, instance: { id: string; born?: number | undefined }, revision: number, index?: number): string {
+  const key = `${workflow}.${instanceTag(instance)}.${revision}`;
+  return index === undefined ? key : `${key}.${index}`;
 }

@@ -3,7 +3,7 @@
  * activities become tasks, invoked child workflows become child starts, cancels and stops remove
  * them, and everything else is an effect that runs after the write (the outbox).
  */
-import { instanceTag, type InstanceRecord, type TaskRecord, type TimerRecord } from '../protocol/record.js';
+import { bornOf, effectKey, type InstanceRecord, type TaskRecord, type TimerRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { SEND_ACTION, sendResolverOf } from '../define/messages.js';
 import { childIdOf } from '../define/child.js';
@@ -184,7 +184,6 @@ export class Plan {
    * cancels and stops remove them, and everything else is an effect for the executor.
    */
   add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number, event: unknown, born?: number): void {
-    const tag = instanceTag({ id, born });
     actions.forEach((a, i) => {
       const params = (a.params ?? {}) as {
         delay?: unknown;
@@ -196,7 +195,7 @@ export class Plan {
         actorRef?: { id?: unknown };
         to?: unknown;
       };
-      const key = `${workflow}.${tag}.${revision}.${i}`;
+      const key = effectKey(workflow, { id, born }, revision, i);
       if (a.type === 'xstate.raise') {
         // Without a delay, XState raised it within the step already.
         if (typeof params.delay === 'number' && params.event) this.delayed(params, params.event, revision, i, atMs);
@@ -224,7 +223,7 @@ export class Plan {
           ...child,
           version: childDef.version,
           input: params.input ?? {},
-          parent: { workflow, id, invokeId: params.id, token: revision, ...(born !== undefined ? { born } : {}) },
+          parent: { workflow, id, invokeId: params.id, token: revision, ...bornOf({ born }) },
         };
         this.effects.push({ kind: 'child', type: OutboxKind.StartChild, params: start, key, event });
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {

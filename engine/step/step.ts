@@ -5,7 +5,7 @@
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import type { WorkflowDefinition } from '../define/definition.js';
-import { HistoryKind, InstanceStatus, RECORD_SCHEMA_VERSION, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, InstanceStatus, RECORD_SCHEMA_VERSION, bornOf, effectKey, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { digest } from '../protocol/json.js';
 import {
   EngineEvent,
@@ -47,7 +47,6 @@ export function startInstance(
   secrets?: readonly string[],
   born?: number,
 ): StartResult {
-  const tag = instanceTag({ id, born });
   let snapshot: AnyMachineSnapshot;
   const plan = new Plan(undefined, parent, secrets);
   let error: string | undefined;
@@ -67,7 +66,7 @@ export function startInstance(
   const status = error === undefined ? statusOf(snapshot) : InstanceStatus.Failed;
   // XState reports some errors of the initial step in the snapshot rather than by a throw.
   if (status === InstanceStatus.Failed && error === undefined) error = errorText(snapshot.error);
-  if (status !== InstanceStatus.Running) plan.finish(`${def.name}.${tag}.1`);
+  if (status !== InstanceStatus.Running) plan.finish(effectKey(def.name, { id, born }, 1));
   const entry: HistoryEntry = {
     kind: HistoryKind.Start,
     revision: 1,
@@ -90,7 +89,7 @@ export function startInstance(
     inputDigest: digest(input),
     revision: 1,
     lastSeq: 0,
-    ...(born !== undefined ? { born } : {}),
+    ...bornOf({ born }),
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
     lastHistory: [entry],
@@ -231,7 +230,7 @@ export function applyEvents(
     lastSeq = Math.max(lastSeq, e.seq);
     revision += 1;
     applied += 1;
-    plan.deliver(timer, `${record.workflow}.${instanceTag(record)}.${revision}.0`, recorded);
+    plan.deliver(timer, effectKey(record.workflow, record, revision, 0), recorded);
     entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: recorded, from: current.value, to: current.value, status, timeMs: e.timeMs });
   };
   for (const e of events) {
@@ -336,7 +335,7 @@ export function applyEvents(
   }
   if (applied === 0) return { record, snapshot, entries, effects: [], timers: [], tasks: [], cancelledTasks: [], changed: false };
   const running = status === InstanceStatus.Running;
-  if (!running) plan.finish(`${record.workflow}.${instanceTag(record)}.${revision}`);
+  if (!running) plan.finish(effectKey(record.workflow, record, revision));
   const next: InstanceRecord = {
     ...record,
     status,

@@ -3,7 +3,7 @@
  * the entries of that write; `Nats-Msg-Id` and read-side dedupe make republishing harmless.
  */
 import type { Runtime } from './runtime.js';
-import { HistoryKind, HistoryMessageSchema, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, HistoryMessageSchema, instanceTag, type HistoryEntry, type InstanceRef, type InstanceRecord } from '../protocol/record.js';
 import { readSubjectMessages } from './read.js';
 import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
 
@@ -21,12 +21,7 @@ function historyMessage(entries: HistoryEntry[], inherited: readonly string[] | 
  * Publishes the entries of one write, sealed with the workflow's secret paths and the instance's
  * `inherited` ones. Returns once the stream has them.
  */
-export async function publishHistory(
-  rt: Runtime,
-  instance: { workflow: string; id: string; born?: number | undefined },
-  entries: HistoryEntry[],
-  inherited?: readonly string[],
-): Promise<void> {
+export async function publishHistory(rt: Runtime, instance: InstanceRef, entries: HistoryEntry[], inherited?: readonly string[]): Promise<void> {
   if (entries.length === 0) return;
   const { workflow, id } = instance;
   const sealed = rt.security.codec.sealHistory(workflow, id, entries, inherited);

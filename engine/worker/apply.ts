@@ -12,7 +12,7 @@
  */
 import { canonicalJson, digest } from '../protocol/json.js';
 import { EngineEvent, isStart, type ParentRef } from '../protocol/events.js';
-import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { NotYetError } from '../errors.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
@@ -177,7 +177,7 @@ async function childIdTaken(ctx: ApplyContext, record: InstanceRecord, parent: P
       type: EngineEvent.Child,
       invokeId: parent.invokeId,
       token: parent.token,
-      ...(parent.born !== undefined ? { born: parent.born } : {}),
+      ...bornOf(parent),
       ok: false,
       error: { name: 'ChildWorkflowNotStarted', message },
     },

@@ -22,7 +22,7 @@
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import { EngineEvent } from '../protocol/events.js';
-import { instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { entryKey, publishCompletion, publishHistory } from '../store/history.js';
@@ -31,6 +31,7 @@ import type { WorkflowDefinition } from '../define/definition.js';
 import type { MachineRunner } from '../step/runner.js';
 import type { Effect, OutboxEntry, ScheduledTimer, TaskChange } from '../step/plan.js';
 import { publishTimers } from '../effects/timers.js';
+import { waitAtMost } from '../clock.js';
 import { publishCancels, publishTasks, type Handover } from '../effects/tasks.js';
 import type { EffectExecutor } from '../effects/outbox.js';
 import type { TraceSource } from '../telemetry/telemetry.js';
@@ -200,21 +201,11 @@ export class Committer {
    */
   async settle(key: string, timeoutMs: number): Promise<boolean> {
     this.publishBatch(key);
-    const stored = this.stored(key);
-    if (!stored) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
-    try {
-      return await Promise.race([
-        stored.then(
-          () => true,
-          () => false,
-        ),
-        late,
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const stored = this.stored(key)?.then(
+      () => true,
+      () => false,
+    );
+    return stored === undefined || ((await waitAtMost(stored, timeoutMs)) && (await stored));
   }
 
   /** Publishes the instance's journal waiting for its batch now (its partition is being stopped). */
@@ -405,8 +396,6 @@ export function journal(
 ): HistoryEntry[] {
   return [...committer.unconfirmed(key, born, previous), ...entries];
 }
-
-const bornOf = (parent: { born?: number | undefined }): { born?: number } => (parent.born !== undefined ? { born: parent.born } : {});
 
 /** Sends a finished child's outcome to its parent's inbox; idempotent (keyed message id). */
 export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<void> {
