@@ -102,10 +102,16 @@ export interface TaskRef {
   born?: number;
 }
 
-/** True for an engine event (a timer's fire, a task's outcome) made for an earlier instance with the same id. */
+/**
+ * True for an engine event (a timer's fire, a task's or child's outcome) or a task reference made
+ * for an earlier instance with the same id. A sender's own event may have a field named `born`: it
+ * is not looked at.
+ */
 export function isForEarlierInstance(event: unknown, born: number | undefined): boolean {
   const b = (event as { born?: unknown } | null)?.born;
-  return born !== undefined && typeof b === 'number' && b !== born;
+  const type = typeOf(event);
+  const engineMade = type === undefined || type === EngineEvent.Timer || type === EngineEvent.Task || type === EngineEvent.Child;
+  return engineMade && born !== undefined && typeof b === 'number' && b !== born;
 }
 
 const typeOf = (event: unknown): unknown => (typeof event === 'object' && event !== null ? (event as { type?: unknown }).type : undefined);

@@ -57,6 +57,20 @@ describe('the pure step', () => {
     assert.deepEqual(r.record.lastHistory, r.entries);
   });
 
+  it("applies a sender's event that carries a field named born (only engine events are matched to an instance's born)", () => {
+    const s = startInstance(counter, runner, 'c-born', { start: 0 }, 1_000, undefined, undefined, 7);
+    assert.equal(s.record.born, 7);
+    const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 8, timeMs: 0, event: { type: 'ADD', k: 2, born: 3 } }], 2_000);
+    assert.deepEqual(r.record.snapshot['context'], { n: 2, log: [2] });
+  });
+
+  it('changes nothing for a timer fire or task outcome made for an earlier instance with the same id', () => {
+    const s = startInstance(counter, runner, 'c-born', { start: 0 }, 1_000, undefined, undefined, 7);
+    const stale = { seq: 8, timeMs: 0, event: { type: 'jetstate.task', invokeId: 'x', token: 1, born: 3, ok: true } };
+    const r = applyEvents(runner, s.record, s.snapshot, [stale], 2_000);
+    assert.equal(r.record.revision, 1);
+  });
+
   it('skips events at or below lastSeq (redelivery) and changes nothing', () => {
     const s = startInstance(counter, runner, 'c1', { start: 0 }, 0);
     const once = applyEvents(runner, s.record, s.snapshot, [add(1, 1), add(2, 2)], 0);
