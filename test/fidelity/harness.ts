@@ -163,6 +163,7 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
       const kid = kids[invokeId] ?? (await target.read(c.workflow, c.id));
       if (!kid || kid.status !== 'running') waits.push(`child ${c.id} ${kid ? kid.status : 'not created'} but pending in its parent`);
     }
+    const signature = [record, ...Object.values(kids)].map((r) => r?.revision ?? 0).join(',');
     // Messages between instances and an instance's events to itself (sendTo self) travel through
     // the event streams: once the engine has finished every event there, they have arrived.
     if (waits.length === 0 && target.caughtUp) {
@@ -171,8 +172,13 @@ async function settle(target: Target, spec: RunSpec, minSeq: number, timeoutMs: 
         ...Object.keys(spec.c.children ?? {}).map((k) => ({ workflow: childDef(spec, k).name, id: childIds.of(k) })),
       ];
       if (!(await target.caughtUp(instances))) waits.push('the restarted engine has not caught up');
+      // The records were read before that answer: an event applied in between (the instance's
+      // event to itself) must not let a record read before it pass as settled.
+      else {
+        const again = (await Promise.all(instances.map((i) => target.read(i.workflow, i.id)))).map((r) => r?.revision ?? 0).join(',');
+        if (again !== signature) waits.push('an event was applied meanwhile');
+      }
     }
-    const signature = [record, ...Object.values(kids)].map((r) => r?.revision ?? 0).join(',');
     if (waits.length === 0 && signature === previous && now - quietSince >= quietMs) return { at: now, record, kids };
     if (waits.length > 0 || signature !== previous) quietSince = now;
     previous = signature;
