@@ -8,7 +8,8 @@ import { EngineOptionsSchema, parseOptions, type EngineOptions, type ResolvedEng
 import { PartitionManager } from './worker/leases.js';
 import { PartitionWorker } from './worker/partition-worker.js';
 import { Committer } from './worker/commit.js';
-import { ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
+import { ENGINE_OPEN_TIMEOUT_MS, ensureWorkflowStreams, openRuntime, waitForJetStream, type Runtime } from './store/runtime.js';
+import { isTransient } from './store/nats-errors.js';
 import { InstanceStore } from './store/records.js';
 import { TimerService } from './effects/timers.js';
 import { ActionExecutor } from './effects/outbox.js';
@@ -122,7 +123,25 @@ export class Engine extends Client {
 
   static async create(options: EngineOptions): Promise<Engine> {
     const resolved = parseOptions(EngineOptionsSchema, 'createEngine', options);
-    const rt = await openRuntime(resolved, { engine: true });
+    const started = Date.now();
+    const openTimeoutMs = resolved.openTimeoutMs ?? ENGINE_OPEN_TIMEOUT_MS;
+    // Once the namespace has opened, JetStream has answered: a request that then times out or finds
+    // no responder (a stream without a leader yet) is an election still going on, and the engine
+    // starts again from the beginning while time is left. Before that, openRuntime judges.
+    let opened = false;
+    return waitForJetStream(
+      async () => {
+        opened = false;
+        const rt = await openRuntime({ ...resolved, openTimeoutMs: Math.max(0, openTimeoutMs - (Date.now() - started)) }, { engine: true });
+        opened = true;
+        return Engine.start(rt, resolved);
+      },
+      (e) => opened && isTransient(e),
+      { namespace: resolved.namespace, logger: resolved.logger, openTimeoutMs, started, doing: 'to start the engine' },
+    );
+  }
+
+  private static async start(rt: Runtime, resolved: ResolvedEngineOptions): Promise<Engine> {
     const noRing = rt.registry.names().filter((n) => rt.security.codec.has(n) && !rt.security.codec.ring);
     if (noRing.length > 0) {
       if (rt.ownsConnection) await rt.nc.close().catch(() => {});

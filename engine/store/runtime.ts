@@ -134,21 +134,42 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
       throw new JetstateError(ErrorCode.Closed, `cannot connect to NATS at ${String(options.servers)}: ${(e as Error).message}; ${hint}`, { cause: e });
     }
   }
-  const started = Date.now();
-  const openTimeoutMs = options.openTimeoutMs ?? (open.engine ? 120_000 : 0);
-  for (let attempt = 1; ; attempt++) {
+  try {
+    return await waitForJetStream(() => openNamespace(nc, ownsConnection, options, open), isElection, {
+      namespace: names.namespace,
+      logger: options.logger,
+      openTimeoutMs: options.openTimeoutMs ?? (open.engine ? ENGINE_OPEN_TIMEOUT_MS : 0),
+    });
+  } catch (e) {
+    if (ownsConnection) await nc.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** How long an engine waits for JetStream when it opens, unless `openTimeoutMs` says otherwise. */
+export const ENGINE_OPEN_TIMEOUT_MS = 120_000;
+
+/**
+ * Runs `attempt` again while it fails in a way `retryable` calls passing (JetStream cannot answer
+ * yet: a cluster electing its leaders, a node restarting), backing off from 250 ms to 5 s, for up
+ * to `openTimeoutMs` from `started`; logs why it waits. Other errors, and the last one, are thrown.
+ */
+export async function waitForJetStream<T>(
+  attempt: () => Promise<T>,
+  retryable: (e: unknown) => boolean,
+  o: { namespace: string; logger: Logger; openTimeoutMs: number; started?: number; doing?: string },
+): Promise<T> {
+  const started = o.started ?? Date.now();
+  for (let n = 1; ; n++) {
     try {
-      return await openNamespace(nc, ownsConnection, options, open);
+      return await attempt();
     } catch (e) {
       const waited = Date.now() - started;
-      if (!isElection(e) || waited >= openTimeoutMs) {
-        if (ownsConnection) await nc.close().catch(() => {});
-        throw e;
-      }
-      const delay = Math.min(250 * 2 ** (attempt - 1), 5_000, openTimeoutMs - waited);
-      options.logger.warn(
-        `namespace '${names.namespace}': waiting for JetStream (${(e as Error).message}; a cluster electing its leaders or a node restarting); ` +
-          `trying again in ${delay} ms, for up to ${openTimeoutMs} ms in all (openTimeoutMs)`,
+      if (!retryable(e) || waited >= o.openTimeoutMs) throw e;
+      const delay = Math.min(250 * 2 ** (n - 1), 5_000, o.openTimeoutMs - waited);
+      o.logger.warn(
+        `namespace '${o.namespace}': waiting for JetStream${o.doing ? ` ${o.doing}` : ''} (${(e as Error).message}; a cluster electing its leaders or a node restarting); ` +
+          `trying again in ${delay} ms, for up to ${o.openTimeoutMs} ms in all (openTimeoutMs)`,
       );
       await new Promise((r) => setTimeout(r, delay));
     }
