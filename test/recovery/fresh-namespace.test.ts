@@ -79,8 +79,9 @@ describe('a fresh namespace loses no accepted event to the trim of applied event
       // With no engine running: tasks queued by their starts, counters waiting for sends.
       const taskIds = Array.from({ length: TASKS }, (_, i) => `q-${i}`);
       const counterIds = Array.from({ length: COUNTERS }, (_, i) => `c-${i}`);
-      await mapLimit(taskIds, 8, (id, i) => c.start(quick, { id, input: { n: i } }));
-      await mapLimit(counterIds, 8, (id) => c.start(counter, { id, input: { label: id } }));
+      // No engine answers: the starts are only published (the dead engine's leases look alive).
+      await mapLimit(taskIds, 8, (id, i) => c.start(quick, { id, input: { n: i }, wait: false }));
+      await mapLimit(counterIds, 8, (id) => c.start(counter, { id, input: { label: id }, wait: false }));
 
       // B sorts before A, so B is the engine that trims; its task runner delivers the outcomes
       // while A's leases still stand.
