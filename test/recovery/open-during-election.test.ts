@@ -54,7 +54,15 @@ describe('an engine started without a JetStream quorum', () => {
       // Bounded, so that a failure of this test cannot leave an engine trying for ever.
       opening = createEngine({ ...options, logger, openTimeoutMs: 150_000 }).then((e) => (engine = e));
       // The engine keeps trying while the cluster cannot answer JetStream requests.
-      await eventually(() => assert.ok(logger.lines.some((l) => /waiting for JetStream/.test(l)), logger.lines.join('\n')), 60_000, 100);
+      await eventually(
+        () =>
+          assert.ok(
+            logger.lines.some((l) => /waiting for JetStream/.test(l)),
+            logger.lines.join('\n'),
+          ),
+        60_000,
+        100,
+      );
       assert.equal(engine, undefined);
       await Promise.all([servers[1]!.restart(), servers[2]!.restart()]);
       await within(opening, 150_000, 'the engine opening').catch((e: Error) => {
