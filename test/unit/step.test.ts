@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { assign, setup } from 'xstate';
+import { assign, raise, setup } from 'xstate';
 import { z } from 'zod';
 import { activity, defineWorkflow } from '../../engine/index.js';
 import { applyEvents, startInstance } from '../../engine/step/step.js';
@@ -69,6 +69,42 @@ describe('the pure step', () => {
     const stale = { seq: 8, timeMs: 0, event: { type: 'jetstate.task', invokeId: 'x', token: 1, born: 3, ok: true } };
     const r = applyEvents(runner, s.record, s.snapshot, [stale], 2_000);
     assert.equal(r.record.revision, 1);
+  });
+
+  it("fires both of two delayed raises with the same id when the newer one's fire comes first", () => {
+    // Two ARMs in one batch schedule two timers under the send id 't', due at the same time; their
+    // fire messages may reach the stream in either order. The newer one's fire first fires the
+    // older (XState fires it first), which moves the newer to a derived key: it must still fire.
+    const armed = defineWorkflow({
+      name: 'armed',
+      version: 1,
+      input: z.object({}),
+      events: { ARM: z.object({}) },
+      machine: setup({ types: { context: {} as { n: number } } }).createMachine({
+        context: { n: 0 },
+        initial: 'on',
+        states: {
+          on: {
+            on: {
+              ARM: { actions: raise({ type: 'TICK' }, { id: 't', delay: 400 }) },
+              TICK: { actions: assign(({ context }) => ({ n: context.n + 1 })) },
+            },
+          },
+        },
+      }),
+    });
+    const r0 = new MachineRunner(armed.machine);
+    const s = startInstance(armed, r0, 'a1', {}, 1_000);
+    const arm = (seq: number) => ({ seq, timeMs: 1_000, event: { type: 'ARM' } });
+    const a = applyEvents(r0, s.record, s.snapshot, [arm(2), arm(3)], 1_000);
+    const tokens = Object.values(a.record.timers).map((t) => t.token);
+    assert.equal(tokens.length, 2, 'two timers pending');
+    const fire = (seq: number, token: number) => ({ seq, timeMs: 1_400, event: { type: 'jetstate.timer', timerId: 't', token } });
+    const newerFirst = applyEvents(r0, a.record, a.snapshot, [fire(4, Math.max(...tokens))], 1_400);
+    assert.deepEqual(newerFirst.record.snapshot['context'], { n: 2 }, 'both timers fired');
+    assert.deepEqual(newerFirst.record.timers, {}, 'no timer left pending');
+    const olderLater = applyEvents(r0, newerFirst.record, newerFirst.snapshot, [fire(5, Math.min(...tokens))], 1_400);
+    assert.deepEqual(olderLater.record.snapshot['context'], { n: 2 }, "the older one's own fire changes nothing");
   });
 
   it('skips events at or below lastSeq (redelivery) and changes nothing', () => {
