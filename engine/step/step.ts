@@ -244,16 +244,18 @@ export function applyEvents(
     if (isForEarlierInstance(e.event, record.born)) continue;
     if (isTimerFire(e.event)) {
       // A timer whose state was exited (or re-entered since) is no longer pending: it changes nothing.
-      const key = plan.findTimer(e.event.timerId, e.event.token);
+      let key = plan.findTimer(e.event.timerId, e.event.token);
       if (key === undefined) continue;
       // Timers overdue together fire as XState fires them: by due time, ties in scheduling order.
       // Each one due before this one fires first, as its own transition recorded with its own fire
-      // event (so replay does the same); its own fire message, later, finds it gone.
-      for (let k = plan.timerBefore(key); k !== undefined && status === InstanceStatus.Running; k = plan.timerBefore(key)) {
+      // event (so replay does the same); its own fire message, later, finds it gone. An earlier one
+      // with the same send id moves this one to a derived key (see Plan.takeTimer): found again.
+      for (let k = plan.timerBefore(key); k !== undefined && status === InstanceStatus.Running; k = key && plan.timerBefore(key)) {
         fire(e, k, { type: EngineEvent.Timer, timerId: plan.fireName(k), token: plan.timers[k]!.token });
+        key = plan.findTimer(e.event.timerId, e.event.token);
       }
       // One of them may have exited its state.
-      if (plan.timers[key]?.token === e.event.token) fire(e, key, e.event);
+      if (key !== undefined) fire(e, key, e.event);
       continue;
     }
     if (isChildResult(e.event)) {
