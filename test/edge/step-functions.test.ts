@@ -277,6 +277,44 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     }
   });
 
+  it('a start whose reply was lost, cancelled during the cut, is stopped once AWS answers though the engine that tried was closed meanwhile', async () => {
+    const id = 'cut-cancel-close';
+    const ns = uniqueNamespace('edgesfnstop');
+    const options = { servers: topo!.leaf.url, namespace: ns, workflows: [edgeHybrid], leaseTtlMs: 1_000, drainTimeoutMs: 500, logger };
+    // Nobody answers the execution's task token: it runs until stopped.
+    await callbacks!.stop();
+    callbacks = undefined;
+    const first = siteExtension(awsPath!);
+    const open = new Set([await createEngine({ ...options, extensions: [first] })]);
+    try {
+      const [a] = open;
+      const endpointBefore = startsAtEndpoint();
+      world!.endpoint.delay({ ms: 1_500, actions: ['StartExecution'] });
+      await a!.start(edgeHybrid, { id, input: { orderId: id, sku: 'lamp', quantity: 1, amount: 7 } });
+      await eventually(() => assert.equal(startsAtEndpoint() - endpointBefore, 1, 'the start reached the endpoint'));
+      await cut();
+      await eventually(() => assert.ok(first.stats().unanswered > 0, 'the reply was lost'), 10_000);
+      await a!.send(edgeHybrid, id, { type: 'CANCEL', reason: 'changed my mind' });
+      const done = await a!.waitFor(edgeHybrid, id, (i) => i.status !== 'running', { timeoutMs: 10_000 });
+      assert.equal(done.value, 'cancelled');
+      const [execution] = await executionsOf(ns, id);
+      assert.equal(execution?.status, 'RUNNING', 'still running in the cloud while the site is cut off');
+
+      // The engine that tried the stop closes before AWS answers; another one serves the namespace.
+      await a!.close();
+      open.delete(a!);
+      open.add(await createEngine({ ...options, extensions: [siteExtension(awsPath!)] }));
+      await restore();
+      const ended = await world!.waitForEnd(execution!.executionArn!, 30_000);
+      assert.equal(ended.status, 'ABORTED');
+      assert.equal(ended.error, 'jetstate.Exited');
+    } finally {
+      await restore();
+      for (const e of open) await e.close();
+      callbacks ??= await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+    }
+  });
+
   it('two engines at the site: the one waiting for AWS holds the stage; closed during the cut, the other takes it over; started once', async () => {
     const id = 'cut-pair';
     const ns = uniqueNamespace('edgesfnpair');
