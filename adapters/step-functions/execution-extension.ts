@@ -67,8 +67,6 @@ type Pending = z.infer<typeof PendingSchema>;
 
 /** An attempt cut short by the engine's stop while it waited for AWS: it waits for the task service to hand the task on. */
 const CLOSING: unique symbol = Symbol('closing');
-/** A signal that never aborts (a wait that only the engine's stop ends). */
-const NEVER = new AbortController().signal;
 
 const keyOf = (executionArn: string): string => `x_${createHash('sha256').update(executionArn).digest('hex').slice(0, 40)}`;
 
@@ -246,6 +244,17 @@ export class StepFunctionsExtension implements EngineExtension {
     if (await this.recorded(predictable.executionArn, ref)) return DEFER;
     const reach: ReachPolicy | undefined = o.untilReachable ? { intervalMs: o.reachIntervalMs, maxIntervalMs: o.maxReachIntervalMs } : undefined;
     const stage = { ref, trace: ctx.trace, target, reach, callTimeoutMs: o.startTimeoutMs, attempt: ctx.signal };
+    const pendingOf = (executionArn: string): Pending => ({
+      ref,
+      executionArn,
+      target,
+      completion: o.completion,
+      pollIntervalMs: o.pollIntervalMs,
+      maxPollIntervalMs: o.maxPollIntervalMs,
+      startedAtMs: Date.now(),
+      ...(ctx.trace ? { trace: ctx.trace } : {}),
+      ...(reach ? { reach } : {}),
+    });
     let executionArn: string;
     try {
       // Not aborted with the attempt: a request cut short may still have started the execution,
@@ -273,13 +282,10 @@ export class StepFunctionsExtension implements EngineExtension {
         }
       } else {
         // The state was left while the start was in flight, and the start failed: it may still
-        // have reached AWS, so stop the execution it would have started, if there is one. While
-        // AWS does not answer, the stop is tried again in the background until it does (or the
-        // engine stops).
-        if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') {
-          if (reach && isUnanswered(err)) this.spawn(this.stopWhenReachable(predictable, ref, reach, o.startTimeoutMs));
-          else await this.stopExecution(predictable, 'the invoking state was exited');
-        }
+        // have reached AWS. The execution it would have started is recorded as pending, so the
+        // engine that owns the instance stops it (its poll finds the task gone), trying until AWS
+        // answers, also once this engine has stopped; one that never started is fine to stop.
+        if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record(pendingOf(predictable.executionArn));
         if (
           [
             'StateMachineDoesNotExist',
@@ -296,20 +302,8 @@ export class StepFunctionsExtension implements EngineExtension {
         throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }
     }
-    const pending: Pending = {
-      ref,
-      executionArn,
-      target,
-      completion: o.completion,
-      pollIntervalMs: o.pollIntervalMs,
-      maxPollIntervalMs: o.maxPollIntervalMs,
-      startedAtMs: Date.now(),
-      ...(ctx.trace ? { trace: ctx.trace } : {}),
-      ...(reach ? { reach } : {}),
-    };
-    const key = keyOf(executionArn);
-    await this.bucket!.put(key, encodeJson(pending));
-    this.track(key, pending);
+    const pending = pendingOf(executionArn);
+    const key = await this.record(pending);
     host.logger.debug('step-functions: execution pending', { executionArn, workflow: ref.workflow, id: ref.id });
     // A cancel that came before this record found nothing to stop (the attempt was aborted, or had
     // not begun to run); without this check push mode would notice only at its back-up poll.
@@ -389,28 +383,12 @@ export class StepFunctionsExtension implements EngineExtension {
     return true;
   }
 
-  /** Stops a start's predictable execution, trying until AWS answers (or the engine stops). */
-  private async stopWhenReachable(
-    p: { executionArn: string; target: StepFunctionsTarget; trace?: TraceCarrier | undefined },
-    ref: TaskRef,
-    reach: ReachPolicy,
-    callTimeoutMs: number,
-  ): Promise<void> {
-    const stage = { ref, trace: p.trace, target: p.target, reach, callTimeoutMs, attempt: NEVER };
-    try {
-      await this.send(stage, 'StopExecution', (abortSignal) => {
-        this.counts.stops++;
-        return this.clients!.get(p.target).send(
-          new StopExecutionCommand({ executionArn: p.executionArn, error: 'jetstate.Exited', cause: 'the invoking state was exited' }),
-          {
-            abortSignal: abortSignal as never,
-          },
-        );
-      });
-    } catch (e) {
-      const err = e as Error;
-      if (err.name !== 'ExecutionDoesNotExist' && !/not running|already/i.test(err.message)) throw e;
-    }
+  /** Records an execution as pending (every engine with the extension learns it) and follows it here. */
+  private async record(pending: Pending): Promise<string> {
+    const key = keyOf(pending.executionArn);
+    await this.bucket!.put(key, encodeJson(pending));
+    this.track(key, pending);
+    return key;
   }
 
   private requireHost(): ExtensionHost {
@@ -506,8 +484,9 @@ export class StepFunctionsExtension implements EngineExtension {
     const host = this.requireHost();
     const state = await host.taskState(t.pending.ref);
     if (state === 'gone') {
-      // The instance left the invoking state (or finished) and the stop may have been missed.
-      await this.stopTracked(t, 'the invoking state was exited');
+      // The instance left the invoking state (or finished) and the stop may have been missed, or
+      // was recorded here because the start's answer was lost: stopped, or tried again later.
+      await this.stopTracked(t, 'the invoking state was exited').catch((e: Error) => this.pollLater(t, 'StopExecution', e));
       return;
     }
     let out: DescribeExecutionCommandOutput;
@@ -518,10 +497,7 @@ export class StepFunctionsExtension implements EngineExtension {
       });
     } catch (e) {
       const err = e as Error;
-      if (err.name === 'ThrottlingException') {
-        this.counts.throttled++;
-        this.rate.throttled();
-      } else if (err.name === 'ExecutionDoesNotExist') {
+      if (err.name === 'ExecutionDoesNotExist') {
         await this.finish(t, {
           ok: false,
           error: {
@@ -532,21 +508,8 @@ export class StepFunctionsExtension implements EngineExtension {
           },
         });
         return;
-      } else if (t.pending.reach && isUnanswered(err)) {
-        // AWS is out of reach: poll again soon enough to notice its return (at most the reach maximum).
-        const { ref } = t.pending;
-        t.intervalMs = Math.min(t.pending.reach.maxIntervalMs, Math.max(t.pending.reach.intervalMs, t.intervalMs * 2));
-        t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
-        host.logger.warn(
-          `step-functions: stage '${ref.invokeId}' of ${ref.workflow} '${ref.id}': DescribeExecution of ${t.pending.executionArn} got no answer from AWS ` +
-            `(${describeError(err)}); polling again in about ${t.intervalMs} ms`,
-        );
-        return;
-      } else {
-        host.logger.warn(`step-functions: DescribeExecution of ${t.pending.executionArn} failed (${err.name}: ${err.message}); retrying`);
       }
-      t.intervalMs = Math.min(t.pending.maxPollIntervalMs, t.intervalMs * 2);
-      t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
+      this.pollLater(t, 'DescribeExecution', err);
       return;
     }
     const outcome = outcomeOf(t.pending.executionArn, out.status, out.output, out.error, out.cause);
@@ -557,6 +520,31 @@ export class StepFunctionsExtension implements EngineExtension {
     const next = t.pending.completion === 'push' ? this.fallbackMs() : Math.min(t.pending.maxPollIntervalMs, Math.round(t.intervalMs * 1.5));
     t.intervalMs = next;
     t.nextPollAtMs = Date.now() + jitter(next);
+  }
+
+  /**
+   * A call of a poll failed: slower after throttling; soon enough to notice AWS's return (at most
+   * the reach maximum) when it gave no answer; else backing off up to the poll maximum.
+   */
+  private pollLater(t: Tracked, action: string, err: Error): void {
+    const host = this.requireHost();
+    const { ref, reach } = t.pending;
+    if (err.name === 'ThrottlingException') {
+      this.counts.throttled++;
+      this.rate.throttled();
+    } else if (reach && isUnanswered(err)) {
+      t.intervalMs = Math.min(reach.maxIntervalMs, Math.max(reach.intervalMs, t.intervalMs * 2));
+      t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
+      host.logger.warn(
+        `step-functions: stage '${ref.invokeId}' of ${ref.workflow} '${ref.id}': ${action} of ${t.pending.executionArn} got no answer from AWS ` +
+          `(${describeError(err)}); trying again in about ${t.intervalMs} ms`,
+      );
+      return;
+    } else {
+      host.logger.warn(`step-functions: ${action} of ${t.pending.executionArn} failed (${err.name}: ${err.message}); retrying`);
+    }
+    t.intervalMs = Math.min(t.pending.maxPollIntervalMs, t.intervalMs * 2);
+    t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
   }
 
   /**
