@@ -179,6 +179,37 @@ export const InstanceRecordSchema = z.object({
 export type InstanceRecord = z.infer<typeof InstanceRecordSchema>;
 
 /**
+ * Parses a stored record, keeping the fields this version does not know at every level of it
+ * (the schema alone would drop them): a record written by a newer engine and then by this one,
+ * during a rolling upgrade, keeps the newer engine's fields (an instance's `born` was one).
+ */
+export function parseStoredRecord(raw: unknown): { success: true; data: InstanceRecord } | { success: false; error: z.ZodError } {
+  const parsed = InstanceRecordSchema.safeParse(raw);
+  return parsed.success ? { success: true, data: withUnknownFields(parsed.data, raw) as InstanceRecord } : parsed;
+}
+
+/** `parsed` with the keys only `raw` has added back, in objects and same-length arrays alike. */
+function withUnknownFields(parsed: unknown, raw: unknown): unknown {
+  if (parsed === raw || typeof parsed !== 'object' || typeof raw !== 'object' || parsed === null || raw === null) return parsed;
+  if (Array.isArray(parsed) || Array.isArray(raw)) {
+    if (!Array.isArray(parsed) || !Array.isArray(raw) || parsed.length !== raw.length) return parsed;
+    let out: unknown[] | undefined;
+    parsed.forEach((p, i) => {
+      const v = withUnknownFields(p, raw[i]);
+      if (v !== p) (out ??= [...parsed])[i] = v;
+    });
+    return out ?? parsed;
+  }
+  const p = parsed as Record<string, unknown>;
+  let out: Record<string, unknown> | undefined;
+  for (const [k, r] of Object.entries(raw)) {
+    const v = k in p ? withUnknownFields(p[k], r) : r;
+    if (v !== p[k] || !(k in p)) (out ??= { ...p })[k] = v;
+  }
+  return out ?? parsed;
+}
+
+/**
  * What `matches()` accepts for a state value type: a top-level state name, or an object that
  * descends into some of the states (the same rule as XState's typed `snapshot.matches`).
  */

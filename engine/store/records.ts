@@ -10,7 +10,7 @@ import type { AnyMachineSnapshot } from 'xstate';
 import { z } from 'zod';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { ConflictError, ErrorCode, JetstateError } from '../errors.js';
-import { InstanceRecordSchema, type InstanceRecord } from '../protocol/record.js';
+import { parseStoredRecord, type InstanceRecord } from '../protocol/record.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Registry } from '../step/registry.js';
 import type { MachineRunner } from '../step/runner.js';
@@ -45,7 +45,7 @@ export function parseRecord(codec: SecretCodec, key: string, bytes: Uint8Array, 
       cause: e,
     });
   }
-  const parsed = InstanceRecordSchema.safeParse(raw);
+  const parsed = parseStoredRecord(raw);
   if (!parsed.success)
     throw new JetstateError(
       ErrorCode.RecordUnreadable,

@@ -11,7 +11,7 @@
  * changing) are reported with the reason; the rest are done.
  */
 import { decodeJson, encodeJson } from '../protocol/json.js';
-import { InstanceRecordSchema } from '../protocol/record.js';
+import { parseStoredRecord } from '../protocol/record.js';
 import { isCasConflict } from './nats-errors.js';
 import { rewriteHistory } from './history.js';
 import type { Runtime } from './runtime.js';
@@ -52,7 +52,7 @@ async function reencryptRecords(rt: Runtime, workflow: string, report: Reencrypt
       if (!entry || entry.operation !== 'PUT') break;
       let parsed;
       try {
-        parsed = InstanceRecordSchema.safeParse(decodeJson(entry.value));
+        parsed = parseStoredRecord(decodeJson(entry.value));
       } catch (e) {
         report.failed.push({ key, reason: `the record is not UTF-8 JSON (${(e as Error).message})` });
         break;
