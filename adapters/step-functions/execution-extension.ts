@@ -281,24 +281,22 @@ export class StepFunctionsExtension implements EngineExtension {
           );
         }
       } else {
-        // The state was left while the start was in flight, and the start failed: it may still
-        // have reached AWS. The execution it would have started is recorded as pending, so the
-        // engine that owns the instance stops it (its poll finds the task gone), trying until AWS
-        // answers, also once this engine has stopped; one that never started is fine to stop.
-        if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record(pendingOf(predictable.executionArn));
-        if (
-          [
-            'StateMachineDoesNotExist',
-            'StateMachineDeleting',
-            'InvalidArn',
-            'InvalidName',
-            'InvalidExecutionInput',
-            'ValidationException',
-            'AccessDeniedException',
-          ].includes(err.name)
-        ) {
-          throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
-        }
+        // AWS refused the start itself: no execution exists, and retrying cannot change that.
+        const refused = [
+          'StateMachineDoesNotExist',
+          'StateMachineDeleting',
+          'InvalidArn',
+          'InvalidName',
+          'InvalidExecutionInput',
+          'ValidationException',
+          'AccessDeniedException',
+        ].includes(err.name);
+        // The state was left while the start was in flight, and the start failed otherwise: it may
+        // still have reached AWS. The execution it would have started is recorded as pending, so
+        // the engine that owns the instance stops it (its poll finds the task gone), trying until
+        // AWS answers, also once this engine has stopped; one that never started is fine to stop.
+        if (!refused && ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record(pendingOf(predictable.executionArn));
+        if (refused) throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
         throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }
     }
