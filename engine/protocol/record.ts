@@ -203,8 +203,11 @@ function withUnknownFields(parsed: unknown, raw: unknown): unknown {
   const p = parsed as Record<string, unknown>;
   let out: Record<string, unknown> | undefined;
   for (const [k, r] of Object.entries(raw)) {
-    const v = k in p ? withUnknownFields(p[k], r) : r;
-    if (v !== p[k] || !(k in p)) (out ??= { ...p })[k] = v;
+    // JSON.parse makes `__proto__` an own key; setting it would swap the prototype of the record.
+    if (k === '__proto__') continue;
+    const known = Object.hasOwn(p, k);
+    const v = known ? withUnknownFields(p[k], r) : r;
+    if (!known || v !== p[k]) (out ??= { ...p })[k] = v;
   }
   return out ?? parsed;
 }
