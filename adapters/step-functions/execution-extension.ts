@@ -125,8 +125,8 @@ export class StepFunctionsExtension implements EngineExtension {
   private unsubscribeCancel: (() => void) | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
-  /** Aborts StartExecution calls when the engine stops (and only then). */
-  private readonly closing = new AbortController();
+  /** Aborts StartExecution calls when the engine stops (and only then); a new one at each start. */
+  private closing = new AbortController();
   /** Task cancels of the last minute whose execution was not known here yet, by task. */
   private readonly cancels = new Map<string, number>();
   private readonly rate: PollRate;
@@ -145,6 +145,10 @@ export class StepFunctionsExtension implements EngineExtension {
   }
 
   async start(host: ExtensionHost): Promise<void> {
+    // Started again after a stop (the engine's start tried again): what the watch knew comes back with it.
+    this.closing = new AbortController();
+    this.tracked.clear();
+    this.byRef.clear();
     this.host = host;
     const { statusSubject, maxRequestsPerSecond: _r, pushFallbackPollMs: _p, ...clientOptions } = this.options;
     this.clients = createStepFunctionsClients({ logger: host.logger, ...clientOptions });
@@ -295,7 +299,10 @@ export class StepFunctionsExtension implements EngineExtension {
         // still have reached AWS. The execution it would have started is recorded as pending, so
         // the engine that owns the instance stops it (its poll finds the task gone), trying until
         // AWS answers, also once this engine has stopped; one that never started is fine to stop.
-        if (!refused && ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record(pendingOf(predictable.executionArn));
+        if (!refused && ctx.signal.aborted && (await host.taskState(ref)) === 'gone') {
+          const t = this.tracked.get(await this.record(pendingOf(predictable.executionArn)));
+          if (t) t.nextPollAtMs = 0; // at the next tick, not after a poll interval (minutes in push mode)
+        }
         if (refused) throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
         throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }

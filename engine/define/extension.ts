@@ -42,7 +42,11 @@ export interface ExtensionHost {
 export interface EngineExtension {
   /** Looked up by activities through `ActivityContext.extension(name)`. */
   readonly name: string;
+  /**
+   * Starts its loops. Called again after `stop()` when the engine's start is tried again (a
+   * cluster still electing its leaders), so an extension must be able to start after a stop.
+   */
   start(host: ExtensionHost): Promise<void>;
-  /** Stops its loops; pending work stays durable for the next engine. */
+  /** Stops its loops; pending work stays durable for the next engine. Also called after a `start` that failed. */
   stop(): Promise<void>;
 }

@@ -215,6 +215,14 @@ describe('stepFunctionsExecution', () => {
     assert.equal((await outcomes(wf['nap']!, 'n-1')).length, 1);
     assert.equal((await sfn.send(new ListExecutionsCommand({ stateMachineArn: arns['nap'] }))).executions!.length, 1, 'not started again');
   });
+
+  it('runs stages with the same extension object started again after a stop (an engine start tried again)', async () => {
+    await engine.close();
+    engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
+    await engine.start(wf['settle']!, { id: 's-again', input: { orderId: 's-again' } });
+    const done = await finished(wf['settle']!, 's-again');
+    assert.equal(done.value, 'done', JSON.stringify(done.context));
+  });
 });
 
 function pick(v: unknown, keys: string[]): Record<string, unknown> {
