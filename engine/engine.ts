@@ -136,7 +136,8 @@ export class Engine extends Client {
         opened = true;
         return Engine.start(rt, resolved);
       },
-      (e) => opened && isTransient(e),
+      // A connection the caller gave, and closed, does not come back.
+      (e) => opened && isTransient(e) && !resolved.connection?.isClosed(),
       { namespace: resolved.namespace, logger: resolved.logger, openTimeoutMs, started, doing: 'to start the engine' },
     );
   }
@@ -154,7 +155,10 @@ export class Engine extends Client {
     try {
       // The events streams of every workflow served here, then the partitions, timers and tasks.
       await Promise.all(rt.registry.names().map((w) => ensureWorkflowStreams(rt, w)));
-      await Promise.all([engine.manager.start(), engine.timers.start(), engine.tasks.start()]);
+      // All three settled before a failure closes the engine: one still starting would go on
+      // (a reader made after the close) with nothing left to stop it.
+      const started = await Promise.allSettled([engine.manager.start(), engine.timers.start(), engine.tasks.start()]);
+      for (const s of started) if (s.status === 'rejected') throw s.reason;
       const host = createExtensionHost(rt, {
         engineId: () => engine.manager.engineId,
         owns: (workflow, partition) => engine.manager.owns(workflow, partition),
@@ -162,8 +166,9 @@ export class Engine extends Client {
         replicas: resolved.replicas,
       });
       for (const x of engine.extensions) {
-        await x.start(host);
+        // Stopped with the others if its own start fails halfway.
         engine.startedExtensions.push(x);
+        await x.start(host);
       }
     } catch (e) {
       await engine.close();

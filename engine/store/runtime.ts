@@ -168,7 +168,8 @@ export async function waitForJetStream<T>(
       if (!retryable(e) || waited >= o.openTimeoutMs) throw e;
       const delay = Math.min(250 * 2 ** (n - 1), 5_000, o.openTimeoutMs - waited);
       o.logger.warn(
-        `namespace '${o.namespace}': waiting for JetStream${o.doing ? ` ${o.doing}` : ''} (${(e as Error).message}; a cluster electing its leaders or a node restarting); ` +
+        `namespace '${o.namespace}': waiting for JetStream${o.doing ? ` ${o.doing}` : ''} (${(e as Error).message}; a cluster electing its leaders or a node restarting, ` +
+          `or, if it lasts, more replicas asked for than the cluster can place); ` +
           `trying again in ${delay} ms, for up to ${o.openTimeoutMs} ms in all (openTimeoutMs)`,
       );
       await new Promise((r) => setTimeout(r, delay));
