@@ -57,6 +57,8 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
   let sfn: StepFunctionsExtension;
   const logger = memoryLogger();
   const namespace = uniqueNamespace('edgesfn');
+  /** Status events of this namespace's executions are forwarded to the hub's NATS, as EventBridge would be. */
+  const pushNamespace = uniqueNamespace('edgesfnpush');
 
   before(async () => {
     topo = await startTopology({ leafJetStream: true });
@@ -64,7 +66,13 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     const nc = hubNc;
     // The cloud: the endpoint's Lambda stand-in stores task tokens in the hub's JetStream, where
     // the callback server (on the hub) takes them to the settlement service (on the hub).
-    world = await startSfnWorld({ nats: false, taskHandlers: () => hybridTaskHandlers(nc) });
+    world = await startSfnWorld({
+      nats: false,
+      taskHandlers: () => hybridTaskHandlers(nc),
+      onStatusChange: (e) => {
+        if (e.detail.executionArn.includes(pushNamespace)) nc.publish(`${pushNamespace}.sfn.status`, JSON.stringify(e));
+      },
+    });
     const definition = JSON.parse(await readFile(join(import.meta.dirname, '..', '..', 'workflows', 'hybrid.asl.json'), 'utf8')) as object;
     assert.equal(await world.createStateMachine('hybrid', definition), HYBRID_LOCAL_STATE_MACHINE_ARN);
     await ensureTaskTokenStream({ connection: hubNc, stream: HYBRID_TOKEN_STREAM, subjects: [HYBRID_TOKEN_SUBJECT] });
@@ -90,13 +98,14 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
    * stays at its default (30 s): a reply that comes late on a busy machine would count as lost and
    * be asked for again (still one execution, but two StartExecution calls at the endpoint).
    */
-  const siteExtension = (path: LinkProxy): StepFunctionsExtension =>
+  const siteExtension = (path: LinkProxy, extra: { pushFallbackPollMs?: number } = {}): StepFunctionsExtension =>
     stepFunctions({
       region: world!.endpoint.region,
       endpoint: `http://127.0.0.1:${path.port}`,
       credentials: CREDENTIALS,
       maxAttempts: 1,
       maxRequestsPerSecond: 50,
+      ...extra,
     });
 
   const cut = async (): Promise<void> => {
@@ -362,6 +371,57 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     } finally {
       await restore();
       for (const e of open) await e.close();
+    }
+  });
+
+  /** A site engine in the push namespace: completion by status events, the back-up poll after `fallbackMs`. */
+  async function pushSite(fallbackMs: number) {
+    const wf = defineHybridWorkflow({ pollIntervalMs: 200, completion: 'push', stage: { retry: RETRY, ...REACH } });
+    const ext = siteExtension(awsPath!, { pushFallbackPollMs: fallbackMs });
+    const e = await createEngine({ servers: topo!.leaf.url, namespace: pushNamespace, workflows: [wf], leaseTtlMs: 1_000, logger, extensions: [ext] });
+    return { wf, ext, e };
+  }
+
+  it('completes by push: a status event published in the hub reaches the site engine over the link, no poll needed', async () => {
+    const id = 'push-up';
+    const { wf, ext, e } = await pushSite(600_000);
+    try {
+      await e.start(wf, { id, input: { orderId: id, sku: 'lamp', quantity: 1, amount: 3 } });
+      const done = await e.waitFor(wf, id, (i) => i.status !== 'running', { timeoutMs: 30_000 });
+      assert.equal(done.value, 'completed', JSON.stringify(done.context));
+      assert.equal(ext.stats().describes, 0, 'no DescribeExecution: the outcome came by push');
+      const outcomes = (await e.history(wf, id)).filter((h) => (h.event as { type?: string }).type === 'jetstate.task');
+      assert.equal(outcomes.filter((h) => h.actorEvent === 'xstate.done.actor.settle').length, 1);
+    } finally {
+      await e.close();
+    }
+  });
+
+  it('completes by push: a status event lost in a cut is made up for by the back-up poll after the restore, once', async () => {
+    const id = 'push-cut';
+    const { wf, ext, e } = await pushSite(1_000);
+    // The execution waits for its task token, answered in the hub: not until the site is cut.
+    await callbacks!.stop();
+    callbacks = undefined;
+    try {
+      await e.start(wf, { id, input: { orderId: id, sku: 'lamp', quantity: 1, amount: 4 } });
+      await eventually(async () => assert.equal((await executionsOf(pushNamespace, id)).length, 1, 'the execution started'), 10_000);
+      await cut();
+      callbacks = await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+      const [execution] = await executionsOf(pushNamespace, id);
+      const ended = await world!.waitForEnd(execution!.executionArn!, 30_000);
+      assert.equal(ended.status, 'SUCCEEDED', 'ended in the cloud while the site was cut off (its status event went nowhere)');
+      assert.equal((await e.get(wf, id))!.value, 'settling');
+      await restore();
+      const done = await e.waitFor(wf, id, (i) => i.status !== 'running', { timeoutMs: 30_000 });
+      assert.equal(done.value, 'completed', JSON.stringify(done.context));
+      assert.ok(ext.stats().describes > 0, 'the back-up poll found it');
+      const outcomes = (await e.history(wf, id)).filter((h) => (h.event as { type?: string }).type === 'jetstate.task');
+      assert.equal(outcomes.filter((h) => h.actorEvent === 'xstate.done.actor.settle').length, 1);
+    } finally {
+      await restore();
+      callbacks ??= await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+      await e.close();
     }
   });
 

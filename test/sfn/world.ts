@@ -12,7 +12,12 @@ import {
 } from '@aws-sdk/client-sfn';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startLocalSts, type LocalSts } from '../../adapters/local/aws/sts.js';
-import { startLocalStepFunctions, type LocalStepFunctions, type TaskHandler } from '../../adapters/local/step-functions/server.js';
+import {
+  startLocalStepFunctions,
+  type EventBridgeExecutionStatusEvent,
+  type LocalStepFunctions,
+  type TaskHandler,
+} from '../../adapters/local/step-functions/server.js';
 import { createStepFunctionsClients, type StepFunctionsClients, type StepFunctionsClientsOptions } from '../../adapters/step-functions/clients.js';
 import { eventually, startNats, type NatsServer } from '../helpers.js';
 
@@ -29,6 +34,8 @@ export interface SfnWorldOptions {
   activityPollTimeoutMs?: number;
   /** Stand-ins for Lambda functions; built once NATS is connected. */
   taskHandlers?: (nc: NatsConnection | undefined) => Record<string, TaskHandler>;
+  /** What EventBridge would forward: every execution status change. */
+  onStatusChange?: (event: EventBridgeExecutionStatusEvent) => void;
 }
 
 export interface SfnWorld {
@@ -59,6 +66,7 @@ export async function startSfnWorld(options: SfnWorldOptions = {}): Promise<SfnW
     sts,
     activityPollTimeoutMs: options.activityPollTimeoutMs ?? 2_000,
     taskHandlers: options.taskHandlers?.(nats ? nc : undefined) ?? {},
+    ...(options.onStatusChange ? { onStatusChange: options.onStatusChange } : {}),
   });
   const owned: Array<{ destroy(): void }> = [];
   const admin = new SFNClient({ endpoint: endpoint.endpoint, region: REGION, credentials: CREDENTIALS });
