@@ -108,6 +108,15 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       ...extra,
     });
 
+  /** Nobody answers the executions' task tokens until `resumeCallbacks()`: they run until stopped. */
+  const pauseCallbacks = async (): Promise<void> => {
+    await callbacks?.stop();
+    callbacks = undefined;
+  };
+  const resumeCallbacks = async (): Promise<void> => {
+    callbacks ??= await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+  };
+
   const cut = async (): Promise<void> => {
     await topo!.link.cut();
     await awsPath!.cut();
@@ -195,8 +204,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
   it('a cut after the start and before the end: polls wait for AWS, the outcome is applied once after the restore', async () => {
     const id = 'cut-middle';
     // Nobody answers the execution's task token until the site is cut off.
-    await callbacks!.stop();
-    callbacks = undefined;
+    await pauseCallbacks();
     const endpointBefore = startsAtEndpoint();
     await engine!.start(edgeHybrid, { id, input: { orderId: id, sku: 'lamp', quantity: 2, amount: 40 } });
     await eventually(async () => {
@@ -206,7 +214,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     }, 15_000);
     await cut();
     // The cloud answers the token while the site cannot see it: the execution ends in the cloud.
-    callbacks = await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+    await resumeCallbacks();
     const [execution] = await executionsOf(namespace, id);
     assert.equal((await world!.waitForEnd(execution!.executionArn!)).status, 'SUCCEEDED');
     const unansweredBefore = sfn.stats().unanswered;
@@ -260,8 +268,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
   it('a CANCEL during the cut leaves the stage at once; a start whose reply was lost is stopped once AWS answers', async () => {
     const id = 'cut-cancel';
     // Nobody answers the execution's task token: it runs until stopped.
-    await callbacks!.stop();
-    callbacks = undefined;
+    await pauseCallbacks();
     try {
       const endpointBefore = startsAtEndpoint();
       world!.endpoint.delay({ ms: 1_500, actions: ['StartExecution'] });
@@ -282,7 +289,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       assert.equal(ended.error, 'jetstate.Exited');
     } finally {
       await restore();
-      callbacks ??= await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+      await resumeCallbacks();
     }
   });
 
@@ -291,8 +298,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     const ns = uniqueNamespace('edgesfnstop');
     const options = { servers: topo!.leaf.url, namespace: ns, workflows: [edgeHybrid], leaseTtlMs: 1_000, drainTimeoutMs: 500, logger };
     // Nobody answers the execution's task token: it runs until stopped.
-    await callbacks!.stop();
-    callbacks = undefined;
+    await pauseCallbacks();
     const first = siteExtension(awsPath!);
     const open = new Set([await createEngine({ ...options, extensions: [first] })]);
     try {
@@ -320,7 +326,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     } finally {
       await restore();
       for (const e of open) await e.close();
-      callbacks ??= await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+      await resumeCallbacks();
     }
   });
 
@@ -401,13 +407,12 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     const id = 'push-cut';
     const { wf, ext, e } = await pushSite(1_000);
     // The execution waits for its task token, answered in the hub: not until the site is cut.
-    await callbacks!.stop();
-    callbacks = undefined;
+    await pauseCallbacks();
     try {
       await e.start(wf, { id, input: { orderId: id, sku: 'lamp', quantity: 1, amount: 4 } });
       await eventually(async () => assert.equal((await executionsOf(pushNamespace, id)).length, 1, 'the execution started'), 10_000);
       await cut();
-      callbacks = await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+      await resumeCallbacks();
       const [execution] = await executionsOf(pushNamespace, id);
       const ended = await world!.waitForEnd(execution!.executionArn!, 30_000);
       assert.equal(ended.status, 'SUCCEEDED', 'ended in the cloud while the site was cut off (its status event went nowhere)');
@@ -420,7 +425,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       assert.equal(outcomes.filter((h) => h.actorEvent === 'xstate.done.actor.settle').length, 1);
     } finally {
       await restore();
-      callbacks ??= await serveHybridCallbacks({ connection: hubNc!, clients: world!.clients() });
+      await resumeCallbacks();
       await e.close();
     }
   });
