@@ -14,6 +14,7 @@ import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, jetstream, jets
 import { connect, headers as natsHeaders, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { SFNClient } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
+import { JetStreamDomainSchema, inDomain } from './domain.js';
 import { ErrorCode, JetstateError } from '../../engine/internal.js';
 import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
@@ -43,6 +44,8 @@ export interface TaskTokenStreamOptions {
   replicas?: number;
   /** How long a token's hash is remembered to drop a second copy of it (default 10 minutes). */
   duplicateWindowMs?: number;
+  /** JetStream domain of the stream (a leaf node's own JetStream, e.g. an edge site's `edge`); the connection's own JetStream when absent. */
+  domain?: string;
 }
 
 /**
@@ -56,7 +59,7 @@ export interface TaskTokenStreamOptions {
  * ```
  */
 export async function ensureTaskTokenStream(options: TaskTokenStreamOptions): Promise<void> {
-  const jsm = await jetstreamManager(options.connection);
+  const jsm = await jetstreamManager(options.connection, inDomain(options.domain));
   try {
     await jsm.streams.info(options.stream);
     return;
@@ -92,6 +95,8 @@ export interface TaskTokenForwarderOptions {
   stream?: string;
   /** Further options of the connection the forwarder opens (credentials, TLS, name). */
   connectionOptions?: Omit<NodeConnectionOptions, 'servers'>;
+  /** JetStream domain of the stream (a leaf node's own JetStream, e.g. an edge site's `edge`); the connection's own JetStream when absent. */
+  domain?: string;
 }
 
 /**
@@ -165,7 +170,7 @@ export function taskTokenForwarder(options: TaskTokenForwarderOptions): TaskToke
     const hash = tokenHash(taskToken);
     const h = natsHeaders();
     h.set(TOKEN_HASH_HEADER, hash);
-    const js = jetstream(await connection());
+    const js = jetstream(await connection(), inDomain(options.domain));
     await js.publish(subject, JSON.stringify({ taskToken, input: 'input' in parsed.data ? input : rest, ...(executionArn ? { executionArn } : {}) }), {
       msgID: `sfn-token-${hash}`,
       headers: h,
@@ -218,6 +223,8 @@ const ServeOptionsSchema = z
     stream: z.string().min(1).optional(),
     /** Subject of the tokens: the consumer's filter, and how the stream is found. */
     subject: z.string().min(1).optional(),
+    /** JetStream domain of the stream (e.g. an edge site's `edge`); the connection's own JetStream when absent. */
+    domain: JetStreamDomainSchema.optional(),
     /** Durable consumer name; servers sharing it share the tokens. Created if missing. */
     durable: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'durable: 1-128 of A-Z a-z 0-9 _ -'),
     client: z.custom<SFNClient>((v) => typeof v === 'object' && v !== null && typeof (v as SFNClient).send === 'function').optional(),
@@ -278,7 +285,7 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
   const o = parseOptions(ServeOptionsSchema, 'serveCallbackTasks', options);
   const client = resolveStepFunctionsClient(o, 'serveCallbackTasks');
   const { logger } = o;
-  const jsm = await jetstreamManager(o.connection);
+  const jsm = await jetstreamManager(o.connection, inDomain(o.domain));
   const stream =
     o.stream ??
     (await jsm.streams.find(o.subject!).catch((e: unknown) => {
@@ -301,7 +308,7 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       ...(o.subject ? { filter_subject: o.subject } : {}),
     });
   }
-  const consumer = await jetstream(o.connection).consumers.get(stream, o.durable);
+  const consumer = await jetstream(o.connection, inDomain(o.domain)).consumers.get(stream, o.durable);
 
   const stats: CallbackTaskStats = { received: 0, succeeded: 0, failed: 0, gone: 0, heartbeats: 0 };
   const running = new Map<string, { latest: JsMsg; controller: AbortController; done: Promise<void> }>();

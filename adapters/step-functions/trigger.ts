@@ -19,6 +19,7 @@ import { carrierFromHeaders, type TraceCarrier } from '../../engine/internal.js'
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
 import { backoffDelayMs, sleep } from './task-answer.js';
+import { JetStreamDomainSchema, inDomain } from './domain.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 /** Where to reply when the message has no reply subject (always the case for JetStream messages). */
@@ -78,6 +79,8 @@ const TriggerOptionsSchema = z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,128}$/)
       .optional(),
+    /** JetStream domain of `stream` (e.g. an edge site's `edge`); the connection's own JetStream when absent. */
+    domain: JetStreamDomainSchema.optional(),
     stateMachineArn: z
       .string()
       .regex(/^arn:[a-z-]+:states:[^:]*:[0-9]*:stateMachine:.+$/, "stateMachineArn must look like 'arn:aws:states:eu-west-1:123456789012:stateMachine:name'"),
@@ -302,7 +305,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
   } else {
     const stream = o.stream;
     const durable = o.durable!;
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(nc, inDomain(o.domain));
     try {
       await jsm.consumers.info(stream, durable);
     } catch (e) {
@@ -316,7 +319,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
         ack_wait: 60_000 * NS_PER_MS,
       });
     }
-    const consumer = await jetstream(nc).consumers.get(stream, durable);
+    const consumer = await jetstream(nc, inDomain(o.domain)).consumers.get(stream, durable);
     let running = 0;
     let freed: (() => void) | undefined;
     // Acknowledged once the execution is started: a crash before that redelivers the message, and
