@@ -68,7 +68,8 @@ describe('an engine started without a JetStream quorum', () => {
       await within(opening, 150_000, 'the engine opening').catch((e: Error) => {
         throw new Error(`${e.message}; the engine's log:\n${logger.lines.join('\n')}`, { cause: e });
       });
-      await client.send(toggle, 't1', { type: 'FLIP' });
+      // The workflow's events stream may still be electing its leader: a sender retries with its key.
+      await eventually(() => client.send(toggle, 't1', { type: 'FLIP' }, { idempotencyKey: 'flip-1' }), 60_000, 250);
       await eventually(async () => assert.equal((await client.get(toggle, 't1'))?.value, 'on'), 60_000);
     } finally {
       await opening?.catch(() => {});
