@@ -23,6 +23,7 @@ import { closeConnection, ensureWorkflowStreams, openRuntime, type Runtime } fro
 import { readHistory, withJournal } from './store/history.js';
 import { parseRecord, readRecord } from './store/records.js';
 import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
+import { isTimeout } from './store/nats-errors.js';
 import { reencryptWorkflows, type ReencryptReport } from './store/reencrypt.js';
 import { readTaskProgress } from './effects/tasks.js';
 import { verifyInstance, type VerifyReport } from './step/verify.js';
@@ -293,16 +294,30 @@ export class Client implements AsyncDisposable {
    */
   private async publish(e: Parameters<typeof publishToInstance>[1], data: Uint8Array): ReturnType<typeof publishToInstance> {
     try {
-      return await publishToInstance(this.rt, e, data);
-    } catch (err) {
-      if (!(err instanceof JetstateError) || err.code !== ErrorCode.NotServed) throw err;
       try {
-        await ensureWorkflowStreams(this.rt, e.workflow);
-      } catch {
-        throw err;
+        return await publishToInstance(this.rt, e, data);
+      } catch (err) {
+        if (!(err instanceof JetstateError) || err.code !== ErrorCode.NotServed) throw err;
+        try {
+          await ensureWorkflowStreams(this.rt, e.workflow);
+        } catch {
+          throw err;
+        }
+        this.warnIfUnserved(e.workflow);
+        return await publishToInstance(this.rt, e, data);
       }
-      this.warnIfUnserved(e.workflow);
-      return publishToInstance(this.rt, e, data);
+    } catch (err) {
+      if (err instanceof JetstateError || !isTimeout(err)) throw err;
+      const start = e.event.type === EngineEvent.Start;
+      fail(
+        ErrorCode.Timeout,
+        `${start ? 'the start of' : `event '${e.event.type}' for`} workflow '${e.workflow}' instance '${e.id}' got no acknowledgement from JetStream ` +
+          `(${(err as Error).message}: a cluster electing its leaders, a server restarting or overloaded, or a subject this NATS user may not use); it may have been stored: ` +
+          (start
+            ? 'start it again (a start of the instance that exists with the same input returns it)'
+            : `send it again with the same idempotencyKey${e.idempotencyKey ? '' : ' (give one: without it a retry may be applied twice)'}`),
+        { cause: err },
+      );
     }
   }
 

@@ -66,6 +66,12 @@ export function isNoResponders(e: unknown): boolean {
   return false;
 }
 
+/** A request that got no answer in time (itself or a cause). */
+export function isTimeout(e: unknown): boolean {
+  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) if (c instanceof coreErrors.TimeoutError) return true;
+  return false;
+}
+
 /** A request that timed out, or failed because the connection is down or reconnecting. */
 export function isTransient(e: unknown): boolean {
   if (isNoResponders(e)) return true;

@@ -1,0 +1,45 @@
+/**
+ * A start or send that JetStream does not acknowledge in time (here: its server is down) fails with
+ * a JetstateError `TIMEOUT` that says it may have been stored and how to retry safely, not with the
+ * NATS client's bare "timeout" (every error the library throws is a JetstateError).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setup } from 'xstate';
+import { z } from 'zod';
+import { ErrorCode, JetstateError, createClient, defineWorkflow } from '../../engine/index.js';
+import { startNats, uniqueNamespace } from '../helpers.js';
+
+const toggle = defineWorkflow({
+  name: 'toggle',
+  version: 1,
+  input: z.object({}),
+  events: { FLIP: z.object({}) },
+  machine: setup({}).createMachine({ initial: 'off', states: { off: { on: { FLIP: 'on' } }, on: {} } }),
+});
+
+describe('a start or send without an acknowledgement', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  before(async () => (nats = await startNats()));
+  after(async () => nats?.dispose());
+
+  it('fails with TIMEOUT, saying it may be stored and how to retry', { timeout: 60_000 }, async () => {
+    const client = await createClient({ servers: nats.url, namespace: uniqueNamespace('acktimeout'), workflows: [toggle] });
+    try {
+      // No engine: the start is only published (and the client now knows the instance).
+      await client.start(toggle, { id: 't1', input: {}, wait: false });
+      await nats.kill();
+      const [start, send] = await Promise.allSettled([client.start(toggle, { id: 't2', input: {}, wait: false }), client.send(toggle, 't1', { type: 'FLIP' })]);
+      for (const r of [start, send]) {
+        assert.equal(r.status, 'rejected');
+        assert.ok(r.reason instanceof JetstateError, String(r.reason));
+        assert.equal(r.reason.code, ErrorCode.Timeout);
+      }
+      const why = (r: PromiseSettledResult<unknown>) => String((r as PromiseRejectedResult).reason.message);
+      assert.match(why(start), /the start of workflow 'toggle' instance 't2' got no acknowledgement from JetStream .*may have been stored: start it again/);
+      assert.match(why(send), /event 'FLIP' for workflow 'toggle' instance 't1' .*send it again with the same idempotencyKey \(give one/);
+    } finally {
+      await client.close().catch(() => {});
+    }
+  });
+});
