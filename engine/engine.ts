@@ -157,8 +157,13 @@ export class Engine extends Client {
       await Promise.all(rt.registry.names().map((w) => ensureWorkflowStreams(rt, w)));
       // All three settled before a failure closes the engine: one still starting would go on
       // (a reader made after the close) with nothing left to stop it.
-      const started = await Promise.allSettled([engine.manager.start(), engine.timers.start(), engine.tasks.start()]);
-      for (const s of started) if (s.status === 'rejected') throw s.reason;
+      const failed = (await Promise.allSettled([engine.manager.start(), engine.timers.start(), engine.tasks.start()])).flatMap((s) =>
+        s.status === 'rejected' ? [s.reason as unknown] : [],
+      );
+      // A lasting failure is what the caller must see (a transient one beside it would be retried).
+      const first = failed.find((e) => !isTransient(e)) ?? failed[0];
+      for (const e of failed) if (e !== first) rt.logger.warn(`engine start: ${(e as Error).message}`);
+      if (failed.length > 0) throw first;
       const host = createExtensionHost(rt, {
         engineId: () => engine.manager.engineId,
         owns: (workflow, partition) => engine.manager.owns(workflow, partition),
