@@ -14,7 +14,7 @@ import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, jetstream, jets
 import { connect, headers as natsHeaders, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { SFNClient } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import { JetStreamDomainSchema, inDomain } from './domain.js';
+import { JetStreamDomainSchema, checkDomain, inDomain } from './domain.js';
 import { ErrorCode, JetstateError } from '../../engine/internal.js';
 import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
@@ -59,6 +59,7 @@ export interface TaskTokenStreamOptions {
  * ```
  */
 export async function ensureTaskTokenStream(options: TaskTokenStreamOptions): Promise<void> {
+  checkDomain('ensureTaskTokenStream', options.domain);
   const jsm = await jetstreamManager(options.connection, inDomain(options.domain));
   try {
     await jsm.streams.info(options.stream);
@@ -144,6 +145,7 @@ export function taskTokenForwarder(options: TaskTokenForwarderOptions): TaskToke
     throw new JetstateError(ErrorCode.InvalidOptions, `taskTokenForwarder for '${subject}': give 'servers' (e.g. 'nats://127.0.0.1:4222') or a 'connection'`);
   if (options.connection && !isConnection(options.connection))
     throw new JetstateError(ErrorCode.InvalidOptions, 'taskTokenForwarder: connection must be a NatsConnection');
+  checkDomain('taskTokenForwarder', options.domain);
   let opened: Promise<NatsConnection> | undefined;
   const connection = async (): Promise<NatsConnection> => {
     if (options.connection) return options.connection;
@@ -171,11 +173,23 @@ export function taskTokenForwarder(options: TaskTokenForwarderOptions): TaskToke
     const h = natsHeaders();
     h.set(TOKEN_HASH_HEADER, hash);
     const js = jetstream(await connection(), inDomain(options.domain));
-    await js.publish(subject, JSON.stringify({ taskToken, input: 'input' in parsed.data ? input : rest, ...(executionArn ? { executionArn } : {}) }), {
-      msgID: `sfn-token-${hash}`,
-      headers: h,
-      ...(stream ? { expect: { streamName: stream } } : {}),
-    });
+    const ack = await js.publish(
+      subject,
+      JSON.stringify({ taskToken, input: 'input' in parsed.data ? input : rest, ...(executionArn ? { executionArn } : {}) }),
+      {
+        msgID: `sfn-token-${hash}`,
+        headers: h,
+        ...(stream ? { expect: { streamName: stream } } : {}),
+      },
+    );
+    // The subject decides which stream stores the token; `domain` says which one that must be.
+    if (options.domain && ack.domain !== options.domain) {
+      throw new JetstateError(
+        ErrorCode.InvalidOptions,
+        `task token forwarder for '${subject}': the token was stored by stream '${ack.stream}' in JetStream domain '${ack.domain ?? '(none)'}', not in '${options.domain}'; ` +
+          `make only the stream in domain '${options.domain}' store '${subject}'`,
+      );
+    }
     return { forwarded: true };
   };
   return Object.assign(forward, {

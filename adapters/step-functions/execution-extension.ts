@@ -62,6 +62,8 @@ const PendingSchema = z.object({
   trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
   /** Polls that get no answer from AWS wait at most this long (`untilReachable`); absent in entries written before it. */
   reach: z.object({ intervalMs: z.number(), maxIntervalMs: z.number() }).optional(),
+  /** Recorded to be stopped (its start got no answer after the state was left): polled at once by whichever engine owns it. */
+  stop: z.literal(true).optional(),
 });
 type Pending = z.infer<typeof PendingSchema>;
 
@@ -299,10 +301,7 @@ export class StepFunctionsExtension implements EngineExtension {
         // still have reached AWS. The execution it would have started is recorded as pending, so
         // the engine that owns the instance stops it (its poll finds the task gone), trying until
         // AWS answers, also once this engine has stopped; one that never started is fine to stop.
-        if (!refused && ctx.signal.aborted && (await host.taskState(ref)) === 'gone') {
-          const t = this.tracked.get(await this.record(pendingOf(predictable.executionArn)));
-          if (t) t.nextPollAtMs = 0; // at the next tick, not after a poll interval (minutes in push mode)
-        }
+        if (!refused && ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record({ ...pendingOf(predictable.executionArn), stop: true });
         if (refused) throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
         throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }
@@ -425,7 +424,9 @@ export class StepFunctionsExtension implements EngineExtension {
     this.tracked.set(key, { key, pending, intervalMs: first, nextPollAtMs: Date.now() + jitter(first), busy: false });
     const refKey = taskRefKey(pending.ref);
     this.byRef.set(refKey, key);
-    if (this.cancels.delete(refKey)) this.tracked.get(key)!.nextPollAtMs = 0; // the poll finds the task gone and stops it
+    // The poll finds the task gone and stops the execution: at the next tick, not after a poll
+    // interval (minutes in push mode).
+    if (this.cancels.delete(refKey) || pending.stop) this.tracked.get(key)!.nextPollAtMs = 0;
     const early = this.early.get(key);
     if (early) {
       this.early.delete(key);

@@ -105,6 +105,9 @@ const TriggerOptionsSchema = z
   .refine((o) => (o.stream === undefined) === (o.durable === undefined), {
     message: "give 'stream' and 'durable' together (JetStream), or neither (core NATS)",
   })
+  .refine((o) => o.stream !== undefined || o.domain === undefined, {
+    message: "'domain' is the JetStream domain of 'stream'; a core NATS subject has none",
+  })
   .refine((o) => o.stream === undefined || o.queue === undefined, {
     message: "'queue' is for core NATS; with 'stream', triggers share the 'durable' consumer",
   });

@@ -80,6 +80,24 @@ describe('Step Functions helpers with a JetStream domain', () => {
     }
   });
 
+  it('refuses a token stored in another domain than the forwarder names, and a domain without a stream', async () => {
+    await ensureTaskTokenStream({ connection: hubNc!, domain: DOMAIN, stream: TOKENS, subjects: ['site.tokens.>'] });
+    const wrong = taskTokenForwarder({ connection: hubNc!, domain: 'hub', subject: 'site.tokens.elsewhere' });
+    await assert.rejects(wrong({ taskToken: 'tok-1', input: {} }), /stored by stream 'SITE_TOKENS' in JetStream domain 'edge', not in 'hub'/);
+    assert.throws(() => taskTokenForwarder({ connection: hubNc!, domain: 'a.b', subject: 'site.tokens.x' }), /domain 'a\.b' is not a JetStream domain name/);
+    await assert.rejects(
+      startTrigger({
+        connection: hubNc!,
+        domain: DOMAIN,
+        subject: 'site.core',
+        queue: 'q',
+        stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:x',
+        clients: world!.clients(),
+      }),
+      /'domain' is the JetStream domain of 'stream'/,
+    );
+  });
+
   it('starts executions from a site stream with a trigger in the hub', async () => {
     const siteJsm = await jetstreamManager(siteNc!);
     await siteJsm.streams.add({ name: 'SITE_STARTS', subjects: ['site.starts.>'], retention: RetentionPolicy.Limits });
