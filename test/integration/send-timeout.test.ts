@@ -5,18 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { ErrorCode, JetstateError, createClient, defineWorkflow } from '../../engine/index.js';
+import { ErrorCode, JetstateError, createClient } from '../../engine/index.js';
 import { startNats, uniqueNamespace } from '../helpers.js';
-
-const toggle = defineWorkflow({
-  name: 'toggle',
-  version: 1,
-  input: z.object({}),
-  events: { FLIP: z.object({}) },
-  machine: setup({}).createMachine({ initial: 'off', states: { off: { on: { FLIP: 'on' } }, on: {} } }),
-});
+import { toggle } from '../toggle-workflow.js';
 
 describe('a start or send without an acknowledgement', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;

@@ -6,21 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
-import { setup } from 'xstate';
-import { createClient, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
+import { createClient, createEngine, type Engine } from '../../engine/index.js';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { eventually, memoryLogger, startCluster, uniqueNamespace, type NatsServer } from '../helpers.js';
+import { toggle } from '../toggle-workflow.js';
 import { within } from './harness.js';
-
-const toggle = defineWorkflow({
-  name: 'toggle',
-  version: 1,
-  input: z.object({}),
-  events: { FLIP: z.object({}) },
-  machine: setup({}).createMachine({ initial: 'off', states: { off: { on: { FLIP: 'on' } }, on: {} } }),
-});
 
 describe('an engine started without a JetStream quorum', () => {
   let servers: NatsServer[];
