@@ -52,4 +52,27 @@ describe('the watch of partition leases', () => {
     );
     await eventually(() => assert.equal(a.status().owned.length + b.status().owned.length, 4), 10_000);
   });
+
+  it('is opened again when the first one never delivers, so the engine starts (it waited for ever)', { timeout: 60_000 }, async () => {
+    const logger = memoryLogger();
+    const starting = createEngine({
+      servers: nats.url,
+      namespace: uniqueNamespace('watchstart'),
+      workflows: [counter],
+      partitions: 4,
+      leaseTtlMs: 1_000,
+      logger,
+      testHooks: { dropWatchEntry: (generation) => generation === 1 },
+    });
+    // Bounded here, so that the old behaviour fails this test instead of hanging it.
+    const engine = await Promise.race([starting, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000))]);
+    if (!engine) void starting.then((e) => e.close()).catch(() => {});
+    assert.ok(engine, `the engine did not start within 20 s:\n${logger.lines.join('\n')}`);
+    engines.push(engine);
+    await eventually(() => assert.equal(engine.status().owned.length, 4), 15_000);
+    assert.ok(
+      logger.lines.some((l) => l.includes("did not deliver this engine's first heartbeat")),
+      `it says why it watches again:\n${logger.lines.join('\n')}`,
+    );
+  });
 });
