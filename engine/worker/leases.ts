@@ -28,6 +28,7 @@ import { z } from 'zod';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { isCasConflict } from '../store/nats-errors.js';
+import { waitAtMost } from '../clock.js';
 import type { PartitionWorker } from './partition-worker.js';
 
 /** A lease: its owner, the checkpoint it reached, its trim point, and how long it lasts unrenewed (clients read that). */
@@ -187,9 +188,18 @@ export class PartitionManager {
     const ready = new Promise<void>((r) => (initialised = r));
     this.watcher = await this.openWatch();
     void this.observe(this.watcher, initialised);
-    // An empty bucket sends no initial values; our own heartbeat coming back ends the wait.
-    await this.heartbeat();
-    await ready;
+    // An empty bucket sends no initial values; our own heartbeat coming back ends the wait. A watch
+    // that never delivers it (see checkWatch) is opened again, and the heartbeat written again.
+    const stallMs = Math.max(WATCH_STALL_MS, this.options.ttlMs);
+    for (;;) {
+      await this.heartbeat();
+      if (await waitAtMost(ready, stallMs)) break;
+      if (this.stopped) return;
+      this.rt.logger.warn(`the watch of partition leases did not deliver this engine's first heartbeat within ${stallMs} ms; watching again`);
+      // The observe loop opens a new watch once this one ends.
+      this.watcher?.stop();
+      this.watcher = undefined;
+    }
     const every = Math.max(100, Math.floor(this.options.ttlMs / 3));
     // Not once stopped meanwhile (an engine that failed to open is closed while this ran).
     if (this.stopped) return;
