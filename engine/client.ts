@@ -294,30 +294,25 @@ export class Client implements AsyncDisposable {
    */
   private async publish(e: Parameters<typeof publishToInstance>[1], data: Uint8Array): ReturnType<typeof publishToInstance> {
     try {
-      try {
-        return await publishToInstance(this.rt, e, data);
-      } catch (err) {
-        if (!(err instanceof JetstateError) || err.code !== ErrorCode.NotServed) throw err;
-        try {
-          await ensureWorkflowStreams(this.rt, e.workflow);
-        } catch {
-          throw err;
-        }
-        this.warnIfUnserved(e.workflow);
-        return await publishToInstance(this.rt, e, data);
-      }
+      return await this.publishOrCreateStreams(e, data);
     } catch (err) {
       if (err instanceof JetstateError || !isTimeout(err)) throw err;
-      const start = e.event.type === EngineEvent.Start;
-      fail(
-        ErrorCode.Timeout,
-        `${start ? 'the start of' : `event '${e.event.type}' for`} workflow '${e.workflow}' instance '${e.id}' got no acknowledgement from JetStream ` +
-          `(${(err as Error).message}: a cluster electing its leaders, a server restarting or overloaded, or a subject this NATS user may not use); it may have been stored: ` +
-          (start
-            ? 'start it again (a start of the instance that exists with the same input returns it)'
-            : `send it again with the same idempotencyKey${e.idempotencyKey ? '' : ' (give one: without it a retry may be applied twice)'}`),
-        { cause: err },
-      );
+      fail(ErrorCode.Timeout, unacknowledged(e, (err as Error).message), { cause: err });
+    }
+  }
+
+  private async publishOrCreateStreams(e: Parameters<typeof publishToInstance>[1], data: Uint8Array): ReturnType<typeof publishToInstance> {
+    try {
+      return await publishToInstance(this.rt, e, data);
+    } catch (err) {
+      if (!(err instanceof JetstateError) || err.code !== ErrorCode.NotServed) throw err;
+      try {
+        await ensureWorkflowStreams(this.rt, e.workflow);
+      } catch {
+        throw err;
+      }
+      this.warnIfUnserved(e.workflow);
+      return publishToInstance(this.rt, e, data);
     }
   }
 
@@ -853,4 +848,16 @@ function typeOf(data: Uint8Array): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** Why a start or send has no acknowledgement, and how to retry it without a double. */
+function unacknowledged(e: { workflow: string; id: string; event: { type: string }; idempotencyKey?: string }, why: string): string {
+  const start = e.event.type === EngineEvent.Start;
+  return (
+    `${start ? 'the start of' : `event '${e.event.type}' for`} workflow '${e.workflow}' instance '${e.id}' got no acknowledgement from JetStream ` +
+    `(${why}: a cluster electing its leaders, a server restarting or overloaded, or a subject this NATS user may not use); it may have been stored: ` +
+    (start
+      ? 'start it again (a start of the instance that exists with the same input returns it)'
+      : `send it again with the same idempotencyKey${e.idempotencyKey ? '' : ' (give one: without it a retry may be applied twice)'}`)
+  );
 }

@@ -131,6 +131,13 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       x.name!.startsWith(`hybrid-${ns}-hybrid-${id}-`),
     );
 
+  /** The execution ends ABORTED by the engine's StopExecution (the invoking state was left). */
+  async function stoppedByTheEngine(executionArn: string): Promise<void> {
+    const ended = await world!.waitForEnd(executionArn, 30_000);
+    assert.equal(ended.status, 'ABORTED');
+    assert.equal(ended.error, 'jetstate.Exited');
+  }
+
   /** The site's own work during a cut: events and a durable timer of another instance apply at once. */
   async function siteKeepsWorking(id: string): Promise<void> {
     await engine!.start(site, { id, input: { label: id } });
@@ -284,9 +291,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       assert.equal(execution?.status, 'RUNNING', 'still running in the cloud while the site is cut off');
 
       await restore();
-      const ended = await world!.waitForEnd(execution!.executionArn!, 30_000);
-      assert.equal(ended.status, 'ABORTED');
-      assert.equal(ended.error, 'jetstate.Exited');
+      await stoppedByTheEngine(execution!.executionArn!);
     } finally {
       await restore();
       await resumeCallbacks();
@@ -320,9 +325,7 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       open.delete(a!);
       open.add(await createEngine({ ...options, extensions: [siteExtension(awsPath!)] }));
       await restore();
-      const ended = await world!.waitForEnd(execution!.executionArn!, 30_000);
-      assert.equal(ended.status, 'ABORTED');
-      assert.equal(ended.error, 'jetstate.Exited');
+      await stoppedByTheEngine(execution!.executionArn!);
     } finally {
       await restore();
       for (const e of open) await e.close();
