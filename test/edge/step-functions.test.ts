@@ -298,10 +298,12 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     }
   });
 
-  it('a start whose reply was lost, cancelled during the cut, is stopped once AWS answers though the engine that tried was closed meanwhile', async () => {
+  it('a start whose reply was lost, cancelled during the cut, is stopped once AWS answers though the engine that tried was closed meanwhile, without waiting for a poll interval', async () => {
     const id = 'cut-cancel-close';
     const ns = uniqueNamespace('edgesfnstop');
-    const options = { servers: topo!.leaf.url, namespace: ns, workflows: [edgeHybrid], leaseTtlMs: 1_000, drainTimeoutMs: 500, logger };
+    // Polled every minute: the stop recorded by the first engine must not wait for that in the second.
+    const slowPoll = defineHybridWorkflow({ pollIntervalMs: 60_000, stage: { retry: RETRY, ...REACH } });
+    const options = { servers: topo!.leaf.url, namespace: ns, workflows: [slowPoll], leaseTtlMs: 1_000, drainTimeoutMs: 500, logger };
     // Nobody answers the execution's task token: it runs until stopped.
     await pauseCallbacks();
     const first = siteExtension(awsPath!);
@@ -310,12 +312,12 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
       const [a] = open;
       const endpointBefore = startsAtEndpoint();
       world!.endpoint.delay({ ms: 1_500, actions: ['StartExecution'] });
-      await a!.start(edgeHybrid, { id, input: { orderId: id, sku: 'lamp', quantity: 1, amount: 7 } });
+      await a!.start(slowPoll, { id, input: { orderId: id, sku: 'lamp', quantity: 1, amount: 7 } });
       await eventually(() => assert.equal(startsAtEndpoint() - endpointBefore, 1, 'the start reached the endpoint'));
       await cut();
       await eventually(() => assert.ok(first.stats().unanswered > 0, 'the reply was lost'), 10_000);
-      await a!.send(edgeHybrid, id, { type: 'CANCEL', reason: 'changed my mind' });
-      const done = await a!.waitFor(edgeHybrid, id, (i) => i.status !== 'running', { timeoutMs: 10_000 });
+      await a!.send(slowPoll, id, { type: 'CANCEL', reason: 'changed my mind' });
+      const done = await a!.waitFor(slowPoll, id, (i) => i.status !== 'running', { timeoutMs: 10_000 });
       assert.equal(done.value, 'cancelled');
       const [execution] = await executionsOf(ns, id);
       assert.equal(execution?.status, 'RUNNING', 'still running in the cloud while the site is cut off');
