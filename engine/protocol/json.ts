@@ -1,11 +1,14 @@
 /** JSON as jetstate stores it: strict UTF-8, canonical forms for digests, short hashes for ids. */
 import { createHash } from 'node:crypto';
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * UTF-8 JSON bytes. `Buffer.from` copies a small string into Node's shared pool, where
+ * `TextEncoder.encode` allocates a backing store for each (4 % of the engine's CPU at workload A).
+ */
 export function encodeJson(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
+  return Buffer.from(JSON.stringify(value), 'utf8');
 }
 
 /** Strict UTF-8 and JSON; throws on either. */
