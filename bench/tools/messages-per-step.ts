@@ -3,9 +3,13 @@
  * this process, C invocations in flight: the messages each stream stored per step, and the CPU
  * per step of nats-server and of this process. CPU from /proc (Linux), through the peer bench's meter.
  *
- *   npx tsx bench/tools/messages-per-step.ts [--default] [--c=100] [--n=2000]
+ *   npx tsx bench/tools/messages-per-step.ts [--default] [--c=100] [--n=2000] [--heap]
+ *
+ * `--heap`: also what this process allocated per step (the engine, the client and this loop), by
+ * function, from V8's sampling heap profiler with the objects the GC collected counted too.
  */
 import { performance } from 'node:perf_hooks';
+import { Session } from 'node:inspector';
 import { rm } from 'node:fs/promises';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -57,10 +61,12 @@ async function lastSeqs(): Promise<Map<string, number>> {
 
 await run(Math.min(500, N)); // warm-up
 const before = await lastSeqs();
+const heap = process.argv.includes('--heap') ? await heapSampler() : undefined;
 const meter = cpuMeter({ server: srv.pid });
 const t0 = performance.now();
 await run(N);
 const cores = meter();
+const allocated = await heap?.stop();
 const seconds = (performance.now() - t0) / 1_000;
 const after = await lastSeqs();
 const steps = N * 10;
@@ -75,8 +81,41 @@ console.log(`workload A, C=${C}, ${N} invocations, nats-server ${process.argv.in
 for (const [kind, n] of byKind) console.log(`  ${kind.padEnd(28)} ${(n / steps).toFixed(3)} messages per step`);
 const perStep = (who: string): string => (((cores[who] ?? NaN) * seconds * 1_000_000) / steps).toFixed(0);
 console.log(`  nats-server CPU ${perStep('server')} µs per step; this process (engine and client) ${perStep('bench')} µs per step`);
+if (allocated) {
+  const total = [...allocated.values()].reduce((a, b) => a + b, 0);
+  console.log(`  allocated by this process: ${Math.round(total / steps).toLocaleString('en-US')} bytes per step (sampled); the largest:`);
+  for (const [where, bytes] of [...allocated].sort((a, b) => b[1] - a[1]).slice(0, 25))
+    console.log(`    ${Math.round(bytes / steps).toLocaleString('en-US').padStart(6)} B ${((100 * bytes) / total).toFixed(1).padStart(5)} %  ${where}`);
+}
 await client.close();
 await engine.close();
 await nc.close();
 await srv.stop();
 await rm(srv.storeDir, { recursive: true, force: true });
+
+/** Bytes allocated by function (natives under the function that called them) between start and stop. */
+async function heapSampler(): Promise<{ stop(): Promise<Map<string, number>> }> {
+  const session = new Session();
+  session.connect();
+  const post = <T>(method: string, params?: object): Promise<T> =>
+    new Promise((resolve, reject) => session.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as T))));
+  await post('HeapProfiler.enable');
+  await post('HeapProfiler.startSampling', { samplingInterval: 4_096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  type Node = { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] };
+  return {
+    async stop() {
+      const { profile } = await post<{ profile: { head: Node } }>('HeapProfiler.stopSampling');
+      session.disconnect();
+      const bytes = new Map<string, number>();
+      const walk = (n: Node, caller: string): void => {
+        const { functionName, url, lineNumber } = n.callFrame;
+        const here = url ? `${functionName || '(anonymous)'} ${url.replace(/^.*\/(engine|adapters|bench|node_modules)\//, '$1/')}:${lineNumber + 1}` : caller;
+        const key = url ? here : `${functionName || '(native)'} <- ${caller}`;
+        bytes.set(key, (bytes.get(key) ?? 0) + n.selfSize);
+        for (const c of n.children) walk(c, here);
+      };
+      walk(profile.head, '(root)');
+      return bytes;
+    },
+  };
+}
