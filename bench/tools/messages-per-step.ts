@@ -85,7 +85,11 @@ if (allocated) {
   const total = [...allocated.values()].reduce((a, b) => a + b, 0);
   console.log(`  allocated by this process: ${Math.round(total / steps).toLocaleString('en-US')} bytes per step (sampled); the largest:`);
   for (const [where, bytes] of [...allocated].sort((a, b) => b[1] - a[1]).slice(0, 25))
-    console.log(`    ${Math.round(bytes / steps).toLocaleString('en-US').padStart(6)} B ${((100 * bytes) / total).toFixed(1).padStart(5)} %  ${where}`);
+    console.log(
+      `    ${Math.round(bytes / steps)
+        .toLocaleString('en-US')
+        .padStart(6)} B ${((100 * bytes) / total).toFixed(1).padStart(5)} %  ${where}`,
+    );
 }
 await client.close();
 await engine.close();
