@@ -1,0 +1,85 @@
+// A new owner of an instance it has not cached takes a batch that begins with a start for a new
+// instance and creates it without reading first. When that start is refused (here: raw starts
+// whose input is not valid, as a hostile or broken sender could publish), the instance may well
+// exist: the events behind the start in the same batch must be applied to it, not dead-lettered
+// as sent to an instance that "does not exist".
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { setup, assign } from 'xstate';
+import { z } from 'zod';
+import { createClient, createEngine, defineWorkflow } from '../../engine/index.js';
+import { layout, partitionOf } from '../../engine/internal.js';
+import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+
+const counter = defineWorkflow({
+  name: 'counter',
+  version: 1,
+  input: z.object({ label: z.string() }),
+  events: { ADD: z.object({ k: z.number() }) },
+  machine: setup({ types: {} as { context: { n: number; label: string }; events: { type: 'ADD'; k: number }; input: { label: string } } }).createMachine({
+    context: ({ input }) => ({ n: 0, label: input.label }),
+    initial: 'counting',
+    states: { counting: { on: { ADD: { actions: assign({ n: ({ context, event }) => context.n + event.k }) } } } },
+  }),
+});
+
+describe('a refused start at the head of a batch, for an instance that exists', () => {
+  let nats: Awaited<ReturnType<typeof startNats>>;
+  let nc: NatsConnection;
+  before(async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.url });
+  });
+  after(async () => {
+    await nc?.close();
+    await nats?.dispose();
+  });
+
+  it('the events behind it are applied to the instance, and only the refused starts are dead letters', async () => {
+    const namespace = uniqueNamespace('refstart');
+    const options = { servers: nats.url, namespace, workflows: [counter], logger: memoryLogger() };
+    const first = await createEngine({ ...options, leaseTtlMs: 1_000 });
+    const client = await createClient(options);
+    let second: Awaited<ReturnType<typeof createEngine>> | undefined;
+    try {
+      await client.start(counter, { id: 'c1', input: { label: 'one' } });
+      await client.send(counter, 'c1', { type: 'ADD', k: 1 });
+      await client.waitFor(counter, 'c1', (i) => i.context.n === 1, { timeoutMs: 10_000 });
+      const partitions = first.status().partitions;
+      await first.close();
+
+      // While no engine runs: starts a sender cannot have made with send() (no input), each
+      // followed by a valid event, so a new owner's batches begin with a start.
+      const subject = layout(namespace).eventSubject(partitionOf('counter', 'c1', partitions), 'counter', 'c1');
+      const js = jetstream(nc);
+      const refused: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        refused.push((await js.publish(subject, JSON.stringify({ type: 'jetstate.start' }))).seq);
+        refused.push((await js.publish(subject, JSON.stringify({ type: 'jetstate.start' }))).seq);
+        await client.send(counter, 'c1', { type: 'ADD', k: 10 });
+      }
+
+      second = await createEngine({ ...options, leaseTtlMs: 1_000 });
+      const done = await client
+        .waitFor(counter, 'c1', (i) => i.context.n === 61, { timeoutMs: 15_000 })
+        .catch(async (e: Error) => {
+          const letters = await client.deadLetters();
+          throw new Error(`${e.message}; dead letters: ${JSON.stringify(letters.map((l) => [l.seq, l.reason]))}`);
+        });
+      assert.equal(done.context.label, 'one', 'the same instance');
+      const letters = await client.deadLetters();
+      assert.deepEqual(
+        letters.map((l) => l.seq).sort((a, b) => a - b),
+        refused,
+        `only the refused starts: ${JSON.stringify(letters.map((l) => [l.seq, l.reason]))}`,
+      );
+      for (const l of letters) assert.match(l.reason, /input is not valid/);
+    } finally {
+      await second?.close();
+      await client.close();
+      await first.close().catch(() => {});
+    }
+  });
+});
