@@ -77,13 +77,26 @@ export async function applyBatch(
   let rest = batch;
   // A start of an instance this engine has not cached is almost always of a new instance: it is
   // created without reading first. The create is compare-and-set: if the record exists after all,
-  // the batch is computed again from a fresh read (processWithRetry), as after any conflict.
-  let loaded: Awaited<ReturnType<typeof ctx.store.load>> =
-    attempt === 0 && !ctx.store.has(key) && isStart(safeType(batch[0]!.data)) ? { problem: 'missing' } : await ctx.store.load(key);
+  // the batch is computed again from a fresh read (processWithRetry), as after any conflict. A
+  // start that creates nothing (refused, or waiting for its version) proves nothing: the record is
+  // read before anything else is judged.
+  let assumed = attempt === 0 && !ctx.store.has(key) && isStart(safeType(batch[0]!.data));
+  let loaded: Awaited<ReturnType<typeof ctx.store.load>> = assumed ? { problem: 'missing' } : await ctx.store.load(key);
   while (rest.length > 0 && 'problem' in loaded) {
     if (loaded.problem !== 'missing') return loaded.message;
+    if (assumed && !isStart(safeType(rest[0]!.data))) {
+      assumed = false;
+      loaded = await ctx.store.load(key);
+      continue;
+    }
     const head = rest[0]!;
     const created = await createFromStart(ctx, key, workflow, id, head, attempt, replies);
+    if (typeof created === 'string' && assumed) {
+      // Waiting for its version is for a new instance; an existing one answers the start itself.
+      assumed = false;
+      loaded = await ctx.store.load(key);
+      continue;
+    }
     if (typeof created === 'string') return created;
     rest = rest.slice(1);
     if (created) loaded = created;
