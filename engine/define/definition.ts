@@ -149,6 +149,8 @@ export function defineWorkflow<
     fail(ErrorCode.InvalidDefinition, 'defineWorkflow needs an object { name, version, machine, input, events }');
   }
   const label = typeof options.name === 'string' ? `workflow '${options.name}'` : 'workflow';
+  // A misspelt option would be dropped silently: 'secret' would store card numbers in the clear.
+  checkKeys(label, '', options, WORKFLOW_OPTIONS);
   if (options.name === undefined) {
     fail(ErrorCode.InvalidDefinition, `${label}: name is missing; give it a stable name such as 'order'`);
   }
@@ -195,14 +197,63 @@ export function isWorkflowDefinition(value: unknown): value is WorkflowDefinitio
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'jetstate.workflow';
 }
 
-const isRule = (r: unknown): boolean =>
-  typeof r === 'function' ||
-  (Array.isArray(r) && r.every((x) => typeof x === 'string')) ||
-  (typeof r === 'object' && r !== null && !Array.isArray(r) && Object.keys(r).every((k) => k === 'anyOf' || k === 'allOf'));
+const WORKFLOW_OPTIONS = ['name', 'version', 'machine', 'input', 'events', 'internalEvents', 'permissions', 'requireIdentity', 'secrets', 'limits'];
+const PERMISSION_KEYS = ['start', 'cancel', 'terminate', 'delete', 'events', 'default'];
+
+/** Refuses keys an options object does not have, naming the nearest known one. */
+export function checkKeys(label: string, prefix: string, value: object, known: readonly string[], code = ErrorCode.InvalidDefinition): void {
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue;
+    const near = nearest(key, known);
+    fail(
+      code,
+      `${label}: unknown option '${prefix}${key}'${near ? `; did you mean '${prefix}${near}'?` : ''} (known: ${known.map((k) => prefix + k).join(', ')})`,
+    );
+  }
+}
+
+/** The known name a misspelt one most likely meant: same letters in another case, or at most two edits away. */
+function nearest(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  let best: { name: string; d: number } | undefined;
+  for (const name of known) {
+    const d = name.toLowerCase() === lower ? 0 : editDistance(lower, name.toLowerCase());
+    if (d <= Math.min(2, Math.floor(name.length / 3)) && (!best || d < best.d)) best = { name, d };
+  }
+  return best?.name;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+const isRoleList = (r: unknown): boolean => Array.isArray(r) && r.every((x) => typeof x === 'string' && x.length > 0);
+
+/** A list of roles (any of them), `{ anyOf, allOf }` with at least one non-empty list, or a function of the identity. */
+const isRule = (r: unknown): boolean => {
+  if (typeof r === 'function' || isRoleList(r)) return true;
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) return false;
+  const { anyOf, allOf, ...other } = r as Record<string, unknown>;
+  if (Object.keys(other).length > 0 || (anyOf === undefined && allOf === undefined)) return false;
+  return [anyOf, allOf].every((l) => l === undefined || (isRoleList(l) && (l as unknown[]).length > 0));
+};
 
 function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, SchemaLike, Record<string, SchemaLike>, string>): WorkflowSecurity {
   const p = options.permissions;
   if (p !== undefined) {
+    if (typeof p !== 'object' || p === null || Array.isArray(p)) {
+      fail(ErrorCode.InvalidDefinition, `${label}: permissions must be an object such as { start: ['clerk'], events: { APPROVE: ['manager'] } }`);
+    }
+    checkKeys(label, 'permissions.', p, PERMISSION_KEYS);
+    if (p.events !== undefined && (typeof p.events !== 'object' || p.events === null || Array.isArray(p.events))) {
+      fail(ErrorCode.InvalidDefinition, `${label}: permissions.events must map event types to rules, e.g. { APPROVE: ['manager'] }`);
+    }
     const rules: Array<[string, unknown]> = [
       ['start', p.start],
       ['cancel', p.cancel],
@@ -213,7 +264,10 @@ function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, 
     ];
     for (const [where, rule] of rules) {
       if (rule !== undefined && !isRule(rule)) {
-        fail(ErrorCode.InvalidDefinition, `${label}: permissions.${where} must be a list of roles, { anyOf, allOf }, or a function of the identity`);
+        fail(
+          ErrorCode.InvalidDefinition,
+          `${label}: permissions.${where} must be a list of roles such as ['clerk'], { anyOf: [...], allOf: [...] } with at least one non-empty list of roles, or a function of the identity`,
+        );
       }
     }
     for (const t of Object.keys(p.events ?? {})) {
@@ -224,12 +278,18 @@ function checkSecurity(label: string, options: WorkflowOptions<AnyStateMachine, 
         );
     }
   }
+  if (options.requireIdentity !== undefined && typeof options.requireIdentity !== 'boolean') {
+    fail(ErrorCode.InvalidDefinition, `${label}: requireIdentity must be true or false`);
+  }
   const secrets = options.secrets ?? [];
   if (!Array.isArray(secrets) || secrets.some((s) => typeof s !== 'string' || s.length === 0)) {
     fail(ErrorCode.InvalidDefinition, `${label}: secrets must be a list of dotted paths such as 'card.number'`);
   }
   checkSecretPaths(secrets);
   const limits = options.limits ?? {};
+  if (typeof limits !== 'object' || limits === null || Array.isArray(limits)) {
+    fail(ErrorCode.InvalidDefinition, `${label}: limits must be an object such as { maxEventBytes: 65536 }`);
+  }
   for (const [k, v] of Object.entries(limits)) {
     if (!['maxEventBytes', 'maxSnapshotBytes', 'maxEventsPerSecond'].includes(k) || typeof v !== 'number' || !(v > 0)) {
       fail(ErrorCode.InvalidDefinition, `${label}: limits.${k} must be a positive number (known limits: maxEventBytes, maxSnapshotBytes, maxEventsPerSecond)`);

@@ -80,4 +80,21 @@ describe('defineWorkflow', () => {
     rejects(() => defineWorkflow({ ...base, input: {} as never }), /input must be a zod schema/);
     rejects(() => defineWorkflow({ ...base, events: { GO: 'x' as never } }), /events.GO must be a zod schema/);
   });
+  it('refuses misspelt options, which would drop encryption or permissions silently, naming the one meant', () => {
+    const misspelt = (extra: object) => defineWorkflow({ ...base, ...extra } as never);
+    rejects(() => misspelt({ secret: ['card.number'] }), /unknown option 'secret'; did you mean 'secrets'\?/);
+    rejects(() => misspelt({ permission: { start: ['clerk'] } }), /unknown option 'permission'; did you mean 'permissions'\?/);
+    rejects(() => misspelt({ requireidentity: true }), /did you mean 'requireIdentity'\?/);
+    rejects(() => misspelt({ retention: 7 }), /unknown option 'retention' \(known: name, version, .*limits\)/);
+    rejects(() => misspelt({ permissions: { starts: ['clerk'] } }), /unknown option 'permissions.starts'; did you mean 'permissions.start'\?/);
+    rejects(() => misspelt({ permissions: { events: ['GO'] } }), /permissions.events must map event types to rules/);
+    rejects(() => misspelt({ requireIdentity: 'yes' }), /requireIdentity must be true or false/);
+    rejects(() => misspelt({ limits: 5 }), /limits must be an object/);
+  });
+  it('refuses permission rules that could only fail at run time or deny everyone by mistake', () => {
+    for (const start of [{ anyOf: 'admin' }, {}, { anyOf: [] }, { allOf: ['a', ''] }, { anyOf: ['a'], oneOf: ['b'] }, 'admin', [1]])
+      rejects(() => defineWorkflow({ ...base, permissions: { start } } as never), /permissions.start must be a list of roles such as \['clerk'\]/);
+    for (const start of [['clerk'], { anyOf: ['clerk'] }, { allOf: ['clerk', 'eu'] }, { anyOf: ['a'], allOf: ['b'] }, () => true])
+      assert.ok(defineWorkflow({ ...base, permissions: { start } } as never));
+  });
 });
