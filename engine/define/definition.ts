@@ -143,11 +143,12 @@ export function defineWorkflow<
   TEvents extends Record<string, SchemaLike>,
   const TInternal extends string = never,
 >(
-  options: WorkflowOptions<TMachine, TInput, TEvents, TInternal> & DefinitionCheck<TMachine, TInput, TEvents, TInternal>,
+  given: WorkflowOptions<TMachine, TInput, TEvents, TInternal> & DefinitionCheck<TMachine, TInput, TEvents, TInternal>,
 ): WorkflowDefinition<TMachine, TInput, TEvents> {
-  if (options === null || typeof options !== 'object') {
+  if (given === null || typeof given !== 'object') {
     fail(ErrorCode.InvalidDefinition, 'defineWorkflow needs an object { name, version, machine, input, events }');
   }
+  const options = fromDefinition(given);
   const label = typeof options.name === 'string' ? `workflow '${options.name}'` : 'workflow';
   // A misspelt option would be dropped silently: 'secret' would store card numbers in the clear.
   checkKeys(label, '', options, WORKFLOW_OPTIONS);
@@ -195,6 +196,22 @@ export function defineWorkflow<
 
 export function isWorkflowDefinition(value: unknown): value is WorkflowDefinition {
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'jetstate.workflow';
+}
+
+/**
+ * Options with a definition spread in (`defineWorkflow({ ...order, version: 2 })`): its secrets,
+ * permissions, identity rule and limits carry over unless given again.
+ */
+function fromDefinition<T extends object>(given: T): T {
+  const { kind, security, ...rest } = given as T & { kind?: unknown; security?: WorkflowSecurity };
+  if (kind !== 'jetstate.workflow' || typeof security !== 'object' || security === null) return given;
+  const carried = {
+    ...(security.permissions !== undefined ? { permissions: security.permissions } : {}),
+    ...(security.requireIdentity ? { requireIdentity: true } : {}),
+    ...(security.secrets.length > 0 ? { secrets: security.secrets } : {}),
+    ...(Object.keys(security.limits).length > 0 ? { limits: security.limits } : {}),
+  };
+  return { ...carried, ...rest } as T;
 }
 
 const WORKFLOW_OPTIONS = ['name', 'version', 'machine', 'input', 'events', 'internalEvents', 'permissions', 'requireIdentity', 'secrets', 'limits'];

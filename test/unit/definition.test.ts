@@ -91,6 +91,20 @@ describe('defineWorkflow', () => {
     rejects(() => misspelt({ requireIdentity: 'yes' }), /requireIdentity must be true or false/);
     rejects(() => misspelt({ limits: 5 }), /limits must be an object/);
   });
+  it('a definition spread into a new version keeps its secrets, permissions, identity rule and limits unless given again', () => {
+    const v1 = defineWorkflow({
+      ...base,
+      secrets: ['card.number'],
+      permissions: { start: ['clerk'] },
+      requireIdentity: true,
+      limits: { maxEventBytes: 4_096 },
+    });
+    const v2 = defineWorkflow({ ...v1, version: 2 });
+    assert.equal(v2.version, 2);
+    assert.deepEqual(v2.security, v1.security);
+    const v3 = defineWorkflow({ ...v1, version: 3, secrets: ['card.cvc'], requireIdentity: false });
+    assert.deepEqual([v3.security.secrets, v3.security.requireIdentity, v3.security.permissions], [['card.cvc'], false, { start: ['clerk'] }]);
+  });
   it('refuses permission rules that could only fail at run time or deny everyone by mistake', () => {
     for (const start of [{ anyOf: 'admin' }, {}, { anyOf: [] }, { allOf: ['a', ''] }, { anyOf: ['a'], oneOf: ['b'] }, 'admin', [1]])
       rejects(() => defineWorkflow({ ...base, permissions: { start } } as never), /permissions.start must be a list of roles such as \['clerk'\]/);
