@@ -4,6 +4,7 @@
  */
 import { fromPromise, type AnyStateMachine, type PromiseActorLogic } from 'xstate';
 import { ErrorCode, JetstateError } from '../errors.js';
+import { checkKeys } from './keys.js';
 import type { TaskRef } from '../protocol/events.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 
@@ -88,6 +89,9 @@ export interface ActivityDefinition {
   options: ResolvedActivityOptions;
 }
 
+const ACTIVITY_OPTIONS = ['retry', 'timeoutMs', 'heartbeatTimeoutMs', 'requires', 'inProcess'];
+const RETRY_OPTIONS = ['maxAttempts', 'initialIntervalMs', 'backoffCoefficient', 'maxIntervalMs', 'jitter'] as const;
+
 /**
  * Declares a durable task for `invoke`. Register it by name in `setup({ actors })`.
  *
@@ -107,14 +111,36 @@ export function activity<TInput = unknown, TOutput = unknown>(
   options: ActivityOptions = {},
 ): PromiseActorLogic<TOutput, TInput> {
   if (typeof fn !== 'function') throw new JetstateError(ErrorCode.InvalidDefinition, 'activity(fn, options): fn must be an async function');
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new JetstateError(
+      ErrorCode.InvalidDefinition,
+      'activity(fn, options): options must be an object such as { timeoutMs: 10_000, retry: { maxAttempts: 5 } }',
+    );
+  // A misspelt option would leave its default in place without a word ({ timeout: 5000 }: 60 s).
+  checkKeys('activity options', '', options, ACTIVITY_OPTIONS);
+  if (options.retry !== undefined) {
+    if (typeof options.retry !== 'object' || options.retry === null || Array.isArray(options.retry))
+      throw new JetstateError(ErrorCode.InvalidDefinition, 'activity options: retry must be an object such as { maxAttempts: 5 }');
+    checkKeys('activity options', 'retry.', options.retry, RETRY_OPTIONS);
+  }
   const retry: RetryPolicy = { maxAttempts: 3, initialIntervalMs: 1_000, backoffCoefficient: 2, maxIntervalMs: 60_000, jitter: 0.2, ...options.retry };
+  const requires = options.requires ?? [];
+  const number = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v);
   const checks: Array<[boolean, string]> = [
+    [RETRY_OPTIONS.every((k) => number(retry[k])), `retry.${RETRY_OPTIONS.join(', retry.')} must be finite numbers`],
     [Number.isInteger(retry.maxAttempts) && retry.maxAttempts >= 1, 'retry.maxAttempts must be an integer of at least 1'],
     [retry.initialIntervalMs >= 0 && retry.maxIntervalMs >= retry.initialIntervalMs, 'retry intervals must be >= 0 with maxIntervalMs >= initialIntervalMs'],
     [retry.backoffCoefficient >= 1, 'retry.backoffCoefficient must be at least 1'],
     [retry.jitter >= 0 && retry.jitter < 1, 'retry.jitter must be in [0, 1)'],
     [options.timeoutMs === undefined || options.timeoutMs > 0, 'timeoutMs must be positive'],
+    [options.timeoutMs === undefined || number(options.timeoutMs), 'timeoutMs must be a number of milliseconds'],
     [options.heartbeatTimeoutMs === undefined || options.heartbeatTimeoutMs >= 100, 'heartbeatTimeoutMs must be at least 100'],
+    [options.heartbeatTimeoutMs === undefined || number(options.heartbeatTimeoutMs), 'heartbeatTimeoutMs must be a number of milliseconds'],
+    [
+      Array.isArray(requires) && requires.every((x) => typeof x === 'string' && x.length > 0),
+      "requires must be a list of extension names such as ['step-functions']",
+    ],
+    [options.inProcess === undefined || typeof options.inProcess === 'boolean', 'inProcess must be true or false'],
   ];
   for (const [ok, message] of checks) if (!ok) throw new JetstateError(ErrorCode.InvalidDefinition, `activity options: ${message}`);
   const logic = fromPromise<TOutput, TInput>(async () => {
@@ -126,7 +152,7 @@ export function activity<TInput = unknown, TOutput = unknown>(
       retry,
       timeoutMs: options.timeoutMs ?? 60_000,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
-      requires: Object.freeze([...(options.requires ?? [])]),
+      requires: Object.freeze([...requires]),
       inProcess: options.inProcess ?? options.heartbeatTimeoutMs === undefined,
     },
   };

@@ -8,6 +8,7 @@ import type { WorkflowDefinition } from './definition.js';
 import { NAME_PATTERN } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
 import { CHILD, childMarkOf } from './child-mark.js';
+import { ErrorCode, JetstateError } from '../errors.js';
 
 /**
  * Registers a workflow as an actor that `invoke` can start as a durable child instance.
@@ -20,6 +21,11 @@ import { CHILD, childMarkOf } from './child-mark.js';
  * ```
  */
 export function childWorkflow<TMachine extends AnyStateMachine>(workflow: WorkflowDefinition<TMachine>): TMachine {
+  if (typeof workflow !== 'object' || workflow === null || (workflow as { kind?: unknown }).kind !== 'jetstate.workflow')
+    throw new JetstateError(
+      ErrorCode.InvalidDefinition,
+      'childWorkflow(workflow): workflow must be a definition made with defineWorkflow(...), not a machine or a name; define the child workflow first',
+    );
   const machine = workflow.machine;
   if (!(CHILD in machine)) Object.defineProperty(machine, CHILD, { value: workflow });
   return machine;

@@ -112,3 +112,27 @@ describe('defineWorkflow', () => {
       assert.ok(defineWorkflow({ ...base, permissions: { start } } as never));
   });
 });
+
+describe('activity and childWorkflow', () => {
+  const fn = async () => 1;
+  it('refuse misspelt options, which would leave a default in place silently, naming the one meant', () => {
+    rejects(() => activity(fn, { timeout: 5_000 } as never), /activity options: unknown option 'timeout'; did you mean 'timeoutMs'\?/);
+    rejects(() => activity(fn, { retry: { attempts: 10 } } as never), /unknown option 'retry.attempts'.*known: retry.maxAttempts/);
+    rejects(() => activity(fn, { retry: { maxAttempt: 10 } } as never), /did you mean 'retry.maxAttempts'\?/);
+    rejects(() => activity(fn, { inprocess: true } as never), /did you mean 'inProcess'\?/);
+  });
+  it('refuse options of the wrong type with the fix', () => {
+    rejects(() => activity(fn, null as never), /options must be an object such as \{ timeoutMs/);
+    rejects(() => activity(fn, { requires: 'step-functions' } as never), /requires must be a list of extension names such as \['step-functions'\]/);
+    rejects(() => activity(fn, { timeoutMs: '5000' } as never), /timeoutMs must be a number of milliseconds/);
+    rejects(() => activity(fn, { retry: { maxIntervalMs: Infinity } } as never), /must be finite numbers/);
+    rejects(() => activity(fn, { retry: 3 } as never), /retry must be an object such as \{ maxAttempts: 5 \}/);
+    rejects(() => activity(fn, { inProcess: 'yes' } as never), /inProcess must be true or false/);
+    assert.ok(activity(fn, { timeoutMs: 5_000, retry: { maxAttempts: 5 }, requires: ['step-functions'], inProcess: false }));
+  });
+  it('childWorkflow takes a definition, not a machine or a name', () => {
+    for (const bad of [machine, undefined, 'flow'])
+      rejects(() => childWorkflow(bad as never), /childWorkflow\(workflow\): workflow must be a definition made with defineWorkflow/);
+    assert.ok(childWorkflow(defineWorkflow(base)));
+  });
+});
