@@ -10,14 +10,15 @@ import { createInbox } from '@nats-io/nats-core';
 import { z } from 'zod';
 import type { KV } from '@nats-io/kv';
 import type { AnyMachineSnapshot, AnyStateMachine, StateValue } from 'xstate';
-import type { WorkflowDefinition, WorkflowEvent, WorkflowInput } from './define/definition.js';
+import { isWorkflowDefinition, type WorkflowDefinition, type WorkflowEvent, type WorkflowInput } from './define/definition.js';
+import { checkKeys } from './define/keys.js';
 import type { StateValueOf, WorkflowHistoryEntry, WorkflowInstance } from './define/instance-types.js';
 import { checkStateTest, tagsOf } from './define/states.js';
 import { ErrorCode, JetstateError, fail } from './errors.js';
 import { checkName, partitionOf, shardOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
-import { toInstance, type HistoryEntry, type Instance, type InstanceRecord, type InstanceStatus, type StateMatch } from './protocol/record.js';
+import { InstanceStatus, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type StateMatch } from './protocol/record.js';
 import { decodeJson } from './protocol/json.js';
 import { closeConnection, ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { readHistory, withJournal } from './store/history.js';
@@ -175,7 +176,9 @@ export class Client implements AsyncDisposable {
    * (a warning says when no live engine serves the workflow).
    */
   async start<W extends WorkflowDefinition>(workflow: W, options: StartOptions<W>): Promise<WorkflowInstance<W>> {
-    this.checkOpen();
+    this.checkCall('start', workflow, options, ['id', 'input', 'token', 'wait', 'timeoutMs'], true);
+    if (options.timeoutMs !== undefined) checkMs('start', 'timeoutMs', options.timeoutMs);
+    if (options.wait !== undefined && typeof options.wait !== 'boolean') fail(ErrorCode.InvalidOptions, 'start: wait must be true or false');
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
     const input = checkInput(workflow, id, options.input);
@@ -237,7 +240,11 @@ export class Client implements AsyncDisposable {
    * and nothing is written. Sending to a missing instance is an `INSTANCE_NOT_FOUND` error.
    */
   async send<W extends WorkflowDefinition>(workflow: W, id: string, event: WorkflowEvent<W>, options: SendOptions = {}): Promise<SendResult> {
-    this.checkOpen();
+    this.checkCall('send', workflow, options, ['idempotencyKey', 'token']);
+    const key = options.idempotencyKey;
+    // The key becomes the message id JetStream deduplicates by: an empty one would mean none.
+    if (key !== undefined && (typeof key !== 'string' || !/^[^\r\n]{1,1024}$/.test(key)))
+      fail(ErrorCode.InvalidOptions, 'send: idempotencyKey must be a string of 1 to 1024 characters on one line, the same for every try of one event');
     const tel = this.rt.telemetry;
     const parent = context.active();
     const type = typeof (event as { type?: unknown } | null)?.type === 'string' ? (event as { type: string }).type : 'unknown';
@@ -379,7 +386,7 @@ export class Client implements AsyncDisposable {
     kind: 'cancel' | 'terminate' | 'delete',
     options: ControlOptions,
   ): Promise<SendResult> {
-    this.checkOpen();
+    this.checkCall(kind, workflow, options, kind === 'delete' ? ['token'] : ['reason', 'token']);
     checkName(`workflow '${workflow.name}': instance id`, id);
     this.rt.registry.add(workflow);
     if (options.reason !== undefined && (typeof options.reason !== 'string' || options.reason.length > 1_000)) {
@@ -458,7 +465,7 @@ export class Client implements AsyncDisposable {
    * record) instead of stopping. Run it until `resealed` is 0 and `failed` is empty.
    */
   async reencrypt<W extends WorkflowDefinition>(workflow: W): Promise<ReencryptReport> {
-    this.checkOpen();
+    this.checkCall('reencrypt', workflow);
     this.rt.registry.add(workflow);
     if (!this.rt.security.codec.ring)
       fail(ErrorCode.InvalidOptions, `reencrypt needs the key ring with the new key: secrets: { keyRing } (or JETSTATE_KEYS for the CLI)`);
@@ -472,7 +479,10 @@ export class Client implements AsyncDisposable {
    */
   async deadLetters(options: { limit?: number } = {}): Promise<DeadLetter[]> {
     this.checkOpen();
-    const limit = Math.max(1, Math.min(10_000, options.limit ?? 100));
+    checkOptions('deadLetters', options, ['limit']);
+    const limit = options.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+      fail(ErrorCode.InvalidOptions, `deadLetters: limit must be a whole number from 1 to 10000 (got ${String(options.limit)})`);
     const info = await this.rt.jsm.streams.info(this.rt.names.deadLetterStream);
     if (info.state.messages === 0) return [];
     const from = Math.max(info.state.first_seq, info.state.last_seq - limit + 1);
@@ -509,7 +519,7 @@ export class Client implements AsyncDisposable {
    * its context, state value, output and tags as the machine declares them).
    */
   async get<W extends WorkflowDefinition>(workflow: W, id: string): Promise<WorkflowInstance<W> | null> {
-    this.checkOpen();
+    this.checkCall('get', workflow);
     // Known here, its secret paths are opened (or redacted) in what is read.
     this.rt.registry.add(workflow);
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
@@ -600,7 +610,10 @@ export class Client implements AsyncDisposable {
    * does not have is an `INVALID_OPTIONS` error (it would match nothing).
    */
   async *list<W extends WorkflowDefinition>(workflow: W, filter: ListFilter<StateMatch<StateValueOf<W>>> = {}): AsyncIterable<WorkflowInstance<W>> {
-    this.checkOpen();
+    this.checkCall('list', workflow, filter, ['status', 'state']);
+    const statuses: readonly string[] = Object.values(InstanceStatus);
+    if (filter.status !== undefined && !statuses.includes(filter.status))
+      fail(ErrorCode.InvalidOptions, `list: status '${String(filter.status)}' is not one of ${statuses.join(', ')} (it would match nothing)`);
     this.rt.registry.add(workflow);
     if (filter.state !== undefined) checkStateTest(workflow.name, this.machinesOf(workflow), filter.state);
     const keys: string[] = [];
@@ -630,7 +643,9 @@ export class Client implements AsyncDisposable {
     predicate: (instance: WorkflowInstance<W>) => boolean,
     options: WaitForOptions = {},
   ): Promise<WorkflowInstance<W>> {
-    this.checkOpen();
+    this.checkCall('waitFor', workflow, options, ['timeoutMs']);
+    if (typeof predicate !== 'function')
+      fail(ErrorCode.InvalidOptions, 'waitFor: predicate must be a function of the instance, e.g. (i) => i.status === "done"');
     this.rt.registry.add(workflow);
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
     const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_FOR_MS;
@@ -692,7 +707,7 @@ export class Client implements AsyncDisposable {
    * typed from the workflow (`WorkflowHistoryEntry<W>`): narrow on `kind`, then on `event.type`.
    */
   async history<W extends WorkflowDefinition>(workflow: W, id: string): Promise<WorkflowHistoryEntry<W>[]> {
-    this.checkOpen();
+    this.checkCall('history', workflow);
     this.rt.registry.add(workflow);
     checkName('instance id', id);
     // The entries were written by the step from events the gate parsed with these schemas.
@@ -712,7 +727,7 @@ export class Client implements AsyncDisposable {
 
   /** Replays an instance's history from its start and reports whether it reproduces the stored snapshot. */
   async verify<W extends WorkflowDefinition>(workflow: W, id: string): Promise<VerifyReport> {
-    this.checkOpen();
+    this.checkCall('verify', workflow);
     this.rt.registry.add(workflow);
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
     if (!record) fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist`);
@@ -748,6 +763,22 @@ export class Client implements AsyncDisposable {
 
   protected checkOpen(): void {
     if (this.closing) fail(ErrorCode.Closed, 'this jetstate client is closed; create a new one');
+  }
+
+  /**
+   * Open, given a workflow definition, and options with only the keys it knows (a misspelt one,
+   * such as `idempotency_key`, would be dropped without a word): else a clear error, nothing done.
+   */
+  protected checkCall(method: string, workflow: unknown, options?: unknown, known?: readonly string[], required = false): void {
+    this.checkOpen();
+    if (!isWorkflowDefinition(workflow))
+      fail(
+        ErrorCode.InvalidOptions,
+        `${method}: the workflow must be a definition made with defineWorkflow(...) (the object its module exports), not ${describeValue(workflow)}`,
+      );
+    if (known === undefined) return;
+    if (options === undefined && required) fail(ErrorCode.InvalidOptions, `${method}(workflow, options): options are missing; give { ${known.join(', ')} }`);
+    if (options !== undefined) checkOptions(method, options, known);
   }
 
   protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
@@ -860,4 +891,23 @@ function unacknowledged(e: { workflow: string; id: string; event: { type: string
       ? 'start it again (a start of the instance that exists with the same input returns it)'
       : `send it again with the same idempotencyKey${e.idempotencyKey ? '' : ' (give one: without it a retry may be applied twice)'}`)
   );
+}
+
+/** Options must be an object with only these keys. */
+function checkOptions(method: string, options: unknown, known: readonly string[]): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    fail(ErrorCode.InvalidOptions, `${method}: options must be an object with ${known.join(', ')}`);
+  checkKeys(`${method} options`, '', options, known, ErrorCode.InvalidOptions);
+}
+
+function checkMs(method: string, name: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+    fail(ErrorCode.InvalidOptions, `${method}: ${name} must be a non-negative number of milliseconds (got ${String(value)})`);
+}
+
+/** What a value that should have been a workflow definition is, for an error message. */
+function describeValue(v: unknown): string {
+  if (typeof v === 'string') return `the string '${v}' (import the definition instead of naming it)`;
+  if (typeof v === 'object' && v !== null && 'root' in v && 'transition' in v) return 'an XState machine (pass the definition defineWorkflow made from it)';
+  return v === null || v === undefined ? String(v) : typeof v === 'object' ? 'an object that is not a definition' : `a ${typeof v}`;
 }

@@ -2,7 +2,7 @@
 import { ErrorCode, fail } from '../errors.js';
 
 /** Refuses keys an options object does not have, naming the nearest known one. */
-export function checkKeys(label: string, prefix: string, value: object, known: readonly string[], code = ErrorCode.InvalidDefinition): void {
+export function checkKeys(label: string, prefix: string, value: object, known: readonly string[], code: ErrorCode = ErrorCode.InvalidDefinition): void {
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue;
     const near = nearest(key, known);

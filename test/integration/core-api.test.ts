@@ -86,6 +86,64 @@ describe('core API against a real nats-server', () => {
     assert.equal(history.length, 1);
   });
 
+  it('refuses a workflow that is not a definition and misspelt or wrong per-call options, naming the fix, and writes nothing', async () => {
+    const invalid = (pattern: RegExp) => (e: JetstateError) => e instanceof JetstateError && e.code === ErrorCode.InvalidOptions && pattern.test(e.message);
+    const notDefinition = /the workflow must be a definition made with defineWorkflow/;
+    await assert.rejects(engine.get('order' as never, 'o-1'), invalid(/not the string 'order' \(import the definition/));
+    await assert.rejects(engine.start(order.machine as never, { id: 'x', input: input('x') } as never), invalid(/not an XState machine/));
+    await assert.rejects(engine.send(undefined as never, 'o-1', { type: 'DELIVERED' }), invalid(notDefinition));
+    for (const call of [() => engine.history({} as never, 'o-1'), () => engine.verify(null as never, 'o-1'), () => engine.cancel(7 as never, 'o-1')])
+      await assert.rejects(call(), invalid(notDefinition));
+    await assert.rejects(engine.start(order, undefined as never), invalid(/start\(workflow, options\): options are missing; give \{ id, input/));
+    await engine.start(order, { id: 'o-opts', input: input('o-opts') });
+    const seq = (await engine.send(order, 'o-opts', { type: 'PAY', amount: 1 })).seq;
+    // A misspelt idempotency key would send without deduplication: a retry applied twice.
+    await assert.rejects(
+      engine.send(order, 'o-opts', { type: 'PAY', amount: 1 }, { idempotency_key: 'pay-1' } as never),
+      invalid(/unknown option 'idempotency_key'; did you mean 'idempotencyKey'\?/),
+    );
+    for (const idempotencyKey of ['', 'a\nb', 'x'.repeat(1_025), 5])
+      await assert.rejects(
+        engine.send(order, 'o-opts', { type: 'PAY', amount: 1 }, { idempotencyKey } as never),
+        invalid(/idempotencyKey must be a string of 1 to 1024/),
+      );
+    await assert.rejects(
+      engine.waitFor(order, 'o-opts', () => true, { timeout: 5_000 } as never),
+      invalid(/did you mean 'timeoutMs'\?/),
+    );
+    await assert.rejects(engine.waitFor(order, 'o-opts', 'paid' as never), invalid(/predicate must be a function/));
+    for (const timeoutMs of [-1, Number.NaN, '5'])
+      await assert.rejects(
+        engine.start(order, { id: 'o-t', input: input('o-t'), timeoutMs } as never),
+        invalid(/start: timeoutMs must be a non-negative number/),
+      );
+    await assert.rejects(engine.start(order, { id: 'o-t', input: input('o-t'), wait: 'no' } as never), invalid(/wait must be true or false/));
+    await assert.rejects(engine.start(order, { id: 'o-t', inputs: input('o-t') } as never), invalid(/unknown option 'inputs'; did you mean 'input'\?/));
+    await assert.rejects(engine.cancel(order, 'o-opts', { reasons: 'x' } as never), invalid(/did you mean 'reason'\?/));
+    await assert.rejects(engine.delete(order, 'o-opts', { reason: 'x' } as never), invalid(/unknown option 'reason' \(known: token\)/));
+    await assert.rejects(
+      engine
+        .list(order, { status: 'finished' } as never)
+        [Symbol.asyncIterator]()
+        .next(),
+      invalid(/status 'finished' is not one of running, done/),
+    );
+    await assert.rejects(
+      engine
+        .list(order, { staus: 'done' } as never)
+        [Symbol.asyncIterator]()
+        .next(),
+      invalid(/did you mean 'status'\?/),
+    );
+    for (const limit of [0, Number.NaN, 10_001, 1.5])
+      await assert.rejects(engine.deadLetters({ limit }), invalid(/limit must be a whole number from 1 to 10000/));
+    await engine.waitFor(order, 'o-opts', (i) => i.revision >= 2, { timeoutMs: 10_000 });
+    const history = await engine.history(order, 'o-opts');
+    assert.equal(history.length, 2, 'the start and the one PAY: nothing else was written');
+    assert.equal(history[1]!.seq, seq);
+    assert.equal(await engine.get(order, 'o-t'), null);
+  });
+
   it('a client without workers starts and sends; the engine applies', async () => {
     const client = await createClient({ servers: nats.url, namespace });
     try {
