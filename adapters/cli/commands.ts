@@ -203,6 +203,8 @@ export async function runCommand(command: string, args: string[], values: CliVal
       case 'send': {
         const id = needs(args[1], 'instance id');
         const type = needs(args[2], 'event type');
+        if (args[3] !== undefined && values.data !== undefined)
+          throw new JetstateError(ErrorCode.InvalidOptions, 'give the event payload once: as the JSON argument or as --data, not both');
         const payload = json(args[3] ?? values.data, 'the event payload');
         const event = { ...(payload as object), type } as never;
         const r = await client.send(workflow, id, event, {

@@ -13,11 +13,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { DEFAULT_SERVER, DEV_KEYS_FILE, keyRingText, loadWorkflows, serverOf, type CliValues } from './commands.js';
 import { ensureNatsServer } from './nats.js';
-import { startUi } from './ui.js';
+import { portOf, startUi } from './ui.js';
 
 /** Whether something accepts TCP connections at a nats:// URL (within a second). */
 export function reachable(url: string): Promise<boolean> {
-  const u = new URL(url.replace(/^nats:/, 'http:'));
+  // 'host:port' as the NATS client takes it, or a nats:// URL.
+  const u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url.replace(/^nats:/, 'http:') : `http://${url}`);
   return new Promise((ok) => {
     const socket = tcpConnect({ host: u.hostname, port: Number(u.port || 4222) });
     const done = (v: boolean): void => {
@@ -50,6 +51,8 @@ const otlpEndpoint = (): string | undefined =>
     : process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] || process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] || undefined;
 
 export async function runDev(values: CliValues): Promise<number> {
+  // Checked before anything starts: a bad --port found after would leave the engine running.
+  portOf(values);
   const workflows = await loadWorkflows(values.workflows);
   const explicit = values.server || process.env['NATS_URL'];
   let url = serverOf(values);
@@ -88,7 +91,12 @@ export async function runDev(values: CliValues): Promise<number> {
       name: 'jetstate-dev',
       secrets: { keyRing },
     });
-    const ui = values['no-ui'] ? undefined : await startUi(values, url, workflows, { fallbackToFreePort: true });
+    const ui = values['no-ui']
+      ? undefined
+      : await startUi(values, url, workflows, { fallbackToFreePort: true }).catch(async (e: unknown) => {
+          await engine.close();
+          throw e;
+        });
     const cli = 'npx jetstate';
     const server_ = url === DEFAULT_SERVER ? '' : ` --server ${url}`;
     process.stdout.write(

@@ -54,6 +54,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const [command, ...rest] = parsed.positionals;
   if (command === 'help') {
+    if (rest[0] && !COMMANDS[rest[0]])
+      return report(usageError(`unknown command '${rest[0]}'; commands: ${Object.keys(COMMANDS).join(', ')}; see jetstate --help`), json);
     process.stdout.write(rest[0] ? commandHelp(rest[0]) : overview());
     return 0;
   }
@@ -75,6 +77,14 @@ async function main(argv: string[]): Promise<number> {
   if (stray.length > 0)
     return report(usageError(`${stray.map((o) => `--${o}`).join(', ')} does not apply to '${command}'; see jetstate ${command} --help`), json);
 
+  // An argument too many would be dropped without a word (a start's id given as a word is not --id).
+  const most = positionalsOf(spec.args);
+  if (rest.length > most)
+    return report(
+      usageError(`'${command}' takes ${spec.args || 'no arguments'}; unexpected '${rest.slice(most).join(' ')}'; see jetstate ${command} --help`),
+      json,
+    );
+
   let values: CliValues;
   try {
     values = { ...parsed.values, ...(command === 'nats' ? {} : resolveSettings(parsed.values)) };
@@ -91,6 +101,11 @@ async function main(argv: string[]): Promise<number> {
   // An exporter still waiting on a silent collector would hold the process open: exit anyway.
   if ((await telemetry?.shutdown()) === 'late') process.exit(code);
   return code;
+}
+
+/** How many words a command's usage takes: `<name>`, `[NAME]` and sub-command words, not options. */
+function positionalsOf(args: string): number {
+  return args.split(' ').filter((t) => /^<[^>]+>$/.test(t) || /^\[[^-][^\]]*\]$/.test(t) || /^[a-z][a-z-]*$/.test(t)).length;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -6,7 +6,7 @@ import { ErrorCode, JetstateError, type WorkflowDefinition } from '../../engine/
 import { createUiServer, DEFAULT_UI_PORT, type UiServer } from '../ui/index.js';
 import { keyRingText, loadWorkflows, serverOf, type CliValues } from './commands.js';
 
-function portOf(values: CliValues): number | undefined {
+export function portOf(values: CliValues): number | undefined {
   if (values.port === undefined) return undefined;
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65_535)

@@ -74,6 +74,22 @@ describe('CLI habits', () => {
     const stray = await runCli(['get', 'order', 'h-1', '--limit', '3', ...common]);
     assert.equal(stray.code, 2);
     assert.match(stray.stderr, /--limit does not apply to 'get'; see jetstate get --help/);
+    // A word too many would be dropped without a word: here an id meant for --id.
+    const extra = await runCli(['start', 'order', 'h-9', '--input', '{"orderId":"h-9","customer":"ada","amount":5}', ...common]);
+    assert.equal(extra.code, 2);
+    assert.match(extra.stderr, /'start' takes <workflow> --input JSON \[--id ID\]; unexpected 'h-9'; see jetstate start --help/);
+    assert.match((await runCli(['get', 'order', 'h-1', 'more', ...common])).stderr, /'get' takes <workflow> <id>; unexpected 'more'/);
+    const twice = await runCli(['send', 'order', 'h-1', 'PAY', '{"amount":1}', '--data', '{"amount":2}', ...common]);
+    assert.equal(twice.code, 2);
+    assert.match(twice.stderr, /give the event payload once: as the JSON argument or as --data, not both/);
+    const unknownHelp = await runCli(['help', 'frobnicate']);
+    assert.equal(unknownHelp.code, 2);
+    assert.match(unknownHelp.stderr, /unknown command 'frobnicate'/);
+    // Checked before dev starts anything (found after, it left the engine running).
+    const badPort = await runCli(['dev', '--port', 'abc', ...common]);
+    assert.equal(badPort.code, 2);
+    assert.match(badPort.stderr, /--port must be a port number 0-65535/);
+    assert.doesNotMatch(badPort.stdout, /engine .* is running/);
   });
 
   it('with --json, prints errors as JSON on stderr, and null for a missing instance (exit 1)', async () => {
