@@ -5,6 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { layout, partitionOf } from '../../engine/internal.js';
 import { startNats, uniqueNamespace } from '../helpers.js';
 
 const ponger = defineWorkflow({
@@ -79,9 +82,10 @@ const pinger = defineWorkflow({
 describe('messages between instances', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
+  const namespace = uniqueNamespace('msgs');
   before(async () => {
     nats = await startNats();
-    engine = await createEngine({ servers: nats.url, namespace: uniqueNamespace('msgs'), workflows: [pinger, ponger] });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [pinger, ponger] });
   });
   after(async () => {
     await engine?.close();
@@ -97,5 +101,29 @@ describe('messages between instances', () => {
     const pong = await engine.get(ponger, 'pong-1');
     assert.deepEqual((pong!.context as { seen: number[] }).seen, [1, 2]);
     assert.equal(pong!.revision, 3);
+  });
+
+  it("a send the target's stream cannot take for a while (here: no stream stores its subject for 4 s) is delivered once it can, not given up", async () => {
+    await engine.start(ponger, { id: 'pong-2', input: {} });
+    await engine.start(pinger, { id: 'ping-2', input: { peer: 'pong-2', me: 'ping-2' } });
+    const names = layout(namespace);
+    const stream = names.eventStream('ponger', partitionOf('ponger', 'pong-2', engine.partitions));
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    const config = (await jsm.streams.info(stream)).config;
+    // JetStream answers "no responders" to a publish no stream takes, as while a stream elects its leader.
+    await jsm.streams.update(stream, { ...config, subjects: [`${namespace}.parked.ponger`] });
+    try {
+      await engine.send(pinger, 'ping-2', { type: 'GO' });
+      await new Promise((r) => setTimeout(r, 4_000));
+      assert.equal((await engine.get(ponger, 'pong-2'))!.revision, 1, 'nothing reached the target yet');
+    } finally {
+      await jsm.streams.update(stream, config);
+      await nc.close();
+    }
+    const done = await engine.waitFor(pinger, 'ping-2', (s) => s.status === 'done', { timeoutMs: 15_000 });
+    assert.deepEqual((done.context as { pongs: number[] }).pongs, [1, 2]);
+    const pong = await engine.get(ponger, 'pong-2');
+    assert.deepEqual((pong!.context as { seen: number[] }).seen, [1, 2], 'each PING once, in order');
   });
 });
