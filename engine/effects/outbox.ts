@@ -10,6 +10,10 @@
  *   `jetstate.fail` event with the error goes to its inbox, and is recorded like any event;
  * - sends to other instances (and to itself), child starts and child stops go through the target's
  *   inbox, signed, with a message id keyed from the outbox entry's key, so a re-run is deduplicated;
+ *   one the target's stream cannot take yet (a leader being elected, a node restarting) is tried
+ *   again until it is stored, the instance's next events waiting, or until the engine closes (the
+ *   event stays unfinished and the next owner sends it again); one no stream can ever take (a
+ *   workflow no engine serves, a permission) is reported and given up;
  * - XState's `log` goes to the engine's logger at info (with the workflow and id), `emit` is
  *   published on `<ns>.emit.<workflow>.<id>` (core NATS, best effort, secrets sealed), both once.
  * Actions of one instance run in order, before its next events are applied.
@@ -25,14 +29,22 @@ import type { LoadedInstance } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
+import { isTransient } from '../store/nats-errors.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
+/** A delivery the target cannot take yet is tried again from this delay, doubling up to the next. */
+const DELIVERY_RETRY_MIN_MS = 100;
+const DELIVERY_RETRY_MAX_MS = 5_000;
+/** How often a delivery still waiting is logged again. */
+const DELIVERY_WARN_EVERY_MS = 30_000;
 
 /** Runs effects after the state that produced them is durable. */
 export interface EffectExecutor {
   run(instance: LoadedInstance, effects: Effect[]): Promise<void>;
   /** Runs a persisted outbox again, after a crash may have cut its first run short. */
   rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void>;
+  /** Ends the waits for deliveries the targets cannot take yet (the engine is closing). */
+  stop(): void;
 }
 
 interface ChildStart {
@@ -50,8 +62,15 @@ const parentToken = (parent: ParentRef): string => (parent.born === undefined ? 
 
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
+  private stopped = false;
+  private readonly stopping = new Set<() => void>();
 
   constructor(private readonly rt: Runtime) {}
+
+  stop(): void {
+    this.stopped = true;
+    for (const wake of this.stopping) wake();
+  }
 
   /** Sends to another instance, starts or stops a child: through the target's inbox, signed. */
   private async deliver(key: string, type: string, params: unknown, trace: TraceCarrier | undefined): Promise<void> {
@@ -125,7 +144,7 @@ export class ActionExecutor implements EffectExecutor {
           continue;
         case 'send':
         case 'child':
-          await this.attempt(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace));
+          await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace));
           continue;
         case 'log': {
           const { value, label } = (e.params ?? {}) as { value?: unknown; label?: unknown };
@@ -158,7 +177,7 @@ export class ActionExecutor implements EffectExecutor {
     const context = instance.record.snapshot['context'];
     for (const e of outbox) {
       if (e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild) {
-        await this.attempt(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace));
+        await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace));
         continue;
       }
       const impl = instance.runner.actions.get(e.type);
@@ -204,6 +223,51 @@ export class ActionExecutor implements EffectExecutor {
       this.rt.logger.warn(
         `workflow '${workflow}' instance '${id}': emitted event '${String((event as { type?: unknown }).type)}' not published (${(err as Error).message})`,
       );
+    }
+  }
+
+  /**
+   * A send, child start or child stop, until the target's stream has stored it: what JetStream
+   * cannot take yet is tried again with backoff (logged), holding the instance's next events; what
+   * it never will is given up like a failing action. Throws when the engine closes first: the
+   * event that made it stays unfinished, and the instance's next owner sends it again.
+   */
+  private async delivery(instance: LoadedInstance, key: string, type: string, fn: () => Promise<void>): Promise<void> {
+    const { workflow, id } = instance.record;
+    const since = Date.now();
+    let delay = DELIVERY_RETRY_MIN_MS;
+    let warnedAt: number | undefined;
+    for (;;) {
+      try {
+        await fn();
+        if (warnedAt !== undefined)
+          this.rt.logger.info(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) stored after ${Date.now() - since} ms of trying`);
+        return;
+      } catch (e) {
+        if (!isTransient(e)) {
+          this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
+          return;
+        }
+        if (this.stopped || this.rt.nc.isClosed())
+          throw new Error(`action '${type}' (${key}) not stored before the engine closed (${(e as Error).message}); the instance's next owner sends it again`);
+        if (warnedAt === undefined ? Date.now() - since >= 2_000 : Date.now() - warnedAt >= DELIVERY_WARN_EVERY_MS) {
+          warnedAt = Date.now();
+          this.rt.logger.warn(
+            `workflow '${workflow}' instance '${id}': action '${type}' (${key}) not stored yet after ${Date.now() - since} ms (${(e as Error).message}); ` +
+              `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`,
+          );
+        }
+        await new Promise<void>((wake) => {
+          const done = (): void => {
+            clearTimeout(timer);
+            this.stopping.delete(done);
+            wake();
+          };
+          const timer = setTimeout(done, delay);
+          this.stopping.add(done);
+        });
+        delay = Math.min(delay * 2, DELIVERY_RETRY_MAX_MS);
+      }
     }
   }
 

@@ -231,6 +231,7 @@ export class Committer {
   /** Stops asking refused history publishes again (the engine is closing): their entries stay in the records. */
   close(): void {
     this.closed = true;
+    this.executor.stop();
   }
 
   private publishHistory(instance: LoadedInstance, sealed: InstanceRecord): void {

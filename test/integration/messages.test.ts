@@ -126,4 +126,34 @@ describe('messages between instances', () => {
     const pong = await engine.get(ponger, 'pong-2');
     assert.deepEqual((pong!.context as { seen: number[] }).seen, [1, 2], 'each PING once, in order');
   });
+
+  it('an engine that closes while such a send waits leaves it to the next owner, which sends it once the stream takes it', async () => {
+    const ns = uniqueNamespace('msgsclose');
+    const options = { servers: nats.url, namespace: ns, workflows: [pinger, ponger], leaseTtlMs: 1_000, drainTimeoutMs: 500 };
+    const first = await createEngine(options);
+    const stream = layout(ns).eventStream('ponger', partitionOf('ponger', 'pong-3', first.partitions));
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    let second: Engine | undefined;
+    try {
+      await first.start(ponger, { id: 'pong-3', input: {} });
+      await first.start(pinger, { id: 'ping-3', input: { peer: 'pong-3', me: 'ping-3' } });
+      const config = (await jsm.streams.info(stream)).config;
+      await jsm.streams.update(stream, { ...config, subjects: [`${ns}.parked.ponger`] });
+      await first.send(pinger, 'ping-3', { type: 'GO' });
+      await first.waitFor(pinger, 'ping-3', (s) => s.value === 'waiting', { timeoutMs: 10_000 });
+      const closing = Date.now();
+      await first.close();
+      assert.ok(Date.now() - closing < 10_000, `the close did not wait for the send (${Date.now() - closing} ms)`);
+      await jsm.streams.update(stream, config);
+      second = await createEngine(options);
+      const done = await second.waitFor(pinger, 'ping-3', (s) => s.status === 'done', { timeoutMs: 15_000 });
+      assert.deepEqual((done.context as { pongs: number[] }).pongs, [1, 2]);
+      assert.deepEqual(((await second.get(ponger, 'pong-3'))!.context as { seen: number[] }).seen, [1, 2], 'each PING once, in order');
+    } finally {
+      await second?.close();
+      await first.close();
+      await nc.close();
+    }
+  });
 });
