@@ -315,7 +315,11 @@ export function applyEvents(
     }
     if (isControl(e.event, EngineEvent.Terminate) || (isControl(e.event, EngineEvent.Cancel) && !current.can({ type: EngineEvent.Cancel }))) {
       // Terminate, or a cancel the current state does not handle: the instance stops where it is.
-      if (status !== InstanceStatus.Running) continue;
+      // A finished one records it and stays as it is, as it does any event.
+      if (status !== InstanceStatus.Running) {
+        transition(e, e.event, e.event);
+        continue;
+      }
       const how = isControl(e.event, EngineEvent.Terminate) ? 'terminated' : 'cancelled';
       const why = typeof e.event.reason === 'string' && e.event.reason !== '' ? `${how}: ${e.event.reason}` : how;
       lastSeq = Math.max(lastSeq, e.seq);

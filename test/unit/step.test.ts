@@ -134,6 +134,32 @@ describe('the pure step', () => {
     assert.deepEqual(r.record.snapshot['context'], { n: 0, log: [] });
   });
 
+  it('records a cancel or terminate of a finished instance in its history (it changes nothing, like any event after the end)', () => {
+    const s = startInstance(counter, runner, 'c1', { start: 4 }, 0);
+    const done = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'STOP' } }], 0);
+    const r = applyEvents(
+      runner,
+      done.record,
+      done.snapshot,
+      [
+        { seq: 2, timeMs: 0, event: { type: 'jetstate.cancel', reason: 'late' } },
+        { seq: 3, timeMs: 0, event: { type: 'jetstate.terminate' } },
+      ],
+      0,
+    );
+    assert.deepEqual(
+      r.entries.map((e) => [e.seq, e.status, e.reason, e.from, e.to]),
+      [
+        [2, 'done', 'instance is done', 'off', 'off'],
+        [3, 'done', 'instance is done', 'off', 'off'],
+      ],
+    );
+    assert.equal(r.record.status, 'done');
+    assert.equal(r.record.error, undefined);
+    assert.equal(r.record.lastSeq, 3);
+    assert.equal(verifyInstance(counter, runner, r.record, [...s.record.lastHistory, ...done.entries, ...r.entries]).ok, true);
+  });
+
   it('stores the output of a final state', () => {
     const s = startInstance(counter, runner, 'c1', { start: 4 }, 0);
     const r = applyEvents(runner, s.record, s.snapshot, [{ seq: 1, timeMs: 0, event: { type: 'STOP' } }], 0);
