@@ -299,11 +299,12 @@ async function applyTo(
   const startedAt = performance.timeOrigin + performance.now();
   const { record, def } = loaded;
   // The write of the last applied event may have been cut off before its effects: finish that first.
-  if (batch.some((e) => e.seq === record.lastSeq)) {
-    await ctx.committer.repair(loaded);
-    // Rejections before the last applied event are skipped below as applied: copy them now.
-    await deadLetters(ctx, record.workflow, record.id, batch, record.lastHistory);
-  }
+  if (batch.some((e) => e.seq === record.lastSeq)) await ctx.committer.repair(loaded);
+  // Events read again that were judged already are skipped below: a rejection among them may have
+  // lost its dead letter to the stop (it goes out after the write), so it is copied now
+  // (deduplicated by the event's sequence).
+  const judged = batch.filter((e) => !e.local && e.seq <= record.lastSeq);
+  if (judged.length > 0) await deadLetters(ctx, record.workflow, record.id, judged, record.lastHistory);
   const events: StepEvent[] = [];
   const traceBySeq = new Map<number, TraceCarrier | undefined>();
   const limits = limitsOf(rt.security.limits, def);
