@@ -163,9 +163,15 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
   // again under this id would show it.
   if (!(await ctx.committer.settle(key, HISTORY_WAIT_MS)))
     throw new Error(`its history is not stored yet (see the history warnings); the delete waits until it is`);
+  // The history first: a purge that fails leaves the instance whole (the delete is tried again),
+  // where a record deleted first would leave its history to an instance started again under the id.
+  try {
+    await rt.jsm.streams.purge(rt.names.historyStream, { filter: rt.names.historySubject(record.workflow, record.id) });
+  } catch (err) {
+    throw new Error(`delete: its history cannot be purged (${(err as Error).message}); the instance stays as it is until it can`, { cause: err });
+  }
   await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
   ctx.store.invalidate(key);
-  await rt.jsm.streams.purge(rt.names.historyStream, { filter: rt.names.historySubject(record.workflow, record.id) });
   ctx.committer.forget(key, record.born);
   await rt.control.delete(rt.names.parkedKey(record.workflow, record.id)).catch(() => {});
   rt.logger.info(`workflow '${record.workflow}' instance '${record.id}' deleted`, { by: gated.identity?.subject ?? 'anonymous', seq: e.seq });
