@@ -168,7 +168,7 @@ export class Engine extends Client {
         engineId: () => engine.manager.engineId,
         owns: (workflow, partition) => engine.manager.owns(workflow, partition),
         onTaskCancel: (l) => engine.tasks.onCancel(l),
-        replicas: resolved.replicas,
+        replicas: rt.replicas,
       });
       for (const x of engine.extensions) {
         // Stopped with the others if its own start fails halfway.

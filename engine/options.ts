@@ -14,6 +14,9 @@ import { isWorkflowDefinition, type WorkflowDefinition } from './define/definiti
 import { ErrorCode, fail } from './errors.js';
 import { NAME_PATTERN } from './protocol/names.js';
 
+/** The events streams' duplicate window unless the namespace was created with another. */
+export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+
 const isConnection = (v: unknown): v is NatsConnection =>
   typeof v === 'object' &&
   v !== null &&
@@ -49,7 +52,7 @@ const ClientShape = z
       .int()
       .min(100)
       .max(7 * 24 * 3_600_000)
-      .default(120_000),
+      .default(DEFAULT_DUPLICATE_WINDOW_MS),
     /**
      * How long the history stream (the audit trail) keeps entries; 0 keeps them for ever. Set
      * when the namespace is first created; `verify` needs the whole history of an instance.

@@ -18,7 +18,7 @@ import { createIdentityVerifier } from '../security/identity.js';
 import { keyRingFromEnv } from '../security/secrets.js';
 import { ENGINE_KEY_NAME, EngineSigner, ensureEngineKey } from '../security/signer.js';
 import { SecretCodec } from '../security/codec.js';
-import type { ResolvedClientOptions } from '../options.js';
+import { DEFAULT_DUPLICATE_WINDOW_MS, type ResolvedClientOptions } from '../options.js';
 import type { GateSecurity } from '../gate/event-gate.js';
 import { AckPublisher, type AckPublishOptions } from './ack-publisher.js';
 import { isAlreadyExists, isCasConflict, isNoResponders, isStreamNotFound, isTransient, permissionViolation } from './nats-errors.js';
@@ -200,11 +200,27 @@ async function openNamespace(nc: NatsConnection, ownsConnection: boolean, option
       relay = { domain: relayDomain, js: jetstream(nc, { domain: relayDomain }), jsm: await jetstreamManager(nc, { domain: relayDomain }) };
       await ensureRelayStream(relay.jsm, names, options.replicas, options.duplicateWindowMs);
     }
-    const stream = (name: string, subject: string, maxAgeMs: number, retention: 'limits' | 'workqueue' = 'limits'): Promise<void> =>
+    const stream = (name: string, subject: string, maxAgeMs: number, retention: 'limits' | 'workqueue' = 'limits'): Promise<StreamConfig> =>
       ensureStream(jsm, { name, subjects: [subject], retention: retention as never, ...common(options.replicas, options.duplicateWindowMs, maxAgeMs) });
     await stream(names.historyStream, `${names.namespace}.hist.>`, options.historyMaxAgeMs);
     await stream(names.timersStream, `${names.namespace}.tmr.>`, 0, 'workqueue');
-    await stream(names.tasksStream, `${names.namespace}.task.>`, 0, 'workqueue');
+    // The namespace's replicas and duplicate window are what its first process chose: streams made
+    // later (a new workflow's) follow them, and signed messages are judged by that window.
+    const tasks = await stream(names.tasksStream, `${names.namespace}.task.>`, 0, 'workqueue');
+    const namespaceWindowMs = Math.round(tasks.duplicate_window / NS_PER_MS);
+    // Said when this process asked for something else than the defaults (a client that asked for
+    // nothing follows quietly).
+    const differs = [
+      ...(options.replicas !== 1 && tasks.num_replicas !== options.replicas ? [`replicas ${tasks.num_replicas} (asked: ${options.replicas})`] : []),
+      ...(options.duplicateWindowMs !== DEFAULT_DUPLICATE_WINDOW_MS && namespaceWindowMs !== options.duplicateWindowMs
+        ? [`duplicateWindowMs ${namespaceWindowMs} (asked: ${options.duplicateWindowMs})`]
+        : []),
+    ];
+    if (differs.length > 0)
+      options.logger.warn(
+        `namespace '${names.namespace}' exists with ${differs.join(', ')}: its settings stand, and the streams made here follow them; ` +
+          `to change them, edit its streams (e.g. nats stream edit) or use a new namespace`,
+      );
     // Rejected events, kept a week for operators (`jetstate deadletters`).
     await stream(names.deadLetterStream, `${names.namespace}.dlq.>`, 7 * 24 * 3_600_000);
     const kvm = new Kvm(js);
@@ -274,8 +290,8 @@ async function openNamespace(nc: NatsConnection, ownsConnection: boolean, option
       publish,
       control,
       partitions,
-      replicas: options.replicas,
-      duplicateWindowMs: options.duplicateWindowMs,
+      replicas: tasks.num_replicas,
+      duplicateWindowMs: namespaceWindowMs,
       logger: options.logger,
       registry,
       telemetry: new Telemetry(options.telemetry),
@@ -364,18 +380,19 @@ export async function ensureWorkflowStreams(rt: Runtime, workflow: string): Prom
   );
 }
 
-async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
+/** The stream's configuration, as found or as created. */
+async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<StreamConfig> {
   try {
-    await jsm.streams.info(config.name);
-    return;
+    return (await jsm.streams.info(config.name)).config;
   } catch (e) {
     if (!isStreamNotFound(e)) throw e;
   }
   try {
-    await jsm.streams.add(config);
+    return (await jsm.streams.add(config)).config;
   } catch (e) {
     // Another process created it first.
     if (!isAlreadyExists(e)) throw e;
+    return (await jsm.streams.info(config.name)).config;
   }
 }
 
