@@ -29,6 +29,8 @@ export class LinkProxy {
   async restore(): Promise<void> {
     if (this.server) return;
     const server = createServer((inbound) => {
+      // Accepted just before a cut, handed over after it: dropped like the others.
+      if (this.server !== server) return void inbound.destroy();
       const outbound = createConnection({ host: '127.0.0.1', port: this.targetPort });
       for (const s of [inbound, outbound]) {
         this.sockets.add(s);
