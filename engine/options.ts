@@ -77,7 +77,12 @@ const ClientShape = z
     partitions: z.number().int().min(1).max(1024).optional(),
     /** Workflow versions this process knows (needed by `verify` of older versions). */
     workflows: z.array(z.custom<WorkflowDefinition>(isWorkflowDefinition, 'each workflow must come from defineWorkflow()')).default([]),
-    logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).error === 'function').default(consoleLogger),
+    logger: z
+      .custom<Logger>(
+        (v) => typeof v === 'object' && v !== null && ['error', 'warn', 'info', 'debug'].every((m) => typeof (v as Record<string, unknown>)[m] === 'function'),
+        'logger must be an object with error, warn, info and debug functions, e.g. console or a pino logger',
+      )
+      .default(consoleLogger),
     /**
      * Prefix of this connection's reply subjects (default `_INBOX`). Give each NATS user its own
      * (`_INBOX.<user>`) and allow it to subscribe only there, so no other user can read its

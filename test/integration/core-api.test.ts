@@ -224,6 +224,11 @@ describe('core API against a real nats-server', () => {
     await assert.rejects(createEngine({ workflows: [order] } as never), (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /servers/.test(e.message));
     await assert.rejects(createEngine({ servers: nats.url, workflows: [] }), (e: JetstateError) => /at least one workflow/.test(e.message));
     await assert.rejects(createClient({ servers: nats.url, namespace: 'has.dot' }), (e: JetstateError) => e.code === ErrorCode.InvalidOptions);
+    await assert.rejects(
+      createClient({ servers: nats.url, logger: console.log as never }),
+      (e: JetstateError) =>
+        e.code === ErrorCode.InvalidOptions && /logger must be an object with error, warn, info and debug functions, e.g. console/.test(e.message),
+    );
   });
 
   it('close drains and is idempotent; closed() resolves', async () => {
