@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { after, before } from 'node:test';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { NatsServer, startCluster as startLocalCluster, type NatsServerOptions } from '../adapters/nats-server/launcher.js';
 
 export { NatsServer };
@@ -16,6 +18,23 @@ export async function startNats(options: NatsServerOptions = {}): Promise<NatsSe
       if (!options.storeDir) await rm(server.storeDir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * A nats-server and a connection to it for the tests of the calling `describe`: started before
+ * them, stopped after. Read `nats` and `nc` inside the tests.
+ */
+export function natsForSuite(): { nats: Awaited<ReturnType<typeof startNats>>; nc: NatsConnection } {
+  const suite = {} as { nats: Awaited<ReturnType<typeof startNats>>; nc: NatsConnection };
+  before(async () => {
+    suite.nats = await startNats();
+    suite.nc = await connect({ servers: suite.nats.url });
+  });
+  after(async () => {
+    await suite.nc?.close();
+    await suite.nats?.dispose();
+  });
+  return suite;
 }
 
 /** A namespace no other test uses. */

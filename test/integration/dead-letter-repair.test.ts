@@ -3,45 +3,22 @@
 // at or below the record's lastSeq, so it is skipped as applied, and its dead letter must be
 // written then (before, only events in the same batch as the last applied one got theirs).
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { setup, assign } from 'xstate';
-import { z } from 'zod';
-import { createClient, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
+import { createClient, createEngine, type Engine } from '../../engine/index.js';
 import { layout, partitionOf } from '../../engine/internal.js';
-import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
-
-const counter = defineWorkflow({
-  name: 'counter',
-  version: 1,
-  input: z.object({}),
-  events: { ADD: z.object({ k: z.number() }) },
-  machine: setup({ types: {} as { context: { n: number }; events: { type: 'ADD'; k: number } } }).createMachine({
-    context: { n: 0 },
-    initial: 'counting',
-    states: { counting: { on: { ADD: { actions: assign({ n: ({ context, event }) => context.n + event.k }) } } } },
-  }),
-});
+import { counter } from '../counter-workflow.js';
+import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 describe('the dead letter of an event rejected just before the engine stopped', () => {
-  let nats: Awaited<ReturnType<typeof startNats>>;
-  let nc: NatsConnection;
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.url });
-  });
-  after(async () => {
-    await nc?.close();
-    await nats?.dispose();
-  });
+  const suite = natsForSuite();
 
   it('is written by the next owner, which reads the event again', async () => {
     const namespace = uniqueNamespace('dlrepair');
     const names = layout(namespace);
-    const options = { servers: nats.url, namespace, workflows: [counter], logger: memoryLogger(), leaseTtlMs: 1_000, drainTimeoutMs: 0 };
-    const client = await createClient({ servers: nats.url, namespace, workflows: [counter] });
-    const jsm = await jetstreamManager(nc);
+    const options = { servers: suite.nats.url, namespace, workflows: [counter], logger: memoryLogger(), leaseTtlMs: 1_000, drainTimeoutMs: 0 };
+    const client = await createClient({ servers: suite.nats.url, namespace, workflows: [counter] });
+    const jsm = await jetstreamManager(suite.nc);
     const engines: Engine[] = [];
     const engine = async (): Promise<Engine> => {
       const e = await createEngine(options);
@@ -50,7 +27,7 @@ describe('the dead letter of an event rejected just before the engine stopped', 
     };
     try {
       const zero = await engine();
-      await client.start(counter, { id: 'c1', input: {} });
+      await client.start(counter, { id: 'c1', input: { label: 'one' } });
       await client.history(counter, 'c1'); // the start's history is stored: its event is finished
       await new Promise((r) => setTimeout(r, 300));
       await zero.close();
@@ -58,7 +35,7 @@ describe('the dead letter of an event rejected just before the engine stopped', 
       // them applies the first alone and the other two in one batch (they wait behind the first).
       const subject = names.eventSubject(partitionOf('counter', 'c1', zero.partitions), 'counter', 'c1');
       await client.send(counter, 'c1', { type: 'ADD', k: 1 });
-      const rejected = (await jetstream(nc).publish(subject, JSON.stringify({ type: 'ADD', k: 'one' }))).seq;
+      const rejected = (await jetstream(suite.nc).publish(subject, JSON.stringify({ type: 'ADD', k: 'one' }))).seq;
       await client.send(counter, 'c1', { type: 'ADD', k: 2 });
       // That owner cannot store dead letters (as if its user lost the permission, or the stream its leader).
       const dlq = (await jsm.streams.info(names.deadLetterStream)).config;

@@ -4,13 +4,12 @@
 // started again under the id showed it), and the retried delete was dead-lettered as sent to an
 // instance that "does not exist".
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createEngine } from '../../engine/index.js';
 import { layout } from '../../engine/internal.js';
 import { toggle } from '../toggle-workflow.js';
-import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 import { defineWorkflow } from '../../engine/index.js';
 import { setup } from 'xstate';
 import { z } from 'zod';
@@ -25,26 +24,17 @@ const oneShot = defineWorkflow({
 });
 
 describe('a delete whose history purge fails', () => {
-  let nats: Awaited<ReturnType<typeof startNats>>;
-  let nc: NatsConnection;
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.url });
-  });
-  after(async () => {
-    await nc?.close();
-    await nats?.dispose();
-  });
+  const suite = natsForSuite();
 
   it('leaves the instance whole, with its history, and says why', async () => {
     const namespace = uniqueNamespace('delpurge');
     const logger = memoryLogger();
-    const engine = await createEngine({ servers: nats.url, namespace, workflows: [oneShot, toggle], logger, drainTimeoutMs: 500 });
+    const engine = await createEngine({ servers: suite.nats.url, namespace, workflows: [oneShot, toggle], logger, drainTimeoutMs: 500 });
     try {
       const done = await engine.start(oneShot, { id: 'd1', input: {} });
       assert.equal(done.status, 'done');
       await eventually(async () => assert.equal((await engine.history(oneShot, 'd1')).length, 1));
-      const jsm = await jetstreamManager(nc);
+      const jsm = await jetstreamManager(suite.nc);
       const stream = layout(namespace).historyStream;
       await jsm.streams.update(stream, { ...(await jsm.streams.info(stream)).config, deny_purge: true });
 

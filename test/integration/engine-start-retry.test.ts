@@ -4,23 +4,13 @@
 // The start is tried again as a whole, from the beginning, after closing what was started; a
 // lasting error is thrown at once; a transient one that outlasts openTimeoutMs is thrown then.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { describe, it } from 'node:test';
 import { createClient, createEngine, type EngineExtension } from '../../engine/index.js';
 import { toggle } from '../toggle-workflow.js';
-import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 describe('an engine whose start fails partway', () => {
-  let nats: Awaited<ReturnType<typeof startNats>>;
-  let nc: NatsConnection;
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.url });
-  });
-  after(async () => {
-    await nc?.close();
-    await nats?.dispose();
-  });
+  const suite = natsForSuite();
 
   /** An extension whose start asks a service no one serves while `unanswered(n)` says so (n: this start, from 1). */
   const flaky = (unanswered: (n: number) => boolean, lasting?: Error) => {
@@ -30,7 +20,7 @@ describe('an engine whose start fails partway', () => {
       start: async () => {
         calls.starts++;
         if (lasting) throw lasting;
-        if (unanswered(calls.starts)) await nc.request(`${uniqueNamespace('nobody')}.listens`, '', { timeout: 1_000 });
+        if (unanswered(calls.starts)) await suite.nc.request(`${uniqueNamespace('nobody')}.listens`, '', { timeout: 1_000 });
       },
       stop: async () => {
         calls.stops++;
@@ -43,8 +33,8 @@ describe('an engine whose start fails partway', () => {
     const namespace = uniqueNamespace('startretry');
     const logger = memoryLogger();
     const { extension, calls } = flaky((n) => n === 1);
-    const engine = await createEngine({ servers: nats.url, namespace, workflows: [toggle], extensions: [extension], logger, openTimeoutMs: 20_000 });
-    const client = await createClient({ servers: nats.url, namespace, workflows: [toggle] });
+    const engine = await createEngine({ servers: suite.nats.url, namespace, workflows: [toggle], extensions: [extension], logger, openTimeoutMs: 20_000 });
+    const client = await createClient({ servers: suite.nats.url, namespace, workflows: [toggle] });
     try {
       assert.deepEqual(calls, { starts: 2, stops: 1 }, 'the first try was stopped before the second');
       assert.ok(
@@ -68,7 +58,7 @@ describe('an engine whose start fails partway', () => {
     const { extension, calls } = flaky(() => false, new Error('flaky: no licence for this site'));
     const started = Date.now();
     await assert.rejects(
-      createEngine({ servers: nats.url, namespace, workflows: [toggle], extensions: [extension], logger: memoryLogger(), openTimeoutMs: 20_000 }),
+      createEngine({ servers: suite.nats.url, namespace, workflows: [toggle], extensions: [extension], logger: memoryLogger(), openTimeoutMs: 20_000 }),
       /no licence for this site/,
     );
     assert.ok(Date.now() - started < 10_000, 'not retried until openTimeoutMs');
@@ -80,13 +70,13 @@ describe('an engine whose start fails partway', () => {
     const { extension, calls } = flaky(() => true);
     const logger = memoryLogger();
     await assert.rejects(
-      createEngine({ servers: nats.url, namespace, workflows: [toggle], extensions: [extension], logger, openTimeoutMs: 2_500 }),
+      createEngine({ servers: suite.nats.url, namespace, workflows: [toggle], extensions: [extension], logger, openTimeoutMs: 2_500 }),
       /no responders/i,
     );
     assert.ok(calls.starts >= 2, `tried again (${calls.starts} starts)`);
     assert.equal(calls.stops, calls.starts, 'every try stopped');
     // Nothing of the engine is left: another one starts in the namespace and owns every partition at once.
-    const next = await createEngine({ servers: nats.url, namespace, workflows: [toggle], logger, leaseTtlMs: 1_000 });
+    const next = await createEngine({ servers: suite.nats.url, namespace, workflows: [toggle], logger, leaseTtlMs: 1_000 });
     try {
       assert.equal(next.status().owned.length, next.status().partitions);
     } finally {

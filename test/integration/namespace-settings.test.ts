@@ -3,43 +3,33 @@
 // streams) follow the namespace's: an events stream with a shorter window than the engines judge
 // signed messages by, or fewer replicas than its neighbours, would lose what the others keep.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createEngine } from '../../engine/index.js';
 import { layout } from '../../engine/internal.js';
 import { order } from '../../workflows/order.js';
 import { toggle } from '../toggle-workflow.js';
-import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 describe('an existing namespace opened with other settings', () => {
-  let nats: Awaited<ReturnType<typeof startNats>>;
-  let nc: NatsConnection;
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.url });
-  });
-  after(async () => {
-    await nc?.close();
-    await nats?.dispose();
-  });
+  const suite = natsForSuite();
 
   it('says which settings stand, and new streams follow them', async () => {
     const namespace = uniqueNamespace('nssettings');
-    const first = await createEngine({ servers: nats.url, namespace, workflows: [order], duplicateWindowMs: 60_000 });
+    const first = await createEngine({ servers: suite.nats.url, namespace, workflows: [order], duplicateWindowMs: 60_000 });
     const logger = memoryLogger();
-    const second = await createEngine({ servers: nats.url, namespace, workflows: [toggle], duplicateWindowMs: 300_000, logger });
+    const second = await createEngine({ servers: suite.nats.url, namespace, workflows: [toggle], duplicateWindowMs: 300_000, logger });
     try {
       assert.ok(
         logger.lines.some((l) => l.includes(`namespace '${namespace}' exists with duplicateWindowMs 60000 (asked: 300000): its settings stand`)),
         logger.lines.join('\n'),
       );
-      const jsm = await jetstreamManager(nc);
+      const jsm = await jetstreamManager(suite.nc);
       const created = (await jsm.streams.info(layout(namespace).eventStream('toggle', 0))).config;
       assert.equal(created.duplicate_window, 60_000 * 1_000_000, "the new workflow's events stream has the namespace's window");
       // A process that asked for nothing in particular follows without a word.
       const quiet = memoryLogger();
-      const third = await createEngine({ servers: nats.url, namespace, workflows: [toggle], logger: quiet });
+      const third = await createEngine({ servers: suite.nats.url, namespace, workflows: [toggle], logger: quiet });
       await third.close();
       assert.deepEqual(
         quiet.lines.filter((l) => l.includes('its settings stand')),

@@ -4,42 +4,19 @@
 // exist: the events behind the start in the same batch must be applied to it, not dead-lettered
 // as sent to an instance that "does not exist".
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { describe, it } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
-import { setup, assign } from 'xstate';
-import { z } from 'zod';
-import { createClient, createEngine, defineWorkflow } from '../../engine/index.js';
+import { createClient, createEngine } from '../../engine/index.js';
 import { layout, partitionOf } from '../../engine/internal.js';
-import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
-
-const counter = defineWorkflow({
-  name: 'counter',
-  version: 1,
-  input: z.object({ label: z.string() }),
-  events: { ADD: z.object({ k: z.number() }) },
-  machine: setup({ types: {} as { context: { n: number; label: string }; events: { type: 'ADD'; k: number }; input: { label: string } } }).createMachine({
-    context: ({ input }) => ({ n: 0, label: input.label }),
-    initial: 'counting',
-    states: { counting: { on: { ADD: { actions: assign({ n: ({ context, event }) => context.n + event.k }) } } } },
-  }),
-});
+import { counter } from '../counter-workflow.js';
+import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 describe('a refused start at the head of a batch, for an instance that exists', () => {
-  let nats: Awaited<ReturnType<typeof startNats>>;
-  let nc: NatsConnection;
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.url });
-  });
-  after(async () => {
-    await nc?.close();
-    await nats?.dispose();
-  });
+  const suite = natsForSuite();
 
   it('the events behind it are applied to the instance, and only the refused starts are dead letters', async () => {
     const namespace = uniqueNamespace('refstart');
-    const options = { servers: nats.url, namespace, workflows: [counter], logger: memoryLogger() };
+    const options = { servers: suite.nats.url, namespace, workflows: [counter], logger: memoryLogger() };
     const first = await createEngine({ ...options, leaseTtlMs: 1_000 });
     const client = await createClient(options);
     let second: Awaited<ReturnType<typeof createEngine>> | undefined;
@@ -53,7 +30,7 @@ describe('a refused start at the head of a batch, for an instance that exists', 
       // While no engine runs: starts a sender cannot have made with send() (no input), each
       // followed by a valid event, so a new owner's batches begin with a start.
       const subject = layout(namespace).eventSubject(partitionOf('counter', 'c1', partitions), 'counter', 'c1');
-      const js = jetstream(nc);
+      const js = jetstream(suite.nc);
       const refused: number[] = [];
       for (let i = 0; i < 6; i++) {
         refused.push((await js.publish(subject, JSON.stringify({ type: 'jetstate.start' }))).seq);
