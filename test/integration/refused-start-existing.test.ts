@@ -63,4 +63,29 @@ describe('a refused start at the head of a batch, for an instance that exists', 
       await first.close().catch(() => {});
     }
   });
+
+  it('a start for a version no engine has does not hold an existing instance: its events are applied', async () => {
+    const namespace = uniqueNamespace('refversion');
+    const options = { servers: suite.nats.url, namespace, workflows: [counter], logger: memoryLogger() };
+    const first = await createEngine({ ...options, leaseTtlMs: 1_000 });
+    const client = await createClient(options);
+    let second: Awaited<ReturnType<typeof createEngine>> | undefined;
+    try {
+      await client.start(counter, { id: 'c2', input: { label: 'two' } });
+      const partitions = first.status().partitions;
+      await first.close();
+      // A start of the same id for version 99, as a sender on a newer release could send, then an ADD.
+      const subject = layout(namespace).eventSubject(partitionOf('counter', 'c2', partitions), 'counter', 'c2');
+      await jetstream(suite.nc).publish(subject, JSON.stringify({ type: 'jetstate.start', input: { label: 'two' }, version: 99 }));
+      await client.send(counter, 'c2', { type: 'ADD', k: 5 });
+      second = await createEngine({ ...options, leaseTtlMs: 1_000 });
+      const done = await client.waitFor(counter, 'c2', (i) => i.context.n === 5, { timeoutMs: 15_000 });
+      assert.equal(done.parked, undefined, 'not parked waiting for version 99');
+      assert.deepEqual(second.status().blocked, []);
+    } finally {
+      await second?.close();
+      await client.close();
+      await first.close().catch(() => {});
+    }
+  });
 });
