@@ -123,7 +123,7 @@ function describeEntry(e: HistoryEntry): string {
   return `  ${String(e.revision).padStart(3)} ${when}  ${type}  ${move}${e.reason ? `  (${e.reason})` : ''}`;
 }
 
-/** The newest rejected events of the namespace with their reasons (payloads redacted unless --reveal). */
+/** The newest rejected events of the namespace with their reasons (never their payloads: they may be hostile or hold secrets). */
 async function showDeadLetters(client: Client, limit: number, out: (text: string, data: unknown) => void): Promise<number> {
   const letters = await client.deadLetters({ limit });
   out(

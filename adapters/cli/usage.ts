@@ -132,7 +132,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   deadletters: {
     args: '[--limit N]',
     summary: 'show rejected events kept in the dead-letter stream, with reasons',
-    options: [...CONNECTION, 'limit', 'reveal'],
+    options: [...CONNECTION, 'limit'],
   },
   nats: {
     args: 'install [--suite SUITE]',
