@@ -84,6 +84,10 @@ async function main(argv: string[]): Promise<number> {
       usageError(`'${command}' takes ${spec.args || 'no arguments'}; unexpected '${rest.slice(most).join(' ')}'; see jetstate ${command} --help`),
       json,
     );
+  // Said before anything connects (with NATS down, that would be the only error shown).
+  const required = spec.args.split(' ').filter((t) => /^<[^>]+>$/.test(t));
+  if (rest.length < required.length)
+    return report(usageError(`'${command}' takes ${spec.args}; missing ${required.slice(rest.length).join(' ')}; see jetstate ${command} --help`), json);
 
   let values: CliValues;
   try {

@@ -82,6 +82,10 @@ describe('CLI habits', () => {
     const twice = await runCli(['send', 'order', 'h-1', 'PAY', '{"amount":1}', '--data', '{"amount":2}', ...common]);
     assert.equal(twice.code, 2);
     assert.match(twice.stderr, /give the event payload once: as the JSON argument or as --data, not both/);
+    // A missing argument is said before anything connects (here nothing answers at the address).
+    const missing = await runCli(['get', 'order', '--server', 'nats://127.0.0.1:1']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /'get' takes <workflow> <id>; missing <id>; see jetstate get --help/);
     const unknownHelp = await runCli(['help', 'frobnicate']);
     assert.equal(unknownHelp.code, 2);
     assert.match(unknownHelp.stderr, /unknown command 'frobnicate'/);
