@@ -649,8 +649,7 @@ export class Client implements AsyncDisposable {
     this.rt.registry.add(workflow);
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
     const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_FOR_MS;
-    if (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs))
-      fail(ErrorCode.InvalidOptions, `waitFor: timeoutMs must be a non-negative number of milliseconds (got ${String(options.timeoutMs)})`);
+    checkMs('waitFor', 'timeoutMs', timeoutMs);
     const deadline = Date.now() + timeoutMs;
     const machines = this.machinesOf(workflow);
     let last: WorkflowInstance<W> | undefined;

@@ -77,17 +77,16 @@ async function main(argv: string[]): Promise<number> {
   if (stray.length > 0)
     return report(usageError(`${stray.map((o) => `--${o}`).join(', ')} does not apply to '${command}'; see jetstate ${command} --help`), json);
 
-  // An argument too many would be dropped without a word (a start's id given as a word is not --id).
-  const most = positionalsOf(spec.args);
-  if (rest.length > most)
+  // A word too many would be dropped without a word (a start's id given as a word is not --id); a
+  // missing one is said before anything connects (with NATS down, that would be all one saw).
+  const words = positionalsOf(spec.args);
+  if (rest.length > words.all.length)
     return report(
-      usageError(`'${command}' takes ${spec.args || 'no arguments'}; unexpected '${rest.slice(most).join(' ')}'; see jetstate ${command} --help`),
+      usageError(`'${command}' takes ${spec.args || 'no arguments'}; unexpected '${rest.slice(words.all.length).join(' ')}'; see jetstate ${command} --help`),
       json,
     );
-  // Said before anything connects (with NATS down, that would be the only error shown).
-  const required = spec.args.split(' ').filter((t) => /^<[^>]+>$/.test(t));
-  if (rest.length < required.length)
-    return report(usageError(`'${command}' takes ${spec.args}; missing ${required.slice(rest.length).join(' ')}; see jetstate ${command} --help`), json);
+  if (rest.length < words.required.length)
+    return report(usageError(`'${command}' takes ${spec.args}; missing ${words.required.slice(rest.length).join(' ')}; see jetstate ${command} --help`), json);
 
   let values: CliValues;
   try {
@@ -107,9 +106,10 @@ async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-/** How many words a command's usage takes: `<name>`, `[NAME]` and sub-command words, not options. */
-function positionalsOf(args: string): number {
-  return args.split(' ').filter((t) => /^<[^>]+>$/.test(t) || /^\[[^-][^\]]*\]$/.test(t) || /^[a-z][a-z-]*$/.test(t)).length;
+/** The words a command's usage takes (`<name>`, `[NAME]`, sub-command words; not options), and those it needs (`<name>`). */
+function positionalsOf(args: string): { all: string[]; required: string[] } {
+  const all = args.split(' ').filter((t) => /^<[^>]+>$/.test(t) || /^\[[^-][^\]]*\]$/.test(t) || /^[a-z][a-z-]*$/.test(t));
+  return { all, required: all.filter((t) => t.startsWith('<')) };
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -4,7 +4,7 @@
  * `xstate.done.actor.<id>` / `xstate.error.actor.<id>`; exiting the invoking state stops it.
  */
 import type { AnyStateMachine } from 'xstate';
-import type { WorkflowDefinition } from './definition.js';
+import { isWorkflowDefinition, type WorkflowDefinition } from './definition.js';
 import { NAME_PATTERN } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
 import { CHILD, childMarkOf } from './child-mark.js';
@@ -21,7 +21,7 @@ import { ErrorCode, JetstateError } from '../errors.js';
  * ```
  */
 export function childWorkflow<TMachine extends AnyStateMachine>(workflow: WorkflowDefinition<TMachine>): TMachine {
-  if (typeof workflow !== 'object' || workflow === null || (workflow as { kind?: unknown }).kind !== 'jetstate.workflow')
+  if (!isWorkflowDefinition(workflow))
     throw new JetstateError(
       ErrorCode.InvalidDefinition,
       'childWorkflow(workflow): workflow must be a definition made with defineWorkflow(...), not a machine or a name; define the child workflow first',

@@ -30,6 +30,7 @@ import type { TraceCarrier } from '../telemetry/telemetry.js';
 import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
 import { isTransient } from '../store/nats-errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
 /** A delivery the target cannot take yet is tried again from this delay, doubling up to the next. */
@@ -62,14 +63,13 @@ const parentToken = (parent: ParentRef): string => (parent.born === undefined ? 
 
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
-  private stopped = false;
-  private readonly stopping = new Set<() => void>();
+  /** Aborted when the engine closes: ends the waits of deliveries. */
+  private readonly closing = new AbortController();
 
   constructor(private readonly rt: Runtime) {}
 
   stop(): void {
-    this.stopped = true;
-    for (const wake of this.stopping) wake();
+    this.closing.abort();
   }
 
   /** Sends to another instance, starts or stops a child: through the target's inbox, signed. */
@@ -248,7 +248,7 @@ export class ActionExecutor implements EffectExecutor {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }
-        if (this.stopped || this.rt.nc.isClosed())
+        if (this.closing.signal.aborted || this.rt.nc.isClosed())
           throw new Error(`action '${type}' (${key}) not stored before the engine closed (${(e as Error).message}); the instance's next owner sends it again`);
         if (warnedAt === undefined ? Date.now() - since >= 2_000 : Date.now() - warnedAt >= DELIVERY_WARN_EVERY_MS) {
           warnedAt = Date.now();
@@ -257,15 +257,7 @@ export class ActionExecutor implements EffectExecutor {
               `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`,
           );
         }
-        await new Promise<void>((wake) => {
-          const done = (): void => {
-            clearTimeout(timer);
-            this.stopping.delete(done);
-            wake();
-          };
-          const timer = setTimeout(done, delay);
-          this.stopping.add(done);
-        });
+        await sleep(delay, undefined, { signal: this.closing.signal }).catch(() => {}); // aborted: the next failure throws
         delay = Math.min(delay * 2, DELIVERY_RETRY_MAX_MS);
       }
     }

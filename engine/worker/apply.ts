@@ -309,8 +309,8 @@ async function applyTo(
   // Events read again that were judged already are skipped below: a rejection among them may have
   // lost its dead letter to the stop (it goes out after the write), so it is copied now
   // (deduplicated by the event's sequence).
-  const judged = batch.filter((e) => !e.local && e.seq <= record.lastSeq);
-  if (judged.length > 0) await deadLetters(ctx, record.workflow, record.id, judged, record.lastHistory);
+  const judged = (e: RawEvent): boolean => !e.local && e.seq <= record.lastSeq;
+  if (batch.some(judged)) await deadLetters(ctx, record.workflow, record.id, batch.filter(judged), record.lastHistory);
   const events: StepEvent[] = [];
   const traceBySeq = new Map<number, TraceCarrier | undefined>();
   const limits = limitsOf(rt.security.limits, def);
