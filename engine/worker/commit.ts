@@ -21,7 +21,7 @@
  * `lastHistory` are in it).
  */
 import type { AnyMachineSnapshot } from 'xstate';
-import { EngineEvent } from '../protocol/events.js';
+import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
@@ -32,6 +32,8 @@ import type { MachineRunner } from '../step/runner.js';
 import type { Effect, OutboxEntry, ScheduledTimer, TaskChange } from '../step/plan.js';
 import { publishTimers } from '../effects/timers.js';
 import { waitAtMost } from '../clock.js';
+import { ConflictError } from '../errors.js';
+import { errorText } from '../step/runner.js';
 import { publishCancels, publishTasks, type Handover } from '../effects/tasks.js';
 import type { EffectExecutor } from '../effects/outbox.js';
 import type { TraceSource } from '../telemetry/telemetry.js';
@@ -128,8 +130,7 @@ export class Committer {
     this.hooks.afterStateWrite?.(key, record.revision);
     acts.afterWrite?.(written);
     this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
-    await this.act(written, 'running', sealed, acts, true);
-    return written;
+    return this.act(key, written, 'running', sealed, acts, true);
   }
 
   /** Writes the next state of an instance (compare-and-set), then acts. Throws `ConflictError` when it lost. */
@@ -151,15 +152,15 @@ export class Committer {
       this.rt.telemetry.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': before });
       this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
     }
-    await this.act(written, before, sealed, acts, false);
-    return written;
+    return this.act(key, written, before, sealed, acts, false);
   }
 
   /**
    * Acts again on an instance's last write, after a crash may have cut that short: every step is
    * idempotent (keyed message ids, history deduplicated by revision, actions with their keys).
+   * Returns the instance as it is stored after (see {@link markDelivered}).
    */
-  async repair(instance: LoadedInstance): Promise<void> {
+  async repair(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
     const { record } = instance;
     const sealed = this.store.encode(record).sealed;
     const timers = Object.entries(record.timers)
@@ -168,7 +169,7 @@ export class Committer {
     // Every pending task, not only those of the last write: a task that ran in this engine's
     // process may never have reached the tasks stream (keyed message ids make this idempotent).
     const tasks = Object.entries(record.tasks).map(([invokeId, t]) => ({ invokeId, token: t.token, src: t.src, input: t.input }));
-    await this.act(instance, undefined, sealed, { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true }, false);
+    return this.act(key, instance, undefined, sealed, { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true }, false);
   }
 
   /** Of a record's journal, the entries the stream has not confirmed (that this engine knows of). */
@@ -354,14 +355,18 @@ export class Committer {
     return groups.filter((g) => g.tasks.length > 0);
   }
 
-  /** `before`: the status before the write, or undefined when unknown (a repair of a finished instance). */
+  /**
+   * `before`: the status before the write, or undefined when unknown (a repair of a finished
+   * instance). Returns the instance as it is stored after acting.
+   */
   private async act(
+    key: string,
     instance: LoadedInstance,
     before: InstanceRecord['status'] | undefined,
     sealed: InstanceRecord,
     acts: Acts,
     created: boolean,
-  ): Promise<void> {
+  ): Promise<LoadedInstance> {
     const { record } = instance;
     const rt = this.rt;
     // The history goes out without being waited for: the record journals its entries until the
@@ -380,8 +385,35 @@ export class Committer {
     if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox);
     // After the outbox: its sends to the parent (sendParent) go into the parent's inbox first.
     if (finished) await notifyParent(rt, record);
+    return record.outbox.some(isDelivery) ? this.markDelivered(key, instance) : instance;
+  }
+
+  /**
+   * Once a write's sends, child starts and stops are stored: the record again without its outbox
+   * (the same revision and state), so that reading its last event again (a repair) sends nothing
+   * twice. Their message ids deduplicate a re-run only within the events streams' duplicate
+   * window, and a partition's checkpoint can stay behind an event much longer (an instance waiting
+   * for its version, a target stream down for minutes), which is where a new owner reads from.
+   * Custom actions alone are not worth a write: they run at least once by contract.
+   */
+  private async markDelivered(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
+    const record: InstanceRecord = { ...instance.record, outbox: [] };
+    try {
+      return await this.store.write(key, instance, record, instance.snapshot, this.store.encode(record).bytes);
+    } catch (e) {
+      // Someone else wrote since: that write replaced the outbox, and this engine's next write will find out.
+      if (!(e instanceof ConflictError))
+        this.rt.logger.warn(
+          `workflow '${record.workflow}' instance '${record.id}': its sends are stored, and marking them so in its record failed (${errorText(e)}): reading its last event again later than the duplicate window would send them again`,
+          { workflow: record.workflow, id: record.id },
+        );
+      return instance;
+    }
   }
 }
+
+/** Outbox entries that put an event into another instance's stream (sends, child starts and stops). */
+const isDelivery = (e: OutboxEntry): boolean => e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild;
 
 /**
  * The history a write keeps in its record (`lastHistory`): the entries of earlier writes the
