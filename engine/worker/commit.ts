@@ -11,7 +11,9 @@
  * 4. a finished instance is announced;
  * 5. the outbox runs: custom actions, sends to other instances, child starts and stops;
  * 6. a finished child tells its parent, after its outbox: a `sendParent` in its last step reaches
- *    the parent before its done event, as in XState.
+ *    the parent before its done event, as in XState;
+ * 7. when the outbox put events into other instances' streams, the record is written again
+ *    without it ({@link Committer.markDelivered}).
  *
  * The event that caused the write is finished (the checkpoint may pass it) only after all of
  * this and once the stream has stored its history ({@link Committer.stored}). A crash anywhere
@@ -392,8 +394,9 @@ export class Committer {
    * Once a write's sends, child starts and stops are stored: the record again without its outbox
    * (the same revision and state), so that reading its last event again (a repair) sends nothing
    * twice. Their message ids deduplicate a re-run only within the events streams' duplicate
-   * window, and a partition's checkpoint can stay behind an event much longer (an instance waiting
-   * for its version, a target stream down for minutes), which is where a new owner reads from.
+   * window, and an event can be read again much later: a partition's checkpoint held behind an
+   * instance waiting for its version or for a target stream, or an engine that crashed before its
+   * checkpoint moved and was not replaced within the window.
    * Custom actions alone are not worth a write: they run at least once by contract.
    */
   private async markDelivered(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
