@@ -5,7 +5,7 @@
  * Prints round trips per second, the p50 time of one round trip within a pair, the messages each
  * stream stored per round trip and the CPU of nats-server and of this process per round trip.
  *
- *   npx tsx bench/messages.ts [--default] [--pairs=1,100] [--rounds=200] [--repeat=3]
+ *   npm run bench:messages -- [--default] [--pairs=1,100] [--rounds=200] [--repeat=3]
  */
 import { performance } from 'node:perf_hooks';
 import { rm } from 'node:fs/promises';
