@@ -148,7 +148,7 @@ async function measure(pairs: number): Promise<{ rate: number; p50: number; writ
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-console.log(`## Sends between instances (npx tsx bench/messages.ts ${process.argv.slice(2).join(' ')})\n`);
+console.log(`## Sends between instances (npm run bench:messages -- ${process.argv.slice(2).join(' ')})\n`);
 console.log(
   `nats-server ${always ? '`sync_interval: always`' : 'default settings'}; ${rounds} round trips per pair (two sends each); median of ${repeat} runs after a warm-up\n`,
 );
