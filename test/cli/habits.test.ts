@@ -96,6 +96,33 @@ describe('CLI habits', () => {
     assert.doesNotMatch(badPort.stdout, /engine .* is running/);
   });
 
+  it('checks flag values and the event payload before anything connects, naming the flag', async () => {
+    // Nothing answers at this address: each error must come before a connection is tried.
+    const nowhere = ['--server', 'nats://127.0.0.1:1', '--namespace', namespace];
+    const said = async (args: string[], message: RegExp): Promise<void> => {
+      const r = await runCli([...args, ...nowhere]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+      assert.doesNotMatch(r.stderr, /connect/, args.join(' '));
+    };
+    await said(['deadletters', '--limit', 'abc'], /--limit 'abc' is not a whole number from 1 to 10000; e\.g\. --limit 50/);
+    await said(['deadletters', '--limit', '0'], /--limit '0' is not a whole number from 1 to 10000/);
+    await said(['wait', 'order', 'h-1', '--state', 'paid', '--timeout-ms', '-5'], /--timeout-ms '-5' is not a whole number from 0 to/);
+    await said(['wait', 'order', 'h-1', '--state', 'paid', '--timeout-ms', '2s'], /--timeout-ms '2s' is not a whole number/);
+    // The payload's fields go beside the type: a list or a string would be spread into the event.
+    await said(
+      ['send', 'order', 'h-1', 'PAY', '[1,2]'],
+      /the event payload must be a JSON object \(its fields go beside the type\), e\.g\. '\{"amount":10\}'; got \[1,2\]/,
+    );
+    await said(['send', 'order', 'h-1', 'PAY', '--data', '"abc"'], /the event payload must be a JSON object/);
+    await said(
+      ['send', 'order', 'h-1', 'PAY', '{"type":"CANCEL"}'],
+      /the event payload says type 'CANCEL' and the command 'PAY': give the type once, as the argument/,
+    );
+    await said(['send', 'order', 'h-1', 'PAY', '{oops'], /the event payload is not valid JSON/);
+    await said(['start', 'order', '--input', '{oops'], /--input is not valid JSON/);
+  });
+
   it('with --json, prints errors as JSON on stderr, and null for a missing instance (exit 1)', async () => {
     const missing = await runCli(['get', 'order', 'nobody', '--json', ...common]);
     assert.equal(missing.code, 1);
