@@ -89,6 +89,33 @@ function json(text: string | undefined, what: string): unknown {
   }
 }
 
+/** A whole-number flag (`--limit`, `--timeout-ms`), checked before anything connects. */
+function wholeFlag(values: CliValues, name: 'limit' | 'timeout-ms', fallback: number, min: number, max: number): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < min || n > max)
+    throw new JetstateError(ErrorCode.InvalidOptions, `--${name} '${raw}' is not a whole number from ${min} to ${max}; e.g. --${name} ${fallback}`);
+  return n;
+}
+
+/** A send's payload: a JSON object whose fields go beside the event type. */
+function eventPayload(text: string | undefined, type: string): Record<string, unknown> {
+  const payload = json(text, 'the event payload');
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload))
+    throw new JetstateError(
+      ErrorCode.InvalidOptions,
+      `the event payload must be a JSON object (its fields go beside the type), e.g. '{"amount":10}'; got ${text}`,
+    );
+  const given = (payload as { type?: unknown }).type;
+  if (given !== undefined && given !== type)
+    throw new JetstateError(
+      ErrorCode.InvalidOptions,
+      `the event payload says type ${typeof given === 'string' ? `'${given}'` : JSON.stringify(given)} and the command '${type}': give the type once, as the argument`,
+    );
+  return payload as Record<string, unknown>;
+}
+
 export function describeInstance(i: Instance): string {
   const lines = [
     `${i.workflow} ${i.id} (version ${i.version}): ${i.status}, state ${JSON.stringify(i.value)}, revision ${i.revision}`,
@@ -163,6 +190,13 @@ export async function runCommand(command: string, args: string[], values: CliVal
   if (values.reveal && !keys) throw new JetstateError(ErrorCode.InvalidOptions, '--reveal needs the key ring in JETSTATE_KEYS (or JETSTATE_SECRET_KEYS)');
   const keyRing = keys && (!reading || values.reveal || command === 'verify') ? keys : undefined;
   const token = values.token ?? (process.env['JETSTATE_TOKEN'] || undefined);
+  // What the command line says is checked before anything connects.
+  const limit = wholeFlag(values, 'limit', 50, 1, 10_000);
+  const timeoutMs = wholeFlag(values, 'timeout-ms', 30_000, 0, 2_147_483_647);
+  const input = command === 'start' ? json(needs(values.input, '--input JSON'), '--input') : undefined;
+  if (command === 'send' && args[3] !== undefined && values.data !== undefined)
+    throw new JetstateError(ErrorCode.InvalidOptions, 'give the event payload once: as the JSON argument or as --data, not both');
+  const payload = command === 'send' ? eventPayload(args[3] ?? values.data, needs(args[2], 'event type')) : undefined;
   let client: Client;
   try {
     client = await createClient({
@@ -180,7 +214,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
     throw e;
   }
   try {
-    if (command === 'deadletters') return await showDeadLetters(client, Number(values.limit ?? 50), out);
+    if (command === 'deadletters') return await showDeadLetters(client, limit, out);
     const workflow = pick(workflows, args[0]);
     switch (command) {
       case 'reencrypt': {
@@ -189,7 +223,6 @@ export async function runCommand(command: string, args: string[], values: CliVal
         return r.failed.length === 0 ? 0 : 1;
       }
       case 'start': {
-        const input = json(needs(values.input, '--input JSON'), '--input');
         const started = await client.start(workflow, { ...(values.id ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
         // start() returns the values it was given; the output shows secrets only with --reveal.
         const paths = workflow.security.secrets;
@@ -203,10 +236,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
       case 'send': {
         const id = needs(args[1], 'instance id');
         const type = needs(args[2], 'event type');
-        if (args[3] !== undefined && values.data !== undefined)
-          throw new JetstateError(ErrorCode.InvalidOptions, 'give the event payload once: as the JSON argument or as --data, not both');
-        const payload = json(args[3] ?? values.data, 'the event payload');
-        const event = { ...(payload as object), type } as never;
+        const event = { ...payload, type } as never;
         const r = await client.send(workflow, id, event, {
           ...(values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {}),
           ...(token ? { token } : {}),
@@ -263,7 +293,6 @@ export async function runCommand(command: string, args: string[], values: CliVal
       case 'wait': {
         const id = needs(args[1], 'instance id');
         const state = needs(values.state, '--state');
-        const timeoutMs = Number(values['timeout-ms'] ?? 30_000);
         const inst = await client.waitFor(workflow, id, (i) => i.matches(state), { timeoutMs });
         out(describeInstance(inst), inst);
         return 0;

@@ -107,7 +107,7 @@ describe('CLI habits', () => {
     };
     await said(['deadletters', '--limit', 'abc'], /--limit 'abc' is not a whole number from 1 to 10000; e\.g\. --limit 50/);
     await said(['deadletters', '--limit', '0'], /--limit '0' is not a whole number from 1 to 10000/);
-    await said(['wait', 'order', 'h-1', '--state', 'paid', '--timeout-ms', '-5'], /--timeout-ms '-5' is not a whole number from 0 to/);
+    await said(['wait', 'order', 'h-1', '--state', 'paid', '--timeout-ms=-5'], /--timeout-ms '-5' is not a whole number from 0 to/);
     await said(['wait', 'order', 'h-1', '--state', 'paid', '--timeout-ms', '2s'], /--timeout-ms '2s' is not a whole number/);
     // The payload's fields go beside the type: a list or a string would be spread into the event.
     await said(
