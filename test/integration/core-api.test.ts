@@ -229,6 +229,16 @@ describe('core API against a real nats-server', () => {
       (e: JetstateError) =>
         e.code === ErrorCode.InvalidOptions && /logger must be an object with error, warn, info and debug functions, e.g. console/.test(e.message),
     );
+    // Said before anything connects: nothing answers at this address, and the error is the option's.
+    const nowhere = 'nats://127.0.0.1:1';
+    await assert.rejects(
+      createClient({ servers: nowhere, secrets: { keyRing: 'not-a-key' } }),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /secrets\.keyRing: entry 1 of 1 is not 'id:base64key'/.test(e.message),
+    );
+    await assert.rejects(
+      createEngine({ servers: nowhere, workflows: [order], identity: { roles: 'admin' } as never }),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /identity options are not valid/.test(e.message),
+    );
   });
 
   it('close drains and is idempotent; closed() resolves', async () => {
