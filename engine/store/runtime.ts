@@ -111,6 +111,11 @@ export interface OpenRuntimeOptions {
  */
 export async function openRuntime(options: ResolvedClientOptions, open: OpenRuntimeOptions = {}): Promise<Runtime> {
   const names = layout(options.namespace);
+  // Options that can be wrong are read before anything connects: their error, not NATS's, is what the user sees.
+  const early: EarlyParts = {
+    verifier: options.identity ? createIdentityVerifier(options.identity) : undefined,
+    keyRing: typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing,
+  };
   let nc: NatsConnection;
   const ownsConnection = options.connection === undefined;
   if (options.connection) {
@@ -135,7 +140,7 @@ export async function openRuntime(options: ResolvedClientOptions, open: OpenRunt
     }
   }
   try {
-    return await waitForJetStream(() => openNamespace(nc, ownsConnection, options, open), isElection, {
+    return await waitForJetStream(() => openNamespace(nc, ownsConnection, options, open, early), isElection, {
       namespace: names.namespace,
       logger: options.logger,
       openTimeoutMs: options.openTimeoutMs ?? (open.engine ? ENGINE_OPEN_TIMEOUT_MS : 0),
@@ -186,7 +191,19 @@ function isElection(e: unknown): boolean {
   return isTransient(e);
 }
 
-async function openNamespace(nc: NatsConnection, ownsConnection: boolean, options: ResolvedClientOptions, open: OpenRuntimeOptions): Promise<Runtime> {
+/** What the runtime builds from its options before it connects. */
+interface EarlyParts {
+  verifier: RuntimeSecurity['verifier'];
+  keyRing: ConstructorParameters<typeof SecretCodec>[1];
+}
+
+async function openNamespace(
+  nc: NatsConnection,
+  ownsConnection: boolean,
+  options: ResolvedClientOptions,
+  open: OpenRuntimeOptions,
+  early: EarlyParts,
+): Promise<Runtime> {
   const names = layout(options.namespace);
   try {
     // Every JetStream client of the runtime goes through this domain (extensions get these too).
@@ -265,11 +282,8 @@ async function openNamespace(nc: NatsConnection, ownsConnection: boolean, option
     const registry = new Registry();
     for (const def of options.workflows) registry.add(def);
     const security: RuntimeSecurity = {
-      verifier: options.identity ? createIdentityVerifier(options.identity) : undefined,
-      codec: new SecretCodec(
-        (wf) => registry.secretPaths(wf),
-        typeof options.secrets?.keyRing === 'string' ? keyRingFromEnv(options.secrets.keyRing, { source: 'secrets.keyRing' }) : options.secrets?.keyRing,
-      ),
+      verifier: early.verifier,
+      codec: new SecretCodec((wf) => registry.secretPaths(wf), early.keyRing),
       signer: new EngineSigner(() => loadEngineKey(control, names)),
       limits: options.limits,
     };
