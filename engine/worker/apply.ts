@@ -305,7 +305,7 @@ async function applyTo(
   const startedAt = performance.timeOrigin + performance.now();
   const { record, def } = loaded;
   // The write of the last applied event may have been cut off before its effects: finish that first.
-  if (batch.some((e) => e.seq === record.lastSeq)) loaded = await ctx.committer.repair(key, loaded);
+  if (ctx.committer.needsRepair(key) || batch.some((e) => e.seq === record.lastSeq)) loaded = await ctx.committer.repair(key, loaded);
   // Events read again that were judged already are skipped below: a rejection among them may have
   // lost its dead letter to the stop (it goes out after the write), so it is copied now
   // (deduplicated by the event's sequence).

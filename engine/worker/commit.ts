@@ -107,6 +107,8 @@ export class Committer {
   private readonly storing = new Map<string, Set<Promise<void>>>();
   /** Per instance: its newest journal, waiting to be published (see {@link HISTORY_BATCH}). */
   private readonly batching = new Map<string, Batch>();
+  /** Instances whose last write's effects failed here, until a repair runs them (see {@link afterWrite}). */
+  private readonly cutShort = new Set<string>();
   private closed = false;
 
   constructor(
@@ -129,10 +131,12 @@ export class Committer {
   ): Promise<LoadedInstance> {
     this.hooks.beforeStateWrite?.(key, record.revision);
     const written = await this.store.create(key, def, runner, record, snapshot, bytes);
-    this.hooks.afterStateWrite?.(key, record.revision);
-    acts.afterWrite?.(written);
-    this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
-    return this.act(key, written, 'running', sealed, acts, true);
+    return this.afterWrite(key, () => {
+      this.hooks.afterStateWrite?.(key, record.revision);
+      acts.afterWrite?.(written);
+      this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
+      return this.act(key, written, 'running', sealed, acts, true);
+    });
   }
 
   /** Writes the next state of an instance (compare-and-set), then acts. Throws `ConflictError` when it lost. */
@@ -147,14 +151,35 @@ export class Committer {
   ): Promise<LoadedInstance> {
     this.hooks.beforeStateWrite?.(key, record.revision);
     const written = await this.store.write(key, prev, record, snapshot, bytes);
-    this.hooks.afterStateWrite?.(key, record.revision);
-    acts.afterWrite?.(written);
-    const before = prev.record.status;
-    if (before !== record.status) {
-      this.rt.telemetry.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': before });
-      this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
+    return this.afterWrite(key, () => {
+      this.hooks.afterStateWrite?.(key, record.revision);
+      acts.afterWrite?.(written);
+      const before = prev.record.status;
+      if (before !== record.status) {
+        this.rt.telemetry.instances.add(-1, { 'jetstate.workflow': record.workflow, 'jetstate.status': before });
+        this.rt.telemetry.instances.add(1, { 'jetstate.workflow': record.workflow, 'jetstate.status': record.status });
+      }
+      return this.act(key, written, before, sealed, acts, false);
+    });
+  }
+
+  /**
+   * What follows a write: when it fails, the write's effects may be cut short, and the instance's
+   * next batch repairs it first ({@link needsRepair}), whichever events that batch holds (a batch
+   * of in-process task outcomes holds none the record names as its last).
+   */
+  private async afterWrite(key: string, then: () => Promise<LoadedInstance>): Promise<LoadedInstance> {
+    try {
+      return await then();
+    } catch (e) {
+      this.cutShort.add(key);
+      throw e;
     }
-    return this.act(key, written, before, sealed, acts, false);
+  }
+
+  /** True when this engine cut an effect of the instance's last write short (see {@link afterWrite}). */
+  needsRepair(key: string): boolean {
+    return this.cutShort.has(key);
   }
 
   /**
@@ -165,13 +190,23 @@ export class Committer {
   async repair(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
     const { record } = instance;
     const sealed = this.store.encode(record).sealed;
-    const timers = Object.entries(record.timers)
-      .filter(([, t]) => t.token === record.revision)
-      .map(([timerId, t]) => ({ timerId, token: t.token, dueAtMs: t.dueAtMs }));
+    // Every pending timer: one write applies several events, and a timer set by an earlier one
+    // carries that transition's revision, not the record's (a fire acts only with its token, so a
+    // timer published twice fires once).
+    const timers = Object.entries(record.timers).map(([timerId, t]) => ({ timerId, token: t.token, dueAtMs: t.dueAtMs }));
     // Every pending task, not only those of the last write: a task that ran in this engine's
     // process may never have reached the tasks stream (keyed message ids make this idempotent).
     const tasks = Object.entries(record.tasks).map(([invokeId, t]) => ({ invokeId, token: t.token, src: t.src, input: t.input }));
-    return this.act(key, instance, undefined, sealed, { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true }, false);
+    const repaired = await this.act(
+      key,
+      instance,
+      undefined,
+      sealed,
+      { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true },
+      false,
+    );
+    this.cutShort.delete(key);
+    return repaired;
   }
 
   /** Of a record's journal, the entries the stream has not confirmed (that this engine knows of). */
