@@ -375,6 +375,17 @@ export class TaskService {
       cancelHeartbeat?.();
       clearInterval(keepAlive);
     }
+    if (outcome.ok && outcome.output !== DEFER) {
+      // Running it again would return the same: the task fails now, saying why.
+      const why = unstorable(outcome.output, (this.rt.nc.info?.max_payload ?? 1_048_576) - OUTCOME_HEADROOM);
+      if (why)
+        outcome = {
+          ok: false,
+          error: new TerminalError(
+            `activity '${task.src}' returned an output that cannot be stored: ${why}; return JSON data that fits in a message (keep large data elsewhere and return a reference)`,
+          ),
+        };
+    }
     const final = outcome.ok || outcome.error instanceof TerminalError || outcome.error.name === 'TerminalError' || attempt >= retry.maxAttempts;
     const closing = !outcome.ok && this.stopping && controller.signal.aborted;
     const cancelled = !outcome.ok && outcome.error instanceof CancelledError && !this.stopping;
@@ -579,6 +590,21 @@ export class TaskService {
   ): Promise<unknown> {
     return publishTasks(this.rt, record, [t], trace, { attempts, claimedBy, notBeforeMs });
   }
+}
+
+/** Bytes kept free under the server's max_payload for the outcome event's envelope and headers. */
+const OUTCOME_HEADROOM = 8_192;
+
+/** Why an activity's output cannot travel as its outcome event (undefined when it can). */
+function unstorable(output: unknown, maxBytes: number): string | undefined {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(output);
+  } catch (e) {
+    return `it is not JSON (${(e as Error).message})`;
+  }
+  const bytes = text === undefined ? 0 : Buffer.byteLength(text);
+  return bytes > maxBytes ? `it is ${bytes} bytes as JSON, more than the ${maxBytes} bytes a message holds on this server` : undefined;
 }
 
 /** How long a claimed task message waits for an outcome this engine delivered to the inbox before it may run again. */
