@@ -579,8 +579,13 @@ export class TaskService {
     })();
   }
 
-  /** Publishes a task that ran here, to the tasks stream: how many attempts it had, who still runs it, when to try next. */
-  private handOver(
+  /**
+   * Publishes a task that ran here, to the tasks stream: how many attempts it had, who still runs
+   * it, when to try next. Asked again until the stream stores it (dropped, the task would run
+   * nowhere and its instance wait for ever); rejects only once the engine is closing, when the event
+   * that started the task stays unfinished and the next owner publishes the task from the record.
+   */
+  private async handOver(
     record: InstanceRecord,
     t: TaskChange,
     trace: TraceCarrier | undefined,
@@ -588,9 +593,27 @@ export class TaskService {
     claimedBy?: string,
     notBeforeMs?: number,
   ): Promise<unknown> {
-    return publishTasks(this.rt, record, [t], trace, { attempts, claimedBy, notBeforeMs });
+    let delay = HANDOVER_RETRY_MIN_MS;
+    for (let n = 1; ; n++) {
+      try {
+        const stored = await publishTasks(this.rt, record, [t], trace, { attempts, claimedBy, notBeforeMs });
+        if (n > 1) this.rt.logger.info(`task ${t.src} of ${record.workflow} ${record.id}: in the tasks stream after ${n} tries`);
+        return stored;
+      } catch (e) {
+        if (this.stopping) throw e;
+        const what = `task ${t.src} of ${record.workflow} ${record.id}: the tasks stream did not take it (${(e as Error).message})`;
+        if (n === 1) this.rt.logger.warn(`${what}; asked again in ${delay} ms`);
+        else if (n % 10 === 0) this.rt.logger.error(`${what}; refused ${n} times, asked again every ${delay} ms; its instance waits for it`);
+        await new Promise((r) => setTimeout(r, delay).unref?.());
+        delay = Math.min(delay * 2, HANDOVER_RETRY_MAX_MS);
+      }
+    }
   }
 }
+
+/** A hand-over the tasks stream refused is asked again from this delay, doubling up to the next. */
+const HANDOVER_RETRY_MIN_MS = 100;
+const HANDOVER_RETRY_MAX_MS = 5_000;
 
 /** Bytes kept free under the server's max_payload for the outcome event's envelope and headers. */
 const OUTCOME_HEADROOM = 8_192;
