@@ -65,7 +65,13 @@ export const taskProgressKey = (workflow: string, id: string, invokeId: string, 
  * failed, for `get()`.
  */
 const TaskProgressSchema = z
-  .object({ started: z.number().int().nonnegative().optional(), attempt: z.number().int().nonnegative().optional(), lastError: z.string().optional() })
+  .object({
+    started: z.number().int().nonnegative().optional(),
+    attempt: z.number().int().nonnegative().optional(),
+    lastError: z.string().optional(),
+    /** When the failed attempt's retry is due. */
+    retryAtMs: z.number().optional(),
+  })
   .passthrough();
 
 /** A task's progress for `get()`, or null before its first failed attempt. */
@@ -436,7 +442,11 @@ export class TaskService {
   }
 
   private async attempt(m: JsMsg, task: TaskMessage, def: ActivityDefinition, controller: AbortController, record: InstanceRecord): Promise<void> {
-    const { attempt, recorded, uncount } = await this.countAttempt(m, task);
+    const counted = await this.countAttempt(m, task);
+    // A retry not due yet: the message may carry no "not before" (a task handed over while it
+    // still ran here, whose retry could not change the message already stored).
+    if ('dueInMs' in counted) return void m.nak(Math.min(counted.dueInMs, 3_600_000));
+    const { attempt, recorded, uncount } = counted;
     // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
     // another one after the acknowledgement wait.
     const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working(), recorded);
@@ -463,13 +473,15 @@ export class TaskService {
    * from), so an attempt whose engine died counts and a crash loop ends. When the bucket cannot be
    * reached, the delivery count stands in (it counts too many, never too few).
    */
-  private async countAttempt(m: JsMsg, task: TaskMessage): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> }> {
+  private async countAttempt(m: JsMsg, task: TaskMessage): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> } | { dueInMs: number }> {
     const prior = priorAttempts(m);
     const key = taskProgressKey(task.workflow, task.id, task.invokeId, task.token);
     try {
       const entry = await this.rt.control.get(key);
       const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
       const before = parsed?.success ? parsed.data : undefined;
+      const dueInMs = (before?.retryAtMs ?? 0) - Date.now();
+      if (dueInMs > 0) return { dueInMs };
       const attempt = Math.max(prior, before?.started ?? 0, before?.attempt ?? 0) + 1;
       await this.rt.control.put(key, encodeJson({ ...before, started: attempt }));
       // An attempt the engine's close interrupted does not count (best effort).
