@@ -549,10 +549,10 @@ export class TaskService {
     hold.unref?.();
     void (async () => {
       try {
+        // A fresh signal per attempt (a timed-out one is aborted), set before the wait for it: a
+        // cancel reaches the attempt under way, or the one waiting to run.
+        let current = controller;
         for (; ; attempt++) {
-          // A fresh signal per attempt (a timed-out one is aborted); a cancel reaches the current one.
-          const current = attempt === 1 ? controller : new AbortController();
-          this.running.set(key, { controller: current, done });
           const r = await this.runAttempt(task, def, attempt, current, record, scheduledBy, () => {});
           if (r.result === 'ok' || r.result === 'failed') {
             if (durable === undefined) return hooks.onOutcome(r.event!, r.trace);
@@ -577,7 +577,17 @@ export class TaskService {
             const out = this.handOver(record, t, scheduledBy, ran, undefined, r.result === 'retry' ? Date.now() + r.wait : undefined);
             return durable ? void out.catch(() => {}) : hooks.onDurable(out);
           }
-          await new Promise((res) => setTimeout(res, r.wait));
+          const retryAt = Date.now() + r.wait;
+          current = new AbortController();
+          this.running.set(key, { controller: current, done });
+          await sleepUnless(r.wait, current.signal);
+          // Its state was left meanwhile, or the engine is closing (the tasks stream takes it over):
+          // no further attempt here.
+          if (current.signal.aborted) {
+            if (durable) return;
+            clearTimeout(hold);
+            return hooks.onDurable(this.stopping ? this.handOver(record, t, scheduledBy, attempt, undefined, retryAt) : Promise.resolve());
+          }
         }
       } catch (e) {
         this.rt.logger.warn(`task ${t.src} of ${record.workflow} ${record.id}: ${(e as Error).message}; handing it to the tasks stream`);
@@ -621,6 +631,19 @@ export class TaskService {
       }
     }
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
 
 /** A hand-over the tasks stream refused is asked again from this delay, doubling up to the next. */
