@@ -2,7 +2,8 @@
  * Reads a shared durable consumer (timers, tasks) until stopped, and recovers by itself: a
  * consumer that missed heartbeats, went missing or got no responders (its server died, a leader
  * moved) is read again through a fresh subscription at once, instead of waiting on nats.js's own
- * recovery, which a disconnect can hold up for as long as the server is down.
+ * recovery, which a disconnect can hold up for as long as the server is down; one that no longer
+ * exists is made again.
  */
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Runtime } from '../store/runtime.js';
@@ -14,7 +15,8 @@ export interface DurableReader {
 
 export interface DurableReaderOptions {
   stream: string;
-  durable: string;
+  /** The consumer's configuration: it is made again with it when it goes missing. */
+  config: DurableConfig;
   /** Most messages pulled and not yet handled. */
   maxMessages: number;
   label: string;
@@ -28,7 +30,13 @@ export function readDurable(rt: Runtime, options: DurableReaderOptions): Durable
     let delay = 50;
     while (!stopping) {
       try {
-        const consumer = await rt.js.consumers.get(options.stream, options.durable);
+        const consumer = await rt.js.consumers.get(options.stream, options.config.durable_name).catch(async (e: unknown) => {
+          if (!isConsumerNotFound(e) || stopping) throw e;
+          // Deleted by hand, or its stream restored without it: made again (ensureDurable at start).
+          rt.logger.warn(`${options.label}: durable consumer '${options.config.durable_name}' of stream '${options.stream}' is missing; making it again`);
+          await ensureDurable(rt, options.stream, options.config);
+          return rt.js.consumers.get(options.stream, options.config.durable_name);
+        });
         const m = (messages = await consumer.consume({ max_messages: options.maxMessages, expires: 5_000 }));
         if (stopping) m.stop();
         void (async () => {
@@ -71,7 +79,10 @@ export function readDurable(rt: Runtime, options: DurableReaderOptions): Durable
  * Creates a durable consumer, or updates the settings a running namespace may have with other
  * values (an older engine's acknowledgement wait).
  */
-export async function ensureDurable(rt: Runtime, stream: string, config: { durable_name: string } & Record<string, unknown>): Promise<void> {
+/** A durable consumer's configuration as the engine makes it. */
+export type DurableConfig = { durable_name: string } & Record<string, unknown>;
+
+export async function ensureDurable(rt: Runtime, stream: string, config: DurableConfig): Promise<void> {
   try {
     const info = await rt.jsm.consumers.info(stream, config.durable_name);
     if (info.config.ack_wait !== config['ack_wait'] || info.config.max_ack_pending !== config['max_ack_pending']) {

@@ -217,18 +217,18 @@ export class TaskService {
         for (const src of runner.activities.keys()) kinds.set(`${name}.${src}`, { workflow: name, src });
     }
     for (const [kind, { workflow, src }] of kinds) {
-      const durable = `task_${kind.replace('.', '_')}`;
-      await ensureDurable(this.rt, names.tasksStream, {
-        durable_name: durable,
+      const config = {
+        durable_name: `task_${kind.replace('.', '_')}`,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
         filter_subject: names.taskSubject(workflow, src),
         ack_wait: this.options.ackWaitMs * NS,
         max_deliver: -1,
         max_ack_pending: 1_000,
-      });
+      };
+      await ensureDurable(this.rt, names.tasksStream, config);
       this.readers.push(
-        readDurable(this.rt, { stream: names.tasksStream, durable, maxMessages: 64, label: `tasks ${kind}`, handle: (m) => void this.handle(m) }),
+        readDurable(this.rt, { stream: names.tasksStream, config, maxMessages: 64, label: `tasks ${kind}`, handle: (m) => void this.handle(m) }),
       );
     }
   }

@@ -69,7 +69,7 @@ export class TimerService {
 
   async start(): Promise<void> {
     const { names } = this.rt;
-    await ensureDurable(this.rt, names.timersStream, {
+    const config = {
       durable_name: CONSUMER,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
@@ -78,10 +78,11 @@ export class TimerService {
       max_deliver: -1,
       // Every pending timer is an unacknowledged message: do not cap them.
       max_ack_pending: -1,
-    });
+    };
+    await ensureDurable(this.rt, names.timersStream, config);
     this.reader = readDurable(this.rt, {
       stream: names.timersStream,
-      durable: CONSUMER,
+      config,
       maxMessages: MAX_IN_FLIGHT,
       label: 'timers',
       handle: (m) => {
