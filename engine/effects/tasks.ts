@@ -71,6 +71,8 @@ const TaskProgressSchema = z
     lastError: z.string().optional(),
     /** When the failed attempt's retry is due. */
     retryAtMs: z.number().optional(),
+    /** The task ran in process after it was handed over, and an extension delivers its outcome. */
+    deferred: z.boolean().optional(),
   })
   .passthrough();
 
@@ -446,6 +448,7 @@ export class TaskService {
     // A retry not due yet: the message may carry no "not before" (a task handed over while it
     // still ran here, whose retry could not change the message already stored).
     if ('dueInMs' in counted) return void m.nak(Math.min(counted.dueInMs, 3_600_000));
+    if ('deferred' in counted) return void m.ack();
     const { attempt, recorded, uncount } = counted;
     // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
     // another one after the acknowledgement wait.
@@ -473,13 +476,21 @@ export class TaskService {
    * from), so an attempt whose engine died counts and a crash loop ends. When the bucket cannot be
    * reached, the delivery count stands in (it counts too many, never too few).
    */
-  private async countAttempt(m: JsMsg, task: TaskMessage): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> } | { dueInMs: number }> {
+  private async countAttempt(
+    m: JsMsg,
+    task: TaskMessage,
+  ): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> } | { dueInMs: number } | { deferred: true }> {
     const prior = priorAttempts(m);
     const key = taskProgressKey(task.workflow, task.id, task.invokeId, task.token);
     try {
       const entry = await this.rt.control.get(key);
       const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
       const before = parsed?.success ? parsed.data : undefined;
+      if (before?.deferred) {
+        // Ran in process after this message was published, and deferred: nothing left to run.
+        await this.rt.control.purge(key).catch(() => {});
+        return { deferred: true };
+      }
       const dueInMs = (before?.retryAtMs ?? 0) - Date.now();
       if (dueInMs > 0) return { dueInMs };
       const attempt = Math.max(prior, before?.started ?? 0, before?.attempt ?? 0) + 1;
@@ -566,6 +577,17 @@ export class TaskService {
                 `task ${t.src} of ${record.workflow} ${record.id}: outcome not delivered (${(e as Error).message}); the tasks stream runs it again`,
               );
             });
+          }
+          if (r.result === 'deferred' && durable) {
+            // Its message in the tasks stream (claimed by this engine) must not run it again.
+            await this.rt.control
+              .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ deferred: true }))
+              .catch((e: Error) =>
+                this.rt.logger.warn(
+                  `task ${t.src} of ${record.workflow} ${record.id}: deferred, but not recorded so (${e.message}); the tasks stream may run it again`,
+                ),
+              );
+            return;
           }
           if (r.result === 'deferred' || r.result === 'cancelled') return durable ?? hooks.onDurable(Promise.resolve());
           const shortWait = r.result === 'retry' && r.wait <= this.options.localHoldMs && durable === undefined;
