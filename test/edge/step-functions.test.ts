@@ -197,8 +197,10 @@ describe('Step Functions stages of an edge instance while the site is cut off', 
     assert.equal((done.context as HybridContext).settlementId, `stl-${id}`);
     assert.equal((await executionsOf(namespace, id)).length, 1, 'one execution');
     // Usually one StartExecution. Once, in a full suite run on a loaded machine, two reached the
-    // endpoint (cause not found; the second found the execution by its name): one execution and
-    // one outcome are what the stage promises.
+    // endpoint (the second found the execution by its name). The likely cause, a StartExecution
+    // slower than the hold time (handed over while it ran, then deferred, then run again from the
+    // tasks stream), is fixed and tested in test/integration/task-deferred-handover.test.ts; one
+    // execution and one outcome are what the stage promises.
     const calls = startsAtEndpoint() - endpointBefore;
     assert.ok(calls === 1 || calls === 2, `${calls} StartExecution calls reached the endpoint`);
     await appliedOnce(id);
