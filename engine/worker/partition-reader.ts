@@ -391,7 +391,10 @@ export class PartitionReader {
       return; // read before this consumer was made
     }
     if (info.seq > this.nextSeq) {
-      void this.gap(info.seq);
+      void this.gap(info.seq).catch((e: Error) => {
+        this.rt.logger.error(`${this.options.label}: ${e.message}; reading again`);
+        void this.restart(`gap before ${info.seq}`, false);
+      });
       return;
     }
     this.nextSeq = info.seq + 1;
@@ -442,23 +445,28 @@ export class PartitionReader {
   }
 
   /**
-   * `seq` arrived where `nextSeq` was expected. Ask the stream leader what it holds: events it
-   * still has are read again through a new consumer; events it no longer has are reported.
+   * `seq` arrived where `nextSeq` was expected. Ask the stream leader for the first event it holds
+   * from `nextSeq` on: events it no longer has (purged, deleted one by one, a damaged block) are
+   * reported and passed; when it has the expected one, the consumer's replica was behind and the
+   * stream is read again through a new consumer.
    */
   private async gap(seq: number): Promise<void> {
     const expected = this.nextSeq;
     this.generation++; // ignore the rest of this consumer's deliveries
-    let first: number | undefined;
+    let next: number | undefined;
     try {
-      first = (await this.rt.jsm.streams.info(this.options.stream)).state.first_seq;
+      // A "next by subject" read: the stream's first message at or after `expected`.
+      const held = await this.rt.jsm.streams.getMessage(this.options.stream, { seq: expected, next_by_subj: '>' } as never);
+      next = held?.seq ?? seq;
     } catch (e) {
       if (isStreamNotFound(e)) {
         this.rt.logger.error(`${this.options.label}: its stream '${this.options.stream}' is gone; events from ${expected} on cannot be read`);
         return;
       }
+      this.rt.logger.debug(`${this.options.label}: reading what the stream holds from ${expected} failed (${(e as Error).message})`);
     }
-    if (first !== undefined && first > expected) {
-      const to = Math.min(first, seq) - 1;
+    if (next !== undefined && next > expected) {
+      const to = Math.min(next, seq) - 1;
       this.rt.logger.error(
         `${this.options.label}: events ${expected}..${to} were removed from stream '${this.options.stream}' before this engine applied them; they are lost`,
       );
@@ -468,6 +476,8 @@ export class PartitionReader {
       this.rt.logger.warn(
         `${this.options.label}: expected event ${expected}, got ${seq}: its consumer's replica is behind; reading again from the stream leader`,
       );
+      // Not at once: a replica catching up takes a moment, and each new consumer is another to place.
+      await sleep(GAP_RETRY_MS);
     }
     await this.restart(`gap before ${seq}`, false);
   }
@@ -487,3 +497,6 @@ function parseReply(reply: string | undefined): { seq: number; timeMs: number } 
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** How long a reader whose consumer's replica is behind waits before reading again. */
+const GAP_RETRY_MS = 250;

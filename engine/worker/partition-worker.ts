@@ -92,11 +92,16 @@ export class PartitionWorker {
       onEvent: (e) => this.dispatch(e),
       onLost: (from, to) => {
         rt.telemetry.rejected.add(to - from + 1, { 'jetstate.workflow': workflow, 'jetstate.reason': 'lost' });
-        // Nothing to wait for in the gap: it counts as finished.
-        const lost: number[] = [];
-        for (let s = from; s <= to; s++) lost.push(s);
-        this.order.push(...lost);
-        this.finish(lost);
+        // Nothing to wait for in the gap: it counts as finished (at once when nothing before it waits).
+        if (this.head === this.order.length) {
+          this.checkpointSeq = Math.max(this.checkpointSeq, to);
+          return;
+        }
+        for (let s = from; s <= to; s++) {
+          this.order.push(s);
+          this.done.add(s);
+        }
+        this.finish([]);
       },
     });
   }
