@@ -20,7 +20,7 @@
  */
 import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError } from '../errors.js';
-import { EngineEvent, OutboxKind, type ParentRef } from '../protocol/events.js';
+import { EngineEvent, OutboxKind, parentToken, type ParentRef } from '../protocol/events.js';
 import { bornOf } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance } from '../store/inbox.js';
@@ -59,7 +59,6 @@ interface ChildStart {
 }
 
 /** The parent's token, with its `born` when it has one: a parent started again under its id starts its children anew. */
-const parentToken = (parent: ParentRef): string => (parent.born === undefined ? String(parent.token) : `${parent.born}.${parent.token}`);
 
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();

@@ -182,3 +182,6 @@ export function actorOutcome(e: { invokeId: string; ok: boolean; output?: unknow
     ? ({ type: `xstate.done.actor.${e.invokeId}`, output: e.output, ...secrets } as unknown as { type: string })
     : ({ type: `xstate.error.actor.${e.invokeId}`, error: e.error } as { type: string });
 }
+
+/** A parent's invoke token as message ids carry it (with the parent's `born` when it has one). */
+export const parentToken = (parent: ParentRef): string => (parent.born === undefined ? String(parent.token) : `${parent.born}.${parent.token}`);

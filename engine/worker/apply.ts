@@ -10,8 +10,8 @@
  * record's `lastSeq` were applied before (a redelivery) and are skipped: that is what makes the
  * state effect exactly-once.
  */
-import { canonicalJson, digest } from '../protocol/json.js';
-import { EngineEvent, isStart, type ParentRef } from '../protocol/events.js';
+import { canonicalJson, decodeJson, digest } from '../protocol/json.js';
+import { EngineEvent, isStart, parentToken, type ParentRef } from '../protocol/events.js';
 import { HistoryKind, bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { NotYetError } from '../errors.js';
 import type { Runtime } from '../store/runtime.js';
@@ -243,6 +243,7 @@ async function createFromStart(
   const gated = await gate(ctx, found.def, id, e, attempt);
   if (gated.rejected !== undefined || !gated.start) {
     await refuse(ctx, workflow, id, e, gated.rejected ?? 'not a start', 'rejected', gated.event);
+    await tellParentOfRefusal(ctx, workflow, id, e, gated.rejected ?? 'not a start');
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason: gated.rejected } });
     return null;
   }
@@ -270,6 +271,7 @@ async function createFromStart(
     spans.end();
     const reason = `[limit.snapshot_size] the initial record would be ${stored.bytes.length} bytes, over the limit of ${maxSnapshotBytes}; keep large data outside the context (pass references)`;
     await refuse(ctx, workflow, id, e, reason, 'rejected', { type: EngineEvent.Start });
+    await tellParentOfRefusal(ctx, workflow, id, e, reason);
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason } });
     return null;
   }
@@ -453,6 +455,37 @@ function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown, inher
  * An event refused outside the step (before an instance exists, or a delete): a history entry, a
  * dead letter, a metric. `at`: the instance as it stands, so the entry sorts after its last transition.
  */
+/**
+ * A refused child start: its parent's invoke gets the error (as when no engine serves the child's
+ * workflow), or the parent would wait for ever. Only for a start an engine signed: a parent named
+ * by anyone else is not told anything.
+ */
+async function tellParentOfRefusal(ctx: ApplyContext, workflow: string, id: string, e: RawEvent, reason: string): Promise<void> {
+  const { rt } = ctx;
+  let parent: ParentRef | undefined;
+  try {
+    parent = (decodeJson(e.data) as { parent?: ParentRef } | null)?.parent;
+  } catch {
+    return;
+  }
+  if (!parent || typeof parent !== 'object' || typeof parent.workflow !== 'string' || typeof parent.id !== 'string') return;
+  if (!rt.security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) return;
+  await publishToInstance(rt, {
+    workflow: parent.workflow,
+    id: parent.id,
+    event: {
+      type: EngineEvent.Child,
+      invokeId: parent.invokeId,
+      token: parent.token,
+      ...bornOf(parent),
+      ok: false,
+      error: { name: 'ChildWorkflowNotStarted', message: `child workflow '${workflow}' instance '${id}' refused its start: ${reason.slice(0, 1_000)}` },
+    },
+    engine: { logicalId: `child.${workflow}.${id}.${parentToken(parent)}` },
+    trace: e.trace,
+  });
+}
+
 async function refuse(
   ctx: ApplyContext,
   workflow: string,
