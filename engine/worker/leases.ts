@@ -521,6 +521,9 @@ export class PartitionManager {
       );
       owned.renewedAtMs = now();
     } catch (e) {
+      // A conflict with a lease that still names this engine is a renewal of its own whose reply
+      // was lost after the server stored it: its revision is taken, the lease kept.
+      if (isCasConflict(e) && (await this.adoptOwnRenewal(owned))) return;
       const lost = isCasConflict(e);
       if (lost || now() - owned.renewedAtMs > this.options.ttlMs * 0.8) {
         // Another engine has it, or soon may: stop at once rather than work beside it.
@@ -537,6 +540,16 @@ export class PartitionManager {
       this.trims.add(t);
       void t.finally(() => this.trims.delete(t));
     }
+  }
+
+  /** True when the lease's newest revision is this engine's own (then `owned` takes its revision). */
+  private async adoptOwnRenewal(owned: Owned): Promise<boolean> {
+    const entry = await this.rt.control.get(this.rt.names.leaseKey(owned.workflow, owned.partition)).catch(() => null);
+    if (!entry || entry.operation !== 'PUT' || entry.revision <= owned.revision) return false;
+    if (parse(LeaseSchema, entry.value)?.owner !== this.engineId) return false;
+    owned.revision = entry.revision;
+    owned.renewedAtMs = now();
+    return true;
   }
 
   /** Records a written checkpoint and advances `safe` to the newest one older than the duplicate window. */

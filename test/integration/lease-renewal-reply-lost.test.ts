@@ -34,7 +34,7 @@ describe('a lease renewal whose reply was lost', () => {
         [],
         'the engine kept its lease',
       );
-      assert.deepEqual(engine.status().owned, { counter: [0] });
+      assert.deepEqual(engine.status().owned, [{ workflow: 'counter', partition: 0 }]);
       await client.send(counter, 'c1', { type: 'ADD', k: 1 });
       await client.waitFor(counter, 'c1', (i) => i.context.n === 1, { timeoutMs: 5_000 });
     } finally {
