@@ -448,7 +448,7 @@ export class PartitionManager {
       windowMs: this.rt.duplicateWindowMs,
     };
     this.owned.set(slot(workflow, p), owned);
-    owned.starting = this.startOwned(owned, key);
+    owned.starting = this.startOwned(owned);
     await owned.starting;
   }
 
@@ -461,7 +461,7 @@ export class PartitionManager {
     this.observed.set(key, { revision: entry.revision, operation: entry.operation, seenAtMs: now(), value: entry.value });
   }
 
-  private async startOwned(owned: Owned, key: string): Promise<void> {
+  private async startOwned(owned: Owned): Promise<void> {
     const { workflow, partition: p } = owned;
     try {
       const stream = await this.rt.jsm.streams.info(this.rt.names.eventStream(workflow, p));
@@ -476,9 +476,19 @@ export class PartitionManager {
       if (this.owned.get(slot(workflow, p)) !== owned) return;
       this.owned.delete(slot(workflow, p));
       await owned.renewal;
-      // Unless lost meanwhile (then the revision no longer matches and nothing is deleted).
-      await this.rt.control.delete(key, { previousSeq: owned.revision }).catch(() => {});
+      // Free at once for another try, with the checkpoint it was taken with: a lease taken over
+      // from a silent engine was the only place that checkpoint lived.
+      if (!owned.lost) await this.giveBack(owned, owned.worker.checkpoint).catch(() => {});
     }
+  }
+
+  /**
+   * Frees a lease this engine holds, its checkpoint left in the partition's checkpoint key for the
+   * next owner. Deletes nothing when the lease moved on (lost meanwhile: the revision differs).
+   */
+  private async giveBack(owned: Owned, checkpoint: number): Promise<void> {
+    await this.rt.control.put(this.rt.names.checkpointKey(owned.workflow, owned.partition), encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }));
+    await this.rt.control.delete(this.rt.names.leaseKey(owned.workflow, owned.partition), { previousSeq: owned.revision });
   }
 
   /**
@@ -599,11 +609,7 @@ export class PartitionManager {
     const checkpoint = owned.worker.checkpoint;
     try {
       this.age(owned, checkpoint);
-      await this.rt.control.put(
-        this.rt.names.checkpointKey(owned.workflow, owned.partition),
-        encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }),
-      );
-      await this.rt.control.delete(this.rt.names.leaseKey(owned.workflow, owned.partition), { previousSeq: owned.revision });
+      await this.giveBack(owned, checkpoint);
     } catch (e) {
       this.rt.logger.warn(
         `workflow '${owned.workflow}' partition ${owned.partition}: release failed (${(e as Error).message}); it will be taken over after its lease expires`,
