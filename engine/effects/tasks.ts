@@ -34,6 +34,7 @@ import {
   type TraceSource,
 } from '../telemetry/telemetry.js';
 import { backoffMs, TerminalError, type ActivityDefinition } from '../define/activity.js';
+import { limitsOf } from '../gate/admission.js';
 import { BornSchema, bornOf, instanceTag, type InstanceRecord, type InstanceRef } from '../protocol/record.js';
 import { readRecord } from '../store/records.js';
 import type { Runtime } from '../store/runtime.js';
@@ -385,7 +386,7 @@ export class TaskService {
     }
     if (outcome.ok && outcome.output !== DEFER) {
       // Running it again would return the same: the task fails now, saying why.
-      const why = unstorable(outcome.output, (this.rt.nc.info?.max_payload ?? 1_048_576) - OUTCOME_HEADROOM);
+      const why = unstorable(outcome.output, (this.rt.nc.info?.max_payload ?? 1_048_576) - OUTCOME_HEADROOM, this.maxEventBytesOf(record));
       if (why)
         outcome = {
           ok: false,
@@ -521,6 +522,12 @@ export class TaskService {
       engine: { logicalId: `task.${task.workflow}.${instanceTag(task)}.${task.token}.${task.invokeId}` },
       trace,
     });
+  }
+
+  /** The `maxEventBytes` limit of the task's workflow version, when this engine has it. */
+  private maxEventBytesOf(record: InstanceRecord): number | undefined {
+    const found = this.rt.registry.find(record.workflow, record.version);
+    return found ? limitsOf(this.rt.security.limits, found.def).maxEventBytes : undefined;
   }
 
   /** True while this engine may start another task of its own partitions in process. */
@@ -675,8 +682,11 @@ const HANDOVER_RETRY_MAX_MS = 5_000;
 /** Bytes kept free under the server's max_payload for the outcome event's envelope and headers. */
 const OUTCOME_HEADROOM = 8_192;
 
-/** Why an activity's output cannot travel as its outcome event (undefined when it can). */
-function unstorable(output: unknown, maxBytes: number): string | undefined {
+/**
+ * Why an activity's output cannot travel as its outcome event (undefined when it can): not JSON,
+ * larger than a message, or than the workflow's `maxEventBytes` (the instance would refuse it).
+ */
+function unstorable(output: unknown, maxBytes: number, maxEventBytes: number | undefined): string | undefined {
   let text: string | undefined;
   try {
     text = JSON.stringify(output);
@@ -684,8 +694,14 @@ function unstorable(output: unknown, maxBytes: number): string | undefined {
     return `it is not JSON (${(e as Error).message})`;
   }
   const bytes = text === undefined ? 0 : Buffer.byteLength(text);
-  return bytes > maxBytes ? `it is ${bytes} bytes as JSON, more than the ${maxBytes} bytes a message holds on this server` : undefined;
+  if (bytes > maxBytes) return `it is ${bytes} bytes as JSON, more than the ${maxBytes} bytes a message holds on this server`;
+  if (maxEventBytes !== undefined && bytes > maxEventBytes - OUTCOME_ENVELOPE)
+    return `it is ${bytes} bytes as JSON, over this workflow's maxEventBytes limit of ${maxEventBytes} (the result travels as an event)`;
+  return undefined;
 }
+
+/** Bytes an outcome event adds around an activity's output. */
+const OUTCOME_ENVELOPE = 512;
 
 /** How long a claimed task message waits for an outcome this engine delivered to the inbox before it may run again. */
 const DELIVERED_HOLD_MS = 30_000;

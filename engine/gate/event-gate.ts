@@ -115,6 +115,8 @@ export function gateEvent(
   const reject = (event: unknown, reason: string, size = e.data.length): GatedEvent => rejection(e, event, reason, size);
   const limits = limitsOf(security.limits, def);
   if (e.data.length > limits.maxEventBytes) {
+    const failed = oversizedResult(security, e, options, limits.maxEventBytes);
+    if (failed) return failed;
     return reject(
       { oversized: `${e.data.length} bytes` },
       `[limit.event_size] the event is ${e.data.length} bytes, over the limit of ${limits.maxEventBytes}`,
@@ -193,6 +195,25 @@ export function gateEvent(
     identity,
     rated: true,
   }));
+}
+
+/**
+ * A task's or a child workflow's result too large for this workflow, signed by an engine: applied
+ * as a failure of the invoke that names the limit, which ends the invoke (refused, it would wait
+ * for ever). Anything else too large is refused.
+ */
+function oversizedResult(security: GateSecurity, e: RawEvent, options: GateOptions, maxEventBytes: number): GatedEvent | undefined {
+  if (e.signature === undefined || !security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) return undefined;
+  const age = e.timeMs - e.signedAtMs!;
+  if (age > options.signatureMaxAgeMs || -age > SIGNATURE_SKEW_MS) return undefined;
+  const raw = safeDecode(e.data);
+  if (!isTaskResult(raw) && !isChildResult(raw)) return undefined;
+  const { type, invokeId, token } = raw;
+  const born = (raw as { born?: unknown }).born;
+  const what = type === EngineEvent.Child ? "child workflow's" : "activity's";
+  const message = `the ${what} result is ${e.data.length} bytes as an event, over this workflow's maxEventBytes limit of ${maxEventBytes}; return less (keep large data elsewhere and return a reference)`;
+  const event = { type, invokeId, token, ...(typeof born === 'number' ? { born } : {}), ok: false, error: { name: 'ResultTooLarge', message } };
+  return { seq: e.seq, timeMs: e.timeMs, event, identity: ENGINE_IDENTITY };
 }
 
 function gateStart(
