@@ -471,7 +471,10 @@ export function journal(
 /** Sends a finished child's outcome to its parent's inbox; idempotent (keyed message id). */
 export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<void> {
   const parent = child.parent;
-  if (!parent || (child.status !== 'done' && child.status !== 'failed')) return;
+  // A stopped child tells its parent too: stopped by the parent (it left the invoking state), the
+  // parent no longer holds its token and ignores it; terminated or cancelled from outside, the
+  // parent's invoke ends with the error instead of waiting for ever.
+  if (!parent || child.status === 'running') return;
   // The values of the child's secret paths stay secret in its output on the way to the parent.
   const secrets = child.status === 'done' ? rt.security.codec.outputSecrets(child, [], child.output) : [];
   const event =
@@ -491,7 +494,13 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
           token: parent.token,
           ...bornOf(parent),
           ok: false,
-          error: { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' },
+          error:
+            child.status === 'failed'
+              ? { name: 'ChildWorkflowFailed', message: child.error ?? 'failed' }
+              : {
+                  name: 'ChildWorkflowStopped',
+                  message: `child workflow '${child.workflow}' instance '${child.id}' was stopped${child.error ? `: ${child.error}` : ''}`,
+                },
         };
   await publishToInstance(rt, {
     workflow: parent.workflow,
