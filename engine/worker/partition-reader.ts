@@ -104,6 +104,8 @@ export class PartitionReader {
   private failedCreates = 0;
   /** Restarts, for tests and metrics. */
   restarts = 0;
+  /** The last sequence of a stream found below what was read, once reported (see checkSequence). */
+  private wentBackTo: number | undefined;
 
   constructor(
     private readonly rt: Runtime,
@@ -162,8 +164,10 @@ export class PartitionReader {
    * or is restored from a snapshot must not be read). Not waited for by the round.
    */
   async checkPlacement(): Promise<void> {
-    if (this.stopped || this.restarting || this.moving || !this.consumer) return;
+    if (this.stopped) return;
     const info = await this.rt.jsm.streams.info(this.options.stream).catch(() => null);
+    if (info) this.checkSequence(info.state.last_seq);
+    if (this.restarting || this.moving || !this.consumer) return;
     const leader = info?.cluster?.leader;
     if (!info || !info.cluster?.replicas?.length || !leader || !this.hostedOn) return;
     if (leader === this.hostedOn) return void (this.movedFor = undefined);
@@ -173,6 +177,23 @@ export class PartitionReader {
     this.movedFor = leader;
     this.rt.logger.info(`${this.options.label}: stream leader moved to ${leader}; reading from it`, { from: this.hostedOn });
     this.moving = this.move().finally(() => (this.moving = undefined));
+  }
+
+  /**
+   * A stream whose last sequence is below what this reader has read went back: deleted and made
+   * again, or a server that lost its newest writes. What it takes from then on gets sequences this
+   * partition has passed (and that instances' records name as applied): said once per such state,
+   * as an error, since nothing here can tell those events apart from applied ones.
+   */
+  private checkSequence(last: number): void {
+    const read = this.nextSeq - 1;
+    if (last >= read || this.wentBackTo === last) return;
+    this.wentBackTo = last;
+    this.rt.logger.error(
+      `${this.options.label}: stream '${this.options.stream}' holds events up to ${last}, below ${read}, what this partition has read: its sequence went back ` +
+        `(the stream deleted and made again, or a server that lost its newest writes). Events it takes now get sequences already passed and are not applied; ` +
+        `restore the stream (and its sequence) from a backup, or start the instances again in a new namespace`,
+    );
   }
 
   /**
