@@ -1,0 +1,67 @@
+// Two parents of different workflows with the same id invoke the same child workflow under the
+// same invoke id: the child id is taken by the first, and the second parent's invoke ends with an
+// error. Their child starts shared a message id (the parent's workflow was not in it), so the
+// second was dropped as a conflicting duplicate and its parent waited for ever.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
+import { childWorkflow, createClient, createEngine, defineWorkflow } from '../../engine/index.js';
+import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
+
+const hold = defineWorkflow({
+  name: 'hold',
+  version: 1,
+  input: z.object({ by: z.string() }),
+  events: { RELEASE: z.object({}) },
+  machine: setup({}).createMachine({ initial: 'held', states: { held: { on: { RELEASE: 'released' } }, released: { type: 'final' } } }),
+});
+
+function parentNamed(name: string) {
+  return defineWorkflow({
+    name,
+    version: 1,
+    input: z.object({}),
+    events: {},
+    machine: setup({ types: { context: {} as { error?: string } }, actors: { hold: childWorkflow(hold) } }).createMachine({
+      context: {},
+      initial: 'holding',
+      states: {
+        holding: {
+          invoke: {
+            id: 'h',
+            src: 'hold',
+            input: () => ({ by: name }),
+            onDone: 'done',
+            onError: { target: 'refused', actions: assign({ error: ({ event }) => (event.error as { message?: string }).message }) },
+          },
+        },
+        done: { type: 'final' },
+        refused: { type: 'final' },
+      },
+    }),
+  });
+}
+const left = parentNamed('left');
+const right = parentNamed('right');
+
+describe('two parents of different workflows, same id, same invoke id', () => {
+  const suite = natsForSuite();
+
+  it("the second one's invoke ends with an error", async () => {
+    const namespace = uniqueNamespace('twoparents');
+    const options = { servers: suite.nats.url, namespace, workflows: [left, right, hold], logger: memoryLogger() };
+    const engine = await createEngine(options);
+    const client = await createClient(options);
+    try {
+      await client.start(left, { id: 'x', input: {} });
+      await client.waitFor(hold, 'x_h', (i) => i.context !== undefined, { timeoutMs: 10_000 });
+      await client.start(right, { id: 'x', input: {} });
+      const second = await client.waitFor(right, 'x', (i) => i.status === 'done', { timeoutMs: 10_000 });
+      assert.equal(second.value, 'refused');
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+});
