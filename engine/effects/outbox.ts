@@ -129,7 +129,8 @@ export class ActionExecutor implements EffectExecutor {
         parent: s.parent,
         ...(s.secrets && s.secrets.length > 0 ? { secrets: s.secrets } : {}),
       },
-      engine: { logicalId: `start.${s.workflow}.${s.id}.${parentToken(s.parent)}` },
+      // The parent's workflow too: parents of two workflows may share an id (and a token).
+      engine: { logicalId: `start.${s.workflow}.${s.id}.${s.parent.workflow}.${parentToken(s.parent)}` },
       trace,
     });
   }
