@@ -21,9 +21,8 @@
 import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError } from '../errors.js';
 import { EngineEvent, OutboxKind, parentToken, type ParentRef } from '../protocol/events.js';
-import { bornOf } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
-import { publishToInstance } from '../store/inbox.js';
+import { publishToInstance, tellParentChildNotStarted } from '../store/inbox.js';
 import type { Effect, OutboxEntry } from '../step/plan.js';
 import type { LoadedInstance } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
@@ -100,20 +99,7 @@ export class ActionExecutor implements EffectExecutor {
         if (!(e instanceof JetstateError) || e.code !== ErrorCode.NotServed) throw e;
         // Nobody can ever start it here: the parent learns now rather than waiting for ever.
         this.rt.logger.error(`workflow '${s.parent.workflow}' instance '${s.parent.id}': child workflow '${s.workflow}' cannot start: ${e.message}`);
-        await publishToInstance(this.rt, {
-          workflow: s.parent.workflow,
-          id: s.parent.id,
-          event: {
-            type: EngineEvent.Child,
-            invokeId: s.parent.invokeId,
-            token: s.parent.token,
-            ...bornOf(s.parent),
-            ok: false,
-            error: { name: 'ChildWorkflowNotStarted', message: e.message },
-          },
-          engine: { logicalId: `child.${s.workflow}.${s.id}.${parentToken(s.parent)}` },
-          trace,
-        });
+        await tellParentChildNotStarted(this.rt, s.parent, e.message, `child.${s.workflow}.${s.id}.${parentToken(s.parent)}`, trace);
       }
     }
   }

@@ -12,6 +12,8 @@ import type { PubAck } from '@nats-io/jetstream';
 import { ErrorCode, JetstateError } from '../errors.js';
 import { canonicalJson, decodeJson, encodeJson } from '../protocol/json.js';
 import { partitionOf } from '../protocol/names.js';
+import { EngineEvent, type ParentRef } from '../protocol/events.js';
+import { bornOf } from '../protocol/record.js';
 import { traceHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import { isMessageNotFound, isNoResponders, isStreamNotFound, permissionViolation } from './nats-errors.js';
 import type { Runtime } from './runtime.js';
@@ -145,4 +147,31 @@ async function checkDuplicate(
         `use a new key (include something unguessable in idempotency keys when other senders can publish to the same workflow); nothing was sent`,
     );
   }
+}
+
+/**
+ * Tells a parent that its child could not start (its invoke ends with `ChildWorkflowNotStarted`),
+ * under `logicalId`, so that telling it again is harmless.
+ */
+export async function tellParentChildNotStarted(
+  rt: Runtime,
+  parent: ParentRef,
+  message: string,
+  logicalId: string,
+  trace: TraceCarrier | undefined,
+): Promise<void> {
+  await publishToInstance(rt, {
+    workflow: parent.workflow,
+    id: parent.id,
+    event: {
+      type: EngineEvent.Child,
+      invokeId: parent.invokeId,
+      token: parent.token,
+      ...bornOf(parent),
+      ok: false,
+      error: { name: 'ChildWorkflowNotStarted', message },
+    },
+    engine: { logicalId },
+    trace,
+  });
 }

@@ -12,12 +12,12 @@
  */
 import { canonicalJson, decodeJson, digest } from '../protocol/json.js';
 import { EngineEvent, isStart, parentToken, type ParentRef } from '../protocol/events.js';
-import { HistoryKind, bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { NotYetError } from '../errors.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { publishHistory } from '../store/history.js';
-import { publishToInstance } from '../store/inbox.js';
+import { tellParentChildNotStarted } from '../store/inbox.js';
 import { deadLetter } from '../store/dead-letters.js';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { applyEvents, startInstance, type StepEvent } from '../step/step.js';
@@ -189,20 +189,13 @@ async function childIdTaken(ctx: ApplyContext, record: InstanceRecord, parent: P
     ? `the child of an earlier instance '${record.parent.id}' of workflow '${record.parent.workflow}'`
     : 'an instance started on its own';
   const message = `instance '${record.id}' of workflow '${record.workflow}' already exists (${holder}), so instance '${parent.id}' cannot start its child '${parent.invokeId}' under that id; delete '${record.id}' first, or invoke the child under another id`;
-  await publishToInstance(ctx.rt, {
-    workflow: parent.workflow,
-    id: parent.id,
-    event: {
-      type: EngineEvent.Child,
-      invokeId: parent.invokeId,
-      token: parent.token,
-      ...bornOf(parent),
-      ok: false,
-      error: { name: 'ChildWorkflowNotStarted', message },
-    },
-    engine: { logicalId: `taken.${record.workflow}.${record.id}.${parent.workflow}.${instanceTag(parent)}.${parent.token}.${parent.invokeId}` },
+  await tellParentChildNotStarted(
+    ctx.rt,
+    parent,
+    message,
+    `taken.${record.workflow}.${record.id}.${parent.workflow}.${instanceTag(parent)}.${parent.token}.${parent.invokeId}`,
     trace,
-  });
+  );
   return `[instance.exists] ${message}`;
 }
 
@@ -470,20 +463,8 @@ async function tellParentOfRefusal(ctx: ApplyContext, workflow: string, id: stri
   }
   if (!parent || typeof parent !== 'object' || typeof parent.workflow !== 'string' || typeof parent.id !== 'string') return;
   if (!rt.security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) return;
-  await publishToInstance(rt, {
-    workflow: parent.workflow,
-    id: parent.id,
-    event: {
-      type: EngineEvent.Child,
-      invokeId: parent.invokeId,
-      token: parent.token,
-      ...bornOf(parent),
-      ok: false,
-      error: { name: 'ChildWorkflowNotStarted', message: `child workflow '${workflow}' instance '${id}' refused its start: ${reason.slice(0, 1_000)}` },
-    },
-    engine: { logicalId: `child.${workflow}.${id}.${parentToken(parent)}` },
-    trace: e.trace,
-  });
+  const message = `child workflow '${workflow}' instance '${id}' refused its start: ${reason.slice(0, 1_000)}`;
+  await tellParentChildNotStarted(rt, parent, message, `child.${workflow}.${id}.${parentToken(parent)}`, e.trace);
 }
 
 async function refuse(
