@@ -165,8 +165,10 @@ export class PartitionReader {
    */
   async checkPlacement(): Promise<void> {
     if (this.stopped) return;
+    // What was read before asking: events delivered while the answer is on its way are past it.
+    const read = this.nextSeq - 1;
     const info = await this.rt.jsm.streams.info(this.options.stream).catch(() => null);
-    if (info) this.checkSequence(info.state.last_seq);
+    if (info) this.checkSequence(info.state.last_seq, read);
     if (this.restarting || this.moving || !this.consumer) return;
     const leader = info?.cluster?.leader;
     if (!info || !info.cluster?.replicas?.length || !leader || !this.hostedOn) return;
@@ -185,8 +187,7 @@ export class PartitionReader {
    * partition has passed (and that instances' records name as applied): said once per such state,
    * as an error, since nothing here can tell those events apart from applied ones.
    */
-  private checkSequence(last: number): void {
-    const read = this.nextSeq - 1;
+  private checkSequence(last: number, read: number): void {
     if (last >= read || this.wentBackTo === last) return;
     this.wentBackTo = last;
     this.rt.logger.error(
