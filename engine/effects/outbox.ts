@@ -40,12 +40,19 @@ const DELIVERY_WARN_EVERY_MS = 30_000;
 
 /** Runs effects after the state that produced them is durable. */
 export interface EffectExecutor {
-  run(instance: LoadedInstance, effects: Effect[]): Promise<void>;
+  /**
+   * `onStall`: called once, when a delivery cannot be stored yet, with the keys of the entries
+   * that ran before it (so the caller can keep only what is left in the record).
+   */
+  run(instance: LoadedInstance, effects: Effect[], onStall?: OnStall): Promise<void>;
   /** Runs a persisted outbox again, after a crash may have cut its first run short. */
-  rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void>;
+  rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[], onStall?: OnStall): Promise<void>;
   /** Ends the waits for deliveries the targets cannot take yet (the engine is closing). */
   stop(): void;
 }
+
+/** See {@link EffectExecutor.run}. */
+export type OnStall = (done: ReadonlySet<string>) => Promise<void>;
 
 interface ChildStart {
   workflow: string;
@@ -121,55 +128,62 @@ export class ActionExecutor implements EffectExecutor {
     });
   }
 
-  async run(instance: LoadedInstance, effects: Effect[]): Promise<void> {
+  async run(instance: LoadedInstance, effects: Effect[], onStall?: OnStall): Promise<void> {
     const { record } = instance;
+    // The keys of what ran, for a stalled delivery's caller (see EffectExecutor.run).
+    const done = new Set<string>();
+    const stalled = onStall && (() => onStall(done));
     for (const e of effects) {
-      switch (e.kind) {
-        case 'unsupported':
-          this.reportOnce(instance, e.type);
-          continue;
-        case 'send':
-        case 'child':
-          await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace));
-          continue;
-        case 'log': {
-          const { value, label } = (e.params ?? {}) as { value?: unknown; label?: unknown };
-          const text = typeof value === 'string' ? value : safeJson(value);
-          this.rt.logger.info(typeof label === 'string' && label !== '' ? `${label}: ${text}` : text, {
-            workflow: record.workflow,
-            id: record.id,
-            action: 'xstate.log',
-            label,
-            value,
-          });
-          continue;
-        }
-        case 'emit':
-          this.emit(instance, (e.params as { event?: unknown } | undefined)?.event);
-          continue;
-        case 'inline':
-          await this.inline(instance, e);
-          continue;
-        case 'action': {
-          const impl = instance.runner.actions.get(e.type);
-          const info = e.exec?.info ?? { context: record.snapshot['context'], event: e.event };
-          if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
-        }
+      await this.runOne(instance, record, e, stalled);
+      done.add(e.key);
+    }
+  }
+
+  private async runOne(instance: LoadedInstance, record: LoadedInstance['record'], e: Effect, stalled: (() => Promise<void>) | undefined): Promise<void> {
+    switch (e.kind) {
+      case 'unsupported':
+        return this.reportOnce(instance, e.type);
+      case 'send':
+      case 'child':
+        return this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace), stalled);
+      case 'log': {
+        const { value, label } = (e.params ?? {}) as { value?: unknown; label?: unknown };
+        const text = typeof value === 'string' ? value : safeJson(value);
+        this.rt.logger.info(typeof label === 'string' && label !== '' ? `${label}: ${text}` : text, {
+          workflow: record.workflow,
+          id: record.id,
+          action: 'xstate.log',
+          label,
+          value,
+        });
+        return;
+      }
+      case 'emit':
+        return this.emit(instance, (e.params as { event?: unknown } | undefined)?.event);
+      case 'inline':
+        return this.inline(instance, e);
+      case 'action': {
+        const impl = instance.runner.actions.get(e.type);
+        const info = e.exec?.info ?? { context: record.snapshot['context'], event: e.event };
+        if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
       }
     }
   }
 
-  async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[]): Promise<void> {
+  async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[], onStall?: OnStall): Promise<void> {
     const context = instance.record.snapshot['context'];
+    const done = new Set<string>();
+    const stalled = onStall && (() => onStall(done));
     for (const e of outbox) {
       if (e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild) {
-        await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace));
-        continue;
+        await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace), stalled);
+      } else {
+        const impl = instance.runner.actions.get(e.type);
+        // The context it saw at its place in the step, when that was not the one the step ended with.
+        const seen = e.context !== undefined ? e.context : context;
+        if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context: seen, event: e.event, idempotencyKey: e.key }, e.params));
       }
-      const impl = instance.runner.actions.get(e.type);
-      // The context it saw at its place in the step, when that was not the one the step ended with.
-      const seen = e.context !== undefined ? e.context : context;
-      if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context: seen, event: e.event, idempotencyKey: e.key }, e.params));
+      done.add(e.key);
     }
   }
 
@@ -218,11 +232,12 @@ export class ActionExecutor implements EffectExecutor {
    * it never will is given up like a failing action. Throws when the engine closes first: the
    * event that made it stays unfinished, and the instance's next owner sends it again.
    */
-  private async delivery(instance: LoadedInstance, key: string, type: string, fn: () => Promise<void>): Promise<void> {
+  private async delivery(instance: LoadedInstance, key: string, type: string, fn: () => Promise<void>, stalled?: () => Promise<void>): Promise<void> {
     const { workflow, id } = instance.record;
     const since = Date.now();
     let delay = DELIVERY_RETRY_MIN_MS;
     let warnedAt: number | undefined;
+    let told = false;
     for (;;) {
       try {
         await fn();
@@ -236,6 +251,11 @@ export class ActionExecutor implements EffectExecutor {
         }
         if (this.closing.signal.aborted || this.rt.nc.isClosed())
           throw new Error(`action '${type}' (${key}) not stored before the engine closed (${(e as Error).message}); the instance's next owner sends it again`);
+        if (!told) {
+          // While it waits, the record keeps only what is left to run (see Committer.act).
+          told = true;
+          await stalled?.().catch(() => {});
+        }
         if (warnedAt === undefined ? Date.now() - since >= 2_000 : Date.now() - warnedAt >= DELIVERY_WARN_EVERY_MS) {
           warnedAt = Date.now();
           this.rt.logger.warn(

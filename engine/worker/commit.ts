@@ -13,7 +13,7 @@
  * 6. a finished child tells its parent, after its outbox: a `sendParent` in its last step reaches
  *    the parent before its done event, as in XState;
  * 7. when the outbox put events into other instances' streams, the record is written again
- *    without it ({@link Committer.markDelivered}).
+ *    without it ({@link Committer.markOutbox}).
  *
  * The event that caused the write is finished (the checkpoint may pass it) only after all of
  * this and once the stream has stored its history ({@link Committer.stored}). A crash anywhere
@@ -185,7 +185,7 @@ export class Committer {
   /**
    * Acts again on an instance's last write, after a crash may have cut that short: every step is
    * idempotent (keyed message ids, history deduplicated by revision, actions with their keys).
-   * Returns the instance as it is stored after (see {@link markDelivered}).
+   * Returns the instance as it is stored after (see {@link markOutbox}).
    */
   async repair(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
     const { record } = instance;
@@ -418,24 +418,32 @@ export class Committer {
     if (acts.cancelledTasks.length > 0) publishCancels(rt, record, acts.cancelledTasks);
     const finished = record.status !== 'running' && (before === undefined || before === 'running' || created);
     if (finished) publishCompletion(rt, record);
-    if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects);
-    if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox);
+    // A delivery that has to wait leaves in the record only what is left to run: the next owner,
+    // maybe later than the duplicate window, does not send again what was stored.
+    let current = instance;
+    const onStall = async (done: ReadonlySet<string>): Promise<void> => {
+      const left = current.record.outbox.filter((o) => !done.has(o.key));
+      if (left.length < current.record.outbox.length) current = await this.markOutbox(key, current, left);
+    };
+    if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects, onStall);
+    if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox, onStall);
     // After the outbox: its sends to the parent (sendParent) go into the parent's inbox first.
     if (finished) await notifyParent(rt, record);
-    return record.outbox.some(isDelivery) ? this.markDelivered(key, instance) : instance;
+    return record.outbox.some(isDelivery) ? this.markOutbox(key, current, []) : current;
   }
 
   /**
-   * Once a write's sends, child starts and stops are stored: the record again without its outbox
-   * (the same revision and state), so that reading its last event again (a repair) sends nothing
-   * twice. Their message ids deduplicate a re-run only within the events streams' duplicate
-   * window, and an event can be read again much later: a partition's checkpoint held behind an
-   * instance waiting for its version or for a target stream, or an engine that crashed before its
-   * checkpoint moved and was not replaced within the window.
-   * Custom actions alone are not worth a write: they run at least once by contract.
+   * The record again with only `outbox` left (the same revision and state): empty once a write's
+   * sends, child starts and stops are stored, or what is left when one of them has to wait, so
+   * that reading its last event again (a repair) sends nothing twice. Their message ids
+   * deduplicate a re-run only within the events streams' duplicate window, and an event can be
+   * read again much later: a partition's checkpoint held behind an instance waiting for its
+   * version or for a target stream, or an engine that crashed before its checkpoint moved and was
+   * not replaced within the window. Custom actions alone are not worth a write: they run at least
+   * once by contract.
    */
-  private async markDelivered(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
-    const record: InstanceRecord = { ...instance.record, outbox: [] };
+  private async markOutbox(key: string, instance: LoadedInstance, outbox: InstanceRecord['outbox']): Promise<LoadedInstance> {
+    const record: InstanceRecord = { ...instance.record, outbox };
     try {
       return await this.store.write(key, instance, record, instance.snapshot, this.store.encode(record).bytes);
     } catch (e) {
