@@ -20,7 +20,7 @@
  */
 import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError } from '../errors.js';
-import { EngineEvent, OutboxKind, parentToken, type ParentRef } from '../protocol/events.js';
+import { EngineEvent, OutboxKind, isDelivery, parentToken, type ParentRef } from '../protocol/events.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance, tellParentChildNotStarted } from '../store/inbox.js';
 import type { Effect, OutboxEntry } from '../step/plan.js';
@@ -129,17 +129,17 @@ export class ActionExecutor implements EffectExecutor {
   }
 
   async run(instance: LoadedInstance, effects: Effect[], onStall?: OnStall): Promise<void> {
-    const { record } = instance;
     // The keys of what ran, for a stalled delivery's caller (see EffectExecutor.run).
     const done = new Set<string>();
     const stalled = onStall && (() => onStall(done));
     for (const e of effects) {
-      await this.runOne(instance, record, e, stalled);
+      await this.runOne(instance, e, stalled);
       done.add(e.key);
     }
   }
 
-  private async runOne(instance: LoadedInstance, record: LoadedInstance['record'], e: Effect, stalled: (() => Promise<void>) | undefined): Promise<void> {
+  private async runOne(instance: LoadedInstance, e: Effect, stalled: (() => Promise<void>) | undefined): Promise<void> {
+    const { record } = instance;
     switch (e.kind) {
       case 'unsupported':
         return this.reportOnce(instance, e.type);
@@ -175,7 +175,7 @@ export class ActionExecutor implements EffectExecutor {
     const done = new Set<string>();
     const stalled = onStall && (() => onStall(done));
     for (const e of outbox) {
-      if (e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild) {
+      if (isDelivery(e)) {
         await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace), stalled);
       } else {
         const impl = instance.runner.actions.get(e.type);

@@ -133,16 +133,8 @@ export function gateEvent(
 
   let signed = false;
   if (e.signature !== undefined) {
-    if (!security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) {
-      return reject({ type }, `[forged] event '${type}' carries an engine signature that does not match it`);
-    }
-    const age = e.timeMs - e.signedAtMs!;
-    if (age > options.signatureMaxAgeMs || -age > SIGNATURE_SKEW_MS) {
-      return reject(
-        { type },
-        `[replayed] event '${type}' was signed ${age} ms before the stream accepted it (at most ${options.signatureMaxAgeMs} ms): a replay of an engine event`,
-      );
-    }
+    const problem = signatureProblem(security, e, type, options.signatureMaxAgeMs);
+    if (problem) return reject({ type }, problem);
     signed = true;
   }
 
@@ -198,17 +190,31 @@ export function gateEvent(
 }
 
 /**
+ * Why a signed event's engine signature does not stand (undefined when it does): it does not
+ * match the event, or it is older than `maxAgeMs` when the stream took it (a replay).
+ */
+export function signatureProblem(security: Pick<GateSecurity, 'signer'>, e: RawEvent, type: string, maxAgeMs: number): string | undefined {
+  if (!security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) {
+    return `[forged] event '${type}' carries an engine signature that does not match it`;
+  }
+  const age = e.timeMs - e.signedAtMs!;
+  if (age > maxAgeMs || -age > SIGNATURE_SKEW_MS) {
+    return `[replayed] event '${type}' was signed ${age} ms before the stream accepted it (at most ${maxAgeMs} ms): a replay of an engine event`;
+  }
+  return undefined;
+}
+
+/**
  * A task's or a child workflow's result too large for this workflow, signed by an engine: applied
  * as a failure of the invoke that names the limit, which ends the invoke (refused, it would wait
  * for ever). Anything else too large is refused.
  */
 function oversizedResult(security: GateSecurity, e: RawEvent, options: GateOptions, maxEventBytes: number): GatedEvent | undefined {
-  if (e.signature === undefined || !security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) return undefined;
-  const age = e.timeMs - e.signedAtMs!;
-  if (age > options.signatureMaxAgeMs || -age > SIGNATURE_SKEW_MS) return undefined;
+  if (e.signature === undefined) return undefined;
   const raw = safeDecode(e.data);
   if (!isTaskResult(raw) && !isChildResult(raw)) return undefined;
   const { type, invokeId, token } = raw;
+  if (signatureProblem(security, e, type, options.signatureMaxAgeMs)) return undefined;
   const born = (raw as { born?: unknown }).born;
   const what = type === EngineEvent.Child ? "child workflow's" : "activity's";
   const message = `the ${what} result is ${e.data.length} bytes as an event, over this workflow's maxEventBytes limit of ${maxEventBytes}; return less (keep large data elsewhere and return a reference)`;

@@ -47,6 +47,9 @@ export const OutboxKind = {
   StopChild: 'jetstate.stopChild',
 } as const;
 
+/** An outbox entry that puts an event into another instance's stream (a send, a child start or stop). */
+export const isDelivery = (e: { type: string }): boolean => e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild;
+
 /** Where a child instance reports back to. */
 export interface ParentRef {
   workflow: string;

@@ -21,7 +21,7 @@ import { tellParentChildNotStarted } from '../store/inbox.js';
 import { deadLetter } from '../store/dead-letters.js';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { applyEvents, startInstance, type StepEvent } from '../step/step.js';
-import { gateEvent, readable, rejection, startVersion, takeRate, type GatedEvent, type RawEvent } from '../gate/event-gate.js';
+import { gateEvent, readable, rejection, signatureProblem, startVersion, takeRate, type GatedEvent, type RawEvent } from '../gate/event-gate.js';
 import { limitsOf } from '../gate/admission.js';
 import { TransitionSpans } from '../telemetry/transition-spans.js';
 import type { TraceCarrier, TraceSource } from '../telemetry/telemetry.js';
@@ -445,10 +445,6 @@ function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown, inher
 }
 
 /**
- * An event refused outside the step (before an instance exists, or a delete): a history entry, a
- * dead letter, a metric. `at`: the instance as it stands, so the entry sorts after its last transition.
- */
-/**
  * A refused child start: its parent's invoke gets the error (as when no engine serves the child's
  * workflow), or the parent would wait for ever. Only for a start an engine signed: a parent named
  * by anyone else is not told anything.
@@ -462,11 +458,15 @@ async function tellParentOfRefusal(ctx: ApplyContext, workflow: string, id: stri
     return;
   }
   if (!parent || typeof parent !== 'object' || typeof parent.workflow !== 'string' || typeof parent.id !== 'string') return;
-  if (!rt.security.signer.verify(e.subject, e.msgId, e.signedAtMs, e.data, e.signature)) return;
+  if (e.signature === undefined || signatureProblem(rt.security, e, EngineEvent.Start, ctx.signatureMaxAgeMs)) return;
   const message = `child workflow '${workflow}' instance '${id}' refused its start: ${reason.slice(0, 1_000)}`;
   await tellParentChildNotStarted(rt, parent, message, `child.${workflow}.${id}.${parentToken(parent)}`, e.trace);
 }
 
+/**
+ * An event refused outside the step (before an instance exists, or a delete): a history entry, a
+ * dead letter, a metric. `at`: the instance as it stands, so the entry sorts after its last transition.
+ */
 async function refuse(
   ctx: ApplyContext,
   workflow: string,

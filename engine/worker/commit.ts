@@ -23,7 +23,7 @@
  * `lastHistory` are in it).
  */
 import type { AnyMachineSnapshot } from 'xstate';
-import { EngineEvent, OutboxKind } from '../protocol/events.js';
+import { EngineEvent, isDelivery } from '../protocol/events.js';
 import { bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
@@ -450,16 +450,13 @@ export class Committer {
       // Someone else wrote since: that write replaced the outbox, and this engine's next write will find out.
       if (!(e instanceof ConflictError))
         this.rt.logger.warn(
-          `workflow '${record.workflow}' instance '${record.id}': its sends are stored, and marking them so in its record failed (${errorText(e)}): reading its last event again later than the duplicate window would send them again`,
+          `workflow '${record.workflow}' instance '${record.id}': keeping in its record only what of its outbox is not stored yet failed (${errorText(e)}): reading its last event again later than the duplicate window would send the stored part again`,
           { workflow: record.workflow, id: record.id },
         );
       return instance;
     }
   }
 }
-
-/** Outbox entries that put an event into another instance's stream (sends, child starts and stops). */
-const isDelivery = (e: OutboxEntry): boolean => e.type === OutboxKind.Send || e.type === OutboxKind.StartChild || e.type === OutboxKind.StopChild;
 
 /**
  * The history a write keeps in its record (`lastHistory`): the entries of earlier writes the
