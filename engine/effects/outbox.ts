@@ -11,8 +11,10 @@
  * - sends to other instances (and to itself), child starts and child stops go through the target's
  *   inbox, signed, with a message id keyed from the outbox entry's key, so a re-run is deduplicated;
  *   one the target's stream cannot take yet (a leader being elected, a node restarting) is tried
- *   again until it is stored, the instance's next events waiting, or until the engine closes (the
- *   event stays unfinished and the next owner sends it again); one no stream can ever take (a
+ *   again until it is stored, the instance's next events waiting, or until the engine closes or
+ *   loses the instance's partition (the event stays unfinished and the next owner sends it again:
+ *   two engines trying side by side could each store it, further apart than the duplicate
+ *   window); one no stream can ever take (a
  *   workflow no engine serves, a permission) is reported and given up;
  * - XState's `log` goes to the engine's logger at info (with the workflow and id), `emit` is
  *   published on `<ns>.emit.<workflow>.<id>` (core NATS, best effort, secrets sealed), both once.
@@ -40,19 +42,23 @@ const DELIVERY_WARN_EVERY_MS = 30_000;
 
 /** Runs effects after the state that produced them is durable. */
 export interface EffectExecutor {
-  /**
-   * `onStall`: called once, when a delivery cannot be stored yet, with the keys of the entries
-   * that ran before it (so the caller can keep only what is left in the record).
-   */
-  run(instance: LoadedInstance, effects: Effect[], onStall?: OnStall): Promise<void>;
+  run(instance: LoadedInstance, effects: Effect[], waits?: Waits): Promise<void>;
   /** Runs a persisted outbox again, after a crash may have cut its first run short. */
-  rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[], onStall?: OnStall): Promise<void>;
+  rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[], waits?: Waits): Promise<void>;
   /** Ends the waits for deliveries the targets cannot take yet (the engine is closing). */
   stop(): void;
 }
 
-/** See {@link EffectExecutor.run}. */
-export type OnStall = (done: ReadonlySet<string>) => Promise<void>;
+/** How a delivery that cannot be stored yet waits (see {@link EffectExecutor.run}). */
+export interface Waits {
+  /**
+   * Called once, when a delivery cannot be stored yet, with the keys of the entries that ran
+   * before it (so the caller can keep only what is left in the record).
+   */
+  onStall?: ((done: ReadonlySet<string>) => Promise<void>) | undefined;
+  /** Aborted when this engine no longer owns the instance's partition: the delivery stops trying. */
+  owned?: AbortSignal | undefined;
+}
 
 interface ChildStart {
   workflow: string;
@@ -64,7 +70,11 @@ interface ChildStart {
   secrets?: string[];
 }
 
-/** The parent's token, with its `born` when it has one: a parent started again under its id starts its children anew. */
+/** What a delivery that cannot be stored yet does while it waits (see {@link Waits}). */
+interface DeliveryWait {
+  stalled: (() => Promise<void>) | undefined;
+  owned: AbortSignal | undefined;
+}
 
 export class ActionExecutor implements EffectExecutor {
   private readonly reported = new Set<string>();
@@ -128,24 +138,28 @@ export class ActionExecutor implements EffectExecutor {
     });
   }
 
-  async run(instance: LoadedInstance, effects: Effect[], onStall?: OnStall): Promise<void> {
-    // The keys of what ran, for a stalled delivery's caller (see EffectExecutor.run).
+  async run(instance: LoadedInstance, effects: Effect[], waits: Waits = {}): Promise<void> {
+    // The keys of what ran, for a stalled delivery's caller (see Waits.onStall).
     const done = new Set<string>();
-    const stalled = onStall && (() => onStall(done));
+    const wait = this.waitFor(waits, done);
     for (const e of effects) {
-      await this.runOne(instance, e, stalled);
+      await this.runOne(instance, e, wait);
       done.add(e.key);
     }
   }
 
-  private async runOne(instance: LoadedInstance, e: Effect, stalled: (() => Promise<void>) | undefined): Promise<void> {
+  private waitFor({ onStall, owned }: Waits, done: ReadonlySet<string>): DeliveryWait {
+    return { stalled: onStall && (() => onStall(done)), owned };
+  }
+
+  private async runOne(instance: LoadedInstance, e: Effect, wait: DeliveryWait): Promise<void> {
     const { record } = instance;
     switch (e.kind) {
       case 'unsupported':
         return this.reportOnce(instance, e.type);
       case 'send':
       case 'child':
-        return this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace), stalled);
+        return this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, record.trace), wait);
       case 'log': {
         const { value, label } = (e.params ?? {}) as { value?: unknown; label?: unknown };
         const text = typeof value === 'string' ? value : safeJson(value);
@@ -170,13 +184,13 @@ export class ActionExecutor implements EffectExecutor {
     }
   }
 
-  async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[], onStall?: OnStall): Promise<void> {
+  async rerun(instance: LoadedInstance, outbox: readonly OutboxEntry[], waits: Waits = {}): Promise<void> {
     const context = instance.record.snapshot['context'];
     const done = new Set<string>();
-    const stalled = onStall && (() => onStall(done));
+    const wait = this.waitFor(waits, done);
     for (const e of outbox) {
       if (isDelivery(e)) {
-        await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace), stalled);
+        await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace), wait);
       } else {
         const impl = instance.runner.actions.get(e.type);
         // The context it saw at its place in the step, when that was not the one the step ended with.
@@ -229,16 +243,20 @@ export class ActionExecutor implements EffectExecutor {
   /**
    * A send, child start or child stop, until the target's stream has stored it: what JetStream
    * cannot take yet is tried again with backoff (logged), holding the instance's next events; what
-   * it never will is given up like a failing action. Throws when the engine closes first: the
-   * event that made it stays unfinished, and the instance's next owner sends it again.
+   * it never will is given up like a failing action. Throws when the engine closes or loses the
+   * instance's partition first: the event that made it stays unfinished, and the instance's next
+   * owner sends it again.
    */
-  private async delivery(instance: LoadedInstance, key: string, type: string, fn: () => Promise<void>, stalled?: () => Promise<void>): Promise<void> {
+  private async delivery(instance: LoadedInstance, key: string, type: string, fn: () => Promise<void>, { stalled, owned }: DeliveryWait): Promise<void> {
     const { workflow, id } = instance.record;
+    const stop = owned ? AbortSignal.any([this.closing.signal, owned]) : this.closing.signal;
     const since = Date.now();
     let delay = DELIVERY_RETRY_MIN_MS;
     let warnedAt: number | undefined;
     let told = false;
     for (;;) {
+      // Not once more after the partition went: its next owner sends it (at the same time, deduplicated, or later).
+      if (owned?.aborted) throw new Error(`action '${type}' (${key}) not stored before this engine lost the instance's partition; its next owner sends it`);
       try {
         await fn();
         if (warnedAt !== undefined)
@@ -263,7 +281,7 @@ export class ActionExecutor implements EffectExecutor {
               `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`,
           );
         }
-        await sleep(delay, undefined, { signal: this.closing.signal }).catch(() => {}); // aborted: the next failure throws
+        await sleep(delay, undefined, { signal: stop }).catch(() => {}); // aborted: the next failure throws
         delay = Math.min(delay * 2, DELIVERY_RETRY_MAX_MS);
       }
     }

@@ -50,6 +50,8 @@ export interface ApplyContext {
   tasks?: TaskService | undefined;
   /** The worker, which holds the events of instances whose tasks run in process. */
   local?: LocalTasks | undefined;
+  /** Aborted when this engine no longer owns the partition: a delivery still waiting is left to the next owner. */
+  owned?: AbortSignal | undefined;
 }
 
 /** Where the tasks a write starts may run in process (see PartitionWorker). */
@@ -277,6 +279,7 @@ async function createFromStart(
       effects: started.effects,
       trace: spans.byRevision,
       afterWrite: local.length > 0 ? (w) => ctx.local!.startLocal(key, w.record, local, spans.byRevision) : undefined,
+      owned: ctx.owned,
     });
     spans.end();
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'created', revision: 1, seq: e.seq } });
@@ -300,7 +303,7 @@ async function applyTo(
   const startedAt = performance.timeOrigin + performance.now();
   const { record, def } = loaded;
   // The write of the last applied event may have been cut off before its effects: finish that first.
-  if (ctx.committer.needsRepair(key) || batch.some((e) => e.seq === record.lastSeq)) loaded = await ctx.committer.repair(key, loaded);
+  if (ctx.committer.needsRepair(key) || batch.some((e) => e.seq === record.lastSeq)) loaded = await ctx.committer.repair(key, loaded, ctx.owned);
   // Events read again that were judged already are skipped below: a rejection among them may have
   // lost its dead letter to the stop (it goes out after the write), so it is copied now
   // (deduplicated by the event's sequence).
@@ -413,6 +416,7 @@ async function applyTo(
         trace: spans.byRevision,
         // Tasks run here start as soon as the state is durable, while its effects go out.
         afterWrite: local.length > 0 ? (w) => ctx.local!.startLocal(key, w.record, local, spans.byRevision) : undefined,
+        owned: ctx.owned,
       });
     } else {
       // Only rejections: they are history too.

@@ -64,6 +64,8 @@ export interface Acts {
   repaired?: boolean;
   /** Right after the write, before anything else: what may start as soon as the state is durable (tasks run in process). */
   afterWrite?: ((written: LoadedInstance) => void) | undefined;
+  /** Aborted when this engine no longer owns the instance's partition (see {@link EffectExecutor.run}). */
+  owned?: AbortSignal | undefined;
 }
 
 /**
@@ -187,7 +189,7 @@ export class Committer {
    * idempotent (keyed message ids, history deduplicated by revision, actions with their keys).
    * Returns the instance as it is stored after (see {@link markOutbox}).
    */
-  async repair(key: string, instance: LoadedInstance): Promise<LoadedInstance> {
+  async repair(key: string, instance: LoadedInstance, owned?: AbortSignal): Promise<LoadedInstance> {
     const { record } = instance;
     const sealed = this.store.encode(record).sealed;
     // Every pending timer: one write applies several events, and a timer set by an earlier one
@@ -202,7 +204,7 @@ export class Committer {
       instance,
       undefined,
       sealed,
-      { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true },
+      { timers, tasks, cancelledTasks: [], outbox: record.outbox, trace: record.trace, repaired: true, owned },
       false,
     );
     this.cutShort.delete(key);
@@ -425,8 +427,9 @@ export class Committer {
       const left = current.record.outbox.filter((o) => !done.has(o.key));
       if (left.length < current.record.outbox.length) current = await this.markOutbox(key, current, left);
     };
-    if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects, onStall);
-    if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox, onStall);
+    const waits = { onStall, owned: acts.owned };
+    if (acts.effects && acts.effects.length > 0) await this.executor.run(instance, acts.effects, waits);
+    if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox, waits);
     // After the outbox: its sends to the parent (sendParent) go into the parent's inbox first.
     if (finished) await notifyParent(rt, record);
     return record.outbox.some(isDelivery) ? this.markOutbox(key, current, []) : current;

@@ -66,6 +66,8 @@ export class PartitionWorker {
   private checkpointSeq: number;
   private stopping = false;
   private aborted = false;
+  /** Aborted with {@link aborted}: another engine owns the partition now, or soon will. */
+  private readonly owner = new AbortController();
   private idleWaiters: Array<() => void> = [];
   private readonly reported = new Set<string>();
   private readonly parked = new Set<string>();
@@ -82,7 +84,7 @@ export class PartitionWorker {
     private readonly options: WorkerOptions,
   ) {
     this.checkpointSeq = startAfterSeq;
-    this.ctx = { ...ctx, local: this };
+    this.ctx = { ...ctx, local: this, owned: this.owner.signal };
     this.label = `workflow '${workflow}' partition ${partition}`;
     this.reader = new PartitionReader(rt, {
       stream: ctx.stream,
@@ -144,13 +146,13 @@ export class PartitionWorker {
    */
   async stop(drainTimeoutMs: number, abort = false): Promise<void> {
     this.stopping = true;
-    if (abort) this.aborted = true;
+    if (abort) this.abort();
     await this.reader.stop();
     if (abort) return;
     if (this.inFlight() > 0)
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
-          this.aborted = true;
+          this.abort();
           resolve();
         }, drainTimeoutMs);
         this.idleWaiters.push(() => {
@@ -165,6 +167,12 @@ export class PartitionWorker {
     for (const key of this.queues.keys()) this.ctx.committer.publishNow(key);
     const until = performance.now() + Math.min(drainTimeoutMs, HISTORY_DRAIN_MS);
     while (!this.aborted && this.storing() > 0 && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** In-flight work stops at its next step, and deliveries waiting for their targets stop trying. */
+  private abort(): void {
+    this.aborted = true;
+    this.owner.abort();
   }
 
   private storing(): number {
