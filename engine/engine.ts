@@ -69,6 +69,7 @@ export class Engine extends Client {
     const committer = (this.committer = new Committer(rt, store, new ActionExecutor(rt), {
       afterStateWrite: options.testHooks?.afterStateWrite,
       beforeStateWrite: options.testHooks?.beforeStateWrite,
+      beforeOutboxMark: options.testHooks?.beforeOutboxMark,
     }));
     // A pulled timer or task comes back to another engine this long after its engine died.
     const ackWaitMs = Math.min(30_000, Math.max(1_000, options.leaseTtlMs));

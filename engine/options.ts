@@ -188,6 +188,11 @@ export const EngineOptionsSchema = ClientShape.extend({
       afterStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
       /** Called right before an instance's state write (an event read but not yet applied). */
       beforeStateWrite: z.custom<(key: string, revision: number) => void>((v) => typeof v === 'function').optional(),
+      /**
+       * Called once a write's sends, child starts and stops are stored, before the record is
+       * written again without them (a never-settling promise stands for a crash right there).
+       */
+      beforeOutboxMark: z.custom<(key: string) => Promise<void> | void>((v) => typeof v === 'function').optional(),
       /** Called before the owner of a partition trims its stream up to (not including) `seq`. */
       beforeTrim: z.custom<(stream: string, seq: number) => Promise<void> | void>((v) => typeof v === 'function').optional(),
       /** Called before a partition's worker starts reading (a slow start stands for a slow JetStream API). */

@@ -45,6 +45,8 @@ export interface CommitHooks {
   beforeStateWrite?: ((key: string, revision: number) => void) | undefined;
   /** Right after the state write, before anything else (fault injection in tests). */
   afterStateWrite?: ((key: string, revision: number) => void) | undefined;
+  /** Once a write's deliveries are stored, before the record is written without them (fault injection in tests). */
+  beforeOutboxMark?: ((key: string) => Promise<void> | void) | undefined;
 }
 
 /** What a write leads to, besides the record. */
@@ -432,7 +434,9 @@ export class Committer {
     if (acts.outbox && acts.outbox.length > 0) await this.executor.rerun(instance, acts.outbox, waits);
     // After the outbox: its sends to the parent (sendParent) go into the parent's inbox first.
     if (finished) await notifyParent(rt, record);
-    return record.outbox.some(isDelivery) ? this.markOutbox(key, current, []) : current;
+    if (!record.outbox.some(isDelivery)) return current;
+    await this.hooks.beforeOutboxMark?.(key);
+    return this.markOutbox(key, current, []);
   }
 
   /**
