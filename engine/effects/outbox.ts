@@ -32,6 +32,7 @@ import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
 import { isTransient } from '../store/nats-errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sendLogicalId } from '../gate/received.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
 /** A delivery the target cannot take yet is tried again from this delay, doubling up to the next. */
@@ -95,7 +96,7 @@ export class ActionExecutor implements EffectExecutor {
         workflow: send.workflow,
         id: send.id,
         event: send.event as { type: string },
-        engine: { logicalId: `send.${key}` },
+        engine: { logicalId: sendLogicalId(key), send: key },
         trace,
       });
     } else if (type === OutboxKind.StopChild) {

@@ -25,7 +25,7 @@ import {
   type ParentRef,
 } from '../protocol/events.js';
 import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
-import { MSG_ID_HEADER, REPLY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
+import { MSG_ID_HEADER, REPLY_HEADER, SEND_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
 import type { SecretCodec } from '../security/codec.js';
 import { isInheritedPaths } from '../security/inherited-secrets.js';
@@ -57,6 +57,8 @@ export interface RawEvent {
   token: string | undefined;
   /** Where a starter waits for the answer to its start. */
   replyTo: string | undefined;
+  /** A send between instances: its outbox key, as the sender says (see {@link SEND_HEADER}). */
+  send?: string | undefined;
   /** Not from the stream: the outcome of a task this engine ran in process (trusted, applied whatever its sequence). */
   local?: { event: TaskResultEvent; key: string } | undefined;
 }
@@ -74,6 +76,7 @@ export function rawEvent(seq: number, subject: string, data: Uint8Array, timeMs:
     signedAtMs: signedAt ? Number(signedAt) : undefined,
     token: h?.get(TOKEN_HEADER) || undefined,
     replyTo: h?.get(REPLY_HEADER) || undefined,
+    send: h?.get(SEND_HEADER) || undefined,
   };
 }
 

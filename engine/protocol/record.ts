@@ -171,6 +171,12 @@ export const InstanceRecordSchema = z.object({
     .array(z.object({ key: z.string(), type: z.string(), params: z.unknown().optional(), event: z.unknown(), context: z.unknown().optional() }))
     .default([]),
   /**
+   * Per sender instance (`<workflow>.<id>`), the newest of its sends this instance applied, as
+   * `[born, revision, index]`: a send run again later than the duplicate window is not applied
+   * twice (gate/received.ts). At most 256 senders, those heard from last.
+   */
+  received: z.record(z.string(), z.tuple([z.number(), z.number(), z.number()])).optional(),
+  /**
    * Invoke ids under which a child workflow was started: a later child under the same invoke id
    * gets `<parent id>_<invoke id>-<token>` (see define/child.ts). Absent until the first child.
    */

@@ -28,6 +28,8 @@ import type { TraceCarrier, TraceSource } from '../telemetry/telemetry.js';
 import type { TaskService } from '../effects/tasks.js';
 import type { TaskChange } from '../step/plan.js';
 import { journal, type Committer } from './commit.js';
+import { Received, sendOf } from '../gate/received.js';
+import { ENGINE_IDENTITY } from '../protocol/identity.js';
 
 /** Where the engine answers a start: an inbox (`_INBOX.` or a per-user `_INBOX...` prefix), no wildcards. */
 const REPLY_SUBJECT = /^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$/;
@@ -314,6 +316,7 @@ async function applyTo(
   const limits = limitsOf(rt.security.limits, def);
   let bucket = record.rate;
   let reread = 0;
+  const received = new Received(record.received);
   for (const e of batch) {
     if (e.local) {
       // A task's outcome from this process: trusted, applied whatever its sequence.
@@ -338,6 +341,16 @@ async function applyTo(
       if (same) continue;
       gated = rejection(e, { type: EngineEvent.Start }, `[instance.exists] instance '${record.id}' already exists with a different input`, 0);
     }
+    const send = gated.rejected === undefined && gated.identity === ENGINE_IDENTITY ? sendOf(rt.security.signer, e) : undefined;
+    if (send && received.seen(send.sender, send.at)) {
+      // Its sender's outbox ran again later than the duplicate window: applied already.
+      rt.logger.info(`instance '${record.id}': event ${e.seq} is send '${e.send}' from '${send.sender}', applied already; skipped`, {
+        workflow: record.workflow,
+        id: record.id,
+      });
+      tel.redeliveries.add(1, { 'jetstate.reason': 'applied' });
+      continue;
+    }
     if (gated.rated && limits.maxEventsPerSecond !== undefined) {
       const taken = takeRate(bucket, limits.maxEventsPerSecond, e.timeMs);
       bucket = taken.bucket;
@@ -359,6 +372,7 @@ async function applyTo(
     spans = new TransitionSpans(tel, record, r.entries, traceBySeq, attempt, ctx.partition, startedAt, traced);
     if (r.changed) {
       if (bucket) r.record.rate = bucket;
+      if (received.changed) r.record.received = received.changed;
       r.record.lastHistory = journal(ctx.committer, key, record.born, record.lastHistory, r.entries);
       const last = spans.last();
       if (last) r.record.trace = last;
