@@ -24,6 +24,24 @@ export function longTimeout(fn: () => void, ms: number, unref = false): () => vo
   return () => clearTimeout(timer);
 }
 
+/**
+ * Resolves after `ms`, or as soon as one of `signals` aborts (never rejects). Listens on each and
+ * removes its listeners after: no combined signal (`AbortSignal.any` keeps a link from long-lived
+ * signals to every signal it made, on Node 20).
+ */
+export function sleepUnless(ms: number, ...signals: AbortSignal[]): Promise<void> {
+  return new Promise((resolve) => {
+    if (signals.some((s) => s.aborted)) return resolve();
+    const timer = setTimeout(done, ms);
+    for (const s of signals) s.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      for (const s of signals) s.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+}
+
 /** Waits for `p`, at most `ms`: true when it settled in time (fulfilled or rejected), false when the time ran out. */
 export async function waitAtMost(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

@@ -31,7 +31,7 @@ import type { TraceCarrier } from '../telemetry/telemetry.js';
 import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
 import { isTransient } from '../store/nats-errors.js';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { sleepUnless } from '../clock.js';
 import { sendLogicalId } from '../gate/received.js';
 
 const RETRY_DELAYS_MS = [100, 400, 1_600];
@@ -250,7 +250,6 @@ export class ActionExecutor implements EffectExecutor {
    */
   private async delivery(instance: LoadedInstance, key: string, type: string, fn: () => Promise<void>, { stalled, owned }: DeliveryWait): Promise<void> {
     const { workflow, id } = instance.record;
-    const stop = owned ? AbortSignal.any([this.closing.signal, owned]) : this.closing.signal;
     const since = Date.now();
     let delay = DELIVERY_RETRY_MIN_MS;
     let warnedAt: number | undefined;
@@ -282,7 +281,7 @@ export class ActionExecutor implements EffectExecutor {
               `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`,
           );
         }
-        await sleep(delay, undefined, { signal: stop }).catch(() => {}); // aborted: the next failure throws
+        await (owned ? sleepUnless(delay, this.closing.signal, owned) : sleepUnless(delay, this.closing.signal)); // aborted: the next failure throws
         delay = Math.min(delay * 2, DELIVERY_RETRY_MAX_MS);
       }
     }

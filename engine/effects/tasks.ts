@@ -20,7 +20,7 @@ import type { TaskRef, TaskResultEvent } from '../protocol/events.js';
 import { EngineEvent, isForEarlierInstance } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
-import { longTimeout, waitAtMost } from '../clock.js';
+import { longTimeout, sleepUnless, waitAtMost } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
 import {
   SpanKind,
@@ -660,19 +660,6 @@ export class TaskService {
       }
     }
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-  });
 }
 
 /** A hand-over the tasks stream refused is asked again from this delay, doubling up to the next. */

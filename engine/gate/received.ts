@@ -13,7 +13,7 @@ import type { RawEvent } from './event-gate.js';
 /** Senders a record remembers; the one heard from longest ago goes first. */
 export const MAX_SENDERS = 256;
 
-/** Where a send stands among its sender's: `[born, revision, index]` (born 0 for an instance without one). */
+/** Where a send stands among its sender's: `[born, revision, index]` (born 0 for an instance without one; compared for equality only). */
 export type SendPosition = [number, number, number];
 
 /** The logical id a send's message id is keyed from. */
@@ -58,7 +58,12 @@ export class Received {
   }
 }
 
+/**
+ * Whether `a` comes after `b`. Another `born` is another instance under the id (deleted, then
+ * started again): its sends are new, whichever `born` is larger (a partition stream made again
+ * numbers its starts from 1 again).
+ */
 function after(a: SendPosition, b: SendPosition): boolean {
-  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i]! > b[i]!;
-  return false;
+  if (a[0] !== b[0]) return true;
+  return a[1] !== b[1] ? a[1] > b[1] : a[2] > b[2];
 }

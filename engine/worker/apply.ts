@@ -29,7 +29,6 @@ import type { TaskService } from '../effects/tasks.js';
 import type { TaskChange } from '../step/plan.js';
 import { journal, type Committer } from './commit.js';
 import { Received, sendOf } from '../gate/received.js';
-import { ENGINE_IDENTITY } from '../protocol/identity.js';
 
 /** Where the engine answers a start: an inbox (`_INBOX.` or a per-user `_INBOX...` prefix), no wildcards. */
 const REPLY_SUBJECT = /^_INBOX[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$/;
@@ -341,7 +340,8 @@ async function applyTo(
       if (same) continue;
       gated = rejection(e, { type: EngineEvent.Start }, `[instance.exists] instance '${record.id}' already exists with a different input`, 0);
     }
-    const send = gated.rejected === undefined && gated.identity === ENGINE_IDENTITY ? sendOf(rt.security.signer, e) : undefined;
+    // A signature the gate accepted (jetstate.self carries no identity, a user type the engine's).
+    const send = gated.rejected === undefined && e.signature !== undefined ? sendOf(rt.security.signer, e) : undefined;
     if (send && received.seen(send.sender, send.at)) {
       // Its sender's outbox ran again later than the duplicate window: applied already.
       rt.logger.info(`instance '${record.id}': event ${e.seq} is send '${e.send}' from '${send.sender}', applied already; skipped`, {
@@ -403,6 +403,8 @@ async function applyTo(
     let j = events.findIndex((ev, i) => {
       if (ev.rejected !== undefined) return false;
       const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now);
+      // With every sender of the batch (as the write will have): never more than the write's size.
+      if (received.changed) partial.record.received = received.changed;
       return partial.changed && ctx.store.encode(partial.record).bytes.length > limits.maxSnapshotBytes;
     });
     if (j < 0) j = events.findLastIndex((ev) => ev.rejected === undefined);

@@ -6,7 +6,7 @@ import { rawEvent } from '../../engine/gate/event-gate.js';
 import { EngineSigner } from '../../engine/security/signer.js';
 
 describe('received sends', () => {
-  it('skip a send at or before its sender’s newest, in born, revision, index order', () => {
+  it('skip a send at or before its sender’s newest of the same instance (born), in revision, index order', () => {
     const r = new Received({ 'w.a': [5, 10, 1] });
     assert.equal(r.seen('w.a', [5, 10, 1]), true, 'the same send');
     assert.equal(r.seen('w.a', [5, 9, 3]), true, 'an earlier revision');
@@ -14,8 +14,11 @@ describe('received sends', () => {
     assert.equal(r.seen('w.a', [5, 10, 2]), false, 'the next index');
     assert.equal(r.seen('w.a', [5, 10, 2]), true, 'the same one again, in the same batch');
     assert.equal(r.seen('w.a', [7, 1, 0]), false, 'an instance started again under the id');
+    assert.equal(r.seen('w.a', [2, 1, 0]), false, 'and again, its born smaller (its partition stream made again)');
+    assert.equal(r.seen('w.a', [2, 1, 0]), true);
+    assert.equal(r.seen('w.a', [7, 1, 0]), false, 'another born is never taken for a duplicate');
     assert.equal(r.seen('w.b', [0, 3, 0]), false, 'another sender');
-    assert.deepEqual(r.changed, { 'w.a': [7, 1, 0], 'w.b': [0, 3, 0] });
+    assert.deepEqual(r.changed, { 'w.b': [0, 3, 0], 'w.a': [7, 1, 0] });
   });
 
   it('keep the senders heard from last, at most MAX_SENDERS', () => {
