@@ -14,8 +14,9 @@
  *   again until it is stored, the instance's next events waiting, or until the engine closes or
  *   loses the instance's partition (the event stays unfinished and the next owner sends it again:
  *   two engines trying side by side could each store it, further apart than the duplicate
- *   window); one no stream can ever take (a
- *   workflow no engine serves, a permission) is reported and given up;
+ *   window); a send to a workflow no engine serves yet waits the same way (a child start there
+ *   tells the parent it did not start); one no stream will ever take (a permission) is reported
+ *   and given up;
  * - XState's `log` goes to the engine's logger at info (with the workflow and id), `emit` is
  *   published on `<ns>.emit.<workflow>.<id>` (core NATS, best effort, secrets sealed), both once.
  * Actions of one instance run in order, before its next events are applied.
@@ -267,6 +268,7 @@ export class ActionExecutor implements EffectExecutor {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }
+        if (owned?.aborted) continue; // the check above ends it, before the record is touched
         if (this.closing.signal.aborted || this.rt.nc.isClosed())
           throw new Error(`action '${type}' (${key}) not stored before the engine closed (${(e as Error).message}); the instance's next owner sends it again`);
         if (!told) {
