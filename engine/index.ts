@@ -37,7 +37,7 @@ export type { InstanceAddress } from './define/messages.js';
 export type { ActivityOptions, ActivityContext, ActivityFunction, RetryPolicy } from './define/activity.js';
 export type { Clock } from './clock.js';
 export { DEFER } from './define/extension.js';
-export type { EngineExtension, ExtensionHost, TaskRef, TaskOutcome } from './define/extension.js';
+export type { DeadLetterInput, EngineExtension, ExtensionHost, TaskRef, TaskOutcome } from './define/extension.js';
 export type { TraceCarrier, TelemetryOptions } from './telemetry/telemetry.js';
 export { createIdentityVerifier, IdentityOptionsSchema } from './security/identity.js';
 export type { Identity, IdentityVerifier, IdentityOptions } from './security/identity.js';

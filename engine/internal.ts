@@ -8,7 +8,7 @@ export { consoleLogger } from './logger.js';
 export { parseOptions } from './options.js';
 export { canonicalJson, decodeJson, digest, encodeJson, shortHash } from './protocol/json.js';
 export { layout, parseEventSubject, partitionOf, LAYOUT_VERSION, type Layout } from './protocol/names.js';
-export { isCasConflict, isMessageNotFound, isStreamNotFound, isAlreadyExists } from './store/nats-errors.js';
+export { isCasConflict, isMessageNotFound, isStreamNotFound, isAlreadyExists, isNoResponders, permissionViolation } from './store/nats-errors.js';
 export { ensureRelayStream } from './store/runtime.js';
 export { EngineEvent, type ParentRef } from './protocol/events.js';
 export { TOKEN_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, MSG_ID_HEADER } from './protocol/headers.js';

@@ -13,6 +13,11 @@
  *   sequence) written with compare-and-set, once per batch. A relay that lost its lease fails
  *   that write and stops; a crash before it re-publishes the batch in the same order per instance under the
  *   same message ids, which the site's events stream drops while within its duplicate window.
+ * - An event the site refuses for good (workflow not served here, too large, its message id taken
+ *   by another event) is dead-lettered here and passed; one it cannot store for now holds the
+ *   checkpoint below it and its instance's later events behind it, while the other instances'
+ *   events relayed above it are written down with the checkpoint and not published again.
+ * - The checkpoint names the relay stream it belongs to; a stream made anew is relayed from 1.
  * - Relayed events are purged from the hub only once older than the relay stream's duplicate
  *   window, so a sender's retry with the same idempotency key is still recognised by the hub.
  *
@@ -20,8 +25,8 @@
  * carry no engine signature, so a changed subject breaks nothing (engine events are never relayed).
  */
 import type { MsgHdrs } from '@nats-io/nats-core';
-import { headers as natsHeaders, PermissionViolationError } from '@nats-io/nats-core';
-import { jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
+import { errors as coreErrors, headers as natsHeaders } from '@nats-io/nats-core';
+import { JetStreamApiError, jetstreamManager, type JetStreamManager, type PubAck, type StoredMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
 import type { EngineExtension, ExtensionHost } from '../../engine/index.js';
@@ -31,9 +36,12 @@ import {
   ensureRelayStream,
   isCasConflict,
   isMessageNotFound,
+  isNoResponders,
+  isStreamNotFound,
   layout,
   parseOptions,
   partitionOf,
+  permissionViolation,
   type Layout,
 } from '../../engine/internal.js';
 
@@ -78,12 +86,23 @@ const CHECKPOINT_KEY = 'checkpoint';
 const NS_PER_MS = 1_000_000;
 
 const LeaseSchema = z.object({ engineId: z.string() });
-const CheckpointSchema = z.object({ seq: z.number().int().min(0) });
+/**
+ * The last hub sequence with every event up to it relayed (or dead-lettered), the ones above it
+ * already relayed (an event that failed holds the checkpoint, not the other instances' events),
+ * and the creation time of the relay stream the sequences belong to.
+ */
+const CheckpointSchema = z.object({ seq: z.number().int().min(0), done: z.array(z.number().int().positive()).optional(), stream: z.string().optional() });
+/** How often an idle relay looks whether the hub's relay stream was made anew. */
+const STREAM_CHECK_MS = 5_000;
+/** "message size exceeds maximum allowed" (nats-server's JSStreamMessageExceedsMaximumErr). */
+const MESSAGE_TOO_LARGE = 10054;
 
 /** The stream headers a direct get adds; they describe the hub's copy, not the event. */
 const STORED_HEADERS = new Set(['nats-stream', 'nats-sequence', 'nats-time-stamp', 'nats-subject', 'nats-last-sequence', 'nats-num-pending', 'nats-msg-id']);
 
 class LostLease extends Error {}
+/** A failure to store a hub event at the site (tried again), told apart from the hub's. */
+class AtTheSite extends Error {}
 
 /**
  * The edge relay extension: give it to every engine of an edge site.
@@ -125,7 +144,9 @@ class Relay {
   private leaseRev = 0;
   private renewedAt = 0;
   private seen: { rev: number; atMs: number } | undefined;
-  private cp = { seq: 0, rev: 0 };
+  private cp: { seq: number; rev: number; done: ReadonlySet<number>; stream?: string | undefined } = { seq: 0, rev: 0, done: new Set() };
+  /** The hub's relay stream as last looked at: its creation time, and when it was looked at. */
+  private stream = { created: '', checkedAt: 0 };
   private relayed = 0;
   private lastError: string | undefined;
   /** Relayed hub sequences with their hub times, purged once out of the duplicate window. */
@@ -183,11 +204,15 @@ class Relay {
         if (e instanceof LostLease) {
           this.leaseRev = 0;
         } else {
-          const denied = violationOf(e);
+          // Looked at again after a failure: the stream may have been made anew meanwhile.
+          this.streamReady = false;
+          const denied = permissionViolation(e);
           // A missing right is a configuration to fix, not an outage to wait out: name it.
           this.lastError = denied
             ? `this NATS user may not ${denied.operation === 'subscription' ? 'subscribe to' : 'publish to'} '${denied.subject}', which the relay needs (docs/EDGE.md, "Permissions")`
-            : (e as Error).message;
+            : !(e instanceof AtTheSite) && isNoResponders(e)
+              ? `no responders: the hub's JetStream ('$JS.${this.o.hubDomain}.API') does not answer: the hub is down, or the leaf node link does not carry the relay's calls (docs/EDGE.md, "NATS configuration")`
+              : (e as Error).message;
           // Logged once per outage, not per retry: a cut link is an expected state at the edge.
           if (failures++ === 0) {
             const what = `edge relay of '${this.host.namespace}': cannot relay from the hub (domain '${this.o.hubDomain}'): ${this.lastError}; retrying`;
@@ -253,12 +278,12 @@ class Relay {
   private async loadCheckpoint(): Promise<void> {
     const entry = await this.state.get(CHECKPOINT_KEY);
     if (!entry || entry.operation !== 'PUT') {
-      this.cp = { seq: 0, rev: entry?.revision ?? 0 };
+      this.cp = { seq: 0, rev: entry?.revision ?? 0, done: new Set() };
       return;
     }
     const parsed = CheckpointSchema.safeParse(decodeJson(entry.value));
     if (!parsed.success) throw new Error(`edge relay: the checkpoint in '${this.host.namespace}_relaystate' is unreadable`);
-    this.cp = { seq: parsed.data.seq, rev: entry.revision };
+    this.cp = { seq: parsed.data.seq, rev: entry.revision, done: new Set(parsed.data.done), stream: parsed.data.stream };
   }
 
   /** The relay stream exists in the hub once the link has been up (created here or by a hub client). */
@@ -266,56 +291,100 @@ class Relay {
     if (this.streamReady) return;
     this.hubJsm ??= await jetstreamManager(this.host.nc, { domain: this.o.hubDomain, timeout: this.o.hubTimeoutMs });
     await ensureRelayStream(this.hubJsm, this.names, this.host.replicas, 120_000);
-    const info = await this.hubJsm.streams.info(this.names.relayStream);
-    this.duplicateWindowMs = Math.max(0, (info.config.duplicate_window ?? 0) / NS_PER_MS);
+    await this.lookAtStream();
     this.streamReady = true;
   }
 
   /**
-   * Relays up to `batch` events in hub order; returns how many. Reads ahead (direct gets of the
-   * next `readAhead` sequences at once: one round trip over the link for many events), publishes
-   * one by one in sequence order, and writes the checkpoint once for the batch. A crash or a lost
-   * lease before that write makes the next relay publish the batch again, under the same message
-   * ids, which the site's events stream drops (duplicate window), in the same order.
+   * Reads the relay stream's settings, and notices a stream made anew (deleted and created again
+   * in the hub): its sequences start again at 1, so a checkpoint from the old one would skip its
+   * events for ever. The relay then starts from the new stream's beginning, and says so.
+   */
+  private async lookAtStream(): Promise<void> {
+    const info = await this.hubJsm!.streams.info(this.names.relayStream);
+    this.duplicateWindowMs = Math.max(0, (info.config.duplicate_window ?? 0) / NS_PER_MS);
+    this.stream = { created: info.created, checkedAt: performance.now() };
+    this.adoptStream();
+  }
+
+  private adoptStream(): void {
+    const from = this.cp.stream;
+    if (from === undefined || from === this.stream.created || this.stream.created === '') return;
+    this.host.logger.warn(
+      `edge relay of '${this.host.namespace}': the hub's '${this.names.relayStream}' was made anew (created ${this.stream.created}; the checkpoint at sequence ${this.cp.seq} is from the one created ${from}): relaying the new stream from its start`,
+    );
+    this.cp = { seq: 0, rev: this.cp.rev, done: new Set() };
+    this.toPurge = [];
+  }
+
+  /**
+   * Relays up to `batch` events in hub order; returns how many it read. Reads ahead (direct gets
+   * of the next `readAhead` sequences at once: one round trip over the link for many events),
+   * publishes one after another per instance, instances in parallel, and writes the checkpoint
+   * once for the batch. A crash or a lost lease before that write makes the next relay publish
+   * the batch again, under the same message ids, which the site's events stream drops (duplicate
+   * window), in the same order. An event that fails holds the checkpoint below it, and its
+   * instance's later events wait behind it; the other instances' events relayed above it are
+   * written down with the checkpoint (`done`) and not published again however long it fails.
    */
   private async relayBatch(): Promise<number> {
-    let moved = 0;
-    let last: StoredMsg | undefined;
-    // One chain of publishes per instance subject: an instance's events go out one after another
-    // (a failed one stops the ones after it, so none can overtake it), instances in parallel.
+    this.adoptStream();
+    const done = this.cp.done;
+    const read: StoredMsg[] = [];
+    const relayed = new Set<number>();
+    // One chain of publishes per instance subject: a failed one stops the ones after it, so none
+    // can overtake it. Each link is awaited below, after the reads.
     const chains = new Map<string, Promise<void>>();
-    while (moved < this.o.batch && !this.stopped) {
-      const next = (last?.seq ?? this.cp.seq) + 1;
-      const msgs = await this.readAhead(next, Math.min(this.o.readAhead, this.o.batch - moved));
-      if (msgs.length === 0) break;
-      for (const m of msgs)
-        chains.set(
-          m.subject,
-          (chains.get(m.subject) ?? Promise.resolve()).then(() => this.publishOne(m)),
-        );
-      moved += msgs.length;
-      last = msgs[msgs.length - 1];
+    let failure: unknown;
+    try {
+      while (read.length < this.o.batch && !this.stopped) {
+        const next = (read.at(-1)?.seq ?? this.cp.seq) + 1;
+        const msgs = await this.readAhead(next, Math.min(this.o.readAhead, this.o.batch - read.length));
+        if (msgs.length === 0) break;
+        for (const m of msgs) {
+          read.push(m);
+          if (done.has(m.seq)) continue;
+          const link = (chains.get(m.subject) ?? Promise.resolve()).then(async () => {
+            await this.publishOne(m);
+            relayed.add(m.seq);
+          });
+          link.catch(() => {});
+          chains.set(m.subject, link);
+        }
+      }
+    } catch (e) {
+      failure = e; // the link went down mid-batch: what was published is still written down
     }
-    const failed = (await Promise.allSettled(chains.values())).find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    if (last) {
-      const value = encodeJson({ seq: last.seq });
+    const settled = await Promise.allSettled(chains.values());
+    failure ??= (settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined)?.reason;
+    if (read.length === 0) {
+      if (failure !== undefined) throw failure;
+      if (performance.now() - this.stream.checkedAt > STREAM_CHECK_MS) await this.lookAtStream();
+      if (this.toPurge.length > 0) await this.purge();
+      return 0;
+    }
+    const held = read.find((m) => !done.has(m.seq) && !relayed.has(m.seq));
+    const seq = held ? held.seq - 1 : read.at(-1)!.seq;
+    const above = held ? read.filter((m) => m.seq > seq && (done.has(m.seq) || relayed.has(m.seq))).map((m) => m.seq) : [];
+    if (seq > this.cp.seq || relayed.size > 0) {
+      const value = encodeJson({ seq, ...(above.length > 0 ? { done: above } : {}), stream: this.stream.created });
       try {
-        this.cp = {
-          seq: last.seq,
-          rev: this.cp.rev === 0 ? await this.state.create(CHECKPOINT_KEY, value) : await this.state.update(CHECKPOINT_KEY, value, this.cp.rev),
-        };
+        const rev = this.cp.rev === 0 ? await this.state.create(CHECKPOINT_KEY, value) : await this.state.update(CHECKPOINT_KEY, value, this.cp.rev);
+        const advanced = seq > this.cp.seq;
+        this.cp = { seq, rev, done: new Set(above), stream: this.stream.created };
+        // Purged only once the checkpoint covers them.
+        const covered = advanced ? read.findLast((m) => m.seq <= seq) : undefined;
+        if (covered) this.toPurge.push({ seq, timeMs: covered.time.getTime() });
       } catch (e) {
         if (isCasConflict(e)) throw new LostLease();
         throw e;
       }
-      this.relayed += moved;
-      // Purged only once the checkpoint covers them.
-      this.toPurge.push({ seq: last.seq, timeMs: last.time.getTime() });
-      if (!(await this.lead())) throw new LostLease();
+      this.relayed += relayed.size;
     }
+    if (failure !== undefined) throw failure;
+    if (!(await this.lead())) throw new LostLease();
     if (this.toPurge.length > 0) await this.purge();
-    return moved;
+    return read.length;
   }
 
   /**
@@ -344,18 +413,86 @@ class Relay {
     return m ? [m] : [];
   }
 
+  /**
+   * Publishes one hub event into its instance's inbox here. An event the site refuses for good (a
+   * workflow no engine of the site serves, an event larger than the site takes, a message id a
+   * site sender took first for another event) is dead-lettered here with the reason, said, and
+   * passed: it must not hold up the relay. Anything else (a timeout, a cut) is thrown and retried.
+   */
   private async publishOne(m: StoredMsg): Promise<void> {
     const parts = m.subject.split('.');
     const [workflow, id] = [parts[2], parts[3]];
     if (parts.length !== 4 || !workflow || !id) {
-      // Not something a jetstate client publishes: skipped (and said), never a reason to stop.
-      this.host.logger.error(`edge relay of '${this.host.namespace}': skipped hub message ${m.seq} on '${m.subject}', not a relayed event subject`);
+      // Not something a jetstate client publishes.
+      await this.refuse(
+        m,
+        '_',
+        '_',
+        m.subject,
+        `[relay.malformed] hub message ${m.seq} on '${m.subject}' is not on a relayed event subject (<ns>.relay.<workflow>.<id>)`,
+      );
       return;
     }
-    const subject = this.names.eventSubject(partitionOf(workflow, id, this.partitions), workflow, id);
+    const partition = partitionOf(workflow, id, this.partitions);
+    const subject = this.names.eventSubject(partition, workflow, id);
     const headers = copyHeaders(m.header);
     const msgID = m.header?.get('Nats-Msg-Id') || `relay.${this.o.hubDomain}.${m.seq}`;
-    await this.host.js.publish(subject, m.data, { msgID, ...(headers ? { headers } : {}) });
+    let ack: PubAck;
+    try {
+      ack = await this.host.js.publish(subject, m.data, { msgID, ...(headers ? { headers } : {}) });
+    } catch (e) {
+      const why = await this.refusal(e, workflow, partition);
+      if (!why)
+        throw new AtTheSite(`hub event ${m.seq} for workflow '${workflow}' instance '${id}' is not stored at the site yet: ${(e as Error).message}`, {
+          cause: e,
+        });
+      await this.refuse(m, workflow, id, subject, why);
+      return;
+    }
+    if (ack.duplicate) await this.checkDuplicate(m, workflow, id, subject, msgID, ack);
+  }
+
+  /** Why the site refuses this event for good, or undefined when trying again may work. */
+  private async refusal(e: unknown, workflow: string, partition: number): Promise<string | undefined> {
+    if (e instanceof coreErrors.InvalidArgumentError || (e instanceof JetStreamApiError && e.code === MESSAGE_TOO_LARGE))
+      return `[relay.too_large] the event is larger than the site's NATS takes (${(e as Error).message}); send a smaller one (large data belongs in a store, the event carries its key)`;
+    if (!isNoResponders(e)) return undefined;
+    try {
+      await this.host.jsm.streams.info(this.names.eventStream(workflow, partition));
+      return undefined; // the stream is there: nobody answered for now (an election)
+    } catch (err) {
+      if (!isStreamNotFound(err)) return undefined;
+    }
+    return `[relay.not_served] workflow '${workflow}' is not served at this site (namespace '${this.host.namespace}'): no engine here has registered it; start the site's engines with it, then send the event again`;
+  }
+
+  /**
+   * A duplicate is this event published before (a batch relayed again) when the stored message is
+   * the same bytes on the same subject; otherwise a site sender took the message id (an
+   * idempotency key) first for another event, and the hub's event was not stored.
+   */
+  private async checkDuplicate(m: StoredMsg, workflow: string, id: string, subject: string, msgID: string, ack: PubAck): Promise<void> {
+    let stored: StoredMsg | null;
+    try {
+      stored = await this.host.jsm.streams.getMessage(ack.stream, { seq: ack.seq });
+    } catch (e) {
+      // Already removed: it was applied, and it was ours or the window would have let this through.
+      if (isMessageNotFound(e)) return;
+      throw e;
+    }
+    if (!stored || (stored.subject === subject && sameBytes(stored.data, m.data))) return;
+    await this.refuse(
+      m,
+      workflow,
+      id,
+      subject,
+      `[relay.duplicate_conflict] the hub's event for workflow '${workflow}' instance '${id}' has idempotency key '${msgID}', which a sender at the site took first for another event (site sequence ${ack.seq}); it was not applied: send it again with a new key`,
+    );
+  }
+
+  private async refuse(m: StoredMsg, workflow: string, id: string, subject: string, reason: string): Promise<void> {
+    this.host.logger.error(`edge relay of '${this.host.namespace}': hub event ${m.seq} goes to the dead letters: ${reason}`);
+    await this.host.deadLetter({ workflow, id, stream: this.names.relayStream, subject, seq: m.seq, data: m.data, reason });
   }
 
   /** Removes relayed events from the hub once they are older than its duplicate window. */
@@ -367,7 +504,7 @@ class Relay {
       await this.hubJsm!.streams.purge(this.names.relayStream, { seq: upTo + 1 }).catch((e: unknown) => {
         // Relayed events left in the hub only take room (a later purge removes them too); a cut
         // link is expected, but a refused purge never goes away by itself: said once.
-        const denied = violationOf(e);
+        const denied = permissionViolation(e);
         if (!denied || this.purgeRefused) return;
         this.purgeRefused = true;
         this.host.logger.error(
@@ -377,10 +514,8 @@ class Relay {
   }
 }
 
-/** The permission violation behind `e`, if that is what it is. */
-function violationOf(e: unknown): PermissionViolationError | undefined {
-  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) if (c instanceof PermissionViolationError) return c;
-  return undefined;
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
 function copyHeaders(h: MsgHdrs | undefined): MsgHdrs | undefined {

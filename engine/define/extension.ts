@@ -9,9 +9,10 @@ import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { Logger } from '../logger.js';
 import type { TaskRef } from '../protocol/events.js';
+import type { DeadLetterInput } from '../store/dead-letters.js';
 import type { Telemetry, TraceCarrier } from '../telemetry/telemetry.js';
 
-export type { TaskRef };
+export type { TaskRef, DeadLetterInput };
 
 /** Returned by an activity whose outcome an extension delivers later with `completeTask`. */
 export const DEFER: unique symbol = Symbol.for('jetstate.task.defer') as never;
@@ -37,6 +38,11 @@ export interface ExtensionHost {
   owns(workflow: string, id: string): boolean;
   /** Calls `listener` when an instance leaves the state that invoked a task (best effort; check `taskState` too). */
   onTaskCancel(listener: (ref: TaskRef) => void): () => void;
+  /**
+   * Copies an event the extension could not deliver, as it came, to the namespace's dead-letter
+   * stream with the reason (`[code] what and what to do`); idempotent per `stream` and `seq`.
+   */
+  deadLetter(letter: DeadLetterInput): Promise<void>;
 }
 
 export interface EngineExtension {

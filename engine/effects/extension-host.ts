@@ -11,6 +11,7 @@ import { partitionOf } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance } from '../store/inbox.js';
+import { deadLetter } from '../store/dead-letters.js';
 import { readRecord } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 
@@ -53,6 +54,7 @@ export function createExtensionHost(
     replicas: engine.replicas,
     bucket: (suffix) => kvm.create(`${rt.names.namespace}_${suffix}`, { history: 1, replicas: engine.replicas, storage: 'file' }),
     completeTask: (ref, outcome, trace) => publishTaskOutcome(rt, ref, outcome, trace),
+    deadLetter: (letter) => deadLetter(rt, letter),
     async taskState(ref) {
       let found;
       try {
