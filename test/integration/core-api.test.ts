@@ -186,6 +186,36 @@ describe('core API against a real nats-server', () => {
     );
   });
 
+  it("waitFor passes the predicate's own error on, and stops when its client closes (its connection shared or its own)", async () => {
+    await engine.start(order, { id: 'w-2', input: input('w-2') });
+    const mistake = new Error('the predicate has a bug');
+    await assert.rejects(
+      engine.waitFor(
+        order,
+        'w-2',
+        () => {
+          throw mistake;
+        },
+        { timeoutMs: 3_000 },
+      ),
+      (e) => e === mistake,
+    );
+    const shared = await connect({ servers: nats.url });
+    try {
+      for (const client of [await createClient({ servers: nats.url, namespace }), await createClient({ connection: shared, namespace })]) {
+        const waiting = assert.rejects(
+          client.waitFor(order, 'w-2', (s) => s.matches('shipped'), { timeoutMs: 3_000 }),
+          (e: JetstateError) => e.code === ErrorCode.Closed && /closed while waiting/.test(e.message),
+        );
+        await new Promise((r) => setTimeout(r, 200));
+        await client.close();
+        await waiting;
+      }
+    } finally {
+      await shared.close();
+    }
+  });
+
   it('an event published straight to the stream is validated by the engine and recorded as rejected', async () => {
     await engine.start(order, { id: 'r-1', input: input('r-1') });
     const nc = await connect({ servers: nats.url });
