@@ -133,6 +133,8 @@ export class Client implements AsyncDisposable {
   private readonly warnedUnserved = new Set<string>();
   private readonly leases = new Map<string, { atMs: number; renewedAtMs: number | undefined; ttlMs: number }>();
   private closing: Promise<void> | undefined;
+  /** Watches of waitFor calls in progress, stopped when the client closes. */
+  private readonly waits = new Set<() => void>();
   private resolveClosed!: () => void;
   private readonly closedPromise = new Promise<void>((r) => (this.resolveClosed = r));
 
@@ -654,8 +656,10 @@ export class Client implements AsyncDisposable {
     const machines = this.machinesOf(workflow);
     let last: WorkflowInstance<W> | undefined;
     let lastError: Error | undefined;
+    const closed = (): never => fail(ErrorCode.Closed, `waitFor: the client closed while waiting for workflow '${workflow.name}' instance '${id}'`);
     // A watch that fails or ends early (NATS restarting, a leader election) is opened again until the deadline.
     while (Date.now() < deadline) {
+      if (this.closing) closed();
       let watcher: Awaited<ReturnType<KV['watch']>>;
       try {
         watcher = await this.rt.records.ofKey(key).watch({ key });
@@ -665,12 +669,20 @@ export class Client implements AsyncDisposable {
         continue;
       }
       const cancelTimer = longTimeout(() => watcher.stop(), deadline - Date.now());
+      const stop = (): void => watcher.stop();
+      this.waits.add(stop);
       try {
         for await (const e of watcher) {
           if (e.operation !== 'PUT') continue;
           const record = this.parseRecord(workflow.name, id, e.value);
           last = checkedMatches(this.view(workflow, record), workflow.name, machines);
-          if (predicate(last)) return last;
+          let reached: boolean;
+          try {
+            reached = predicate(last);
+          } catch (mistake) {
+            throw new PredicateError(mistake);
+          }
+          if (reached) return last;
           if (last.status !== 'running') {
             fail(
               ErrorCode.Timeout,
@@ -679,13 +691,16 @@ export class Client implements AsyncDisposable {
           }
         }
       } catch (e) {
+        if (e instanceof PredicateError) throw e.mistake; // the caller's own error, as thrown
         if (e instanceof JetstateError) throw e;
         lastError = e as Error;
       } finally {
+        this.waits.delete(stop);
         cancelTimer();
         watcher.stop();
       }
     }
+    if (this.closing) closed();
     if (!last && lastError) {
       throw new JetstateError(
         ErrorCode.Timeout,
@@ -742,6 +757,7 @@ export class Client implements AsyncDisposable {
 
   /** Closes the connection if jetstate opened it. Idempotent. */
   close(): Promise<void> {
+    if (!this.closing) for (const stop of this.waits) stop();
     this.closing ??= this.shutdown().finally(() => this.resolveClosed());
     return this.closing;
   }
@@ -909,4 +925,11 @@ function describeValue(v: unknown): string {
   if (typeof v === 'string') return `the string '${v}' (import the definition instead of naming it)`;
   if (typeof v === 'object' && v !== null && 'root' in v && 'transition' in v) return 'an XState machine (pass the definition defineWorkflow made from it)';
   return v === null || v === undefined ? String(v) : typeof v === 'object' ? 'an object that is not a definition' : `a ${typeof v}`;
+}
+
+/** Carries an error a waitFor predicate threw through the watch loop, to be thrown as it was. */
+class PredicateError extends Error {
+  constructor(readonly mistake: unknown) {
+    super('waitFor predicate threw');
+  }
 }
