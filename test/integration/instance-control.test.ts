@@ -113,6 +113,11 @@ describe('instance control', () => {
     await engine.delete(order, 'o-del');
     await eventually(async () => assert.equal(await engine.get(order, 'o-del'), null));
     assert.deepEqual(await engine.history(order, 'o-del'), []);
+    // Deleted, it is missing to this client too (which sent to it before): nothing is sent.
+    await assert.rejects(
+      engine.send(order, 'o-del', { type: 'CANCEL', reason: 'late' }),
+      (e: unknown) => e instanceof JetstateError && e.code === ErrorCode.InstanceNotFound,
+    );
     // The id is free again.
     const again = await engine.start(order, { id: 'o-del', input: { orderId: 'o-del', customer: 'bob', amount: 7 } });
     assert.equal(again.revision, 1);
