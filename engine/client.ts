@@ -214,7 +214,6 @@ export class Client implements AsyncDisposable {
         data,
       );
       span.setAttribute('jetstate.event.seq', ack.seq);
-      this.remember(this.rt.names.instanceKey(workflow.name, id));
       const answer = reply ? await reply.answer : undefined;
       if (answer?.outcome === 'conflict') {
         fail(
@@ -223,6 +222,8 @@ export class Client implements AsyncDisposable {
         );
       }
       if (answer?.outcome === 'rejected') throw rejectionError(String(answer.reason ?? 'refused'), 'nothing was started');
+      // Created, or its start queued in the inbox ahead of any event sent after it.
+      this.remember(this.rt.names.instanceKey(workflow.name, id));
       const record = answer ? await this.readRecord(workflow.name, id) : null;
       if (record) return this.view(workflow, record);
       if (wait) this.warnIfUnserved(workflow.name);
@@ -239,7 +240,10 @@ export class Client implements AsyncDisposable {
   /**
    * Sends an event; returns once the events stream has durably accepted it. The type must be one
    * the workflow declares and the payload must match its schema, else an `INVALID_EVENT` error
-   * and nothing is written. Sending to a missing instance is an `INSTANCE_NOT_FOUND` error.
+   * and nothing is written. Sending to a missing instance is an `INSTANCE_NOT_FOUND` error: the
+   * client looks once per instance and then remembers it (started or sent to here, forgotten when
+   * deleted here). An instance deleted by another process meanwhile gets the event in its inbox,
+   * where the engine refuses it ("does not exist; start it first", in its dead letters).
    */
   async send<W extends WorkflowDefinition>(workflow: W, id: string, event: WorkflowEvent<W>, options: SendOptions = {}): Promise<SendResult> {
     this.checkCall('send', workflow, options, ['idempotencyKey', 'token']);
@@ -406,6 +410,8 @@ export class Client implements AsyncDisposable {
       { workflow: workflow.name, id, event, ...(options.token ? { token: options.token } : {}), trace: carrierOfActive(context.active()) },
       encodeInboxEvent(this.rt, workflow.name, id, event),
     );
+    // Deleted (or refused, while still running): the next call looks again.
+    if (kind === 'delete') this.known.delete(key);
     return { seq: ack.seq, duplicate: ack.duplicate };
   }
 
