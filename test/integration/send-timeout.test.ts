@@ -20,8 +20,12 @@ describe('a start or send without an acknowledgement', () => {
       // No engine: the start is only published (and the client now knows the instance).
       await client.start(toggle, { id: 't1', input: {}, wait: false });
       await nats.kill();
-      const [start, send] = await Promise.allSettled([client.start(toggle, { id: 't2', input: {}, wait: false }), client.send(toggle, 't1', { type: 'FLIP' })]);
-      for (const r of [start, send]) {
+      const [start, send, cancel] = await Promise.allSettled([
+        client.start(toggle, { id: 't2', input: {}, wait: false }),
+        client.send(toggle, 't1', { type: 'FLIP' }),
+        client.cancel(toggle, 't1'),
+      ]);
+      for (const r of [start, send, cancel]) {
         assert.equal(r.status, 'rejected');
         assert.ok(r.reason instanceof JetstateError, String(r.reason));
         assert.equal(r.reason.code, ErrorCode.Timeout);
@@ -29,6 +33,8 @@ describe('a start or send without an acknowledgement', () => {
       const why = (r: PromiseSettledResult<unknown>) => String((r as PromiseRejectedResult).reason.message);
       assert.match(why(start), /the start of workflow 'toggle' instance 't2' got no acknowledgement from JetStream .*may have been stored: start it again/);
       assert.match(why(send), /event 'FLIP' for workflow 'toggle' instance 't1' .*send it again with the same idempotencyKey \(give one/);
+      // cancel() takes no idempotency key: a second cancel is what to do.
+      assert.match(why(cancel), /the cancel of workflow 'toggle' instance 't1' .*may have been stored: cancel it again/);
     } finally {
       await client.close().catch(() => {});
     }
