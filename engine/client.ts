@@ -904,15 +904,26 @@ function typeOf(data: Uint8Array): unknown {
 
 /** Why a start or send has no acknowledgement, and how to retry it without a double. */
 function unacknowledged(e: { workflow: string; id: string; event: { type: string }; idempotencyKey?: string }, why: string): string {
-  const start = e.event.type === EngineEvent.Start;
-  return (
-    `${start ? 'the start of' : `event '${e.event.type}' for`} workflow '${e.workflow}' instance '${e.id}' got no acknowledgement from JetStream ` +
-    `(${why}: a cluster electing its leaders, a server restarting or overloaded, or a subject this NATS user may not use); it may have been stored: ` +
-    (start
+  const control = CONTROL_ADVICE[e.event.type];
+  const what = e.event.type === EngineEvent.Start ? 'the start of' : control ? `the ${control.verb} of` : `event '${e.event.type}' for`;
+  const advice =
+    e.event.type === EngineEvent.Start
       ? 'start it again (a start of the instance that exists with the same input returns it)'
-      : `send it again with the same idempotencyKey${e.idempotencyKey ? '' : ' (give one: without it a retry may be applied twice)'}`)
+      : control
+        ? control.again
+        : `send it again with the same idempotencyKey${e.idempotencyKey ? '' : ' (give one: without it a retry may be applied twice)'}`;
+  return (
+    `${what} workflow '${e.workflow}' instance '${e.id}' got no acknowledgement from JetStream ` +
+    `(${why}: a cluster electing its leaders, a server restarting or overloaded, or a subject this NATS user may not use); it may have been stored: ${advice}`
   );
 }
+
+/** What to do when a control call got no acknowledgement (they take no idempotency key). */
+const CONTROL_ADVICE: Record<string, { verb: string; again: string }> = {
+  [EngineEvent.Cancel]: { verb: 'cancel', again: "cancel it again while it runs (a machine that handles 'jetstate.cancel' may see both)" },
+  [EngineEvent.Terminate]: { verb: 'terminate', again: 'terminate it again (once it has stopped, another changes nothing)' },
+  [EngineEvent.Delete]: { verb: 'delete', again: 'delete it again (once it is gone, another is INSTANCE_NOT_FOUND)' },
+};
 
 /** Options must be an object with only these keys. */
 function checkOptions(method: string, options: unknown, known: readonly string[]): void {
