@@ -226,7 +226,8 @@ export class Client implements AsyncDisposable {
       this.remember(this.rt.names.instanceKey(workflow.name, id));
       const record = answer ? await this.readRecord(workflow.name, id) : null;
       if (record) return this.view(workflow, record);
-      if (wait) this.warnIfUnserved(workflow.name);
+      // Answered but gone already: deleted meanwhile, not unserved.
+      if (wait && !answer) this.warnIfUnserved(workflow.name);
       return pendingInstance(workflow, runner, id, input.value) as WorkflowInstance<W>;
     } catch (e) {
       failSpan(span, e);
