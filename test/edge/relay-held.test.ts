@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { z } from 'zod';
@@ -59,18 +59,7 @@ describe('a relayed event the site cannot store for now', () => {
 
     // The site's streams of 'held' take nothing more for now: full (at most 1 byte, new ones refused).
     nc = await connect({ servers: topo.leaf.url });
-    const jsm: JetStreamManager = await jetstreamManager(nc);
-    const streams: string[] = [];
-    const names = layout(namespace);
-    const ofHeld = new Set(Array.from({ length: 256 }, (_, p) => names.eventStream(held.name, p)));
-    for await (const name of jsm.streams.names()) if (ofHeld.has(name)) streams.push(name);
-    assert.ok(streams.length > 0, 'the events streams of held');
-    const limits = new Map<string, { max_bytes: number; discard: string }>();
-    for (const name of streams) {
-      const { config } = await jsm.streams.info(name);
-      limits.set(name, { max_bytes: config.max_bytes, discard: config.discard });
-      await jsm.streams.update(name, { max_bytes: 1, discard: 'new' } as never);
-    }
+    const restore = await fill(namespace);
 
     cloud = await createClient({ servers: topo.hub.url, namespace, jsDomain: 'edge', relayDomain: 'hub', workflows: [site, held] });
     await cloud.send(held, 'h1', { type: 'ADD', k: 10 });
@@ -84,11 +73,69 @@ describe('a relayed event the site cannot store for now', () => {
     assert.deepEqual((await engine.get(held, 'h1'))!.context.log, [], 'held');
     assert.match(relay.status().lastError ?? '', /maximum bytes|exceeded/i, 'the relay says why it waits');
 
-    for (const [name, was] of limits) await jsm.streams.update(name, was as never);
+    await restore();
     await engine.waitFor(held, 'h1', (s) => s.context.log.length >= 2, { timeoutMs: 20_000 });
     await sleep(1_000);
     assert.deepEqual((await engine.get(held, 'h1'))!.context.log, [10, 20], 'in order once the site takes them');
     assert.deepEqual((await engine.get(site, 's1'))!.context.log, [1, 2], 'still once each');
     await eventually(() => assert.equal(relay.status().lastError, undefined, 'the relay goes on'), 5_000);
   });
+
+  it('keeps what was relayed above the held event when another engine, reading less at a time, takes over', async () => {
+    assert.ok(topo, 'the first case started the hub and the site');
+    const namespace = uniqueNamespace('relayheld2');
+    const options = (relay: EdgeRelay) => ({
+      servers: topo!.leaf.url,
+      namespace,
+      workflows: [site, held],
+      leaseTtlMs: 1_000,
+      duplicateWindowMs: 500,
+      extensions: [relay],
+      logger: memoryLogger(),
+    });
+    const first = await createEngine(options(edgeRelay({ hubDomain: 'hub', idleMs: 50, hubTimeoutMs: 1_000, batch: 64 })));
+    let second: Engine | undefined;
+    const client = await createClient({ servers: topo!.hub.url, namespace, jsDomain: 'edge', relayDomain: 'hub', workflows: [site, held] });
+    try {
+      await first.start(site, { id: 's1', input: { label: 's1' } });
+      await first.start(held, { id: 'h1', input: {} });
+      await first.waitFor(held, 'h1', () => true, { timeoutMs: 10_000 });
+      const restore = await fill(namespace);
+      await client.send(held, 'h1', { type: 'ADD', k: 10 });
+      const ks = Array.from({ length: 20 }, (_, i) => i + 1);
+      for (const k of ks) await client.send(site, 's1', { type: 'ADD', k });
+      await first.waitFor(site, 's1', (s) => s.context.log.length >= 20, { timeoutMs: 20_000 });
+      await first.close();
+
+      second = await createEngine(options(edgeRelay({ hubDomain: 'hub', idleMs: 50, hubTimeoutMs: 1_000, batch: 4, readAhead: 4 })));
+      await sleep(1_500); // s1's events relayed three duplicate windows ago
+      await restore();
+      await second.waitFor(held, 'h1', (s) => s.context.log.length >= 1, { timeoutMs: 20_000 });
+      await sleep(2_000); // four duplicate windows after s1's events were first relayed
+      assert.deepEqual((await second.get(site, 's1'))!.context.log, ks, 'once each');
+      assert.deepEqual((await second.get(held, 'h1'))!.context.log, [10]);
+    } finally {
+      await second?.close();
+      await first.close();
+      await client.close();
+    }
+  });
+
+  /** Makes the site's events streams of 'held' full; returns what gives them their limits back. */
+  async function fill(namespace: string): Promise<() => Promise<void>> {
+    const jsm = await jetstreamManager(nc!);
+    const names = layout(namespace);
+    const ofHeld = new Set(Array.from({ length: 256 }, (_, p) => names.eventStream(held.name, p)));
+    const limits = new Map<string, { max_bytes: number; discard: string }>();
+    for await (const name of jsm.streams.names()) {
+      if (!ofHeld.has(name)) continue;
+      const { config } = await jsm.streams.info(name);
+      limits.set(name, { max_bytes: config.max_bytes, discard: config.discard });
+      await jsm.streams.update(name, { max_bytes: 1, discard: 'new' } as never);
+    }
+    assert.ok(limits.size > 0, 'the events streams of held');
+    return async () => {
+      for (const [name, was] of limits) await jsm.streams.update(name, was as never);
+    };
+  }
 });
