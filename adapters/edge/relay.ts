@@ -272,6 +272,9 @@ class Relay {
     this.renewedAt = now;
     this.seen = undefined;
     await this.loadCheckpoint();
+    // The stream as it is now, not as this engine saw it when it last led (another may have
+    // relayed a stream made anew since).
+    this.streamReady = false;
     return true;
   }
 
@@ -328,7 +331,6 @@ class Relay {
    * written down with the checkpoint (`done`) and not published again however long it fails.
    */
   private async relayBatch(): Promise<number> {
-    this.adoptStream();
     const done = this.cp.done;
     const read: StoredMsg[] = [];
     const relayed = new Set<number>();
@@ -364,8 +366,12 @@ class Relay {
       return 0;
     }
     const held = read.find((m) => !done.has(m.seq) && !relayed.has(m.seq));
-    const seq = held ? held.seq - 1 : read.at(-1)!.seq;
-    const above = held ? read.filter((m) => m.seq > seq && (done.has(m.seq) || relayed.has(m.seq))).map((m) => m.seq) : [];
+    let seq = held ? held.seq - 1 : read.at(-1)!.seq;
+    // Everything relayed above the checkpoint stays written down, also what this batch did not
+    // read (an engine reading less at a time took over); the checkpoint moves over what follows it.
+    const doneNow = new Set([...done, ...relayed].filter((n) => n > seq));
+    while (!held && doneNow.delete(seq + 1)) seq++;
+    const above = [...doneNow].sort((a, b) => a - b);
     if (seq > this.cp.seq || relayed.size > 0) {
       const value = encodeJson({ seq, ...(above.length > 0 ? { done: above } : {}), stream: this.stream.created });
       try {
@@ -374,7 +380,7 @@ class Relay {
         this.cp = { seq, rev, done: new Set(above), stream: this.stream.created };
         // Purged only once the checkpoint covers them.
         const covered = advanced ? read.findLast((m) => m.seq <= seq) : undefined;
-        if (covered) this.toPurge.push({ seq, timeMs: covered.time.getTime() });
+        if (covered) this.toPurge.push({ seq: covered.seq, timeMs: covered.time.getTime() });
       } catch (e) {
         if (isCasConflict(e)) throw new LostLease();
         throw e;
