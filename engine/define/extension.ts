@@ -9,10 +9,22 @@ import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { Logger } from '../logger.js';
 import type { TaskRef } from '../protocol/events.js';
-import type { DeadLetterInput } from '../store/dead-letters.js';
 import type { Telemetry, TraceCarrier } from '../telemetry/telemetry.js';
 
-export type { TaskRef, DeadLetterInput };
+export type { TaskRef };
+
+/** An event copied to the namespace's dead-letter stream, with where it was read and why it was refused. */
+export interface DeadLetterInput {
+  /** The instance the event was addressed to (from its subject), or `_` parts when unknown. */
+  workflow: string;
+  id: string;
+  /** Where it was read: its stream, subject and sequence. */
+  stream: string;
+  subject: string;
+  seq: number;
+  data: Uint8Array;
+  reason: string;
+}
 
 /** Returned by an activity whose outcome an extension delivers later with `completeTask`. */
 export const DEFER: unique symbol = Symbol.for('jetstate.task.defer') as never;

@@ -4,22 +4,11 @@
  * dropped without one.
  */
 import { headers as natsHeaders } from '@nats-io/nats-core';
+import type { DeadLetterInput } from '../define/extension.js';
 import type { Runtime } from './runtime.js';
 
 /** Bytes kept free under the server's max_payload for a dead-letter copy's headers. */
 const HEADROOM = 4_096;
-
-export interface DeadLetterInput {
-  /** The instance the event was addressed to (from its subject), or `_` parts when unknown. */
-  workflow: string;
-  id: string;
-  /** Where it was read: its stream, subject and sequence. */
-  stream: string;
-  subject: string;
-  seq: number;
-  data: Uint8Array;
-  reason: string;
-}
 
 export async function deadLetter(rt: Runtime, d: DeadLetterInput): Promise<void> {
   const h = natsHeaders();
