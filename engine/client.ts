@@ -539,7 +539,7 @@ export class Client implements AsyncDisposable {
     // Running tasks that failed an attempt show how far they got.
     await Promise.all(
       instance.tasks.map(async (t) => {
-        const progress = await readTaskProgress(this.rt, record.workflow, record.id, t.id, record.tasks[t.id]!.token);
+        const progress = await readTaskProgress(this.rt, record, t.id, record.tasks[t.id]!.token);
         if (progress) Object.assign(t, progress);
       }),
     );

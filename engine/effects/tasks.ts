@@ -56,9 +56,12 @@ type TaskMessage = z.infer<typeof TaskMessageSchema>;
 
 const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int(), born: BornSchema });
 
-/** Control-bucket key of a task's progress (attempts, last error). */
-export const taskProgressKey = (workflow: string, id: string, invokeId: string, token: number): string =>
-  `task.${workflow}.${id}.${shortHash(invokeId)}.${token}`;
+/**
+ * Control-bucket key of a task's progress (attempts, last error): of one instance, so an id
+ * deleted and started again (another `born`) starts its tasks afresh.
+ */
+export const taskProgressKey = (instance: { workflow: string; id: string; born?: number | undefined }, invokeId: string, token: number): string =>
+  `task.${instance.workflow}.${instance.id}${instance.born === undefined ? '' : `.${instance.born}`}.${shortHash(invokeId)}.${token}`;
 
 /**
  * A task's progress entry: `started`, the attempt last started from the tasks stream (the count
@@ -80,12 +83,11 @@ const TaskProgressSchema = z
 /** A task's progress for `get()`, or null before its first failed attempt. */
 export async function readTaskProgress(
   rt: Runtime,
-  workflow: string,
-  id: string,
+  instance: { workflow: string; id: string; born?: number | undefined },
   invokeId: string,
   token: number,
 ): Promise<{ attempt: number; lastError: string } | null> {
-  const entry = await rt.control.get(taskProgressKey(workflow, id, invokeId, token)).catch(() => null);
+  const entry = await rt.control.get(taskProgressKey(instance, invokeId, token)).catch(() => null);
   if (!entry || entry.operation !== 'PUT') return null;
   const parsed = TaskProgressSchema.safeParse(decodeJson(entry.value));
   const { attempt, lastError } = parsed.success ? parsed.data : {};
@@ -424,13 +426,10 @@ export class TaskService {
       this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${error.message}); retrying in ${wait} ms`);
       // For get() and the CLI: how far the task got. Best effort.
       await this.rt.control
-        .put(
-          taskProgressKey(task.workflow, task.id, task.invokeId, task.token),
-          encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }),
-        )
+        .put(taskProgressKey(task, task.invokeId, task.token), encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }))
         .catch(() => {});
     } else if ((attempt > 1 || recorded) && (result === 'ok' || result === 'failed' || result === 'deferred')) {
-      await this.rt.control.purge(taskProgressKey(task.workflow, task.id, task.invokeId, task.token)).catch(() => {});
+      await this.rt.control.purge(taskProgressKey(task, task.invokeId, task.token)).catch(() => {});
     }
     if (result !== 'ok' && result !== 'failed') return { result, wait, trace: attemptTrace };
     // An output that returns a secret value under another name (or to an instance whose secrets were
@@ -439,8 +438,23 @@ export class TaskService {
       ? this.rt.security.codec.outputSecrets(record, [task.input], outcome.output).filter((p) => !this.rt.security.codec.pathsFor(record.workflow).includes(p))
       : [];
     const event: TaskResultEvent = outcome.ok
-      ? { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: true, output: outcome.output, ...(secrets.length > 0 ? { secrets } : {}) }
-      : { type: EngineEvent.Task, invokeId: task.invokeId, token: task.token, ok: false, error: { name: outcome.error.name, message: outcome.error.message } };
+      ? {
+          type: EngineEvent.Task,
+          invokeId: task.invokeId,
+          token: task.token,
+          ...bornOf(task),
+          ok: true,
+          output: outcome.output,
+          ...(secrets.length > 0 ? { secrets } : {}),
+        }
+      : {
+          type: EngineEvent.Task,
+          invokeId: task.invokeId,
+          token: task.token,
+          ...bornOf(task),
+          ok: false,
+          error: { name: outcome.error.name, message: outcome.error.message },
+        };
     return { result, wait, trace: attemptTrace, event };
   }
 
@@ -482,7 +496,7 @@ export class TaskService {
     task: TaskMessage,
   ): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> } | { dueInMs: number } | { deferred: true }> {
     const prior = priorAttempts(m);
-    const key = taskProgressKey(task.workflow, task.id, task.invokeId, task.token);
+    const key = taskProgressKey(task, task.invokeId, task.token);
     try {
       const entry = await this.rt.control.get(key);
       const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
@@ -588,7 +602,7 @@ export class TaskService {
           if (r.result === 'deferred' && durable) {
             // Its message in the tasks stream (claimed by this engine) must not run it again.
             await this.rt.control
-              .put(taskProgressKey(task.workflow, task.id, task.invokeId, task.token), encodeJson({ deferred: true }))
+              .put(taskProgressKey(task, task.invokeId, task.token), encodeJson({ deferred: true }))
               .catch((e: Error) =>
                 this.rt.logger.warn(
                   `task ${t.src} of ${record.workflow} ${record.id}: deferred, but not recorded so (${e.message}); the tasks stream may run it again`,
