@@ -322,8 +322,14 @@ export class PartitionWorker {
         onOutcome: (event, tr) => {
           if (this.stopping) {
             // This engine no longer applies the instance's events: the outcome goes to the inbox.
+            // Delivered, it holds the drain no longer; undelivered, the drain times out and the
+            // next owner runs the task again.
             void service
               .deliverOutcome({ workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token }, event, tr)
+              .then(() => {
+                q.holding.delete(held);
+                this.wakeUp();
+              })
               .catch((e: Error) => this.rt.logger.warn(`${this.label}: task outcome of '${key}' not delivered (${e.message}); the task runs again`));
             return;
           }
