@@ -24,7 +24,8 @@ export class PollRate {
   take(): boolean {
     const now = Date.now();
     if (now - this.lastThrottleMs > 10_000 && this.rate < this.maxPerSecond) this.rate = Math.min(this.maxPerSecond, this.rate + 1);
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.lastRefillMs) / 1_000) * this.rate);
+    // The bucket holds at least one call, so a rate below one per second still polls.
+    this.tokens = Math.min(Math.max(1, this.rate), this.tokens + ((now - this.lastRefillMs) / 1_000) * this.rate);
     this.lastRefillMs = now;
     if (this.tokens < 1) return false;
     this.tokens -= 1;
