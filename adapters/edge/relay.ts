@@ -307,14 +307,10 @@ class Relay {
     const info = await this.hubJsm!.streams.info(this.names.relayStream);
     this.duplicateWindowMs = Math.max(0, (info.config.duplicate_window ?? 0) / NS_PER_MS);
     this.stream = { created: info.created, checkedAt: performance.now() };
-    this.adoptStream();
-  }
-
-  private adoptStream(): void {
     const from = this.cp.stream;
-    if (from === undefined || from === this.stream.created || this.stream.created === '') return;
+    if (from === undefined || from === info.created) return;
     this.host.logger.warn(
-      `edge relay of '${this.host.namespace}': the hub's '${this.names.relayStream}' was made anew (created ${this.stream.created}; the checkpoint at sequence ${this.cp.seq} is from the one created ${from}): relaying the new stream from its start`,
+      `edge relay of '${this.host.namespace}': the hub's '${this.names.relayStream}' was made anew (created ${info.created}; the checkpoint at sequence ${this.cp.seq} is from the one created ${from}): relaying the new stream from its start`,
     );
     this.cp = { seq: 0, rev: this.cp.rev, done: new Set() };
     this.toPurge = [];
@@ -486,7 +482,7 @@ class Relay {
       if (isMessageNotFound(e)) return;
       throw e;
     }
-    if (!stored || (stored.subject === subject && sameBytes(stored.data, m.data))) return;
+    if (!stored || (stored.subject === subject && Buffer.compare(stored.data, m.data) === 0)) return;
     await this.refuse(
       m,
       workflow,
@@ -518,10 +514,6 @@ class Relay {
         );
       });
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
 function copyHeaders(h: MsgHdrs | undefined): MsgHdrs | undefined {
