@@ -146,9 +146,15 @@ export function publishCancels(rt: Runtime, instance: InstanceRef, tasks: readon
     rt.nc.publish(rt.names.taskCancelSubject(instance.workflow, instance.id), encodeJson({ invokeId: t.invokeId, token: t.token, ...born }));
 }
 
+/**
+ * A task this engine runs or is about to run. A cancel aborts the attempt's signal and is kept, so
+ * an attempt that starts later (the next one, or one still being prepared) is aborted before it runs.
+ */
 interface Running {
   controller: AbortController;
   done: Promise<void>;
+  settle(): void;
+  cancelled?: CancelledError;
 }
 
 export interface TaskServiceOptions {
@@ -208,7 +214,8 @@ export class TaskService {
         try {
           const c = CancelSchema.parse(decodeJson(msg.data));
           const ref = { workflow: workflow!, id: id!, ...c };
-          this.running.get(taskKey(ref))?.controller.abort(new CancelledError('the invoking state was exited'));
+          const r = this.running.get(taskKey(ref));
+          if (r) r.controller.abort((r.cancelled ??= new CancelledError('the invoking state was exited')));
           for (const l of this.cancelListeners) l(ref);
         } catch {
           // not a cancel message
@@ -263,27 +270,41 @@ export class TaskService {
     if (claimedBy && claimedBy !== this.options.engineId() && this.options.memberLive(claimedBy)) return void m.nak(2_000);
     const notBefore = Number(m.headers?.get(NOT_BEFORE_HEADER) ?? 0) - Date.now();
     if (notBefore > 0) return void m.nak(Math.min(notBefore, 3_600_000));
-    const pending = await this.pending(task);
-    if (pending === 'wait') return void m.nak(1_000);
-    if (pending === 'unreadable') return void m.nak(30_000);
-    if (!pending) return void m.term(); // cancelled, finished, or its write never happened
-    const { def, record } = pending;
-    task.input = pending.input;
-    // An engine without an extension the activity needs leaves it to one that has it.
-    const missing = def.options.requires.filter((x) => !this.extensions.has(x));
-    if (missing.length > 0 && missing.every((x) => this.options.extensionLive?.(x) === true)) return void m.nak(1_000);
     const key = taskKey(task);
     if (this.running.has(key) || this.delivered.has(key)) return void m.nak(1_000); // running here, or its outcome is on its way
-    const controller = new AbortController();
-    let settle!: () => void;
-    const done = new Promise<void>((r) => (settle = r));
-    this.running.set(key, { controller, done });
+    // Tracked before its record is read: a cancel sent after that read still reaches the attempt.
+    const running = this.track(key);
     try {
-      await this.attempt(m, task, def, controller, record);
+      const pending = await this.pending(task);
+      if (pending === 'wait') return void m.nak(1_000);
+      if (pending === 'unreadable') return void m.nak(30_000);
+      if (!pending) return void m.term(); // cancelled, finished, or its write never happened
+      const { def, record } = pending;
+      task.input = pending.input;
+      // An engine without an extension the activity needs leaves it to one that has it.
+      const missing = def.options.requires.filter((x) => !this.extensions.has(x));
+      if (missing.length > 0 && missing.every((x) => this.options.extensionLive?.(x) === true)) return void m.nak(1_000);
+      await this.attempt(m, task, def, running.controller, record);
     } finally {
       this.running.delete(key);
-      settle();
+      running.settle();
     }
+  }
+
+  /** Registers a task about to run here, so a cancel finds it. */
+  private track(key: string): Running {
+    let settle!: () => void;
+    const done = new Promise<void>((r) => (settle = r));
+    const running: Running = { controller: new AbortController(), done, settle };
+    this.running.set(key, running);
+    return running;
+  }
+
+  /** A fresh signal for the task's next attempt, aborted already when the task was cancelled meanwhile. */
+  private static nextAttempt(running: Running): AbortController {
+    running.controller = new AbortController();
+    if (running.cancelled) running.controller.abort(running.cancelled);
+    return running.controller;
   }
 
   /**
@@ -330,6 +351,8 @@ export class TaskService {
     working: () => void,
     recorded = false,
   ): Promise<AttemptResult> {
+    // Cancelled (or the engine closing) while the attempt was prepared: it does not run.
+    if (controller.signal.aborted) return { result: this.stopping ? 'interrupted' : 'cancelled', wait: 0, trace: scheduledBy };
     const { timeoutMs, heartbeatTimeoutMs, retry } = def.options;
     const fail = (why: string): void => controller.abort(new Error(why));
     const cancelTimeout = longTimeout(() => fail(`attempt ${attempt} timed out after ${timeoutMs} ms`), timeoutMs);
@@ -565,10 +588,7 @@ export class TaskService {
     const task: TaskMessage = { workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token, src: t.src, input: t.input };
     if (record.born !== undefined) task.born = record.born;
     const key = taskKey(task);
-    const controller = new AbortController();
-    let settle!: () => void;
-    const done = new Promise<void>((r) => (settle = r));
-    this.running.set(key, { controller, done });
+    const running = this.track(key);
     this.localRunning++;
     let durable: Promise<unknown> | undefined;
     let attempt = 1;
@@ -583,7 +603,7 @@ export class TaskService {
       try {
         // A fresh signal per attempt (a timed-out one is aborted), set before the wait for it: a
         // cancel reaches the attempt under way, or the one waiting to run.
-        let current = controller;
+        let current = running.controller;
         for (; ; attempt++) {
           const r = await this.runAttempt(task, def, attempt, current, record, scheduledBy, () => {});
           if (r.result === 'ok' || r.result === 'failed') {
@@ -621,8 +641,7 @@ export class TaskService {
             return durable ? void out.catch(() => {}) : hooks.onDurable(out);
           }
           const retryAt = Date.now() + r.wait;
-          current = new AbortController();
-          this.running.set(key, { controller: current, done });
+          current = TaskService.nextAttempt(running);
           await sleepUnless(r.wait, current.signal);
           // Its state was left meanwhile, or the engine is closing (the tasks stream takes it over):
           // no further attempt here.
@@ -639,7 +658,7 @@ export class TaskService {
         clearTimeout(hold);
         this.localRunning--;
         this.running.delete(key);
-        settle();
+        running.settle();
       }
     })();
   }
