@@ -145,7 +145,11 @@ describe('trigger', () => {
         ['SUCCEEDED', { doubled: 6 }],
         ['SUCCEEDED', { doubled: 8 }],
       ]);
-      assert.deepEqual((await executions(stateMachineArn)).map((e) => e.name).sort(), ['TRIGGERS-1', 'TRIGGERS-2', 'with-id']);
+      assert.deepEqual((await executions(stateMachineArn)).map((e) => e.name!.replace(/^TRIGGERS-[A-Za-z0-9_]+-/, 'TRIGGERS-<stream>-')).sort(), [
+        'TRIGGERS-<stream>-1',
+        'TRIGGERS-<stream>-2',
+        'with-id',
+      ]);
     } finally {
       await first.stop();
     }
@@ -167,6 +171,56 @@ describe('trigger', () => {
       await replay.stop();
       sub.unsubscribe();
     }
+  });
+
+  it('consumes a stream deleted and made again as a new stream: its messages start new executions, also in a trigger that kept running', async () => {
+    const stateMachineArn = await machine();
+    const jsm = await jetstreamManager(world.nc);
+    const js = jetstream(world.nc);
+    const inbox = createInbox();
+    const replies: TriggerReply[] = [];
+    const sub = world.nc.subscribe(inbox, { callback: (_e, m: Msg) => void replies.push(m.json<TriggerReply>()) });
+    const send = (n: number) => js.publish('anew.double', JSON.stringify({ n, waitSeconds: 0 }), { headers: withHeaders({ [REPLY_TO_HEADER]: inbox }) });
+    await jsm.streams.add({ name: 'ANEW', subjects: ['anew.>'], retention: RetentionPolicy.Limits });
+    await send(5);
+    const options = { connection: world.nc, subject: 'anew.double', stream: 'ANEW', durable: 'anew', stateMachineArn, clients: world.clients() };
+    let trigger = await startTrigger(options);
+    try {
+      await eventually(() => assert.equal(replies.length, 1));
+      assert.match((await executions(stateMachineArn))[0]!.name!, /^ANEW-[A-Za-z0-9_]{1,16}-1$/, 'the name tells which stream of that name');
+      // The stream is deleted and made again under the trigger: its sequences start at 1 again.
+      await jsm.streams.delete('ANEW');
+      await jsm.streams.add({ name: 'ANEW', subjects: ['anew.>'], retention: RetentionPolicy.Limits });
+      await send(5); // the same input at the same sequence: a new request all the same
+      await send(6);
+      await eventually(() => assert.equal(replies.length, 3), 20_000);
+    } finally {
+      await trigger.stop();
+    }
+    // A trigger started on the new stream reads the same messages again: nothing new.
+    await jsm.consumers.delete('ANEW', 'anew');
+    trigger = await startTrigger(options);
+    try {
+      await eventually(() => assert.equal(replies.length, 5), 20_000);
+    } finally {
+      await trigger.stop();
+      sub.unsubscribe();
+    }
+    assert.ok(
+      replies.every((r) => r.status === 'SUCCEEDED'),
+      JSON.stringify(replies),
+    );
+    assert.deepEqual(
+      replies.map((r) => r.output),
+      [{ doubled: 10 }, { doubled: 10 }, { doubled: 12 }, { doubled: 10 }, { doubled: 12 }],
+    );
+    assert.equal(new Set(replies.slice(0, 3).map((r) => r.executionArn)).size, 3, 'three executions for three messages');
+    assert.deepEqual(
+      replies.slice(3).map((r) => r.executionArn),
+      replies.slice(1, 3).map((r) => r.executionArn),
+      'the replay found them',
+    );
+    assert.equal((await executions(stateMachineArn)).length, 3);
   });
 
   it('starts through throttling, backing off', async () => {
