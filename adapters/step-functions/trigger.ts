@@ -3,14 +3,16 @@
  * sender may get its outcome as a reply.
  *
  * Idempotency comes from the execution name, which is the message id: the `Nats-Msg-Id` header,
- * or, for a message consumed from a JetStream stream without one, `<stream>-<seq>`. A redelivered
+ * or, for a message consumed from a JetStream stream without one, `<stream>-<tag>-<seq>`, where the
+ * tag names the stream's creation (and domain), so a stream deleted and made again under the same
+ * name, whose sequences start at 1 again, does not reuse the earlier stream's names. A redelivered
  * or duplicated message asks for the same name; Step Functions then returns the same execution or
  * `ExecutionAlreadyExists`, which the trigger treats as success when the existing execution has the
  * same input. A core NATS message without `Nats-Msg-Id` is refused: without an id nothing can tell
  * a retry from a new request.
  */
 import { DescribeExecutionCommand, StartExecutionCommand, type DescribeExecutionCommandOutput, type SFNClient } from '@aws-sdk/client-sfn';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
@@ -170,7 +172,12 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
   };
 
   /** Reads the input and starts (or finds) the execution; throws Rejected for bad messages. */
-  const start = async (messageId: string, data: Uint8Array, trace: TraceCarrier | undefined): Promise<{ executionArn: string; name: string }> => {
+  const start = async (
+    messageId: string,
+    data: Uint8Array,
+    trace: TraceCarrier | undefined,
+    earlier?: EarlierName,
+  ): Promise<{ executionArn: string; name: string }> => {
     let input: string;
     try {
       input = new TextDecoder('utf-8', { fatal: true }).decode(data).trim() || '{}';
@@ -185,6 +192,10 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       checkPayloadSize(input, `message '${messageId}'`);
     } catch (e) {
       throw new Rejected('jetstate.InputTooLarge', (e as Error).message);
+    }
+    if (earlier) {
+      const found = await startedUnder(earlier, input);
+      if (found) return found;
     }
     const name = executionNameFor(messageId);
     try {
@@ -203,6 +214,24 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       }
       return { executionArn, name };
     }
+  };
+
+  /**
+   * The execution a redelivered stream message started under the name earlier versions gave it
+   * (`<stream>-<seq>`, without the tag): there, started after its stream was made, with its input.
+   */
+  const startedUnder = async (earlier: EarlierName, input: string): Promise<{ executionArn: string; name: string } | undefined> => {
+    const name = executionNameFor(earlier.messageId);
+    const executionArn = `${executionArnPrefix}:${name}`;
+    let existing: DescribeExecutionCommandOutput;
+    try {
+      existing = await client.send(new DescribeExecutionCommand({ executionArn }));
+    } catch (e) {
+      if ((e as Error).name === 'ExecutionDoesNotExist') return undefined;
+      throw e;
+    }
+    const startedAt = existing.startDate?.getTime() ?? 0;
+    return startedAt >= earlier.since && sameInputIgnoringTrace(existing.input ?? '{}', input) ? { executionArn, name } : undefined;
   };
 
   /** Polls DescribeExecution with backoff until the execution ends, `maxWaitMs` passes or the trigger stops. */
@@ -243,6 +272,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     wait: boolean,
     fromStream: boolean,
     trace?: TraceCarrier,
+    earlier?: EarlierName,
   ): Promise<'started' | 'rejected' | 'retry'> => {
     if (!id) {
       stats.rejected++;
@@ -254,7 +284,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     }
     let executionArn: string;
     try {
-      ({ executionArn } = await start(id, data, trace));
+      ({ executionArn } = await start(id, data, trace, earlier));
     } catch (e) {
       if (e instanceof Rejected) {
         stats.rejected++;
@@ -309,29 +339,42 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     const stream = o.stream;
     const durable = o.durable!;
     const jsm = await jetstreamManager(nc, inDomain(o.domain));
-    try {
-      await jsm.consumers.info(stream, durable);
-    } catch (e) {
-      if (!/not found/i.test((e as Error).message)) throw e;
-      await jsm.consumers.add(stream, {
-        durable_name: durable,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        filter_subject: o.subject,
-        max_deliver: -1,
-        ack_wait: 60_000 * NS_PER_MS,
-      });
-    }
-    const consumer = await jetstream(nc, inDomain(o.domain)).consumers.get(stream, durable);
+    const js = jetstream(nc, inDomain(o.domain));
+    /** The durable consumer (made when missing) and the stream it reads: its tag and creation time. */
+    const open = async (): Promise<Reader> => {
+      for (;;) {
+        const created = (await jsm.streams.info(stream)).created;
+        try {
+          await jsm.consumers.info(stream, durable);
+        } catch (e) {
+          if (!/not found/i.test((e as Error).message)) throw e;
+          await jsm.consumers.add(stream, {
+            durable_name: durable,
+            ack_policy: AckPolicy.Explicit,
+            deliver_policy: DeliverPolicy.All,
+            filter_subject: o.subject,
+            max_deliver: -1,
+            ack_wait: 60_000 * NS_PER_MS,
+          });
+        }
+        // The stream made anew meanwhile: the consumer may belong to the new one.
+        if ((await jsm.streams.info(stream)).created !== created) continue;
+        return { consumer: await js.consumers.get(stream, durable), tag: streamTag(o.domain, created), since: Date.parse(created) };
+      }
+    };
+    let reader = await open();
     let running = 0;
     let freed: (() => void) | undefined;
     // Acknowledged once the execution is started: a crash before that redelivers the message, and
     // its id gives the same execution name.
-    const onMessage = async (m: JsMsg): Promise<void> => {
+    const onMessage = async (m: JsMsg, { tag, since }: Reader): Promise<void> => {
       running++;
       try {
-        const id = m.headers?.get('Nats-Msg-Id') || `${stream}-${m.seq}`;
-        const r = await handle(id, m.data, m.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(m.headers), true, carrierFromHeaders(m.headers));
+        const given = m.headers?.get('Nats-Msg-Id');
+        const id = given || `${stream}-${tag}-${m.seq}`;
+        // A redelivery may have started its execution under the name an earlier version gave it.
+        const earlier = !given && m.info.redelivered ? { messageId: `${stream}-${m.seq}`, since } : undefined;
+        const r = await handle(id, m.data, m.headers?.get(REPLY_TO_HEADER) || undefined, wantsWait(m.headers), true, carrierFromHeaders(m.headers), earlier);
         if (r === 'retry') m.nak(backoffDelayMs(m.info.deliveryCount, 1_000, 60_000));
         else if (r === 'rejected') m.term();
         else m.ack();
@@ -348,15 +391,27 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
           continue;
         }
         try {
-          batch = await consumer.fetch({ max_messages: o.concurrency - running, expires: 5_000 });
+          const current = reader;
+          batch = await current.consumer.fetch({ max_messages: o.concurrency - running, expires: 5_000 });
           if (stopping.signal.aborted) batch.stop();
-          for await (const m of batch) track(onMessage(m));
+          for await (const m of batch) track(onMessage(m, current));
           failures = 0;
         } catch (e) {
           if (stopping.signal.aborted) return;
           const wait = backoffDelayMs(++failures, 200, 5_000);
           logger.warn(`trigger '${o.subject}': reading ${stream} failed (${(e as Error).message}); retrying in ${wait} ms`);
           await sleep(wait, stopping.signal);
+          // The consumer (or its stream) may be gone: made again, on the stream as it is now.
+          try {
+            const next = await open();
+            if (next.tag !== reader.tag)
+              logger.warn(
+                `trigger '${o.subject}': stream ${stream} was made anew (created ${new Date(next.since).toISOString()}); its messages start executions named ${stream}-${next.tag}-<seq>`,
+              );
+            reader = next;
+          } catch (e2) {
+            logger.warn(`trigger '${o.subject}': opening ${stream} for durable '${durable}' failed (${(e2 as Error).message})`);
+          }
         }
       }
     })();
@@ -379,4 +434,26 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** A stream's durable consumer as the trigger reads it, with the tag and creation time of that stream. */
+interface Reader {
+  consumer: Consumer;
+  tag: string;
+  since: number;
+}
+
+/** The id a stream message without `Nats-Msg-Id` had in earlier versions, and when its stream was made. */
+interface EarlierName {
+  messageId: string;
+  since: number;
+}
+
+/** Eight name-safe characters for one stream's creation (in one domain): the stream named apart from one made again later. */
+function streamTag(domain: string | undefined, created: string): string {
+  return createHash('sha256')
+    .update(`${domain ?? ''}\n${created}`)
+    .digest('base64url')
+    .replace(/[^A-Za-z0-9_]/g, '_')
+    .slice(0, 8);
 }

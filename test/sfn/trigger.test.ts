@@ -1,8 +1,8 @@
 /** The trigger end to end: NATS messages start executions idempotently and get their outcome as a reply. */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { DescribeExecutionCommand, ListExecutionsCommand } from '@aws-sdk/client-sfn';
-import { RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { DescribeExecutionCommand, ListExecutionsCommand, StartExecutionCommand } from '@aws-sdk/client-sfn';
+import { AckPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, headers, type Msg } from '@nats-io/transport-node';
 import { REPLY_TO_HEADER, WAIT_HEADER, startTrigger, type TriggerReply } from '../../adapters/step-functions/trigger.js';
 import { MAX_PAYLOAD_BYTES } from '../../adapters/step-functions/payload.js';
@@ -221,6 +221,40 @@ describe('trigger', () => {
       'the replay found them',
     );
     assert.equal((await executions(stateMachineArn)).length, 3);
+  });
+
+  it('finds the execution a redelivered stream message started under the name of earlier versions (<stream>-<seq>)', async () => {
+    const stateMachineArn = await machine();
+    const jsm = await jetstreamManager(world.nc);
+    const js = jetstream(world.nc);
+    await jsm.streams.add({ name: 'OLDNAMES', subjects: ['oldnames.>'], retention: RetentionPolicy.Limits });
+    await jsm.consumers.add('OLDNAMES', { durable_name: 'old', ack_policy: AckPolicy.Explicit, filter_subject: 'oldnames.double' });
+    const input = JSON.stringify({ n: 7, waitSeconds: 0 });
+    await js.publish('oldnames.double', input);
+    // An earlier version took the message, started its execution, and stopped before acknowledging it.
+    const taken = await (await js.consumers.get('OLDNAMES', 'old')).next({ expires: 5_000 });
+    assert.ok(taken);
+    await world.client().send(new StartExecutionCommand({ stateMachineArn, name: 'OLDNAMES-1', input }));
+    taken.nak();
+    const trigger = await startTrigger({
+      connection: world.nc,
+      subject: 'oldnames.double',
+      stream: 'OLDNAMES',
+      durable: 'old',
+      stateMachineArn,
+      clients: world.clients(),
+    });
+    try {
+      await eventually(async () => assert.equal((await jsm.consumers.info('OLDNAMES', 'old')).num_ack_pending, 0));
+      assert.equal(trigger.stats.started, 1);
+      assert.deepEqual(
+        (await executions(stateMachineArn)).map((e) => e.name),
+        ['OLDNAMES-1'],
+        'no second execution',
+      );
+    } finally {
+      await trigger.stop();
+    }
   });
 
   it('starts through throttling, backing off', async () => {
