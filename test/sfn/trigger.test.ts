@@ -1,7 +1,7 @@
 /** The trigger end to end: NATS messages start executions idempotently and get their outcome as a reply. */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { DescribeExecutionCommand, ListExecutionsCommand, StartExecutionCommand } from '@aws-sdk/client-sfn';
+import { DescribeExecutionCommand, ListExecutionsCommand, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import { AckPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, headers, type Msg } from '@nats-io/transport-node';
 import { REPLY_TO_HEADER, WAIT_HEADER, startTrigger, type TriggerReply } from '../../adapters/step-functions/trigger.js';
@@ -254,6 +254,36 @@ describe('trigger', () => {
       );
     } finally {
       await trigger.stop();
+    }
+  });
+
+  it('finds an existing execution of a state machine named by an alias or version ARN', async () => {
+    const stateMachineArn = await machine();
+    const real = world.client();
+    for (const qualified of [`${stateMachineArn}:live`, `${stateMachineArn}:3`]) {
+      // As AWS does: a start through an alias or version runs the state machine, and the
+      // execution's ARN names the state machine alone (the local endpoint has no aliases).
+      const client = {
+        send: (command: { input: { stateMachineArn?: string } }) => {
+          if (command instanceof StartExecutionCommand && command.input.stateMachineArn === qualified)
+            return real.send(new StartExecutionCommand({ ...command.input, stateMachineArn }));
+          return real.send(command as StartExecutionCommand);
+        },
+      } as unknown as SFNClient;
+      const subject = `orders.qualified.${qualified.endsWith('live') ? 'alias' : 'version'}`;
+      const trigger = await startTrigger({ connection: world.nc, subject, stateMachineArn: qualified, client });
+      try {
+        const input = JSON.stringify({ n: 1, waitSeconds: 0 });
+        const id = `q-${qualified.endsWith('live') ? 'alias' : 'version'}`;
+        const first = await ask(subject, input, { 'Nats-Msg-Id': id });
+        assert.equal(first.status, 'SUCCEEDED');
+        // Its retry: Step Functions says it exists, and the trigger describes it under the right ARN.
+        const again = await ask(subject, input, { 'Nats-Msg-Id': id });
+        assert.deepEqual(again, first);
+        assert.equal(again.executionArn, `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${id}`);
+      } finally {
+        await trigger.stop();
+      }
     }
   });
 
