@@ -45,7 +45,7 @@ export function executionName(ref: TaskRef, options: ExecutionNameOptions): stri
   return `${prefix}-${readable.slice(0, Math.max(0, room))}-${ref.token}-${hash}`;
 }
 
-/** The ARN an execution of `stateMachineArn` named `name` has. */
+/** The ARN an execution of `stateMachineArn` named `name` has (an alias or version qualifier is not part of it). */
 export function executionArnOf(stateMachineArn: string, name: string): string {
   const [arn, partition, , region, account, , machine] = stateMachineArn.split(':');
   return `${arn}:${partition}:states:${region}:${account}:execution:${machine}:${name}`;

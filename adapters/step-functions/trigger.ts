@@ -22,6 +22,7 @@ import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctio
 import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
 import { backoffDelayMs, sleep } from './task-answer.js';
 import { JetStreamDomainSchema, inDomain } from './domain.js';
+import { executionArnOf } from './execution-names.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 /** Where to reply when the message has no reply subject (always the case for JetStream messages). */
@@ -159,7 +160,6 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
   const stats: TriggerStats = { started: 0, rejected: 0 };
   const stopping = new AbortController();
   const inFlight = new Set<Promise<void>>();
-  const executionArnPrefix = o.stateMachineArn.replace(':stateMachine:', ':execution:');
   const encode = (r: TriggerReply): string => JSON.stringify(r);
 
   const reply = (to: string | undefined, r: TriggerReply): void => {
@@ -203,7 +203,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
       return { executionArn: started.executionArn!, name };
     } catch (e) {
       if ((e as Error).name !== 'ExecutionAlreadyExists') throw e;
-      const executionArn = `${executionArnPrefix}:${name}`;
+      const executionArn = executionArnOf(o.stateMachineArn, name);
       const existing = await client.send(new DescribeExecutionCommand({ executionArn }));
       // A retry may carry another trace context: compare without it.
       if (!sameInputIgnoringTrace(existing.input ?? '{}', input)) {
@@ -222,7 +222,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
    */
   const startedUnder = async (earlier: EarlierName, input: string): Promise<{ executionArn: string; name: string } | undefined> => {
     const name = executionNameFor(earlier.messageId);
-    const executionArn = `${executionArnPrefix}:${name}`;
+    const executionArn = executionArnOf(o.stateMachineArn, name);
     let existing: DescribeExecutionCommandOutput;
     try {
       existing = await client.send(new DescribeExecutionCommand({ executionArn }));
