@@ -10,6 +10,7 @@ import { CreateStateMachineCommand, DescribeExecutionCommand, ListExecutionsComm
 import { createEngine, type Engine, type WorkflowDefinition } from '../../engine/index.js';
 import { startLocalStepFunctions, type LocalStepFunctions } from '../../adapters/testing/index.js';
 import { stepFunctions } from '../../adapters/step-functions/execution.js';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 import { stageWorkflow } from './stage-workflow.js';
 import { ROLE, TEST_CREDENTIALS, asl, sfnClient } from './sfn-local-helpers.js';
@@ -124,4 +125,46 @@ describe('cancel while the execution is being started', () => {
       assert.deepEqual(running, [], `${running.length} of ${ids.length} executions still run after their instance was cancelled`);
     });
   }
+
+  it('a CANCEL while an execution found existing is being adopted (its DescribeExecution unanswered) stops it', async () => {
+    const namespace = uniqueNamespace('sfncanceladopt');
+    // Each attempt has its own trace context in the input: a second attempt's start finds the
+    // first attempt's execution running with another input (ExecutionAlreadyExists), and adopts it.
+    const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(new InMemorySpanExporter())] });
+    const wf = stageWorkflow('adopted', stateMachineArn, {
+      pollIntervalMs: 100,
+      maxPollIntervalMs: 400,
+      startTimeoutMs: 300,
+      reachIntervalMs: 100,
+      maxReachIntervalMs: 200,
+      retry: { initialIntervalMs: 100, maxIntervalMs: 200 },
+    });
+    const engine = await createEngine({
+      servers: nats.url,
+      namespace,
+      workflows: [wf],
+      telemetry: { tracerProvider },
+      extensions: [stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxAttempts: 1, maxRequestsPerSecond: 200 })],
+    });
+    const id = 'adopted-1';
+    try {
+      local.resetStats();
+      // Attempt 1: its start runs at once and answers late (unanswered), and its second try is throttled.
+      local.delay({ ms: 2_000, actions: ['StartExecution'] });
+      await engine.start(wf, { id, input: { orderId: id } });
+      await eventually(() => assert.ok((local.stats().byAction['StartExecution'] ?? 0) >= 1));
+      local.throttle({ count: 1, actions: ['StartExecution'] });
+      // Attempt 2: ExecutionAlreadyExists, then DescribeExecution answers only after the CANCEL.
+      local.delay({ ms: 3_000, count: 4, actions: ['DescribeExecution'] });
+      await eventually(() => assert.ok((local.stats().byAction['DescribeExecution'] ?? 0) >= 1), 10_000);
+      await engine.send(wf, id, { type: 'CANCEL' });
+      assert.equal((await engine.waitFor(wf, id, (i) => i.status !== 'running', { timeoutMs: 10_000 })).value, 'cancelled');
+      const running = await stillRunning([id]);
+      assert.deepEqual(running, [], 'the execution the second attempt found runs on after its instance was cancelled');
+      const [x] = await executionsOf(id);
+      assert.equal(x?.status, 'ABORTED');
+    } finally {
+      await engine.close();
+    }
+  });
 });
