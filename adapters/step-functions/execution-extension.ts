@@ -261,6 +261,13 @@ export class StepFunctionsExtension implements EngineExtension {
       ...(ctx.trace ? { trace: ctx.trace } : {}),
       ...(reach ? { reach } : {}),
     });
+    // The state was left while a start or an adoption was under way: the execution this invocation's
+    // name may have is recorded as pending, so the engine that owns the instance stops it (its poll
+    // finds the task gone), trying until AWS answers, also once this engine has stopped; one that
+    // never started is fine to stop.
+    const stopIfLeft = async (): Promise<void> => {
+      if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record({ ...pendingOf(predictable.executionArn), stop: true });
+    };
     let executionArn: string;
     try {
       // Not aborted with the attempt: a request cut short may still have started the execution,
@@ -276,9 +283,15 @@ export class StepFunctionsExtension implements EngineExtension {
       const err = e as Error;
       if (err.name === 'ExecutionAlreadyExists') {
         executionArn = predictable.executionArn;
-        const existing = await this.send(stage, 'DescribeExecution', (abortSignal) =>
-          client.send(new DescribeExecutionCommand({ executionArn }), { abortSignal: abortSignal as never }),
-        );
+        let existing;
+        try {
+          existing = await this.send(stage, 'DescribeExecution', (abortSignal) =>
+            client.send(new DescribeExecutionCommand({ executionArn }), { abortSignal: abortSignal as never }),
+          );
+        } catch (e2) {
+          await stopIfLeft();
+          throw e2;
+        }
         if (existing === CLOSING) return CLOSING;
         // The trace context differs between attempts (each has its own span): compare without it.
         if (!sameInputIgnoringTrace(existing.input, json)) {
@@ -297,11 +310,8 @@ export class StepFunctionsExtension implements EngineExtension {
           'ValidationException',
           'AccessDeniedException',
         ].includes(err.name);
-        // The state was left while the start was in flight, and the start failed otherwise: it may
-        // still have reached AWS. The execution it would have started is recorded as pending, so
-        // the engine that owns the instance stops it (its poll finds the task gone), trying until
-        // AWS answers, also once this engine has stopped; one that never started is fine to stop.
-        if (!refused && ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record({ ...pendingOf(predictable.executionArn), stop: true });
+        // The start failed otherwise: it may still have reached AWS.
+        if (!refused) await stopIfLeft();
         if (refused) throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
         throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }
