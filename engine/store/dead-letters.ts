@@ -3,6 +3,7 @@
  * reason, for operators to see and replay (`jetstate deadletters`). Nothing the engine reads is
  * dropped without one.
  */
+import { createHash } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import type { DeadLetterInput } from '../define/extension.js';
 import type { Runtime } from './runtime.js';
@@ -25,5 +26,15 @@ export async function deadLetter(rt: Runtime, d: DeadLetterInput): Promise<void>
     data = data.subarray(0, Math.max(0, room));
   }
   const safe = (s: string): string => (/^[A-Za-z0-9_-]{1,128}$/.test(s) ? s : '_');
-  await rt.js.publish(rt.names.deadLetterSubject(safe(d.workflow), safe(d.id)), data, { msgID: `dlq.${d.stream}.${d.seq}`, headers: h });
+  await rt.js.publish(rt.names.deadLetterSubject(safe(d.workflow), safe(d.id)), data, { msgID: deadLetterId(d), headers: h });
+}
+
+/**
+ * The dead letter's message id: its stream and sequence, and a digest of the event's subject and
+ * bytes. The same event dead-lettered again (a retry) is stored once; another event at that
+ * sequence (its stream deleted and made again, whose sequences start at 1) is stored too.
+ */
+function deadLetterId(d: DeadLetterInput): string {
+  const digest = createHash('sha256').update(d.subject).update('\0').update(d.data).digest('base64url').slice(0, 16);
+  return `dlq.${d.stream}.${d.seq}.${digest}`;
 }
