@@ -400,7 +400,7 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
           if (stopping.signal.aborted) return;
           const wait = backoffDelayMs(++failures, 200, 5_000);
           logger.warn(`trigger '${o.subject}': reading ${stream} failed (${(e as Error).message}); retrying in ${wait} ms`);
-          await sleep(wait, stopping.signal);
+          if ((await sleep(wait, stopping.signal)) === 'aborted') return;
           // The consumer (or its stream) may be gone: made again, on the stream as it is now.
           try {
             const next = await open();
