@@ -254,6 +254,74 @@ describe('callback tasks', () => {
     }
   });
 
+  it('gives each concurrent Map iteration its own idempotency key, kept over its retry', async () => {
+    // Items 0-3 run at once; each is answered too late the first time, so every iteration retries.
+    const byItem = new Map<number, string[]>();
+    const sub = world.nc.subscribe('svc.each', {
+      callback: (_err, msg: Msg) => {
+        const { item } = msg.json<{ item: number }>();
+        const keys = byItem.get(item) ?? [];
+        byItem.set(item, keys);
+        keys.push(msg.headers?.get('Jetstate-Idempotency-Key') ?? '');
+        const reply = (): boolean => msg.respond(JSON.stringify({ item }));
+        if (keys.length === 1) setTimeout(reply, 1_000);
+        else reply();
+      },
+    });
+    const server = await serveCallbackTasks({
+      connection: world.nc,
+      stream: STREAM,
+      subject: 'sfn.tokens.each',
+      durable: 'each',
+      clients: world.clients(),
+      handler: natsServiceHandler({ connection: world.nc, subject: 'svc.each', timeoutMs: 300 }),
+    });
+    try {
+      const machine = {
+        StartAt: 'Each',
+        States: {
+          Each: {
+            Type: 'Map',
+            ItemsPath: '$.items',
+            MaxConcurrency: 4,
+            ItemSelector: { 'item.$': '$$.Map.Item.Value' },
+            ItemProcessor: {
+              StartAt: 'Charge',
+              States: {
+                Charge: {
+                  Type: 'Task',
+                  Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
+                  Parameters: {
+                    FunctionName: 'forward',
+                    Payload: { route: 'each', 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' },
+                  },
+                  TimeoutSeconds: 30,
+                  Retry: [{ ErrorEquals: ['jetstate.ServiceTimeout'], IntervalSeconds: 1, MaxAttempts: 2 }],
+                  End: true,
+                },
+              },
+            },
+            End: true,
+          },
+        },
+      };
+      const arn = await world.createStateMachine('cb-each', machine);
+      const items = [0, 1, 2, 3];
+      const { executionArn } = await world.client().send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify({ items }) }));
+      assert.equal((await world.waitForEnd(executionArn!, 30_000)).status, 'SUCCEEDED');
+      for (const i of items) {
+        const keys = byItem.get(i) ?? [];
+        assert.equal(keys.length, 2, `item ${i} was sent twice`);
+        assert.ok(keys[0] !== '' && keys[0] === keys[1], `item ${i} carried one key over its retry: ${keys.join(', ')}`);
+      }
+      const firstKeys = items.map((i) => byItem.get(i)![0]);
+      assert.equal(new Set(firstKeys).size, items.length, `each iteration has its own key: ${firstKeys.join(', ')}`);
+    } finally {
+      await server.stop();
+      sub.unsubscribe();
+    }
+  });
+
   it('fails the task, without running the handler, when the named execution does not show the token', async () => {
     let ran = 0;
     const server = await serveCallbackTasks({
