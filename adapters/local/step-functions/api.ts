@@ -409,7 +409,15 @@ export class SfnLocalService {
 
   private history(req: z.infer<typeof schemas.GetExecutionHistory>): unknown {
     const e = this.execution(req.executionArn);
-    const ordered = orderedHistory(e.history).map((h, i) => ({ timestamp: h.timestampMs / 1000, type: h.type, id: i + 1, previousEventId: i, ...h.details }));
+    // Each event follows the one before it in its own run (an iteration or branch), as in AWS, so a
+    // task's events lead back to its state's entry past other iterations' events.
+    const lastOfRun = new Map<number, number>();
+    const ordered = orderedHistory(e.history).map((h, i) => {
+      const id = i + 1;
+      const previousEventId = (h.run !== undefined ? lastOfRun.get(h.run) : undefined) ?? i;
+      if (h.run !== undefined) lastOfRun.set(h.run, id);
+      return { timestamp: h.timestampMs / 1000, type: h.type, id, previousEventId, ...h.details };
+    });
     if (req.reverseOrder) ordered.reverse();
     const { page, nextToken } = paginate(ordered, req.maxResults, req.nextToken, `history:${e.executionArn}:${req.reverseOrder ? 'r' : 'f'}`);
     return { events: page, nextToken };

@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import type { Scope } from './arns.js';
 import type { PreparedDefinition, TaskStateInfo } from './definition.js';
 import type { ExecutionSnapshot, ExecutionStatus } from './events.js';
-import { ExecutionAbortedError, ExecutionError, ExecutionTimeoutError, StateMachine } from './interpreter.js';
+import { ExecutionAbortedError, ExecutionError, ExecutionTimeoutError, StateMachine, currentRun } from './interpreter.js';
 import { newTaskToken, type TaskBoard, type TaskOutcome } from './tasks.js';
 
 /** The most AWS passes between states, and takes as execution input or task output. */
@@ -55,6 +55,8 @@ export interface HistoryItem {
   type: string;
   stateName?: string | undefined;
   details?: Record<string, unknown> | undefined;
+  /** The interpreter run (the execution, a Map iteration, a Parallel branch) it belongs to; see interpreter.ts. */
+  run?: number | undefined;
 }
 
 /**
@@ -67,7 +69,7 @@ export function orderedHistory(items: HistoryItem[]): HistoryItem[] {
   const key = (h: HistoryItem): [number, number] => {
     if (h.source === 'execution') return h.type === 'ExecutionStarted' ? [Number.NEGATIVE_INFINITY, 0] : [Number.POSITIVE_INFINITY, h.seq];
     if (h.source === 'state') return [h.timestampMs, h.seq];
-    const entered = states.filter((s) => s.stateName === h.stateName && s.type.endsWith('Entered') && s.timestampMs <= h.timestampMs).at(-1);
+    const entered = states.filter((s) => s.stateName === h.stateName && s.run === h.run && s.type.endsWith('Entered') && s.timestampMs <= h.timestampMs).at(-1);
     return [h.timestampMs, entered ? entered.seq + 0.5 + h.seq / 1e9 : Number.MAX_SAFE_INTEGER];
   };
   const keyed = items.map((h) => ({ h, k: key(h) }));
@@ -197,8 +199,9 @@ export function runExecution(
   const minted = new Set<string>();
   let seq = record.history.length;
   const add = (item: Omit<HistoryItem, 'seq'>): void => void record.history.push({ ...item, seq: seq++ });
-  const push = (stateName: string, type: string, details?: Record<string, unknown>): void => {
-    if (record.status === 'RUNNING') add({ timestampMs: Date.now(), source: 'task', stateName, type, details });
+  // A task's events belong to the run that called its handler (`run` given where a callback comes from elsewhere).
+  const push = (stateName: string, type: string, details?: Record<string, unknown>, run = currentRun()): void => {
+    if (record.status === 'RUNNING') add({ timestampMs: Date.now(), source: 'task', stateName, type, details, run });
   };
 
   function finish(status: Exclude<ExecutionStatus, 'RUNNING'>, fields: { output?: string; error?: string | undefined; cause?: string | undefined }): void {
@@ -257,6 +260,7 @@ export function runExecution(
       }
       const token = newTaskToken();
       const inputJson = JSON.stringify(input ?? null);
+      const run = currentRun();
       push(info.name, 'ActivityScheduled', {
         activityScheduledEventDetails: {
           resource: info.resource,
@@ -272,7 +276,7 @@ export function runExecution(
         input: inputJson,
         heartbeatSeconds: info.heartbeatSeconds,
         timeoutSeconds: info.timeoutSeconds,
-        onStarted: (workerName) => push(info.name, 'ActivityStarted', { activityStartedEventDetails: { workerName } }),
+        onStarted: (workerName) => push(info.name, 'ActivityStarted', { activityStartedEventDetails: { workerName } }, run),
       });
       return outcomeOf(info.name, outcome, { succeeded: 'ActivitySucceeded', failed: 'ActivityFailed', timedOut: 'ActivityTimedOut', key: 'activity' });
     }
@@ -388,10 +392,11 @@ export function runExecution(
           state?: { name: string; type: string; input: unknown; output?: unknown };
           index?: number;
           parentState?: { name: string };
+          jetstateRun?: number;
         };
         if (record.stopDate && e.timestamp > record.stopDate.getTime()) continue;
         const state = (stateName: string, type: string, details: Record<string, unknown>): void =>
-          add({ timestampMs: e.timestamp, source: 'state', stateName, type, details });
+          add({ timestampMs: e.timestamp, source: 'state', stateName, type, details, run: e.jetstateRun });
         if (e.type === 'StateEntered' && e.state) {
           const type = `${STATE_EVENT_PREFIX[e.state.type] ?? 'State'}Entered`;
           state(e.state.name, type, { stateEnteredEventDetails: { name: e.state.name, input: JSON.stringify(e.state.input ?? null) } });
