@@ -10,8 +10,8 @@
  * record's `lastSeq` were applied before (a redelivery) and are skipped: that is what makes the
  * state effect exactly-once.
  */
-import { canonicalJson, decodeJson, digest } from '../protocol/json.js';
-import { EngineEvent, isStart, parentToken, type ParentRef } from '../protocol/events.js';
+import { canonicalJson, decodeJson, digest, encodeJson } from '../protocol/json.js';
+import { EngineEvent, isChildResult, isStart, isTaskResult, parentToken, type ActorOutcomeEvent, type ParentRef } from '../protocol/events.js';
 import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { NotYetError } from '../errors.js';
 import type { Runtime } from '../store/runtime.js';
@@ -410,13 +410,32 @@ async function applyTo(
     if (j < 0) j = events.findLastIndex((ev) => ev.rejected === undefined);
     if (j < 0) break;
     const over = events[j]!;
-    events[j] = {
-      seq: over.seq,
-      timeMs: over.timeMs,
-      event: over.event,
-      identity: over.identity,
-      rejected: `[limit.snapshot_size] applying it would make the record about ${size} bytes, over the limit of ${limits.maxSnapshotBytes}; keep large data outside the context`,
-    };
+    const outcome = over.rejected === undefined && (isTaskResult(over.event) || isChildResult(over.event)) ? over.event : undefined;
+    // An invoke's result that cannot be kept is its error (the instance would wait for ever for a
+    // rejected one); anything else is rejected. A local task outcome keeps `force` (sequence 0).
+    const failed: ActorOutcomeEvent | undefined = outcome?.ok
+      ? {
+          type: outcome.type,
+          invokeId: outcome.invokeId,
+          token: outcome.token,
+          ...(outcome.born !== undefined ? { born: outcome.born } : {}),
+          ok: false,
+          error: {
+            name: 'TerminalError',
+            message: `[limit.snapshot_size] the result of '${outcome.invokeId}' would make the record about ${size} bytes, over this workflow's maxSnapshotBytes limit of ${limits.maxSnapshotBytes}; keep large data outside the context (store it elsewhere and keep a reference)`,
+          },
+        }
+      : undefined;
+    events[j] = failed
+      ? { ...over, event: failed }
+      : {
+          seq: over.seq,
+          timeMs: over.timeMs,
+          event: over.event,
+          identity: over.identity,
+          ...(over.force ? { force: true } : {}),
+          rejected: `[limit.snapshot_size] applying it would make the record about ${size} bytes, over the limit of ${limits.maxSnapshotBytes}; keep large data outside the context`,
+        };
     result = step(events);
     stored = result.changed ? ctx.store.encode(result.record) : undefined;
   }
@@ -522,8 +541,10 @@ async function deadLetters(ctx: ApplyContext, workflow: string, id: string, batc
   await Promise.all(
     rejected.map((r) => {
       const e = batch.find((p) => p.seq === r.seq);
-      return e
-        ? deadLetter(ctx.rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data: e.data, reason: r.reason ?? 'rejected' })
+      // A task outcome from this process was never in the stream: its event is copied as it is.
+      const data = e?.local ? encodeJson(e.local.event) : e?.data;
+      return e && data
+        ? deadLetter(ctx.rt, { workflow, id, stream: ctx.stream, subject: e.subject, seq: e.seq, data, reason: r.reason ?? 'rejected' })
         : undefined;
     }),
   );
