@@ -236,6 +236,19 @@ async function createFromStart(
     }
     return `workflow '${workflow}' instance '${id}': its start asks for version ${version}, which is not registered in this engine; register it, or run an engine that has it. The start waits in the stream.`;
   }
+  // A start for an older version: its sender must pass the newest version's start rules too, or
+  // an older version's weaker rules would let anyone the newest refuses create (and drive) an instance.
+  const newest = rt.registry.latest(workflow);
+  if (newest && newest.def.version !== found.def.version) {
+    const judged = await gate(ctx, newest.def, id, e, attempt, true);
+    if (judged.rejected !== undefined) {
+      const reason = `${judged.rejected} (a start for version ${found.def.version}, judged by the newest version ${newest.def.version}'s rules too)`;
+      await refuse(ctx, workflow, id, e, reason, 'rejected', judged.event);
+      await tellParentOfRefusal(ctx, workflow, id, e, reason);
+      if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason } });
+      return null;
+    }
+  }
   const gated = await gate(ctx, found.def, id, e, attempt);
   if (gated.rejected !== undefined || !gated.start) {
     await refuse(ctx, workflow, id, e, gated.rejected ?? 'not a start', 'rejected', gated.event);
