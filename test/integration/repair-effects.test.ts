@@ -110,4 +110,32 @@ describe('a write whose effects were cut short', () => {
       await engine.close();
     }
   });
+
+  it('the write of an in-process task outcome that lands but whose acknowledgement is lost is repaired when retried', async () => {
+    const namespace = uniqueNamespace('repairlost');
+    const options = { servers: suite.nats.url, namespace, workflows: [cooler], logger: memoryLogger() };
+    const engine = await createEngine(options);
+    // The record write of the outcome (revision 2) is stored, and then its answer is lost (a
+    // timeout): whether it landed is unknown to the engine, which retries the batch.
+    const records = (engine as unknown as { rt: { records: { update(key: string, value: Uint8Array, revision: number): Promise<number> } } }).rt.records;
+    const update = records.update.bind(records);
+    let lost = false;
+    records.update = async (key, value, revision) => {
+      const seq = await update(key, value, revision);
+      if (key === 'cooler.c1' && !lost) {
+        lost = true;
+        throw Object.assign(new Error('timeout'), { name: 'TimeoutError' });
+      }
+      return seq;
+    };
+    const client = await createClient(options);
+    try {
+      await client.start(cooler, { id: 'c1', input: {} });
+      await client.waitFor(cooler, 'c1', (i) => i.status === 'done', { timeoutMs: 10_000 });
+      assert.equal(lost, true, "the outcome write's answer was lost");
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
 });
