@@ -154,7 +154,16 @@ export class Committer {
     acts: Acts,
   ): Promise<LoadedInstance> {
     this.hooks.beforeStateWrite?.(key, record.revision);
-    const written = await this.store.write(key, prev, record, snapshot, bytes);
+    let written: LoadedInstance;
+    try {
+      written = await this.store.write(key, prev, record, snapshot, bytes);
+    } catch (e) {
+      // No answer (a timeout, the connection lost): the write may have been stored, and then the
+      // retry finds its events applied and would not act on them (a batch of in-process task
+      // outcomes holds no event the record names as its last): it repairs the write first.
+      if (!(e instanceof ConflictError)) this.cutShort.add(key);
+      throw e;
+    }
     return this.afterWrite(key, () => {
       this.hooks.afterStateWrite?.(key, record.revision);
       acts.afterWrite?.(written);
