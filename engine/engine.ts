@@ -11,6 +11,7 @@ import { Committer } from './worker/commit.js';
 import { ENGINE_OPEN_TIMEOUT_MS, ensureWorkflowStreams, openRuntime, waitForJetStream, type Runtime } from './store/runtime.js';
 import { isTransient } from './store/nats-errors.js';
 import { InstanceStore } from './store/records.js';
+import { partitionOf } from './protocol/names.js';
 import { TimerService } from './effects/timers.js';
 import { ActionExecutor } from './effects/outbox.js';
 import { TaskService } from './effects/tasks.js';
@@ -104,6 +105,8 @@ export class Engine extends Client {
       beforeWorkerStart: options.testHooks?.beforeWorkerStart,
       dropWatchEntry: options.testHooks?.dropWatchEntry,
       createWorker: (workflow, partition, checkpoint) => {
+        // Another engine may have owned the partition since this one cached its instances.
+        store.invalidateWhere((r) => r.workflow === workflow && partitionOf(workflow, r.id, rt.partitions) === partition);
         const ctx = {
           rt,
           store,

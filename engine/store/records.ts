@@ -181,6 +181,11 @@ export class InstanceStore {
     this.cache.delete(key);
   }
 
+  /** Forgets the cached instances `which` names (a partition this engine takes: others may have written them meanwhile). */
+  invalidateWhere(which: (record: InstanceRecord) => boolean): void {
+    for (const [key, loaded] of this.cache) if (which(loaded.record)) this.cache.delete(key);
+  }
+
   private remember(key: string, value: LoadedInstance): void {
     this.cache.delete(key);
     this.cache.set(key, value);

@@ -13,7 +13,8 @@
 import { canonicalJson, decodeJson, digest, encodeJson } from '../protocol/json.js';
 import { EngineEvent, isChildResult, isStart, isTaskResult, parentToken, type ActorOutcomeEvent, type ParentRef } from '../protocol/events.js';
 import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
-import { NotYetError } from '../errors.js';
+import { ConflictError, NotYetError } from '../errors.js';
+import { isCasConflict } from '../store/nats-errors.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { publishHistory } from '../store/history.js';
@@ -162,6 +163,13 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
     );
     return false;
   }
+  // Judged on the record as it is stored: one cached here may be stale (another engine wrote it
+  // while it owned the partition), and the purge below would then hit an instance it did not judge.
+  const stored = await rt.records.ofKey(key).get(key);
+  if (stored?.revision !== loaded.kvRevision) {
+    ctx.store.invalidate(key);
+    throw new ConflictError(key);
+  }
   // History of earlier writes still on its way would land after the purge, and an instance started
   // again under this id would show it.
   if (!(await ctx.committer.settle(key, HISTORY_WAIT_MS)))
@@ -173,8 +181,14 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
   } catch (err) {
     throw new Error(`delete: its history cannot be purged (${(err as Error).message}); the instance stays as it is until it can`, { cause: err });
   }
-  await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
-  ctx.store.invalidate(key);
+  try {
+    await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
+  } catch (err) {
+    if (isCasConflict(err)) throw new ConflictError(key, { cause: err });
+    throw err;
+  } finally {
+    ctx.store.invalidate(key);
+  }
   ctx.committer.forget(key, record.born);
   await rt.control.delete(rt.names.parkedKey(record.workflow, record.id)).catch(() => {});
   rt.logger.info(`workflow '${record.workflow}' instance '${record.id}' deleted`, { by: gated.identity?.subject ?? 'anonymous', seq: e.seq });
