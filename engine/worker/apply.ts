@@ -20,6 +20,7 @@ import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { publishHistory } from '../store/history.js';
 import { tellParentChildNotStarted } from '../store/inbox.js';
 import { deadLetter } from '../store/dead-letters.js';
+import { redactPaths } from '../security/redact.js';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { applyEvents, startInstance, type StepEvent } from '../step/step.js';
 import { gateEvent, readable, rejection, signatureProblem, startVersion, takeRate, type GatedEvent, type RawEvent } from '../gate/event-gate.js';
@@ -362,7 +363,7 @@ async function applyTo(
       gated = rejection(e, { type: EngineEvent.Start }, await childIdTaken(ctx, record, gated.start.parent, e.trace), 0);
     } else if (gated.start && gated.rejected === undefined) {
       // A start for an instance that exists: the same input is a retry, another one a conflict.
-      const same = inputDigest(rt, def, gated.start.input, record.secrets) === record.inputDigest;
+      const same = sameInput(rt, def, gated.start.input, record);
       if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: same ? 'exists' : 'conflict', revision: record.revision } });
       if (same) continue;
       gated = rejection(e, { type: EngineEvent.Start }, `[instance.exists] instance '${record.id}' already exists with a different input`, 0);
@@ -503,11 +504,26 @@ async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: R
 }
 
 /**
- * The digest a start's input is compared by: keyed for instances with secrets (declared or
- * inherited), so nobody can test guesses against it.
+ * The digest a start's input is compared by, to tell a retry (the same input) from a conflict.
+ * For an instance with secrets (declared or inherited) it leaves their fields out, so a start
+ * cannot test guesses of a secret (a right one would be "the same"), and it is keyed, so the
+ * digest in the record reveals nothing of the other fields either.
  */
 function inputDigest(rt: Runtime, def: WorkflowDefinition, input: unknown, inherited: readonly string[] | undefined): string {
-  return rt.security.codec.has(def.name, inherited) ? rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') : digest(input);
+  const { codec, signer } = rt.security;
+  if (!codec.has(def.name, inherited)) return digest(input);
+  return WITHOUT_SECRETS + signer.keyed('input-digest', canonicalJson(redactPaths(input, codec.pathsFor(def.name, inherited))) ?? 'undefined');
+}
+
+/** Marks a digest made without the input's secret fields. */
+const WITHOUT_SECRETS = 'ns1:';
+
+/** True when a start's input is the one the instance was started with, compared as its digest was made. */
+function sameInput(rt: Runtime, def: WorkflowDefinition, input: unknown, record: InstanceRecord): boolean {
+  // Started before secret fields were left out: its whole input was digested.
+  if (rt.security.codec.has(def.name, record.secrets) && !record.inputDigest.startsWith(WITHOUT_SECRETS))
+    return rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') === record.inputDigest;
+  return inputDigest(rt, def, input, record.secrets) === record.inputDigest;
 }
 
 /**
