@@ -172,7 +172,8 @@ export class Client implements AsyncDisposable {
    * and creates the record. The input is checked here first, so an invalid one fails at once.
    *
    * By default `start()` waits for the engine's answer and returns the new (or existing)
-   * instance; the same id with a different input is an `INSTANCE_CONFLICT` error. With
+   * instance; the same id with a different input is an `INSTANCE_CONFLICT` error (secret fields
+   * are not compared: a start that differs only in them returns the existing instance). With
    * `wait: false`, or when no engine answers within `timeoutMs`, it returns once the start is
    * durably accepted, with status `'pending'`: the engine creates the instance when it gets to it
    * (a warning says when no live engine serves the workflow).
