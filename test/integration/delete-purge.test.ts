@@ -10,18 +10,7 @@ import { createEngine } from '../../engine/index.js';
 import { layout } from '../../engine/internal.js';
 import { toggle } from '../toggle-workflow.js';
 import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
-import { defineWorkflow } from '../../engine/index.js';
-import { setup } from 'xstate';
-import { z } from 'zod';
-
-/** Done at once: deletable. */
-const oneShot = defineWorkflow({
-  name: 'oneshot',
-  version: 1,
-  input: z.object({}),
-  events: {},
-  machine: setup({}).createMachine({ initial: 'done', states: { done: { type: 'final' } } }),
-});
+import { oneShot } from '../oneshot-workflow.js';
 
 describe('a delete whose history purge fails', () => {
   const suite = natsForSuite();

@@ -6,19 +6,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { KV } from '@nats-io/kv';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { createEngine, defineWorkflow } from '../../engine/index.js';
+import { createEngine } from '../../engine/index.js';
 import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
-
-/** Done at once: deletable. */
-const oneShot = defineWorkflow({
-  name: 'oneshot',
-  version: 1,
-  input: z.object({}),
-  events: {},
-  machine: setup({}).createMachine({ initial: 'done', states: { done: { type: 'final' } } }),
-});
+import { oneShot } from '../oneshot-workflow.js';
 
 describe('a delete on a stale cached record', () => {
   const suite = natsForSuite();

@@ -188,49 +188,57 @@ describe('callback tasks', () => {
     }
   });
 
-  it('gives a NATS service one idempotency key for all retries of a state entry (a new token each)', async () => {
-    // The service does the work for every request but answers the first one of each order too
-    // late: the task fails with jetstate.ServiceTimeout and the state's Retry runs it again, with a
-    // new token. A service that keys on the idempotency key sees the same key both times.
-    const byOrder = new Map<string, { keys: string[]; hashes: string[] }>();
-    const sub = world.nc.subscribe('svc.once', {
+  /**
+   * A NATS service on `svc.<route>` (served through `sfn.tokens.<route>`) that does the work for
+   * every request but answers the first one of each `keyOf(request)` too late: the task fails with
+   * jetstate.ServiceTimeout and the state's Retry runs it again, with a new token. `seen` has the
+   * idempotency keys and token hashes each key's requests carried.
+   */
+  async function lateFirstService(route: string, keyOf: (request: Record<string, unknown>) => string) {
+    const seen = new Map<string, { keys: string[]; hashes: string[] }>();
+    const sub = world.nc.subscribe(`svc.${route}`, {
       callback: (_err, msg: Msg) => {
-        const { orderId } = msg.json<{ orderId: string }>();
-        const seen = byOrder.get(orderId) ?? { keys: [], hashes: [] };
-        byOrder.set(orderId, seen);
-        seen.keys.push(msg.headers?.get('Jetstate-Idempotency-Key') ?? '');
-        seen.hashes.push(msg.headers?.get(TOKEN_HASH_HEADER) ?? '');
-        const reply = (): boolean => msg.respond(JSON.stringify({ orderId, handled: true }));
-        if (seen.keys.length === 1) setTimeout(reply, 1_000);
+        const request = msg.json<Record<string, unknown>>();
+        const mine = seen.get(keyOf(request)) ?? { keys: [], hashes: [] };
+        seen.set(keyOf(request), mine);
+        mine.keys.push(msg.headers?.get('Jetstate-Idempotency-Key') ?? '');
+        mine.hashes.push(msg.headers?.get(TOKEN_HASH_HEADER) ?? '');
+        const reply = (): boolean => msg.respond(JSON.stringify({ ...request, handled: true }));
+        if (mine.keys.length === 1) setTimeout(reply, 1_000);
         else reply();
       },
     });
     const server = await serveCallbackTasks({
       connection: world.nc,
       stream: STREAM,
-      subject: 'sfn.tokens.once',
-      durable: 'once',
+      subject: `sfn.tokens.${route}`,
+      durable: route,
       clients: world.clients(),
-      handler: natsServiceHandler({ connection: world.nc, subject: 'svc.once', timeoutMs: 300 }),
+      handler: natsServiceHandler({ connection: world.nc, subject: `svc.${route}`, timeoutMs: 300 }),
     });
+    return {
+      seen,
+      stop: async () => {
+        await server.stop();
+        sub.unsubscribe();
+      },
+    };
+  }
+
+  /** A callback task routed to `route` that names its execution, retried once on jetstate.ServiceTimeout. */
+  const retriedCharge = (route: string) => ({
+    Type: 'Task',
+    Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
+    Parameters: { FunctionName: 'forward', Payload: { route, 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' } },
+    TimeoutSeconds: 30,
+    Retry: [{ ErrorEquals: ['jetstate.ServiceTimeout'], IntervalSeconds: 1, MaxAttempts: 2 }],
+    End: true,
+  });
+
+  it('gives a NATS service one idempotency key for all retries of a state entry (a new token each)', async () => {
+    const service = await lateFirstService('once', (r) => String(r['orderId']));
     try {
-      const machine = {
-        StartAt: 'Charge',
-        States: {
-          Charge: {
-            Type: 'Task',
-            Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
-            Parameters: {
-              FunctionName: 'forward',
-              Payload: { route: 'once', 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' },
-            },
-            TimeoutSeconds: 30,
-            Retry: [{ ErrorEquals: ['jetstate.ServiceTimeout'], IntervalSeconds: 1, MaxAttempts: 2 }],
-            End: true,
-          },
-        },
-      };
-      const arn = await world.createStateMachine('cb-once', machine);
+      const arn = await world.createStateMachine('cb-once', { StartAt: 'Charge', States: { Charge: retriedCharge('once') } });
       const orders = Array.from({ length: 12 }, (_, i) => `o-${i}`);
       const executions = await Promise.all(
         orders.map(
@@ -238,6 +246,7 @@ describe('callback tasks', () => {
         ),
       );
       for (const x of executions) assert.equal((await world.waitForEnd(x, 30_000)).status, 'SUCCEEDED');
+      const byOrder = service.seen;
       const retried = orders.filter((o) => byOrder.get(o)!.keys.length === 2);
       assert.deepEqual(retried, orders, 'every order was sent twice');
       for (const o of orders) assert.notEqual(byOrder.get(o)!.hashes[0], byOrder.get(o)!.hashes[1], 'each attempt has its own token');
@@ -249,33 +258,13 @@ describe('callback tasks', () => {
       const keys = new Set(orders.map((o) => byOrder.get(o)!.keys[0]));
       assert.equal(keys.size, orders.length, 'each state entry has its own key');
     } finally {
-      await server.stop();
-      sub.unsubscribe();
+      await service.stop();
     }
   });
 
   it('gives each concurrent Map iteration its own idempotency key, kept over its retry', async () => {
     // Items 0-3 run at once; each is answered too late the first time, so every iteration retries.
-    const byItem = new Map<number, string[]>();
-    const sub = world.nc.subscribe('svc.each', {
-      callback: (_err, msg: Msg) => {
-        const { item } = msg.json<{ item: number }>();
-        const keys = byItem.get(item) ?? [];
-        byItem.set(item, keys);
-        keys.push(msg.headers?.get('Jetstate-Idempotency-Key') ?? '');
-        const reply = (): boolean => msg.respond(JSON.stringify({ item }));
-        if (keys.length === 1) setTimeout(reply, 1_000);
-        else reply();
-      },
-    });
-    const server = await serveCallbackTasks({
-      connection: world.nc,
-      stream: STREAM,
-      subject: 'sfn.tokens.each',
-      durable: 'each',
-      clients: world.clients(),
-      handler: natsServiceHandler({ connection: world.nc, subject: 'svc.each', timeoutMs: 300 }),
-    });
+    const service = await lateFirstService('each', (r) => String(r['item']));
     try {
       const machine = {
         StartAt: 'Each',
@@ -285,40 +274,26 @@ describe('callback tasks', () => {
             ItemsPath: '$.items',
             MaxConcurrency: 4,
             ItemSelector: { 'item.$': '$$.Map.Item.Value' },
-            ItemProcessor: {
-              StartAt: 'Charge',
-              States: {
-                Charge: {
-                  Type: 'Task',
-                  Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken',
-                  Parameters: {
-                    FunctionName: 'forward',
-                    Payload: { route: 'each', 'taskToken.$': '$$.Task.Token', 'executionArn.$': '$$.Execution.Id', 'input.$': '$' },
-                  },
-                  TimeoutSeconds: 30,
-                  Retry: [{ ErrorEquals: ['jetstate.ServiceTimeout'], IntervalSeconds: 1, MaxAttempts: 2 }],
-                  End: true,
-                },
-              },
-            },
+            ItemProcessor: { StartAt: 'Charge', States: { Charge: retriedCharge('each') } },
             End: true,
           },
         },
       };
       const arn = await world.createStateMachine('cb-each', machine);
-      const items = [0, 1, 2, 3];
-      const { executionArn } = await world.client().send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify({ items }) }));
+      const items = ['0', '1', '2', '3'];
+      const { executionArn } = await world
+        .client()
+        .send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify({ items: items.map(Number) }) }));
       assert.equal((await world.waitForEnd(executionArn!, 30_000)).status, 'SUCCEEDED');
       for (const i of items) {
-        const keys = byItem.get(i) ?? [];
+        const keys = service.seen.get(i)?.keys ?? [];
         assert.equal(keys.length, 2, `item ${i} was sent twice`);
         assert.ok(keys[0] !== '' && keys[0] === keys[1], `item ${i} carried one key over its retry: ${keys.join(', ')}`);
       }
-      const firstKeys = items.map((i) => byItem.get(i)![0]);
+      const firstKeys = items.map((i) => service.seen.get(i)!.keys[0]);
       assert.equal(new Set(firstKeys).size, items.length, `each iteration has its own key: ${firstKeys.join(', ')}`);
     } finally {
-      await server.stop();
-      sub.unsubscribe();
+      await service.stop();
     }
   });
 
