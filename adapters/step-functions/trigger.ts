@@ -227,8 +227,10 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
     try {
       existing = await client.send(new DescribeExecutionCommand({ executionArn }));
     } catch (e) {
-      if ((e as Error).name === 'ExecutionDoesNotExist') return undefined;
-      throw e;
+      // Best effort (this looks only for what an upgrade may have left): not found, or not readable, starts as usual.
+      if ((e as Error).name !== 'ExecutionDoesNotExist')
+        logger.debug(`trigger '${o.subject}': DescribeExecution of ${executionArn} failed (${(e as Error).name}); starting under the new name`);
+      return undefined;
     }
     const startedAt = existing.startDate?.getTime() ?? 0;
     return startedAt >= earlier.since && sameInputIgnoringTrace(existing.input ?? '{}', input) ? { executionArn, name } : undefined;
