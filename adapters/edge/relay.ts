@@ -94,6 +94,8 @@ const LeaseSchema = z.object({ engineId: z.string() });
 const CheckpointSchema = z.object({ seq: z.number().int().min(0), done: z.array(z.number().int().positive()).optional(), stream: z.string().optional() });
 /** How often an idle relay looks whether the hub's relay stream was made anew. */
 const STREAM_CHECK_MS = 5_000;
+/** The longest wait between tries while relaying keeps failing. */
+const FAILING_WAIT_MS = 2_000;
 /** "message size exceeds maximum allowed" (nats-server's JSStreamMessageExceedsMaximumErr). */
 const MESSAGE_TOO_LARGE = 10054;
 
@@ -221,7 +223,10 @@ class Relay {
           }
         }
       }
-      if (moved === 0 && !this.stopped) await this.sleep(this.o.idleMs);
+      // While it keeps failing (the hub away, an event the site cannot store yet), each try re-reads
+      // the batch over the link: the wait doubles, up to FAILING_WAIT_MS.
+      if (moved === 0 && !this.stopped)
+        await this.sleep(failures > 1 ? Math.max(this.o.idleMs, Math.min(this.o.idleMs * 2 ** (failures - 1), FAILING_WAIT_MS)) : this.o.idleMs);
     }
   }
 
