@@ -65,4 +65,23 @@ describe('a child start its engine refuses', () => {
       await engine.close();
     }
   });
+
+  it("reaches the parent as an error of its invoke also when the child's id is held by an instance already", async () => {
+    const namespace = uniqueNamespace('childrefusedheld');
+    const options = { servers: suite.nats.url, namespace, workflows: [shop, charge], logger: memoryLogger() };
+    const engine = await createEngine(options);
+    const client = await createClient(options);
+    try {
+      // The child's id is taken by an instance started on its own; the parent's start of it is
+      // refused by the gate (its input), against that existing record.
+      await client.start(charge, { id: 's-held_pay', input: { amount: 5 } });
+      await client.start(shop, { id: 's-held', input: { amount: -5 } });
+      const failed = await client.waitFor(shop, 's-held', (i) => i.status === 'done', { timeoutMs: 10_000 });
+      assert.equal(failed.value, 'failed');
+      assert.match(String(failed.context.error), /child workflow 'charge' instance 's-held_pay' refused its start/);
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
 });
