@@ -246,6 +246,7 @@ async function createFromStart(
     if (judged?.rejected !== undefined) {
       const reason = `${judged.rejected} (a start for version ${version}, which this engine does not have, judged by version ${newest!.def.version}'s rules)`;
       await refuse(ctx, workflow, id, e, reason, 'rejected', judged.event);
+      await tellParentOfRefusal(ctx, workflow, id, e, reason);
       if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason } });
       return null;
     }
@@ -357,6 +358,9 @@ async function applyTo(
     }
     traceBySeq.set(e.seq, e.trace);
     let gated = await gate(ctx, def, record.id, e, attempt);
+    // A child start refused here (the id is held by an instance already) is told to its parent,
+    // as one refused before any record exists is: else the parent would wait for ever.
+    if (gated.rejected !== undefined && isStart(safeType(e.data))) await tellParentOfRefusal(ctx, record.workflow, record.id, e, gated.rejected);
     if (gated.start?.parent && gated.rejected === undefined && !sameParent(record.parent, gated.start.parent)) {
       // A child start for an id that another instance holds (a parent deleted and started again, or
       // an instance started on its own under a child's id): the parent would wait for ever.
