@@ -45,6 +45,22 @@ function parentNamed(name: string) {
 const left = parentNamed('left');
 const right = parentNamed('right');
 
+/** Invokes `hold` under the same invoke id, and leaves on QUIT (which stops its child). */
+const quitter = defineWorkflow({
+  name: 'quitter',
+  version: 1,
+  input: z.object({}),
+  events: { QUIT: z.object({}) },
+  machine: setup({ actors: { hold: childWorkflow(hold) } }).createMachine({
+    initial: 'holding',
+    states: {
+      holding: { invoke: { id: 'h', src: 'hold', input: () => ({ by: 'quitter' }), onError: 'refused' }, on: { QUIT: 'gone' } },
+      gone: { type: 'final' },
+      refused: { type: 'final' },
+    },
+  }),
+});
+
 describe('two parents of different workflows, same id, same invoke id', () => {
   const suite = natsForSuite();
 
@@ -59,6 +75,29 @@ describe('two parents of different workflows, same id, same invoke id', () => {
       await client.start(right, { id: 'x', input: {} });
       const second = await client.waitFor(right, 'x', (i) => i.status === 'done', { timeoutMs: 10_000 });
       assert.equal(second.value, 'refused');
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it("the second one's stop of its child (before it heard of the refusal) leaves the first one's child alone", async () => {
+    const namespace = uniqueNamespace('twoparentsstop');
+    const options = { servers: suite.nats.url, namespace, workflows: [left, quitter, hold], logger: memoryLogger() };
+    const engine = await createEngine(options);
+    const client = await createClient(options);
+    try {
+      await client.start(left, { id: 'x', input: {} });
+      await client.waitFor(hold, 'x_h', (i) => i.context !== undefined, { timeoutMs: 10_000 });
+      // QUIT is in quitter's inbox right behind its start, so it leaves its state (stopping what it
+      // takes for its child, x_h) before it hears that the child's start was refused.
+      await client.start(quitter, { id: 'x', input: {}, wait: false });
+      await client.send(quitter, 'x', { type: 'QUIT' });
+      assert.equal((await client.waitFor(quitter, 'x', (i) => i.status === 'done', { timeoutMs: 10_000 })).value, 'gone');
+      // A stop is sent with quitter's write, at once: applied to x_h, it would show within this wait.
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal((await client.get(hold, 'x_h'))?.status, 'running', "left's child still runs");
+      assert.equal((await client.get(left, 'x'))?.value, 'holding', 'left still waits for it');
     } finally {
       await client.close();
       await engine.close();
