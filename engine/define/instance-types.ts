@@ -92,6 +92,8 @@ export interface StartEventOf<W extends WorkflowDefinition> {
 export interface StopEvent {
   type: typeof EngineEvent.Stop;
   token?: number;
+  /** The parent that sent it, as the child knows its parent: a stop from any other is ignored. */
+  parent?: { workflow: string; id: string; invokeId: string; token: number; born?: number };
 }
 
 /**

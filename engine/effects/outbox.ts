@@ -101,11 +101,11 @@ export class ActionExecutor implements EffectExecutor {
         trace,
       });
     } else if (type === OutboxKind.StopChild) {
-      const { workflow, id, token } = params as { workflow: string; id: string; token?: number };
+      const { workflow, id, token, parent } = params as { workflow: string; id: string; token?: number; parent?: ParentRef };
       await publishToInstance(this.rt, {
         workflow,
         id,
-        event: { type: EngineEvent.Stop, ...(token !== undefined ? { token } : {}) },
+        event: { type: EngineEvent.Stop, ...(token !== undefined ? { token } : {}), ...(parent ? { parent } : {}) },
         engine: { logicalId: `stop.${key}` },
         trace,
       });

@@ -69,6 +69,8 @@ export class Plan {
   private readonly input: unknown;
   /** Invoke ids under which a child workflow was started (record `invoked`). */
   private readonly invoked: string[];
+  /** This instance, as its children know their parent (a stop names it: see `stopChild`). */
+  private self: { workflow: string; id: string; born?: number | undefined } | undefined;
 
   /** `inherited`: the instance's inherited secret paths (a new instance's come with its start). */
   constructor(
@@ -81,6 +83,7 @@ export class Plan {
     this.children = { ...record?.children };
     this.input = record?.input;
     this.invoked = [...(record?.invoked ?? [])];
+    if (record) this.self = { workflow: record.workflow, id: record.id, born: record.born };
   }
 
   /**
@@ -184,6 +187,7 @@ export class Plan {
    * cancels and stops remove them, and everything else is an effect for the executor.
    */
   add(actions: Executable[], runner: MachineRunner, workflow: string, id: string, revision: number, atMs: number, event: unknown, born?: number): void {
+    this.self ??= { workflow, id, born };
     actions.forEach((a, i) => {
       const params = (a.params ?? {}) as {
         delay?: unknown;
@@ -331,7 +335,16 @@ export class Plan {
   stopChild(invokeId: string, key: string, event: unknown): void {
     const child = this.children[invokeId]!;
     delete this.children[invokeId];
-    this.effects.push({ kind: 'child', type: OutboxKind.StopChild, params: { workflow: child.workflow, id: child.id, token: child.token }, key, event });
+    // Names the parent the child must have: the id may be held by another parent's child (this
+    // one's start refused, and not heard of yet), which a stop matched by token alone would stop.
+    const parent = this.self && { workflow: this.self.workflow, id: this.self.id, invokeId, token: child.token, ...bornOf(this.self) };
+    this.effects.push({
+      kind: 'child',
+      type: OutboxKind.StopChild,
+      params: { workflow: child.workflow, id: child.id, token: child.token, ...(parent ? { parent } : {}) },
+      key,
+      event,
+    });
   }
 
   /** A finished instance has no pending timers, tasks or children. */

@@ -18,6 +18,7 @@ import {
   isForEarlierInstance,
   isTaskResult,
   isTimerFire,
+  type ParentRef,
 } from '../protocol/events.js';
 import type { IdentitySummary } from '../protocol/identity.js';
 import { errorText, statusOf, type MachineRunner } from './runner.js';
@@ -283,8 +284,11 @@ export function applyEvents(
     if (isStop(e.event)) {
       // The parent's invoking state was exited: this child stops where it is (a stop meant for an
       // earlier invocation with the same child id changes nothing).
-      const token = (e.event as { token?: unknown }).token;
+      const { token, parent } = e.event as { token?: unknown; parent?: Partial<ParentRef> };
       if (status !== InstanceStatus.Running || (typeof token === 'number' && record.parent?.token !== token)) continue;
+      // From another parent whose child's id this instance holds (stops made before `parent` was
+      // added name none, and are matched by token alone).
+      if (parent !== undefined && !isParent(record.parent, parent)) continue;
       lastSeq = Math.max(lastSeq, e.seq);
       revision += 1;
       applied += 1;
@@ -373,4 +377,15 @@ export function applyEvents(
  */
 function dataProblem(snapshot: AnyMachineSnapshot, previous?: unknown): string | undefined {
   return jsonProblem(snapshot.context, 'context', previous) ?? (snapshot.status === 'done' ? jsonProblem(snapshot.output, 'output') : undefined);
+}
+
+/** True when `claimed` names `parent` (born compared when both have one). */
+function isParent(parent: ParentRef | undefined, claimed: Partial<ParentRef>): boolean {
+  return (
+    parent !== undefined &&
+    parent.workflow === claimed.workflow &&
+    parent.id === claimed.id &&
+    parent.invokeId === claimed.invokeId &&
+    (parent.born === undefined || claimed.born === undefined || parent.born === claimed.born)
+  );
 }
