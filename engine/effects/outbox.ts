@@ -118,7 +118,14 @@ export class ActionExecutor implements EffectExecutor {
         if (!(e instanceof JetstateError) || e.code !== ErrorCode.NotServed) throw e;
         // Nobody can ever start it here: the parent learns now rather than waiting for ever.
         this.rt.logger.error(`workflow '${s.parent.workflow}' instance '${s.parent.id}': child workflow '${s.workflow}' cannot start: ${e.message}`);
-        await tellParentChildNotStarted(this.rt, s.parent, e.message, `child.${s.workflow}.${s.id}.${parentToken(s.parent)}`, trace);
+        await tellParentChildNotStarted(
+          this.rt,
+          s.parent,
+          { workflow: s.workflow, id: s.id },
+          e.message,
+          `child.${s.workflow}.${s.id}.${parentToken(s.parent)}`,
+          trace,
+        );
       }
     }
   }

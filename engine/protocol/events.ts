@@ -91,6 +91,12 @@ export interface ActorOutcomeEvent {
   error?: { name: string; message: string } & Record<string, unknown>;
   /** Paths of `output` holding values of the sending instance's secret paths: sealed on the way. */
   secrets?: string[];
+  /**
+   * For a child's outcome: the child instance it is about. Two children invoked under one invoke id
+   * in one step share a token; the parent takes the outcome for the child it holds only. Absent
+   * in outcomes sent before it existed (matched by token alone).
+   */
+  child?: { workflow: string; id: string };
 }
 export type TaskResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Task };
 export type ChildResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Child };

@@ -261,7 +261,8 @@ export function applyEvents(
     }
     if (isChildResult(e.event)) {
       const child = plan.children[e.event.invokeId];
-      if (!child || child.token !== e.event.token) continue;
+      const about = e.event.child;
+      if (!child || child.token !== e.event.token || (about !== undefined && (about.workflow !== child.workflow || about.id !== child.id))) continue;
       delete plan.children[e.event.invokeId];
       const event = actorOutcome(e.event);
       transition(e, e.event, event, event.type);

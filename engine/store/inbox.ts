@@ -157,6 +157,7 @@ async function checkDuplicate(
 export async function tellParentChildNotStarted(
   rt: Runtime,
   parent: ParentRef,
+  child: { workflow: string; id: string },
   message: string,
   logicalId: string,
   trace: TraceCarrier | undefined,
@@ -169,6 +170,7 @@ export async function tellParentChildNotStarted(
       invokeId: parent.invokeId,
       token: parent.token,
       ...bornOf(parent),
+      child: { workflow: child.workflow, id: child.id },
       ok: false,
       error: { name: 'ChildWorkflowNotStarted', message },
     },

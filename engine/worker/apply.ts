@@ -210,6 +210,7 @@ async function childIdTaken(ctx: ApplyContext, record: InstanceRecord, parent: P
   await tellParentChildNotStarted(
     ctx.rt,
     parent,
+    { workflow: record.workflow, id: record.id },
     message,
     `taken.${record.workflow}.${record.id}.${parent.workflow}.${instanceTag(parent)}.${parent.token}.${parent.invokeId}`,
     trace,
@@ -546,7 +547,7 @@ async function tellParentOfRefusal(ctx: ApplyContext, workflow: string, id: stri
   if (!parent || typeof parent !== 'object' || typeof parent.workflow !== 'string' || typeof parent.id !== 'string') return;
   if (e.signature === undefined || signatureProblem(rt.security, e, EngineEvent.Start, ctx.signatureMaxAgeMs)) return;
   const message = `child workflow '${workflow}' instance '${id}' refused its start: ${reason.slice(0, 1_000)}`;
-  await tellParentChildNotStarted(rt, parent, message, `child.${workflow}.${id}.${parentToken(parent)}`, e.trace);
+  await tellParentChildNotStarted(rt, parent, { workflow, id }, message, `child.${workflow}.${id}.${parentToken(parent)}`, e.trace);
 }
 
 /**

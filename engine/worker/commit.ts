@@ -505,6 +505,7 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
           invokeId: parent.invokeId,
           token: parent.token,
           ...bornOf(parent),
+          child: { workflow: child.workflow, id: child.id },
           ok: true,
           output: child.output,
           ...(secrets.length > 0 ? { secrets } : {}),
@@ -514,6 +515,7 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
           invokeId: parent.invokeId,
           token: parent.token,
           ...bornOf(parent),
+          child: { workflow: child.workflow, id: child.id },
           ok: false,
           error:
             child.status === 'failed'
