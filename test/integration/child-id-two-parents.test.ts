@@ -4,7 +4,7 @@
 // second was dropped as a conflicting duplicate and its parent waited for ever.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { assign, setup } from 'xstate';
+import { assign, sendTo, setup } from 'xstate';
 import { z } from 'zod';
 import { childWorkflow, createClient, createEngine, defineWorkflow } from '../../engine/index.js';
 import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
@@ -61,6 +61,25 @@ const quitter = defineWorkflow({
   }),
 });
 
+/** Invokes `hold` under the same invoke id and sends its child RELEASE at once (before it can hear of a refusal). */
+const poker = defineWorkflow({
+  name: 'poker',
+  version: 1,
+  input: z.object({}),
+  events: {},
+  machine: setup({ actors: { hold: childWorkflow(hold) } }).createMachine({
+    initial: 'holding',
+    states: {
+      holding: {
+        invoke: { id: 'h', src: 'hold', input: () => ({ by: 'poker' }), onError: 'refused' },
+        initial: 'poking',
+        states: { poking: { entry: sendTo('h', { type: 'RELEASE' }) } },
+      },
+      refused: { type: 'final' },
+    },
+  }),
+});
+
 describe('two parents of different workflows, same id, same invoke id', () => {
   const suite = natsForSuite();
 
@@ -97,6 +116,26 @@ describe('two parents of different workflows, same id, same invoke id', () => {
       // A stop is sent with quitter's write, at once: applied to x_h, it would show within this wait.
       await new Promise((r) => setTimeout(r, 1_000));
       assert.equal((await client.get(hold, 'x_h'))?.status, 'running', "left's child still runs");
+      assert.equal((await client.get(left, 'x'))?.value, 'holding', 'left still waits for it');
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it("the second one's sends to its child (before it heard of the refusal) do not reach the first one's child", async () => {
+    const namespace = uniqueNamespace('twoparentssend');
+    const options = { servers: suite.nats.url, namespace, workflows: [left, poker, hold], logger: memoryLogger() };
+    const engine = await createEngine(options);
+    const client = await createClient(options);
+    try {
+      await client.start(left, { id: 'x', input: {} });
+      await client.waitFor(hold, 'x_h', (i) => i.context !== undefined, { timeoutMs: 10_000 });
+      await client.start(poker, { id: 'x', input: {} });
+      assert.equal((await client.waitFor(poker, 'x', (i) => i.status === 'done', { timeoutMs: 10_000 })).value, 'refused');
+      // The RELEASE went out with poker's first write, before the refusal: applied, it would show by now.
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal((await client.get(hold, 'x_h'))?.value, 'held', "left's child was not released by poker");
       assert.equal((await client.get(left, 'x'))?.value, 'holding', 'left still waits for it');
     } finally {
       await client.close();
