@@ -23,6 +23,8 @@ export interface ResolvedSend {
   workflow: string;
   id: string;
   event: EventObject;
+  /** A parent's send to its child (`sendTo` a child): the invoke id, so only that child takes it. */
+  toChild?: string;
 }
 
 /**

@@ -97,7 +97,7 @@ export class ActionExecutor implements EffectExecutor {
         workflow: send.workflow,
         id: send.id,
         event: send.event as { type: string },
-        engine: { logicalId: sendLogicalId(key), send: key },
+        engine: { logicalId: sendLogicalId(key), send: key, ...(send.toChild !== undefined ? { toChild: send.toChild } : {}) },
         trace,
       });
     } else if (type === OutboxKind.StopChild) {

@@ -25,7 +25,7 @@ import {
   type ParentRef,
 } from '../protocol/events.js';
 import { ENGINE_IDENTITY, type IdentitySummary } from '../protocol/identity.js';
-import { MSG_ID_HEADER, REPLY_HEADER, SEND_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
+import { MSG_ID_HEADER, REPLY_HEADER, SEND_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, TO_CHILD_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 import type { EngineSigner } from '../security/signer.js';
 import type { SecretCodec } from '../security/codec.js';
 import { isInheritedPaths } from '../security/inherited-secrets.js';
@@ -59,6 +59,8 @@ export interface RawEvent {
   replyTo: string | undefined;
   /** A send between instances: its outbox key, as the sender says (see {@link SEND_HEADER}). */
   send?: string | undefined;
+  /** A send from a parent to its child: the parent's invoke id (see {@link TO_CHILD_HEADER}). */
+  toChild?: string | undefined;
   /** Not from the stream: the outcome of a task this engine ran in process (trusted, applied whatever its sequence). */
   local?: { event: TaskResultEvent; key: string } | undefined;
 }
@@ -77,6 +79,7 @@ export function rawEvent(seq: number, subject: string, data: Uint8Array, timeMs:
     token: h?.get(TOKEN_HEADER) || undefined,
     replyTo: h?.get(REPLY_HEADER) || undefined,
     send: h?.get(SEND_HEADER) || undefined,
+    toChild: h?.get(TO_CHILD_HEADER) || undefined,
   };
 }
 

@@ -13,5 +13,11 @@ export const SIGNED_AT_HEADER = 'Jetstate-Signed-At';
  * whose keyed message id the signature covers, so the target can tell a send it applied already.
  */
 export const SEND_HEADER = 'Jetstate-Send';
+/**
+ * On a send from a parent to its child (`sendTo` a child): the parent's invoke id. The child takes
+ * it only from its own parent (the send's sender), so a parent whose start of a child id another
+ * parent's child holds was refused cannot reach that child before it hears so.
+ */
+export const TO_CHILD_HEADER = 'Jetstate-To-Child';
 /** JetStream's message id header (deduplication), covered by the signature. */
 export const MSG_ID_HEADER = 'Nats-Msg-Id';

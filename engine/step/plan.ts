@@ -302,7 +302,8 @@ export class Plan {
     }
     const target = this.sendTarget(params.to);
     if (!target) return;
-    if (delayed) this.delayed(params, ev, revision, i, atMs, target);
+    // (A delayed one is sent when its timer fires, as an ordinary send.)
+    if (delayed) this.delayed(params, ev, revision, i, atMs, { workflow: target.workflow, id: target.id });
     else this.effects.push({ kind: 'send', type: SEND_ACTION, params: { ...target, event: ev }, key, event });
   }
 
@@ -318,12 +319,13 @@ export class Plan {
     return childSecretPaths(paths, [a.info?.context, this.input, event, e.input, e.output], [input, ...snapshotRoots(actorRef)]);
   }
 
-  private sendTarget(to: unknown): { workflow: string; id: string } | undefined {
+  /** Where a send goes: the parent, or a child (`toChild`: its invoke id, so only that child takes it). */
+  private sendTarget(to: unknown): { workflow: string; id: string; toChild?: string } | undefined {
     if (to === undefined || to === null) return undefined;
     if ((to as { id?: unknown }).id === 'jetstate.parent') return this.parent ? { workflow: this.parent.workflow, id: this.parent.id } : undefined;
     const childId = typeof to === 'string' ? to : (to as { id?: unknown }).id;
     const child = typeof childId === 'string' ? this.children[childId] : undefined;
-    return child ? { workflow: child.workflow, id: child.id } : undefined;
+    return child ? { workflow: child.workflow, id: child.id, toChild: childId as string } : undefined;
   }
 
   cancel(invokeId: string): void {

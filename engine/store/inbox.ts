@@ -17,7 +17,7 @@ import { bornOf } from '../protocol/record.js';
 import { traceHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import { isMessageNotFound, isNoResponders, isStreamNotFound, permissionViolation } from './nats-errors.js';
 import type { Runtime } from './runtime.js';
-import { REPLY_HEADER, SEND_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
+import { REPLY_HEADER, SEND_HEADER, TO_CHILD_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 
 export interface InboxEvent {
   workflow: string;
@@ -28,7 +28,7 @@ export interface InboxEvent {
    * An engine's own event: signed, with a message id keyed from this logical id, so a re-run
    * after a crash is deduplicated and nobody else can take the id first.
    */
-  engine?: { logicalId: string; send?: string | undefined };
+  engine?: { logicalId: string; send?: string | undefined; toChild?: string | undefined };
   /** A client's idempotency key (random when absent). */
   idempotencyKey?: string;
   /** The sender's token, verified by the engine. */
@@ -72,6 +72,7 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, data: Uint8A
   if (e.engine) {
     msgID = rt.security.signer.messageId(e.engine.logicalId);
     if (e.engine.send !== undefined) (headers ??= natsHeaders()).set(SEND_HEADER, e.engine.send);
+    if (e.engine.toChild !== undefined) (headers ??= natsHeaders()).set(TO_CHILD_HEADER, e.engine.toChild);
     headers = rt.security.signer.headers(subject, msgID, data, headers ?? natsHeaders());
   } else {
     msgID = e.idempotencyKey ?? randomUUID();

@@ -197,6 +197,13 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
   return true;
 }
 
+/** True when a send comes from the instance's parent (the same generation, when both say). */
+function fromParent(send: { sender: string; at: readonly number[] } | undefined, parent: ParentRef | undefined): boolean {
+  if (!send || !parent || send.sender !== `${parent.workflow}.${parent.id}`) return false;
+  const born = send.at[0];
+  return parent.born === undefined || !born || born === parent.born;
+}
+
 function sameParent(a: ParentRef | undefined, b: ParentRef): boolean {
   return a !== undefined && a.workflow === b.workflow && a.id === b.id && a.invokeId === b.invokeId && a.token === b.token && a.born === b.born;
 }
@@ -375,6 +382,17 @@ async function applyTo(
     }
     // A signature the gate accepted (jetstate.self carries no identity, a user type the engine's).
     const send = gated.rejected === undefined && e.signature !== undefined ? sendOf(rt.security.signer, e) : undefined;
+    // A send to a child, from an instance that is not this one's parent: its start of this id was
+    // refused (another parent's child holds it), and it sent before it heard so.
+    if (gated.rejected === undefined && e.toChild !== undefined && !fromParent(send, record.parent)) {
+      const sender = send?.sender ?? 'an unknown sender';
+      gated = rejection(
+        e,
+        gated.event,
+        `[not_parent] a send to the child '${e.toChild}' of '${sender}', which is not the parent of instance '${record.id}'`,
+        0,
+      );
+    }
     if (send && received.seen(send.sender, send.at)) {
       // Its sender's outbox ran again later than the duplicate window: applied already.
       rt.logger.info(`instance '${record.id}': event ${e.seq} is send '${e.send}' from '${send.sender}', applied already; skipped`, {
