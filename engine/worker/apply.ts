@@ -470,6 +470,7 @@ async function applyTo(
           invokeId: outcome.invokeId,
           token: outcome.token,
           ...(outcome.born !== undefined ? { born: outcome.born } : {}),
+          ...(outcome.child !== undefined ? { child: outcome.child } : {}),
           ok: false,
           error: {
             name: 'TerminalError',
