@@ -276,7 +276,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<NatsSe
       ),
     );
     const nc = await connect({ servers: servers.map((s) => s.url) });
-    const deadline = Date.now() + 15_000;
+    // On a loaded machine (other tests' clusters and engines) placement can take longer than 15 s.
+    const deadline = Date.now() + 30_000;
     let ready = false;
     while (!ready && Date.now() < deadline) {
       try {
