@@ -224,9 +224,8 @@ class Relay {
         }
       }
       // While it keeps failing (the hub away, an event the site cannot store yet), each try re-reads
-      // the batch over the link: the wait doubles, up to FAILING_WAIT_MS.
-      if (moved === 0 && !this.stopped)
-        await this.sleep(failures > 1 ? Math.max(this.o.idleMs, Math.min(this.o.idleMs * 2 ** (failures - 1), FAILING_WAIT_MS)) : this.o.idleMs);
+      // the batch over the link: the wait doubles from idleMs, up to FAILING_WAIT_MS.
+      if (moved === 0 && !this.stopped) await this.sleep(Math.max(this.o.idleMs, Math.min(this.o.idleMs * 2 ** Math.max(0, failures - 1), FAILING_WAIT_MS)));
     }
   }
 

@@ -16,7 +16,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, t
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { parseOptions } from '../../engine/internal.js';
+import { parseOptions, shortHash } from '../../engine/internal.js';
 import { carrierFromHeaders, type TraceCarrier } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
@@ -453,9 +453,7 @@ interface EarlierName {
 
 /** Eight name-safe characters for one stream's creation (in one domain): the stream named apart from one made again later. */
 function streamTag(domain: string | undefined, created: string): string {
-  return createHash('sha256')
-    .update(`${domain ?? ''}\n${created}`)
-    .digest('base64url')
-    .replace(/[^A-Za-z0-9_]/g, '_')
-    .slice(0, 8);
+  return shortHash(`${domain ?? ''}\n${created}`)
+    .slice(0, 8)
+    .replace(/[^A-Za-z0-9_]/g, '_');
 }

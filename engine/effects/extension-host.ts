@@ -5,8 +5,8 @@
 import { Kvm } from '@nats-io/kv';
 import { TerminalError } from '../define/activity.js';
 import type { EngineExtension, ExtensionHost, TaskOutcome } from '../define/extension.js';
-import { EngineEvent, isForEarlierInstance, type TaskRef } from '../protocol/events.js';
-import { bornOf, instanceTag } from '../protocol/record.js';
+import { EngineEvent, isForEarlierInstance, outcomeEvent, type TaskRef } from '../protocol/events.js';
+import { instanceTag } from '../protocol/record.js';
 import { partitionOf } from '../protocol/names.js';
 import { shortHash } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
@@ -20,8 +20,8 @@ export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${instanceT
 /** Publishes a task's outcome into its instance's inbox with a stable, keyed message id. */
 export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: TaskOutcome, trace: TraceCarrier | undefined): Promise<void> {
   const event = outcome.ok
-    ? { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ...bornOf(ref), ok: true, output: outcome.output }
-    : { type: EngineEvent.Task, invokeId: ref.invokeId, token: ref.token, ...bornOf(ref), ok: false, error: outcome.error };
+    ? outcomeEvent(EngineEvent.Task, ref, { ok: true, output: outcome.output })
+    : outcomeEvent(EngineEvent.Task, ref, { ok: false, error: outcome.error });
   await publishToInstance(rt, {
     workflow: ref.workflow,
     id: ref.id,

@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { DEFER, type EngineExtension } from '../define/extension.js';
 import { findExtension } from './extension-host.js';
 import type { TaskRef, TaskResultEvent } from '../protocol/events.js';
-import { EngineEvent, isForEarlierInstance } from '../protocol/events.js';
+import { EngineEvent, isForEarlierInstance, outcomeEvent } from '../protocol/events.js';
 import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { longTimeout, sleepUnless, waitAtMost } from '../clock.js';
@@ -460,24 +460,11 @@ export class TaskService {
     const secrets = outcome.ok
       ? this.rt.security.codec.outputSecrets(record, [task.input], outcome.output).filter((p) => !this.rt.security.codec.pathsFor(record.workflow).includes(p))
       : [];
-    const event: TaskResultEvent = outcome.ok
-      ? {
-          type: EngineEvent.Task,
-          invokeId: task.invokeId,
-          token: task.token,
-          ...bornOf(task),
-          ok: true,
-          output: outcome.output,
-          ...(secrets.length > 0 ? { secrets } : {}),
-        }
-      : {
-          type: EngineEvent.Task,
-          invokeId: task.invokeId,
-          token: task.token,
-          ...bornOf(task),
-          ok: false,
-          error: { name: outcome.error.name, message: outcome.error.message },
-        };
+    const event: TaskResultEvent = outcomeEvent(
+      EngineEvent.Task,
+      task,
+      outcome.ok ? { ok: true, output: outcome.output, secrets } : { ok: false, error: { name: outcome.error.name, message: outcome.error.message } },
+    );
     return { result, wait, trace: attemptTrace, event };
   }
 

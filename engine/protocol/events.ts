@@ -6,6 +6,8 @@
  * signature.
  */
 
+import { bornOf } from './record.js';
+
 export const EngineEvent = {
   /** Creates an instance: `{ input, parent? }`. From a client (checked like any event) or an engine (a child start, signed). */
   Start: 'jetstate.start',
@@ -99,6 +101,25 @@ export interface ActorOutcomeEvent {
   child?: { workflow: string; id: string };
 }
 export type TaskResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Task };
+
+/** What an invocation came to: its output (with the paths to seal in it), or its error. */
+export type ActorResult = { ok: true; output: unknown; secrets?: string[] } | { ok: false; error: NonNullable<ActorOutcomeEvent['error']> };
+
+/**
+ * The outcome event of the invocation `ref` (a task's or a child's), its fields always in one
+ * order: a retry publishes the same bytes under its keyed message id.
+ */
+export function outcomeEvent<T extends ActorOutcomeEvent['type']>(
+  type: T,
+  ref: { invokeId: string; token: number; born?: number | undefined },
+  result: ActorResult,
+  child?: { workflow: string; id: string },
+): ActorOutcomeEvent & { type: T } & Record<string, unknown> {
+  const head = { type, invokeId: ref.invokeId, token: ref.token, ...bornOf(ref), ...(child ? { child } : {}) };
+  return result.ok
+    ? { ...head, ok: true, output: result.output, ...(result.secrets && result.secrets.length > 0 ? { secrets: result.secrets } : {}) }
+    : { ...head, ok: false, error: result.error };
+}
 export type ChildResultEvent = ActorOutcomeEvent & { type: typeof EngineEvent.Child };
 
 /** Names one invocation of a task: the same for every attempt. */

@@ -12,8 +12,7 @@ import type { PubAck } from '@nats-io/jetstream';
 import { ErrorCode, JetstateError } from '../errors.js';
 import { canonicalJson, decodeJson, encodeJson } from '../protocol/json.js';
 import { partitionOf } from '../protocol/names.js';
-import { EngineEvent, type ParentRef } from '../protocol/events.js';
-import { bornOf } from '../protocol/record.js';
+import { EngineEvent, outcomeEvent, type ParentRef } from '../protocol/events.js';
 import { traceHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import { isMessageNotFound, isNoResponders, isStreamNotFound, permissionViolation } from './nats-errors.js';
 import type { Runtime } from './runtime.js';
@@ -166,15 +165,7 @@ export async function tellParentChildNotStarted(
   await publishToInstance(rt, {
     workflow: parent.workflow,
     id: parent.id,
-    event: {
-      type: EngineEvent.Child,
-      invokeId: parent.invokeId,
-      token: parent.token,
-      ...bornOf(parent),
-      child: { workflow: child.workflow, id: child.id },
-      ok: false,
-      error: { name: 'ChildWorkflowNotStarted', message },
-    },
+    event: outcomeEvent(EngineEvent.Child, parent, { ok: false, error: { name: 'ChildWorkflowNotStarted', message } }, child),
     engine: { logicalId },
     trace,
   });

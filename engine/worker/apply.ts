@@ -11,7 +11,7 @@
  * state effect exactly-once.
  */
 import { canonicalJson, decodeJson, digest, encodeJson } from '../protocol/json.js';
-import { EngineEvent, isChildResult, isStart, isTaskResult, parentToken, type ActorOutcomeEvent, type ParentRef } from '../protocol/events.js';
+import { EngineEvent, isChildResult, isStart, isTaskResult, outcomeEvent, parentToken, type ParentRef } from '../protocol/events.js';
 import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { ConflictError, NotYetError } from '../errors.js';
 import { isCasConflict } from '../store/nats-errors.js';
@@ -464,19 +464,19 @@ async function applyTo(
     const outcome = over.rejected === undefined && (isTaskResult(over.event) || isChildResult(over.event)) ? over.event : undefined;
     // An invoke's result that cannot be kept is its error (the instance would wait for ever for a
     // rejected one); anything else is rejected. A local task outcome keeps `force` (sequence 0).
-    const failed: ActorOutcomeEvent | undefined = outcome?.ok
-      ? {
-          type: outcome.type,
-          invokeId: outcome.invokeId,
-          token: outcome.token,
-          ...(outcome.born !== undefined ? { born: outcome.born } : {}),
-          ...(outcome.child !== undefined ? { child: outcome.child } : {}),
-          ok: false,
-          error: {
-            name: 'TerminalError',
-            message: `[limit.snapshot_size] the result of '${outcome.invokeId}' would make the record about ${size} bytes, over this workflow's maxSnapshotBytes limit of ${limits.maxSnapshotBytes}; keep large data outside the context (store it elsewhere and keep a reference)`,
+    const failed = outcome?.ok
+      ? outcomeEvent(
+          outcome.type,
+          outcome,
+          {
+            ok: false,
+            error: {
+              name: 'TerminalError',
+              message: `[limit.snapshot_size] the result of '${outcome.invokeId}' would make the record about ${size} bytes, over this workflow's maxSnapshotBytes limit of ${limits.maxSnapshotBytes}; keep large data outside the context (store it elsewhere and keep a reference)`,
+            },
           },
-        }
+          outcome.child,
+        )
       : undefined;
     events[j] = failed
       ? { ...over, event: failed }

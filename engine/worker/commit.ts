@@ -23,8 +23,8 @@
  * `lastHistory` are in it).
  */
 import type { AnyMachineSnapshot } from 'xstate';
-import { EngineEvent, isDelivery } from '../protocol/events.js';
-import { bornOf, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { EngineEvent, isDelivery, outcomeEvent } from '../protocol/events.js';
+import { instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { entryKey, publishCompletion, publishHistory } from '../store/history.js';
@@ -498,24 +498,12 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
   if (!parent || child.status === 'running') return;
   // The values of the child's secret paths stay secret in its output on the way to the parent.
   const secrets = child.status === 'done' ? rt.security.codec.outputSecrets(child, [], child.output) : [];
-  const event =
+  const event = outcomeEvent(
+    EngineEvent.Child,
+    parent,
     child.status === 'done'
-      ? {
-          type: EngineEvent.Child,
-          invokeId: parent.invokeId,
-          token: parent.token,
-          ...bornOf(parent),
-          child: { workflow: child.workflow, id: child.id },
-          ok: true,
-          output: child.output,
-          ...(secrets.length > 0 ? { secrets } : {}),
-        }
+      ? { ok: true, output: child.output, secrets }
       : {
-          type: EngineEvent.Child,
-          invokeId: parent.invokeId,
-          token: parent.token,
-          ...bornOf(parent),
-          child: { workflow: child.workflow, id: child.id },
           ok: false,
           error:
             child.status === 'failed'
@@ -524,7 +512,9 @@ export async function notifyParent(rt: Runtime, child: InstanceRecord): Promise<
                   name: 'ChildWorkflowStopped',
                   message: `child workflow '${child.workflow}' instance '${child.id}' was stopped${child.error ? `: ${child.error}` : ''}`,
                 },
-        };
+        },
+    { workflow: child.workflow, id: child.id },
+  );
   await publishToInstance(rt, {
     workflow: parent.workflow,
     id: parent.id,
