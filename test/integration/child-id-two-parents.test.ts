@@ -80,6 +80,25 @@ const poker = defineWorkflow({
   }),
 });
 
+/** As poker, but its RELEASE is delayed: the timer fires after it heard of the refusal, and it still runs. */
+const latePoker = defineWorkflow({
+  name: 'latepoker',
+  version: 1,
+  input: z.object({}),
+  events: {},
+  machine: setup({ actors: { hold: childWorkflow(hold) } }).createMachine({
+    initial: 'holding',
+    states: {
+      holding: {
+        invoke: { id: 'h', src: 'hold', input: () => ({ by: 'latepoker' }), onError: 'refused' },
+        initial: 'poking',
+        states: { poking: { entry: sendTo('h', { type: 'RELEASE' }, { delay: 600 }) } },
+      },
+      refused: {},
+    },
+  }),
+});
+
 describe('two parents of different workflows, same id, same invoke id', () => {
   const suite = natsForSuite();
 
@@ -137,6 +156,32 @@ describe('two parents of different workflows, same id, same invoke id', () => {
       await new Promise((r) => setTimeout(r, 1_000));
       assert.equal((await client.get(hold, 'x_h'))?.value, 'held', "left's child was not released by poker");
       assert.equal((await client.get(left, 'x'))?.value, 'holding', 'left still waits for it');
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it("the second one's delayed send to its child, fired after it heard of the refusal, does not reach the first one's child", async () => {
+    const namespace = uniqueNamespace('twoparentslate');
+    const options = { servers: suite.nats.url, namespace, workflows: [left, latePoker, hold], logger: memoryLogger() };
+    const engine = await createEngine(options);
+    const client = await createClient(options);
+    try {
+      await client.start(left, { id: 'x', input: {} });
+      await client.waitFor(hold, 'x_h', (i) => i.context !== undefined, { timeoutMs: 10_000 });
+      await client.start(latePoker, { id: 'x', input: {} });
+      assert.equal((await client.waitFor(latePoker, 'x', (i) => i.value === 'refused', { timeoutMs: 10_000 })).status, 'running');
+      // The timer (600 ms after latepoker's start) fires while latepoker still runs.
+      await client.waitFor(latePoker, 'x', (i) => i.timers.length === 0, { timeoutMs: 10_000 });
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal((await client.get(hold, 'x_h'))?.value, 'held', "left's child was not released by latepoker's timer");
+      assert.equal((await client.get(left, 'x'))?.value, 'holding', 'left still waits for it');
+      const letters = await client.deadLetters();
+      assert.ok(
+        letters.some((l) => l.workflow === 'hold' && l.id === 'x_h' && l.reason.includes('[not_parent]')),
+        `the send is dead-lettered as not from the parent: ${JSON.stringify(letters)}`,
+      );
     } finally {
       await client.close();
       await engine.close();
