@@ -93,8 +93,11 @@ export const TimerRecordSchema = z.object({
    * keeps the older one (XState does; a cancel reaches only the newest) under a derived key.
    */
   sendId: z.string().optional(),
-  /** A delayed `sendTo` a child workflow or `sendParent`: the instance the event goes to when it fires. */
-  to: z.object({ workflow: z.string(), id: z.string() }).optional(),
+  /**
+   * A delayed `sendTo` a child workflow or `sendParent`: the instance the event goes to when it
+   * fires; to a child, `toChild` (its invoke id), so that only this instance's child takes it.
+   */
+  to: z.object({ workflow: z.string(), id: z.string(), toChild: z.string().optional() }).optional(),
 });
 export type TimerRecord = z.infer<typeof TimerRecordSchema>;
 

@@ -269,7 +269,7 @@ export class Plan {
     revision: number,
     i: number,
     atMs: number,
-    to?: { workflow: string; id: string },
+    to?: { workflow: string; id: string; toChild?: string },
   ): void {
     const timerId = typeof params.id === 'string' ? params.id : `jetstate.delayed.${revision}.${i}`;
     this.schedule(timerId, { dueAtMs: atMs + (params.delay as number), token: revision, seq: i, event, ...(to ? { to } : {}) });
@@ -302,8 +302,8 @@ export class Plan {
     }
     const target = this.sendTarget(params.to);
     if (!target) return;
-    // (A delayed one is sent when its timer fires, as an ordinary send.)
-    if (delayed) this.delayed(params, ev, revision, i, atMs, { workflow: target.workflow, id: target.id });
+    // A delayed one is sent when its timer fires, still marked for the child (`toChild`).
+    if (delayed) this.delayed(params, ev, revision, i, atMs, target);
     else this.effects.push({ kind: 'send', type: SEND_ACTION, params: { ...target, event: ev }, key, event });
   }
 

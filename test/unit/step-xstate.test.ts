@@ -289,10 +289,11 @@ describe('actions', () => {
     );
     const p = new Instance(parent);
     p.apply({ type: 'LATER' }, 1_000);
-    assert.deepEqual(p.record.timers['later']!.to, { workflow: 'kid', id: 'i_k' });
+    // Still marked for the child when it fires (only this instance's child takes it).
+    assert.deepEqual(p.record.timers['later']!.to, { workflow: 'kid', id: 'i_k', toChild: 'k' });
     assert.deepEqual(
       p.fire('later', 1_100).effects.map((e) => e.params),
-      [{ workflow: 'kid', id: 'i_k', event: { type: 'ASK' } }],
+      [{ workflow: 'kid', id: 'i_k', toChild: 'k', event: { type: 'ASK' } }],
     );
   });
 
