@@ -24,6 +24,7 @@
 import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError } from '../errors.js';
 import { EngineEvent, OutboxKind, isDelivery, parentToken, type ParentRef } from '../protocol/events.js';
+import { bornOf } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
 import { publishToInstance, tellParentChildNotStarted } from '../store/inbox.js';
 import type { Effect, OutboxEntry } from '../step/plan.js';
@@ -228,7 +229,7 @@ export class ActionExecutor implements EffectExecutor {
         publishToInstance(this.rt, {
           workflow,
           id,
-          event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000) },
+          event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000), ...bornOf(instance.record) },
           engine: { logicalId: `fail.${e.key}` },
           trace: instance.record.trace,
         }),

@@ -133,14 +133,21 @@ export interface TaskRef {
 }
 
 /**
- * True for an engine event (a timer's fire, a task's or child's outcome) or a task reference made
- * for an earlier instance with the same id. A sender's own event may have a field named `born`: it
- * is not looked at.
+ * True for an engine event (a timer's fire, a task's or child's outcome, a send to itself, a
+ * failure of its own) or a task reference made for an earlier instance with the same id: one
+ * published late, or captured and published again, after the id was deleted and started again. A
+ * sender's own event may have a field named `born`: it is not looked at.
  */
 export function isForEarlierInstance(event: unknown, born: number | undefined): boolean {
   const b = (event as { born?: unknown } | null)?.born;
   const type = typeOf(event);
-  const engineMade = type === undefined || type === EngineEvent.Timer || type === EngineEvent.Task || type === EngineEvent.Child;
+  const engineMade =
+    type === undefined ||
+    type === EngineEvent.Timer ||
+    type === EngineEvent.Task ||
+    type === EngineEvent.Child ||
+    type === EngineEvent.Self ||
+    type === EngineEvent.Fail;
   return engineMade && born !== undefined && typeof b === 'number' && b !== born;
 }
 
@@ -187,6 +194,8 @@ export function isStop(event: unknown): boolean {
 export interface SelfEvent {
   type: typeof EngineEvent.Self;
   event: { type: string } & Record<string, unknown>;
+  /** The sending instance's `born` (see InstanceRecord): an earlier instance's send is not applied. */
+  born?: number;
 }
 
 /** An event the instance sent itself, wrapped (see `EngineEvent.Self`). */
@@ -198,6 +207,8 @@ export function isSelfSend(event: unknown): event is SelfEvent {
 export interface FailEvent {
   type: typeof EngineEvent.Fail;
   reason: string;
+  /** The failing instance's `born`: an earlier instance's failure is not applied. */
+  born?: number;
 }
 
 export function isFail(event: unknown): event is FailEvent {

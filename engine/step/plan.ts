@@ -297,7 +297,10 @@ export class Plan {
     const delayed = typeof params.delay === 'number';
     if (runner.isSelf(params.to)) {
       if (delayed) this.delayed(params, ev, revision, i, atMs);
-      else this.effects.push({ kind: 'send', type: SEND_ACTION, params: { workflow, id, event: { type: EngineEvent.Self, event: ev } }, key, event });
+      else {
+        const self = { type: EngineEvent.Self, event: ev, ...bornOf(this.self ?? {}) };
+        this.effects.push({ kind: 'send', type: SEND_ACTION, params: { workflow, id, event: self }, key, event });
+      }
       return;
     }
     const target = this.sendTarget(params.to);
