@@ -75,30 +75,43 @@ export function readDurable(rt: Runtime, options: DurableReaderOptions): Durable
   };
 }
 
-/**
- * Creates a durable consumer, or updates the settings a running namespace may have with other
- * values (an older engine's acknowledgement wait).
- */
 /** A durable consumer's configuration as the engine makes it. */
-export type DurableConfig = { durable_name: string } & Record<string, unknown>;
+export type DurableConfig = { durable_name: string; filter_subject: string; ack_wait: number; max_ack_pending: number } & Record<string, unknown>;
 
-export async function ensureDurable(rt: Runtime, stream: string, config: DurableConfig): Promise<void> {
+/**
+ * Creates a durable consumer, or finds it and brings the settings an older engine gave it up to
+ * date. Engines of one namespace share it, each with its own acknowledgement wait (from its
+ * `leaseTtlMs`), and each keeps the messages it handles alive at a third of its own wait: the
+ * consumer keeps the longest wait any engine asked for, since a shorter one set by another engine
+ * would hand a message on while it is being handled. A consumer of that name that reads another
+ * subject is an error (two kinds of messages would share one reader).
+ */
+export async function ensureDurable(rt: Runtime, stream: string, config: DurableConfig, retry = false): Promise<void> {
   try {
     const info = await rt.jsm.consumers.info(stream, config.durable_name);
-    if (info.config.ack_wait !== config['ack_wait'] || info.config.max_ack_pending !== config['max_ack_pending']) {
-      await rt.jsm.consumers.update(stream, config.durable_name, {
-        ack_wait: config['ack_wait'] as number,
-        max_ack_pending: config['max_ack_pending'] as number,
-      });
+    if (info.config.filter_subject !== config.filter_subject) {
+      throw new Error(
+        `durable consumer '${config.durable_name}' of stream '${stream}' reads '${info.config.filter_subject ?? '>'}', not '${config.filter_subject}': another kind of message has its name`,
+      );
+    }
+    const ackWait = Math.max(info.config.ack_wait ?? 0, config.ack_wait);
+    if (info.config.ack_wait !== ackWait || info.config.max_ack_pending !== config.max_ack_pending) {
+      await rt.jsm.consumers.update(stream, config.durable_name, { ack_wait: ackWait, max_ack_pending: config.max_ack_pending });
+    }
+    if (ackWait > config.ack_wait) {
+      rt.logger.info(
+        `durable consumer '${config.durable_name}' keeps the acknowledgement wait of ${ackWait / 1e6} ms another engine asked for (this one: ${config.ack_wait / 1e6} ms, from its leaseTtlMs): messages of an engine that stops come back after the longer wait`,
+      );
     }
     return;
   } catch (e) {
     if (!isConsumerNotFound(e)) throw e;
   }
-  await rt.jsm.consumers.add(stream, config as never).catch(async (e: Error) => {
-    // Another engine created it first.
-    await rt.jsm.consumers.info(stream, config.durable_name).catch(() => {
-      throw e;
-    });
-  });
+  try {
+    await rt.jsm.consumers.add(stream, config as never);
+  } catch (e) {
+    // Another engine created it first: checked as found (its filter, its wait).
+    if (retry) throw e;
+    await ensureDurable(rt, stream, config, true);
+  }
 }

@@ -22,6 +22,7 @@ import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { longTimeout, sleepUnless, waitAtMost } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
+import { isConsumerNotFound } from '../store/nats-errors.js';
 import {
   SpanKind,
   carrierFor,
@@ -62,6 +63,26 @@ const CancelSchema = z.object({ invokeId: z.string(), token: z.number().int(), b
  */
 export const taskProgressKey = (instance: { workflow: string; id: string; born?: number | undefined }, invokeId: string, token: number): string =>
   `task.${instance.workflow}.${instance.id}${instance.born === undefined ? '' : `.${instance.born}`}.${shortHash(invokeId)}.${token}`;
+
+/**
+ * The tasks stream's durable consumer of a workflow's activity: `task_<workflow>_<activity>`. That
+ * name is one pair's only while neither name has an underscore (`user_signup`.`email` and
+ * `user`.`signup_email` would share it); such a pair gets a hash of itself too, unless a consumer
+ * under the plain name reads its subject already (made by an earlier version, whose engines read it).
+ */
+async function taskDurableName(rt: Runtime, workflow: string, src: string, filter: string): Promise<string> {
+  const plain = `task_${workflow}_${src}`;
+  if (!workflow.includes('_') && !src.includes('_')) return plain;
+  const earlier = await rt.jsm.consumers.info(rt.names.tasksStream, plain).catch((e: unknown) => {
+    if (isConsumerNotFound(e)) return undefined;
+    throw e;
+  });
+  return earlier?.config.filter_subject === filter
+    ? plain
+    : `${plain}_${shortHash(`${workflow}.${src}`)
+        .slice(0, 10)
+        .replace(/[^A-Za-z0-9_-]/g, '_')}`;
+}
 
 /**
  * A task's progress entry: `started`, the attempt last started from the tasks stream (the count
@@ -229,11 +250,12 @@ export class TaskService {
         for (const src of runner.activities.keys()) kinds.set(`${name}.${src}`, { workflow: name, src });
     }
     for (const [kind, { workflow, src }] of kinds) {
+      const filter = names.taskSubject(workflow, src);
       const config = {
-        durable_name: `task_${kind.replace('.', '_')}`,
+        durable_name: await taskDurableName(this.rt, workflow, src, filter),
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
-        filter_subject: names.taskSubject(workflow, src),
+        filter_subject: filter,
         ack_wait: this.options.ackWaitMs * NS,
         max_deliver: -1,
         max_ack_pending: 1_000,
