@@ -170,15 +170,17 @@ export class PartitionManager {
     return [...this.owned.values()].flatMap((o) => (o.started ? [o.worker] : []));
   }
 
-  /** Live members (including this engine) as last seen. */
+  /**
+   * Live members (including this engine) as last seen. Each is judged by the TTL it declares (it
+   * renews at a third of its own): engines of one namespace may run with different ones.
+   */
   liveMembers(): Map<string, Member> {
     const out = new Map<string, Member>();
     for (const [k, o] of this.observed) {
       if (!k.startsWith('member.') || o.operation !== 'PUT') continue;
       const id = k.slice('member.'.length);
-      if (id !== this.engineId && now() - o.seenAtMs >= this.options.ttlMs) continue;
       const m = parse(MemberSchema, o.value);
-      if (m) out.set(id, m);
+      if (m && (id === this.engineId || now() - o.seenAtMs < m.ttlMs)) out.set(id, m);
     }
     return out;
   }
@@ -418,8 +420,8 @@ export class PartitionManager {
       } else {
         last = parse(LeaseSchema, seen.value) ?? last;
         // A live owner that should not serve this workflow (any more) hands it over itself;
-        // one that went silent is taken over.
-        if (now() - seen.seenAtMs < this.options.ttlMs) return;
+        // one that went silent (for longer than the TTL it declares) is taken over.
+        if (now() - seen.seenAtMs < (last.ttlMs ?? this.options.ttlMs)) return;
         revision = await this.rt.control.update(key, value(last), seen.revision).catch(async (e: unknown) => {
           // The lease moved since the watch saw it: what the watch missed is read now, so a watch
           // that lags cannot keep this engine from taking over a lease that is silent.
