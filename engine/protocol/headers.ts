@@ -21,3 +21,5 @@ export const SEND_HEADER = 'Jetstate-Send';
 export const TO_CHILD_HEADER = 'Jetstate-To-Child';
 /** JetStream's message id header (deduplication), covered by the signature. */
 export const MSG_ID_HEADER = 'Nats-Msg-Id';
+/** A KV message's operation (`DEL`, `PURGE`; absent for a value), as the KV clients read it. */
+export const KV_OPERATION_HEADER = 'KV-Operation';

@@ -110,6 +110,32 @@ export const TaskRecordSchema = z.object({
 });
 export type TaskRecord = z.infer<typeof TaskRecordSchema>;
 
+/**
+ * What the delete marker the engine writes for a record carries: where the delete was in the
+ * instance's partition stream (its sequence, and when the stream took it). An event at or before
+ * it belonged to the deleted instance, or came before it: read again by an owner whose checkpoint
+ * lies behind the delete, it is not applied (a start would create the instance again).
+ */
+export const DeleteNoteSchema = z.object({ deletedSeq: z.number().int().positive(), deletedAtMs: z.number() });
+export type DeleteNote = z.infer<typeof DeleteNoteSchema>;
+
+/** The note of a delete marker, or undefined for one without (written by nats.js, or an earlier version). */
+export function deleteNoteOf(value: Uint8Array): DeleteNote | undefined {
+  if (value.length === 0) return undefined;
+  try {
+    const parsed = DeleteNoteSchema.safeParse(JSON.parse(new TextDecoder().decode(value)));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `e` was in the partition stream at or before the delete that `note` records. */
+export function isBeforeDelete(note: DeleteNote | undefined, e: { seq: number; timeMs: number }): boolean {
+  // The time too: a partition stream made again numbers its events from 1 again.
+  return note !== undefined && e.seq <= note.deletedSeq && e.timeMs <= note.deletedAtMs;
+}
+
 /** An instance's `born` wherever it travels (see InstanceRecord): absent for instances created before it existed. */
 export const BornSchema = z.number().int().nonnegative().optional();
 

@@ -10,7 +10,7 @@ import type { AnyMachineSnapshot } from 'xstate';
 import { z } from 'zod';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { ConflictError, ErrorCode, JetstateError } from '../errors.js';
-import { parseStoredRecord, type InstanceRecord } from '../protocol/record.js';
+import { deleteNoteOf, parseStoredRecord, type DeleteNote, type InstanceRecord } from '../protocol/record.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Registry } from '../step/registry.js';
 import type { MachineRunner } from '../step/runner.js';
@@ -29,7 +29,13 @@ export interface LoadedInstance {
 }
 
 /** Why an instance cannot be processed; it is reported and left untouched. */
-export type LoadProblem = { problem: 'missing' } | { problem: 'unreadable' | 'unregistered'; message: string };
+/** A record's delete (or purge) marker: its revision (a new instance is created over it) and the engine's note, if it wrote one. */
+export interface DeleteMarker {
+  revision: number;
+  note: DeleteNote | undefined;
+}
+
+export type LoadProblem = { problem: 'missing'; marker?: DeleteMarker } | { problem: 'unreadable' | 'unregistered'; message: string };
 
 /**
  * Parses stored bytes into a record with its secrets opened (with the ring) or redacted (without):
@@ -102,7 +108,8 @@ export class InstanceStore {
       return hit;
     }
     const entry = await this.buckets.ofKey(key).get(key);
-    if (!entry || entry.operation !== 'PUT') return { problem: 'missing' };
+    if (!entry) return { problem: 'missing' };
+    if (entry.operation !== 'PUT') return { problem: 'missing', marker: { revision: entry.revision, note: deleteNoteOf(entry.value) } };
     let record: InstanceRecord;
     try {
       record = parseRecord(this.codec, key, entry.value);
@@ -150,7 +157,7 @@ export class InstanceStore {
     return next;
   }
 
-  /** Creates a record that must not exist yet; throws {@link ConflictError} when it does. */
+  /** Creates a record that must not exist yet (over the delete marker at revision `over`); throws {@link ConflictError} when it does. */
   async create(
     key: string,
     def: WorkflowDefinition,
@@ -158,10 +165,11 @@ export class InstanceStore {
     record: InstanceRecord,
     snapshot: AnyMachineSnapshot,
     encoded: Uint8Array,
+    over?: number,
   ): Promise<LoadedInstance> {
     let revision: number;
     try {
-      revision = await this.buckets.create(key, encoded);
+      revision = await this.buckets.create(key, encoded, over);
     } catch (e) {
       this.cache.delete(key);
       if (isCasConflict(e)) throw new ConflictError(key, { cause: e });

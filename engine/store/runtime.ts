@@ -3,7 +3,7 @@
  * namespace (created on first use, checked afterwards), and the workflow registry.
  */
 import { connect } from '@nats-io/transport-node';
-import type { NatsConnection } from '@nats-io/nats-core';
+import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager, type PubAck, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
@@ -11,6 +11,8 @@ import { ErrorCode, JetstateError, fail } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LAYOUT_VERSION, layout, shardOf, type Layout } from '../protocol/names.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
+import { KV_OPERATION_HEADER } from '../protocol/headers.js';
+import type { DeleteNote } from '../protocol/record.js';
 import { Registry } from '../step/registry.js';
 import { Telemetry } from '../telemetry/telemetry.js';
 import { describeNatsAuthError, natsConnectionAuth } from '../security/credentials.js';
@@ -88,11 +90,16 @@ export interface RecordBuckets {
    */
   update(key: string, value: Uint8Array, revision: number): Promise<number>;
   /**
-   * Creates a record (the engine's write for a new instance), as `kv.create()` does: fails with
-   * the compare-and-set error when the key holds a value, and writes over a delete or purge marker.
-   * Resolves with the new revision.
+   * Creates a record (the engine's write for a new instance): compare-and-set on an empty key, or
+   * on the delete or purge marker at revision `over` (an earlier instance's). Fails with the
+   * compare-and-set error when the key holds anything else. Resolves with the new revision.
    */
-  create(key: string, value: Uint8Array): Promise<number>;
+  create(key: string, value: Uint8Array, over?: number): Promise<number>;
+  /**
+   * Deletes a record (compare-and-set on `revision`) with a delete marker that says where the
+   * delete was in its partition stream (see {@link DeleteNote}). Resolves with the marker's revision.
+   */
+  remove(key: string, revision: number, note: DeleteNote): Promise<number>;
   /** Fails what `update` (and the runtime's `publish`) still waits for; the connection stays open. */
   close(): void;
 }
@@ -263,14 +270,12 @@ async function openNamespace(
       of,
       ofKey: (key) => buckets[shardOfKey(key)]!,
       update: async (key, value, revision) => (await publish(kvPrefixes[shardOfKey(key)]! + key, value, { expectLastSubjectSequence: revision })).seq,
-      create: async (key, value) => {
-        try {
-          return (await publish(kvPrefixes[shardOfKey(key)]! + key, value, { expectLastSubjectSequence: 0 })).seq;
-        } catch (e) {
-          // The key has a message: nats.js's create tells a marker (written over) from a value (the conflict).
-          if (isCasConflict(e)) return buckets[shardOfKey(key)]!.create(key, value);
-          throw e;
-        }
+      create: async (key, value, over = 0) => (await publish(kvPrefixes[shardOfKey(key)]! + key, value, { expectLastSubjectSequence: over })).seq,
+      remove: async (key, revision, note) => {
+        // A KV delete as nats.js writes one (readers see the key deleted), carrying the note.
+        const headers = natsHeaders();
+        headers.set(KV_OPERATION_HEADER, 'DEL');
+        return (await publish(kvPrefixes[shardOfKey(key)]! + key, encodeJson(note), { expectLastSubjectSequence: revision, headers })).seq;
       },
       close: () => acks?.close(),
     };

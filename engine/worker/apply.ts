@@ -12,7 +12,7 @@
  */
 import { canonicalJson, decodeJson, digest, encodeJson } from '../protocol/json.js';
 import { EngineEvent, isChildResult, isStart, isTaskResult, outcomeEvent, parentToken, type ParentRef } from '../protocol/events.js';
-import { HistoryKind, instanceTag, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
+import { HistoryKind, instanceTag, isBeforeDelete, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
 import { ConflictError, NotYetError } from '../errors.js';
 import { isCasConflict } from '../store/nats-errors.js';
 import type { Runtime } from '../store/runtime.js';
@@ -95,7 +95,15 @@ export async function applyBatch(
       continue;
     }
     const head = rest[0]!;
-    const created = await createFromStart(ctx, key, workflow, id, head, attempt, replies);
+    if (isBeforeDelete(loaded.marker?.note, head)) {
+      // Decided before the instance was deleted (read again from a checkpoint behind its delete):
+      // a start would create it again and run its effects a second time.
+      ctx.rt.logger.debug(`workflow '${workflow}' instance '${id}': event ${head.seq} came before its delete; skipped`);
+      ctx.rt.telemetry.redeliveries.add(1, { 'jetstate.reason': 'deleted' });
+      rest = rest.slice(1);
+      continue;
+    }
+    const created = await createFromStart(ctx, key, workflow, id, head, attempt, replies, loaded.marker?.revision);
     if (typeof created === 'string' && assumed) {
       // Waiting for its version is for a new instance; an existing one answers the start itself.
       assumed = false;
@@ -183,7 +191,7 @@ async function deleteInstance(ctx: ApplyContext, key: string, loaded: LoadedInst
     throw new Error(`delete: its history cannot be purged (${(err as Error).message}); the instance stays as it is until it can`, { cause: err });
   }
   try {
-    await rt.records.ofKey(key).delete(key, { previousSeq: loaded.kvRevision });
+    await rt.records.remove(key, loaded.kvRevision, { deletedSeq: e.seq, deletedAtMs: e.timeMs });
   } catch (err) {
     if (isCasConflict(err)) throw new ConflictError(key, { cause: err });
     throw err;
@@ -237,6 +245,7 @@ async function createFromStart(
   e: RawEvent,
   attempt: number,
   replies: Reply[],
+  over: number | undefined,
 ): Promise<LoadedInstance | null | string> {
   const { rt } = ctx;
   const version = startVersion(e.data);
@@ -310,15 +319,25 @@ async function createFromStart(
   }
   try {
     const local = ctx.local?.take(started.record, started.tasks) ?? [];
-    const written = await ctx.committer.create(key, found.def, found.runner, started.record, started.snapshot, stored.bytes, stored.sealed, {
-      timers: started.timers,
-      tasks: local.length > 0 ? started.tasks.filter((t) => !local.includes(t)) : started.tasks,
-      cancelledTasks: [],
-      effects: started.effects,
-      trace: spans.byRevision,
-      afterWrite: local.length > 0 ? (w) => ctx.local!.startLocal(key, w.record, local, spans.byRevision) : undefined,
-      owned: ctx.owned,
-    });
+    const written = await ctx.committer.create(
+      key,
+      found.def,
+      found.runner,
+      started.record,
+      started.snapshot,
+      stored.bytes,
+      stored.sealed,
+      {
+        timers: started.timers,
+        tasks: local.length > 0 ? started.tasks.filter((t) => !local.includes(t)) : started.tasks,
+        cancelledTasks: [],
+        effects: started.effects,
+        trace: spans.byRevision,
+        afterWrite: local.length > 0 ? (w) => ctx.local!.startLocal(key, w.record, local, spans.byRevision) : undefined,
+        owned: ctx.owned,
+      },
+      over,
+    );
     spans.end();
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'created', revision: 1, seq: e.seq } });
     return written;

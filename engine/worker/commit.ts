@@ -122,7 +122,10 @@ export class Committer {
     private readonly hooks: CommitHooks = {},
   ) {}
 
-  /** Writes a new instance's first record, then acts. Throws `ConflictError` if it exists. */
+  /**
+   * Writes a new instance's first record (over an earlier instance's delete marker at revision
+   * `over`), then acts. Throws `ConflictError` if the key holds anything else.
+   */
   async create(
     key: string,
     def: WorkflowDefinition,
@@ -132,9 +135,10 @@ export class Committer {
     bytes: Uint8Array,
     sealed: InstanceRecord,
     acts: Acts,
+    over?: number,
   ): Promise<LoadedInstance> {
     this.hooks.beforeStateWrite?.(key, record.revision);
-    const written = await this.store.create(key, def, runner, record, snapshot, bytes);
+    const written = await this.store.create(key, def, runner, record, snapshot, bytes, over);
     return this.afterWrite(key, () => {
       this.hooks.afterStateWrite?.(key, record.revision);
       acts.afterWrite?.(written);
