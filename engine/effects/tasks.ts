@@ -497,6 +497,25 @@ export class TaskService {
     if ('dueInMs' in counted) return void m.nak(Math.min(counted.dueInMs, 3_600_000));
     if ('deferred' in counted) return void m.ack();
     const { attempt, recorded, uncount } = counted;
+    const { maxAttempts } = def.options.retry;
+    if (recorded && attempt > maxAttempts) {
+      // The attempts before ended with no outcome: their engine stopped while running them (an
+      // out-of-memory kill, a crash in the activity). The task fails, rather than taking engine
+      // after engine down for ever.
+      const message = `attempt ${attempt} of at most ${maxAttempts} not run: attempt ${attempt - 1} (and any before it without an error) ended with no outcome, its engine having stopped while it ran (a crash or an out-of-memory kill in the activity?)`;
+      this.rt.logger.error(`task ${task.src} of ${task.workflow} ${task.id}: ${message}`, { workflow: task.workflow, id: task.id });
+      const event = outcomeEvent(EngineEvent.Task, task, { ok: false, error: { name: 'TaskAttemptsLost', message } });
+      try {
+        await this.deliver(task, event, carrierFromHeaders(m.headers));
+        await this.rt.control.purge(taskProgressKey(task, task.invokeId, task.token)).catch(() => {});
+        m.ack();
+      } catch (e) {
+        this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its failure (${(e as Error).message}); tried again`);
+        await uncount();
+        m.nak(1_000);
+      }
+      return;
+    }
     // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
     // another one after the acknowledgement wait.
     const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working(), recorded);
