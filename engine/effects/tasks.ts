@@ -98,6 +98,8 @@ const TaskProgressSchema = z
     retryAtMs: z.number().optional(),
     /** The task ran in process after it was handed over, and an extension delivers its outcome. */
     deferred: z.boolean().optional(),
+    /** The attempt under way when the task was handed over, then interrupted by its engine's close: it does not count. */
+    interrupted: z.number().int().positive().optional(),
   })
   .passthrough();
 
@@ -559,7 +561,9 @@ export class TaskService {
       }
       const dueInMs = (before?.retryAtMs ?? 0) - Date.now();
       if (dueInMs > 0) return { dueInMs };
-      const attempt = Math.max(prior, before?.started ?? 0, before?.attempt ?? 0) + 1;
+      // The message counts an attempt its engine's close interrupted after handing it over.
+      const ran = before?.interrupted !== undefined && before.interrupted === prior ? prior - 1 : prior;
+      const attempt = Math.max(ran, before?.started ?? 0, before?.attempt ?? 0) + 1;
       await this.rt.control.put(key, encodeJson({ ...before, started: attempt }));
       // An attempt the engine's close interrupted does not count (best effort).
       const uncount = () => this.rt.control.put(key, encodeJson({ ...before, started: attempt - 1 })).catch(() => {});
@@ -665,6 +669,8 @@ export class TaskService {
             clearTimeout(hold);
             // An attempt the engine's close interrupted does not count.
             const ran = r.result === 'interrupted' ? attempt - 1 : attempt;
+            // Handed over already, its message counts the attempt: the progress entry says it did not run out.
+            if (durable && r.result === 'interrupted') await this.noteInterrupted(task, attempt);
             const out = this.handOver(record, t, scheduledBy, ran, undefined, r.result === 'retry' ? Date.now() + r.wait : undefined);
             return durable ? void out.catch(() => {}) : hooks.onDurable(out);
           }
@@ -689,6 +695,24 @@ export class TaskService {
         running.settle();
       }
     })();
+  }
+
+  /**
+   * Records that attempt `attempt` of a task handed over while it ran here (its message counts that
+   * attempt as run) was interrupted by this engine's close: the next engine runs it again. Best
+   * effort; without it the attempt counts.
+   */
+  private async noteInterrupted(task: TaskMessage, attempt: number): Promise<void> {
+    const key = taskProgressKey(task, task.invokeId, task.token);
+    try {
+      const entry = await this.rt.control.get(key);
+      const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
+      await this.rt.control.put(key, encodeJson({ ...(parsed?.success ? parsed.data : {}), interrupted: attempt }));
+    } catch (e) {
+      this.rt.logger.warn(
+        `task ${task.src} of ${task.workflow} ${task.id}: the interrupted attempt ${attempt} is not recorded (${(e as Error).message}); it counts`,
+      );
+    }
   }
 
   /**
