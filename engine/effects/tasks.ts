@@ -22,7 +22,7 @@ import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { longTimeout, sleepUnless, waitAtMost } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
-import { isConsumerNotFound } from '../store/nats-errors.js';
+import { isCasConflict, isConsumerNotFound, isMessageNotFound } from '../store/nats-errors.js';
 import {
   SpanKind,
   carrierFor,
@@ -100,6 +100,10 @@ const TaskProgressSchema = z
     deferred: z.boolean().optional(),
     /** The attempt under way when the task was handed over, then interrupted by its engine's close: it does not count. */
     interrupted: z.number().int().positive().optional(),
+    /** The tasks stream's sequence of the message the recorded attempt ran from (see `TaskService.countAttempt`). */
+    msg: z.number().int().positive().optional(),
+    /** The task's outcome was delivered: another message of it runs nothing. */
+    done: z.boolean().optional(),
   })
   .passthrough();
 
@@ -373,7 +377,7 @@ export class TaskService {
     record: InstanceRecord,
     scheduledBy: TraceCarrier | undefined,
     working: () => void,
-    recorded = false,
+    msg?: number,
   ): Promise<AttemptResult> {
     // Cancelled (or the engine closing) while the attempt was prepared: it does not run.
     if (controller.signal.aborted) return { result: this.stopping ? 'interrupted' : 'cancelled', wait: 0, trace: scheduledBy };
@@ -472,10 +476,11 @@ export class TaskService {
       const error = (outcome as { error: Error }).error;
       this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: attempt ${attempt} failed (${error.message}); retrying in ${wait} ms`);
       // For get() and the CLI: how far the task got. Best effort.
-      await this.rt.control
-        .put(taskProgressKey(task, task.invokeId, task.token), encodeJson({ attempt, lastError: error.message, retryAtMs: Date.now() + wait }))
-        .catch(() => {});
-    } else if ((attempt > 1 || recorded) && (result === 'ok' || result === 'failed' || result === 'deferred')) {
+      // From the tasks stream, the entry keeps naming its message (see countAttempt).
+      const progress = { attempt, lastError: error.message, retryAtMs: Date.now() + wait, ...(msg !== undefined ? { started: attempt, msg } : {}) };
+      await this.rt.control.put(taskProgressKey(task, task.invokeId, task.token), encodeJson(progress)).catch(() => {});
+    } else if (msg === undefined && attempt > 1 && (result === 'ok' || result === 'failed' || result === 'deferred')) {
+      // (From the tasks stream, `attempt` says so once the outcome is delivered.)
       await this.rt.control.purge(taskProgressKey(task, task.invokeId, task.token)).catch(() => {});
     }
     if (result !== 'ok' && result !== 'failed') return { result, wait, trace: attemptTrace };
@@ -497,8 +502,14 @@ export class TaskService {
     // A retry not due yet: the message may carry no "not before" (a task handed over while it
     // still ran here, whose retry could not change the message already stored).
     if ('dueInMs' in counted) return void m.nak(Math.min(counted.dueInMs, 3_600_000));
-    if ('deferred' in counted) return void m.ack();
+    if ('settled' in counted) return void m.ack();
+    if ('runningFrom' in counted) {
+      // A second message of the task (a repair published it again, past the duplicate window).
+      this.rt.logger.info(`task ${task.src} of ${task.workflow} ${task.id}: message ${m.seq} repeats message ${counted.runningFrom}, which runs it; dropped`);
+      return void m.term();
+    }
     const { attempt, recorded, uncount } = counted;
+    const msg = recorded ? m.seq : undefined;
     const { maxAttempts } = def.options.retry;
     if (recorded && attempt > maxAttempts) {
       // The attempts before ended with no outcome: their engine stopped while running them (an
@@ -509,7 +520,7 @@ export class TaskService {
       const event = outcomeEvent(EngineEvent.Task, task, { ok: false, error: { name: 'TaskAttemptsLost', message } });
       try {
         await this.deliver(task, event, carrierFromHeaders(m.headers));
-        await this.rt.control.purge(taskProgressKey(task, task.invokeId, task.token)).catch(() => {});
+        await this.settle(task, { done: true, msg: m.seq });
         m.ack();
       } catch (e) {
         this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its failure (${(e as Error).message}); tried again`);
@@ -520,15 +531,19 @@ export class TaskService {
     }
     // While the attempt runs here, the message stays ours; if this engine dies, it comes back to
     // another one after the acknowledgement wait.
-    const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working(), recorded);
+    const r = await this.runAttempt(task, def, attempt, controller, record, carrierFromHeaders(m.headers), () => m.working(), msg);
     // The engine is closing: another engine takes the task over, and this attempt does not count.
     if (r.result === 'interrupted') return void (await uncount(), m.nak());
     if (r.result === 'cancelled') return void m.term();
     if (r.result === 'retry') return void m.nak(r.wait);
     // An extension delivers a deferred outcome later (see define/extension.ts): the message is done.
-    if (r.result === 'deferred') return void m.ack();
+    if (r.result === 'deferred') {
+      if (msg !== undefined) await this.settle(task, { deferred: true, msg });
+      return void m.ack();
+    }
     try {
       await this.deliver(task, r.event!, r.trace);
+      if (msg !== undefined) await this.settle(task, { done: true, msg });
       m.ack();
     } catch (e) {
       this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its outcome (${(e as Error).message}); it will run again`);
@@ -543,37 +558,67 @@ export class TaskService {
    * records itself in the control bucket before it runs (the entry `get()` reads a failed attempt
    * from), so an attempt whose engine died counts and a crash loop ends. When the bucket cannot be
    * reached, the delivery count stands in (it counts too many, never too few).
+   *
+   * The entry also names the message the attempt runs from (its stream sequence), written by
+   * compare-and-set: a task has one message, except when a repair published it again later than
+   * the stream's duplicate window (a task pending that long). Such a second message, while the
+   * first is still in the stream (running, or waiting for its retry or its redelivery), runs
+   * nothing; nor does any once the task's outcome was delivered (`done`) or deferred.
    */
   private async countAttempt(
     m: JsMsg,
     task: TaskMessage,
-  ): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> } | { dueInMs: number } | { deferred: true }> {
+  ): Promise<{ attempt: number; recorded: boolean; uncount(): Promise<unknown> } | { dueInMs: number } | { settled: true } | { runningFrom: number }> {
     const prior = priorAttempts(m);
     const key = taskProgressKey(task, task.invokeId, task.token);
     try {
-      const entry = await this.rt.control.get(key);
-      const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
-      const before = parsed?.success ? parsed.data : undefined;
-      if (before?.deferred) {
-        // Ran in process after this message was published, and deferred: nothing left to run.
-        await this.rt.control.purge(key).catch(() => {});
-        return { deferred: true };
+      for (let tries = 1; ; tries++) {
+        const entry = await this.rt.control.get(key);
+        const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
+        const before = parsed?.success ? parsed.data : undefined;
+        // Ran in process after this message was published and deferred, or its outcome delivered: nothing left to run.
+        if (before?.deferred || before?.done) return { settled: true };
+        if (before?.msg !== undefined && before.msg !== m.seq && (await this.stored(before.msg))) return { runningFrom: before.msg };
+        const dueInMs = (before?.retryAtMs ?? 0) - Date.now();
+        if (dueInMs > 0) return { dueInMs };
+        // The message counts an attempt its engine's close interrupted after handing it over.
+        const ran = before?.interrupted !== undefined && before.interrupted === prior ? prior - 1 : prior;
+        const attempt = Math.max(ran, before?.started ?? 0, before?.attempt ?? 0) + 1;
+        const next = encodeJson({ ...before, started: attempt, msg: m.seq });
+        try {
+          if (entry?.operation === 'PUT') await this.rt.control.update(key, next, entry.revision);
+          else await this.rt.control.create(key, next);
+        } catch (e) {
+          // Another delivery of this task wrote first: judged again on what it wrote.
+          if (isCasConflict(e) && tries < 5) continue;
+          throw e;
+        }
+        // An attempt the engine's close interrupted does not count (best effort).
+        const uncount = () => this.rt.control.put(key, encodeJson({ ...before, started: attempt - 1, msg: m.seq })).catch(() => {});
+        return { attempt, recorded: true, uncount };
       }
-      const dueInMs = (before?.retryAtMs ?? 0) - Date.now();
-      if (dueInMs > 0) return { dueInMs };
-      // The message counts an attempt its engine's close interrupted after handing it over.
-      const ran = before?.interrupted !== undefined && before.interrupted === prior ? prior - 1 : prior;
-      const attempt = Math.max(ran, before?.started ?? 0, before?.attempt ?? 0) + 1;
-      await this.rt.control.put(key, encodeJson({ ...before, started: attempt }));
-      // An attempt the engine's close interrupted does not count (best effort).
-      const uncount = () => this.rt.control.put(key, encodeJson({ ...before, started: attempt - 1 })).catch(() => {});
-      return { attempt, recorded: true, uncount };
     } catch (e) {
       this.rt.logger.warn(
         `task ${task.src} of ${task.workflow} ${task.id}: could not read or record its attempt count (${(e as Error).message}); counting deliveries instead`,
       );
       return { attempt: m.info.deliveryCount + prior, recorded: false, uncount: async () => {} };
     }
+  }
+
+  /** Whether the tasks stream still holds the message at `seq` (not yet acknowledged). */
+  private async stored(seq: number): Promise<boolean> {
+    try {
+      await this.rt.jsm.streams.getMessage(this.rt.names.tasksStream, { seq });
+      return true;
+    } catch (e) {
+      if (isMessageNotFound(e)) return false;
+      throw e;
+    }
+  }
+
+  /** A task's progress entry once its outcome is delivered (or deferred): a later message of it runs nothing. Best effort. */
+  private async settle(task: TaskMessage, how: { done: true; msg: number } | { deferred: true; msg: number }): Promise<void> {
+    await this.rt.control.put(taskProgressKey(task, task.invokeId, task.token), encodeJson(how)).catch(() => {});
   }
 
   /** Delivers an outcome through the instance's inbox (for a task that ran here when its partition moved away). */

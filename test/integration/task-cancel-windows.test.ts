@@ -88,16 +88,20 @@ describe('a task cancelled while an attempt is prepared', () => {
   function holdProgressWrite(which: (value: Record<string, unknown>) => boolean) {
     return (engine: Engine, stopNow: () => Promise<void>): void => {
       const control = internals(engine).tasks.rt.control;
-      const put = control.put.bind(control);
       let held = false;
-      control.put = async (key, value, opts) => {
-        const revision = await put(key, value, opts);
+      const holding = async (key: string, value: unknown, write: Promise<number>): Promise<number> => {
+        const revision = await write;
         if (!held && key.startsWith('task.') && which(decodeJson(value as Uint8Array) as Record<string, unknown>)) {
           held = true;
           await stopNow();
         }
         return revision;
       };
+      // An attempt is counted by compare-and-set (create or update); other entries are put.
+      const { put, create, update } = { put: control.put.bind(control), create: control.create.bind(control), update: control.update.bind(control) };
+      control.put = (key, value, opts) => holding(key, value, put(key, value, opts));
+      control.create = (key, value) => holding(key, value, create(key, value));
+      control.update = (key, value, revision) => holding(key, value, update(key, value, revision));
     };
   }
 
