@@ -486,9 +486,14 @@ export class PartitionManager {
 
   /**
    * Frees a lease this engine holds, its checkpoint left in the partition's checkpoint key for the
-   * next owner. Deletes nothing when the lease moved on (lost meanwhile: the revision differs).
+   * next owner. Writes and deletes nothing when the lease moved on (taken over while this engine
+   * stood still past its TTL: the revision differs): its checkpoint, older than the one the next
+   * owner leaves there, would send the owner after that back to events applied already.
    */
   private async giveBack(owned: Owned, checkpoint: number): Promise<void> {
+    const lease = await this.rt.control.get(this.rt.names.leaseKey(owned.workflow, owned.partition));
+    if (lease?.revision !== owned.revision)
+      throw new Error(`its lease moved on (revision ${lease?.revision ?? 'none'}, held ${owned.revision}): taken over meanwhile`);
     await this.rt.control.put(this.rt.names.checkpointKey(owned.workflow, owned.partition), encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe }));
     await this.rt.control.delete(this.rt.names.leaseKey(owned.workflow, owned.partition), { previousSeq: owned.revision });
   }
