@@ -223,7 +223,11 @@ export const EngineOptionsSchema = ClientShape.extend({
       ),
     )
     .default([]),
-  /** Stable id of this engine process; defaults to a random one. */
+  /**
+   * Stable id of this engine process (a restarted process with the same id takes its leases back
+   * at once); defaults to a random one. Give each process its own: two live processes with one id
+   * are reported as an error by both (their heartbeats overwrite each other).
+   */
   engineId: z.string().regex(NAME_PATTERN).optional(),
 })
   .strict()

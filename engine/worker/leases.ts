@@ -34,6 +34,8 @@ import type { PartitionWorker } from './partition-worker.js';
 /** A lease: its owner, the checkpoint it reached, its trim point, and how long it lasts unrenewed (clients read that). */
 const LeaseSchema = z.object({
   owner: z.string(),
+  /** The owning engine process (its id may be shared by mistake; see `PartitionManager.run`). */
+  run: z.string().optional(),
   checkpoint: z.number().int().nonnegative(),
   safe: z.number().int().nonnegative().default(0),
   ttlMs: z.number().optional(),
@@ -47,6 +49,8 @@ export const MemberSchema = z.object({
   ttlMs: z.number().default(5_000),
   workflows: z.record(z.string(), z.array(z.number().int())).default({}),
   extensions: z.array(z.string()).default([]),
+  /** The engine process that wrote it (see `PartitionManager.run`). */
+  run: z.string().optional(),
 });
 export type Member = z.infer<typeof MemberSchema>;
 
@@ -126,6 +130,13 @@ const slot = (workflow: string, partition: number): string => `${workflow}/${par
 
 export class PartitionManager {
   readonly engineId: string;
+  /**
+   * This engine process, apart from any other given the same `engineId` by mistake: in its
+   * heartbeat and its leases, so that such a process is reported and its leases are not taken
+   * for this one's.
+   */
+  private readonly run = randomUUID();
+  private sharedIdSaidAtMs = -Infinity;
   private readonly observed = new Map<string, Observed>();
   private readonly owned = new Map<string, Owned>();
   private watcher: Awaited<ReturnType<Runtime['control']['watch']>> | undefined;
@@ -180,9 +191,22 @@ export class PartitionManager {
       if (!k.startsWith('member.') || o.operation !== 'PUT') continue;
       const id = k.slice('member.'.length);
       const m = parse(MemberSchema, o.value);
-      if (m && (id === this.engineId || now() - o.seenAtMs < m.ttlMs)) out.set(id, m);
+      if (m && id !== this.engineId && now() - o.seenAtMs < m.ttlMs) out.set(id, m);
     }
+    // This engine as it says it is: its key may hold another process's heartbeat (an id used twice).
+    out.set(this.engineId, this.member());
     return out;
+  }
+
+  /** What this engine's heartbeat says. */
+  private member(): Member {
+    return {
+      atMs: Date.now(),
+      ttlMs: this.options.ttlMs,
+      workflows: Object.fromEntries(this.options.workflows()),
+      extensions: [...this.options.extensions],
+      run: this.run,
+    };
   }
 
   async start(): Promise<void> {
@@ -266,10 +290,17 @@ export class PartitionManager {
   }
 
   private heartbeat(): Promise<number> {
-    const workflows = Object.fromEntries(this.options.workflows());
-    return this.rt.control.put(
-      this.rt.names.memberKey(this.engineId),
-      encodeJson({ atMs: Date.now(), ttlMs: this.options.ttlMs, workflows, extensions: this.options.extensions }),
+    return this.rt.control.put(this.rt.names.memberKey(this.engineId), encodeJson(this.member()));
+  }
+
+  /** Another process writes this engine's member key: said as an error, at most once a minute. */
+  private sharedId(value: Uint8Array | undefined): void {
+    const other = parse(MemberSchema, value);
+    if (!other?.run || other.run === this.run || now() - this.sharedIdSaidAtMs < 60_000) return;
+    this.sharedIdSaidAtMs = now();
+    const theirs = Object.keys(other.workflows).join(', ') || 'none';
+    this.rt.logger.error(
+      `engineId '${this.engineId}' is used by another engine process too (its workflows: ${theirs}): their heartbeats overwrite each other and their leases look alike; give each engine process its own engineId (or leave it out for a random one)`,
     );
   }
 
@@ -312,6 +343,7 @@ export class PartitionManager {
           const was = this.observed.get(e.key);
           if (!was || was.revision !== e.revision) this.observed.set(e.key, { revision: e.revision, operation: e.operation, seenAtMs: now(), value: e.value });
           if (e.key === own) {
+            if (e.operation === 'PUT') this.sharedId(e.value);
             if (this.unseenBeat && e.revision >= this.unseenBeat.revision) this.unseenBeat = undefined;
             initialised();
           }
@@ -409,7 +441,8 @@ export class PartitionManager {
     if (this.leaving.has(slot(workflow, p))) return;
     const key = this.rt.names.leaseKey(workflow, p);
     const seen = this.observed.get(key);
-    const value = (l: Lease): Uint8Array => encodeJson({ owner: this.engineId, checkpoint: l.checkpoint, safe: l.safe, ttlMs: this.options.ttlMs });
+    const value = (l: Lease): Uint8Array =>
+      encodeJson({ owner: this.engineId, run: this.run, checkpoint: l.checkpoint, safe: l.safe, ttlMs: this.options.ttlMs });
     let last: Lease = { owner: '', checkpoint: 0, safe: 0 };
     let revision: number;
     try {
@@ -533,7 +566,7 @@ export class PartitionManager {
     try {
       owned.revision = await this.rt.control.update(
         this.rt.names.leaseKey(owned.workflow, owned.partition),
-        encodeJson({ owner: this.engineId, checkpoint, safe: owned.safe, ttlMs: this.options.ttlMs }),
+        encodeJson({ owner: this.engineId, run: this.run, checkpoint, safe: owned.safe, ttlMs: this.options.ttlMs }),
         owned.revision,
       );
       owned.renewedAtMs = now();
@@ -563,7 +596,9 @@ export class PartitionManager {
   private async adoptOwnRenewal(owned: Owned): Promise<boolean> {
     const entry = await this.rt.control.get(this.rt.names.leaseKey(owned.workflow, owned.partition)).catch(() => null);
     if (!entry || entry.operation !== 'PUT' || entry.revision <= owned.revision) return false;
-    if (parse(LeaseSchema, entry.value)?.owner !== this.engineId) return false;
+    // This process's: another one with the same engineId (by mistake) may have taken it over.
+    const lease = parse(LeaseSchema, entry.value);
+    if (lease?.owner !== this.engineId || lease.run !== this.run) return false;
     owned.revision = entry.revision;
     owned.renewedAtMs = now();
     return true;
