@@ -104,8 +104,8 @@ describe('guarantee 1: crash between the state write and the history publish', (
     const id = 'a';
     await client.start(counter, { id, input: { label: id } });
     // A long lease TTL for the crashing engine: it renews (and so advances the stored checkpoint)
-    // only every 10 s, so everything it applied before its crash is redelivered to the next owner,
-    // which judges the lease by its own TTL of 1 s.
+    // only every 10 s, so everything it applied before its crash is redelivered to the next owner.
+    // (Its leases are then rewritten with a TTL of 1 s, so the next owner need not wait 30 s.)
     const doomed = engine(namespace, 'doomed', { crashAfterWrites: 2, leaseTtlMs: 30_000 });
     await doomed.waitReady();
     const ks: number[] = [];
@@ -133,6 +133,7 @@ describe('guarantee 1: crash between the state write and the history publish', (
       ks.push(k);
       seqs.push((await sendUntilAccepted(client, id, k, `a-${k}`)).seq);
     }
+    await raw.shortenLeases(1_000);
     const next = engine(namespace, 'next');
     await next.waitReady();
     await waitRevision(client, id, 1 + ks.length);
@@ -196,6 +197,7 @@ describe('guarantee 1: crash between the state write and the history publish', (
     await within(doomed.exited, 10_000, 'doomed exit');
     assert.equal(await revisionOf(client, crash.key.slice('counter.'.length)), crash.revision);
     await sendRound(7, 8);
+    await raw.shortenLeases(1_000);
     const next = engine(namespace, 'next');
     await next.waitReady();
     await eventually(
