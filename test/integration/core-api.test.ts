@@ -259,6 +259,19 @@ describe('core API against a real nats-server', () => {
       (e: JetstateError) =>
         e.code === ErrorCode.InvalidOptions && /logger must be an object with error, warn, info and debug functions, e.g. console/.test(e.message),
     );
+    // A misspelt option names the one meant; a wrong type or pattern says what is expected.
+    await assert.rejects(
+      createEngine({ servers: nats.url, workflows: [order], leaseTTLMs: 2_000 } as never),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /'leaseTTLMs'.*did you mean 'leaseTtlMs'\?/.test(e.message),
+    );
+    await assert.rejects(
+      createClient({ servers: 4222 } as never),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /servers: .*a URL or a list of URLs, e\.g\. 'nats:\/\/127\.0\.0\.1:4222'/.test(e.message),
+    );
+    await assert.rejects(
+      createEngine({ servers: nats.url, workflows: [order], engineId: 'host 1' }),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /engineId: .*letters, digits, '_' and '-'/.test(e.message),
+    );
     // Said before anything connects: nothing answers at this address, and the error is the option's.
     const nowhere = 'nats://127.0.0.1:1';
     await assert.rejects(
