@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { isWorkflowDefinition, type WorkflowDefinition } from './define/definition.js';
 import { ErrorCode, fail } from './errors.js';
 import { NAME_PATTERN } from './protocol/names.js';
+import { nearest } from './define/keys.js';
 
 /** The events streams' duplicate window unless the namespace was created with another. */
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
@@ -26,7 +27,9 @@ const isConnection = (v: unknown): v is NatsConnection =>
 const ClientShape = z
   .object({
     /** NATS server URL(s), e.g. `nats://127.0.0.1:4222`. */
-    servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+    servers: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)], { error: "servers: a URL or a list of URLs, e.g. 'nats://127.0.0.1:4222'" })
+      .optional(),
     /** A connection of yours; jetstate uses it and leaves it open on close. */
     connection: z.custom<NatsConnection>(isConnection, 'connection must be a NatsConnection from @nats-io/transport-node').optional(),
     /**
@@ -228,7 +231,7 @@ export const EngineOptionsSchema = ClientShape.extend({
    * at once); defaults to a random one. Give each process its own: two live processes with one id
    * are reported as an error by both (their heartbeats overwrite each other).
    */
-  engineId: z.string().regex(NAME_PATTERN).optional(),
+  engineId: z.string().regex(NAME_PATTERN, "engineId: 1-128 letters, digits, '_' and '-' (e.g. the host name with other characters replaced)").optional(),
 })
   .strict()
   .refine(hasServer, needsServer);
@@ -241,7 +244,35 @@ export type ResolvedEngineOptions = z.output<typeof EngineOptionsSchema>;
 export function parseOptions<S extends z.ZodType>(schema: S, what: string, options: unknown): z.output<S> {
   const r = schema.safeParse(options ?? {});
   if (!r.success) {
+    // A misspelt option: the one most likely meant.
+    for (const issue of r.error.issues) {
+      if (issue.code !== 'unrecognized_keys') continue;
+      const known = Object.keys(shapeAt(schema, issue.path) ?? {});
+      (issue as { message: string }).message = issue.keys
+        .map((k) => {
+          const near = nearest(k, known);
+          return `unknown option '${k}'${near ? `; did you mean '${near}'?` : ''}`;
+        })
+        .join('; ');
+    }
     fail(ErrorCode.InvalidOptions, `${what} options are not valid:\n${z.prettifyError(r.error)}`);
   }
   return r.data;
+}
+
+/** The keys of the object schema at `path` in `schema` (through optional, default and pipe), if it is one. */
+function shapeAt(schema: z.ZodType, path: readonly PropertyKey[]): Record<string, unknown> | undefined {
+  type Node = { shape?: Record<string, unknown>; _zod?: { def?: { innerType?: unknown; in?: unknown } } } | undefined;
+  const unwrap = (n: Node): Node => {
+    for (let i = 0; i < 10 && n; i++) {
+      const def = n._zod?.def;
+      const inner = (def?.innerType ?? def?.in) as Node;
+      if (!inner) break;
+      n = inner;
+    }
+    return n;
+  };
+  let node = unwrap(schema as Node);
+  for (const p of path) node = unwrap(node?.shape?.[String(p)] as Node);
+  return node?.shape;
 }

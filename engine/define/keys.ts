@@ -14,7 +14,7 @@ export function checkKeys(label: string, prefix: string, value: object, known: r
 }
 
 /** The known name a misspelt one most likely meant: same letters in another case, or at most two edits away. */
-function nearest(key: string, known: readonly string[]): string | undefined {
+export function nearest(key: string, known: readonly string[]): string | undefined {
   const lower = key.toLowerCase();
   let best: { name: string; d: number } | undefined;
   for (const name of known) {
