@@ -207,6 +207,8 @@ export class TaskService {
   private readonly readers: DurableReader[] = [];
   private cancelSub: Subscription | undefined;
   private readonly running = new Map<string, Running>();
+  /** Progress entries to remove once their tasks' outcomes are applied (see forgetLater). */
+  private readonly forgetting = new Map<NodeJS.Timeout, () => Promise<void>>();
   private stopping = false;
   private readonly cancelListeners = new Set<(ref: TaskRef) => void>();
   private readonly extensions: ReadonlyMap<string, EngineExtension>;
@@ -281,6 +283,8 @@ export class TaskService {
     await waitAtMost(all, this.options.drainTimeoutMs);
     for (const r of this.running.values()) r.controller.abort(new CancelledError('the engine is closing'));
     await all;
+    for (const timer of this.forgetting.keys()) clearTimeout(timer);
+    await Promise.all([...this.forgetting.values()].map((forget) => forget()));
     this.cancelSub?.unsubscribe();
   }
 
@@ -480,8 +484,8 @@ export class TaskService {
       const progress = { attempt, lastError: error.message, retryAtMs: Date.now() + wait, ...(msg !== undefined ? { started: attempt, msg } : {}) };
       await this.rt.control.put(taskProgressKey(task, task.invokeId, task.token), encodeJson(progress)).catch(() => {});
     } else if (msg === undefined && attempt > 1 && (result === 'ok' || result === 'failed' || result === 'deferred')) {
-      // (From the tasks stream, `attempt` says so once the outcome is delivered.)
-      await this.rt.control.purge(taskProgressKey(task, task.invokeId, task.token)).catch(() => {});
+      // (From the tasks stream, the caller settles the entry once the outcome is delivered.)
+      await this.forget(task);
     }
     if (result !== 'ok' && result !== 'failed') return { result, wait, trace: attemptTrace };
     // An output that returns a secret value under another name (or to an instance whose secrets were
@@ -521,6 +525,7 @@ export class TaskService {
       try {
         await this.deliver(task, event, carrierFromHeaders(m.headers));
         await this.settle(task, { done: true, msg: m.seq });
+        this.forgetLater(task);
         m.ack();
       } catch (e) {
         this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its failure (${(e as Error).message}); tried again`);
@@ -543,7 +548,10 @@ export class TaskService {
     }
     try {
       await this.deliver(task, r.event!, r.trace);
-      if (msg !== undefined) await this.settle(task, { done: true, msg });
+      if (msg !== undefined) {
+        await this.settle(task, { done: true, msg });
+        this.forgetLater(task);
+      }
       m.ack();
     } catch (e) {
       this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its outcome (${(e as Error).message}); it will run again`);
@@ -614,6 +622,30 @@ export class TaskService {
       if (isMessageNotFound(e)) return false;
       throw e;
     }
+  }
+
+  /**
+   * Removes a task's progress entry, leaving nothing in the control bucket (a KV purge leaves a
+   * marker per key, kept for ever). Best effort.
+   */
+  private async forget(task: TaskMessage): Promise<void> {
+    const bucket = this.rt.names.controlBucket;
+    await this.rt.jsm.streams.purge(`KV_${bucket}`, { filter: `$KV.${bucket}.${taskProgressKey(task, task.invokeId, task.token)}` }).catch(() => {});
+  }
+
+  /**
+   * Forgets a task whose outcome was delivered, once the outcome has surely been applied (after
+   * that its record says the task is over, which is what a later message of it is checked
+   * against). Done at once when the engine closes.
+   */
+  private forgetLater(task: TaskMessage): void {
+    const forget = (): Promise<void> => {
+      this.forgetting.delete(timer);
+      return this.forget(task);
+    };
+    const timer = setTimeout(forget, Math.max(2 * this.options.ackWaitMs, FORGET_AFTER_MIN_MS));
+    timer.unref?.();
+    this.forgetting.set(timer, forget);
   }
 
   /** A task's progress entry once its outcome is delivered (or deferred): a later message of it runs nothing. Best effort. */
@@ -822,6 +854,8 @@ const OUTCOME_ENVELOPE = 512;
 
 /** How long a claimed task message waits for an outcome this engine delivered to the inbox before it may run again. */
 const DELIVERED_HOLD_MS = 30_000;
+/** The least wait before a delivered task's progress entry is removed (twice the acknowledgement wait, at least this). */
+const FORGET_AFTER_MIN_MS = 2_000;
 
 /** What one attempt came to: `event` for a settled task (`ok` or `failed`). */
 interface AttemptResult {
