@@ -67,6 +67,19 @@ export function memoryLogger(): { lines: string[]; debug(m: string): void; info(
   };
 }
 
+/** A logger that adds what it is told, info and up, to `lines`, each line starting with `name` (for several engines in one test). */
+export function labelledLogger(
+  name: string,
+  lines: string[],
+): { debug(m: string): void; info(m: string): void; warn(m: string): void; error(m: string): void } {
+  return {
+    debug: () => {},
+    info: (m) => lines.push(`${name} info: ${m}`),
+    warn: (m) => lines.push(`${name} warn: ${m}`),
+    error: (m) => lines.push(`${name} error: ${m}`),
+  };
+}
+
 /** Three nats-servers clustered on loopback, once JetStream can place a 3-replica stream. */
 export function startCluster(size = 3): Promise<NatsServer[]> {
   return startLocalCluster({ size, name: 'jetstate_test' });

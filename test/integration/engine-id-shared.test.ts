@@ -8,16 +8,7 @@ import { describe, it } from 'node:test';
 import { createEngine } from '../../engine/index.js';
 import { counter } from '../counter-workflow.js';
 import { toggle } from '../toggle-workflow.js';
-import { eventually, natsForSuite, uniqueNamespace } from '../helpers.js';
-
-function collecting(name: string, lines: string[]) {
-  return {
-    debug: () => {},
-    info: (m: string) => lines.push(`${name} info: ${m}`),
-    warn: (m: string) => lines.push(`${name} warn: ${m}`),
-    error: (m: string) => lines.push(`${name} error: ${m}`),
-  };
-}
+import { eventually, labelledLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 describe('two engines with one engineId', () => {
   const suite = natsForSuite();
@@ -26,8 +17,8 @@ describe('two engines with one engineId', () => {
     const namespace = uniqueNamespace('sameid');
     const lines: string[] = [];
     const base = { servers: suite.nats.url, namespace, partitions: 4, leaseTtlMs: 900, engineId: 'host1' };
-    const one = await createEngine({ ...base, workflows: [counter], logger: collecting('one', lines) });
-    const two = await createEngine({ ...base, workflows: [toggle], logger: collecting('two', lines) });
+    const one = await createEngine({ ...base, workflows: [counter], logger: labelledLogger('one', lines) });
+    const two = await createEngine({ ...base, workflows: [toggle], logger: labelledLogger('two', lines) });
     try {
       await eventually(() => assert.deepEqual([one.status().owned.length, two.status().owned.length], [4, 4]), 10_000);
       const samples: string[] = [];

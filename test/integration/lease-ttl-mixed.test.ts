@@ -6,16 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createEngine } from '../../engine/index.js';
 import { counter } from '../counter-workflow.js';
-import { eventually, natsForSuite, uniqueNamespace } from '../helpers.js';
-
-function collecting(name: string, lines: string[]) {
-  return {
-    debug: () => {},
-    info: (m: string) => lines.push(`${name} info: ${m}`),
-    warn: (m: string) => lines.push(`${name} warn: ${m}`),
-    error: (m: string) => lines.push(`${name} error: ${m}`),
-  };
-}
+import { eventually, labelledLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 describe('engines with different lease TTLs', () => {
   const suite = natsForSuite();
@@ -25,8 +16,8 @@ describe('engines with different lease TTLs', () => {
     const lines: string[] = [];
     const base = { servers: suite.nats.url, namespace, workflows: [counter], partitions: 4 };
     // Renews every 2 s; the other would call it silent after 0.6 s.
-    const long = await createEngine({ ...base, leaseTtlMs: 6_000, logger: collecting('long', lines) });
-    const short = await createEngine({ ...base, leaseTtlMs: 600, logger: collecting('short', lines) });
+    const long = await createEngine({ ...base, leaseTtlMs: 6_000, logger: labelledLogger('long', lines) });
+    const short = await createEngine({ ...base, leaseTtlMs: 600, logger: labelledLogger('short', lines) });
     try {
       // The two share the partitions (the long one hands two over).
       await eventually(() => assert.deepEqual([long.status().owned.length, short.status().owned.length], [2, 2]), 10_000);
