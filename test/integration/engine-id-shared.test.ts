@@ -5,6 +5,7 @@
 // cause. Now each reads its own part, and both say that another process uses their id.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Kvm } from '@nats-io/kv';
 import { createEngine } from '../../engine/index.js';
 import { counter } from '../counter-workflow.js';
 import { toggle } from '../toggle-workflow.js';
@@ -37,6 +38,31 @@ describe('two engines with one engineId', () => {
     } finally {
       await two.close();
       await one.close();
+    }
+  });
+
+  it('a process restarted with its stable engineId (after a crash) is not taken for another', async () => {
+    const namespace = uniqueNamespace('stableid');
+    const lines: string[] = [];
+    const base = { servers: suite.nats.url, namespace, partitions: 4, leaseTtlMs: 900, engineId: 'host1', workflows: [counter] };
+    const first = await createEngine({ ...base, logger: labelledLogger('first', lines) });
+    await first.close();
+    // The last heartbeat the crashed process left (a closing engine deletes its own).
+    const control = await new Kvm(suite.nc).open(`${namespace}_control`);
+    await control.put(
+      'member.host1',
+      JSON.stringify({ atMs: Date.now() - 300, ttlMs: 900, workflows: { counter: [1] }, extensions: [], run: 'crashed-process' }),
+    );
+    const after = await createEngine({ ...base, logger: labelledLogger('after', lines) });
+    try {
+      await eventually(() => assert.equal(after.status().owned.length, 4), 10_000);
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.deepEqual(
+        lines.filter((l) => l.includes('another engine process')),
+        [],
+      );
+    } finally {
+      await after.close();
     }
   });
 });
