@@ -137,6 +137,7 @@ export class PartitionManager {
    */
   private readonly run = randomUUID();
   private sharedIdSaidAtMs = -Infinity;
+  private readonly startedAtMs = Date.now();
   private readonly observed = new Map<string, Observed>();
   private readonly owned = new Map<string, Owned>();
   private watcher: Awaited<ReturnType<Runtime['control']['watch']>> | undefined;
@@ -297,6 +298,8 @@ export class PartitionManager {
   private sharedId(value: Uint8Array | undefined): void {
     const other = parse(MemberSchema, value);
     if (!other?.run || other.run === this.run || now() - this.sharedIdSaidAtMs < 60_000) return;
+    // The last heartbeat of this id's previous process (restarted with a stable engineId) is not another.
+    if (other.atMs < this.startedAtMs) return;
     this.sharedIdSaidAtMs = now();
     const theirs = Object.keys(other.workflows).join(', ') || 'none';
     this.rt.logger.error(
