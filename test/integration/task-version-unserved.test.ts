@@ -60,7 +60,7 @@ describe('a task whose version no live engine has', () => {
       );
       release();
       again = await createEngine({ ...base, workflows: [v1, v2], logger: labelledLogger('again', lines) });
-      assert.equal((await again.waitFor(v2, 'x', (i) => i.status === 'done', { timeoutMs: 15_000 })).output, 2);
+      assert.equal((await again.waitFor(v2, 'x', (i) => i.status === 'done', { timeoutMs: 15_000 })).value, 'done');
     } finally {
       await again?.close();
       await older.close();
