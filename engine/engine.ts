@@ -90,6 +90,7 @@ export class Engine extends Client {
       ackWaitMs,
       extensions: new Map(this.extensions.map((x) => [x.name, x])),
       extensionLive: (name) => [...this.manager.liveMembers().values()].some((m) => m.extensions.includes(name)),
+      versionLive: (workflow, version) => [...this.manager.liveMembers().values()].some((m) => m.workflows[workflow]?.includes(version) === true),
     });
     const signatureMaxAgeMs = Math.max(MIN_SIGNATURE_AGE_MS, rt.duplicateWindowMs - Math.min(10_000, rt.duplicateWindowMs / 10));
     this.manager = new PartitionManager(rt, {

@@ -199,6 +199,8 @@ export interface TaskServiceOptions {
   extensions?: ReadonlyMap<string, EngineExtension>;
   /** True when some live engine runs the extension (a task needing it waits for that engine). */
   extensionLive?: (name: string) => boolean;
+  /** Whether a live engine (this one too) registers this version of the workflow. */
+  versionLive?: (workflow: string, version: number) => boolean;
 }
 
 const NS = 1_000_000;
@@ -207,6 +209,8 @@ export class TaskService {
   private readonly readers: DurableReader[] = [];
   private cancelSub: Subscription | undefined;
   private readonly running = new Map<string, Running>();
+  /** When a task left for an engine with its version was last reported (see reportUnserved). */
+  private readonly unservedSaid = new Map<string, { atMs: number; live: boolean }>();
   /** Progress entries to remove once their tasks' outcomes are applied (see forgetLater). */
   private readonly forgetting = new Map<NodeJS.Timeout, () => Promise<void>>();
   private stopping = false;
@@ -311,6 +315,10 @@ export class TaskService {
       if (pending === 'wait') return void m.nak(1_000);
       if (pending === 'unreadable') return void m.nak(30_000);
       if (!pending) return void m.term(); // cancelled, finished, or its write never happened
+      if ('unserved' in pending) {
+        this.reportUnserved(task, pending.unserved);
+        return void m.nak(1_000);
+      }
       const { def, record } = pending;
       task.input = pending.input;
       // An engine without an extension the activity needs leaves it to one that has it.
@@ -332,6 +340,27 @@ export class TaskService {
     return running;
   }
 
+  /**
+   * A task left to an engine with its instance's version: said at most once a minute per task, as a
+   * warning while no live engine has that version (it waits for one), else for debugging.
+   */
+  private reportUnserved(task: TaskMessage, version: number): void {
+    const key = taskKey(task);
+    const live = this.options.versionLive?.(task.workflow, version) === true;
+    const said = this.unservedSaid.get(key);
+    // Said again after a minute, or at once when the last engine with the version went.
+    if (said !== undefined && Date.now() - said.atMs < 60_000 && !(said.live && !live)) return;
+    this.unservedSaid.set(key, { atMs: Date.now(), live });
+    if (this.unservedSaid.size > 10_000) this.unservedSaid.delete(this.unservedSaid.keys().next().value!);
+    const log = live ? this.rt.logger.debug : this.rt.logger.warn;
+    log.call(
+      this.rt.logger,
+      `task ${task.src} of ${task.workflow} ${task.id} waits: its instance is at version ${version}, which this engine does not register` +
+        (live ? '; an engine that has it runs it' : `, and no live engine has it; start an engine with version ${version} of '${task.workflow}'`),
+      { workflow: task.workflow, id: task.id },
+    );
+  }
+
   /** A fresh signal for the task's next attempt, aborted already when the task was cancelled meanwhile. */
   private static nextAttempt(running: Running): AbortController {
     running.controller = new AbortController();
@@ -344,7 +373,9 @@ export class TaskService {
    * write may still come (or only another engine has the version); 'unreadable' when the record
    * cannot be opened (reported; the instance is blocked too).
    */
-  private async pending(task: TaskMessage): Promise<{ def: ActivityDefinition; input: unknown; record: InstanceRecord } | null | 'wait' | 'unreadable'> {
+  private async pending(
+    task: TaskMessage,
+  ): Promise<{ def: ActivityDefinition; input: unknown; record: InstanceRecord } | null | 'wait' | 'unreadable' | { unserved: number }> {
     // The task is published after its state write; a read may still race it (a cluster), so retry briefly.
     for (let i = 0, wait = 2; i < 12; i++, wait = Math.min(wait * 2, 500)) {
       let found;
@@ -362,7 +393,7 @@ export class TaskService {
         if (pendingTask?.token !== task.token) return null;
         // Not registered here: another engine may have this version.
         const def = this.rt.registry.find(record.workflow, record.version)?.runner.activities.get(task.src);
-        return def ? { def, input: pendingTask.input, record } : 'wait';
+        return def ? { def, input: pendingTask.input, record } : { unserved: record.version };
       }
       await new Promise((r) => setTimeout(r, wait));
     }
