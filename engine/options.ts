@@ -227,9 +227,9 @@ export const EngineOptionsSchema = ClientShape.extend({
     )
     .default([]),
   /**
-   * Stable id of this engine process (a restarted process with the same id takes its leases back
-   * at once); defaults to a random one. Give each process its own: two live processes with one id
-   * are reported as an error by both (their heartbeats overwrite each other).
+   * Id of this engine process, as leases, logs and `status()` name it (e.g. the host name);
+   * defaults to a random one. Give each process its own: two live processes with one id are
+   * reported as an error by both (their heartbeats overwrite each other).
    */
   engineId: z.string().regex(NAME_PATTERN, "engineId: 1-128 letters, digits, '_' and '-' (e.g. the host name with other characters replaced)").optional(),
 })

@@ -24,6 +24,7 @@
  * Client events only: the hub queues what `send()`/`start()` of a relaying client publish; they
  * carry no engine signature, so a changed subject breaks nothing (engine events are never relayed).
  */
+import { randomUUID } from 'node:crypto';
 import type { MsgHdrs } from '@nats-io/nats-core';
 import { errors as coreErrors, headers as natsHeaders } from '@nats-io/nats-core';
 import { JetStreamApiError, jetstreamManager, type JetStreamManager, type PubAck, type StoredMsg } from '@nats-io/jetstream';
@@ -85,7 +86,11 @@ const LEASE_KEY = 'lease';
 const CHECKPOINT_KEY = 'checkpoint';
 const NS_PER_MS = 1_000_000;
 
-const LeaseSchema = z.object({ engineId: z.string() });
+/**
+ * The relay lease: the engine that holds it, its process (an engineId may be given to two by
+ * mistake, or to a restarted one), and the TTL it is judged by (relays may run with different ones).
+ */
+const LeaseSchema = z.object({ engineId: z.string(), run: z.string().optional(), ttlMs: z.number().optional() });
 /**
  * The last hub sequence with every event up to it relayed (or dead-lettered), the ones above it
  * already relayed (an event that failed holds the checkpoint, not the other instances' events),
@@ -133,6 +138,8 @@ export function edgeRelay(options: EdgeRelayOptions): EdgeRelay {
 }
 
 class Relay {
+  /** This process, in the lease (see LeaseSchema). */
+  private readonly process = randomUUID();
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -242,10 +249,11 @@ class Relay {
   /** Holds, renews or takes the relay lease; true while this engine may relay. */
   private async lead(): Promise<boolean> {
     const now = performance.now();
+    const lease = (): Uint8Array => encodeJson({ engineId: this.host.engineId, run: this.process, ttlMs: this.o.leaseTtlMs });
     if (this.leaseRev > 0) {
       if (now - this.renewedAt < this.o.leaseTtlMs / 3) return true;
       try {
-        this.leaseRev = await this.state.update(LEASE_KEY, encodeJson({ engineId: this.host.engineId }), this.leaseRev);
+        this.leaseRev = await this.state.update(LEASE_KEY, lease(), this.leaseRev);
         this.renewedAt = now;
         return true;
       } catch (e) {
@@ -257,17 +265,17 @@ class Relay {
     const entry = await this.state.get(LEASE_KEY);
     try {
       if (!entry || entry.operation !== 'PUT') {
-        this.leaseRev = entry
-          ? await this.state.update(LEASE_KEY, encodeJson({ engineId: this.host.engineId }), entry.revision)
-          : await this.state.create(LEASE_KEY, encodeJson({ engineId: this.host.engineId }));
+        this.leaseRev = entry ? await this.state.update(LEASE_KEY, lease(), entry.revision) : await this.state.create(LEASE_KEY, lease());
       } else {
         const holder = LeaseSchema.safeParse(decodeJson(entry.value));
-        const mine = holder.success && holder.data.engineId === this.host.engineId;
+        // This process's own (its renewal's reply lost): another process with the same engineId is not.
+        const mine = holder.success && holder.data.engineId === this.host.engineId && holder.data.run === this.process;
         if (!mine) {
           if (!this.seen || this.seen.rev !== entry.revision) this.seen = { rev: entry.revision, atMs: now };
-          if (now - this.seen.atMs < this.o.leaseTtlMs) return false;
+          // Silent for longer than the TTL its holder declares (an older relay's: this one's).
+          if (now - this.seen.atMs < ((holder.success ? holder.data.ttlMs : undefined) ?? this.o.leaseTtlMs)) return false;
         }
-        this.leaseRev = await this.state.update(LEASE_KEY, encodeJson({ engineId: this.host.engineId }), entry.revision);
+        this.leaseRev = await this.state.update(LEASE_KEY, lease(), entry.revision);
       }
     } catch (e) {
       if (isCasConflict(e)) return false;
