@@ -17,10 +17,14 @@ import type { TraceCarrier } from '../telemetry/telemetry.js';
 
 export const taskRefKey = (ref: TaskRef): string => `${ref.workflow}.${instanceTag(ref)}.${shortHash(ref.invokeId)}.${ref.token}`;
 
-/** Publishes a task's outcome into its instance's inbox with a stable, keyed message id. */
+/**
+ * Publishes a task's outcome into its instance's inbox with a stable, keyed message id. An output
+ * that holds a value of one of the instance's secret paths under another name (a stage that echoes
+ * its input back) names where, so it is sealed there too, as for a task run in the engine.
+ */
 export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: TaskOutcome, trace: TraceCarrier | undefined): Promise<void> {
   const event = outcome.ok
-    ? outcomeEvent(EngineEvent.Task, ref, { ok: true, output: outcome.output })
+    ? outcomeEvent(EngineEvent.Task, ref, { ok: true, output: outcome.output, secrets: await outputSecretsOf(rt, ref, outcome.output) })
     : outcomeEvent(EngineEvent.Task, ref, { ok: false, error: outcome.error });
   await publishToInstance(rt, {
     workflow: ref.workflow,
@@ -29,6 +33,16 @@ export async function publishTaskOutcome(rt: Runtime, ref: TaskRef, outcome: Tas
     engine: { logicalId: `task.${ref.workflow}.${instanceTag(ref)}.${ref.token}.${ref.invokeId}` },
     trace,
   });
+}
+
+/** The paths of a task's output that hold a secret value of its instance (read from its record), beyond the declared ones. */
+async function outputSecretsOf(rt: Runtime, ref: TaskRef, output: unknown): Promise<string[]> {
+  const { codec } = rt.security;
+  // (Read even without declared paths: a parent's inherited ones are in the record.)
+  const found = await readRecord(rt.records.of(ref.workflow, ref.id), codec, rt.names.instanceKey(ref.workflow, ref.id));
+  if (!found || isForEarlierInstance(ref, found.record.born)) return [];
+  const declared = codec.pathsFor(ref.workflow);
+  return codec.outputSecrets(found.record, [found.record.tasks[ref.invokeId]?.input], output).filter((p) => !declared.includes(p));
 }
 
 export function createExtensionHost(
