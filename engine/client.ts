@@ -748,8 +748,8 @@ export class Client implements AsyncDisposable {
   }
 
   /** Replays an instance's history from its start and reports whether it reproduces the stored snapshot. */
-  async verify<W extends WorkflowDefinition>(workflow: W, id: string): Promise<VerifyReport> {
-    this.checkCall('verify', workflow);
+  async verify<W extends WorkflowDefinition>(workflow: W, id: string, options: { reveal?: boolean } = {}): Promise<VerifyReport> {
+    this.checkCall('verify', workflow, options, ['reveal']);
     this.rt.registry.add(workflow);
     const record = await this.readRecord(workflow.name, checkName('instance id', id));
     if (!record) fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist`);
@@ -760,7 +760,9 @@ export class Client implements AsyncDisposable {
         `workflow '${workflow.name}' instance '${id}': stored version ${record.version} is not registered; pass it in 'workflows'`,
       );
     }
-    return verifyInstance(found.def, found.runner, record, await this.historyThrough(workflow.name, id, record));
+    // The report shows secret values redacted unless asked (`reveal`): it is read by people and logged.
+    const redact = options.reveal === true ? [] : this.rt.security.codec.pathsFor(record.workflow, record.secrets);
+    return verifyInstance(found.def, found.runner, record, await this.historyThrough(workflow.name, id, record), redact);
   }
 
   /** Closes the connection if jetstate opened it. Idempotent. */

@@ -281,7 +281,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
       }
       case 'verify': {
         const id = needs(args[1], 'instance id');
-        const report = await client.verify(workflow, id);
+        const report = await client.verify(workflow, id, { reveal: values.reveal === true });
         out(
           report.ok
             ? `ok: replaying ${report.replayed} events reproduces ${workflow.name} ${id} at revision ${report.revision}`

@@ -7,6 +7,7 @@ import { HistoryKind, type HistoryEntry, type InstanceRecord } from '../protocol
 import { applyEvents, startInstance } from './step.js';
 import type { MachineRunner } from './runner.js';
 import { canonicalJson } from '../protocol/json.js';
+import { redactPaths } from '../security/redact.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -20,7 +21,23 @@ export interface VerifyReport {
   problems: string[];
 }
 
-export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, record: InstanceRecord, history: HistoryEntry[]): VerifyReport {
+/**
+ * Replays `history` over the record's start and compares. `redact`: the instance's secret paths,
+ * whose values the report shows as `[redacted]` (the replay itself sees them in the clear).
+ */
+export function verifyInstance(
+  def: WorkflowDefinition,
+  runner: MachineRunner,
+  record: InstanceRecord,
+  history: HistoryEntry[],
+  redact: readonly string[] = [],
+): VerifyReport {
+  const shown = (snapshot: Record<string, unknown>): string =>
+    canonicalJson(redact.length === 0 ? snapshot : { ...snapshot, context: redactPaths(snapshot['context'], redact) });
+  const shownTimers = (timers: InstanceRecord['timers']): string =>
+    canonicalJson(
+      redact.length === 0 ? timers : Object.fromEntries(Object.entries(timers).map(([k, t]) => [k, { ...t, event: redactPaths(t.event, redact) }])),
+    );
   const problems: string[] = [];
   const start = history.find((e) => e.kind === HistoryKind.Start);
   if (!start) problems.push('history has no start entry; replaying from the input stored in the record');
@@ -62,10 +79,10 @@ export function verifyInstance(def: WorkflowDefinition, runner: MachineRunner, r
   if (current.revision !== record.revision) problems.push(`replay ends at revision ${current.revision}, the record is at ${record.revision}`);
   if (current.status !== record.status) problems.push(`replay ends ${current.status}, the record is ${record.status}`);
   if (canonicalJson(current.timers) !== canonicalJson(record.timers)) {
-    problems.push(`replayed pending timers differ: replay ${canonicalJson(current.timers)} vs stored ${canonicalJson(record.timers)}`);
+    problems.push(`replayed pending timers differ: replay ${shownTimers(current.timers)} vs stored ${shownTimers(record.timers)}`);
   }
   if (canonicalJson(current.snapshot) !== canonicalJson(record.snapshot)) {
-    problems.push(`replayed snapshot differs from the stored one: replay ${canonicalJson(current.snapshot)} vs stored ${canonicalJson(record.snapshot)}`);
+    problems.push(`replayed snapshot differs from the stored one: replay ${shown(current.snapshot)} vs stored ${shown(record.snapshot)}`);
   }
   return { ok: problems.length === 0, workflow: record.workflow, id: record.id, revision: record.revision, replayed, problems };
 }
