@@ -617,7 +617,9 @@ export class Client implements AsyncDisposable {
 
   /**
    * Every instance of a workflow, optionally filtered by status or state. A `state` the workflow
-   * does not have is an `INVALID_OPTIONS` error (it would match nothing).
+   * does not have is an `INVALID_OPTIONS` error (it would match nothing). A record that cannot be
+   * read (`RECORD_UNREADABLE`: a status a newer version wrote, secrets under a key the ring lacks)
+   * is left out with a warning naming it; `get()` of it says why.
    */
   async *list<W extends WorkflowDefinition>(workflow: W, filter: ListFilter<StateMatch<StateValueOf<W>>> = {}): AsyncIterable<WorkflowInstance<W>> {
     this.checkCall('list', workflow, filter, ['status', 'state']);
@@ -630,7 +632,7 @@ export class Client implements AsyncDisposable {
     for (const kv of this.rt.records.all) for await (const k of await kv.keys(`${workflow.name}.>`)) keys.push(k);
     keys.sort();
     for (let i = 0; i < keys.length; i += 64) {
-      const records = await Promise.all(keys.slice(i, i + 64).map((k) => this.readRecord(workflow.name, k.slice(workflow.name.length + 1))));
+      const records = await Promise.all(keys.slice(i, i + 64).map((k) => this.readListed(workflow.name, k.slice(workflow.name.length + 1))));
       for (const r of records) {
         if (!r) continue;
         const inst = this.view(workflow, r);
@@ -638,6 +640,17 @@ export class Client implements AsyncDisposable {
         if (filter.state !== undefined && !inst.matches(filter.state as never)) continue;
         yield inst;
       }
+    }
+  }
+
+  /** A record for list(): one that cannot be read is left out, said as a warning (the others are still listed). */
+  private async readListed(workflow: string, id: string): Promise<InstanceRecord | null> {
+    try {
+      return await this.readRecord(workflow, id);
+    } catch (e) {
+      if (!(e instanceof JetstateError) || e.code !== ErrorCode.RecordUnreadable) throw e;
+      this.rt.logger.warn(`list: '${workflow}.${id}' left out: ${e.message}`, { workflow, id });
+      return null;
     }
   }
 
