@@ -2,7 +2,7 @@
  * The client: starts instances, sends events, reads state and history. It runs no workers; an
  * engine (which is a client too) applies the events.
  */
-import { longTimeout } from './clock.js';
+import { longTimeout, waitAtMost } from './clock.js';
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
@@ -658,7 +658,9 @@ export class Client implements AsyncDisposable {
    * Resolves with the instance once `predicate` holds, watching its KV key (no polling). Rejects
    * with `TIMEOUT` after `timeoutMs` (default 30 s), or at once when the instance finished without
    * matching. The predicate gets the typed instance; a `matches()` in it of a state the workflow
-   * does not have is an `INVALID_OPTIONS` error (it could never hold).
+   * does not have is an `INVALID_OPTIONS` error (it could never hold). It sees the instance as it
+   * is stored: events applied together in one write (a burst) store only the state after the last,
+   * so a state passed through on the way is not seen; `history()` has every transition.
    */
   async waitFor<W extends WorkflowDefinition>(
     workflow: W,
@@ -683,7 +685,17 @@ export class Client implements AsyncDisposable {
       if (this.closing) closed();
       let watcher: Awaited<ReturnType<KV['watch']>>;
       try {
-        watcher = await this.rt.records.ofKey(key).watch({ key });
+        // Bounded by the deadline: while the server cannot answer, the open would wait out the API's timeout.
+        const opening = this.rt.records.ofKey(key).watch({ key });
+        const opened = await waitAtMost(opening, deadline - Date.now());
+        if (!opened) {
+          void opening.then(
+            (w) => w.stop(),
+            () => {},
+          );
+          throw new Error('the watch did not open in time (the server does not answer)');
+        }
+        watcher = await opening;
       } catch (e) {
         lastError = e as Error;
         await new Promise((r) => setTimeout(r, Math.max(0, Math.min(250, deadline - Date.now()))));
