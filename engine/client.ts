@@ -2,7 +2,7 @@
  * The client: starts instances, sends events, reads state and history. It runs no workers; an
  * engine (which is a client too) applies the events.
  */
-import { longTimeout, waitAtMost } from './clock.js';
+import { longTimeout, MAX_TIMER_MS, waitAtMost } from './clock.js';
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
@@ -687,7 +687,7 @@ export class Client implements AsyncDisposable {
       try {
         // Bounded by the deadline: while the server cannot answer, the open would wait out the API's timeout.
         const opening = this.rt.records.ofKey(key).watch({ key });
-        const opened = await waitAtMost(opening, deadline - Date.now());
+        const opened = await waitAtMost(opening, Math.min(deadline - Date.now(), MAX_TIMER_MS));
         if (!opened) {
           void opening.then(
             (w) => w.stop(),
