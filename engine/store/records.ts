@@ -28,13 +28,13 @@ export interface LoadedInstance {
   runner: MachineRunner;
 }
 
-/** Why an instance cannot be processed; it is reported and left untouched. */
 /** A record's delete (or purge) marker: its revision (a new instance is created over it) and the engine's note, if it wrote one. */
 export interface DeleteMarker {
   revision: number;
   note: DeleteNote | undefined;
 }
 
+/** Why an instance cannot be processed; it is reported and left untouched (a missing one may have been deleted: `marker`). */
 export type LoadProblem = { problem: 'missing'; marker?: DeleteMarker } | { problem: 'unreadable' | 'unregistered'; message: string };
 
 /**
