@@ -41,6 +41,7 @@ import { readRecord } from '../store/records.js';
 import type { Runtime } from '../store/runtime.js';
 import type { TaskChange } from '../step/plan.js';
 import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
+import type { KvEntry } from '@nats-io/kv';
 
 const TaskMessageSchema = z.object({
   workflow: z.string(),
@@ -107,6 +108,15 @@ const TaskProgressSchema = z
   })
   .passthrough();
 
+type TaskProgress = z.infer<typeof TaskProgressSchema>;
+
+/** A progress entry's value: undefined for none (or a delete marker), or one that does not parse. */
+function progressOf(entry: KvEntry | null): TaskProgress | undefined {
+  if (!entry || entry.operation !== 'PUT') return undefined;
+  const parsed = TaskProgressSchema.safeParse(decodeJson(entry.value));
+  return parsed.success ? parsed.data : undefined;
+}
+
 /** A task's progress for `get()`, or null before its first failed attempt. */
 export async function readTaskProgress(
   rt: Runtime,
@@ -114,10 +124,7 @@ export async function readTaskProgress(
   invokeId: string,
   token: number,
 ): Promise<{ attempt: number; lastError: string } | null> {
-  const entry = await rt.control.get(taskProgressKey(instance, invokeId, token)).catch(() => null);
-  if (!entry || entry.operation !== 'PUT') return null;
-  const parsed = TaskProgressSchema.safeParse(decodeJson(entry.value));
-  const { attempt, lastError } = parsed.success ? parsed.data : {};
+  const { attempt, lastError } = progressOf(await rt.control.get(taskProgressKey(instance, invokeId, token)).catch(() => null)) ?? {};
   return attempt !== undefined && lastError !== undefined ? { attempt, lastError } : null;
 }
 
@@ -613,8 +620,7 @@ export class TaskService {
     try {
       for (let tries = 1; ; tries++) {
         const entry = await this.rt.control.get(key);
-        const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
-        const before = parsed?.success ? parsed.data : undefined;
+        const before = progressOf(entry);
         // Ran in process after this message was published and deferred, or its outcome delivered: nothing left to run.
         if (before?.deferred || before?.done) return { settled: true };
         if (before?.msg !== undefined && before.msg !== m.seq && (await this.stored(before.msg))) return { runningFrom: before.msg };
@@ -813,9 +819,7 @@ export class TaskService {
   private async noteInterrupted(task: TaskMessage, attempt: number): Promise<void> {
     const key = taskProgressKey(task, task.invokeId, task.token);
     try {
-      const entry = await this.rt.control.get(key);
-      const parsed = entry?.operation === 'PUT' ? TaskProgressSchema.safeParse(decodeJson(entry.value)) : undefined;
-      await this.rt.control.put(key, encodeJson({ ...(parsed?.success ? parsed.data : {}), interrupted: attempt }));
+      await this.rt.control.put(key, encodeJson({ ...progressOf(await this.rt.control.get(key)), interrupted: attempt }));
     } catch (e) {
       this.rt.logger.warn(
         `task ${task.src} of ${task.workflow} ${task.id}: the interrupted attempt ${attempt} is not recorded (${(e as Error).message}); it counts`,

@@ -5,6 +5,7 @@
  */
 import { matchesState, type AnyMachineSnapshot, type StateValue } from 'xstate';
 import { z } from 'zod';
+import { decodeJson } from './json.js';
 
 export const InstanceStatus = { Running: 'running', Done: 'done', Failed: 'failed', Stopped: 'stopped' } as const;
 export type InstanceStatus = (typeof InstanceStatus)[keyof typeof InstanceStatus];
@@ -123,7 +124,7 @@ export type DeleteNote = z.infer<typeof DeleteNoteSchema>;
 export function deleteNoteOf(value: Uint8Array): DeleteNote | undefined {
   if (value.length === 0) return undefined;
   try {
-    const parsed = DeleteNoteSchema.safeParse(JSON.parse(new TextDecoder().decode(value)));
+    const parsed = DeleteNoteSchema.safeParse(decodeJson(value));
     return parsed.success ? parsed.data : undefined;
   } catch {
     return undefined;
