@@ -38,6 +38,7 @@ const definitions = {
       Settle: { Type: 'Pass', Parameters: { 'orderId.$': '$.orderId', settled: true }, End: true },
     },
   }),
+  'kill-long': asl({ StartAt: 'Nap', States: { Nap: { Type: 'Wait', Seconds: 600, End: true } } }),
   'kill-pass': asl({ StartAt: 'Settle', States: { Settle: { Type: 'Pass', Parameters: { 'orderId.$': '$.orderId', settled: true }, End: true } } }),
 };
 
@@ -211,5 +212,56 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
 
   it('adopts the execution when both engines trace (the inputs differ only in _jetstate)', { timeout: 45_000 }, async () => {
     await crashAndTakeOver('kill-pass', 'killtraced', false, true);
+  });
+
+  it('stops the execution when the state is left before any engine takes the task over', { timeout: 60_000 }, async () => {
+    const namespace = uniqueNamespace('killleft');
+    const local = await startLocalStepFunctions();
+    const sfn = sfnClient(local);
+    const stateMachineArn = (await sfn.send(new CreateStateMachineCommand({ name: 'kill-long', definition: definitions['kill-long'], roleArn: ROLE })))
+      .stateMachineArn!;
+    const wf: WorkflowDefinition = killStageWorkflow('killleft', stateMachineArn);
+    const first = spawnEngine([
+      '--nats',
+      nats.url,
+      '--namespace',
+      namespace,
+      '--endpoint',
+      local.endpoint,
+      '--region',
+      local.region,
+      '--workflow',
+      'killleft',
+      '--state-machine',
+      stateMachineArn,
+    ]);
+    await within(first.ready, 20_000, 'the first engine ready');
+    const client = await createClient({ servers: nats.url, namespace, workflows: [wf] });
+    let engine: Awaited<ReturnType<typeof createEngine>> | undefined;
+    try {
+      await client.start(wf, { id: 'l-1', input: { orderId: 'l-1' } });
+      const executionArn = await within(first.started, 15_000, 'StartExecution by the first engine');
+      assert.equal((await within(first.exited, 10_000, 'the first engine dies')).signal, 'SIGKILL', first.stderr());
+      // The state is left before any engine runs the task again: the task is dropped when it comes back.
+      await client.send(wf, 'l-1', { type: 'CANCEL' } as never);
+      const extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 100 });
+      engine = await createEngine({ servers: nats.url, namespace, workflows: [wf], extensions: [extension], leaseTtlMs: 1_000 });
+      assert.equal((await engine.waitFor(wf, 'l-1', (i) => i.status !== 'running', { timeoutMs: 20_000 })).value, 'cancelled');
+      // The execution the crashed engine started is stopped, not left running for its 10 minutes.
+      await eventually(
+        async () => assert.equal((await sfn.send(new DescribeExecutionCommand({ executionArn }))).status, 'ABORTED', 'the execution is stopped'),
+        20_000,
+        100,
+      );
+      assert.equal(local.stats().byAction['StartExecution'], 1, 'nothing started it again');
+      const pendingBucket = await new Kvm(nc).open(`${namespace}_sfn`);
+      await eventually(async () => assert.deepEqual(await keysOf(pendingBucket), [], 'nothing left pending'));
+    } finally {
+      await engine?.close();
+      await client.close();
+      if (first.process.exitCode === null && first.process.signalCode === null) first.process.kill('SIGKILL');
+      sfn.destroy();
+      await local.close();
+    }
   });
 });
