@@ -216,6 +216,23 @@ describe('stepFunctionsExecution', () => {
     assert.equal((await sfn.send(new ListExecutionsCommand({ stateMachineArn: arns['nap'] }))).executions!.length, 1, 'not started again');
   });
 
+  it("follows a pending execution in the region it was started in, whatever the next engine's default region", async () => {
+    await engine.start(wf['nap']!, { id: 'n-region', input: { orderId: 'n-region' } });
+    await eventually(() => assert.equal(extension.stats().pending, 1, 'the execution is pending'));
+    await engine.close();
+    // The next engine's default region is another one: the endpoint signs and answers for the execution's only.
+    const other = local.region === 'eu-west-1' ? 'eu-central-1' : 'eu-west-1';
+    extension = stepFunctions({ region: other, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 200 });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
+    const done = await finished(wf['nap']!, 'n-region');
+    assert.equal(done.value, 'done', JSON.stringify(done.context));
+    assert.deepEqual((done.context as Ctx).result, { napped: true });
+    // Back to the endpoint's region for the cases after this one.
+    await engine.close();
+    extension = stepFunctions({ region: local.region, endpoint: local.endpoint, credentials: TEST_CREDENTIALS, maxRequestsPerSecond: 200 });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
+  });
+
   it('runs stages with the same extension object started again after a stop (an engine start tried again)', async () => {
     await engine.close();
     engine = await createEngine({ servers: nats.url, namespace, workflows: Object.values(wf), extensions: [extension], telemetry: { tracerProvider } });
