@@ -64,8 +64,29 @@ const PendingSchema = z.object({
   reach: z.object({ intervalMs: z.number(), maxIntervalMs: z.number() }).optional(),
   /** Recorded to be stopped (its start got no answer after the state was left): polled at once by whichever engine owns it. */
   stop: z.literal(true).optional(),
+  /**
+   * Written before StartExecution, under the name's predictable ARN: the execution may exist
+   * while nothing else records it (the engine dies before its answer is recorded). Not polled
+   * while its task is pending (a new attempt records the start); stopped once the task is gone.
+   */
+  starting: z.literal(true).optional(),
 });
 type Pending = z.infer<typeof PendingSchema>;
+
+/**
+ * A pending entry as followed: the region it was started in is the one it is polled and stopped
+ * in, whatever this engine's default. Entries written before the region was always kept take it
+ * from their execution's ARN.
+ */
+const regionOfArn = (arn: string): string | undefined => /^arn:[^:]+:states:([^:]+):/.exec(arn)?.[1] || undefined;
+
+function readPending(value: unknown): Pending | undefined {
+  const parsed = PendingSchema.safeParse(value);
+  if (!parsed.success) return undefined;
+  const p = parsed.data;
+  const region = p.target.region ?? regionOfArn(p.executionArn);
+  return region && !p.target.region ? { ...p, target: { ...p.target, region } } : p;
+}
 
 /** An attempt cut short by the engine's stop while it waited for AWS: it waits for the task service to hand the task on. */
 const CLOSING: unique symbol = Symbol('closing');
@@ -103,6 +124,7 @@ export interface StepFunctionsStats {
   completed: number;
   /** Calls that got no answer from AWS at all (network errors, timeouts). */
   unanswered: number;
+  /** Executions followed (their start recorded), not counting starts under way. */
   pending: number;
   /** Current allowed rate of polls, per second. */
   rate: number;
@@ -143,7 +165,9 @@ export class StepFunctionsExtension implements EngineExtension {
   }
 
   stats(): StepFunctionsStats {
-    return { ...this.counts, pending: this.tracked.size, rate: this.rate.current };
+    let pending = 0;
+    for (const t of this.tracked.values()) if (!t.pending.starting) pending++;
+    return { ...this.counts, pending, rate: this.rate.current };
   }
 
   async start(host: ExtensionHost): Promise<void> {
@@ -238,8 +262,10 @@ export class StepFunctionsExtension implements EngineExtension {
     } catch (e) {
       throw new TerminalError((e as Error).message); // retrying cannot shrink it
     }
+    // The state machine's region unless the stage names one, recorded with the execution: an
+    // engine with another default region follows it there.
     const target: StepFunctionsTarget = {
-      ...(o.region ? { region: o.region } : {}),
+      region: o.region ?? regionOfArn(o.stateMachineArn) ?? this.options.region,
       ...(o.roleArn ? { roleArn: o.roleArn } : {}),
       ...(o.externalId ? { externalId: o.externalId } : {}),
     };
@@ -268,6 +294,12 @@ export class StepFunctionsExtension implements EngineExtension {
     const stopIfLeft = async (): Promise<void> => {
       if (ctx.signal.aborted && (await host.taskState(ref)) === 'gone') await this.record({ ...pendingOf(predictable.executionArn), stop: true });
     };
+    // No execution can exist under the name (AWS refused the start, or the name is another input's):
+    // the entry written before the start goes, so nothing stops an execution this attempt did not make.
+    const notStarted = (): Promise<void> => this.forget(keyOf(predictable.executionArn));
+    // Before the start: an engine that dies once the start reached AWS leaves this entry, and the
+    // execution is stopped when the state is left before a new attempt records it.
+    await this.record({ ...pendingOf(predictable.executionArn), starting: true });
     let executionArn: string;
     try {
       // Not aborted with the attempt: a request cut short may still have started the execution,
@@ -295,6 +327,7 @@ export class StepFunctionsExtension implements EngineExtension {
         if (existing === CLOSING) return CLOSING;
         // The trace context differs between attempts (each has its own span): compare without it.
         if (!sameInputIgnoringTrace(existing.input, json)) {
+          await notStarted();
           throw new TerminalError(
             `a Step Functions execution named '${name}' already exists with a different input; it was not adopted (was the workflow's input mapping changed?)`,
           );
@@ -312,11 +345,15 @@ export class StepFunctionsExtension implements EngineExtension {
         ].includes(err.name);
         // The start failed otherwise: it may still have reached AWS.
         if (!refused) await stopIfLeft();
-        if (refused) throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
+        if (refused) {
+          await notStarted();
+          throw new TerminalError(`StartExecution of '${o.stateMachineArn}' failed: ${err.name}: ${err.message}`);
+        }
         throw e; // throttling, 5xx (and the network without untilReachable): the task retries with backoff
       }
     }
     const pending = pendingOf(executionArn);
+    if (executionArn !== predictable.executionArn) await notStarted();
     const key = await this.record(pending);
     host.logger.debug('step-functions: execution pending', { executionArn, workflow: ref.workflow, id: ref.id });
     // A cancel that came before this record found nothing to stop (the attempt was aborted, or had
@@ -391,9 +428,9 @@ export class StepFunctionsExtension implements EngineExtension {
     const key = keyOf(executionArn);
     const entry = await this.bucket!.get(key).catch(() => null);
     if (!entry || entry.operation !== 'PUT') return false;
-    const parsed = PendingSchema.safeParse(safeJson(entry.value));
-    if (!parsed.success || taskRefKey(parsed.data.ref) !== taskRefKey(ref)) return false;
-    this.track(key, parsed.data);
+    const pending = readPending(safeJson(entry.value));
+    if (!pending || pending.starting || taskRefKey(pending.ref) !== taskRefKey(ref)) return false;
+    this.track(key, pending);
     return true;
   }
 
@@ -403,6 +440,12 @@ export class StepFunctionsExtension implements EngineExtension {
     await this.bucket!.put(key, encodeJson(pending));
     this.track(key, pending);
     return key;
+  }
+
+  /** Removes a pending entry this attempt wrote and stops following it. */
+  private async forget(key: string): Promise<void> {
+    await this.bucket!.delete(key);
+    this.untrack(key);
   }
 
   private requireHost(): ExtensionHost {
@@ -420,16 +463,26 @@ export class StepFunctionsExtension implements EngineExtension {
       this.untrack(e.key);
       return;
     }
-    const parsed = PendingSchema.safeParse(safeJson(e.value));
-    if (!parsed.success) {
+    const pending = readPending(safeJson(e.value));
+    if (!pending) {
       this.host?.logger.warn(`step-functions: pending entry '${e.key}' is unreadable; ignored`);
       return;
     }
-    this.track(e.key, parsed.data);
+    this.track(e.key, pending);
   }
 
   private track(key: string, pending: Pending): void {
-    if (this.tracked.has(key)) return;
+    const known = this.tracked.get(key);
+    if (known) {
+      // The start recorded over the entry written before it, or a stop recorded: followed as now written.
+      if ((known.pending.starting && !pending.starting) || (pending.stop && !known.pending.stop)) {
+        known.pending = pending;
+        known.intervalMs = pending.completion === 'push' ? this.fallbackMs() : pending.pollIntervalMs;
+        known.nextPollAtMs = pending.stop ? 0 : Date.now() + jitter(known.intervalMs);
+        this.takeEarly(key);
+      }
+      return;
+    }
     const first = pending.completion === 'push' ? this.fallbackMs() : pending.pollIntervalMs;
     this.tracked.set(key, { key, pending, intervalMs: first, nextPollAtMs: Date.now() + jitter(first), busy: false });
     const refKey = taskRefKey(pending.ref);
@@ -437,11 +490,15 @@ export class StepFunctionsExtension implements EngineExtension {
     // The poll finds the task gone and stops the execution: at the next tick, not after a poll
     // interval (minutes in push mode).
     if (this.cancels.delete(refKey) || pending.stop) this.tracked.get(key)!.nextPollAtMs = 0;
+    this.takeEarly(key);
+  }
+
+  /** A status event that came before the execution's start was recorded: handled now that it is. */
+  private takeEarly(key: string): void {
     const early = this.early.get(key);
-    if (early) {
-      this.early.delete(key);
-      if (Date.now() - early.atMs < 60_000) this.spawn(this.onStatusEvent(early.data, early.via));
-    }
+    if (!early || this.tracked.get(key)?.pending.starting) return;
+    this.early.delete(key);
+    if (Date.now() - early.atMs < 60_000) this.spawn(this.onStatusEvent(early.data, early.via));
   }
 
   private untrack(key: string): void {
@@ -503,6 +560,13 @@ export class StepFunctionsExtension implements EngineExtension {
       // The instance left the invoking state (or finished) and the stop may have been missed, or
       // was recorded here because the start's answer was lost: stopped, or tried again later.
       await this.stopTracked(t, 'the invoking state was exited').catch((e: Error) => this.pollLater(t, 'StopExecution', e));
+      return;
+    }
+    if (t.pending.starting) {
+      // Its attempt is still under way (or comes back after its engine's death) and records the
+      // start: nothing to ask AWS until then, and not found would not mean lost.
+      t.intervalMs = Math.min(t.pending.maxPollIntervalMs, Math.round(t.intervalMs * 1.5));
+      t.nextPollAtMs = Date.now() + jitter(t.intervalMs);
       return;
     }
     let out: DescribeExecutionCommandOutput;
@@ -584,7 +648,7 @@ export class StepFunctionsExtension implements EngineExtension {
       await this.load(key);
       t = this.tracked.get(key);
     }
-    if (!t) {
+    if (!t || t.pending.starting) {
       // Not ours, finished already, or ended before its start was recorded: keep it a minute.
       this.early.set(key, { data, via, atMs: Date.now() });
       if (this.early.size > 10_000) for (const [k, v] of this.early) if (Date.now() - v.atMs > 60_000 || this.early.size > 10_000) this.early.delete(k);

@@ -22,6 +22,7 @@ export interface StepFunctionsExecutionOptions<TInput = unknown> {
   input?: (input: TInput) => unknown;
   /** Prefix of the execution name (the rest is derived from the instance and invocation). */
   name?: string;
+  /** Region of the stage's calls; the state machine's (from its ARN) by default. Kept with the pending execution. */
   region?: string;
   /** Role to assume for this stage (another account's); its credentials refresh by themselves. */
   roleArn?: string;

@@ -1,6 +1,7 @@
 /**
  * Idempotent start across a crash: an engine process is SIGKILLed right after StartExecution
- * returned and before the adapter recorded the pending execution. After the task's acknowledgement
+ * returned and before the adapter recorded the pending execution (only the entry written before
+ * the start, marked `starting`, is there). After the task's acknowledgement
  * wait, an engine in this process takes the attempt over and calls StartExecution again with the
  * same deterministic name: a still-running execution answers with the same ARN, a finished one
  * with ExecutionAlreadyExists and is adopted. Either way Step Functions has one execution for the
@@ -10,6 +11,9 @@
  * each attempt then puts its own span's `traceparent` into the input (`_jetstate`), so the second
  * start's input differs from the first's; the adapter compares inputs without `_jetstate`, so it
  * still adopts the execution.
+ *
+ * The last case leaves the state before any engine takes the task over: the entry written before
+ * the start lets the new owner stop the execution.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -149,9 +153,12 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
       const exit = await within(first.exited, 10_000, 'the first engine dies');
       assert.equal(exit.signal, 'SIGKILL', first.stderr());
 
-      // The crash left an execution that nothing records.
+      // The crash left an execution whose start was not recorded: only the entry written before it.
       const pendingBucket = await new Kvm(nc).open(`${namespace}_sfn`);
-      assert.deepEqual(await keysOf(pendingBucket), [], 'no pending entry was written');
+      const keys = await keysOf(pendingBucket);
+      assert.equal(keys.length, 1, 'the entry written before StartExecution');
+      const entry = (await pendingBucket.get(keys[0]!))!.json<{ starting?: boolean; executionArn: string }>();
+      assert.deepEqual([entry.starting, entry.executionArn], [true, executionArn]);
       const atCrash = await sfn.send(new DescribeExecutionCommand({ executionArn }));
       assert.equal(atCrash.status, running ? 'RUNNING' : 'SUCCEEDED');
 
