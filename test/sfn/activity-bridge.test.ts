@@ -5,7 +5,7 @@ import { StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { ACTIVITY_ARN_HEADER, startActivityBridge } from '../../adapters/step-functions/activity-bridge.js';
 import { respondWithTaskError, TOKEN_HASH_HEADER } from '../../adapters/step-functions/nats-service.js';
-import { eventually } from '../helpers.js';
+import { eventually, labelledLogger } from '../helpers.js';
 import { startSfnWorld, type SfnWorld } from './world.js';
 
 describe('activity bridge', () => {
@@ -118,6 +118,40 @@ describe('activity bridge', () => {
       assert.equal(d.status, 'SUCCEEDED');
       assert.ok(bridge.stats.heartbeats >= 4, `${bridge.stats.heartbeats} heartbeats`);
     } finally {
+      await bridge.stop();
+      sub.unsubscribe();
+    }
+  });
+
+  it('warns when heartbeats keep being refused (a missing states:SendTaskHeartbeat), and says when they pass again', async () => {
+    const { activityArn, start } = await setup({ HeartbeatSeconds: 10 });
+    const sub = service('svc.denied', (input) => ({ denied: input.n }), 2_500);
+    const lines: string[] = [];
+    const logger = labelledLogger('bridge', lines);
+    world.endpoint.deny({ actions: ['SendTaskHeartbeat'] });
+    const bridge = await startActivityBridge({
+      clients: world.clients(),
+      activityArn,
+      connection: world.nc,
+      serviceSubject: 'svc.denied',
+      requestTimeoutMs: 10_000,
+      heartbeatIntervalMs: 200,
+      logger,
+    });
+    try {
+      const executionArn = await start({ n: 4 });
+      const refused = () => lines.filter((l) => /^bridge warn: .*heartbeat.*AccessDeniedException.*states:SendTaskHeartbeat/.test(l));
+      await eventually(() => assert.equal(refused().length, 1, lines.join('\n')), 5_000, 20);
+      world.endpoint.deny(null);
+      await eventually(() => assert.ok(bridge.stats.heartbeats >= 1, 'a heartbeat passes once allowed'), 5_000, 20);
+      assert.ok(
+        lines.some((l) => /^bridge info: .*heartbeats are accepted again after \d+ refused/.test(l)),
+        lines.join('\n'),
+      );
+      assert.equal((await world.waitForEnd(executionArn)).status, 'SUCCEEDED');
+      assert.equal(refused().length, 1, 'one warning for the run of refusals, not one per beat');
+    } finally {
+      world.endpoint.deny(null);
       await bridge.stop();
       sub.unsubscribe();
     }

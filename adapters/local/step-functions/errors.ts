@@ -37,6 +37,11 @@ export const sfnErrors = {
   invalidToken: (message: string) => new SfnApiError('InvalidToken', `Invalid Token: ${message}`),
   taskTimedOut: () => new SfnApiError('TaskTimedOut', 'Task Timed Out: the task of this token timed out, was already answered, or its execution is closed'),
   throttled: () => new SfnApiError('ThrottlingException', 'Rate exceeded'),
+  accessDenied: (accessKeyId: string, action: string) =>
+    new SfnApiError(
+      'AccessDeniedException',
+      `The caller with access key ${accessKeyId} is not authorized to perform: states:${action} because no identity-based policy allows the states:${action} action`,
+    ),
   unknownOperation: (target: string) =>
     new SfnApiError('UnknownOperationException', `Unknown operation '${target}'; send X-Amz-Target: AWSStepFunctions.<Action>`),
   serialization: (message: string) => new SfnApiError('SerializationException', message),

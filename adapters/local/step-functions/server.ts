@@ -34,6 +34,13 @@ export interface StsLike {
   credentialFor(accessKeyId: string): SigningSecret | null;
 }
 
+/** Actions refused as by a missing IAM permission (see `LocalStepFunctions.deny`). */
+export interface DenySpec {
+  actions: string[];
+  /** Only calls signed with this key; every caller when absent. */
+  accessKeyId?: string | undefined;
+}
+
 export interface LocalStepFunctionsOptions {
   host?: '127.0.0.1' | undefined;
   /** 0 (the default) picks a free port. */
@@ -67,6 +74,11 @@ export interface LocalStepFunctions {
   delay(spec: DelaySpec): void;
   /** Admits at most `perSecond` calls a second (token bucket, burst of one second); null lifts it. */
   rateLimit(perSecond: number | null): void;
+  /**
+   * Calls of `actions` (by `accessKeyId`, or any key) get AccessDeniedException, as when the
+   * caller's IAM policy lacks `states:<action>`, until lifted with null.
+   */
+  deny(spec: DenySpec | null): void;
   /** Authenticated calls by action and access key, throttled ones included. */
   stats(): RequestStats;
   resetStats(): void;
@@ -148,6 +160,7 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
   };
   const lookup = (accessKeyId: string): SigningSecret | null => statics.get(accessKeyId) ?? issued(accessKeyId);
   const throttle = new Throttle();
+  let denied: { actions: string[]; accessKeyId: string | undefined } | null = null;
   const service = new SfnLocalService({
     scope,
     taskHandlers: o.taskHandlers,
@@ -181,6 +194,8 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
       const verified = verifySigV4({ method: req.method, url: req.url ?? '/', headers: req.headers, body }, lookup, { service: 'states', region: o.region });
       if (!verified.ok) throw new SfnApiError(SIGNATURE_ERRORS[verified.failure], verified.message, verified.failure === 'MissingAuthentication' ? 403 : 400);
       if (!throttle.admit(action, verified.accessKeyId)) throw sfnErrors.throttled();
+      if (denied && denied.actions.includes(action) && (denied.accessKeyId === undefined || denied.accessKeyId === verified.accessKeyId))
+        throw sfnErrors.accessDenied(verified.accessKeyId, action);
       let input: unknown;
       try {
         input = body.length === 0 ? {} : JSON.parse(body.toString('utf8'));
@@ -214,6 +229,9 @@ export async function startLocalStepFunctions(options: LocalStepFunctionsOptions
     throttle: (spec) => throttle.script(spec),
     delay: (spec) => throttle.delay(spec),
     rateLimit: (perSecond) => throttle.rateLimit(perSecond),
+    deny: (spec) => {
+      denied = spec === null ? null : { actions: [...spec.actions], accessKeyId: spec.accessKeyId };
+    },
     stats: () => throttle.snapshot(),
     resetStats: () => throttle.reset(),
     createStateMachine: (name, definition, roleArn) =>
