@@ -19,7 +19,17 @@ import { ErrorCode, JetstateError } from '../../engine/internal.js';
 import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { TOKEN_HASH_HEADER } from './nats-service.js';
-import { answerOfResult, backoffDelayMs, failureOf, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, type TaskAnswer } from './task-answer.js';
+import {
+  answerOfResult,
+  backoffDelayMs,
+  failureOf,
+  sendHeartbeat,
+  sendTaskAnswer,
+  sleep,
+  tokenHash,
+  type HeartbeatRun,
+  type TaskAnswer,
+} from './task-answer.js';
 import { EXECUTION_ARN, stateEntryKey } from './state-entry.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
 
@@ -359,10 +369,11 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       gone = true;
       controller.abort(new Error('Step Functions no longer waits for this task (timed out or answered)'));
     };
+    const beats: HeartbeatRun = { refused: 0 };
     const beat = async (): Promise<void> => {
       entry.latest.working();
       if (gone) return;
-      const r = await sendHeartbeat(client, token.taskToken, logger, what);
+      const r = await sendHeartbeat(client, token.taskToken, logger, what, beats);
       if (r === 'ok') stats.heartbeats++;
       if (r === 'gone') markGone();
     };

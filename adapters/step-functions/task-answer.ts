@@ -134,14 +134,46 @@ export async function sendTaskAnswer(
   }
 }
 
-/** One SendTaskHeartbeat: 'gone' when the task no longer waits, 'failed' for anything else (tried again at the next beat). */
-export async function sendHeartbeat(client: SFNClient, taskToken: string, logger: Logger, what: string): Promise<'ok' | 'gone' | 'failed'> {
+/** Consecutive refused heartbeats of one task; one per task, given to each {@link sendHeartbeat}. */
+export interface HeartbeatRun {
+  refused: number;
+  /** This run of failures was warned about. */
+  warned?: boolean;
+}
+
+/**
+ * One SendTaskHeartbeat: 'gone' when the task no longer waits, 'failed' for anything else (tried
+ * again at the next beat). A run of failures is a warning at its second failure, or its first when
+ * AWS refuses the call outright (a missing `states:SendTaskHeartbeat`), and every tenth after;
+ * the first heartbeat accepted after a warned run says so.
+ */
+export async function sendHeartbeat(
+  client: SFNClient,
+  taskToken: string,
+  logger: Logger,
+  what: string,
+  run: HeartbeatRun = { refused: 0 },
+): Promise<'ok' | 'gone' | 'failed'> {
   try {
     await client.send(new SendTaskHeartbeatCommand({ taskToken }));
+    if (run.warned) logger.info(`${what}: heartbeats are accepted again after ${run.refused} refused or failed in a row`);
+    run.refused = 0;
+    run.warned = false;
     return 'ok';
   } catch (e) {
     if (isTaskGone(e)) return 'gone';
-    logger.debug(`${what}: heartbeat failed (${(e as Error).name}: ${(e as Error).message})`);
+    run.refused++;
+    const err = e as Error & { $metadata?: { httpStatusCode?: number } };
+    const status = err.$metadata?.httpStatusCode ?? 0;
+    const refusal = status >= 400 && status < 500 && !isThrottled(e);
+    const line = `${what}: heartbeat failed (${err.name}: ${err.message})`;
+    if (run.refused === 2 || (run.refused === 1 && refusal) || run.refused % 10 === 0) {
+      run.warned = true;
+      logger.warn(
+        `${line}; ${run.refused} in a row: the task times out in Step Functions (its HeartbeatSeconds) unless one gets through; ` +
+          `check that this caller may call states:SendTaskHeartbeat and can reach AWS`,
+      );
+    } else logger.debug(line);
     return 'failed';
   }
 }
