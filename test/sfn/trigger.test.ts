@@ -6,7 +6,7 @@ import { AckPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-i
 import { createInbox, headers, type Msg } from '@nats-io/transport-node';
 import { REPLY_TO_HEADER, WAIT_HEADER, startTrigger, type TriggerReply } from '../../adapters/step-functions/trigger.js';
 import { MAX_PAYLOAD_BYTES } from '../../adapters/step-functions/payload.js';
-import { eventually } from '../helpers.js';
+import { eventually, labelledLogger } from '../helpers.js';
 import { startSfnWorld, type SfnWorld } from './world.js';
 
 /** Doubles `n`, after `waitSeconds` (0 by default). */
@@ -284,6 +284,26 @@ describe('trigger', () => {
       } finally {
         await trigger.stop();
       }
+    }
+  });
+
+  it('warns when the outcome cannot be read (a missing states:DescribeExecution), and still replies once it can', async () => {
+    const stateMachineArn = await machine();
+    const lines: string[] = [];
+    const logger = labelledLogger('trigger', lines);
+    world.endpoint.deny({ actions: ['DescribeExecution'] });
+    const trigger = await startTrigger({ connection: world.nc, subject: 'orders.denied', stateMachineArn, clients: world.clients(), logger });
+    try {
+      const reply = ask('orders.denied', JSON.stringify({ n: 5, waitSeconds: 0 }), { 'Nats-Msg-Id': 'denied-1' });
+      const refused = () => lines.filter((l) => /^trigger warn: .*DescribeExecution.*AccessDeniedException.*states:DescribeExecution/.test(l));
+      await eventually(() => assert.equal(refused().length, 1, lines.join('\n')), 8_000, 20);
+      world.endpoint.deny(null);
+      const r = await reply;
+      assert.equal(r.status, 'SUCCEEDED');
+      assert.deepEqual(r.output, { doubled: 10 });
+    } finally {
+      world.endpoint.deny(null);
+      await trigger.stop();
     }
   });
 
