@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { requestService } from './nats-service.js';
-import { backoffDelayMs, isThrottled, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, type HeartbeatRun, type TaskAnswer } from './task-answer.js';
+import { backoffDelayMs, isThrottled, FailureRun, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, type TaskAnswer } from './task-answer.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
 
 /** Header of the request that names the activity. */
@@ -108,7 +108,7 @@ export async function startActivityBridge(options: ActivityBridgeOptions): Promi
     const hash = tokenHash(task.taskToken);
     const what = `activity task ${hash} of '${activityArn}'`;
     let gone = false;
-    const beats: HeartbeatRun = { refused: 0 };
+    const beats = new FailureRun();
     const heartbeatTimer =
       o.heartbeatIntervalMs > 0
         ? setInterval(() => {

@@ -19,17 +19,7 @@ import { ErrorCode, JetstateError } from '../../engine/internal.js';
 import { parseOptions } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { TOKEN_HASH_HEADER } from './nats-service.js';
-import {
-  answerOfResult,
-  backoffDelayMs,
-  failureOf,
-  sendHeartbeat,
-  sendTaskAnswer,
-  sleep,
-  tokenHash,
-  type HeartbeatRun,
-  type TaskAnswer,
-} from './task-answer.js';
+import { answerOfResult, backoffDelayMs, failureOf, sendHeartbeat, sendTaskAnswer, sleep, tokenHash, FailureRun, type TaskAnswer } from './task-answer.js';
 import { EXECUTION_ARN, stateEntryKey } from './state-entry.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
 
@@ -369,7 +359,7 @@ export async function serveCallbackTasks(options: ServeCallbackTasksOptions): Pr
       gone = true;
       controller.abort(new Error('Step Functions no longer waits for this task (timed out or answered)'));
     };
-    const beats: HeartbeatRun = { refused: 0 };
+    const beats = new FailureRun();
     const beat = async (): Promise<void> => {
       entry.latest.working();
       if (gone) return;

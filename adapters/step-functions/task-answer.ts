@@ -134,46 +134,60 @@ export async function sendTaskAnswer(
   }
 }
 
-/** Consecutive refused heartbeats of one task; one per task, given to each {@link sendHeartbeat}. */
-export interface HeartbeatRun {
-  refused: number;
-  /** This run of failures was warned about. */
-  warned?: boolean;
+/**
+ * A run of failed calls of one kind (one task's heartbeats, one execution's polls): a warning at
+ * its second failure, or its first when AWS refuses the call outright (a 4xx other than
+ * throttling: a missing permission), then every tenth, instead of a line per failure.
+ */
+export class FailureRun {
+  failures = 0;
+  private warned = false;
+
+  /** Counts a failure; true when this one is to be warned about. */
+  failed(e: unknown): boolean {
+    this.failures++;
+    const status = (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode ?? 0;
+    const refusal = status >= 400 && status < 500 && !isThrottled(e);
+    const warn = this.failures === 2 || (this.failures === 1 && refusal) || this.failures % 10 === 0;
+    this.warned ||= warn;
+    return warn;
+  }
+
+  /** Counts a success; the length of the run it ends when that run was warned about, else 0. */
+  succeeded(): number {
+    const ended = this.warned ? this.failures : 0;
+    this.failures = 0;
+    this.warned = false;
+    return ended;
+  }
 }
 
 /**
  * One SendTaskHeartbeat: 'gone' when the task no longer waits, 'failed' for anything else (tried
- * again at the next beat). A run of failures is a warning at its second failure, or its first when
- * AWS refuses the call outright (a missing `states:SendTaskHeartbeat`), and every tenth after;
- * the first heartbeat accepted after a warned run says so.
+ * again at the next beat; warned about as `run` says). The first heartbeat accepted after a
+ * warned run says so.
  */
 export async function sendHeartbeat(
   client: SFNClient,
   taskToken: string,
   logger: Logger,
   what: string,
-  run: HeartbeatRun = { refused: 0 },
+  run: FailureRun = new FailureRun(),
 ): Promise<'ok' | 'gone' | 'failed'> {
   try {
     await client.send(new SendTaskHeartbeatCommand({ taskToken }));
-    if (run.warned) logger.info(`${what}: heartbeats are accepted again after ${run.refused} refused or failed in a row`);
-    run.refused = 0;
-    run.warned = false;
+    const ended = run.succeeded();
+    if (ended > 0) logger.info(`${what}: heartbeats are accepted again after ${ended} refused or failed in a row`);
     return 'ok';
   } catch (e) {
     if (isTaskGone(e)) return 'gone';
-    run.refused++;
-    const err = e as Error & { $metadata?: { httpStatusCode?: number } };
-    const status = err.$metadata?.httpStatusCode ?? 0;
-    const refusal = status >= 400 && status < 500 && !isThrottled(e);
-    const line = `${what}: heartbeat failed (${err.name}: ${err.message})`;
-    if (run.refused === 2 || (run.refused === 1 && refusal) || run.refused % 10 === 0) {
-      run.warned = true;
+    const line = `${what}: heartbeat failed (${(e as Error).name}: ${(e as Error).message})`;
+    if (run.failed(e))
       logger.warn(
-        `${line}; ${run.refused} in a row: the task times out in Step Functions (its HeartbeatSeconds) unless one gets through; ` +
+        `${line}; ${run.failures} in a row: the task times out in Step Functions (its HeartbeatSeconds) unless one gets through; ` +
           `check that this caller may call states:SendTaskHeartbeat and can reach AWS`,
       );
-    } else logger.debug(line);
+    else logger.debug(line);
     return 'failed';
   }
 }

@@ -20,7 +20,7 @@ import { parseOptions, shortHash } from '../../engine/internal.js';
 import { carrierFromHeaders, type TraceCarrier } from '../../engine/internal.js';
 import { resolveStepFunctionsClient, type StepFunctionsClients, type StepFunctionsTarget } from './clients.js';
 import { MAX_CAUSE_CHARS, checkPayloadSize, sameInputIgnoringTrace, truncateText } from './payload.js';
-import { backoffDelayMs, sleep } from './task-answer.js';
+import { FailureRun, backoffDelayMs, sleep } from './task-answer.js';
 import { JetStreamDomainSchema, inDomain } from './domain.js';
 import { executionArnOf } from './execution-names.js';
 import { consoleLogger, type Logger } from '../../engine/internal.js';
@@ -239,12 +239,21 @@ export async function startTrigger(options: TriggerOptions): Promise<Trigger> {
   /** Polls DescribeExecution with backoff until the execution ends, `maxWaitMs` passes or the trigger stops. */
   const outcome = async (executionArn: string): Promise<TriggerReply> => {
     const deadline = Date.now() + o.maxWaitMs;
+    const failures = new FailureRun();
     for (let attempt = 1; ; attempt++) {
       let d: DescribeExecutionCommandOutput | undefined;
       try {
         d = await client.send(new DescribeExecutionCommand({ executionArn }));
+        const ended = failures.succeeded();
+        if (ended > 0) logger.info(`trigger '${o.subject}': DescribeExecution of ${executionArn} answers again after ${ended} failures`);
       } catch (e) {
-        logger.debug(`trigger '${o.subject}': DescribeExecution of ${executionArn} failed (${(e as Error).message}); trying again`);
+        const line = `trigger '${o.subject}': DescribeExecution of ${executionArn} failed (${(e as Error).name}: ${(e as Error).message})`;
+        if (failures.failed(e))
+          logger.warn(
+            `${line}; ${failures.failures} in a row, trying again: the sender gets no outcome until it can be read ` +
+              `(check that this caller may call states:DescribeExecution and can reach AWS)`,
+          );
+        else logger.debug(`${line}; trying again`);
       }
       if (d && d.status !== 'RUNNING' && d.status !== 'PENDING_REDRIVE') {
         const r: TriggerReply = { executionArn, status: d.status };
