@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
-import { activity, createEngine, defineWorkflow, ErrorCode, JetstateError, type Engine } from '../../engine/index.js';
+import { activity, createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, type Engine } from '../../engine/index.js';
 import { order } from '../../workflows/order.js';
 import { eventually, startNats, uniqueNamespace } from '../helpers.js';
 
@@ -60,9 +60,10 @@ const guarded = defineWorkflow({
 describe('instance control', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
+  const namespace = uniqueNamespace('control');
   before(async () => {
     nats = await startNats();
-    engine = await createEngine({ servers: nats.url, namespace: uniqueNamespace('control'), workflows: [booking, order, guarded], leaseTtlMs: 1_000 });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [booking, order, guarded], leaseTtlMs: 1_000 });
   });
   after(async () => {
     await engine?.close();
@@ -121,6 +122,29 @@ describe('instance control', () => {
     // The id is free again.
     const again = await engine.start(order, { id: 'o-del', input: { orderId: 'o-del', customer: 'bob', amount: 7 } });
     assert.equal(again.revision, 1);
+  });
+
+  it('the history of an id started again begins at its start, without what was refused for the deleted one', async () => {
+    const other = await createClient({ servers: nats.url, namespace, workflows: [order] });
+    try {
+      await engine.start(order, { id: 'o-again', input: { orderId: 'o-again', customer: 'ada', amount: 10 } });
+      await other.terminate(order, 'o-again'); // `other` now knows the instance
+      await engine.waitFor(order, 'o-again', (i) => i.status === 'stopped', { timeoutMs: 5_000 });
+      // Two operators delete it at about the same time: the second delete finds no instance.
+      await Promise.all([engine.delete(order, 'o-again'), other.delete(order, 'o-again')]);
+      await eventually(async () => assert.equal(await engine.get(order, 'o-again'), null));
+      await eventually(async () => assert.equal((await engine.history(order, 'o-again')).length, 1, 'the refused delete is shown for the id'));
+      await engine.start(order, { id: 'o-again', input: { orderId: 'o-again', customer: 'bob', amount: 20 } });
+      const h = await engine.history(order, 'o-again');
+      assert.deepEqual(
+        h.map((e) => [e.kind, e.revision]),
+        [['start', 1]],
+        JSON.stringify(h),
+      );
+      assert.equal((await engine.verify(order, 'o-again')).ok, true);
+    } finally {
+      await other.close();
+    }
   });
 
   it('an event no state takes is applied as changing nothing, and the history says so', async () => {
