@@ -18,7 +18,7 @@ import { ErrorCode, JetstateError, fail } from './errors.js';
 import { checkName, partitionOf, shardOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
-import { InstanceStatus, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type StateMatch } from './protocol/record.js';
+import { HistoryKind, InstanceStatus, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type StateMatch } from './protocol/record.js';
 import { decodeJson } from './protocol/json.js';
 import { closeConnection, ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { readHistory, withJournal } from './store/history.js';
@@ -768,7 +768,10 @@ export class Client implements AsyncDisposable {
   private async historyThrough(workflow: string, id: string, record: InstanceRecord | null): Promise<HistoryEntry[]> {
     const { codec } = this.rt.security;
     const stored = await readHistory(this.rt, workflow, id);
-    const entries = codec.ring ? codec.openHistory(workflow, id, stored.entries, stored.secrets) : (redactEnvelopes(stored.entries) as HistoryEntry[]);
+    const opened = codec.ring ? codec.openHistory(workflow, id, stored.entries, stored.secrets) : (redactEnvelopes(stored.entries) as HistoryEntry[]);
+    // Refused while no instance had the id (after a delete, before this start): not this instance's.
+    const born = record?.born;
+    const entries = born === undefined ? opened : opened.filter((e) => !(e.kind === HistoryKind.Rejected && e.revision === 0 && e.seq < born));
     return record ? withJournal(entries, record.lastHistory) : entries;
   }
 
