@@ -11,7 +11,12 @@ export async function readSubject(rt: { js: JetStreamClient; jsm: JetStreamManag
   return (await readSubjectMessages(rt, stream, subject)).map((m) => m.data);
 }
 
-/** Every message of `subject` up to the last one stored when the read began, with its sequence. */
+/**
+ * Every message of `subject` up to the last one stored when the read reached the end (the
+ * consumer has nothing pending), with its sequence. Not up to the last sequence seen before the
+ * read: messages published again and the old ones purged meanwhile (a history rewrite) would
+ * then end the read at the first copy.
+ */
 export async function readSubjectMessages(rt: { js: JetStreamClient; jsm: JetStreamManager }, stream: string, subject: string): Promise<StoredMessage[]> {
   const last = await rt.jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((e: Error) => {
     if (/no message found|not found/i.test(e.message)) return null;
@@ -27,7 +32,7 @@ export async function readSubjectMessages(rt: { js: JetStreamClient; jsm: JetStr
       for await (const m of batch) {
         got++;
         out.push({ seq: m.seq, data: m.data });
-        if (m.seq >= last.seq) return out;
+        if (m.info.pending === 0) return out;
       }
       if (got === 0) return out;
     }
