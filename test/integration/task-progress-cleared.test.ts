@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { setup } from 'xstate';
 import { z } from 'zod';
-import { activity, createEngine, defineWorkflow } from '../../engine/index.js';
+import { activity, createEngine, defineWorkflow, DEFER, type EngineExtension, type ExtensionHost, type TaskRef } from '../../engine/index.js';
 import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
 
 let failedOnce = false;
@@ -42,6 +42,43 @@ const chores = defineWorkflow({
   }),
 });
 
+/** Tasks deferred to an extension (as a Step Functions stage is), from the tasks stream; CANCEL leaves the state. */
+const deferredRefs: TaskRef[] = [];
+const staged = defineWorkflow({
+  name: 'staged',
+  version: 1,
+  input: z.object({}),
+  events: { CANCEL: z.object({}) },
+  machine: setup({
+    actors: {
+      stage: activity(
+        async (ctx) => {
+          deferredRefs.push(ctx.task);
+          return DEFER as never;
+        },
+        { inProcess: false },
+      ),
+    },
+  }).createMachine({
+    initial: 'delegated',
+    states: {
+      delegated: { invoke: { src: 'stage', onDone: 'done' }, on: { CANCEL: 'cancelled' } },
+      done: { type: 'final' },
+      cancelled: { type: 'final' },
+    },
+  }),
+});
+
+/** Delivers deferred outcomes when the test says so. */
+class Completer implements EngineExtension {
+  readonly name = 'completer';
+  host: ExtensionHost | undefined;
+  async start(host: ExtensionHost): Promise<void> {
+    this.host = host;
+  }
+  async stop(): Promise<void> {}
+}
+
 describe('task progress entries', () => {
   const suite = natsForSuite();
 
@@ -60,6 +97,37 @@ describe('task progress entries', () => {
         15_000,
         250,
       );
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('leave nothing once a deferred task is completed by its extension, or its state is left', async () => {
+    const namespace = uniqueNamespace('progdefer');
+    const completer = new Completer();
+    const engine = await createEngine({
+      servers: suite.nats.url,
+      namespace,
+      workflows: [staged],
+      extensions: [completer],
+      leaseTtlMs: 1_000,
+      logger: memoryLogger(),
+    });
+    const jsm = await jetstreamManager(suite.nc);
+    const taskEntries = async () =>
+      (await jsm.streams.info(`KV_${namespace}_control`, { subjects_filter: `$KV.${namespace}_control.task.>` })).state.subjects ?? {};
+    try {
+      for (const id of ['done-1', 'left-1']) await engine.start(staged, { id, input: {}, wait: false });
+      await eventually(() => assert.equal(deferredRefs.filter((r) => r.workflow === 'staged').length, 2, 'both stages deferred'));
+      await eventually(async () => assert.equal(Object.keys(await taskEntries()).length, 2, 'each deferred task has its entry while it is pending'));
+      await completer.host!.completeTask(
+        deferredRefs.find((r) => r.id === 'done-1')!,
+        { ok: true, output: 'finished' },
+      );
+      await engine.send(staged, 'left-1', { type: 'CANCEL' });
+      assert.equal((await engine.waitFor(staged, 'done-1', (i) => i.status === 'done', { timeoutMs: 10_000 })).value, 'done');
+      assert.equal((await engine.waitFor(staged, 'left-1', (i) => i.status === 'done', { timeoutMs: 10_000 })).value, 'cancelled');
+      await eventually(async () => assert.deepEqual(await taskEntries(), {}, 'no task entry, nor a marker of one'), 15_000, 250);
     } finally {
       await engine.close();
     }
