@@ -90,6 +90,7 @@ export class Engine extends Client {
       ackWaitMs,
       extensions: new Map(this.extensions.map((x) => [x.name, x])),
       extensionLive: (name) => [...this.manager.liveMembers().values()].some((m) => m.extensions.includes(name)),
+      owns: (workflow, id) => this.manager.owns(workflow, partitionOf(workflow, id, rt.partitions)),
       versionLive: (workflow, version) => [...this.manager.liveMembers().values()].some((m) => m.workflows[workflow]?.includes(version) === true),
     });
     const signatureMaxAgeMs = Math.max(MIN_SIGNATURE_AGE_MS, rt.duplicateWindowMs - Math.min(10_000, rt.duplicateWindowMs / 10));
@@ -173,6 +174,7 @@ export class Engine extends Client {
         engineId: () => engine.manager.engineId,
         owns: (workflow, partition) => engine.manager.owns(workflow, partition),
         onTaskCancel: (l) => engine.tasks.onCancel(l),
+        taskOver: (ref) => engine.tasks.taskOver(ref),
         replicas: rt.replicas,
       });
       for (const x of engine.extensions) {

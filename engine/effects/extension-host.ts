@@ -51,6 +51,8 @@ export function createExtensionHost(
     engineId: () => string;
     owns: (workflow: string, partition: number) => boolean;
     onTaskCancel: (l: (ref: TaskRef) => void) => () => void;
+    /** The task's outcome is delivered: its progress entry can go (see TaskService.taskOver). */
+    taskOver: (ref: TaskRef) => void;
     replicas: number;
   },
 ): ExtensionHost {
@@ -67,7 +69,10 @@ export function createExtensionHost(
     telemetry: rt.telemetry,
     replicas: engine.replicas,
     bucket: (suffix) => kvm.create(`${rt.names.namespace}_${suffix}`, { history: 1, replicas: engine.replicas, storage: 'file' }),
-    completeTask: (ref, outcome, trace) => publishTaskOutcome(rt, ref, outcome, trace),
+    async completeTask(ref, outcome, trace) {
+      await publishTaskOutcome(rt, ref, outcome, trace);
+      engine.taskOver(ref);
+    },
     deadLetter: (letter) => deadLetter(rt, letter),
     async taskState(ref) {
       let found;

@@ -208,6 +208,8 @@ export interface TaskServiceOptions {
   extensionLive?: (name: string) => boolean;
   /** Whether a live engine (this one too) registers this version of the workflow. */
   versionLive?: (workflow: string, version: number) => boolean;
+  /** True when this engine owns the instance's partition now (it forgets the tasks its instance cancels). */
+  owns?: (workflow: string, id: string) => boolean;
 }
 
 const NS = 1_000_000;
@@ -256,6 +258,8 @@ export class TaskService {
           const ref = { workflow: workflow!, id: id!, ...c };
           const r = this.running.get(taskKey(ref));
           if (r) r.controller.abort((r.cancelled ??= new CancelledError('the invoking state was exited')));
+          // Its progress entry, if it ran from the tasks stream or was deferred, is of no more use (the owner removes it).
+          if (this.options.owns?.(ref.workflow, ref.id)) this.forgetLater(ref);
           for (const l of this.cancelListeners) l(ref);
         } catch {
           // not a cancel message
@@ -665,7 +669,7 @@ export class TaskService {
    * Removes a task's progress entry, leaving nothing in the control bucket (a KV purge leaves a
    * marker per key, kept for ever). Best effort.
    */
-  private async forget(task: TaskMessage): Promise<void> {
+  private async forget(task: TaskRef): Promise<void> {
     const bucket = this.rt.names.controlBucket;
     await this.rt.jsm.streams.purge(`KV_${bucket}`, { filter: `$KV.${bucket}.${taskProgressKey(task, task.invokeId, task.token)}` }).catch(() => {});
   }
@@ -675,7 +679,7 @@ export class TaskService {
    * that its record says the task is over, which is what a later message of it is checked
    * against). Done at once when the engine closes.
    */
-  private forgetLater(task: TaskMessage): void {
+  private forgetLater(task: TaskRef): void {
     const forget = (): Promise<void> => {
       this.forgetting.delete(timer);
       return this.forget(task);
@@ -683,6 +687,14 @@ export class TaskService {
     const timer = setTimeout(forget, Math.max(2 * this.options.ackWaitMs, FORGET_AFTER_MIN_MS));
     timer.unref?.();
     this.forgetting.set(timer, forget);
+  }
+
+  /**
+   * A deferred task's outcome was delivered (by its extension): its progress entry goes, as a
+   * delivered outcome's does. The entries of tasks whose state was left go by the cancel.
+   */
+  taskOver(task: TaskRef): void {
+    this.forgetLater(task);
   }
 
   /** A task's progress entry once its outcome is delivered (or deferred): a later message of it runs nothing. Best effort. */
