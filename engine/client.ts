@@ -18,7 +18,16 @@ import { ErrorCode, JetstateError, fail } from './errors.js';
 import { checkName, partitionOf, shardOf } from './protocol/names.js';
 import { EngineEvent } from './protocol/events.js';
 import { ClientOptionsSchema, parseOptions, type ClientOptions } from './options.js';
-import { HistoryKind, InstanceStatus, toInstance, type HistoryEntry, type Instance, type InstanceRecord, type StateMatch } from './protocol/record.js';
+import {
+  HistoryKind,
+  HistoryMessageSchema,
+  InstanceStatus,
+  toInstance,
+  type HistoryEntry,
+  type Instance,
+  type InstanceRecord,
+  type StateMatch,
+} from './protocol/record.js';
 import { decodeJson } from './protocol/json.js';
 import { closeConnection, ensureWorkflowStreams, openRuntime, type Runtime } from './store/runtime.js';
 import { readHistory, withJournal } from './store/history.js';
@@ -567,6 +576,8 @@ export class Client implements AsyncDisposable {
       if (!m) return null;
       // An engine already went past it (it refused the start): nothing is pending.
       if ((await this.partitionCheckpoint(workflow.name, p)) >= m.seq) return null;
+      // Refused before the checkpoint says so: the refusal is the id's last history entry.
+      if (await this.refusedAt(workflow.name, id, m.seq)) return null;
       data = m.data;
     } catch {
       return null;
@@ -586,6 +597,22 @@ export class Client implements AsyncDisposable {
       instance.parked = `no live engine serves workflow '${workflow.name}' (partition ${p}) in namespace '${this.rt.names.namespace}'; its start waits in the stream until one runs`;
     }
     return instance;
+  }
+
+  /** Whether the id's last history message records the refusal of its event at `seq`. */
+  private async refusedAt(workflow: string, id: string, seq: number): Promise<boolean> {
+    const last = await this.rt.jsm.streams
+      .getMessage(this.rt.names.historyStream, { last_by_subj: this.rt.names.historySubject(workflow, id) })
+      .catch(() => null);
+    if (!last) return false;
+    let message: unknown;
+    try {
+      message = decodeJson(last.data);
+    } catch {
+      return false;
+    }
+    const parsed = HistoryMessageSchema.safeParse(message);
+    return parsed.success && parsed.data.entries.some((e) => e.kind === HistoryKind.Rejected && e.seq === seq);
   }
 
   /** How far the partition's events are finished (its lease, or what its last owner left), 0 when unknown. */
