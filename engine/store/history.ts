@@ -6,6 +6,7 @@ import type { Runtime } from './runtime.js';
 import { HistoryKind, HistoryMessageSchema, instanceTag, type HistoryEntry, type InstanceRef, type InstanceRecord } from '../protocol/record.js';
 import { readSubjectMessages } from './read.js';
 import { decodeJson, encodeJson, shortHash } from '../protocol/json.js';
+import { isCasConflict } from './nats-errors.js';
 
 /** What identifies an entry: its revision, or for a rejection (which leaves the revision) its sequence. */
 export function entryKey(e: HistoryEntry): string {
@@ -93,9 +94,10 @@ export interface HistoryRewrite {
 /**
  * Rewrites the history of one instance with `reseal` applied to each message's entries (the
  * re-encrypt command). When no message changes, nothing is written. Otherwise every message of
- * the instance is published again, in order (changed or not, so the order stays), and then the
- * messages read are purged: a purge of the instance's subject bounded by the last sequence read,
- * so a message an engine wrote meanwhile stays. A crash in between leaves both copies, which
+ * the instance is published again, in order (changed or not, so the order stays), each only
+ * while the subject ends where the last one left it (else {@link HistoryChanged}: an engine wrote
+ * or a delete purged meanwhile), and then the messages read are purged: a purge of the instance's
+ * subject bounded by the last sequence read. A crash in between leaves both copies, which
  * `readHistory` deduplicates; running it again finishes the job. `reseal` may throw (a key not
  * in the ring): then nothing is written.
  */
@@ -122,10 +124,27 @@ export async function rewriteHistory(
     next.push(r.resealed === 0 ? m.data : encodeJson(historyMessage(r.entries, parsed.data.secrets)));
   }
   if (resealed === 0) return { messages: 0, resealed: 0 };
-  // One at a time: the stream keeps the order of publishes that each waited for their ack.
-  for (const data of next) await rt.js.publish(subject, data);
+  // One at a time, each only while the subject ends where the last one left it: a message the
+  // engine wrote meanwhile, or a delete's purge, stops the rewrite (the caller reads again), so a
+  // copy never brings back history a delete removed, nor lands out of order.
+  let last = stored.at(-1)!.seq;
+  for (const data of next) {
+    try {
+      last = (await rt.js.publish(subject, data, { expect: { lastSubjectSequence: last } })).seq;
+    } catch (e) {
+      if (isCasConflict(e)) throw new HistoryChanged(workflow, id);
+      throw e;
+    }
+  }
   await rt.jsm.streams.purge(stream, { filter: subject, seq: stored.at(-1)!.seq + 1 });
   return { messages: next.length, resealed };
+}
+
+/** The history changed while {@link rewriteHistory} published its copies: read it again. */
+export class HistoryChanged extends Error {
+  constructor(workflow: string, id: string) {
+    super(`the history of workflow '${workflow}' instance '${id}' changed while it was rewritten (an engine wrote or deleted it); read it again`);
+  }
 }
 
 function safeDecode(data: Uint8Array): unknown {
