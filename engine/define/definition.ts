@@ -321,7 +321,14 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
     const on = (node.config.on ?? {}) as Record<string, unknown>;
     for (const type of Object.keys(on)) handled.add(type);
     const invokes = node.config.invoke === undefined ? [] : [node.config.invoke].flat();
-    for (const inv of invokes as Array<{ src?: unknown }>) {
+    for (const inv of invokes as Array<{ src?: unknown; onSnapshot?: unknown }>) {
+      if (inv.onSnapshot !== undefined) {
+        fail(
+          ErrorCode.InvalidDefinition,
+          `${label}: state '${node.id}' invokes with onSnapshot, which the engine cannot deliver: a durable child's snapshots are not sent to its parent; ` +
+            `have the child tell the parent what it needs with sendParent(...) and handle that event`,
+        );
+      }
       if (typeof inv.src !== 'string') {
         fail(
           ErrorCode.InvalidDefinition,
@@ -379,5 +386,20 @@ function checkSpawns(label: string, machine: AnyStateMachine, actors: Record<str
     }
     if (!(src in actors)) fail(ErrorCode.InvalidDefinition, `${label}: ${where} spawns '${src}', which setup({ actors }) does not provide; add it there`);
     checkDurable(label, machine, `${where} spawns '${src}' (spawnChild)`, src);
+    const { id, syncSnapshot } = action as { id?: unknown; syncSnapshot?: unknown };
+    if (id === undefined) {
+      fail(
+        ErrorCode.InvalidDefinition,
+        `${label}: ${where} spawns '${src}' without an id, which cannot be made durable (XState would name it by a session id, not the same when the step is computed again); ` +
+          `give it one: spawnChild('${src}', { id: '${src}-1' }) or an id function of the context`,
+      );
+    }
+    if (syncSnapshot === true) {
+      fail(
+        ErrorCode.InvalidDefinition,
+        `${label}: ${where} spawns '${src}' with syncSnapshot, which the engine cannot deliver: a durable child's snapshots are not sent to its parent; ` +
+          `have the child tell the parent what it needs with sendParent(...)`,
+      );
+    }
   }
 }

@@ -96,8 +96,9 @@ export class Plan {
     const spawned = new Set<string>();
     for (const a of actions) {
       if (a.type !== 'xstate.spawnChild') continue;
-      const p = (a.params ?? {}) as { src?: unknown; id?: unknown };
-      if (typeof p.id === 'string') spawned.add(p.id);
+      const p = (a.params ?? {}) as { src?: unknown; id?: unknown; actorRef?: { id?: unknown } };
+      const spawnId = spawnIdOf(p);
+      if (spawnId !== undefined) spawned.add(spawnId);
       if (typeof p.src === 'string' && (runner.activities.has(p.src) || runner.children.has(p.src))) continue;
       const what = typeof p.src === 'string' ? `'${p.src}'` : 'an inline actor implementation';
       return `spawnChild of ${what} (id '${String(p.id)}'), which cannot be made durable: only actors registered with activity() or childWorkflow() in setup({ actors }) can be spawned`;
@@ -205,29 +206,31 @@ export class Plan {
         if (typeof params.delay === 'number' && params.event) this.delayed(params, params.event, revision, i, atMs);
       } else if (a.type === 'xstate.cancel' && typeof params.sendId === 'string') {
         delete this.timers[params.sendId];
-      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && typeof params.id === 'string' && runner.activities.has(params.src)) {
+      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && spawnIdOf(params) !== undefined && runner.activities.has(params.src)) {
+        const spawnId = spawnIdOf(params)!;
         const task: TaskRecord = { src: params.src, token: revision, input: params.input ?? null, startedAtMs: atMs };
-        this.tasks[params.id] = task;
-        this.startedTasks.push({ invokeId: params.id, token: revision, src: task.src, input: task.input });
-      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && typeof params.id === 'string' && runner.children.has(params.src)) {
+        this.tasks[spawnId] = task;
+        this.startedTasks.push({ invokeId: spawnId, token: revision, src: task.src, input: task.input });
+      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && spawnIdOf(params) !== undefined && runner.children.has(params.src)) {
+        const spawnId = spawnIdOf(params)!;
         const childDef = runner.children.get(params.src)!;
         // The first child under an invoke id keeps the plain id; a later one cannot take it (the first's record keeps it).
-        const again = this.invoked.includes(params.id);
-        if (!again) this.invoked.push(params.id);
+        const again = this.invoked.includes(spawnId);
+        if (!again) this.invoked.push(spawnId);
         const child: InstanceRecord['children'][string] = {
           workflow: childDef.name,
-          id: childIdOf(id, params.id, again ? revision : undefined),
+          id: childIdOf(id, spawnId, again ? revision : undefined),
           token: revision,
         };
         // Values of this instance's secret paths stay secret in the child (and in this record's copy of its start).
         const secrets = this.childSecrets(runner, a, event, params.input, params.actorRef);
         if (secrets.length > 0) child.secrets = secrets;
-        this.children[params.id] = child;
+        this.children[spawnId] = child;
         const start = {
           ...child,
           version: childDef.version,
           input: params.input ?? {},
-          parent: { workflow, id, invokeId: params.id, token: revision, ...bornOf({ born }) },
+          parent: { workflow, id, invokeId: spawnId, token: revision, ...bornOf({ born }) },
         };
         this.effects.push({ kind: 'child', type: OutboxKind.StartChild, params: start, key, event });
       } else if (a.type === 'xstate.stopChild' && typeof (params.actorRef ?? params).id === 'string' && this.tasks[(params.actorRef ?? params).id as string]) {
@@ -420,4 +423,15 @@ function snapshotRoots(actorRef: unknown, depth = 0): unknown[] {
   const out: unknown[] = [snapshot.context, snapshot.input, snapshot.output];
   for (const ref of Object.values(snapshot.children ?? {})) out.push(...snapshotRoots(ref, depth + 1));
   return out;
+}
+
+/**
+ * The id a `spawnChild` gives its actor: the one given, or the one its id function computed
+ * (XState resolves it into the action's `actorRef`). Undefined without an id: XState would use a
+ * session id, which a step computed again would not give again (defineWorkflow refuses it).
+ */
+function spawnIdOf(p: { id?: unknown; actorRef?: { id?: unknown } | undefined }): string | undefined {
+  if (typeof p.id === 'string') return p.id;
+  if (typeof p.id === 'function' && typeof p.actorRef?.id === 'string') return p.actorRef.id;
+  return undefined;
 }
