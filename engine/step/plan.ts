@@ -275,7 +275,11 @@ export class Plan {
     to?: { workflow: string; id: string; toChild?: string },
   ): void {
     const timerId = typeof params.id === 'string' ? params.id : `jetstate.delayed.${revision}.${i}`;
-    this.schedule(timerId, { dueAtMs: atMs + (params.delay as number), token: revision, seq: i, event, ...(to ? { to } : {}) });
+    // A delay that is not a finite number of at least 0 (NaN from a missing context field) fires at
+    // once, as XState's setTimeout does.
+    const delay = params.delay as number;
+    const dueAtMs = atMs + (Number.isFinite(delay) && delay > 0 ? delay : 0);
+    this.schedule(timerId, { dueAtMs, token: revision, seq: i, event, ...(to ? { to } : {}) });
   }
 
   /**
