@@ -318,7 +318,7 @@ export function applyEvents(
       entries.push({ kind: HistoryKind.Event, revision, seq: e.seq, event: e.event, from, to: from, status, timeMs: e.timeMs, reason: error });
       continue;
     }
-    if (isControl(e.event, EngineEvent.Terminate) || (isControl(e.event, EngineEvent.Cancel) && !current.can({ type: EngineEvent.Cancel }))) {
+    if (isControl(e.event, EngineEvent.Terminate) || (isControl(e.event, EngineEvent.Cancel) && !handlesCancel(current))) {
       // Terminate, or a cancel the current state does not handle: the instance stops where it is.
       // A finished one records it and stays as it is, as it does any event.
       if (status !== InstanceStatus.Running) {
@@ -389,4 +389,14 @@ function isParent(parent: ParentRef | undefined, claimed: Partial<ParentRef>): b
     parent.invokeId === claimed.invokeId &&
     (parent.born === undefined || claimed.born === undefined || parent.born === claimed.born)
   );
+}
+
+/**
+ * Whether the current state handles a cancel itself: a transition that names `jetstate.cancel`
+ * (or `jetstate.*`). A catch-all `'*'` does not count: it is there for events the machine does
+ * not know, and would otherwise make an instance that cannot be cancelled.
+ */
+function handlesCancel(snapshot: AnyMachineSnapshot): boolean {
+  const transitions = snapshot.machine.getTransitionData(snapshot as never, { type: EngineEvent.Cancel }) ?? [];
+  return transitions.some((t) => t.eventType !== '*' && (t.target !== undefined || t.actions.length > 0));
 }
