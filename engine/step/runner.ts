@@ -111,6 +111,17 @@ export class MachineRunner {
     return result;
   }
 
+  /**
+   * The snapshot's actors under their `systemId` in the scope's system: a fresh scope's system
+   * knows none of them, and `system.get(id)` would find nothing (XState then sends to self).
+   */
+  private registerSystemIds(snapshot: AnyMachineSnapshot): void {
+    const system = this.scope.system as unknown as { get(id: string): unknown; _set(id: string, ref: unknown): void };
+    for (const child of Object.values(snapshot.children ?? {}) as Array<{ systemId?: unknown }>) {
+      if (typeof child?.systemId === 'string' && system.get(child.systemId) === undefined) system._set(child.systemId, child);
+    }
+  }
+
   /** True when `ref` is the instance itself (XState's `sendTo(({ self }) => self, ...)`). */
   isSelf(ref: unknown): boolean {
     return ref === this.scope.self;
@@ -136,6 +147,7 @@ export class MachineRunner {
     return this.compute(() => {
       this.collected = [];
       this.setParent(hasParent);
+      this.registerSystemIds(snapshot);
       (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
       const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
       return { snapshot: next, actions: this.collected };
