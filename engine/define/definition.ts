@@ -322,13 +322,6 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
     for (const type of Object.keys(on)) handled.add(type);
     const invokes = node.config.invoke === undefined ? [] : [node.config.invoke].flat();
     for (const inv of invokes as Array<{ src?: unknown; onSnapshot?: unknown }>) {
-      if (inv.onSnapshot !== undefined) {
-        fail(
-          ErrorCode.InvalidDefinition,
-          `${label}: state '${node.id}' invokes with onSnapshot, which the engine cannot deliver: a durable child's snapshots are not sent to its parent; ` +
-            `have the child tell the parent what it needs with sendParent(...) and handle that event`,
-        );
-      }
       if (typeof inv.src !== 'string') {
         fail(
           ErrorCode.InvalidDefinition,
@@ -340,6 +333,13 @@ function checkMachine(label: string, machine: AnyStateMachine, declared: string[
         fail(ErrorCode.InvalidDefinition, `${label}: state '${node.id}' invokes '${inv.src}', which setup({ actors }) does not provide; add it there`);
       }
       checkDurable(label, machine, `state '${node.id}' invokes '${inv.src}'`, inv.src);
+      if (inv.onSnapshot !== undefined) {
+        fail(
+          ErrorCode.InvalidDefinition,
+          `${label}: state '${node.id}' invokes '${inv.src}' with onSnapshot, which the engine cannot deliver: a durable child's snapshots are not sent to its parent; ` +
+            `have the child tell the parent what it needs with sendParent(...) and handle that event`,
+        );
+      }
     }
     for (const child of Object.values(node.states ?? {})) visit(child as AnyStateNode);
   };

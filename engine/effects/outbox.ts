@@ -185,12 +185,49 @@ export class ActionExecutor implements EffectExecutor {
       case 'emit':
         return this.emit(instance, (e.params as { event?: unknown } | undefined)?.event);
       case 'inline':
-        return this.inline(instance, e);
+        return this.inline(instance, e, wait);
       case 'action': {
         const impl = instance.runner.actions.get(e.type);
         const info = e.exec?.info ?? { context: record.snapshot['context'], event: e.event };
-        if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...info, idempotencyKey: e.key }, e.params));
+        const sends: unknown[] = [];
+        if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...withSelfSends(info, sends), idempotencyKey: e.key }, e.params));
+        await this.sendToSelf(instance, e.key, sends, wait);
       }
+    }
+  }
+
+  /**
+   * What an action sent with `self.send`, to the instance's own inbox as signed `jetstate.self`
+   * events, after the action, in order (as XState's mailbox takes them after the current event).
+   * Keyed by the action's effect key: a re-run stores each once.
+   */
+  private async sendToSelf(instance: LoadedInstance, key: string, sends: readonly unknown[], wait: DeliveryWait): Promise<void> {
+    const { workflow, id } = instance.record;
+    for (const [n, event] of sends.entries()) {
+      if (typeof event !== 'object' || event === null || typeof (event as { type?: unknown }).type !== 'string') {
+        this.rt.logger.warn(
+          `workflow '${workflow}' instance '${id}': self.send in action ${key} got ${safeJson(event)}, not an event object { type }; not sent`,
+          {
+            workflow,
+            id,
+          },
+        );
+        continue;
+      }
+      await this.delivery(
+        instance,
+        `${key}.self${n}`,
+        EngineEvent.Self,
+        () =>
+          publishToInstance(this.rt, {
+            workflow,
+            id,
+            event: { type: EngineEvent.Self, event, ...bornOf(instance.record) },
+            engine: { logicalId: `self.${key}.${n}` },
+            trace: instance.record.trace,
+          }).then(() => {}),
+        wait,
+      );
     }
   }
 
@@ -215,11 +252,12 @@ export class ActionExecutor implements EffectExecutor {
    * An inline action runs once, after the write. XState stops the actor when one throws; here the
    * write is done, so the instance is failed by an event of its own: recorded, replayed by verify.
    */
-  private async inline(instance: LoadedInstance, e: Effect): Promise<void> {
+  private async inline(instance: LoadedInstance, e: Effect, wait: DeliveryWait): Promise<void> {
     if (!e.exec?.exec) return;
     const info = e.exec.info ?? { context: instance.record.snapshot['context'], event: e.event };
+    const sends: unknown[] = [];
     try {
-      await e.exec.exec({ ...info, idempotencyKey: e.key }, e.params);
+      await e.exec.exec({ ...withSelfSends(info, sends), idempotencyKey: e.key }, e.params);
     } catch (err) {
       const { workflow, id } = instance.record;
       const reason = `inline action '${e.type}' threw after the write that ran it: ${errorText(err)}`;
@@ -234,7 +272,9 @@ export class ActionExecutor implements EffectExecutor {
           trace: instance.record.trace,
         }),
       );
+      return;
     }
+    await this.sendToSelf(instance, e.key, sends, wait);
   }
 
   /** XState's `emit`: published after the write, once, best effort; secrets sealed like an event's. */
@@ -330,4 +370,13 @@ function safeJson(value: unknown): string {
   } catch {
     return String(value);
   }
+}
+
+/**
+ * An action's arguments with a `self` whose `send` is kept in `sends` (delivered after the action):
+ * the step's `self` is an actor that never runs, whose mailbox would keep the event for ever.
+ */
+function withSelfSends<T extends { self?: unknown }>(info: T, sends: unknown[]): T {
+  const self = Object.create((info.self as object | undefined) ?? null, { send: { value: (event: unknown) => void sends.push(event) } }) as unknown;
+  return { ...info, self };
 }
