@@ -364,9 +364,10 @@ export class Client implements AsyncDisposable {
   }
 
   /**
-   * Asks an instance to cancel. A machine that handles `jetstate.cancel` in its current state
-   * decides what that means (a transition to clean-up or compensation states; the event carries
-   * `reason`); otherwise the instance stops (status `stopped`, `error` says why). Returns once the
+   * Asks an instance to cancel. A machine that handles `jetstate.cancel` in its current state (a
+   * transition naming it, or `jetstate.*`; a catch-all `'*'` does not count) decides what that
+   * means (a transition to clean-up or compensation states; the event carries `reason`);
+   * otherwise the instance stops (status `stopped`, `error` says why). Returns once the
    * request is durably accepted; checked against `permissions.cancel` (or `default`).
    *
    * @example
