@@ -103,6 +103,15 @@ export interface OidcIssuer {
  */
 export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): OidcIssuer {
   const keys = keySet(options);
+  let reloadedAtMs = Number.NEGATIVE_INFINITY;
+  /** Fetches a remote JWKS again while jose's cooldown would not: true when it did. */
+  const reloadForUnknownKid = async (): Promise<boolean> => {
+    const remote = keys as Partial<{ coolingDown: boolean; reload(): Promise<void> }>;
+    if (typeof remote.reload !== 'function' || !remote.coolingDown || Date.now() - reloadedAtMs < UNKNOWN_KID_RELOAD_MS) return false;
+    reloadedAtMs = Date.now();
+    await remote.reload();
+    return true;
+  };
   const requiredClaims = [...new Set(['sub', 'iss', options.audienceClaim, 'exp', ...options.requiredClaims])];
   const algorithms = new Set(options.algorithms);
   const check: TokenCheck = async (token, audience, nowMs) => {
@@ -114,15 +123,25 @@ export function createOidcIssuer(options: ResolvedOidcOptions, clock: Clock): Oi
       );
     }
     let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, keys, {
+    const verify = () =>
+      jwtVerify(token, keys, {
         issuer: options.issuer,
         ...(options.audienceClaim === 'aud' ? { audience: audience ?? options.audience } : {}),
         algorithms: options.algorithms,
         clockTolerance: options.clockToleranceSec,
         requiredClaims,
         currentDate: new Date(nowMs),
-      }));
+      });
+    try {
+      try {
+        ({ payload } = await verify());
+      } catch (e) {
+        // A kid the JWKS fetched within the cooldown does not have: the provider may have just
+        // rotated its key. Fetched again, at most once a second (a flood of made-up kids costs
+        // one fetch a second), and checked once more.
+        if (!(e instanceof errors.JWKSNoMatchingKey) || !(await reloadForUnknownKid())) throw e;
+        ({ payload } = await verify());
+      }
     } catch (e) {
       throw fromJose(e, options.issuer);
     }
@@ -172,6 +191,9 @@ function headerOf(token: string): Record<string, unknown> {
     reject(IdentityReason.Malformed, 'the JWT header does not decode', { cause: e });
   }
 }
+
+/** Least time between two fetches of a JWKS for tokens whose kid it did not have. */
+const UNKNOWN_KID_RELOAD_MS = 1_000;
 
 function keySet(options: ResolvedOidcOptions): JWTVerifyGetKey {
   if (typeof options.jwks !== 'string') {
