@@ -113,6 +113,22 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
     await nats?.dispose();
   });
 
+  /** The engine process's arguments (see sfn-engine-process.ts). */
+  const processArgs = (namespace: string, local: { endpoint: string; region: string }, workflow: string, stateMachineArn: string): string[] => [
+    '--nats',
+    nats.url,
+    '--namespace',
+    namespace,
+    '--endpoint',
+    local.endpoint,
+    '--region',
+    local.region,
+    '--workflow',
+    workflow,
+    '--state-machine',
+    stateMachineArn,
+  ];
+
   /** Kills the first engine at the hook, lets an engine here take over, and checks the one outcome. */
   async function crashAndTakeOver(machine: keyof typeof definitions, wfName: string, running: boolean, traced = false): Promise<void> {
     const namespace = uniqueNamespace(wfName);
@@ -123,20 +139,7 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
       .stateMachineArn!;
     const wf: WorkflowDefinition = killStageWorkflow(wfName, stateMachineArn);
     const id = `${wfName}-1`;
-    const args = [
-      '--nats',
-      nats.url,
-      '--namespace',
-      namespace,
-      '--endpoint',
-      local.endpoint,
-      '--region',
-      local.region,
-      '--workflow',
-      wfName,
-      '--state-machine',
-      stateMachineArn,
-    ];
+    const args = processArgs(namespace, local, wfName, stateMachineArn);
     const first = spawnEngine(traced ? [...args, '--trace'] : args);
     await within(first.ready, 20_000, 'the first engine ready');
     const client = await createClient({ servers: nats.url, namespace, workflows: [wf] });
@@ -228,20 +231,7 @@ describe('stepFunctionsExecution after a SIGKILL between StartExecution and the 
     const stateMachineArn = (await sfn.send(new CreateStateMachineCommand({ name: 'kill-long', definition: definitions['kill-long'], roleArn: ROLE })))
       .stateMachineArn!;
     const wf: WorkflowDefinition = killStageWorkflow('killleft', stateMachineArn);
-    const first = spawnEngine([
-      '--nats',
-      nats.url,
-      '--namespace',
-      namespace,
-      '--endpoint',
-      local.endpoint,
-      '--region',
-      local.region,
-      '--workflow',
-      'killleft',
-      '--state-machine',
-      stateMachineArn,
-    ]);
+    const first = spawnEngine(processArgs(namespace, local, 'killleft', stateMachineArn));
     await within(first.ready, 20_000, 'the first engine ready');
     const client = await createClient({ servers: nats.url, namespace, workflows: [wf] });
     let engine: Awaited<ReturnType<typeof createEngine>> | undefined;
