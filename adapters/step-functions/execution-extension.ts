@@ -73,13 +73,14 @@ const PendingSchema = z.object({
 });
 type Pending = z.infer<typeof PendingSchema>;
 
+/** The region an execution's or a state machine's ARN names. */
+const regionOfArn = (arn: string): string | undefined => /^arn:[^:]+:states:([^:]+):/.exec(arn)?.[1] || undefined;
+
 /**
  * A pending entry as followed: the region it was started in is the one it is polled and stopped
  * in, whatever this engine's default. Entries written before the region was always kept take it
  * from their execution's ARN.
  */
-const regionOfArn = (arn: string): string | undefined => /^arn:[^:]+:states:([^:]+):/.exec(arn)?.[1] || undefined;
-
 function readPending(value: unknown): Pending | undefined {
   const parsed = PendingSchema.safeParse(value);
   if (!parsed.success) return undefined;
