@@ -1,11 +1,11 @@
 // Machines the corpus did not cover, each run by the engine (a real nats-server) and compared with
 // what plain XState v5 (`createActor`) does with the same events: an id given by a function to
 // spawnChild, a send to a child found by its systemId, a delay that computes to NaN, `self.send`
-// from an inline action; and two things the engine decides: a catch-all '*' handler does not
+// from an inline action, a delayed event holding a Date; and two things the engine decides: a catch-all '*' handler does not
 // swallow cancel(), and `onSnapshot` (which the engine cannot deliver) is refused at definition.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { assign, createActor, fromPromise, sendTo, setup, spawnChild, type AnyStateMachine } from 'xstate';
+import { assign, createActor, fromPromise, raise, sendTo, setup, spawnChild, type AnyStateMachine } from 'xstate';
 import { z } from 'zod';
 import { activity, childWorkflow, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
 import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
@@ -100,6 +100,26 @@ const catchAll = defineWorkflow({
   }),
 });
 
+const dateRaise = defineWorkflow({
+  name: 'dateraise',
+  version: 1,
+  input: z.object({}),
+  events: { GO: z.object({}) },
+  machine: setup({ types: {} as { context: { sawDate: boolean | null } } }).createMachine({
+    context: { sawDate: null },
+    initial: 'a',
+    states: {
+      a: {
+        on: {
+          GO: { actions: raise(() => ({ type: 'T', at: new Date(0) }), { delay: 50 }) },
+          T: { target: 'b', actions: assign({ sawDate: ({ event }) => (event as { at?: unknown }).at instanceof Date }) },
+        },
+      },
+      b: {},
+    },
+  }),
+});
+
 describe('XState features beyond the corpus', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
@@ -108,7 +128,7 @@ describe('XState features beyond the corpus', () => {
     engine = await createEngine({
       servers: nats.url,
       namespace: uniqueNamespace('xsgaps'),
-      workflows: [spawnFnId, kid, sysGet, nanDelay, selfSend, catchAll],
+      workflows: [spawnFnId, kid, sysGet, nanDelay, selfSend, catchAll, dateRaise],
       leaseTtlMs: 1_000,
       logger: memoryLogger(),
     });
@@ -157,6 +177,15 @@ describe('XState features beyond the corpus', () => {
     const got = await engine.waitFor(selfSend, 'x1', (i) => i.value === 'c' || i.status !== 'running', { timeoutMs: 10_000 });
     assert.deepEqual({ value: got.value, status: got.status }, { value: 'c', status: 'running' });
     assert.equal((await engine.verify(selfSend, 'x1')).ok, true);
+  });
+
+  it('a delayed event carries what its timer stored, whether the record was cached or read again (verify agrees)', async () => {
+    await engine.start(dateRaise, { id: 'd1', input: {} });
+    await engine.send(dateRaise, 'd1', { type: 'GO' });
+    const fired = await engine.waitFor(dateRaise, 'd1', (i) => i.value === 'b', { timeoutMs: 10_000 });
+    // The timer keeps its event as JSON: the Date is its ISO string when it fires, as after a reload.
+    assert.deepEqual(fired.context, { sawDate: false });
+    assert.equal((await engine.verify(dateRaise, 'd1')).ok, true);
   });
 
   it('cancel() stops an instance whose state has only a catch-all * handler', async () => {
