@@ -279,7 +279,10 @@ export class Plan {
     // once, as XState's setTimeout does.
     const delay = params.delay as number;
     const dueAtMs = atMs + (Number.isFinite(delay) && delay > 0 ? delay : 0);
-    this.schedule(timerId, { dueAtMs, token: revision, seq: i, event, ...(to ? { to } : {}) });
+    // The event as the stored timer gives it back (a Date as its ISO string): the same whether the
+    // record that fires it was cached or read again, and as `verify` replays it.
+    const stored = JSON.parse(JSON.stringify(event)) as { type: string };
+    this.schedule(timerId, { dueAtMs, token: revision, seq: i, event: stored, ...(to ? { to } : {}) });
   }
 
   /**
