@@ -114,6 +114,7 @@ export class MachineRunner {
   /**
    * The snapshot's actors under their `systemId` in the scope's system: a fresh scope's system
    * knows none of them, and `system.get(id)` would find nothing (XState then sends to self).
+   * Only fresh scopes: the shared one is used by every instance of the machine.
    */
   private registerSystemIds(snapshot: AnyMachineSnapshot): void {
     const system = this.scope.system as unknown as { get(id: string): unknown; _set(id: string, ref: unknown): void };
@@ -147,7 +148,7 @@ export class MachineRunner {
     return this.compute(() => {
       this.collected = [];
       this.setParent(hasParent);
-      this.registerSystemIds(snapshot);
+      if (this.fresh) this.registerSystemIds(snapshot);
       (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
       const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
       return { snapshot: next, actions: this.collected };
