@@ -91,15 +91,19 @@ export interface HistoryRewrite {
   resealed: number;
 }
 
+/** Rewrites of one history started again after it changed under them, before giving up. */
+const REWRITE_ATTEMPTS = 20;
+
 /**
  * Rewrites the history of one instance with `reseal` applied to each message's entries (the
  * re-encrypt command). When no message changes, nothing is written. Otherwise every message of
  * the instance is published again, in order (changed or not, so the order stays), each only
- * while the subject ends where the last one left it (else {@link HistoryChanged}: an engine wrote
- * or a delete purged meanwhile), and then the messages read are purged: a purge of the instance's
- * subject bounded by the last sequence read. A crash in between leaves both copies, which
- * `readHistory` deduplicates; running it again finishes the job. `reseal` may throw (a key not
- * in the ring): then nothing is written.
+ * while the subject ends where the last one left it: a message an engine wrote meanwhile, or a
+ * delete's purge, makes it read the history again and start over, so a copy never brings back
+ * history a delete removed, nor lands out of order. Then the messages read are purged: a purge of
+ * the instance's subject bounded by the last sequence read. A crash in between leaves both copies,
+ * which `readHistory` deduplicates; running it again finishes the job. `reseal` may throw (a key
+ * not in the ring): then nothing is written.
  */
 export async function rewriteHistory(
   rt: Runtime,
@@ -107,6 +111,21 @@ export async function rewriteHistory(
   id: string,
   reseal: (entries: HistoryEntry[], inherited: string[] | undefined) => { entries: HistoryEntry[]; resealed: number },
 ): Promise<HistoryRewrite> {
+  for (let attempt = 1; ; attempt++) {
+    const done = await rewriteOnce(rt, workflow, id, reseal);
+    if (done) return done;
+    if (attempt >= REWRITE_ATTEMPTS)
+      throw new Error(`the history of workflow '${workflow}' instance '${id}' changed ${attempt} times while it was rewritten; run it again`);
+  }
+}
+
+/** One read and rewrite; undefined when the history changed while the copies were published. */
+async function rewriteOnce(
+  rt: Runtime,
+  workflow: string,
+  id: string,
+  reseal: (entries: HistoryEntry[], inherited: string[] | undefined) => { entries: HistoryEntry[]; resealed: number },
+): Promise<HistoryRewrite | undefined> {
   const stream = rt.names.historyStream;
   const subject = rt.names.historySubject(workflow, id);
   const stored = await readSubjectMessages(rt, stream, subject);
@@ -124,27 +143,17 @@ export async function rewriteHistory(
     next.push(r.resealed === 0 ? m.data : encodeJson(historyMessage(r.entries, parsed.data.secrets)));
   }
   if (resealed === 0) return { messages: 0, resealed: 0 };
-  // One at a time, each only while the subject ends where the last one left it: a message the
-  // engine wrote meanwhile, or a delete's purge, stops the rewrite (the caller reads again), so a
-  // copy never brings back history a delete removed, nor lands out of order.
   let last = stored.at(-1)!.seq;
   for (const data of next) {
     try {
       last = (await rt.js.publish(subject, data, { expect: { lastSubjectSequence: last } })).seq;
     } catch (e) {
-      if (isCasConflict(e)) throw new HistoryChanged(workflow, id);
+      if (isCasConflict(e)) return undefined;
       throw e;
     }
   }
   await rt.jsm.streams.purge(stream, { filter: subject, seq: stored.at(-1)!.seq + 1 });
   return { messages: next.length, resealed };
-}
-
-/** The history changed while {@link rewriteHistory} published its copies: read it again. */
-export class HistoryChanged extends Error {
-  constructor(workflow: string, id: string) {
-    super(`the history of workflow '${workflow}' instance '${id}' changed while it was rewritten (an engine wrote or deleted it); read it again`);
-  }
 }
 
 function safeDecode(data: Uint8Array): unknown {

@@ -13,7 +13,7 @@
 import { decodeJson, encodeJson } from '../protocol/json.js';
 import { parseStoredRecord } from '../protocol/record.js';
 import { isCasConflict } from './nats-errors.js';
-import { HistoryChanged, rewriteHistory, type HistoryRewrite } from './history.js';
+import { rewriteHistory } from './history.js';
 import type { Runtime } from './runtime.js';
 
 /** What a re-encryption did. */
@@ -92,24 +92,13 @@ async function reencryptHistories(rt: Runtime, workflow: string, report: Reencry
     .sort();
   for (const id of ids) {
     try {
-      const r = await rewriteAgain(() => rewriteHistory(rt, workflow, id, (entries, inherited) => codec.resealHistory(workflow, id, entries, inherited)));
+      const r = await rewriteHistory(rt, workflow, id, (entries, inherited) => codec.resealHistory(workflow, id, entries, inherited));
       if (r.messages === 0) continue;
       report.history.instances++;
       report.history.messages += r.messages;
       report.resealed += r.resealed;
     } catch (e) {
       report.failed.push({ key: rt.names.instanceKey(workflow, id), reason: `history: ${(e as Error).message}` });
-    }
-  }
-}
-
-/** A history rewrite, read and tried again while an engine changes the history under it. */
-async function rewriteAgain(rewrite: () => Promise<HistoryRewrite>): Promise<HistoryRewrite> {
-  for (let tries = 1; ; tries++) {
-    try {
-      return await rewrite();
-    } catch (e) {
-      if (!(e instanceof HistoryChanged) || tries >= CAS_ATTEMPTS) throw e;
     }
   }
 }
