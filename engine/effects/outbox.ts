@@ -186,14 +186,25 @@ export class ActionExecutor implements EffectExecutor {
         return this.emit(instance, (e.params as { event?: unknown } | undefined)?.event);
       case 'inline':
         return this.inline(instance, e, wait);
-      case 'action': {
-        const impl = instance.runner.actions.get(e.type);
-        const info = e.exec?.info ?? { context: record.snapshot['context'], event: e.event };
-        const sends: unknown[] = [];
-        if (impl) await this.attempt(instance, e.key, e.type, () => impl({ ...withSelfSends(info, sends), idempotencyKey: e.key }, e.params));
-        await this.sendToSelf(instance, e.key, sends, wait);
-      }
+      case 'action':
+        return this.named(instance, e.key, e.type, e.exec?.info ?? { context: record.snapshot['context'], event: e.event }, e.params, wait);
     }
+  }
+
+  /** A named action (setup({ actions })): at least once, with its effect key as `idempotencyKey`; then what it sent to itself. */
+  private async named(
+    instance: LoadedInstance,
+    key: string,
+    type: string,
+    info: { context?: unknown; event?: unknown; self?: unknown },
+    params: unknown,
+    wait: DeliveryWait,
+  ): Promise<void> {
+    const impl = instance.runner.actions.get(type);
+    if (!impl) return;
+    const sends: unknown[] = [];
+    await this.attempt(instance, key, type, () => impl({ ...withSelfSends(info, sends), idempotencyKey: key }, params));
+    await this.sendToSelf(instance, key, sends, wait);
   }
 
   /**
@@ -239,10 +250,8 @@ export class ActionExecutor implements EffectExecutor {
       if (isDelivery(e)) {
         await this.delivery(instance, e.key, e.type, () => this.deliver(e.key, e.type, e.params, instance.record.trace), wait);
       } else {
-        const impl = instance.runner.actions.get(e.type);
         // The context it saw at its place in the step, when that was not the one the step ended with.
-        const seen = e.context !== undefined ? e.context : context;
-        if (impl) await this.attempt(instance, e.key, e.type, () => impl({ context: seen, event: e.event, idempotencyKey: e.key }, e.params));
+        await this.named(instance, e.key, e.type, { context: e.context !== undefined ? e.context : context, event: e.event }, e.params, wait);
       }
       done.add(e.key);
     }
