@@ -201,18 +201,17 @@ export class Plan {
         to?: unknown;
       };
       const key = effectKey(workflow, { id, born }, revision, i);
+      const spawnId = a.type === 'xstate.spawnChild' ? spawnIdOf(params) : undefined;
       if (a.type === 'xstate.raise') {
         // Without a delay, XState raised it within the step already.
         if (typeof params.delay === 'number' && params.event) this.delayed(params, params.event, revision, i, atMs);
       } else if (a.type === 'xstate.cancel' && typeof params.sendId === 'string') {
         delete this.timers[params.sendId];
-      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && spawnIdOf(params) !== undefined && runner.activities.has(params.src)) {
-        const spawnId = spawnIdOf(params)!;
+      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && spawnId !== undefined && runner.activities.has(params.src)) {
         const task: TaskRecord = { src: params.src, token: revision, input: params.input ?? null, startedAtMs: atMs };
         this.tasks[spawnId] = task;
         this.startedTasks.push({ invokeId: spawnId, token: revision, src: task.src, input: task.input });
-      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && spawnIdOf(params) !== undefined && runner.children.has(params.src)) {
-        const spawnId = spawnIdOf(params)!;
+      } else if (a.type === 'xstate.spawnChild' && typeof params.src === 'string' && spawnId !== undefined && runner.children.has(params.src)) {
         const childDef = runner.children.get(params.src)!;
         // The first child under an invoke id keeps the plain id; a later one cannot take it (the first's record keeps it).
         const again = this.invoked.includes(spawnId);
