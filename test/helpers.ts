@@ -6,6 +6,9 @@ import { resolve } from 'node:path';
 import { after, before } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { NatsServer, startCluster as startLocalCluster, type NatsServerOptions } from '../adapters/nats-server/launcher.js';
+import { setup } from 'xstate';
+import { z } from 'zod';
+import { activity, defineWorkflow, type ActivityContext, type ActivityOptions } from '../engine/index.js';
 
 export { NatsServer };
 
@@ -111,5 +114,26 @@ export function runCli(
       clearTimeout(timer);
       done({ code, stdout, stderr });
     });
+  });
+}
+
+/**
+ * A workflow of one task: `working` invokes `work` (the activity `run` with `options`), then ends
+ * `done`, or `failed` when the task fails for good. No input, no events.
+ */
+export function oneTaskWorkflow(name: string, run: (ctx: ActivityContext<unknown>) => Promise<unknown>, options?: ActivityOptions) {
+  return defineWorkflow({
+    name,
+    version: 1,
+    input: z.object({}),
+    events: {},
+    machine: setup({ actors: { work: activity(run, options) } }).createMachine({
+      initial: 'working',
+      states: {
+        working: { invoke: { src: 'work', onDone: 'done', onError: 'failed' } },
+        done: { type: 'final' },
+        failed: { type: 'final' },
+      },
+    }),
   });
 }

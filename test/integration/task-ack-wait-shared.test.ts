@@ -6,35 +6,24 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { activity, createClient, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
-import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
+import { createClient, createEngine, type Engine } from '../../engine/index.js';
+import { memoryLogger, natsForSuite, oneTaskWorkflow, uniqueNamespace } from '../helpers.js';
 
 const attempts: number[] = [];
 let running!: () => void;
 const firstRunning = new Promise<void>((r) => (running = r));
 
 /** One activity of 3 s, run from the tasks stream (not in process). */
-const slow = defineWorkflow({
-  name: 'slow',
-  version: 1,
-  input: z.object({}),
-  events: {},
-  machine: setup({
-    actors: {
-      work: activity(
-        async ({ attempt }) => {
-          attempts.push(attempt);
-          running();
-          await new Promise((r) => setTimeout(r, 3_000));
-          return 'ok';
-        },
-        { inProcess: false, timeoutMs: 60_000 },
-      ),
-    },
-  }).createMachine({ initial: 'working', states: { working: { invoke: { src: 'work', onDone: 'done' } }, done: { type: 'final' } } }),
-});
+const slow = oneTaskWorkflow(
+  'slow',
+  async ({ attempt }) => {
+    attempts.push(attempt);
+    running();
+    await new Promise((r) => setTimeout(r, 3_000));
+    return 'ok';
+  },
+  { inProcess: false, timeoutMs: 60_000 },
+);
 
 describe('a second engine with a shorter acknowledgement wait', () => {
   const suite = natsForSuite();

@@ -6,10 +6,8 @@
 // failure then failed the task).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { activity, createEngine, defineWorkflow, type ActivityContext, type Engine } from '../../engine/index.js';
-import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
+import { createEngine, type ActivityContext, type Engine } from '../../engine/index.js';
+import { eventually, memoryLogger, natsForSuite, oneTaskWorkflow, uniqueNamespace } from '../helpers.js';
 
 const seen: number[] = [];
 
@@ -23,22 +21,7 @@ async function patient(ctx: ActivityContext<unknown>): Promise<string> {
   return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true }));
 }
 
-const chore = defineWorkflow({
-  name: 'chore',
-  version: 1,
-  input: z.object({}),
-  events: {},
-  machine: setup({
-    actors: { work: activity(patient, { retry: { maxAttempts: 2, initialIntervalMs: 100, maxIntervalMs: 100 } }) },
-  }).createMachine({
-    initial: 'working',
-    states: {
-      working: { invoke: { src: 'work', onDone: 'done', onError: 'failed' } },
-      done: { type: 'final' },
-      failed: { type: 'final' },
-    },
-  }),
-});
+const chore = oneTaskWorkflow('chore', patient, { retry: { maxAttempts: 2, initialIntervalMs: 100, maxIntervalMs: 100 } });
 
 describe('an in-process task handed over, then interrupted by its engine closing', () => {
   const suite = natsForSuite();

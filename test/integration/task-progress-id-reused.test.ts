@@ -2,38 +2,19 @@
 // deleted and started again begins its task at attempt 1, not where the earlier instance left off.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { activity, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
-import { eventually, startNats, uniqueNamespace } from '../helpers.js';
+import { createEngine, type Engine } from '../../engine/index.js';
+import { eventually, oneTaskWorkflow, startNats, uniqueNamespace } from '../helpers.js';
 
 const attempts: number[] = [];
 
-const flaky = defineWorkflow({
-  name: 'flaky',
-  version: 1,
-  input: z.object({}),
-  events: {},
-  machine: setup({
-    actors: {
-      // From the tasks stream (it heartbeats); fails every time, retried once after 2 s.
-      work: activity(
-        async (ctx) => {
-          attempts.push(ctx.attempt);
-          throw new Error('down');
-        },
-        { retry: { maxAttempts: 2, initialIntervalMs: 2_000, jitter: 0 }, heartbeatTimeoutMs: 60_000 },
-      ),
-    },
-  }).createMachine({
-    initial: 'working',
-    states: {
-      working: { invoke: { src: 'work', onDone: 'done', onError: 'failed' } },
-      done: { type: 'final' },
-      failed: { type: 'final' },
-    },
-  }),
-});
+const flaky = oneTaskWorkflow(
+  'flaky',
+  async (ctx) => {
+    attempts.push(ctx.attempt);
+    throw new Error('down');
+  },
+  { retry: { maxAttempts: 2, initialIntervalMs: 2_000, jitter: 0 }, heartbeatTimeoutMs: 60_000 },
+);
 
 describe('an instance id used again', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;

@@ -6,32 +6,21 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { setup } from 'xstate';
-import { z } from 'zod';
-import { activity, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
-import { eventually, memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
+import { createEngine, type Engine } from '../../engine/index.js';
+import { eventually, memoryLogger, natsForSuite, oneTaskWorkflow, uniqueNamespace } from '../helpers.js';
 
 const runs: number[] = [];
 
 /** One activity of about 4 s, from the tasks stream. */
-const long = defineWorkflow({
-  name: 'long',
-  version: 1,
-  input: z.object({}),
-  events: {},
-  machine: setup({
-    actors: {
-      work: activity(
-        async ({ attempt }) => {
-          runs.push(attempt);
-          await new Promise((r) => setTimeout(r, 4_000));
-          return 'ok';
-        },
-        { inProcess: false },
-      ),
-    },
-  }).createMachine({ initial: 'working', states: { working: { invoke: { src: 'work', onDone: 'done' } }, done: { type: 'final' } } }),
-});
+const long = oneTaskWorkflow(
+  'long',
+  async ({ attempt }) => {
+    runs.push(attempt);
+    await new Promise((r) => setTimeout(r, 4_000));
+    return 'ok';
+  },
+  { inProcess: false },
+);
 
 describe('a second message of a task that is running', () => {
   const suite = natsForSuite();
