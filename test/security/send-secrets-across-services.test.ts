@@ -1,0 +1,103 @@
+/**
+ * A send from one service's workflow to another service's workflow (two engines sharing a
+ * namespace, each registering only its own workflow, as in examples/two-services): the event's
+ * fields that the receiving workflow declares secret are sealed on the way, although the sending
+ * engine does not have that workflow. The server's store holds no plaintext of them.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { assign, setup } from 'xstate';
+import { z } from 'zod';
+import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
+import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { scanFor } from './engine-fixtures.js';
+
+const RUN = randomBytes(6).toString('hex');
+const pinOf = (id: string): string => `pinsecret-${RUN}-${id}`;
+const labelOf = (id: string): string => `labelcontrol-${RUN}-${id}`;
+const K1 = `k1:${randomBytes(32).toString('base64')}`;
+
+/** The receiving service's workflow: it declares `pin` secret. */
+const vault = defineWorkflow({
+  name: 'vault',
+  version: 1,
+  input: z.object({}),
+  events: { PIN: z.object({ pin: z.string(), label: z.string() }) },
+  secrets: ['pin'],
+  machine: setup({ types: { context: {} as { ok: boolean }, events: {} as { type: 'PIN'; pin: string; label: string } } }).createMachine({
+    context: { ok: false },
+    initial: 'waiting',
+    states: {
+      waiting: { on: { PIN: { target: 'done', actions: assign({ ok: ({ event }) => event.pin.startsWith(`pinsecret-${RUN}-`) }) } } },
+      done: { type: 'final' },
+    },
+    output: ({ context }) => ({ ok: context.ok }),
+  }),
+});
+
+/** The sending service's workflow: it holds the pin (declared secret here too) and sends it to vault 'v-<id>'. */
+const teller = defineWorkflow({
+  name: 'teller',
+  version: 1,
+  input: z.object({ pin: z.string() }),
+  events: { GO: z.object({}) },
+  secrets: ['pin'],
+  machine: setup({ types: { context: {} as { pin: string }, input: {} as { pin: string } } }).createMachine({
+    context: ({ input }) => ({ pin: input.pin }),
+    initial: 'idle',
+    states: {
+      idle: {
+        on: {
+          GO: {
+            target: 'sent',
+            actions: sendToInstance(
+              ({ context }: { context: { pin: string } }) => ({ workflow: 'vault', id: `v-${context.pin.split('-').pop()}` }),
+              ({ context }: { context: { pin: string } }) => ({
+                type: 'PIN',
+                pin: context.pin,
+                label: labelOf(context.pin.split('-').pop()!),
+              }),
+            ),
+          },
+        },
+      },
+      sent: { type: 'final' },
+    },
+  }),
+});
+
+describe('secrets in a send to a workflow another service serves', () => {
+  it('are sealed with the receiving workflow’s paths, which the sending engine learns from the namespace', async () => {
+    const nats = await startNats();
+    const namespace = uniqueNamespace('xsvcsecret');
+    const common = { servers: nats.url, namespace, secrets: { keyRing: K1 }, leaseTtlMs: 1_000 };
+    const open: Engine[] = [];
+    try {
+      // Billing-like service first, then the sender: each registers only its own workflow.
+      const receiver = await createEngine({ ...common, workflows: [vault], logger: memoryLogger() });
+      open.push(receiver);
+      const sender = await createEngine({ ...common, workflows: [teller], logger: memoryLogger() });
+      open.push(sender);
+      for (const id of ['a', 'b']) {
+        await receiver.start(vault, { id: `v-${id}`, input: {} });
+        await sender.start(teller, { id: `t-${id}`, input: { pin: pinOf(id) } });
+        await sender.send(teller, `t-${id}`, { type: 'GO' });
+      }
+      for (const id of ['a', 'b']) {
+        const done = await receiver.waitFor(vault, `v-${id}`, (i) => i.status === 'done', { timeoutMs: 15_000 });
+        assert.deepEqual(done.output, { ok: true }, 'the vault machine saw the pin in the clear');
+      }
+      for (const e of open.reverse()) await e.close();
+      open.length = 0;
+      await nats.stop();
+      const ids = ['a', 'b'];
+      const found = await scanFor(nats.storeDir, [...ids.map(pinOf), ...ids.map(labelOf)]);
+      for (const id of ids) assert.deepEqual(found.get(pinOf(id)), [], `plaintext pin of '${id}' found in the store`);
+      for (const id of ids) assert.ok(found.get(labelOf(id))!.length > 0, `control '${labelOf(id)}' not found: the scan reads the store`);
+    } finally {
+      for (const e of open.reverse()) await e.close();
+      await nats.dispose();
+    }
+  });
+});
