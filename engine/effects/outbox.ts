@@ -22,7 +22,7 @@
  * Actions of one instance run in order, before its next events are applied.
  */
 import type { ResolvedSend } from '../define/messages.js';
-import { ErrorCode, JetstateError } from '../errors.js';
+import { ErrorCode, JetstateError, NotYetError } from '../errors.js';
 import { EngineEvent, OutboxKind, isDelivery, parentToken, type ParentRef } from '../protocol/events.js';
 import { bornOf } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
@@ -321,7 +321,8 @@ export class ActionExecutor implements EffectExecutor {
           this.rt.logger.info(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) stored after ${Date.now() - since} ms of trying`);
         return;
       } catch (e) {
-        if (!isTransient(e)) {
+        // A NotYetError (this engine lacks the key ring the target's secrets need) waits like an outage.
+        if (!isTransient(e) && !(e instanceof NotYetError)) {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }

@@ -63,6 +63,11 @@ export interface Layout {
   /** Why an instance's events wait (written by the engine that found it blocked). */
   parkedKey(workflow: string, id: string): string;
   /**
+   * The secret paths a workflow declares (in any version registered anywhere in the namespace),
+   * so that an engine that does not serve it seals them in what it sends to its instances.
+   */
+  secretsKey(workflow: string): string;
+  /**
    * Events for the namespace's instances queued in another JetStream domain (a hub) until the
    * site's engines relay them into their inboxes (docs/EDGE.md).
    */
@@ -101,6 +106,7 @@ export function layout(namespace: string): Layout {
     checkpointKey: (wf, p) => `checkpoint.${wf}.${p}`,
     memberKey: (engineId) => `member.${engineId}`,
     parkedKey: (wf, id) => `parked.${wf}.${id}`,
+    secretsKey: (wf) => `secrets.${wf}`,
     relayStream: `${ns}_relay`,
     relaySubject: (wf, id) => `${ns}.relay.${wf}.${id}`,
   };

@@ -33,6 +33,8 @@ const MERGED_CACHE_MAX = 4_096;
 export class SecretCodec {
   private readonly paths = new Map<string, readonly string[]>();
   private readonly merged = new Map<string, readonly string[]>();
+  /** Paths of workflows this process does not register, as the namespace publishes them (see {@link learn}). */
+  private readonly learned = new Map<string, ReadonlySet<string>>();
 
   /** `secretPaths` gives the secret paths of a workflow (those of all its known versions). */
   constructor(
@@ -44,10 +46,24 @@ export class SecretCodec {
   pathsOf(workflow: string): readonly string[] {
     let p = this.paths.get(workflow);
     if (!p) {
-      p = Object.freeze([...this.secretPaths(workflow)]);
+      const learned = this.learned.get(workflow);
+      p = Object.freeze([...mergeSecretPaths(this.secretPaths(workflow), learned && [...learned])]);
       this.paths.set(workflow, p);
     }
     return p;
+  }
+
+  /**
+   * Adds the secret paths the namespace publishes for a workflow (its engines' declarations) to
+   * what this process seals for it: a send to a workflow served by another service. Paths are
+   * only ever added, so a value once sealed here stays sealed.
+   */
+  learn(workflow: string, published: readonly string[]): void {
+    const known = this.learned.get(workflow);
+    if (published.every((p) => known?.has(p))) return;
+    this.learned.set(workflow, new Set([...(known ?? []), ...published]));
+    this.paths.delete(workflow);
+    this.merged.clear();
   }
 
   /** Forgets cached paths (a workflow version was registered). */

@@ -16,6 +16,7 @@ import { EngineEvent, outcomeEvent, type ParentRef } from '../protocol/events.js
 import { traceHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import { isMessageNotFound, isNoResponders, isStreamNotFound, permissionViolation } from './nats-errors.js';
 import type { Runtime } from './runtime.js';
+import { learnSecretPaths } from './secret-paths.js';
 import { REPLY_HEADER, SEND_HEADER, TO_CHILD_HEADER, TOKEN_HEADER } from '../protocol/headers.js';
 
 export interface InboxEvent {
@@ -59,7 +60,12 @@ export function encodeInboxEvent(rt: Runtime, workflow: string, id: string, even
  * `NOT_SERVED` when no engine ever created the workflow's streams, `DUPLICATE_CONFLICT` when the
  * message id is taken by a different message.
  */
-export async function publishToInstance(rt: Runtime, e: InboxEvent, data: Uint8Array = encodeInboxEvent(rt, e.workflow, e.id, e.event)): Promise<InboxAck> {
+export async function publishToInstance(rt: Runtime, e: InboxEvent, encoded?: Uint8Array): Promise<InboxAck> {
+  let data = encoded;
+  if (!data) {
+    await learnSecretPaths(rt, e.workflow);
+    data = encodeInboxEvent(rt, e.workflow, e.id, e.event);
+  }
   // A client with `relayDomain` queues the event in the hub for the site's relay (docs/EDGE.md);
   // everything else about it (headers, message id, sealing) is what the inbox would have got.
   const relay = e.engine ? undefined : rt.relay;

@@ -23,6 +23,7 @@ import { SecretCodec } from '../security/codec.js';
 import { DEFAULT_DUPLICATE_WINDOW_MS, type ResolvedClientOptions } from '../options.js';
 import type { GateSecurity } from '../gate/event-gate.js';
 import { AckPublisher, type AckPublishOptions } from './ack-publisher.js';
+import { publishSecretPaths } from './secret-paths.js';
 import { isAlreadyExists, isCasConflict, isNoResponders, isStreamNotFound, isTransient, permissionViolation } from './nats-errors.js';
 
 const NS_PER_MS = 1_000_000;
@@ -387,6 +388,8 @@ function common(replicas: number, duplicateWindowMs: number, maxAgeMs: number): 
  * finds no stream and is told so (see inbox.ts).
  */
 export async function ensureWorkflowStreams(rt: Runtime, workflow: string): Promise<void> {
+  // Before the streams: a sender that finds them finds the paths it must seal too.
+  await publishSecretPaths(rt, workflow);
   await Promise.all(
     Array.from({ length: rt.partitions }, (_, p) =>
       ensureStream(rt.jsm, {

@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
-import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { scanFor } from './engine-fixtures.js';
 
 const RUN = randomBytes(6).toString('hex');
@@ -67,6 +67,32 @@ const teller = defineWorkflow({
   }),
 });
 
+/** A sender that holds nothing secret itself (so it needs no key ring of its own), sending a pin to vault 'v-<id>'. */
+const kiosk = defineWorkflow({
+  name: 'kiosk',
+  version: 1,
+  input: z.object({ to: z.string(), pin: z.string() }),
+  events: { GO: z.object({}) },
+  machine: setup({ types: { context: {} as { to: string; pin: string }, input: {} as { to: string; pin: string } } }).createMachine({
+    context: ({ input }) => input,
+    initial: 'idle',
+    states: {
+      idle: {
+        on: {
+          GO: {
+            target: 'sent',
+            actions: sendToInstance(
+              ({ context }: { context: { to: string; pin: string } }) => ({ workflow: 'vault', id: context.to }),
+              ({ context }: { context: { to: string; pin: string } }) => ({ type: 'PIN', pin: context.pin, label: 'kiosk' }),
+            ),
+          },
+        },
+      },
+      sent: { type: 'final' },
+    },
+  }),
+});
+
 describe('secrets in a send to a workflow another service serves', () => {
   it('are sealed with the receiving workflow’s paths, which the sending engine learns from the namespace', async () => {
     const nats = await startNats();
@@ -95,6 +121,56 @@ describe('secrets in a send to a workflow another service serves', () => {
       const found = await scanFor(nats.storeDir, [...ids.map(pinOf), ...ids.map(labelOf)]);
       for (const id of ids) assert.deepEqual(found.get(pinOf(id)), [], `plaintext pin of '${id}' found in the store`);
       for (const id of ids) assert.ok(found.get(labelOf(id))!.length > 0, `control '${labelOf(id)}' not found: the scan reads the store`);
+    } finally {
+      for (const e of open.reverse()) await e.close();
+      await nats.dispose();
+    }
+  });
+
+  it('wait, warned with the fix, in an engine without the key ring, and go sealed once it has one', async () => {
+    const nats = await startNats();
+    const namespace = uniqueNamespace('xsvcnoring');
+    const common = { servers: nats.url, namespace, leaseTtlMs: 1_000 };
+    const open: Engine[] = [];
+    try {
+      const receiver = await createEngine({ ...common, workflows: [vault], secrets: { keyRing: K1 }, logger: memoryLogger() });
+      open.push(receiver);
+      const logger = memoryLogger();
+      const ringless = await createEngine({ ...common, workflows: [kiosk], logger, drainTimeoutMs: 500 });
+      open.push(ringless);
+      await receiver.start(vault, { id: 'v-k', input: {} });
+      await ringless.start(kiosk, { id: 'k', input: { to: 'v-k', pin: pinOf('k') } });
+      await ringless.send(kiosk, 'k', { type: 'GO' });
+      const warning = await eventually(() => {
+        const line = logger.lines.find((l) => l.includes("workflow 'vault' declares secrets"));
+        assert.ok(line, logger.lines.join('\n'));
+        return line;
+      }, 15_000);
+      assert.match(warning, /give this engine the namespace's key ring: secrets: \{ keyRing/);
+      assert.ok(!logger.lines.some((l) => l.includes('giving up')), 'not given up');
+      assert.equal((await receiver.get(vault, 'v-k'))!.status, 'running', 'nothing reached the vault');
+      await ringless.close();
+      open.pop();
+      // The same service, restarted with the ring: the send goes, sealed.
+      const ringed = await createEngine({ ...common, workflows: [kiosk], secrets: { keyRing: K1 }, logger: memoryLogger() });
+      open.push(ringed);
+      const done = await receiver.waitFor(vault, 'v-k', (i) => i.status === 'done', { timeoutMs: 20_000 });
+      assert.deepEqual(done.output, { ok: true });
+      for (const e of open.reverse()) await e.close();
+      open.length = 0;
+      await nats.stop();
+      const found = await scanFor(nats.storeDir, [pinOf('k')]);
+      // The kiosk's own record, history and start hold the pin in the clear (it declares nothing); the vault's events do not.
+      const files = found.get(pinOf('k'))!;
+      assert.ok(
+        files.some((f) => f.includes('_evt_kiosk_')),
+        `the scan reads the store: ${files.join(', ')}`,
+      );
+      assert.deepEqual(
+        files.filter((f) => f.includes('_evt_vault_')),
+        [],
+        "plaintext pin in the vault's events stream",
+      );
     } finally {
       for (const e of open.reverse()) await e.close();
       await nats.dispose();
