@@ -9,6 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { layout } from '../../engine/internal.js';
 import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { scanFor } from './engine-fixtures.js';
@@ -17,6 +20,7 @@ const RUN = randomBytes(6).toString('hex');
 const pinOf = (id: string): string => `pinsecret-${RUN}-${id}`;
 const labelOf = (id: string): string => `labelcontrol-${RUN}-${id}`;
 const K1 = `k1:${randomBytes(32).toString('base64')}`;
+const K2 = `k2:${randomBytes(32).toString('base64')}`;
 
 /** The receiving service's workflow: it declares `pin` secret. */
 const vault = defineWorkflow({
@@ -171,6 +175,44 @@ describe('secrets in a send to a workflow another service serves', () => {
         [],
         "plaintext pin in the vault's events stream",
       );
+    } finally {
+      for (const e of open.reverse()) await e.close();
+      await nats.dispose();
+    }
+  });
+
+  it('sealed with a key the receiving engine does not have yet wait for it, parked, and are applied once it has it', async () => {
+    const nats = await startNats();
+    const namespace = uniqueNamespace('xsvcnewkey');
+    const common = { servers: nats.url, namespace, leaseTtlMs: 1_000 };
+    const open: Engine[] = [];
+    try {
+      // The rotation order not followed: the sender made k2 primary before the receiver had it.
+      let receiver = await createEngine({ ...common, workflows: [vault], secrets: { keyRing: K1 }, logger: memoryLogger(), drainTimeoutMs: 500 });
+      open.push(receiver);
+      const sender = await createEngine({ ...common, workflows: [teller], secrets: { keyRing: `${K1},${K2}` }, logger: memoryLogger() });
+      open.push(sender);
+      await receiver.start(vault, { id: 'v-n', input: {} });
+      await sender.start(teller, { id: 't-n', input: { pin: pinOf('n') } });
+      await sender.send(teller, 't-n', { type: 'GO' });
+      const parked = await eventually(async () => {
+        const v = (await receiver.get(vault, 'v-n'))!;
+        assert.ok(v.parked, 'parked');
+        return v;
+      }, 15_000);
+      assert.equal(parked.status, 'running');
+      assert.match(parked.parked!, /key 'k2', which is not in the key ring/);
+      const nc = await connect({ servers: nats.url });
+      const dead = await (await jetstreamManager(nc)).streams.info(layout(namespace).deadLetterStream).catch(() => undefined);
+      await nc.close();
+      assert.equal(dead?.state.messages ?? 0, 0, 'nothing dead-lettered');
+      // The receiver gets the key: the event that waited is applied.
+      await receiver.close();
+      open.splice(open.indexOf(receiver), 1);
+      receiver = await createEngine({ ...common, workflows: [vault], secrets: { keyRing: `${K1},${K2}` }, logger: memoryLogger() });
+      open.push(receiver);
+      const done = await receiver.waitFor(vault, 'v-n', (i) => i.status === 'done', { timeoutMs: 20_000 });
+      assert.deepEqual(done.output, { ok: true });
     } finally {
       for (const e of open.reverse()) await e.close();
       await nats.dispose();
