@@ -8,8 +8,19 @@
 import { z } from 'zod';
 import { NotYetError } from '../errors.js';
 import { decodeJson, encodeJson } from '../protocol/json.js';
+import type { KV } from '@nats-io/kv';
+import type { Layout } from '../protocol/names.js';
+import type { Registry } from '../step/registry.js';
+import type { SecretCodec } from '../security/codec.js';
 import { isCasConflict } from './nats-errors.js';
-import type { Runtime } from './runtime.js';
+
+/** What of the runtime these need (runtime.ts calls in here). */
+interface Host {
+  control: KV;
+  names: Layout;
+  registry: Registry;
+  security: { codec: SecretCodec };
+}
 
 const PublishedSchema = z.object({ paths: z.array(z.string()) });
 
@@ -22,7 +33,7 @@ function parsePaths(value: Uint8Array): string[] {
 }
 
 /** Adds the secret paths this process registers for `workflow` to the published list (none: nothing written). */
-export async function publishSecretPaths(rt: Runtime, workflow: string): Promise<void> {
+export async function publishSecretPaths(rt: Host, workflow: string): Promise<void> {
   const own = rt.registry.secretPaths(workflow);
   if (own.length === 0) return;
   const key = rt.names.secretsKey(workflow);
@@ -48,7 +59,7 @@ export async function publishSecretPaths(rt: Runtime, workflow: string): Promise
  * since may have added some). Throws {@link NotYetError} when they ask for a key ring this process
  * was not given: the send waits, warned, until it has one.
  */
-export async function learnSecretPaths(rt: Runtime, workflow: string): Promise<void> {
+export async function learnSecretPaths(rt: Host, workflow: string): Promise<void> {
   if (rt.registry.versions(workflow).length > 0) return;
   const entry = await rt.control.get(rt.names.secretsKey(workflow));
   if (entry?.operation !== 'PUT') return;
