@@ -69,6 +69,27 @@ export class ConflictError extends JetstateError {
 }
 
 /** An expected, short wait (e.g. a record not written yet); the caller retries. */
+/**
+ * A key ring that lacks the key a value was sealed with (the value itself may be fine): an engine
+ * with that key can open it, so what holds it waits rather than being refused.
+ */
+export class MissingKeyError extends JetstateError {
+  constructor(message: string) {
+    super(ErrorCode.RecordUnreadable, message);
+  }
+}
+
+/**
+ * An instance that this engine cannot move now and that must not be retried in a loop: its events
+ * wait in the stream (the instance is parked, with this message) until an engine that can apply
+ * them owns its partition.
+ */
+export class BlockedError extends JetstateError {
+  constructor(message: string) {
+    super(ErrorCode.NotYet, message);
+  }
+}
+
 export class NotYetError extends JetstateError {
   constructor(message: string) {
     super(ErrorCode.NotYet, message);

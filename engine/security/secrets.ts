@@ -16,7 +16,7 @@
 import { createCipheriv, createDecipheriv, createSecretKey, randomFillSync, type KeyObject } from 'node:crypto';
 import { inspect } from 'node:util';
 import { z } from 'zod';
-import { ErrorCode, JetstateError, fail } from '../errors.js';
+import { ErrorCode, JetstateError, MissingKeyError, fail } from '../errors.js';
 
 /** The envelope format written today; see docs/SECURITY.md. */
 export const ENVELOPE_VERSION = 'v1';
@@ -121,8 +121,7 @@ export class KeyRing {
   open(envelope: SealedValue, aad: string): unknown {
     const key = this.#keys.get(envelope.k);
     if (!key) {
-      fail(
-        ErrorCode.RecordUnreadable,
+      throw new MissingKeyError(
         `secret '${aad}' was sealed with key ${showId(envelope.k)}, which is not in the key ring (it has ${this.ids.map((i) => `'${i}'`).join(', ')}); ` +
           `add that key to the ring again (keep old keys until \`resealPaths\` has moved every envelope to the primary key)`,
       );

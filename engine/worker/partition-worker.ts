@@ -10,7 +10,7 @@
  * owns, a malformed subject) is refused and dead-lettered here, before it can touch a record.
  */
 import { NAME_PATTERN, parseEventSubject, partitionOf } from '../protocol/names.js';
-import { ConflictError, NotYetError } from '../errors.js';
+import { BlockedError, ConflictError, NotYetError } from '../errors.js';
 import { encodeJson } from '../protocol/json.js';
 import type { Runtime } from '../store/runtime.js';
 import { deadLetter } from '../store/dead-letters.js';
@@ -372,7 +372,11 @@ export class PartitionWorker {
       if (this.aborted) return false;
       if (attempt > 0) this.rt.telemetry.redeliveries.add(batch.length, { 'jetstate.reason': 'retry' });
       try {
-        const outcome = await applyBatch(this.ctx, key, this.workflow, q.id, batch, attempt);
+        const outcome = await applyBatch(this.ctx, key, this.workflow, q.id, batch, attempt).catch((e: unknown) => {
+          // An event this engine cannot open yet (a key it lacks): the instance waits, like a blocked one.
+          if (e instanceof BlockedError) return e.message;
+          throw e;
+        });
         if (outcome === true) {
           if (this.parked.delete(key)) void this.rt.control.delete(this.rt.names.parkedKey(this.workflow, q.id)).catch(() => {});
           return true;
