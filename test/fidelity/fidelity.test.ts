@@ -72,7 +72,7 @@ describe('XState fidelity', { timeout: 600_000 }, () => {
     startedAt = Date.now();
     console.log(`fidelity: seed ${seed} (replay with FIDELITY_SEED=${seed}); ${jobs.length} runs`);
     nats = await startNats();
-    for (const r of await runJobs(nats.url, [...jobs, plantedJob], { killBatch: 1 })) results.set(r.job, r);
+    for (const r of await runJobs(nats.url, [...jobs, plantedJob], { killBatch: 1, killLanes: 3 })) results.set(r.job, r);
     console.log(`fidelity: all runs took ${Date.now() - startedAt} ms`);
   });
 

@@ -73,6 +73,8 @@ export interface RunOptions {
   concurrency?: number;
   /** Kill jobs per engine process. */
   killBatch?: number;
+  /** Engine processes of kill jobs running at once (each with its batch). */
+  killLanes?: number;
   onResult?: (r: JobResult) => void;
 }
 
@@ -117,15 +119,15 @@ export async function runJobs(url: string, jobs: readonly Job[], options: RunOpt
     });
   const runKills = async (): Promise<void> => {
     const size = options.killBatch ?? 8;
-    for (let i = 0; i < kills.length; i += size) {
-      const batch = kills.slice(i, i + size);
+    const batches = Array.from({ length: Math.ceil(kills.length / size) }, (_, i) => kills.slice(i * size, (i + 1) * size));
+    await mapLimit(batches, options.killLanes ?? 1, async (batch) => {
       const target = await ProcessTarget.open(url);
       try {
         await Promise.all(batch.map(async (j) => done(await attempt(target, j, definitionOf(j.c) as WorkflowDefinition))));
       } finally {
         await target.close();
       }
-    }
+    });
   };
   await Promise.all([runShared(), runAlone(), runKills()]);
   return jobs.flatMap((j) => {
