@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { assign, createActor, fromPromise, raise, sendTo, setup, spawnChild, type AnyStateMachine } from 'xstate';
 import { z } from 'zod';
 import { activity, childWorkflow, createEngine, defineWorkflow, type Engine } from '../../engine/index.js';
-import { memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
+import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 
 /** XState in memory: the events one after the other, each once the actor has settled. */
 async function inMemory(machine: AnyStateMachine, events: { type: string }[]): Promise<{ value: unknown; context: unknown }> {
@@ -120,6 +120,23 @@ const dateRaise = defineWorkflow({
   }),
 });
 
+/** What `self.getSnapshot()` showed each action, by the instance's label. */
+const peeks = new Map<string, Array<{ where: string; value: unknown; context: unknown }>>();
+type PeekContext = { label: string; n: number };
+const peekAt =
+  (where: string) =>
+  ({ context, self }: { context: PeekContext; self: { getSnapshot(): { value: unknown; context: unknown } } }) => {
+    const s = self.getSnapshot();
+    peeks.set(context.label, [...(peeks.get(context.label) ?? []), { where, value: s.value, context: s.context }]);
+  };
+const peekMachine = setup({ types: {} as { context: PeekContext; input: { label: string } } }).createMachine({
+  context: ({ input }) => ({ label: input.label, n: 0 }),
+  initial: 'a',
+  entry: peekAt('entry'),
+  states: { a: { on: { GO: { target: 'b', actions: [assign({ n: ({ context }) => context.n + 1 }), peekAt('go')] } } }, b: {} },
+});
+const peek = defineWorkflow({ name: 'peek', version: 1, input: z.object({ label: z.string() }), events: { GO: z.object({}) }, machine: peekMachine });
+
 describe('XState features beyond the corpus', () => {
   let nats: Awaited<ReturnType<typeof startNats>>;
   let engine: Engine;
@@ -128,7 +145,7 @@ describe('XState features beyond the corpus', () => {
     engine = await createEngine({
       servers: nats.url,
       namespace: uniqueNamespace('xsgaps'),
-      workflows: [spawnFnId, kid, sysGet, nanDelay, selfSend, catchAll, dateRaise],
+      workflows: [spawnFnId, kid, sysGet, nanDelay, selfSend, catchAll, dateRaise, peek],
       leaseTtlMs: 1_000,
       logger: memoryLogger(),
     });
@@ -177,6 +194,31 @@ describe('XState features beyond the corpus', () => {
     const got = await engine.waitFor(selfSend, 'x1', (i) => i.value === 'c' || i.status !== 'running', { timeoutMs: 10_000 });
     assert.deepEqual({ value: got.value, status: got.status }, { value: 'c', status: 'running' });
     assert.equal((await engine.verify(selfSend, 'x1')).ok, true);
+  });
+
+  it("self.getSnapshot() in an action shows this instance's snapshot before the event, as in XState (never another instance's)", async () => {
+    const actor = createActor(peekMachine, { input: { label: 'mem' } }).start();
+    actor.send({ type: 'GO' });
+    actor.stop();
+    const ref = peeks.get('mem');
+    assert.deepEqual(ref, [
+      { where: 'entry', value: 'a', context: { label: 'mem', n: 0 } },
+      { where: 'go', value: 'a', context: { label: 'mem', n: 0 } },
+    ]);
+    // One instance moves first, so the machine's last computation was another instance's.
+    await engine.start(peek, { id: 'p1', input: { label: 'one' } });
+    await engine.send(peek, 'p1', { type: 'GO' });
+    await engine.waitFor(peek, 'p1', (i) => i.value === 'b', { timeoutMs: 10_000 });
+    await engine.start(peek, { id: 'p2', input: { label: 'two' } });
+    await engine.send(peek, 'p2', { type: 'GO' });
+    await engine.waitFor(peek, 'p2', (i) => i.value === 'b', { timeoutMs: 10_000 });
+    await eventually(() => assert.equal(peeks.get('two')?.length, 2), 5_000);
+    for (const label of ['one', 'two'])
+      assert.deepEqual(
+        peeks.get(label),
+        ref!.map((p) => ({ ...p, context: { ...(p.context as object), label } })),
+        label,
+      );
   });
 
   it('a delayed event carries what its timer stored, whether the record was cached or read again (verify agrees)', async () => {
