@@ -21,6 +21,7 @@
  *   published on `<ns>.emit.<workflow>.<id>` (core NATS, best effort, secrets sealed), both once.
  * Actions of one instance run in order, before its next events are applied.
  */
+import type { AnyMachineSnapshot } from 'xstate';
 import type { ResolvedSend } from '../define/messages.js';
 import { ErrorCode, JetstateError, NotYetError } from '../errors.js';
 import { EngineEvent, OutboxKind, isDelivery, parentToken, type ParentRef } from '../protocol/events.js';
@@ -187,7 +188,7 @@ export class ActionExecutor implements EffectExecutor {
       case 'inline':
         return this.inline(instance, e, wait);
       case 'action':
-        return this.named(instance, e.key, e.type, e.exec?.info ?? { context: record.snapshot['context'], event: e.event }, e.params, wait);
+        return this.named(instance, e.key, e.type, e.exec?.info ?? { context: record.snapshot['context'], event: e.event }, e.params, wait, e.exec?.snapshot);
     }
   }
 
@@ -199,11 +200,12 @@ export class ActionExecutor implements EffectExecutor {
     info: { context?: unknown; event?: unknown; self?: unknown },
     params: unknown,
     wait: DeliveryWait,
+    snapshot: AnyMachineSnapshot = instance.snapshot,
   ): Promise<void> {
     const impl = instance.runner.actions.get(type);
     if (!impl) return;
     const sends: unknown[] = [];
-    await this.attempt(instance, key, type, () => impl({ ...withSelfSends(info, sends), idempotencyKey: key }, params));
+    await this.attempt(instance, key, type, () => impl({ ...actionSelf(info, sends, snapshot), idempotencyKey: key }, params));
     await this.sendToSelf(instance, key, sends, wait);
   }
 
@@ -266,7 +268,7 @@ export class ActionExecutor implements EffectExecutor {
     const info = e.exec.info ?? { context: instance.record.snapshot['context'], event: e.event };
     const sends: unknown[] = [];
     try {
-      await e.exec.exec({ ...withSelfSends(info, sends), idempotencyKey: e.key }, e.params);
+      await e.exec.exec({ ...actionSelf(info, sends, e.exec.snapshot ?? instance.snapshot), idempotencyKey: e.key }, e.params);
     } catch (err) {
       const { workflow, id } = instance.record;
       const reason = `inline action '${e.type}' threw after the write that ran it: ${errorText(err)}`;
@@ -383,10 +385,15 @@ function safeJson(value: unknown): string {
 }
 
 /**
- * An action's arguments with a `self` whose `send` is kept in `sends` (delivered after the action):
- * the step's `self` is an actor that never runs, whose mailbox would keep the event for ever.
+ * An action's arguments with a `self` of this instance: its `send` is kept in `sends` (delivered
+ * after the action; the step's `self` is an actor that never runs, whose mailbox would keep the
+ * event for ever), and its `getSnapshot()` shows `snapshot` (the step's `self` is shared by the
+ * machine's instances). A re-run after a crash has only the snapshot the write stored.
  */
-function withSelfSends<T extends { self?: unknown }>(info: T, sends: unknown[]): T {
-  const self = Object.create((info.self as object | undefined) ?? null, { send: { value: (event: unknown) => void sends.push(event) } }) as unknown;
+function actionSelf<T extends { self?: unknown }>(info: T, sends: unknown[], snapshot: AnyMachineSnapshot): T {
+  const self = Object.create((info.self as object | undefined) ?? null, {
+    send: { value: (event: unknown) => void sends.push(event) },
+    getSnapshot: { value: () => snapshot },
+  }) as unknown;
   return { ...info, self };
 }

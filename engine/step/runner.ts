@@ -16,6 +16,12 @@ export interface Executable {
   params?: unknown;
   info?: { context: unknown; event: unknown; self?: unknown; system?: unknown };
   exec?: ((info: unknown, params: unknown) => void) | undefined;
+  /**
+   * What `self.getSnapshot()` shows the action when it runs after the write (see outbox.ts): as in
+   * XState, the instance's snapshot before the event (at the start, its initial snapshot). The
+   * scope's `self` is shared by the machine's instances, so by then it may show another one.
+   */
+  snapshot?: AnyMachineSnapshot;
 }
 
 /**
@@ -140,6 +146,7 @@ export class MachineRunner {
       this.collected = [];
       this.setParent(hasParent);
       const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
+      for (const a of this.collected) a.snapshot = snapshot;
       return { snapshot, actions: this.collected };
     });
   }
@@ -151,6 +158,7 @@ export class MachineRunner {
       if (this.fresh) this.registerSystemIds(snapshot);
       (this.scope.self as unknown as { _snapshot: unknown })._snapshot = snapshot;
       const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
+      for (const a of this.collected) a.snapshot = snapshot;
       return { snapshot: next, actions: this.collected };
     });
   }
