@@ -12,6 +12,8 @@ import { z } from 'zod';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { layout } from '../../engine/internal.js';
+import { KeyRingMissingError } from '../../engine/errors.js';
+import { SecretCodec } from '../../engine/security/codec.js';
 import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { scanFor } from './engine-fixtures.js';
@@ -97,6 +99,24 @@ const kiosk = defineWorkflow({
   }),
 });
 
+/** Passes on whatever a sender gives it as the vault's pin: an envelope a sender made up included. */
+const relayer = defineWorkflow({
+  name: 'relayer',
+  version: 1,
+  input: z.object({}),
+  events: { FWD: z.object({ to: z.string(), note: z.unknown() }) },
+  machine: setup({ types: { events: {} as { type: 'FWD'; to: string; note: unknown } } }).createMachine({
+    on: {
+      FWD: {
+        actions: sendToInstance(
+          ({ event }: { event: { type: string; to?: unknown } }) => ({ workflow: 'vault', id: String(event.to) }),
+          ({ event }: { event: { type: string; note?: unknown } }) => ({ type: 'PIN', pin: event.note, label: 'fwd' }),
+        ),
+      },
+    },
+  }),
+});
+
 describe('secrets in a send to a workflow another service serves', () => {
   it('are sealed with the receiving workflow’s paths, which the sending engine learns from the namespace', async () => {
     const nats = await startNats();
@@ -150,7 +170,7 @@ describe('secrets in a send to a workflow another service serves', () => {
         assert.ok(line, logger.lines.join('\n'));
         return line;
       }, 15_000);
-      assert.match(warning, /give this engine the namespace's key ring: secrets: \{ keyRing/);
+      assert.match(warning, /give this client or engine the key ring: secrets: \{ keyRing.*trying again until this engine has the key ring/);
       assert.ok(!logger.lines.some((l) => l.includes('giving up')), 'not given up');
       assert.equal((await receiver.get(vault, 'v-k'))!.status, 'running', 'nothing reached the vault');
       await ringless.close();
@@ -217,5 +237,49 @@ describe('secrets in a send to a workflow another service serves', () => {
       for (const e of open.reverse()) await e.close();
       await nats.dispose();
     }
+  });
+
+  it('an envelope a sender made up, passed on by an engine, is refused as unreadable: the receiver is not held up', async () => {
+    const nats = await startNats();
+    const namespace = uniqueNamespace('xsvcforged');
+    const common = { servers: nats.url, namespace, secrets: { keyRing: K1 }, leaseTtlMs: 1_000 };
+    const open: Engine[] = [];
+    try {
+      const receiver = await createEngine({ ...common, workflows: [vault], logger: memoryLogger() });
+      open.push(receiver);
+      const sender = await createEngine({ ...common, workflows: [relayer], logger: memoryLogger() });
+      open.push(sender);
+      await receiver.start(vault, { id: 'v-f', input: {} });
+      await sender.start(relayer, { id: 'r', input: {} });
+      const madeUp = { $enc: 'v1', k: 'nope', iv: 'AAAAAAAAAAAAAAAA', ct: 'AAAAAAAAAAAAAAAAAAAAAAAA' };
+      await sender.send(relayer, 'r', { type: 'FWD', to: 'v-f', note: madeUp });
+      const nc = await connect({ servers: nats.url });
+      try {
+        const jsm = await jetstreamManager(nc);
+        await eventually(async () => {
+          const dead = await jsm.streams.info(layout(namespace).deadLetterStream).catch(() => undefined);
+          assert.equal(dead?.state.messages ?? 0, 1, 'the made-up envelope is dead-lettered');
+        }, 15_000);
+      } finally {
+        await nc.close();
+      }
+      const history = await receiver.history(vault, 'v-f');
+      assert.match(history.at(-1)!.reason ?? '', /^\[secrets\.unreadable\] .*key 'nope', which is not in the key ring/);
+      // The vault is not parked: the next event gets through.
+      assert.equal((await receiver.get(vault, 'v-f'))!.parked, undefined);
+      await sender.send(relayer, 'r', { type: 'FWD', to: 'v-f', note: pinOf('f') });
+      const done = await receiver.waitFor(vault, 'v-f', (i) => i.status === 'done', { timeoutMs: 15_000 });
+      assert.deepEqual(done.output, { ok: true });
+    } finally {
+      for (const e of open.reverse()) await e.close();
+      await nats.dispose();
+    }
+  });
+
+  it('need a key ring only when the event holds a value at one of the paths', () => {
+    const codec = new SecretCodec(() => [], undefined);
+    codec.learn('vault', ['pin']);
+    assert.deepEqual(codec.sealEvent('vault', 'v', { type: 'PING' }), { type: 'PING' }, 'nothing at the paths: no ring needed (a timer, a reply)');
+    assert.throws(() => codec.sealEvent('vault', 'v', { type: 'PIN', pin: 'p' }), KeyRingMissingError);
   });
 });
