@@ -68,14 +68,27 @@ export class ConflictError extends JetstateError {
   }
 }
 
-/** An expected, short wait (e.g. a record not written yet); the caller retries. */
 /**
- * A key ring that lacks the key a value was sealed with (the value itself may be fine): an engine
- * with that key can open it, so what holds it waits rather than being refused.
+ * A key ring that lacks the key a value was sealed with (`keyId`; the value itself may be fine):
+ * an engine with that key can open it.
  */
 export class MissingKeyError extends JetstateError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly keyId: string,
+  ) {
     super(ErrorCode.RecordUnreadable, message);
+  }
+}
+
+/**
+ * A value at a secret path to seal, and no key ring in this process (a workflow's secrets reach
+ * it through a send to another service's workflow, or inherited from a parent): an engine holds
+ * what needs it, warned, until it is restarted with the ring.
+ */
+export class KeyRingMissingError extends JetstateError {
+  constructor(message: string) {
+    super(ErrorCode.InvalidOptions, message);
   }
 }
 
@@ -90,6 +103,7 @@ export class BlockedError extends JetstateError {
   }
 }
 
+/** An expected, short wait (e.g. a record not written yet); the caller retries. */
 export class NotYetError extends JetstateError {
   constructor(message: string) {
     super(ErrorCode.NotYet, message);

@@ -23,7 +23,7 @@
  */
 import type { AnyMachineSnapshot } from 'xstate';
 import type { ResolvedSend } from '../define/messages.js';
-import { ErrorCode, JetstateError, NotYetError } from '../errors.js';
+import { ErrorCode, JetstateError, KeyRingMissingError } from '../errors.js';
 import { EngineEvent, OutboxKind, isDelivery, parentToken, type ParentRef } from '../protocol/events.js';
 import { bornOf } from '../protocol/record.js';
 import type { Runtime } from '../store/runtime.js';
@@ -323,8 +323,8 @@ export class ActionExecutor implements EffectExecutor {
           this.rt.logger.info(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) stored after ${Date.now() - since} ms of trying`);
         return;
       } catch (e) {
-        // A NotYetError (this engine lacks the key ring the target's secrets need) waits like an outage.
-        if (!isTransient(e) && !(e instanceof NotYetError)) {
+        // This engine lacks the key ring the target's secrets need: it waits like an outage (warned) until restarted with one.
+        if (!isTransient(e) && !(e instanceof KeyRingMissingError)) {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }
@@ -340,7 +340,9 @@ export class ActionExecutor implements EffectExecutor {
           warnedAt = Date.now();
           this.rt.logger.warn(
             `workflow '${workflow}' instance '${id}': action '${type}' (${key}) not stored yet after ${Date.now() - since} ms (${(e as Error).message}); ` +
-              `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`,
+              (e instanceof KeyRingMissingError
+                ? `trying again until this engine has the key ring (restart it with one); the instance's next events wait`
+                : `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`),
           );
         }
         await (owned ? sleepUnless(delay, this.closing.signal, owned) : sleepUnless(delay, this.closing.signal)); // aborted: the next failure throws

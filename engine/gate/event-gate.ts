@@ -11,7 +11,7 @@
 import type { MsgHdrs } from '@nats-io/nats-core';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { decodeJson } from '../protocol/json.js';
-import { BlockedError, MissingKeyError } from '../errors.js';
+import { MissingKeyError } from '../errors.js';
 import {
   CONTROL_EVENTS,
   EngineEvent,
@@ -168,7 +168,7 @@ export function gateEvent(
       try {
         return { seq: e.seq, timeMs: e.timeMs, event: security.codec.openEvent(def.name, id, raw) as { type: string } };
       } catch (err) {
-        return reject({ type }, unreadableReason(err, signed, def, id, e, type));
+        return reject({ type }, unreadableReason(err, signed));
       }
     }
     return { seq: e.seq, timeMs: e.timeMs, event: raw as { type: string } };
@@ -179,7 +179,7 @@ export function gateEvent(
   try {
     opened = security.codec.openEvent(def.name, id, raw);
   } catch (err) {
-    return reject(raw, unreadableReason(err, signed, def, id, e, type));
+    return reject(raw, unreadableReason(err, signed));
   }
   const checked = checkEvent(def, id, opened);
   if (!checked.ok) return reject(raw, checked.reason);
@@ -198,18 +198,12 @@ export function gateEvent(
 
 /**
  * Why an event's sealed fields cannot be opened. An event an engine signed, sealed with a key this
- * engine's ring lacks, is not bad input: another engine has a newer key. It throws
- * {@link BlockedError} instead, so the instance waits for an engine with that key (as a record
- * sealed with it does) rather than losing the event (a task's outcome: its invoke would wait for ever).
+ * engine's ring lacks, may not be bad input: another engine may have a newer key. Its
+ * {@link MissingKeyError} is thrown on, for the caller to tell a key the namespace's engines have
+ * (the instance waits for it) from one that came from outside (refused: see apply.ts).
  */
-function unreadableReason(err: unknown, signed: boolean, def: WorkflowDefinition, id: string, e: RawEvent, type: string): string {
-  if (signed && err instanceof MissingKeyError) {
-    throw new BlockedError(
-      `workflow '${def.name}' instance '${id}': event ${e.seq} ('${type}'), signed by an engine, cannot be opened here: ${err.message}. ` +
-        `Another engine made a key primary before this one had it (give every engine a new key before any makes it primary: docs/SECURITY.md, "Keys"); ` +
-        `the event and the instance's later ones wait in the stream until an engine with that key applies them`,
-    );
-  }
+function unreadableReason(err: unknown, signed: boolean): string {
+  if (signed && err instanceof MissingKeyError) throw err;
   return `[secrets.unreadable] ${(err as Error).message}`;
 }
 
@@ -271,7 +265,7 @@ function gateStart(
   try {
     input = security.codec.open(def.name, id, 'input', raw['input'], secrets);
   } catch (err) {
-    return reject(summary, unreadableReason(err, signed, def, id, e, EngineEvent.Start));
+    return reject(summary, unreadableReason(err, signed));
   }
   const checked = checkInput(def, id, input);
   if (!checked.ok) return reject(summary, checked.reason);

@@ -13,7 +13,7 @@
  * (`secrets`), the parent's child entry and child-start outbox entry (`secrets`), and history
  * messages (`secrets`), so each can be opened (and re-encrypted) on its own.
  */
-import { ErrorCode, JetstateError } from '../errors.js';
+import { KeyRingMissingError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
 import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
@@ -107,8 +107,7 @@ export class SecretCodec {
 
   private ringFor(workflow: string): KeyRing {
     if (!this.ring) {
-      throw new JetstateError(
-        ErrorCode.InvalidOptions,
+      throw new KeyRingMissingError(
         `workflow '${workflow}' declares secrets (or holds secrets its parent passed it), so its values are encrypted; give this client or engine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`,
       );
     }
@@ -117,7 +116,17 @@ export class SecretCodec {
 
   seal(workflow: string, id: string, root: Root, value: unknown, inherited?: Inherited): unknown {
     const paths = this.pathsFor(workflow, inherited);
-    return paths.length === 0 ? value : sealPaths(value, paths, this.ringFor(workflow), `${workflow}/${id}/${root}`);
+    // Without a ring, only a value found at a path needs one: an event with nothing there goes as it is.
+    return paths.length === 0 ? value : sealPaths(value, paths, this.ring ?? this.noRing(workflow), `${workflow}/${id}/${root}`);
+  }
+
+  /** Stands for the ring this process was not given: using it throws {@link KeyRingMissingError}. */
+  private noRing(workflow: string): KeyRing {
+    const missing = (): never => {
+      this.ringFor(workflow);
+      throw new Error('unreachable');
+    };
+    return { seal: missing, open: missing } as unknown as KeyRing;
   }
 
   open(workflow: string, id: string, root: Root, value: unknown, inherited?: Inherited): unknown {

@@ -124,6 +124,7 @@ export class KeyRing {
       throw new MissingKeyError(
         `secret '${aad}' was sealed with key ${showId(envelope.k)}, which is not in the key ring (it has ${this.ids.map((i) => `'${i}'`).join(', ')}); ` +
           `add that key to the ring again (keep old keys until \`resealPaths\` has moved every envelope to the primary key)`,
+        String(envelope.k),
       );
     }
     const iv = Buffer.from(envelope.iv, 'base64');

@@ -7,7 +7,7 @@
  * collision, never a silent success.
  */
 import { randomUUID } from 'node:crypto';
-import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
+import { errors as coreErrors, headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
 import type { PubAck } from '@nats-io/jetstream';
 import { ErrorCode, JetstateError } from '../errors.js';
 import { canonicalJson, decodeJson, encodeJson } from '../protocol/json.js';
@@ -61,15 +61,21 @@ export function encodeInboxEvent(rt: Runtime, workflow: string, id: string, even
  * message id is taken by a different message.
  */
 export async function publishToInstance(rt: Runtime, e: InboxEvent, encoded?: Uint8Array): Promise<InboxAck> {
-  let data = encoded;
-  if (!data) {
-    await learnSecretPaths(rt, e.workflow);
-    data = encodeInboxEvent(rt, e.workflow, e.id, e.event);
-  }
   // A client with `relayDomain` queues the event in the hub for the site's relay (docs/EDGE.md);
   // everything else about it (headers, message id, sealing) is what the inbox would have got.
   const relay = e.engine ? undefined : rt.relay;
   const subject = relay ? rt.names.relaySubject(e.workflow, e.id) : inboxSubject(rt, e.workflow, e.id);
+  let data = encoded;
+  if (!data) {
+    if (!relay && !rt.registry.versions(e.workflow).length) {
+      // Another service's workflow: its secret paths are published before its streams are made, so
+      // they are read once the streams exist (read before, they could be missed, and the event
+      // would go out in the clear into streams made meanwhile).
+      if (!(await streamsSeen(rt, e.workflow, e.id))) throw notServed(rt, e.workflow, new coreErrors.NoRespondersError(subject));
+      await learnSecretPaths(rt, e.workflow);
+    }
+    data = encodeInboxEvent(rt, e.workflow, e.id, e.event);
+  }
   let headers: MsgHdrs | undefined = traceHeaders(e.trace);
   if (e.token) (headers ??= natsHeaders()).set(TOKEN_HEADER, e.token);
   if (e.replyTo) (headers ??= natsHeaders()).set(REPLY_HEADER, e.replyTo);
@@ -87,14 +93,7 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, encoded?: Ui
     const options = { msgID, ...(headers ? { headers } : {}) };
     ack = await (relay ? relay.js.publish(subject, data, options) : rt.publish(subject, data, options));
   } catch (err) {
-    if (!relay && isNoResponders(err) && !(await streamExists(rt, e.workflow, e.id))) {
-      throw new JetstateError(
-        ErrorCode.NotServed,
-        `workflow '${e.workflow}' is not served in namespace '${rt.names.namespace}': no engine has registered it, so it has no events streams; ` +
-          `start an engine with this workflow (createEngine({ workflows: [...] })); nothing was sent`,
-        { cause: err },
-      );
-    }
+    if (!relay && isNoResponders(err) && !(await streamExists(rt, e.workflow, e.id))) throw notServed(rt, e.workflow, err);
     throw err;
   }
   if (ack.duplicate) {
@@ -102,6 +101,27 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, encoded?: Ui
     await checkDuplicate(rt, e, { stream, jsm: relay?.jsm ?? rt.jsm }, subject, msgID, ack.seq);
   }
   return { seq: ack.seq, duplicate: ack.duplicate, bytes: data.length };
+}
+
+function notServed(rt: Runtime, workflow: string, cause: unknown): JetstateError {
+  return new JetstateError(
+    ErrorCode.NotServed,
+    `workflow '${workflow}' is not served in namespace '${rt.names.namespace}': no engine has registered it, so it has no events streams; ` +
+      `start an engine with this workflow (createEngine({ workflows: [...] })); nothing was sent`,
+    { cause },
+  );
+}
+
+/** Workflows whose events streams this process has seen (streams are not removed while they are served). */
+const seenStreams = new WeakMap<Runtime, Set<string>>();
+
+async function streamsSeen(rt: Runtime, workflow: string, id: string): Promise<boolean> {
+  let seen = seenStreams.get(rt);
+  if (seen?.has(workflow)) return true;
+  if (!(await streamExists(rt, workflow, id))) return false;
+  if (!seen) seenStreams.set(rt, (seen = new Set()));
+  seen.add(workflow);
+  return true;
 }
 
 async function streamExists(rt: Runtime, workflow: string, id: string): Promise<boolean> {

@@ -1,17 +1,25 @@
 /**
- * A workflow's secret paths, published in the namespace's control bucket (`secrets.<workflow>`)
- * by every process that creates its events streams, before it creates them. An engine that sends
- * to an instance of a workflow it does not register (another service's) reads them before it
- * seals the event, so the receiving workflow's secret fields never travel in the clear. The list
- * only grows: the union of every version ever registered.
+ * What the namespace's processes publish about their secrets in the control bucket, so that
+ * processes that do not share a definition or a key ring still agree:
+ *
+ * - `secrets.<workflow>`: the secret paths a workflow declares, written by every process that
+ *   creates its events streams, before it creates them. An engine that sends to an instance of a
+ *   workflow it does not register (another service's) reads them before it seals the event, so
+ *   the receiving workflow's secret fields never travel in the clear.
+ * - `keyring.ids`: the ids (never the keys) of every key engines have run with. An event an engine
+ *   signed, sealed with a key the receiving engine lacks, makes its instance wait for that key
+ *   only when it is one of these; any other key id came from outside (a sender's made-up envelope
+ *   an engine passed on as it was) and the event is refused.
+ *
+ * Both lists only grow: a union, written with compare-and-set.
  */
-import { z } from 'zod';
-import { NotYetError } from '../errors.js';
-import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { KV } from '@nats-io/kv';
+import { z } from 'zod';
+import { decodeJson, encodeJson } from '../protocol/json.js';
 import type { Layout } from '../protocol/names.js';
 import type { Registry } from '../step/registry.js';
 import type { SecretCodec } from '../security/codec.js';
+import type { Logger } from '../logger.js';
 import { isCasConflict } from './nats-errors.js';
 
 /** What of the runtime these need (runtime.ts calls in here). */
@@ -20,55 +28,79 @@ interface Host {
   names: Layout;
   registry: Registry;
   security: { codec: SecretCodec };
+  logger: Logger;
 }
 
-const PublishedSchema = z.object({ paths: z.array(z.string()) });
+const ListSchema = z.object({ items: z.array(z.string()) });
 
-/** Attempts to merge this process's paths into the published ones while other processes write them too. */
+/** Attempts to merge this process's items into the published ones while other processes write them too. */
 const PUBLISH_ATTEMPTS = 20;
 
-function parsePaths(value: Uint8Array): string[] {
-  const parsed = PublishedSchema.safeParse(decodeJson(value));
-  return parsed.success ? parsed.data.paths : [];
+function parseList(rt: Host, key: string, value: Uint8Array): string[] {
+  let v: unknown;
+  try {
+    v = decodeJson(value);
+  } catch {
+    v = undefined;
+  }
+  const parsed = ListSchema.safeParse(v);
+  if (parsed.success) return parsed.data.items;
+  rt.logger.warn(`control key '${key}' does not hold { items: string[] }; it is read as empty and written again`);
+  return [];
 }
 
-/** Adds the secret paths this process registers for `workflow` to the published list (none: nothing written). */
-export async function publishSecretPaths(rt: Host, workflow: string): Promise<void> {
-  const own = rt.registry.secretPaths(workflow);
+async function readList(rt: Host, key: string): Promise<{ items: string[]; revision: number | undefined }> {
+  const entry = await rt.control.get(key);
+  if (!entry) return { items: [], revision: undefined };
+  return { items: entry.operation === 'PUT' ? parseList(rt, key, entry.value) : [], revision: entry.revision };
+}
+
+/** Adds `own` to the list under `key` (nothing written when it holds them all already). */
+async function addToList(rt: Host, key: string, own: readonly string[]): Promise<void> {
   if (own.length === 0) return;
-  const key = rt.names.secretsKey(workflow);
   for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
-    const entry = await rt.control.get(key);
-    const stored = entry?.operation === 'PUT' ? parsePaths(entry.value) : [];
-    const all = [...new Set([...stored, ...own])].sort();
-    if (all.length === stored.length) return;
+    const stored = await readList(rt, key);
+    const have = new Set(stored.items);
+    if (own.every((i) => have.has(i))) return;
+    const value = encodeJson({ items: [...new Set([...have, ...own])].sort() });
     try {
-      if (entry) await rt.control.update(key, encodeJson({ paths: all }), entry.revision);
-      else await rt.control.create(key, encodeJson({ paths: all }));
+      if (stored.revision !== undefined) await rt.control.update(key, value, stored.revision);
+      else await rt.control.create(key, value);
       return;
     } catch (e) {
       if (!isCasConflict(e)) throw e;
     }
   }
-  throw new Error(`the secret paths of workflow '${workflow}' could not be published in '${key}' (written by others ${PUBLISH_ATTEMPTS} times meanwhile)`);
+  throw new Error(`control key '${key}' could not be written (written by others ${PUBLISH_ATTEMPTS} times meanwhile)`);
+}
+
+/** Adds the secret paths this process registers for `workflow` to the published list. */
+export function publishSecretPaths(rt: Host, workflow: string): Promise<void> {
+  return addToList(rt, rt.names.secretsKey(workflow), rt.registry.secretPaths(workflow));
 }
 
 /**
- * Before this process seals an event for an instance of `workflow`: when it does not register that
- * workflow, it reads the paths the namespace publishes for it (each time: a version registered
- * since may have added some). Throws {@link NotYetError} when they ask for a key ring this process
- * was not given: the send waits, warned, until it has one.
+ * Before this process seals an event for an instance of a workflow it does not register: the
+ * paths the namespace publishes for it (read each time: a version registered since may have added
+ * some). Call it once the workflow's streams are known to exist, since they are created after.
  */
 export async function learnSecretPaths(rt: Host, workflow: string): Promise<void> {
   if (rt.registry.versions(workflow).length > 0) return;
-  const entry = await rt.control.get(rt.names.secretsKey(workflow));
-  if (entry?.operation !== 'PUT') return;
-  const { codec } = rt.security;
-  codec.learn(workflow, parsePaths(entry.value));
-  if (codec.has(workflow) && !codec.ring) {
-    throw new NotYetError(
-      `workflow '${workflow}' declares secrets (as its engines publish in '${rt.names.secretsKey(workflow)}'), so what is sent to it is encrypted; ` +
-        `give this engine the namespace's key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`,
-    );
-  }
+  const { items } = await readList(rt, rt.names.secretsKey(workflow));
+  if (items.length > 0) rt.security.codec.learn(workflow, items);
+}
+
+/** Adds the ids of this engine's key ring to the namespace's list (before it publishes anything). */
+export function publishKeyIds(rt: Host): Promise<void> {
+  return addToList(rt, rt.names.keyIdsKey, rt.security.codec.ring?.ids ?? []);
+}
+
+const knownKeyIds = new WeakMap<Host, Set<string>>();
+
+/** Whether an engine of the namespace has run with the key `id` (read again when it is not known yet). */
+export async function isKnownKeyId(rt: Host, id: string): Promise<boolean> {
+  if (knownKeyIds.get(rt)?.has(id)) return true;
+  const { items } = await readList(rt, rt.names.keyIdsKey);
+  knownKeyIds.set(rt, new Set(items));
+  return items.includes(id);
 }

@@ -13,11 +13,12 @@
 import { canonicalJson, decodeJson, digest, encodeJson } from '../protocol/json.js';
 import { EngineEvent, isChildResult, isStart, isTaskResult, outcomeEvent, parentToken, type ParentRef } from '../protocol/events.js';
 import { HistoryKind, instanceTag, isBeforeDelete, type HistoryEntry, type InstanceRecord } from '../protocol/record.js';
-import { ConflictError, NotYetError } from '../errors.js';
+import { BlockedError, ConflictError, MissingKeyError, NotYetError } from '../errors.js';
 import { isCasConflict } from '../store/nats-errors.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { publishHistory } from '../store/history.js';
+import { isKnownKeyId } from '../store/secret-paths.js';
 import { tellParentChildNotStarted } from '../store/inbox.js';
 import { deadLetter } from '../store/dead-letters.js';
 import { redactPaths } from '../security/redact.js';
@@ -538,12 +539,35 @@ async function applyTo(
 }
 
 async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, attempt: number, senderOnly = false): Promise<GatedEvent> {
-  const gated = await gateEvent(ctx.rt.security, def, id, e, { signatureMaxAgeMs: ctx.signatureMaxAgeMs, senderOnly });
+  let gated: Awaited<ReturnType<typeof gateEvent>>;
+  try {
+    gated = await gateEvent(ctx.rt.security, def, id, e, { signatureMaxAgeMs: ctx.signatureMaxAgeMs, senderOnly });
+  } catch (err) {
+    if (!(err instanceof MissingKeyError)) throw err;
+    return missingKey(ctx, def, id, e, err);
+  }
   if ('retry' in gated) {
     if (attempt < IDENTITY_RETRIES) throw new NotYetError(`verifying the sender of event ${e.seq} failed (${gated.retry}); retrying`);
     return rejection(e, readable(e.data), gated.retry, 0);
   }
   return gated;
+}
+
+/**
+ * An event an engine signed, sealed with a key this engine's ring lacks. A key the namespace's
+ * engines have run with: another engine made it primary before this one had it, so the instance
+ * waits (parked) for an engine with it. Any other key came from outside (an envelope a sender made
+ * up, passed on by an engine as it was): refused, as from a client.
+ */
+async function missingKey(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, err: MissingKeyError): Promise<GatedEvent> {
+  const named = typeOf(e.data);
+  const type = typeof named === 'string' ? named.slice(0, 128) : 'unknown';
+  if (!(await isKnownKeyId(ctx.rt, err.keyId))) return rejection(e, { type }, `[secrets.unreadable] ${err.message}`, 0);
+  throw new BlockedError(
+    `workflow '${def.name}' instance '${id}': event ${e.seq} ('${type}'), signed by an engine, cannot be opened here: ${err.message}. ` +
+      `Another engine made key '${err.keyId}' primary before this one had it (give every engine a new key before any makes it primary: docs/SECURITY.md, "Keys"); ` +
+      `the event and the instance's later ones wait in the stream: restart this engine with that key in its ring`,
+  );
 }
 
 /**
