@@ -117,51 +117,96 @@ const relayer = defineWorkflow({
   }),
 });
 
-describe('secrets in a send to a workflow another service serves', () => {
-  it('are sealed with the receiving workflow’s paths, which the sending engine learns from the namespace', async () => {
-    const nats = await startNats();
-    const namespace = uniqueNamespace('xsvcsecret');
-    const common = { servers: nats.url, namespace, secrets: { keyRing: K1 }, leaseTtlMs: 1_000 };
-    const open: Engine[] = [];
+/**
+ * One nats-server and namespace for a test, and engines on it (each one service), all closed and
+ * the server's store removed after `fn`.
+ */
+async function withServices(label: string, fn: (s: Services) => Promise<void>): Promise<void> {
+  const nats = await startNats();
+  const s = new Services(nats, uniqueNamespace(label));
+  try {
+    await fn(s);
+  } finally {
+    await s.closeAll();
+    await nats.dispose();
+  }
+}
+
+class Services {
+  private readonly open: Engine[] = [];
+  constructor(
+    readonly nats: Awaited<ReturnType<typeof startNats>>,
+    readonly namespace: string,
+  ) {}
+
+  /** An engine of one service: these workflows, this key ring (none: undefined). */
+  async engine(workflows: Parameters<typeof createEngine>[0]['workflows'], keyRing: string | undefined, logger = memoryLogger()): Promise<Engine> {
+    const e = await createEngine({
+      servers: this.nats.url,
+      namespace: this.namespace,
+      workflows,
+      leaseTtlMs: 1_000,
+      drainTimeoutMs: 500,
+      logger,
+      ...(keyRing ? { secrets: { keyRing } } : {}),
+    });
+    this.open.push(e);
+    return e;
+  }
+
+  async close(e: Engine): Promise<void> {
+    this.open.splice(this.open.indexOf(e), 1);
+    await e.close();
+  }
+
+  async closeAll(): Promise<void> {
+    for (const e of this.open.splice(0).reverse()) await e.close();
+  }
+
+  /** Stops everything, then reads the server's files: which of them hold each marker. */
+  async scan(markers: readonly string[]): Promise<Map<string, string[]>> {
+    await this.closeAll();
+    await this.nats.stop();
+    return scanFor(this.nats.storeDir, markers);
+  }
+
+  async deadLetters(): Promise<number> {
+    const nc = await connect({ servers: this.nats.url });
     try {
+      const dead = await (await jetstreamManager(nc)).streams.info(layout(this.namespace).deadLetterStream).catch(() => undefined);
+      return dead?.state.messages ?? 0;
+    } finally {
+      await nc.close();
+    }
+  }
+}
+
+describe('secrets in a send to a workflow another service serves', () => {
+  it('are sealed with the receiving workflow’s paths, which the sending engine learns from the namespace', () =>
+    withServices('xsvcsecret', async (s) => {
       // Billing-like service first, then the sender: each registers only its own workflow.
-      const receiver = await createEngine({ ...common, workflows: [vault], logger: memoryLogger() });
-      open.push(receiver);
-      const sender = await createEngine({ ...common, workflows: [teller], logger: memoryLogger() });
-      open.push(sender);
-      for (const id of ['a', 'b']) {
+      const receiver = await s.engine([vault], K1);
+      const sender = await s.engine([teller], K1);
+      const ids = ['a', 'b'];
+      for (const id of ids) {
         await receiver.start(vault, { id: `v-${id}`, input: {} });
         await sender.start(teller, { id: `t-${id}`, input: { pin: pinOf(id) } });
         await sender.send(teller, `t-${id}`, { type: 'GO' });
       }
-      for (const id of ['a', 'b']) {
+      for (const id of ids) {
         const done = await receiver.waitFor(vault, `v-${id}`, (i) => i.status === 'done', { timeoutMs: 15_000 });
         assert.deepEqual(done.output, { ok: true }, 'the vault machine saw the pin in the clear');
       }
-      for (const e of open.reverse()) await e.close();
-      open.length = 0;
-      await nats.stop();
-      const ids = ['a', 'b'];
-      const found = await scanFor(nats.storeDir, [...ids.map(pinOf), ...ids.map(labelOf)]);
+      const found = await s.scan([...ids.map(pinOf), ...ids.map(labelOf)]);
       for (const id of ids) assert.deepEqual(found.get(pinOf(id)), [], `plaintext pin of '${id}' found in the store`);
       for (const id of ids) assert.ok(found.get(labelOf(id))!.length > 0, `control '${labelOf(id)}' not found: the scan reads the store`);
-    } finally {
-      for (const e of open.reverse()) await e.close();
-      await nats.dispose();
-    }
-  });
+    }));
 
-  it('wait, warned with the fix, in an engine without the key ring, and go sealed once it has one', async () => {
-    const nats = await startNats();
-    const namespace = uniqueNamespace('xsvcnoring');
-    const common = { servers: nats.url, namespace, leaseTtlMs: 1_000 };
-    const open: Engine[] = [];
-    try {
-      const receiver = await createEngine({ ...common, workflows: [vault], secrets: { keyRing: K1 }, logger: memoryLogger() });
-      open.push(receiver);
+  it('wait, warned with the fix, in an engine without the key ring, and go sealed once it has one', () =>
+    withServices('xsvcnoring', async (s) => {
+      const receiver = await s.engine([vault], K1);
       const logger = memoryLogger();
-      const ringless = await createEngine({ ...common, workflows: [kiosk], logger, drainTimeoutMs: 500 });
-      open.push(ringless);
+      const ringless = await s.engine([kiosk], undefined, logger);
       await receiver.start(vault, { id: 'v-k', input: {} });
       await ringless.start(kiosk, { id: 'k', input: { to: 'v-k', pin: pinOf('k') } });
       await ringless.send(kiosk, 'k', { type: 'GO' });
@@ -173,19 +218,13 @@ describe('secrets in a send to a workflow another service serves', () => {
       assert.match(warning, /give this client or engine the key ring: secrets: \{ keyRing.*trying again until this engine has the key ring/);
       assert.ok(!logger.lines.some((l) => l.includes('giving up')), 'not given up');
       assert.equal((await receiver.get(vault, 'v-k'))!.status, 'running', 'nothing reached the vault');
-      await ringless.close();
-      open.pop();
       // The same service, restarted with the ring: the send goes, sealed.
-      const ringed = await createEngine({ ...common, workflows: [kiosk], secrets: { keyRing: K1 }, logger: memoryLogger() });
-      open.push(ringed);
+      await s.close(ringless);
+      await s.engine([kiosk], K1);
       const done = await receiver.waitFor(vault, 'v-k', (i) => i.status === 'done', { timeoutMs: 20_000 });
       assert.deepEqual(done.output, { ok: true });
-      for (const e of open.reverse()) await e.close();
-      open.length = 0;
-      await nats.stop();
-      const found = await scanFor(nats.storeDir, [pinOf('k')]);
       // The kiosk's own record, history and start hold the pin in the clear (it declares nothing); the vault's events do not.
-      const files = found.get(pinOf('k'))!;
+      const files = (await s.scan([pinOf('k')])).get(pinOf('k'))!;
       assert.ok(
         files.some((f) => f.includes('_evt_kiosk_')),
         `the scan reads the store: ${files.join(', ')}`,
@@ -195,23 +234,13 @@ describe('secrets in a send to a workflow another service serves', () => {
         [],
         "plaintext pin in the vault's events stream",
       );
-    } finally {
-      for (const e of open.reverse()) await e.close();
-      await nats.dispose();
-    }
-  });
+    }));
 
-  it('sealed with a key the receiving engine does not have yet wait for it, parked, and are applied once it has it', async () => {
-    const nats = await startNats();
-    const namespace = uniqueNamespace('xsvcnewkey');
-    const common = { servers: nats.url, namespace, leaseTtlMs: 1_000 };
-    const open: Engine[] = [];
-    try {
+  it('sealed with a key the receiving engine does not have yet wait for it, parked, and are applied once it has it', () =>
+    withServices('xsvcnewkey', async (s) => {
       // The rotation order not followed: the sender made k2 primary before the receiver had it.
-      let receiver = await createEngine({ ...common, workflows: [vault], secrets: { keyRing: K1 }, logger: memoryLogger(), drainTimeoutMs: 500 });
-      open.push(receiver);
-      const sender = await createEngine({ ...common, workflows: [teller], secrets: { keyRing: `${K1},${K2}` }, logger: memoryLogger() });
-      open.push(sender);
+      const receiver = await s.engine([vault], K1);
+      const sender = await s.engine([teller], `${K1},${K2}`);
       await receiver.start(vault, { id: 'v-n', input: {} });
       await sender.start(teller, { id: 't-n', input: { pin: pinOf('n') } });
       await sender.send(teller, 't-n', { type: 'GO' });
@@ -222,47 +251,23 @@ describe('secrets in a send to a workflow another service serves', () => {
       }, 15_000);
       assert.equal(parked.status, 'running');
       assert.match(parked.parked!, /key 'k2', which is not in the key ring/);
-      const nc = await connect({ servers: nats.url });
-      const dead = await (await jetstreamManager(nc)).streams.info(layout(namespace).deadLetterStream).catch(() => undefined);
-      await nc.close();
-      assert.equal(dead?.state.messages ?? 0, 0, 'nothing dead-lettered');
+      assert.equal(await s.deadLetters(), 0, 'nothing dead-lettered');
       // The receiver gets the key: the event that waited is applied.
-      await receiver.close();
-      open.splice(open.indexOf(receiver), 1);
-      receiver = await createEngine({ ...common, workflows: [vault], secrets: { keyRing: `${K1},${K2}` }, logger: memoryLogger() });
-      open.push(receiver);
-      const done = await receiver.waitFor(vault, 'v-n', (i) => i.status === 'done', { timeoutMs: 20_000 });
+      await s.close(receiver);
+      const restarted = await s.engine([vault], `${K1},${K2}`);
+      const done = await restarted.waitFor(vault, 'v-n', (i) => i.status === 'done', { timeoutMs: 20_000 });
       assert.deepEqual(done.output, { ok: true });
-    } finally {
-      for (const e of open.reverse()) await e.close();
-      await nats.dispose();
-    }
-  });
+    }));
 
-  it('an envelope a sender made up, passed on by an engine, is refused as unreadable: the receiver is not held up', async () => {
-    const nats = await startNats();
-    const namespace = uniqueNamespace('xsvcforged');
-    const common = { servers: nats.url, namespace, secrets: { keyRing: K1 }, leaseTtlMs: 1_000 };
-    const open: Engine[] = [];
-    try {
-      const receiver = await createEngine({ ...common, workflows: [vault], logger: memoryLogger() });
-      open.push(receiver);
-      const sender = await createEngine({ ...common, workflows: [relayer], logger: memoryLogger() });
-      open.push(sender);
+  it('an envelope a sender made up, passed on by an engine, is refused as unreadable: the receiver is not held up', () =>
+    withServices('xsvcforged', async (s) => {
+      const receiver = await s.engine([vault], K1);
+      const sender = await s.engine([relayer], K1);
       await receiver.start(vault, { id: 'v-f', input: {} });
       await sender.start(relayer, { id: 'r', input: {} });
       const madeUp = { $enc: 'v1', k: 'nope', iv: 'AAAAAAAAAAAAAAAA', ct: 'AAAAAAAAAAAAAAAAAAAAAAAA' };
       await sender.send(relayer, 'r', { type: 'FWD', to: 'v-f', note: madeUp });
-      const nc = await connect({ servers: nats.url });
-      try {
-        const jsm = await jetstreamManager(nc);
-        await eventually(async () => {
-          const dead = await jsm.streams.info(layout(namespace).deadLetterStream).catch(() => undefined);
-          assert.equal(dead?.state.messages ?? 0, 1, 'the made-up envelope is dead-lettered');
-        }, 15_000);
-      } finally {
-        await nc.close();
-      }
+      await eventually(async () => assert.equal(await s.deadLetters(), 1, 'the made-up envelope is dead-lettered'), 15_000);
       const history = await receiver.history(vault, 'v-f');
       assert.match(history.at(-1)!.reason ?? '', /^\[secrets\.unreadable\] .*key 'nope', which is not in the key ring/);
       // The vault is not parked: the next event gets through.
@@ -270,11 +275,7 @@ describe('secrets in a send to a workflow another service serves', () => {
       await sender.send(relayer, 'r', { type: 'FWD', to: 'v-f', note: pinOf('f') });
       const done = await receiver.waitFor(vault, 'v-f', (i) => i.status === 'done', { timeoutMs: 15_000 });
       assert.deepEqual(done.output, { ok: true });
-    } finally {
-      for (const e of open.reverse()) await e.close();
-      await nats.dispose();
-    }
-  });
+    }));
 
   it('need a key ring only when the event holds a value at one of the paths', () => {
     const codec = new SecretCodec(() => [], undefined);
