@@ -257,6 +257,7 @@ describe('secrets in a send to a workflow another service serves', () => {
       const restarted = await s.engine([vault], `${K1},${K2}`);
       const done = await restarted.waitFor(vault, 'v-n', (i) => i.status === 'done', { timeoutMs: 20_000 });
       assert.deepEqual(done.output, { ok: true });
+      await eventually(async () => assert.equal((await restarted.get(vault, 'v-n'))!.parked, undefined, 'the parked note goes'), 5_000);
     }));
 
   it('an envelope a sender made up, passed on by an engine, is refused as unreadable: the receiver is not held up', () =>
