@@ -80,6 +80,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Attempts to start a server on a port chosen for it, each on another one, while ports are taken meanwhile. */
+const PORT_ATTEMPTS = 5;
+
+/** A server that could not listen on one of its ports (taken between choosing it and binding it). */
+export function isPortTaken(e: unknown): boolean {
+  return e instanceof Error && e.message.includes('address already in use');
+}
+
 export class NatsServer {
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
@@ -109,10 +117,22 @@ export class NatsServer {
   static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
     const binary = options.binary ?? findNatsServer();
     const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'jetstate-nats-')));
-    const port = options.port ?? (await freePort());
-    const server = new NatsServer(binary, storeDir, port, options);
-    await server.launch();
-    return server;
+    // A free port can be taken by another process between finding it and the server binding it:
+    // one chosen here is chosen again then.
+    for (let attempt = 1; ; attempt++) {
+      const port = options.port ?? (await freePort());
+      const server = new NatsServer(binary, storeDir, port, options);
+      try {
+        await server.launch();
+        return server;
+      } catch (e) {
+        if (options.port === undefined && attempt < PORT_ATTEMPTS && isPortTaken(e)) continue;
+        // Neither a server that never got ready nor a store made here for it is left behind.
+        if (server.running) await server.stop().catch(() => {});
+        if (!options.storeDir) await rm(storeDir, { recursive: true, force: true });
+        throw e;
+      }
+    }
   }
 
   private get configFile(): string {
@@ -270,11 +290,23 @@ export async function startCluster(options: ClusterOptions = {}): Promise<NatsSe
   for (let attempt = 0; attempt < attempts; attempt++) {
     const routePorts: number[] = [];
     for (let i = 0; i < size; i++) routePorts.push(await freePort());
-    const servers = await Promise.all(
+    const started = await Promise.allSettled(
       routePorts.map((port, i) =>
         NatsServer.start({ binary, syncAlways, serverName: `n${i}`, cluster: { name, port, routes: routePorts.filter((p) => p !== port) } }),
       ),
     );
+    const servers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      for (const s of servers) {
+        await s.stop();
+        await rm(s.storeDir, { recursive: true, force: true });
+      }
+      // A route port taken meanwhile: all of them are chosen again.
+      if (!isPortTaken(failed.reason)) throw failed.reason;
+      lastError = (failed.reason as Error).message;
+      continue;
+    }
     const nc = await connect({ servers: servers.map((s) => s.url) });
     // On a loaded machine (other tests' clusters and engines) placement can take longer than 15 s.
     const deadline = Date.now() + 30_000;
