@@ -278,6 +278,23 @@ describe('secrets in a send to a workflow another service serves', () => {
       assert.deepEqual(done.output, { ok: true });
     }));
 
+  it('an envelope under a key every ring has dropped, passed on by an engine, is refused too', () =>
+    withServices('xsvcretired', async (s) => {
+      // An engine once ran with k0; every ring has dropped it since.
+      await s.close(await s.engine([vault], `k0:${randomBytes(32).toString('base64')},${K1}`));
+      const receiver = await s.engine([vault], K1);
+      const sender = await s.engine([relayer], K1);
+      await receiver.start(vault, { id: 'v-o', input: {} });
+      await sender.start(relayer, { id: 'r', input: {} });
+      const retired = { $enc: 'v1', k: 'k0', iv: 'AAAAAAAAAAAAAAAA', ct: 'AAAAAAAAAAAAAAAAAAAAAAAA' };
+      await sender.send(relayer, 'r', { type: 'FWD', to: 'v-o', note: retired });
+      await eventually(async () => assert.equal(await s.deadLetters(), 1, 'the envelope is dead-lettered'), 15_000);
+      assert.equal((await receiver.get(vault, 'v-o'))!.parked, undefined, 'not parked');
+      await sender.send(relayer, 'r', { type: 'FWD', to: 'v-o', note: pinOf('o') });
+      const done = await receiver.waitFor(vault, 'v-o', (i) => i.status === 'done', { timeoutMs: 15_000 });
+      assert.deepEqual(done.output, { ok: true });
+    }));
+
   it('need a key ring only when the event holds a value at one of the paths', () => {
     const codec = new SecretCodec(() => [], undefined);
     codec.learn('vault', ['pin']);
