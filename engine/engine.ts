@@ -9,7 +9,6 @@ import { PartitionManager } from './worker/leases.js';
 import { PartitionWorker } from './worker/partition-worker.js';
 import { Committer } from './worker/commit.js';
 import { ENGINE_OPEN_TIMEOUT_MS, ensureWorkflowStreams, openRuntime, waitForJetStream, type Runtime } from './store/runtime.js';
-import { publishKeyIds } from './store/secret-paths.js';
 import { isTransient } from './store/nats-errors.js';
 import { InstanceStore } from './store/records.js';
 import { partitionOf } from './protocol/names.js';
@@ -118,6 +117,7 @@ export class Engine extends Client {
           partition,
           signatureMaxAgeMs,
           tasks: options.localTasks > 0 ? this.tasks : undefined,
+          keyLive: (keyId: string) => [...this.manager.liveMembers().values()].some((m) => m.keyIds.includes(keyId)),
         };
         return new PartitionWorker(rt, ctx, workflow, partition, checkpoint, {
           maxPending: options.maxPendingPerPartition,
@@ -160,9 +160,6 @@ export class Engine extends Client {
     }
     const engine = new Engine(rt, resolved);
     try {
-      // The ids of its key ring before anything it seals: another engine that lacks one of them
-      // waits for it rather than refusing what this one sends (see store/secret-paths.ts).
-      await publishKeyIds(rt);
       // The events streams of every workflow served here, then the partitions, timers and tasks.
       await Promise.all(rt.registry.names().map((w) => ensureWorkflowStreams(rt, w)));
       // All three settled before a failure closes the engine: one still starting would go on

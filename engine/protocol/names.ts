@@ -68,11 +68,6 @@ export interface Layout {
    */
   secretsKey(workflow: string): string;
   /**
-   * The ids (never the keys) of every key ring engines of the namespace have run with: an event an
-   * engine signed, sealed with a key missing here, waits only for a key that exists.
-   */
-  readonly keyIdsKey: string;
-  /**
    * Events for the namespace's instances queued in another JetStream domain (a hub) until the
    * site's engines relay them into their inboxes (docs/EDGE.md).
    */
@@ -112,7 +107,6 @@ export function layout(namespace: string): Layout {
     memberKey: (engineId) => `member.${engineId}`,
     parkedKey: (wf, id) => `parked.${wf}.${id}`,
     secretsKey: (wf) => `secrets.${wf}`,
-    keyIdsKey: 'keyring.ids',
     relayStream: `${ns}_relay`,
     relaySubject: (wf, id) => `${ns}.relay.${wf}.${id}`,
   };

@@ -1,17 +1,9 @@
 /**
- * What the namespace's processes publish about their secrets in the control bucket, so that
- * processes that do not share a definition or a key ring still agree:
- *
- * - `secrets.<workflow>`: the secret paths a workflow declares, written by every process that
- *   creates its events streams, before it creates them. An engine that sends to an instance of a
- *   workflow it does not register (another service's) reads them before it seals the event, so
- *   the receiving workflow's secret fields never travel in the clear.
- * - `keyring.ids`: the ids (never the keys) of every key engines have run with. An event an engine
- *   signed, sealed with a key the receiving engine lacks, makes its instance wait for that key
- *   only when it is one of these; any other key id came from outside (a sender's made-up envelope
- *   an engine passed on as it was) and the event is refused.
- *
- * Both lists only grow: a union, written with compare-and-set.
+ * A workflow's secret paths, published in the control bucket (`secrets.<workflow>`) by every
+ * process that creates its events streams, before it creates them. An engine that sends to an
+ * instance of a workflow it does not register (another service's) reads them before it seals the
+ * event, so the receiving workflow's secret fields never travel in the clear. The list only grows:
+ * a union, written with compare-and-set.
  */
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
@@ -88,19 +80,4 @@ export async function learnSecretPaths(rt: Host, workflow: string): Promise<void
   if (rt.registry.versions(workflow).length > 0) return;
   const { items } = await readList(rt, rt.names.secretsKey(workflow));
   if (items.length > 0) rt.security.codec.learn(workflow, items);
-}
-
-/** Adds the ids of this engine's key ring to the namespace's list (before it publishes anything). */
-export function publishKeyIds(rt: Host): Promise<void> {
-  return addToList(rt, rt.names.keyIdsKey, rt.security.codec.ring?.ids ?? []);
-}
-
-const knownKeyIds = new WeakMap<Host, Set<string>>();
-
-/** Whether an engine of the namespace has run with the key `id` (read again when it is not known yet). */
-export async function isKnownKeyId(rt: Host, id: string): Promise<boolean> {
-  if (knownKeyIds.get(rt)?.has(id)) return true;
-  const { items } = await readList(rt, rt.names.keyIdsKey);
-  knownKeyIds.set(rt, new Set(items));
-  return items.includes(id);
 }

@@ -18,7 +18,6 @@ import { isCasConflict } from '../store/nats-errors.js';
 import type { Runtime } from '../store/runtime.js';
 import type { InstanceStore, LoadedInstance } from '../store/records.js';
 import { publishHistory } from '../store/history.js';
-import { isKnownKeyId } from '../store/secret-paths.js';
 import { tellParentChildNotStarted } from '../store/inbox.js';
 import { deadLetter } from '../store/dead-letters.js';
 import { redactPaths } from '../security/redact.js';
@@ -56,6 +55,8 @@ export interface ApplyContext {
   local?: LocalTasks | undefined;
   /** Aborted when this engine no longer owns the partition: a delivery still waiting is left to the next owner. */
   owned?: AbortSignal | undefined;
+  /** Whether a live engine of the namespace has the key `keyId` in its ring (from the members' heartbeats). */
+  keyLive?: ((keyId: string) => boolean) | undefined;
 }
 
 /** Where the tasks a write starts may run in process (see PartitionWorker). */
@@ -554,18 +555,19 @@ async function gate(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: R
 }
 
 /**
- * An event an engine signed, sealed with a key this engine's ring lacks. A key the namespace's
- * engines have run with: another engine made it primary before this one had it, so the instance
- * waits (parked) for an engine with it. Any other key came from outside (an envelope a sender made
- * up, passed on by an engine as it was): refused, as from a client.
+ * An event an engine signed, sealed with a key this engine's ring lacks. A key a live engine of
+ * the namespace has (its heartbeat names its ring's key ids): that engine made it primary before
+ * this one had it, so the instance waits (parked) for this engine to get it. Any other key (a
+ * made-up one, or one every ring has dropped) came from outside: an envelope a sender made up and
+ * an engine passed on as it was. Refused, as from a client: nobody can hold an instance up with one.
  */
-async function missingKey(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, err: MissingKeyError): Promise<GatedEvent> {
+function missingKey(ctx: ApplyContext, def: WorkflowDefinition, id: string, e: RawEvent, err: MissingKeyError): GatedEvent {
   const named = typeOf(e.data);
   const type = typeof named === 'string' ? named.slice(0, 128) : 'unknown';
-  if (!(await isKnownKeyId(ctx.rt, err.keyId))) return rejection(e, { type }, `[secrets.unreadable] ${err.message}`, 0);
+  if (!ctx.keyLive?.(err.keyId)) return rejection(e, { type }, `[secrets.unreadable] ${err.message}`, 0);
   throw new BlockedError(
     `workflow '${def.name}' instance '${id}': event ${e.seq} ('${type}'), signed by an engine, cannot be opened here: ${err.message}. ` +
-      `Another engine made key '${err.keyId}' primary before this one had it (give every engine a new key before any makes it primary: docs/SECURITY.md, "Keys"); ` +
+      `Another engine has key '${err.keyId}' and made it primary before this one had it (give every engine a new key before any makes it primary: docs/SECURITY.md, "Keys"); ` +
       `the event and the instance's later ones wait in the stream: restart this engine with that key in its ring`,
   );
 }

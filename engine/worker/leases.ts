@@ -51,6 +51,8 @@ export const MemberSchema = z.object({
   extensions: z.array(z.string()).default([]),
   /** The engine process that wrote it (see `PartitionManager.run`). */
   run: z.string().optional(),
+  /** The ids (never the keys) of its key ring: an event it sealed under one waits for an engine with that key. */
+  keyIds: z.array(z.string()).default([]),
 });
 export type Member = z.infer<typeof MemberSchema>;
 
@@ -207,6 +209,7 @@ export class PartitionManager {
       workflows: Object.fromEntries(this.options.workflows()),
       extensions: [...this.options.extensions],
       run: this.run,
+      keyIds: [...(this.rt.security.codec.ring?.ids ?? [])],
     };
   }
 
