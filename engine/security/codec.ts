@@ -106,12 +106,13 @@ export class SecretCodec {
   }
 
   private ringFor(workflow: string): KeyRing {
-    if (!this.ring) {
-      throw new KeyRingMissingError(
-        `workflow '${workflow}' declares secrets (or holds secrets its parent passed it), so its values are encrypted; give this client or engine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`,
-      );
-    }
-    return this.ring;
+    return this.ring ?? this.needRing(workflow);
+  }
+
+  private needRing(workflow: string): never {
+    throw new KeyRingMissingError(
+      `workflow '${workflow}' declares secrets (or holds secrets its parent passed it), so its values are encrypted; give this client or engine the key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`,
+    );
   }
 
   seal(workflow: string, id: string, root: Root, value: unknown, inherited?: Inherited): unknown {
@@ -122,10 +123,7 @@ export class SecretCodec {
 
   /** Stands for the ring this process was not given: using it throws {@link KeyRingMissingError}. */
   private noRing(workflow: string): KeyRing {
-    const missing = (): never => {
-      this.ringFor(workflow);
-      throw new Error('unreachable');
-    };
+    const missing = (): never => this.needRing(workflow);
     return { seal: missing, open: missing } as unknown as KeyRing;
   }
 

@@ -56,6 +56,11 @@ export class Registry {
     return this.byName.get(def.name)!.get(def.version)!.runner;
   }
 
+  /** Whether some version of `name` is registered here. */
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
   names(): string[] {
     return [...this.byName.keys()];
   }

@@ -67,7 +67,7 @@ export async function publishToInstance(rt: Runtime, e: InboxEvent, encoded?: Ui
   const subject = relay ? rt.names.relaySubject(e.workflow, e.id) : inboxSubject(rt, e.workflow, e.id);
   let data = encoded;
   if (!data) {
-    if (!relay && !rt.registry.versions(e.workflow).length) {
+    if (!relay && !rt.registry.has(e.workflow)) {
       // Another service's workflow: its secret paths are published before its streams are made, so
       // they are read once the streams exist (read before, they could be missed, and the event
       // would go out in the clear into streams made meanwhile).

@@ -23,38 +23,37 @@ interface Host {
   logger: Logger;
 }
 
-const ListSchema = z.object({ items: z.array(z.string()) });
+const PublishedSchema = z.object({ paths: z.array(z.string()) });
 
-/** Attempts to merge this process's items into the published ones while other processes write them too. */
+/** Attempts to merge this process's paths into the published ones while other processes write them too. */
 const PUBLISH_ATTEMPTS = 20;
 
-function parseList(rt: Host, key: string, value: Uint8Array): string[] {
-  let v: unknown;
-  try {
-    v = decodeJson(value);
-  } catch {
-    v = undefined;
-  }
-  const parsed = ListSchema.safeParse(v);
-  if (parsed.success) return parsed.data.items;
-  rt.logger.warn(`control key '${key}' does not hold { items: string[] }; it is read as empty and written again`);
-  return [];
-}
-
-async function readList(rt: Host, key: string): Promise<{ items: string[]; revision: number | undefined }> {
+/** The published paths under `key` and the entry's revision (undefined: never written). */
+async function readPublished(rt: Host, key: string): Promise<{ paths: string[]; revision: number | undefined }> {
   const entry = await rt.control.get(key);
-  if (!entry) return { items: [], revision: undefined };
-  return { items: entry.operation === 'PUT' ? parseList(rt, key, entry.value) : [], revision: entry.revision };
+  if (!entry) return { paths: [], revision: undefined };
+  if (entry.operation !== 'PUT') return { paths: [], revision: entry.revision };
+  let value: unknown;
+  try {
+    value = decodeJson(entry.value);
+  } catch {
+    value = undefined;
+  }
+  const parsed = PublishedSchema.safeParse(value);
+  if (!parsed.success) rt.logger.warn(`control key '${key}' does not hold { paths: string[] }; it is read as empty and written again`);
+  return { paths: parsed.success ? parsed.data.paths : [], revision: entry.revision };
 }
 
-/** Adds `own` to the list under `key` (nothing written when it holds them all already). */
-async function addToList(rt: Host, key: string, own: readonly string[]): Promise<void> {
+/** Adds the secret paths this process registers for `workflow` to the published list (nothing written when it holds them all). */
+export async function publishSecretPaths(rt: Host, workflow: string): Promise<void> {
+  const own = rt.registry.secretPaths(workflow);
   if (own.length === 0) return;
+  const key = rt.names.secretsKey(workflow);
   for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
-    const stored = await readList(rt, key);
-    const have = new Set(stored.items);
-    if (own.every((i) => have.has(i))) return;
-    const value = encodeJson({ items: [...new Set([...have, ...own])].sort() });
+    const stored = await readPublished(rt, key);
+    const have = new Set(stored.paths);
+    if (own.every((p) => have.has(p))) return;
+    const value = encodeJson({ paths: [...new Set([...have, ...own])].sort() });
     try {
       if (stored.revision !== undefined) await rt.control.update(key, value, stored.revision);
       else await rt.control.create(key, value);
@@ -66,18 +65,12 @@ async function addToList(rt: Host, key: string, own: readonly string[]): Promise
   throw new Error(`control key '${key}' could not be written (written by others ${PUBLISH_ATTEMPTS} times meanwhile)`);
 }
 
-/** Adds the secret paths this process registers for `workflow` to the published list. */
-export function publishSecretPaths(rt: Host, workflow: string): Promise<void> {
-  return addToList(rt, rt.names.secretsKey(workflow), rt.registry.secretPaths(workflow));
-}
-
 /**
  * Before this process seals an event for an instance of a workflow it does not register: the
  * paths the namespace publishes for it (read each time: a version registered since may have added
  * some). Call it once the workflow's streams are known to exist, since they are created after.
  */
 export async function learnSecretPaths(rt: Host, workflow: string): Promise<void> {
-  if (rt.registry.versions(workflow).length > 0) return;
-  const { items } = await readList(rt, rt.names.secretsKey(workflow));
-  if (items.length > 0) rt.security.codec.learn(workflow, items);
+  const { paths } = await readPublished(rt, rt.names.secretsKey(workflow));
+  if (paths.length > 0) rt.security.codec.learn(workflow, paths);
 }
