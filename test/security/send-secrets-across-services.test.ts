@@ -14,7 +14,7 @@ import { connect } from '@nats-io/transport-node';
 import { layout } from '../../engine/internal.js';
 import { KeyRingMissingError } from '../../engine/errors.js';
 import { SecretCodec } from '../../engine/security/codec.js';
-import { createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
+import { createClient, createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { scanFor } from './engine-fixtures.js';
 
@@ -41,6 +41,10 @@ const vault = defineWorkflow({
     output: ({ context }) => ({ ok: context.ok }),
   }),
 });
+
+/** The vault as an older deployment knows it: version 1, nothing declared secret (version 2 is `vaultSealed`). */
+const vaultPlain = defineWorkflow({ ...vault, secrets: [] });
+const vaultSealed = defineWorkflow({ ...vault, version: 2 });
 
 /** The sending service's workflow: it holds the pin (declared secret here too) and sends it to vault 'v-<id>'. */
 const teller = defineWorkflow({
@@ -293,6 +297,39 @@ describe('secrets in a send to a workflow another service serves', () => {
       await sender.send(relayer, 'r', { type: 'FWD', to: 'v-o', note: pinOf('o') });
       const done = await receiver.waitFor(vault, 'v-o', (i) => i.status === 'done', { timeoutMs: 15_000 });
       assert.deepEqual(done.output, { ok: true });
+    }));
+
+  it('are sealed with the paths a newer version published, by an engine that registers only an older one', () =>
+    withServices('xsvcolder', async (s) => {
+      // An engine of the older deployment (vault v1: nothing secret) runs first; then one with v2,
+      // which declares `pin` secret. Both can apply a v1 instance, as in a rolling deployment.
+      const older = await s.engine([vaultPlain, teller], K1);
+      const newer = await s.engine([vaultPlain, vaultSealed], K1);
+      await newer.start(vaultPlain, { id: 'v-o', input: {} });
+      await older.start(teller, { id: 't-o', input: { pin: pinOf('o') } });
+      await older.send(teller, 't-o', { type: 'GO' });
+      const done = await newer.waitFor(vaultPlain, 'v-o', (i) => i.status === 'done', { timeoutMs: 15_000 });
+      assert.deepEqual(done.output, { ok: true }, 'the vault machine saw the pin in the clear');
+      const found = await s.scan([pinOf('o'), labelOf('o')]);
+      assert.deepEqual(found.get(pinOf('o')), [], `plaintext pin found in the store: ${found.get(pinOf('o'))!.join(', ')}`);
+      assert.ok(found.get(labelOf('o'))!.length > 0, 'control label not found: the scan reads the store');
+    }));
+
+  it('are sealed with the paths a newer version published, by a client given an older definition', () =>
+    withServices('xsvcclient', async (s) => {
+      const engine = await s.engine([vaultPlain, vaultSealed], K1);
+      const client = await createClient({ servers: s.nats.url, namespace: s.namespace, workflows: [vaultPlain], secrets: { keyRing: K1 } });
+      try {
+        await client.start(vaultPlain, { id: 'v-c', input: {} });
+        await client.send(vaultPlain, 'v-c', { type: 'PIN', pin: pinOf('c'), label: labelOf('c') });
+      } finally {
+        await client.close();
+      }
+      const done = await engine.waitFor(vaultPlain, 'v-c', (i) => i.status === 'done', { timeoutMs: 15_000 });
+      assert.deepEqual(done.output, { ok: true });
+      const found = await s.scan([pinOf('c'), labelOf('c')]);
+      assert.deepEqual(found.get(pinOf('c')), [], `plaintext pin found in the store: ${found.get(pinOf('c'))!.join(', ')}`);
+      assert.ok(found.get(labelOf('c'))!.length > 0, 'control label not found: the scan reads the store');
     }));
 
   it('need a key ring only when the event holds a value at one of the paths', () => {
