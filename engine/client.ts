@@ -33,6 +33,7 @@ import { closeConnection, ensureWorkflowStreams, openRuntime, type Runtime } fro
 import { readHistory, withJournal } from './store/history.js';
 import { parseRecord, readRecord } from './store/records.js';
 import { encodeInboxEvent, publishToInstance } from './store/inbox.js';
+import { learnSecretPaths } from './store/secret-paths.js';
 import { isTimeout } from './store/nats-errors.js';
 import { reencryptWorkflows, type ReencryptReport } from './store/reencrypt.js';
 import { readTaskProgress } from './effects/tasks.js';
@@ -195,6 +196,7 @@ export class Client implements AsyncDisposable {
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
     const input = checkInput(workflow, id, options.input);
     if (!input.ok) fail(ErrorCode.InvalidInput, `${input.reason}; nothing was started`);
+    const learning = this.learnPaths(workflow.name);
     check(await admit(this.rt.security.verifier, workflow, { kind: 'start' }, options.token, 'client'), 'nothing was started');
     const event = { type: EngineEvent.Start, input: input.value, version: workflow.version };
     const tel = this.rt.telemetry;
@@ -210,6 +212,7 @@ export class Client implements AsyncDisposable {
     const wait = options.wait !== false && served !== false;
     const reply = wait ? this.awaitReply(options.timeoutMs ?? DEFAULT_START_WAIT_MS) : undefined;
     try {
+      await learning;
       const data = encodeInboxEvent(this.rt, workflow.name, id, event);
       this.checkSize(workflow, id, 'start', data);
       const ack = await this.publish(
@@ -277,7 +280,9 @@ export class Client implements AsyncDisposable {
       if (!checked.ok) fail(ErrorCode.InvalidEvent, `${checked.reason}; nothing was sent`);
       const data = checked.value;
       this.rt.registry.add(workflow);
+      const learning = this.learnPaths(workflow.name);
       check(await admit(this.rt.security.verifier, workflow, { kind: 'event', type: data.type }, options.token, 'client'), 'nothing was sent');
+      await learning;
       const body = encodeInboxEvent(this.rt, workflow.name, id, data);
       this.checkSize(workflow, id, `event '${data.type}'`, body);
       const key = this.rt.names.instanceKey(workflow.name, id);
@@ -309,6 +314,18 @@ export class Client implements AsyncDisposable {
     } finally {
       span.end();
     }
+  }
+
+  /**
+   * The secret paths the namespace publishes for a workflow, learned before an event for it is
+   * sealed: a newer version than this client's definition may declare more (handled: the caller
+   * awaits it later). A relayed event is sealed with the definition's paths.
+   */
+  private learnPaths(workflow: string): Promise<void> {
+    if (this.rt.relay) return Promise.resolve();
+    const learning = learnSecretPaths(this.rt, workflow, true);
+    learning.catch(() => {});
+    return learning;
   }
 
   /**

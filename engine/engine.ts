@@ -8,6 +8,7 @@ import { EngineOptionsSchema, parseOptions, type EngineOptions, type ResolvedEng
 import { PartitionManager } from './worker/leases.js';
 import { PartitionWorker } from './worker/partition-worker.js';
 import { Committer } from './worker/commit.js';
+import { learnPublishedEntry, SECRETS_KEYS } from './store/secret-paths.js';
 import { ENGINE_OPEN_TIMEOUT_MS, ensureWorkflowStreams, openRuntime, waitForJetStream, type Runtime } from './store/runtime.js';
 import { isTransient } from './store/nats-errors.js';
 import { InstanceStore } from './store/records.js';
@@ -106,6 +107,8 @@ export class Engine extends Client {
       beforeTrim: options.testHooks?.beforeTrim,
       beforeWorkerStart: options.testHooks?.beforeWorkerStart,
       dropWatchEntry: options.testHooks?.dropWatchEntry,
+      // A newer version's secret paths, published while this engine runs, seal what it writes too.
+      follow: { keys: [SECRETS_KEYS], entry: (e) => learnPublishedEntry(rt, e.key, e.operation, e.value) },
       createWorker: (workflow, partition, checkpoint) => {
         // Another engine may have owned the partition since this one cached its instances.
         store.invalidateWhere((r) => r.workflow === workflow && partitionOf(workflow, r.id, rt.partitions) === partition);

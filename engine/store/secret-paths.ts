@@ -1,9 +1,14 @@
 /**
  * A workflow's secret paths, published in the control bucket (`secrets.<workflow>`) by every
- * process that creates its events streams, before it creates them. An engine that sends to an
- * instance of a workflow it does not register (another service's) reads them before it seals the
- * event, so the receiving workflow's secret fields never travel in the clear. The list only grows:
- * a union, written with compare-and-set.
+ * process that creates its events streams, before it creates them: the union of the versions
+ * they register, written with compare-and-set; it only grows. Whoever seals an event or a record
+ * for a workflow seals with that union as well as its own paths, so a field a newer version
+ * declares secret is not stored in the clear by a process that has an older version, or none:
+ * - an engine learns it when it registers the workflow, and follows it in its watch of the
+ *   control bucket (a version published later is honoured within that watch's delay);
+ * - a client, and an engine sending to a workflow it does not register (another service's),
+ *   read it before each event they seal (reads made at once for one workflow are shared, never
+ *   one begun before the send was asked for).
  */
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
@@ -12,7 +17,7 @@ import type { Layout } from '../protocol/names.js';
 import type { Registry } from '../step/registry.js';
 import type { SecretCodec } from '../security/codec.js';
 import type { Logger } from '../logger.js';
-import { isCasConflict } from './nats-errors.js';
+import { isCasConflict, permissionViolation } from './nats-errors.js';
 
 /** What of the runtime these need (runtime.ts calls in here). */
 interface Host {
@@ -51,6 +56,7 @@ export async function publishSecretPaths(rt: Host, workflow: string): Promise<vo
   const key = rt.names.secretsKey(workflow);
   for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
     const stored = await readPublished(rt, key);
+    rt.security.codec.learn(workflow, stored.paths);
     const have = new Set(stored.paths);
     if (own.every((p) => have.has(p))) return;
     const value = encodeJson({ paths: [...new Set([...have, ...own])].sort() });
@@ -65,12 +71,76 @@ export async function publishSecretPaths(rt: Host, workflow: string): Promise<vo
   throw new Error(`control key '${key}' could not be written (written by others ${PUBLISH_ATTEMPTS} times meanwhile)`);
 }
 
+/** The key prefix of published paths (`secrets.<workflow>`), for a watch of the control bucket. */
+export const SECRETS_KEYS = 'secrets.>';
+
+/** An entry of the control bucket's watch: published paths are learned (other keys are not looked at). */
+export function learnPublishedEntry(rt: Host, key: string, operation: string, value: Uint8Array | undefined): void {
+  if (!key.startsWith('secrets.') || operation !== 'PUT' || !value) return;
+  let published: unknown;
+  try {
+    published = decodeJson(value);
+  } catch {
+    return;
+  }
+  const parsed = PublishedSchema.safeParse(published);
+  if (parsed.success) rt.security.codec.learn(key.slice('secrets.'.length), parsed.data.paths);
+}
+
+/** Reads of published paths under way, per process and workflow: the one running and the one queued behind it. */
+const reads = new WeakMap<Host, Map<string, { running?: Promise<void>; queued?: Promise<void> }>>();
+
 /**
- * Before this process seals an event for an instance of a workflow it does not register: the
- * paths the namespace publishes for it (read each time: a version registered since may have added
- * some). Call it once the workflow's streams are known to exist, since they are created after.
+ * Before this process seals an event for an instance of `workflow`: learns the paths the
+ * namespace publishes for it, from a read begun after this call (a version registered just
+ * before may have added some). Reads asked for meanwhile share it. A sender of another service's
+ * workflow must call it once the workflow's streams are known to exist, since they are created
+ * after the paths are published.
+ *
+ * `lenient`: a process not allowed to read the key seals with the paths it has, warned once (a
+ * client with a definition); otherwise the permission error is thrown, as any other is.
  */
-export async function learnSecretPaths(rt: Host, workflow: string): Promise<void> {
+export async function learnSecretPaths(rt: Host, workflow: string, lenient = false): Promise<void> {
+  try {
+    await sharedRead(rt, workflow);
+  } catch (e) {
+    if (!lenient || !permissionViolation(e)) throw e;
+    const warned = (unreadableWarned.get(rt) ?? unreadableWarned.set(rt, new Set()).get(rt))!;
+    if (warned.has(workflow)) return;
+    warned.add(workflow);
+    rt.logger.warn(
+      `the secret paths the namespace publishes for workflow '${workflow}' cannot be read (${(e as Error).message}): ` +
+        `its events are sealed with the paths of the definition given here only; allow this user direct gets of '${rt.names.secretsKey(workflow)}' in the control bucket (see docs/SECURITY.md)`,
+    );
+  }
+}
+
+/** Workflows whose published paths this process was not allowed to read (warned once each). */
+const unreadableWarned = new WeakMap<Host, Set<string>>();
+
+/** A read of the published paths begun after this call: the one under way if none is, else the next one, shared. */
+function sharedRead(rt: Host, workflow: string): Promise<void> {
+  let byWorkflow = reads.get(rt);
+  if (!byWorkflow) reads.set(rt, (byWorkflow = new Map()));
+  let s = byWorkflow.get(workflow);
+  if (!s) byWorkflow.set(workflow, (s = {}));
+  const slot = s;
+  if (!slot.running) {
+    const running: Promise<void> = readAndLearn(rt, workflow).finally(() => {
+      if (slot.running === running) slot.running = undefined;
+    });
+    return (slot.running = running);
+  }
+  // The read under way began before this call and may miss what was published just before it.
+  return (slot.queued ??= slot.running
+    .catch(() => {})
+    .then(() => {
+      slot.queued = undefined;
+      return sharedRead(rt, workflow);
+    }));
+}
+
+async function readAndLearn(rt: Host, workflow: string): Promise<void> {
   const { paths } = await readPublished(rt, rt.names.secretsKey(workflow));
   if (paths.length > 0) rt.security.codec.learn(workflow, paths);
 }

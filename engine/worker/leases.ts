@@ -112,6 +112,8 @@ export interface PartitionManagerOptions {
   beforeWorkerStart?: ((workflow: string, partition: number) => Promise<void> | void) | undefined;
   /** For tests: true drops an entry of the lease watch (a stalled watch). */
   dropWatchEntry?: ((generation: number, key: string) => boolean) | undefined;
+  /** Other control keys this watch follows (their entries go to `entry`, not to the leases): published secret paths. */
+  follow?: { keys: readonly string[]; entry(e: KvWatchEntry): void } | undefined;
 }
 
 const now = (): number => performance.now();
@@ -320,7 +322,7 @@ export class PartitionManager {
   private async openWatch(): Promise<NonNullable<typeof this.watcher>> {
     for (let i = 1; ; i++) {
       if (this.stopped) throw new Error('partition manager stopped');
-      const attempt = this.rt.control.watch({ key: ['lease.>', 'member.>'] });
+      const attempt = this.rt.control.watch({ key: ['lease.>', 'member.>', ...(this.options.follow?.keys ?? [])] });
       this.watchGeneration++;
       // Bounded: a control bucket that answers nobody fails as it always did.
       if (i >= WATCH_OPEN_ATTEMPTS) return attempt;
@@ -344,6 +346,10 @@ export class PartitionManager {
         const generation = this.watchGeneration;
         for await (const e of watcher) {
           if (this.options.dropWatchEntry?.(generation, e.key)) continue;
+          if (!e.key.startsWith('lease.') && !e.key.startsWith('member.')) {
+            this.options.follow?.entry(e);
+            continue;
+          }
           // A watch opened again delivers the last values anew: one already seen keeps when it was
           // first seen, or a silent lease would look fresh after every new watch.
           const was = this.observed.get(e.key);

@@ -337,6 +337,9 @@ describe('edge permissions: the documented sets on a hub and a site with narrowe
       provoked.push({ server: 'hub', user: readerUser.user, subject });
     };
     await denied(r.send(site, 'p-1', { type: 'ADD', k: 999 }), inbox('p-1'));
+    // Before it, the send read the workflow's published secret paths, refused too (a reader's set
+    // has no such read): warned, sealed with the definition's paths.
+    provoked.push({ server: 'hub', user: readerUser.user, subject: `$JS.${SITE}.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.secrets.${site.name}` });
     const nc = await rawAs('hub', readerUser);
     const js = jetstream(nc, { domain: SITE });
     await denied(js.publish(inbox('p-1'), JSON.stringify({ type: 'ADD', k: 999 })), inbox('p-1'));

@@ -45,10 +45,12 @@ const recordBucket = (ns: string, id: string): string => layout(ns).instancesSha
  * consumer when done (else the server removes it once idle), and nats.js asks for the consumer's
  * info to recover a read after a reconnect or missed heartbeats; a sender reads the lease of an
  * instance's partition before a start to know whether to wait for the engine's answer (without
- * it, start() waits up to its timeout when no engine runs).
+ * it, start() waits up to its timeout when no engine runs), and the secret paths the namespace
+ * publishes for a workflow before it seals an event (without it, it seals with its definition's
+ * paths only, and warns once).
  */
 const OPTIONAL =
-  /^\$JS\.API\.(CONSUMER\.(DELETE|INFO)\.|DIRECT\.GET\.KV_[^.]+_control\.\$KV\.[^.]+_control\.(lease|parked|checkpoint)\.|STREAM\.MSG\.GET\.[^.]+_evt_)/;
+  /^\$JS\.API\.(CONSUMER\.(DELETE|INFO)\.|DIRECT\.GET\.KV_[^.]+_control\.\$KV\.[^.]+_control\.(lease|parked|checkpoint|secrets)\.|STREAM\.MSG\.GET\.[^.]+_evt_)/;
 
 /** The entries taken away one at a time, each from its own user: all of the sender's and the reader's. */
 function sweptEntries(ns: string): Array<{ user: string; role: Exclude<Role, 'engine'>; entry: string; permissions: Permissions }> {
@@ -380,6 +382,8 @@ describe("NATS permissions: only engines write the engine's state", () => {
     await deniedPublish(js.publish(subjectOf('l-1'), JSON.stringify({ type: 'ADD', k: 100 })), subjectOf('l-1'));
     await deniedPublish(js.publish(instanceSubject('l-1'), '{}'), instanceSubject('l-1'));
     provoked.push(...[subjectOf('l-1'), subjectOf('l-1'), instanceSubject('l-1')].map((subject) => ({ user: 'reader', subject })));
+    // The reader's send read the workflow's published secret paths first, refused too (warned).
+    provoked.push({ user: 'reader', subject: `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.secrets.ledger` });
     assert.deepEqual(await snapshot('l-1'), before);
   });
 

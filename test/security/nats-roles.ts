@@ -70,6 +70,9 @@ export function rolePermissions(ns: string, workflows: readonly string[]): Recor
         ...readRecords,
         // Whether a live engine owns the partition (else start() does not wait): optional.
         `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.lease.>`,
+        // The secret paths the namespace publishes for a workflow (else its events are sealed with the
+        // definition's paths only, warned): optional.
+        `$JS.API.DIRECT.GET.KV_${ns}_control.$KV.${ns}_control.secrets.>`,
       ],
       subscribe: ['_INBOX.sender.>'],
     },
