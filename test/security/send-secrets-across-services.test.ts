@@ -77,6 +77,33 @@ const teller = defineWorkflow({
   }),
 });
 
+/** A sender that keeps the pin under another name (`code`, declared secret here) and sends it as the vault's `pin`. */
+const cashier = defineWorkflow({
+  name: 'cashier',
+  version: 1,
+  input: z.object({ code: z.string() }),
+  events: { GO: z.object({}) },
+  secrets: ['code'],
+  machine: setup({ types: { context: {} as { code: string }, input: {} as { code: string } } }).createMachine({
+    context: ({ input }) => ({ code: input.code }),
+    initial: 'idle',
+    states: {
+      idle: {
+        on: {
+          GO: {
+            target: 'sent',
+            actions: sendToInstance(
+              ({ context }: { context: { code: string } }) => ({ workflow: 'vault', id: `v-${context.code.split('-').pop()}` }),
+              ({ context }: { context: { code: string } }) => ({ type: 'PIN', pin: context.code, label: labelOf(context.code.split('-').pop()!) }),
+            ),
+          },
+        },
+      },
+      sent: { type: 'final' },
+    },
+  }),
+});
+
 /** A sender that holds nothing secret itself (so it needs no key ring of its own), sending a pin to vault 'v-<id>'. */
 const kiosk = defineWorkflow({
   name: 'kiosk',
@@ -330,6 +357,20 @@ describe('secrets in a send to a workflow another service serves', () => {
       const found = await s.scan([pinOf('c'), labelOf('c')]);
       assert.deepEqual(found.get(pinOf('c')), [], `plaintext pin found in the store: ${found.get(pinOf('c'))!.join(', ')}`);
       assert.ok(found.get(labelOf('c'))!.length > 0, 'control label not found: the scan reads the store');
+    }));
+
+  it("are sealed with the receiving workflow's paths in the sending instance's record too, while the send waits there", () =>
+    withServices('xsvcoutbox', async (s) => {
+      const receiver = await s.engine([vault], K1);
+      const sender = await s.engine([cashier], K1);
+      await receiver.start(vault, { id: 'v-w', input: {} });
+      await sender.start(cashier, { id: 'c-w', input: { code: pinOf('w') } });
+      await sender.send(cashier, 'c-w', { type: 'GO' });
+      const done = await receiver.waitFor(vault, 'v-w', (i) => i.status === 'done', { timeoutMs: 15_000 });
+      assert.deepEqual(done.output, { ok: true });
+      const found = await s.scan([pinOf('w'), labelOf('w')]);
+      assert.deepEqual(found.get(pinOf('w')), [], `plaintext pin found in the store: ${found.get(pinOf('w'))!.join(', ')}`);
+      assert.ok(found.get(labelOf('w'))!.length > 0, 'control label not found: the scan reads the store');
     }));
 
   it('need a key ring only when the event holds a value at one of the paths', () => {
