@@ -24,6 +24,8 @@ type Root = 'input' | 'context' | 'output' | 'event' | 'task';
 type Inherited = readonly string[] | undefined;
 /** Maps one root; `extra`: paths the event that holds it names for it (see eventSecrets). */
 type Fn = (value: unknown, root: Root, extra?: Inherited) => unknown;
+/** What a record is mapped for. */
+type Mode = 'seal' | 'open' | 'reseal';
 /** Seal, open or reseal one root of one instance (a record also holds its child workflows' snapshots). */
 type Op = (workflow: string, id: string, root: Root, value: unknown, inherited: Inherited) => unknown;
 
@@ -155,17 +157,17 @@ export class SecretCodec {
   }
 
   sealRecord(record: InstanceRecord): InstanceRecord {
-    return this.mapRecord(record, (wf, id, root, v, inh) => this.seal(wf, id, root, v, inh));
+    return this.mapRecord(record, (wf, id, root, v, inh) => this.seal(wf, id, root, v, inh), 'seal');
   }
 
   openRecord(record: InstanceRecord): InstanceRecord {
-    return this.mapRecord(record, (wf, id, root, v, inh) => this.open(wf, id, root, v, inh));
+    return this.mapRecord(record, (wf, id, root, v, inh) => this.open(wf, id, root, v, inh), 'open');
   }
 
   /** Envelopes moved to the newest key; `resealed` 0 when nothing moved (the re-encrypt command). */
   resealRecord(record: InstanceRecord): { record: InstanceRecord; resealed: number } {
     const count = { n: 0 };
-    const next = this.mapRecord(record, (wf, id, root, v, inh) => this.reseal(wf, id, root, v, inh, count));
+    const next = this.mapRecord(record, (wf, id, root, v, inh) => this.reseal(wf, id, root, v, inh, count), 'reseal');
     return { record: count.n === 0 ? record : next, resealed: count.n };
   }
 
@@ -192,7 +194,7 @@ export class SecretCodec {
     return mapped === e.event ? e : { ...e, event: mapped };
   }
 
-  private mapRecord(record: InstanceRecord, op: Op): InstanceRecord {
+  private mapRecord(record: InstanceRecord, op: Op, mode: Mode): InstanceRecord {
     // A record also holds what it passes to its child workflows: their secrets count too.
     const children = [
       ...Object.values(record.children),
@@ -201,7 +203,8 @@ export class SecretCodec {
     const childHas = (c: { workflow?: unknown; secrets?: unknown } | null | undefined): boolean =>
       typeof c?.workflow === 'string' && this.has(c.workflow, isInheritedPaths(c.secrets) ? c.secrets : undefined);
     const eventsName = record.lastHistory.some((e) => eventSecrets(e.event)) || record.outbox.some((o) => eventSecrets(o.event));
-    if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName) return record;
+    const sendsHave = record.outbox.some((o) => o.type === OutboxKind.Send && this.sendPaths(o.params, mode) !== undefined);
+    if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName && !sendsHave) return record;
     const inherited = record.secrets;
     const fn: Fn = (v, root, extra) => op(record.workflow, record.id, root, v, union(inherited, extra));
     const out: InstanceRecord = {
@@ -215,12 +218,40 @@ export class SecretCodec {
       outbox: record.outbox.map((o) => ({
         ...o,
         event: mapEvent(o.event, fn),
-        params: mapParams(o.type, o.params, fn, op),
+        params: o.type === OutboxKind.Send ? this.mapSend(o.params, fn, mode) : mapParams(o.type, o.params, fn, op),
         ...(o.context !== undefined ? { context: fn(o.context, 'context') } : {}),
       })),
     };
     if (record.output !== undefined) out.output = fn(record.output, 'output');
     return out;
+  }
+
+  /**
+   * The receiving workflow's paths for a send waiting in a record (its params `{ workflow, id,
+   * event }`): sealed with them beside the sender's, and named in the sealed params (`secrets`), so
+   * that whoever opens the record opens what was sealed, whatever paths it knows of that
+   * workflow. Undefined when there are none.
+   */
+  private sendPaths(params: unknown, mode: Mode): Inherited {
+    const p = params as { workflow?: unknown; secrets?: unknown } | null;
+    if (!p || typeof p !== 'object') return undefined;
+    if (mode !== 'seal') return isInheritedPaths(p.secrets) && p.secrets.length > 0 ? p.secrets : undefined;
+    // Without a key ring this process seals nothing of its own either: the send waits for one at delivery.
+    if (!this.ring) return undefined;
+    const paths = typeof p.workflow === 'string' ? this.pathsOf(p.workflow) : [];
+    return paths.length > 0 ? paths : undefined;
+  }
+
+  private mapSend(params: unknown, fn: Fn, mode: Mode): unknown {
+    const p = params as { event?: unknown; secrets?: unknown } | null;
+    if (!p || typeof p !== 'object' || !('event' in p)) return params;
+    const paths = this.sendPaths(p, mode);
+    const event = mapEvent(p.event, paths ? (v, root, extra) => fn(v, root, union(extra, paths)) : fn);
+    if (mode === 'open') {
+      const { secrets: _named, ...rest } = p;
+      return { ...rest, event };
+    }
+    return { ...p, event, ...(paths ? { secrets: paths } : {}) };
   }
 }
 
@@ -297,9 +328,10 @@ function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: Instan
 }
 
 /**
- * A send's resolved event sits in its params: `{ workflow, id, event }` (a send to the instance
- * itself wraps its event: `{ type: 'jetstate.self', event }`). A child start's params
- * hold the child's input: `{ workflow, id, input, ... }`, mapped as the child's own input is.
+ * A child start's params hold the child's input: `{ workflow, id, input, ... }`, mapped as the
+ * child's own input is. A send's (mapped by the codec's `mapSend`) hold its resolved event:
+ * `{ workflow, id, event }` (a send to the instance itself wraps its event: `{ type:
+ * 'jetstate.self', event }`).
  */
 function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
   const p = params as { event?: unknown; workflow?: unknown; id?: unknown; input?: unknown; secrets?: unknown } | null;
