@@ -66,6 +66,8 @@ interface StartAnswer {
 }
 
 const DEFAULT_START_WAIT_MS = 10_000;
+/** A client reads the secret paths the namespace publishes for a workflow at most this often (see learnPaths). */
+const PUBLISHED_PATHS_MAX_AGE_MS = 1_000;
 /** How long the client trusts what it read of a partition's lease. */
 const LEASE_CACHE_MS = 2_000;
 /** Slack for the server's clock against this one when judging a lease's last renewal. */
@@ -318,12 +320,20 @@ export class Client implements AsyncDisposable {
 
   /**
    * The secret paths the namespace publishes for a workflow, learned before an event for it is
-   * sealed: a newer version than this client's definition may declare more (handled: the caller
-   * awaits it later). A relayed event is sealed with the definition's paths.
+   * sealed: a newer version than this client's definition may declare more. Read at most once a
+   * second per workflow (concurrent calls share a read). Handled here: the caller awaits it later.
+   * A relayed event is sealed with the definition's paths.
    */
   private learnPaths(workflow: string): Promise<void> {
     if (this.rt.relay) return Promise.resolve();
-    const learning = learnSecretPaths(this.rt, workflow, true);
+    const learning = learnSecretPaths(this.rt, workflow, { lenient: true, maxAgeMs: PUBLISHED_PATHS_MAX_AGE_MS }).catch((e: unknown) => {
+      if (!isTimeout(e)) throw e;
+      fail(
+        ErrorCode.Timeout,
+        `workflow '${workflow}': the secret paths the namespace publishes for it could not be read (${(e as Error).message}); nothing was sent: try again`,
+        { cause: e },
+      );
+    });
     learning.catch(() => {});
     return learning;
   }

@@ -87,48 +87,75 @@ export function learnPublishedEntry(rt: Host, key: string, operation: string, va
   if (parsed.success) rt.security.codec.learn(key.slice('secrets.'.length), parsed.data.paths);
 }
 
-/** Reads of published paths under way, per process and workflow: the one running and the one queued behind it. */
-const reads = new WeakMap<Host, Map<string, { running?: Promise<void>; queued?: Promise<void> }>>();
+/** Per process and workflow: the read of its published paths under way, the one queued behind it, and when the last good one began. */
+interface Slot {
+  running?: Promise<void>;
+  queued?: Promise<void>;
+  okAtMs?: number;
+  warnedAtMs?: number;
+}
+const slots = new WeakMap<Host, Map<string, Slot>>();
+
+function slotOf(rt: Host, workflow: string): Slot {
+  let byWorkflow = slots.get(rt);
+  if (!byWorkflow) slots.set(rt, (byWorkflow = new Map()));
+  let slot = byWorkflow.get(workflow);
+  if (!slot) byWorkflow.set(workflow, (slot = {}));
+  return slot;
+}
+
+/** How a sender reads published paths before it seals (see {@link learnSecretPaths}). */
+export interface LearnOptions {
+  /** A read begun this recently is good enough (0: one begun after this call). */
+  maxAgeMs?: number;
+  /**
+   * A client with its own definition: not allowed to read the key, it seals with the paths it has
+   * (warned once); a read that fails otherwise after one has succeeded, with what that one gave
+   * (warned at most once a minute). Otherwise every failure is thrown.
+   */
+  lenient?: boolean;
+}
 
 /**
  * Before this process seals an event for an instance of `workflow`: learns the paths the
- * namespace publishes for it, from a read begun after this call (a version registered just
- * before may have added some). Reads asked for meanwhile share it. A sender of another service's
- * workflow must call it once the workflow's streams are known to exist, since they are created
- * after the paths are published.
- *
- * `lenient`: a process not allowed to read the key seals with the paths it has, warned once (a
- * client with a definition); otherwise the permission error is thrown, as any other is.
+ * namespace publishes for it, from a read begun after this call, or within `maxAgeMs` before it
+ * (a version registered just before may have added some). Reads asked for meanwhile share one. A
+ * sender of another service's workflow must call it once the workflow's streams are known to
+ * exist, since they are created after the paths are published.
  */
-export async function learnSecretPaths(rt: Host, workflow: string, lenient = false): Promise<void> {
+export async function learnSecretPaths(rt: Host, workflow: string, options: LearnOptions = {}): Promise<void> {
+  const slot = slotOf(rt, workflow);
+  const maxAgeMs = options.maxAgeMs ?? 0;
+  if (maxAgeMs > 0 && slot.okAtMs !== undefined && performance.now() - slot.okAtMs < maxAgeMs) return;
   try {
-    await sharedRead(rt, workflow);
+    await sharedRead(rt, workflow, slot);
   } catch (e) {
-    if (!lenient || !permissionViolation(e)) throw e;
-    const warned = (unreadableWarned.get(rt) ?? unreadableWarned.set(rt, new Set()).get(rt))!;
-    if (warned.has(workflow)) return;
-    warned.add(workflow);
+    if (!options.lenient) throw e;
+    const denied = permissionViolation(e) !== undefined;
+    if (!denied && slot.okAtMs === undefined) throw e;
+    const now = performance.now();
+    if (slot.warnedAtMs !== undefined && (denied || now - slot.warnedAtMs < 60_000)) return;
+    slot.warnedAtMs = now;
     rt.logger.warn(
-      `the secret paths the namespace publishes for workflow '${workflow}' cannot be read (${(e as Error).message}): ` +
-        `its events are sealed with the paths of the definition given here only; allow this user direct gets of '${rt.names.secretsKey(workflow)}' in the control bucket (see docs/SECURITY.md)`,
+      denied
+        ? `the secret paths the namespace publishes for workflow '${workflow}' cannot be read (${(e as Error).message}): ` +
+            `its events are sealed with the paths of the definition given here only; allow this user direct gets of '${rt.names.secretsKey(workflow)}' in the control bucket (see docs/SECURITY.md)`
+        : `the secret paths the namespace publishes for workflow '${workflow}' could not be read again (${(e as Error).message}): its events are sealed with those read before`,
     );
   }
 }
 
-/** Workflows whose published paths this process was not allowed to read (warned once each). */
-const unreadableWarned = new WeakMap<Host, Set<string>>();
-
 /** A read of the published paths begun after this call: the one under way if none is, else the next one, shared. */
-function sharedRead(rt: Host, workflow: string): Promise<void> {
-  let byWorkflow = reads.get(rt);
-  if (!byWorkflow) reads.set(rt, (byWorkflow = new Map()));
-  let s = byWorkflow.get(workflow);
-  if (!s) byWorkflow.set(workflow, (s = {}));
-  const slot = s;
+function sharedRead(rt: Host, workflow: string, slot: Slot): Promise<void> {
   if (!slot.running) {
-    const running: Promise<void> = readAndLearn(rt, workflow).finally(() => {
-      if (slot.running === running) slot.running = undefined;
-    });
+    const startedAtMs = performance.now();
+    const running: Promise<void> = readAndLearn(rt, workflow)
+      .then(() => {
+        slot.okAtMs = Math.max(slot.okAtMs ?? 0, startedAtMs);
+      })
+      .finally(() => {
+        if (slot.running === running) slot.running = undefined;
+      });
     return (slot.running = running);
   }
   // The read under way began before this call and may miss what was published just before it.
@@ -136,7 +163,7 @@ function sharedRead(rt: Host, workflow: string): Promise<void> {
     .catch(() => {})
     .then(() => {
       slot.queued = undefined;
-      return sharedRead(rt, workflow);
+      return sharedRead(rt, workflow, slot);
     }));
 }
 
