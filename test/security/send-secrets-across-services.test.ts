@@ -14,6 +14,9 @@ import { connect } from '@nats-io/transport-node';
 import { layout } from '../../engine/internal.js';
 import { KeyRingMissingError } from '../../engine/errors.js';
 import { SecretCodec } from '../../engine/security/codec.js';
+import { createKeyRing, isSealed } from '../../engine/security/secrets.js';
+import { InstanceRecordSchema, RECORD_SCHEMA_VERSION, type InstanceRecord } from '../../engine/protocol/record.js';
+import { OutboxKind } from '../../engine/protocol/events.js';
 import { createClient, createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { scanFor } from './engine-fixtures.js';
@@ -373,10 +376,115 @@ describe('secrets in a send to a workflow another service serves', () => {
       assert.ok(found.get(labelOf('w'))!.length > 0, 'control label not found: the scan reads the store');
     }));
 
+  it('leave a retried start of an instance started before they were published the same start', () =>
+    withServices('xsvcrestart', async (s) => {
+      const older = await s.engine([vaultPlain], K1);
+      const first = await older.start(vaultPlain, { id: 'v-r', input: {} });
+      // A newer version declares `pin` secret: the workflow now has secret paths.
+      const newer = await s.engine([vaultPlain, vaultSealed], K1);
+      await eventually(async () => {
+        const again = await newer.start(vaultPlain, { id: 'v-r', input: {} });
+        assert.equal(again.revision, first.revision, 'the existing instance, unchanged');
+      }, 15_000);
+    }));
+
   it('need a key ring only when the event holds a value at one of the paths', () => {
     const codec = new SecretCodec(() => [], undefined);
     codec.learn('vault', ['pin']);
     assert.deepEqual(codec.sealEvent('vault', 'v', { type: 'PING' }), { type: 'PING' }, 'nothing at the paths: no ring needed (a timer, a reply)');
     assert.throws(() => codec.sealEvent('vault', 'v', { type: 'PIN', pin: 'p' }), KeyRingMissingError);
+  });
+});
+
+describe('a send waiting in a record, sealed for its receiver', () => {
+  const ring = createKeyRing({ keys: [{ id: 'k1', key: randomBytes(32).toString('base64') }] });
+  /** A codec that knows these declared paths per workflow. */
+  const codecOf = (declared: Record<string, string[]>): SecretCodec => new SecretCodec((wf) => declared[wf] ?? [], ring);
+  /** A sender's record with a send to vault 'v-1' waiting in its outbox, and the same as a delayed send (a timer with `to`). */
+  const recordWith = (event: Record<string, unknown>): InstanceRecord =>
+    InstanceRecordSchema.parse({
+      schemaVersion: RECORD_SCHEMA_VERSION,
+      workflow: 'cashier',
+      version: 1,
+      id: 'c-1',
+      status: 'running',
+      snapshot: { context: { code: 'c' } },
+      input: {},
+      inputDigest: 'd',
+      revision: 2,
+      lastSeq: 2,
+      createdAtMs: 0,
+      updatedAtMs: 0,
+      lastHistory: [],
+      outbox: [{ key: 'k', type: OutboxKind.Send, params: { workflow: 'vault', id: 'v-1', event }, event: { type: 'GO' } }],
+      timers: { t: { dueAtMs: 1, token: 2, event, to: { workflow: 'vault', id: 'v-1' } } },
+    });
+  const waiting = (r: InstanceRecord): unknown => (r.outbox[0]!.params as { event: unknown }).event;
+  /** What the receiver sees: the send as delivered by `deliverer` (sealed for the inbox), opened by the receiver's codec. */
+  const received = (deliverer: SecretCodec, receiver: SecretCodec, event: unknown): unknown =>
+    receiver.openEvent('vault', 'v-1', JSON.parse(JSON.stringify(deliverer.sealEvent('vault', 'v-1', event))));
+
+  // `receiverOnly`: the receiver's layer alone seals the secret, and it travels sealed even through
+  // an engine that does not know the receiver's paths. Where the sender's layer seals it, such an
+  // engine opens it and sends it as it would any event it sealed (an engine with a key ring follows
+  // the published paths, so it does know them).
+  const cases: Array<{ name: string; sender: string[]; receiver: string[]; event: Record<string, unknown>; receiverOnly?: boolean }> = [
+    {
+      name: 'a path only the receiver declares',
+      sender: ['code'],
+      receiver: ['pin'],
+      event: { type: 'PIN', pin: 'p-secret', label: 'l' },
+      receiverOnly: true,
+    },
+    { name: 'the same path on both sides', sender: ['pin'], receiver: ['pin'], event: { type: 'PIN', pin: 'p-secret', label: 'l' } },
+    {
+      name: "a sender's path inside the receiver's",
+      sender: ['card.number'],
+      receiver: ['card'],
+      event: { type: 'PIN', card: { number: 'p-secret', cvc: 'c-secret' } },
+    },
+    {
+      name: "a receiver's path inside the sender's",
+      sender: ['card'],
+      receiver: ['card.number'],
+      event: { type: 'PIN', card: { number: 'p-secret', cvc: 'c-secret' } },
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: nothing in the clear, and delivered whole by an engine that knows the receiver's paths or not`, () => {
+      const writer = codecOf({ cashier: c.sender, vault: c.receiver });
+      const record = recordWith(c.event);
+      const stored = JSON.stringify(writer.sealRecord(record));
+      assert.doesNotMatch(stored, /p-secret/);
+      const parsed = InstanceRecordSchema.parse(JSON.parse(stored));
+      const receiver = codecOf({ vault: c.receiver });
+      // This engine, and one that knows nothing of the receiver (an older one, or one of another service).
+      for (const loader of [writer, codecOf({ cashier: c.sender })]) {
+        const opened = loader.openRecord(parsed);
+        if (c.receiverOnly) assert.doesNotMatch(JSON.stringify(loader.sealEvent('vault', 'v-1', waiting(opened))), /p-secret/, 'delivered in the clear');
+        assert.deepEqual(received(loader, receiver, waiting(opened)), c.event);
+        assert.deepEqual(received(loader, receiver, opened.timers['t']!.event), c.event);
+        // Written again as loaded (a later write of the same instance): still whole.
+        assert.deepEqual(received(writer, receiver, waiting(writer.openRecord(writer.sealRecord(opened)))), c.event);
+      }
+    });
+  }
+
+  it("opens when the sender has since declared a path the receiver's layer sealed", () => {
+    const event = { type: 'PIN', pin: 'p-secret' };
+    const stored = JSON.parse(JSON.stringify(codecOf({ cashier: ['code'], vault: ['pin'] }).sealRecord(recordWith(event))));
+    const later = codecOf({ cashier: ['code', 'pin'], vault: ['pin'] });
+    const opened = later.openRecord(InstanceRecordSchema.parse(stored));
+    assert.ok(isSealed((waiting(opened) as { pin: unknown }).pin), "left sealed: it is the receiver's");
+    assert.deepEqual(received(later, codecOf({ vault: ['pin'] }), waiting(opened)), event);
+  });
+
+  it('a process without a key ring loads a record in which nothing was sealed, although it learned paths for it', () => {
+    // A client without a ring, say, that read the paths a newer version published.
+    const ringless = new SecretCodec(() => [], undefined);
+    ringless.learn('cashier', ['code']);
+    const record = recordWith({ type: 'PING' });
+    assert.deepEqual(ringless.openRecord(record), record);
+    assert.throws(() => ringless.sealRecord(record), KeyRingMissingError, 'a value at a path needs the ring to be written');
   });
 });
