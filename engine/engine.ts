@@ -108,7 +108,8 @@ export class Engine extends Client {
       beforeWorkerStart: options.testHooks?.beforeWorkerStart,
       dropWatchEntry: options.testHooks?.dropWatchEntry,
       // A newer version's secret paths, published while this engine runs, seal what it writes too.
-      follow: { keys: [SECRETS_KEYS], entry: (e) => learnPublishedEntry(rt, e.key, e.operation, e.value) },
+      // (An engine without a key ring writes what it registers as its definitions say.)
+      follow: rt.security.codec.ring ? { keys: [SECRETS_KEYS], entry: (e) => learnPublishedEntry(rt, e.key, e.operation, e.value) } : undefined,
       createWorker: (workflow, partition, checkpoint) => {
         // Another engine may have owned the partition since this one cached its instances.
         store.invalidateWhere((r) => r.workflow === workflow && partitionOf(workflow, r.id, rt.partitions) === partition);

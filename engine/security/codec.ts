@@ -16,7 +16,7 @@
 import { KeyRingMissingError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
-import { KeyRing, openPaths, resealPaths, sealPaths } from './secrets.js';
+import { isSealed, KeyRing, mapSecretPaths, openPaths, resealPaths, sealPaths, secretAad, type SealedValue } from './secrets.js';
 import { childSecretPaths, isInheritedPaths, mergeSecretPaths } from './inherited-secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
@@ -131,7 +131,8 @@ export class SecretCodec {
 
   open(workflow: string, id: string, root: Root, value: unknown, inherited?: Inherited): unknown {
     const paths = this.pathsFor(workflow, inherited);
-    return paths.length === 0 ? value : openPaths(value, paths, this.ringFor(workflow), `${workflow}/${id}/${root}`);
+    // Without a ring, only an envelope found needs one: a value nobody sealed opens as it is.
+    return paths.length === 0 ? value : openPaths(value, paths, this.ring ?? this.noRing(workflow), `${workflow}/${id}/${root}`);
   }
 
   /** Moves envelopes of older keys to the primary one; counts them in `count`. */
@@ -167,7 +168,7 @@ export class SecretCodec {
   /** Envelopes moved to the newest key; `resealed` 0 when nothing moved (the re-encrypt command). */
   resealRecord(record: InstanceRecord): { record: InstanceRecord; resealed: number } {
     const count = { n: 0 };
-    const next = this.mapRecord(record, (wf, id, root, v, inh) => this.reseal(wf, id, root, v, inh, count), 'reseal');
+    const next = this.mapRecord(record, (wf, id, root, v, inh) => this.reseal(wf, id, root, v, inh, count), 'reseal', count);
     return { record: count.n === 0 ? record : next, resealed: count.n };
   }
 
@@ -194,7 +195,7 @@ export class SecretCodec {
     return mapped === e.event ? e : { ...e, event: mapped };
   }
 
-  private mapRecord(record: InstanceRecord, op: Op, mode: Mode): InstanceRecord {
+  private mapRecord(record: InstanceRecord, op: Op, mode: Mode, count = { n: 0 }): InstanceRecord {
     // A record also holds what it passes to its child workflows: their secrets count too.
     const children = [
       ...Object.values(record.children),
@@ -203,22 +204,35 @@ export class SecretCodec {
     const childHas = (c: { workflow?: unknown; secrets?: unknown } | null | undefined): boolean =>
       typeof c?.workflow === 'string' && this.has(c.workflow, isInheritedPaths(c.secrets) ? c.secrets : undefined);
     const eventsName = record.lastHistory.some((e) => eventSecrets(e.event)) || record.outbox.some((o) => eventSecrets(o.event));
-    const sendsHave = record.outbox.some((o) => o.type === OutboxKind.Send && this.sendPaths(o.params, mode) !== undefined);
-    if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName && !sendsHave) return record;
+    const sendOf = (o: InstanceRecord['outbox'][number]): Target | undefined => (o.type === OutboxKind.Send ? targetOf(record, o.params) : undefined);
+    // Sends waiting to go to another workflow with secret paths: sealed for it too (see sealFor).
+    const forOthers =
+      mode !== 'open' &&
+      this.ring !== undefined &&
+      [...record.outbox.map(sendOf), ...Object.values(record.timers).map((t) => targetOf(record, t.to))].some((t) => t && this.pathsOf(t.workflow).length > 0);
+    if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName && !forOthers) return record;
     const inherited = record.secrets;
     const fn: Fn = (v, root, extra) => op(record.workflow, record.id, root, v, union(inherited, extra));
+    const waiting = (to: Target | undefined): Fn => {
+      if (!to) return fn;
+      if (mode === 'seal') return (v, root, extra) => this.sealFor(to, fn(v, root, extra));
+      if (mode === 'open') return (v, root, extra) => this.openWaiting(record, root, v, union(inherited, extra), to);
+      return (v, root, extra) => this.resealFor(to, fn(v, root, extra), count);
+    };
     const out: InstanceRecord = {
       ...record,
       input: fn(record.input, 'input'),
       snapshot: mapSnapshot(record.snapshot, fn, record.children, op),
       lastHistory: record.lastHistory.map((e) => this.mapEntry(e, fn)),
       tasks: Object.fromEntries(Object.entries(record.tasks).map(([k, t]) => [k, { ...t, input: fn(t.input, 'task') }])),
-      timers: Object.fromEntries(Object.entries(record.timers).map(([k, t]) => [k, { ...t, event: fn(t.event, 'event') as typeof t.event }])),
+      timers: Object.fromEntries(
+        Object.entries(record.timers).map(([k, t]) => [k, { ...t, event: waiting(targetOf(record, t.to))(t.event, 'event') as typeof t.event }]),
+      ),
       // An action's own context (outbox `context`, when it differs from the record's) is a context too.
       outbox: record.outbox.map((o) => ({
         ...o,
         event: mapEvent(o.event, fn),
-        params: o.type === OutboxKind.Send ? this.mapSend(o.params, fn, mode) : mapParams(o.type, o.params, fn, op),
+        params: mapParams(o.type, o.params, waiting(sendOf(o)), op),
         ...(o.context !== undefined ? { context: fn(o.context, 'context') } : {}),
       })),
     };
@@ -227,31 +241,85 @@ export class SecretCodec {
   }
 
   /**
-   * The receiving workflow's paths for a send waiting in a record (its params `{ workflow, id,
-   * event }`): sealed with them beside the sender's, and named in the sealed params (`secrets`), so
-   * that whoever opens the record opens what was sealed, whatever paths it knows of that
-   * workflow. Undefined when there are none.
+   * A send waiting in a record for another instance (an outbox send, a delayed send's timer),
+   * sealed with the sender's paths already: the receiving workflow's paths sealed too, where the
+   * sender's left a value that holds no envelope, as the receiver's inbox has them (bound to the
+   * receiver: `<workflow>/<id>/event`). Opening the record leaves them so; delivery passes an
+   * envelope on as it is, and the receiver opens it: so does an engine that does not know this
+   * layer (an older one, in a rolling upgrade).
    */
-  private sendPaths(params: unknown, mode: Mode): Inherited {
-    const p = params as { workflow?: unknown; secrets?: unknown } | null;
-    if (!p || typeof p !== 'object') return undefined;
-    if (mode !== 'seal') return isInheritedPaths(p.secrets) && p.secrets.length > 0 ? p.secrets : undefined;
-    // Without a key ring this process seals nothing of its own either: the send waits for one at delivery.
-    if (!this.ring) return undefined;
-    const paths = typeof p.workflow === 'string' ? this.pathsOf(p.workflow) : [];
-    return paths.length > 0 ? paths : undefined;
+  private sealFor(to: Target, event: unknown): unknown {
+    const ring = this.ring;
+    const paths = this.pathsOf(to.workflow);
+    if (!ring || paths.length === 0) return event;
+    const prefix = receiverPrefix(to);
+    return mapSecretPaths(event, paths, (v, path) => (v === undefined || holdsSealed(v) ? v : ring.seal(v, secretAad(prefix, path))));
   }
 
-  private mapSend(params: unknown, fn: Fn, mode: Mode): unknown {
-    const p = params as { event?: unknown; secrets?: unknown } | null;
-    if (!p || typeof p !== 'object' || !('event' in p)) return params;
-    const paths = this.sendPaths(p, mode);
-    const event = mapEvent(p.event, paths ? (v, root, extra) => fn(v, root, union(extra, paths)) : fn);
-    if (mode === 'open') {
-      const { secrets: _named, ...rest } = p;
-      return { ...rest, event };
-    }
-    return { ...p, event, ...(paths ? { secrets: paths } : {}) };
+  /**
+   * The sender's layer of a waiting send opened: an envelope at one of the sender's paths that the
+   * receiver's layer sealed (a path the sender declared only since) stays sealed.
+   */
+  private openWaiting(record: InstanceRecord, root: Root, value: unknown, inherited: Inherited, to: Target): unknown {
+    const paths = this.pathsFor(record.workflow, inherited);
+    if (paths.length === 0) return value;
+    const ring = this.ring ?? this.noRing(record.workflow);
+    const prefix = `${record.workflow}/${record.id}/${root}`;
+    return mapSecretPaths(value, paths, (v, path) => {
+      if (!isSealed(v)) return v;
+      try {
+        return ring.open(v, secretAad(prefix, path));
+      } catch (e) {
+        if (opens(ring, v, secretAad(receiverPrefix(to), path))) return v;
+        throw e;
+      }
+    });
+  }
+
+  /** The receiver's layer of a waiting send moved to the primary key (the sender's is moved by `reseal`). */
+  private resealFor(to: Target, event: unknown, count: { n: number }): unknown {
+    const ring = this.ring;
+    const paths = this.pathsOf(to.workflow);
+    if (!ring || paths.length === 0) return event;
+    const prefix = receiverPrefix(to);
+    return mapSecretPaths(event, paths, (v, path) => {
+      if (!isSealed(v) || v.k === ring.primaryId) return v;
+      const aad = secretAad(prefix, path);
+      if (!opens(ring, v, aad)) return v;
+      count.n++;
+      return ring.seal(ring.open(v, aad), aad);
+    });
+  }
+}
+
+/** The instance a waiting send goes to. */
+type Target = { workflow: string; id: string };
+
+/** Where a send waiting in `record` goes (an outbox send's params, a timer's `to`); undefined for one to the instance itself. */
+function targetOf(record: InstanceRecord, target: unknown): Target | undefined {
+  const t = target as { workflow?: unknown; id?: unknown } | null | undefined;
+  if (!t || typeof t.workflow !== 'string' || typeof t.id !== 'string') return undefined;
+  if (t.workflow === record.workflow && t.id === record.id) return undefined;
+  return { workflow: t.workflow, id: t.id };
+}
+
+/** What a plain event's envelopes are bound to in the receiver's inbox (see `sealEvent`). */
+const receiverPrefix = (to: Target): string => `${to.workflow}/${to.id}/event`;
+
+/** Whether `value` is or holds an envelope. */
+function holdsSealed(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (isSealed(value)) return true;
+  return (Array.isArray(value) ? value : Object.values(value)).some(holdsSealed);
+}
+
+/** Whether the envelope opens under `aad` with this ring. */
+function opens(ring: KeyRing, envelope: SealedValue, aad: string): boolean {
+  try {
+    ring.open(envelope, aad);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -328,10 +396,9 @@ function mapSnapshot(snapshot: Record<string, unknown>, fn: Fn, children: Instan
 }
 
 /**
- * A child start's params hold the child's input: `{ workflow, id, input, ... }`, mapped as the
- * child's own input is. A send's (mapped by the codec's `mapSend`) hold its resolved event:
- * `{ workflow, id, event }` (a send to the instance itself wraps its event: `{ type:
- * 'jetstate.self', event }`).
+ * A send's resolved event sits in its params: `{ workflow, id, event }` (a send to the instance
+ * itself wraps its event: `{ type: 'jetstate.self', event }`). A child start's params
+ * hold the child's input: `{ workflow, id, input, ... }`, mapped as the child's own input is.
  */
 function mapParams(type: string, params: unknown, fn: Fn, op: Op): unknown {
   const p = params as { event?: unknown; workflow?: unknown; id?: unknown; input?: unknown; secrets?: unknown } | null;

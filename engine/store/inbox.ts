@@ -161,7 +161,9 @@ async function checkDuplicate(
   }
   let same = false;
   try {
-    same = canonicalJson(rt.security.codec.openEvent(e.workflow, e.id, decodeJson(stored))) === canonicalJson(e.event);
+    // A send that waited in a record may hold envelopes sealed for the receiver already (codec.ts `sealFor`).
+    const codec = rt.security.codec;
+    same = canonicalJson(codec.openEvent(e.workflow, e.id, decodeJson(stored))) === canonicalJson(codec.openEvent(e.workflow, e.id, e.event));
   } catch {
     same = false;
   }

@@ -6,9 +6,11 @@
  * declares secret is not stored in the clear by a process that has an older version, or none:
  * - an engine learns it when it registers the workflow, and follows it in its watch of the
  *   control bucket (a version published later is honoured within that watch's delay);
- * - a client, and an engine sending to a workflow it does not register (another service's),
- *   read it before each event they seal (reads made at once for one workflow are shared, never
- *   one begun before the send was asked for).
+ * - an engine sending to a workflow it does not register (another service's) reads it before
+ *   each event it seals, a client at most once a second (reads made at once for one workflow are
+ *   shared, never one begun before the send was asked for).
+ * An engine without a key ring does not learn them for the workflows it registers: it writes
+ * them as its definitions say.
  */
 import type { KV } from '@nats-io/kv';
 import { z } from 'zod';
@@ -56,7 +58,7 @@ export async function publishSecretPaths(rt: Host, workflow: string): Promise<vo
   const key = rt.names.secretsKey(workflow);
   for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
     const stored = await readPublished(rt, key);
-    rt.security.codec.learn(workflow, stored.paths);
+    if (rt.security.codec.ring) rt.security.codec.learn(workflow, stored.paths);
     const have = new Set(stored.paths);
     if (own.every((p) => have.has(p))) return;
     const value = encodeJson({ paths: [...new Set([...have, ...own])].sort() });
@@ -92,8 +94,14 @@ interface Slot {
   running?: Promise<void>;
   queued?: Promise<void>;
   okAtMs?: number;
+  /** When a read was last refused (this user may not read the key): not asked again for a minute. */
+  deniedAtMs?: number;
+  warnedDenied?: boolean;
   warnedAtMs?: number;
 }
+
+/** How long a refused read of published paths is not asked again. */
+const DENIED_AGAIN_MS = 60_000;
 const slots = new WeakMap<Host, Map<string, Slot>>();
 
 function slotOf(rt: Host, workflow: string): Slot {
@@ -126,21 +134,31 @@ export interface LearnOptions {
 export async function learnSecretPaths(rt: Host, workflow: string, options: LearnOptions = {}): Promise<void> {
   const slot = slotOf(rt, workflow);
   const maxAgeMs = options.maxAgeMs ?? 0;
-  if (maxAgeMs > 0 && slot.okAtMs !== undefined && performance.now() - slot.okAtMs < maxAgeMs) return;
+  const now = performance.now();
+  if (maxAgeMs > 0 && slot.okAtMs !== undefined && now - slot.okAtMs < maxAgeMs) return;
+  if (options.lenient && slot.deniedAtMs !== undefined && now - slot.deniedAtMs < DENIED_AGAIN_MS) return;
   try {
     await sharedRead(rt, workflow, slot);
   } catch (e) {
     if (!options.lenient) throw e;
-    const denied = permissionViolation(e) !== undefined;
-    if (!denied && slot.okAtMs === undefined) throw e;
-    const now = performance.now();
-    if (slot.warnedAtMs !== undefined && (denied || now - slot.warnedAtMs < 60_000)) return;
-    slot.warnedAtMs = now;
+    const message = (e as Error).message;
+    if (permissionViolation(e)) {
+      slot.deniedAtMs = performance.now();
+      if (slot.warnedDenied) return;
+      slot.warnedDenied = true;
+      rt.logger.warn(
+        `the secret paths the namespace publishes for workflow '${workflow}' cannot be read (${message}): its events are sealed with the paths of the definition given here only; ` +
+          `allow this user direct gets of '${rt.names.secretsKey(workflow)}' in the control bucket (see docs/SECURITY.md)`,
+      );
+      return;
+    }
+    if (slot.okAtMs === undefined) throw e;
+    // Sealed with what the last good read gave; read again in a while, not before every send.
+    slot.okAtMs = performance.now();
+    if (slot.warnedAtMs !== undefined && slot.okAtMs - slot.warnedAtMs < 60_000) return;
+    slot.warnedAtMs = slot.okAtMs;
     rt.logger.warn(
-      denied
-        ? `the secret paths the namespace publishes for workflow '${workflow}' cannot be read (${(e as Error).message}): ` +
-            `its events are sealed with the paths of the definition given here only; allow this user direct gets of '${rt.names.secretsKey(workflow)}' in the control bucket (see docs/SECURITY.md)`
-        : `the secret paths the namespace publishes for workflow '${workflow}' could not be read again (${(e as Error).message}): its events are sealed with those read before`,
+      `the secret paths the namespace publishes for workflow '${workflow}' could not be read again (${message}): its events are sealed with those read before`,
     );
   }
 }

@@ -589,9 +589,10 @@ const WITHOUT_SECRETS = 'ns1:';
 
 /** True when a start's input is the one the instance was started with, compared as its digest was made. */
 function sameInput(rt: Runtime, def: WorkflowDefinition, input: unknown, record: InstanceRecord): boolean {
-  // Started before secret fields were left out: its whole input was digested.
+  // Started while the workflow had no secret paths (a version declared some since), or before
+  // secret fields were left out: its whole input was digested, plainly or keyed.
   if (rt.security.codec.has(def.name, record.secrets) && !record.inputDigest.startsWith(WITHOUT_SECRETS))
-    return rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') === record.inputDigest;
+    return digest(input) === record.inputDigest || rt.security.signer.keyed('input-digest', canonicalJson(input) ?? 'undefined') === record.inputDigest;
   return inputDigest(rt, def, input, record.secrets) === record.inputDigest;
 }
 
