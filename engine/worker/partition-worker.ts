@@ -53,6 +53,8 @@ interface InstanceQueue {
 const RETRY_MIN_MS = 50;
 const EMPTY = new Uint8Array(0);
 const RETRY_MAX_MS = 2_000;
+/** A step failing the same way again is said again (at warn) only this long after it was last said. */
+const RETRY_SAY_AGAIN_MS = 60_000;
 /** How long a stopping worker waits for the history of its last writes (see `stop`). */
 const HISTORY_DRAIN_MS = 1_000;
 
@@ -368,6 +370,8 @@ export class PartitionWorker {
   /** Returns false when the batch was left unfinished (blocked instance or abort). */
   private async processWithRetry(key: string, q: InstanceQueue, batch: RawEvent[]): Promise<boolean> {
     let delay = RETRY_MIN_MS;
+    // The failure last said, and when: the same one is said again only after a while.
+    let said: { text: string; atMs: number } | undefined;
     for (let attempt = 0; ; attempt++) {
       if (this.aborted) return false;
       if (attempt > 0) this.rt.telemetry.redeliveries.add(batch.length, { 'jetstate.reason': 'retry' });
@@ -398,8 +402,13 @@ export class PartitionWorker {
           this.rt.telemetry.conflicts.add(1);
           continue; // reload and recompute at once
         }
-        const log = e instanceof NotYetError ? this.rt.logger.debug : this.rt.logger.warn;
-        log.call(this.rt.logger, `instance '${key}': ${(e as Error).message}; retrying`, { partition: this.partition });
+        const text = `instance '${key}': ${(e as Error).message}; retrying`;
+        const nowMs = performance.now();
+        const again = said?.text === text;
+        const quiet = e instanceof NotYetError || (again && nowMs - said!.atMs < RETRY_SAY_AGAIN_MS);
+        if (!quiet) said = { text, atMs: nowMs };
+        const log = quiet ? this.rt.logger.debug : this.rt.logger.warn;
+        log.call(this.rt.logger, again && !quiet ? `${text} (still, after ${attempt + 1} attempts)` : text, { partition: this.partition });
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, RETRY_MAX_MS);
       }
