@@ -49,63 +49,44 @@ const vault = defineWorkflow({
 const vaultPlain = defineWorkflow({ ...vault, secrets: [] });
 const vaultSealed = defineWorkflow({ ...vault, version: 2 });
 
-/** The sending service's workflow: it holds the pin (declared secret here too) and sends it to vault 'v-<id>'. */
-const teller = defineWorkflow({
-  name: 'teller',
-  version: 1,
-  input: z.object({ pin: z.string() }),
-  events: { GO: z.object({}) },
-  secrets: ['pin'],
-  machine: setup({ types: { context: {} as { pin: string }, input: {} as { pin: string } } }).createMachine({
-    context: ({ input }) => ({ pin: input.pin }),
-    initial: 'idle',
-    states: {
-      idle: {
-        on: {
-          GO: {
-            target: 'sent',
-            actions: sendToInstance(
-              ({ context }: { context: { pin: string } }) => ({ workflow: 'vault', id: `v-${context.pin.split('-').pop()}` }),
-              ({ context }: { context: { pin: string } }) => ({
-                type: 'PIN',
-                pin: context.pin,
-                label: labelOf(context.pin.split('-').pop()!),
-              }),
-            ),
+/**
+ * A sending service's workflow: it holds the pin in its context under `field` (declared secret
+ * here) and sends it to vault 'v-<id>' as the vault's `pin`.
+ */
+function pinSender(name: string, field: string) {
+  type Held = Record<string, string>;
+  const idOf = (held: Held): string => held[field]!.split('-').pop()!;
+  return defineWorkflow({
+    name,
+    version: 1,
+    input: z.object({ [field]: z.string() }),
+    events: { GO: z.object({}) },
+    secrets: [field],
+    machine: setup({ types: { context: {} as Held, input: {} as Held } }).createMachine({
+      context: ({ input }) => ({ [field]: input[field]! }),
+      initial: 'idle',
+      states: {
+        idle: {
+          on: {
+            GO: {
+              target: 'sent',
+              actions: sendToInstance(
+                ({ context }: { context: Held }) => ({ workflow: 'vault', id: `v-${idOf(context)}` }),
+                ({ context }: { context: Held }) => ({ type: 'PIN', pin: context[field]!, label: labelOf(idOf(context)) }),
+              ),
+            },
           },
         },
+        sent: { type: 'final' },
       },
-      sent: { type: 'final' },
-    },
-  }),
-});
+    }),
+  });
+}
 
-/** A sender that keeps the pin under another name (`code`, declared secret here) and sends it as the vault's `pin`. */
-const cashier = defineWorkflow({
-  name: 'cashier',
-  version: 1,
-  input: z.object({ code: z.string() }),
-  events: { GO: z.object({}) },
-  secrets: ['code'],
-  machine: setup({ types: { context: {} as { code: string }, input: {} as { code: string } } }).createMachine({
-    context: ({ input }) => ({ code: input.code }),
-    initial: 'idle',
-    states: {
-      idle: {
-        on: {
-          GO: {
-            target: 'sent',
-            actions: sendToInstance(
-              ({ context }: { context: { code: string } }) => ({ workflow: 'vault', id: `v-${context.code.split('-').pop()}` }),
-              ({ context }: { context: { code: string } }) => ({ type: 'PIN', pin: context.code, label: labelOf(context.code.split('-').pop()!) }),
-            ),
-          },
-        },
-      },
-      sent: { type: 'final' },
-    },
-  }),
-});
+/** Holds the pin as `pin`, the name the vault gives it too. */
+const teller = pinSender('teller', 'pin');
+/** Keeps the pin under another name (`code`): only the vault's paths name the field it sends. */
+const cashier = pinSender('cashier', 'code');
 
 /** A sender that holds nothing secret itself (so it needs no key ring of its own), sending a pin to vault 'v-<id>'. */
 const kiosk = defineWorkflow({
