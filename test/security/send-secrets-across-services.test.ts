@@ -196,6 +196,21 @@ class Services {
   }
 }
 
+/** Waits for a vault instance to finish, having seen the pin in the clear. */
+async function pinArrived(engine: Engine, def: typeof vault, id: string, timeoutMs = 15_000): Promise<void> {
+  const done = await engine.waitFor(def, id, (i) => i.status === 'done', { timeoutMs });
+  assert.deepEqual(done.output, { ok: true }, 'the vault machine saw the pin in the clear');
+}
+
+/** Stops everything and scans the server's files: no plaintext pin of these tags, and each one's control label found. */
+async function assertPinsSealed(s: Services, tags: readonly string[]): Promise<void> {
+  const found = await s.scan([...tags.map(pinOf), ...tags.map(labelOf)]);
+  for (const t of tags) {
+    assert.deepEqual(found.get(pinOf(t)), [], `plaintext pin of '${t}' found in the store: ${found.get(pinOf(t))!.join(', ')}`);
+    assert.ok(found.get(labelOf(t))!.length > 0, `control '${labelOf(t)}' not found: the scan reads the store`);
+  }
+}
+
 describe('secrets in a send to a workflow another service serves', () => {
   it('are sealed with the receiving workflow’s paths, which the sending engine learns from the namespace', () =>
     withServices('xsvcsecret', async (s) => {
@@ -209,12 +224,9 @@ describe('secrets in a send to a workflow another service serves', () => {
         await sender.send(teller, `t-${id}`, { type: 'GO' });
       }
       for (const id of ids) {
-        const done = await receiver.waitFor(vault, `v-${id}`, (i) => i.status === 'done', { timeoutMs: 15_000 });
-        assert.deepEqual(done.output, { ok: true }, 'the vault machine saw the pin in the clear');
+        await pinArrived(receiver, vault, `v-${id}`);
       }
-      const found = await s.scan([...ids.map(pinOf), ...ids.map(labelOf)]);
-      for (const id of ids) assert.deepEqual(found.get(pinOf(id)), [], `plaintext pin of '${id}' found in the store`);
-      for (const id of ids) assert.ok(found.get(labelOf(id))!.length > 0, `control '${labelOf(id)}' not found: the scan reads the store`);
+      await assertPinsSealed(s, ids);
     }));
 
   it('wait, warned with the fix, in an engine without the key ring, and go sealed once it has one', () =>
@@ -236,8 +248,7 @@ describe('secrets in a send to a workflow another service serves', () => {
       // The same service, restarted with the ring: the send goes, sealed.
       await s.close(ringless);
       await s.engine([kiosk], K1);
-      const done = await receiver.waitFor(vault, 'v-k', (i) => i.status === 'done', { timeoutMs: 20_000 });
-      assert.deepEqual(done.output, { ok: true });
+      await pinArrived(receiver, vault, 'v-k', 20_000);
       // The kiosk's own record, history and start hold the pin in the clear (it declares nothing); the vault's events do not.
       const files = (await s.scan([pinOf('k')])).get(pinOf('k'))!;
       assert.ok(
@@ -270,8 +281,7 @@ describe('secrets in a send to a workflow another service serves', () => {
       // The receiver gets the key: the event that waited is applied.
       await s.close(receiver);
       const restarted = await s.engine([vault], `${K1},${K2}`);
-      const done = await restarted.waitFor(vault, 'v-n', (i) => i.status === 'done', { timeoutMs: 20_000 });
-      assert.deepEqual(done.output, { ok: true });
+      await pinArrived(restarted, vault, 'v-n', 20_000);
       await eventually(async () => assert.equal((await restarted.get(vault, 'v-n'))!.parked, undefined, 'the parked note goes'), 5_000);
     }));
 
@@ -289,8 +299,7 @@ describe('secrets in a send to a workflow another service serves', () => {
       // The vault is not parked: the next event gets through.
       assert.equal((await receiver.get(vault, 'v-f'))!.parked, undefined);
       await sender.send(relayer, 'r', { type: 'FWD', to: 'v-f', note: pinOf('f') });
-      const done = await receiver.waitFor(vault, 'v-f', (i) => i.status === 'done', { timeoutMs: 15_000 });
-      assert.deepEqual(done.output, { ok: true });
+      await pinArrived(receiver, vault, 'v-f');
     }));
 
   it('an envelope under a key every ring has dropped, passed on by an engine, is refused too', () =>
@@ -306,8 +315,7 @@ describe('secrets in a send to a workflow another service serves', () => {
       await eventually(async () => assert.equal(await s.deadLetters(), 1, 'the envelope is dead-lettered'), 15_000);
       assert.equal((await receiver.get(vault, 'v-o'))!.parked, undefined, 'not parked');
       await sender.send(relayer, 'r', { type: 'FWD', to: 'v-o', note: pinOf('o') });
-      const done = await receiver.waitFor(vault, 'v-o', (i) => i.status === 'done', { timeoutMs: 15_000 });
-      assert.deepEqual(done.output, { ok: true });
+      await pinArrived(receiver, vault, 'v-o');
     }));
 
   it('are sealed with the paths a newer version published, by an engine that registers only an older one', () =>
@@ -319,11 +327,8 @@ describe('secrets in a send to a workflow another service serves', () => {
       await newer.start(vaultPlain, { id: 'v-o', input: {} });
       await older.start(teller, { id: 't-o', input: { pin: pinOf('o') } });
       await older.send(teller, 't-o', { type: 'GO' });
-      const done = await newer.waitFor(vaultPlain, 'v-o', (i) => i.status === 'done', { timeoutMs: 15_000 });
-      assert.deepEqual(done.output, { ok: true }, 'the vault machine saw the pin in the clear');
-      const found = await s.scan([pinOf('o'), labelOf('o')]);
-      assert.deepEqual(found.get(pinOf('o')), [], `plaintext pin found in the store: ${found.get(pinOf('o'))!.join(', ')}`);
-      assert.ok(found.get(labelOf('o'))!.length > 0, 'control label not found: the scan reads the store');
+      await pinArrived(newer, vaultPlain, 'v-o');
+      await assertPinsSealed(s, ['o']);
     }));
 
   it('are sealed with the paths a newer version published, by a client given an older definition', () =>
@@ -336,11 +341,8 @@ describe('secrets in a send to a workflow another service serves', () => {
       } finally {
         await client.close();
       }
-      const done = await engine.waitFor(vaultPlain, 'v-c', (i) => i.status === 'done', { timeoutMs: 15_000 });
-      assert.deepEqual(done.output, { ok: true });
-      const found = await s.scan([pinOf('c'), labelOf('c')]);
-      assert.deepEqual(found.get(pinOf('c')), [], `plaintext pin found in the store: ${found.get(pinOf('c'))!.join(', ')}`);
-      assert.ok(found.get(labelOf('c'))!.length > 0, 'control label not found: the scan reads the store');
+      await pinArrived(engine, vaultPlain, 'v-c');
+      await assertPinsSealed(s, ['c']);
     }));
 
   it("are sealed with the receiving workflow's paths in the sending instance's record too, while the send waits there", () =>
@@ -350,11 +352,8 @@ describe('secrets in a send to a workflow another service serves', () => {
       await receiver.start(vault, { id: 'v-w', input: {} });
       await sender.start(cashier, { id: 'c-w', input: { code: pinOf('w') } });
       await sender.send(cashier, 'c-w', { type: 'GO' });
-      const done = await receiver.waitFor(vault, 'v-w', (i) => i.status === 'done', { timeoutMs: 15_000 });
-      assert.deepEqual(done.output, { ok: true });
-      const found = await s.scan([pinOf('w'), labelOf('w')]);
-      assert.deepEqual(found.get(pinOf('w')), [], `plaintext pin found in the store: ${found.get(pinOf('w'))!.join(', ')}`);
-      assert.ok(found.get(labelOf('w'))!.length > 0, 'control label not found: the scan reads the store');
+      await pinArrived(receiver, vault, 'v-w');
+      await assertPinsSealed(s, ['w']);
     }));
 
   it('leave a retried start of an instance started before they were published the same start', () =>
