@@ -17,7 +17,7 @@ import { SecretCodec } from '../../engine/security/codec.js';
 import { createKeyRing, isSealed } from '../../engine/security/secrets.js';
 import { InstanceRecordSchema, RECORD_SCHEMA_VERSION, type InstanceRecord } from '../../engine/protocol/record.js';
 import { OutboxKind } from '../../engine/protocol/events.js';
-import { createClient, createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
+import { childWorkflow, createClient, createEngine, defineWorkflow, sendToInstance, type Engine } from '../../engine/index.js';
 import { eventually, memoryLogger, startNats, uniqueNamespace } from '../helpers.js';
 import { scanFor } from './engine-fixtures.js';
 
@@ -374,6 +374,52 @@ describe('secrets in a send to a workflow another service serves', () => {
     assert.deepEqual(codec.sealEvent('vault', 'v', { type: 'PING' }), { type: 'PING' }, 'nothing at the paths: no ring needed (a timer, a reply)');
     assert.throws(() => codec.sealEvent('vault', 'v', { type: 'PIN', pin: 'p' }), KeyRingMissingError);
   });
+});
+
+/** A child that declares nothing: it keeps the card it is given as `pan`, and finishes. */
+const cardChild = defineWorkflow({
+  name: 'cardchild',
+  version: 1,
+  input: z.object({ card: z.string() }),
+  events: {},
+  machine: setup({ types: { input: {} as { card: string }, context: {} as { pan: string } } }).createMachine({
+    context: ({ input }) => ({ pan: input.card }),
+    initial: 'done',
+    states: { done: { type: 'final' } },
+    output: ({ context }) => ({ ok: context.pan.startsWith(`pinsecret-${RUN}-`) }),
+  }),
+});
+/** A parent passing its card to `cardChild`: version 1 declares nothing, version 2 declares `card` secret. */
+const cardParent = (version: number, secrets: string[]) =>
+  defineWorkflow({
+    name: 'cardparent',
+    version,
+    input: z.object({ card: z.string(), label: z.string() }),
+    events: {},
+    secrets,
+    machine: setup({
+      types: { input: {} as { card: string; label: string }, context: {} as { card: string; label: string } },
+      actors: { kid: childWorkflow(cardChild) },
+    }).createMachine({
+      context: ({ input }) => input,
+      initial: 'waiting',
+      states: { waiting: { invoke: { id: 'k', src: 'kid', input: ({ context }) => ({ card: context.card }), onDone: 'done' } }, done: { type: 'final' } },
+    }),
+  });
+
+describe('a child started by an engine that has an older version of its parent', () => {
+  it("gets the values at the paths a newer version of the parent published as inherited secrets: sealed in the child's record", () =>
+    withServices('xsvcchild', async (s) => {
+      const [v1, v2] = [cardParent(1, []), cardParent(2, ['card'])];
+      // The newer version's engine publishes `card` and goes; the older one applies alone.
+      await s.close(await s.engine([v1, v2, cardChild], K1));
+      const older = await s.engine([v1, cardChild], K1);
+      await older.start(v1, { id: 'p-1', input: { card: pinOf('k'), label: labelOf('k') } });
+      const done = await older.waitFor(v1, 'p-1', (i) => i.status === 'done', { timeoutMs: 15_000 });
+      assert.equal(done.status, 'done');
+      assert.deepEqual((await older.get(cardChild, 'p-1_k'))!.output, { ok: true }, 'the child saw the card in the clear');
+      await assertPinsSealed(s, ['k']);
+    }));
 });
 
 describe('a send waiting in a record, sealed for its receiver', () => {
