@@ -72,11 +72,16 @@ export class Plan {
   /** This instance, as its children know their parent (a stop names it: see `stopChild`). */
   private self: { workflow: string; id: string; born?: number | undefined } | undefined;
 
-  /** `inherited`: the instance's inherited secret paths (a new instance's come with its start). */
+  /**
+   * `inherited`: the instance's inherited secret paths (a new instance's come with its start).
+   * `declared`: its workflow's secret paths as the engine seals them (every version it knows of,
+   * and those the namespace publishes); the runner's own when not given.
+   */
   constructor(
     record?: InstanceRecord,
     private readonly parent: InstanceRecord['parent'] = record?.parent,
     private readonly inherited: readonly string[] | undefined = record?.secrets,
+    private readonly declared?: readonly string[],
   ) {
     this.timers = { ...record?.timers };
     this.tasks = { ...record?.tasks };
@@ -325,7 +330,7 @@ export class Plan {
    * started, or the event being applied (see security/inherited-secrets.ts).
    */
   private childSecrets(runner: MachineRunner, a: Executable, event: unknown, input: unknown, actorRef: unknown): string[] {
-    const paths = mergeSecretPaths(runner.secrets, this.inherited);
+    const paths = mergeSecretPaths(this.declared ?? runner.secrets, this.inherited);
     if (paths.length === 0) return [];
     const e = (typeof event === 'object' && event !== null ? event : {}) as { input?: unknown; output?: unknown };
     return childSecretPaths(paths, [a.info?.context, this.input, event, e.input, e.output], [input, ...snapshotRoots(actorRef)]);

@@ -47,9 +47,10 @@ export function startInstance(
   parent?: InstanceRecord['parent'],
   secrets?: readonly string[],
   born?: number,
+  declared?: readonly string[],
 ): StartResult {
   let snapshot: AnyMachineSnapshot;
-  const plan = new Plan(undefined, parent, secrets);
+  const plan = new Plan(undefined, parent, secrets, declared);
   let error: string | undefined;
   try {
     const r = runner.initial(input, parent !== undefined);
@@ -147,9 +148,10 @@ export function applyEvents(
   snapshot: AnyMachineSnapshot,
   events: readonly StepEvent[],
   nowMs: number,
+  declared?: readonly string[],
 ): StepResult {
   const entries: HistoryEntry[] = [];
-  const plan = new Plan(record);
+  const plan = new Plan(record, record.parent, record.secrets, declared);
   let revision = record.revision;
   let lastSeq = record.lastSeq;
   let status = record.status;

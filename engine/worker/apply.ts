@@ -291,7 +291,9 @@ async function createFromStart(
     if (e.replyTo) replies.push({ to: e.replyTo, body: { outcome: 'rejected', reason: gated.rejected } });
     return null;
   }
-  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent, gated.start.secrets, e.seq);
+  // Its workflow's secret paths as this engine seals them (a newer version may have published more): what it passes a child stays sealed.
+  const declared = ctx.rt.security.codec.pathsOf(workflow);
+  const started = startInstance(found.def, found.runner, id, gated.start.input, e.timeMs, gated.start.parent, gated.start.secrets, e.seq, declared);
   started.record.lastSeq = e.seq;
   started.entry.seq = e.seq;
   started.record.lastHistory = [started.entry];
@@ -440,7 +442,7 @@ async function applyTo(
   // trace context it keeps; a step computed again (a record over its size limit) makes new ones,
   // and the first ones, never ended, are never exported.
   const step = (list: StepEvent[]): ReturnType<typeof applyEvents> => {
-    const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now);
+    const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now, ctx.rt.security.codec.pathsOf(record.workflow));
     spans = new TransitionSpans(tel, record, r.entries, traceBySeq, attempt, ctx.partition, startedAt, traced);
     if (r.changed) {
       if (bucket) r.record.rate = bucket;
@@ -474,7 +476,7 @@ async function applyTo(
     const size = stored!.bytes.length;
     let j = events.findIndex((ev, i) => {
       if (ev.rejected !== undefined) return false;
-      const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now);
+      const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now, ctx.rt.security.codec.pathsOf(record.workflow));
       // With every sender of the batch (as the write will have): never more than the write's size.
       if (received.changed) partial.record.received = received.changed;
       return partial.changed && ctx.store.encode(partial.record).bytes.length > limits.maxSnapshotBytes;
