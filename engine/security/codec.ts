@@ -215,7 +215,7 @@ export class SecretCodec {
     const fn: Fn = (v, root, extra) => op(record.workflow, record.id, root, v, union(inherited, extra));
     const waiting = (to: Target | undefined): Fn => {
       if (!to) return fn;
-      if (mode === 'seal') return (v, root, extra) => this.sealFor(to, fn(v, root, extra));
+      if (mode === 'seal') return (v, root, extra) => this.sealFor(to, fn(v, root, extra), v);
       if (mode === 'open') return (v, root, extra) => this.openWaiting(record, root, v, union(inherited, extra), to);
       return (v, root, extra) => this.resealFor(to, fn(v, root, extra), count);
     };
@@ -242,18 +242,22 @@ export class SecretCodec {
 
   /**
    * A send waiting in a record for another instance (an outbox send, a delayed send's timer),
-   * sealed with the sender's paths already: the receiving workflow's paths sealed too, where the
-   * sender's left a value that holds no envelope, as the receiver's inbox has them (bound to the
-   * receiver: `<workflow>/<id>/event`). Opening the record leaves them so; delivery passes an
-   * envelope on as it is, and the receiver opens it: so does an engine that does not know this
-   * layer (an older one, in a rolling upgrade).
+   * `sealed` with the sender's paths already (`plain` before): the receiving workflow's paths
+   * sealed too, as the receiver's inbox has them (bound to the receiver: `<workflow>/<id>/event`).
+   * A value the sender's layer sealed whole is left so; one it sealed parts of is sealed whole
+   * from its plain form. Opening the record leaves this layer sealed and delivery passes it on as
+   * it is, and the receiver opens it: so does an engine that does not know this layer (an older
+   * one, in a rolling upgrade), since the sender's paths never reach inside it.
    */
-  private sealFor(to: Target, event: unknown): unknown {
+  private sealFor(to: Target, sealed: unknown, plain: unknown): unknown {
     const ring = this.ring;
     const paths = this.pathsOf(to.workflow);
-    if (!ring || paths.length === 0) return event;
+    if (!ring || paths.length === 0) return sealed;
     const prefix = receiverPrefix(to);
-    return mapSecretPaths(event, paths, (v, path) => (v === undefined || holdsSealed(v) ? v : ring.seal(v, secretAad(prefix, path))));
+    return mapSecretPaths(sealed, paths, (v, path) => {
+      if (v === undefined || isSealed(v)) return v;
+      return ring.seal(holdsSealed(v) ? valueAt(plain, path) : v, secretAad(prefix, path));
+    });
   }
 
   /**
@@ -305,6 +309,13 @@ function targetOf(record: InstanceRecord, target: unknown): Target | undefined {
 
 /** What a plain event's envelopes are bound to in the receiver's inbox (see `sealEvent`). */
 const receiverPrefix = (to: Target): string => `${to.workflow}/${to.id}/event`;
+
+/** The value at a dotted path (as `mapSecretPaths` names them: keys and array indexes). */
+function valueAt(value: unknown, path: string): unknown {
+  let v = value;
+  for (const seg of path.split('.')) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[seg] : undefined;
+  return v;
+}
 
 /** Whether `value` is or holds an envelope. */
 function holdsSealed(value: unknown): boolean {
