@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { assign, setup } from 'xstate';
+import { assign, sendTo, setup } from 'xstate';
 import { z } from 'zod';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
@@ -419,6 +419,54 @@ describe('a child started by an engine that has an older version of its parent',
       assert.equal(done.status, 'done');
       assert.deepEqual((await older.get(cardChild, 'p-1_k'))!.output, { ok: true }, 'the child saw the card in the clear');
       await assertPinsSealed(s, ['k']);
+    }));
+});
+
+/** A child that declares `pin` secret and waits for it. */
+const pinChild = defineWorkflow({
+  name: 'pinchild',
+  version: 1,
+  input: z.object({}),
+  events: { PIN: z.object({ pin: z.string() }) },
+  secrets: ['pin'],
+  machine: setup({ types: { events: {} as { type: 'PIN'; pin: string } } }).createMachine({
+    initial: 'waiting',
+    states: { waiting: { on: { PIN: 'done' } }, done: { type: 'final' } },
+  }),
+});
+/** A parent that sends its child the pin a minute later: the send waits in its record's timers. */
+const laterParent = defineWorkflow({
+  name: 'laterparent',
+  version: 1,
+  input: z.object({ code: z.string() }),
+  events: { GO: z.object({}) },
+  secrets: ['code'],
+  machine: setup({
+    types: { input: {} as { code: string }, context: {} as { code: string }, events: {} as { type: 'GO' } },
+    actors: { kid: childWorkflow(pinChild) },
+  }).createMachine({
+    context: ({ input }) => input,
+    initial: 'waiting',
+    states: {
+      waiting: {
+        invoke: { id: 'k', src: 'kid', input: {}, onDone: 'done' },
+        on: { GO: { actions: sendTo('k', ({ context }) => ({ type: 'PIN', pin: context.code }), { delay: 60_000 }) } },
+      },
+      done: { type: 'final' },
+    },
+  }),
+});
+
+describe('an instance with a delayed send sealed for its receiver', () => {
+  it('verifies: its replay reaches the pending send as stored', () =>
+    withServices('xsvcverify', async (s) => {
+      const engine = await s.engine([laterParent, pinChild], K1);
+      await engine.start(laterParent, { id: 'l-1', input: { code: pinOf('v') } });
+      await engine.send(laterParent, 'l-1', { type: 'GO' });
+      await eventually(async () => assert.equal((await engine.get(laterParent, 'l-1'))!.timers.length, 1), 15_000);
+      const report = await engine.verify(laterParent, 'l-1');
+      assert.deepEqual(report.problems, []);
+      assert.equal(report.ok, true);
     }));
 });
 
