@@ -206,18 +206,20 @@ export class SecretCodec {
     const eventsName = record.lastHistory.some((e) => eventSecrets(e.event)) || record.outbox.some((o) => eventSecrets(o.event));
     const sendOf = (o: InstanceRecord['outbox'][number]): Target | undefined => (o.type === OutboxKind.Send ? targetOf(record, o.params) : undefined);
     // Sends waiting to go to another workflow with secret paths: sealed for it too (see sealFor).
+    const waitingSends = [
+      ...record.outbox.map((o) => ({ to: sendOf(o), event: (o.params as { event?: unknown } | null)?.event })),
+      ...Object.values(record.timers).map((t) => ({ to: targetOf(record, t.to), event: t.event })),
+    ];
     const forOthers =
-      mode !== 'open' &&
-      this.ring !== undefined &&
-      [...record.outbox.map(sendOf), ...Object.values(record.timers).map((t) => targetOf(record, t.to))].some((t) => t && this.pathsOf(t.workflow).length > 0);
+      this.ring !== undefined && waitingSends.some((w) => w.to && (mode === 'seal' ? this.pathsOf(w.to.workflow).length > 0 : holdsSealed(w.event)));
     if (!this.has(record.workflow, record.secrets) && !children.some(childHas) && !eventsName && !forOthers) return record;
     const inherited = record.secrets;
     const fn: Fn = (v, root, extra) => op(record.workflow, record.id, root, v, union(inherited, extra));
     const waiting = (to: Target | undefined): Fn => {
       if (!to) return fn;
-      if (mode === 'seal') return (v, root, extra) => this.sealFor(to, fn(v, root, extra), v);
-      if (mode === 'open') return (v, root, extra) => this.openWaiting(record, root, v, union(inherited, extra), to);
-      return (v, root, extra) => this.resealFor(to, fn(v, root, extra), count);
+      if (mode === 'seal') return (v, root, extra) => this.sealFor(to, root, extra, fn(v, root, extra), v);
+      if (mode === 'open') return (v, root, extra) => this.openFor(to, root, extra, this.openWaiting(record, root, v, union(inherited, extra), to));
+      return (v, root, extra) => this.resealFor(to, root, extra, fn(v, root, extra), count);
     };
     const out: InstanceRecord = {
       ...record,
@@ -243,26 +245,30 @@ export class SecretCodec {
   /**
    * A send waiting in a record for another instance (an outbox send, a delayed send's timer),
    * `sealed` with the sender's paths already (`plain` before): the receiving workflow's paths
-   * sealed too, as the receiver's inbox has them (bound to the receiver: `<workflow>/<id>/event`).
+   * sealed too, as the receiver's inbox has them (bound to the receiver: `<workflow>/<id>/<root>`).
    * A value the sender's layer sealed whole is left so; one it sealed parts of is sealed whole
-   * from its plain form. Opening the record leaves this layer sealed and delivery passes it on as
-   * it is, and the receiver opens it: so does an engine that does not know this layer (an older
-   * one, in a rolling upgrade), since the sender's paths never reach inside it.
+   * from its plain form. This engine opens both layers when it loads the record and seals the
+   * event for the receiver again when it delivers it; an engine that does not know this layer (an
+   * older one, in a rolling upgrade) opens the sender's, whose paths never reach inside this one,
+   * and passes its envelopes on as they are: the receiver opens them.
    */
-  private sealFor(to: Target, sealed: unknown, plain: unknown): unknown {
+  private sealFor(to: Target, root: Root, extra: Inherited, sealed: unknown, plain: unknown): unknown {
     const ring = this.ring;
-    const paths = this.pathsOf(to.workflow);
+    const paths = this.pathsFor(to.workflow, extra);
     if (!ring || paths.length === 0) return sealed;
-    const prefix = receiverPrefix(to);
+    const prefix = receiverPrefix(to, root);
     return mapSecretPaths(sealed, paths, (v, path) => {
       if (v === undefined || isSealed(v)) return v;
-      return ring.seal(holdsSealed(v) ? valueAt(plain, path) : v, secretAad(prefix, path));
+      if (!holdsSealed(v)) return ring.seal(v, secretAad(prefix, path));
+      // Its plain form, found by the same path (a key with a dot in it could mislead the walk: then left as it is).
+      const whole = valueAt(plain, path);
+      return whole === undefined || holdsSealed(whole) ? v : ring.seal(whole, secretAad(prefix, path));
     });
   }
 
   /**
-   * The sender's layer of a waiting send opened: an envelope at one of the sender's paths that the
-   * receiver's layer sealed (a path the sender declared only since) stays sealed.
+   * The sender's layer of a waiting send opened. An envelope at one of the sender's paths that the
+   * receiver's layer sealed (a path the sender declared only since) is opened as the receiver's.
    */
   private openWaiting(record: InstanceRecord, root: Root, value: unknown, inherited: Inherited, to: Target): unknown {
     const paths = this.pathsFor(record.workflow, inherited);
@@ -274,18 +280,32 @@ export class SecretCodec {
       try {
         return ring.open(v, secretAad(prefix, path));
       } catch (e) {
-        if (opens(ring, v, secretAad(receiverPrefix(to), path))) return v;
+        const theirs = secretAad(receiverPrefix(to, root), path);
+        if (opens(ring, v, theirs)) return ring.open(v, theirs);
         throw e;
       }
     });
   }
 
-  /** The receiver's layer of a waiting send moved to the primary key (the sender's is moved by `reseal`). */
-  private resealFor(to: Target, event: unknown, count: { n: number }): unknown {
+  /** The receiver's layer of a waiting send opened (an envelope that does not open as the receiver's is passed on as it is). */
+  private openFor(to: Target, root: Root, extra: Inherited, value: unknown): unknown {
     const ring = this.ring;
-    const paths = this.pathsOf(to.workflow);
+    const paths = this.pathsFor(to.workflow, extra);
+    if (!ring || paths.length === 0) return value;
+    const prefix = receiverPrefix(to, root);
+    return mapSecretPaths(value, paths, (v, path) => {
+      if (!isSealed(v)) return v;
+      const aad = secretAad(prefix, path);
+      return opens(ring, v, aad) ? ring.open(v, aad) : v;
+    });
+  }
+
+  /** The receiver's layer of a waiting send moved to the primary key (the sender's is moved by `reseal`). */
+  private resealFor(to: Target, root: Root, extra: Inherited, event: unknown, count: { n: number }): unknown {
+    const ring = this.ring;
+    const paths = this.pathsFor(to.workflow, extra);
     if (!ring || paths.length === 0) return event;
-    const prefix = receiverPrefix(to);
+    const prefix = receiverPrefix(to, root);
     return mapSecretPaths(event, paths, (v, path) => {
       if (!isSealed(v) || v.k === ring.primaryId) return v;
       const aad = secretAad(prefix, path);
@@ -307,8 +327,8 @@ function targetOf(record: InstanceRecord, target: unknown): Target | undefined {
   return { workflow: t.workflow, id: t.id };
 }
 
-/** What a plain event's envelopes are bound to in the receiver's inbox (see `sealEvent`). */
-const receiverPrefix = (to: Target): string => `${to.workflow}/${to.id}/event`;
+/** What an event's envelopes at `root` are bound to in the receiver's inbox (see `sealEvent`). */
+const receiverPrefix = (to: Target, root: Root): string => `${to.workflow}/${to.id}/${root}`;
 
 /** The value at a dotted path (as `mapSecretPaths` names them: keys and array indexes). */
 function valueAt(value: unknown, path: string): unknown {
