@@ -368,6 +368,27 @@ describe('secrets in a send to a workflow another service serves', () => {
       }, 15_000);
     }));
 
+  it('reach an engine without a key ring as an event it refuses as unreadable, not as envelopes for its machine', () =>
+    withServices('xsvcringless', async (s) => {
+      // A newer version declared `pin` (its engine published it and went); what is left has no ring.
+      await s.close(await s.engine([vaultPlain, vaultSealed], K1));
+      const ringless = await s.engine([vaultPlain], undefined);
+      const client = await createClient({ servers: s.nats.url, namespace: s.namespace, workflows: [vaultPlain], secrets: { keyRing: K1 } });
+      try {
+        await client.start(vaultPlain, { id: 'v-u', input: {} });
+        await client.send(vaultPlain, 'v-u', { type: 'PIN', pin: pinOf('u'), label: labelOf('u') });
+      } finally {
+        await client.close();
+      }
+      const refused = await eventually(async () => {
+        const last = (await ringless.history(vaultPlain, 'v-u')).at(-1)!;
+        assert.equal(last.kind, 'rejected');
+        return last;
+      }, 15_000);
+      assert.match(refused.reason ?? '', /^\[secrets\.unreadable\] .*no key ring/);
+      assert.equal((await ringless.get(vaultPlain, 'v-u'))!.status, 'running');
+    }));
+
   it('need a key ring only when the event holds a value at one of the paths', () => {
     const codec = new SecretCodec(() => [], undefined);
     codec.learn('vault', ['pin']);
