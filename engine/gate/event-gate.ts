@@ -30,6 +30,7 @@ import { MSG_ID_HEADER, REPLY_HEADER, SEND_HEADER, SIGNATURE_HEADER, SIGNED_AT_H
 import type { EngineSigner } from '../security/signer.js';
 import type { SecretCodec } from '../security/codec.js';
 import { isInheritedPaths } from '../security/inherited-secrets.js';
+import { holdsSealed } from '../security/secrets.js';
 import type { IdentityVerifier } from '../security/identity.js';
 import { carrierFromHeaders, type TraceCarrier } from '../telemetry/telemetry.js';
 import type { StepEvent } from '../step/step.js';
@@ -165,6 +166,7 @@ export function gateEvent(
     // Only engines publish these: without a valid signature it is a forgery.
     if (!signed) return reject({ type }, `[forged] an engine event ('${type}') without a valid engine signature`);
     if (isTaskResult(raw) || isChildResult(raw) || isSelfSend(raw)) {
+      if (sealedWithoutRing(security, e, raw)) return reject({ type }, noRingReason(def, id));
       try {
         return { seq: e.seq, timeMs: e.timeMs, event: security.codec.openEvent(def.name, id, raw) as { type: string } };
       } catch (err) {
@@ -175,6 +177,7 @@ export function gateEvent(
   }
 
   // Secrets first: the schema checks plain values.
+  if (sealedWithoutRing(security, e, raw)) return reject(raw, noRingReason(def, id));
   let opened: unknown;
   try {
     opened = security.codec.openEvent(def.name, id, raw);
@@ -202,6 +205,26 @@ export function gateEvent(
  * {@link MissingKeyError} is thrown on, for the caller to tell a key the namespace's engines have
  * (the instance waits for it) from one that came from outside (refused: see apply.ts).
  */
+/**
+ * An engine without a key ring cannot open a sealed value: an event holding one (sealed at paths a
+ * newer version of the workflow declared, by a sender with the ring) is refused, not handed to the
+ * machine as an envelope. The bytes are searched first: most events hold none.
+ */
+function sealedWithoutRing(security: Pick<GateSecurity, 'codec'>, e: RawEvent, value: unknown): boolean {
+  if (security.codec.ring !== undefined) return false;
+  const bytes = Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength);
+  return bytes.indexOf(ENVELOPE_MARK) >= 0 && holdsSealed(value);
+}
+
+const ENVELOPE_MARK = Buffer.from('"$enc"');
+
+function noRingReason(def: WorkflowDefinition, id: string): string {
+  return (
+    `[secrets.unreadable] workflow '${def.name}' instance '${id}': the event holds sealed values (secrets a sender with the key ring sealed) ` +
+    `and this engine has no key ring to open them; give it the namespace's key ring: secrets: { keyRing: process.env.JETSTATE_KEYS }`
+  );
+}
+
 function unreadableReason(err: unknown, signed: boolean): string {
   if (signed && err instanceof MissingKeyError) throw err;
   return `[secrets.unreadable] ${(err as Error).message}`;
@@ -261,6 +284,7 @@ function gateStart(
     if (signed) return { seq: e.seq, timeMs: e.timeMs, event: summary, identity: ENGINE_IDENTITY };
     return withAdmission(security, def, e, { kind: 'start' }, summary, (identity) => ({ seq: e.seq, timeMs: e.timeMs, event: summary, identity }));
   }
+  if (sealedWithoutRing(security, e, raw['input'])) return reject(summary, noRingReason(def, id));
   let input: unknown;
   try {
     input = security.codec.open(def.name, id, 'input', raw['input'], secrets);

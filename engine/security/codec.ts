@@ -16,7 +16,7 @@
 import { KeyRingMissingError } from '../errors.js';
 import type { HistoryEntry, InstanceRecord } from '../protocol/record.js';
 import { EngineEvent, OutboxKind } from '../protocol/events.js';
-import { isSealed, KeyRing, mapSecretPaths, openPaths, resealPaths, sealPaths, secretAad, type SealedValue } from './secrets.js';
+import { holdsSealed, isSealed, KeyRing, mapSecretPaths, openPaths, resealPaths, sealPaths, secretAad, type SealedValue } from './secrets.js';
 import { childSecretPaths, isInheritedPaths, mergeSecretPaths } from './inherited-secrets.js';
 
 type Root = 'input' | 'context' | 'output' | 'event' | 'task';
@@ -335,13 +335,6 @@ function valueAt(value: unknown, path: string): unknown {
   let v = value;
   for (const seg of path.split('.')) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[seg] : undefined;
   return v;
-}
-
-/** Whether `value` is or holds an envelope. */
-function holdsSealed(value: unknown): boolean {
-  if (typeof value !== 'object' || value === null) return false;
-  if (isSealed(value)) return true;
-  return (Array.isArray(value) ? value : Object.values(value)).some(holdsSealed);
 }
 
 /** Whether the envelope opens under `aad` with this ring. */

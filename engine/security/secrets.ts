@@ -256,6 +256,15 @@ export function isSealed(value: unknown): value is SealedValue {
   return v['$enc'] === ENVELOPE_VERSION && typeof v['k'] === 'string' && typeof v['iv'] === 'string' && typeof v['ct'] === 'string';
 }
 
+/** Whether `value` is or holds an envelope (at any depth). */
+export function holdsSealed(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (isSealed(value)) return true;
+  if (Array.isArray(value)) return value.some(holdsSealed);
+  for (const k in value) if (holdsSealed((value as Record<string, unknown>)[k])) return true;
+  return false;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Paths
 
