@@ -200,12 +200,6 @@ export function gateEvent(
 }
 
 /**
- * Why an event's sealed fields cannot be opened. An event an engine signed, sealed with a key this
- * engine's ring lacks, may not be bad input: another engine may have a newer key. Its
- * {@link MissingKeyError} is thrown on, for the caller to tell a key the namespace's engines have
- * (the instance waits for it) from one that came from outside (refused: see apply.ts).
- */
-/**
  * An engine without a key ring cannot open a sealed value: an event holding one (sealed at paths a
  * newer version of the workflow declared, by a sender with the ring) is refused, not handed to the
  * machine as an envelope. (Walking the parsed event, about 60 ns for a small one, was measured
@@ -222,6 +216,12 @@ function noRingReason(def: WorkflowDefinition, id: string): string {
   );
 }
 
+/**
+ * Why an event's sealed fields cannot be opened. An event an engine signed, sealed with a key this
+ * engine's ring lacks, may not be bad input: another engine may have a newer key. Its
+ * {@link MissingKeyError} is thrown on, for the caller to tell a key the namespace's engines have
+ * (the instance waits for it) from one that came from outside (refused: see apply.ts).
+ */
 function unreadableReason(err: unknown, signed: boolean): string {
   if (signed && err instanceof MissingKeyError) throw err;
   return `[secrets.unreadable] ${(err as Error).message}`;

@@ -253,16 +253,12 @@ export class SecretCodec {
    * and passes its envelopes on as they are: the receiver opens them.
    */
   private sealFor(to: Target, root: Root, extra: Inherited, sealed: unknown, plain: unknown): unknown {
-    const ring = this.ring;
-    const paths = this.pathsFor(to.workflow, extra);
-    if (!ring || paths.length === 0) return sealed;
-    const prefix = receiverPrefix(to, root);
-    return mapSecretPaths(sealed, paths, (v, path) => {
+    return this.mapReceiverLayer(to, root, extra, sealed, (v, aad, ring, path) => {
       if (v === undefined || isSealed(v)) return v;
-      if (!holdsSealed(v)) return ring.seal(v, secretAad(prefix, path));
+      if (!holdsSealed(v)) return ring.seal(v, aad);
       // Its plain form, found by the same path (a key with a dot in it could mislead the walk: then left as it is).
       const whole = valueAt(plain, path);
-      return whole === undefined || holdsSealed(whole) ? v : ring.seal(whole, secretAad(prefix, path));
+      return whole === undefined || holdsSealed(whole) ? v : ring.seal(whole, aad);
     });
   }
 
@@ -280,8 +276,8 @@ export class SecretCodec {
       try {
         return ring.open(v, secretAad(prefix, path));
       } catch (e) {
-        const theirs = secretAad(receiverPrefix(to, root), path);
-        if (opens(ring, v, theirs)) return ring.open(v, theirs);
+        const theirs = openedOr(ring, v, secretAad(receiverPrefix(to, root), path));
+        if (theirs !== NOT_OPENED) return theirs;
         throw e;
       }
     });
@@ -289,30 +285,37 @@ export class SecretCodec {
 
   /** The receiver's layer of a waiting send opened (an envelope that does not open as the receiver's is passed on as it is). */
   private openFor(to: Target, root: Root, extra: Inherited, value: unknown): unknown {
-    const ring = this.ring;
-    const paths = this.pathsFor(to.workflow, extra);
-    if (!ring || paths.length === 0) return value;
-    const prefix = receiverPrefix(to, root);
-    return mapSecretPaths(value, paths, (v, path) => {
+    return this.mapReceiverLayer(to, root, extra, value, (v, aad, ring) => {
       if (!isSealed(v)) return v;
-      const aad = secretAad(prefix, path);
-      return opens(ring, v, aad) ? ring.open(v, aad) : v;
+      const opened = openedOr(ring, v, aad);
+      return opened === NOT_OPENED ? v : opened;
     });
   }
 
   /** The receiver's layer of a waiting send moved to the primary key (the sender's is moved by `reseal`). */
   private resealFor(to: Target, root: Root, extra: Inherited, event: unknown, count: { n: number }): unknown {
+    return this.mapReceiverLayer(to, root, extra, event, (v, aad, ring) => {
+      if (!isSealed(v) || v.k === ring.primaryId) return v;
+      const opened = openedOr(ring, v, aad);
+      if (opened === NOT_OPENED) return v;
+      count.n++;
+      return ring.seal(opened, aad);
+    });
+  }
+
+  /** Maps the values at the receiving workflow's paths of a waiting send, each with its receiver-bound AAD (nothing without a ring or paths). */
+  private mapReceiverLayer(
+    to: Target,
+    root: Root,
+    extra: Inherited,
+    value: unknown,
+    fn: (v: unknown, aad: string, ring: KeyRing, path: string) => unknown,
+  ): unknown {
     const ring = this.ring;
     const paths = this.pathsFor(to.workflow, extra);
-    if (!ring || paths.length === 0) return event;
+    if (!ring || paths.length === 0) return value;
     const prefix = receiverPrefix(to, root);
-    return mapSecretPaths(event, paths, (v, path) => {
-      if (!isSealed(v) || v.k === ring.primaryId) return v;
-      const aad = secretAad(prefix, path);
-      if (!opens(ring, v, aad)) return v;
-      count.n++;
-      return ring.seal(ring.open(v, aad), aad);
-    });
+    return mapSecretPaths(value, paths, (v, path) => fn(v, secretAad(prefix, path), ring, path));
   }
 }
 
@@ -337,13 +340,14 @@ function valueAt(value: unknown, path: string): unknown {
   return v;
 }
 
-/** Whether the envelope opens under `aad` with this ring. */
-function opens(ring: KeyRing, envelope: SealedValue, aad: string): boolean {
+const NOT_OPENED = Symbol('not opened');
+
+/** The envelope's value if it opens under `aad` with this ring, else {@link NOT_OPENED}. */
+function openedOr(ring: KeyRing, envelope: SealedValue, aad: string): unknown {
   try {
-    ring.open(envelope, aad);
-    return true;
+    return ring.open(envelope, aad);
   } catch {
-    return false;
+    return NOT_OPENED;
   }
 }
 

@@ -40,15 +40,21 @@ async function readPublished(rt: Host, key: string): Promise<{ paths: string[]; 
   const entry = await rt.control.get(key);
   if (!entry) return { paths: [], revision: undefined };
   if (entry.operation !== 'PUT') return { paths: [], revision: entry.revision };
-  let value: unknown;
+  const paths = parsePublished(entry.value);
+  if (!paths) rt.logger.warn(`control key '${key}' does not hold { paths: string[] }; it is read as empty and written again`);
+  return { paths: paths ?? [], revision: entry.revision };
+}
+
+/** The paths a published value holds (undefined: not `{ paths: string[] }` JSON). */
+function parsePublished(value: Uint8Array): string[] | undefined {
+  let decoded: unknown;
   try {
-    value = decodeJson(entry.value);
+    decoded = decodeJson(value);
   } catch {
-    value = undefined;
+    return undefined;
   }
-  const parsed = PublishedSchema.safeParse(value);
-  if (!parsed.success) rt.logger.warn(`control key '${key}' does not hold { paths: string[] }; it is read as empty and written again`);
-  return { paths: parsed.success ? parsed.data.paths : [], revision: entry.revision };
+  const parsed = PublishedSchema.safeParse(decoded);
+  return parsed.success ? parsed.data.paths : undefined;
 }
 
 /** Adds the secret paths this process registers for `workflow` to the published list (nothing written when it holds them all). */
@@ -79,14 +85,8 @@ export const SECRETS_KEYS = 'secrets.>';
 /** An entry of the control bucket's watch: published paths are learned (other keys are not looked at). */
 export function learnPublishedEntry(rt: Host, key: string, operation: string, value: Uint8Array | undefined): void {
   if (!key.startsWith('secrets.') || operation !== 'PUT' || !value) return;
-  let published: unknown;
-  try {
-    published = decodeJson(value);
-  } catch {
-    return;
-  }
-  const parsed = PublishedSchema.safeParse(published);
-  if (parsed.success) rt.security.codec.learn(key.slice('secrets.'.length), parsed.data.paths);
+  const paths = parsePublished(value);
+  if (paths) rt.security.codec.learn(key.slice('secrets.'.length), paths);
 }
 
 /** Per process and workflow: the read of its published paths under way, the one queued behind it, and when the last good one began. */

@@ -441,8 +441,10 @@ async function applyTo(
   // The spans of the transitions are made with them, so that the record is encoded once, with the
   // trace context it keeps; a step computed again (a record over its size limit) makes new ones,
   // and the first ones, never ended, are never exported.
+  // The workflow's secret paths as this engine seals them: what the step passes a child stays sealed.
+  const declared = ctx.rt.security.codec.pathsOf(record.workflow);
   const step = (list: StepEvent[]): ReturnType<typeof applyEvents> => {
-    const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now, ctx.rt.security.codec.pathsOf(record.workflow));
+    const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now, declared);
     spans = new TransitionSpans(tel, record, r.entries, traceBySeq, attempt, ctx.partition, startedAt, traced);
     if (r.changed) {
       if (bucket) r.record.rate = bucket;
@@ -476,7 +478,7 @@ async function applyTo(
     const size = stored!.bytes.length;
     let j = events.findIndex((ev, i) => {
       if (ev.rejected !== undefined) return false;
-      const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now, ctx.rt.security.codec.pathsOf(record.workflow));
+      const partial = applyEvents(loaded.runner, record, loaded.snapshot, events.slice(0, i + 1), now, declared);
       // With every sender of the batch (as the write will have): never more than the write's size.
       if (received.changed) partial.record.received = received.changed;
       return partial.changed && ctx.store.encode(partial.record).bytes.length > limits.maxSnapshotBytes;
