@@ -11,7 +11,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { createClient, createEngine, type Client, type Clock, type Engine, type WorkflowDefinition } from '../../engine/index.js';
 import { InstanceRecordSchema, type InstanceRecord } from '../../engine/protocol/record.js';
 import { decodeJson } from '../../engine/protocol/json.js';
-import { uniqueNamespace } from '../helpers.js';
+import { nodeArgsFor, uniqueNamespace } from '../helpers.js';
 import { engineCaughtUp } from './caught-up.js';
 import { addEffect, recordEmit, recordLog, type EffectCall } from './effects.js';
 
@@ -199,7 +199,7 @@ export class ProcessTarget implements Target {
   /** Starts an engine process and resolves once it is READY. */
   private spawn(): Promise<void> {
     const generation = ++this.generation;
-    const args = ['--import', 'tsx', join(here, 'engine-process.ts'), '--nats', this.url, '--namespace', this.namespace];
+    const args = [...nodeArgsFor(join(here, 'engine-process.ts')), '--nats', this.url, '--namespace', this.namespace];
     const child = spawn(process.execPath, args, { cwd: join(here, '..', '..'), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     this.child = child;
     // A message to a process that just died fails with EPIPE: that death is handled on 'exit'.

@@ -4,10 +4,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { nodeArgsFor } from '../helpers.js';
 
 describe('closing after the server died', () => {
   it('an engine and a client close, and their process ends by itself', { timeout: 90_000 }, async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'fixtures', 'close-after-server-loss.ts')], {
+    const child = spawn(process.execPath, nodeArgsFor(join(import.meta.dirname, '..', 'fixtures', 'close-after-server-loss.ts')), {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

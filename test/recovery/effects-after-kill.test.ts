@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createClient } from '../../engine/index.js';
-import { eventually, startNats, uniqueNamespace } from '../helpers.js';
+import { eventually, nodeArgsFor, startNats, testModule, uniqueNamespace } from '../helpers.js';
 import { relay } from './task-workflow.js';
 import { checkout, payment } from '../fixtures/child-workflows.js';
 
 const script = join(import.meta.dirname, 'task-engine-process.ts');
 
 function spawnEngine(env: Record<string, string>): { child: ChildProcess; ready: Promise<void>; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, nodeArgsFor(script), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   const ready = new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
@@ -88,7 +88,11 @@ describe('effects after SIGKILL', () => {
 
   it("a child workflow's output reaches its parent after the child's engine was killed right after the child finished", { timeout: 60_000 }, async () => {
     const namespace = uniqueNamespace('childkill');
-    const env = { NATS_URL: nats.url, JETSTATE_NAMESPACE: namespace, WORKFLOWS_MODULE: join(import.meta.dirname, '..', 'fixtures', 'child-workflows.ts') };
+    const env = {
+      NATS_URL: nats.url,
+      JETSTATE_NAMESPACE: namespace,
+      WORKFLOWS_MODULE: testModule(join(import.meta.dirname, '..', 'fixtures', 'child-workflows.ts')),
+    };
     const client = await createClient({ servers: nats.url, namespace });
     try {
       const a = spawnEngine({ ...env, CRASH_AFTER_WRITE_OF: 'payment.c1_pay' });

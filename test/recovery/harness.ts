@@ -14,6 +14,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, JetstateError, type Client, type HistoryEntry } from '../../engine/index.js';
 import { counter } from './counter-workflow.js';
 import { listEventsStreams } from './streams.js';
+import { nodeArgsFor, testModule } from '../helpers.js';
 
 /** $JETSTATE_RECOVERY_TRACE: a file that collects every child's stderr lines, labelled. */
 const traceFile = process.env['JETSTATE_RECOVERY_TRACE'];
@@ -94,13 +95,13 @@ export class EngineChild {
 
   constructor(readonly options: EngineChildOptions) {
     this.label = options.label ?? 'engine';
-    const args = ['--import', 'tsx', entry, '--nats', options.url, '--namespace', options.namespace];
+    const args = [...nodeArgsFor(entry), '--nats', options.url, '--namespace', options.namespace];
     args.push('--lease-ttl', String(options.leaseTtlMs ?? 1_000), '--partitions', String(options.partitions ?? 16));
     if (options.crashAfterWrites) args.push('--crash-after-writes', String(options.crashAfterWrites));
     if (options.crashBeforeWrites) args.push('--crash-before-writes', String(options.crashBeforeWrites));
     if (options.engineId) args.push('--engine-id', options.engineId);
     if (options.maxPending) args.push('--max-pending', String(options.maxPending));
-    if (options.workflowModules?.length) args.push('--workflows', options.workflowModules.join(','));
+    if (options.workflowModules?.length) args.push('--workflows', options.workflowModules.map(testModule).join(','));
     if (options.duplicateWindowMs) args.push('--duplicate-window', String(options.duplicateWindowMs));
     if (options.replicas) args.push('--replicas', String(options.replicas));
     if (options.onWrite) args.push('--report-writes');

@@ -27,7 +27,7 @@ import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { createClient, createEngine, type WorkflowDefinition } from '../../engine/index.js';
 import { startLocalStepFunctions } from '../../adapters/local/step-functions/server.js';
 import { stepFunctions } from '../../adapters/step-functions/execution.js';
-import { eventually, startNats, uniqueNamespace } from '../helpers.js';
+import { eventually, nodeArgsFor, startNats, uniqueNamespace } from '../helpers.js';
 import { ROLE, TEST_CREDENTIALS, asl, sfnClient } from './sfn-local-helpers.js';
 import { killStageWorkflow, type StageContext } from './stage-workflow.js';
 
@@ -61,7 +61,7 @@ process.on('exit', () => {
 });
 
 function spawnEngine(args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const child = spawn(process.execPath, [...nodeArgsFor(script), ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   children.add(child);
   let out = '';
   let err = '';
