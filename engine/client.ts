@@ -44,7 +44,7 @@ import type { MachineRunner } from './step/runner.js';
 import { SpanKind, carrierOf, carrierOfActive, failSpan } from './telemetry/telemetry.js';
 import { redactEnvelopes } from './security/redact.js';
 import { admit, check, limitsOf } from './gate/admission.js';
-import { checkEvent, checkInput } from './gate/validate.js';
+import { checkEventToSend, checkInput, checkInputToSend } from './gate/validate.js';
 
 export interface StartOptions<W extends WorkflowDefinition> {
   /** Instance id; the same id with the same input returns the existing instance. Random if absent. */
@@ -196,11 +196,11 @@ export class Client implements AsyncDisposable {
     if (options.wait !== undefined && typeof options.wait !== 'boolean') fail(ErrorCode.InvalidOptions, 'start: wait must be true or false');
     const runner = this.rt.registry.runnerFor(workflow);
     const id = options.id === undefined ? randomUUID() : checkName(`workflow '${workflow.name}': instance id`, options.id);
-    const input = checkInput(workflow, id, options.input);
+    const input = checkInputToSend(workflow, id, options.input);
     if (!input.ok) fail(ErrorCode.InvalidInput, `${input.reason}; nothing was started`);
     const learning = this.learnPaths(workflow.name);
     check(await admit(this.rt.security.verifier, workflow, { kind: 'start' }, options.token, 'client'), 'nothing was started');
-    const event = { type: EngineEvent.Start, input: input.value, version: workflow.version };
+    const event = { type: EngineEvent.Start, input: input.wire, version: workflow.version };
     const tel = this.rt.telemetry;
     const span = tel.startSpan(
       `jetstate.start ${workflow.name}`,
@@ -278,9 +278,9 @@ export class Client implements AsyncDisposable {
     );
     try {
       checkName(`workflow '${workflow.name}': instance id`, id);
-      const checked = checkEvent(workflow, id, event);
+      const checked = checkEventToSend(workflow, id, event);
       if (!checked.ok) fail(ErrorCode.InvalidEvent, `${checked.reason}; nothing was sent`);
-      const data = checked.value;
+      const data = checked.wire;
       this.rt.registry.add(workflow);
       const learning = this.learnPaths(workflow.name);
       check(await admit(this.rt.security.verifier, workflow, { kind: 'event', type: data.type }, options.token, 'client'), 'nothing was sent');

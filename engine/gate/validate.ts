@@ -7,8 +7,11 @@
 import { z } from 'zod';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { IDENTITY_FIELD } from '../protocol/identity.js';
+import { canonicalJson } from '../protocol/json.js';
 
 export type Checked<T> = { ok: true; value: T } | { ok: false; reason: string };
+/** A checked value (what the engine will apply) and what to publish for it (`wire`). */
+export type ToSend<T> = { ok: true; value: T; wire: T } | { ok: false; reason: string };
 
 /** Checks an event against the workflow's declared events; the value is the event to apply. */
 export function checkEvent(workflow: WorkflowDefinition, id: string, event: unknown): Checked<{ type: string } & Record<string, unknown>> {
@@ -35,4 +38,50 @@ export function checkInput(workflow: WorkflowDefinition, id: string, input: unkn
   const parsed = workflow.input.safeParse(input);
   if (!parsed.success) return { ok: false, reason: `workflow '${workflow.name}' instance '${id}': input is not valid:\n${z.prettifyError(parsed.error)}` };
   return { ok: true, value: parsed.data };
+}
+
+/**
+ * What a sender publishes for an event its schema accepted. The engine's gate parses what arrives,
+ * from JSON, again: the parsed event when that gives it back (no transform, or one that parses its
+ * own output to itself: `z.coerce`, `.default()`, `.trim()`), else the event as given (a transform
+ * such as `z.string().transform(Number)` would refuse its own output, and a scaling one would apply
+ * twice). Neither (a value JSON cannot carry, a `Date` for `z.date()`): refused, naming the fix.
+ */
+export function checkEventToSend(workflow: WorkflowDefinition, id: string, event: unknown): ToSend<{ type: string } & Record<string, unknown>> {
+  const checked = checkEvent(workflow, id, event);
+  if (!checked.ok) return checked;
+  const { [IDENTITY_FIELD]: _identity, ...given } = event as Record<string, unknown>;
+  const wire = asTheEngineParses(checked.value, given, (v) => checkEvent(workflow, id, v));
+  if (wire === undefined) return { ok: false, reason: notJson(`workflow '${workflow.name}' instance '${id}': event '${checked.value.type}'`) };
+  return { ok: true, value: checked.value, wire: wire.value as { type: string } & Record<string, unknown> };
+}
+
+/** `checkEventToSend` for a start input. */
+export function checkInputToSend(workflow: WorkflowDefinition, id: string, input: unknown): ToSend<unknown> {
+  const checked = checkInput(workflow, id, input);
+  if (!checked.ok) return checked;
+  const wire = asTheEngineParses(checked.value, input, (v) => checkInput(workflow, id, v));
+  if (wire === undefined) return { ok: false, reason: notJson(`workflow '${workflow.name}' instance '${id}': the input`) };
+  return { ok: true, value: checked.value, wire: wire.value };
+}
+
+/** The first of the parsed and the given value that parses, after a JSON round trip, to the parsed one. */
+function asTheEngineParses<T>(parsed: T, given: unknown, check: (v: unknown) => Checked<T>): { value: unknown } | undefined {
+  const want = canonicalJson(parsed);
+  for (const candidate of [parsed, given]) {
+    let arrived: unknown;
+    try {
+      const json = JSON.stringify(candidate);
+      arrived = json === undefined ? undefined : JSON.parse(json);
+    } catch {
+      continue;
+    }
+    const again = check(arrived);
+    if (again.ok && canonicalJson(again.value) === want) return { value: candidate };
+  }
+  return undefined;
+}
+
+function notJson(what: string): string {
+  return `${what} cannot be sent as JSON: the engine parses what arrives from JSON, and neither the schema's output nor the value given parses there to the same value (a value JSON cannot carry, such as a Date for z.date(), a Map, a BigInt or a function); declare it as JSON carries it, for instance z.coerce.date() or z.iso.datetime() for a time`;
 }
