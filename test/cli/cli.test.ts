@@ -59,6 +59,22 @@ describe('the jetstate CLI (built, as a subprocess)', () => {
     assert.match(noServer.stderr, /cannot connect to NATS/);
   });
 
+  it('refuses an empty --id or --idempotency-key instead of dropping it (a random id, a send without dedupe)', async () => {
+    const count = async (): Promise<number> => {
+      let n = 0;
+      for await (const _ of engine.list(order)) n++;
+      return n;
+    };
+    const before = await count();
+    const emptyId = await run(['start', 'order', '--id', '', '--input', '{"orderId":"e-1","customer":"ada","amount":1}', ...common]);
+    assert.equal(emptyId.code, 1, emptyId.stdout);
+    assert.match(emptyId.stderr, /instance id "" is not valid/);
+    assert.equal(await count(), before, 'nothing was started');
+    const emptyKey = await run(['send', 'order', 'c-1', 'PAY', '{"amount":1}', '--idempotency-key', '', ...common]);
+    assert.equal(emptyKey.code, 1, emptyKey.stdout);
+    assert.match(emptyKey.stderr, /idempotencyKey/);
+  });
+
   it('dev starts a nats-server with JetStream when none answers, runs the engine, and stops on SIGINT', async () => {
     const cwd = await mkdtemp(join(tmpdir(), 'jetstate-dev-'));
     const child = spawn(process.execPath, [cli, 'dev'], { cwd, env: { ...process.env, NATS_URL: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
