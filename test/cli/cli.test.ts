@@ -67,11 +67,11 @@ describe('the jetstate CLI (built, as a subprocess)', () => {
     };
     const before = await count();
     const emptyId = await run(['start', 'order', '--id', '', '--input', '{"orderId":"e-1","customer":"ada","amount":1}', ...common]);
-    assert.equal(emptyId.code, 1, emptyId.stdout);
+    assert.notEqual(emptyId.code, 0, emptyId.stdout);
     assert.match(emptyId.stderr, /instance id "" is not valid/);
     assert.equal(await count(), before, 'nothing was started');
     const emptyKey = await run(['send', 'order', 'c-1', 'PAY', '{"amount":1}', '--idempotency-key', '', ...common]);
-    assert.equal(emptyKey.code, 1, emptyKey.stdout);
+    assert.notEqual(emptyKey.code, 0, emptyKey.stdout);
     assert.match(emptyKey.stderr, /idempotencyKey/);
   });
 
