@@ -223,7 +223,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
         return r.failed.length === 0 ? 0 : 1;
       }
       case 'start': {
-        const started = await client.start(workflow, { ...(values.id ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
+        const started = await client.start(workflow, { ...(values.id !== undefined ? { id: values.id } : {}), input, ...(token ? { token } : {}) });
         // start() returns the values it was given; the output shows secrets only with --reveal.
         const paths = workflow.security.secrets;
         const inst =
@@ -238,7 +238,7 @@ export async function runCommand(command: string, args: string[], values: CliVal
         const type = needs(args[2], 'event type');
         const event = { ...payload, type } as never;
         const r = await client.send(workflow, id, event, {
-          ...(values['idempotency-key'] ? { idempotencyKey: values['idempotency-key'] } : {}),
+          ...(values['idempotency-key'] !== undefined ? { idempotencyKey: values['idempotency-key'] } : {}),
           ...(token ? { token } : {}),
         });
         out(
