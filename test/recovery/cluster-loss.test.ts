@@ -36,7 +36,7 @@ const STALL_BOUND_MS = Number(process.env['CLUSTER_STALL_BOUND_MS'] ?? 0);
 const STALL_CHECKED_WHEN_DOWN_MS = 20_000;
 
 describe('a 3-node cluster losing the events leader', () => {
-  it('loses, doubles and reorders no event while a node is down', { timeout: 180_000 }, async () => {
+  it('loses, doubles and reorders no event while a node is down', { timeout: 280_000 }, async () => {
     const report = await runClusterScenario({ log: (line) => console.log(`cluster-loss: ${line}`) });
     console.log(`cluster-loss: ${describeReport(report)}`);
     const summary = report.problems.slice(0, 20).map((p) => `${p.id} (partition ${p.partition}): log ${JSON.stringify(p.log)}`);
