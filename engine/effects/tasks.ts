@@ -589,15 +589,41 @@ export class TaskService {
       return void m.ack();
     }
     try {
-      await this.deliver(task, r.event!, r.trace);
+      await this.deliverRetrying(task, r.event!, r.trace, () => m.working());
       if (msg !== undefined) {
         await this.settle(task, { done: true, msg });
         this.forgetLater(task);
       }
       m.ack();
     } catch (e) {
-      this.rt.logger.warn(`task ${task.src} of ${task.workflow} ${task.id}: could not deliver its outcome (${(e as Error).message}); it will run again`);
+      // Its outcome is lost with this try: the task runs again, and that run is this attempt's, not
+      // another (with its attempts used up it would be reported lost, although it succeeded).
+      this.rt.logger.warn(
+        `task ${task.src} of ${task.workflow} ${task.id}: could not deliver the outcome of attempt ${attempt} (${(e as Error).message}); the attempt runs again`,
+      );
+      await uncount();
       m.nak(1_000);
+    }
+  }
+
+  /**
+   * Delivers an outcome, trying again while the instance's stream does not store it (no leader
+   * during an election, a full stream, a timeout) for up to `DELIVERY_RETRY_MS`, so that a task
+   * that ran is not run again for a short outage; `working` keeps its message ours meanwhile.
+   * Rejects with the last error once that time has passed or the engine is closing.
+   */
+  private async deliverRetrying(task: TaskMessage, event: TaskResultEvent, trace: TraceCarrier | undefined, working: () => void): Promise<void> {
+    const until = Date.now() + DELIVERY_RETRY_MS;
+    for (let wait = 100; ; wait = Math.min(wait * 2, 2_000)) {
+      working();
+      try {
+        await this.deliver(task, event, trace);
+        return;
+      } catch (e) {
+        if (this.stopping || Date.now() + wait > until) throw e;
+        this.rt.logger.debug(`task ${task.src} of ${task.workflow} ${task.id}: outcome not stored yet (${(e as Error).message}); trying again in ${wait} ms`);
+        await sleepUnless(wait);
+      }
     }
   }
 
@@ -770,11 +796,13 @@ export class TaskService {
             // outcome here would have no event to repair it after a crash. It goes through the inbox.
             this.delivered.add(key);
             setTimeout(() => this.delivered.delete(key), DELIVERED_HOLD_MS).unref?.();
-            return void this.deliver(task, r.event!, r.trace).catch((e: Error) => {
+            return void this.deliverRetrying(task, r.event!, r.trace, () => {}).catch(async (e: Error) => {
               this.delivered.delete(key);
               this.rt.logger.warn(
-                `task ${t.src} of ${record.workflow} ${record.id}: outcome not delivered (${(e as Error).message}); the tasks stream runs it again`,
+                `task ${t.src} of ${record.workflow} ${record.id}: outcome of attempt ${attempt} not delivered (${(e as Error).message}); the tasks stream runs that attempt again`,
               );
+              // Its claimed message counts this attempt: the run that replaces it is not another.
+              await this.noteInterrupted(task, attempt);
             });
           }
           if (r.result === 'deferred' && durable) {
@@ -901,6 +929,12 @@ const OUTCOME_ENVELOPE = 512;
 
 /** How long a claimed task message waits for an outcome this engine delivered to the inbox before it may run again. */
 const DELIVERED_HOLD_MS = 30_000;
+/**
+ * How long an outcome the instance's stream does not store yet is asked again before its task
+ * runs again: past a stream leader's election (4-8 s measured on a 3-node cluster), and shorter
+ * than `DELIVERED_HOLD_MS`, so that a claimed message does not run a task whose outcome is on its way.
+ */
+const DELIVERY_RETRY_MS = 20_000;
 /** The least wait before a delivered task's progress entry is removed (twice the acknowledgement wait, at least this). */
 const FORGET_AFTER_MIN_MS = 2_000;
 
