@@ -282,6 +282,26 @@ describe('core API against a real nats-server', () => {
       createEngine({ servers: nowhere, workflows: [order], identity: { roles: 'admin' } as never }),
       (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /identity options are not valid/.test(e.message),
     );
+    // Two extensions of one name: said before connecting (a connection opened first was left open).
+    const ext = { name: 'sfn', start: async () => ({ close: async () => {} }) } as never;
+    await assert.rejects(
+      createEngine({ servers: nowhere, workflows: [order], extensions: [ext, ext], openTimeoutMs: 1_000 }),
+      (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /extension 'sfn' is given twice/.test(e.message),
+    );
+    // A connection of yours comes with its own servers, credentials and reply prefix: one given beside it would be ignored.
+    const nc = await connect({ servers: nats.url });
+    try {
+      for (const extra of [{ inboxPrefix: '_INBOX.billing' }, { servers: nats.url }, { auth: { token: 't' } }]) {
+        const key = Object.keys(extra)[0]!;
+        await assert.rejects(
+          createClient({ connection: nc, ...extra } as never),
+          (e: JetstateError) => e.code === ErrorCode.InvalidOptions && e.message.includes(`'${key}'`) && /connection/.test(e.message),
+          key,
+        );
+      }
+    } finally {
+      await nc.close();
+    }
   });
 
   it('close drains and is idempotent; closed() resolves', async () => {
