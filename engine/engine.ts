@@ -77,11 +77,6 @@ export class Engine extends Client {
     const ackWaitMs = Math.min(30_000, Math.max(1_000, options.leaseTtlMs));
     this.timers = new TimerService(rt, options.clock ?? systemClock, ackWaitMs);
     this.extensions = options.extensions;
-    const names = new Set<string>();
-    for (const x of this.extensions) {
-      if (names.has(x.name)) fail(ErrorCode.InvalidOptions, `createEngine: extension '${x.name}' is given twice; give each once`);
-      names.add(x.name);
-    }
     this.tasks = new TaskService(rt, {
       engineId: () => this.manager.engineId,
       memberLive: (id) => this.manager.liveMembers().has(id),

@@ -225,6 +225,13 @@ export const EngineOptionsSchema = ClientShape.extend({
         'each extension must have a name and start()',
       ),
     )
+    .superRefine((xs, ctx) => {
+      const seen = new Set<string>();
+      for (const x of xs) {
+        if (seen.has(x.name)) ctx.addIssue({ code: 'custom', message: `extension '${x.name}' is given twice; give each once` });
+        seen.add(x.name);
+      }
+    })
     .default([]),
   /**
    * Id of this engine process, as leases, logs and `status()` name it (e.g. the host name);
@@ -241,7 +248,19 @@ export type ResolvedClientOptions = z.output<typeof ClientOptionsSchema>;
 export type EngineOptions = z.input<typeof EngineOptionsSchema>;
 export type ResolvedEngineOptions = z.output<typeof EngineOptionsSchema>;
 
+/** Options a connection of yours already settles: given beside it, they would be ignored. */
+const SET_BY_CONNECTION = ['servers', 'auth', 'inboxPrefix'] as const;
+
 export function parseOptions<S extends z.ZodType>(schema: S, what: string, options: unknown): z.output<S> {
+  const given = (options ?? {}) as Record<string, unknown>;
+  if (given['connection'] !== undefined) {
+    const ignored = SET_BY_CONNECTION.filter((k) => given[k] !== undefined);
+    if (ignored.length > 0)
+      fail(
+        ErrorCode.InvalidOptions,
+        `${what} options are not valid: ${ignored.map((k) => `'${k}'`).join(', ')} would be ignored beside a 'connection' (it has its own servers, credentials and reply prefix): set ${ignored.length > 1 ? 'them' : 'it'} where you connect (connect({ servers, inboxPrefix, ... })), or give 'servers' instead of 'connection'`,
+      );
+  }
   const r = schema.safeParse(options ?? {});
   if (!r.success) {
     // A misspelt option: the one most likely meant.
