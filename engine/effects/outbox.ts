@@ -33,7 +33,7 @@ import type { LoadedInstance } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
-import { isTransient } from '../store/nats-errors.js';
+import { isStoreFailed, isTransient } from '../store/nats-errors.js';
 import { sleepUnless } from '../clock.js';
 import { sendLogicalId } from '../gate/received.js';
 
@@ -274,14 +274,21 @@ export class ActionExecutor implements EffectExecutor {
       const reason = `inline action '${e.type}' threw after the write that ran it: ${errorText(err)}`;
       // Recorded in the instance (its error and history), like a guard that throws; info for the log.
       this.rt.logger.info(`workflow '${workflow}' instance '${id}': ${reason}; the instance fails`, { workflow, id });
-      await this.attempt(instance, e.key, EngineEvent.Fail, () =>
-        publishToInstance(this.rt, {
-          workflow,
-          id,
-          event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000), ...bornOf(instance.record) },
-          engine: { logicalId: `fail.${e.key}` },
-          trace: instance.record.trace,
-        }),
+      // Sent until its stream stores it, like a send: dropped, the instance would go on as if the action had succeeded.
+      await this.delivery(
+        instance,
+        e.key,
+        EngineEvent.Fail,
+        async () => {
+          await publishToInstance(this.rt, {
+            workflow,
+            id,
+            event: { type: EngineEvent.Fail, reason: reason.slice(0, 1_000), ...bornOf(instance.record) },
+            engine: { logicalId: `fail.${e.key}` },
+            trace: instance.record.trace,
+          });
+        },
+        wait,
       );
       return;
     }
@@ -323,8 +330,9 @@ export class ActionExecutor implements EffectExecutor {
           this.rt.logger.info(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) stored after ${Date.now() - since} ms of trying`);
         return;
       } catch (e) {
-        // This engine lacks the key ring the target's secrets need: it waits like an outage (warned) until restarted with one.
-        if (!isTransient(e) && !(e instanceof KeyRingMissingError)) {
+        // This engine lacks the key ring the target's secrets need, or the target's stream is full:
+        // it waits like an outage (warned) until restarted with one, or until the stream has room.
+        if (!isTransient(e) && !isStoreFailed(e) && !(e instanceof KeyRingMissingError)) {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }
@@ -342,7 +350,9 @@ export class ActionExecutor implements EffectExecutor {
             `workflow '${workflow}' instance '${id}': action '${type}' (${key}) not stored yet after ${Date.now() - since} ms (${(e as Error).message}); ` +
               (e instanceof KeyRingMissingError
                 ? `trying again until this engine has the key ring (restart it with one); the instance's next events wait`
-                : `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`),
+                : isStoreFailed(e)
+                  ? `trying again until the target's stream has room (its limits, or its disk); the instance's next events wait`
+                  : `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`),
           );
         }
         await (owned ? sleepUnless(delay, this.closing.signal, owned) : sleepUnless(delay, this.closing.signal)); // aborted: the next failure throws

@@ -20,6 +20,8 @@ export const ApiCode = {
   ClusterNotAvailable: 10008,
   ClusterNoPeers: 10005,
   StreamNotMatch: 10060,
+  /** The stream could not store a message: at its limits with `discard: new`, or its store failed (a full disk). */
+  StreamStoreFailed: 10077,
 } as const;
 
 function apiCode(e: unknown): number | undefined {
@@ -27,6 +29,11 @@ function apiCode(e: unknown): number | undefined {
     if (c instanceof JetStreamApiError) return c.code;
   }
   return undefined;
+}
+
+/** A stream that could not store a message for now: full (`maximum messages exceeded`) or its store failing; room may come back. */
+export function isStoreFailed(e: unknown): boolean {
+  return apiCode(e) === ApiCode.StreamStoreFailed;
 }
 
 /** A compare-and-set write that lost: someone else wrote first (or created the key). */
