@@ -8,7 +8,7 @@ import { context } from '@opentelemetry/api';
 import { DeliverPolicy } from '@nats-io/jetstream';
 import { createInbox } from '@nats-io/nats-core';
 import { z } from 'zod';
-import type { KV } from '@nats-io/kv';
+import type { KV, KvEntry } from '@nats-io/kv';
 import type { AnyMachineSnapshot, AnyStateMachine, StateValue } from 'xstate';
 import { isWorkflowDefinition, type WorkflowDefinition, type WorkflowEvent, type WorkflowInput } from './define/definition.js';
 import { checkKeys } from './define/keys.js';
@@ -291,7 +291,7 @@ export class Client implements AsyncDisposable {
       // A relayed send cannot look (the site may be cut off): the site refuses an event for a
       // missing instance, recorded in its dead letters.
       if (!this.known.has(key) && !this.rt.relay) {
-        const entry = await this.rt.records.ofKey(key).get(key);
+        const entry = await this.lookUp(workflow.name, id, 'nothing was sent');
         if (!entry || entry.operation !== 'PUT') {
           fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; start it first; the event was not sent`);
         }
@@ -440,7 +440,7 @@ export class Client implements AsyncDisposable {
     check(await admit(this.rt.security.verifier, workflow, { kind }, options.token, 'client'), `nothing was sent`);
     const key = this.rt.names.instanceKey(workflow.name, id);
     if (!this.known.has(key)) {
-      const entry = await this.rt.records.ofKey(key).get(key);
+      const entry = await this.lookUp(workflow.name, id, 'nothing was sent');
       if (!entry || entry.operation !== 'PUT')
         fail(ErrorCode.InstanceNotFound, `workflow '${workflow.name}' instance '${id}' does not exist; nothing to ${kind}`);
     }
@@ -890,9 +890,23 @@ export class Client implements AsyncDisposable {
   }
 
   protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
-    return (
-      (await readRecord(this.rt.records.of(workflow, id), this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null
-    );
+    try {
+      return (
+        (await readRecord(this.rt.records.of(workflow, id), this.rt.security.codec, this.rt.names.instanceKey(workflow, id), 'open-or-redact'))?.record ?? null
+      );
+    } catch (e) {
+      throw readTimeout(e, workflow, id, 'try again');
+    }
+  }
+
+  /** The instance's record entry, read before a send or a control event to tell a missing instance. */
+  private async lookUp(workflow: string, id: string, then: string): Promise<KvEntry | null> {
+    const key = this.rt.names.instanceKey(workflow, id);
+    try {
+      return await this.rt.records.ofKey(key).get(key);
+    } catch (e) {
+      throw readTimeout(e, workflow, id, `${then}: try again`);
+    }
   }
 
   protected parseRecord(workflow: string, id: string, bytes: Uint8Array): InstanceRecord {
@@ -987,6 +1001,16 @@ function typeOf(data: Uint8Array): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** A read of an instance's record that NATS did not answer in time, as the TIMEOUT it is; any other error as it is. */
+function readTimeout(e: unknown, workflow: string, id: string, then: string): unknown {
+  if (e instanceof JetstateError || !isTimeout(e)) return e;
+  return new JetstateError(
+    ErrorCode.Timeout,
+    `workflow '${workflow}' instance '${id}': NATS did not answer the read of its record in time (${(e as Error).message}; a server stalled, a leader being elected, a reconnect); ${then}`,
+    { cause: e },
+  );
 }
 
 /** Why a start or send has no acknowledgement, and how to retry it without a double. */
