@@ -388,6 +388,7 @@ export class TaskService {
     task: TaskMessage,
   ): Promise<{ def: ActivityDefinition; input: unknown; record: InstanceRecord } | null | 'wait' | 'unreadable' | { unserved: number }> {
     // The task is published after its state write; a read may still race it (a cluster), so retry briefly.
+    let behind: number | undefined;
     for (let i = 0, wait = 2; i < 12; i++, wait = Math.min(wait * 2, 500)) {
       let found;
       try {
@@ -406,8 +407,14 @@ export class TaskService {
         const def = this.rt.registry.find(record.workflow, record.version)?.runner.activities.get(task.src);
         return def ? { def, input: pendingTask.input, record } : { unserved: record.version };
       }
+      behind = record?.revision;
       await new Promise((r) => setTimeout(r, wait));
     }
+    // Never dropped without a word: a deleted instance is expected, a record that stays behind the
+    // write that scheduled the task is not (a write that never happened, or a replica far behind).
+    const where = `task ${task.src} of ${task.workflow} ${task.id} (scheduled by revision ${task.token})`;
+    if (behind === undefined) this.rt.logger.info(`${where}: dropped, its instance is gone (deleted)`);
+    else this.rt.logger.warn(`${where}: dropped, its record stayed at revision ${behind} for about 2.5 s, before the write that scheduled it`);
     return null;
   }
 
