@@ -40,4 +40,24 @@ describe('an existing namespace opened with other settings', () => {
       await first.close();
     }
   });
+
+  it("says so when the history age limit or the record shards asked for are not the namespace's", async () => {
+    const namespace = uniqueNamespace('nshistory');
+    const first = await createEngine({ servers: suite.nats.url, namespace, workflows: [order], historyMaxAgeMs: 86_400_000, recordShards: 2 });
+    const logger = memoryLogger();
+    const second = await createEngine({ servers: suite.nats.url, namespace, workflows: [order], historyMaxAgeMs: 7 * 86_400_000, recordShards: 8, logger });
+    try {
+      assert.ok(
+        logger.lines.some((l) => l.includes(`namespace '${namespace}' exists with historyMaxAgeMs 86400000 (asked: 604800000): its settings stand`)),
+        logger.lines.join('\n'),
+      );
+      assert.ok(
+        logger.lines.some((l) => l.includes(`namespace '${namespace}' has 2 record shards, fixed when it was created; the configured 8 is ignored`)),
+        logger.lines.join('\n'),
+      );
+    } finally {
+      await second.close();
+      await first.close();
+    }
+  });
 });
