@@ -227,7 +227,8 @@ async function openNamespace(
     }
     const stream = (name: string, subject: string, maxAgeMs: number, retention: 'limits' | 'workqueue' = 'limits'): Promise<StreamConfig> =>
       ensureStream(jsm, { name, subjects: [subject], retention: retention as never, ...common(options.replicas, options.duplicateWindowMs, maxAgeMs) });
-    await stream(names.historyStream, `${names.namespace}.hist.>`, options.historyMaxAgeMs);
+    const history = await stream(names.historyStream, `${names.namespace}.hist.>`, options.historyMaxAgeMs);
+    const historyAgeMs = Math.round(history.max_age / NS_PER_MS);
     await stream(names.timersStream, `${names.namespace}.tmr.>`, 0, 'workqueue');
     // The namespace's replicas and duplicate window are what its first process chose: streams made
     // later (a new workflow's) follow them, and signed messages are judged by that window.
@@ -239,6 +240,9 @@ async function openNamespace(
       ...(options.replicas !== 1 && tasks.num_replicas !== options.replicas ? [`replicas ${tasks.num_replicas} (asked: ${options.replicas})`] : []),
       ...(options.duplicateWindowMs !== DEFAULT_DUPLICATE_WINDOW_MS && namespaceWindowMs !== options.duplicateWindowMs
         ? [`duplicateWindowMs ${namespaceWindowMs} (asked: ${options.duplicateWindowMs})`]
+        : []),
+      ...(options.historyMaxAgeMs !== 0 && historyAgeMs !== options.historyMaxAgeMs
+        ? [`historyMaxAgeMs ${historyAgeMs} (asked: ${options.historyMaxAgeMs})`]
         : []),
     ];
     if (differs.length > 0)
@@ -283,6 +287,11 @@ async function openNamespace(
     if (options.partitions !== undefined && options.partitions !== partitions) {
       options.logger.warn(
         `namespace '${names.namespace}' has ${partitions} partitions, fixed when it was created; the configured ${options.partitions} is ignored`,
+      );
+    }
+    if (options.recordShards !== undefined && options.recordShards !== shards) {
+      options.logger.warn(
+        `namespace '${names.namespace}' has ${shards} record shards, fixed when it was created; the configured ${options.recordShards} is ignored`,
       );
     }
     const registry = new Registry();
