@@ -250,6 +250,16 @@ describe('core API against a real nats-server', () => {
     await nc.close();
   });
 
+  it('waitFor with timeoutMs 0 answers from the instance as it is, without waiting', async () => {
+    await engine.start(order, { id: 'o-w0', input: input('o-w0') });
+    const now = await engine.waitFor(order, 'o-w0', (i) => i.value === 'awaitingPayment', { timeoutMs: 0 });
+    assert.equal(now.value, 'awaitingPayment');
+    await assert.rejects(
+      engine.waitFor(order, 'o-w0', (i) => i.value === 'shipped', { timeoutMs: 0 }),
+      (e: JetstateError) => e.code === ErrorCode.Timeout && /'o-w0'/.test(e.message) && /awaitingPayment/.test(e.message),
+    );
+  });
+
   it('refuses invalid options with a message that names the fix', async () => {
     await assert.rejects(createEngine({ workflows: [order] } as never), (e: JetstateError) => e.code === ErrorCode.InvalidOptions && /servers/.test(e.message));
     await assert.rejects(createEngine({ servers: nats.url, workflows: [] }), (e: JetstateError) => /at least one workflow/.test(e.message));
