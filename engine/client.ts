@@ -730,6 +730,7 @@ export class Client implements AsyncDisposable {
     const key = this.rt.names.instanceKey(workflow.name, checkName('instance id', id));
     const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_FOR_MS;
     checkMs('waitFor', 'timeoutMs', timeoutMs);
+    if (timeoutMs === 0) return this.matchesNow(workflow, id, predicate);
     const deadline = Date.now() + timeoutMs;
     const machines = this.machinesOf(workflow);
     let last: WorkflowInstance<W> | undefined;
@@ -887,6 +888,22 @@ export class Client implements AsyncDisposable {
     if (known === undefined) return;
     if (options === undefined && required) fail(ErrorCode.InvalidOptions, `${method}(workflow, options): options are missing; give { ${known.join(', ')} }`);
     if (options !== undefined) checkOptions(method, options, known);
+  }
+
+  /** `waitFor` with `timeoutMs: 0`: the instance as it is when it matches, else TIMEOUT saying where it is. */
+  private async matchesNow<W extends WorkflowDefinition>(
+    workflow: W,
+    id: string,
+    predicate: (i: WorkflowInstance<W>) => boolean,
+  ): Promise<WorkflowInstance<W>> {
+    const now = await this.get(workflow, id);
+    if (now && predicate(now)) return now;
+    return fail(
+      ErrorCode.Timeout,
+      now
+        ? `workflow '${workflow.name}' instance '${id}' is ${now.status} in state ${JSON.stringify(now.value)}, not the awaited one (timeoutMs 0 looks once, without waiting)`
+        : `workflow '${workflow.name}' instance '${id}' does not exist (timeoutMs 0 looks once, without waiting); start it first`,
+    );
   }
 
   protected async readRecord(workflow: string, id: string): Promise<InstanceRecord | null> {
