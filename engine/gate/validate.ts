@@ -7,7 +7,6 @@
 import { z } from 'zod';
 import type { WorkflowDefinition } from '../define/definition.js';
 import { IDENTITY_FIELD } from '../protocol/identity.js';
-import { canonicalJson } from '../protocol/json.js';
 
 export type Checked<T> = { ok: true; value: T } | { ok: false; reason: string };
 /** A checked value (what the engine will apply) and what to publish for it (`wire`). */
@@ -50,6 +49,7 @@ export function checkInput(workflow: WorkflowDefinition, id: string, input: unkn
 export function checkEventToSend(workflow: WorkflowDefinition, id: string, event: unknown): ToSend<{ type: string } & Record<string, unknown>> {
   const checked = checkEvent(workflow, id, event);
   if (!checked.ok) return checked;
+  if (!mayChangeOnTheWay(workflow.events[checked.value.type]!)) return { ok: true, value: checked.value, wire: checked.value };
   const { [IDENTITY_FIELD]: _identity, ...given } = event as Record<string, unknown>;
   const wire = asTheEngineParses(checked.value, given, (v) => checkEvent(workflow, id, v));
   if (wire === undefined) return { ok: false, reason: notJson(`workflow '${workflow.name}' instance '${id}': event '${checked.value.type}'`) };
@@ -60,24 +60,97 @@ export function checkEventToSend(workflow: WorkflowDefinition, id: string, event
 export function checkInputToSend(workflow: WorkflowDefinition, id: string, input: unknown): ToSend<unknown> {
   const checked = checkInput(workflow, id, input);
   if (!checked.ok) return checked;
+  if (!mayChangeOnTheWay(workflow.input)) return { ok: true, value: checked.value, wire: checked.value };
   const wire = asTheEngineParses(checked.value, input, (v) => checkInput(workflow, id, v));
   if (wire === undefined) return { ok: false, reason: notJson(`workflow '${workflow.name}' instance '${id}': the input`) };
   return { ok: true, value: checked.value, wire: wire.value };
 }
 
-/** The first of the parsed and the given value that parses, after a JSON round trip, to the parsed one. */
+/** What `mayChangeOnTheWay` found for a schema (a schema being walked counts as changing: a recursive one is checked by value). */
+const changes = new WeakMap<z.ZodType, boolean>();
+
+/**
+ * Whether a value this schema parsed may parse to something else from JSON: a transform or a pipe
+ * (`.transform()`, `z.preprocess()`), an overwrite (`.trim()`), a type JSON cannot carry (`z.date()`,
+ * a map, a bigint), or one not known here. Such a schema's values are checked one by one
+ * (`asTheEngineParses`, about 8 µs for a small event); the others, most, go as parsed at no cost.
+ */
+function mayChangeOnTheWay(schema: z.ZodType): boolean {
+  const known = changes.get(schema);
+  if (known !== undefined) return known;
+  changes.set(schema, true);
+  const found = walk(schema);
+  changes.set(schema, found);
+  return found;
+}
+
+function walk(schema: z.ZodType): boolean {
+  const def = (schema as unknown as { _zod?: { def?: Record<string, unknown> } })._zod?.def;
+  if (!def) return true;
+  const checks = (def['checks'] ?? []) as Array<{ _zod?: { def?: { check?: string } } }>;
+  if (checks.some((c) => c._zod?.def?.check === 'overwrite')) return true;
+  const any = (xs: unknown): boolean => (xs as z.ZodType[]).some(mayChangeOnTheWay);
+  const one = (x: unknown): boolean => x !== undefined && mayChangeOnTheWay(x as z.ZodType);
+  switch (def['type']) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+    case 'null':
+    case 'literal':
+    case 'enum':
+    case 'any':
+    case 'unknown':
+    case 'template_literal':
+      return false;
+    case 'object':
+      return any(Object.values(def['shape'] as object)) || one(def['catchall']);
+    case 'array':
+      return one(def['element']);
+    case 'optional':
+    case 'nullable':
+    case 'default':
+    case 'prefault':
+    case 'readonly':
+    case 'nonoptional':
+    case 'catch':
+      return one(def['innerType']);
+    case 'union':
+      return any(def['options']);
+    case 'intersection':
+      return one(def['left']) || one(def['right']);
+    case 'record':
+      return one(def['keyType']) || one(def['valueType']);
+    case 'tuple':
+      return any(def['items']) || one(def['rest']);
+    default:
+      return true;
+  }
+}
+
+/**
+ * The first of the parsed and the given value that parses, after a JSON round trip, to the parsed
+ * one. Both parses follow the schema's key order, so equal values give equal JSON.
+ */
 function asTheEngineParses<T>(parsed: T, given: unknown, check: (v: unknown) => Checked<T>): { value: unknown } | undefined {
-  const want = canonicalJson(parsed);
-  for (const candidate of [parsed, given]) {
+  let want: string | undefined;
+  try {
+    want = JSON.stringify(parsed);
+  } catch {
+    return undefined;
+  }
+  for (const [candidate, json] of [
+    [parsed, want],
+    [given, undefined],
+  ] as const) {
     let arrived: unknown;
     try {
-      const json = JSON.stringify(candidate);
-      arrived = json === undefined ? undefined : JSON.parse(json);
+      const text = json ?? JSON.stringify(candidate);
+      arrived = text === undefined ? undefined : JSON.parse(text);
     } catch {
       continue;
     }
     const again = check(arrived);
-    if (again.ok && canonicalJson(again.value) === want) return { value: candidate };
+    if (again.ok && JSON.stringify(again.value) === want) return { value: candidate };
   }
   return undefined;
 }
