@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { after, before } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { NatsServer, startCluster as startLocalCluster, type NatsServerOptions } from '../adapters/nats-server/launcher.js';
 import { setup } from 'xstate';
@@ -161,4 +162,15 @@ export function oneTaskWorkflow(name: string, run: (ctx: ActivityContext<unknown
       },
     }),
   });
+}
+
+/**
+ * Makes a stream refuse every publish ("maximum messages exceeded": full at its current count,
+ * `discard: new`) for `ms`, then gives it its configuration back. Resolves once it refuses.
+ */
+export async function refuseFor(nc: NatsConnection, stream: string, ms: number): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(stream);
+  await jsm.streams.update(stream, { ...info.config, max_msgs: info.state.messages, discard: 'new' as never });
+  setTimeout(() => void jsm.streams.update(stream, { ...info.config }).catch(() => {}), ms).unref();
 }

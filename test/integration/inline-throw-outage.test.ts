@@ -4,11 +4,10 @@
 // 4-8 s) stayed `running`, as if the action had succeeded. It is now sent until its stream stores it.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { setup } from 'xstate';
 import { z } from 'zod';
 import { createEngine, defineWorkflow } from '../../engine/index.js';
-import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
+import { memoryLogger, natsForSuite, refuseFor, uniqueNamespace } from '../helpers.js';
 
 /** Set by the test: makes the instance's events stream refuse publishes for a while. */
 let outage: (() => Promise<void>) | undefined;
@@ -41,14 +40,10 @@ describe('an inline action that throws while its stream refuses publishes', () =
   it('fails the instance once the stream takes the failure', { timeout: 60_000 }, async () => {
     const namespace = uniqueNamespace('inlinethrow');
     const engine = await createEngine({ servers: suite.nats.url, namespace, workflows: [brittle], partitions: 1, logger: memoryLogger() });
-    const jsm = await jetstreamManager(suite.nc);
-    const stream = `${namespace}_evt_brittle_0`;
     outage = async () => {
       outage = undefined;
-      // Full for 4 s: the failure's publish is refused ("maximum messages exceeded").
-      const info = await jsm.streams.info(stream);
-      await jsm.streams.update(stream, { ...info.config, max_msgs: info.state.messages, discard: 'new' as never });
-      setTimeout(() => void jsm.streams.update(stream, { ...info.config }).catch(() => {}), 4_000).unref();
+      // Full for 4 s: the failure's publish is refused.
+      await refuseFor(suite.nc, `${namespace}_evt_brittle_0`, 4_000);
     };
     try {
       await engine.start(brittle, { id: 'b1', input: {} });

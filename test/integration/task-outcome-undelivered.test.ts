@@ -5,11 +5,10 @@
 // task had failed (`TaskAttemptsLost`), and with more attempts it ran the finished activity again.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { activity, createEngine, defineWorkflow } from '../../engine/index.js';
-import { memoryLogger, natsForSuite, uniqueNamespace } from '../helpers.js';
+import { memoryLogger, natsForSuite, refuseFor, uniqueNamespace } from '../helpers.js';
 
 const runs: number[] = [];
 /** Set by the test: makes the instance's events stream refuse publishes for a while. */
@@ -57,14 +56,10 @@ describe('a task whose outcome cannot be stored at once', () => {
     const namespace = uniqueNamespace('undelivered');
     const logger = memoryLogger();
     const engine = await createEngine({ servers: suite.nats.url, namespace, workflows: [once], partitions: 1, logger });
-    const jsm = await jetstreamManager(suite.nc);
-    const stream = `${namespace}_evt_once_0`;
     blockOutcome = async () => {
       blockOutcome = undefined;
-      // Full for 1.5 s: the outcome's publish is refused ("maximum messages exceeded").
-      const info = await jsm.streams.info(stream);
-      await jsm.streams.update(stream, { ...info.config, max_msgs: info.state.messages, discard: 'new' as never });
-      setTimeout(() => void jsm.streams.update(stream, { ...info.config }).catch(() => {}), 1_500).unref();
+      // Full for 1.5 s: the outcome's publish is refused.
+      await refuseFor(suite.nc, `${namespace}_evt_once_0`, 1_500);
     };
     try {
       await engine.start(once, { id: 'o1', input: {}, wait: false });
