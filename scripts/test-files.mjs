@@ -1,5 +1,5 @@
 // The test files for `npm test`: every test/*/*.test.ts, the longest first, so that the last
-// files to start (three run at once) are short ones and no long file runs on alone at the end.
+// files to start (four run at once) are short ones and no long file runs on alone at the end.
 // The order is from the per-file durations of a full run on 2 cores (a full run's TAP output); a file
 // missing from the list runs after them, in name order.
 //
