@@ -3,10 +3,13 @@
 // again, so what goes on the wire must parse at the engine to the same value the client's check
 // gave: a transform must be applied once, not refused as its own output nor applied twice.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { assign, setup } from 'xstate';
 import { z } from 'zod';
 import { createClient, createEngine, defineWorkflow, ErrorCode, JetstateError, type Client, type Engine } from '../../engine/index.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { startNats, uniqueNamespace } from '../helpers.js';
 
 const ledger = defineWorkflow({
@@ -19,19 +22,28 @@ const ledger = defineWorkflow({
     SCALED: z.object({ euros: z.number().transform((n) => n * 100) }),
     PLAIN: z.object({ cents: z.number(), note: z.string().default('none') }),
     WHEN: z.object({ at: z.date() }),
+    // A transform that gives another value each time: the engine's parse is the one applied.
+    TAGGED: z.object({ cents: z.number() }).transform((e) => ({ ...e, tag: randomUUID() as string })),
   },
   machine: setup({
     types: {} as {
       context: { owner: string; balance: number; notes: string[] };
       input: { owner: string; opening: number };
       events:
-        { type: 'CREDIT'; cents: number } | { type: 'SCALED'; euros: number } | { type: 'PLAIN'; cents: number; note: string } | { type: 'WHEN'; at: Date };
+        | { type: 'CREDIT'; cents: number }
+        | { type: 'SCALED'; euros: number }
+        | { type: 'PLAIN'; cents: number; note: string }
+        | { type: 'WHEN'; at: Date }
+        | { type: 'TAGGED'; cents: number; tag: string };
     },
   }).createMachine({
     context: ({ input }) => ({ owner: input.owner, balance: input.opening, notes: [] }),
     on: {
       CREDIT: { actions: assign({ balance: ({ context, event }) => context.balance + event.cents }) },
       SCALED: { actions: assign({ balance: ({ context, event }) => context.balance + event.euros }) },
+      TAGGED: {
+        actions: assign({ balance: ({ context, event }) => context.balance + event.cents, notes: ({ context, event }) => [...context.notes, event.tag] }),
+      },
       WHEN: { actions: assign({ notes: ({ context, event }) => [...context.notes, event.at.toISOString()] }) },
       PLAIN: {
         actions: assign({ balance: ({ context, event }) => context.balance + event.cents, notes: ({ context, event }) => [...context.notes, event.note] }),
@@ -48,7 +60,7 @@ describe('schemas that transform', () => {
 
   before(async () => {
     nats = await startNats();
-    engine = await createEngine({ servers: nats.url, namespace, workflows: [ledger], leaseTtlMs: 1_000 });
+    engine = await createEngine({ servers: nats.url, namespace, workflows: [ledger], leaseTtlMs: 1_000, partitions: 1 });
     client = await createClient({ servers: nats.url, namespace });
   });
   after(async () => {
@@ -94,5 +106,18 @@ describe('schemas that transform', () => {
     );
     const history = await client.history(ledger, 'l-date');
     assert.equal(history.length, 1, 'only the start');
+  });
+
+  it('publishes no field the schema strips, and takes a transform that differs on every parse', async () => {
+    await client.start(ledger, { id: 'l-wire', input: { owner: 'cy', opening: '0' } });
+    // A type-changing transform goes as given: only the fields the schema keeps.
+    await client.send(ledger, 'l-wire', { type: 'CREDIT', cents: '7', password: 'hunter2' } as never);
+    const jsm = await jetstreamManager(await connect({ servers: nats.url }));
+    const stored = await jsm.streams.getMessage(`${namespace}_evt_ledger_0`, { last_by_subj: `${namespace}.evt.0.ledger.l-wire` });
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(stored!.data)), { type: 'CREDIT', cents: '7' }, 'what the stream holds');
+    await client.send(ledger, 'l-wire', { type: 'TAGGED', cents: 1 });
+    const tagged = await client.waitFor(ledger, 'l-wire', (i) => i.context.notes.length === 1, { timeoutMs: 10_000 });
+    assert.equal(tagged.context.balance, 8);
+    assert.match(tagged.context.notes[0]!, /^[0-9a-f-]{36}$/);
   });
 });
