@@ -71,7 +71,8 @@ const changes = new WeakMap<z.ZodType, boolean>();
 
 /**
  * Whether a value this schema parsed may parse to something else from JSON: a transform or a pipe
- * (`.transform()`, `z.preprocess()`), an overwrite (`.trim()`), a type JSON cannot carry (`z.date()`,
+ * (`.transform()`, `z.preprocess()`), an overwrite (`.trim()`) or a custom check (`.refine()`, which
+ * may change the value it is given), a type JSON cannot carry (`z.date()`,
  * a map, a bigint), or one not known here. Such a schema's values are checked one by one
  * (`asTheEngineParses`, about 8 µs for a small event); the others, most, go as parsed at no cost.
  */
@@ -88,7 +89,8 @@ function walk(schema: z.ZodType): boolean {
   const def = (schema as unknown as { _zod?: { def?: Record<string, unknown> } })._zod?.def;
   if (!def) return true;
   const checks = (def['checks'] ?? []) as Array<{ _zod?: { def?: { check?: string } } }>;
-  if (checks.some((c) => c._zod?.def?.check === 'overwrite')) return true;
+  // An overwrite (`.trim()`) rewrites the value; a custom check (`.check()`, `.superRefine()`) may.
+  if (checks.some((c) => c._zod?.def?.check === 'overwrite' || c._zod?.def?.check === 'custom')) return true;
   const any = (xs: unknown): boolean => (xs as z.ZodType[]).some(mayChangeOnTheWay);
   const one = (x: unknown): boolean => x !== undefined && mayChangeOnTheWay(x as z.ZodType);
   switch (def['type']) {
@@ -128,8 +130,16 @@ function walk(schema: z.ZodType): boolean {
 }
 
 /**
- * The first of the parsed and the given value that parses, after a JSON round trip, to the parsed
- * one. Both parses follow the schema's key order, so equal values give equal JSON.
+ * What to publish for a value of a schema that may change it (see `mayChangeOnTheWay`), judged by
+ * parsing each candidate as the engine will, after a JSON round trip:
+ * - the parsed value, when it parses to itself (`z.coerce`, `.default()`, `.trim()`);
+ * - else the value as given, pruned to the fields the parsed one has (what the schema strips stays
+ *   out of the stream, and secret paths name the same fields), when it parses to the parsed value
+ *   (`z.string().transform(Number)`: its own output would be refused, a scaling one applied twice);
+ * - else the parsed value when the engine parses it at all (a transform that adds a random id or a
+ *   time gives another value each time: the engine's is the one applied, as before);
+ * - else nothing: the engine would refuse both (a `Date` for `z.date()`).
+ * Both parses follow the schema's key order, so equal values give equal JSON.
  */
 function asTheEngineParses<T>(parsed: T, given: unknown, check: (v: unknown) => Checked<T>): { value: unknown } | undefined {
   let want: string | undefined;
@@ -138,21 +148,41 @@ function asTheEngineParses<T>(parsed: T, given: unknown, check: (v: unknown) => 
   } catch {
     return undefined;
   }
-  for (const [candidate, json] of [
-    [parsed, want],
-    [given, undefined],
-  ] as const) {
-    let arrived: unknown;
+  const atTheEngine = (text: string | undefined): Checked<T> | undefined => {
     try {
-      const text = json ?? JSON.stringify(candidate);
-      arrived = text === undefined ? undefined : JSON.parse(text);
+      return check(text === undefined ? undefined : JSON.parse(text));
     } catch {
-      continue;
+      return undefined;
     }
-    const again = check(arrived);
-    if (again.ok && JSON.stringify(again.value) === want) return { value: candidate };
+  };
+  const asParsed = atTheEngine(want);
+  if (asParsed?.ok && JSON.stringify(asParsed.value) === want) return { value: parsed };
+  const pruned = prunedTo(given, parsed);
+  let prunedJson: string | undefined;
+  try {
+    prunedJson = JSON.stringify(pruned);
+  } catch {
+    prunedJson = undefined;
   }
+  const asGiven = prunedJson === undefined ? undefined : atTheEngine(prunedJson);
+  if (asGiven?.ok && JSON.stringify(asGiven.value) === want) return { value: pruned };
+  if (asParsed?.ok) return { value: parsed };
   return undefined;
+}
+
+/** `given` with only the object fields `parsed` has at the same place (arrays element by element). */
+function prunedTo(given: unknown, parsed: unknown): unknown {
+  if (Array.isArray(given)) return Array.isArray(parsed) && parsed.length === given.length ? given.map((g, i) => prunedTo(g, parsed[i])) : given;
+  if (!isPlainObject(given) || !isPlainObject(parsed)) return given;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(given)) if (Object.hasOwn(parsed, k)) out[k] = prunedTo(given[k], parsed[k]);
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
 }
 
 function notJson(what: string): string {
