@@ -33,7 +33,7 @@ import type { LoadedInstance } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
-import { isStoreFailed, isTransient } from '../store/nats-errors.js';
+import { isStreamFull, isTransient } from '../store/nats-errors.js';
 import { sleepUnless } from '../clock.js';
 import { sendLogicalId } from '../gate/received.js';
 
@@ -332,7 +332,7 @@ export class ActionExecutor implements EffectExecutor {
       } catch (e) {
         // This engine lacks the key ring the target's secrets need, or the target's stream is full:
         // it waits like an outage (warned) until restarted with one, or until the stream has room.
-        if (!isTransient(e) && !isStoreFailed(e) && !(e instanceof KeyRingMissingError)) {
+        if (!isTransient(e) && !isStreamFull(e) && !(e instanceof KeyRingMissingError)) {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }
@@ -350,8 +350,8 @@ export class ActionExecutor implements EffectExecutor {
             `workflow '${workflow}' instance '${id}': action '${type}' (${key}) not stored yet after ${Date.now() - since} ms (${(e as Error).message}); ` +
               (e instanceof KeyRingMissingError
                 ? `trying again until this engine has the key ring (restart it with one); the instance's next events wait`
-                : isStoreFailed(e)
-                  ? `trying again until the target's stream has room (its limits, or its disk); the instance's next events wait`
+                : isStreamFull(e)
+                  ? `trying again until the target's stream has room (it is full at its limits); the instance's next events wait`
                   : `trying again until it is (the target's stream electing a leader or restarting); the instance's next events wait`),
           );
         }

@@ -22,7 +22,7 @@ import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { longTimeout, sleepUnless, waitAtMost } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
-import { isCasConflict, isConsumerNotFound, isMessageNotFound } from '../store/nats-errors.js';
+import { isCasConflict, isConsumerNotFound, isMessageNotFound, isStreamFull, isTransient } from '../store/nats-errors.js';
 import {
   SpanKind,
   carrierFor,
@@ -621,16 +621,23 @@ export class TaskService {
    */
   private async deliverRetrying(task: TaskMessage, event: TaskResultEvent, trace: TraceCarrier | undefined, working: () => void): Promise<void> {
     const until = Date.now() + DELIVERY_RETRY_MS;
-    for (let wait = 100; ; wait = Math.min(wait * 2, 2_000)) {
-      working();
-      try {
-        await this.deliver(task, event, trace);
-        return;
-      } catch (e) {
-        if (this.stopping || Date.now() + wait > until) throw e;
-        this.rt.logger.debug(`task ${task.src} of ${task.workflow} ${task.id}: outcome not stored yet (${(e as Error).message}); trying again in ${wait} ms`);
-        await sleepUnless(wait);
+    // Kept ours for the whole time, as while the attempt ran: a publish may wait its whole timeout.
+    const keepAlive = setInterval(working, Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
+    try {
+      for (let wait = 100; ; wait = Math.min(wait * 2, 2_000)) {
+        working();
+        try {
+          await this.deliver(task, event, trace);
+          return;
+        } catch (e) {
+          // What waiting cannot change (a refused permission, a message too large) is not asked again.
+          if (this.stopping || Date.now() + wait > until || !(isTransient(e) || isStreamFull(e))) throw e;
+          this.rt.logger.debug(`task ${task.src} of ${task.workflow} ${task.id}: outcome not stored yet (${(e as Error).message}); trying again in ${wait} ms`);
+          await sleepUnless(wait);
+        }
       }
+    } finally {
+      clearInterval(keepAlive);
     }
   }
 

@@ -20,7 +20,7 @@ export const ApiCode = {
   ClusterNotAvailable: 10008,
   ClusterNoPeers: 10005,
   StreamNotMatch: 10060,
-  /** The stream could not store a message: at its limits with `discard: new`, or its store failed (a full disk). */
+  /** The stream could not store a message (full at its limits, a message too large for it, ...). */
   StreamStoreFailed: 10077,
 } as const;
 
@@ -31,9 +31,16 @@ function apiCode(e: unknown): number | undefined {
   return undefined;
 }
 
-/** A stream that could not store a message for now: full (`maximum messages exceeded`) or its store failing; room may come back. */
-export function isStoreFailed(e: unknown): boolean {
-  return apiCode(e) === ApiCode.StreamStoreFailed;
+/**
+ * A stream full at its limits with `discard: new` ("maximum messages exceeded", "maximum bytes
+ * exceeded"): room may come back. Not the other failures nats-server reports under the same code
+ * (a message too large, too many messages for one subject).
+ */
+export function isStreamFull(e: unknown): boolean {
+  for (let c = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) {
+    if (c instanceof JetStreamApiError) return c.code === ApiCode.StreamStoreFailed && /maximum (messages|bytes) exceeded/.test(c.message);
+  }
+  return false;
 }
 
 /** A compare-and-set write that lost: someone else wrote first (or created the key). */
