@@ -8,13 +8,13 @@
 // per file instead of resolving and transforming every source file through tsx's loader hooks in
 // each of the suite's processes. That took about 1.2 s of CPU per process, a third of the
 // suite's CPU on 2 cores. `import.meta.url`, `dirname` and `filename` keep the value of the source
-// file they are written in, so paths computed from them are the same. tsx stays registered for
-// what a test loads by path at run time (workflow modules, child processes).
+// file they are written in, so paths computed from them are the same. The runner does not load
+// tsx: a TypeScript module a test loads at run time is one of test/, bundled too (`testModule`).
 // Every other TypeScript file under test/ is bundled beside them (chunks shared), for the child
 // processes the tests start (engine processes, workflow modules they load): test/helpers.ts
 // `nodeArgsFor` runs those bundles when the test itself runs from one, tsx on the source otherwise.
 // JETSTATE_TEST_BUNDLE=0 prints the source files instead (what a single file run by hand uses).
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -54,8 +54,13 @@ if (process.env['JETSTATE_TEST_BUNDLE'] === '0') {
   process.stdout.write(files.join(' ') + '\n');
 } else {
   const { build } = await import('esbuild');
-  const out = join(repo, '.jetstate', 'test-bundles');
-  rmSync(out, { recursive: true, force: true });
+  // A folder per run: a second `npm test` in the same checkout leaves the first one's bundles be.
+  const root = join(repo, '.jetstate', 'test-bundles');
+  const out = join(root, `${Date.now()}-${process.pid}`);
+  for (const d of existsSync(root) ? readdirSync(root) : []) {
+    const at = Number(d.split('-')[0]);
+    if (!(at > Date.now() - 6 * 3_600_000)) rmSync(join(root, d), { recursive: true, force: true });
+  }
   /** Every TypeScript module under test/ (recursively), relative to the repository. */
   const modules = (dir) =>
     readdirSync(join(repo, dir), { withFileTypes: true }).flatMap((d) =>

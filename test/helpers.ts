@@ -14,17 +14,17 @@ import { activity, defineWorkflow, type ActivityContext, type ActivityOptions } 
 export { NatsServer };
 
 const repoRoot = resolve(import.meta.dirname, '..');
-/** Where `npm test` bundles the files of test/ (scripts/test-files.mjs). */
-const bundles = join(repoRoot, '.jetstate', 'test-bundles');
-/** Whether this test runs from those bundles (made together with the child's, so never stale). */
-const fromBundles = (process.argv[1] ?? '').startsWith(bundles + sep);
+/** Where `npm test` bundles the files of test/, a folder per run (scripts/test-files.mjs). */
+const bundlesRoot = join(repoRoot, '.jetstate', 'test-bundles') + sep;
+/** The run's folder when this test runs from those bundles (made together with the child's, so never stale). */
+const bundles = (process.argv[1] ?? '').startsWith(bundlesRoot) ? bundlesRoot + process.argv[1]!.slice(bundlesRoot.length).split(sep)[0] : undefined;
 
 /**
  * The module a child process loads for a TypeScript file of test/ (an engine process, a workflow
  * module it is told to load): its bundle when this test runs from the bundles, else the file.
  */
 export function testModule(file: string): string {
-  if (!fromBundles) return file;
+  if (bundles === undefined) return file;
   return join(bundles, relative(repoRoot, resolve(file)).replace(/\.ts$/, '.mjs'));
 }
 
