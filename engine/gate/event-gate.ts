@@ -64,7 +64,11 @@ export interface RawEvent {
   /** A send from a parent to its child: the parent's invoke id (see {@link TO_CHILD_HEADER}). */
   toChild?: string | undefined;
   /** Not from the stream: the outcome of a task this engine ran in process (trusted, applied whatever its sequence). */
-  local?: { event: TaskResultEvent; key: string } | undefined;
+  /**
+   * A task's outcome from this process; `after`: the last of the instance's events this engine has
+   * judged before it (applied, or refused and held unfinished), which its write records as judged.
+   */
+  local?: { event: TaskResultEvent; key: string; after?: number } | undefined;
 }
 
 export function rawEvent(seq: number, subject: string, data: Uint8Array, timeMs: number, h: MsgHdrs | undefined): RawEvent {

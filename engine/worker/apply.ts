@@ -435,6 +435,7 @@ async function applyTo(
   }
   if (reread > 0) tel.redeliveries.add(reread, { 'jetstate.reason': 'applied' });
   if (events.length === 0) return loaded;
+  const judgedUpTo = batch.some((e) => e.local) ? Math.max(0, ...batch.map((e) => (e.local ? (e.local.after ?? 0) : e.seq))) : 0;
   const now = Date.now();
   const traced = tel.tracingActive() || batch.some((e) => e.trace !== undefined);
   let spans!: TransitionSpans;
@@ -447,6 +448,8 @@ async function applyTo(
     const r = applyEvents(loaded.runner, record, loaded.snapshot, list, now, declared);
     spans = new TransitionSpans(tel, record, r.entries, traceBySeq, attempt, ctx.partition, startedAt, traced);
     if (r.changed) {
+      // A local outcome (sequence 0) records the events judged before it, and those of the batch.
+      if (judgedUpTo > r.record.lastSeq) r.record.lastSeq = judgedUpTo;
       if (bucket) r.record.rate = bucket;
       if (received.changed) r.record.received = received.changed;
       r.record.lastHistory = journal(ctx.committer, key, record.born, record.lastHistory, r.entries);

@@ -240,6 +240,11 @@ export class PartitionWorker {
     try {
       while (q.events.length > 0 && !q.blocked && !this.aborted) {
         const batch = q.events.slice(0, this.options.maxBatch);
+        // An outcome's write records the events judged before it as judged: one refused by the
+        // state (a delete of the running instance) is not judged again, by a new owner reading the
+        // partition from its checkpoint, against the state the outcome made.
+        const judged = Math.max(0, ...q.held, ...q.waits.flatMap((w) => w.seqs));
+        for (const e of batch) if (e.local) e.local.after = judged;
         const finished = await this.processWithRetry(key, q, batch);
         if (!finished) break;
         q.events.splice(0, batch.length);
