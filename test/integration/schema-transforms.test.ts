@@ -23,6 +23,8 @@ const ledger = defineWorkflow({
     PLAIN: z.object({ cents: z.number(), note: z.string().default('none') }),
     WHEN: z.object({ at: z.date() }),
     // A transform that gives another value each time: the engine's parse is the one applied.
+    // Renames its field: its output does not parse as its input, and the given form keeps no field of the output.
+    RENAMED: z.object({ card_number: z.string() }).transform((o) => ({ card: { number: o.card_number } })),
     TAGGED: z.object({ cents: z.number() }).transform((e) => ({ ...e, tag: randomUUID() as string })),
   },
   machine: setup({
@@ -34,13 +36,15 @@ const ledger = defineWorkflow({
         | { type: 'SCALED'; euros: number }
         | { type: 'PLAIN'; cents: number; note: string }
         | { type: 'WHEN'; at: Date }
-        | { type: 'TAGGED'; cents: number; tag: string };
+        | { type: 'TAGGED'; cents: number; tag: string }
+        | { type: 'RENAMED'; card: { number: string } };
     },
   }).createMachine({
     context: ({ input }) => ({ owner: input.owner, balance: input.opening, notes: [] }),
     on: {
       CREDIT: { actions: assign({ balance: ({ context, event }) => context.balance + event.cents }) },
       SCALED: { actions: assign({ balance: ({ context, event }) => context.balance + event.euros }) },
+      RENAMED: { actions: assign({ notes: ({ context, event }) => [...context.notes, event.card.number] }) },
       TAGGED: {
         actions: assign({ balance: ({ context, event }) => context.balance + event.cents, notes: ({ context, event }) => [...context.notes, event.tag] }),
       },
@@ -103,6 +107,12 @@ describe('schemas that transform', () => {
         /'WHEN'/.test(e.message) &&
         /JSON/.test(e.message) &&
         /nothing was sent/.test(e.message),
+    );
+    // A transform that renames its fields: refused too, and the message says so.
+    await assert.rejects(
+      client.send(ledger, 'l-date', { type: 'RENAMED', card_number: '4111' }),
+      (e: unknown) =>
+        e instanceof JetstateError && e.code === ErrorCode.InvalidEvent && /renames or moves fields/.test(e.message) && /nothing was sent/.test(e.message),
     );
     const history = await client.history(ledger, 'l-date');
     assert.equal(history.length, 1, 'only the start');
