@@ -186,5 +186,9 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 function notJson(what: string): string {
-  return `${what} cannot be sent as JSON: the engine parses what arrives from JSON, and neither the schema's output nor the value given parses there to the same value (a value JSON cannot carry, such as a Date for z.date(), a Map, a BigInt or a function); declare it as JSON carries it, for instance z.coerce.date() or z.iso.datetime() for a time`;
+  return (
+    `${what} cannot be sent: the engine parses what arrives, from JSON, with the same schema, and neither the schema's output nor the value given parses there to the same value. ` +
+    `Either it holds a value JSON cannot carry (a Date for z.date(), a Map, a BigInt: declare it as JSON carries it, for instance z.coerce.date() or z.iso.datetime() for a time), ` +
+    `or a transform renames or moves fields (its output does not parse as its input: keep the schema's field names, and rename in the machine)`
+  );
 }
