@@ -33,7 +33,7 @@ import type { LoadedInstance } from '../store/records.js';
 import type { TraceCarrier } from '../telemetry/telemetry.js';
 import { encodeJson } from '../protocol/json.js';
 import { errorText } from '../step/runner.js';
-import { isStreamFull, isTransient } from '../store/nats-errors.js';
+import { isStreamFull, mayStoreLater } from '../store/nats-errors.js';
 import { sleepUnless } from '../clock.js';
 import { sendLogicalId } from '../gate/received.js';
 
@@ -332,7 +332,7 @@ export class ActionExecutor implements EffectExecutor {
       } catch (e) {
         // This engine lacks the key ring the target's secrets need, or the target's stream is full:
         // it waits like an outage (warned) until restarted with one, or until the stream has room.
-        if (!isTransient(e) && !isStreamFull(e) && !(e instanceof KeyRingMissingError)) {
+        if (!mayStoreLater(e) && !(e instanceof KeyRingMissingError)) {
           this.rt.logger.error(`workflow '${workflow}' instance '${id}': action '${type}' (${key}) failed (${(e as Error).message}); giving up on it`);
           return;
         }

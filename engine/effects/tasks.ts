@@ -22,7 +22,7 @@ import { publishToInstance } from '../store/inbox.js';
 import { CancelledError } from '../errors.js';
 import { longTimeout, sleepUnless, waitAtMost } from '../clock.js';
 import { ensureDurable, readDurable, type DurableReader } from './durable-consumer.js';
-import { isCasConflict, isConsumerNotFound, isMessageNotFound, isStreamFull, isTransient } from '../store/nats-errors.js';
+import { isCasConflict, isConsumerNotFound, isMessageNotFound, mayStoreLater } from '../store/nats-errors.js';
 import {
   SpanKind,
   carrierFor,
@@ -616,28 +616,28 @@ export class TaskService {
   /**
    * Delivers an outcome, trying again while the instance's stream does not store it (no leader
    * during an election, a full stream, a timeout) for up to `DELIVERY_RETRY_MS`, so that a task
-   * that ran is not run again for a short outage; `working` keeps its message ours meanwhile.
+   * that ran is not run again for a short outage; `working`, when it runs from a message, keeps it ours meanwhile.
    * Rejects with the last error once that time has passed or the engine is closing.
    */
-  private async deliverRetrying(task: TaskMessage, event: TaskResultEvent, trace: TraceCarrier | undefined, working: () => void): Promise<void> {
+  private async deliverRetrying(task: TaskMessage, event: TaskResultEvent, trace: TraceCarrier | undefined, working?: () => void): Promise<void> {
     const until = Date.now() + DELIVERY_RETRY_MS;
     // Kept ours for the whole time, as while the attempt ran: a publish may wait its whole timeout.
-    const keepAlive = setInterval(working, Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
+    const keepAlive = working && setInterval(working, Math.max(250, Math.floor(this.options.ackWaitMs / 3)));
     try {
       for (let wait = 100; ; wait = Math.min(wait * 2, 2_000)) {
-        working();
+        working?.();
         try {
           await this.deliver(task, event, trace);
           return;
         } catch (e) {
           // What waiting cannot change (a refused permission, a message too large) is not asked again.
-          if (this.stopping || Date.now() + wait > until || !(isTransient(e) || isStreamFull(e))) throw e;
+          if (this.stopping || Date.now() + wait > until || !mayStoreLater(e)) throw e;
           this.rt.logger.debug(`task ${task.src} of ${task.workflow} ${task.id}: outcome not stored yet (${(e as Error).message}); trying again in ${wait} ms`);
           await sleepUnless(wait);
         }
       }
     } finally {
-      clearInterval(keepAlive);
+      if (keepAlive) clearInterval(keepAlive);
     }
   }
 
@@ -810,7 +810,7 @@ export class TaskService {
             // outcome here would have no event to repair it after a crash. It goes through the inbox.
             this.delivered.add(key);
             setTimeout(() => this.delivered.delete(key), DELIVERED_HOLD_MS).unref?.();
-            return void this.deliverRetrying(task, r.event!, r.trace, () => {}).catch(async (e: Error) => {
+            return void this.deliverRetrying(task, r.event!, r.trace).catch(async (e: Error) => {
               this.delivered.delete(key);
               this.rt.logger.warn(
                 `task ${t.src} of ${record.workflow} ${record.id}: outcome of attempt ${attempt} not delivered (${(e as Error).message}); the tasks stream runs that attempt again`,

@@ -43,6 +43,11 @@ export function isStreamFull(e: unknown): boolean {
   return false;
 }
 
+/** A failure that waiting may end (an election, a restart, a stream full for now): a store worth asking again. */
+export function mayStoreLater(e: unknown): boolean {
+  return isTransient(e) || isStreamFull(e);
+}
+
 /** A compare-and-set write that lost: someone else wrote first (or created the key). */
 export function isCasConflict(e: unknown): boolean {
   const code = apiCode(e);

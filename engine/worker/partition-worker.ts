@@ -243,8 +243,10 @@ export class PartitionWorker {
         // An outcome's write records the events judged before it as judged: one refused by the
         // state (a delete of the running instance) is not judged again, by a new owner reading the
         // partition from its checkpoint, against the state the outcome made.
-        const judged = Math.max(0, ...q.held, ...q.waits.flatMap((w) => w.seqs));
-        for (const e of batch) if (e.local) e.local.after = judged;
+        if (batch.some((e) => e.local)) {
+          const judged = Math.max(0, ...q.held, ...q.waits.flatMap((w) => w.seqs));
+          for (const e of batch) if (e.local) e.local.after = judged;
+        }
         const finished = await this.processWithRetry(key, q, batch);
         if (!finished) break;
         q.events.splice(0, batch.length);
