@@ -337,6 +337,9 @@ export class PartitionWorker {
               .deliverOutcome({ workflow: record.workflow, id: record.id, invokeId: t.invokeId, token: t.token }, event, tr)
               .then(() => {
                 q.holding.delete(held);
+                // Its outcome is stored: the events held for it are finished, so that the next
+                // owner does not repair the write that started the task and publish it again.
+                this.release(q);
                 this.wakeUp();
               })
               .catch((e: Error) => this.rt.logger.warn(`${this.label}: task outcome of '${key}' not delivered (${e.message}); the task runs again`));
